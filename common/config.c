@@ -1,0 +1,459 @@
+/*
+ * config: environment settings, validated (see config.h).
+ *
+ * The table below is the single source for defaults and help text, so --help,
+ * the README and the loader cannot drift apart.
+ */
+#include "config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <libpq-fe.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+typedef struct {
+    const char *name;
+    const char *def; /* NULL: required or no default */
+    const char *help;
+} VarHelp;
+
+static const VarHelp vars[] = {
+    {"AWS_ACCESS_KEY_ID", NULL, "S3 access key id (required)"},
+    {"AWS_SECRET_ACCESS_KEY", NULL, "S3 secret access key (required; never logged)"},
+    {"AWS_SESSION_TOKEN", NULL, "temporary session token (optional; never logged)"},
+    {"AWS_REGION", "us-east-1", "S3 region used in request signatures"},
+    {"S3_BUCKET", "pedidolist-backups", "bucket holding backups/{user_id}/..."},
+    {"S3_ENDPOINT", NULL, "http(s)://host[:port] of an S3-compatible store (default: AWS)"},
+    {"S3_FORCE_PATH_STYLE", "false", "address the bucket in the path, not the host name"},
+    {"BACKUP_RETENTION_DAYS", "30", "days a backup is kept by cleanup (1-36500)"},
+    {"BACKUP_COMPRESSION", "true", "gzip backup objects"},
+    {"REDIS_URL", "redis://127.0.0.1:6379/0", "redis://[[user]:password@]host[:port][/db]"},
+    {"DATABASE_URL", NULL, "PostgreSQL URI or key=value string (required)"},
+    {"WORKER_CONCURRENCY", "4", "jobs run at once by one worker process (1-1024)"},
+    {"WORKER_HTTP_PORT", "8080", "port of /healthz, /readyz and /metrics (0: off)"},
+    {"LOG_LEVEL", "info", "debug, info, warn or error"},
+    {"LOG_FORMAT", "text", "text or json (one object per line)"},
+};
+
+const char *config_getenv_process(const char *name, void *data) {
+    (void)data;
+    return getenv(name);
+}
+
+void config_print_help(FILE *out) {
+    fprintf(out, "Environment:\n");
+    for (size_t i = 0; i < sizeof(vars) / sizeof(vars[0]); i++)
+        fprintf(out, "  %-22s %s%s%s\n", vars[i].name, vars[i].help,
+                vars[i].def ? "; default " : "", vars[i].def ? vars[i].def : "");
+}
+
+int config_parse_bool(const char *s, int *out) {
+    static const char *yes[] = {"true", "1", "yes", "on"};
+    static const char *no[] = {"false", "0", "no", "off"};
+    for (int i = 0; i < 4; i++) {
+        if (strcasecmp(s, yes[i]) == 0) {
+            *out = 1;
+            return 0;
+        }
+        if (strcasecmp(s, no[i]) == 0) {
+            *out = 0;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+int config_parse_int(const char *s, long min, long max, long *out) {
+    if (*s == '\0')
+        return -1;
+    for (const char *p = s; *p; p++)
+        if (!isdigit((unsigned char)*p) && !(p == s && *p == '-'))
+            return -1;
+    errno = 0;
+    char *end = NULL;
+    long v = strtol(s, &end, 10);
+    if (errno != 0 || *end != '\0' || v < min || v > max)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+static char *dup_range(const char *s, size_t n) {
+    char *p = xmalloc(n + 1);
+    memcpy(p, s, n);
+    p[n] = '\0';
+    return p;
+}
+
+/* Decode %XX escapes in place (URL userinfo may hold an escaped password). */
+static int percent_decode(char *s) {
+    char *w = s;
+    for (char *r = s; *r; r++) {
+        if (*r == '%') {
+            if (!isxdigit((unsigned char)r[1]) || !isxdigit((unsigned char)r[2]))
+                return -1;
+            char hex[3] = {r[1], r[2], 0};
+            *w++ = (char)strtol(hex, NULL, 16);
+            r += 2;
+        } else {
+            *w++ = *r;
+        }
+    }
+    *w = '\0';
+    return 0;
+}
+
+void config_redis_endpoint_free(RedisEndpoint *ep) {
+    free(ep->host);
+    free(ep->username);
+    free(ep->password);
+    memset(ep, 0, sizeof(*ep));
+}
+
+int config_parse_redis_url(const char *url, RedisEndpoint *ep, const char **why) {
+    memset(ep, 0, sizeof(*ep));
+    ep->port = 6379;
+    if (strncmp(url, "rediss://", 9) == 0) {
+        *why = "TLS (rediss://) is not supported by this build (hiredis 0.14); use redis://";
+        return -1;
+    }
+    if (strncmp(url, "redis://", 8) != 0) {
+        *why = "must start with redis://";
+        return -1;
+    }
+    const char *p = url + 8;
+    const char *end = p + strcspn(p, "/?#");
+    const char *at = NULL;
+    for (const char *q = p; q < end; q++)
+        if (*q == '@')
+            at = q; /* the last '@': passwords may contain '@' unescaped */
+    if (at != NULL) {
+        const char *colon = memchr(p, ':', (size_t)(at - p));
+        if (colon != NULL) {
+            if (colon > p)
+                ep->username = dup_range(p, (size_t)(colon - p));
+            ep->password = dup_range(colon + 1, (size_t)(at - colon - 1));
+        } else if (at > p) {
+            /* redis://secret@host: a bare userinfo is the password, as redis-cli reads it */
+            ep->password = dup_range(p, (size_t)(at - p));
+        }
+        if ((ep->username && percent_decode(ep->username) != 0) ||
+            (ep->password && percent_decode(ep->password) != 0)) {
+            *why = "bad %-escape in the user or password";
+            goto fail;
+        }
+        p = at + 1;
+    }
+    const char *hostend;
+    if (*p == '[') { /* [::1]:6379 */
+        const char *rb = memchr(p, ']', (size_t)(end - p));
+        if (rb == NULL) {
+            *why = "unterminated [ in the host";
+            goto fail;
+        }
+        ep->host = dup_range(p + 1, (size_t)(rb - p - 1));
+        hostend = rb + 1;
+    } else {
+        hostend = p;
+        while (hostend < end && *hostend != ':')
+            hostend++;
+        ep->host = dup_range(p, (size_t)(hostend - p));
+    }
+    if (ep->host[0] == '\0') {
+        *why = "the host is missing";
+        goto fail;
+    }
+    if (hostend < end && *hostend == ':') {
+        char *port = dup_range(hostend + 1, (size_t)(end - hostend - 1));
+        long v;
+        int bad = config_parse_int(port, 1, 65535, &v);
+        free(port);
+        if (bad) {
+            *why = "the port must be a number from 1 to 65535";
+            goto fail;
+        }
+        ep->port = (int)v;
+    } else if (hostend != end) {
+        *why = "unexpected characters after the host";
+        goto fail;
+    }
+    if (*end == '/' && end[1] != '\0') {
+        long v;
+        if (config_parse_int(end + 1, 0, 10000, &v) != 0) {
+            *why = "the database after / must be a number";
+            goto fail;
+        }
+        ep->db = (int)v;
+    } else if (*end == '?' || *end == '#') {
+        *why = "query strings and fragments are not supported";
+        goto fail;
+    }
+    return 0;
+fail:
+    config_redis_endpoint_free(ep);
+    return -1;
+}
+
+void config_redact_url(const char *url, char *out, size_t outlen) {
+    if (outlen == 0)
+        return;
+    Buf b = BUF_INIT;
+    const char *scheme = strstr(url, "://");
+    if (scheme != NULL) {
+        const char *p = scheme + 3;
+        const char *end = p + strcspn(p, "/?#");
+        const char *at = NULL;
+        for (const char *q = p; q < end; q++)
+            if (*q == '@')
+                at = q;
+        if (at != NULL) {
+            const char *colon = memchr(p, ':', (size_t)(at - p));
+            buf_append(&b, url, (size_t)(p - url));
+            if (colon != NULL)
+                buf_append(&b, p, (size_t)(colon - p + 1));
+            buf_puts(&b, "***");
+            buf_puts(&b, at);
+        } else {
+            buf_puts(&b, url);
+        }
+        /* password=... may also appear as a URI query parameter */
+        char *pw = strstr(b.data, "password=");
+        if (pw != NULL) {
+            size_t keep = (size_t)(pw - b.data) + 9;
+            const char *rest = pw + 9 + strcspn(pw + 9, "&#");
+            Buf c = BUF_INIT;
+            buf_append(&c, b.data, keep);
+            buf_puts(&c, "***");
+            buf_puts(&c, rest);
+            buf_free(&b);
+            b = c;
+        }
+    } else {
+        /* key=value form: rebuild it without the password */
+        PQconninfoOption *opts = PQconninfoParse(url, NULL);
+        if (opts == NULL) {
+            buf_puts(&b, "(unparseable connection string)");
+        } else {
+            for (PQconninfoOption *o = opts; o->keyword; o++) {
+                if (o->val == NULL)
+                    continue;
+                buf_printf(&b, "%s%s=%s", b.len ? " " : "", o->keyword,
+                           strcmp(o->keyword, "password") == 0 ? "***" : o->val);
+            }
+            PQconninfoFree(opts);
+        }
+    }
+    snprintf(out, outlen, "%s", b.data ? b.data : "");
+    buf_free(&b);
+}
+
+/* ---- loader ---- */
+
+typedef struct {
+    ConfigGetenv get;
+    void *data;
+    Buf *errors;
+    int count;
+} Loader;
+
+static void bad(Loader *l, const char *name, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void bad(Loader *l, const char *name, const char *fmt, ...) {
+    buf_printf(l->errors, "%s: ", name);
+    va_list ap;
+    va_start(ap, fmt);
+    buf_vprintf(l->errors, fmt, ap);
+    va_end(ap);
+    buf_puts(l->errors, "\n");
+    l->count++;
+}
+
+/* The value, or NULL when unset or empty. */
+static const char *get(Loader *l, const char *name) {
+    const char *v = l->get(name, l->data);
+    return (v != NULL && v[0] != '\0') ? v : NULL;
+}
+
+static const char *def_of(const char *name) {
+    for (size_t i = 0; i < sizeof(vars) / sizeof(vars[0]); i++)
+        if (strcmp(vars[i].name, name) == 0)
+            return vars[i].def;
+    return NULL;
+}
+
+static char *get_str(Loader *l, const char *name, int required) {
+    const char *v = get(l, name);
+    if (v == NULL)
+        v = def_of(name);
+    if (v == NULL) {
+        if (required)
+            bad(l, name, "is required but not set");
+        return NULL;
+    }
+    return xstrdup(v);
+}
+
+static int get_bool(Loader *l, const char *name) {
+    const char *v = get(l, name);
+    int out = 0;
+    if (v == NULL)
+        v = def_of(name);
+    if (config_parse_bool(v, &out) != 0)
+        bad(l, name, "'%s' is not a boolean (use true or false)", v);
+    return out;
+}
+
+static int get_int(Loader *l, const char *name, long min, long max) {
+    const char *v = get(l, name);
+    long out = 0;
+    if (v == NULL)
+        v = def_of(name);
+    if (config_parse_int(v, min, max, &out) != 0)
+        bad(l, name, "'%.40s' is not a whole number from %ld to %ld", v, min, max);
+    return (int)out;
+}
+
+static int valid_bucket(const char *s) {
+    size_t n = strlen(s);
+    if (n < 3 || n > 63)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        int alnum = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
+        if (!alnum && c != '-' && c != '.')
+            return 0;
+        if ((i == 0 || i == n - 1) && !alnum)
+            return 0;
+        if (c == '.' && i > 0 && s[i - 1] == '.')
+            return 0;
+    }
+    return 1;
+}
+
+static int valid_region(const char *s) {
+    if (*s == '\0' || strlen(s) > 32)
+        return 0;
+    for (; *s; s++)
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= '0' && *s <= '9') || *s == '-'))
+            return 0;
+    return 1;
+}
+
+static int valid_endpoint(const char *s, const char **why) {
+    const char *p;
+    if (strncmp(s, "http://", 7) == 0)
+        p = s + 7;
+    else if (strncmp(s, "https://", 8) == 0)
+        p = s + 8;
+    else {
+        *why = "must start with http:// or https://";
+        return 0;
+    }
+    if (*p == '\0' || *p == '/' || *p == ':') {
+        *why = "the host is missing";
+        return 0;
+    }
+    if (strchr(p, '@') != NULL) {
+        *why = "must not carry credentials; use AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY";
+        return 0;
+    }
+    const char *slash = strchr(p, '/');
+    if (slash != NULL && slash[1] != '\0') {
+        *why = "must be a bare http(s)://host[:port] without a path";
+        return 0;
+    }
+    return 1;
+}
+
+int config_load(Config *cfg, ConfigGetenv getenv_fn, void *data, Buf *errors) {
+    Loader l = {getenv_fn, data, errors, 0};
+    memset(cfg, 0, sizeof(*cfg));
+
+    cfg->aws_access_key_id = get_str(&l, "AWS_ACCESS_KEY_ID", 1);
+    cfg->aws_secret_access_key = get_str(&l, "AWS_SECRET_ACCESS_KEY", 1);
+    cfg->aws_session_token = get_str(&l, "AWS_SESSION_TOKEN", 0);
+    if (cfg->aws_access_key_id && strpbrk(cfg->aws_access_key_id, " \t\r\n"))
+        bad(&l, "AWS_ACCESS_KEY_ID", "must not contain spaces or line breaks");
+    if (cfg->aws_secret_access_key && strpbrk(cfg->aws_secret_access_key, " \t\r\n"))
+        bad(&l, "AWS_SECRET_ACCESS_KEY", "must not contain spaces or line breaks");
+
+    cfg->aws_region = get_str(&l, "AWS_REGION", 1);
+    if (cfg->aws_region && !valid_region(cfg->aws_region))
+        bad(&l, "AWS_REGION", "'%.40s' is not a region name (such as us-east-1)", cfg->aws_region);
+
+    cfg->s3_bucket = get_str(&l, "S3_BUCKET", 1);
+    if (cfg->s3_bucket && !valid_bucket(cfg->s3_bucket))
+        bad(&l, "S3_BUCKET",
+            "'%.70s' is not a valid bucket name (3-63 lowercase letters, digits, dots and "
+            "hyphens, starting and ending with a letter or digit)",
+            cfg->s3_bucket);
+
+    cfg->s3_endpoint = get_str(&l, "S3_ENDPOINT", 0);
+    if (cfg->s3_endpoint) {
+        const char *why = NULL;
+        if (!valid_endpoint(cfg->s3_endpoint, &why)) {
+            char red[256];
+            config_redact_url(cfg->s3_endpoint, red, sizeof(red));
+            bad(&l, "S3_ENDPOINT", "'%.80s' %s", red, why);
+        }
+        size_t n = strlen(cfg->s3_endpoint);
+        if (n > 0 && cfg->s3_endpoint[n - 1] == '/')
+            cfg->s3_endpoint[n - 1] = '\0';
+    }
+    cfg->s3_force_path_style = get_bool(&l, "S3_FORCE_PATH_STYLE");
+    cfg->backup_retention_days = get_int(&l, "BACKUP_RETENTION_DAYS", 1, 36500);
+    cfg->backup_compression = get_bool(&l, "BACKUP_COMPRESSION");
+
+    cfg->redis_url = get_str(&l, "REDIS_URL", 1);
+    if (cfg->redis_url) {
+        const char *why = NULL;
+        if (config_parse_redis_url(cfg->redis_url, &cfg->redis, &why) != 0) {
+            char red[256];
+            config_redact_url(cfg->redis_url, red, sizeof(red));
+            bad(&l, "REDIS_URL", "'%.120s': %s", red, why);
+        }
+    }
+
+    cfg->database_url = get_str(&l, "DATABASE_URL", 1);
+    if (cfg->database_url) {
+        /* libpq's own message may quote the string, password included: keep ours */
+        PQconninfoOption *opts = PQconninfoParse(cfg->database_url, NULL);
+        if (opts == NULL)
+            bad(&l, "DATABASE_URL",
+                "not a valid PostgreSQL connection string (expected "
+                "postgresql://user:password@host:port/dbname or key=value pairs)");
+        else
+            PQconninfoFree(opts);
+    }
+
+    cfg->worker_concurrency = get_int(&l, "WORKER_CONCURRENCY", 1, 1024);
+    cfg->worker_http_port = get_int(&l, "WORKER_HTTP_PORT", 0, 65535);
+
+    const char *lv = get(&l, "LOG_LEVEL");
+    if (lv == NULL)
+        lv = def_of("LOG_LEVEL");
+    if (log_level_parse(lv, &cfg->log_level) != 0)
+        bad(&l, "LOG_LEVEL", "'%.40s' is not one of debug, info, warn, error", lv);
+    const char *lf = get(&l, "LOG_FORMAT");
+    if (lf == NULL)
+        lf = def_of("LOG_FORMAT");
+    if (log_format_parse(lf, &cfg->log_format) != 0)
+        bad(&l, "LOG_FORMAT", "'%.40s' is not one of text, json", lf);
+    return l.count;
+}
+
+void config_free(Config *cfg) {
+    free(cfg->aws_access_key_id);
+    free(cfg->aws_secret_access_key);
+    free(cfg->aws_session_token);
+    free(cfg->aws_region);
+    free(cfg->s3_bucket);
+    free(cfg->s3_endpoint);
+    free(cfg->redis_url);
+    free(cfg->database_url);
+    config_redis_endpoint_free(&cfg->redis);
+    memset(cfg, 0, sizeof(*cfg));
+}

@@ -1,0 +1,74 @@
+/*
+ * config: the worker's and backupctl's settings, read from the environment.
+ *
+ * Every variable is validated once at start; a bad value yields a message that
+ * names the variable and says what is wrong, never the secret it may hold.
+ * config_load() takes a getenv-like function so tests can feed it a table.
+ */
+#ifndef BW_CONFIG_H
+#define BW_CONFIG_H
+
+#include "buf.h"
+#include "log.h"
+
+#include <stdio.h>
+
+typedef struct {
+    char *host; /* owned */
+    int port;
+    char *username; /* owned, may be NULL (Redis 6 ACL user) */
+    char *password; /* owned, may be NULL; secret */
+    int db;
+} RedisEndpoint;
+
+typedef struct {
+    char *aws_access_key_id;     /* secret-ish: logged only as its first 4 chars */
+    char *aws_secret_access_key; /* secret */
+    char *aws_session_token;     /* secret, may be NULL */
+    char *aws_region;
+    char *s3_bucket;
+    char *s3_endpoint; /* may be NULL: AWS itself */
+    int s3_force_path_style;
+    int backup_retention_days;
+    int backup_compression;
+    char *redis_url;    /* secret inside: log config_redact_url(redis_url) */
+    char *database_url; /* secret inside */
+    RedisEndpoint redis;
+    int worker_concurrency;
+    int worker_http_port;
+    LogLevel log_level;
+    LogFormat log_format;
+} Config;
+
+/* A getenv-like lookup: returns the value of name or NULL. */
+typedef const char *(*ConfigGetenv)(const char *name, void *data);
+
+/*
+ * Load and validate every variable. Returns the number of errors; each error is
+ * one line appended to errors ("VARIABLE: what is wrong"). On errors the config
+ * is still safe to pass to config_free().
+ */
+int config_load(Config *cfg, ConfigGetenv getenv_fn, void *data, Buf *errors);
+/* The process environment as a ConfigGetenv. */
+const char *config_getenv_process(const char *name, void *data);
+/* Free every string the config owns. */
+void config_free(Config *cfg);
+/* Print every variable with its default and meaning (for --help). */
+void config_print_help(FILE *out);
+
+/*
+ * Copy url into out with any password replaced by "***" (URL userinfo, or a
+ * password=... key in a libpq key=value string). Safe to log.
+ */
+void config_redact_url(const char *url, char *out, size_t outlen);
+
+/* Parse redis://[[user]:password@]host[:port][/db]; returns 0 or -1 with why. */
+int config_parse_redis_url(const char *url, RedisEndpoint *ep, const char **why);
+void config_redis_endpoint_free(RedisEndpoint *ep);
+
+/* Parse a boolean (true/false, 1/0, yes/no, on/off); returns 0 on success. */
+int config_parse_bool(const char *s, int *out);
+/* Parse a decimal integer within [min, max]; returns 0 on success. */
+int config_parse_int(const char *s, long min, long max, long *out);
+
+#endif

@@ -1,0 +1,216 @@
+/*
+ * backupctl: the operator's command line.
+ *
+ * Configured by the same environment as the worker. This first version checks
+ * the three services the worker needs and says exactly which one fails and
+ * what to look at; job commands (backup, restore, list, s3 ...) arrive with the
+ * queue, S3 and job modules.
+ */
+#include "config.h"
+#include "http.h"
+#include "log.h"
+#include "pg.h"
+#include "redis.h"
+#include "version.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void usage(FILE *out) {
+    fprintf(out, "Usage: backupctl [--version] [--help] COMMAND\n"
+                 "\n"
+                 "Commands:\n"
+                 "  check      connect to Redis, PostgreSQL and S3 and report each (exit 1 if any "
+                 "fails)\n"
+                 "  config     validate the environment and print it, secrets masked\n"
+                 "\n");
+    config_print_help(out);
+}
+
+typedef struct {
+    const Config *cfg;
+    RedisClient *redis;
+    PgConn *pg;
+    int redis_done, pg_done, s3_done;
+    int failures;
+    uv_timer_t deadline;
+    char s3_url[512];
+} Check;
+
+static void check_finish_if_done(Check *c) {
+    if (c->redis_done && c->pg_done && c->s3_done)
+        uv_close((uv_handle_t *)&c->deadline, NULL);
+}
+
+static void on_redis_pong(RedisClient *r, redisReply *reply, const Err *err, void *data) {
+    (void)reply;
+    Check *c = data;
+    if (err) {
+        printf("redis     FAIL  %s\n", err->msg);
+        c->failures++;
+    } else {
+        printf("redis     ok    %s:%d db %d\n", c->cfg->redis.host, c->cfg->redis.port,
+               c->cfg->redis.db);
+    }
+    c->redis_done = 1;
+    redis_client_free(r);
+    c->redis = NULL;
+    check_finish_if_done(c);
+}
+
+static void on_redis_state(RedisClient *r, int connected, const Err *err, void *data) {
+    (void)err;
+    Check *c = data;
+    if (!connected || c->redis_done)
+        return;
+    Err e;
+    err_clear(&e);
+    if (redis_command(r, on_redis_pong, c, &e, "PING") != 0)
+        on_redis_pong(r, NULL, &e, c);
+}
+
+static void on_pg_result(PgConn *conn, PGresult *res, const Err *err, void *data) {
+    Check *c = data;
+    if (err) {
+        printf("postgres  FAIL  %s\n", err->msg);
+        c->failures++;
+    } else {
+        printf("postgres  ok    PostgreSQL %s, database %s as %s\n", PQgetvalue(res, 0, 0),
+               PQgetvalue(res, 0, 1), PQgetvalue(res, 0, 2));
+    }
+    c->pg_done = 1;
+    pg_conn_free(conn);
+    c->pg = NULL;
+    check_finish_if_done(c);
+}
+
+static void on_pg_connected(PgConn *conn, const Err *err, void *data) {
+    Check *c = data;
+    if (err) {
+        on_pg_result(conn, NULL, err, c);
+        return;
+    }
+    Err e;
+    err_clear(&e);
+    if (pg_conn_query(conn,
+                      "SELECT current_setting('server_version'), current_database(), "
+                      "current_user",
+                      0, NULL, on_pg_result, c, &e) != 0)
+        on_pg_result(conn, NULL, &e, c);
+}
+
+static void on_s3(HttpRequest *req, long status, const Err *err, void *data) {
+    (void)req;
+    Check *c = data;
+    if (err || status >= 500 || status == 0) {
+        printf("s3        FAIL  %s: %s\n", c->s3_url, err ? err->msg : "server error");
+        c->failures++;
+    } else {
+        printf("s3        ok    %s (HTTP %ld)\n", c->s3_url, status);
+    }
+    c->s3_done = 1;
+    check_finish_if_done(c);
+}
+
+static void on_deadline(uv_timer_t *t) {
+    Check *c = t->data;
+    if (!c->redis_done) {
+        printf("redis     FAIL  no connection to %s:%d within 10 s: %s\n", c->cfg->redis.host,
+               c->cfg->redis.port, c->redis ? redis_client_last_error(c->redis) : "");
+        c->failures++;
+        c->redis_done = 1;
+        redis_client_free(c->redis);
+        c->redis = NULL;
+    }
+    check_finish_if_done(c);
+}
+
+static int cmd_check(const Config *cfg) {
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    Check c;
+    memset(&c, 0, sizeof(c));
+    c.cfg = cfg;
+
+    RedisOptions ro;
+    memset(&ro, 0, sizeof(ro));
+    ro.host = cfg->redis.host;
+    ro.port = cfg->redis.port;
+    ro.username = cfg->redis.username;
+    ro.password = cfg->redis.password;
+    ro.db = cfg->redis.db;
+    ro.name = "backupctl";
+    ro.on_state = on_redis_state;
+    ro.data = &c;
+    c.redis = redis_client_new(&loop, &ro);
+    c.pg = pg_conn_new(&loop, cfg->database_url, 10000, on_pg_connected, &c);
+
+    HttpClient *http = http_client_new(&loop);
+    if (cfg->s3_endpoint)
+        snprintf(c.s3_url, sizeof(c.s3_url), "%s/%s/", cfg->s3_endpoint, cfg->s3_bucket);
+    else
+        snprintf(c.s3_url, sizeof(c.s3_url), "https://%s.s3.%s.amazonaws.com/", cfg->s3_bucket,
+                 cfg->aws_region);
+    HttpRequestOpts o;
+    memset(&o, 0, sizeof(o));
+    o.method = "HEAD";
+    o.url = c.s3_url;
+    o.timeout_ms = 10000;
+    o.done = on_s3;
+    o.data = &c;
+    Err err;
+    err_clear(&err);
+    if (http_request_start(http, &o, &err) == NULL) {
+        printf("s3        FAIL  %s\n", err.msg);
+        c.failures++;
+        c.s3_done = 1;
+    }
+    uv_timer_init(&loop, &c.deadline);
+    c.deadline.data = &c;
+    uv_timer_start(&c.deadline, on_deadline, 10000, 0);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    http_client_free(http);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    uv_loop_close(&loop);
+    return c.failures ? 1 : 0;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "help") == 0) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "version") == 0) {
+        printf("backupctl %s\n", BW_VERSION);
+        return 0;
+    }
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "check") != 0 && strcmp(cmd, "config") != 0) {
+        fprintf(stderr, "backupctl: unknown command '%s' (see backupctl --help)\n", cmd);
+        return 2;
+    }
+    Config cfg;
+    Buf errors = BUF_INIT;
+    if (config_load(&cfg, config_getenv_process, NULL, &errors) > 0) {
+        fprintf(stderr, "backupctl: invalid configuration:\n%s", errors.data);
+        buf_free(&errors);
+        config_free(&cfg);
+        return 2;
+    }
+    buf_free(&errors);
+    log_init(LOG_ERROR, LOG_TEXT, NULL);
+    int rc = 0;
+    if (strcmp(cmd, "config") == 0) {
+        char redis[256], db[512];
+        config_redact_url(cfg.redis_url, redis, sizeof(redis));
+        config_redact_url(cfg.database_url, db, sizeof(db));
+        printf("REDIS_URL=%s\nDATABASE_URL=%s\nS3_ENDPOINT=%s\nS3_BUCKET=%s\nAWS_REGION=%s\n",
+               redis, db, cfg.s3_endpoint ? cfg.s3_endpoint : "(AWS)", cfg.s3_bucket,
+               cfg.aws_region);
+    } else {
+        rc = cmd_check(&cfg);
+    }
+    config_free(&cfg);
+    return rc;
+}

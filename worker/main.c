@@ -1,0 +1,137 @@
+/*
+ * backup-worker: the daemon.
+ *
+ * Reads its configuration from the environment (exit 2 on any invalid value,
+ * before anything starts), connects to Redis, PostgreSQL and S3 on one libuv
+ * loop and serves its health endpoint. SIGTERM or SIGINT stops it cleanly
+ * (exit 0); a second signal exits at once.
+ */
+#include "config.h"
+#include "log.h"
+#include "services.h"
+#include "version.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+typedef struct {
+    uv_signal_t sigterm, sigint;
+    Services *services;
+    int signals;
+} Daemon;
+
+static void usage(FILE *out) {
+    fprintf(out, "Usage: backup-worker [--help] [--version] [--check-config]\n"
+                 "\n"
+                 "Runs backup, restore and cleanup jobs from a Redis stream, moving each\n"
+                 "user's data between PostgreSQL and S3. Configured by the environment.\n"
+                 "\n"
+                 "  --check-config  validate the environment, print a summary and exit\n"
+                 "\n");
+    config_print_help(out);
+}
+
+static void on_closed(uv_handle_t *h) {
+    (void)h;
+}
+
+static void on_signal(uv_signal_t *sig, int signum) {
+    Daemon *d = sig->data;
+    if (++d->signals > 1) {
+        log_warn(NULL, "second %s: exiting now", strsignal(signum));
+        _exit(1);
+    }
+    log_info(NULL, "%s: shutting down", strsignal(signum));
+    services_free(d->services);
+    d->services = NULL;
+    /* keep handling a second signal without keeping the loop alive */
+    uv_unref((uv_handle_t *)&d->sigterm);
+    uv_unref((uv_handle_t *)&d->sigint);
+}
+
+static void print_summary(const Config *cfg) {
+    char redis[256], db[512];
+    config_redact_url(cfg->redis_url, redis, sizeof(redis));
+    config_redact_url(cfg->database_url, db, sizeof(db));
+    printf("REDIS_URL=%s\nDATABASE_URL=%s\nS3_ENDPOINT=%s\nS3_BUCKET=%s\nAWS_REGION=%s\n"
+           "WORKER_CONCURRENCY=%d\nWORKER_HTTP_PORT=%d\n",
+           redis, db, cfg->s3_endpoint ? cfg->s3_endpoint : "(AWS)", cfg->s3_bucket,
+           cfg->aws_region, cfg->worker_concurrency, cfg->worker_http_port);
+}
+
+int main(int argc, char **argv) {
+    int check_only = 0;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            usage(stdout);
+            return 0;
+        } else if (strcmp(argv[i], "--version") == 0) {
+            printf("backup-worker %s\n", BW_VERSION);
+            return 0;
+        } else if (strcmp(argv[i], "--check-config") == 0) {
+            check_only = 1;
+        } else {
+            fprintf(stderr, "backup-worker: unknown argument '%s' (see --help)\n", argv[i]);
+            return 2;
+        }
+    }
+
+    Config cfg;
+    Buf errors = BUF_INIT;
+    if (config_load(&cfg, config_getenv_process, NULL, &errors) > 0) {
+        fprintf(stderr, "backup-worker: invalid configuration:\n");
+        for (char *line = strtok(errors.data, "\n"); line; line = strtok(NULL, "\n"))
+            fprintf(stderr, "  %s\n", line);
+        buf_free(&errors);
+        config_free(&cfg);
+        return 2;
+    }
+    buf_free(&errors);
+    if (check_only) {
+        print_summary(&cfg);
+        config_free(&cfg);
+        return 0;
+    }
+
+    signal(SIGPIPE, SIG_IGN);
+    srand((unsigned)time(NULL) ^ (unsigned)getpid());
+    log_init(cfg.log_level, cfg.log_format, NULL);
+    log_info(NULL, "backup-worker %s starting (pid %d, concurrency %d)", BW_VERSION, (int)getpid(),
+             cfg.worker_concurrency);
+
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    Daemon d;
+    memset(&d, 0, sizeof(d));
+    Err err;
+    err_clear(&err);
+    d.services = services_new(&loop, &cfg, &err);
+    if (d.services == NULL) {
+        log_error(NULL, "%s", err.msg);
+        uv_run(&loop, UV_RUN_DEFAULT);
+        uv_loop_close(&loop);
+        config_free(&cfg);
+        return 1;
+    }
+    uv_signal_init(&loop, &d.sigterm);
+    uv_signal_init(&loop, &d.sigint);
+    d.sigterm.data = d.sigint.data = &d;
+    uv_signal_start(&d.sigterm, on_signal, SIGTERM);
+    uv_signal_start(&d.sigint, on_signal, SIGINT);
+
+    uv_run(&loop, UV_RUN_DEFAULT);
+
+    uv_close((uv_handle_t *)&d.sigterm, on_closed);
+    uv_close((uv_handle_t *)&d.sigint, on_closed);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    int rc = uv_loop_close(&loop);
+    if (rc != 0)
+        log_warn(NULL, "event loop closed with handles still open");
+    log_info(NULL, "stopped");
+    config_free(&cfg);
+    return 0;
+}

@@ -1,0 +1,306 @@
+/*
+ * services: connections, probes and the health endpoint (see services.h).
+ *
+ * A probe timer re-checks PostgreSQL and S3 every PROBE_MS; Redis reports its
+ * own state through the client's state callback. Probes never overlap: each
+ * has an in-flight flag, so a hung service costs one request, not a pile.
+ */
+#include "services.h"
+#include "httpd.h"
+#include "log.h"
+#include "looplag.h"
+#include "version.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define PROBE_MS 10000
+
+struct Services {
+    uv_loop_t *loop;
+    const Config *cfg;
+    RedisClient *redis;
+    PgPool *pg;
+    HttpClient *http;
+    LoopLag *lag;
+    Httpd *httpd;
+    uv_timer_t probe;
+    char s3_url[512];
+    char s3_label[256];
+    int redis_ok, pg_ok, s3_ok;
+    int pg_probing, s3_probing;
+    int pg_warned, s3_warned;
+    int announced_ready;
+    int closing;
+    int pending; /* probes in flight: their callbacks need this struct */
+    int probe_closed;
+};
+
+static void maybe_release(Services *s) {
+    if (s->closing && s->pending == 0 && s->probe_closed)
+        free(s);
+}
+
+static void announce(Services *s) {
+    if (services_ready(s) && !s->announced_ready) {
+        s->announced_ready = 1;
+        log_info(NULL, "ready: Redis, PostgreSQL and S3 are reachable");
+    } else if (!services_ready(s)) {
+        s->announced_ready = 0;
+    }
+}
+
+/* ---- Redis ---- */
+
+static void on_redis_state(RedisClient *c, int connected, const Err *err, void *data) {
+    (void)c;
+    Services *s = data;
+    s->redis_ok = connected;
+    if (connected)
+        log_info(NULL, "connected to Redis at %s:%d (db %d)", s->cfg->redis.host,
+                 s->cfg->redis.port, s->cfg->redis.db);
+    else
+        log_warn(NULL, "lost Redis: %s", err ? err->msg : "unknown error");
+    announce(s);
+}
+
+/* ---- PostgreSQL ---- */
+
+static void on_pg_probe(PgConn *conn, PGresult *res, const Err *err, void *data) {
+    (void)conn;
+    Services *s = data;
+    s->pending--;
+    s->pg_probing = 0;
+    if (s->closing) {
+        maybe_release(s);
+        return;
+    }
+    int was = s->pg_ok;
+    s->pg_ok = err == NULL;
+    if (err != NULL && !s->pg_warned) {
+        log_warn(NULL, "PostgreSQL unreachable: %s", err->msg);
+        s->pg_warned = 1;
+    } else if (err == NULL && !was) {
+        s->pg_warned = 0;
+        log_info(NULL, "connected to PostgreSQL %s (database %s as %s)", PQgetvalue(res, 0, 0),
+                 PQgetvalue(res, 0, 1), PQgetvalue(res, 0, 2));
+    }
+    announce(s);
+}
+
+static void probe_pg(Services *s) {
+    if (s->pg_probing)
+        return;
+    s->pg_probing = 1;
+    s->pending++;
+    pg_pool_query(s->pg,
+                  "SELECT current_setting('server_version'), current_database(), current_user", 0,
+                  NULL, on_pg_probe, s);
+}
+
+/* ---- S3 ---- */
+
+static void on_s3_probe(HttpRequest *req, long status, const Err *err, void *data) {
+    (void)req;
+    Services *s = data;
+    s->pending--;
+    s->s3_probing = 0;
+    if (s->closing) {
+        maybe_release(s);
+        return;
+    }
+    int was = s->s3_ok;
+    /* Any HTTP answer proves the endpoint is up; until requests are signed a
+     * real AWS endpoint answers 403 here, which still counts as reachable. */
+    s->s3_ok = err == NULL && status > 0 && status < 500;
+    if (s->s3_ok && !was) {
+        s->s3_warned = 0;
+        log_info(NULL, "S3 endpoint %s reachable (bucket %s: HTTP %ld)", s->s3_label,
+                 s->cfg->s3_bucket, status);
+    } else if (!s->s3_ok && !s->s3_warned) {
+        s->s3_warned = 1;
+        log_warn(NULL, "S3 endpoint %s unreachable: %s", s->s3_label,
+                 err ? err->msg : "server error");
+    }
+    announce(s);
+}
+
+static void probe_s3(Services *s) {
+    if (s->s3_probing)
+        return;
+    HttpRequestOpts o;
+    memset(&o, 0, sizeof(o));
+    o.method = "HEAD";
+    o.url = s->s3_url;
+    o.timeout_ms = 5000;
+    o.done = on_s3_probe;
+    o.data = s;
+    Err err;
+    err_clear(&err);
+    if (http_request_start(s->http, &o, &err) == NULL) {
+        log_warn(NULL, "S3 probe not started: %s", err.msg);
+        return;
+    }
+    s->s3_probing = 1;
+    s->pending++;
+}
+
+static void on_probe(uv_timer_t *t) {
+    Services *s = t->data;
+    probe_pg(s);
+    probe_s3(s);
+}
+
+/* ---- HTTP endpoint ---- */
+
+static void on_http(const char *method, const char *path, HttpdResponse *resp, void *data) {
+    (void)method;
+    Services *s = data;
+    double lag_ms = (double)looplag_last_us(s->lag) / 1000.0;
+    if (strcmp(path, "/healthz") == 0) {
+        resp->content_type = "application/json";
+        buf_printf(&resp->body, "{\"status\":\"ok\",\"version\":\"%s\",\"loop_lag_ms\":%.3f}\n",
+                   BW_VERSION, lag_ms);
+    } else if (strcmp(path, "/readyz") == 0) {
+        int ok = services_ready(s);
+        resp->status = ok ? 200 : 503;
+        resp->content_type = "application/json";
+        buf_printf(&resp->body, "{\"status\":\"%s\",\"redis\":%s,\"postgres\":%s,\"s3\":%s}\n",
+                   ok ? "ready" : "unavailable", s->redis_ok ? "true" : "false",
+                   s->pg_ok ? "true" : "false", s->s3_ok ? "true" : "false");
+    } else if (strcmp(path, "/metrics") == 0) {
+        resp->content_type = "text/plain; version=0.0.4; charset=utf-8";
+        Buf *b = &resp->body;
+        buf_printf(b, "# HELP bw_up Service reachability (1 reachable).\n# TYPE bw_up gauge\n");
+        buf_printf(b, "bw_up{service=\"redis\"} %d\n", s->redis_ok);
+        buf_printf(b, "bw_up{service=\"postgres\"} %d\n", s->pg_ok);
+        buf_printf(b, "bw_up{service=\"s3\"} %d\n", s->s3_ok);
+        buf_printf(b, "# HELP bw_event_loop_lag_seconds Event-loop lag at the last tick.\n"
+                      "# TYPE bw_event_loop_lag_seconds gauge\n");
+        buf_printf(b, "bw_event_loop_lag_seconds %.6f\n", lag_ms / 1000.0);
+        buf_printf(b, "# HELP bw_event_loop_lag_max_seconds Largest event-loop lag seen.\n"
+                      "# TYPE bw_event_loop_lag_max_seconds gauge\n");
+        buf_printf(b, "bw_event_loop_lag_max_seconds %.6f\n", (double)looplag_max_us(s->lag) / 1e6);
+        buf_printf(b, "# HELP bw_redis_reconnects_total Redis reconnections.\n"
+                      "# TYPE bw_redis_reconnects_total counter\n");
+        buf_printf(b, "bw_redis_reconnects_total %llu\n",
+                   (unsigned long long)redis_client_reconnects(s->redis));
+        buf_printf(b, "# HELP bw_pg_pool_connections PostgreSQL pool connections.\n"
+                      "# TYPE bw_pg_pool_connections gauge\n");
+        buf_printf(b, "bw_pg_pool_connections{state=\"open\"} %d\n", pg_pool_open(s->pg));
+        buf_printf(b, "bw_pg_pool_connections{state=\"idle\"} %d\n", pg_pool_idle(s->pg));
+        buf_printf(b, "# HELP bw_s3_bytes_total Bytes moved to and from S3.\n"
+                      "# TYPE bw_s3_bytes_total counter\n");
+        buf_printf(b, "bw_s3_bytes_total{direction=\"up\"} %llu\n",
+                   (unsigned long long)http_client_bytes_sent(s->http));
+        buf_printf(b, "bw_s3_bytes_total{direction=\"down\"} %llu\n",
+                   (unsigned long long)http_client_bytes_received(s->http));
+    } else {
+        resp->status = 404;
+        buf_puts(&resp->body, "not found: try /healthz, /readyz or /metrics\n");
+    }
+}
+
+/* ---- lifecycle ---- */
+
+static void build_s3_url(Services *s) {
+    const Config *c = s->cfg;
+    if (c->s3_endpoint != NULL) {
+        snprintf(s->s3_label, sizeof(s->s3_label), "%s", c->s3_endpoint);
+        if (c->s3_force_path_style) {
+            snprintf(s->s3_url, sizeof(s->s3_url), "%s/%s/", c->s3_endpoint, c->s3_bucket);
+        } else {
+            const char *host = strstr(c->s3_endpoint, "://") + 3;
+            snprintf(s->s3_url, sizeof(s->s3_url), "%.*s%s.%s/", (int)(host - c->s3_endpoint),
+                     c->s3_endpoint, c->s3_bucket, host);
+        }
+    } else {
+        snprintf(s->s3_label, sizeof(s->s3_label), "https://s3.%s.amazonaws.com", c->aws_region);
+        snprintf(s->s3_url, sizeof(s->s3_url), "https://%s.s3.%s.amazonaws.com/", c->s3_bucket,
+                 c->aws_region);
+    }
+}
+
+Services *services_new(uv_loop_t *loop, const Config *cfg, Err *err) {
+    Services *s = xcalloc(1, sizeof(*s));
+    s->loop = loop;
+    s->cfg = cfg;
+    s->lag = looplag_new(loop, 100);
+    build_s3_url(s);
+
+    if (cfg->worker_http_port > 0) {
+        s->httpd = httpd_new(loop, "0.0.0.0", cfg->worker_http_port, on_http, s, err);
+        if (s->httpd == NULL) {
+            looplag_free(s->lag);
+            free(s);
+            return NULL;
+        }
+        log_info(NULL, "serving /healthz, /readyz and /metrics on port %d", httpd_port(s->httpd));
+    }
+
+    char host[256], name[300];
+    if (gethostname(host, sizeof(host)) != 0)
+        snprintf(host, sizeof(host), "worker");
+    host[sizeof(host) - 1] = '\0';
+    snprintf(name, sizeof(name), "backup-worker:%s:%d", host, (int)getpid());
+    RedisOptions ro;
+    memset(&ro, 0, sizeof(ro));
+    ro.host = cfg->redis.host;
+    ro.port = cfg->redis.port;
+    ro.username = cfg->redis.username;
+    ro.password = cfg->redis.password;
+    ro.db = cfg->redis.db;
+    ro.name = name;
+    ro.command_timeout_ms = 10000;
+    ro.on_state = on_redis_state;
+    ro.data = s;
+    s->redis = redis_client_new(loop, &ro);
+
+    s->pg = pg_pool_new(loop, cfg->database_url, cfg->worker_concurrency + 2, 10000);
+    s->http = http_client_new(loop);
+
+    uv_timer_init(loop, &s->probe);
+    s->probe.data = s;
+    uv_timer_start(&s->probe, on_probe, 0, PROBE_MS);
+    return s;
+}
+
+static void on_probe_closed(uv_handle_t *h) {
+    Services *s = h->data;
+    s->probe_closed = 1;
+    maybe_release(s);
+}
+
+void services_free(Services *s) {
+    if (s == NULL || s->closing)
+        return;
+    s->closing = 1;
+    uv_timer_stop(&s->probe);
+    uv_close((uv_handle_t *)&s->probe, on_probe_closed);
+    httpd_free(s->httpd);
+    redis_client_free(s->redis);
+    http_client_free(s->http); /* cancels the S3 probe: its callback runs now */
+    pg_pool_free(s->pg);       /* fails a waiting probe now; a running one completes */
+    looplag_free(s->lag);
+}
+
+int services_ready(const Services *s) {
+    return s->redis_ok && s->pg_ok && s->s3_ok;
+}
+
+int services_http_port(const Services *s) {
+    return s->httpd ? httpd_port(s->httpd) : 0;
+}
+
+RedisClient *services_redis(Services *s) {
+    return s->redis;
+}
+
+PgPool *services_pg(Services *s) {
+    return s->pg;
+}
+
+HttpClient *services_http(Services *s) {
+    return s->http;
+}

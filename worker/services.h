@@ -1,0 +1,37 @@
+/*
+ * services: the worker's connections to Redis, PostgreSQL and S3, and the
+ * HTTP endpoint that reports on them.
+ *
+ * Owns one RedisClient, one PgPool, one HttpClient, the loop-lag monitor and
+ * the health server. Probes each service at start and then periodically, logs
+ * each state change once, and answers /healthz (the loop is alive), /readyz
+ * (all three reachable) and /metrics (Prometheus text). Later, the queue
+ * engine and the jobs borrow these connections from here.
+ */
+#ifndef BW_SERVICES_H
+#define BW_SERVICES_H
+
+#include "config.h"
+#include "err.h"
+#include "http.h"
+#include "pgpool.h"
+#include "redis.h"
+
+#include <uv.h>
+
+typedef struct Services Services;
+
+/* Start connecting everything; NULL with err if the HTTP port cannot be bound. */
+Services *services_new(uv_loop_t *loop, const Config *cfg, Err *err);
+/* Close every connection and handle; the loop then ends by itself. */
+void services_free(Services *s);
+/* 1 when Redis, PostgreSQL and S3 were all reachable at the last probe. */
+int services_ready(const Services *s);
+/* Bound HTTP port (0 when disabled). */
+int services_http_port(const Services *s);
+
+RedisClient *services_redis(Services *s);
+PgPool *services_pg(Services *s);
+HttpClient *services_http(Services *s);
+
+#endif
