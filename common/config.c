@@ -211,9 +211,14 @@ void config_redact_url(const char *url, char *out, size_t outlen) {
         if (at != NULL) {
             const char *colon = memchr(p, ':', (size_t)(at - p));
             buf_append(&b, url, (size_t)(p - url));
-            if (colon != NULL)
+            if (colon != NULL) {
                 buf_append(&b, p, (size_t)(colon - p + 1));
-            buf_puts(&b, "***");
+                buf_puts(&b, "***");
+            } else if (strncmp(url, "redis", 5) == 0) {
+                buf_puts(&b, "***"); /* redis://secret@host: the bare userinfo is the password */
+            } else {
+                buf_append(&b, p, (size_t)(at - p)); /* postgresql://user@host: no password */
+            }
             buf_puts(&b, at);
         } else {
             buf_puts(&b, url);
@@ -396,7 +401,10 @@ int config_load(Config *cfg, ConfigGetenv getenv_fn, void *data, Buf *errors) {
         const char *why = NULL;
         if (!valid_endpoint(cfg->s3_endpoint, &why)) {
             char red[256];
-            config_redact_url(cfg->s3_endpoint, red, sizeof(red));
+            if (strchr(cfg->s3_endpoint, '@') != NULL) /* may carry credentials */
+                config_redact_url(cfg->s3_endpoint, red, sizeof(red));
+            else
+                snprintf(red, sizeof(red), "%s", cfg->s3_endpoint);
             bad(&l, "S3_ENDPOINT", "'%.80s' %s", red, why);
         }
         size_t n = strlen(cfg->s3_endpoint);

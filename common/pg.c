@@ -41,6 +41,9 @@ struct PgConn {
     uv_timer_t kick;  /* deferred work on the next loop pass */
     uv_getaddrinfo_t gai;
     int gai_active;
+    uv_work_t work; /* PQconnectPoll on the thread pool */
+    int work_active;
+    PostgresPollingStatusType work_status;
     int handles_open;
 
     char **keys, **vals; /* connect parameters, NULL-terminated */
@@ -122,7 +125,7 @@ static void on_notice(void *arg, const char *message) {
 /* ---- handles ---- */
 
 static void release(PgConn *c) {
-    if (c->handles_open > 0 || c->gai_active)
+    if (c->handles_open > 0 || c->gai_active || c->work_active)
         return;
     if (c->pq)
         PQfinish(c->pq);
@@ -272,9 +275,32 @@ static void on_connect_timeout(uv_timer_t *t) {
     conn_fail(c, ERR_RETRYABLE, "connect timed out", msg);
 }
 
-static void connect_step(PgConn *c) {
-    PostgresPollingStatusType st = PQconnectPoll(c->pq);
-    switch (st) {
+/*
+ * PQconnectPoll runs on the thread pool: with SCRAM authentication it derives
+ * the client proof (PBKDF2, 4096 rounds), a few milliseconds of CPU that would
+ * otherwise stall every other job on the loop while a pool opens connections.
+ * The connection is used by one thread at a time: the poll is stopped before
+ * the hop and re-armed after it.
+ */
+static void connect_work(uv_work_t *req) {
+    PgConn *c = req->data;
+    c->work_status = PQconnectPoll(c->pq);
+}
+
+static void connect_after_work(uv_work_t *req, int status) {
+    PgConn *c = req->data;
+    c->work_active = 0;
+    if (c->state == CS_CLOSED) {
+        release(c);
+        return;
+    }
+    if (c->state != CS_CONNECTING)
+        return; /* timed out meanwhile: conn_fail() already reported it */
+    if (status != 0) {
+        conn_fail(c, ERR_RETRYABLE, "connect failed", uv_strerror(status));
+        return;
+    }
+    switch (c->work_status) {
     case PGRES_POLLING_OK: {
         uv_timer_stop(&c->timer);
         if (PQsetnonblocking(c->pq, 1) != 0) {
@@ -298,6 +324,19 @@ static void connect_step(PgConn *c) {
         conn_fail(c, ERR_RETRYABLE, "connect failed", PQerrorMessage(c->pq));
         return;
     }
+}
+
+static void connect_step(PgConn *c) {
+    if (c->work_active)
+        return;
+    watch(c, 0); /* libpq may close or replace the socket in PQconnectPoll */
+    c->work.data = c;
+    int rc = uv_queue_work(c->loop, &c->work, connect_work, connect_after_work);
+    if (rc != 0) {
+        conn_fail(c, ERR_RETRYABLE, "connect failed", uv_strerror(rc));
+        return;
+    }
+    c->work_active = 1;
 }
 
 static void start_connect(PgConn *c) {

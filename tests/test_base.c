@@ -1,0 +1,114 @@
+/*
+ * test_base: buffers, errors, log lines and the loop-lag monitor.
+ */
+#include "testutil.h"
+#include "buf.h"
+#include "err.h"
+#include "log.h"
+#include "looplag.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static void test_buf(void **state) {
+    (void)state;
+    Buf b = BUF_INIT;
+    for (int i = 0; i < 1000; i++)
+        buf_printf(&b, "%d,", i);
+    assert_int_equal(b.len, strlen(b.data));
+    assert_memory_equal(b.data, "0,1,2,", 6);
+    buf_consume(&b, 2);
+    assert_memory_equal(b.data, "1,2,", 4);
+    buf_reset(&b);
+    assert_int_equal(b.len, 0);
+    buf_json_escape(&b, "a\"b\\c\nd\x01\xf0\x9f\x98\x80", 12);
+    assert_string_equal(b.data, "a\\\"b\\\\c\\nd\\u0001\xf0\x9f\x98\x80");
+    char *s = buf_steal(&b);
+    assert_null(b.data);
+    free(s);
+    buf_free(&b);
+}
+
+static void test_err(void **state) {
+    (void)state;
+    Err e;
+    err_clear(&e);
+    assert_false(err_is_set(&e));
+    err_set(&e, ERR_RETRYABLE, ERR_CODE_TIMEOUT, "took %d ms", 5);
+    assert_true(err_is_set(&e));
+    err_prefix(&e, "redis %s", "ping");
+    assert_string_equal(e.msg, "redis ping: took 5 ms");
+    assert_string_equal(err_code_name(e.code), "timeout");
+    char big[2000];
+    memset(big, 'x', sizeof(big) - 1);
+    big[sizeof(big) - 1] = '\0';
+    err_set(&e, ERR_PERMANENT, ERR_CODE_INVALID, "%s", big);
+    err_prefix(&e, "ctx");
+    assert_int_equal(strlen(e.msg), ERR_MSG_MAX - 1);
+    err_set(NULL, ERR_PERMANENT, ERR_CODE_INVALID, "ignored");
+}
+
+static void test_log_json(void **state) {
+    (void)state;
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    log_init(LOG_INFO, LOG_JSON, f);
+    log_debug("job-1", "hidden");
+    log_info("job-\"7\"", "line with \"quotes\"\nand newline");
+    log_init(LOG_INFO, LOG_TEXT, f);
+    log_warn(NULL, "plain %d", 3);
+    fclose(f);
+    log_init(LOG_INFO, LOG_TEXT, NULL);
+    assert_null(strstr(text, "hidden"));
+    assert_non_null(strstr(text, "\"level\":\"info\",\"id\":\"job-\\\"7\\\"\","
+                                 "\"msg\":\"line with \\\"quotes\\\"\\nand newline\"}\n"));
+    assert_non_null(strstr(text, "warn  plain 3\n"));
+    /* every JSON line is one line */
+    char *nl = strchr(text, '\n');
+    assert_non_null(nl);
+    assert_int_equal(nl[-1], '}');
+    free(text);
+    LogLevel lv;
+    assert_int_equal(log_level_parse("ERROR", &lv), 0);
+    assert_int_equal(lv, LOG_ERROR);
+    assert_int_equal(log_level_parse("trace", &lv), -1);
+}
+
+static void on_block(uv_timer_t *t) {
+    (void)t;
+    usleep(60 * 1000); /* a callback that hogs the loop */
+}
+
+static void test_looplag_sees_a_blocked_loop(void **state) {
+    (void)state;
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    LoopLag *lag = looplag_new(&loop, 10);
+    tu_run_for(&loop, 100);
+    assert_true(looplag_samples(lag) >= 5);
+    assert_true(looplag_max_us(lag) < 20000);
+    uv_timer_t blocker;
+    uv_timer_init(&loop, &blocker);
+    uv_timer_start(&blocker, on_block, 5, 0);
+    tu_run_for(&loop, 100);
+    /* the 60 ms stall shows up as at least ~45 ms of lag */
+    assert_true(looplag_max_us(lag) >= 45000);
+    looplag_reset(lag);
+    assert_int_equal(looplag_max_us(lag), 0);
+    uv_close((uv_handle_t *)&blocker, NULL);
+    looplag_free(lag);
+    tu_loop_close(&loop);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_buf),
+        cmocka_unit_test(test_err),
+        cmocka_unit_test(test_log_json),
+        cmocka_unit_test(test_looplag_sees_a_blocked_loop),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,245 @@
+/*
+ * test_config: environment validation, URL parsing and secret redaction.
+ */
+#include "testutil.h"
+#include "config.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    const char *kv[64]; /* name, value, name, value, ..., NULL */
+} Env;
+
+static const char *env_get(const char *name, void *data) {
+    Env *e = data;
+    for (int i = 0; e->kv[i]; i += 2)
+        if (strcmp(e->kv[i], name) == 0)
+            return e->kv[i + 1];
+    return NULL;
+}
+
+static void env_set(Env *e, const char *name, const char *value) {
+    int i = 0;
+    for (; e->kv[i]; i += 2) {
+        if (strcmp(e->kv[i], name) == 0) {
+            e->kv[i + 1] = value;
+            return;
+        }
+    }
+    e->kv[i] = name;
+    e->kv[i + 1] = value;
+    e->kv[i + 2] = NULL;
+}
+
+static Env good_env(void) {
+    Env e = {{"AWS_ACCESS_KEY_ID", "AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY", "topsecretkey123",
+              "DATABASE_URL", "postgresql://backup:pgsecret99@db.internal:5432/app", "REDIS_URL",
+              "redis://:redissecret77@cache:6380/2", NULL}};
+    return e;
+}
+
+/* Load env; return the error text (caller frees) and the count. */
+static int load(Env *e, Config *cfg, char **errors) {
+    Buf b = BUF_INIT;
+    int n = config_load(cfg, env_get, e, &b);
+    *errors = buf_steal(&b);
+    return n;
+}
+
+static void assert_no_secret(const char *text) {
+    assert_null(strstr(text, "topsecretkey123"));
+    assert_null(strstr(text, "pgsecret99"));
+    assert_null(strstr(text, "redissecret77"));
+}
+
+static void test_defaults(void **state) {
+    (void)state;
+    Env e = good_env();
+    Config cfg;
+    char *errors;
+    assert_int_equal(load(&e, &cfg, &errors), 0);
+    assert_string_equal(errors, "");
+    assert_string_equal(cfg.aws_region, "us-east-1");
+    assert_string_equal(cfg.s3_bucket, "pedidolist-backups");
+    assert_null(cfg.s3_endpoint);
+    assert_int_equal(cfg.s3_force_path_style, 0);
+    assert_int_equal(cfg.backup_retention_days, 30);
+    assert_int_equal(cfg.backup_compression, 1);
+    assert_int_equal(cfg.worker_concurrency, 4);
+    assert_int_equal(cfg.worker_http_port, 8080);
+    assert_int_equal(cfg.log_level, LOG_INFO);
+    assert_int_equal(cfg.log_format, LOG_TEXT);
+    assert_string_equal(cfg.redis.host, "cache");
+    assert_int_equal(cfg.redis.port, 6380);
+    assert_int_equal(cfg.redis.db, 2);
+    assert_string_equal(cfg.redis.password, "redissecret77");
+    assert_null(cfg.redis.username);
+    free(errors);
+    config_free(&cfg);
+}
+
+static void test_missing_required(void **state) {
+    (void)state;
+    Env e = {{NULL}};
+    Config cfg;
+    char *errors;
+    int n = load(&e, &cfg, &errors);
+    assert_int_equal(n, 3);
+    assert_non_null(strstr(errors, "AWS_ACCESS_KEY_ID: is required but not set"));
+    assert_non_null(strstr(errors, "AWS_SECRET_ACCESS_KEY: is required but not set"));
+    assert_non_null(strstr(errors, "DATABASE_URL: is required but not set"));
+    free(errors);
+    config_free(&cfg);
+
+    /* empty counts as unset */
+    Env e2 = good_env();
+    env_set(&e2, "DATABASE_URL", "");
+    assert_int_equal(load(&e2, &cfg, &errors), 1);
+    assert_non_null(strstr(errors, "DATABASE_URL: is required"));
+    free(errors);
+    config_free(&cfg);
+}
+
+typedef struct {
+    const char *var;
+    const char *value;
+    const char *expect; /* substring of the error */
+} BadCase;
+
+static void test_malformed(void **state) {
+    (void)state;
+    static const BadCase cases[] = {
+        {"AWS_REGION", "US East", "AWS_REGION: 'US East' is not a region name"},
+        {"S3_BUCKET", "My_Bucket", "S3_BUCKET: 'My_Bucket' is not a valid bucket name"},
+        {"S3_BUCKET", "ab", "S3_BUCKET: 'ab' is not a valid bucket name"},
+        {"S3_ENDPOINT", "localhost:9000", "S3_ENDPOINT: 'localhost:9000' must start with http"},
+        {"S3_ENDPOINT", "http://h:9000/some/path", "without a path"},
+        {"S3_ENDPOINT", "http://key:topsecretkey123@h:9000", "must not carry credentials"},
+        {"S3_FORCE_PATH_STYLE", "maybe", "S3_FORCE_PATH_STYLE: 'maybe' is not a boolean"},
+        {"BACKUP_RETENTION_DAYS", "0", "BACKUP_RETENTION_DAYS: '0' is not a whole number from 1"},
+        {"BACKUP_RETENTION_DAYS", "30d", "BACKUP_RETENTION_DAYS: '30d'"},
+        {"BACKUP_COMPRESSION", "gzip", "BACKUP_COMPRESSION: 'gzip' is not a boolean"},
+        {"REDIS_URL", "http://:redissecret77@x", "REDIS_URL: 'http://:***@x': must start with"},
+        {"REDIS_URL", "rediss://:redissecret77@x", "TLS (rediss://) is not supported"},
+        {"REDIS_URL", "redis://:redissecret77@x:99999", "the port must be a number"},
+        {"REDIS_URL", "redis://:redissecret77@x:1/abc", "the database after / must be a number"},
+        {"REDIS_URL", "redis://:redissecret77@", "the host is missing"},
+        {"DATABASE_URL", "postgresql://u:pgsecret99@h:5432/db?bogus=1",
+         "DATABASE_URL: not a valid PostgreSQL connection string"},
+        {"DATABASE_URL", "host=h password=pgsecret99 nonsense",
+         "DATABASE_URL: not a valid PostgreSQL connection string"},
+        {"WORKER_CONCURRENCY", "0", "WORKER_CONCURRENCY: '0' is not a whole number from 1 to 1024"},
+        {"WORKER_CONCURRENCY", "-3", "WORKER_CONCURRENCY: '-3'"},
+        {"WORKER_HTTP_PORT", "70000", "WORKER_HTTP_PORT: '70000' is not a whole number from 0"},
+        {"LOG_LEVEL", "loud", "LOG_LEVEL: 'loud' is not one of debug, info, warn, error"},
+        {"LOG_FORMAT", "xml", "LOG_FORMAT: 'xml' is not one of text, json"},
+        {"AWS_SECRET_ACCESS_KEY", "top secret", "AWS_SECRET_ACCESS_KEY: must not contain spaces"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        Env e = good_env();
+        env_set(&e, cases[i].var, cases[i].value);
+        Config cfg;
+        char *errors;
+        int n = load(&e, &cfg, &errors);
+        if (n != 1 || strstr(errors, cases[i].expect) == NULL)
+            print_error("case %zu (%s=%s): got %d errors:\n%s", i, cases[i].var, cases[i].value, n,
+                        errors);
+        assert_int_equal(n, 1);
+        assert_non_null(strstr(errors, cases[i].expect));
+        assert_no_secret(errors);
+        if (strcmp(cases[i].var, "AWS_SECRET_ACCESS_KEY") == 0)
+            assert_null(strstr(errors, "top secret"));
+        free(errors);
+        config_free(&cfg);
+    }
+}
+
+static void test_all_errors_reported(void **state) {
+    (void)state;
+    Env e = good_env();
+    env_set(&e, "LOG_LEVEL", "loud");
+    env_set(&e, "WORKER_CONCURRENCY", "many");
+    env_set(&e, "S3_BUCKET", "UPPER");
+    Config cfg;
+    char *errors;
+    assert_int_equal(load(&e, &cfg, &errors), 3);
+    free(errors);
+    config_free(&cfg);
+}
+
+static void test_valid_variants(void **state) {
+    (void)state;
+    Env e = good_env();
+    env_set(&e, "S3_ENDPOINT", "http://127.0.0.1:9000/");
+    env_set(&e, "S3_FORCE_PATH_STYLE", "YES");
+    env_set(&e, "BACKUP_COMPRESSION", "off");
+    env_set(&e, "REDIS_URL", "redis://worker:p%40ss@[::1]:7000");
+    env_set(&e, "DATABASE_URL", "host=127.0.0.1 port=5432 dbname=app user=u password=x");
+    env_set(&e, "LOG_FORMAT", "JSON");
+    env_set(&e, "LOG_LEVEL", "warning");
+    Config cfg;
+    char *errors;
+    assert_int_equal(load(&e, &cfg, &errors), 0);
+    assert_string_equal(cfg.s3_endpoint, "http://127.0.0.1:9000");
+    assert_int_equal(cfg.s3_force_path_style, 1);
+    assert_int_equal(cfg.backup_compression, 0);
+    assert_string_equal(cfg.redis.host, "::1");
+    assert_int_equal(cfg.redis.port, 7000);
+    assert_string_equal(cfg.redis.username, "worker");
+    assert_string_equal(cfg.redis.password, "p@ss");
+    assert_int_equal(cfg.redis.db, 0);
+    assert_int_equal(cfg.log_format, LOG_JSON);
+    assert_int_equal(cfg.log_level, LOG_WARN);
+    free(errors);
+    config_free(&cfg);
+}
+
+static void test_redact(void **state) {
+    (void)state;
+    char out[256];
+    config_redact_url("postgresql://backup:pgsecret99@db:5432/app", out, sizeof(out));
+    assert_string_equal(out, "postgresql://backup:***@db:5432/app");
+    config_redact_url("redis://:redissecret77@cache:6380/2", out, sizeof(out));
+    assert_string_equal(out, "redis://:***@cache:6380/2");
+    config_redact_url("redis://redissecret77@cache", out, sizeof(out));
+    assert_string_equal(out, "redis://***@cache");
+    config_redact_url("redis://cache:6379", out, sizeof(out));
+    assert_string_equal(out, "redis://cache:6379");
+    config_redact_url("postgresql://u@h/db?password=pgsecret99&sslmode=require", out, sizeof(out));
+    assert_string_equal(out, "postgresql://u@h/db?password=***&sslmode=require");
+    config_redact_url("host=h user=u password=pgsecret99 dbname=d", out, sizeof(out));
+    assert_null(strstr(out, "pgsecret99"));
+    assert_non_null(strstr(out, "password=***"));
+    assert_non_null(strstr(out, "host=h"));
+    config_redact_url("p@ss:word@@x://", out, sizeof(out)); /* nonsense never crashes */
+    config_redact_url("postgresql://u:a@b@host/db", out, sizeof(out));
+    assert_string_equal(out, "postgresql://u:***@host/db");
+}
+
+static void test_parsers(void **state) {
+    (void)state;
+    long v;
+    int b;
+    assert_int_equal(config_parse_int("42", 0, 100, &v), 0);
+    assert_int_equal(v, 42);
+    assert_int_equal(config_parse_int("", 0, 100, &v), -1);
+    assert_int_equal(config_parse_int("4 2", 0, 100, &v), -1);
+    assert_int_equal(config_parse_int("99999999999999999999", 0, 100, &v), -1);
+    assert_int_equal(config_parse_int("101", 0, 100, &v), -1);
+    assert_int_equal(config_parse_bool("On", &b), 0);
+    assert_int_equal(b, 1);
+    assert_int_equal(config_parse_bool("0", &b), 0);
+    assert_int_equal(b, 0);
+    assert_int_equal(config_parse_bool("", &b), -1);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_defaults),       cmocka_unit_test(test_missing_required),
+        cmocka_unit_test(test_malformed),      cmocka_unit_test(test_all_errors_reported),
+        cmocka_unit_test(test_valid_variants), cmocka_unit_test(test_redact),
+        cmocka_unit_test(test_parsers),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,291 @@
+/*
+ * test_redis: the reconnecting Redis client against a real redis-server.
+ */
+#include "testutil.h"
+#include "config.h"
+#include "looplag.h"
+#include "redis.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    int connected;
+    int disconnected;
+    int state_changes;
+    int replies;
+    int errors;
+    int redis_errors;
+    long long last_int;
+    char last_str[256];
+    char last_err[ERR_MSG_MAX];
+} Counters;
+
+static void on_state(RedisClient *c, int connected, const Err *err, void *data) {
+    (void)c;
+    (void)err;
+    Counters *k = data;
+    k->state_changes++;
+    if (connected)
+        k->connected++;
+    else
+        k->disconnected++;
+}
+
+static void on_reply(RedisClient *c, redisReply *r, const Err *err, void *data) {
+    (void)c;
+    Counters *k = data;
+    k->replies++;
+    if (err) {
+        k->errors++;
+        if (err->code == ERR_CODE_REDIS)
+            k->redis_errors++;
+        snprintf(k->last_err, sizeof(k->last_err), "%s", err->msg);
+        return;
+    }
+    if (r->type == REDIS_REPLY_INTEGER)
+        k->last_int = r->integer;
+    else if (r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS)
+        snprintf(k->last_str, sizeof(k->last_str), "%s", r->str);
+}
+
+static RedisClient *connect_env(uv_loop_t *loop, Counters *k, RedisEndpoint *ep) {
+    const char *why = NULL;
+    assert_int_equal(config_parse_redis_url(tu_env("REDIS_URL"), ep, &why), 0);
+    RedisOptions o;
+    memset(&o, 0, sizeof(o));
+    o.host = ep->host;
+    o.port = ep->port;
+    o.password = ep->password;
+    o.db = ep->db;
+    o.name = "test_redis";
+    o.backoff_min_ms = 50;
+    o.backoff_max_ms = 400;
+    o.on_state = on_state;
+    o.data = k;
+    RedisClient *c = redis_client_new(loop, &o);
+    assert_true(tu_run_until(loop, &k->connected, 5000));
+    return c;
+}
+
+static void test_commands_and_pipeline(void **state) {
+    (void)state;
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    Counters k;
+    memset(&k, 0, sizeof(k));
+    RedisEndpoint ep;
+    RedisClient *c = connect_env(&loop, &k, &ep);
+    LoopLag *lag = looplag_new(&loop, 5);
+    Err err;
+    err_clear(&err);
+
+    assert_int_equal(redis_command(c, on_reply, &k, &err, "DEL %s", "test:pipe"), 0);
+    /* 5000 commands queued before the loop writes anything: one pipeline */
+    for (int i = 0; i < 5000; i++)
+        assert_int_equal(redis_command(c, on_reply, &k, &err, "INCR %s", "test:pipe"), 0);
+    const char *argv[] = {"SET", "test:bin", "a\0b\r\n"};
+    size_t argvlen[] = {3, 8, 5};
+    assert_int_equal(redis_command_argv(c, on_reply, &k, 3, argv, argvlen, &err), 0);
+    int target = 5002;
+    while (k.replies < target)
+        uv_run(&loop, UV_RUN_ONCE);
+    assert_int_equal(k.errors, 0);
+    assert_int_equal(k.last_str[0], 'O'); /* OK */
+    assert_int_equal(k.last_int, 5000);
+
+    /* binary-safe round trip */
+    Counters g;
+    memset(&g, 0, sizeof(g));
+    assert_int_equal(redis_command(c, on_reply, &g, &err, "STRLEN %s", "test:bin"), 0);
+    while (g.replies < 1)
+        uv_run(&loop, UV_RUN_ONCE);
+    assert_int_equal(g.last_int, 5);
+
+    /* an error reply is an error with Redis' own message, and the connection stays */
+    assert_int_equal(redis_command(c, on_reply, &g, &err, "INCR %s", "test:bin"), 0);
+    assert_int_equal(redis_command(c, on_reply, &g, &err, "PING"), 0);
+    while (g.replies < 3)
+        uv_run(&loop, UV_RUN_ONCE);
+    assert_int_equal(g.redis_errors, 1);
+    assert_non_null(strstr(g.last_err, "not an integer"));
+    assert_string_equal(g.last_str, "PONG");
+    assert_true(redis_client_connected(c));
+    printf("loop lag max during 5000 pipelined commands: %.2f ms\n",
+           (double)looplag_max_us(lag) / 1000.0);
+    assert_true(looplag_max_us(lag) < 20000);
+
+    looplag_free(lag);
+    redis_client_free(c);
+    config_redis_endpoint_free(&ep);
+    tu_loop_close(&loop);
+}
+
+static void test_refused_connection_does_not_hang(void **state) {
+    (void)state;
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    Counters k;
+    memset(&k, 0, sizeof(k));
+    RedisOptions o;
+    memset(&o, 0, sizeof(o));
+    o.host = "127.0.0.1";
+    o.port = 1; /* nothing listens here */
+    o.backoff_min_ms = 20;
+    o.backoff_max_ms = 50;
+    o.on_state = on_state;
+    o.data = &k;
+    RedisClient *c = redis_client_new(&loop, &o);
+    tu_run_for(&loop, 300);
+    assert_int_equal(k.connected, 0);
+    assert_false(redis_client_connected(c));
+    /* the failure is known and named, not a silent hang */
+    assert_non_null(strstr(redis_client_last_error(c), "connect failed"));
+    Err err;
+    err_clear(&err);
+    assert_int_equal(redis_command(c, on_reply, &k, &err, "PING"), -1);
+    assert_int_equal(err.kind, ERR_RETRYABLE);
+    assert_non_null(strstr(err.msg, "not connected"));
+    assert_int_equal(k.replies, 0);
+    redis_client_free(c);
+    tu_loop_close(&loop);
+}
+
+static void test_wrong_password_is_reported(void **state) {
+    (void)state;
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    Counters k;
+    memset(&k, 0, sizeof(k));
+    RedisEndpoint ep;
+    const char *why = NULL;
+    assert_int_equal(config_parse_redis_url(tu_env("REDIS_URL"), &ep, &why), 0);
+    RedisOptions o;
+    memset(&o, 0, sizeof(o));
+    o.host = ep.host;
+    o.port = ep.port;
+    o.password = "wrong-password";
+    o.backoff_min_ms = 50;
+    o.on_state = on_state;
+    o.data = &k;
+    RedisClient *c = redis_client_new(&loop, &o);
+    tu_run_for(&loop, 300);
+    assert_int_equal(k.connected, 0);
+    assert_non_null(strstr(redis_client_last_error(c), "handshake failed"));
+    assert_null(strstr(redis_client_last_error(c), "wrong-password"));
+    redis_client_free(c);
+    config_redis_endpoint_free(&ep);
+    tu_loop_close(&loop);
+}
+
+static void test_reconnect_after_restart(void **state) {
+    (void)state;
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    Counters k;
+    memset(&k, 0, sizeof(k));
+    RedisEndpoint ep;
+    RedisClient *c = connect_env(&loop, &k, &ep);
+    Err err;
+    err_clear(&err);
+    Counters s;
+    memset(&s, 0, sizeof(s));
+    assert_int_equal(redis_command(c, on_reply, &s, &err, "SET %s %s", "test:persist", "kept"), 0);
+    while (s.replies < 1)
+        uv_run(&loop, UV_RUN_ONCE);
+    assert_int_equal(s.errors, 0);
+
+    /* the server goes away and comes back (AOF keeps the data) */
+    assert_int_equal(tu_devenv("restart redis"), 0);
+    assert_true(tu_run_until(&loop, &k.disconnected, 5000));
+    for (int i = 0; i < 250 && k.connected < 2; i++)
+        tu_run_for(&loop, 20);
+    assert_int_equal(k.connected, 2);
+    assert_int_equal(redis_client_reconnects(c), 1);
+
+    Counters g;
+    memset(&g, 0, sizeof(g));
+    assert_int_equal(redis_command(c, on_reply, &g, &err, "GET %s", "test:persist"), 0);
+    while (g.replies < 1)
+        uv_run(&loop, UV_RUN_ONCE);
+    assert_int_equal(g.errors, 0);
+    assert_string_equal(g.last_str, "kept");
+
+    redis_client_free(c);
+    config_redis_endpoint_free(&ep);
+    tu_loop_close(&loop);
+}
+
+static void test_pending_commands_fail_on_free(void **state) {
+    (void)state;
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    Counters k;
+    memset(&k, 0, sizeof(k));
+    RedisEndpoint ep;
+    RedisClient *c = connect_env(&loop, &k, &ep);
+    Err err;
+    err_clear(&err);
+    Counters b;
+    memset(&b, 0, sizeof(b));
+    /* a blocking read that would wait 10 s: freeing the client cancels it */
+    assert_int_equal(redis_command(c, on_reply, &b, &err, "BLPOP %s 10", "test:never"), 0);
+    tu_run_for(&loop, 50);
+    redis_client_free(c);
+    assert_int_equal(b.replies, 1);
+    assert_int_equal(b.errors, 1);
+    assert_non_null(strstr(b.last_err, "closed"));
+    config_redis_endpoint_free(&ep);
+    tu_loop_close(&loop);
+}
+
+static void test_command_timeout_drops_stalled_connection(void **state) {
+    (void)state;
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    Counters k;
+    memset(&k, 0, sizeof(k));
+    RedisEndpoint ep;
+    const char *why = NULL;
+    assert_int_equal(config_parse_redis_url(tu_env("REDIS_URL"), &ep, &why), 0);
+    RedisOptions o;
+    memset(&o, 0, sizeof(o));
+    o.host = ep.host;
+    o.port = ep.port;
+    o.password = ep.password;
+    o.command_timeout_ms = 300;
+    o.backoff_min_ms = 50;
+    o.on_state = on_state;
+    o.data = &k;
+    RedisClient *c = redis_client_new(&loop, &o);
+    assert_true(tu_run_until(&loop, &k.connected, 5000));
+    Err err;
+    err_clear(&err);
+    Counters b;
+    memset(&b, 0, sizeof(b));
+    assert_int_equal(redis_command(c, on_reply, &b, &err, "BLPOP %s 5", "test:never"), 0);
+    assert_true(tu_run_until(&loop, &b.replies, 3000));
+    assert_int_equal(b.errors, 1);
+    assert_int_equal(b.redis_errors, 0); /* a connection error, retryable */
+    /* and it reconnects by itself */
+    int want = 2;
+    for (int i = 0; i < 100 && k.connected < want; i++)
+        tu_run_for(&loop, 20);
+    assert_int_equal(k.connected, 2);
+    redis_client_free(c);
+    config_redis_endpoint_free(&ep);
+    tu_loop_close(&loop);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_commands_and_pipeline),
+        cmocka_unit_test(test_refused_connection_does_not_hang),
+        cmocka_unit_test(test_wrong_password_is_reported),
+        cmocka_unit_test(test_pending_commands_fail_on_free),
+        cmocka_unit_test(test_command_timeout_drops_stalled_connection),
+        cmocka_unit_test(test_reconnect_after_restart),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# test_worker: the daemon's configuration errors, --help/--version, a run that
+# connects to Redis, PostgreSQL and S3 and answers /healthz, /readyz and
+# /metrics, a clean exit on SIGTERM, and no secret in any output.
+set -uo pipefail
+WORKER=$1
+CTL=$2
+: "${DATABASE_URL:?run through tools/devenv test}"
+fails=0
+passed=0
+ok() { echo "ok   $1"; passed=$((passed + 1)); }
+bad() { echo "FAIL $1"; fails=$((fails + 1)); }
+expect() { # name condition...
+  local name=$1; shift
+  if "$@"; then ok "$name"; else bad "$name"; fi
+}
+tmp=$(mktemp -d)
+trap 'kill $pid 2>/dev/null; rm -rf "$tmp"' EXIT
+pid=
+
+# secrets of this environment that must never be printed
+REDIS_PASS=$(sed -E 's#^redis://[^:]*:([^@]*)@.*#\1#' <<<"$REDIS_URL")
+PG_PASS=$(sed -E 's#^postgresql://[^:]*:([^@]*)@.*#\1#' <<<"$DATABASE_URL")
+no_secret() { ! grep -q -e "$REDIS_PASS" -e "$PG_PASS" -e "$AWS_SECRET_ACCESS_KEY" "$1"; }
+
+expect "--version" bash -c "'$WORKER' --version | grep -q '^backup-worker [0-9]'"
+"$WORKER" --help >"$tmp/help"
+for v in AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_SESSION_TOKEN AWS_REGION S3_BUCKET S3_ENDPOINT \
+  S3_FORCE_PATH_STYLE BACKUP_RETENTION_DAYS BACKUP_COMPRESSION REDIS_URL DATABASE_URL \
+  WORKER_CONCURRENCY WORKER_HTTP_PORT LOG_LEVEL LOG_FORMAT; do
+  grep -q "^  $v " "$tmp/help" || bad "--help lists $v"
+done
+ok "--help lists every variable"
+expect "--help shows defaults" grep -q "default us-east-1" "$tmp/help"
+
+# configuration errors: exit 2, the variable named, nothing started, no secret
+env -u DATABASE_URL "$WORKER" >"$tmp/out" 2>&1; rc=$?
+expect "missing DATABASE_URL exits 2" test $rc = 2
+expect "missing DATABASE_URL is named" grep -q "DATABASE_URL: is required but not set" "$tmp/out"
+WORKER_CONCURRENCY=zero REDIS_URL="ftp://:$REDIS_PASS@x" "$WORKER" >"$tmp/out" 2>&1; rc=$?
+expect "two bad variables exit 2" test $rc = 2
+expect "both reported" bash -c "grep -q WORKER_CONCURRENCY '$tmp/out' && grep -q 'REDIS_URL:.*must start with redis://' '$tmp/out'"
+expect "no secret in config errors" no_secret "$tmp/out"
+expect "backupctl: bad config exits 2" bash -c "LOG_FORMAT=xml '$CTL' check >/dev/null 2>&1; test \$? = 2"
+
+# backupctl check against the real services
+"$CTL" check >"$tmp/check" 2>&1; rc=$?
+cat "$tmp/check"
+expect "backupctl check passes" test $rc = 0
+expect "backupctl check names all three" bash -c "grep -c '  ok  ' '$tmp/check' | grep -q 3"
+expect "no secret in backupctl output" no_secret "$tmp/check"
+DATABASE_URL="postgresql://backup:$PG_PASS@127.0.0.1:1/x" "$CTL" check >"$tmp/check2" 2>&1; rc=$?
+expect "backupctl check fails on a dead PostgreSQL" test $rc = 1
+expect "and says which" grep -q "postgres  FAIL  postgres: connect failed" "$tmp/check2"
+expect "no secret when failing" no_secret "$tmp/check2"
+
+# a real run
+port=$((20000 + RANDOM % 20000))
+WORKER_HTTP_PORT=$port LOG_FORMAT=json LOG_LEVEL=debug "$WORKER" >"$tmp/log" 2>&1 &
+pid=$!
+for _ in $(seq 100); do grep -q '"ready: ' "$tmp/log" && break; sleep 0.1; done
+cat "$tmp/log"
+expect "connected to Redis" grep -q '"connected to Redis at 127.0.0.1' "$tmp/log"
+expect "connected to PostgreSQL" grep -q '"connected to PostgreSQL 15' "$tmp/log"
+expect "S3 reachable" grep -q '"S3 endpoint http://127.0.0.1:[0-9]* reachable' "$tmp/log"
+expect "ready" grep -q '"ready: Redis, PostgreSQL and S3 are reachable"' "$tmp/log"
+expect "log lines are JSON" bash -c "jq -e . '$tmp/log' >/dev/null"
+expect "/healthz 200" bash -c "curl -sf localhost:$port/healthz | jq -e '.status == \"ok\"' >/dev/null"
+expect "/readyz 200" bash -c "curl -sf localhost:$port/readyz | jq -e '.redis and .postgres and .s3' >/dev/null"
+curl -s localhost:$port/metrics >"$tmp/metrics"
+expect "/metrics has the loop lag" grep -q '^bw_event_loop_lag_seconds [0-9.]*$' "$tmp/metrics"
+expect "/metrics passes promtool" bash -c "promtool check metrics <'$tmp/metrics'"
+expect "/nope 404" bash -c "test \$(curl -s -o /dev/null -w '%{http_code}' localhost:$port/nope) = 404"
+kill -TERM $pid
+wait $pid; rc=$?
+pid=
+expect "SIGTERM exits 0" test $rc = 0
+expect "says it stopped" grep -q '"stopped"' "$tmp/log"
+expect "no secret in the worker log" no_secret "$tmp/log"
+
+# the port is taken: a clear error, exit 1
+python3 -c "import socket,time; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('0.0.0.0', $port)); s.listen(); time.sleep(3)" &
+sleep 0.5
+WORKER_HTTP_PORT=$port timeout 10 "$WORKER" >"$tmp/log2" 2>&1; rc=$?
+expect "busy port exits 1" test $rc = 1
+expect "busy port is named" grep -q "cannot listen on 0.0.0.0:$port" "$tmp/log2"
+wait
+
+echo "$passed passed, $fails failed"
+[ "$fails" = 0 ]

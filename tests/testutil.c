@@ -1,0 +1,60 @@
+/*
+ * testutil: helpers shared by the tests (see testutil.h).
+ */
+#include "testutil.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+const char *tu_env(const char *name) {
+    const char *v = getenv(name);
+    if (v == NULL || v[0] == '\0') {
+        print_error("%s is not set: run the tests through `tools/devenv test`, or "
+                    "eval \"$(tools/devenv env)\" after `tools/devenv start`\n",
+                    name);
+        fail();
+    }
+    return v;
+}
+
+static void on_stop_timer(uv_timer_t *t) {
+    *(int *)t->data = 1;
+}
+
+int tu_run_until(uv_loop_t *loop, volatile int *flag, unsigned timeout_ms) {
+    uv_timer_t timer;
+    int expired = 0;
+    uv_timer_init(loop, &timer);
+    timer.data = &expired;
+    uv_timer_start(&timer, on_stop_timer, timeout_ms, 0);
+    while (!*flag && !expired)
+        uv_run(loop, UV_RUN_ONCE);
+    uv_close((uv_handle_t *)&timer, NULL);
+    uv_run(loop, UV_RUN_NOWAIT);
+    return *flag;
+}
+
+void tu_run_for(uv_loop_t *loop, unsigned ms) {
+    int never = 0;
+    tu_run_until(loop, &never, ms);
+}
+
+static void on_walk(uv_handle_t *h, void *arg) {
+    (void)arg;
+    if (!uv_is_closing(h))
+        fprintf(stderr, "open handle left: type %s\n", uv_handle_type_name(h->type));
+}
+
+void tu_loop_close(uv_loop_t *loop) {
+    uv_run(loop, UV_RUN_DEFAULT);
+    int rc = uv_loop_close(loop);
+    if (rc != 0)
+        uv_walk(loop, on_walk, NULL);
+    assert_int_equal(rc, 0);
+}
+
+int tu_devenv(const char *args) {
+    char cmd[1024];
+    snprintf(cmd, sizeof(cmd), "\"%s\" %s >/dev/null 2>&1", tu_env("BW_DEVENV"), args);
+    return system(cmd);
+}

@@ -1,0 +1,29 @@
+/*
+ * testutil: helpers shared by the tests.
+ *
+ * Service tests read their endpoints from the environment that
+ * `tools/devenv env` prints; a missing variable fails the test with a message
+ * saying how to run it, never a silent skip.
+ */
+#ifndef BW_TESTUTIL_H
+#define BW_TESTUTIL_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <uv.h>
+
+/* The value of an environment variable the test needs; fails the test if unset. */
+const char *tu_env(const char *name);
+/* Run the loop until *flag becomes non-zero or timeout_ms passes; returns *flag. */
+int tu_run_until(uv_loop_t *loop, volatile int *flag, unsigned timeout_ms);
+/* Run the loop for ms milliseconds of wall time. */
+void tu_run_for(uv_loop_t *loop, unsigned ms);
+/* Close the loop, asserting no handle is left open (runs it first to finish closes). */
+void tu_loop_close(uv_loop_t *loop);
+/* Run a shell command through the dev environment script: "$BW_DEVENV args". */
+int tu_devenv(const char *args);
+
+#endif
