@@ -57,7 +57,10 @@ typedef struct {
     void *data;
 } HttpRequestOpts;
 
-HttpClient *http_client_new(uv_loop_t *loop);
+#define HTTP_DEFAULT_MAX_CONNECTIONS 16
+
+/* A client on loop with at most max_connections sockets (0: the default). */
+HttpClient *http_client_new(uv_loop_t *loop, int max_connections);
 /* Cancel requests in flight (done gets ERR_CODE_CANCELLED) and free asynchronously. */
 void http_client_free(HttpClient *client);
 /* Requests in flight. */

@@ -155,11 +155,10 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
     }
     c->in.len += (size_t)n;
     c->in.data[c->in.len] = '\0';
-    if (strstr(c->in.data, "\r\n\r\n") != NULL) {
-        handle_request(c);
-    } else if (c->in.len > MAX_REQUEST) {
+    if (c->in.len > MAX_REQUEST)
         simple(c, 413, "request too large\n");
-    }
+    else if (strstr(c->in.data, "\r\n\r\n") != NULL)
+        handle_request(c);
 }
 
 static void on_deadline(uv_timer_t *t) {

@@ -146,7 +146,7 @@ static int cmd_check(const Config *cfg) {
     c.redis = redis_client_new(&loop, &ro);
     c.pg = pg_conn_new(&loop, cfg->database_url, 10000, on_pg_connected, &c);
 
-    HttpClient *http = http_client_new(&loop);
+    HttpClient *http = http_client_new(&loop, 0);
     if (cfg->s3_endpoint)
         snprintf(c.s3_url, sizeof(c.s3_url), "%s/%s/", cfg->s3_endpoint, cfg->s3_bucket);
     else

@@ -258,7 +258,7 @@ Services *services_new(uv_loop_t *loop, const Config *cfg, Err *err) {
     s->redis = redis_client_new(loop, &ro);
 
     s->pg = pg_pool_new(loop, cfg->database_url, cfg->worker_concurrency + 2, 10000);
-    s->http = http_client_new(loop);
+    s->http = http_client_new(loop, 0);
 
     uv_timer_init(loop, &s->probe);
     s->probe.data = s;
