@@ -146,7 +146,7 @@ static void test_100_concurrent_puts_and_gets(void **state) {
     assert_int_equal(verify_received(size), 0);
     assert_true(http_client_bytes_sent(c) >= 100 * size);
     assert_true(http_client_bytes_received(c) >= 100 * size);
-    assert_true(looplag_max_us(lag) < 20000);
+    assert_true(looplag_max_us(lag) < TU_LAG_LIMIT_US);
 
     /* a missing object is an HTTP status, not a transport error */
     Tally miss;

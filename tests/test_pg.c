@@ -163,7 +163,7 @@ static void test_1000_queries_on_8_connections(void **state) {
     assert_int_equal(m.errors, 0);
     assert_int_equal(m.npids, 8); /* the load spread over the whole pool, never more */
     assert_true(pg_pool_open(pool) <= 8);
-    assert_true(looplag_max_us(lag) < 20000);
+    assert_true(looplag_max_us(lag) < TU_LAG_LIMIT_US);
     looplag_free(lag);
     pg_pool_free(pool);
     tu_loop_close(&loop);
@@ -252,7 +252,7 @@ static void test_copy_out_1m_rows_bounded(void **state) {
     assert_true(c.pauses > 100);
     /* never more than one row past the bound: the stream really stopped */
     assert_true(c.max_buffered < COPY_BOUND + 64);
-    assert_true(looplag_max_us(lag) < 20000);
+    assert_true(looplag_max_us(lag) < TU_LAG_LIMIT_US);
     /* the connection is reusable afterwards */
     Wait w = run_ok(&loop, conn, "SELECT 41 + 1");
     assert_string_equal(w.value, "42");
