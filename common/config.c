@@ -453,6 +453,15 @@ int config_load(Config *cfg, ConfigGetenv getenv_fn, void *data, Buf *errors) {
     return l.count;
 }
 
+void config_redis_options(const Config *cfg, RedisOptions *o) {
+    memset(o, 0, sizeof(*o));
+    o->host = cfg->redis.host;
+    o->port = cfg->redis.port;
+    o->username = cfg->redis.username;
+    o->password = cfg->redis.password;
+    o->db = cfg->redis.db;
+}
+
 void config_free(Config *cfg) {
     free(cfg->aws_access_key_id);
     free(cfg->aws_secret_access_key);

@@ -10,6 +10,7 @@
 
 #include "buf.h"
 #include "log.h"
+#include "redis.h"
 
 #include <stdio.h>
 
@@ -51,6 +52,8 @@ typedef const char *(*ConfigGetenv)(const char *name, void *data);
 int config_load(Config *cfg, ConfigGetenv getenv_fn, void *data, Buf *errors);
 /* The process environment as a ConfigGetenv. */
 const char *config_getenv_process(const char *name, void *data);
+/* Zero o and fill in the Redis endpoint (strings borrowed from cfg). */
+void config_redis_options(const Config *cfg, RedisOptions *o);
 /* Free every string the config owns. */
 void config_free(Config *cfg);
 /* Print every variable with its default and meaning (for --help). */

@@ -16,8 +16,8 @@
 #include "pg.h"
 #include "buf.h"
 #include "log.h"
+#include "netaddr.h"
 
-#include <arpa/inet.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -368,11 +368,8 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
         conn_fail(c, ERR_RETRYABLE, "cannot resolve host", uv_strerror(status));
         return;
     }
-    char ip[INET6_ADDRSTRLEN] = "";
-    if (res->ai_family == AF_INET6)
-        uv_ip6_name((struct sockaddr_in6 *)res->ai_addr, ip, sizeof(ip));
-    else
-        uv_ip4_name((struct sockaddr_in *)res->ai_addr, ip, sizeof(ip));
+    char ip[NETADDR_IP_MAX];
+    netaddr_first_ip(res, ip, sizeof(ip));
     uv_freeaddrinfo(res);
     int n = 0;
     while (c->keys[n])
@@ -383,10 +380,9 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
 }
 
 static int needs_resolve(const char *host) {
-    unsigned char tmp[16];
     if (host == NULL || host[0] == '\0' || host[0] == '/' || strchr(host, ','))
         return 0; /* unix socket, default, or a host list libpq handles itself */
-    return inet_pton(AF_INET, host, tmp) != 1 && inet_pton(AF_INET6, host, tmp) != 1;
+    return !netaddr_is_ip(host);
 }
 
 PgConn *pg_conn_new(uv_loop_t *loop, const char *conninfo, unsigned timeout_ms, PgConnectCb cb,
@@ -440,12 +436,8 @@ PgConn *pg_conn_new(uv_loop_t *loop, const char *conninfo, unsigned timeout_ms, 
     uv_timer_start(&c->timer, on_connect_timeout, c->timeout_ms, 0);
     if (c->host != NULL) {
         c->state = CS_RESOLVING;
-        struct addrinfo hints;
-        memset(&hints, 0, sizeof(hints));
-        hints.ai_family = AF_UNSPEC;
-        hints.ai_socktype = SOCK_STREAM;
         c->gai.data = c;
-        int rc = uv_getaddrinfo(loop, &c->gai, on_resolved, c->host, NULL, &hints);
+        int rc = netaddr_resolve(loop, &c->gai, on_resolved, c->host);
         if (rc != 0)
             conn_fail(c, ERR_RETRYABLE, "cannot resolve host", uv_strerror(rc));
         else

@@ -13,9 +13,9 @@
 #include "redis.h"
 #include "buf.h"
 #include "log.h"
+#include "netaddr.h"
 #include "redisuv.h"
 
-#include <arpa/inet.h>
 #include <hiredis/async.h>
 #include <stdlib.h>
 #include <string.h>
@@ -297,28 +297,20 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
         schedule_retry(c, msg);
         return;
     }
-    char ip[INET6_ADDRSTRLEN] = "";
-    if (res->ai_family == AF_INET6)
-        uv_ip6_name((struct sockaddr_in6 *)res->ai_addr, ip, sizeof(ip));
-    else
-        uv_ip4_name((struct sockaddr_in *)res->ai_addr, ip, sizeof(ip));
+    char ip[NETADDR_IP_MAX];
+    netaddr_first_ip(res, ip, sizeof(ip));
     uv_freeaddrinfo(res);
     connect_to(c, ip);
 }
 
 static void start_resolve(RedisClient *c) {
-    unsigned char tmp[16];
-    if (inet_pton(AF_INET, c->host, tmp) == 1 || inet_pton(AF_INET6, c->host, tmp) == 1) {
+    if (netaddr_is_ip(c->host)) {
         connect_to(c, c->host);
         return;
     }
     c->state = ST_RESOLVING;
-    struct addrinfo hints;
-    memset(&hints, 0, sizeof(hints));
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
     c->gai.data = c;
-    int rc = uv_getaddrinfo(c->loop, &c->gai, on_resolved, c->host, NULL, &hints);
+    int rc = netaddr_resolve(c->loop, &c->gai, on_resolved, c->host);
     if (rc != 0) {
         schedule_retry(c, uv_strerror(rc));
         return;

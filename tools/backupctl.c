@@ -134,12 +134,7 @@ static int cmd_check(const Config *cfg) {
     c.cfg = cfg;
 
     RedisOptions ro;
-    memset(&ro, 0, sizeof(ro));
-    ro.host = cfg->redis.host;
-    ro.port = cfg->redis.port;
-    ro.username = cfg->redis.username;
-    ro.password = cfg->redis.password;
-    ro.db = cfg->redis.db;
+    config_redis_options(cfg, &ro);
     ro.name = "backupctl";
     ro.on_state = on_redis_state;
     ro.data = &c;

@@ -245,12 +245,7 @@ Services *services_new(uv_loop_t *loop, const Config *cfg, Err *err) {
     host[sizeof(host) - 1] = '\0';
     snprintf(name, sizeof(name), "backup-worker:%s:%d", host, (int)getpid());
     RedisOptions ro;
-    memset(&ro, 0, sizeof(ro));
-    ro.host = cfg->redis.host;
-    ro.port = cfg->redis.port;
-    ro.username = cfg->redis.username;
-    ro.password = cfg->redis.password;
-    ro.db = cfg->redis.db;
+    config_redis_options(cfg, &ro);
     ro.name = name;
     ro.command_timeout_ms = 10000;
     ro.on_state = on_redis_state;
