@@ -58,6 +58,7 @@ struct HttpRequest {
 typedef struct {
     uv_poll_t poll;
     curl_socket_t fd;
+    int events; /* what curl asked for */
     HttpClient *client;
 } SockCtx;
 
@@ -90,6 +91,10 @@ static void on_poll(uv_poll_t *h, int status, int events) {
         flags |= CURL_CSELECT_OUT;
     int running = 0;
     curl_multi_socket_action(c->multi, s->fd, flags, &running);
+    /* libuv stopped the handle on error; if curl still wants this socket
+     * (it was not removed), watch it again with the same events */
+    if (status < 0 && !uv_is_closing((uv_handle_t *)h) && s->events)
+        uv_poll_start(h, s->events, on_poll);
     check_done(c);
 }
 
@@ -122,6 +127,7 @@ static int socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp, void *
         events |= UV_READABLE;
     if (what == CURL_POLL_OUT || what == CURL_POLL_INOUT)
         events |= UV_WRITABLE;
+    s->events = events;
     uv_poll_start(&s->poll, events, on_poll);
     return 0;
 }

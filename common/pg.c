@@ -599,14 +599,20 @@ static void on_poll(uv_poll_t *h, int status, int events) {
     PgConn *c = h->data;
     if (c->poll != h)
         return;
+    if (status < 0)
+        c->poll_events = 0; /* stopped by libuv (see below) */
     if (c->state == CS_CONNECTING) {
         connect_step(c);
         return;
     }
     if (c->state != CS_READY)
         return;
-    if (status < 0)
+    if (status < 0) {
+        /* libuv stops a poll handle that reports an error: note it, so that
+         * update_poll() below starts it again if the connection survives */
+        c->poll_events = 0;
         events |= UV_READABLE | (c->flushing ? UV_WRITABLE : 0);
+    }
     if ((events & UV_WRITABLE) && c->flushing) {
         int r = PQflush(c->pq);
         if (r < 0) {

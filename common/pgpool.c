@@ -35,12 +35,14 @@ struct PgPool {
     Waiter *head, *tail;
     int waiting;
     uv_timer_t dispatch;
+    unsigned retry_ms; /* backoff before the next connect after a failure */
     int closing;
-    int timer_closed;
+    int timers_open;
     char last_error[ERR_MSG_MAX];
 };
 
 static void schedule(PgPool *p);
+static void on_dispatch_timer(uv_timer_t *t);
 
 static Slot *slot_of(PgPool *p, PgConn *conn) {
     for (int i = 0; i < p->max; i++)
@@ -57,7 +59,7 @@ static int count(const PgPool *p, SlotState st) {
 }
 
 static void maybe_release_pool(PgPool *p) {
-    if (!p->closing || !p->timer_closed || count(p, SLOT_LEASED) > 0)
+    if (!p->closing || p->timers_open > 0 || count(p, SLOT_LEASED) > 0)
         return;
     free(p->slots);
     free(p->conninfo);
@@ -109,18 +111,25 @@ static void on_connected(PgConn *conn, const Err *err, void *data) {
         snprintf(p->last_error, sizeof(p->last_error), "%s", err->msg);
         drop(s);
         /* nobody can serve the waiters: fail them rather than let them hang */
-        if (count(p, SLOT_IDLE) + count(p, SLOT_LEASED) + count(p, SLOT_CONNECTING) == 0)
+        if (count(p, SLOT_IDLE) + count(p, SLOT_LEASED) + count(p, SLOT_CONNECTING) == 0) {
             fail_waiters(p, err);
+            return;
+        }
+        /* others may still serve them; try again later, not in a tight loop */
+        p->retry_ms = p->retry_ms ? p->retry_ms * 2 : 50;
+        if (p->retry_ms > 2000)
+            p->retry_ms = 2000;
+        uv_timer_start(&p->dispatch, on_dispatch_timer, p->retry_ms, 0);
         return;
     }
     p->last_error[0] = '\0';
+    p->retry_ms = 0;
     s->state = SLOT_IDLE;
     pg_conn_set_on_broken(conn, on_idle_broken, p);
     schedule(p);
 }
 
-static void on_dispatch(uv_timer_t *t) {
-    PgPool *p = t->data;
+static void on_dispatch(PgPool *p) {
     if (p->closing)
         return;
     for (int i = 0; i < p->max && p->head; i++) {
@@ -149,9 +158,17 @@ static void on_dispatch(uv_timer_t *t) {
     }
 }
 
+static void on_dispatch_timer(uv_timer_t *t) {
+    on_dispatch(t->data);
+}
+
+/* Dispatch on the next loop pass, unless a connect backoff is running. */
 static void schedule(PgPool *p) {
-    if (!p->closing)
-        uv_timer_start(&p->dispatch, on_dispatch, 0, 0);
+    if (p->closing)
+        return;
+    if (p->retry_ms > 0 && uv_is_active((uv_handle_t *)&p->dispatch))
+        return;
+    uv_timer_start(&p->dispatch, on_dispatch_timer, 0, 0);
 }
 
 PgPool *pg_pool_new(uv_loop_t *loop, const char *conninfo, int max_conns,
@@ -164,6 +181,7 @@ PgPool *pg_pool_new(uv_loop_t *loop, const char *conninfo, int max_conns,
     p->slots = xcalloc((size_t)p->max, sizeof(Slot));
     uv_timer_init(loop, &p->dispatch);
     p->dispatch.data = p;
+    p->timers_open = 1;
     return p;
 }
 
@@ -203,7 +221,7 @@ void pg_pool_release(PgPool *p, PgConn *conn) {
 
 static void on_timer_closed(uv_handle_t *h) {
     PgPool *p = h->data;
-    p->timer_closed = 1;
+    p->timers_open--;
     maybe_release_pool(p);
 }
 

@@ -27,6 +27,9 @@ static void on_poll(uv_poll_t *handle, int status, int events) {
             else
                 redisAsyncHandleRead(p->ac);
         }
+        /* libuv stopped the handle; if hiredis kept the connection, watch on */
+        if (p->ac != NULL && p->events)
+            uv_poll_start(&p->poll, p->events, on_poll);
         return;
     }
     if (p->ac != NULL && (events & UV_READABLE))
