@@ -50,20 +50,25 @@ static void on_reply(RedisClient *c, redisReply *r, const Err *err, void *data) 
         snprintf(k->last_str, sizeof(k->last_str), "%s", r->str);
 }
 
-static RedisClient *connect_env(uv_loop_t *loop, Counters *k, RedisEndpoint *ep) {
+/* Options for the test server from REDIS_URL, reporting state changes into k. */
+static void env_options(RedisEndpoint *ep, RedisOptions *o, Counters *k) {
     const char *why = NULL;
     assert_int_equal(config_parse_redis_url(tu_env("REDIS_URL"), ep, &why), 0);
+    memset(o, 0, sizeof(*o));
+    o->host = ep->host;
+    o->port = ep->port;
+    o->password = ep->password;
+    o->db = ep->db;
+    o->name = "test_redis";
+    o->backoff_min_ms = 50;
+    o->backoff_max_ms = 400;
+    o->on_state = on_state;
+    o->data = k;
+}
+
+static RedisClient *connect_env(uv_loop_t *loop, Counters *k, RedisEndpoint *ep) {
     RedisOptions o;
-    memset(&o, 0, sizeof(o));
-    o.host = ep->host;
-    o.port = ep->port;
-    o.password = ep->password;
-    o.db = ep->db;
-    o.name = "test_redis";
-    o.backoff_min_ms = 50;
-    o.backoff_max_ms = 400;
-    o.on_state = on_state;
-    o.data = k;
+    env_options(ep, &o, k);
     RedisClient *c = redis_client_new(loop, &o);
     assert_true(tu_run_until(loop, &k->connected, 5000));
     return c;
@@ -159,16 +164,9 @@ static void test_wrong_password_is_reported(void **state) {
     Counters k;
     memset(&k, 0, sizeof(k));
     RedisEndpoint ep;
-    const char *why = NULL;
-    assert_int_equal(config_parse_redis_url(tu_env("REDIS_URL"), &ep, &why), 0);
     RedisOptions o;
-    memset(&o, 0, sizeof(o));
-    o.host = ep.host;
-    o.port = ep.port;
+    env_options(&ep, &o, &k);
     o.password = "wrong-password";
-    o.backoff_min_ms = 50;
-    o.on_state = on_state;
-    o.data = &k;
     RedisClient *c = redis_client_new(&loop, &o);
     tu_run_for(&loop, 300);
     assert_int_equal(k.connected, 0);
@@ -247,17 +245,9 @@ static void test_command_timeout_drops_stalled_connection(void **state) {
     Counters k;
     memset(&k, 0, sizeof(k));
     RedisEndpoint ep;
-    const char *why = NULL;
-    assert_int_equal(config_parse_redis_url(tu_env("REDIS_URL"), &ep, &why), 0);
     RedisOptions o;
-    memset(&o, 0, sizeof(o));
-    o.host = ep.host;
-    o.port = ep.port;
-    o.password = ep.password;
+    env_options(&ep, &o, &k);
     o.command_timeout_ms = 300;
-    o.backoff_min_ms = 50;
-    o.on_state = on_state;
-    o.data = &k;
     RedisClient *c = redis_client_new(&loop, &o);
     assert_true(tu_run_until(&loop, &k.connected, 5000));
     Err err;
