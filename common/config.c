@@ -462,6 +462,17 @@ void config_redis_options(const Config *cfg, RedisOptions *o) {
     o->db = cfg->redis.db;
 }
 
+void config_s3_options(const Config *cfg, S3Options *o) {
+    memset(o, 0, sizeof(*o));
+    o->endpoint = cfg->s3_endpoint;
+    o->region = cfg->aws_region;
+    o->bucket = cfg->s3_bucket;
+    o->access_key = cfg->aws_access_key_id;
+    o->secret_key = cfg->aws_secret_access_key;
+    o->session_token = cfg->aws_session_token;
+    o->path_style = cfg->s3_force_path_style;
+}
+
 void config_free(Config *cfg) {
     free(cfg->aws_access_key_id);
     free(cfg->aws_secret_access_key);

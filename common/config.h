@@ -11,6 +11,7 @@
 #include "buf.h"
 #include "log.h"
 #include "redis.h"
+#include "s3.h"
 
 #include <stdio.h>
 
@@ -54,6 +55,8 @@ int config_load(Config *cfg, ConfigGetenv getenv_fn, void *data, Buf *errors);
 const char *config_getenv_process(const char *name, void *data);
 /* Zero o and fill in the Redis endpoint (strings borrowed from cfg). */
 void config_redis_options(const Config *cfg, RedisOptions *o);
+/* Zero o and fill in the S3 settings (strings borrowed from cfg). */
+void config_s3_options(const Config *cfg, S3Options *o);
 /* Free every string the config owns. */
 void config_free(Config *cfg);
 /* Print every variable with its default and meaning (for --help). */

@@ -54,6 +54,11 @@ expect "backupctl check fails on a dead PostgreSQL" test $rc = 1
 expect "and says which" grep -q "postgres  FAIL  postgres: connect failed" "$tmp/check2"
 expect "no secret when failing" no_secret "$tmp/check2"
 
+AWS_SECRET_ACCESS_KEY=wrong-secret-value "$CTL" check >"$tmp/check3" 2>&1; rc=$?
+expect "backupctl check fails on a wrong S3 secret" test $rc = 1
+expect "and names S3's reason" grep -q "s3        FAIL  .*HTTP 403 AccessDenied: check the access key" "$tmp/check3"
+expect "without the secret" bash -c "! grep -q wrong-secret-value '$tmp/check3'"
+
 # a real run
 port=$((20000 + RANDOM % 20000))
 WORKER_HTTP_PORT=$port LOG_FORMAT=json LOG_LEVEL=debug "$WORKER" >"$tmp/log" 2>&1 &
@@ -62,7 +67,7 @@ for _ in $(seq 100); do grep -q '"ready: ' "$tmp/log" && break; sleep 0.1; done
 cat "$tmp/log"
 expect "connected to Redis" grep -q '"connected to Redis at 127.0.0.1' "$tmp/log"
 expect "connected to PostgreSQL" grep -q '"connected to PostgreSQL 15' "$tmp/log"
-expect "S3 reachable" grep -q '"S3 endpoint http://127.0.0.1:[0-9]* reachable' "$tmp/log"
+expect "S3 reachable" grep -q '"S3 bucket [a-z0-9.-]* reachable at http://127.0.0.1:[0-9]* (signed HEAD' "$tmp/log"
 expect "ready" grep -q '"ready: Redis, PostgreSQL and S3 are reachable"' "$tmp/log"
 expect "log lines are JSON" bash -c "jq -e . '$tmp/log' >/dev/null"
 expect "/healthz 200" bash -c "curl -sf localhost:$port/healthz | jq -e '.status == \"ok\"' >/dev/null"
@@ -77,6 +82,18 @@ pid=
 expect "SIGTERM exits 0" test $rc = 0
 expect "says it stopped" grep -q '"stopped"' "$tmp/log"
 expect "no secret in the worker log" no_secret "$tmp/log"
+
+# wrong S3 credentials: alive, but not ready, and the log says why
+port2=$((port + 1))
+AWS_SECRET_ACCESS_KEY=wrong-secret-value WORKER_HTTP_PORT=$port2 "$WORKER" >"$tmp/log3" 2>&1 &
+pid=$!
+for _ in $(seq 100); do grep -q 'unusable' "$tmp/log3" && break; sleep 0.1; done
+expect "wrong S3 secret: /healthz 200" bash -c "curl -sf localhost:$port2/healthz >/dev/null"
+expect "wrong S3 secret: /readyz 503" bash -c "test \$(curl -s -o /dev/null -w '%{http_code}' localhost:$port2/readyz) = 503"
+expect "wrong S3 secret: logged with the reason" grep -q 'HTTP 403 AccessDenied' "$tmp/log3"
+kill -TERM $pid; wait $pid
+pid=
+expect "no secret in that log" bash -c "! grep -q wrong-secret-value '$tmp/log3'"
 
 # the port is taken: a clear error, exit 1
 python3 -c "import socket,time; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('0.0.0.0', $port)); s.listen(); time.sleep(3)" &

@@ -35,7 +35,7 @@ typedef struct {
     int redis_done, pg_done, s3_done;
     int failures;
     uv_timer_t deadline;
-    char s3_url[512];
+    char s3_label[256];
 } Check;
 
 static void check_finish_if_done(Check *c) {
@@ -100,14 +100,14 @@ static void on_pg_connected(PgConn *conn, const Err *err, void *data) {
         on_pg_result(conn, NULL, &e, c);
 }
 
-static void on_s3(HttpRequest *req, long status, const Err *err, void *data) {
-    (void)req;
+static void on_s3(const S3Result *res, const Err *err, void *data) {
     Check *c = data;
-    if (err || status >= 500 || status == 0) {
-        printf("s3        FAIL  %s: %s\n", c->s3_url, err ? err->msg : "server error");
+    if (err) {
+        printf("s3        FAIL  bucket %s at %s: %s\n", c->cfg->s3_bucket, c->s3_label, err->msg);
         c->failures++;
     } else {
-        printf("s3        ok    %s (HTTP %ld)\n", c->s3_url, status);
+        printf("s3        ok    bucket %s at %s (signed HEAD: HTTP %ld)\n", c->cfg->s3_bucket,
+               c->s3_label, res->status);
     }
     c->s3_done = 1;
     check_finish_if_done(c);
@@ -143,28 +143,20 @@ static int cmd_check(const Config *cfg) {
 
     HttpClient *http = http_client_new(&loop, 0);
     if (cfg->s3_endpoint)
-        snprintf(c.s3_url, sizeof(c.s3_url), "%s/%s/", cfg->s3_endpoint, cfg->s3_bucket);
+        snprintf(c.s3_label, sizeof(c.s3_label), "%s", cfg->s3_endpoint);
     else
-        snprintf(c.s3_url, sizeof(c.s3_url), "https://%s.s3.%s.amazonaws.com/", cfg->s3_bucket,
-                 cfg->aws_region);
-    HttpRequestOpts o;
-    memset(&o, 0, sizeof(o));
-    o.method = "HEAD";
-    o.url = c.s3_url;
-    o.timeout_ms = 10000;
-    o.done = on_s3;
-    o.data = &c;
-    Err err;
-    err_clear(&err);
-    if (http_request_start(http, &o, &err) == NULL) {
-        printf("s3        FAIL  %s\n", err.msg);
-        c.failures++;
-        c.s3_done = 1;
-    }
+        snprintf(c.s3_label, sizeof(c.s3_label), "https://s3.%s.amazonaws.com", cfg->aws_region);
+    S3Options so;
+    config_s3_options(cfg, &so);
+    so.max_attempts = 2;
+    so.timeout_ms = 8000;
+    S3Client *s3 = s3_client_new(&loop, http, &so);
+    s3_head_bucket(s3, on_s3, &c);
     uv_timer_init(&loop, &c.deadline);
     c.deadline.data = &c;
     uv_timer_start(&c.deadline, on_deadline, 10000, 0);
     uv_run(&loop, UV_RUN_DEFAULT);
+    s3_client_free(s3);
     http_client_free(http);
     uv_run(&loop, UV_RUN_DEFAULT);
     uv_loop_close(&loop);

@@ -9,6 +9,7 @@
 #include "httpd.h"
 #include "log.h"
 #include "looplag.h"
+#include "s3.h"
 #include "version.h"
 
 #include <stdlib.h>
@@ -23,10 +24,10 @@ struct Services {
     RedisClient *redis;
     PgPool *pg;
     HttpClient *http;
+    S3Client *s3;
     LoopLag *lag;
     Httpd *httpd;
     uv_timer_t probe;
-    char s3_url[512];
     char s3_label[256];
     int redis_ok, pg_ok, s3_ok;
     int pg_probing, s3_probing;
@@ -101,8 +102,7 @@ static void probe_pg(Services *s) {
 
 /* ---- S3 ---- */
 
-static void on_s3_probe(HttpRequest *req, long status, const Err *err, void *data) {
-    (void)req;
+static void on_s3_probe(const S3Result *res, const Err *err, void *data) {
     Services *s = data;
     s->pending--;
     s->s3_probing = 0;
@@ -111,17 +111,15 @@ static void on_s3_probe(HttpRequest *req, long status, const Err *err, void *dat
         return;
     }
     int was = s->s3_ok;
-    /* Any HTTP answer proves the endpoint is up; until requests are signed a
-     * real AWS endpoint answers 403 here, which still counts as reachable. */
-    s->s3_ok = err == NULL && status > 0 && status < 500;
+    /* a signed HEAD of the bucket: proves endpoint, credentials and bucket */
+    s->s3_ok = err == NULL;
     if (s->s3_ok && !was) {
         s->s3_warned = 0;
-        log_info(NULL, "S3 endpoint %s reachable (bucket %s: HTTP %ld)", s->s3_label,
-                 s->cfg->s3_bucket, status);
+        log_info(NULL, "S3 bucket %s reachable at %s (signed HEAD: HTTP %ld)", s->cfg->s3_bucket,
+                 s->s3_label, res->status);
     } else if (!s->s3_ok && !s->s3_warned) {
         s->s3_warned = 1;
-        log_warn(NULL, "S3 endpoint %s unreachable: %s", s->s3_label,
-                 err ? err->msg : "server error");
+        log_warn(NULL, "S3 bucket %s at %s unusable: %s", s->cfg->s3_bucket, s->s3_label, err->msg);
     }
     announce(s);
 }
@@ -129,21 +127,9 @@ static void on_s3_probe(HttpRequest *req, long status, const Err *err, void *dat
 static void probe_s3(Services *s) {
     if (s->s3_probing)
         return;
-    HttpRequestOpts o;
-    memset(&o, 0, sizeof(o));
-    o.method = "HEAD";
-    o.url = s->s3_url;
-    o.timeout_ms = 5000;
-    o.done = on_s3_probe;
-    o.data = s;
-    Err err;
-    err_clear(&err);
-    if (http_request_start(s->http, &o, &err) == NULL) {
-        log_warn(NULL, "S3 probe not started: %s", err.msg);
-        return;
-    }
     s->s3_probing = 1;
     s->pending++;
+    s3_head_bucket(s->s3, on_s3_probe, s);
 }
 
 static void on_probe(uv_timer_t *t) {
@@ -204,30 +190,15 @@ static void on_http(const char *method, const char *path, HttpdResponse *resp, v
 
 /* ---- lifecycle ---- */
 
-static void build_s3_url(Services *s) {
-    const Config *c = s->cfg;
-    if (c->s3_endpoint != NULL) {
-        snprintf(s->s3_label, sizeof(s->s3_label), "%s", c->s3_endpoint);
-        if (c->s3_force_path_style) {
-            snprintf(s->s3_url, sizeof(s->s3_url), "%s/%s/", c->s3_endpoint, c->s3_bucket);
-        } else {
-            const char *host = strstr(c->s3_endpoint, "://") + 3;
-            snprintf(s->s3_url, sizeof(s->s3_url), "%.*s%s.%s/", (int)(host - c->s3_endpoint),
-                     c->s3_endpoint, c->s3_bucket, host);
-        }
-    } else {
-        snprintf(s->s3_label, sizeof(s->s3_label), "https://s3.%s.amazonaws.com", c->aws_region);
-        snprintf(s->s3_url, sizeof(s->s3_url), "https://%s.s3.%s.amazonaws.com/", c->s3_bucket,
-                 c->aws_region);
-    }
-}
-
 Services *services_new(uv_loop_t *loop, const Config *cfg, Err *err) {
     Services *s = xcalloc(1, sizeof(*s));
     s->loop = loop;
     s->cfg = cfg;
     s->lag = looplag_new(loop, 100);
-    build_s3_url(s);
+    if (cfg->s3_endpoint)
+        snprintf(s->s3_label, sizeof(s->s3_label), "%s", cfg->s3_endpoint);
+    else
+        snprintf(s->s3_label, sizeof(s->s3_label), "https://s3.%s.amazonaws.com", cfg->aws_region);
 
     if (cfg->worker_http_port > 0) {
         s->httpd = httpd_new(loop, "0.0.0.0", cfg->worker_http_port, on_http, s, err);
@@ -254,6 +225,9 @@ Services *services_new(uv_loop_t *loop, const Config *cfg, Err *err) {
 
     s->pg = pg_pool_new(loop, cfg->database_url, cfg->worker_concurrency + 2, 10000);
     s->http = http_client_new(loop, 0);
+    S3Options so;
+    config_s3_options(cfg, &so);
+    s->s3 = s3_client_new(loop, s->http, &so);
 
     uv_timer_init(loop, &s->probe);
     s->probe.data = s;
@@ -275,8 +249,9 @@ void services_free(Services *s) {
     uv_close((uv_handle_t *)&s->probe, on_probe_closed);
     httpd_free(s->httpd);
     redis_client_free(s->redis);
-    http_client_free(s->http); /* cancels the S3 probe: its callback runs now */
-    pg_pool_free(s->pg);       /* fails a waiting probe now; a running one completes */
+    s3_client_free(s->s3); /* cancels the S3 probe: its callback runs now */
+    http_client_free(s->http);
+    pg_pool_free(s->pg); /* fails a waiting probe now; a running one completes */
     looplag_free(s->lag);
 }
 

@@ -1,0 +1,409 @@
+/*
+ * s3: signed and retried S3 requests (see s3.h).
+ *
+ * One operation (S3Op) runs attempt after attempt: sign, send, judge the
+ * answer, then finish or wait in its retry timer. The op owns everything it
+ * allocated and is freed from its timer's close callback.
+ */
+#define _GNU_SOURCE /* strptime */
+#include "s3.h"
+#include "buf.h"
+#include "log.h"
+#include "sigv4.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+typedef struct S3Op S3Op;
+
+struct S3Client {
+    uv_loop_t *loop;
+    HttpClient *http;
+    char *endpoint, *region, *bucket, *access_key, *secret_key, *session_token;
+    int path_style;
+    int max_attempts;
+    unsigned backoff_base_ms, backoff_max_ms;
+    long timeout_ms;
+    long clock_skew; /* server time minus ours, learned from RequestTimeTooSkewed */
+    S3Op *ops;
+    int nops;
+    int closing;
+};
+
+struct S3Op {
+    S3Op *prev, *next;
+    S3Client *c;
+    const char *method;
+    char *key; /* NULL: the bucket itself */
+    char *body;
+    size_t len;
+    char *content_type;
+    size_t max_body;
+    char payload_hash[65];
+    S3DoneCb cb;
+    void *data;
+    HttpRequest *req;
+    uv_timer_t retry;
+    S3Result res;
+    Buf got; /* GET body kept past the HTTP request */
+    int finished;
+};
+
+int s3_retryable(long status, const char *code) {
+    if (status == 500 || status == 502 || status == 503 || status == 504 || status == 429)
+        return 1;
+    static const char *codes[] = {"SlowDown", "RequestTimeout", "InternalError",
+                                  "ServiceUnavailable", "RequestTimeTooSkewed"};
+    for (size_t i = 0; code && i < sizeof(codes) / sizeof(codes[0]); i++)
+        if (strcmp(code, codes[i]) == 0)
+            return 1;
+    return 0;
+}
+
+/* Text of <tag>...</tag> in an XML body, or "" (S3 error bodies are flat). */
+static void xml_text(const Buf *b, const char *tag, char *out, size_t outlen) {
+    out[0] = '\0';
+    if (b == NULL || b->data == NULL)
+        return;
+    char open[64], close[64];
+    snprintf(open, sizeof(open), "<%s>", tag);
+    snprintf(close, sizeof(close), "</%s>", tag);
+    const char *s = strstr(b->data, open);
+    if (s == NULL)
+        return;
+    s += strlen(open);
+    const char *e = strstr(s, close);
+    if (e == NULL)
+        return;
+    snprintf(out, outlen, "%.*s", (int)(e - s), s);
+}
+
+/* ---- lifecycle ---- */
+
+static void on_op_closed(uv_handle_t *h) {
+    S3Op *op = h->data;
+    S3Client *c = op->c;
+    free(op->key);
+    free(op->body);
+    free(op->content_type);
+    buf_free(&op->got);
+    free(op);
+    if (--c->nops == 0 && c->closing) {
+        free(c->endpoint);
+        free(c->region);
+        free(c->bucket);
+        free(c->access_key);
+        free(c->secret_key);
+        free(c->session_token);
+        free(c);
+    }
+}
+
+static void finish(S3Op *op, const Err *err) {
+    if (op->finished)
+        return;
+    op->finished = 1;
+    S3Client *c = op->c;
+    if (op->prev)
+        op->prev->next = op->next;
+    else
+        c->ops = op->next;
+    if (op->next)
+        op->next->prev = op->prev;
+    op->res.body = &op->got;
+    op->cb(&op->res, err, op->data);
+    uv_timer_stop(&op->retry);
+    uv_close((uv_handle_t *)&op->retry, on_op_closed);
+}
+
+static void attempt(S3Op *op);
+
+static void on_retry_timer(uv_timer_t *t) {
+    attempt(t->data);
+}
+
+static void retry_or_fail(S3Op *op, const Err *err) {
+    S3Client *c = op->c;
+    if (op->res.attempts >= c->max_attempts || c->closing) {
+        Err e = *err;
+        err_prefix(&e, "after %d attempts", op->res.attempts);
+        finish(op, &e);
+        return;
+    }
+    /* full jitter: a random delay up to the capped exponential bound */
+    uint64_t cap = c->backoff_base_ms;
+    for (int i = 1; i < op->res.attempts && cap < c->backoff_max_ms; i++)
+        cap *= 2;
+    if (cap > c->backoff_max_ms)
+        cap = c->backoff_max_ms;
+    uint64_t delay = (uint64_t)rand() % (cap + 1);
+    log_debug(NULL, "s3: %s %s: %s; attempt %d in %llu ms", op->method,
+              op->key ? op->key : "(bucket)", err->msg, op->res.attempts + 1,
+              (unsigned long long)delay);
+    uv_timer_start(&op->retry, on_retry_timer, delay, 0);
+}
+
+/* ---- one attempt ---- */
+
+static void on_done(HttpRequest *req, long status, const Err *err, void *data) {
+    S3Op *op = data;
+    S3Client *c = op->c;
+    op->req = NULL;
+    op->res.status = status;
+    op->res.code[0] = '\0';
+    if (err != NULL) {
+        if (err->code == ERR_CODE_CANCELLED || c->closing) {
+            Err e;
+            err_set(&e, ERR_PERMANENT, ERR_CODE_CANCELLED, "s3: cancelled");
+            finish(op, &e);
+        } else {
+            retry_or_fail(op, err);
+        }
+        return;
+    }
+    const char *len = http_request_header(req, "Content-Length");
+    op->res.size = len ? strtoll(len, NULL, 10) : -1;
+    const char *etag = http_request_header(req, "ETag");
+    if (etag != NULL) {
+        size_t n = strlen(etag);
+        if (n >= 2 && etag[0] == '"' && etag[n - 1] == '"')
+            snprintf(op->res.etag, sizeof(op->res.etag), "%.*s", (int)(n - 2), etag + 1);
+        else
+            snprintf(op->res.etag, sizeof(op->res.etag), "%s", etag);
+    }
+    if (status >= 200 && status < 300) {
+        const Buf *b = http_request_body(req);
+        buf_reset(&op->got);
+        if (b->len)
+            buf_append(&op->got, b->data, b->len);
+        finish(op, NULL);
+        return;
+    }
+    char message[256];
+    xml_text(http_request_body(req), "Code", op->res.code, sizeof(op->res.code));
+    xml_text(http_request_body(req), "Message", message, sizeof(message));
+    if (op->res.code[0] == '\0' && status == 403)
+        snprintf(message, sizeof(message),
+                 "check the access key, the secret and the bucket policy");
+    if (op->res.code[0] == '\0') { /* HEAD answers carry no body */
+        const char *name = status == 404   ? (op->key ? "NoSuchKey" : "NoSuchBucket")
+                           : status == 403 ? "AccessDenied"
+                           : status == 503 ? "SlowDown"
+                                           : "HttpError";
+        snprintf(op->res.code, sizeof(op->res.code), "%s", name);
+    }
+    if (strcmp(op->res.code, "RequestTimeTooSkewed") == 0) {
+        const char *date = http_request_header(req, "Date");
+        struct tm tm;
+        memset(&tm, 0, sizeof(tm));
+        if (date && strptime(date, "%a, %d %b %Y %H:%M:%S", &tm) != NULL) {
+            c->clock_skew = (long)(timegm(&tm) - time(NULL));
+            log_warn(NULL, "s3: our clock is %ld s off the server's; correcting", c->clock_skew);
+        }
+    }
+    Err e;
+    err_set(&e, s3_retryable(status, op->res.code) ? ERR_RETRYABLE : ERR_PERMANENT, ERR_CODE_HTTP,
+            "s3 %s %s: HTTP %ld %s%s%s", op->method, op->key ? op->key : c->bucket, status,
+            op->res.code, message[0] ? ": " : "", message);
+    if (e.kind == ERR_RETRYABLE)
+        retry_or_fail(op, &e);
+    else
+        finish(op, &e);
+}
+
+static void attempt(S3Op *op) {
+    S3Client *c = op->c;
+    op->res.attempts++;
+    /* where: path-style puts the bucket in the path, virtual-hosted in the host */
+    Buf raw_path = BUF_INIT, url = BUF_INIT, host = BUF_INIT;
+    const char *scheme = "https://";
+    const char *base = NULL;
+    Buf aws = BUF_INIT;
+    if (c->endpoint) {
+        const char *sep = strstr(c->endpoint, "://");
+        scheme = NULL;
+        base = sep + 3;
+        buf_append(&url, c->endpoint, (size_t)(base - c->endpoint));
+    } else {
+        buf_printf(&aws, "s3.%s.amazonaws.com", c->region);
+        base = aws.data;
+        buf_puts(&url, scheme);
+    }
+    if (c->path_style) {
+        buf_puts(&host, base);
+        if (op->key)
+            buf_printf(&raw_path, "/%s/%s", c->bucket, op->key);
+        else
+            buf_printf(&raw_path, "/%s", c->bucket); /* no trailing slash: S3 signs "/bucket" */
+    } else {
+        buf_printf(&host, "%s.%s", c->bucket, base);
+        buf_printf(&raw_path, "/%s", op->key ? op->key : "");
+    }
+    buf_puts(&url, host.data);
+    sigv4_encode_path(&url, raw_path.data);
+
+    SigV4Header hdrs[] = {{"Host", host.data}};
+    SigV4Credentials cred = {c->access_key, c->secret_key, c->session_token};
+    SigV4Request r;
+    memset(&r, 0, sizeof(r));
+    r.method = op->method;
+    r.path = raw_path.data;
+    r.headers = hdrs;
+    r.nheaders = 1;
+    r.payload_hash = op->payload_hash;
+    r.region = c->region;
+    r.service = "s3";
+    r.now = time(NULL) + c->clock_skew;
+    r.s3 = 1;
+    r.add_content_sha256 = 1;
+    SigV4Result sig;
+    sigv4_sign_header(&r, &cred, &sig);
+
+    struct curl_slist *list = NULL;
+    Buf line = BUF_INIT;
+    buf_printf(&line, "Authorization: %s", sig.authorization.data);
+    list = curl_slist_append(list, line.data);
+    buf_reset(&line);
+    buf_printf(&line, "x-amz-date: %s", sig.amz_date);
+    list = curl_slist_append(list, line.data);
+    buf_reset(&line);
+    buf_printf(&line, "x-amz-content-sha256: %s", op->payload_hash);
+    list = curl_slist_append(list, line.data);
+    if (c->session_token) {
+        buf_reset(&line);
+        buf_printf(&line, "x-amz-security-token: %s", c->session_token);
+        list = curl_slist_append(list, line.data);
+    }
+    if (op->content_type) {
+        buf_reset(&line);
+        buf_printf(&line, "Content-Type: %s", op->content_type);
+        list = curl_slist_append(list, line.data);
+    }
+    memset(line.data, 0, line.len); /* it held the token */
+
+    HttpRequestOpts o;
+    memset(&o, 0, sizeof(o));
+    o.method = op->method;
+    o.url = url.data;
+    o.headers = list;
+    o.body = op->body;
+    o.body_len = op->len;
+    o.max_body = op->max_body;
+    o.timeout_ms = c->timeout_ms;
+    o.done = on_done;
+    o.data = op;
+    Err err;
+    err_clear(&err);
+    op->req = http_request_start(c->http, &o, &err);
+
+    curl_slist_free_all(list);
+    buf_free(&line);
+    sigv4_result_free(&sig);
+    buf_free(&raw_path);
+    buf_free(&url);
+    buf_free(&host);
+    buf_free(&aws);
+    if (op->req == NULL)
+        retry_or_fail(op, &err);
+}
+
+static S3Op *op_new(S3Client *c, const char *method, const char *key, S3DoneCb cb, void *data) {
+    S3Op *op = xcalloc(1, sizeof(*op));
+    op->c = c;
+    op->method = method;
+    op->key = key ? xstrdup(key) : NULL;
+    op->cb = cb;
+    op->data = data;
+    op->max_body = 1024 * 1024;
+    op->res.size = -1;
+    sigv4_sha256_hex("", 0, op->payload_hash);
+    uv_timer_init(c->loop, &op->retry);
+    op->retry.data = op;
+    op->next = c->ops;
+    if (c->ops)
+        c->ops->prev = op;
+    c->ops = op;
+    c->nops++;
+    return op;
+}
+
+/* Start on the next loop pass, so that cb never runs inside the caller. */
+static void op_start(S3Op *op) {
+    op->res.attempts = 0;
+    uv_timer_start(&op->retry, on_retry_timer, 0, 0);
+}
+
+void s3_put_object(S3Client *c, const char *key, const void *body, size_t len,
+                   const char *content_type, S3DoneCb cb, void *data) {
+    S3Op *op = op_new(c, "PUT", key, cb, data);
+    op->body = xmalloc(len);
+    memcpy(op->body, body, len);
+    op->len = len;
+    op->content_type = content_type ? xstrdup(content_type) : NULL;
+    sigv4_sha256_hex(body, len, op->payload_hash);
+    op_start(op);
+}
+
+void s3_get_object(S3Client *c, const char *key, size_t max_bytes, S3DoneCb cb, void *data) {
+    S3Op *op = op_new(c, "GET", key, cb, data);
+    op->max_body = max_bytes;
+    op_start(op);
+}
+
+void s3_head_object(S3Client *c, const char *key, S3DoneCb cb, void *data) {
+    op_start(op_new(c, "HEAD", key, cb, data));
+}
+
+void s3_delete_object(S3Client *c, const char *key, S3DoneCb cb, void *data) {
+    op_start(op_new(c, "DELETE", key, cb, data));
+}
+
+void s3_head_bucket(S3Client *c, S3DoneCb cb, void *data) {
+    op_start(op_new(c, "HEAD", NULL, cb, data));
+}
+
+S3Client *s3_client_new(uv_loop_t *loop, HttpClient *http, const S3Options *o) {
+    S3Client *c = xcalloc(1, sizeof(*c));
+    c->loop = loop;
+    c->http = http;
+    c->endpoint = o->endpoint ? xstrdup(o->endpoint) : NULL;
+    c->region = xstrdup(o->region ? o->region : "us-east-1");
+    c->bucket = xstrdup(o->bucket);
+    c->access_key = xstrdup(o->access_key);
+    c->secret_key = xstrdup(o->secret_key);
+    c->session_token = o->session_token ? xstrdup(o->session_token) : NULL;
+    c->path_style = o->path_style;
+    c->max_attempts = o->max_attempts > 0 ? o->max_attempts : 5;
+    c->backoff_base_ms = o->backoff_base_ms ? o->backoff_base_ms : 100;
+    c->backoff_max_ms = o->backoff_max_ms ? o->backoff_max_ms : 5000;
+    c->timeout_ms = o->timeout_ms ? o->timeout_ms : 60000;
+    return c;
+}
+
+void s3_client_free(S3Client *c) {
+    if (c == NULL || c->closing)
+        return;
+    c->closing = 1;
+    Err e;
+    err_set(&e, ERR_PERMANENT, ERR_CODE_CANCELLED, "s3: client closed");
+    while (c->ops) {
+        S3Op *op = c->ops;
+        if (op->req) {
+            HttpRequest *req = op->req;
+            op->req = NULL;
+            http_request_cancel(req); /* its done callback comes later: finish now */
+        }
+        finish(op, &e);
+    }
+    if (c->nops == 0) {
+        free(c->endpoint);
+        free(c->region);
+        free(c->bucket);
+        free(c->access_key);
+        free(c->secret_key);
+        free(c->session_token);
+        free(c);
+    }
+}
