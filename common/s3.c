@@ -36,9 +36,11 @@ struct S3Op {
     S3Op *prev, *next;
     S3Client *c;
     const char *method;
-    char *key; /* NULL: the bucket itself */
+    char *key;   /* NULL: the bucket itself */
+    char *query; /* raw query string, may be NULL */
     char *body;
     size_t len;
+    size_t body_off; /* how much of body this attempt has sent */
     char *content_type;
     size_t max_body;
     char payload_hash[65];
@@ -86,6 +88,7 @@ static void on_op_closed(uv_handle_t *h) {
     S3Op *op = h->data;
     S3Client *c = op->c;
     free(op->key);
+    free(op->query);
     free(op->body);
     free(op->content_type);
     buf_free(&op->got);
@@ -173,7 +176,11 @@ static void on_done(HttpRequest *req, long status, const Err *err, void *data) {
         else
             snprintf(op->res.etag, sizeof(op->res.etag), "%s", etag);
     }
-    if (status >= 200 && status < 300) {
+    /* S3 can answer 200 and put the error in the body (CompleteMultipartUpload) */
+    int error_inside = status == 200 && strcmp(op->method, "POST") == 0 &&
+                       http_request_body(req)->data &&
+                       strstr(http_request_body(req)->data, "<Error>") != NULL;
+    if (status >= 200 && status < 300 && !error_inside) {
         const Buf *b = http_request_body(req);
         buf_reset(&op->got);
         if (b->len)
@@ -213,6 +220,18 @@ static void on_done(HttpRequest *req, long status, const Err *err, void *data) {
         finish(op, &e);
 }
 
+/* The body streams from the op's own buffer: no copy per attempt. */
+static size_t read_body(HttpRequest *req, char *buf, size_t len, void *data) {
+    (void)req;
+    S3Op *op = data;
+    size_t n = op->len - op->body_off;
+    if (n > len)
+        n = len;
+    memcpy(buf, op->body + op->body_off, n);
+    op->body_off += n;
+    return n;
+}
+
 static void attempt(S3Op *op) {
     S3Client *c = op->c;
     op->res.attempts++;
@@ -250,6 +269,7 @@ static void attempt(S3Op *op) {
     memset(&r, 0, sizeof(r));
     r.method = op->method;
     r.path = raw_path.data;
+    r.query = op->query;
     r.headers = hdrs;
     r.nheaders = 1;
     r.payload_hash = op->payload_hash;
@@ -260,6 +280,12 @@ static void attempt(S3Op *op) {
     r.add_content_sha256 = 1;
     SigV4Result sig;
     sigv4_sign_header(&r, &cred, &sig);
+    if (op->query) {
+        /* send the query exactly as signed: the canonical form, line 3 */
+        const char *q = strchr(strchr(sig.canonical_request.data, '\n') + 1, '\n') + 1;
+        buf_puts(&url, "?");
+        buf_append(&url, q, strcspn(q, "\n"));
+    }
 
     struct curl_slist *list = NULL;
     Buf line = BUF_INIT;
@@ -288,8 +314,11 @@ static void attempt(S3Op *op) {
     o.method = op->method;
     o.url = url.data;
     o.headers = list;
-    o.body = op->body;
-    o.body_len = op->len;
+    if (op->body != NULL) {
+        op->body_off = 0;
+        o.read = read_body;
+        o.body_size = (int64_t)op->len;
+    }
     o.max_body = op->max_body;
     o.timeout_ms = c->timeout_ms;
     o.done = on_done;
@@ -343,6 +372,19 @@ void s3_put_object(S3Client *c, const char *key, const void *body, size_t len,
     op->len = len;
     op->content_type = content_type ? xstrdup(content_type) : NULL;
     sigv4_sha256_hex(body, len, op->payload_hash);
+    op_start(op);
+}
+
+void s3_request(S3Client *c, const char *method, const char *key, const char *query, char *body,
+                size_t len, const char *content_type, size_t max_body, S3DoneCb cb, void *data) {
+    S3Op *op = op_new(c, method, key, cb, data);
+    op->query = query ? xstrdup(query) : NULL;
+    op->body = body;
+    op->len = len;
+    op->content_type = content_type ? xstrdup(content_type) : NULL;
+    if (max_body)
+        op->max_body = max_body;
+    sigv4_sha256_hex(body ? body : "", body ? len : 0, op->payload_hash);
     op_start(op);
 }
 

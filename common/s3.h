@@ -66,6 +66,15 @@ void s3_delete_object(S3Client *c, const char *key, S3DoneCb cb, void *data);
 /* HEAD the bucket: proves the endpoint, the credentials and the bucket. */
 void s3_head_bucket(S3Client *c, S3DoneCb cb, void *data);
 
+/*
+ * Any signed request: query is a raw query string or NULL; body (may be NULL)
+ * is taken over and freed by the client; the response body is in res->body
+ * (up to max_body bytes; 0: 1 MiB). A POST answered 200 with an <Error> body
+ * counts as that error.
+ */
+void s3_request(S3Client *c, const char *method, const char *key, const char *query, char *body,
+                size_t len, const char *content_type, size_t max_body, S3DoneCb cb, void *data);
+
 /* Retry policy, exposed for tests: is this answer worth another attempt? */
 int s3_retryable(long status, const char *code);
 

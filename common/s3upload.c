@@ -1,0 +1,369 @@
+/*
+ * s3upload: streaming multipart upload (see s3upload.h).
+ *
+ * States: CREATING (CreateMultipartUpload) -> UPLOADING (parts go out as they
+ * fill) -> COMPLETING (CompleteMultipartUpload, once the producer finished and
+ * every part is acknowledged) -> DONE; any failure -> ABORTING -> DONE. The
+ * struct lives until its last request has answered, even after on_done.
+ */
+#include "s3upload.h"
+#include "buf.h"
+#include "log.h"
+
+#include <openssl/evp.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef enum { UP_CREATING, UP_UPLOADING, UP_COMPLETING, UP_ABORTING, UP_DONE } UpState;
+
+typedef struct {
+    int number;
+    char etag[80];
+} PartDone;
+
+typedef struct Part {
+    struct Part *next;
+    int number;
+    char *data;
+    size_t len;
+} Part;
+
+struct S3Upload {
+    S3Client *s3;
+    char *key;
+    char *content_type;
+    size_t base_part_size;
+    int max_in_flight;
+    S3UploadWritableCb on_writable;
+    S3UploadDoneCb on_done;
+    void *data;
+
+    UpState state;
+    char *upload_id;
+    Buf current;        /* the part being filled */
+    Part *queue, *tail; /* full parts waiting for a slot */
+    int queued, in_flight;
+    int next_number;
+    PartDone *done_parts;
+    int ndone, cap_done;
+    int finishing;        /* the producer called finish */
+    int producer_waiting; /* write returned 0 */
+    int outstanding;      /* requests in flight (the struct outlives them) */
+    int reported;
+    int creating; /* CreateMultipartUpload not answered yet */
+    int abort_sent;
+    size_t inflight_bytes;
+    uint64_t bytes;
+    EVP_MD_CTX *sha;
+    Err fail;
+};
+
+static void pump(S3Upload *u);
+static void on_aborted(const S3Result *res, const Err *err, void *data);
+
+static char *xstrdup_range(const char *s, size_t n) {
+    char *p = xmalloc(n + 1);
+    memcpy(p, s, n);
+    p[n] = '\0';
+    return p;
+}
+
+static size_t part_size_for(const S3Upload *u, int number) {
+    int doublings = (number - 1) / 1000;
+    if (doublings > 9)
+        doublings = 9;
+    return u->base_part_size << doublings;
+}
+
+static void release(S3Upload *u) {
+    if (!u->reported || u->outstanding > 0)
+        return;
+    while (u->queue) {
+        Part *p = u->queue;
+        u->queue = p->next;
+        free(p->data);
+        free(p);
+    }
+    buf_free(&u->current);
+    EVP_MD_CTX_free(u->sha);
+    free(u->done_parts);
+    free(u->upload_id);
+    free(u->key);
+    free(u->content_type);
+    free(u);
+}
+
+static void report(S3Upload *u, const S3Result *res, const Err *err) {
+    if (u->reported)
+        return;
+    u->reported = 1;
+    u->state = UP_DONE;
+    S3Result empty;
+    memset(&empty, 0, sizeof(empty));
+    char hex[65];
+    if (err == NULL) {
+        unsigned char md[32];
+        unsigned int n = 0;
+        EVP_DigestFinal_ex(u->sha, md, &n);
+        for (int i = 0; i < 32; i++)
+            snprintf(hex + 2 * i, 3, "%02x", md[i]);
+    }
+    u->on_done(u, res ? res : &empty, err ? NULL : hex, u->bytes, err, u->data);
+}
+
+/* ---- abort ---- */
+
+static void on_aborted(const S3Result *res, const Err *err, void *data) {
+    (void)res;
+    S3Upload *u = data;
+    u->outstanding--;
+    if (err)
+        log_warn(NULL, "s3: abort of multipart upload %s failed: %s", u->key, err->msg);
+    report(u, NULL, &u->fail);
+    release(u);
+}
+
+/* While aborting: once nothing is in flight, abort the upload (or just report
+ * when none was created). Called after every answer. */
+static void maybe_abort(S3Upload *u) {
+    if (u->state != UP_ABORTING || u->abort_sent || u->creating || u->in_flight > 0)
+        return;
+    if (u->upload_id == NULL) {
+        report(u, NULL, &u->fail);
+        return;
+    }
+    u->abort_sent = 1;
+    Buf q = BUF_INIT;
+    buf_printf(&q, "uploadId=%s", u->upload_id);
+    u->outstanding++;
+    s3_request(u->s3, "DELETE", u->key, q.data, NULL, 0, NULL, 0, on_aborted, u);
+    buf_free(&q);
+}
+
+static void fail(S3Upload *u, const Err *err) {
+    if (u->state == UP_DONE)
+        return;
+    if (u->state != UP_ABORTING) {
+        u->fail = *err;
+        u->state = UP_ABORTING;
+    }
+    maybe_abort(u);
+}
+
+/* ---- complete ---- */
+
+static void on_completed(const S3Result *res, const Err *err, void *data) {
+    S3Upload *u = data;
+    u->outstanding--;
+    if (err) {
+        fail(u, err);
+    } else {
+        report(u, res, NULL);
+    }
+    release(u);
+}
+
+static int cmp_part(const void *a, const void *b) {
+    return ((const PartDone *)a)->number - ((const PartDone *)b)->number;
+}
+
+static void complete(S3Upload *u) {
+    u->state = UP_COMPLETING;
+    qsort(u->done_parts, (size_t)u->ndone, sizeof(PartDone), cmp_part);
+    Buf xml = BUF_INIT;
+    buf_puts(&xml, "<CompleteMultipartUpload xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">");
+    for (int i = 0; i < u->ndone; i++)
+        buf_printf(&xml, "<Part><PartNumber>%d</PartNumber><ETag>\"%s\"</ETag></Part>",
+                   u->done_parts[i].number, u->done_parts[i].etag);
+    buf_puts(&xml, "</CompleteMultipartUpload>");
+    Buf q = BUF_INIT;
+    buf_printf(&q, "uploadId=%s", u->upload_id);
+    size_t len = xml.len;
+    u->outstanding++;
+    s3_request(u->s3, "POST", u->key, q.data, buf_steal(&xml), len, "application/xml", 0,
+               on_completed, u);
+    buf_free(&q);
+}
+
+/* ---- parts ---- */
+
+typedef struct {
+    S3Upload *u;
+    int number;
+    size_t len;
+} PartReq;
+
+static void on_part(const S3Result *res, const Err *err, void *data) {
+    PartReq *pr = data;
+    S3Upload *u = pr->u;
+    int number = pr->number;
+    u->inflight_bytes -= pr->len;
+    free(pr);
+    u->outstanding--;
+    u->in_flight--;
+    if (err == NULL && res->etag[0] == '\0') {
+        Err e;
+        err_set(&e, ERR_RETRYABLE, ERR_CODE_PROTOCOL, "s3: part %d answered without an ETag",
+                number);
+        fail(u, &e);
+    } else if (err) {
+        fail(u, err);
+    } else if (u->state == UP_UPLOADING) {
+        if (u->ndone == u->cap_done) {
+            u->cap_done = u->cap_done ? u->cap_done * 2 : 64;
+            u->done_parts = xrealloc(u->done_parts, (size_t)u->cap_done * sizeof(PartDone));
+        }
+        u->done_parts[u->ndone].number = number;
+        snprintf(u->done_parts[u->ndone].etag, sizeof(u->done_parts[0].etag), "%s", res->etag);
+        u->ndone++;
+    }
+    if (u->state == UP_ABORTING)
+        maybe_abort(u);
+    else
+        pump(u);
+    release(u);
+}
+
+static int buffers_full(const S3Upload *u) {
+    return u->queued + u->in_flight >= u->max_in_flight;
+}
+
+static void push_current(S3Upload *u) {
+    Part *p = xcalloc(1, sizeof(*p));
+    p->number = ++u->next_number;
+    p->len = u->current.len;
+    p->data = buf_steal(&u->current);
+    if (u->tail)
+        u->tail->next = p;
+    else
+        u->queue = p;
+    u->tail = p;
+    u->queued++;
+}
+
+/* Send queued parts into free slots; complete when everything is in. */
+static void pump(S3Upload *u) {
+    if (u->state != UP_UPLOADING)
+        return;
+    while (u->queue && u->in_flight < u->max_in_flight) {
+        Part *p = u->queue;
+        u->queue = p->next;
+        if (u->queue == NULL)
+            u->tail = NULL;
+        u->queued--;
+        PartReq *pr = xcalloc(1, sizeof(*pr));
+        pr->u = u;
+        pr->number = p->number;
+        pr->len = p->len;
+        u->inflight_bytes += p->len;
+        Buf q = BUF_INIT;
+        buf_printf(&q, "partNumber=%d&uploadId=%s", p->number, u->upload_id);
+        u->in_flight++;
+        u->outstanding++;
+        s3_request(u->s3, "PUT", u->key, q.data, p->data, p->len, NULL, 0, on_part, pr);
+        buf_free(&q);
+        free(p);
+    }
+    if (u->finishing && u->queue == NULL && u->in_flight == 0) {
+        complete(u);
+        return;
+    }
+    if (u->producer_waiting && !buffers_full(u) && !u->finishing) {
+        u->producer_waiting = 0;
+        u->on_writable(u, u->data);
+    }
+}
+
+static void on_created(const S3Result *res, const Err *err, void *data) {
+    S3Upload *u = data;
+    u->outstanding--;
+    u->creating = 0;
+    if (err == NULL) {
+        const char *s = res->body && res->body->data ? strstr(res->body->data, "<UploadId>") : NULL;
+        const char *e = s ? strstr(s, "</UploadId>") : NULL;
+        if (s && e && e > s + 10)
+            u->upload_id = xstrdup_range(s + 10, (size_t)(e - s - 10));
+    }
+    if (err) {
+        fail(u, err);
+    } else if (u->upload_id == NULL) {
+        Err x;
+        err_set(&x, ERR_RETRYABLE, ERR_CODE_PROTOCOL, "s3: CreateMultipartUpload gave no UploadId");
+        fail(u, &x);
+    } else if (u->state == UP_ABORTING) {
+        maybe_abort(u); /* aborted while it was being created */
+    } else {
+        u->state = UP_UPLOADING;
+        pump(u);
+    }
+    release(u);
+}
+
+S3Upload *s3_upload_new(S3Client *s3, const char *key, const char *content_type, size_t part_size,
+                        int parts_in_flight, S3UploadWritableCb on_writable, S3UploadDoneCb on_done,
+                        void *data) {
+    S3Upload *u = xcalloc(1, sizeof(*u));
+    u->s3 = s3;
+    u->key = xstrdup(key);
+    u->content_type = content_type ? xstrdup(content_type) : NULL;
+    u->base_part_size = part_size ? part_size : 8u * 1024 * 1024;
+    if (u->base_part_size < S3_UPLOAD_MIN_PART)
+        u->base_part_size = S3_UPLOAD_MIN_PART;
+    u->max_in_flight = parts_in_flight > 0 ? parts_in_flight : 4;
+    u->on_writable = on_writable;
+    u->on_done = on_done;
+    u->data = data;
+    u->sha = EVP_MD_CTX_new();
+    EVP_DigestInit_ex(u->sha, EVP_sha256(), NULL);
+    u->state = UP_CREATING;
+    u->creating = 1;
+    u->outstanding++;
+    s3_request(s3, "POST", key, "uploads", NULL, 0, content_type, 0, on_created, u);
+    return u;
+}
+
+int s3_upload_write(S3Upload *u, const void *buf, size_t len) {
+    if (u->state == UP_ABORTING || u->state == UP_DONE || u->finishing)
+        return -1;
+    const char *p = buf;
+    EVP_DigestUpdate(u->sha, buf, len);
+    u->bytes += len;
+    while (len > 0) {
+        size_t want = part_size_for(u, u->next_number + 1);
+        size_t room = want - u->current.len;
+        size_t n = len < room ? len : room;
+        buf_append(&u->current, p, n);
+        p += n;
+        len -= n;
+        if (u->current.len == want)
+            push_current(u);
+    }
+    pump(u);
+    if (buffers_full(u)) {
+        u->producer_waiting = 1;
+        return 0;
+    }
+    return 1;
+}
+
+void s3_upload_finish(S3Upload *u) {
+    if (u->finishing || u->state == UP_ABORTING || u->state == UP_DONE)
+        return;
+    u->finishing = 1;
+    if (u->current.len > 0 || u->next_number == 0)
+        push_current(u); /* the last part may be short; an empty object is one empty part */
+    pump(u);
+}
+
+void s3_upload_abort(S3Upload *u) {
+    Err e;
+    err_set(&e, ERR_PERMANENT, ERR_CODE_CANCELLED, "s3: upload aborted by the caller");
+    fail(u, &e);
+}
+
+size_t s3_upload_buffered(const S3Upload *u) {
+    size_t n = u->current.len + u->inflight_bytes;
+    for (const Part *p = u->queue; p; p = p->next)
+        n += p->len;
+    return n;
+}

@@ -1,0 +1,224 @@
+/*
+ * test_s3upload: streaming multipart uploads against the local S3 server:
+ * byte-exact, memory bounded by the part buffers, backpressure honoured,
+ * empty objects, aborts and failures that leave nothing behind.
+ */
+#include "testutil.h"
+#include "s3upload.h"
+#include "sigv4.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define PART (5u * 1024 * 1024)
+
+typedef struct {
+    uv_loop_t loop;
+    HttpClient *http;
+    S3Client *s3;
+} Env;
+
+static void env_open(Env *e, const char *bucket) {
+    uv_loop_init(&e->loop);
+    e->http = http_client_new(&e->loop, 0);
+    S3Options o;
+    memset(&o, 0, sizeof(o));
+    o.endpoint = tu_env("S3_ENDPOINT");
+    o.region = tu_env("AWS_REGION");
+    o.bucket = bucket ? bucket : tu_env("S3_BUCKET");
+    o.access_key = tu_env("AWS_ACCESS_KEY_ID");
+    o.secret_key = tu_env("AWS_SECRET_ACCESS_KEY");
+    o.path_style = 1;
+    o.max_attempts = 2;
+    o.backoff_base_ms = 10;
+    e->s3 = s3_client_new(&e->loop, e->http, &o);
+}
+
+static void env_close(Env *e) {
+    s3_client_free(e->s3);
+    http_client_free(e->http);
+    tu_loop_close(&e->loop);
+}
+
+static unsigned char byte_at(uint64_t i) {
+    return (unsigned char)((i * 2654435761u) >> 11);
+}
+
+typedef struct {
+    S3Upload *u;
+    uint64_t total, pos;
+    size_t max_buffered;
+    int waits;
+    int done;
+    int failed;
+    Err err;
+    char sha[65];
+    uint64_t bytes;
+    int abort_at; /* abort after this many bytes (0: never) */
+} Producer;
+
+static void produce(S3Upload *u, void *data) {
+    Producer *p = data;
+    unsigned char chunk[64 * 1024];
+    while (p->pos < p->total) {
+        if (p->abort_at && p->pos >= (uint64_t)p->abort_at) {
+            s3_upload_abort(u);
+            return;
+        }
+        size_t n = sizeof(chunk);
+        if (n > p->total - p->pos)
+            n = (size_t)(p->total - p->pos);
+        for (size_t i = 0; i < n; i++)
+            chunk[i] = byte_at(p->pos + i);
+        p->pos += n;
+        int r = s3_upload_write(u, chunk, n);
+        size_t b = s3_upload_buffered(u);
+        if (b > p->max_buffered)
+            p->max_buffered = b;
+        if (r < 0)
+            return;
+        if (r == 0) {
+            p->waits++;
+            return; /* on_writable calls produce again */
+        }
+    }
+    s3_upload_finish(u);
+}
+
+static void on_done(S3Upload *u, const S3Result *res, const char *sha256, uint64_t bytes,
+                    const Err *err, void *data) {
+    (void)u;
+    (void)res;
+    Producer *p = data;
+    p->done = 1;
+    p->bytes = bytes;
+    if (err) {
+        p->failed = 1;
+        p->err = *err;
+    } else {
+        snprintf(p->sha, sizeof(p->sha), "%s", sha256);
+    }
+}
+
+typedef struct {
+    int done;
+    int failed;
+    char code[64];
+    char sha[65];
+    int64_t len;
+} Fetch;
+
+static void on_fetch(const S3Result *res, const Err *err, void *data) {
+    Fetch *f = data;
+    f->done = 1;
+    f->failed = err != NULL;
+    snprintf(f->code, sizeof(f->code), "%s", res->code);
+    if (!err) {
+        f->len = (int64_t)res->body->len;
+        sigv4_sha256_hex(res->body->data ? res->body->data : "", res->body->len, f->sha);
+    }
+}
+
+static void expected_sha(uint64_t total, char out[65]) {
+    unsigned char *all = malloc(total ? total : 1);
+    for (uint64_t i = 0; i < total; i++)
+        all[i] = byte_at(i);
+    sigv4_sha256_hex(all, total, out);
+    free(all);
+}
+
+static void run_upload(Env *e, const char *key, uint64_t total, Producer *p) {
+    memset(p, 0, sizeof(*p));
+    p->total = total;
+    p->u = s3_upload_new(e->s3, key, "application/octet-stream", PART, 3, produce, on_done, p);
+    produce(p->u, p);
+    assert_true(tu_run_until(&e->loop, &p->done, 120000));
+}
+
+static void test_streamed_upload_is_exact_and_bounded(void **state) {
+    (void)state;
+    Env e;
+    env_open(&e, NULL);
+    Producer p;
+    uint64_t total = 8ull * PART + 12345; /* nine parts, the last one short */
+    uint64_t t0 = uv_hrtime();
+    run_upload(&e, "test-upload/big.bin", total, &p);
+    double secs = (double)(uv_hrtime() - t0) / 1e9;
+    if (p.failed)
+        print_error("upload: %s\n", p.err.msg);
+    assert_false(p.failed);
+    printf("uploaded %llu bytes in %.2f s: %d waits, max buffered %zu bytes (bound %u)\n",
+           (unsigned long long)total, secs, p.waits, p.max_buffered, 4 * PART);
+    assert_true(p.bytes == total);
+    assert_true(p.waits > 0);                /* the producer was really held back */
+    assert_true(p.max_buffered <= 4 * PART); /* (in flight + 1) x part size */
+    char want[65];
+    expected_sha(total, want);
+    assert_string_equal(p.sha, want);
+    Fetch f = {0};
+    s3_get_object(e.s3, "test-upload/big.bin", 64u * 1024 * 1024, on_fetch, &f);
+    assert_true(tu_run_until(&e.loop, &f.done, 60000));
+    assert_false(f.failed);
+    assert_true(f.len == (int64_t)total);
+    assert_string_equal(f.sha, want);
+    env_close(&e);
+}
+
+static void test_empty_upload(void **state) {
+    (void)state;
+    Env e;
+    env_open(&e, NULL);
+    Producer p;
+    run_upload(&e, "test-upload/empty.bin", 0, &p);
+    assert_false(p.failed);
+    Fetch f = {0};
+    s3_get_object(e.s3, "test-upload/empty.bin", 1024, on_fetch, &f);
+    assert_true(tu_run_until(&e.loop, &f.done, 10000));
+    assert_false(f.failed);
+    assert_int_equal(f.len, 0);
+    env_close(&e);
+}
+
+static void test_abort_leaves_nothing(void **state) {
+    (void)state;
+    Env e;
+    env_open(&e, NULL);
+    Producer p;
+    memset(&p, 0, sizeof(p));
+    p.total = 4ull * PART;
+    p.abort_at = (int)(PART + PART / 2);
+    p.u = s3_upload_new(e.s3, "test-upload/aborted.bin", NULL, PART, 2, produce, on_done, &p);
+    produce(p.u, &p);
+    assert_true(tu_run_until(&e.loop, &p.done, 60000));
+    assert_true(p.failed);
+    assert_int_equal(p.err.code, ERR_CODE_CANCELLED);
+    Fetch f = {0};
+    s3_head_object(e.s3, "test-upload/aborted.bin", on_fetch, &f);
+    assert_true(tu_run_until(&e.loop, &f.done, 10000));
+    assert_true(f.failed);
+    assert_string_equal(f.code, "NoSuchKey");
+    env_close(&e);
+}
+
+static void test_failure_is_reported(void **state) {
+    (void)state;
+    Env e;
+    env_open(&e, "no-such-bucket-here");
+    Producer p;
+    run_upload(&e, "k", 3 * PART, &p);
+    assert_true(p.failed);
+    assert_int_equal(p.err.kind, ERR_PERMANENT);
+    assert_non_null(strstr(p.err.msg, "NoSuchBucket"));
+    env_close(&e);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_streamed_upload_is_exact_and_bounded),
+        cmocka_unit_test(test_empty_upload),
+        cmocka_unit_test(test_abort_leaves_nothing),
+        cmocka_unit_test(test_failure_is_reported),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
