@@ -84,6 +84,18 @@ static void xml_text(const Buf *b, const char *tag, char *out, size_t outlen) {
 
 /* ---- lifecycle ---- */
 
+static void client_release(S3Client *c) {
+    free(c->endpoint);
+    free(c->region);
+    free(c->bucket);
+    free(c->access_key);
+    if (c->secret_key)
+        memset(c->secret_key, 0, strlen(c->secret_key));
+    free(c->secret_key);
+    free(c->session_token);
+    free(c);
+}
+
 static void on_op_closed(uv_handle_t *h) {
     S3Op *op = h->data;
     S3Client *c = op->c;
@@ -93,15 +105,8 @@ static void on_op_closed(uv_handle_t *h) {
     free(op->content_type);
     buf_free(&op->got);
     free(op);
-    if (--c->nops == 0 && c->closing) {
-        free(c->endpoint);
-        free(c->region);
-        free(c->bucket);
-        free(c->access_key);
-        free(c->secret_key);
-        free(c->session_token);
-        free(c);
-    }
+    if (--c->nops == 0 && c->closing)
+        client_release(c);
 }
 
 static void finish(S3Op *op, const Err *err) {
@@ -439,13 +444,6 @@ void s3_client_free(S3Client *c) {
         }
         finish(op, &e);
     }
-    if (c->nops == 0) {
-        free(c->endpoint);
-        free(c->region);
-        free(c->bucket);
-        free(c->access_key);
-        free(c->secret_key);
-        free(c->session_token);
-        free(c);
-    }
+    if (c->nops == 0)
+        client_release(c);
 }
