@@ -11,6 +11,8 @@
 #include "log.h"
 #include "sigv4.h"
 
+#include <openssl/evp.h>
+
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -42,6 +44,7 @@ struct S3Op {
     size_t len;
     size_t body_off; /* how much of body this attempt has sent */
     char *content_type;
+    int content_md5;
     size_t max_body;
     char payload_hash[65];
     S3DoneCb cb;
@@ -80,6 +83,18 @@ static void xml_text(const Buf *b, const char *tag, char *out, size_t outlen) {
     if (e == NULL)
         return;
     snprintf(out, outlen, "%.*s", (int)(e - s), s);
+}
+
+/* 1 when the document's root element is <Error> (not an <Error> inside a
+ * DeleteResult, which reports one key). */
+static int root_is_error(const Buf *b) {
+    const char *p = b->data;
+    while (p && (p = strchr(p, '<')) != NULL) {
+        if (p[1] != '?' && p[1] != '!')
+            return strncmp(p, "<Error>", 7) == 0;
+        p++;
+    }
+    return 0;
 }
 
 /* ---- lifecycle ---- */
@@ -182,9 +197,8 @@ static void on_done(HttpRequest *req, long status, const Err *err, void *data) {
             snprintf(op->res.etag, sizeof(op->res.etag), "%s", etag);
     }
     /* S3 can answer 200 and put the error in the body (CompleteMultipartUpload) */
-    int error_inside = status == 200 && strcmp(op->method, "POST") == 0 &&
-                       http_request_body(req)->data &&
-                       strstr(http_request_body(req)->data, "<Error>") != NULL;
+    int error_inside =
+        status == 200 && strcmp(op->method, "POST") == 0 && root_is_error(http_request_body(req));
     if (status >= 200 && status < 300 && !error_inside) {
         const Buf *b = http_request_body(req);
         buf_reset(&op->got);
@@ -312,6 +326,16 @@ static void attempt(S3Op *op) {
         buf_printf(&line, "Content-Type: %s", op->content_type);
         list = curl_slist_append(list, line.data);
     }
+    if (op->content_md5) { /* DeleteObjects requires it */
+        unsigned char md[16];
+        unsigned char b64[32];
+        unsigned int mdlen = 0;
+        EVP_Digest(op->body, op->len, md, &mdlen, EVP_md5(), NULL);
+        EVP_EncodeBlock(b64, md, 16);
+        buf_reset(&line);
+        buf_printf(&line, "Content-MD5: %s", b64);
+        list = curl_slist_append(list, line.data);
+    }
     memset(line.data, 0, line.len); /* it held the token */
 
     HttpRequestOpts o;
@@ -380,8 +404,9 @@ void s3_put_object(S3Client *c, const char *key, const void *body, size_t len,
     op_start(op);
 }
 
-void s3_request(S3Client *c, const char *method, const char *key, const char *query, char *body,
-                size_t len, const char *content_type, size_t max_body, S3DoneCb cb, void *data) {
+static S3Op *request_op(S3Client *c, const char *method, const char *key, const char *query,
+                        char *body, size_t len, const char *content_type, size_t max_body,
+                        S3DoneCb cb, void *data) {
     S3Op *op = op_new(c, method, key, cb, data);
     op->query = query ? xstrdup(query) : NULL;
     op->body = body;
@@ -390,6 +415,18 @@ void s3_request(S3Client *c, const char *method, const char *key, const char *qu
     if (max_body)
         op->max_body = max_body;
     sigv4_sha256_hex(body ? body : "", body ? len : 0, op->payload_hash);
+    return op;
+}
+
+void s3_request(S3Client *c, const char *method, const char *key, const char *query, char *body,
+                size_t len, const char *content_type, size_t max_body, S3DoneCb cb, void *data) {
+    op_start(request_op(c, method, key, query, body, len, content_type, max_body, cb, data));
+}
+
+void s3_delete_objects_xml(S3Client *c, char *xml, size_t len, S3DoneCb cb, void *data) {
+    S3Op *op =
+        request_op(c, "POST", NULL, "delete", xml, len, "application/xml", 4u << 20, cb, data);
+    op->content_md5 = 1;
     op_start(op);
 }
 

@@ -75,6 +75,10 @@ void s3_head_bucket(S3Client *c, S3DoneCb cb, void *data);
 void s3_request(S3Client *c, const char *method, const char *key, const char *query, char *body,
                 size_t len, const char *content_type, size_t max_body, S3DoneCb cb, void *data);
 
+/* POST ?delete with a prepared <Delete> document (taken), with its Content-MD5;
+ * see s3list.h for the batching caller. */
+void s3_delete_objects_xml(S3Client *c, char *xml, size_t len, S3DoneCb cb, void *data);
+
 /* Retry policy, exposed for tests: is this answer worth another attempt? */
 int s3_retryable(long status, const char *code);
 

@@ -1,0 +1,36 @@
+/*
+ * s3list: listing (ListObjectsV2, all pages) and batch deletion (DeleteObjects,
+ * 1000 keys a request) on top of the S3 client.
+ */
+#ifndef BW_S3LIST_H
+#define BW_S3LIST_H
+
+#include "s3.h"
+
+typedef struct {
+    const char *key;
+    int64_t size;
+    const char *last_modified; /* ISO 8601, as S3 sends it */
+    const char *etag;          /* quotes removed */
+} S3Object;
+
+/* One page of objects, valid during the call. Return nonzero to stop listing. */
+typedef int (*S3ListPageCb)(const S3Object *objs, size_t n, void *data);
+/* Listing ended: count objects seen; err on failure. */
+typedef void (*S3ListDoneCb)(uint64_t count, const Err *err, void *data);
+/* Deletion ended: deleted and failed key counts; err names the first failure. */
+typedef void (*S3DeleteDoneCb)(size_t deleted, size_t failed, const Err *err, void *data);
+
+/* List every key under prefix, page_size keys per request (0: 1000). */
+void s3_list(S3Client *s3, const char *prefix, int page_size, S3ListPageCb page, S3ListDoneCb done,
+             void *data);
+/* Delete keys (copied) in batches of up to 1000, reading per-key errors.
+ * With n == 0, done is called at once. */
+void s3_delete_keys(S3Client *s3, const char *const *keys, size_t n, S3DeleteDoneCb done,
+                    void *data);
+
+/* XML helpers, exposed for tests: decode entities of text in place; escape text. */
+void s3_xml_decode(char *s);
+void s3_xml_escape(Buf *out, const char *s);
+
+#endif
