@@ -456,6 +456,12 @@ void http_request_cancel(HttpRequest *r) {
     uv_idle_start(&c->idle, on_idle);
 }
 
+long http_request_status(const HttpRequest *r) {
+    long status = 0;
+    curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &status);
+    return status;
+}
+
 const Buf *http_request_body(const HttpRequest *r) {
     return &r->response;
 }

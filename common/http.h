@@ -75,6 +75,8 @@ HttpRequest *http_request_start(HttpClient *client, const HttpRequestOpts *opts,
 void http_request_resume(HttpRequest *req);
 /* Abort: done is called later with ERR_CODE_CANCELLED. */
 void http_request_cancel(HttpRequest *req);
+/* The response status once headers arrived (also inside a write callback); 0 before. */
+long http_request_status(const HttpRequest *req);
 /* Buffered response body (when no write callback), valid during done. */
 const Buf *http_request_body(const HttpRequest *req);
 /* A response header by name (case-insensitive), valid during done; NULL if absent. */

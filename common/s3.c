@@ -18,8 +18,6 @@
 #include <strings.h>
 #include <time.h>
 
-typedef struct S3Op S3Op;
-
 struct S3Client {
     uv_loop_t *loop;
     HttpClient *http;
@@ -54,6 +52,13 @@ struct S3Op {
     S3Result res;
     Buf got; /* GET body kept past the HTTP request */
     int finished;
+    /* streamed GET */
+    S3WriteCb write;
+    uint64_t offset;       /* bytes delivered to write */
+    uint64_t attempt_from; /* offset this attempt asked for */
+    uint64_t skip;         /* bytes to drop: the server ignored our Range */
+    int range_checked;     /* this attempt's answer was looked at */
+    char pinned_etag[80];  /* version being read */
 };
 
 int s3_retryable(long status, const char *code) {
@@ -174,6 +179,16 @@ static void on_done(HttpRequest *req, long status, const Err *err, void *data) {
     S3Op *op = data;
     S3Client *c = op->c;
     op->req = NULL;
+    if (op->write && op->pinned_etag[0] == '\0' && (status == 200 || status == 206)) {
+        const char *tag = http_request_header(req, "ETag");
+        if (tag != NULL) {
+            size_t n = strlen(tag);
+            if (n >= 2 && tag[0] == '"')
+                snprintf(op->pinned_etag, sizeof(op->pinned_etag), "%.*s", (int)(n - 2), tag + 1);
+            else
+                snprintf(op->pinned_etag, sizeof(op->pinned_etag), "%s", tag);
+        }
+    }
     op->res.status = status;
     op->res.code[0] = '\0';
     if (err != NULL) {
@@ -208,8 +223,11 @@ static void on_done(HttpRequest *req, long status, const Err *err, void *data) {
         return;
     }
     char message[256];
-    xml_text(http_request_body(req), "Code", op->res.code, sizeof(op->res.code));
-    xml_text(http_request_body(req), "Message", message, sizeof(message));
+    const Buf *ebody = op->write ? &op->got : http_request_body(req);
+    xml_text(ebody, "Code", op->res.code, sizeof(op->res.code));
+    xml_text(ebody, "Message", message, sizeof(message));
+    if (op->write)
+        buf_reset(&op->got);
     if (op->res.code[0] == '\0' && status == 403)
         snprintf(message, sizeof(message),
                  "check the access key, the secret and the bucket policy");
@@ -237,6 +255,35 @@ static void on_done(HttpRequest *req, long status, const Err *err, void *data) {
         retry_or_fail(op, &e);
     else
         finish(op, &e);
+}
+
+/* Streamed GET: deliver each byte once across attempts. */
+static size_t write_body(HttpRequest *req, const char *buf, size_t len, void *data) {
+    S3Op *op = data;
+    long status = http_request_status(req);
+    if (status != 200 && status != 206) {
+        /* an error document: keep it for the error message */
+        if (op->got.len + len <= 64 * 1024)
+            buf_append(&op->got, buf, len);
+        return len;
+    }
+    if (!op->range_checked) {
+        op->range_checked = 1;
+        if (status == 200 && op->attempt_from > 0)
+            op->skip = op->attempt_from; /* Range ignored: the whole object again */
+    }
+    size_t dropped = 0;
+    if (op->skip > 0) {
+        dropped = len < op->skip ? len : (size_t)op->skip;
+        op->skip -= dropped;
+        if (dropped == len)
+            return len;
+    }
+    int r = op->write(op, buf + dropped, len - dropped, op->data);
+    if (r == S3_PAUSE)
+        return HTTP_PAUSE; /* curl calls again with the same bytes: nothing counted yet */
+    op->offset += len - dropped;
+    return len;
 }
 
 /* The body streams from the op's own buffer: no copy per attempt. */
@@ -326,6 +373,19 @@ static void attempt(S3Op *op) {
         buf_printf(&line, "Content-Type: %s", op->content_type);
         list = curl_slist_append(list, line.data);
     }
+    if (op->write && op->offset > 0) { /* resume where the broken read stopped */
+        buf_reset(&line);
+        buf_printf(&line, "Range: bytes=%llu-", (unsigned long long)op->offset);
+        list = curl_slist_append(list, line.data);
+        if (op->pinned_etag[0]) {
+            buf_reset(&line);
+            buf_printf(&line, "If-Match: \"%s\"", op->pinned_etag);
+            list = curl_slist_append(list, line.data);
+        }
+    }
+    op->attempt_from = op->offset;
+    op->skip = 0;
+    op->range_checked = 0;
     if (op->content_md5) { /* DeleteObjects requires it */
         unsigned char md[16];
         unsigned char b64[32];
@@ -349,6 +409,10 @@ static void attempt(S3Op *op) {
         o.body_size = (int64_t)op->len;
     }
     o.max_body = op->max_body;
+    if (op->write) {
+        o.write = write_body;
+        o.low_speed_secs = 30; /* a stalled read breaks and resumes */
+    }
     o.timeout_ms = c->timeout_ms;
     o.done = on_done;
     o.data = op;
@@ -428,6 +492,18 @@ void s3_delete_objects_xml(S3Client *c, char *xml, size_t len, S3DoneCb cb, void
         request_op(c, "POST", NULL, "delete", xml, len, "application/xml", 4u << 20, cb, data);
     op->content_md5 = 1;
     op_start(op);
+}
+
+S3Op *s3_get_stream(S3Client *c, const char *key, S3WriteCb write, S3DoneCb cb, void *data) {
+    S3Op *op = op_new(c, "GET", key, cb, data);
+    op->write = write;
+    op_start(op);
+    return op;
+}
+
+void s3_op_resume(S3Op *op) {
+    if (op->req != NULL)
+        http_request_resume(op->req);
 }
 
 void s3_get_object(S3Client *c, const char *key, size_t max_bytes, S3DoneCb cb, void *data) {

@@ -49,6 +49,14 @@ typedef struct {
 
 typedef void (*S3DoneCb)(const S3Result *res, const Err *err, void *data);
 
+/* One operation in flight (opaque); only streamed reads hand it out. */
+typedef struct S3Op S3Op;
+/* Streamed object bytes, in order, each byte once. Return 0 when the bytes were
+ * taken, or S3_PAUSE when they were not: the flow stops until s3_op_resume()
+ * and the same bytes come again. */
+typedef int (*S3WriteCb)(S3Op *op, const char *buf, size_t len, void *data);
+#define S3_PAUSE 1
+
 /* Strings in opts are copied. */
 S3Client *s3_client_new(uv_loop_t *loop, HttpClient *http, const S3Options *opts);
 /* Operations in flight complete with ERR_CODE_CANCELLED; freed asynchronously. */
@@ -59,6 +67,15 @@ void s3_put_object(S3Client *c, const char *key, const void *body, size_t len,
                    const char *content_type, S3DoneCb cb, void *data);
 /* GET an object into memory (res->body), up to max_bytes. */
 void s3_get_object(S3Client *c, const char *key, size_t max_bytes, S3DoneCb cb, void *data);
+/*
+ * GET an object streamed to write. A read that breaks is resumed from the
+ * current offset with a Range request, pinned to the first answer's ETag with
+ * If-Match, so the bytes delivered are one version of the object, each once.
+ */
+S3Op *s3_get_stream(S3Client *c, const char *key, S3WriteCb write, S3DoneCb cb, void *data);
+/* Resume a streamed GET paused by its write callback. */
+void s3_op_resume(S3Op *op);
+
 /* HEAD an object: size and ETag; a missing key is err with code "NoSuchKey". */
 void s3_head_object(S3Client *c, const char *key, S3DoneCb cb, void *data);
 /* DELETE one object (S3 answers 204 whether or not it existed). */

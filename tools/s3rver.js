@@ -21,6 +21,10 @@ server.run().then(
     process.exit(1);
   },
 );
+// close() waits for idle keep-alive connections: give it a moment, then go
 for (const sig of ['SIGTERM', 'SIGINT']) {
-  process.on(sig, () => server.close().then(() => process.exit(0)));
+  process.on(sig, () => {
+    setTimeout(() => process.exit(0), 500).unref();
+    server.close().then(() => process.exit(0));
+  });
 }
