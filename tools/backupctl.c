@@ -7,6 +7,7 @@
  * queue, S3 and job modules.
  */
 #include "config.h"
+#include "ctl_s3.h"
 #include "http.h"
 #include "log.h"
 #include "pg.h"
@@ -24,6 +25,7 @@ static void usage(FILE *out) {
                  "  check      connect to Redis, PostgreSQL and S3 and report each (exit 1 if any "
                  "fails)\n"
                  "  config     validate the environment and print it, secrets masked\n"
+                 "  s3 ...     put, get, ls, rm, presign (see backupctl s3)\n"
                  "\n");
     config_print_help(out);
 }
@@ -173,7 +175,7 @@ int main(int argc, char **argv) {
         return 0;
     }
     const char *cmd = argv[1];
-    if (strcmp(cmd, "check") != 0 && strcmp(cmd, "config") != 0) {
+    if (strcmp(cmd, "check") != 0 && strcmp(cmd, "config") != 0 && strcmp(cmd, "s3") != 0) {
         fprintf(stderr, "backupctl: unknown command '%s' (see backupctl --help)\n", cmd);
         return 2;
     }
@@ -188,7 +190,9 @@ int main(int argc, char **argv) {
     buf_free(&errors);
     log_init(LOG_ERROR, LOG_TEXT, NULL);
     int rc = 0;
-    if (strcmp(cmd, "config") == 0) {
+    if (strcmp(cmd, "s3") == 0) {
+        rc = ctl_s3_main(&cfg, argc - 2, argv + 2);
+    } else if (strcmp(cmd, "config") == 0) {
         char redis[256], db[512];
         config_redact_url(cfg.redis_url, redis, sizeof(redis));
         config_redact_url(cfg.database_url, db, sizeof(db));
