@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 typedef struct {
     const char *name;
@@ -27,6 +28,9 @@ static const VarHelp vars[] = {
     {"S3_BUCKET", "pedidolist-backups", "bucket holding backups/{user_id}/..."},
     {"S3_ENDPOINT", NULL, "http(s)://host[:port] of an S3-compatible store (default: AWS)"},
     {"S3_FORCE_PATH_STYLE", "false", "address the bucket in the path, not the host name"},
+    {"S3_SSE", NULL, "server-side encryption of new objects: AES256 or aws:kms (optional)"},
+    {"S3_SSE_KMS_KEY_ID", NULL, "KMS key id with S3_SSE=aws:kms (optional)"},
+    {"S3_CA_FILE", NULL, "CA bundle for TLS to S3 (optional; verification is always on)"},
     {"BACKUP_RETENTION_DAYS", "30", "days a backup is kept by cleanup (1-36500)"},
     {"BACKUP_COMPRESSION", "true", "gzip backup objects"},
     {"REDIS_URL", "redis://127.0.0.1:6379/0", "redis://[[user]:password@]host[:port][/db]"},
@@ -412,6 +416,15 @@ int config_load(Config *cfg, ConfigGetenv getenv_fn, void *data, Buf *errors) {
             cfg->s3_endpoint[n - 1] = '\0';
     }
     cfg->s3_force_path_style = get_bool(&l, "S3_FORCE_PATH_STYLE");
+    cfg->s3_sse = get_str(&l, "S3_SSE", 0);
+    if (cfg->s3_sse && strcmp(cfg->s3_sse, "AES256") != 0 && strcmp(cfg->s3_sse, "aws:kms") != 0)
+        bad(&l, "S3_SSE", "'%.40s' is not AES256 or aws:kms", cfg->s3_sse);
+    cfg->s3_sse_kms_key_id = get_str(&l, "S3_SSE_KMS_KEY_ID", 0);
+    if (cfg->s3_sse_kms_key_id && (cfg->s3_sse == NULL || strcmp(cfg->s3_sse, "aws:kms") != 0))
+        bad(&l, "S3_SSE_KMS_KEY_ID", "is set but S3_SSE is not aws:kms");
+    cfg->s3_ca_file = get_str(&l, "S3_CA_FILE", 0);
+    if (cfg->s3_ca_file && access(cfg->s3_ca_file, R_OK) != 0)
+        bad(&l, "S3_CA_FILE", "cannot read '%.200s'", cfg->s3_ca_file);
     cfg->backup_retention_days = get_int(&l, "BACKUP_RETENTION_DAYS", 1, 36500);
     cfg->backup_compression = get_bool(&l, "BACKUP_COMPRESSION");
 
@@ -471,6 +484,9 @@ void config_s3_options(const Config *cfg, S3Options *o) {
     o->secret_key = cfg->aws_secret_access_key;
     o->session_token = cfg->aws_session_token;
     o->path_style = cfg->s3_force_path_style;
+    o->sse = cfg->s3_sse;
+    o->sse_kms_key_id = cfg->s3_sse_kms_key_id;
+    o->ca_file = cfg->s3_ca_file;
 }
 
 void config_free(Config *cfg) {
@@ -480,6 +496,9 @@ void config_free(Config *cfg) {
     free(cfg->aws_region);
     free(cfg->s3_bucket);
     free(cfg->s3_endpoint);
+    free(cfg->s3_sse);
+    free(cfg->s3_sse_kms_key_id);
+    free(cfg->s3_ca_file);
     free(cfg->redis_url);
     free(cfg->database_url);
     config_redis_endpoint_free(&cfg->redis);

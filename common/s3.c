@@ -22,6 +22,7 @@ struct S3Client {
     uv_loop_t *loop;
     HttpClient *http;
     char *endpoint, *region, *bucket, *access_key, *secret_key, *session_token;
+    char *sse, *sse_kms_key_id, *ca_file;
     int path_style;
     int max_attempts;
     unsigned backoff_base_ms, backoff_max_ms;
@@ -113,6 +114,9 @@ static void client_release(S3Client *c) {
         memset(c->secret_key, 0, strlen(c->secret_key));
     free(c->secret_key);
     free(c->session_token);
+    free(c->sse);
+    free(c->sse_kms_key_id);
+    free(c->ca_file);
     free(c);
 }
 
@@ -329,7 +333,19 @@ static void attempt(S3Op *op) {
     buf_puts(&url, host.data);
     sigv4_encode_path(&url, raw_path.data);
 
-    SigV4Header hdrs[] = {{"Host", host.data}};
+    /* server-side encryption applies where an object is created: PutObject and
+     * CreateMultipartUpload; S3 requires these x-amz-* headers to be signed */
+    int creates =
+        (strcmp(op->method, "PUT") == 0 && op->query == NULL) ||
+        (strcmp(op->method, "POST") == 0 && op->query && strcmp(op->query, "uploads") == 0);
+    SigV4Header hdrs[3] = {{"Host", host.data}};
+    size_t nhdrs = 1;
+    if (creates && c->sse) {
+        hdrs[nhdrs++] = (SigV4Header){"x-amz-server-side-encryption", c->sse};
+        if (c->sse_kms_key_id)
+            hdrs[nhdrs++] =
+                (SigV4Header){"x-amz-server-side-encryption-aws-kms-key-id", c->sse_kms_key_id};
+    }
     SigV4Credentials cred = {c->access_key, c->secret_key, c->session_token};
     SigV4Request r;
     memset(&r, 0, sizeof(r));
@@ -337,7 +353,7 @@ static void attempt(S3Op *op) {
     r.path = raw_path.data;
     r.query = op->query;
     r.headers = hdrs;
-    r.nheaders = 1;
+    r.nheaders = nhdrs;
     r.payload_hash = op->payload_hash;
     r.region = c->region;
     r.service = "s3";
@@ -371,6 +387,11 @@ static void attempt(S3Op *op) {
     if (op->content_type) {
         buf_reset(&line);
         buf_printf(&line, "Content-Type: %s", op->content_type);
+        list = curl_slist_append(list, line.data);
+    }
+    for (size_t i = 1; i < nhdrs; i++) {
+        buf_reset(&line);
+        buf_printf(&line, "%s: %s", hdrs[i].name, hdrs[i].value);
         list = curl_slist_append(list, line.data);
     }
     if (op->write && op->offset > 0) { /* resume where the broken read stopped */
@@ -414,6 +435,7 @@ static void attempt(S3Op *op) {
         o.low_speed_secs = 30; /* a stalled read breaks and resumes */
     }
     o.timeout_ms = c->timeout_ms;
+    o.ca_file = c->ca_file;
     o.done = on_done;
     o.data = op;
     Err err;
@@ -534,6 +556,9 @@ S3Client *s3_client_new(uv_loop_t *loop, HttpClient *http, const S3Options *o) {
     c->access_key = xstrdup(o->access_key);
     c->secret_key = xstrdup(o->secret_key);
     c->session_token = o->session_token ? xstrdup(o->session_token) : NULL;
+    c->sse = o->sse ? xstrdup(o->sse) : NULL;
+    c->sse_kms_key_id = o->sse_kms_key_id ? xstrdup(o->sse_kms_key_id) : NULL;
+    c->ca_file = o->ca_file ? xstrdup(o->ca_file) : NULL;
     c->path_style = o->path_style;
     c->max_attempts = o->max_attempts > 0 ? o->max_attempts : 5;
     c->backoff_base_ms = o->backoff_base_ms ? o->backoff_base_ms : 100;

@@ -31,10 +31,13 @@ typedef struct {
     const char *secret_key;    /* secret: never logged */
     const char *session_token; /* may be NULL */
     int path_style;
-    int max_attempts;         /* default 5 */
-    unsigned backoff_base_ms; /* default 100 */
-    unsigned backoff_max_ms;  /* default 5000 */
-    long timeout_ms;          /* per attempt; default 60000 */
+    const char *sse;            /* NULL, "AES256" or "aws:kms" */
+    const char *sse_kms_key_id; /* with aws:kms, optional */
+    const char *ca_file;        /* CA bundle for TLS (verification is always on) */
+    int max_attempts;           /* default 5 */
+    unsigned backoff_base_ms;   /* default 100 */
+    unsigned backoff_max_ms;    /* default 5000 */
+    long timeout_ms;            /* per attempt; default 60000 */
 } S3Options;
 
 /* The outcome of one operation. */

@@ -135,6 +135,9 @@ static void test_malformed(void **state) {
         {"LOG_LEVEL", "loud", "LOG_LEVEL: 'loud' is not one of debug, info, warn, error"},
         {"LOG_FORMAT", "xml", "LOG_FORMAT: 'xml' is not one of text, json"},
         {"AWS_SECRET_ACCESS_KEY", "top secret", "AWS_SECRET_ACCESS_KEY: must not contain spaces"},
+        {"S3_SSE", "aes256", "S3_SSE: 'aes256' is not AES256 or aws:kms"},
+        {"S3_SSE_KMS_KEY_ID", "key-1", "S3_SSE_KMS_KEY_ID: is set but S3_SSE is not aws:kms"},
+        {"S3_CA_FILE", "/no/such/ca.pem", "S3_CA_FILE: cannot read '/no/such/ca.pem'"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         Env e = good_env();
