@@ -41,13 +41,10 @@ static void env_open(Env *e, const char *secret, const char *bucket, const char 
     uv_loop_init(&e->loop);
     e->http = http_client_new(&e->loop, 0);
     S3Options o;
-    memset(&o, 0, sizeof(o));
-    o.endpoint = endpoint ? endpoint : tu_env("S3_ENDPOINT");
-    o.region = tu_env("AWS_REGION");
-    o.bucket = bucket ? bucket : tu_env("S3_BUCKET");
-    o.access_key = tu_env("AWS_ACCESS_KEY_ID");
-    o.secret_key = secret ? secret : tu_env("AWS_SECRET_ACCESS_KEY");
-    o.path_style = 1;
+    tu_s3_options(&o);
+    o.endpoint = endpoint ? endpoint : o.endpoint;
+    o.bucket = bucket ? bucket : o.bucket;
+    o.secret_key = secret ? secret : o.secret_key;
     o.max_attempts = 3;
     o.backoff_base_ms = 10;
     o.backoff_max_ms = 40;
@@ -119,13 +116,7 @@ static void test_sse_headers_keep_requests_valid(void **state) {
     uv_loop_init(&loop);
     HttpClient *http = http_client_new(&loop, 0);
     S3Options o;
-    memset(&o, 0, sizeof(o));
-    o.endpoint = tu_env("S3_ENDPOINT");
-    o.region = tu_env("AWS_REGION");
-    o.bucket = tu_env("S3_BUCKET");
-    o.access_key = tu_env("AWS_ACCESS_KEY_ID");
-    o.secret_key = tu_env("AWS_SECRET_ACCESS_KEY");
-    o.path_style = 1;
+    tu_s3_options(&o);
     o.sse = "AES256";
     S3Client *s3 = s3_client_new(&loop, http, &o);
     /* s3rver checks the signature but drops SSE headers: this proves the extra

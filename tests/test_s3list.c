@@ -68,13 +68,7 @@ static void test_list_and_delete_2500(void **state) {
     uv_loop_init(&loop);
     HttpClient *http = http_client_new(&loop, 0);
     S3Options o;
-    memset(&o, 0, sizeof(o));
-    o.endpoint = tu_env("S3_ENDPOINT");
-    o.region = tu_env("AWS_REGION");
-    o.bucket = tu_env("S3_BUCKET");
-    o.access_key = tu_env("AWS_ACCESS_KEY_ID");
-    o.secret_key = tu_env("AWS_SECRET_ACCESS_KEY");
-    o.path_style = 1;
+    tu_s3_options(&o);
     S3Client *s3 = s3_client_new(&loop, http, &o);
     State *s = calloc(1, sizeof(*s));
 

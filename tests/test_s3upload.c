@@ -25,13 +25,8 @@ static void env_open(Env *e, const char *bucket) {
     uv_loop_init(&e->loop);
     e->http = http_client_new(&e->loop, 0);
     S3Options o;
-    memset(&o, 0, sizeof(o));
-    o.endpoint = tu_env("S3_ENDPOINT");
-    o.region = tu_env("AWS_REGION");
-    o.bucket = bucket ? bucket : tu_env("S3_BUCKET");
-    o.access_key = tu_env("AWS_ACCESS_KEY_ID");
-    o.secret_key = tu_env("AWS_SECRET_ACCESS_KEY");
-    o.path_style = 1;
+    tu_s3_options(&o);
+    o.bucket = bucket ? bucket : o.bucket;
     o.max_attempts = 2;
     o.backoff_base_ms = 10;
     e->s3 = s3_client_new(&e->loop, e->http, &o);

@@ -5,6 +5,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 const char *tu_env(const char *name) {
     const char *v = getenv(name);
@@ -57,4 +58,14 @@ int tu_devenv(const char *args) {
     char cmd[1024];
     snprintf(cmd, sizeof(cmd), "\"%s\" %s >/dev/null 2>&1", tu_env("BW_DEVENV"), args);
     return system(cmd);
+}
+
+void tu_s3_options(S3Options *o) {
+    memset(o, 0, sizeof(*o));
+    o->endpoint = tu_env("S3_ENDPOINT");
+    o->region = tu_env("AWS_REGION");
+    o->bucket = tu_env("S3_BUCKET");
+    o->access_key = tu_env("AWS_ACCESS_KEY_ID");
+    o->secret_key = tu_env("AWS_SECRET_ACCESS_KEY");
+    o->path_style = 1;
 }

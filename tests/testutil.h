@@ -15,6 +15,8 @@
 #include <cmocka.h>
 #include <uv.h>
 
+#include "s3.h"
+
 /*
  * The loop-lag bound the adapters must keep: 20 ms in optimised builds. A
  * sanitizer build (-O0, every access checked) runs several times slower, so
@@ -35,6 +37,8 @@ int tu_run_until(uv_loop_t *loop, volatile int *flag, unsigned timeout_ms);
 void tu_run_for(uv_loop_t *loop, unsigned ms);
 /* Close the loop, asserting no handle is left open (runs it first to finish closes). */
 void tu_loop_close(uv_loop_t *loop);
+/* Zero o and fill in the local S3 server from the environment (path style). */
+void tu_s3_options(S3Options *o);
 /* Run a shell command through the dev environment script: "$BW_DEVENV args". */
 int tu_devenv(const char *args);
 
