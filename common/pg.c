@@ -144,8 +144,8 @@ static void release(PgConn *c) {
 
 static void on_handle_closed(uv_handle_t *h) {
     PgConn *c = h->data;
-    if ((uv_poll_t *)h != NULL && h->type == UV_POLL)
-        free(h);
+    if (h->type == UV_POLL)
+        free(h); /* poll handles are allocated one per socket */
     c->handles_open--;
     release(c);
 }

@@ -6,12 +6,10 @@
 #include "http.h"
 #include "httpd.h"
 #include "looplag.h"
-#include "sigv4.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 static char *object_url(const char *key) {
     static char url[512];
@@ -418,93 +416,12 @@ static void test_httpd(void **state) {
     tu_loop_close(&loop);
 }
 
-/* ---- SigV4 against a server that verifies it ---- */
-
-/* Send method on key with a signed request; returns the HTTP status. */
-static long signed_request(uv_loop_t *loop, HttpClient *c, const char *method, const char *key,
-                           const char *body, const char *secret, Get *g) {
-    const char *endpoint = tu_env("S3_ENDPOINT");
-    const char *host = strstr(endpoint, "://") + 3;
-    Buf path = BUF_INIT, url = BUF_INIT;
-    buf_printf(&path, "/%s/test-http/%s", tu_env("S3_BUCKET"), key);
-    buf_puts(&url, endpoint);
-    sigv4_encode_path(&url, path.data);
-    char hash[65];
-    sigv4_sha256_hex(body ? body : "", body ? strlen(body) : 0, hash);
-    SigV4Header hdrs[] = {{"Host", host}};
-    SigV4Credentials cred = {tu_env("AWS_ACCESS_KEY_ID"), secret, NULL};
-    SigV4Request r;
-    memset(&r, 0, sizeof(r));
-    r.method = method;
-    r.path = path.data;
-    r.headers = hdrs;
-    r.nheaders = 1;
-    r.payload_hash = hash;
-    r.region = tu_env("AWS_REGION");
-    r.service = "s3";
-    r.now = time(NULL);
-    r.s3 = 1;
-    r.add_content_sha256 = 1;
-    SigV4Result out;
-    sigv4_sign_header(&r, &cred, &out);
-    Buf h = BUF_INIT;
-    struct curl_slist *list = NULL;
-    buf_printf(&h, "Authorization: %s", out.authorization.data);
-    list = curl_slist_append(list, h.data);
-    buf_reset(&h);
-    buf_printf(&h, "x-amz-date: %s", out.amz_date);
-    list = curl_slist_append(list, h.data);
-    buf_reset(&h);
-    buf_printf(&h, "x-amz-content-sha256: %s", hash);
-    list = curl_slist_append(list, h.data);
-    memset(g, 0, sizeof(*g));
-    HttpRequestOpts o;
-    memset(&o, 0, sizeof(o));
-    o.method = method;
-    o.url = url.data;
-    o.headers = list;
-    o.body = body;
-    o.body_len = body ? strlen(body) : 0;
-    o.done = on_simple;
-    o.data = g;
-    Err err;
-    err_clear(&err);
-    assert_non_null(http_request_start(c, &o, &err));
-    assert_true(tu_run_until(loop, &g->done, 5000));
-    curl_slist_free_all(list);
-    buf_free(&h);
-    buf_free(&path);
-    buf_free(&url);
-    sigv4_result_free(&out);
-    return g->status;
-}
-
-static void test_sigv4_with_a_verifying_server(void **state) {
-    (void)state;
-    uv_loop_t loop;
-    uv_loop_init(&loop);
-    HttpClient *c = http_client_new(&loop, 0);
-    const char *secret = tu_env("AWS_SECRET_ACCESS_KEY");
-    Get g;
-    /* keys with characters that must be encoded the same way in URL and signature */
-    assert_int_equal(
-        signed_request(&loop, c, "PUT", "signed key+é~.txt", "signed body", secret, &g), 200);
-    assert_int_equal(signed_request(&loop, c, "GET", "signed key+é~.txt", NULL, secret, &g), 200);
-    assert_string_equal(g.body, "signed body");
-    assert_int_equal(signed_request(&loop, c, "GET", "signed key+é~.txt", NULL, "wrong-secret", &g),
-                     403);
-    assert_non_null(strstr(g.body, "SignatureDoesNotMatch"));
-    http_client_free(c);
-    tu_loop_close(&loop);
-}
-
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_100_concurrent_puts_and_gets),
         cmocka_unit_test(test_streaming_with_backpressure),
         cmocka_unit_test(test_refused_and_cancelled),
         cmocka_unit_test(test_httpd),
-        cmocka_unit_test(test_sigv4_with_a_verifying_server),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
