@@ -37,6 +37,15 @@ static const VarHelp vars[] = {
     {"DATABASE_URL", NULL, "PostgreSQL URI or key=value string (required)"},
     {"WORKER_CONCURRENCY", "4", "jobs run at once by one worker process (1-1024)"},
     {"WORKER_HTTP_PORT", "8080", "port of /healthz, /readyz and /metrics (0: off)"},
+    {"WORKER_SHUTDOWN_GRACE", "25s", "time running jobs get to finish after SIGTERM"},
+    {"REDIS_PREFIX", "backup", "prefix of every Redis key ({prefix}:jobs, {prefix}:job:ID...)"},
+    {"JOB_VISIBILITY_TIMEOUT", "60s", "a job whose worker is silent this long is run again"},
+    {"JOB_MAX_ATTEMPTS", "5", "runs of a job before it goes to the dead-letter stream (1-100)"},
+    {"JOB_BACKOFF_BASE", "2s", "first retry delay; doubles per attempt, with full jitter"},
+    {"JOB_BACKOFF_MAX", "10m", "longest retry delay"},
+    {"JOB_RETENTION", "7d", "how long job status hashes are kept"},
+    {"EVENTS_MAXLEN", "100000", "approximate length cap of the {prefix}:events stream"},
+    {"WORKER_TEST_JOBS", "false", "enable the 'sleep' job type used by the tests"},
     {"LOG_LEVEL", "info", "debug, info, warn or error"},
     {"LOG_FORMAT", "text", "text or json (one object per line)"},
 };
@@ -63,6 +72,32 @@ int config_parse_bool(const char *s, int *out) {
         }
         if (strcasecmp(s, no[i]) == 0) {
             *out = 0;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+int config_parse_duration_ms(const char *s, long long min_ms, long long max_ms, long long *out) {
+    static const struct {
+        const char *unit;
+        long long ms;
+    } units[] = {{"ms", 1}, {"s", 1000}, {"m", 60000}, {"h", 3600000}, {"d", 86400000}, {"", 1000}};
+    const char *p = s;
+    if (!isdigit((unsigned char)*p))
+        return -1;
+    long long v = 0;
+    while (isdigit((unsigned char)*p)) {
+        if (v > 1000000000000LL)
+            return -1;
+        v = v * 10 + (*p++ - '0');
+    }
+    for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+        if (strcmp(p, units[i].unit) == 0) {
+            long long ms = v * units[i].ms;
+            if (ms < min_ms || ms > max_ms)
+                return -1;
+            *out = ms;
             return 0;
         }
     }
@@ -325,6 +360,27 @@ static int get_int(Loader *l, const char *name, long min, long max) {
     return (int)out;
 }
 
+static long long get_duration(Loader *l, const char *name, long long min_ms, long long max_ms) {
+    const char *v = get(l, name);
+    long long out = 0;
+    if (v == NULL)
+        v = def_of(name);
+    if (config_parse_duration_ms(v, min_ms, max_ms, &out) != 0)
+        bad(l, name, "'%.40s' is not a duration from %lldms to %llds (such as 500ms, 30s, 5m, 7d)",
+            v, min_ms, max_ms / 1000);
+    return out;
+}
+
+static int valid_prefix(const char *s) {
+    size_t n = strlen(s);
+    if (n == 0 || n > 64)
+        return 0;
+    for (const char *p = s; *p; p++)
+        if (!isalnum((unsigned char)*p) && !strchr("_.:-{}", *p))
+            return 0;
+    return 1;
+}
+
 static int valid_bucket(const char *s) {
     size_t n = strlen(s);
     if (n < 3 || n > 63)
@@ -452,6 +508,19 @@ int config_load(Config *cfg, ConfigGetenv getenv_fn, void *data, Buf *errors) {
 
     cfg->worker_concurrency = get_int(&l, "WORKER_CONCURRENCY", 1, 1024);
     cfg->worker_http_port = get_int(&l, "WORKER_HTTP_PORT", 0, 65535);
+    cfg->worker_shutdown_grace_ms = get_duration(&l, "WORKER_SHUTDOWN_GRACE", 0, 3600000LL);
+    cfg->redis_prefix = get_str(&l, "REDIS_PREFIX", 1);
+    if (cfg->redis_prefix && !valid_prefix(cfg->redis_prefix))
+        bad(&l, "REDIS_PREFIX", "'%.70s' must be 1-64 letters, digits or _.:-{}", cfg->redis_prefix);
+    cfg->job_visibility_timeout_ms = get_duration(&l, "JOB_VISIBILITY_TIMEOUT", 1000, 86400000LL);
+    cfg->job_max_attempts = get_int(&l, "JOB_MAX_ATTEMPTS", 1, 100);
+    cfg->job_backoff_base_ms = get_duration(&l, "JOB_BACKOFF_BASE", 1, 86400000LL);
+    cfg->job_backoff_max_ms = get_duration(&l, "JOB_BACKOFF_MAX", 1, 7 * 86400000LL);
+    if (cfg->job_backoff_max_ms < cfg->job_backoff_base_ms)
+        bad(&l, "JOB_BACKOFF_MAX", "is shorter than JOB_BACKOFF_BASE");
+    cfg->job_retention_ms = get_duration(&l, "JOB_RETENTION", 60000, 3650 * 86400000LL);
+    cfg->events_maxlen = get_int(&l, "EVENTS_MAXLEN", 100, 100000000);
+    cfg->worker_test_jobs = get_bool(&l, "WORKER_TEST_JOBS");
 
     const char *lv = get(&l, "LOG_LEVEL");
     if (lv == NULL)
@@ -501,6 +570,7 @@ void config_free(Config *cfg) {
     free(cfg->s3_ca_file);
     free(cfg->redis_url);
     free(cfg->database_url);
+    free(cfg->redis_prefix);
     config_redis_endpoint_free(&cfg->redis);
     memset(cfg, 0, sizeof(*cfg));
 }

@@ -41,6 +41,14 @@ typedef struct {
     RedisEndpoint redis;
     int worker_concurrency;
     int worker_http_port;
+    long long worker_shutdown_grace_ms;
+    char *redis_prefix;
+    long long job_visibility_timeout_ms;
+    int job_max_attempts;
+    long long job_backoff_base_ms, job_backoff_max_ms;
+    long long job_retention_ms;
+    int events_maxlen;
+    int worker_test_jobs;
     LogLevel log_level;
     LogFormat log_format;
 } Config;
@@ -77,6 +85,8 @@ void config_redis_endpoint_free(RedisEndpoint *ep);
 
 /* Parse a boolean (true/false, 1/0, yes/no, on/off); returns 0 on success. */
 int config_parse_bool(const char *s, int *out);
+/* Parse a duration: digits then ms, s, m, h or d (no unit: seconds), within [min, max] ms. */
+int config_parse_duration_ms(const char *s, long long min_ms, long long max_ms, long long *out);
 /* Parse a decimal integer within [min, max]; returns 0 on success. */
 int config_parse_int(const char *s, long min, long max, long *out);
 

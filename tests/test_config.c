@@ -131,6 +131,10 @@ static void test_malformed(void **state) {
          "DATABASE_URL: not a valid PostgreSQL connection string"},
         {"WORKER_CONCURRENCY", "0", "WORKER_CONCURRENCY: '0' is not a whole number from 1 to 1024"},
         {"WORKER_CONCURRENCY", "-3", "WORKER_CONCURRENCY: '-3'"},
+        {"JOB_VISIBILITY_TIMEOUT", "10 minutes", "JOB_VISIBILITY_TIMEOUT: '10 minutes' is not a duration"},
+        {"JOB_MAX_ATTEMPTS", "0", "JOB_MAX_ATTEMPTS: '0' is not a whole number from 1 to 100"},
+        {"REDIS_PREFIX", "a b", "REDIS_PREFIX: 'a b' must be"},
+        {"JOB_BACKOFF_MAX", "1ms", "JOB_BACKOFF_MAX: is shorter than JOB_BACKOFF_BASE"},
         {"WORKER_HTTP_PORT", "70000", "WORKER_HTTP_PORT: '70000' is not a whole number from 0"},
         {"LOG_LEVEL", "loud", "LOG_LEVEL: 'loud' is not one of debug, info, warn, error"},
         {"LOG_FORMAT", "xml", "LOG_FORMAT: 'xml' is not one of text, json"},
@@ -235,6 +239,21 @@ static void test_parsers(void **state) {
     assert_int_equal(config_parse_bool("0", &b), 0);
     assert_int_equal(b, 0);
     assert_int_equal(config_parse_bool("", &b), -1);
+    long long ms;
+    assert_int_equal(config_parse_duration_ms("30", 0, 86400000, &ms), 0);
+    assert_int_equal(ms, 30000);
+    assert_int_equal(config_parse_duration_ms("1500ms", 0, 86400000, &ms), 0);
+    assert_int_equal(ms, 1500);
+    assert_int_equal(config_parse_duration_ms("5m", 0, 86400000, &ms), 0);
+    assert_int_equal(ms, 300000);
+    assert_int_equal(config_parse_duration_ms("7d", 0, 7 * 86400000LL, &ms), 0);
+    assert_int_equal(ms, 7 * 86400000LL);
+    assert_int_equal(config_parse_duration_ms("2h", 0, 3600000, &ms), -1); /* over max */
+    assert_int_equal(config_parse_duration_ms("5 s", 0, 86400000, &ms), -1);
+    assert_int_equal(config_parse_duration_ms("-1s", 0, 86400000, &ms), -1);
+    assert_int_equal(config_parse_duration_ms("1w", 0, 86400000, &ms), -1);
+    assert_int_equal(config_parse_duration_ms("", 0, 86400000, &ms), -1);
+    assert_int_equal(config_parse_duration_ms("99999999999999999999s", 0, 86400000, &ms), -1);
 }
 
 int main(void) {

@@ -8,6 +8,7 @@
  */
 #include "config.h"
 #include "log.h"
+#include "queue.h"
 #include "services.h"
 #include "version.h"
 
@@ -21,6 +22,7 @@
 typedef struct {
     uv_signal_t sigterm, sigint;
     Services *services;
+    Queue *queue;
     int signals;
 } Daemon;
 
@@ -39,6 +41,19 @@ static void on_closed(uv_handle_t *h) {
     (void)h;
 }
 
+static void on_queue_stopped(void *data) {
+    Daemon *d = data;
+    d->queue = NULL;
+    services_free(d->services);
+    d->services = NULL;
+}
+
+static void metrics_hook(Buf *out, void *data) {
+    Daemon *d = data;
+    if (d->queue)
+        queue_metrics(d->queue, out);
+}
+
 static void on_signal(uv_signal_t *sig, int signum) {
     Daemon *d = sig->data;
     if (++d->signals > 1) {
@@ -46,8 +61,7 @@ static void on_signal(uv_signal_t *sig, int signum) {
         _exit(1);
     }
     log_info(NULL, "%s: shutting down", strsignal(signum));
-    services_free(d->services);
-    d->services = NULL;
+    queue_shutdown(d->queue, on_queue_stopped, d);
     /* keep handling a second signal without keeping the loop alive */
     uv_unref((uv_handle_t *)&d->sigterm);
     uv_unref((uv_handle_t *)&d->sigint);
@@ -117,6 +131,8 @@ int main(int argc, char **argv) {
         config_free(&cfg);
         return 1;
     }
+    d.queue = queue_new(&loop, &cfg, d.services);
+    services_set_metrics_hook(d.services, metrics_hook, &d);
     uv_signal_init(&loop, &d.sigterm);
     uv_signal_init(&loop, &d.sigint);
     d.sigterm.data = d.sigint.data = &d;

@@ -36,6 +36,8 @@ struct Services {
     int closing;
     int pending; /* probes in flight: their callbacks need this struct */
     int probe_closed;
+    void (*metrics_hook)(Buf *out, void *data);
+    void *metrics_data;
 };
 
 static void maybe_release(Services *s) {
@@ -182,6 +184,8 @@ static void on_http(const char *method, const char *path, HttpdResponse *resp, v
                    (unsigned long long)http_client_bytes_sent(s->http));
         buf_printf(b, "bw_s3_bytes_total{direction=\"down\"} %llu\n",
                    (unsigned long long)http_client_bytes_received(s->http));
+        if (s->metrics_hook)
+            s->metrics_hook(b, s->metrics_data);
     } else {
         resp->status = 404;
         buf_puts(&resp->body, "not found: try /healthz, /readyz or /metrics\n");
@@ -261,6 +265,11 @@ int services_ready(const Services *s) {
 
 int services_http_port(const Services *s) {
     return s->httpd ? httpd_port(s->httpd) : 0;
+}
+
+void services_set_metrics_hook(Services *s, void (*hook)(Buf *out, void *data), void *data) {
+    s->metrics_hook = hook;
+    s->metrics_data = data;
 }
 
 RedisClient *services_redis(Services *s) {

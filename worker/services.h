@@ -30,6 +30,9 @@ int services_ready(const Services *s);
 /* Bound HTTP port (0 when disabled). */
 int services_http_port(const Services *s);
 
+/* Let another module append to /metrics (the queue engine does). */
+void services_set_metrics_hook(Services *s, void (*hook)(Buf *out, void *data), void *data);
+
 RedisClient *services_redis(Services *s);
 PgPool *services_pg(Services *s);
 HttpClient *services_http(Services *s);

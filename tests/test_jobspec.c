@@ -1,0 +1,244 @@
+/* jobspec: strict decoding of flat and msgpack job entries. */
+#include "jobspec.h"
+
+#include <msgpack.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#define U1 "0b7d7c1e-4a2b-4c3d-8e9f-0123456789ab"
+#define U2 "11111111-2222-4333-8444-555555555555"
+
+/* Decode alternating name/value strings (NULL-terminated). */
+static int decode(JobSpec *spec, Err *err, ...) {
+    JobField f[40];
+    size_t n = 0;
+    va_list ap;
+    va_start(ap, err);
+    const char *name;
+    while ((name = va_arg(ap, const char *)) != NULL) {
+        const char *value = va_arg(ap, const char *);
+        f[n].name = name;
+        f[n].name_len = strlen(name);
+        f[n].value = value;
+        f[n].value_len = strlen(value);
+        n++;
+    }
+    va_end(ap);
+    err_clear(err);
+    return jobspec_decode(spec, f, n, "1700000000000-0", 1, err);
+}
+
+static void expect_error(int rc, const Err *err, const char *needle) {
+    assert_int_equal(rc, -1);
+    assert_int_equal(err->kind, ERR_PERMANENT);
+    if (strstr(err->msg, needle) == NULL)
+        fail_msg("error '%s' lacks '%s'", err->msg, needle);
+}
+
+static void test_flat_valid(void **state) {
+    (void)state;
+    JobSpec s;
+    Err e;
+    assert_int_equal(decode(&s, &e, "type", "backup", "user_id", U1, "mode", "incremental", NULL),
+                     0);
+    assert_string_equal(s.type, "backup");
+    assert_string_equal(s.user_id, U1);
+    assert_string_equal(s.mode, "incremental");
+    assert_string_equal(s.job_id, "1700000000000-0"); /* defaults to the entry id */
+    assert_string_equal(s.trigger, "api");
+
+    assert_int_equal(decode(&s, &e, "type", "backup", "user_id",
+                            "0B7D7C1E-4A2B-4C3D-8E9F-0123456789AB", "job_id", "nightly:42",
+                            "trigger", "scheduled", NULL),
+                     0);
+    assert_string_equal(s.user_id, U1); /* lowercased: keys and queries see one spelling */
+    assert_string_equal(s.mode, "full");
+    assert_string_equal(s.job_id, "nightly:42");
+
+    assert_int_equal(decode(&s, &e, "type", "restore", "user_id", U1, "backup_id",
+                            "backup-" U1 "-1732790000000", "tables", "orders,order_items", NULL),
+                     0);
+    assert_int_equal(s.ntables, 2);
+    assert_string_equal(s.tables[1], "order_items");
+
+    assert_int_equal(decode(&s, &e, "type", "cleanup", "scope", "all", NULL), 0);
+    assert_int_equal(s.scope_all, 1);
+    assert_int_equal(decode(&s, &e, "type", "cleanup", "user_id", U1, "requested_by", U2,
+                            "retention_days", "14", NULL),
+                     0);
+    assert_int_equal(s.retention_days, 14);
+    assert_string_equal(s.requested_by, U2);
+    assert_int_equal(decode(&s, &e, "type", "ping", NULL), 0);
+    assert_int_equal(decode(&s, &e, "type", "sleep", "ms", "250", "fail", "retryable",
+                            "fail_attempts", "2", NULL),
+                     0);
+    assert_int_equal(s.sleep_ms, 250);
+    assert_int_equal(s.fail_permanent, 0);
+    assert_int_equal(s.fail_attempts, 2);
+}
+
+static void test_flat_invalid(void **state) {
+    (void)state;
+    JobSpec s;
+    Err e;
+    expect_error(decode(&s, &e, "user_id", U1, NULL), &e, "missing field 'type'");
+    expect_error(decode(&s, &e, "type", "explode", NULL), &e,
+                 "field 'type': 'explode' is not a job type");
+    expect_error(decode(&s, &e, "type", "backup", NULL), &e, "missing field 'user_id'");
+    expect_error(decode(&s, &e, "type", "backup", "user_id", "not-a-uuid", NULL), &e,
+                 "field 'user_id': 'not-a-uuid' is not a UUID");
+    expect_error(decode(&s, &e, "type", "backup", "user_id", U1 "x", NULL), &e, "is not a UUID");
+    expect_error(decode(&s, &e, "type", "backup", "user_id", U1, "mode", "everything", NULL), &e,
+                 "is not full, incremental or differential");
+    expect_error(decode(&s, &e, "type", "backup", "user_id", U1, "user_id", U1, NULL), &e,
+                 "field 'user_id' given twice");
+    expect_error(decode(&s, &e, "type", "backup", "user_id", U1, "colour", "red", NULL), &e,
+                 "field 'colour' is not part of a backup job");
+    expect_error(decode(&s, &e, "type", "restore", "user_id", U1, NULL), &e,
+                 "missing field 'backup_id'");
+    expect_error(
+        decode(&s, &e, "type", "restore", "user_id", U1, "backup_id", "backup-../../etc-1", NULL),
+        &e, "is not a backup id");
+    expect_error(decode(&s, &e, "type", "restore", "user_id", U1, "backup_id", "backup-" U1 "-1",
+                        "tables", "orders;drop table x", NULL),
+                 &e, "must be table names");
+    expect_error(decode(&s, &e, "type", "restore", "user_id", U1, "backup_id", "backup-" U1 "-1",
+                        "tables", "orders,orders", NULL),
+                 &e, "names a table twice");
+    expect_error(decode(&s, &e, "type", "cleanup", "scope", "all", "user_id", U1, NULL), &e,
+                 "drop the field 'user_id'");
+    expect_error(decode(&s, &e, "type", "cleanup", "user_id", U1, "retention_days", "-1", NULL), &e,
+                 "is not a number of days");
+    expect_error(decode(&s, &e, "type", "ping", "job_id", "a b", NULL), &e,
+                 "field 'job_id': 'a b' must be");
+    expect_error(decode(&s, &e, "type", "ping", "job_id", "", NULL), &e, "field 'job_id'");
+
+    /* a rejected job with a valid job_id still reports under that id */
+    expect_error(decode(&s, &e, "type", "nope", "job_id", "web-7", NULL), &e, "not a job type");
+    assert_string_equal(s.job_id, "web-7");
+
+    /* binary garbage is quoted escaped and cut short */
+    char garbage[2000];
+    for (size_t i = 0; i < sizeof(garbage) - 1; i++)
+        garbage[i] = (char)(1 + i % 250);
+    garbage[sizeof(garbage) - 1] = '\0';
+    expect_error(decode(&s, &e, "type", "backup", "user_id", garbage, NULL), &e, "bytes)");
+    assert_true(strlen(e.msg) < 300);
+    assert_null(strchr(e.msg, '\n'));
+
+    /* test types only when enabled */
+    JobField f = {"type", 4, "sleep", 5};
+    err_clear(&e);
+    expect_error(jobspec_decode(&s, &f, 1, "1-0", 0, &e), &e, "not a job type");
+    err_clear(&e);
+    expect_error(jobspec_decode(&s, &f, 0, "1-0", 0, &e), &e, "empty entry");
+}
+
+static JobField packed(msgpack_sbuffer *sb) {
+    JobField f = {"msgpack", 7, sb->data, sb->size};
+    return f;
+}
+
+static void pack_str(msgpack_packer *pk, const char *s) {
+    msgpack_pack_str(pk, strlen(s));
+    msgpack_pack_str_body(pk, s, strlen(s));
+}
+
+static void test_msgpack(void **state) {
+    (void)state;
+    JobSpec s;
+    Err e;
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 4);
+    pack_str(&pk, "type");
+    pack_str(&pk, "cleanup");
+    pack_str(&pk, "user_id");
+    pack_str(&pk, U1);
+    pack_str(&pk, "retention_days");
+    msgpack_pack_int(&pk, 7);
+    pack_str(&pk, "job_id");
+    pack_str(&pk, "mp-1");
+    JobField f = packed(&sb);
+    err_clear(&e);
+    assert_int_equal(jobspec_decode(&s, &f, 1, "1-0", 0, &e), 0);
+    assert_string_equal(s.type, "cleanup");
+    assert_int_equal(s.retention_days, 7);
+    assert_string_equal(s.job_id, "mp-1");
+
+    /* trailing bytes */
+    msgpack_pack_nil(&pk);
+    f = packed(&sb);
+    expect_error(jobspec_decode(&s, &f, 1, "1-0", 0, &e), &e, "1 bytes after the map");
+    msgpack_sbuffer_destroy(&sb);
+
+    /* wrong shapes */
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_array(&pk, 2);
+    pack_str(&pk, "type");
+    pack_str(&pk, "ping");
+    f = packed(&sb);
+    expect_error(jobspec_decode(&s, &f, 1, "1-0", 0, &e), &e, "must hold a map");
+    msgpack_sbuffer_clear(&sb);
+    msgpack_pack_map(&pk, 2);
+    pack_str(&pk, "type");
+    pack_str(&pk, "backup");
+    pack_str(&pk, "user_id");
+    msgpack_pack_true(&pk);
+    f = packed(&sb);
+    expect_error(jobspec_decode(&s, &f, 1, "1-0", 0, &e), &e,
+                 "the value of 'user_id' must be a string");
+    msgpack_sbuffer_clear(&sb);
+    msgpack_pack_map(&pk, 1);
+    msgpack_pack_int(&pk, 1);
+    pack_str(&pk, "ping");
+    f = packed(&sb);
+    expect_error(jobspec_decode(&s, &f, 1, "1-0", 0, &e), &e, "key 1 is not a string");
+    msgpack_sbuffer_clear(&sb);
+    msgpack_pack_map(&pk, 1);
+    pack_str(&pk, "type");
+    pack_str(&pk, "ping");
+    f = packed(&sb);
+    JobField two[2] = {f, {"type", 4, "ping", 4}};
+    expect_error(jobspec_decode(&s, two, 2, "1-0", 0, &e), &e, "must be the only field");
+    JobField with_id[2] = {f, {"job_id", 6, "again-1", 7}};
+    err_clear(&e);
+    assert_int_equal(jobspec_decode(&s, with_id, 2, "1-0", 0, &e), 0);
+    assert_string_equal(s.job_id, "again-1");
+    msgpack_sbuffer_destroy(&sb);
+
+    JobField junk = {"msgpack", 7, "\xc1\xff\x00", 3};
+    expect_error(jobspec_decode(&s, &junk, 1, "1-0", 0, &e), &e, "not valid msgpack");
+    JobField empty = {"msgpack", 7, "", 0};
+    expect_error(jobspec_decode(&s, &empty, 1, "1-0", 0, &e), &e, "not valid msgpack");
+}
+
+static void test_validators(void **state) {
+    (void)state;
+    assert_true(jobspec_valid_uuid(U1, 36));
+    assert_false(jobspec_valid_uuid(U1, 35));
+    assert_false(jobspec_valid_uuid("0b7d7c1e-4a2b-4c3d-8e9f+0123456789ab", 36));
+    assert_true(
+        jobspec_valid_backup_id("incremental-" U1 "-abc123", strlen("incremental-" U1 "-abc123")));
+    assert_false(jobspec_valid_backup_id("incremental-" U1 "-", strlen("incremental-" U1 "-")));
+    assert_false(jobspec_valid_backup_id("full-" U1 "-1", strlen("full-" U1 "-1")));
+    assert_false(jobspec_valid_backup_id("backup-" U1 "-a/b", strlen("backup-" U1 "-a/b")));
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_flat_valid),
+        cmocka_unit_test(test_flat_invalid),
+        cmocka_unit_test(test_msgpack),
+        cmocka_unit_test(test_validators),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,57 @@
+/*
+ * job: what a job type sees of a running job, and the registry of job types.
+ *
+ * The queue engine (queue.c) decodes an entry, claims it, and calls the type's
+ * run(). From then on the job is the type's state machine on the loop: it
+ * reports progress with job_progress() (coalesced by the engine into a few
+ * events per second), and ends by calling job_done() exactly once. cancel()
+ * asks it to stop soon (shutdown, or the lease was lost); job_done() must
+ * still follow, after everything the job allocated is released: the engine
+ * frees the job right after job_done().
+ *
+ * Errors decide what happens next: success completes the job, a retryable
+ * error retries it later with backoff, a permanent one sends it to the
+ * dead-letter stream at once.
+ */
+#ifndef BW_JOB_H
+#define BW_JOB_H
+
+#include "err.h"
+#include "jobspec.h"
+#include "services.h"
+
+#include <stdint.h>
+#include <uv.h>
+
+typedef struct Job Job;
+
+typedef struct {
+    const char *name;
+    int user_lock; /* 1: one job of this kind per user at a time, across replicas */
+    void (*run)(Job *job);
+    void (*cancel)(Job *job); /* may be called at most once, any time before job_done */
+} JobType;
+
+/* The registered type for a decoded spec (never NULL for a valid spec). */
+const JobType *job_type_find(const char *name);
+
+const JobSpec *job_spec(const Job *job);
+uv_loop_t *job_loop(const Job *job);
+Services *job_services(const Job *job);
+/* Run number of this job, from 1 (counts runs that crashed too). */
+int job_attempt(const Job *job);
+/* Short id for log lines ("job <job_id>"). */
+const char *job_log_id(const Job *job);
+
+/* The type's own state; owned and freed by the type. */
+void *job_data(const Job *job);
+void job_set_data(Job *job, void *data);
+
+/* Report progress (percent 0-100; rows and bytes so far). stage is copied. */
+void job_progress(Job *job, const char *stage, int percent, uint64_t rows, uint64_t bytes);
+/* Record the backup id this job produced or used (shown in the status hash). */
+void job_set_backup_id(Job *job, const char *backup_id);
+/* End the job: err NULL for success. The job must not be touched afterwards. */
+void job_done(Job *job, const Err *err);
+
+#endif

@@ -1,0 +1,13 @@
+/*
+ * jobs: the registry of job types. Each type lives in worker/jobs/<name>.c and
+ * exports one JobType; adding a type is one file and one line in jobs.c.
+ */
+#ifndef BW_JOBS_H
+#define BW_JOBS_H
+
+#include "job.h"
+
+extern const JobType job_type_ping;
+extern const JobType job_type_sleep;
+
+#endif

@@ -1,0 +1,12 @@
+/*
+ * ping: answered at once. Lets the web tier check, end to end, that a job
+ * enqueued now is picked up and recorded (and is the benchmark's no-op job).
+ */
+#include "jobs.h"
+
+static void ping_run(Job *job) {
+    job_progress(job, "pong", 100, 0, 0);
+    job_done(job, NULL);
+}
+
+const JobType job_type_ping = {"ping", 0, ping_run, NULL};

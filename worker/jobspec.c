@@ -1,0 +1,401 @@
+/*
+ * jobspec: strict decoding of job entries (see jobspec.h).
+ *
+ * Both encodings are reduced to one list of JobField and checked by one code
+ * path, so flat and msgpack jobs cannot disagree on what is valid.
+ */
+#include "jobspec.h"
+#include "buf.h"
+
+#include <ctype.h>
+#include <msgpack.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_FIELDS 32
+
+/* A short, printable excerpt of a value for error messages. */
+static void excerpt(char *out, size_t outlen, const char *s, size_t len) {
+    size_t o = 0;
+    for (size_t i = 0; i < len && o + 5 < outlen; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c >= 0x20 && c < 0x7f && c != '\'' && c != '\\') {
+            out[o++] = (char)c;
+        } else {
+            o += (size_t)snprintf(out + o, outlen - o, "\\x%02x", c);
+        }
+        if (i == 40 && len > 44) {
+            o += (size_t)snprintf(out + o, outlen - o, "...(%zu bytes)", len);
+            break;
+        }
+    }
+    out[o < outlen ? o : outlen - 1] = '\0';
+}
+
+static int fail(Err *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static int fail(Err *err, const char *fmt, ...) {
+    char msg[ERR_MSG_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    err_set(err, ERR_PERMANENT, ERR_CODE_INVALID, "%s", msg);
+    return -1;
+}
+
+static int bad_value(Err *err, const JobField *f, const char *why) {
+    char name[64], val[200];
+    excerpt(name, sizeof(name), f->name, f->name_len);
+    excerpt(val, sizeof(val), f->value, f->value_len);
+    return fail(err, "field '%s': '%s' %s", name, val, why);
+}
+
+int jobspec_valid_uuid(const char *s, size_t len) {
+    if (len != 36)
+        return 0;
+    for (size_t i = 0; i < 36; i++) {
+        if (i == 8 || i == 13 || i == 18 || i == 23) {
+            if (s[i] != '-')
+                return 0;
+        } else if (!isxdigit((unsigned char)s[i])) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+int jobspec_valid_backup_id(const char *s, size_t len) {
+    static const char *kinds[] = {"backup-", "incremental-", "differential-"};
+    if (len > JOBSPEC_ID_MAX)
+        return 0;
+    for (size_t k = 0; k < 3; k++) {
+        size_t kl = strlen(kinds[k]);
+        if (len < kl + 38 || memcmp(s, kinds[k], kl) != 0)
+            continue;
+        if (!jobspec_valid_uuid(s + kl, 36) || s[kl + 36] != '-')
+            return 0;
+        for (size_t i = kl + 37; i < len; i++)
+            if (!isalnum((unsigned char)s[i]))
+                return 0;
+        return 1;
+    }
+    return 0;
+}
+
+static int valid_job_id(const char *s, size_t len) {
+    if (len == 0 || len > JOBSPEC_ID_MAX)
+        return 0;
+    for (size_t i = 0; i < len; i++)
+        if (!isalnum((unsigned char)s[i]) && !strchr("_.:-", s[i]))
+            return 0;
+    return 1;
+}
+
+static int valid_ident(const char *s, size_t len) {
+    if (len == 0 || len > 63 || !(islower((unsigned char)s[0]) || s[0] == '_'))
+        return 0;
+    for (size_t i = 0; i < len; i++)
+        if (!islower((unsigned char)s[i]) && !isdigit((unsigned char)s[i]) && s[i] != '_')
+            return 0;
+    return 1;
+}
+
+static int is(const JobField *f, const char *name) {
+    return f->name_len == strlen(name) && memcmp(f->name, name, f->name_len) == 0;
+}
+
+static int value_is(const JobField *f, const char *v) {
+    return f->value_len == strlen(v) && memcmp(f->value, v, f->value_len) == 0;
+}
+
+static void copy_value(char *dst, size_t cap, const JobField *f) {
+    size_t n = f->value_len < cap - 1 ? f->value_len : cap - 1;
+    memcpy(dst, f->value, n);
+    dst[n] = '\0';
+}
+
+static int parse_long(const JobField *f, long min, long max, long *out) {
+    if (f->value_len == 0 || f->value_len > 12)
+        return -1;
+    long v = 0;
+    for (size_t i = 0; i < f->value_len; i++) {
+        if (!isdigit((unsigned char)f->value[i]))
+            return -1;
+        v = v * 10 + (f->value[i] - '0');
+    }
+    if (v < min || v > max)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+static int uuid_field(char out[37], const JobField *f, Err *err) {
+    if (!jobspec_valid_uuid(f->value, f->value_len))
+        return bad_value(err, f, "is not a UUID");
+    for (size_t i = 0; i < 36; i++)
+        out[i] = (char)tolower((unsigned char)f->value[i]);
+    out[36] = '\0';
+    return 0;
+}
+
+static int tables_field(JobSpec *spec, const JobField *f, Err *err) {
+    size_t start = 0;
+    for (size_t i = 0; i <= f->value_len; i++) {
+        if (i < f->value_len && f->value[i] != ',')
+            continue;
+        const char *name = f->value + start;
+        size_t n = i - start;
+        start = i + 1;
+        if (!valid_ident(name, n))
+            return bad_value(err, f, "must be table names separated by commas (a-z, 0-9, _)");
+        if (spec->ntables == JOBSPEC_TABLES_MAX)
+            return bad_value(err, f, "lists too many tables");
+        for (int t = 0; t < spec->ntables; t++)
+            if (strlen(spec->tables[t]) == n && memcmp(spec->tables[t], name, n) == 0)
+                return bad_value(err, f, "names a table twice");
+        memcpy(spec->tables[spec->ntables], name, n);
+        spec->tables[spec->ntables++][n] = '\0';
+    }
+    return 0;
+}
+
+/* Which fields each type takes, beyond type, job_id, requested_by and trigger. */
+typedef struct {
+    const char *type;
+    int test_only;
+    const char *fields; /* space-separated */
+} TypeFields;
+
+static const TypeFields type_fields[] = {
+    {"ping", 0, "user_id"},
+    {"backup", 0, "user_id mode"},
+    {"restore", 0, "user_id backup_id tables"},
+    {"verify", 0, "user_id backup_id"},
+    {"cleanup", 0, "user_id retention_days scope"},
+    {"sleep", 1, "user_id ms fail fail_attempts"},
+};
+
+static int takes(const TypeFields *t, const JobField *f) {
+    static const char *common[] = {"type", "job_id", "requested_by", "trigger"};
+    for (size_t i = 0; i < 4; i++)
+        if (is(f, common[i]))
+            return 1;
+    const char *p = t->fields;
+    while (*p) {
+        size_t n = strcspn(p, " ");
+        if (n == f->name_len && memcmp(p, f->name, n) == 0)
+            return 1;
+        p += n;
+        while (*p == ' ')
+            p++;
+    }
+    return 0;
+}
+
+static int decode_fields(JobSpec *spec, const JobField *fields, size_t n, const char *entry_id,
+                         int allow_test_types, Err *err) {
+    const JobField *type = NULL;
+    for (size_t i = 0; i < n; i++) {
+        if (fields[i].name_len == 0)
+            return fail(err, "empty field name");
+        for (size_t j = 0; j < i; j++)
+            if (fields[j].name_len == fields[i].name_len &&
+                memcmp(fields[j].name, fields[i].name, fields[i].name_len) == 0) {
+                char name[64];
+                excerpt(name, sizeof(name), fields[i].name, fields[i].name_len);
+                return fail(err, "field '%s' given twice", name);
+            }
+        if (is(&fields[i], "type"))
+            type = &fields[i];
+        /* known early, so even a job rejected below reports under its own id */
+        if (is(&fields[i], "job_id") && valid_job_id(fields[i].value, fields[i].value_len))
+            copy_value(spec->job_id, sizeof(spec->job_id), &fields[i]);
+    }
+    if (type == NULL)
+        return fail(err, "missing field 'type' (ping, backup, restore, verify or cleanup)");
+    const TypeFields *tf = NULL;
+    for (size_t t = 0; t < sizeof(type_fields) / sizeof(type_fields[0]); t++)
+        if (value_is(type, type_fields[t].type) && (!type_fields[t].test_only || allow_test_types))
+            tf = &type_fields[t];
+    if (tf == NULL)
+        return bad_value(err, type, "is not a job type (ping, backup, restore, verify or cleanup)");
+    snprintf(spec->type, sizeof(spec->type), "%s", tf->type);
+    snprintf(spec->trigger, sizeof(spec->trigger), "api");
+    spec->fail_permanent = -1;
+
+    for (size_t i = 0; i < n; i++) {
+        const JobField *f = &fields[i];
+        if (!takes(tf, f)) {
+            char name[64];
+            excerpt(name, sizeof(name), f->name, f->name_len);
+            return fail(err, "field '%s' is not part of a %s job", name, tf->type);
+        }
+        long v;
+        if (f == type) {
+            continue;
+        } else if (is(f, "job_id")) {
+            if (!valid_job_id(f->value, f->value_len))
+                return bad_value(err, f, "must be 1-128 letters, digits or _.:-");
+            copy_value(spec->job_id, sizeof(spec->job_id), f);
+        } else if (is(f, "user_id")) {
+            if (uuid_field(spec->user_id, f, err) != 0)
+                return -1;
+        } else if (is(f, "requested_by")) {
+            if (uuid_field(spec->requested_by, f, err) != 0)
+                return -1;
+        } else if (is(f, "trigger")) {
+            if (!value_is(f, "manual") && !value_is(f, "scheduled") && !value_is(f, "api"))
+                return bad_value(err, f, "is not manual, scheduled or api");
+            copy_value(spec->trigger, sizeof(spec->trigger), f);
+        } else if (is(f, "mode")) {
+            if (!value_is(f, "full") && !value_is(f, "incremental") && !value_is(f, "differential"))
+                return bad_value(err, f, "is not full, incremental or differential");
+            copy_value(spec->mode, sizeof(spec->mode), f);
+        } else if (is(f, "backup_id")) {
+            if (!jobspec_valid_backup_id(f->value, f->value_len))
+                return bad_value(
+                    err, f, "is not a backup id ((backup|incremental|differential)-<uuid>-<id>)");
+            copy_value(spec->backup_id, sizeof(spec->backup_id), f);
+        } else if (is(f, "tables")) {
+            if (tables_field(spec, f, err) != 0)
+                return -1;
+        } else if (is(f, "retention_days")) {
+            if (parse_long(f, 1, 36500, &v) != 0)
+                return bad_value(err, f, "is not a number of days from 1 to 36500");
+            spec->retention_days = (int)v;
+        } else if (is(f, "scope")) {
+            if (!value_is(f, "all") && !value_is(f, "user"))
+                return bad_value(err, f, "is not all or user");
+            spec->scope_all = value_is(f, "all");
+        } else if (is(f, "ms")) {
+            if (parse_long(f, 0, 600000, &v) != 0)
+                return bad_value(err, f, "is not a number of milliseconds from 0 to 600000");
+            spec->sleep_ms = v;
+        } else if (is(f, "fail")) {
+            if (!value_is(f, "retryable") && !value_is(f, "permanent"))
+                return bad_value(err, f, "is not retryable or permanent");
+            spec->fail_permanent = value_is(f, "permanent");
+        } else if (is(f, "fail_attempts")) {
+            if (parse_long(f, 0, 100, &v) != 0)
+                return bad_value(err, f, "is not a number from 0 to 100");
+            spec->fail_attempts = (int)v;
+        }
+    }
+
+    /* cross-field rules */
+    int needs_user = strcmp(tf->type, "backup") == 0 || strcmp(tf->type, "restore") == 0 ||
+                     (strcmp(tf->type, "cleanup") == 0 && !spec->scope_all);
+    if (needs_user && spec->user_id[0] == '\0')
+        return fail(err,
+                    "missing field 'user_id' (the UUID of the user whose data this %s job "
+                    "concerns)",
+                    tf->type);
+    if (strcmp(tf->type, "cleanup") == 0 && spec->scope_all && spec->user_id[0] != '\0')
+        return fail(err, "a cleanup with scope=all covers every user: drop the field 'user_id'");
+    if (strcmp(tf->type, "restore") == 0 && spec->backup_id[0] == '\0')
+        return fail(err, "missing field 'backup_id' (the backup to restore)");
+    if (strcmp(tf->type, "verify") == 0 && spec->backup_id[0] == '\0' && spec->user_id[0] == '\0')
+        return fail(err, "a verify job needs 'backup_id' or 'user_id'");
+    if (strcmp(tf->type, "backup") == 0 && spec->mode[0] == '\0')
+        snprintf(spec->mode, sizeof(spec->mode), "full");
+    if (spec->job_id[0] == '\0')
+        snprintf(spec->job_id, sizeof(spec->job_id), "%s", entry_id);
+    return 0;
+}
+
+/* Numbers in msgpack become their decimal text, so one validator serves both forms. */
+static int decode_msgpack(JobSpec *spec, const JobField *mp, const char *entry_id,
+                          int allow_test_types, Err *err) {
+    msgpack_unpacked u;
+    msgpack_unpacked_init(&u);
+    size_t off = 0;
+    int rc = -1;
+    char numbuf[MAX_FIELDS][24];
+    JobField fields[MAX_FIELDS];
+    msgpack_unpack_return ur = msgpack_unpack_next(&u, mp->value, mp->value_len, &off);
+    if (ur != MSGPACK_UNPACK_SUCCESS) {
+        fail(err, "field 'msgpack': not valid msgpack");
+        goto out;
+    }
+    if (off != mp->value_len) {
+        fail(err, "field 'msgpack': %zu bytes after the map", mp->value_len - off);
+        goto out;
+    }
+    const msgpack_object *o = &u.data;
+    if (o->type != MSGPACK_OBJECT_MAP) {
+        fail(err, "field 'msgpack': must hold a map of field names to values");
+        goto out;
+    }
+    if (o->via.map.size > MAX_FIELDS) {
+        fail(err, "field 'msgpack': the map has %u keys (at most %d)", o->via.map.size, MAX_FIELDS);
+        goto out;
+    }
+    for (uint32_t i = 0; i < o->via.map.size; i++) {
+        const msgpack_object *k = &o->via.map.ptr[i].key;
+        const msgpack_object *v = &o->via.map.ptr[i].val;
+        if (k->type != MSGPACK_OBJECT_STR) {
+            fail(err, "field 'msgpack': key %u is not a string", i + 1);
+            goto out;
+        }
+        fields[i].name = k->via.str.ptr;
+        fields[i].name_len = k->via.str.size;
+        if (v->type == MSGPACK_OBJECT_STR) {
+            fields[i].value = v->via.str.ptr;
+            fields[i].value_len = v->via.str.size;
+        } else if (v->type == MSGPACK_OBJECT_POSITIVE_INTEGER) {
+            snprintf(numbuf[i], sizeof(numbuf[i]), "%llu", (unsigned long long)v->via.u64);
+            fields[i].value = numbuf[i];
+            fields[i].value_len = strlen(numbuf[i]);
+        } else {
+            char name[64];
+            excerpt(name, sizeof(name), k->via.str.ptr, k->via.str.size);
+            fail(err, "field 'msgpack': the value of '%s' must be a string%s", name,
+                 v->type == MSGPACK_OBJECT_NEGATIVE_INTEGER ? " or a positive integer" : "");
+            goto out;
+        }
+    }
+    rc = decode_fields(spec, fields, o->via.map.size, entry_id, allow_test_types, err);
+out:
+    msgpack_unpacked_destroy(&u);
+    return rc;
+}
+
+int jobspec_decode(JobSpec *spec, const JobField *fields, size_t nfields, const char *entry_id,
+                   int allow_test_types, Err *err) {
+    memset(spec, 0, sizeof(*spec));
+    if (nfields == 0)
+        return fail(err, "empty entry: no fields");
+    if (nfields > MAX_FIELDS)
+        return fail(err, "%zu fields (at most %d)", nfields, MAX_FIELDS);
+    /* msgpack, optionally beside a flat job_id (retries are re-enqueued with one) */
+    const JobField *mp = NULL, *jid = NULL;
+    for (size_t i = 0; i < nfields; i++) {
+        if (is(&fields[i], "msgpack"))
+            mp = &fields[i];
+        else if (is(&fields[i], "job_id"))
+            jid = &fields[i];
+    }
+    if (mp != NULL) {
+        if (nfields > 2 || (nfields == 2 && jid == NULL))
+            return fail(err,
+                        "field 'msgpack' must be the only field of the entry (besides job_id)");
+        if (jid != NULL && !valid_job_id(jid->value, jid->value_len))
+            return bad_value(err, jid, "must be 1-128 letters, digits or _.:-");
+        if (decode_msgpack(spec, mp, entry_id, allow_test_types, err) != 0) {
+            if (jid != NULL && spec->job_id[0] == '\0')
+                copy_value(spec->job_id, sizeof(spec->job_id), jid);
+            return -1;
+        }
+        if (jid != NULL) {
+            /* the map's own job_id (or the entry id it defaulted to) must agree */
+            int in_map = strcmp(spec->job_id, entry_id) != 0;
+            if (in_map && !value_is(jid, spec->job_id))
+                return bad_value(err, jid, "differs from the job_id inside the msgpack map");
+            copy_value(spec->job_id, sizeof(spec->job_id), jid);
+        }
+        return 0;
+    }
+    return decode_fields(spec, fields, nfields, entry_id, allow_test_types, err);
+}

@@ -1,0 +1,1075 @@
+/*
+ * queue: the engine (see queue.h; the Redis side of each step is in qscripts.c).
+ *
+ * A job's life in this process:
+ *
+ *   entry read ──decode──► STARTING ──START 'run'──► RUNNING ──job_done──► FINISHING ─► freed
+ *        │                     │ busy/duplicate/dead/lost: freed       ▲      │ Redis down:
+ *        └─ malformed ─────────┴──────────────────────────────────────┘      └ FINISH_WAIT
+ * (retried)
+ *
+ * The reader is the only place that takes new work and it asks for exactly
+ * the free slots, so concurrency is never exceeded; the sweep of stale
+ * entries runs in the reader's turn for the same reason. Everything else is
+ * paced by one tick timer: lease renewals, coalesced progress, result
+ * retries while Redis is away, and promotion of due retries.
+ */
+#include "queue.h"
+#include "job.h"
+#include "jobspec.h"
+#include "log.h"
+#include "qscripts.h"
+#include "version.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define GROUP           "backup-workers"
+#define BLOCK_MS        2000
+#define TICK_MS         100
+#define PROGRESS_MIN_MS 250
+#define PROMOTE_MS      500
+#define BUSY_WAIT_MS    1000
+#define FINISH_RETRY_MS 1000
+#define STATS_MS        5000
+#define MAX_FIELD_BYTES (1 << 20)
+#define MAX_SWEEP       64
+
+typedef enum { J_STARTING, J_RUNNING, J_FINISHING, J_FINISH_WAIT, J_HANDBACK, J_DONE } JobState;
+
+typedef struct {
+    char **v;
+    size_t *len;
+    int n, cap;
+} Args;
+
+struct Job {
+    Queue *q;
+    JobState state;
+    JobSpec spec;
+    const JobType *type;
+    int valid;
+    Err decode_err;
+    char entry[64];
+    Args fields; /* the entry's field/value pairs, copied */
+    int deliveries;
+    int attempt;
+    uint64_t started_ms;
+    char stage[96];
+    int percent;
+    uint64_t rows, bytes;
+    int progress_dirty, progress_inflight, renew_inflight;
+    uint64_t progress_sent_ms, finish_next_ms;
+    char backup_id[JOBSPEC_ID_MAX + 1];
+    void *data;
+    int cancelled, lost, handed_back, finish_tries;
+    const char *outcome; /* completed, retry or dead */
+    Err result;
+    uint64_t retry_at;
+    int refs; /* Redis calls in flight that point at this job */
+    char log_id[JOBSPEC_ID_MAX + 8];
+    Job *prev, *next;
+};
+
+/* Metrics are kept per job type; "invalid" counts entries that did not decode. */
+static const char *metric_types[] = {"ping",    "backup", "restore", "verify",
+                                     "cleanup", "sleep",  "invalid"};
+#define NMT (sizeof(metric_types) / sizeof(metric_types[0]))
+static const double buckets[] = {0.01, 0.1, 0.5, 1, 5, 30, 120, 600, 1800, 3600};
+#define NBUCKETS (sizeof(buckets) / sizeof(buckets[0]))
+
+typedef struct {
+    uint64_t started, completed, failed, retried, dead, duplicates, rows, bytes;
+    uint64_t hist[NBUCKETS + 1];
+    double seconds;
+} TypeStats;
+
+struct Queue {
+    uv_loop_t *loop;
+    const Config *cfg;
+    Services *svc;
+    RedisClient *cmd;    /* borrowed from services: scripts and acks */
+    RedisClient *reader; /* ours: XREADGROUP ... BLOCK */
+    char me[300];
+    char stream[128];
+    Job *jobs;
+    int njobs;
+    int reading, sweeping, group_ready, creating_group, pending_first;
+    int promoting, stats_inflight;
+    uint64_t next_sweep_ms, next_renew_ms, next_promote_ms, next_stats_ms;
+    uv_timer_t tick, grace;
+    int calls; /* Redis calls in flight that point at the queue */
+    int stopping, grace_expired, retiring, closing, handles;
+    uint64_t stop_deadline_ms;
+    void (*on_stopped)(void *);
+    void *stop_data;
+    struct {
+        char id[64];
+        int deliveries;
+    } swept[MAX_SWEEP];
+    int nswept;
+    TypeStats stats[NMT];
+    long long pending, delayed;
+    uint64_t handed_back, lost, promoted;
+};
+
+/* ---- small helpers ---- */
+
+static uint64_t now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static void args_add(Args *a, const char *s, size_t len) {
+    if (a->n == a->cap) {
+        a->cap = a->cap ? a->cap * 2 : 24;
+        a->v = xrealloc(a->v, (size_t)a->cap * sizeof(*a->v));
+        a->len = xrealloc(a->len, (size_t)a->cap * sizeof(*a->len));
+    }
+    a->v[a->n] = xmalloc(len + 1);
+    memcpy(a->v[a->n], s, len);
+    a->v[a->n][len] = '\0';
+    a->len[a->n++] = len;
+}
+
+static void args_str(Args *a, const char *s) {
+    args_add(a, s, strlen(s));
+}
+
+static void args_fmt(Args *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void args_fmt(Args *a, const char *fmt, ...) {
+    char tmp[64];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(tmp, sizeof(tmp), fmt, ap);
+    va_end(ap);
+    args_str(a, tmp);
+}
+
+static void args_free(Args *a) {
+    for (int i = 0; i < a->n; i++)
+        free(a->v[i]);
+    free(a->v);
+    free(a->len);
+    memset(a, 0, sizeof(*a));
+}
+
+static TypeStats *stats_for(Queue *q, const Job *job) {
+    const char *t = job->valid ? job->spec.type : "invalid";
+    for (size_t i = 0; i < NMT; i++)
+        if (strcmp(metric_types[i], t) == 0)
+            return &q->stats[i];
+    return &q->stats[NMT - 1];
+}
+
+static int reply_is(const redisReply *r, const char *s) {
+    return r && (r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS) &&
+           strcmp(r->str, s) == 0;
+}
+
+static void read_next(Queue *q);
+static void check_stopped(Queue *q);
+
+/* ---- script calls ---- */
+
+typedef void (*CallCb)(Queue *q, Job *job, redisReply *reply, const Err *err);
+
+typedef struct {
+    Queue *q;
+    Job *job;
+    QScript s;
+    Args argv;
+    int evaled;
+    CallCb cb;
+} Call;
+
+static void job_unref(Job *job);
+
+static void on_call_reply(RedisClient *c, redisReply *reply, const Err *err, void *data) {
+    Call *call = data;
+    Queue *q = call->q;
+    if (reply && reply->type == REDIS_REPLY_ERROR && strncmp(reply->str, "NOSCRIPT", 8) == 0 &&
+        !call->evaled) {
+        /* Redis restarted or flushed its script cache: send the body once */
+        call->evaled = 1;
+        free(call->argv.v[0]);
+        free(call->argv.v[1]);
+        call->argv.v[0] = xstrdup("EVAL");
+        call->argv.len[0] = 4;
+        call->argv.v[1] = xstrdup(qscript_body(call->s));
+        call->argv.len[1] = strlen(call->argv.v[1]);
+        Err e;
+        if (redis_command_argv(c, on_call_reply, call, call->argv.n, (const char **)call->argv.v,
+                               call->argv.len, &e) == 0)
+            return;
+        call->cb(q, call->job, NULL, &e);
+    } else {
+        call->cb(q, call->job, reply, err);
+    }
+    q->calls--;
+    if (call->job)
+        job_unref(call->job);
+    args_free(&call->argv);
+    free(call);
+    check_stopped(q);
+}
+
+/* Run script s with the common arguments then extra (taken). -1 if Redis is not connected. */
+static int call_script(Queue *q, Job *job, QScript s, Args *extra, CallCb cb) {
+    Call *call = xcalloc(1, sizeof(*call));
+    call->q = q;
+    call->job = job;
+    call->s = s;
+    call->cb = cb;
+    Args *a = &call->argv;
+    args_str(a, "EVALSHA");
+    args_str(a, qscript_sha(s));
+    args_str(a, "0");
+    args_str(a, q->cfg->redis_prefix);
+    args_str(a, GROUP);
+    args_str(a, q->me);
+    args_fmt(a, "%llu", (unsigned long long)now_ms());
+    args_fmt(a, "%d", q->cfg->events_maxlen);
+    args_fmt(a, "%lld", q->cfg->job_retention_ms);
+    for (int i = 0; i < extra->n; i++)
+        args_add(a, extra->v[i], extra->len[i]);
+    args_free(extra);
+    Err e;
+    if (redis_command_argv(q->cmd, on_call_reply, call, a->n, (const char **)a->v, a->len, &e) !=
+        0) {
+        args_free(a);
+        free(call);
+        return -1;
+    }
+    q->calls++;
+    if (job)
+        job->refs++;
+    return 0;
+}
+
+/* ---- job lifetime ---- */
+
+static void job_free(Job *job) {
+    args_free(&job->fields);
+    free(job);
+}
+
+static void job_unref(Job *job) {
+    if (--job->refs == 0 && job->state == J_DONE)
+        job_free(job);
+}
+
+/* The job leaves its slot; memory goes when the last call referring to it returns. */
+static void job_end(Job *job) {
+    Queue *q = job->q;
+    if (job->state == J_DONE)
+        return;
+    job->state = J_DONE;
+    if (job->prev)
+        job->prev->next = job->next;
+    else
+        q->jobs = job->next;
+    if (job->next)
+        job->next->prev = job->prev;
+    q->njobs--;
+    if (job->refs == 0)
+        job_free(job);
+    read_next(q);
+    check_stopped(q);
+}
+
+static const char *user_of(const Job *job) {
+    return job->valid ? job->spec.user_id : "";
+}
+
+static const char *jid_of(const Job *job) {
+    return job->spec.job_id[0] ? job->spec.job_id : job->entry;
+}
+
+static void add_ids(Args *a, const Job *job) {
+    args_str(a, job->entry);
+    args_str(a, jid_of(job));
+    args_str(a, job->valid ? job->spec.type : "");
+    args_str(a, user_of(job));
+}
+
+/* ---- finishing ---- */
+
+static void send_finish(Job *job);
+
+static void on_finish(Queue *q, Job *job, redisReply *reply, const Err *err) {
+    (void)q;
+    if (reply_is(reply, "ok") || reply_is(reply, "lost")) {
+        if (reply_is(reply, "lost")) {
+            if (job->finish_tries > 1)
+                log_info(job->log_id, "result already recorded, or the entry was taken over");
+            else
+                log_warn(job->log_id,
+                         "result not recorded: the entry is no longer ours (lease expired?)");
+        }
+        job_end(job);
+        return;
+    }
+    if (job->finish_tries == 1 || job->finish_tries % 30 == 0)
+        log_warn(job->log_id, "could not record the result (%s); retrying",
+                 err ? err->msg : "unexpected reply");
+    job->state = J_FINISH_WAIT;
+    job->finish_next_ms = now_ms() + FINISH_RETRY_MS;
+}
+
+static void send_finish(Job *job) {
+    Queue *q = job->q;
+    job->finish_tries++;
+    job->state = J_FINISHING;
+    Args a = {0};
+    add_ids(&a, job);
+    args_str(&a, job->outcome);
+    args_str(&a, job->result.kind == ERR_NONE ? "" : job->result.msg);
+    args_fmt(&a, "%llu", (unsigned long long)job->retry_at);
+    args_str(&a, job->backup_id);
+    args_fmt(&a, "%llu", (unsigned long long)job->rows);
+    args_fmt(&a, "%llu", (unsigned long long)job->bytes);
+    args_fmt(&a, "%d", job->attempt);
+    if (strcmp(job->outcome, "dead") == 0)
+        for (int i = 0; i < job->fields.n; i++)
+            args_add(&a, job->fields.v[i], job->fields.len[i]);
+    if (call_script(q, job, QS_FINISH, &a, on_finish) != 0) {
+        job->state = J_FINISH_WAIT;
+        job->finish_next_ms = now_ms() + FINISH_RETRY_MS;
+    }
+}
+
+static uint64_t backoff_ms(const Config *cfg, int attempt) {
+    uint64_t cap = (uint64_t)cfg->job_backoff_base_ms;
+    for (int i = 1; i < attempt && cap < (uint64_t)cfg->job_backoff_max_ms; i++)
+        cap *= 2;
+    if (cap > (uint64_t)cfg->job_backoff_max_ms)
+        cap = (uint64_t)cfg->job_backoff_max_ms;
+    /* full jitter, but never less than a tenth of the base: no instant retry storms */
+    uint64_t floor = (uint64_t)cfg->job_backoff_base_ms / 10;
+    uint64_t r = ((uint64_t)rand() << 31 | (uint64_t)rand()) % (cap + 1);
+    return r < floor ? floor : r;
+}
+
+void job_done(Job *job, const Err *err) {
+    Queue *q = job->q;
+    TypeStats *st = stats_for(q, job);
+    if (job->state != J_RUNNING) {
+        log_error(job->log_id, "job_done called twice (ignored)");
+        return;
+    }
+    double secs = (double)(now_ms() - job->started_ms) / 1000.0;
+    st->seconds += secs;
+    size_t b = 0;
+    while (b < NBUCKETS && secs > buckets[b])
+        b++;
+    st->hist[b]++;
+    if (job->lost || job->handed_back) {
+        job_end(job);
+        return;
+    }
+    if (!err_is_set(err)) {
+        err_clear(&job->result);
+        job->outcome = "completed";
+        st->completed++;
+        st->rows += job->rows;
+        st->bytes += job->bytes;
+        log_info(job->log_id, "completed in %.3f s (attempt %d)", secs, job->attempt);
+    } else if (err->kind == ERR_RETRYABLE && job->attempt < q->cfg->job_max_attempts &&
+               !job->cancelled) {
+        job->result = *err;
+        job->outcome = "retry";
+        uint64_t delay = backoff_ms(q->cfg, job->attempt);
+        job->retry_at = now_ms() + delay;
+        st->failed++;
+        st->retried++;
+        log_warn(job->log_id, "attempt %d of %d failed: %s; retrying in %.1f s", job->attempt,
+                 q->cfg->job_max_attempts, err->msg, (double)delay / 1000.0);
+    } else {
+        job->result = *err;
+        if (err->kind == ERR_RETRYABLE && !job->cancelled)
+            err_prefix(&job->result, "gave up after %d attempts: ", job->attempt);
+        job->outcome = "dead";
+        st->failed++;
+        st->dead++;
+        log_error(job->log_id, "failed for good: %s", job->result.msg);
+    }
+    send_finish(job);
+}
+
+/* ---- the job API for job types ---- */
+
+const JobSpec *job_spec(const Job *job) {
+    return &job->spec;
+}
+uv_loop_t *job_loop(const Job *job) {
+    return job->q->loop;
+}
+Services *job_services(const Job *job) {
+    return job->q->svc;
+}
+int job_attempt(const Job *job) {
+    return job->attempt;
+}
+const char *job_log_id(const Job *job) {
+    return job->log_id;
+}
+void *job_data(const Job *job) {
+    return job->data;
+}
+void job_set_data(Job *job, void *data) {
+    job->data = data;
+}
+
+void job_progress(Job *job, const char *stage, int percent, uint64_t rows, uint64_t bytes) {
+    if (stage)
+        snprintf(job->stage, sizeof(job->stage), "%s", stage);
+    job->percent = percent < 0 ? 0 : percent > 100 ? 100 : percent;
+    job->rows = rows;
+    job->bytes = bytes;
+    job->progress_dirty = 1;
+}
+
+void job_set_backup_id(Job *job, const char *backup_id) {
+    snprintf(job->backup_id, sizeof(job->backup_id), "%s", backup_id);
+}
+
+static void job_cancel(Job *job) {
+    if (job->cancelled || job->state != J_RUNNING)
+        return;
+    job->cancelled = 1;
+    if (job->type->cancel)
+        job->type->cancel(job);
+}
+
+/* ---- starting ---- */
+
+static void on_handback(Queue *q, Job *job, redisReply *reply, const Err *err) {
+    (void)reply;
+    (void)err;
+    q->handed_back++;
+    if (job->state == J_HANDBACK)
+        job_end(job);
+}
+
+static void hand_back(Job *job) {
+    Queue *q = job->q;
+    Args a = {0};
+    add_ids(&a, job);
+    args_fmt(&a, "%lld", q->cfg->job_visibility_timeout_ms);
+    if (job->state != J_RUNNING)
+        job->state = J_HANDBACK;
+    job->handed_back = 1;
+    log_info(job->log_id, "handing back (shutdown)");
+    if (call_script(q, job, QS_HANDBACK, &a, on_handback) != 0 && job->state == J_HANDBACK)
+        job_end(job); /* Redis is away: the lease runs out and another worker takes it */
+}
+
+static void on_start(Queue *q, Job *job, redisReply *reply, const Err *err) {
+    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY || reply->elements < 1 ||
+        reply->element[0]->type != REDIS_REPLY_STRING) {
+        /* unknown outcome: the entry stays pending and is swept after the lease */
+        log_warn(job->log_id, "could not claim entry %s: %s", job->entry,
+                 err ? err->msg : "unexpected reply");
+        job_end(job);
+        return;
+    }
+    const char *what = reply->element[0]->str;
+    if (strcmp(what, "run") == 0 && reply->elements == 2) {
+        job->attempt = (int)reply->element[1]->integer;
+        if (q->stopping) {
+            job->state = J_HANDBACK;
+            hand_back(job);
+            return;
+        }
+        job->state = J_RUNNING;
+        job->started_ms = now_ms();
+        stats_for(q, job)->started++;
+        log_info(job->log_id, "started %s%s%s (attempt %d, entry %s)", job->spec.type,
+                 job->spec.user_id[0] ? " for user " : "", job->spec.user_id, job->attempt,
+                 job->entry);
+        job->type->run(job);
+        return;
+    }
+    if (strcmp(what, "duplicate") == 0) {
+        stats_for(q, job)->duplicates++;
+        log_info(
+            job->log_id, "entry %s repeats a job already %s: acknowledged, not run", job->entry,
+            reply->elements > 1 && reply->element[1]->str[0] ? reply->element[1]->str : "seen");
+    } else if (strcmp(what, "busy") == 0) {
+        log_debug(job->log_id, "user %s is busy with another job: waiting", job->spec.user_id);
+    } else if (strcmp(what, "dead") == 0) {
+        stats_for(q, job)->dead++;
+        log_error(job->log_id, "dead-lettered: it never finished in %d attempts",
+                  q->cfg->job_max_attempts);
+    }
+    job_end(job);
+}
+
+static void start_job(Job *job) {
+    Queue *q = job->q;
+    if (!job->valid || job->deliveries > q->cfg->job_max_attempts + 1) {
+        /* malformed, or an entry nothing could even start: dead letter at once */
+        if (job->valid)
+            err_set(&job->decode_err, ERR_PERMANENT, ERR_CODE_PROTOCOL,
+                    "delivered %d times without ever being started", job->deliveries);
+        job->result = job->decode_err;
+        job->outcome = "dead";
+        TypeStats *st = stats_for(q, job);
+        st->dead++;
+        log_error(job->log_id, "rejected entry %s: %s", job->entry, job->result.msg);
+        job->state = J_RUNNING; /* send_finish moves it on */
+        send_finish(job);
+        return;
+    }
+    if (q->stopping) {
+        hand_back(job);
+        return;
+    }
+    Args a = {0};
+    add_ids(&a, job);
+    args_str(&a, job->type->user_lock && job->spec.user_id[0] ? "1" : "0");
+    args_fmt(&a, "%lld", q->cfg->job_visibility_timeout_ms);
+    args_fmt(&a, "%d", q->cfg->job_max_attempts);
+    args_fmt(&a, "%d", BUSY_WAIT_MS / 2 + rand() % BUSY_WAIT_MS);
+    int has_id = 0;
+    for (int i = 0; i < job->fields.n; i++) {
+        args_add(&a, job->fields.v[i], job->fields.len[i]);
+        if (i % 2 == 0 && strcmp(job->fields.v[i], "job_id") == 0)
+            has_id = 1;
+    }
+    if (!has_id) { /* a retry re-enqueued later must keep its id */
+        args_str(&a, "job_id");
+        args_str(&a, job->spec.job_id);
+    }
+    if (call_script(q, job, QS_START, &a, on_start) != 0)
+        job_end(job);
+}
+
+/* A delivered entry: id plus the field array (NULL when deleted while pending). */
+static void take_entry(Queue *q, const redisReply *id, const redisReply *fields, int deliveries) {
+    if (id == NULL || id->type != REDIS_REPLY_STRING)
+        return;
+    Job *job = xcalloc(1, sizeof(*job));
+    job->q = q;
+    job->state = J_STARTING;
+    job->deliveries = deliveries;
+    snprintf(job->entry, sizeof(job->entry), "%s", id->str);
+    JobField jf[32];
+    size_t n = 0;
+    int too_big = 0;
+    if (fields && fields->type == REDIS_REPLY_ARRAY) {
+        for (size_t i = 0; i + 1 < fields->elements; i += 2) {
+            const redisReply *k = fields->element[i], *v = fields->element[i + 1];
+            if (k->len + v->len > MAX_FIELD_BYTES) {
+                too_big = 1;
+                continue; /* not copied: a dead letter keeps the rest and says why */
+            }
+            args_add(&job->fields, k->str, k->len);
+            args_add(&job->fields, v->str, v->len);
+            if (n < 32) {
+                jf[n].name = k->str;
+                jf[n].name_len = k->len;
+                jf[n].value = v->str;
+                jf[n].value_len = v->len;
+            }
+            n++;
+        }
+    }
+    err_clear(&job->decode_err);
+    if (too_big)
+        err_set(&job->decode_err, ERR_PERMANENT, ERR_CODE_INVALID,
+                "a field is larger than %d bytes (dropped from this dead letter)", MAX_FIELD_BYTES);
+    else if (jobspec_decode(&job->spec, jf, n, job->entry, q->cfg->worker_test_jobs,
+                            &job->decode_err) == 0)
+        job->valid = 1;
+    if (job->valid) {
+        job->type = job_type_find(job->spec.type);
+        if (job->type == NULL) {
+            job->valid = 0;
+            err_set(&job->decode_err, ERR_PERMANENT, ERR_CODE_INVALID,
+                    "job type '%s' has no implementation", job->spec.type);
+        }
+    }
+    snprintf(job->log_id, sizeof(job->log_id), "job %s", jid_of(job));
+    job->next = q->jobs;
+    if (q->jobs)
+        q->jobs->prev = job;
+    q->jobs = job;
+    q->njobs++;
+    start_job(job);
+}
+
+/* ---- reading ---- */
+
+static void on_group(RedisClient *c, redisReply *reply, const Err *err, void *data) {
+    (void)c;
+    Queue *q = data;
+    q->calls--;
+    q->creating_group = 0;
+    if (err == NULL ||
+        (reply && reply->type == REDIS_REPLY_ERROR && strncmp(reply->str, "BUSYGROUP", 9) == 0)) {
+        if (!q->group_ready)
+            log_info(NULL, "consuming %s as %s in group %s", q->stream, q->me, GROUP);
+        q->group_ready = 1;
+        read_next(q);
+    } else {
+        log_warn(NULL, "cannot create consumer group %s on %s: %s", GROUP, q->stream, err->msg);
+    }
+    check_stopped(q);
+}
+
+static void ensure_group(Queue *q) {
+    if (q->creating_group)
+        return;
+    Err e;
+    /* start id 0: jobs enqueued before the first worker ever started still run */
+    if (redis_command(q->cmd, on_group, q, &e, "XGROUP CREATE %s %s 0 MKSTREAM", q->stream,
+                      GROUP) == 0) {
+        q->creating_group = 1;
+        q->calls++;
+    }
+}
+
+static void on_read(RedisClient *c, redisReply *reply, const Err *err, void *data) {
+    (void)c;
+    Queue *q = data;
+    q->reading = 0;
+    q->calls--;
+    if (reply && reply->type == REDIS_REPLY_ERROR && strncmp(reply->str, "NOGROUP", 7) == 0) {
+        q->group_ready = 0; /* the stream or group was deleted: create again */
+    } else if (err) {
+        if (err->code != ERR_CODE_CANCELLED)
+            log_debug(NULL, "XREADGROUP: %s", err->msg);
+    } else {
+        q->pending_first = 0;
+        if (reply && reply->type == REDIS_REPLY_ARRAY) {
+            for (size_t s = 0; s < reply->elements; s++) {
+                const redisReply *sr = reply->element[s];
+                if (sr->type != REDIS_REPLY_ARRAY || sr->elements != 2)
+                    continue;
+                const redisReply *entries = sr->element[1];
+                for (size_t i = 0; i < entries->elements; i++) {
+                    const redisReply *e = entries->element[i];
+                    if (e->type == REDIS_REPLY_ARRAY && e->elements == 2)
+                        take_entry(q, e->element[0], e->element[1], 0);
+                }
+            }
+        }
+    }
+    if (!q->closing)
+        read_next(q);
+    check_stopped(q);
+}
+
+static void on_claim(RedisClient *c, redisReply *reply, const Err *err, void *data);
+
+static void on_sweep(RedisClient *c, redisReply *reply, const Err *err, void *data) {
+    Queue *q = data;
+    q->calls--;
+    if (err || reply == NULL || reply->type != REDIS_REPLY_ARRAY || reply->elements == 0) {
+        q->sweeping = 0;
+        read_next(q);
+        check_stopped(q);
+        return;
+    }
+    /* XPENDING ... IDLE: [id, consumer, idle ms, deliveries]; skip what runs here */
+    Args a = {0};
+    args_str(&a, "XCLAIM");
+    args_str(&a, q->stream);
+    args_str(&a, GROUP);
+    args_str(&a, q->me);
+    args_fmt(&a, "%lld", q->cfg->job_visibility_timeout_ms);
+    int n = 0;
+    q->nswept = 0;
+    for (size_t i = 0; i < reply->elements && q->nswept < MAX_SWEEP; i++) {
+        const redisReply *p = reply->element[i];
+        if (p->type != REDIS_REPLY_ARRAY || p->elements < 4)
+            continue;
+        int running_here = 0;
+        for (Job *j = q->jobs; j; j = j->next)
+            if (strcmp(j->entry, p->element[0]->str) == 0)
+                running_here = 1;
+        if (running_here)
+            continue;
+        log_info(NULL, "taking over entry %s from %s (silent for %lld ms, delivered %lld times)",
+                 p->element[0]->str, p->element[1]->str, p->element[2]->integer,
+                 p->element[3]->integer);
+        args_str(&a, p->element[0]->str);
+        snprintf(q->swept[q->nswept].id, sizeof(q->swept[0].id), "%s", p->element[0]->str);
+        q->swept[q->nswept++].deliveries = (int)p->element[3]->integer + 1;
+        n++;
+    }
+    Err e;
+    if (n > 0 && redis_command_argv(c, on_claim, q, a.n, (const char **)a.v, a.len, &e) == 0) {
+        q->calls++;
+    } else {
+        q->sweeping = 0;
+        read_next(q);
+    }
+    args_free(&a);
+    check_stopped(q);
+}
+
+static void on_claim(RedisClient *c, redisReply *reply, const Err *err, void *data) {
+    (void)c;
+    (void)err;
+    Queue *q = data;
+    q->calls--;
+    q->sweeping = 0;
+    if (reply && reply->type == REDIS_REPLY_ARRAY)
+        for (size_t i = 0; i < reply->elements; i++) {
+            const redisReply *e = reply->element[i];
+            if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 ||
+                e->element[0]->type != REDIS_REPLY_STRING)
+                continue;
+            int deliveries = 0;
+            for (int k = 0; k < q->nswept; k++)
+                if (strcmp(q->swept[k].id, e->element[0]->str) == 0)
+                    deliveries = q->swept[k].deliveries;
+            take_entry(q, e->element[0], e->element[1], deliveries);
+        }
+    read_next(q);
+    check_stopped(q);
+}
+
+static void sweep(Queue *q, int free_slots) {
+    Err e;
+    long long lease = q->cfg->job_visibility_timeout_ms;
+    q->next_sweep_ms = now_ms() + (uint64_t)(lease / 2 < 5000 ? lease / 2 : 5000);
+    if (redis_command(q->cmd, on_sweep, q, &e, "XPENDING %s %s IDLE %lld - + %d", q->stream, GROUP,
+                      lease, free_slots < MAX_SWEEP ? free_slots : MAX_SWEEP) == 0) {
+        q->sweeping = 1;
+        q->calls++;
+    }
+}
+
+static void read_next(Queue *q) {
+    if (q->reading || q->sweeping || q->stopping || q->closing)
+        return;
+    int free_slots = q->cfg->worker_concurrency - q->njobs;
+    if (free_slots <= 0 || !redis_client_connected(q->cmd))
+        return;
+    if (!q->group_ready) {
+        ensure_group(q);
+        return;
+    }
+    if (now_ms() >= q->next_sweep_ms) {
+        sweep(q, free_slots);
+        if (q->sweeping)
+            return;
+    }
+    if (!redis_client_connected(q->reader))
+        return;
+    char count[16], block[16];
+    snprintf(count, sizeof(count), "%d", free_slots);
+    snprintf(block, sizeof(block), "%d", BLOCK_MS);
+    /* at start, what this consumer name already holds (a restarted pod keeps its name) */
+    const char *argv[] = {"XREADGROUP",
+                          "GROUP",
+                          GROUP,
+                          q->me,
+                          "COUNT",
+                          count,
+                          "BLOCK",
+                          block,
+                          "STREAMS",
+                          q->stream,
+                          q->pending_first ? "0" : ">"};
+    Err e;
+    if (redis_command_argv(q->reader, on_read, q, 11, argv, NULL, &e) == 0) {
+        q->reading = 1;
+        q->calls++;
+    }
+}
+
+/* ---- the tick: leases, progress, result retries, promotion, stats ---- */
+
+static void on_renew(Queue *q, Job *job, redisReply *reply, const Err *err) {
+    (void)q;
+    job->renew_inflight = 0;
+    if (err == NULL && reply && reply->type == REDIS_REPLY_INTEGER && reply->integer == 0 &&
+        job->state == J_RUNNING && !job->lost) {
+        job->lost = 1;
+        q->lost++;
+        log_warn(job->log_id, "lease lost: entry %s was taken over; cancelling this run",
+                 job->entry);
+        job_cancel(job);
+    }
+}
+
+static void on_progress(Queue *q, Job *job, redisReply *reply, const Err *err) {
+    (void)q;
+    (void)reply;
+    (void)err;
+    job->progress_inflight = 0;
+}
+
+static void on_promote(Queue *q, Job *job, redisReply *reply, const Err *err) {
+    (void)job;
+    (void)err;
+    q->promoting = 0;
+    if (reply && reply->type == REDIS_REPLY_INTEGER)
+        q->promoted += (uint64_t)reply->integer;
+}
+
+static void on_stats(RedisClient *c, redisReply *reply, const Err *err, void *data) {
+    (void)c;
+    (void)err;
+    Queue *q = data;
+    q->calls--;
+    q->stats_inflight = 0;
+    if (reply && reply->type == REDIS_REPLY_ARRAY && reply->elements == 2) {
+        const redisReply *p = reply->element[0], *d = reply->element[1];
+        if (p->type == REDIS_REPLY_ARRAY && p->elements >= 1 &&
+            p->element[0]->type == REDIS_REPLY_INTEGER)
+            q->pending = p->element[0]->integer;
+        if (d->type == REDIS_REPLY_INTEGER)
+            q->delayed = d->integer;
+    }
+    check_stopped(q);
+}
+
+static void tick_jobs(Queue *q, uint64_t now) {
+    int renew = now >= q->next_renew_ms;
+    if (renew)
+        q->next_renew_ms = now + (uint64_t)q->cfg->job_visibility_timeout_ms / 3;
+    Job *next;
+    for (Job *job = q->jobs; job; job = next) {
+        next = job->next;
+        if (job->state == J_FINISH_WAIT && now >= job->finish_next_ms) {
+            if (q->stopping && q->grace_expired && now >= q->stop_deadline_ms) {
+                log_error(job->log_id, "result could not be recorded before exit (Redis "
+                                       "unreachable); another worker will run it again");
+                job_end(job);
+                continue;
+            }
+            send_finish(job);
+            continue;
+        }
+        if (job->state != J_RUNNING || job->lost || job->handed_back)
+            continue;
+        if (renew && !job->renew_inflight) {
+            Args a = {0};
+            args_str(&a, job->entry);
+            args_str(&a, job->type->user_lock ? job->spec.user_id : "");
+            args_fmt(&a, "%lld", q->cfg->job_visibility_timeout_ms);
+            if (call_script(q, job, QS_RENEW, &a, on_renew) == 0)
+                job->renew_inflight = 1;
+        }
+        if (job->progress_dirty && !job->progress_inflight &&
+            now >= job->progress_sent_ms + PROGRESS_MIN_MS) {
+            Args a = {0};
+            add_ids(&a, job);
+            args_str(&a, job->stage);
+            args_fmt(&a, "%d", job->percent);
+            args_fmt(&a, "%llu", (unsigned long long)job->rows);
+            args_fmt(&a, "%llu", (unsigned long long)job->bytes);
+            if (call_script(q, job, QS_PROGRESS, &a, on_progress) == 0) {
+                job->progress_inflight = 1;
+                job->progress_dirty = 0;
+                job->progress_sent_ms = now;
+            }
+        }
+    }
+}
+
+static void on_tick(uv_timer_t *t) {
+    Queue *q = t->data;
+    uint64_t now = now_ms();
+    tick_jobs(q, now);
+    if (!redis_client_connected(q->cmd))
+        return;
+    if (!q->stopping && !q->promoting && now >= q->next_promote_ms) {
+        q->next_promote_ms = now + PROMOTE_MS;
+        Args a = {0};
+        args_str(&a, "100");
+        if (call_script(q, NULL, QS_PROMOTE, &a, on_promote) == 0)
+            q->promoting = 1;
+    }
+    if (!q->stats_inflight && now >= q->next_stats_ms) {
+        q->next_stats_ms = now + STATS_MS;
+        Err e;
+        char delayed[160];
+        snprintf(delayed, sizeof(delayed), "%s:delayed", q->cfg->redis_prefix);
+        /* one round trip; a missing group just leaves the gauges as they were */
+        if (redis_command(q->cmd, on_stats, q, &e, "EVAL %s 0 %s %s %s",
+                          "local ok, p = pcall(redis.call, 'XPENDING', ARGV[1], ARGV[2]) "
+                          "if not ok then p = {0} end "
+                          "return {p, redis.call('ZCARD', ARGV[3])}",
+                          q->stream, GROUP, delayed) == 0) {
+            q->stats_inflight = 1;
+            q->calls++;
+        }
+    }
+    read_next(q);
+}
+
+/* ---- shutdown ---- */
+
+static void on_handle_closed(uv_handle_t *h) {
+    Queue *q = h->data;
+    if (--q->handles == 0) {
+        void (*done)(void *) = q->on_stopped;
+        void *data = q->stop_data;
+        free(q);
+        if (done)
+            done(data);
+    }
+}
+
+static void on_retire(Queue *q, Job *job, redisReply *reply, const Err *err) {
+    (void)job;
+    (void)err;
+    if (reply && reply->type == REDIS_REPLY_INTEGER && reply->integer == 1)
+        log_info(NULL, "left consumer group %s", GROUP);
+    else if (reply && reply->type == REDIS_REPLY_INTEGER)
+        log_info(NULL, "consumer %s kept: it still holds entries for other workers to take", q->me);
+}
+
+static void check_stopped(Queue *q) {
+    if (!q->stopping || q->closing || q->njobs > 0 || q->reading || q->sweeping)
+        return;
+    if (!q->retiring) {
+        q->retiring = 1;
+        Args a = {0};
+        if (call_script(q, NULL, QS_RETIRE, &a, on_retire) == 0)
+            return;
+    }
+    if (q->calls > 0)
+        return;
+    q->closing = 1;
+    redis_client_free(q->reader);
+    q->reader = NULL;
+    uv_timer_stop(&q->tick);
+    uv_timer_stop(&q->grace);
+    uv_close((uv_handle_t *)&q->tick, on_handle_closed);
+    uv_close((uv_handle_t *)&q->grace, on_handle_closed);
+}
+
+static void on_grace(uv_timer_t *t) {
+    Queue *q = t->data;
+    q->grace_expired = 1;
+    q->stop_deadline_ms = now_ms() + 5000;
+    Job *next;
+    for (Job *job = q->jobs; job; job = next) {
+        next = job->next;
+        if (job->state == J_RUNNING && !job->handed_back) {
+            hand_back(job);
+            job_cancel(job);
+        }
+    }
+}
+
+void queue_shutdown(Queue *q, void (*done)(void *data), void *data) {
+    if (q->stopping)
+        return;
+    q->stopping = 1;
+    q->on_stopped = done;
+    q->stop_data = data;
+    log_info(NULL, "queue: no new jobs; %d running get %.1f s to finish", q->njobs,
+             (double)q->cfg->worker_shutdown_grace_ms / 1000.0);
+    uv_timer_start(&q->grace, on_grace, (uint64_t)q->cfg->worker_shutdown_grace_ms, 0);
+    check_stopped(q);
+}
+
+/* ---- setup and metrics ---- */
+
+Queue *queue_new(uv_loop_t *loop, const Config *cfg, Services *svc) {
+    Queue *q = xcalloc(1, sizeof(*q));
+    q->loop = loop;
+    q->cfg = cfg;
+    q->svc = svc;
+    q->cmd = services_redis(svc);
+    q->pending_first = 1;
+    char host[256];
+    if (gethostname(host, sizeof(host)) != 0)
+        snprintf(host, sizeof(host), "worker");
+    host[sizeof(host) - 1] = '\0';
+    snprintf(q->me, sizeof(q->me), "%s:%d", host, (int)getpid());
+    snprintf(q->stream, sizeof(q->stream), "%s:jobs", cfg->redis_prefix);
+
+    RedisOptions ro;
+    config_redis_options(cfg, &ro);
+    char name[340];
+    snprintf(name, sizeof(name), "backup-worker-reader:%s", q->me);
+    ro.name = name;
+    ro.command_timeout_ms = BLOCK_MS + 10000;
+    q->reader = redis_client_new(loop, &ro);
+
+    uv_timer_init(loop, &q->tick);
+    uv_timer_init(loop, &q->grace);
+    q->tick.data = q->grace.data = q;
+    q->handles = 2;
+    uv_timer_start(&q->tick, on_tick, TICK_MS, TICK_MS);
+    return q;
+}
+
+void queue_metrics(Queue *q, Buf *b) {
+    static const struct {
+        const char *name, *help;
+        size_t off;
+    } counters[] = {
+        {"bw_jobs_started_total", "Job runs started.", offsetof(TypeStats, started)},
+        {"bw_jobs_completed_total", "Jobs completed.", offsetof(TypeStats, completed)},
+        {"bw_jobs_failed_total", "Job runs that failed (retried or not).",
+         offsetof(TypeStats, failed)},
+        {"bw_jobs_retried_total", "Job runs scheduled for a retry.", offsetof(TypeStats, retried)},
+        {"bw_jobs_dead_total", "Jobs sent to the dead-letter stream.", offsetof(TypeStats, dead)},
+        {"bw_jobs_duplicate_total", "Entries skipped as repeats of a known job_id.",
+         offsetof(TypeStats, duplicates)},
+        {"bw_job_rows_total", "Rows handled by completed jobs.", offsetof(TypeStats, rows)},
+        {"bw_job_bytes_total", "Bytes handled by completed jobs.", offsetof(TypeStats, bytes)},
+    };
+    for (size_t c = 0; c < sizeof(counters) / sizeof(counters[0]); c++) {
+        buf_printf(b, "# HELP %s %s\n# TYPE %s counter\n", counters[c].name, counters[c].help,
+                   counters[c].name);
+        for (size_t t = 0; t < NMT; t++) {
+            uint64_t v = *(const uint64_t *)((const char *)&q->stats[t] + counters[c].off);
+            buf_printf(b, "%s{type=\"%s\"} %llu\n", counters[c].name, metric_types[t],
+                       (unsigned long long)v);
+        }
+    }
+    buf_printf(b, "# HELP bw_job_duration_seconds Run time of finished job runs.\n"
+                  "# TYPE bw_job_duration_seconds histogram\n");
+    for (size_t t = 0; t < NMT; t++) {
+        uint64_t cum = 0;
+        for (size_t i = 0; i <= NBUCKETS; i++) {
+            cum += q->stats[t].hist[i];
+            if (i < NBUCKETS)
+                buf_printf(b, "bw_job_duration_seconds_bucket{type=\"%s\",le=\"%g\"} %llu\n",
+                           metric_types[t], buckets[i], (unsigned long long)cum);
+            else
+                buf_printf(b, "bw_job_duration_seconds_bucket{type=\"%s\",le=\"+Inf\"} %llu\n",
+                           metric_types[t], (unsigned long long)cum);
+        }
+        buf_printf(b, "bw_job_duration_seconds_sum{type=\"%s\"} %.6f\n", metric_types[t],
+                   q->stats[t].seconds);
+        buf_printf(b, "bw_job_duration_seconds_count{type=\"%s\"} %llu\n", metric_types[t],
+                   (unsigned long long)cum);
+    }
+    buf_printf(b,
+               "# HELP bw_jobs_in_flight Jobs held by this process.\n"
+               "# TYPE bw_jobs_in_flight gauge\nbw_jobs_in_flight %d\n",
+               q->njobs);
+    buf_printf(b,
+               "# HELP bw_queue_pending Entries delivered and not yet acknowledged (all "
+               "workers).\n# TYPE bw_queue_pending gauge\nbw_queue_pending %lld\n",
+               q->pending);
+    buf_printf(b,
+               "# HELP bw_queue_delayed Jobs waiting for a retry or a busy user.\n"
+               "# TYPE bw_queue_delayed gauge\nbw_queue_delayed %lld\n",
+               q->delayed);
+    buf_printf(b,
+               "# HELP bw_jobs_handed_back_total Jobs given back at shutdown.\n"
+               "# TYPE bw_jobs_handed_back_total counter\nbw_jobs_handed_back_total %llu\n",
+               (unsigned long long)q->handed_back);
+    buf_printf(b,
+               "# HELP bw_jobs_lease_lost_total Runs cancelled because another worker took "
+               "the entry over.\n# TYPE bw_jobs_lease_lost_total counter\n"
+               "bw_jobs_lease_lost_total %llu\n",
+               (unsigned long long)q->lost);
+}
