@@ -86,16 +86,17 @@ static void on_reply(redisAsyncContext *ac, void *r, void *priv) {
     c->progress_ns = uv_hrtime();
 
     if (p->internal) {
-        if (reply == NULL) {
-            /* connection dropped during the handshake: on_disconnect handles it */
-        } else if (reply->type == REDIS_REPLY_ERROR) {
+        /* reply NULL: the connection dropped during the handshake; on_disconnect handles it */
+        if (reply != NULL && reply->type == REDIS_REPLY_ERROR) {
+            /* e.g. -LOADING while a restarted server reads its AOF: retry after a backoff */
             if (!c->handshake_failed) {
                 char msg[256];
                 snprintf(msg, sizeof(msg), "handshake failed: %.200s", reply->str);
                 set_last_error(c, msg);
             }
             c->handshake_failed = 1;
-        } else if (p->internal == 2 && c->state == ST_HANDSHAKE) { /* the final PING */
+        }
+        if (reply != NULL && p->internal == 2 && c->state == ST_HANDSHAKE) { /* the final PING */
             if (c->handshake_failed) {
                 redisAsyncDisconnect(c->ac);
             } else {

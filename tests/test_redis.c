@@ -215,6 +215,129 @@ static void test_reconnect_after_restart(void **state) {
     tu_loop_close(&loop);
 }
 
+/*
+ * A fake server that answers -LOADING on its first connection, as a restarted
+ * Redis does while it reads a large AOF, then +OK to everything.
+ */
+typedef struct {
+    uv_tcp_t server;
+    int connections;
+    int closed;
+} Loading;
+
+typedef struct {
+    uv_tcp_t tcp;
+    Loading *l;
+    int nth;
+} LoadingConn;
+
+static void loading_alloc(uv_handle_t *h, size_t size, uv_buf_t *buf) {
+    (void)h;
+    buf->base = malloc(size);
+    buf->len = size;
+}
+
+static void loading_write_done(uv_write_t *w, int status) {
+    (void)status;
+    free(w->data);
+    free(w);
+}
+
+static void loading_free_conn(uv_handle_t *h) {
+    free(h->data);
+}
+
+static void loading_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
+    LoadingConn *lc = s->data;
+    if (n < 0) {
+        uv_close((uv_handle_t *)s, loading_free_conn);
+    } else {
+        /* one reply per command: each RESP array starts a line with '*' */
+        int commands = 0;
+        for (ssize_t i = 0; i < n; i++)
+            if (buf->base[i] == '*' && (i == 0 || buf->base[i - 1] == '\n'))
+                commands++;
+        const char *one = lc->nth == 1 ? "-LOADING Redis is loading the dataset in memory\r\n"
+                                       : "+OK\r\n";
+        Buf out = BUF_INIT;
+        for (int i = 0; i < commands; i++)
+            buf_puts(&out, one);
+        if (out.len > 0) {
+            uv_write_t *w = malloc(sizeof(*w));
+            w->data = out.data;
+            uv_buf_t b = uv_buf_init(out.data, (unsigned)out.len);
+            uv_write(w, s, &b, 1, loading_write_done);
+        } else {
+            buf_free(&out);
+        }
+    }
+    free(buf->base);
+}
+
+static void loading_accept(uv_stream_t *server, int status) {
+    Loading *l = server->data;
+    assert_int_equal(status, 0);
+    LoadingConn *lc = calloc(1, sizeof(*lc));
+    lc->l = l;
+    lc->nth = ++l->connections;
+    uv_tcp_init(server->loop, &lc->tcp);
+    lc->tcp.data = lc;
+    assert_int_equal(uv_accept(server, (uv_stream_t *)&lc->tcp), 0);
+    uv_read_start((uv_stream_t *)&lc->tcp, loading_alloc, loading_read);
+}
+
+static void loading_closed(uv_handle_t *h) {
+    Loading *l = h->data;
+    l->closed = 1;
+}
+
+static void close_conns(uv_handle_t *h, void *arg) {
+    (void)arg;
+    if (h->type == UV_TCP && !uv_is_closing(h))
+        uv_close(h, h->data == NULL ? NULL : loading_free_conn);
+}
+
+static void test_loading_server_is_retried(void **state) {
+    (void)state;
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    Loading l;
+    memset(&l, 0, sizeof(l));
+    uv_tcp_init(&loop, &l.server);
+    l.server.data = &l;
+    struct sockaddr_in addr;
+    uv_ip4_addr("127.0.0.1", 0, &addr);
+    assert_int_equal(uv_tcp_bind(&l.server, (const struct sockaddr *)&addr, 0), 0);
+    assert_int_equal(uv_listen((uv_stream_t *)&l.server, 8, loading_accept), 0);
+    struct sockaddr_storage bound;
+    int len = sizeof(bound);
+    uv_tcp_getsockname(&l.server, (struct sockaddr *)&bound, &len);
+
+    Counters k;
+    memset(&k, 0, sizeof(k));
+    RedisOptions o;
+    memset(&o, 0, sizeof(o));
+    o.host = "127.0.0.1";
+    o.port = ntohs(((struct sockaddr_in *)&bound)->sin_port);
+    o.password = "pw";
+    o.name = "test_loading";
+    o.backoff_min_ms = 20;
+    o.backoff_max_ms = 50;
+    o.on_state = on_state;
+    o.data = &k;
+    RedisClient *c = redis_client_new(&loop, &o);
+    /* the handshake fails with LOADING, the client backs off and tries again */
+    assert_true(tu_run_until(&loop, &k.connected, 3000));
+    assert_int_equal(l.connections, 2);
+    assert_int_equal(k.disconnected, 0); /* never announced ready, so never announced lost */
+    redis_client_free(c);
+    uv_close((uv_handle_t *)&l.server, loading_closed);
+    l.server.data = &l;
+    tu_run_for(&loop, 50);
+    uv_walk(&loop, close_conns, NULL);
+    tu_loop_close(&loop);
+}
+
 static void test_pending_commands_fail_on_free(void **state) {
     (void)state;
     uv_loop_t loop;
@@ -276,6 +399,7 @@ int main(void) {
         cmocka_unit_test(test_pending_commands_fail_on_free),
         cmocka_unit_test(test_command_timeout_drops_stalled_connection),
         cmocka_unit_test(test_reconnect_after_restart),
+        cmocka_unit_test(test_loading_server_is_retried),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
