@@ -188,7 +188,7 @@ start_worker k1 WORKER_CONCURRENCY=2
 R XADD "$P:jobs" '*' type sleep ms 4000 job_id k-1 >/dev/null
 R XADD "$P:jobs" '*' type sleep ms 4000 job_id k-2 >/dev/null
 expect "two long jobs running on k1" wait_until 10 bash -c "[ \"\$(R HGET $P:job:k-2 status)\" = running ] && [ \"\$(R HGET $P:job:k-1 status)\" = running ]"
-kill -9 "$PID_k1"
+kill -9 "$PID_k1"; wait "$PID_k1" 2>/dev/null
 t0=$SECONDS
 start_worker k2 WORKER_CONCURRENCY=2
 expect "k2 takes both over and completes them" wait_until 30 bash -c "[ \"\$(R HGET $P:job:k-1 status)\" = completed ] && [ \"\$(R HGET $P:job:k-2 status)\" = completed ]"
