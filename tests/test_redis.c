@@ -257,8 +257,8 @@ static void loading_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
         for (ssize_t i = 0; i < n; i++)
             if (buf->base[i] == '*' && (i == 0 || buf->base[i - 1] == '\n'))
                 commands++;
-        const char *one = lc->nth == 1 ? "-LOADING Redis is loading the dataset in memory\r\n"
-                                       : "+OK\r\n";
+        const char *one =
+            lc->nth == 1 ? "-LOADING Redis is loading the dataset in memory\r\n" : "+OK\r\n";
         Buf out = BUF_INIT;
         for (int i = 0; i < commands; i++)
             buf_puts(&out, one);

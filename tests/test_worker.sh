@@ -74,6 +74,11 @@ expect "/healthz 200" bash -c "curl -sf localhost:$port/healthz | jq -e '.status
 expect "/readyz 200" bash -c "curl -sf localhost:$port/readyz | jq -e '.redis and .postgres and .s3' >/dev/null"
 curl -s localhost:$port/metrics >"$tmp/metrics"
 expect "/metrics has the loop lag" grep -q '^bw_event_loop_lag_seconds [0-9.]*$' "$tmp/metrics"
+for m in bw_jobs_started_total bw_jobs_completed_total bw_jobs_failed_total bw_jobs_dead_total \
+  bw_jobs_retried_total bw_job_duration_seconds_bucket bw_jobs_in_flight bw_queue_pending \
+  bw_job_rows_total bw_job_bytes_total bw_redis_reconnects_total bw_s3_bytes_total; do
+  grep -q "^$m" "$tmp/metrics" || bad "/metrics has $m"
+done
 expect "/metrics passes promtool" bash -c "promtool check metrics <'$tmp/metrics'"
 expect "/nope 404" bash -c "test \$(curl -s -o /dev/null -w '%{http_code}' localhost:$port/nope) = 404"
 kill -TERM $pid

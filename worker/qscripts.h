@@ -8,9 +8,10 @@
  * that the stream entry is still pending for this consumer (the fencing that
  * rejects a late result from a worker whose lease expired).
  *
- * Common arguments, ARGV[1..6]: prefix, group, consumer, now (ms), events
+ * The sources live in worker/lua/, one file per script. Common arguments,
+ * ARGV[1..6]: prefix, group, consumer, now (ms), events
  * MAXLEN, status-hash retention (ms). Script-specific ones follow; see each
- * script in qscripts.c. Not for Redis Cluster: keys are derived in the scripts.
+ * script. Not for Redis Cluster: keys are derived in the scripts.
  */
 #ifndef BW_QSCRIPTS_H
 #define BW_QSCRIPTS_H

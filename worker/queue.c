@@ -37,7 +37,17 @@
 #define MAX_FIELD_BYTES (1 << 20)
 #define MAX_SWEEP       64
 
-typedef enum { J_STARTING, J_RUNNING, J_FINISHING, J_FINISH_WAIT, J_HANDBACK, J_DONE } JobState;
+typedef enum {
+    J_STARTING,
+    J_RUNNING,
+    J_HANDBACK,
+    J_FINISH_QUEUED, /* result waiting for the next FINISH batch */
+    J_FINISHING,
+    J_FINISH_WAIT, /* Redis away: retried by the tick */
+    J_DONE
+} JobState;
+
+#define MAX_BATCH 64
 
 typedef struct {
     char **v;
@@ -71,6 +81,7 @@ struct Job {
     int refs; /* Redis calls in flight that point at this job */
     char log_id[JOBSPEC_ID_MAX + 8];
     Job *prev, *next;
+    Job *fnext; /* in the FINISH queue */
 };
 
 /* Metrics are kept per job type; "invalid" counts entries that did not decode. */
@@ -100,6 +111,8 @@ struct Queue {
     int promoting, stats_inflight;
     uint64_t next_sweep_ms, next_renew_ms, next_promote_ms, next_stats_ms;
     uv_timer_t tick, grace;
+    uv_check_t flush; /* sends queued results at the end of each loop turn, batched */
+    Job *finq, *finq_tail;
     int calls; /* Redis calls in flight that point at the queue */
     int stopping, grace_expired, retiring, closing, handles;
     uint64_t stop_deadline_ms;
@@ -172,6 +185,7 @@ static int reply_is(const redisReply *r, const char *s) {
 
 static void read_next(Queue *q);
 static void check_stopped(Queue *q);
+static void on_flush(uv_check_t *h);
 
 /* ---- script calls ---- */
 
@@ -179,11 +193,14 @@ typedef void (*CallCb)(Queue *q, Job *job, redisReply *reply, const Err *err);
 
 typedef struct {
     Queue *q;
-    Job *job;
+    Job *job;    /* the job a single-job script is about, or NULL */
+    Job **batch; /* the jobs of a batched script (START, FINISH) */
+    int nbatch;
     QScript s;
     Args argv;
     int evaled;
     CallCb cb;
+    void (*batch_cb)(Queue *q, Job **jobs, int n, redisReply *reply, const Err *err);
 } Call;
 
 static void job_unref(Job *job);
@@ -191,6 +208,7 @@ static void job_unref(Job *job);
 static void on_call_reply(RedisClient *c, redisReply *reply, const Err *err, void *data) {
     Call *call = data;
     Queue *q = call->q;
+    Err e;
     if (reply && reply->type == REDIS_REPLY_ERROR && strncmp(reply->str, "NOSCRIPT", 8) == 0 &&
         !call->evaled) {
         /* Redis restarted or flushed its script cache: send the body once */
@@ -201,29 +219,31 @@ static void on_call_reply(RedisClient *c, redisReply *reply, const Err *err, voi
         call->argv.len[0] = 4;
         call->argv.v[1] = xstrdup(qscript_body(call->s));
         call->argv.len[1] = strlen(call->argv.v[1]);
-        Err e;
         if (redis_command_argv(c, on_call_reply, call, call->argv.n, (const char **)call->argv.v,
                                call->argv.len, &e) == 0)
             return;
-        call->cb(q, call->job, NULL, &e);
-    } else {
-        call->cb(q, call->job, reply, err);
+        reply = NULL;
+        err = &e;
     }
+    if (call->batch_cb)
+        call->batch_cb(q, call->batch, call->nbatch, reply, err);
+    else
+        call->cb(q, call->job, reply, err);
     q->calls--;
     if (call->job)
         job_unref(call->job);
+    for (int i = 0; i < call->nbatch; i++)
+        job_unref(call->batch[i]);
+    free(call->batch);
     args_free(&call->argv);
     free(call);
     check_stopped(q);
 }
 
-/* Run script s with the common arguments then extra (taken). -1 if Redis is not connected. */
-static int call_script(Queue *q, Job *job, QScript s, Args *extra, CallCb cb) {
+static Call *call_new(Queue *q, QScript s, Args *extra) {
     Call *call = xcalloc(1, sizeof(*call));
     call->q = q;
-    call->job = job;
     call->s = s;
-    call->cb = cb;
     Args *a = &call->argv;
     args_str(a, "EVALSHA");
     args_str(a, qscript_sha(s));
@@ -237,17 +257,45 @@ static int call_script(Queue *q, Job *job, QScript s, Args *extra, CallCb cb) {
     for (int i = 0; i < extra->n; i++)
         args_add(a, extra->v[i], extra->len[i]);
     args_free(extra);
+    return call;
+}
+
+static int call_send(Call *call) {
+    Queue *q = call->q;
     Err e;
-    if (redis_command_argv(q->cmd, on_call_reply, call, a->n, (const char **)a->v, a->len, &e) !=
-        0) {
-        args_free(a);
+    if (redis_command_argv(q->cmd, on_call_reply, call, call->argv.n, (const char **)call->argv.v,
+                           call->argv.len, &e) != 0) {
+        args_free(&call->argv);
+        free(call->batch);
         free(call);
         return -1;
     }
     q->calls++;
-    if (job)
-        job->refs++;
+    if (call->job)
+        call->job->refs++;
+    for (int i = 0; i < call->nbatch; i++)
+        call->batch[i]->refs++;
     return 0;
+}
+
+/* Run script s about job (or NULL) with the common arguments then extra (taken). -1 if Redis is
+ * not connected. */
+static int call_script(Queue *q, Job *job, QScript s, Args *extra, CallCb cb) {
+    Call *call = call_new(q, s, extra);
+    call->job = job;
+    call->cb = cb;
+    return call_send(call);
+}
+
+/* The same for a batch of jobs (the array is copied). */
+static int call_batch(Queue *q, Job **jobs, int n, QScript s, Args *extra,
+                      void (*cb)(Queue *, Job **, int, redisReply *, const Err *)) {
+    Call *call = call_new(q, s, extra);
+    call->batch = xmalloc((size_t)n * sizeof(Job *));
+    memcpy(call->batch, jobs, (size_t)n * sizeof(Job *));
+    call->nbatch = n;
+    call->batch_cb = cb;
+    return call_send(call);
 }
 
 /* ---- job lifetime ---- */
@@ -298,21 +346,26 @@ static void add_ids(Args *a, const Job *job) {
 
 /* ---- finishing ---- */
 
-static void send_finish(Job *job);
+/*
+ * Results are queued and sent at the end of the loop turn, many per FINISH
+ * script: one round trip and one script call for a whole batch is what lets
+ * short jobs run at thousands per second.
+ */
+static void send_finish(Job *job) {
+    Queue *q = job->q;
+    job->state = J_FINISH_QUEUED;
+    job->fnext = NULL;
+    if (q->finq_tail)
+        q->finq_tail->fnext = job;
+    else
+        q->finq = job;
+    q->finq_tail = job;
+    if (!uv_is_active((uv_handle_t *)&q->flush) && !q->closing)
+        uv_check_start(&q->flush, on_flush);
+    read_next(q); /* the job's slot is free for the next one */
+}
 
-static void on_finish(Queue *q, Job *job, redisReply *reply, const Err *err) {
-    (void)q;
-    if (reply_is(reply, "ok") || reply_is(reply, "lost")) {
-        if (reply_is(reply, "lost")) {
-            if (job->finish_tries > 1)
-                log_info(job->log_id, "result already recorded, or the entry was taken over");
-            else
-                log_warn(job->log_id,
-                         "result not recorded: the entry is no longer ours (lease expired?)");
-        }
-        job_end(job);
-        return;
-    }
+static void finish_later(Job *job, const Err *err) {
     if (job->finish_tries == 1 || job->finish_tries % 30 == 0)
         log_warn(job->log_id, "could not record the result (%s); retrying",
                  err ? err->msg : "unexpected reply");
@@ -320,25 +373,62 @@ static void on_finish(Queue *q, Job *job, redisReply *reply, const Err *err) {
     job->finish_next_ms = now_ms() + FINISH_RETRY_MS;
 }
 
-static void send_finish(Job *job) {
-    Queue *q = job->q;
-    job->finish_tries++;
-    job->state = J_FINISHING;
-    Args a = {0};
-    add_ids(&a, job);
-    args_str(&a, job->outcome);
-    args_str(&a, job->result.kind == ERR_NONE ? "" : job->result.msg);
-    args_fmt(&a, "%llu", (unsigned long long)job->retry_at);
-    args_str(&a, job->backup_id);
-    args_fmt(&a, "%llu", (unsigned long long)job->rows);
-    args_fmt(&a, "%llu", (unsigned long long)job->bytes);
-    args_fmt(&a, "%d", job->attempt);
-    if (strcmp(job->outcome, "dead") == 0)
-        for (int i = 0; i < job->fields.n; i++)
-            args_add(&a, job->fields.v[i], job->fields.len[i]);
-    if (call_script(q, job, QS_FINISH, &a, on_finish) != 0) {
-        job->state = J_FINISH_WAIT;
-        job->finish_next_ms = now_ms() + FINISH_RETRY_MS;
+static void on_finish(Queue *q, Job **jobs, int n, redisReply *reply, const Err *err) {
+    (void)q;
+    int ok = reply && reply->type == REDIS_REPLY_ARRAY && reply->elements == (size_t)n;
+    for (int i = 0; i < n; i++) {
+        Job *job = jobs[i];
+        redisReply *r = ok ? reply->element[i] : NULL;
+        if (reply_is(r, "ok")) {
+            job_end(job);
+        } else if (reply_is(r, "lost")) {
+            if (job->finish_tries > 1)
+                log_info(job->log_id, "result already recorded, or the entry was taken over");
+            else
+                log_warn(job->log_id,
+                         "result not recorded: the entry is no longer ours (lease expired?)");
+            job_end(job);
+        } else {
+            finish_later(job, err);
+        }
+    }
+}
+
+static void on_flush(uv_check_t *h) {
+    Queue *q = h->data;
+    uv_check_stop(h);
+    while (q->finq) {
+        Job *batch[MAX_BATCH];
+        int n = 0;
+        Args a = {0};
+        while (q->finq && n < MAX_BATCH) {
+            Job *job = q->finq;
+            q->finq = job->fnext;
+            if (q->finq == NULL)
+                q->finq_tail = NULL;
+            job->finish_tries++;
+            job->state = J_FINISHING;
+            batch[n++] = job;
+            add_ids(&a, job);
+            args_str(&a, job->outcome);
+            args_str(&a, job->result.kind == ERR_NONE ? "" : job->result.msg);
+            args_fmt(&a, "%llu", (unsigned long long)job->retry_at);
+            args_str(&a, job->backup_id);
+            args_fmt(&a, "%llu", (unsigned long long)job->rows);
+            args_fmt(&a, "%llu", (unsigned long long)job->bytes);
+            args_fmt(&a, "%d", job->attempt);
+            /* the original fields: a retry is re-enqueued from them, a dead letter keeps them */
+            int with_fields = strcmp(job->outcome, "completed") != 0;
+            args_fmt(&a, "%d", with_fields ? job->fields.n : 0);
+            for (int i = 0; with_fields && i < job->fields.n; i++)
+                args_add(&a, job->fields.v[i], job->fields.len[i]);
+        }
+        if (call_batch(q, batch, n, QS_FINISH, &a, on_finish) != 0) {
+            Err e;
+            err_set(&e, ERR_RETRYABLE, ERR_CODE_CONNECT, "Redis not connected");
+            for (int i = 0; i < n; i++)
+                finish_later(batch[i], &e);
+        }
     }
 }
 
@@ -468,18 +558,18 @@ static void hand_back(Job *job) {
         job_end(job); /* Redis is away: the lease runs out and another worker takes it */
 }
 
-static void on_start(Queue *q, Job *job, redisReply *reply, const Err *err) {
-    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY || reply->elements < 1 ||
-        reply->element[0]->type != REDIS_REPLY_STRING) {
+static void on_start_one(Queue *q, Job *job, const redisReply *r, const Err *err) {
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
+        r->element[0]->type != REDIS_REPLY_STRING) {
         /* unknown outcome: the entry stays pending and is swept after the lease */
         log_warn(job->log_id, "could not claim entry %s: %s", job->entry,
                  err ? err->msg : "unexpected reply");
         job_end(job);
         return;
     }
-    const char *what = reply->element[0]->str;
-    if (strcmp(what, "run") == 0 && reply->elements == 2) {
-        job->attempt = (int)reply->element[1]->integer;
+    const char *what = r->element[0]->str;
+    if (strcmp(what, "run") == 0 && r->elements == 2) {
+        job->attempt = (int)r->element[1]->integer;
         if (q->stopping) {
             job->state = J_HANDBACK;
             hand_back(job);
@@ -496,9 +586,9 @@ static void on_start(Queue *q, Job *job, redisReply *reply, const Err *err) {
     }
     if (strcmp(what, "duplicate") == 0) {
         stats_for(q, job)->duplicates++;
-        log_info(
-            job->log_id, "entry %s repeats a job already %s: acknowledged, not run", job->entry,
-            reply->elements > 1 && reply->element[1]->str[0] ? reply->element[1]->str : "seen");
+        log_info(job->log_id, "entry %s repeats a job already %s: acknowledged, not run",
+                 job->entry,
+                 r->elements > 1 && r->element[1]->str[0] ? r->element[1]->str : "seen");
     } else if (strcmp(what, "busy") == 0) {
         log_debug(job->log_id, "user %s is busy with another job: waiting", job->spec.user_id);
     } else if (strcmp(what, "dead") == 0) {
@@ -509,50 +599,59 @@ static void on_start(Queue *q, Job *job, redisReply *reply, const Err *err) {
     job_end(job);
 }
 
-static void start_job(Job *job) {
-    Queue *q = job->q;
-    if (!job->valid || job->deliveries > q->cfg->job_max_attempts + 1) {
-        /* malformed, or an entry nothing could even start: dead letter at once */
-        if (job->valid)
-            err_set(&job->decode_err, ERR_PERMANENT, ERR_CODE_PROTOCOL,
-                    "delivered %d times without ever being started", job->deliveries);
-        job->result = job->decode_err;
-        job->outcome = "dead";
-        TypeStats *st = stats_for(q, job);
-        st->dead++;
-        log_error(job->log_id, "rejected entry %s: %s", job->entry, job->result.msg);
-        job->state = J_RUNNING; /* send_finish moves it on */
-        send_finish(job);
-        return;
-    }
-    if (q->stopping) {
-        hand_back(job);
-        return;
-    }
-    Args a = {0};
-    add_ids(&a, job);
-    args_str(&a, job->type->user_lock && job->spec.user_id[0] ? "1" : "0");
-    args_fmt(&a, "%lld", q->cfg->job_visibility_timeout_ms);
-    args_fmt(&a, "%d", q->cfg->job_max_attempts);
-    args_fmt(&a, "%d", BUSY_WAIT_MS / 2 + rand() % BUSY_WAIT_MS);
-    int has_id = 0;
-    for (int i = 0; i < job->fields.n; i++) {
-        args_add(&a, job->fields.v[i], job->fields.len[i]);
-        if (i % 2 == 0 && strcmp(job->fields.v[i], "job_id") == 0)
-            has_id = 1;
-    }
-    if (!has_id) { /* a retry re-enqueued later must keep its id */
-        args_str(&a, "job_id");
-        args_str(&a, job->spec.job_id);
-    }
-    if (call_script(q, job, QS_START, &a, on_start) != 0)
-        job_end(job);
+static void on_start(Queue *q, Job **jobs, int n, redisReply *reply, const Err *err) {
+    int ok = reply && reply->type == REDIS_REPLY_ARRAY && reply->elements == (size_t)n;
+    for (int i = 0; i < n; i++)
+        on_start_one(q, jobs[i], ok ? reply->element[i] : NULL, err);
 }
 
-/* A delivered entry: id plus the field array (NULL when deleted while pending). */
-static void take_entry(Queue *q, const redisReply *id, const redisReply *fields, int deliveries) {
-    if (id == NULL || id->type != REDIS_REPLY_STRING)
+/* Claim the entries of one read with one START script. */
+static void start_jobs(Queue *q, Job **jobs, int n) {
+    Job *batch[MAX_BATCH];
+    int nb = 0;
+    Args a = {0};
+    args_fmt(&a, "%d", BUSY_WAIT_MS / 2 + rand() % BUSY_WAIT_MS);
+    args_fmt(&a, "%lld", q->cfg->job_visibility_timeout_ms);
+    args_fmt(&a, "%d", q->cfg->job_max_attempts);
+    for (int j = 0; j < n; j++) {
+        Job *job = jobs[j];
+        if (!job->valid || job->deliveries > q->cfg->job_max_attempts + 1) {
+            /* malformed, or an entry nothing could even start: dead letter at once */
+            if (job->valid)
+                err_set(&job->decode_err, ERR_PERMANENT, ERR_CODE_PROTOCOL,
+                        "delivered %d times without ever being started", job->deliveries);
+            job->result = job->decode_err;
+            job->outcome = "dead";
+            stats_for(q, job)->dead++;
+            log_error(job->log_id, "rejected entry %s: %s", job->entry, job->result.msg);
+            send_finish(job);
+            continue;
+        }
+        if (q->stopping) {
+            hand_back(job);
+            continue;
+        }
+        batch[nb++] = job;
+        add_ids(&a, job);
+        args_str(&a, job->type->user_lock && job->spec.user_id[0] ? "1" : "0");
+        args_str(&a, job->deliveries > 0 ? "1" : "0");
+        args_fmt(&a, "%d", job->fields.n);
+        for (int i = 0; i < job->fields.n; i++)
+            args_add(&a, job->fields.v[i], job->fields.len[i]);
+    }
+    if (nb == 0) {
+        args_free(&a);
         return;
+    }
+    if (call_batch(q, batch, nb, QS_START, &a, on_start) != 0)
+        for (int i = 0; i < nb; i++)
+            job_end(batch[i]); /* still pending: swept after the lease */
+}
+
+/* A delivered entry (fields NULL when deleted while pending), decoded into a new job. */
+static Job *take_entry(Queue *q, const redisReply *id, const redisReply *fields, int deliveries) {
+    if (id == NULL || id->type != REDIS_REPLY_STRING)
+        return NULL;
     Job *job = xcalloc(1, sizeof(*job));
     job->q = q;
     job->state = J_STARTING;
@@ -600,7 +699,7 @@ static void take_entry(Queue *q, const redisReply *id, const redisReply *fields,
         q->jobs->prev = job;
     q->jobs = job;
     q->njobs++;
-    start_job(job);
+    return job;
 }
 
 /* ---- reading ---- */
@@ -646,19 +745,23 @@ static void on_read(RedisClient *c, redisReply *reply, const Err *err, void *dat
             log_debug(NULL, "XREADGROUP: %s", err->msg);
     } else {
         q->pending_first = 0;
+        Job *jobs[MAX_BATCH];
+        int n = 0;
         if (reply && reply->type == REDIS_REPLY_ARRAY) {
             for (size_t s = 0; s < reply->elements; s++) {
                 const redisReply *sr = reply->element[s];
                 if (sr->type != REDIS_REPLY_ARRAY || sr->elements != 2)
                     continue;
                 const redisReply *entries = sr->element[1];
-                for (size_t i = 0; i < entries->elements; i++) {
+                for (size_t i = 0; i < entries->elements && n < MAX_BATCH; i++) {
                     const redisReply *e = entries->element[i];
                     if (e->type == REDIS_REPLY_ARRAY && e->elements == 2)
-                        take_entry(q, e->element[0], e->element[1], 0);
+                        if ((jobs[n] = take_entry(q, e->element[0], e->element[1], 0)) != NULL)
+                            n++;
                 }
             }
         }
+        start_jobs(q, jobs, n);
     }
     if (!q->closing)
         read_next(q);
@@ -720,18 +823,22 @@ static void on_claim(RedisClient *c, redisReply *reply, const Err *err, void *da
     Queue *q = data;
     q->calls--;
     q->sweeping = 0;
+    Job *jobs[MAX_BATCH];
+    int n = 0;
     if (reply && reply->type == REDIS_REPLY_ARRAY)
-        for (size_t i = 0; i < reply->elements; i++) {
+        for (size_t i = 0; i < reply->elements && n < MAX_BATCH; i++) {
             const redisReply *e = reply->element[i];
             if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 ||
                 e->element[0]->type != REDIS_REPLY_STRING)
                 continue;
-            int deliveries = 0;
+            int deliveries = 1; /* swept: never taken for a fresh read */
             for (int k = 0; k < q->nswept; k++)
                 if (strcmp(q->swept[k].id, e->element[0]->str) == 0)
                     deliveries = q->swept[k].deliveries;
-            take_entry(q, e->element[0], e->element[1], deliveries);
+            if ((jobs[n] = take_entry(q, e->element[0], e->element[1], deliveries)) != NULL)
+                n++;
         }
+    start_jobs(q, jobs, n);
     read_next(q);
     check_stopped(q);
 }
@@ -750,7 +857,16 @@ static void sweep(Queue *q, int free_slots) {
 static void read_next(Queue *q) {
     if (q->reading || q->sweeping || q->stopping || q->closing)
         return;
-    int free_slots = q->cfg->worker_concurrency - q->njobs;
+    /* jobs whose result is only being recorded hold no slot, up to a second allowance */
+    int active = 0;
+    for (Job *j = q->jobs; j; j = j->next)
+        active += j->state <= J_HANDBACK;
+    int conc = q->cfg->worker_concurrency;
+    int free_slots = conc - active;
+    if (free_slots > 2 * conc - q->njobs)
+        free_slots = 2 * conc - q->njobs;
+    if (free_slots > MAX_BATCH)
+        free_slots = MAX_BATCH;
     if (free_slots <= 0 || !redis_client_connected(q->cmd))
         return;
     if (!q->group_ready) {
@@ -946,8 +1062,10 @@ static void check_stopped(Queue *q) {
     q->reader = NULL;
     uv_timer_stop(&q->tick);
     uv_timer_stop(&q->grace);
+    uv_check_stop(&q->flush);
     uv_close((uv_handle_t *)&q->tick, on_handle_closed);
     uv_close((uv_handle_t *)&q->grace, on_handle_closed);
+    uv_close((uv_handle_t *)&q->flush, on_handle_closed);
 }
 
 static void on_grace(uv_timer_t *t) {
@@ -1002,8 +1120,9 @@ Queue *queue_new(uv_loop_t *loop, const Config *cfg, Services *svc) {
 
     uv_timer_init(loop, &q->tick);
     uv_timer_init(loop, &q->grace);
-    q->tick.data = q->grace.data = q;
-    q->handles = 2;
+    uv_check_init(loop, &q->flush);
+    q->tick.data = q->grace.data = q->flush.data = q;
+    q->handles = 3;
     uv_timer_start(&q->tick, on_tick, TICK_MS, TICK_MS);
     return q;
 }

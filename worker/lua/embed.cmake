@@ -1,0 +1,12 @@
+# Turn worker/lua/*.lua into C arrays (generated/qscripts_lua.h), so the Lua
+# stays readable Lua in the tree and ships inside the binary.
+# Usage: cmake -DSRC=<dir> -DOUT=<file> -P embed.cmake
+set(names prelude start finish renew progress handback promote retire)
+set(text "/* generated from the files in worker/lua/ by embed.cmake: do not edit */\n")
+foreach(n ${names})
+  file(READ "${SRC}/${n}.lua" hex HEX)
+  string(REGEX REPLACE "([0-9a-f][0-9a-f])" "0x\\1," bytes "${hex}")
+  string(APPEND text "static const char lua_${n}[] = {${bytes}0x00};\n")
+endforeach()
+file(WRITE "${OUT}.tmp" "${text}")
+file(COPY_FILE "${OUT}.tmp" "${OUT}" ONLY_IF_DIFFERENT)
