@@ -3,6 +3,9 @@
 # server: byte-exact round trips, scriptable output and exit codes.
 set -uo pipefail
 CTL=$1
+# second argument "nosig": the server does not check signatures (moto's default), so
+# the tampered-URL check cannot fail there and is reported as not applicable
+NOSIG=${2:-}
 : "${S3_ENDPOINT:?run through tools/devenv test}"
 fails=0 passed=0
 ok() { echo "ok   $1"; passed=$((passed + 1)); }
@@ -33,7 +36,11 @@ expect "ls: size first, key last" grep -Eq "^ *$((12 * 1024 * 1024 + 77))  [0-9T
 url=$("$CTL" s3 presign "$P/stdin.txt" --expires 60)
 expect "presigned URL works (the server checks it)" bash -c "test \"\$(curl -sf '$url')\" = 'from stdin'"
 bad_url=${url/X-Amz-Expires=60/X-Amz-Expires=61}
-expect "a tampered presigned URL is refused" bash -c "! curl -sf '$bad_url' >/dev/null"
+if [ "$NOSIG" = nosig ]; then
+  echo "n/a  a tampered presigned URL is refused (this server checks no signatures)"
+else
+  expect "a tampered presigned URL is refused" bash -c "! curl -sf '$bad_url' >/dev/null"
+fi
 
 "$CTL" s3 get "$P/missing" "$tmp/missing.out" 2>"$tmp/err"; rc=$?
 expect "missing key exits 1" test $rc = 1
