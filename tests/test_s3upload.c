@@ -117,6 +117,13 @@ static void on_fetch(const S3Result *res, const Err *err, void *data) {
     }
 }
 
+static void on_deleted(const S3Result *res, const Err *err, void *data) {
+    (void)res;
+    Fetch *f = data;
+    f->done = 1;
+    f->failed = err != NULL;
+}
+
 static void expected_sha(uint64_t total, char out[65]) {
     unsigned char *all = malloc(total ? total : 1);
     for (uint64_t i = 0; i < total; i++)
@@ -255,14 +262,14 @@ static void on_read_done(const S3Result *res, const Err *err, void *data) {
     }
 }
 
-static void read_back(Env *e, Reader *r, uint64_t break_at) {
+static void read_back_key(Env *e, Reader *r, const char *key, uint64_t break_at) {
     memset(r, 0, sizeof(*r));
     r->sha = EVP_MD_CTX_new();
     EVP_DigestInit_ex(r->sha, EVP_sha256(), NULL);
     uv_timer_init(&e->loop, &r->resume);
     r->resume.data = r;
     r->break_at = break_at;
-    r->op = s3_get_stream(e->s3, "test-upload/big.bin", on_bytes, on_read_done, r);
+    r->op = s3_get_stream(e->s3, key, on_bytes, on_read_done, r);
     if (break_at) {
         assert_true(tu_run_until(&e->loop, &r->at_break, 60000));
         /* the server dies under the read (kill -9) and comes back */
@@ -270,6 +277,10 @@ static void read_back(Env *e, Reader *r, uint64_t break_at) {
     }
     assert_true(tu_run_until(&e->loop, &r->done, 120000));
     uv_close((uv_handle_t *)&r->resume, NULL);
+}
+
+static void read_back(Env *e, Reader *r, uint64_t break_at) {
+    read_back_key(e, r, "test-upload/big.bin", break_at);
 }
 
 static void digest_hex(EVP_MD_CTX *ctx, char out[65]) {
@@ -311,6 +322,56 @@ static void test_streamed_read_resumes(void **state) {
     env_close(&e);
 }
 
+/* The expected digest of byte_at(0 .. total-1), computed in slices (no 300 MB buffer). */
+static void expected_sha_streamed(uint64_t total, char out[65]) {
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    EVP_DigestInit_ex(ctx, EVP_sha256(), NULL);
+    unsigned char chunk[64 * 1024];
+    for (uint64_t pos = 0; pos < total;) {
+        size_t n = sizeof(chunk);
+        if (n > total - pos)
+            n = (size_t)(total - pos);
+        for (size_t i = 0; i < n; i++)
+            chunk[i] = byte_at(pos + i);
+        EVP_DigestUpdate(ctx, chunk, n);
+        pos += n;
+    }
+    digest_hex(ctx, out);
+}
+
+static void test_300mb_round_trip(void **state) {
+    (void)state;
+    Env e;
+    env_open(&e, NULL);
+    Producer p;
+    uint64_t total = 300ull * 1000 * 1000;
+    uint64_t t0 = uv_hrtime();
+    run_upload(&e, "test-upload/300mb.bin", total, &p);
+    double up = (double)(uv_hrtime() - t0) / 1e9;
+    if (p.failed)
+        print_error("upload: %s\n", p.err.msg);
+    assert_false(p.failed);
+    assert_true(p.bytes == total);
+    assert_true(p.max_buffered <= 4 * PART);
+    char want[65], got[65];
+    expected_sha_streamed(total, want);
+    assert_string_equal(p.sha, want);
+    Reader r;
+    t0 = uv_hrtime();
+    read_back_key(&e, &r, "test-upload/300mb.bin", 0);
+    double down = (double)(uv_hrtime() - t0) / 1e9;
+    assert_false(r.failed);
+    assert_true(r.got == total);
+    digest_hex(r.sha, got);
+    assert_string_equal(got, want);
+    printf("300 MB: up %.1f s (max buffered %zu), down %.1f s, SHA-256 %s\n", up, p.max_buffered,
+           down, got);
+    Fetch f = {0};
+    s3_delete_object(e.s3, "test-upload/300mb.bin", on_deleted, &f); /* keep the dev store small */
+    assert_true(tu_run_until(&e.loop, &f.done, 30000));
+    env_close(&e);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_streamed_upload_is_exact_and_bounded),
@@ -318,6 +379,7 @@ int main(void) {
         cmocka_unit_test(test_empty_upload),
         cmocka_unit_test(test_abort_leaves_nothing),
         cmocka_unit_test(test_failure_is_reported),
+        cmocka_unit_test(test_300mb_round_trip),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
