@@ -10,6 +10,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 void s3_xml_escape(Buf *out, const char *s) {
     for (; *s; s++) {
@@ -215,6 +216,128 @@ void s3_list(S3Client *s3, const char *prefix, int page_size, S3ListPageCb page,
     l->done = done;
     l->data = data;
     list_next(l);
+}
+
+/* ---- multipart uploads in progress ---- */
+
+typedef struct {
+    S3Client *s3;
+    char *prefix;
+    char *key_marker, *id_marker;
+    uint64_t count;
+    S3UploadsPageCb page;
+    S3ListDoneCb done;
+    void *data;
+} Ups;
+
+static void ups_next(Ups *u);
+
+static void ups_end(Ups *u, const Err *err) {
+    u->done(u->count, err, u->data);
+    free(u->prefix);
+    free(u->key_marker);
+    free(u->id_marker);
+    free(u);
+}
+
+static void on_ups_page(const S3Result *res, const Err *err, void *data) {
+    Ups *u = data;
+    if (err) {
+        ups_end(u, err);
+        return;
+    }
+    const char *body = res->body && res->body->data ? res->body->data : "";
+    const char *bend = body + strlen(body);
+    size_t cap = 16, n = 0;
+    S3MultipartUpload *ups = xcalloc(cap, sizeof(*ups));
+    char **owned = xcalloc(cap * 3, sizeof(char *));
+    for (const char *p = body; (p = strstr(p, "<Upload>")) != NULL;) {
+        const char *end = strstr(p, "</Upload>");
+        if (end == NULL)
+            break;
+        if (n == cap) {
+            cap *= 2;
+            ups = xrealloc(ups, cap * sizeof(*ups));
+            owned = xrealloc(owned, cap * 3 * sizeof(char *));
+        }
+        owned[3 * n] = tag_text(p, end, "Key");
+        owned[3 * n + 1] = tag_text(p, end, "UploadId");
+        owned[3 * n + 2] = tag_text(p, end, "Initiated");
+        ups[n].key = owned[3 * n] ? owned[3 * n] : "";
+        ups[n].upload_id = owned[3 * n + 1] ? owned[3 * n + 1] : "";
+        ups[n].initiated = owned[3 * n + 2] ? owned[3 * n + 2] : "";
+        n++;
+        p = end;
+    }
+    u->count += n;
+    int stop = n > 0 ? u->page(ups, n, u->data) : 0;
+    for (size_t i = 0; i < 3 * n; i++)
+        free(owned[i]);
+    free(owned);
+    free(ups);
+    char *truncated = tag_text(body, bend, "IsTruncated");
+    int more = truncated && strcmp(truncated, "true") == 0;
+    free(truncated);
+    free(u->key_marker);
+    free(u->id_marker);
+    u->key_marker = more ? tag_text(body, bend, "NextKeyMarker") : NULL;
+    u->id_marker = more ? tag_text(body, bend, "NextUploadIdMarker") : NULL;
+    if (stop || !more || u->key_marker == NULL) {
+        ups_end(u, NULL);
+        return;
+    }
+    ups_next(u);
+}
+
+static void ups_next(Ups *u) {
+    Buf q = BUF_INIT;
+    buf_puts(&q, "uploads=&prefix=");
+    sigv4_encode(&q, u->prefix, strlen(u->prefix));
+    if (u->key_marker) {
+        buf_puts(&q, "&key-marker=");
+        sigv4_encode(&q, u->key_marker, strlen(u->key_marker));
+        if (u->id_marker) {
+            buf_puts(&q, "&upload-id-marker=");
+            sigv4_encode(&q, u->id_marker, strlen(u->id_marker));
+        }
+    }
+    s3_request(u->s3, "GET", NULL, q.data, NULL, 0, NULL, 8u << 20, on_ups_page, u);
+    buf_free(&q);
+}
+
+void s3_list_uploads(S3Client *s3, const char *prefix, S3UploadsPageCb page, S3ListDoneCb done,
+                     void *data) {
+    Ups *u = xcalloc(1, sizeof(*u));
+    u->s3 = s3;
+    u->prefix = xstrdup(prefix ? prefix : "");
+    u->page = page;
+    u->done = done;
+    u->data = data;
+    ups_next(u);
+}
+
+void s3_abort_upload(S3Client *s3, const char *key, const char *upload_id, S3DoneCb done,
+                     void *data) {
+    Buf q = BUF_INIT;
+    buf_puts(&q, "uploadId=");
+    sigv4_encode(&q, upload_id, strlen(upload_id));
+    s3_request(s3, "DELETE", key, q.data, NULL, 0, NULL, 0, done, data);
+    buf_free(&q);
+}
+
+long long s3_parse_time(const char *iso) {
+    int y, mo, d, h, mi, sec;
+    if (sscanf(iso, "%4d-%2d-%2dT%2d:%2d:%2d", &y, &mo, &d, &h, &mi, &sec) != 6)
+        return -1;
+    struct tm tm;
+    memset(&tm, 0, sizeof(tm));
+    tm.tm_year = y - 1900;
+    tm.tm_mon = mo - 1;
+    tm.tm_mday = d;
+    tm.tm_hour = h;
+    tm.tm_min = mi;
+    tm.tm_sec = sec;
+    return (long long)timegm(&tm);
 }
 
 /* ---- batch delete ---- */

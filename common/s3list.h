@@ -1,6 +1,7 @@
 /*
- * s3list: listing (ListObjectsV2, all pages) and batch deletion (DeleteObjects,
- * 1000 keys a request) on top of the S3 client.
+ * s3list: listing (ListObjectsV2, all pages), batch deletion (DeleteObjects,
+ * 1000 keys a request), and the multipart uploads left in progress
+ * (ListMultipartUploads, AbortMultipartUpload), on top of the S3 client.
  */
 #ifndef BW_S3LIST_H
 #define BW_S3LIST_H
@@ -28,6 +29,24 @@ void s3_list(S3Client *s3, const char *prefix, int page_size, S3ListPageCb page,
  * With n == 0, done is called at once. */
 void s3_delete_keys(S3Client *s3, const char *const *keys, size_t n, S3DeleteDoneCb done,
                     void *data);
+
+typedef struct {
+    const char *key;
+    const char *upload_id;
+    const char *initiated; /* ISO 8601, as S3 sends it */
+} S3MultipartUpload;
+
+/* One page of multipart uploads in progress, valid during the call; nonzero stops. */
+typedef int (*S3UploadsPageCb)(const S3MultipartUpload *ups, size_t n, void *data);
+/* List the multipart uploads in progress under prefix (ListMultipartUploads, all pages):
+ * what a crashed writer left behind, still billed for its parts. */
+void s3_list_uploads(S3Client *s3, const char *prefix, S3UploadsPageCb page, S3ListDoneCb done,
+                     void *data);
+/* Abort one multipart upload (AbortMultipartUpload): its parts are freed. */
+void s3_abort_upload(S3Client *s3, const char *key, const char *upload_id, S3DoneCb done,
+                     void *data);
+/* Seconds since the epoch of an ISO 8601 time as S3 writes it, or -1. */
+long long s3_parse_time(const char *iso);
 
 /* XML helpers, exposed for tests: decode entities of text in place; escape text. */
 void s3_xml_decode(char *s);

@@ -34,7 +34,8 @@ static void usage(void) {
                     "       backupctl s3 get KEY [FILE|-]\n"
                     "       backupctl s3 ls [PREFIX]\n"
                     "       backupctl s3 rm KEY... | rm -   (keys from standard input)\n"
-                    "       backupctl s3 presign KEY [--expires SECONDS]\n");
+                    "       backupctl s3 presign KEY [--expires SECONDS]\n"
+                    "       backupctl s3 uploads [PREFIX] [--abort-older-than DURATION]\n");
 }
 
 static void ctl_open(Ctl *c, const Config *cfg) {
@@ -249,6 +250,90 @@ static int cmd_rm(const Config *cfg, int argc, char **argv) {
     return rc;
 }
 
+/* ---- uploads: multipart uploads left in progress ---- */
+
+typedef struct {
+    Ctl *c;
+    long long cutoff; /* abort those initiated before this (seconds); -1: list only */
+    char **keys, **ids;
+    size_t n, cap, aborted, failed, answered;
+    int listing_done;
+} Uploads;
+
+static int uploads_page(const S3MultipartUpload *ups, size_t n, void *data) {
+    Uploads *u = data;
+    for (size_t i = 0; i < n; i++) {
+        printf("%s  %s  %s\n", ups[i].initiated, ups[i].upload_id, ups[i].key);
+        long long t = s3_parse_time(ups[i].initiated);
+        if (u->cutoff < 0 || t < 0 || t >= u->cutoff)
+            continue;
+        if (u->n == u->cap) {
+            u->cap = u->cap ? u->cap * 2 : 64;
+            u->keys = realloc(u->keys, u->cap * sizeof(char *));
+            u->ids = realloc(u->ids, u->cap * sizeof(char *));
+        }
+        u->keys[u->n] = strdup(ups[i].key);
+        u->ids[u->n++] = strdup(ups[i].upload_id);
+    }
+    return 0;
+}
+
+static void uploads_aborted(const S3Result *res, const Err *err, void *data) {
+    (void)res;
+    Uploads *u = data;
+    size_t i = u->answered++;
+    if (err) {
+        u->failed++;
+        fprintf(stderr, "backupctl s3: abort %s (%s) failed: %s\n", u->keys[i], u->ids[i],
+                err->msg);
+    } else {
+        u->aborted++;
+    }
+    if (u->answered < u->n) {
+        s3_abort_upload(u->c->s3, u->keys[u->answered], u->ids[u->answered], uploads_aborted, u);
+        return;
+    }
+    printf("aborted %zu, failed %zu\n", u->aborted, u->failed);
+    u->c->rc = u->failed ? 1 : 0;
+    u->c->done = 1;
+}
+
+static void uploads_listed(uint64_t count, const Err *err, void *data) {
+    (void)count;
+    Uploads *u = data;
+    if (err) {
+        fail_with(u->c, "uploads %s: %s", err->msg);
+        return;
+    }
+    if (u->cutoff < 0 || u->n == 0) {
+        if (u->cutoff >= 0)
+            printf("aborted 0, failed 0\n");
+        u->c->done = 1;
+        return;
+    }
+    /* one at a time: a cleanup need not be fast, and must not flood the store */
+    s3_abort_upload(u->c->s3, u->keys[0], u->ids[0], uploads_aborted, u);
+}
+
+static int cmd_uploads(const Config *cfg, const char *prefix, long long older_ms) {
+    Ctl c;
+    ctl_open(&c, cfg);
+    c.what = prefix;
+    Uploads u;
+    memset(&u, 0, sizeof(u));
+    u.c = &c;
+    u.cutoff = older_ms < 0 ? -1 : (long long)time(NULL) - older_ms / 1000;
+    s3_list_uploads(c.s3, prefix, uploads_page, uploads_listed, &u);
+    int rc = ctl_run(&c);
+    for (size_t i = 0; i < u.n; i++) {
+        free(u.keys[i]);
+        free(u.ids[i]);
+    }
+    free(u.keys);
+    free(u.ids);
+    return rc;
+}
+
 /* ---- presign ---- */
 
 static int cmd_presign(const Config *cfg, const char *key, long expires) {
@@ -328,6 +413,25 @@ int ctl_s3_main(const Config *cfg, int argc, char **argv) {
             }
         }
         return cmd_presign(cfg, argv[1], expires);
+    }
+    if (strcmp(cmd, "uploads") == 0 && argc <= 4) {
+        const char *prefix = "";
+        long long older = -1;
+        for (int i = 1; i < argc; i++) {
+            if (strcmp(argv[i], "--abort-older-than") == 0 && i + 1 < argc) {
+                if (config_parse_duration_ms(argv[++i], 0, 3650 * 86400000LL, &older) != 0) {
+                    fprintf(stderr, "backupctl s3: --abort-older-than takes a duration such as "
+                                    "1d, 12h or 30m\n");
+                    return 2;
+                }
+            } else if (argv[i][0] != '-' && prefix[0] == '\0') {
+                prefix = argv[i];
+            } else {
+                usage();
+                return 2;
+            }
+        }
+        return cmd_uploads(cfg, prefix, older);
     }
     usage();
     return 2;
