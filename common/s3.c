@@ -145,6 +145,10 @@ static void finish(S3Op *op, const Err *err) {
     if (op->next)
         op->next->prev = op->prev;
     op->res.body = &op->got;
+    /* the request body (an upload part: megabytes) goes now, not at the close a loop
+     * turn later: the callback may start the next part, and memory must stay bounded */
+    free(op->body);
+    op->body = NULL;
     op->cb(&op->res, err, op->data);
     uv_timer_stop(&op->retry);
     uv_close((uv_handle_t *)&op->retry, on_op_closed);

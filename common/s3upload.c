@@ -330,6 +330,10 @@ int s3_upload_write(S3Upload *u, const void *buf, size_t len) {
     u->bytes += len;
     while (len > 0) {
         size_t want = part_size_for(u, u->next_number + 1);
+        if (u->current.cap == 0) { /* exactly one part: doubling would reserve twice that */
+            u->current.data = xmalloc(want + 1);
+            u->current.cap = want + 1;
+        }
         size_t room = want - u->current.len;
         size_t n = len < room ? len : room;
         buf_append(&u->current, p, n);

@@ -12,6 +12,7 @@
 #include "services.h"
 #include "version.h"
 
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -78,6 +79,9 @@ static void print_summary(const Config *cfg) {
 }
 
 int main(int argc, char **argv) {
+    /* Part buffers are megabytes each: keep them mmapped so a freed one goes back to the
+     * system at once, instead of glibc's adaptive threshold parking it on the heap. */
+    mallopt(M_MMAP_THRESHOLD, 1024 * 1024);
     int check_only = 0;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
