@@ -120,6 +120,19 @@ static void client_release(S3Client *c) {
     free(c);
 }
 
+/* The base64 of the 32 bytes a 64-digit hex string spells. */
+static void hex_to_base64(const char *hex, char *out, size_t outlen) {
+    unsigned char bin[32];
+    for (int i = 0; i < 32; i++) {
+        unsigned int v = 0;
+        sscanf(hex + 2 * i, "%2x", &v);
+        bin[i] = (unsigned char)v;
+    }
+    unsigned char b64[48];
+    EVP_EncodeBlock(b64, bin, 32);
+    snprintf(out, outlen, "%s", (const char *)b64);
+}
+
 static void on_op_closed(uv_handle_t *h) {
     S3Op *op = h->data;
     S3Client *c = op->c;
@@ -342,8 +355,17 @@ static void attempt(S3Op *op) {
     int creates =
         (strcmp(op->method, "PUT") == 0 && op->query == NULL) ||
         (strcmp(op->method, "POST") == 0 && op->query && strcmp(op->query, "uploads") == 0);
-    SigV4Header hdrs[3] = {{"Host", host.data}};
+    SigV4Header hdrs[4] = {{"Host", host.data}};
     size_t nhdrs = 1;
+    /* Integrity end to end: S3 checks each part against the SHA-256 we already computed
+     * for the signature (one pass serves both), and the object records the algorithm. */
+    int is_create_mpu =
+        strcmp(op->method, "POST") == 0 && op->query && strcmp(op->query, "uploads") == 0;
+    int is_part = strcmp(op->method, "PUT") == 0 && op->query && strstr(op->query, "partNumber=");
+    if (is_create_mpu)
+        hdrs[nhdrs++] = (SigV4Header){"x-amz-checksum-algorithm", "SHA256"};
+    if (is_part)
+        hdrs[nhdrs++] = (SigV4Header){"x-amz-checksum-sha256", op->res.checksum_sha256};
     if (creates && c->sse) {
         hdrs[nhdrs++] = (SigV4Header){"x-amz-server-side-encryption", c->sse};
         if (c->sse_kms_key_id)
@@ -505,6 +527,7 @@ static S3Op *request_op(S3Client *c, const char *method, const char *key, const 
     if (max_body)
         op->max_body = max_body;
     sigv4_sha256_hex(body ? body : "", body ? len : 0, op->payload_hash);
+    hex_to_base64(op->payload_hash, op->res.checksum_sha256, sizeof(op->res.checksum_sha256));
     return op;
 }
 

@@ -42,12 +42,13 @@ typedef struct {
 
 /* The outcome of one operation. */
 typedef struct {
-    long status;     /* last HTTP status (0: none) */
-    char code[64];   /* S3 error code, "" on success */
-    int attempts;    /* how many requests were sent */
-    int64_t size;    /* Content-Length (HEAD, GET) or -1 */
-    char etag[80];   /* ETag of the object, quotes removed */
-    const Buf *body; /* GET without a write callback: the object */
+    long status;              /* last HTTP status (0: none) */
+    char code[64];            /* S3 error code, "" on success */
+    int attempts;             /* how many requests were sent */
+    int64_t size;             /* Content-Length (HEAD, GET) or -1 */
+    char etag[80];            /* ETag of the object, quotes removed */
+    char checksum_sha256[48]; /* base64 SHA-256 of the request body sent (UploadPart) */
+    const Buf *body;          /* GET without a write callback: the object */
 } S3Result;
 
 typedef void (*S3DoneCb)(const S3Result *res, const Err *err, void *data);

@@ -19,6 +19,7 @@ typedef enum { UP_CREATING, UP_UPLOADING, UP_COMPLETING, UP_ABORTING, UP_DONE } 
 typedef struct {
     int number;
     char etag[80];
+    char sha256[48]; /* base64, as S3 echoes it in x-amz-checksum-sha256 */
 } PartDone;
 
 typedef struct Part {
@@ -173,8 +174,10 @@ static void complete(S3Upload *u) {
     Buf xml = BUF_INIT;
     buf_puts(&xml, "<CompleteMultipartUpload xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">");
     for (int i = 0; i < u->ndone; i++)
-        buf_printf(&xml, "<Part><PartNumber>%d</PartNumber><ETag>\"%s\"</ETag></Part>",
-                   u->done_parts[i].number, u->done_parts[i].etag);
+        buf_printf(&xml,
+                   "<Part><PartNumber>%d</PartNumber><ETag>\"%s\"</ETag>"
+                   "<ChecksumSHA256>%s</ChecksumSHA256></Part>",
+                   u->done_parts[i].number, u->done_parts[i].etag, u->done_parts[i].sha256);
     buf_puts(&xml, "</CompleteMultipartUpload>");
     Buf q = BUF_INIT;
     buf_printf(&q, "uploadId=%s", u->upload_id);
@@ -215,6 +218,8 @@ static void on_part(const S3Result *res, const Err *err, void *data) {
         }
         u->done_parts[u->ndone].number = number;
         snprintf(u->done_parts[u->ndone].etag, sizeof(u->done_parts[0].etag), "%s", res->etag);
+        snprintf(u->done_parts[u->ndone].sha256, sizeof(u->done_parts[0].sha256), "%s",
+                 res->checksum_sha256);
         u->ndone++;
     }
     if (u->state == UP_ABORTING)
