@@ -2,6 +2,7 @@
 // real S3 server, on loopback only.
 //
 //   node tests/faultproxy.js UPSTREAM_HOST UPSTREAM_PORT   -> prints "listening PORT"
+//   With FAULTPROXY_TLS_CERT and FAULTPROXY_TLS_KEY (PEM files) it serves HTTPS.
 //
 // Control (requests whose path starts with /__):
 //   POST /__plan   body "RULE,RULE,...": each RULE is METHOD[~text]:FAULT:COUNT and
@@ -18,7 +19,9 @@
 // carrying an <Error>), reset (GET: half the body, then the connection is cut;
 // others: cut at once), stall (no answer; cut after 20 s so nothing hangs).
 'use strict';
+const fs = require('fs');
 const http = require('http');
+const https = require('https');
 
 const [upHost, upPort] = process.argv.slice(2);
 let plan = [];
@@ -104,7 +107,10 @@ function forward(req, res, cutGet) {
   req.pipe(up);
 }
 
-const server = http.createServer((req, res) => {
+const tls = process.env.FAULTPROXY_TLS_CERT
+  ? { cert: fs.readFileSync(process.env.FAULTPROXY_TLS_CERT), key: fs.readFileSync(process.env.FAULTPROXY_TLS_KEY) }
+  : null;
+const handler = (req, res) => {
   if (req.url.startsWith('/__')) {
     let body = '';
     req.on('data', (c) => (body += c));
@@ -142,7 +148,8 @@ const server = http.createServer((req, res) => {
     res.writeHead(status, { 'content-type': 'application/xml' });
     res.end(errorBody(code));
   });
-});
+};
+const server = tls ? https.createServer(tls, handler) : http.createServer(handler);
 server.keepAliveTimeout = 1000;
 server.listen(0, '127.0.0.1', () => console.log(`listening ${server.address().port}`));
 process.on('SIGTERM', () => process.exit(0));

@@ -6,7 +6,9 @@
  * UploadPart failing, the upload fails with S3's code and its multipart
  * upload is aborted, leaving no parts (checked on moto, which implements
  * ListMultipartUploads and AbortMultipartUpload; s3rver does neither).
+ * HTTPS with a private CA: trusted through the CA file, refused without it.
  */
+#define _GNU_SOURCE /* strcasestr */
 #include "testutil.h"
 #include "s3upload.h"
 
@@ -28,8 +30,9 @@ typedef struct {
 
 static Proxy *running;
 
-/* Start the proxy in front of host:port and read the port it listens on. */
-static void proxy_start(Proxy *p, const char *upstream_url) {
+/* Start the proxy in front of host:port and read the port it listens on; with cert
+ * and key it speaks HTTPS. */
+static void proxy_start_tls(Proxy *p, const char *upstream_url, const char *cert, const char *key) {
     char host[64];
     int uport = 0;
     assert_int_equal(sscanf(upstream_url, "http://%63[^:]:%d", host, &uport), 2);
@@ -41,6 +44,10 @@ static void proxy_start(Proxy *p, const char *upstream_url) {
         prctl(PR_SET_PDEATHSIG, SIGTERM); /* a failed assertion must not leave it running */
         dup2(fds[1], 1);
         close(fds[0]);
+        if (cert) {
+            setenv("FAULTPROXY_TLS_CERT", cert, 1);
+            setenv("FAULTPROXY_TLS_KEY", key, 1);
+        }
         char port[16];
         snprintf(port, sizeof(port), "%d", uport);
         execlp("node", "node", FAULTPROXY_JS, host, port, (char *)NULL);
@@ -53,7 +60,11 @@ static void proxy_start(Proxy *p, const char *upstream_url) {
     assert_non_null(fgets(line, sizeof(line), f));
     fclose(f);
     assert_int_equal(sscanf(line, "listening %d", &p->port), 1);
-    snprintf(p->url, sizeof(p->url), "http://127.0.0.1:%d", p->port);
+    snprintf(p->url, sizeof(p->url), "%s://127.0.0.1:%d", cert ? "https" : "http", p->port);
+}
+
+static void proxy_start(Proxy *p, const char *upstream_url) {
+    proxy_start_tls(p, upstream_url, NULL, NULL);
 }
 
 static void proxy_stop(Proxy *p) {
@@ -333,6 +344,55 @@ static void test_control_check_sees_a_pending_upload(void **state) {
     assert_int_equal(moto_uploads(moto, tu_env("S3_BUCKET"), prefix), 1);
 }
 
+/* HTTPS with a private CA: trusted through the CA file, refused without it. */
+static void test_tls_with_ca_file(void **state) {
+    (void)state;
+    char dir[] = "/tmp/bw-tls-XXXXXX", cert[96], key[96], cmd[512];
+    assert_non_null(mkdtemp(dir));
+    snprintf(cert, sizeof(cert), "%s/cert.pem", dir);
+    snprintf(key, sizeof(key), "%s/key.pem", dir);
+    snprintf(cmd, sizeof(cmd),
+             "openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=127.0.0.1 "
+             "-addext subjectAltName=IP:127.0.0.1 -keyout %s -out %s 2>/dev/null",
+             key, cert);
+    assert_int_equal(system(cmd), 0);
+    Proxy px;
+    proxy_start_tls(&px, tu_env("S3_ENDPOINT"), cert, key);
+
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    HttpClient *http = http_client_new(&loop, 0);
+    S3Options o;
+    tu_s3_options(&o);
+    o.endpoint = px.url;
+    o.max_attempts = 2;
+    o.backoff_base_ms = 5;
+    o.ca_file = cert;
+    S3Client *with_ca = s3_client_new(&loop, http, &o);
+    o.ca_file = NULL;
+    S3Client *without_ca = s3_client_new(&loop, http, &o);
+
+    Reader ok, refused;
+    memset(&ok, 0, sizeof(ok));
+    memset(&refused, 0, sizeof(refused));
+    s3_put_object(with_ca, "test-tls/hello.txt", "over TLS", 8, "text/plain", on_put, &ok);
+    s3_put_object(without_ca, "test-tls/nope.txt", "no", 2, "text/plain", on_put, &refused);
+    assert_true(tu_run_until(&loop, &ok.done, 20000));
+    assert_true(tu_run_until(&loop, &refused.done, 20000));
+    if (err_is_set(&ok.err))
+        fail_msg("put with the CA file failed: %s", ok.err.msg);
+    assert_true(err_is_set(&refused.err));
+    if (strcasestr(refused.err.msg, "certificate") == NULL)
+        fail_msg("refusal does not name the certificate: %s", refused.err.msg);
+    s3_client_free(with_ca);
+    s3_client_free(without_ca);
+    http_client_free(http);
+    tu_loop_close(&loop);
+    proxy_stop(&px);
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
 int main(void) {
     signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
@@ -340,6 +400,7 @@ int main(void) {
         cmocka_unit_test_teardown(test_stalled_answer_times_out_and_retries, teardown),
         cmocka_unit_test_teardown(test_persistent_failure_aborts_and_leaves_nothing, teardown),
         cmocka_unit_test(test_control_check_sees_a_pending_upload),
+        cmocka_unit_test_teardown(test_tls_with_ca_file, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
