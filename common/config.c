@@ -21,9 +21,15 @@ typedef struct {
 } VarHelp;
 
 static const VarHelp vars[] = {
-    {"AWS_ACCESS_KEY_ID", NULL, "S3 access key id (required)"},
-    {"AWS_SECRET_ACCESS_KEY", NULL, "S3 secret access key (required; never logged)"},
+    {"AWS_ACCESS_KEY_ID", NULL, "S3 access key id (required without a web identity)"},
+    {"AWS_SECRET_ACCESS_KEY", NULL,
+     "S3 secret access key (required without a web identity; never logged)"},
     {"AWS_SESSION_TOKEN", NULL, "temporary session token (optional; never logged)"},
+    {"AWS_WEB_IDENTITY_TOKEN_FILE", NULL,
+     "web identity token (Kubernetes); with AWS_ROLE_ARN replaces the keys above"},
+    {"AWS_ROLE_ARN", NULL, "role assumed with the web identity token"},
+    {"AWS_ROLE_SESSION_NAME", "backup-worker", "session name for the assumed role"},
+    {"AWS_STS_ENDPOINT", NULL, "STS endpoint (default https://sts.{region}.amazonaws.com)"},
     {"AWS_REGION", "us-east-1", "S3 region used in request signatures"},
     {"S3_BUCKET", "pedidolist-backups", "bucket holding backups/{user_id}/..."},
     {"S3_ENDPOINT", NULL, "http(s)://host[:port] of an S3-compatible store (default: AWS)"},
@@ -437,8 +443,28 @@ int config_load(Config *cfg, ConfigGetenv getenv_fn, void *data, Buf *errors) {
     Loader l = {getenv_fn, data, errors, 0};
     memset(cfg, 0, sizeof(*cfg));
 
-    cfg->aws_access_key_id = get_str(&l, "AWS_ACCESS_KEY_ID", 1);
-    cfg->aws_secret_access_key = get_str(&l, "AWS_SECRET_ACCESS_KEY", 1);
+    cfg->aws_web_identity_token_file = get_str(&l, "AWS_WEB_IDENTITY_TOKEN_FILE", 0);
+    cfg->aws_role_arn = get_str(&l, "AWS_ROLE_ARN", 0);
+    cfg->aws_role_session_name = get_str(&l, "AWS_ROLE_SESSION_NAME", 1);
+    cfg->aws_sts_endpoint = get_str(&l, "AWS_STS_ENDPOINT", 0);
+    int web = cfg->aws_web_identity_token_file != NULL && cfg->aws_role_arn != NULL;
+    if ((cfg->aws_web_identity_token_file != NULL) != (cfg->aws_role_arn != NULL))
+        bad(&l, cfg->aws_role_arn ? "AWS_WEB_IDENTITY_TOKEN_FILE" : "AWS_ROLE_ARN",
+            "is required with %s (web identity needs both)",
+            cfg->aws_role_arn ? "AWS_ROLE_ARN" : "AWS_WEB_IDENTITY_TOKEN_FILE");
+    if (cfg->aws_web_identity_token_file && access(cfg->aws_web_identity_token_file, R_OK) != 0)
+        bad(&l, "AWS_WEB_IDENTITY_TOKEN_FILE", "cannot read '%.200s'",
+            cfg->aws_web_identity_token_file);
+    if (cfg->aws_role_arn && strncmp(cfg->aws_role_arn, "arn:", 4) != 0)
+        bad(&l, "AWS_ROLE_ARN", "'%.100s' is not an ARN (arn:aws:iam::ACCOUNT:role/NAME)",
+            cfg->aws_role_arn);
+    if (cfg->aws_sts_endpoint) {
+        const char *why = NULL;
+        if (!valid_endpoint(cfg->aws_sts_endpoint, &why))
+            bad(&l, "AWS_STS_ENDPOINT", "'%.80s' %s", cfg->aws_sts_endpoint, why);
+    }
+    cfg->aws_access_key_id = get_str(&l, "AWS_ACCESS_KEY_ID", !web);
+    cfg->aws_secret_access_key = get_str(&l, "AWS_SECRET_ACCESS_KEY", !web);
     cfg->aws_session_token = get_str(&l, "AWS_SESSION_TOKEN", 0);
     if (cfg->aws_access_key_id && strpbrk(cfg->aws_access_key_id, " \t\r\n"))
         bad(&l, "AWS_ACCESS_KEY_ID", "must not contain spaces or line breaks");
@@ -511,7 +537,8 @@ int config_load(Config *cfg, ConfigGetenv getenv_fn, void *data, Buf *errors) {
     cfg->worker_shutdown_grace_ms = get_duration(&l, "WORKER_SHUTDOWN_GRACE", 0, 3600000LL);
     cfg->redis_prefix = get_str(&l, "REDIS_PREFIX", 1);
     if (cfg->redis_prefix && !valid_prefix(cfg->redis_prefix))
-        bad(&l, "REDIS_PREFIX", "'%.70s' must be 1-64 letters, digits or _.:-{}", cfg->redis_prefix);
+        bad(&l, "REDIS_PREFIX", "'%.70s' must be 1-64 letters, digits or _.:-{}",
+            cfg->redis_prefix);
     cfg->job_visibility_timeout_ms = get_duration(&l, "JOB_VISIBILITY_TIMEOUT", 1000, 86400000LL);
     cfg->job_max_attempts = get_int(&l, "JOB_MAX_ATTEMPTS", 1, 100);
     cfg->job_backoff_base_ms = get_duration(&l, "JOB_BACKOFF_BASE", 1, 86400000LL);
@@ -556,12 +583,20 @@ void config_s3_options(const Config *cfg, S3Options *o) {
     o->sse = cfg->s3_sse;
     o->sse_kms_key_id = cfg->s3_sse_kms_key_id;
     o->ca_file = cfg->s3_ca_file;
+    o->web_identity_token_file = cfg->aws_web_identity_token_file;
+    o->role_arn = cfg->aws_role_arn;
+    o->role_session_name = cfg->aws_role_session_name;
+    o->sts_endpoint = cfg->aws_sts_endpoint;
 }
 
 void config_free(Config *cfg) {
     free(cfg->aws_access_key_id);
     free(cfg->aws_secret_access_key);
     free(cfg->aws_session_token);
+    free(cfg->aws_web_identity_token_file);
+    free(cfg->aws_role_arn);
+    free(cfg->aws_role_session_name);
+    free(cfg->aws_sts_endpoint);
     free(cfg->aws_region);
     free(cfg->s3_bucket);
     free(cfg->s3_endpoint);

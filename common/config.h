@@ -24,9 +24,13 @@ typedef struct {
 } RedisEndpoint;
 
 typedef struct {
-    char *aws_access_key_id;     /* secret-ish: logged only as its first 4 chars */
-    char *aws_secret_access_key; /* secret */
-    char *aws_session_token;     /* secret, may be NULL */
+    char *aws_access_key_id;           /* secret-ish: logged only as its first 4 chars */
+    char *aws_secret_access_key;       /* secret */
+    char *aws_session_token;           /* secret, may be NULL */
+    char *aws_web_identity_token_file; /* may be NULL; with aws_role_arn replaces the keys */
+    char *aws_role_arn;
+    char *aws_role_session_name;
+    char *aws_sts_endpoint; /* may be NULL */
     char *aws_region;
     char *s3_bucket;
     char *s3_endpoint; /* may be NULL: AWS itself */

@@ -7,6 +7,7 @@
  */
 #define _GNU_SOURCE /* strptime */
 #include "s3.h"
+#include "awscreds.h"
 #include "buf.h"
 #include "log.h"
 #include "sigv4.h"
@@ -21,7 +22,8 @@
 struct S3Client {
     uv_loop_t *loop;
     HttpClient *http;
-    char *endpoint, *region, *bucket, *access_key, *secret_key, *session_token;
+    char *endpoint, *region, *bucket;
+    AwsCreds *creds;
     char *sse, *sse_kms_key_id, *ca_file;
     int path_style;
     int max_attempts;
@@ -58,8 +60,9 @@ struct S3Op {
     uint64_t offset;       /* bytes delivered to write */
     uint64_t attempt_from; /* offset this attempt asked for */
     uint64_t skip;         /* bytes to drop: the server ignored our Range */
-    int range_checked;     /* this attempt's answer was looked at */
-    char pinned_etag[80];  /* version being read */
+    uint64_t creds_waited_ms;
+    int range_checked;    /* this attempt's answer was looked at */
+    char pinned_etag[80]; /* version being read */
 };
 
 int s3_retryable(long status, const char *code) {
@@ -109,11 +112,6 @@ static void client_release(S3Client *c) {
     free(c->endpoint);
     free(c->region);
     free(c->bucket);
-    free(c->access_key);
-    if (c->secret_key)
-        memset(c->secret_key, 0, strlen(c->secret_key));
-    free(c->secret_key);
-    free(c->session_token);
     free(c->sse);
     free(c->sse_kms_key_id);
     free(c->ca_file);
@@ -268,10 +266,15 @@ static void on_done(HttpRequest *req, long status, const Err *err, void *data) {
             log_warn(NULL, "s3: our clock is %ld s off the server's; correcting", c->clock_skew);
         }
     }
+    /* temporary keys that S3 no longer takes: fetch new ones and try again */
+    int expired = aws_creds_temporary(c->creds) && (strcmp(op->res.code, "ExpiredToken") == 0 ||
+                                                    strcmp(op->res.code, "InvalidToken") == 0);
+    if (expired)
+        aws_creds_refresh(c->creds);
     Err e;
-    err_set(&e, s3_retryable(status, op->res.code) ? ERR_RETRYABLE : ERR_PERMANENT, ERR_CODE_HTTP,
-            "s3 %s %s: HTTP %ld %s%s%s", op->method, op->key ? op->key : c->bucket, status,
-            op->res.code, message[0] ? ": " : "", message);
+    err_set(&e, s3_retryable(status, op->res.code) || expired ? ERR_RETRYABLE : ERR_PERMANENT,
+            ERR_CODE_HTTP, "s3 %s %s: HTTP %ld %s%s%s", op->method, op->key ? op->key : c->bucket,
+            status, op->res.code, message[0] ? ": " : "", message);
     if (e.kind == ERR_RETRYABLE)
         retry_or_fail(op, &e);
     else
@@ -321,7 +324,22 @@ static size_t read_body(HttpRequest *req, char *buf, size_t len, void *data) {
 
 static void attempt(S3Op *op) {
     S3Client *c = op->c;
+    const char *ak = NULL, *sk = NULL, *tok = NULL;
+    int have = aws_creds_get(c->creds, &ak, &sk, &tok);
+    if (have == 0 && op->creds_waited_ms < (uint64_t)c->timeout_ms) {
+        /* the first STS answer is on its way: wait for it without using an attempt */
+        op->creds_waited_ms += 50;
+        uv_timer_start(&op->retry, on_retry_timer, 50, 0);
+        return;
+    }
     op->res.attempts++;
+    if (have != 1) {
+        Err e;
+        err_set(&e, ERR_RETRYABLE, ERR_CODE_CONFIG, "s3: no AWS credentials: %s",
+                aws_creds_error(c->creds));
+        retry_or_fail(op, &e);
+        return;
+    }
     /* where: path-style puts the bucket in the path, virtual-hosted in the host */
     Buf raw_path = BUF_INIT, url = BUF_INIT, host = BUF_INIT;
     const char *scheme = "https://";
@@ -372,7 +390,7 @@ static void attempt(S3Op *op) {
             hdrs[nhdrs++] =
                 (SigV4Header){"x-amz-server-side-encryption-aws-kms-key-id", c->sse_kms_key_id};
     }
-    SigV4Credentials cred = {c->access_key, c->secret_key, c->session_token};
+    SigV4Credentials cred = {ak, sk, tok};
     SigV4Request r;
     memset(&r, 0, sizeof(r));
     r.method = op->method;
@@ -405,9 +423,9 @@ static void attempt(S3Op *op) {
     buf_reset(&line);
     buf_printf(&line, "x-amz-content-sha256: %s", op->payload_hash);
     list = curl_slist_append(list, line.data);
-    if (c->session_token) {
+    if (tok) {
         buf_reset(&line);
-        buf_printf(&line, "x-amz-security-token: %s", c->session_token);
+        buf_printf(&line, "x-amz-security-token: %s", tok);
         list = curl_slist_append(list, line.data);
     }
     if (op->content_type) {
@@ -580,9 +598,18 @@ S3Client *s3_client_new(uv_loop_t *loop, HttpClient *http, const S3Options *o) {
     c->endpoint = o->endpoint ? xstrdup(o->endpoint) : NULL;
     c->region = xstrdup(o->region ? o->region : "us-east-1");
     c->bucket = xstrdup(o->bucket);
-    c->access_key = xstrdup(o->access_key);
-    c->secret_key = xstrdup(o->secret_key);
-    c->session_token = o->session_token ? xstrdup(o->session_token) : NULL;
+    AwsCredsOptions ao;
+    memset(&ao, 0, sizeof(ao));
+    ao.access_key = o->access_key;
+    ao.secret_key = o->secret_key;
+    ao.session_token = o->session_token;
+    ao.token_file = o->web_identity_token_file;
+    ao.role_arn = o->role_arn;
+    ao.session_name = o->role_session_name;
+    ao.sts_endpoint = o->sts_endpoint;
+    ao.region = o->region;
+    ao.ca_file = o->ca_file;
+    c->creds = aws_creds_new(loop, http, &ao);
     c->sse = o->sse ? xstrdup(o->sse) : NULL;
     c->sse_kms_key_id = o->sse_kms_key_id ? xstrdup(o->sse_kms_key_id) : NULL;
     c->ca_file = o->ca_file ? xstrdup(o->ca_file) : NULL;
@@ -609,6 +636,7 @@ void s3_client_free(S3Client *c) {
         }
         finish(op, &e);
     }
+    aws_creds_free(c->creds);
     if (c->nops == 0)
         client_release(c);
 }

@@ -30,6 +30,11 @@ typedef struct {
     const char *access_key;
     const char *secret_key;    /* secret: never logged */
     const char *session_token; /* may be NULL */
+    /* web identity (replaces the keys above when both are set): see awscreds.h */
+    const char *web_identity_token_file;
+    const char *role_arn;
+    const char *role_session_name; /* may be NULL */
+    const char *sts_endpoint;      /* may be NULL: the regional AWS endpoint */
     int path_style;
     const char *sse;            /* NULL, "AES256" or "aws:kms" */
     const char *sse_kms_key_id; /* with aws:kms, optional */

@@ -9,7 +9,8 @@
 //                  hits the next COUNT requests with that method (or *) whose URL
 //                  contains text; rules are tried in order
 //   POST /__always body "METHOD[~text]:FAULT" hits every matching request ("" clears)
-//   GET  /__stats  {"requests","faults","reused_signatures","stale_dates"}: a reused
+//   GET  /__stats  {"requests","faults","reused_signatures","stale_dates","with_token",
+//                  "last_key"}: requests carrying x-amz-security-token, the last key id; a reused
 //                  signature is one seen again a second or more after its first use
 //                  (x-amz-date has one-second resolution, so a retry signed afresh
 //                  within the same second may legitimately repeat it); a stale date
@@ -30,6 +31,8 @@ let requests = 0;
 let faults = 0;
 let reused = 0;
 let stale = 0;
+let withToken = 0;
+let lastKey = '';
 const seen = new Map();
 
 function parseRule(text) {
@@ -73,13 +76,15 @@ function control(req, res, body) {
   if (req.method === 'POST' && req.url === '/__clear') {
     plan = [];
     always = null;
-    requests = faults = reused = stale = 0;
+    requests = faults = reused = stale = withToken = 0;
+    lastKey = '';
     seen.clear();
     return send(200, 'ok');
   }
   if (req.method === 'GET' && req.url === '/__stats') {
     res.writeHead(200, { 'content-type': 'application/json' });
-    return res.end(JSON.stringify({ requests, faults, reused_signatures: reused, stale_dates: stale }));
+    return res.end(JSON.stringify({ requests, faults, reused_signatures: reused, stale_dates: stale,
+                                    with_token: withToken, last_key: lastKey }));
   }
   send(404, 'unknown control path');
 }
@@ -120,6 +125,9 @@ const handler = (req, res) => {
   requests++;
   const m = /Signature=([0-9a-f]+)/.exec(req.headers.authorization || '') || /X-Amz-Signature=([0-9a-f]+)/.exec(req.url);
   const now = Date.now();
+  const cred = /Credential=([A-Z0-9]+)\//.exec(req.headers.authorization || '');
+  if (cred) lastKey = cred[1];
+  if (req.headers['x-amz-security-token']) withToken++;
   if (m) {
     if (seen.has(m[1]) && now - seen.get(m[1]) >= 1000) reused++;
     if (!seen.has(m[1])) seen.set(m[1], now);

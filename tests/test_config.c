@@ -142,6 +142,8 @@ static void test_malformed(void **state) {
         {"S3_SSE", "aes256", "S3_SSE: 'aes256' is not AES256 or aws:kms"},
         {"S3_SSE_KMS_KEY_ID", "key-1", "S3_SSE_KMS_KEY_ID: is set but S3_SSE is not aws:kms"},
         {"S3_CA_FILE", "/no/such/ca.pem", "S3_CA_FILE: cannot read '/no/such/ca.pem'"},
+        {"AWS_ROLE_ARN", "arn:aws:iam::1:role/r", "AWS_WEB_IDENTITY_TOKEN_FILE: is required with AWS_ROLE_ARN"},
+        {"AWS_STS_ENDPOINT", "sts.example", "AWS_STS_ENDPOINT: 'sts.example'"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         Env e = good_env();
@@ -160,6 +162,41 @@ static void test_malformed(void **state) {
         free(errors);
         config_free(&cfg);
     }
+}
+
+static void test_web_identity(void **state) {
+    (void)state;
+    /* with a web identity the static keys are optional */
+    Env e = good_env();
+    env_set(&e, "AWS_ACCESS_KEY_ID", "");
+    env_set(&e, "AWS_SECRET_ACCESS_KEY", "");
+    env_set(&e, "AWS_WEB_IDENTITY_TOKEN_FILE", "/etc/passwd");
+    env_set(&e, "AWS_ROLE_ARN", "arn:aws:iam::123456789012:role/backup");
+    Config cfg;
+    char *errors;
+    assert_int_equal(load(&e, &cfg, &errors), 0);
+    assert_string_equal(cfg.aws_role_session_name, "backup-worker");
+    S3Options o;
+    config_s3_options(&cfg, &o);
+    assert_string_equal(o.role_arn, "arn:aws:iam::123456789012:role/backup");
+    assert_null(o.access_key);
+    free(errors);
+    config_free(&cfg);
+    /* without one they are required, and a role that is no ARN is named */
+    Env f = good_env();
+    env_set(&f, "AWS_ACCESS_KEY_ID", "");
+    env_set(&f, "AWS_WEB_IDENTITY_TOKEN_FILE", "/etc/passwd");
+    env_set(&f, "AWS_ROLE_ARN", "backup-role");
+    assert_int_equal(load(&f, &cfg, &errors), 1);
+    assert_non_null(strstr(errors, "AWS_ROLE_ARN: 'backup-role' is not an ARN"));
+    free(errors);
+    config_free(&cfg);
+    Env g = good_env();
+    env_set(&g, "AWS_ACCESS_KEY_ID", "");
+    assert_int_equal(load(&g, &cfg, &errors), 1);
+    assert_non_null(strstr(errors, "AWS_ACCESS_KEY_ID: is required"));
+    free(errors);
+    config_free(&cfg);
 }
 
 static void test_all_errors_reported(void **state) {
@@ -261,7 +298,7 @@ int main(void) {
         cmocka_unit_test(test_defaults),       cmocka_unit_test(test_missing_required),
         cmocka_unit_test(test_malformed),      cmocka_unit_test(test_all_errors_reported),
         cmocka_unit_test(test_valid_variants), cmocka_unit_test(test_redact),
-        cmocka_unit_test(test_parsers),
+        cmocka_unit_test(test_parsers),       cmocka_unit_test(test_web_identity),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

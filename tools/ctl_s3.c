@@ -337,6 +337,12 @@ static int cmd_uploads(const Config *cfg, const char *prefix, long long older_ms
 /* ---- presign ---- */
 
 static int cmd_presign(const Config *cfg, const char *key, long expires) {
+    if (cfg->aws_access_key_id == NULL || cfg->aws_secret_access_key == NULL) {
+        /* a URL signed with STS keys would die with them within the hour */
+        fprintf(stderr, "backupctl s3: presign needs static keys (AWS_ACCESS_KEY_ID and "
+                        "AWS_SECRET_ACCESS_KEY), not a web identity\n");
+        return 1;
+    }
     char host[256], base[600];
     if (cfg->s3_endpoint) {
         const char *h = strstr(cfg->s3_endpoint, "://") + 3;
