@@ -9,8 +9,9 @@
  * server's Date header and signs again. Other 4xx fail at once with S3's own
  * code and message. Keys are signed as given and encoded once in the URL.
  *
- * This first slice has the single-request operations; streaming multipart
- * upload, ranged resumable reads, listing and batch deletes come next.
+ * Credentials come from awscreds (static keys, or STS web identity kept
+ * fresh). Streaming multipart upload is in s3upload.h; listing, batch delete
+ * and multipart-upload cleanup in s3list.h.
  */
 #ifndef BW_S3_H
 #define BW_S3_H

@@ -18,7 +18,9 @@
 //   POST /__clear  forget the log, the plan and the always rule
 // Faults: 503 (SlowDown), 500 (InternalError), 429 (SlowDown), 200err (a 200
 // carrying an <Error>), reset (GET: half the body, then the connection is cut;
-// others: cut at once), stall (no answer; cut after 20 s so nothing hangs).
+// others: cut at once), stall (no answer; cut after 20 s so nothing hangs), skew
+// (403 RequestTimeTooSkewed with a Date five minutes ahead); stats also give
+// "max_ahead_s", the furthest an x-amz-date was ahead of the proxy's clock.
 'use strict';
 const fs = require('fs');
 const http = require('http');
@@ -32,6 +34,7 @@ let faults = 0;
 let reused = 0;
 let stale = 0;
 let withToken = 0;
+let maxAhead = 0;
 let lastKey = '';
 const seen = new Map();
 
@@ -76,7 +79,7 @@ function control(req, res, body) {
   if (req.method === 'POST' && req.url === '/__clear') {
     plan = [];
     always = null;
-    requests = faults = reused = stale = withToken = 0;
+    requests = faults = reused = stale = withToken = maxAhead = 0;
     lastKey = '';
     seen.clear();
     return send(200, 'ok');
@@ -84,7 +87,7 @@ function control(req, res, body) {
   if (req.method === 'GET' && req.url === '/__stats') {
     res.writeHead(200, { 'content-type': 'application/json' });
     return res.end(JSON.stringify({ requests, faults, reused_signatures: reused, stale_dates: stale,
-                                    with_token: withToken, last_key: lastKey }));
+                                    with_token: withToken, last_key: lastKey, max_ahead_s: maxAhead }));
   }
   send(404, 'unknown control path');
 }
@@ -134,6 +137,7 @@ const handler = (req, res) => {
   }
   const d = /^(\d{4})(\d\d)(\d\d)T(\d\d)(\d\d)(\d\d)Z$/.exec(req.headers['x-amz-date'] || '');
   if (d && now - Date.UTC(d[1], d[2] - 1, d[3], d[4], d[5], d[6]) > 2000) stale++;
+  if (d) maxAhead = Math.max(maxAhead, Math.round((Date.UTC(d[1], d[2] - 1, d[3], d[4], d[5], d[6]) - now) / 1000));
   const fault = pick(req);
   if (!fault) return forward(req, res, false);
   faults++;
@@ -143,6 +147,11 @@ const handler = (req, res) => {
   }
   req.resume();
   req.on('end', () => {
+    if (fault === 'skew') {
+      // the server's clock is five minutes ahead of ours: S3 says so and sends its Date
+      res.writeHead(403, { 'content-type': 'application/xml', date: new Date(Date.now() + 300000).toUTCString() });
+      return res.end(errorBody('RequestTimeTooSkewed'));
+    }
     if (fault === 'stall') {
       setTimeout(() => req.socket.destroy(), 20000).unref();
       return;

@@ -294,6 +294,35 @@ static void test_stalled_answer_times_out_and_retries(void **state) {
     proxy_stop(&px);
 }
 
+/* A server whose clock is ahead: the client learns the offset from its Date and signs again. */
+static void test_clock_skew_is_corrected(void **state) {
+    (void)state;
+    Proxy px;
+    proxy_start(&px, tu_env("S3_ENDPOINT"));
+    proxy_ctl(&px, "/__plan", "PUT:skew:1");
+    Env e;
+    env_open(&e, px.url, NULL, NULL, 3, 5000);
+    Reader r;
+    memset(&r, 0, sizeof(r));
+    s3_put_object(e.s3, "test-fault/skew.txt", "tick", 4, "text/plain", on_put, &r);
+    assert_true(tu_run_until(&e.loop, &r.done, 20000));
+    if (err_is_set(&r.err))
+        fail_msg("put failed: %s", r.err.msg);
+    assert_int_equal(r.attempts, 2);
+    char cmd[256], stats[512] = "";
+    snprintf(cmd, sizeof(cmd), "curl -sf %s/__stats", px.url);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(fgets(stats, sizeof(stats), p));
+    pclose(p);
+    const char *ahead = strstr(stats, "\"max_ahead_s\":");
+    assert_non_null(ahead);
+    int secs = atoi(ahead + strlen("\"max_ahead_s\":"));
+    if (secs < 295 || secs > 305)
+        fail_msg("retry signed %d s ahead, expected about 300: %s", secs, stats);
+    env_close(&e);
+    proxy_stop(&px);
+}
+
 /* Multipart uploads moto still holds under prefix (its ListMultipartUploads, unsigned). */
 static int moto_uploads(const char *moto, const char *bucket, const char *prefix) {
     char cmd[512];
@@ -485,6 +514,7 @@ int main(void) {
         cmocka_unit_test_teardown(test_stalled_answer_times_out_and_retries, teardown),
         cmocka_unit_test_teardown(test_persistent_failure_aborts_and_leaves_nothing, teardown),
         cmocka_unit_test(test_control_check_sees_a_pending_upload),
+        cmocka_unit_test_teardown(test_clock_skew_is_corrected, teardown),
         cmocka_unit_test_teardown(test_tls_with_ca_file, teardown),
         cmocka_unit_test_teardown(test_web_identity, teardown),
     };
