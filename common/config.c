@@ -37,6 +37,9 @@ static const VarHelp vars[] = {
     {"S3_SSE", NULL, "server-side encryption of new objects: AES256 or aws:kms (optional)"},
     {"S3_SSE_KMS_KEY_ID", NULL, "KMS key id with S3_SSE=aws:kms (optional)"},
     {"S3_CA_FILE", NULL, "CA bundle for TLS to S3 (optional; verification is always on)"},
+    {"S3_PART_SIZE_MB", "8", "multipart part size at the start of an upload, MiB (5-5120)"},
+    {"S3_UPLOAD_CONCURRENCY", "4",
+     "parts in flight per upload (1-64); memory per upload is about this x the part size"},
     {"BACKUP_RETENTION_DAYS", "30", "days a backup is kept by cleanup (1-36500)"},
     {"BACKUP_COMPRESSION", "true", "gzip backup objects"},
     {"REDIS_URL", "redis://127.0.0.1:6379/0", "redis://[[user]:password@]host[:port][/db]"},
@@ -507,6 +510,8 @@ int config_load(Config *cfg, ConfigGetenv getenv_fn, void *data, Buf *errors) {
     cfg->s3_ca_file = get_str(&l, "S3_CA_FILE", 0);
     if (cfg->s3_ca_file && access(cfg->s3_ca_file, R_OK) != 0)
         bad(&l, "S3_CA_FILE", "cannot read '%.200s'", cfg->s3_ca_file);
+    cfg->s3_part_size_mb = get_int(&l, "S3_PART_SIZE_MB", 5, 5120);
+    cfg->s3_upload_concurrency = get_int(&l, "S3_UPLOAD_CONCURRENCY", 1, 64);
     cfg->backup_retention_days = get_int(&l, "BACKUP_RETENTION_DAYS", 1, 36500);
     cfg->backup_compression = get_bool(&l, "BACKUP_COMPRESSION");
 

@@ -35,9 +35,11 @@ typedef struct {
     char *s3_bucket;
     char *s3_endpoint; /* may be NULL: AWS itself */
     int s3_force_path_style;
-    char *s3_sse;            /* NULL, AES256 or aws:kms */
-    char *s3_sse_kms_key_id; /* may be NULL */
-    char *s3_ca_file;        /* may be NULL */
+    char *s3_sse;              /* NULL, AES256 or aws:kms */
+    char *s3_sse_kms_key_id;   /* may be NULL */
+    char *s3_ca_file;          /* may be NULL */
+    int s3_part_size_mb;       /* multipart part size at the start of an upload */
+    int s3_upload_concurrency; /* parts in flight per upload */
     int backup_retention_days;
     int backup_compression;
     char *redis_url;    /* secret inside: log config_redact_url(redis_url) */

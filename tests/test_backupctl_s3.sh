@@ -21,6 +21,10 @@ want=$(sha256sum "$tmp/in.bin" | cut -d' ' -f1)
 "$CTL" s3 put "$tmp/in.bin" "$P/in.bin" >"$tmp/put.out" 2>&1; rc=$?
 expect "put exits 0" test $rc = 0
 expect "put prints the SHA-256" grep -q "sha256 $want  $P/in.bin" "$tmp/put.out"
+S3_PART_SIZE_MB=5 S3_UPLOAD_CONCURRENCY=1 "$CTL" s3 put "$tmp/in.bin" "$P/small-parts.bin" >"$tmp/put2.out" 2>&1
+expect "put with 5 MiB parts, one in flight" grep -q "sha256 $want" "$tmp/put2.out"
+S3_UPLOAD_CONCURRENCY=0 "$CTL" s3 put "$tmp/in.bin" "$P/x" >/dev/null 2>&1; rc=$?
+expect "S3_UPLOAD_CONCURRENCY=0 is refused (exit 2)" test $rc = 2
 printf 'from stdin\n' | "$CTL" s3 put - "$P/stdin.txt" >/dev/null; rc=$?
 expect "put from stdin" test $rc = 0
 
@@ -31,7 +35,7 @@ expect "get to stdout" bash -c "test \"\$('$CTL' s3 get '$P/stdin.txt')\" = 'fro
 
 "$CTL" s3 ls "$P/" >"$tmp/ls.out"; rc=$?
 expect "ls exits 0" test $rc = 0
-expect "ls: two objects" test "$(wc -l <"$tmp/ls.out")" = 2
+expect "ls: three objects" test "$(wc -l <"$tmp/ls.out")" = 3
 expect "ls: size first, key last" grep -Eq "^ *$((12 * 1024 * 1024 + 77))  [0-9T:.Z-]+  $P/in.bin$" "$tmp/ls.out"
 
 url=$("$CTL" s3 presign "$P/stdin.txt" --expires 60)
@@ -55,7 +59,7 @@ expect "bad usage exits 2" test $rc = 2
 "$CTL" s3 rm "$P/in.bin" >"$tmp/rm.out"; rc=$?
 expect "rm exits 0" test $rc = 0
 expect "rm reports" grep -q "deleted 1, failed 0" "$tmp/rm.out"
-echo "$P/stdin.txt" | "$CTL" s3 rm - >/dev/null; rc=$?
+printf "%s\n" "$P/stdin.txt" "$P/small-parts.bin" | "$CTL" s3 rm - >/dev/null; rc=$?
 expect "rm keys from stdin" test $rc = 0
 expect "nothing left" test -z "$("$CTL" s3 ls "$P/")"
 

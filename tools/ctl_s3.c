@@ -119,7 +119,8 @@ static int cmd_put(const Config *cfg, const char *file, const char *key) {
         return ctl_run(&c);
     }
     c.buf = malloc(CHUNK);
-    S3Upload *u = s3_upload_new(c.s3, key, NULL, 0, 0, put_feed, put_done, &c);
+    S3Upload *u = s3_upload_new(c.s3, key, NULL, (size_t)cfg->s3_part_size_mb << 20,
+                                cfg->s3_upload_concurrency, put_feed, put_done, &c);
     put_feed(u, &c);
     int rc = ctl_run(&c);
     if (c.fd > 0)

@@ -48,6 +48,7 @@ run aws_get aws --endpoint-url "$S3_ENDPOINT" s3 cp --only-show-errors "s3://$S3
 row "aws s3 cp (download)" "$secs" "$rss"
 [ "$(sha256sum "$tmp/out" | cut -d' ' -f1)" = "$want" ] || { echo "aws get: mismatch"; exit 1; }
 
-# backupctl's defaults: 4 parts in flight x 8 MiB, plus 16 MiB for everything else
-echo "backupctl put memory bound: 4 x 8 MiB + 16 MiB = 48 MiB; measured $((ctl_put_rss / 1024)) MiB"
+# parts in flight x part size, plus 16 MiB for everything else
+inflight=${S3_UPLOAD_CONCURRENCY:-4} part=${S3_PART_SIZE_MB:-8}
+echo "backupctl put memory bound: $inflight x $part MiB + 16 MiB = $((inflight * part + 16)) MiB; measured $((ctl_put_rss / 1024)) MiB"
 "$CTL" s3 rm "$key-ctl" "$key-aws" >/dev/null
