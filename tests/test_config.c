@@ -131,7 +131,8 @@ static void test_malformed(void **state) {
          "DATABASE_URL: not a valid PostgreSQL connection string"},
         {"WORKER_CONCURRENCY", "0", "WORKER_CONCURRENCY: '0' is not a whole number from 1 to 1024"},
         {"WORKER_CONCURRENCY", "-3", "WORKER_CONCURRENCY: '-3'"},
-        {"JOB_VISIBILITY_TIMEOUT", "10 minutes", "JOB_VISIBILITY_TIMEOUT: '10 minutes' is not a duration"},
+        {"JOB_VISIBILITY_TIMEOUT", "10 minutes",
+         "JOB_VISIBILITY_TIMEOUT: '10 minutes' is not a duration"},
         {"JOB_MAX_ATTEMPTS", "0", "JOB_MAX_ATTEMPTS: '0' is not a whole number from 1 to 100"},
         {"REDIS_PREFIX", "a b", "REDIS_PREFIX: 'a b' must be"},
         {"JOB_BACKOFF_MAX", "1ms", "JOB_BACKOFF_MAX: is shorter than JOB_BACKOFF_BASE"},
@@ -142,7 +143,8 @@ static void test_malformed(void **state) {
         {"S3_SSE", "aes256", "S3_SSE: 'aes256' is not AES256 or aws:kms"},
         {"S3_SSE_KMS_KEY_ID", "key-1", "S3_SSE_KMS_KEY_ID: is set but S3_SSE is not aws:kms"},
         {"S3_CA_FILE", "/no/such/ca.pem", "S3_CA_FILE: cannot read '/no/such/ca.pem'"},
-        {"AWS_ROLE_ARN", "arn:aws:iam::1:role/r", "AWS_WEB_IDENTITY_TOKEN_FILE: is required with AWS_ROLE_ARN"},
+        {"AWS_ROLE_ARN", "arn:aws:iam::1:role/r",
+         "AWS_WEB_IDENTITY_TOKEN_FILE: is required with AWS_ROLE_ARN"},
         {"AWS_STS_ENDPOINT", "sts.example", "AWS_STS_ENDPOINT: 'sts.example'"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -298,7 +300,7 @@ int main(void) {
         cmocka_unit_test(test_defaults),       cmocka_unit_test(test_missing_required),
         cmocka_unit_test(test_malformed),      cmocka_unit_test(test_all_errors_reported),
         cmocka_unit_test(test_valid_variants), cmocka_unit_test(test_redact),
-        cmocka_unit_test(test_parsers),       cmocka_unit_test(test_web_identity),
+        cmocka_unit_test(test_parsers),        cmocka_unit_test(test_web_identity),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -18,6 +18,7 @@
 #include "job.h"
 #include "jobspec.h"
 #include "log.h"
+#include "qmetrics.h"
 #include "qscripts.h"
 #include "version.h"
 
@@ -84,19 +85,6 @@ struct Job {
     Job *fnext; /* in the FINISH queue */
 };
 
-/* Metrics are kept per job type; "invalid" counts entries that did not decode. */
-static const char *metric_types[] = {"ping",    "backup", "restore", "verify",
-                                     "cleanup", "sleep",  "invalid"};
-#define NMT (sizeof(metric_types) / sizeof(metric_types[0]))
-static const double buckets[] = {0.01, 0.1, 0.5, 1, 5, 30, 120, 600, 1800, 3600};
-#define NBUCKETS (sizeof(buckets) / sizeof(buckets[0]))
-
-typedef struct {
-    uint64_t started, completed, failed, retried, dead, duplicates, rows, bytes;
-    uint64_t hist[NBUCKETS + 1];
-    double seconds;
-} TypeStats;
-
 struct Queue {
     uv_loop_t *loop;
     const Config *cfg;
@@ -123,7 +111,7 @@ struct Queue {
         int deliveries;
     } swept[MAX_SWEEP];
     int nswept;
-    TypeStats stats[NMT];
+    QMetrics *metrics;
     long long pending, delayed;
     uint64_t handed_back, lost, promoted;
 };
@@ -170,12 +158,9 @@ static void args_free(Args *a) {
     memset(a, 0, sizeof(*a));
 }
 
-static TypeStats *stats_for(Queue *q, const Job *job) {
-    const char *t = job->valid ? job->spec.type : "invalid";
-    for (size_t i = 0; i < NMT; i++)
-        if (strcmp(metric_types[i], t) == 0)
-            return &q->stats[i];
-    return &q->stats[NMT - 1];
+/* The metrics label of a job: its type, or "invalid" for an entry that did not decode. */
+static const char *mtype(const Job *job) {
+    return job->valid ? job->spec.type : NULL;
 }
 
 static int reply_is(const redisReply *r, const char *s) {
@@ -446,17 +431,12 @@ static uint64_t backoff_ms(const Config *cfg, int attempt) {
 
 void job_done(Job *job, const Err *err) {
     Queue *q = job->q;
-    TypeStats *st = stats_for(q, job);
     if (job->state != J_RUNNING) {
         log_error(job->log_id, "job_done called twice (ignored)");
         return;
     }
     double secs = (double)(now_ms() - job->started_ms) / 1000.0;
-    st->seconds += secs;
-    size_t b = 0;
-    while (b < NBUCKETS && secs > buckets[b])
-        b++;
-    st->hist[b]++;
+    qmetrics_observe(q->metrics, mtype(job), secs);
     if (job->lost || job->handed_back) {
         job_end(job);
         return;
@@ -464,9 +444,9 @@ void job_done(Job *job, const Err *err) {
     if (!err_is_set(err)) {
         err_clear(&job->result);
         job->outcome = "completed";
-        st->completed++;
-        st->rows += job->rows;
-        st->bytes += job->bytes;
+        qmetrics_add(q->metrics, mtype(job), QM_COMPLETED, 1);
+        qmetrics_add(q->metrics, mtype(job), QM_ROWS, job->rows);
+        qmetrics_add(q->metrics, mtype(job), QM_BYTES, job->bytes);
         log_info(job->log_id, "completed in %.3f s (attempt %d)", secs, job->attempt);
     } else if (err->kind == ERR_RETRYABLE && job->attempt < q->cfg->job_max_attempts &&
                !job->cancelled) {
@@ -474,8 +454,8 @@ void job_done(Job *job, const Err *err) {
         job->outcome = "retry";
         uint64_t delay = backoff_ms(q->cfg, job->attempt);
         job->retry_at = now_ms() + delay;
-        st->failed++;
-        st->retried++;
+        qmetrics_add(q->metrics, mtype(job), QM_FAILED, 1);
+        qmetrics_add(q->metrics, mtype(job), QM_RETRIED, 1);
         log_warn(job->log_id, "attempt %d of %d failed: %s; retrying in %.1f s", job->attempt,
                  q->cfg->job_max_attempts, err->msg, (double)delay / 1000.0);
     } else {
@@ -483,8 +463,8 @@ void job_done(Job *job, const Err *err) {
         if (err->kind == ERR_RETRYABLE && !job->cancelled)
             err_prefix(&job->result, "gave up after %d attempts: ", job->attempt);
         job->outcome = "dead";
-        st->failed++;
-        st->dead++;
+        qmetrics_add(q->metrics, mtype(job), QM_FAILED, 1);
+        qmetrics_add(q->metrics, mtype(job), QM_DEAD, 1);
         log_error(job->log_id, "failed for good: %s", job->result.msg);
     }
     send_finish(job);
@@ -577,7 +557,7 @@ static void on_start_one(Queue *q, Job *job, const redisReply *r, const Err *err
         }
         job->state = J_RUNNING;
         job->started_ms = now_ms();
-        stats_for(q, job)->started++;
+        qmetrics_add(q->metrics, mtype(job), QM_STARTED, 1);
         log_info(job->log_id, "started %s%s%s (attempt %d, entry %s)", job->spec.type,
                  job->spec.user_id[0] ? " for user " : "", job->spec.user_id, job->attempt,
                  job->entry);
@@ -585,14 +565,14 @@ static void on_start_one(Queue *q, Job *job, const redisReply *r, const Err *err
         return;
     }
     if (strcmp(what, "duplicate") == 0) {
-        stats_for(q, job)->duplicates++;
+        qmetrics_add(q->metrics, mtype(job), QM_DUPLICATE, 1);
         log_info(job->log_id, "entry %s repeats a job already %s: acknowledged, not run",
                  job->entry,
                  r->elements > 1 && r->element[1]->str[0] ? r->element[1]->str : "seen");
     } else if (strcmp(what, "busy") == 0) {
         log_debug(job->log_id, "user %s is busy with another job: waiting", job->spec.user_id);
     } else if (strcmp(what, "dead") == 0) {
-        stats_for(q, job)->dead++;
+        qmetrics_add(q->metrics, mtype(job), QM_DEAD, 1);
         log_error(job->log_id, "dead-lettered: it never finished in %d attempts",
                   q->cfg->job_max_attempts);
     }
@@ -622,7 +602,7 @@ static void start_jobs(Queue *q, Job **jobs, int n) {
                         "delivered %d times without ever being started", job->deliveries);
             job->result = job->decode_err;
             job->outcome = "dead";
-            stats_for(q, job)->dead++;
+            qmetrics_add(q->metrics, mtype(job), QM_DEAD, 1);
             log_error(job->log_id, "rejected entry %s: %s", job->entry, job->result.msg);
             send_finish(job);
             continue;
@@ -1031,6 +1011,7 @@ static void on_handle_closed(uv_handle_t *h) {
     if (--q->handles == 0) {
         void (*done)(void *) = q->on_stopped;
         void *data = q->stop_data;
+        qmetrics_free(q->metrics);
         free(q);
         if (done)
             done(data);
@@ -1103,6 +1084,7 @@ Queue *queue_new(uv_loop_t *loop, const Config *cfg, Services *svc) {
     q->svc = svc;
     q->cmd = services_redis(svc);
     q->pending_first = 1;
+    q->metrics = qmetrics_new();
     char host[256];
     if (gethostname(host, sizeof(host)) != 0)
         snprintf(host, sizeof(host), "worker");
@@ -1128,48 +1110,7 @@ Queue *queue_new(uv_loop_t *loop, const Config *cfg, Services *svc) {
 }
 
 void queue_metrics(Queue *q, Buf *b) {
-    static const struct {
-        const char *name, *help;
-        size_t off;
-    } counters[] = {
-        {"bw_jobs_started_total", "Job runs started.", offsetof(TypeStats, started)},
-        {"bw_jobs_completed_total", "Jobs completed.", offsetof(TypeStats, completed)},
-        {"bw_jobs_failed_total", "Job runs that failed (retried or not).",
-         offsetof(TypeStats, failed)},
-        {"bw_jobs_retried_total", "Job runs scheduled for a retry.", offsetof(TypeStats, retried)},
-        {"bw_jobs_dead_total", "Jobs sent to the dead-letter stream.", offsetof(TypeStats, dead)},
-        {"bw_jobs_duplicate_total", "Entries skipped as repeats of a known job_id.",
-         offsetof(TypeStats, duplicates)},
-        {"bw_job_rows_total", "Rows handled by completed jobs.", offsetof(TypeStats, rows)},
-        {"bw_job_bytes_total", "Bytes handled by completed jobs.", offsetof(TypeStats, bytes)},
-    };
-    for (size_t c = 0; c < sizeof(counters) / sizeof(counters[0]); c++) {
-        buf_printf(b, "# HELP %s %s\n# TYPE %s counter\n", counters[c].name, counters[c].help,
-                   counters[c].name);
-        for (size_t t = 0; t < NMT; t++) {
-            uint64_t v = *(const uint64_t *)((const char *)&q->stats[t] + counters[c].off);
-            buf_printf(b, "%s{type=\"%s\"} %llu\n", counters[c].name, metric_types[t],
-                       (unsigned long long)v);
-        }
-    }
-    buf_printf(b, "# HELP bw_job_duration_seconds Run time of finished job runs.\n"
-                  "# TYPE bw_job_duration_seconds histogram\n");
-    for (size_t t = 0; t < NMT; t++) {
-        uint64_t cum = 0;
-        for (size_t i = 0; i <= NBUCKETS; i++) {
-            cum += q->stats[t].hist[i];
-            if (i < NBUCKETS)
-                buf_printf(b, "bw_job_duration_seconds_bucket{type=\"%s\",le=\"%g\"} %llu\n",
-                           metric_types[t], buckets[i], (unsigned long long)cum);
-            else
-                buf_printf(b, "bw_job_duration_seconds_bucket{type=\"%s\",le=\"+Inf\"} %llu\n",
-                           metric_types[t], (unsigned long long)cum);
-        }
-        buf_printf(b, "bw_job_duration_seconds_sum{type=\"%s\"} %.6f\n", metric_types[t],
-                   q->stats[t].seconds);
-        buf_printf(b, "bw_job_duration_seconds_count{type=\"%s\"} %llu\n", metric_types[t],
-                   (unsigned long long)cum);
-    }
+    qmetrics_write(q->metrics, b);
     buf_printf(b,
                "# HELP bw_jobs_in_flight Jobs held by this process.\n"
                "# TYPE bw_jobs_in_flight gauge\nbw_jobs_in_flight %d\n",
