@@ -1,0 +1,266 @@
+/*
+ * filter: the chain and the basic filters (see filter.h).
+ *
+ * Each transforming stage writes into its own scratch buffer, reused from
+ * call to call, except the last one, which appends straight to the caller's
+ * output; observing stages read whatever buffer the bytes are in.
+ */
+#include "filter.h"
+
+#include <openssl/evp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zlib.h>
+
+#define ZCHUNK (64 * 1024)
+
+struct Filter {
+    char *name;
+    FilterVtbl vt;
+    void *self;
+    Buf scratch;
+    Buf result;
+};
+
+struct FilterChain {
+    Filter **f;
+    int n, cap;
+    int finished;
+};
+
+Filter *filter_new(const char *name, const FilterVtbl *vt, void *self) {
+    Filter *f = xcalloc(1, sizeof(*f));
+    f->name = name ? xstrdup(name) : NULL;
+    f->vt = *vt;
+    f->self = self;
+    return f;
+}
+
+static void filter_free(Filter *f) {
+    if (f->vt.free)
+        f->vt.free(f->self);
+    buf_free(&f->scratch);
+    buf_free(&f->result);
+    free(f->name);
+    free(f);
+}
+
+/* ---- the chain ---- */
+
+FilterChain *filter_chain_new(void) {
+    return xcalloc(1, sizeof(FilterChain));
+}
+
+void filter_chain_add(FilterChain *c, Filter *f) {
+    if (c->n == c->cap) {
+        c->cap = c->cap ? c->cap * 2 : 4;
+        c->f = xrealloc(c->f, (size_t)c->cap * sizeof(Filter *));
+    }
+    c->f[c->n++] = f;
+}
+
+static int run(FilterChain *c, const char *p, size_t n, int end, Buf *out, Err *err) {
+    int last = -1; /* the last transforming stage writes into out */
+    for (int i = 0; i < c->n; i++)
+        if (c->f[i]->vt.process)
+            last = i;
+    if (last < 0) {
+        for (int i = 0; i < c->n; i++)
+            c->f[i]->vt.observe(c->f[i]->self, p, n);
+        buf_append(out, p, n);
+        return 0;
+    }
+    for (int i = 0; i < c->n; i++) {
+        Filter *f = c->f[i];
+        if (f->vt.observe) {
+            f->vt.observe(f->self, p, n);
+            continue;
+        }
+        Buf *dst = i == last ? out : &f->scratch;
+        size_t before = i == last ? out->len : 0;
+        if (i != last)
+            buf_reset(dst);
+        if (f->vt.process(f->self, p, n, end, dst, err) != 0) {
+            err_prefix(err, "%s", f->name ? f->name : "filter");
+            return -1;
+        }
+        p = dst->data ? dst->data + before : "";
+        n = dst->len - before;
+    }
+    return 0;
+}
+
+int filter_chain_write(FilterChain *c, const void *buf, size_t len, Buf *out, Err *err) {
+    if (c->finished) {
+        err_set(err, ERR_PERMANENT, ERR_CODE_INVALID, "filter chain: write after finish");
+        return -1;
+    }
+    return len ? run(c, buf, len, 0, out, err) : 0;
+}
+
+int filter_chain_finish(FilterChain *c, Buf *out, Err *err) {
+    if (c->finished)
+        return 0;
+    c->finished = 1;
+    if (run(c, "", 0, 1, out, err) != 0)
+        return -1;
+    for (int i = 0; i < c->n; i++)
+        if (c->f[i]->vt.result)
+            c->f[i]->vt.result(c->f[i]->self, &c->f[i]->result);
+    return 0;
+}
+
+const char *filter_chain_result(const FilterChain *c, const char *name) {
+    if (!c->finished)
+        return NULL;
+    for (int i = 0; i < c->n; i++)
+        if (c->f[i]->name && strcmp(c->f[i]->name, name) == 0 && c->f[i]->result.data)
+            return c->f[i]->result.data;
+    return NULL;
+}
+
+void filter_chain_free(FilterChain *c) {
+    if (c == NULL)
+        return;
+    for (int i = 0; i < c->n; i++)
+        filter_free(c->f[i]);
+    free(c->f);
+    free(c);
+}
+
+/* ---- gzip ---- */
+
+typedef struct {
+    z_stream z;
+    int inflating;
+    int ended;   /* gunzip: the current member is complete */
+    int started; /* gunzip: any input seen */
+} Zip;
+
+static void zip_free(void *self) {
+    Zip *z = self;
+    if (z->inflating)
+        inflateEnd(&z->z);
+    else
+        deflateEnd(&z->z);
+    free(z);
+}
+
+static int gzip_process(void *self, const char *in, size_t len, int end, Buf *out, Err *err) {
+    Zip *z = self;
+    z->z.next_in = (Bytef *)(uintptr_t)in;
+    z->z.avail_in = (uInt)len;
+    for (;;) {
+        buf_reserve(out, ZCHUNK);
+        z->z.next_out = (Bytef *)out->data + out->len;
+        z->z.avail_out = ZCHUNK;
+        int rc = deflate(&z->z, end ? Z_FINISH : Z_NO_FLUSH);
+        out->len += ZCHUNK - z->z.avail_out;
+        if (rc == Z_STREAM_ERROR) {
+            err_set(err, ERR_PERMANENT, ERR_CODE_INVALID, "deflate failed");
+            return -1;
+        }
+        if (end ? rc == Z_STREAM_END : (z->z.avail_in == 0 && z->z.avail_out != 0))
+            break;
+    }
+    out->data[out->len] = '\0';
+    return 0;
+}
+
+Filter *filter_gzip_new(const char *name, int level) {
+    Zip *z = xcalloc(1, sizeof(*z));
+    /* windowBits 15 + 16: a gzip header and trailer, as `gunzip` expects */
+    if (deflateInit2(&z->z, level < 1 || level > 9 ? 1 : level, Z_DEFLATED, 15 + 16, 8,
+                     Z_DEFAULT_STRATEGY) != Z_OK)
+        abort(); /* only fails without memory, like xmalloc */
+    static const FilterVtbl vt = {gzip_process, NULL, NULL, zip_free};
+    return filter_new(name, &vt, z);
+}
+
+static int gunzip_process(void *self, const char *in, size_t len, int end, Buf *out, Err *err) {
+    Zip *z = self;
+    z->z.next_in = (Bytef *)(uintptr_t)in;
+    z->z.avail_in = (uInt)len;
+    int more_out = 0; /* the last call filled the buffer: zlib may hold more output */
+    while (z->z.avail_in > 0 || (more_out && !z->ended)) {
+        if (z->ended) { /* another member follows: gzip allows concatenation */
+            inflateReset(&z->z);
+            z->ended = 0;
+        }
+        z->started = 1;
+        buf_reserve(out, ZCHUNK);
+        z->z.next_out = (Bytef *)out->data + out->len;
+        z->z.avail_out = ZCHUNK;
+        int rc = inflate(&z->z, Z_NO_FLUSH);
+        out->len += ZCHUNK - z->z.avail_out;
+        out->data[out->len] = '\0';
+        more_out = z->z.avail_out == 0;
+        if (rc == Z_STREAM_END) {
+            z->ended = 1;
+        } else if (rc == Z_DATA_ERROR || rc == Z_NEED_DICT || rc == Z_STREAM_ERROR ||
+                   rc == Z_MEM_ERROR) {
+            err_set(err, ERR_PERMANENT, ERR_CODE_INVALID, "corrupt gzip data (%s)",
+                    z->z.msg ? z->z.msg : "invalid stream");
+            return -1;
+        } else if (rc == Z_BUF_ERROR) {
+            break; /* no progress possible: more input needed */
+        }
+    }
+    if (end && (!z->started || !z->ended)) {
+        err_set(err, ERR_PERMANENT, ERR_CODE_INVALID,
+                z->started ? "truncated gzip data (the stream ends early)" : "no gzip data");
+        return -1;
+    }
+    return 0;
+}
+
+Filter *filter_gunzip_new(const char *name) {
+    Zip *z = xcalloc(1, sizeof(*z));
+    z->inflating = 1;
+    if (inflateInit2(&z->z, 15 + 16) != Z_OK)
+        abort();
+    static const FilterVtbl vt = {gunzip_process, NULL, NULL, zip_free};
+    return filter_new(name, &vt, z);
+}
+
+/* ---- observers ---- */
+
+static void sha_observe(void *self, const char *in, size_t len) {
+    EVP_DigestUpdate(self, in, len);
+}
+
+static void sha_result(void *self, Buf *res) {
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int n = 0;
+    EVP_DigestFinal_ex(self, md, &n);
+    for (unsigned int i = 0; i < n; i++)
+        buf_printf(res, "%02x", md[i]);
+}
+
+static void sha_free(void *self) {
+    EVP_MD_CTX_free(self);
+}
+
+Filter *filter_sha256_new(const char *name) {
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    if (ctx == NULL || EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1)
+        abort();
+    static const FilterVtbl vt = {NULL, sha_observe, sha_result, sha_free};
+    return filter_new(name, &vt, ctx);
+}
+
+static void size_observe(void *self, const char *in, size_t len) {
+    (void)in;
+    *(uint64_t *)self += len;
+}
+
+static void size_result(void *self, Buf *res) {
+    buf_printf(res, "%llu", (unsigned long long)*(uint64_t *)self);
+}
+
+Filter *filter_size_new(const char *name) {
+    static const FilterVtbl vt = {NULL, size_observe, size_result, free};
+    return filter_new(name, &vt, xcalloc(1, sizeof(uint64_t)));
+}

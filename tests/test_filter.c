@@ -1,0 +1,191 @@
+/*
+ * test_filter: the filter chain and its filters, pure logic (valgrind too):
+ * gzip/gunzip round trips in every chunking, observers where they sit in the
+ * chain, concatenated members, corrupt and truncated input named.
+ */
+#include "filter.h"
+
+#include <openssl/sha.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+static void sha_hex(const void *p, size_t n, char out[65]) {
+    unsigned char md[32];
+    SHA256(p, n, md);
+    for (int i = 0; i < 32; i++)
+        snprintf(out + 2 * i, 3, "%02x", md[i]);
+}
+
+/* Half compressible text, half noise, so both deflate paths run. */
+static char *sample(size_t n) {
+    char *p = malloc(n);
+    uint32_t x = 12345;
+    for (size_t i = 0; i < n; i++) {
+        x = x * 1103515245u + 12345u;
+        p[i] = (i / 4096) % 2 ? (char)(x >> 24) : "{\"id\":1,\"name\":\"caf\xc3\xa9\"}\n"[i % 27];
+    }
+    return p;
+}
+
+/* Push data through c in chunks of step bytes; returns the output. */
+static Buf push(FilterChain *c, const char *data, size_t n, size_t step) {
+    Buf out = BUF_INIT;
+    Err err;
+    err_clear(&err);
+    for (size_t off = 0; off < n; off += step) {
+        size_t k = n - off < step ? n - off : step;
+        assert_int_equal(filter_chain_write(c, data + off, k, &out, &err), 0);
+    }
+    assert_int_equal(filter_chain_finish(c, &out, &err), 0);
+    return out;
+}
+
+static void test_round_trip_in_any_chunking(void **state) {
+    (void)state;
+    size_t n = 1000003;
+    char *data = sample(n);
+    char want[65];
+    sha_hex(data, n, want);
+    const size_t steps[] = {1 << 20, 65536, 4093, 7};
+    for (size_t s = 0; s < sizeof(steps) / sizeof(steps[0]); s++) {
+        size_t step = steps[s] == 7 ? 7 : steps[s];
+        size_t len = steps[s] == 7 ? 70000 : n; /* byte-sized steps on a shorter input */
+        char want_part[65];
+        sha_hex(data, len, want_part);
+        FilterChain *c = filter_chain_new();
+        filter_chain_add(c, filter_sha256_new("raw-sha"));
+        filter_chain_add(c, filter_size_new("raw-size"));
+        filter_chain_add(c, filter_gzip_new("gzip", 1));
+        filter_chain_add(c, filter_sha256_new("stored-sha"));
+        filter_chain_add(c, filter_size_new("stored-size"));
+        Buf gz = push(c, data, len, step);
+        assert_true(gz.len > 18 && (unsigned char)gz.data[0] == 0x1f &&
+                    (unsigned char)gz.data[1] == 0x8b); /* gzip magic */
+        char stored[65], size[32];
+        sha_hex(gz.data, gz.len, stored);
+        snprintf(size, sizeof(size), "%zu", len);
+        assert_string_equal(filter_chain_result(c, "raw-sha"), want_part);
+        assert_string_equal(filter_chain_result(c, "raw-size"), size);
+        assert_string_equal(filter_chain_result(c, "stored-sha"), stored);
+        snprintf(size, sizeof(size), "%zu", gz.len);
+        assert_string_equal(filter_chain_result(c, "stored-size"), size);
+        assert_null(filter_chain_result(c, "nope"));
+        filter_chain_free(c);
+
+        FilterChain *d = filter_chain_new();
+        filter_chain_add(d, filter_sha256_new("stored-sha"));
+        filter_chain_add(d, filter_gunzip_new("gunzip"));
+        filter_chain_add(d, filter_sha256_new("raw-sha"));
+        Buf back = push(d, gz.data, gz.len, step);
+        assert_int_equal(back.len, len);
+        assert_memory_equal(back.data, data, len);
+        assert_string_equal(filter_chain_result(d, "stored-sha"), stored);
+        assert_string_equal(filter_chain_result(d, "raw-sha"), want_part);
+        filter_chain_free(d);
+        buf_free(&gz);
+        buf_free(&back);
+    }
+    (void)want;
+    free(data);
+}
+
+static void test_observers_only_and_empty(void **state) {
+    (void)state;
+    FilterChain *c = filter_chain_new();
+    filter_chain_add(c, filter_sha256_new("sha"));
+    Buf out = push(c, "abc", 3, 1);
+    assert_int_equal(out.len, 3); /* passed through */
+    assert_string_equal(filter_chain_result(c, "sha"),
+                        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    Err err;
+    assert_int_equal(filter_chain_write(c, "x", 1, &out, &err), -1); /* after finish */
+    filter_chain_free(c);
+    buf_free(&out);
+
+    /* an empty stream still makes a valid gzip file, and it reads back empty */
+    c = filter_chain_new();
+    filter_chain_add(c, filter_gzip_new("gzip", 6));
+    Buf gz = push(c, "", 0, 1);
+    filter_chain_free(c);
+    c = filter_chain_new();
+    filter_chain_add(c, filter_gunzip_new("gunzip"));
+    Buf back = push(c, gz.data, gz.len, 3);
+    assert_int_equal(back.len, 0);
+    filter_chain_free(c);
+    buf_free(&gz);
+    buf_free(&back);
+}
+
+static Buf gzip_of(const char *s) {
+    FilterChain *c = filter_chain_new();
+    filter_chain_add(c, filter_gzip_new("gzip", 9));
+    Buf gz = push(c, s, strlen(s), 1 << 20);
+    filter_chain_free(c);
+    return gz;
+}
+
+static int gunzip_all(const char *p, size_t n, Buf *out, Err *err) {
+    FilterChain *c = filter_chain_new();
+    filter_chain_add(c, filter_gunzip_new("gunzip"));
+    int rc = filter_chain_write(c, p, n, out, err);
+    if (rc == 0)
+        rc = filter_chain_finish(c, out, err);
+    filter_chain_free(c);
+    return rc;
+}
+
+static void test_members_corruption_truncation(void **state) {
+    (void)state;
+    Buf a = gzip_of("first member\n"), b = gzip_of("second member\n");
+    Buf both = BUF_INIT;
+    buf_append(&both, a.data, a.len);
+    buf_append(&both, b.data, b.len);
+    Buf out = BUF_INIT;
+    Err err;
+    err_clear(&err);
+    assert_int_equal(gunzip_all(both.data, both.len, &out, &err), 0);
+    assert_string_equal(out.data, "first member\nsecond member\n");
+
+    /* truncated: named as such, at the end */
+    buf_reset(&out);
+    assert_int_equal(gunzip_all(a.data, a.len - 5, &out, &err), -1);
+    assert_non_null(strstr(err.msg, "gunzip: truncated gzip data"));
+    assert_int_equal(err.kind, ERR_PERMANENT);
+
+    /* a flipped byte in the deflate data or the CRC: corrupt */
+    Buf bad = BUF_INIT;
+    buf_append(&bad, a.data, a.len);
+    bad.data[bad.len - 6] ^= 0x55; /* inside the CRC-32 trailer */
+    buf_reset(&out);
+    assert_int_equal(gunzip_all(bad.data, bad.len, &out, &err), -1);
+    assert_non_null(strstr(err.msg, "corrupt gzip data"));
+
+    /* not gzip at all, and nothing at all */
+    buf_reset(&out);
+    assert_int_equal(gunzip_all("{\"plain\":\"json\"}", 16, &out, &err), -1);
+    assert_non_null(strstr(err.msg, "corrupt gzip data"));
+    buf_reset(&out);
+    assert_int_equal(gunzip_all("", 0, &out, &err), -1);
+    assert_non_null(strstr(err.msg, "no gzip data"));
+    buf_free(&a);
+    buf_free(&b);
+    buf_free(&both);
+    buf_free(&bad);
+    buf_free(&out);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_round_trip_in_any_chunking),
+        cmocka_unit_test(test_observers_only_and_empty),
+        cmocka_unit_test(test_members_corruption_truncation),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
