@@ -7,6 +7,7 @@
 # Every case uses its own REDIS_PREFIX; every wait is bounded.
 set -uo pipefail
 WORKER=$1
+CTL=$2
 : "${REDIS_URL:?run through tools/devenv test}"
 : "${BW_DEVENV:?run through tools/devenv test}"
 fails=0
@@ -141,6 +142,27 @@ for why in "missing field 'type'" "'explode' is not a job type" "'not-a-uuid' is
   expect "dead letter reason: $why" grep -qF "$why" "$tmp/dead"
 done
 expect "worker 1 still up" kill -0 "$PID_w1"
+
+# ---- operators: backupctl ping, jobs, dead ls / retry / drop ----
+export REDIS_PREFIX=$P
+expect "backupctl ping: a worker answers" bash -c "'$CTL' ping | grep -q '^pong from '"
+"$CTL" jobs >"$tmp/jobs.out"; rc=$?
+expect "backupctl jobs lists the group and this worker" bash -c \
+  "[ $rc = 0 ] && grep -q 'group backup-workers: 1 consumers' '$tmp/jobs.out' && grep -q \"$(hostname):$PID_w1\" '$tmp/jobs.out'"
+expect "backupctl dead ls shows reasons" bash -c "'$CTL' dead ls 50 | grep -q \"'not-a-uuid' is not a UUID\""
+# a letter whose job can run now: retry puts its original fields back on the stream
+dl=$(R XADD "$P:dead" '*' type ping job_id revived-1 entry 1-1 error "was broken" attempts 5 failed_at 0)
+R HSET "$P:job:revived-1" status dead attempts 5 >/dev/null
+"$CTL" dead retry "$dl" >"$tmp/retry.out"; rc=$?
+expect "backupctl dead retry re-enqueues" bash -c "[ $rc = 0 ] && grep -q 'job revived-1' '$tmp/retry.out'"
+expect "  ... and the job runs afresh (attempt 1)" wait_until 10 status_is revived-1 completed
+expect "  ... attempts start over" test "$(field revived-1 attempts)" = 1
+expect "  ... the letter left the dead stream" test -z "$(R XRANGE "$P:dead" "$dl" "$dl")"
+dl=$(R XADD "$P:dead" '*' type ping job_id doomed error x)
+expect "backupctl dead drop removes a letter" bash -c "'$CTL' dead drop '$dl' >/dev/null && [ -z \"\$(R XRANGE '$P:dead' '$dl' '$dl')\" ]"
+expect "backupctl dead drop of an unknown id exits 1" bash -c "'$CTL' dead drop 1-1 >/dev/null 2>&1; [ \$? = 1 ]"
+expect "backupctl dead retry of a malformed id exits 2" bash -c "'$CTL' dead retry nope >/dev/null 2>&1; [ \$? = 2 ]"
+unset REDIS_PREFIX
 expect "nothing left pending" test "$(R XPENDING "$P:jobs" backup-workers | head -1)" = 0
 expect "SIGTERM: exit 0" stop_worker w1
 expect "clean exit left the group" bash -c "! grep -q \"$(hostname):$PID_w1\" <(R XINFO CONSUMERS '$P:jobs' backup-workers)"

@@ -1,12 +1,13 @@
 /*
  * backupctl: the operator's command line.
  *
- * Configured by the same environment as the worker. This first version checks
- * the three services the worker needs and says exactly which one fails and
- * what to look at; job commands (backup, restore, list, s3 ...) arrive with the
- * queue, S3 and job modules.
+ * Configured by the same environment as the worker: checks the three services
+ * the worker needs and says exactly which one fails and what to look at;
+ * operates S3 (ctl_s3) and the job queue (ctl_queue). Job commands (backup,
+ * restore, list ...) arrive with their jobs.
  */
 #include "config.h"
+#include "ctl_queue.h"
 #include "ctl_s3.h"
 #include "http.h"
 #include "log.h"
@@ -26,7 +27,12 @@ static void usage(FILE *out) {
                  "  check      connect to Redis, PostgreSQL and S3 and report each (exit 1 if any "
                  "fails)\n"
                  "  config     validate the environment and print it, secrets masked\n"
-                 "  s3 ...     put, get, ls, rm, presign (see backupctl s3)\n"
+                 "  s3 ...     put, get, ls, rm, presign, uploads (see backupctl s3)\n"
+                 "  jobs       the queue: stream, consumers, pending, delayed and dead counts\n"
+                 "  dead ls [N] | dead retry ID | dead drop ID\n"
+                 "             dead letters: list, re-run with their original fields, drop\n"
+                 "  ping [--timeout S]\n"
+                 "             enqueue a ping job and wait for a worker to complete it\n"
                  "\n");
     config_print_help(out);
 }
@@ -179,7 +185,10 @@ int main(int argc, char **argv) {
         return 0;
     }
     const char *cmd = argv[1];
-    if (strcmp(cmd, "check") != 0 && strcmp(cmd, "config") != 0 && strcmp(cmd, "s3") != 0) {
+    int queue_cmd =
+        strcmp(cmd, "jobs") == 0 || strcmp(cmd, "dead") == 0 || strcmp(cmd, "ping") == 0;
+    if (strcmp(cmd, "check") != 0 && strcmp(cmd, "config") != 0 && strcmp(cmd, "s3") != 0 &&
+        !queue_cmd) {
         fprintf(stderr, "backupctl: unknown command '%s' (see backupctl --help)\n", cmd);
         return 2;
     }
@@ -196,6 +205,8 @@ int main(int argc, char **argv) {
     int rc = 0;
     if (strcmp(cmd, "s3") == 0) {
         rc = ctl_s3_main(&cfg, argc - 2, argv + 2);
+    } else if (queue_cmd) {
+        rc = ctl_queue_main(&cfg, cmd, argc - 2, argv + 2);
     } else if (strcmp(cmd, "config") == 0) {
         char redis[256], db[512];
         config_redact_url(cfg.redis_url, redis, sizeof(redis));
