@@ -16,6 +16,8 @@
 #ifndef BW_QSCRIPTS_H
 #define BW_QSCRIPTS_H
 
+#include "redis.h"
+
 typedef enum {
     QS_START,    /* claim a delivered entry: dedupe, user lock, attempts, status running */
     QS_FINISH,   /* record completed / retry / dead, XACK, release the lock */
@@ -26,6 +28,26 @@ typedef enum {
     QS_RETIRE,   /* remove this consumer from the group if it holds nothing */
     QS_COUNT
 } QScript;
+
+/* A growing list of arguments (binary-safe copies). */
+typedef struct {
+    char **v;
+    size_t *len;
+    int n, cap;
+} QArgs;
+
+void qargs_add(QArgs *a, const char *s, size_t len);
+void qargs_str(QArgs *a, const char *s);
+void qargs_fmt(QArgs *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void qargs_free(QArgs *a);
+
+typedef void (*QScriptCb)(redisReply *reply, const Err *err, void *data);
+/*
+ * Run script s on r with ARGV = argv (taken; emptied): EVALSHA, and EVAL once
+ * when Redis has lost its script cache (a restart). Returns -1 when Redis is
+ * not connected (cb is then not called), else cb runs exactly once.
+ */
+int qscript_run(RedisClient *r, QScript s, QArgs *argv, QScriptCb cb, void *data);
 
 /* The script's source. */
 const char *qscript_body(QScript s);

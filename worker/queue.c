@@ -50,12 +50,6 @@ typedef enum {
 
 #define MAX_BATCH 64
 
-typedef struct {
-    char **v;
-    size_t *len;
-    int n, cap;
-} Args;
-
 struct Job {
     Queue *q;
     JobState state;
@@ -64,7 +58,7 @@ struct Job {
     int valid;
     Err decode_err;
     char entry[64];
-    Args fields; /* the entry's field/value pairs, copied */
+    QArgs fields; /* the entry's field/value pairs, copied */
     int deliveries;
     int attempt;
     uint64_t started_ms;
@@ -124,40 +118,6 @@ static uint64_t now_ms(void) {
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
-static void args_add(Args *a, const char *s, size_t len) {
-    if (a->n == a->cap) {
-        a->cap = a->cap ? a->cap * 2 : 24;
-        a->v = xrealloc(a->v, (size_t)a->cap * sizeof(*a->v));
-        a->len = xrealloc(a->len, (size_t)a->cap * sizeof(*a->len));
-    }
-    a->v[a->n] = xmalloc(len + 1);
-    memcpy(a->v[a->n], s, len);
-    a->v[a->n][len] = '\0';
-    a->len[a->n++] = len;
-}
-
-static void args_str(Args *a, const char *s) {
-    args_add(a, s, strlen(s));
-}
-
-static void args_fmt(Args *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void args_fmt(Args *a, const char *fmt, ...) {
-    char tmp[64];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(tmp, sizeof(tmp), fmt, ap);
-    va_end(ap);
-    args_str(a, tmp);
-}
-
-static void args_free(Args *a) {
-    for (int i = 0; i < a->n; i++)
-        free(a->v[i]);
-    free(a->v);
-    free(a->len);
-    memset(a, 0, sizeof(*a));
-}
-
 /* The metrics label of a job: its type, or "invalid" for an entry that did not decode. */
 static const char *mtype(const Job *job) {
     return job->valid ? job->spec.type : NULL;
@@ -181,35 +141,17 @@ typedef struct {
     Job *job;    /* the job a single-job script is about, or NULL */
     Job **batch; /* the jobs of a batched script (START, FINISH) */
     int nbatch;
-    QScript s;
-    Args argv;
-    int evaled;
     CallCb cb;
     void (*batch_cb)(Queue *q, Job **jobs, int n, redisReply *reply, const Err *err);
+    QArgs argv;
+    QScript s;
 } Call;
 
 static void job_unref(Job *job);
 
-static void on_call_reply(RedisClient *c, redisReply *reply, const Err *err, void *data) {
+static void on_call_done(redisReply *reply, const Err *err, void *data) {
     Call *call = data;
     Queue *q = call->q;
-    Err e;
-    if (reply && reply->type == REDIS_REPLY_ERROR && strncmp(reply->str, "NOSCRIPT", 8) == 0 &&
-        !call->evaled) {
-        /* Redis restarted or flushed its script cache: send the body once */
-        call->evaled = 1;
-        free(call->argv.v[0]);
-        free(call->argv.v[1]);
-        call->argv.v[0] = xstrdup("EVAL");
-        call->argv.len[0] = 4;
-        call->argv.v[1] = xstrdup(qscript_body(call->s));
-        call->argv.len[1] = strlen(call->argv.v[1]);
-        if (redis_command_argv(c, on_call_reply, call, call->argv.n, (const char **)call->argv.v,
-                               call->argv.len, &e) == 0)
-            return;
-        reply = NULL;
-        err = &e;
-    }
     if (call->batch_cb)
         call->batch_cb(q, call->batch, call->nbatch, reply, err);
     else
@@ -220,37 +162,31 @@ static void on_call_reply(RedisClient *c, redisReply *reply, const Err *err, voi
     for (int i = 0; i < call->nbatch; i++)
         job_unref(call->batch[i]);
     free(call->batch);
-    args_free(&call->argv);
     free(call);
     check_stopped(q);
 }
 
-static Call *call_new(Queue *q, QScript s, Args *extra) {
+/* A call of script s: the common arguments (qscripts.h), then extra (taken). */
+static Call *call_new(Queue *q, QScript s, QArgs *extra) {
     Call *call = xcalloc(1, sizeof(*call));
     call->q = q;
     call->s = s;
-    Args *a = &call->argv;
-    args_str(a, "EVALSHA");
-    args_str(a, qscript_sha(s));
-    args_str(a, "0");
-    args_str(a, q->cfg->redis_prefix);
-    args_str(a, GROUP);
-    args_str(a, q->me);
-    args_fmt(a, "%llu", (unsigned long long)now_ms());
-    args_fmt(a, "%d", q->cfg->events_maxlen);
-    args_fmt(a, "%lld", q->cfg->job_retention_ms);
+    QArgs *a = &call->argv;
+    qargs_str(a, q->cfg->redis_prefix);
+    qargs_str(a, GROUP);
+    qargs_str(a, q->me);
+    qargs_fmt(a, "%llu", (unsigned long long)now_ms());
+    qargs_fmt(a, "%d", q->cfg->events_maxlen);
+    qargs_fmt(a, "%lld", q->cfg->job_retention_ms);
     for (int i = 0; i < extra->n; i++)
-        args_add(a, extra->v[i], extra->len[i]);
-    args_free(extra);
+        qargs_add(a, extra->v[i], extra->len[i]);
+    qargs_free(extra);
     return call;
 }
 
 static int call_send(Call *call) {
     Queue *q = call->q;
-    Err e;
-    if (redis_command_argv(q->cmd, on_call_reply, call, call->argv.n, (const char **)call->argv.v,
-                           call->argv.len, &e) != 0) {
-        args_free(&call->argv);
+    if (qscript_run(q->cmd, call->s, &call->argv, on_call_done, call) != 0) {
         free(call->batch);
         free(call);
         return -1;
@@ -265,7 +201,7 @@ static int call_send(Call *call) {
 
 /* Run script s about job (or NULL) with the common arguments then extra (taken). -1 if Redis is
  * not connected. */
-static int call_script(Queue *q, Job *job, QScript s, Args *extra, CallCb cb) {
+static int call_script(Queue *q, Job *job, QScript s, QArgs *extra, CallCb cb) {
     Call *call = call_new(q, s, extra);
     call->job = job;
     call->cb = cb;
@@ -273,7 +209,7 @@ static int call_script(Queue *q, Job *job, QScript s, Args *extra, CallCb cb) {
 }
 
 /* The same for a batch of jobs (the array is copied). */
-static int call_batch(Queue *q, Job **jobs, int n, QScript s, Args *extra,
+static int call_batch(Queue *q, Job **jobs, int n, QScript s, QArgs *extra,
                       void (*cb)(Queue *, Job **, int, redisReply *, const Err *)) {
     Call *call = call_new(q, s, extra);
     call->batch = xmalloc((size_t)n * sizeof(Job *));
@@ -286,7 +222,7 @@ static int call_batch(Queue *q, Job **jobs, int n, QScript s, Args *extra,
 /* ---- job lifetime ---- */
 
 static void job_free(Job *job) {
-    args_free(&job->fields);
+    qargs_free(&job->fields);
     free(job);
 }
 
@@ -322,11 +258,11 @@ static const char *jid_of(const Job *job) {
     return job->spec.job_id[0] ? job->spec.job_id : job->entry;
 }
 
-static void add_ids(Args *a, const Job *job) {
-    args_str(a, job->entry);
-    args_str(a, jid_of(job));
-    args_str(a, job->valid ? job->spec.type : "");
-    args_str(a, user_of(job));
+static void add_ids(QArgs *a, const Job *job) {
+    qargs_str(a, job->entry);
+    qargs_str(a, jid_of(job));
+    qargs_str(a, job->valid ? job->spec.type : "");
+    qargs_str(a, user_of(job));
 }
 
 /* ---- finishing ---- */
@@ -385,7 +321,7 @@ static void on_flush(uv_check_t *h) {
     while (q->finq) {
         Job *batch[MAX_BATCH];
         int n = 0;
-        Args a = {0};
+        QArgs a = {0};
         while (q->finq && n < MAX_BATCH) {
             Job *job = q->finq;
             q->finq = job->fnext;
@@ -395,18 +331,18 @@ static void on_flush(uv_check_t *h) {
             job->state = J_FINISHING;
             batch[n++] = job;
             add_ids(&a, job);
-            args_str(&a, job->outcome);
-            args_str(&a, job->result.kind == ERR_NONE ? "" : job->result.msg);
-            args_fmt(&a, "%llu", (unsigned long long)job->retry_at);
-            args_str(&a, job->backup_id);
-            args_fmt(&a, "%llu", (unsigned long long)job->rows);
-            args_fmt(&a, "%llu", (unsigned long long)job->bytes);
-            args_fmt(&a, "%d", job->attempt);
+            qargs_str(&a, job->outcome);
+            qargs_str(&a, job->result.kind == ERR_NONE ? "" : job->result.msg);
+            qargs_fmt(&a, "%llu", (unsigned long long)job->retry_at);
+            qargs_str(&a, job->backup_id);
+            qargs_fmt(&a, "%llu", (unsigned long long)job->rows);
+            qargs_fmt(&a, "%llu", (unsigned long long)job->bytes);
+            qargs_fmt(&a, "%d", job->attempt);
             /* the original fields: a retry is re-enqueued from them, a dead letter keeps them */
             int with_fields = strcmp(job->outcome, "completed") != 0;
-            args_fmt(&a, "%d", with_fields ? job->fields.n : 0);
+            qargs_fmt(&a, "%d", with_fields ? job->fields.n : 0);
             for (int i = 0; with_fields && i < job->fields.n; i++)
-                args_add(&a, job->fields.v[i], job->fields.len[i]);
+                qargs_add(&a, job->fields.v[i], job->fields.len[i]);
         }
         if (call_batch(q, batch, n, QS_FINISH, &a, on_finish) != 0) {
             Err e;
@@ -527,9 +463,9 @@ static void on_handback(Queue *q, Job *job, redisReply *reply, const Err *err) {
 
 static void hand_back(Job *job) {
     Queue *q = job->q;
-    Args a = {0};
+    QArgs a = {0};
     add_ids(&a, job);
-    args_fmt(&a, "%lld", q->cfg->job_visibility_timeout_ms);
+    qargs_fmt(&a, "%lld", q->cfg->job_visibility_timeout_ms);
     if (job->state != J_RUNNING)
         job->state = J_HANDBACK;
     job->handed_back = 1;
@@ -589,10 +525,10 @@ static void on_start(Queue *q, Job **jobs, int n, redisReply *reply, const Err *
 static void start_jobs(Queue *q, Job **jobs, int n) {
     Job *batch[MAX_BATCH];
     int nb = 0;
-    Args a = {0};
-    args_fmt(&a, "%d", BUSY_WAIT_MS / 2 + rand() % BUSY_WAIT_MS);
-    args_fmt(&a, "%lld", q->cfg->job_visibility_timeout_ms);
-    args_fmt(&a, "%d", q->cfg->job_max_attempts);
+    QArgs a = {0};
+    qargs_fmt(&a, "%d", BUSY_WAIT_MS / 2 + rand() % BUSY_WAIT_MS);
+    qargs_fmt(&a, "%lld", q->cfg->job_visibility_timeout_ms);
+    qargs_fmt(&a, "%d", q->cfg->job_max_attempts);
     for (int j = 0; j < n; j++) {
         Job *job = jobs[j];
         if (!job->valid || job->deliveries > q->cfg->job_max_attempts + 1) {
@@ -613,14 +549,14 @@ static void start_jobs(Queue *q, Job **jobs, int n) {
         }
         batch[nb++] = job;
         add_ids(&a, job);
-        args_str(&a, job->type->user_lock && job->spec.user_id[0] ? "1" : "0");
-        args_str(&a, job->deliveries > 0 ? "1" : "0");
-        args_fmt(&a, "%d", job->fields.n);
+        qargs_str(&a, job->type->user_lock && job->spec.user_id[0] ? "1" : "0");
+        qargs_str(&a, job->deliveries > 0 ? "1" : "0");
+        qargs_fmt(&a, "%d", job->fields.n);
         for (int i = 0; i < job->fields.n; i++)
-            args_add(&a, job->fields.v[i], job->fields.len[i]);
+            qargs_add(&a, job->fields.v[i], job->fields.len[i]);
     }
     if (nb == 0) {
-        args_free(&a);
+        qargs_free(&a);
         return;
     }
     if (call_batch(q, batch, nb, QS_START, &a, on_start) != 0)
@@ -647,8 +583,8 @@ static Job *take_entry(Queue *q, const redisReply *id, const redisReply *fields,
                 too_big = 1;
                 continue; /* not copied: a dead letter keeps the rest and says why */
             }
-            args_add(&job->fields, k->str, k->len);
-            args_add(&job->fields, v->str, v->len);
+            qargs_add(&job->fields, k->str, k->len);
+            qargs_add(&job->fields, v->str, v->len);
             if (n < 32) {
                 jf[n].name = k->str;
                 jf[n].name_len = k->len;
@@ -760,12 +696,12 @@ static void on_sweep(RedisClient *c, redisReply *reply, const Err *err, void *da
         return;
     }
     /* XPENDING ... IDLE: [id, consumer, idle ms, deliveries]; skip what runs here */
-    Args a = {0};
-    args_str(&a, "XCLAIM");
-    args_str(&a, q->stream);
-    args_str(&a, GROUP);
-    args_str(&a, q->me);
-    args_fmt(&a, "%lld", q->cfg->job_visibility_timeout_ms);
+    QArgs a = {0};
+    qargs_str(&a, "XCLAIM");
+    qargs_str(&a, q->stream);
+    qargs_str(&a, GROUP);
+    qargs_str(&a, q->me);
+    qargs_fmt(&a, "%lld", q->cfg->job_visibility_timeout_ms);
     int n = 0;
     q->nswept = 0;
     for (size_t i = 0; i < reply->elements && q->nswept < MAX_SWEEP; i++) {
@@ -781,7 +717,7 @@ static void on_sweep(RedisClient *c, redisReply *reply, const Err *err, void *da
         log_info(NULL, "taking over entry %s from %s (silent for %lld ms, delivered %lld times)",
                  p->element[0]->str, p->element[1]->str, p->element[2]->integer,
                  p->element[3]->integer);
-        args_str(&a, p->element[0]->str);
+        qargs_str(&a, p->element[0]->str);
         snprintf(q->swept[q->nswept].id, sizeof(q->swept[0].id), "%s", p->element[0]->str);
         q->swept[q->nswept++].deliveries = (int)p->element[3]->integer + 1;
         n++;
@@ -793,7 +729,7 @@ static void on_sweep(RedisClient *c, redisReply *reply, const Err *err, void *da
         q->sweeping = 0;
         read_next(q);
     }
-    args_free(&a);
+    qargs_free(&a);
     check_stopped(q);
 }
 
@@ -949,21 +885,21 @@ static void tick_jobs(Queue *q, uint64_t now) {
         if (job->state != J_RUNNING || job->lost || job->handed_back)
             continue;
         if (renew && !job->renew_inflight) {
-            Args a = {0};
-            args_str(&a, job->entry);
-            args_str(&a, job->type->user_lock ? job->spec.user_id : "");
-            args_fmt(&a, "%lld", q->cfg->job_visibility_timeout_ms);
+            QArgs a = {0};
+            qargs_str(&a, job->entry);
+            qargs_str(&a, job->type->user_lock ? job->spec.user_id : "");
+            qargs_fmt(&a, "%lld", q->cfg->job_visibility_timeout_ms);
             if (call_script(q, job, QS_RENEW, &a, on_renew) == 0)
                 job->renew_inflight = 1;
         }
         if (job->progress_dirty && !job->progress_inflight &&
             now >= job->progress_sent_ms + PROGRESS_MIN_MS) {
-            Args a = {0};
+            QArgs a = {0};
             add_ids(&a, job);
-            args_str(&a, job->stage);
-            args_fmt(&a, "%d", job->percent);
-            args_fmt(&a, "%llu", (unsigned long long)job->rows);
-            args_fmt(&a, "%llu", (unsigned long long)job->bytes);
+            qargs_str(&a, job->stage);
+            qargs_fmt(&a, "%d", job->percent);
+            qargs_fmt(&a, "%llu", (unsigned long long)job->rows);
+            qargs_fmt(&a, "%llu", (unsigned long long)job->bytes);
             if (call_script(q, job, QS_PROGRESS, &a, on_progress) == 0) {
                 job->progress_inflight = 1;
                 job->progress_dirty = 0;
@@ -981,8 +917,8 @@ static void on_tick(uv_timer_t *t) {
         return;
     if (!q->stopping && !q->promoting && now >= q->next_promote_ms) {
         q->next_promote_ms = now + PROMOTE_MS;
-        Args a = {0};
-        args_str(&a, "100");
+        QArgs a = {0};
+        qargs_str(&a, "100");
         if (call_script(q, NULL, QS_PROMOTE, &a, on_promote) == 0)
             q->promoting = 1;
     }
@@ -1032,7 +968,7 @@ static void check_stopped(Queue *q) {
         return;
     if (!q->retiring) {
         q->retiring = 1;
-        Args a = {0};
+        QArgs a = {0};
         if (call_script(q, NULL, QS_RETIRE, &a, on_retire) == 0)
             return;
     }
