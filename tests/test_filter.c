@@ -26,10 +26,11 @@ static void sha_hex(const void *p, size_t n, char out[65]) {
 /* Half compressible text, half noise, so both deflate paths run. */
 static char *sample(size_t n) {
     char *p = malloc(n);
+    static const char row[] = "{\"id\":1,\"name\":\"caf\xc3\xa9\"}\n";
     uint32_t x = 12345;
     for (size_t i = 0; i < n; i++) {
         x = x * 1103515245u + 12345u;
-        p[i] = (i / 4096) % 2 ? (char)(x >> 24) : "{\"id\":1,\"name\":\"caf\xc3\xa9\"}\n"[i % 27];
+        p[i] = (i / 4096) % 2 ? (char)(x >> 24) : row[i % (sizeof(row) - 1)];
     }
     return p;
 }
