@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# test_tracking: proto/sql/004_change_tracking.sql gives exact incrementals.
+# A transaction that began before a base backup's snapshot and committed after
+# it is caught by the xid test (and would be missed by updated_at > base time);
+# deletions leave tombstones that name their user or parent; what the base
+# saw is not selected again; web-tier users cannot read tombstones.
+set -uo pipefail
+: "${DATABASE_URL:?run through tools/devenv test}"
+: "${BW_DEVENV:?run through tools/devenv test}"
+fails=0 passed=0
+check() { # name expected actual
+  if [ "$2" == "$3" ]; then echo "ok   $1"; passed=$((passed + 1)); else echo "FAIL $1: expected '$2', got '$3'"; fails=$((fails + 1)); fi
+}
+q() { psql -X -q -t -A -v ON_ERROR_STOP=1 "$DATABASE_URL" -c "$1"; }
+"$BW_DEVENV" migrate
+
+U=cccccccc-0000-4000-8000-00000000000c
+q "DELETE FROM profiles WHERE id = '$U'; DELETE FROM backup_tombstones WHERE user_id = '$U'" >/dev/null
+q "INSERT INTO profiles (id, email, full_name) VALUES ('$U', 'track@example.com', 'Track')" >/dev/null
+OLD=$(q "INSERT INTO orders (user_id, number, total) VALUES ('$U', 1, 10) RETURNING id")
+GONE=$(q "INSERT INTO orders (user_id, number, total) VALUES ('$U', 2, 20) RETURNING id")
+ITEM=$(q "INSERT INTO order_items (order_id, quantity, unit_price) VALUES ('$GONE', 1, 20) RETURNING id")
+check "rows are stamped with their writer" "t" "$(q "SELECT backup_xid IS NOT NULL FROM orders WHERE id = '$OLD'")"
+
+# session A starts writing before the base backup and commits after it
+coproc A { psql -X -q -t -A -v ON_ERROR_STOP=1 "$DATABASE_URL" 2>&1; }
+echo "BEGIN; INSERT INTO orders (user_id, number, total) VALUES ('$U', 3, 30) RETURNING id; \\echo written" >&"${A[1]}"
+LATE=""
+while read -r -t 10 line <&"${A[0]}"; do
+  [ "$line" = written ] && break
+  LATE=$line
+done
+check "late writer inserted (uncommitted)" 36 "${#LATE}"
+
+# the base backup: one REPEATABLE READ transaction, its snapshot recorded
+BASE=$(psql -X -q -t -A -v ON_ERROR_STOP=1 "$DATABASE_URL" <<SQL | tail -1
+BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;
+SELECT count(*) FROM orders WHERE user_id = '$U';
+SELECT pg_current_snapshot()::text || ' ' || extract(epoch FROM clock_timestamp());
+COMMIT;
+SQL
+)
+SNAP=${BASE% *}
+BASE_TIME=${BASE#* }
+check "the base saw two orders, not the uncommitted one" 2 \
+  "$(q "SELECT count(*) FROM orders WHERE user_id = '$U' AND pg_visible_in_snapshot(backup_xid, '$SNAP')")"
+
+if [ -n "${A[1]:-}" ]; then
+  echo "COMMIT; \\echo committed" >&"${A[1]}"
+  while read -r -t 10 line <&"${A[0]}"; do [ "$line" = committed ] && break; done
+  echo '\q' >&"${A[1]}"
+fi
+wait "${A_PID:-0}" 2>/dev/null
+
+# after the base: an update and deletions
+q "UPDATE orders SET total = 11 WHERE id = '$OLD'" >/dev/null
+q "DELETE FROM orders WHERE id = '$GONE'" >/dev/null # cascades to its item
+
+INC="SELECT string_agg(id::text, ' ' ORDER BY total) FROM orders
+     WHERE user_id = '$U' AND backup_xid IS NOT NULL AND NOT pg_visible_in_snapshot(backup_xid, '$SNAP')"
+check "incremental: the late commit and the update" "$OLD $LATE" "$(q "$INC")"
+check "a timestamp test would miss the late commit" "f" \
+  "$(q "SELECT extract(epoch FROM updated_at) > $BASE_TIME FROM orders WHERE id = '$LATE'")"
+check "deleted order: tombstone names its user" "$GONE" \
+  "$(q "SELECT row_id FROM backup_tombstones WHERE table_name = 'orders' AND user_id = '$U' AND NOT pg_visible_in_snapshot(xid, '$SNAP')")"
+check "deleted item: tombstone names its order" "$ITEM" \
+  "$(q "SELECT row_id FROM backup_tombstones WHERE table_name = 'order_items' AND parent_id = '$GONE'")"
+check "user_settings: keyed by user_id" "t" \
+  "$(q "INSERT INTO user_settings (user_id) VALUES ('$U') ON CONFLICT DO NOTHING; DELETE FROM user_settings WHERE user_id = '$U'; SELECT count(*) = 1 FROM backup_tombstones WHERE table_name = 'user_settings' AND row_id = '$U'")"
+
+# web-tier users cannot read tombstones
+ADMIN_URL=${BW_ADMIN_DATABASE_URL:?run through tools/devenv test}
+out=$(psql -X -q -t -A "$ADMIN_URL" 2>&1 <<SQL
+SET ROLE authenticated;
+SELECT count(*) FROM backup_tombstones;
+SQL
+)
+check "authenticated role cannot read tombstones" "permission denied" "$(grep -o 'permission denied' <<<"$out" | head -1)"
+
+q "DELETE FROM profiles WHERE id = '$U'; DELETE FROM backup_tombstones WHERE user_id = '$U' OR parent_id = '$GONE'" >/dev/null
+echo "test_tracking: $passed passed, $fails failed"
+[ $fails = 0 ]
