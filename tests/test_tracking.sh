@@ -68,6 +68,12 @@ check "deleted item: tombstone names its order" "$ITEM" \
 check "user_settings: keyed by user_id" "t" \
   "$(q "INSERT INTO user_settings (user_id) VALUES ('$U') ON CONFLICT DO NOTHING; DELETE FROM user_settings WHERE user_id = '$U'; SELECT count(*) = 1 FROM backup_tombstones WHERE table_name = 'user_settings' AND row_id = '$U'")"
 
+# the scope table drives the triggers: one pair per table it lists
+check "every scoped table is tracked" "$(q "SELECT count(*) FROM backup_scope")" \
+  "$(q "SELECT count(*) FROM pg_trigger WHERE tgname LIKE '%_backup_tombstone'")"
+check "a scope row needs exactly one way to its user" "ERROR" \
+  "$(q "INSERT INTO backup_scope (table_name, restore_order) VALUES ('bw_test_nowhere', 1)" 2>&1 | grep -o ERROR | head -1)"
+
 # web-tier users cannot read tombstones
 ADMIN_URL=${BW_ADMIN_DATABASE_URL:?run through tools/devenv test}
 out=$(psql -X -q -t -A "$ADMIN_URL" 2>&1 <<SQL

@@ -54,30 +54,56 @@ END
 $$;
 REVOKE ALL ON FUNCTION backup_tombstone() FROM PUBLIC;
 
-DO $$
+-- What a backup covers, and how: one row per table. An operator adds a table
+-- here (and runs SELECT backup_track_all()) without recompiling anything. The
+-- worker validates every name against the catalog and quotes it.
+CREATE TABLE IF NOT EXISTS backup_scope (
+    table_name     text PRIMARY KEY,
+    key_column     text NOT NULL DEFAULT 'id',  -- identifies a row (tombstones, restores)
+    user_column    text,                        -- the row's user, when it names it
+    parent_table   text REFERENCES backup_scope (table_name),
+    parent_column  text,                        -- else: the column pointing at its parent
+    restore_order  integer NOT NULL,            -- parents first; deletes run in reverse
+    CHECK ((user_column IS NULL) <> (parent_table IS NULL AND parent_column IS NULL)),
+    CHECK ((parent_table IS NULL) = (parent_column IS NULL))
+);
+ALTER TABLE backup_scope ENABLE ROW LEVEL SECURITY;
+
+INSERT INTO backup_scope (table_name, key_column, user_column, parent_table, parent_column, restore_order)
+VALUES ('profiles',      'id',      'id',       NULL,     NULL,       10),
+       ('businesses',    'id',      'owner_id', NULL,     NULL,       20),
+       ('products',      'id',      'user_id',  NULL,     NULL,       30),
+       ('clients',       'id',      'user_id',  NULL,     NULL,       40),
+       ('orders',        'id',      'user_id',  NULL,     NULL,       50),
+       ('order_items',   'id',      NULL,       'orders', 'order_id', 60),
+       ('notifications', 'id',      'user_id',  NULL,     NULL,       70),
+       ('user_settings', 'user_id', 'user_id',  NULL,     NULL,       80)
+ON CONFLICT (table_name) DO NOTHING;
+
+-- Install the stamp column and both triggers on every table in backup_scope.
+CREATE OR REPLACE FUNCTION backup_track_all() RETURNS integer
+LANGUAGE plpgsql AS $$
 DECLARE
     t record;
+    n integer := 0;
 BEGIN
-    FOR t IN SELECT * FROM (VALUES
-        ('profiles',      'id',      'id',       ''),
-        ('businesses',    'id',      'owner_id', ''),
-        ('products',      'id',      'user_id',  ''),
-        ('clients',       'id',      'user_id',  ''),
-        ('orders',        'id',      'user_id',  ''),
-        ('order_items',   'id',      '',         'order_id'),
-        ('notifications', 'id',      'user_id',  ''),
-        ('user_settings', 'user_id', 'user_id',  '')
-    ) AS v (name, key_col, user_col, parent_col)
-    LOOP
-        EXECUTE format('ALTER TABLE %I ADD COLUMN IF NOT EXISTS backup_xid xid8', t.name);
-        EXECUTE format('DROP TRIGGER IF EXISTS %I ON %I', t.name || '_backup_stamp', t.name);
+    FOR t IN SELECT * FROM backup_scope ORDER BY restore_order LOOP
+        EXECUTE format('ALTER TABLE %I ADD COLUMN IF NOT EXISTS backup_xid xid8', t.table_name);
+        EXECUTE format('DROP TRIGGER IF EXISTS %I ON %I', t.table_name || '_backup_stamp',
+                       t.table_name);
         EXECUTE format('CREATE TRIGGER %I BEFORE INSERT OR UPDATE ON %I '
                        'FOR EACH ROW EXECUTE FUNCTION backup_stamp()',
-                       t.name || '_backup_stamp', t.name);
-        EXECUTE format('DROP TRIGGER IF EXISTS %I ON %I', t.name || '_backup_tombstone', t.name);
+                       t.table_name || '_backup_stamp', t.table_name);
+        EXECUTE format('DROP TRIGGER IF EXISTS %I ON %I', t.table_name || '_backup_tombstone',
+                       t.table_name);
         EXECUTE format('CREATE TRIGGER %I AFTER DELETE ON %I '
                        'FOR EACH ROW EXECUTE FUNCTION backup_tombstone(%L, %L, %L)',
-                       t.name || '_backup_tombstone', t.name, t.key_col, t.user_col, t.parent_col);
+                       t.table_name || '_backup_tombstone', t.table_name, t.key_column,
+                       coalesce(t.user_column, ''), coalesce(t.parent_column, ''));
+        n := n + 1;
     END LOOP;
+    RETURN n;
 END
 $$;
+
+SELECT backup_track_all();
