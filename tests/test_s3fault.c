@@ -90,30 +90,30 @@ static void proxy_ctl(const Proxy *p, const char *path, const char *body) {
     assert_int_equal(system(cmd), 0);
 }
 
-static void proxy_stats(const Proxy *p, int *requests, int *faults, int *reused, int *stale) {
+/* The proxy's /__stats JSON, as text. */
+static void proxy_stats_text(const Proxy *p, char *buf, size_t len) {
     char cmd[256];
     snprintf(cmd, sizeof(cmd), "curl -sf %s/__stats", p->url);
     FILE *f = popen(cmd, "r");
     assert_non_null(f);
-    char buf[256] = "";
-    assert_non_null(fgets(buf, sizeof(buf), f));
+    buf[0] = '\0';
+    assert_non_null(fgets(buf, (int)len, f));
     pclose(f);
+}
+
+static void proxy_stats(const Proxy *p, int *requests, int *faults, int *reused, int *stale) {
+    char buf[512];
+    proxy_stats_text(p, buf, sizeof(buf));
     assert_int_equal(
         sscanf(buf, "{\"requests\":%d,\"faults\":%d,\"reused_signatures\":%d,\"stale_dates\":%d,",
                requests, faults, reused, stale),
         4);
 }
 
-typedef struct {
-    uv_loop_t loop;
-    HttpClient *http;
-    S3Client *s3;
-} Env;
+typedef TuS3 Env;
 
 static void env_open(Env *e, const char *endpoint, const char *access, const char *secret,
                      int attempts, long timeout_ms) {
-    uv_loop_init(&e->loop);
-    e->http = http_client_new(&e->loop, 0);
     S3Options o;
     tu_s3_options(&o);
     o.endpoint = endpoint;
@@ -125,13 +125,11 @@ static void env_open(Env *e, const char *endpoint, const char *access, const cha
     o.backoff_base_ms = 5;
     o.backoff_max_ms = 50;
     o.timeout_ms = timeout_ms;
-    e->s3 = s3_client_new(&e->loop, e->http, &o);
+    tu_s3_open(e, &o);
 }
 
 static void env_close(Env *e) {
-    s3_client_free(e->s3);
-    http_client_free(e->http);
-    tu_loop_close(&e->loop);
+    tu_s3_close(e);
 }
 
 static unsigned char byte_at(uint64_t i) {
@@ -309,11 +307,8 @@ static void test_clock_skew_is_corrected(void **state) {
     if (err_is_set(&r.err))
         fail_msg("put failed: %s", r.err.msg);
     assert_int_equal(r.attempts, 2);
-    char cmd[256], stats[512] = "";
-    snprintf(cmd, sizeof(cmd), "curl -sf %s/__stats", px.url);
-    FILE *p = popen(cmd, "r");
-    assert_non_null(fgets(stats, sizeof(stats), p));
-    pclose(p);
+    char stats[512];
+    proxy_stats_text(&px, stats, sizeof(stats));
     const char *ahead = strstr(stats, "\"max_ahead_s\":");
     assert_non_null(ahead);
     int secs = atoi(ahead + strlen("\"max_ahead_s\":"));
@@ -434,7 +429,7 @@ static void wait_keys(uv_loop_t *loop, AwsCreds *c, int want) {
 static void test_web_identity(void **state) {
     (void)state;
     const char *moto = tu_env("BW_MOTO_ENDPOINT");
-    char dir[] = "/tmp/bw-wi-XXXXXX", token[96], cmd[256];
+    char dir[] = "/tmp/bw-wi-XXXXXX", token[96];
     assert_non_null(mkdtemp(dir));
     snprintf(token, sizeof(token), "%s/token", dir);
     FILE *f = fopen(token, "w");
@@ -492,11 +487,8 @@ static void test_web_identity(void **state) {
     if (err_is_set(&r.err))
         fail_msg("put with web identity failed: %s", r.err.msg);
     assert_int_equal(r.attempts, 1); /* waited for STS without burning an attempt */
-    snprintf(cmd, sizeof(cmd), "curl -sf %s/__stats", px.url);
-    FILE *p = popen(cmd, "r");
-    char stats[512] = "";
-    assert_non_null(fgets(stats, sizeof(stats), p));
-    pclose(p);
+    char stats[512];
+    proxy_stats_text(&px, stats, sizeof(stats));
     assert_non_null(strstr(stats, "\"with_token\":1,"));
     assert_non_null(strstr(stats, "\"last_key\":\"ASIA"));
     s3_client_free(s3);

@@ -16,27 +16,19 @@
 
 #define PART (5u * 1024 * 1024)
 
-typedef struct {
-    uv_loop_t loop;
-    HttpClient *http;
-    S3Client *s3;
-} Env;
+typedef TuS3 Env;
 
 static void env_open(Env *e, const char *bucket) {
-    uv_loop_init(&e->loop);
-    e->http = http_client_new(&e->loop, 0);
     S3Options o;
     tu_s3_options(&o);
     o.bucket = bucket ? bucket : o.bucket;
     o.max_attempts = 2;
     o.backoff_base_ms = 10;
-    e->s3 = s3_client_new(&e->loop, e->http, &o);
+    tu_s3_open(e, &o);
 }
 
 static void env_close(Env *e) {
-    s3_client_free(e->s3);
-    http_client_free(e->http);
-    tu_loop_close(&e->loop);
+    tu_s3_close(e);
 }
 
 static unsigned char byte_at(uint64_t i) {

@@ -69,3 +69,15 @@ void tu_s3_options(S3Options *o) {
     o->secret_key = tu_env("AWS_SECRET_ACCESS_KEY");
     o->path_style = 1;
 }
+
+void tu_s3_open(TuS3 *e, const S3Options *o) {
+    uv_loop_init(&e->loop);
+    e->http = http_client_new(&e->loop, 0);
+    e->s3 = s3_client_new(&e->loop, e->http, o);
+}
+
+void tu_s3_close(TuS3 *e) {
+    s3_client_free(e->s3);
+    http_client_free(e->http);
+    tu_loop_close(&e->loop);
+}

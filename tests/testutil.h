@@ -39,6 +39,16 @@ void tu_run_for(uv_loop_t *loop, unsigned ms);
 void tu_loop_close(uv_loop_t *loop);
 /* Zero o and fill in the local S3 server from the environment (path style). */
 void tu_s3_options(S3Options *o);
+/* A loop with an HTTP client and an S3 client, for the S3 tests. */
+typedef struct {
+    uv_loop_t loop;
+    HttpClient *http;
+    S3Client *s3;
+} TuS3;
+/* Open all three, the S3 client made with o. */
+void tu_s3_open(TuS3 *e, const S3Options *o);
+/* Free them and close the loop, asserting nothing is left open. */
+void tu_s3_close(TuS3 *e);
 /* Run a shell command through the dev environment script: "$BW_DEVENV args". */
 int tu_devenv(const char *args);
 
