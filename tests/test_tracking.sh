@@ -3,11 +3,15 @@
 # A transaction that began before a base backup's snapshot and committed after
 # it is caught by the xid test (and would be missed by updated_at > base time);
 # deletions leave tombstones that name their user or parent; what the base
-# saw is not selected again; web-tier users cannot read tombstones.
+# saw is not selected again; web-tier users cannot read tombstones; the COPY
+# statements `backupctl scope --sql` prints read exactly one user's rows.
 set -uo pipefail
+CTL=$1
 : "${DATABASE_URL:?run through tools/devenv test}"
 : "${BW_DEVENV:?run through tools/devenv test}"
 fails=0 passed=0
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
 check() { # name expected actual
   if [ "$2" == "$3" ]; then echo "ok   $1"; passed=$((passed + 1)); else echo "FAIL $1: expected '$2', got '$3'"; fails=$((fails + 1)); fi
 }
@@ -82,6 +86,22 @@ SELECT count(*) FROM backup_tombstones;
 SQL
 )
 check "authenticated role cannot read tombstones" "permission denied" "$(grep -o 'permission denied' <<<"$out" | head -1)"
+
+# the scope's COPY statements: one user's rows, one JSON object per line
+q "INSERT INTO order_items (order_id, quantity, unit_price) VALUES ('$OLD', 2, 5.5)" >/dev/null
+"$CTL" scope --sql >"$tmp/scope.sql"; rc=$?
+check "backupctl scope --sql" "0 8" "$rc $(wc -l <"$tmp/scope.sql")"
+copy_of() { # TABLE [USER]: run the table's COPY for the user, print its output
+  psql -X -q -t -A -v ON_ERROR_STOP=1 "$DATABASE_URL" -c "SELECT set_config('backup.user_id', '${2:-$U}', false)" \
+    -c "$(awk -F'\t' -v t="$1" '$1 == t { print $2 }' "$tmp/scope.sql")" | tail -n +2
+}
+check "COPY orders: the user's two orders" 2 "$(copy_of orders | wc -l)"
+check "COPY order_items: through the user's orders" 1 "$(copy_of order_items | wc -l)"
+check "COPY output is JSON, every column but backup_xid" "2 false" \
+  "$(copy_of order_items | jq -r '[.quantity, has("backup_xid")] | map(tostring) | join(" ")')"
+check "numeric keeps its digits (5.50, not 5.5)" 1 "$(copy_of order_items | grep -c '"unit_price":5.50')"
+check "COPY for another user reads none of these" 0 \
+  "$(copy_of orders dddddddd-0000-4000-8000-0000000000ff | wc -l)"
 
 q "DELETE FROM profiles WHERE id = '$U'; DELETE FROM backup_tombstones WHERE user_id = '$U' OR parent_id = '$GONE'" >/dev/null
 echo "test_tracking: $passed passed, $fails failed"

@@ -1,0 +1,124 @@
+/* scope: backup_scope checked, and the COPY statements built from it (pure logic). */
+#include "scope.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+static const char *const order_cols[] = {"id", "user_id", "number", "total", "backup_xid", NULL};
+static const char *const item_cols[] = {"id", "order_id", "quantity", "backup_xid", NULL};
+static const char *const profile_cols[] = {"id", "email", NULL};
+
+static void add_cols(Scope *s, const char *table, const char *const *cols) {
+    Err e;
+    for (int i = 0; cols[i]; i++)
+        assert_int_equal(scope_add_column(s, table, cols[i], &e), 0);
+}
+
+/* profiles <- orders <- order_items, added out of order on purpose */
+static Scope *sample(void) {
+    Scope *s = scope_new();
+    Err e;
+    assert_int_equal(scope_add_table(s, "order_items", "id", "", "orders", "order_id", 60, &e), 0);
+    assert_int_equal(scope_add_table(s, "orders", "id", "user_id", "", "", 50, &e), 0);
+    assert_int_equal(scope_add_table(s, "profiles", "id", "id", "", "", 10, &e), 0);
+    add_cols(s, "orders", order_cols);
+    add_cols(s, "order_items", item_cols);
+    add_cols(s, "profiles", profile_cols);
+    return s;
+}
+
+static void test_valid_scope_and_sql(void **state) {
+    (void)state;
+    Scope *s = sample();
+    Err e;
+    err_clear(&e);
+    assert_int_equal(scope_check(s, &e), 0);
+    assert_int_equal(scope_count(s), 3);
+    assert_string_equal(scope_table(s, 0), "profiles"); /* sorted by restore order */
+    assert_string_equal(scope_table(s, 2), "order_items");
+
+    Buf sql = BUF_INIT;
+    scope_copy_sql(s, scope_find(s, "orders"), 0, &sql);
+    assert_string_equal(sql.data,
+                        "COPY (SELECT row_to_json(r)::text FROM (SELECT \"id\", \"user_id\", "
+                        "\"number\", \"total\" FROM \"orders\" WHERE \"user_id\" = "
+                        "current_setting('backup.user_id')::uuid) r) TO STDOUT (FORMAT csv, "
+                        "QUOTE e'\\x01', DELIMITER e'\\x02')");
+    buf_reset(&sql);
+    scope_copy_sql(s, scope_find(s, "order_items"), 1, &sql);
+    assert_non_null(strstr(sql.data, "FROM \"order_items\" WHERE \"order_id\" IN (SELECT \"id\" "
+                                     "FROM \"orders\" WHERE \"user_id\" = "
+                                     "current_setting('backup.user_id')::uuid)"));
+    assert_non_null(strstr(sql.data, "NOT pg_visible_in_snapshot(\"backup_xid\", "
+                                     "current_setting('backup.base_snapshot')::pg_snapshot)"));
+    assert_null(strstr(sql.data, "\"backup_xid\", \"")); /* the stamp is not backed up */
+    buf_free(&sql);
+    scope_free(s);
+}
+
+static void expect_check_error(Scope *s, const char *needle) {
+    Err e;
+    err_clear(&e);
+    assert_int_equal(scope_check(s, &e), -1);
+    if (strstr(e.msg, needle) == NULL)
+        fail_msg("'%s' lacks '%s'", e.msg, needle);
+    scope_free(s);
+}
+
+static void test_errors(void **state) {
+    (void)state;
+    Err e;
+    Scope *s = scope_new();
+    assert_int_equal(scope_add_table(s, "orders; drop table x", "id", "user_id", "", "", 1, &e),
+                     -1);
+    assert_non_null(strstr(e.msg, "is not a plain lowercase identifier"));
+    assert_int_equal(scope_add_table(s, "Orders", "id", "user_id", "", "", 1, &e), -1);
+    assert_int_equal(scope_add_table(s, "orders", "id", "user_id", "profiles", "x", 1, &e), -1);
+    assert_non_null(strstr(e.msg, "needs either user_column or parent_table"));
+    assert_int_equal(scope_add_table(s, "orders", "id", "", "", "", 1, &e), -1);
+    assert_int_equal(scope_add_table(s, "orders", "id", "", "profiles", "", 1, &e), -1);
+    assert_int_equal(scope_add_table(s, "orders", "id", "user_id", "", "", 1, &e), 0);
+    assert_int_equal(scope_add_table(s, "orders", "id", "user_id", "", "", 2, &e), -1);
+    assert_non_null(strstr(e.msg, "listed twice"));
+    assert_int_equal(scope_add_column(s, "nope", "id", &e), -1);
+    assert_int_equal(scope_add_column(s, "orders", "Id\"", &e), -1);
+    expect_check_error(s, "does not exist"); /* no columns: not in the catalog */
+
+    s = scope_new();
+    expect_check_error(s, "is empty");
+
+    Scope *t = scope_new();
+    assert_int_equal(scope_add_table(t, "orders", "id", "owner", "", "", 1, &e), 0);
+    add_cols(t, "orders", order_cols);
+    expect_check_error(t, "has no column owner (user_column)");
+
+    s = scope_new();
+    assert_int_equal(scope_add_table(s, "order_items", "id", "", "orders", "order_id", 10, &e), 0);
+    assert_int_equal(scope_add_table(s, "orders", "id", "user_id", "", "", 50, &e), 0);
+    add_cols(s, "orders", order_cols);
+    add_cols(s, "order_items", item_cols);
+    expect_check_error(s, "parent orders must have a lower restore_order than order_items");
+
+    s = scope_new();
+    assert_int_equal(scope_add_table(s, "order_items", "id", "", "orders", "order_id", 10, &e), 0);
+    add_cols(s, "order_items", item_cols);
+    expect_check_error(s, "parent orders of order_items is not in the scope");
+
+    s = scope_new();
+    assert_int_equal(scope_add_table(s, "order_items", "uuid", "", "", "", 10, &e), -1);
+    assert_int_equal(scope_add_table(s, "orders", "uuid", "user_id", "", "", 1, &e), 0);
+    add_cols(s, "orders", order_cols);
+    expect_check_error(s, "has no column uuid (key_column)");
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_valid_scope_and_sql),
+        cmocka_unit_test(test_errors),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

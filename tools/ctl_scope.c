@@ -1,0 +1,69 @@
+/*
+ * ctl_scope: print the checked backup scope (see ctl_scope.h). A command-line
+ * tool may block: plain synchronous libpq.
+ */
+#include "ctl_scope.h"
+#include "scope.h"
+
+#include <libpq-fe.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int ctl_scope_main(const Config *cfg, int argc, char **argv) {
+    int sql = argc == 1 && strcmp(argv[0], "--sql") == 0;
+    if (argc > 1 || (argc == 1 && !sql)) {
+        fprintf(stderr, "Usage: backupctl scope [--sql]\n");
+        return 2;
+    }
+    PGconn *pg = PQconnectdb(cfg->database_url);
+    if (PQstatus(pg) != CONNECTION_OK) {
+        /* libpq's message names host and port, never the password */
+        fprintf(stderr, "backupctl: cannot connect to PostgreSQL: %s", PQerrorMessage(pg));
+        PQfinish(pg);
+        return 1;
+    }
+    PGresult *res = PQexec(pg, scope_load_sql());
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        fprintf(stderr, "backupctl: cannot read backup_scope (run backupctl migrate?): %s",
+                PQerrorMessage(pg));
+        PQclear(res);
+        PQfinish(pg);
+        return 1;
+    }
+    Scope *s = scope_new();
+    Err err;
+    err_clear(&err);
+    int rc = 0;
+    for (int r = 0; r < PQntuples(res) && rc == 0; r++) {
+        const char *table = PQgetvalue(res, r, 0);
+        if (scope_find(s, table) < 0)
+            rc = scope_add_table(s, table, PQgetvalue(res, r, 1), PQgetvalue(res, r, 2),
+                                 PQgetvalue(res, r, 3), PQgetvalue(res, r, 4),
+                                 atoi(PQgetvalue(res, r, 5)), &err);
+        if (rc == 0 && PQgetvalue(res, r, 6)[0])
+            rc = scope_add_column(s, table, PQgetvalue(res, r, 6), &err);
+    }
+    PQclear(res);
+    PQfinish(pg);
+    if (rc == 0)
+        rc = scope_check(s, &err);
+    if (rc != 0) {
+        fprintf(stderr, "backupctl: %s\n", err.msg);
+        scope_free(s);
+        return 1;
+    }
+    Buf b = BUF_INIT;
+    for (int i = 0; i < scope_count(s); i++) {
+        if (sql) {
+            buf_reset(&b);
+            scope_copy_sql(s, i, 0, &b);
+            printf("%s\t%s\n", scope_table(s, i), b.data);
+        } else {
+            printf("%s\n", scope_table(s, i));
+        }
+    }
+    buf_free(&b);
+    scope_free(s);
+    return 0;
+}

@@ -1,0 +1,199 @@
+/*
+ * scope: backup_scope, checked, and its COPY statements (see scope.h).
+ *
+ * COPY's text format would double every backslash in the JSON; CSV with a
+ * quote and a delimiter that JSON text can never contain raw (0x01, 0x02:
+ * JSON escapes control characters) emits each row's JSON exactly as
+ * PostgreSQL wrote it, one per line, with nothing to undo.
+ */
+#include "scope.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    char name[SCOPE_NAME_MAX + 1], key[SCOPE_NAME_MAX + 1], user_col[SCOPE_NAME_MAX + 1];
+    char parent[SCOPE_NAME_MAX + 1], parent_col[SCOPE_NAME_MAX + 1];
+    int order;
+    char (*cols)[SCOPE_NAME_MAX + 1];
+    int ncols, capcols;
+} Table;
+
+struct Scope {
+    Table *t;
+    int n, cap;
+};
+
+const char *scope_load_sql(void) {
+    return "SELECT s.table_name, s.key_column, coalesce(s.user_column, ''), "
+           "coalesce(s.parent_table, ''), coalesce(s.parent_column, ''), s.restore_order, "
+           "coalesce(a.attname::text, '') "
+           "FROM backup_scope s "
+           "LEFT JOIN pg_class c ON c.relname = s.table_name AND c.relkind IN ('r', 'p') "
+           "AND c.relnamespace = 'public'::regnamespace "
+           "LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped "
+           "ORDER BY s.restore_order, s.table_name, a.attnum";
+}
+
+/* A plain lowercase identifier: safe to quote as "name" and matches the catalog as is. */
+static int plain(const char *s) {
+    size_t n = strlen(s);
+    if (n == 0 || n > SCOPE_NAME_MAX || !(islower((unsigned char)s[0]) || s[0] == '_'))
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!islower((unsigned char)s[i]) && !isdigit((unsigned char)s[i]) && s[i] != '_')
+            return 0;
+    return 1;
+}
+
+Scope *scope_new(void) {
+    return xcalloc(1, sizeof(Scope));
+}
+
+void scope_free(Scope *s) {
+    if (s == NULL)
+        return;
+    for (int i = 0; i < s->n; i++)
+        free(s->t[i].cols);
+    free(s->t);
+    free(s);
+}
+
+int scope_find(const Scope *s, const char *name) {
+    for (int i = 0; i < s->n; i++)
+        if (strcmp(s->t[i].name, name) == 0)
+            return i;
+    return -1;
+}
+
+static int bad(Err *err, const char *fmt, const char *a, const char *b) {
+    char msg[ERR_MSG_MAX];
+    snprintf(msg, sizeof(msg), fmt, a, b);
+    err_set(err, ERR_PERMANENT, ERR_CODE_CONFIG, "backup_scope: %s", msg);
+    return -1;
+}
+
+int scope_add_table(Scope *s, const char *name, const char *key, const char *user_col,
+                    const char *parent, const char *parent_col, int restore_order, Err *err) {
+    const char *names[] = {name, key, user_col, parent, parent_col};
+    for (int i = 0; i < 5; i++)
+        if ((i < 2 || names[i][0]) && !plain(names[i]))
+            return bad(err, "'%.64s' (table %.64s) is not a plain lowercase identifier", names[i],
+                       name);
+    if (scope_find(s, name) >= 0)
+        return bad(err, "table %.64s is listed twice%s", name, "");
+    int by_user = user_col[0] != '\0', by_parent = parent[0] != '\0';
+    if (by_user == by_parent || by_parent != (parent_col[0] != '\0'))
+        return bad(err,
+                   "table %.64s needs either user_column or parent_table with "
+                   "parent_column%s",
+                   name, "");
+    if (s->n == s->cap) {
+        s->cap = s->cap ? s->cap * 2 : 8;
+        s->t = xrealloc(s->t, (size_t)s->cap * sizeof(Table));
+    }
+    Table *t = &s->t[s->n++];
+    memset(t, 0, sizeof(*t));
+    snprintf(t->name, sizeof(t->name), "%s", name);
+    snprintf(t->key, sizeof(t->key), "%s", key);
+    snprintf(t->user_col, sizeof(t->user_col), "%s", user_col);
+    snprintf(t->parent, sizeof(t->parent), "%s", parent);
+    snprintf(t->parent_col, sizeof(t->parent_col), "%s", parent_col);
+    t->order = restore_order;
+    return 0;
+}
+
+int scope_add_column(Scope *s, const char *table, const char *column, Err *err) {
+    int i = scope_find(s, table);
+    if (i < 0)
+        return bad(err, "column %.64s for unknown table %.64s", column, table);
+    if (!plain(column))
+        return bad(err, "column '%.64s' of %.64s is not a plain lowercase identifier", column,
+                   table);
+    Table *t = &s->t[i];
+    if (t->ncols == t->capcols) {
+        t->capcols = t->capcols ? t->capcols * 2 : 16;
+        t->cols = xrealloc(t->cols, (size_t)t->capcols * sizeof(*t->cols));
+    }
+    snprintf(t->cols[t->ncols++], SCOPE_NAME_MAX + 1, "%s", column);
+    return 0;
+}
+
+static int has_col(const Table *t, const char *c) {
+    for (int i = 0; i < t->ncols; i++)
+        if (strcmp(t->cols[i], c) == 0)
+            return 1;
+    return 0;
+}
+
+static int by_order(const void *a, const void *b) {
+    const Table *x = a, *y = b;
+    return x->order != y->order ? (x->order < y->order ? -1 : 1) : strcmp(x->name, y->name);
+}
+
+int scope_check(Scope *s, Err *err) {
+    if (s->n == 0)
+        return bad(err, "is empty: nothing to back up%s%s", "", "");
+    qsort(s->t, (size_t)s->n, sizeof(Table), by_order);
+    for (int i = 0; i < s->n; i++) {
+        const Table *t = &s->t[i];
+        if (t->ncols == 0)
+            return bad(err, "table %.64s does not exist in schema public%s", t->name, "");
+        if (!has_col(t, t->key))
+            return bad(err, "table %.64s has no column %.64s (key_column)", t->name, t->key);
+        if (t->user_col[0] && !has_col(t, t->user_col))
+            return bad(err, "table %.64s has no column %.64s (user_column)", t->name, t->user_col);
+        if (t->parent[0]) {
+            int p = scope_find(s, t->parent);
+            if (p < 0)
+                return bad(err, "parent %.64s of %.64s is not in the scope", t->parent, t->name);
+            if (p >= i) /* sorted: a parent must restore strictly before its children */
+                return bad(err, "parent %.64s must have a lower restore_order than %.64s",
+                           t->parent, t->name);
+            if (!has_col(t, t->parent_col))
+                return bad(err, "table %.64s has no column %.64s (parent_column)", t->name,
+                           t->parent_col);
+        }
+    }
+    return 0;
+}
+
+int scope_count(const Scope *s) {
+    return s->n;
+}
+
+const char *scope_table(const Scope *s, int i) {
+    return s->t[i].name;
+}
+
+/* WHERE condition selecting the user's rows of t (recursing through parents). */
+static void user_filter(const Scope *s, const Table *t, Buf *sql) {
+    if (t->user_col[0]) {
+        buf_printf(sql, "\"%s\" = current_setting('backup.user_id')::uuid", t->user_col);
+        return;
+    }
+    const Table *p = &s->t[scope_find(s, t->parent)];
+    buf_printf(sql, "\"%s\" IN (SELECT \"%s\" FROM \"%s\" WHERE ", t->parent_col, p->key, p->name);
+    user_filter(s, p, sql);
+    buf_puts(sql, ")");
+}
+
+void scope_copy_sql(const Scope *s, int i, int incremental, Buf *sql) {
+    const Table *t = &s->t[i];
+    buf_puts(sql, "COPY (SELECT row_to_json(r)::text FROM (SELECT ");
+    int first = 1;
+    for (int c = 0; c < t->ncols; c++) {
+        if (strcmp(t->cols[c], "backup_xid") == 0)
+            continue;
+        buf_printf(sql, "%s\"%s\"", first ? "" : ", ", t->cols[c]);
+        first = 0;
+    }
+    buf_printf(sql, " FROM \"%s\" WHERE ", t->name);
+    user_filter(s, t, sql);
+    if (incremental)
+        buf_puts(sql, " AND \"backup_xid\" IS NOT NULL AND NOT pg_visible_in_snapshot("
+                      "\"backup_xid\", current_setting('backup.base_snapshot')::pg_snapshot)");
+    buf_puts(sql, ") r) TO STDOUT (FORMAT csv, QUOTE e'\\x01', DELIMITER e'\\x02')");
+}

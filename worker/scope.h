@@ -1,0 +1,53 @@
+/*
+ * scope: what a backup covers (the backup_scope table), checked, and the SQL
+ * that reads one user's rows of each table.
+ *
+ * The scope is configuration, not code: rows of backup_scope plus the
+ * columns the catalog reports for each table. Everything that will appear in
+ * SQL is checked here first: names must be plain identifiers that the catalog
+ * knows, each child's parent must be in scope and restore before it, and the
+ * chain of parents must end at a table that names its user. The generated
+ * statements are COPY ... TO STDOUT (PostgreSQL's fastest way out) and take
+ * the user id and the base snapshot from settings the job sets with bound
+ * parameters (set_config('backup.user_id', $1, true)), so no value is ever
+ * spliced into SQL.
+ */
+#ifndef BW_SCOPE_H
+#define BW_SCOPE_H
+
+#include "buf.h"
+#include "err.h"
+
+#define SCOPE_NAME_MAX 63
+
+typedef struct Scope Scope;
+
+/* The query listing backup_scope with each table's columns in order (one row per column):
+ * table_name, key_column, user_column, parent_table, parent_column, restore_order, column. */
+const char *scope_load_sql(void);
+
+Scope *scope_new(void);
+void scope_free(Scope *s);
+/* Add a scope row; empty strings for absent user or parent. -1 with err when malformed. */
+int scope_add_table(Scope *s, const char *name, const char *key, const char *user_col,
+                    const char *parent, const char *parent_col, int restore_order, Err *err);
+/* Add a column the catalog reports for table (in order). */
+int scope_add_column(Scope *s, const char *table, const char *column, Err *err);
+/* Check the whole scope (columns exist, parents resolve and restore first) and sort it by
+ * restore order. -1 with err naming the first problem. */
+int scope_check(Scope *s, Err *err);
+
+int scope_count(const Scope *s);
+const char *scope_table(const Scope *s, int i);
+/* Index of table name, or -1. */
+int scope_find(const Scope *s, const char *name);
+
+/*
+ * Append to sql the COPY statement that emits table i's rows of the user in
+ * current_setting('backup.user_id'), one JSON object per line with every
+ * column but backup_xid. With incremental set, only rows written by
+ * transactions not visible in current_setting('backup.base_snapshot').
+ */
+void scope_copy_sql(const Scope *s, int i, int incremental, Buf *sql);
+
+#endif
