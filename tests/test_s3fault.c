@@ -132,10 +132,6 @@ static void env_close(Env *e) {
     tu_s3_close(e);
 }
 
-static unsigned char byte_at(uint64_t i) {
-    return (unsigned char)((i * 2654435761u) >> 13);
-}
-
 typedef struct {
     uint64_t total, pos;
     int done;
@@ -152,8 +148,7 @@ static void produce(S3Upload *u, void *data) {
         size_t n = sizeof(chunk);
         if (n > p->total - p->pos)
             n = (size_t)(p->total - p->pos);
-        for (size_t i = 0; i < n; i++)
-            chunk[i] = byte_at(p->pos + i);
+        tu_pattern(chunk, p->pos, n);
         p->pos += n;
         int r = s3_upload_write(u, chunk, n);
         if (r <= 0)
@@ -198,7 +193,7 @@ static int on_bytes(S3Op *op, const char *buf, size_t len, void *data) {
     (void)op;
     Reader *r = data;
     for (size_t i = 0; i < len; i++)
-        if ((unsigned char)buf[i] != byte_at(r->pos + i))
+        if ((unsigned char)buf[i] != tu_pattern_byte(r->pos + i))
             r->mismatches++;
     r->pos += len;
     return 0;

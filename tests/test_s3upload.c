@@ -31,10 +31,6 @@ static void env_close(Env *e) {
     tu_s3_close(e);
 }
 
-static unsigned char byte_at(uint64_t i) {
-    return (unsigned char)((i * 2654435761u) >> 11);
-}
-
 typedef struct {
     S3Upload *u;
     uint64_t total, pos;
@@ -73,8 +69,7 @@ static void produce(S3Upload *u, void *data) {
         size_t n = sizeof(chunk);
         if (n > p->total - p->pos)
             n = (size_t)(p->total - p->pos);
-        for (size_t i = 0; i < n; i++)
-            chunk[i] = byte_at(p->pos + i);
+        tu_pattern(chunk, p->pos, n);
         p->pos += n;
         int r = s3_upload_write(u, chunk, n);
         size_t b = s3_upload_buffered(u);
@@ -134,7 +129,7 @@ static void on_deleted(const S3Result *res, const Err *err, void *data) {
 static void expected_sha(uint64_t total, char out[65]) {
     unsigned char *all = malloc(total ? total : 1);
     for (uint64_t i = 0; i < total; i++)
-        all[i] = byte_at(i);
+        all[i] = tu_pattern_byte(i);
     sigv4_sha256_hex(all, total, out);
     free(all);
 }
@@ -329,7 +324,7 @@ static void test_streamed_read_resumes(void **state) {
     env_close(&e);
 }
 
-/* The expected digest of byte_at(0 .. total-1), computed in slices (no 300 MB buffer). */
+/* The expected digest of tu_pattern_byte(0 .. total-1), computed in slices (no 300 MB buffer). */
 static void expected_sha_streamed(uint64_t total, char out[65]) {
     EVP_MD_CTX *ctx = EVP_MD_CTX_new();
     EVP_DigestInit_ex(ctx, EVP_sha256(), NULL);
@@ -338,8 +333,7 @@ static void expected_sha_streamed(uint64_t total, char out[65]) {
         size_t n = sizeof(chunk);
         if (n > total - pos)
             n = (size_t)(total - pos);
-        for (size_t i = 0; i < n; i++)
-            chunk[i] = byte_at(pos + i);
+        tu_pattern(chunk, pos, n);
         EVP_DigestUpdate(ctx, chunk, n);
         pos += n;
     }

@@ -81,3 +81,12 @@ void tu_s3_close(TuS3 *e) {
     http_client_free(e->http);
     tu_loop_close(&e->loop);
 }
+
+unsigned char tu_pattern_byte(uint64_t i) {
+    return (unsigned char)((i * 2654435761u) >> 11);
+}
+
+void tu_pattern(unsigned char *out, uint64_t pos, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        out[i] = tu_pattern_byte(pos + i);
+}

@@ -39,6 +39,10 @@ void tu_run_for(uv_loop_t *loop, unsigned ms);
 void tu_loop_close(uv_loop_t *loop);
 /* Zero o and fill in the local S3 server from the environment (path style). */
 void tu_s3_options(S3Options *o);
+/* A reproducible byte pattern: byte i of a test object, and n of them from pos. */
+unsigned char tu_pattern_byte(uint64_t i);
+void tu_pattern(unsigned char *out, uint64_t pos, size_t n);
+
 /* A loop with an HTTP client and an S3 client, for the S3 tests. */
 typedef struct {
     uv_loop_t loop;
