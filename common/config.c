@@ -42,6 +42,8 @@ static const VarHelp vars[] = {
      "parts in flight per upload (1-64); memory per upload is about this x the part size"},
     {"BACKUP_RETENTION_DAYS", "30", "days a backup is kept by cleanup (1-36500)"},
     {"BACKUP_COMPRESSION", "true", "gzip backup objects"},
+    {"BACKUP_COMPRESSION_LEVEL", "1", "gzip level 1 (fastest) to 9 (smallest)"},
+    {"BACKUP_NOTIFY", "true", "write a row in the user's notifications when a backup ends"},
     {"REDIS_URL", "redis://127.0.0.1:6379/0", "redis://[[user]:password@]host[:port][/db]"},
     {"DATABASE_URL", NULL, "PostgreSQL URI or key=value string (required)"},
     {"WORKER_CONCURRENCY", "4", "jobs run at once by one worker process (1-1024)"},
@@ -514,6 +516,8 @@ int config_load(Config *cfg, ConfigGetenv getenv_fn, void *data, Buf *errors) {
     cfg->s3_upload_concurrency = get_int(&l, "S3_UPLOAD_CONCURRENCY", 1, 64);
     cfg->backup_retention_days = get_int(&l, "BACKUP_RETENTION_DAYS", 1, 36500);
     cfg->backup_compression = get_bool(&l, "BACKUP_COMPRESSION");
+    cfg->backup_compression_level = get_int(&l, "BACKUP_COMPRESSION_LEVEL", 1, 9);
+    cfg->backup_notify = get_bool(&l, "BACKUP_NOTIFY");
 
     cfg->redis_url = get_str(&l, "REDIS_URL", 1);
     if (cfg->redis_url) {

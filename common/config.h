@@ -42,8 +42,10 @@ typedef struct {
     int s3_upload_concurrency; /* parts in flight per upload */
     int backup_retention_days;
     int backup_compression;
-    char *redis_url;    /* secret inside: log config_redact_url(redis_url) */
-    char *database_url; /* secret inside */
+    int backup_compression_level; /* gzip level, 1-9 */
+    int backup_notify;            /* notification row when a backup ends */
+    char *redis_url;              /* secret inside: log config_redact_url(redis_url) */
+    char *database_url;           /* secret inside */
     RedisEndpoint redis;
     int worker_concurrency;
     int worker_http_port;

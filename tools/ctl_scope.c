@@ -31,26 +31,12 @@ int ctl_scope_main(const Config *cfg, int argc, char **argv) {
         PQfinish(pg);
         return 1;
     }
-    Scope *s = scope_new();
     Err err;
-    err_clear(&err);
-    int rc = 0;
-    for (int r = 0; r < PQntuples(res) && rc == 0; r++) {
-        const char *table = PQgetvalue(res, r, 0);
-        if (scope_find(s, table) < 0)
-            rc = scope_add_table(s, table, PQgetvalue(res, r, 1), PQgetvalue(res, r, 2),
-                                 PQgetvalue(res, r, 3), PQgetvalue(res, r, 4),
-                                 atoi(PQgetvalue(res, r, 5)), &err);
-        if (rc == 0 && PQgetvalue(res, r, 6)[0])
-            rc = scope_add_column(s, table, PQgetvalue(res, r, 6), &err);
-    }
+    Scope *s = scope_from_result(res, &err);
     PQclear(res);
     PQfinish(pg);
-    if (rc == 0)
-        rc = scope_check(s, &err);
-    if (rc != 0) {
+    if (s == NULL) {
         fprintf(stderr, "backupctl: %s\n", err.msg);
-        scope_free(s);
         return 1;
     }
     Buf b = BUF_INIT;

@@ -51,6 +51,10 @@ void job_set_data(Job *job, void *data);
 void job_progress(Job *job, const char *stage, int percent, uint64_t rows, uint64_t bytes);
 /* Record the backup id this job produced or used (shown in the status hash). */
 void job_set_backup_id(Job *job, const char *backup_id);
+/* Rows the job expects to handle in all (progress field `rows_total`; 0: unknown). */
+void job_set_rows_total(Job *job, uint64_t rows_total);
+/* A remark recorded with a success (status hash and event field `note`). */
+void job_set_note(Job *job, const char *note);
 /* End the job: err NULL for success. The job must not be touched afterwards. */
 void job_done(Job *job, const Err *err);
 

@@ -9,5 +9,6 @@
 
 extern const JobType job_type_ping;
 extern const JobType job_type_sleep;
+extern const JobType job_type_backup;
 
 #endif

@@ -64,10 +64,11 @@ struct Job {
     uint64_t started_ms;
     char stage[96];
     int percent;
-    uint64_t rows, bytes;
+    uint64_t rows, bytes, rows_total;
     int progress_dirty, progress_inflight, renew_inflight;
     uint64_t progress_sent_ms, finish_next_ms;
     char backup_id[JOBSPEC_ID_MAX + 1];
+    char note[256]; /* said with a success (the status hash's `note`) */
     void *data;
     int cancelled, lost, handed_back, finish_tries;
     const char *outcome; /* completed, retry or dead */
@@ -332,7 +333,7 @@ static void on_flush(uv_check_t *h) {
             batch[n++] = job;
             add_ids(&a, job);
             qargs_str(&a, job->outcome);
-            qargs_str(&a, job->result.kind == ERR_NONE ? "" : job->result.msg);
+            qargs_str(&a, job->result.kind == ERR_NONE ? job->note : job->result.msg);
             qargs_fmt(&a, "%llu", (unsigned long long)job->retry_at);
             qargs_str(&a, job->backup_id);
             qargs_fmt(&a, "%llu", (unsigned long long)job->rows);
@@ -441,6 +442,15 @@ void job_progress(Job *job, const char *stage, int percent, uint64_t rows, uint6
 
 void job_set_backup_id(Job *job, const char *backup_id) {
     snprintf(job->backup_id, sizeof(job->backup_id), "%s", backup_id);
+}
+
+void job_set_rows_total(Job *job, uint64_t rows_total) {
+    job->rows_total = rows_total;
+    job->progress_dirty = 1;
+}
+
+void job_set_note(Job *job, const char *note) {
+    snprintf(job->note, sizeof(job->note), "%s", note);
 }
 
 static void job_cancel(Job *job) {
@@ -900,6 +910,7 @@ static void tick_jobs(Queue *q, uint64_t now) {
             qargs_fmt(&a, "%d", job->percent);
             qargs_fmt(&a, "%llu", (unsigned long long)job->rows);
             qargs_fmt(&a, "%llu", (unsigned long long)job->bytes);
+            qargs_fmt(&a, "%llu", (unsigned long long)job->rows_total);
             if (call_script(q, job, QS_PROGRESS, &a, on_progress) == 0) {
                 job->progress_inflight = 1;
                 job->progress_dirty = 0;

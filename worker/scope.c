@@ -61,6 +61,32 @@ void scope_free(Scope *s) {
     free(s);
 }
 
+Scope *scope_from_result(const PGresult *res, Err *err) {
+    Scope *s = scope_new();
+    int rc = 0;
+    err_clear(err);
+    for (int r = 0; r < PQntuples(res) && rc == 0; r++) {
+        const char *table = PQgetvalue(res, r, 0);
+        if (scope_find(s, table) < 0)
+            rc = scope_add_table(s, table, PQgetvalue(res, r, 1), PQgetvalue(res, r, 2),
+                                 PQgetvalue(res, r, 3), PQgetvalue(res, r, 4),
+                                 atoi(PQgetvalue(res, r, 5)), err);
+        if (rc == 0 && PQgetvalue(res, r, 6)[0])
+            rc = scope_add_column(s, table, PQgetvalue(res, r, 6), err);
+    }
+    if (rc == 0 && PQntuples(res) == 0) {
+        err_set(err, ERR_PERMANENT, ERR_CODE_CONFIG, "backup_scope is empty: nothing to back up");
+        rc = -1;
+    }
+    if (rc == 0)
+        rc = scope_check(s, err);
+    if (rc != 0) {
+        scope_free(s);
+        return NULL;
+    }
+    return s;
+}
+
 int scope_find(const Scope *s, const char *name) {
     for (int i = 0; i < s->n; i++)
         if (strcmp(s->t[i].name, name) == 0)
@@ -196,4 +222,51 @@ void scope_copy_sql(const Scope *s, int i, int incremental, Buf *sql) {
         buf_puts(sql, " AND \"backup_xid\" IS NOT NULL AND NOT pg_visible_in_snapshot("
                       "\"backup_xid\", current_setting('backup.base_snapshot')::pg_snapshot)");
     buf_puts(sql, ") r) TO STDOUT (FORMAT csv, QUOTE e'\\x01', DELIMITER e'\\x02')");
+}
+
+void scope_count_sql(const Scope *s, int incremental, Buf *sql) {
+    buf_puts(sql, "SELECT ");
+    for (int i = 0; i < s->n; i++) {
+        buf_printf(sql, "%s(SELECT count(*) FROM \"%s\" WHERE ", i ? ", " : "", s->t[i].name);
+        user_filter(s, &s->t[i], sql);
+        if (incremental)
+            buf_puts(sql, " AND \"backup_xid\" IS NOT NULL AND NOT pg_visible_in_snapshot("
+                          "\"backup_xid\", current_setting('backup.base_snapshot')::pg_snapshot)");
+        buf_puts(sql, ")");
+    }
+}
+
+/* Tombstones of t that belong to the user: by its user column, or by a parent that is the
+ * user's (still there, or itself deleted). Names are checked identifiers, safe as literals. */
+static void tombstone_filter(const Scope *s, const Table *t, Buf *sql) {
+    if (t->user_col[0]) {
+        buf_printf(sql, "(table_name = '%s' AND user_id = current_setting('backup.user_id')::uuid)",
+                   t->name);
+        return;
+    }
+    const Table *p = &s->t[scope_find(s, t->parent)];
+    buf_printf(sql,
+               "(table_name = '%s' AND (parent_id::text IN (SELECT \"%s\"::text FROM \"%s\" WHERE ",
+               t->name, p->key, p->name);
+    user_filter(s, p, sql);
+    buf_puts(sql, ") OR parent_id::text IN (SELECT row_id FROM backup_tombstones WHERE ");
+    tombstone_filter(s, p, sql);
+    buf_puts(sql, ")))");
+}
+
+void scope_tombstone_sql(const Scope *s, int i, Buf *sql) {
+    buf_puts(sql, "COPY (SELECT to_json(row_id)::text FROM (SELECT DISTINCT row_id FROM "
+                  "backup_tombstones WHERE ");
+    tombstone_filter(s, &s->t[i], sql);
+    buf_puts(sql, " AND NOT pg_visible_in_snapshot(xid, "
+                  "current_setting('backup.base_snapshot')::pg_snapshot) ORDER BY row_id) d) "
+                  "TO STDOUT (FORMAT csv, QUOTE e'\\x01', DELIMITER e'\\x02')");
+}
+
+int scope_tracked(const Scope *s, int i) {
+    const Table *t = &s->t[i];
+    for (int c = 0; c < t->ncols; c++)
+        if (strcmp(t->cols[c], "backup_xid") == 0)
+            return 1;
+    return 0;
 }

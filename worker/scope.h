@@ -18,6 +18,8 @@
 #include "buf.h"
 #include "err.h"
 
+#include <libpq-fe.h>
+
 #define SCOPE_NAME_MAX 63
 
 typedef struct Scope Scope;
@@ -37,6 +39,9 @@ int scope_add_column(Scope *s, const char *table, const char *column, Err *err);
  * restore order. -1 with err naming the first problem. */
 int scope_check(Scope *s, Err *err);
 
+/* A checked scope from the rows of scope_load_sql(); NULL with err naming the problem. */
+Scope *scope_from_result(const PGresult *res, Err *err);
+
 int scope_count(const Scope *s);
 const char *scope_table(const Scope *s, int i);
 /* Index of table name, or -1. */
@@ -49,5 +54,15 @@ int scope_find(const Scope *s, const char *name);
  * transactions not visible in current_setting('backup.base_snapshot').
  */
 void scope_copy_sql(const Scope *s, int i, int incremental, Buf *sql);
+
+/* Append one SELECT returning, per table in order, how many rows scope_copy_sql emits. */
+void scope_count_sql(const Scope *s, int incremental, Buf *sql);
+/*
+ * Append the COPY statement that emits, one JSON string per line, the keys of table i's rows
+ * of the user deleted by transactions not visible in the base snapshot (backup_tombstones).
+ */
+void scope_tombstone_sql(const Scope *s, int i, Buf *sql);
+/* 1 if table i carries backup_xid (backup_track_all() ran since it was added). */
+int scope_tracked(const Scope *s, int i);
 
 #endif

@@ -280,6 +280,14 @@ PgPool *services_pg(Services *s) {
     return s->pg;
 }
 
+S3Client *services_s3(Services *s) {
+    return s->s3;
+}
+
+const Config *services_config(const Services *s) {
+    return s->cfg;
+}
+
 HttpClient *services_http(Services *s) {
     return s->http;
 }

@@ -16,6 +16,7 @@
 #include "http.h"
 #include "pgpool.h"
 #include "redis.h"
+#include "s3.h"
 
 #include <uv.h>
 
@@ -36,5 +37,7 @@ void services_set_metrics_hook(Services *s, void (*hook)(Buf *out, void *data), 
 RedisClient *services_redis(Services *s);
 PgPool *services_pg(Services *s);
 HttpClient *services_http(Services *s);
+S3Client *services_s3(Services *s);
+const Config *services_config(const Services *s);
 
 #endif

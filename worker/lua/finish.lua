@@ -1,5 +1,5 @@
 -- FINISH: record a batch of results. Per job: entry, job_id, type, user_id,
--- outcome (completed | retry | dead), error, retry at (ms), backup_id, rows,
+-- outcome (completed | retry | dead), error (for completed: a note, may be empty), retry at (ms), backup_id, rows,
 -- bytes, attempts (0: never started), field count n, n field/value strings
 -- (sent for retries and dead letters). Replies 'ok' or 'lost' per job. For a
 -- job that never started (malformed entry), the status hash is written only if
@@ -17,9 +17,10 @@ local function finish(entry, jid, jtype, uid, outcome, why, at, bid, rows, bytes
   if outcome == 'completed' then
     if own then
       redis.call('HSET', jk, 'status', 'completed', 'progress', 100, 'stage', 'done', 'finished_at', now,
-                 'backup_id', bid, 'rows', rows, 'bytes', bytes, 'error', '')
+                 'backup_id', bid, 'rows', rows, 'bytes', bytes, 'error', '', 'note', why)
     end
     ev = {'event', 'completed', 'status', 'completed', 'backup_id', bid, 'rows', rows, 'bytes', bytes}
+    if why ~= '' then ev[#ev + 1] = 'note'; ev[#ev + 1] = why end
   elseif outcome == 'retry' then
     if own then
       redis.call('HSET', jk, 'status', 'retrying', 'entry', '', 'error', why, 'retry_at', at,

@@ -1,0 +1,169 @@
+/*
+ * filterpipe: see filterpipe.h. Two buffers swap: `fill` belongs to the loop
+ * thread, `work` and `out` to the pool thread while a chunk is in flight
+ * (`working`); the loop reads `out` only after the chunk came back.
+ */
+#include "filterpipe.h"
+
+#include <stdlib.h>
+
+#define DEFAULT_CHUNK (1u << 20)
+
+struct FilterPipe {
+    uv_loop_t *loop;
+    FilterChain *chain;
+    size_t chunk;
+    FilterPipeSink sink;
+    FilterPipeWritableCb on_writable;
+    FilterPipeDoneCb on_done;
+    void *data;
+    Buf fill, work, out;
+    uv_work_t req;
+    Err work_err;   /* set by the pool thread */
+    int working;    /* a chunk is on the thread pool */
+    int work_final; /* that chunk ends the chain */
+    int blocked;    /* the sink asked us to hold on */
+    int finishing;  /* the producer is done */
+    int finished;   /* the chain wrote its last byte */
+    int want_writable, stopped, freed;
+};
+
+FilterPipe *filter_pipe_new(uv_loop_t *loop, FilterChain *chain, size_t chunk, FilterPipeSink sink,
+                            FilterPipeWritableCb on_writable, FilterPipeDoneCb on_done,
+                            void *data) {
+    FilterPipe *p = xcalloc(1, sizeof(*p));
+    p->loop = loop;
+    p->chain = chain;
+    p->chunk = chunk ? chunk : DEFAULT_CHUNK;
+    p->sink = sink;
+    p->on_writable = on_writable;
+    p->on_done = on_done;
+    p->data = data;
+    p->req.data = p;
+    return p;
+}
+
+static void release(FilterPipe *p) {
+    filter_chain_free(p->chain);
+    buf_free(&p->fill);
+    buf_free(&p->work);
+    buf_free(&p->out);
+    free(p);
+}
+
+void filter_pipe_free(FilterPipe *p) {
+    if (p == NULL)
+        return;
+    if (p->working)
+        p->freed = 1; /* after_work releases it */
+    else
+        release(p);
+}
+
+static void run_chunk(uv_work_t *req) {
+    FilterPipe *p = req->data;
+    err_clear(&p->work_err);
+    if (filter_chain_write(p->chain, p->work.data, p->work.len, &p->out, &p->work_err) == 0 &&
+        p->work_final)
+        filter_chain_finish(p->chain, &p->out, &p->work_err);
+}
+
+static void pump(FilterPipe *p, int from_write);
+
+static void after_chunk(uv_work_t *req, int status) {
+    FilterPipe *p = req->data;
+    p->working = 0;
+    if (p->freed) {
+        release(p);
+        return;
+    }
+    p->work.len = 0;
+    if (status != 0 && !err_is_set(&p->work_err))
+        err_set(&p->work_err, ERR_RETRYABLE, ERR_CODE_CANCELLED, "filter work cancelled");
+    if (err_is_set(&p->work_err)) {
+        p->stopped = 1;
+        Err err = p->work_err;
+        p->on_done(p, &err, p->data);
+        return;
+    }
+    if (p->work_final)
+        p->finished = 1;
+    pump(p, 0);
+}
+
+/* Deliver output, start the next chunk, and tell whoever waits. May free p (callbacks). */
+static void pump(FilterPipe *p, int from_write) {
+    if (p->stopped || p->working)
+        return;
+    if (p->out.len > 0 && !p->blocked) {
+        int r = p->sink(p->out.data, p->out.len, p->data);
+        p->out.len = 0;
+        if (r < 0) {
+            p->stopped = 1; /* the sink's owner knows why */
+            return;
+        }
+        if (r == 0)
+            p->blocked = 1;
+    }
+    if (p->out.len == 0 && !p->blocked && !p->finished &&
+        (p->fill.len >= p->chunk || p->finishing)) {
+        Buf t = p->work;
+        p->work = p->fill;
+        p->fill = t;
+        p->work_final = p->finishing;
+        p->working = 1;
+        if (uv_queue_work(p->loop, &p->req, run_chunk, after_chunk) != 0) {
+            p->working = 0;
+            p->stopped = 1;
+            Err err;
+            err_set(&err, ERR_RETRYABLE, ERR_CODE_NOMEM, "cannot queue filter work");
+            p->on_done(p, &err, p->data);
+            return;
+        }
+    }
+    if (p->finished && p->out.len == 0) {
+        p->stopped = 1;
+        p->on_done(p, NULL, p->data);
+        return;
+    }
+    if (!from_write && p->want_writable && p->fill.len < p->chunk) {
+        p->want_writable = 0;
+        p->on_writable(p, p->data);
+    }
+}
+
+int filter_pipe_write(FilterPipe *p, const void *buf, size_t len) {
+    if (p->stopped || p->finishing)
+        return -1;
+    buf_append(&p->fill, buf, len);
+    if (p->fill.len >= p->chunk)
+        pump(p, 1);
+    if (p->stopped)
+        return -1;
+    if (p->fill.len >= p->chunk) {
+        p->want_writable = 1;
+        return 0;
+    }
+    return 1;
+}
+
+void filter_pipe_unblock(FilterPipe *p) {
+    p->blocked = 0;
+    pump(p, 0);
+}
+
+void filter_pipe_finish(FilterPipe *p) {
+    if (p->finishing || p->stopped)
+        return;
+    p->finishing = 1;
+    p->want_writable = 0;
+    pump(p, 0);
+}
+
+const FilterChain *filter_pipe_chain(const FilterPipe *p) {
+    return p->chain;
+}
+
+size_t filter_pipe_buffered(const FilterPipe *p) {
+    return p->fill.cap + p->work.cap + p->out.cap;
+}

@@ -1,0 +1,53 @@
+/*
+ * bfile: the backup file format (proto/README.md), written as a stream.
+ *
+ * One JSON document per backup, one row per line: the header fields and
+ * "tables" on the first line, each table's rows (PostgreSQL's own row_to_json
+ * text, copied as is), the keys deleted since the base, and a trailer with the
+ * counts. The writer only adds the punctuation between pieces, so a row is
+ * never parsed or re-encoded on the way out. The manifest (the small object
+ * next to each backup) is built here too, from the same header.
+ */
+#ifndef BW_BFILE_H
+#define BW_BFILE_H
+
+#include "buf.h"
+
+#include <stdint.h>
+
+#define BFILE_FORMAT  "pedidolist-backup"
+#define BFILE_VERSION 1
+
+typedef struct {
+    const char *backup_id, *user_id, *type;
+    const char *base_backup_id; /* NULL for a full backup */
+    const char *snapshot;       /* pg_current_snapshot() of the backup */
+    const char *base_snapshot;  /* NULL for a full backup */
+    const char *created_at;     /* ISO 8601 UTC */
+    const char *compression;    /* gzip or none */
+} BfileHeader;
+
+typedef struct {
+    int section; /* 0: tables, 1: deleted */
+    int lists;   /* lists opened in this section */
+    uint64_t items;
+} BfileWriter;
+
+/* The header line and the opening of "tables". */
+void bfile_begin(BfileWriter *w, Buf *out, const BfileHeader *h);
+/* Open the list of a table (in "tables") or of its deleted keys (in "deleted"). */
+void bfile_list_begin(BfileWriter *w, Buf *out, const char *table);
+/* One element: a row object or a deleted key, already JSON. */
+void bfile_item(BfileWriter *w, Buf *out, const char *json, size_t len);
+void bfile_list_end(BfileWriter *w, Buf *out);
+/* Close "tables" and open "deleted". */
+void bfile_deleted_begin(BfileWriter *w, Buf *out);
+/* Close "deleted" and end the document with trailer (a JSON object). */
+void bfile_end(BfileWriter *w, Buf *out, const char *trailer);
+
+/* The manifest: header fields plus key, counts (JSON objects), sha256 and sizes. */
+void bfile_manifest(Buf *out, const BfileHeader *h, const char *key, const char *rows,
+                    const char *deleted, const char *sha256, uint64_t size, uint64_t raw_size,
+                    const char *finished_at);
+
+#endif
