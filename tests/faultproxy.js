@@ -16,6 +16,7 @@
 //                  within the same second may legitimately repeat it); a stale date
 //                  is an x-amz-date more than two seconds older than the request
 //   POST /__clear  forget the log, the plan and the always rule
+//   POST /__cut    cut every stalled request now
 // Faults: 503 (SlowDown), 500 (InternalError), 429 (SlowDown), 200err (a 200
 // carrying an <Error>), reset (GET: half the body, then the connection is cut;
 // others: cut at once), stall (no answer; cut after 20 s so nothing hangs), skew
@@ -37,6 +38,7 @@ let withToken = 0;
 let maxAhead = 0;
 let lastKey = '';
 const seen = new Map();
+const stalled = new Set();
 
 function parseRule(text) {
   const [head, fault, count] = text.trim().split(':');
@@ -82,6 +84,11 @@ function control(req, res, body) {
     requests = faults = reused = stale = withToken = maxAhead = 0;
     lastKey = '';
     seen.clear();
+    return send(200, 'ok');
+  }
+  if (req.method === 'POST' && req.url === '/__cut') {
+    for (const sock of stalled) sock.destroy();
+    stalled.clear();
     return send(200, 'ok');
   }
   if (req.method === 'GET' && req.url === '/__stats') {
@@ -153,7 +160,8 @@ const handler = (req, res) => {
       return res.end(errorBody('RequestTimeTooSkewed'));
     }
     if (fault === 'stall') {
-      setTimeout(() => req.socket.destroy(), 20000).unref();
+      stalled.add(req.socket);
+      setTimeout(() => { stalled.delete(req.socket); req.socket.destroy(); }, 20000).unref();
       return;
     }
     const [status, code] = {

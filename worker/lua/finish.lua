@@ -17,7 +17,7 @@ local function finish(entry, jid, jtype, uid, outcome, why, at, bid, rows, bytes
   if outcome == 'completed' then
     if own then
       redis.call('HSET', jk, 'status', 'completed', 'progress', 100, 'stage', 'done', 'finished_at', now,
-                 'backup_id', bid, 'rows', rows, 'bytes', bytes, 'error', '', 'note', why)
+                 'backup_id', bid, 'rows', rows, 'rows_total', rows, 'bytes', bytes, 'error', '', 'note', why)
     end
     ev = {'event', 'completed', 'status', 'completed', 'backup_id', bid, 'rows', rows, 'bytes', bytes}
     if why ~= '' then ev[#ev + 1] = 'note'; ev[#ev + 1] = why end

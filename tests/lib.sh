@@ -1,0 +1,68 @@
+# lib.sh: what the shell tests share (sourced; WORKER may be set first).
+# ok/bad/expect count results; wait_until polls with a deadline; R talks to the
+# test Redis (REDIS_URL taken apart for redis-cli 7.0); start_worker runs a
+# worker on prefix $P logging to $tmp/NAME.log; every process started is killed on exit.
+fails=0
+passed=0
+ok() { echo "ok   $1"; passed=$((passed + 1)); }
+bad() { echo "FAIL $1"; fails=$((fails + 1)); }
+expect() { # name command...
+  local name=$1; shift
+  if "$@"; then ok "$name"; else bad "$name"; fi
+}
+tmp=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done
+  if [ "$fails" -gt 0 ]; then # what the workers said, for the CI log
+    for f in "$tmp"/*.log; do [ -f "$f" ] && { echo "---- $f"; tail -25 "$f"; }; done
+  fi
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+# redis-cli 7.0 reads redis://:pass@ as user "": pass host, port, password and db apart
+RHOST=$(sed -E 's#^redis://([^@]*@)?([^:/]+).*#\2#' <<<"$REDIS_URL")
+RPORT=$(sed -E 's#^redis://([^@]*@)?[^:/]+:([0-9]+).*#\2#' <<<"$REDIS_URL")
+RPASS=$(sed -E 's#^redis://[^:]*:([^@]*)@.*#\1#' <<<"$REDIS_URL")
+RDB=$(sed -E 's#^.*/([0-9]+)$#\1#' <<<"$REDIS_URL")
+export REDISCLI_AUTH=$RPASS
+R() { redis-cli -h "$RHOST" -p "$RPORT" -n "$RDB" "$@"; }
+export -f R
+export RHOST RPORT RDB
+
+# wait_until SECONDS command...: poll every 0.1 s; 1 on timeout
+wait_until() {
+  local deadline=$((SECONDS + $1)); shift
+  until "$@" >/dev/null 2>&1; do
+    ((SECONDS >= deadline)) && return 1
+    sleep 0.1
+  done
+}
+field() { R HGET "$P:job:$1" "$2"; }
+count_events() { # JOB_ID EVENT: how many such events the stream holds
+  R EVAL "local n = 0
+    for _, e in ipairs(redis.call('XRANGE', ARGV[1] .. ':events', '-', '+')) do
+      local t = {} for i = 1, #e[2], 2 do t[e[2][i]] = e[2][i + 1] end
+      if t.job_id == ARGV[2] and t.event == ARGV[3] then n = n + 1 end
+    end return n" 0 "$P" "$1" "$2"
+}
+status_is() { [ "$(field "$1" status)" = "$2" ]; }
+
+# start_worker NAME [VAR=value...]: a worker on prefix $P, logging to $tmp/NAME.log
+start_worker() {
+  local name=$1; shift
+  env REDIS_PREFIX="$P" WORKER_HTTP_PORT=0 WORKER_TEST_JOBS=true JOB_VISIBILITY_TIMEOUT=3s \
+    JOB_BACKOFF_BASE=100ms JOB_BACKOFF_MAX=400ms WORKER_SHUTDOWN_GRACE=10s "$@" \
+    "$WORKER" >"$tmp/$name.log" 2>&1 &
+  local pid=$!
+  pids+=("$pid")
+  eval "PID_$name=$pid"
+  wait_until 10 grep -q "consuming $P:jobs" "$tmp/$name.log" || bad "worker $name did not start"
+}
+stop_worker() { # NAME: SIGTERM, wait, return the exit code
+  local pid; eval "pid=\$PID_$1"
+  kill -TERM "$pid" 2>/dev/null
+  wait "$pid"
+}
+
