@@ -6,6 +6,9 @@
 #include "filterpipe.h"
 
 #include <stdlib.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #define DEFAULT_CHUNK (1u << 20)
 
@@ -62,6 +65,14 @@ void filter_pipe_free(FilterPipe *p) {
 
 static void run_chunk(uv_work_t *req) {
     FilterPipe *p = req->data;
+    /* A thread that compresses yields the CPU to the loop thread when cores are short: a
+     * higher nice value for this pool thread only (Linux: per-thread). Once per thread. */
+    static __thread int niced;
+    if (!niced) {
+        niced = 1;
+        pid_t tid = (pid_t)syscall(SYS_gettid);
+        setpriority(PRIO_PROCESS, (id_t)tid, getpriority(PRIO_PROCESS, (id_t)tid) + 5);
+    }
     err_clear(&p->work_err);
     if (filter_chain_write(p->chain, p->work.data, p->work.len, &p->out, &p->work_err) == 0 &&
         p->work_final)

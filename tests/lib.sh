@@ -13,7 +13,7 @@ expect() { # name command...
 tmp=$(mktemp -d)
 pids=()
 cleanup() {
-  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done
+  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null && wait "$p" 2>/dev/null; done
   if [ "$fails" -gt 0 ]; then # what the workers said, for the CI log
     for f in "$tmp"/*.log; do [ -f "$f" ] && { echo "---- $f"; tail -25 "$f"; }; done
   fi
