@@ -7,7 +7,8 @@
 #     progress events; a writer that began before the snapshot is not in it
 #  2. incremental after inserts, updates and deletes: exactly those rows and deleted keys,
 #     including the writer that committed after the base's snapshot
-#  3. differential: everything since the full; retry-safe ids; an incremental with no base is full
+#  3. differential: everything since the full; retry-safe ids; an incremental with no base is
+#     full; an unknown user is refused
 #  4. S3 killed mid-upload, then back: the job retries and completes with one object, one row
 #  5. worker killed mid-upload (moto): the next run aborts the stale multipart upload
 set -uo pipefail
@@ -182,6 +183,11 @@ expect "incremental with no base completes" done_ok nobase
 check "…as a full backup, and says so" "full|backup-" \
   "$(q "SELECT type FROM backup_metadata WHERE job_id = 'nobase'")|$(field nobase backup_id | cut -c1-7)"
 expect "…in its note" grep -q "made a full one" <<<"$(field nobase note)"
+q "DELETE FROM backup_metadata WHERE job_id = 'ghost'" >/dev/null
+enqueue ghost type backup user_id 5eed0009-0000-4000-8000-000000000009 mode full
+expect "a user with no rows at all: dead, not an empty backup" wait_until 20 status_is ghost dead
+expect "…and the reason says so" grep -q "no rows in any table" <<<"$(field ghost error)"
+check "…recorded as failed" failed "$(q "SELECT status FROM backup_metadata WHERE job_id = 'ghost'")"
 stop_worker w1
 
 # notifications, on by default

@@ -563,6 +563,12 @@ static void on_counted(Backup *b, PGresult *res) {
         b->rows_total += b->expected[i];
     }
     job_set_rows_total(b->job, b->rows_total);
+    if (b->rows_total == 0 && b->base_id[0] == 0) { /* a typo'd id must not "succeed" */
+        failf(b, ERR_PERMANENT, ERR_CODE_INVALID,
+              "user %s has no rows in any table of the backup scope (no such user?)",
+              b->spec->user_id);
+        return;
+    }
 
     /* the writer, the pipe and the upload, then the tables in restore order */
     FilterChain *chain = filter_chain_new();
