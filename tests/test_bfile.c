@@ -91,11 +91,158 @@ static void test_manifest_and_escaping(void **state) {
     buf_free(&b);
 }
 
+/* ---- the reader ---- */
+
+typedef struct {
+    Buf log; /* what the callbacks saw */
+    int stop_at;
+} Seen;
+
+static int on_header(const char *json, size_t len, void *data, Err *err) {
+    (void)err;
+    Seen *s = data;
+    char id[64];
+    assert_int_equal(bfile_field(json, len, "backup_id", id, sizeof(id)), 0);
+    buf_printf(&s->log, "H %s|", id);
+    return 0;
+}
+
+static int on_item(int section, const char *table, const char *json, size_t len, void *data,
+                   Err *err) {
+    Seen *s = data;
+    buf_printf(&s->log, "%c %s %.*s|", section ? 'D' : 'R', table, (int)len, json);
+    if (s->stop_at && --s->stop_at == 0) {
+        err_set(err, ERR_PERMANENT, ERR_CODE_INVALID, "stopped by the callback");
+        return -1;
+    }
+    return 0;
+}
+
+static int on_trailer(const char *json, size_t len, void *data, Err *err) {
+    (void)err;
+    Seen *s = data;
+    buf_printf(&s->log, "T %.*s", (int)len, json);
+    return 0;
+}
+
+static const BfileReaderCb reader_cb = {on_header, on_item, on_trailer};
+
+static void sample_doc(Buf *b) {
+    BfileWriter w;
+    BfileHeader h = header("incremental", "backup-u-0");
+    bfile_begin(&w, b, &h);
+    bfile_list_begin(&w, b, "profiles");
+    const char *row = "{\"id\":1,\"s\":\"a,\\n]\"}";
+    bfile_item(&w, b, row, strlen(row));
+    bfile_list_end(&w, b);
+    bfile_list_begin(&w, b, "orders");
+    bfile_list_end(&w, b);
+    bfile_list_begin(&w, b, "order_items");
+    bfile_item(&w, b, "{\"id\":2}", 8);
+    bfile_item(&w, b, "{\"id\":3}", 8);
+    bfile_list_end(&w, b);
+    bfile_deleted_begin(&w, b);
+    bfile_list_begin(&w, b, "orders");
+    bfile_item(&w, b, "\"k1\"", 4);
+    bfile_list_end(&w, b);
+    bfile_list_begin(&w, b, "clients");
+    bfile_list_end(&w, b);
+    bfile_end(&w, b, "{\"rows\":{\"profiles\":1}}");
+}
+
+static const char *expected_log =
+    "H backup-u-1|R profiles {\"id\":1,\"s\":\"a,\\n]\"}|R order_items {\"id\":2}|"
+    "R order_items {\"id\":3}|D orders \"k1\"|T {\"rows\":{\"profiles\":1}}";
+
+static void test_reader_round_trip_any_chunking(void **state) {
+    (void)state;
+    Buf doc = BUF_INIT;
+    sample_doc(&doc);
+    size_t steps[] = {1, 2, 7, 64, doc.len};
+    for (size_t k = 0; k < sizeof(steps) / sizeof(steps[0]); k++) {
+        Seen s = {BUF_INIT, 0};
+        BfileReader *r = bfile_reader_new(&reader_cb, 1, &s);
+        Err err;
+        for (size_t off = 0; off < doc.len; off += steps[k]) {
+            size_t n = doc.len - off < steps[k] ? doc.len - off : steps[k];
+            assert_int_equal(bfile_reader_feed(r, doc.data + off, n, &err), 0);
+        }
+        assert_int_equal(bfile_reader_end(r, &err), 0);
+        assert_string_equal(s.log.data, expected_log);
+        bfile_reader_free(r);
+        buf_free(&s.log);
+    }
+    buf_free(&doc);
+}
+
+/* Feed all of text; the error message from feed or end. */
+static void expect_error(const char *text, size_t len, const char *needle) {
+    Seen s = {BUF_INIT, 0};
+    BfileReader *r = bfile_reader_new(&reader_cb, 1, &s);
+    Err err;
+    err_clear(&err);
+    int rc = bfile_reader_feed(r, text, len, &err);
+    if (rc == 0)
+        rc = bfile_reader_end(r, &err);
+    assert_int_equal(rc, -1);
+    if (strstr(err.msg, needle) == NULL)
+        fail_msg("error '%s' does not say '%s'", err.msg, needle);
+    bfile_reader_free(r);
+    buf_free(&s.log);
+}
+
+static void test_reader_refuses_damage(void **state) {
+    (void)state;
+    Buf doc = BUF_INIT;
+    sample_doc(&doc);
+    expect_error(doc.data, doc.len - 1, "does not end with a newline");
+    const char *trailer = strstr(doc.data, "\"trailer\"");
+    expect_error(doc.data, (size_t)(trailer - doc.data), "ends early");
+    expect_error("{\"format\":\"other\"}\n", 19, "not a pedidolist-backup document");
+
+    Buf bad = BUF_INIT; /* a row that is not JSON */
+    buf_append(&bad, doc.data, doc.len);
+    char *row = strstr(bad.data, "{\"id\":2}");
+    row[6] = 'x';
+    expect_error(bad.data, bad.len, "line 7: a row is not valid JSON");
+    bad.len = 0; /* an item after the last one */
+    buf_append(&bad, doc.data, doc.len);
+    row = strstr(bad.data, "{\"id\":3}");
+    row[-2] = ' ';
+    expect_error(bad.data, bad.len, "expected the end of a list");
+    bad.len = 0; /* a table name that is not an identifier */
+    buf_append(&bad, doc.data, doc.len);
+    row = strstr(bad.data, "\"orders\":[]");
+    row[1] = 'O';
+    expect_error(bad.data, bad.len, "expected a table's list");
+    buf_append(&doc, "x\n", 2);
+    expect_error(doc.data, doc.len, "data after the end");
+    buf_free(&bad);
+    buf_free(&doc);
+}
+
+static void test_reader_callback_stops(void **state) {
+    (void)state;
+    Buf doc = BUF_INIT;
+    sample_doc(&doc);
+    Seen s = {BUF_INIT, 2};
+    BfileReader *r = bfile_reader_new(&reader_cb, 0, &s);
+    Err err;
+    assert_int_equal(bfile_reader_feed(r, doc.data, doc.len, &err), -1);
+    assert_string_equal(err.msg, "stopped by the callback");
+    bfile_reader_free(r);
+    buf_free(&s.log);
+    buf_free(&doc);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_full_document_layout),
         cmocka_unit_test(test_incremental_deleted_section),
         cmocka_unit_test(test_manifest_and_escaping),
+        cmocka_unit_test(test_reader_round_trip_any_chunking),
+        cmocka_unit_test(test_reader_refuses_damage),
+        cmocka_unit_test(test_reader_callback_stops),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

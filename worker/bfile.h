@@ -12,6 +12,7 @@
 #define BW_BFILE_H
 
 #include "buf.h"
+#include "err.h"
 
 #include <stdint.h>
 
@@ -49,5 +50,36 @@ void bfile_end(BfileWriter *w, Buf *out, const char *trailer);
 void bfile_manifest(Buf *out, const BfileHeader *h, const char *key, const char *rows,
                     const char *deleted, const char *sha256, uint64_t size, uint64_t raw_size,
                     const char *finished_at);
+
+/*
+ * Reading: the document fed in pieces of any size, checked line by line
+ * against the layout above. Each row (or deleted key) is handed on as the text
+ * it was written as; with check_json every row, the header and the trailer are
+ * also checked to be well-formed JSON (json.h). A callback returning -1 stops
+ * the reader; bfile_reader_feed then returns -1 with err as the callback set it.
+ */
+typedef struct BfileReader BfileReader;
+
+typedef struct {
+    /* the header as a JSON object (without "tables") */
+    int (*header)(const char *json, size_t len, void *data, Err *err);
+    /* section 0: a row of table; section 1: a deleted key of table */
+    int (*item)(int section, const char *table, const char *json, size_t len, void *data, Err *err);
+    /* the trailer object */
+    int (*trailer)(const char *json, size_t len, void *data, Err *err);
+} BfileReaderCb;
+
+BfileReader *bfile_reader_new(const BfileReaderCb *cb, int check_json, void *data);
+int bfile_reader_feed(BfileReader *r, const char *buf, size_t len, Err *err);
+/* The input ended: -1 with err unless the document was complete. */
+int bfile_reader_end(BfileReader *r, Err *err);
+void bfile_reader_free(BfileReader *r);
+
+/*
+ * A string field of a flat JSON object written by this module (header, manifest, trailer):
+ * its raw text between the quotes, or "" for null; -1 if absent or longer than outsz - 1.
+ * Numbers are returned as their digits.
+ */
+int bfile_field(const char *json, size_t len, const char *name, char *out, size_t outsz);
 
 #endif

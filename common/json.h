@@ -1,0 +1,18 @@
+/*
+ * json: a strict syntax check of JSON text (RFC 8259), without building
+ * anything: for reading backup documents line by line, where a row is passed
+ * on as text and must never go through a double. Nesting deeper than
+ * JSON_MAX_DEPTH is refused.
+ */
+#ifndef BW_JSON_H
+#define BW_JSON_H
+
+#include <stddef.h>
+
+#define JSON_MAX_DEPTH 512
+
+/* 1 if s[0..len) is exactly one JSON value (whitespace around allowed); else 0, and *at
+ * (if not NULL) is the offset of the first byte that is wrong. */
+int json_valid(const char *s, size_t len, size_t *at);
+
+#endif
