@@ -62,6 +62,7 @@ struct S3Op {
     uint64_t skip;         /* bytes to drop: the server ignored our Range */
     uint64_t creds_waited_ms;
     int range_checked;    /* this attempt's answer was looked at */
+    int stopped;          /* the write callback said S3_STOP */
     char pinned_etag[80]; /* version being read */
 };
 
@@ -210,8 +211,8 @@ static void on_done(HttpRequest *req, long status, const Err *err, void *data) {
     }
     op->res.status = status;
     op->res.code[0] = '\0';
-    if (err != NULL) {
-        if (err->code == ERR_CODE_CANCELLED || c->closing) {
+    if (err != NULL || op->stopped) {
+        if (op->stopped || err->code == ERR_CODE_CANCELLED || c->closing) {
             Err e;
             err_set(&e, ERR_PERMANENT, ERR_CODE_CANCELLED, "s3: cancelled");
             finish(op, &e);
@@ -306,6 +307,10 @@ static size_t write_body(HttpRequest *req, const char *buf, size_t len, void *da
     int r = op->write(op, buf + dropped, len - dropped, op->data);
     if (r == S3_PAUSE)
         return HTTP_PAUSE; /* curl calls again with the same bytes: nothing counted yet */
+    if (r == S3_STOP) {
+        op->stopped = 1;
+        return 0; /* a short write: curl ends the transfer */
+    }
     op->offset += len - dropped;
     return len;
 }

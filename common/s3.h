@@ -63,9 +63,11 @@ typedef void (*S3DoneCb)(const S3Result *res, const Err *err, void *data);
 typedef struct S3Op S3Op;
 /* Streamed object bytes, in order, each byte once. Return 0 when the bytes were
  * taken, or S3_PAUSE when they were not: the flow stops until s3_op_resume()
- * and the same bytes come again. */
+ * and the same bytes come again; S3_STOP ends the read at once (the done
+ * callback then reports ERR_CODE_CANCELLED, without retrying). */
 typedef int (*S3WriteCb)(S3Op *op, const char *buf, size_t len, void *data);
 #define S3_PAUSE 1
+#define S3_STOP  2
 
 /* Strings in opts are copied. */
 S3Client *s3_client_new(uv_loop_t *loop, HttpClient *http, const S3Options *opts);

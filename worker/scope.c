@@ -194,16 +194,22 @@ const char *scope_table(const Scope *s, int i) {
     return s->t[i].name;
 }
 
-/* WHERE condition selecting the user's rows of t (recursing through parents). */
-static void user_filter(const Scope *s, const Table *t, Buf *sql) {
+/* WHERE condition selecting the user's rows of t (recursing through parents); qual prefixes
+ * the first level's column ("x." for an aliased table, or ""). */
+static void user_filter_q(const Scope *s, const Table *t, const char *qual, Buf *sql) {
     if (t->user_col[0]) {
-        buf_printf(sql, "\"%s\" = current_setting('backup.user_id')::uuid", t->user_col);
+        buf_printf(sql, "%s\"%s\" = current_setting('backup.user_id')::uuid", qual, t->user_col);
         return;
     }
     const Table *p = &s->t[scope_find(s, t->parent)];
-    buf_printf(sql, "\"%s\" IN (SELECT \"%s\" FROM \"%s\" WHERE ", t->parent_col, p->key, p->name);
-    user_filter(s, p, sql);
+    buf_printf(sql, "%s\"%s\" IN (SELECT \"%s\" FROM \"%s\" WHERE ", qual, t->parent_col, p->key,
+               p->name);
+    user_filter_q(s, p, "", sql);
     buf_puts(sql, ")");
+}
+
+static void user_filter(const Scope *s, const Table *t, Buf *sql) {
+    user_filter_q(s, t, "", sql);
 }
 
 void scope_copy_sql(const Scope *s, int i, int incremental, Buf *sql) {
@@ -269,4 +275,78 @@ int scope_tracked(const Scope *s, int i) {
         if (strcmp(t->cols[c], "backup_xid") == 0)
             return 1;
     return 0;
+}
+
+/* ---- restore ---- */
+
+int scope_parent_index(const Scope *s, int i) {
+    return s->t[i].parent[0] ? scope_find(s, s->t[i].parent) : -1;
+}
+
+void scope_restore_key_sql(const Scope *s, Buf *sql) {
+    buf_puts(sql, "CASE tbl");
+    for (int i = 0; i < s->n; i++)
+        buf_printf(sql, " WHEN '%s' THEN j->>'%s'", s->t[i].name, s->t[i].key);
+    buf_puts(sql, " END");
+}
+
+void scope_restore_owner_sql(const Scope *s, int i, int parent_staged, Buf *sql) {
+    const Table *t = &s->t[i];
+    buf_printf(sql, "SELECT count(*) FROM _bw_final f WHERE f.tbl = '%s' AND ", t->name);
+    if (t->user_col[0]) {
+        buf_printf(sql, "f.j->>'%s' IS DISTINCT FROM current_setting('backup.user_id')", t->user_col);
+        return;
+    }
+    const Table *p = &s->t[scope_find(s, t->parent)];
+    if (parent_staged) {
+        buf_printf(sql, "NOT EXISTS (SELECT 1 FROM _bw_final g WHERE g.tbl = '%s' AND g.k = f.j->>'%s')",
+                   p->name, t->parent_col);
+        return;
+    }
+    buf_printf(sql, "NOT EXISTS (SELECT 1 FROM \"%s\" WHERE \"%s\"::text = f.j->>'%s' AND ", p->name,
+               p->key, t->parent_col);
+    user_filter(s, p, sql);
+    buf_puts(sql, ")");
+}
+
+void scope_restore_delete_sql(const Scope *s, int i, Buf *sql) {
+    const Table *t = &s->t[i];
+    buf_printf(sql, "DELETE FROM \"%s\" WHERE ", t->name);
+    user_filter(s, t, sql);
+    buf_printf(sql, " AND NOT EXISTS (SELECT 1 FROM _bw_final f WHERE f.tbl = '%s' AND f.k = \"%s\".\"%s\"::text)",
+               t->name, t->name, t->key);
+}
+
+void scope_restore_upsert_sql(const Scope *s, int i, Buf *sql) {
+    const Table *t = &s->t[i];
+    buf_printf(sql, "INSERT INTO \"%s\" AS x (", t->name);
+    int first = 1;
+    for (int c = 0; c < t->ncols; c++) {
+        if (strcmp(t->cols[c], "backup_xid") == 0)
+            continue;
+        buf_printf(sql, "%s\"%s\"", first ? "" : ", ", t->cols[c]);
+        first = 0;
+    }
+    buf_puts(sql, ") SELECT ");
+    first = 1;
+    for (int c = 0; c < t->ncols; c++) {
+        if (strcmp(t->cols[c], "backup_xid") == 0)
+            continue;
+        buf_printf(sql, "%sr.\"%s\"", first ? "" : ", ", t->cols[c]);
+        first = 0;
+    }
+    buf_printf(sql, " FROM _bw_final f CROSS JOIN LATERAL jsonb_populate_record(NULL::\"%s\", f.j) r "
+                    "WHERE f.tbl = '%s' ON CONFLICT (\"%s\") DO UPDATE SET ",
+               t->name, t->name, t->key);
+    first = 1;
+    for (int c = 0; c < t->ncols; c++) {
+        if (strcmp(t->cols[c], "backup_xid") == 0 || strcmp(t->cols[c], t->key) == 0)
+            continue;
+        buf_printf(sql, "%s\"%s\" = EXCLUDED.\"%s\"", first ? "" : ", ", t->cols[c], t->cols[c]);
+        first = 0;
+    }
+    if (first) /* only a key: nothing to update, but the conflict must still be the user's */
+        buf_printf(sql, "\"%s\" = EXCLUDED.\"%s\"", t->key, t->key);
+    buf_puts(sql, " WHERE ");
+    user_filter_q(s, t, "x.", sql);
 }

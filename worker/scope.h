@@ -65,4 +65,21 @@ void scope_tombstone_sql(const Scope *s, int i, Buf *sql);
 /* 1 if table i carries backup_xid (backup_track_all() ran since it was added). */
 int scope_tracked(const Scope *s, int i);
 
+/*
+ * Restore. The job stages the rows to restore in the temporary table
+ * _bw_final (tbl text, k text, j jsonb): k is the row's key as text.
+ */
+/* Index of table i's parent in scope, or -1 when it names its user. */
+int scope_parent_index(const Scope *s, int i);
+/* An expression of columns tbl and j: the key of row j of table tbl, as text. */
+void scope_restore_key_sql(const Scope *s, Buf *sql);
+/* A SELECT counting the staged rows of table i that are not the user's: the user column
+ * differs, or the parent is neither staged (parent_staged) nor the user's in the database. */
+void scope_restore_owner_sql(const Scope *s, int i, int parent_staged, Buf *sql);
+/* DELETE the user's rows of table i that are not staged. */
+void scope_restore_delete_sql(const Scope *s, int i, Buf *sql);
+/* INSERT the staged rows of table i, updating rows with the same key only if they are the
+ * user's (so the affected count falls short when a key belongs to someone else). */
+void scope_restore_upsert_sql(const Scope *s, int i, Buf *sql);
+
 #endif
