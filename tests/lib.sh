@@ -66,3 +66,29 @@ stop_worker() { # NAME: SIGTERM, wait, return the exit code
   wait "$pid"
 }
 
+
+# ---- jobs and the database (needs DATABASE_URL, S3_ENDPOINT, P) ----
+q() { psql -X -q -t -A -v ON_ERROR_STOP=1 "$DATABASE_URL" -c "$1"; }
+s3() { aws --endpoint-url "$S3_ENDPOINT" "$@"; }
+check() { # name expected actual
+  if [ "$2" == "$3" ]; then ok "$1"; else bad "$1: expected '$2', got '$3'"; fi
+}
+enqueue() { # JOB_ID field value...
+  local id=$1; shift
+  R XADD "$P:jobs" '*' job_id "$id" "$@" >/dev/null
+}
+# done_ok JOB: wait for the job to end; 0 if completed
+done_ok() {
+  wait_until "${2:-60}" bash -c "s=\$(R HGET '$P:job:$1' status); [ \"\$s\" = completed ] || [ \"\$s\" = dead ]"
+  [ "$(field "$1" status)" = completed ]
+}
+filter() { # TABLE USER: the WHERE condition of the user's rows
+  case $1 in
+    profiles) echo "id = '$2'" ;;
+    businesses) echo "owner_id = '$2'" ;;
+    order_items) echo "order_id IN (SELECT id FROM orders WHERE user_id = '$2')" ;;
+    *) echo "user_id = '$2'" ;;
+  esac
+}
+events_at_least() { [ "$(count_events "$1" "$2")" -ge "$3" ]; }
+TABLES="profiles businesses products clients orders order_items notifications user_settings"

@@ -20,20 +20,6 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 "$BW_DEVENV" migrate >/dev/null
 
-q() { psql -X -q -t -A -v ON_ERROR_STOP=1 "$DATABASE_URL" -c "$1"; }
-s3() { aws --endpoint-url "$S3_ENDPOINT" "$@"; }
-check() { # name expected actual
-  if [ "$2" == "$3" ]; then ok "$1"; else bad "$1: expected '$2', got '$3'"; fi
-}
-enqueue() { # JOB_ID field value...
-  local id=$1; shift
-  R XADD "$P:jobs" '*' job_id "$id" "$@" >/dev/null
-}
-# done_ok JOB: wait for the job to end; 0 if completed
-done_ok() {
-  wait_until "${2:-60}" bash -c "s=\$(R HGET '$P:job:$1' status); [ \"\$s\" = completed ] || [ \"\$s\" = dead ]"
-  [ "$(field "$1" status)" = completed ]
-}
 # fetch JOB FILE: the job's object, decompressed, into FILE; also FILE.gz and FILE.key
 fetch() {
   local key
@@ -48,14 +34,6 @@ load_doc() {
     -c "COPY t_doc (t) FROM STDIN (FORMAT csv, QUOTE e'\\x01', DELIMITER e'\\x02')" <"$1"
   q "CREATE TABLE t_docj AS SELECT string_agg(t, E'\\n' ORDER BY n)::jsonb AS d FROM t_doc"
 }
-filter() { # TABLE USER: the WHERE condition of the user's rows
-  case $1 in
-    profiles) echo "id = '$2'" ;;
-    businesses) echo "owner_id = '$2'" ;;
-    order_items) echo "order_id IN (SELECT id FROM orders WHERE user_id = '$2')" ;;
-    *) echo "user_id = '$2'" ;;
-  esac
-}
 # diff_rows TABLE USER [EXTRA]: "<file rows not in db> <db rows not in file>" (db side: EXTRA too)
 diff_rows() {
   local w
@@ -65,8 +43,6 @@ diff_rows() {
      SELECT (SELECT count(*) FROM (SELECT r FROM f EXCEPT ALL SELECT r FROM db) a) || ' ' ||
             (SELECT count(*) FROM (SELECT r FROM db EXCEPT ALL SELECT r FROM f) b)"
 }
-events_at_least() { [ "$(count_events "$1" "$2")" -ge "$3" ]; }
-TABLES="profiles businesses products clients orders order_items notifications user_settings"
 
 U=5eed0001-0000-4000-8000-00000000000a
 V=5eed0002-0000-4000-8000-00000000000b

@@ -294,17 +294,19 @@ void scope_restore_owner_sql(const Scope *s, int i, int parent_staged, Buf *sql)
     const Table *t = &s->t[i];
     buf_printf(sql, "SELECT count(*) FROM _bw_final f WHERE f.tbl = '%s' AND ", t->name);
     if (t->user_col[0]) {
-        buf_printf(sql, "f.j->>'%s' IS DISTINCT FROM current_setting('backup.user_id')", t->user_col);
+        buf_printf(sql, "f.j->>'%s' IS DISTINCT FROM current_setting('backup.user_id')",
+                   t->user_col);
         return;
     }
     const Table *p = &s->t[scope_find(s, t->parent)];
     if (parent_staged) {
-        buf_printf(sql, "NOT EXISTS (SELECT 1 FROM _bw_final g WHERE g.tbl = '%s' AND g.k = f.j->>'%s')",
+        buf_printf(sql,
+                   "NOT EXISTS (SELECT 1 FROM _bw_final g WHERE g.tbl = '%s' AND g.k = f.j->>'%s')",
                    p->name, t->parent_col);
         return;
     }
-    buf_printf(sql, "NOT EXISTS (SELECT 1 FROM \"%s\" WHERE \"%s\"::text = f.j->>'%s' AND ", p->name,
-               p->key, t->parent_col);
+    buf_printf(sql, "NOT EXISTS (SELECT 1 FROM \"%s\" WHERE \"%s\"::text = f.j->>'%s' AND ",
+               p->name, p->key, t->parent_col);
     user_filter(s, p, sql);
     buf_puts(sql, ")");
 }
@@ -313,7 +315,9 @@ void scope_restore_delete_sql(const Scope *s, int i, Buf *sql) {
     const Table *t = &s->t[i];
     buf_printf(sql, "DELETE FROM \"%s\" WHERE ", t->name);
     user_filter(s, t, sql);
-    buf_printf(sql, " AND NOT EXISTS (SELECT 1 FROM _bw_final f WHERE f.tbl = '%s' AND f.k = \"%s\".\"%s\"::text)",
+    buf_printf(sql,
+               " AND NOT EXISTS (SELECT 1 FROM _bw_final f WHERE f.tbl = '%s' AND f.k = "
+               "\"%s\".\"%s\"::text)",
                t->name, t->name, t->key);
 }
 
@@ -335,8 +339,9 @@ void scope_restore_upsert_sql(const Scope *s, int i, Buf *sql) {
         buf_printf(sql, "%sr.\"%s\"", first ? "" : ", ", t->cols[c]);
         first = 0;
     }
-    buf_printf(sql, " FROM _bw_final f CROSS JOIN LATERAL jsonb_populate_record(NULL::\"%s\", f.j) r "
-                    "WHERE f.tbl = '%s' ON CONFLICT (\"%s\") DO UPDATE SET ",
+    buf_printf(sql,
+               " FROM _bw_final f CROSS JOIN LATERAL jsonb_populate_record(NULL::\"%s\", f.j) r "
+               "WHERE f.tbl = '%s' ON CONFLICT (\"%s\") DO UPDATE SET ",
                t->name, t->name, t->key);
     first = 1;
     for (int c = 0; c < t->ncols; c++) {

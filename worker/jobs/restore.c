@@ -72,19 +72,21 @@ struct Restore {
     Step *steps;
     int nsteps, si;
     Scope *scope;
-    unsigned char *selected; /* per scope table */
-    uint64_t *expected;      /* staged final rows per table */
-    uint64_t *restored;      /* rows written per table */
+    unsigned char *selected;        /* per scope table */
+    uint64_t *expected;             /* staged final rows per table */
+    uint64_t *restored;             /* rows written per table */
     uint64_t *seen_rows, *seen_del; /* this step's items per table, for the trailer */
     Stmt *stmts;
     int nstmts, qi;
     /* one step's stream */
     S3Op *op;
     int s3_busy, s3_paused, pg_full, step_done_s3;
-    FilterChain *chain;
+    FilterChain *hash, *chain; /* the stored bytes' SHA-256; the decoding (gunzip) */
     BfileReader *reader;
     Buf plain, out;
     int header_ok, trailer_ok;
+    int draining; /* the document failed to decode: only hash the rest, then say why */
+    Err decode_err;
     uint64_t rows_total, rows_staged, bytes;
     /* ending */
     Err err;
@@ -145,6 +147,8 @@ static void query(Restore *r, const char *sql, int n, const char *const *v, Next
 /* ---- the end ---- */
 
 static void free_stream(Restore *r) {
+    filter_chain_free(r->hash);
+    r->hash = NULL;
     filter_chain_free(r->chain);
     r->chain = NULL;
     bfile_reader_free(r->reader);
@@ -427,9 +431,8 @@ static int on_header(const char *json, size_t len, void *data, Err *err) {
         bfile_field(json, len, "user_id", user, sizeof(user)) != 0 || strcmp(id, st->id) != 0 ||
         strcmp(user, r->spec->user_id) != 0) {
         err_set(err, ERR_PERMANENT, ERR_CODE_INVALID,
-                "object %s does not hold backup %s of user %s (its header names %.80s of %.40s): "
-                "refusing it",
-                st->key, st->id, r->spec->user_id, id, user);
+                "the object holds backup %.80s of user %.40s, not %s of user %s", id, user, st->id,
+                r->spec->user_id);
         return -1;
     }
     r->header_ok = 1;
@@ -518,12 +521,15 @@ static int on_s3_data(S3Op *op, const char *buf, size_t len, void *data) {
         r->s3_paused = 1;
         return S3_PAUSE;
     }
-    Err e;
-    if (consume(r, buf, len, 0, &e) != 0) {
-        fail(r, &e); /* the teardown waits for the read to end */
-        return S3_STOP;
-    }
     r->bytes += len;
+    r->plain.len = 0; /* the hash chain passes its input on: not needed */
+    filter_chain_write(r->hash, buf, len, &r->plain, &r->decode_err);
+    if (r->draining) /* a damaged object: its digest tells whether it is the stored one */
+        return 0;
+    if (consume(r, buf, len, 0, &r->decode_err) != 0) {
+        r->draining = 1;
+        return 0;
+    }
     if (r->out.len >= PUT_BATCH) {
         int rc = put_out(r);
         if (rc < 0)
@@ -553,17 +559,23 @@ static void on_s3_done(const S3Result *res, const Err *err, void *data) {
         fail(r, &e);
         return;
     }
-    Err e;
-    if (consume(r, NULL, 0, 1, &e) != 0) {
-        fail(r, &e);
-        return;
-    }
-    const char *got = filter_chain_result(r->chain, "sha256");
+    if (!r->draining && consume(r, NULL, 0, 1, &r->decode_err) != 0)
+        r->draining = 1;
+    Buf ignore = BUF_INIT;
+    Err herr;
+    filter_chain_finish(r->hash, &ignore, &herr);
+    buf_free(&ignore);
+    const char *got = filter_chain_result(r->hash, "sha256");
     if (got == NULL || strcmp(got, r->steps[r->si].checksum) != 0) {
         failf(r, ERR_PERMANENT, ERR_CODE_INVALID,
-              "Backup checksum verification failed: backup %s (%s) has SHA-256 %s, its record "
-              "says %s",
-              r->steps[r->si].id, r->steps[r->si].key, got ? got : "?", r->steps[r->si].checksum);
+              "Backup checksum verification failed: backup %s has SHA-256 %.16s..., its record "
+              "says %.16s...%s%s",
+              r->steps[r->si].id, got ? got : "?", r->steps[r->si].checksum,
+              r->draining ? "; and: " : "", r->draining ? r->decode_err.msg : "");
+        return;
+    }
+    if (r->draining) {
+        fail(r, &r->decode_err);
         return;
     }
     if (put_out(r) < 0)
@@ -608,8 +620,9 @@ static void on_step_staged(Restore *r, PGresult *res) {
 
 static void start_step(Restore *r) {
     const Step *st = &r->steps[r->si];
+    r->hash = filter_chain_new();
+    filter_chain_add(r->hash, filter_sha256_new("sha256"));
     r->chain = filter_chain_new();
-    filter_chain_add(r->chain, filter_sha256_new("sha256"));
     if (strcmp(st->compression, "gzip") == 0)
         filter_chain_add(r->chain, filter_gunzip_new(NULL));
     r->reader = bfile_reader_new(&reader_cb, 0, r);
@@ -617,6 +630,7 @@ static void start_step(Restore *r) {
     memset(r->seen_del, 0, (size_t)scope_count(r->scope) * sizeof(uint64_t));
     r->step_done_s3 = 0;
     r->pg_full = 0;
+    r->draining = 0;
     char stage[JOBSPEC_ID_MAX + 16];
     snprintf(stage, sizeof(stage), "downloading %s", st->id);
     progress(r, stage, r->rows_total ? (int)(r->rows_staged * 90 / r->rows_total) : 0);
@@ -679,8 +693,10 @@ static void on_begun(Restore *r, PGresult *res) {
     (void)res;
     r->in_txn = 1;
     const char *v[] = {r->spec->user_id};
-    query(r, "SELECT set_config('backup.user_id', $1, true), set_config('backup.restoring', 'on', true)",
-          1, v, on_user_set);
+    query(
+        r,
+        "SELECT set_config('backup.user_id', $1, true), set_config('backup.restoring', 'on', true)",
+        1, v, on_user_set);
 }
 
 static void on_history(Restore *r, PGresult *res) {
@@ -717,8 +733,8 @@ static void on_chain(Restore *r, PGresult *res) {
             return;
         }
         if (strcmp(status, "completed") != 0 && strcmp(status, "expired") != 0) {
-            failf(r, ERR_PERMANENT, ERR_CODE_INVALID, "backup %s is %s: it cannot be restored",
-                  id, status);
+            failf(r, ERR_PERMANENT, ERR_CODE_INVALID, "backup %s is %s: it cannot be restored", id,
+                  status);
             return;
         }
         if (strncmp(key, prefix, strlen(prefix)) != 0 || strstr(key, "..") ||

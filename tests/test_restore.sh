@@ -1,0 +1,191 @@
+#!/usr/bin/env bash
+# test_restore: the restore job against real Redis, PostgreSQL and S3 (s3rver), with real
+# worker processes.
+#  1. round trip: a hostile tenant backed up, scrambled, restored: every row of every table
+#     equal through to_jsonb (updated_at included); another user's rows byte for byte unchanged
+#  2. chain: full, incremental, differential (with deletes), incremental: each point restored
+#     gives exactly the database state at that point
+#  3. tamper: a flipped byte, a truncated object, another user's backup in its place: refused
+#     ("Backup checksum verification failed"), the database unchanged
+#  4. selective restore, and a selection that would break a foreign key; forbidden cross-user
+#  5. kill -9 in the middle of a restore: nothing changed; another worker completes it
+set -uo pipefail
+WORKER=$1
+: "${REDIS_URL:?run through tools/devenv test}"
+: "${DATABASE_URL:?run through tools/devenv test}"
+: "${BW_DEVENV:?run through tools/devenv test}"
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+"$BW_DEVENV" migrate >/dev/null
+
+U=7e570001-0000-4000-8000-00000000000a
+V=7e570002-0000-4000-8000-00000000000b
+for u in $U $V; do
+  q "DELETE FROM profiles WHERE id = '$u'; DELETE FROM backup_metadata WHERE user_id = '$u';
+     DELETE FROM restore_history WHERE user_id = '$u'" >/dev/null
+  s3 s3 rm --recursive --quiet "s3://$S3_BUCKET/backups/$u/"
+done
+"$ROOT/tools/datagen" --user "$U" --orders 400 --seed tr1 >/dev/null
+"$ROOT/tools/datagen" --user "$V" --orders 30 --seed tr2 >/dev/null
+q "INSERT INTO products (user_id, sku, name, price, weight_grams, tags, thumbnail, attributes, available_from)
+   VALUES ('$U', 'HOSTIL', E'\\u00e9\\u4e2d \"q\" \\\\ \\n\\t end', 1234567890.12, 9007199254740993,
+           ARRAY['a,b', NULL, E'x\\\\y', '\"'], '\\x00ff10'::bytea,
+           '{\"n\": 123456789012345678901234567890.123456789, \"f\": 1.5e300, \"deep\": {\"a\": [1, [2, [3]]]}}',
+           '0001-01-01')" >/dev/null
+
+# state TABLE_SUFFIX: the user's rows of every table, as to_jsonb, saved in snap_SUFFIX
+state() {
+  q "DROP TABLE IF EXISTS snap_$1" >/dev/null
+  local sel="" t
+  for t in $TABLES; do
+    sel+="${sel:+ UNION ALL }SELECT '$t' AS tbl, to_jsonb(x) - 'backup_xid' AS j FROM $t x WHERE $(filter "$t" "$U")"
+  done
+  q "CREATE TABLE snap_$1 AS $sel" >/dev/null
+}
+# differs SUFFIX: rows differing between snap_SUFFIX and the database now (both ways), per table
+differs() {
+  state now
+  q "SELECT coalesce(string_agg(tbl || ':' || n, ' '), 'none') FROM (
+       SELECT tbl, count(*) n FROM ((SELECT * FROM snap_$1 EXCEPT ALL SELECT * FROM snap_now)
+         UNION ALL (SELECT * FROM snap_now EXCEPT ALL SELECT * FROM snap_$1)) d GROUP BY tbl) s"
+}
+other_user() { # a digest of every row of V, every column
+  local sel="" t
+  for t in $TABLES; do
+    sel+="${sel:+ UNION ALL }SELECT x::text AS r FROM $t x WHERE $(filter "$t" "$V")"
+  done
+  q "SELECT md5(string_agg(r, E'\\n' ORDER BY r)) FROM ($sel) s"
+}
+scramble() {
+  q "UPDATE orders SET total = total + 1, notes = 'scrambled' WHERE user_id = '$U' AND number % 3 = 0;
+     DELETE FROM orders WHERE id IN (SELECT id FROM orders WHERE user_id = '$U' ORDER BY id LIMIT 5);
+     DELETE FROM clients WHERE user_id = '$U' AND id NOT IN (SELECT client_id FROM orders WHERE client_id IS NOT NULL);
+     UPDATE profiles SET full_name = 'Nobody' WHERE id = '$U';
+     INSERT INTO orders (user_id, number, total) VALUES ('$U', 900000 + (random() * 1000)::int, 1);
+     DELETE FROM user_settings WHERE user_id = '$U'" >/dev/null
+}
+backup() { # JOB MODE: a backup, waited for; prints its id
+  enqueue "$1" type backup user_id "$U" mode "$2"
+  done_ok "$1" || { bad "backup $1 did not complete: $(field "$1" error)"; return 1; }
+  field "$1" backup_id
+}
+restore() { # JOB BACKUP_ID [field value...]
+  local j=$1 b=$2; shift 2
+  enqueue "$j" type restore user_id "$U" backup_id "$b" "$@"
+  done_ok "$j" 90
+}
+
+P=tr$$a
+start_worker w1 BACKUP_NOTIFY=false
+
+# ---- 1. round trip ----
+OTHER=$(other_user)
+state s0
+B0=$(backup b0 full)
+scramble
+check "scrambled: the state differs" yes "$([ "$(differs s0)" != none ] && echo yes)"
+expect "restore of the full backup completes" restore r0 "$B0"
+check "round trip: every row of every table identical" none "$(differs s0)"
+check "another user's rows byte for byte unchanged" "$OTHER" "$(other_user)"
+check "restore_history: completed, chain, counts" "completed|{$B0}|400" \
+  "$(q "SELECT status, chain, row_counts->>'orders' FROM restore_history WHERE job_id = 'r0'")"
+check "status hash: rows restored" "$(q "SELECT count(*) FROM snap_s0")" "$(field r0 rows)"
+expect "the hostile product came back digit for digit" test "$(q "SELECT count(*) FROM products WHERE user_id = '$U' AND weight_grams = 9007199254740993 AND attributes->>'n' = '123456789012345678901234567890.123456789' AND thumbnail = '\\x00ff10'::bytea AND tags[3] = E'x\\\\y'")" = 1
+
+# ---- 2. chain ----
+q "UPDATE orders SET status = 'shipped' WHERE user_id = '$U' AND number % 5 = 1;
+   INSERT INTO clients (user_id, name) VALUES ('$U', 'Nuevo 1')" >/dev/null
+state s1
+B1=$(backup b1 incremental)
+q "DELETE FROM orders WHERE id IN (SELECT id FROM orders WHERE user_id = '$U' ORDER BY id DESC LIMIT 7);
+   UPDATE products SET price = price * 2 WHERE user_id = '$U' AND sku LIKE '%1';
+   DELETE FROM clients WHERE user_id = '$U' AND name = 'Nuevo 1'" >/dev/null
+state s2
+B2=$(backup b2 differential)
+q "INSERT INTO orders (user_id, number, total) VALUES ('$U', 777777, 7.77);
+   UPDATE notifications SET read = NOT read WHERE user_id = '$U'" >/dev/null
+state s3
+B3=$(backup b3 incremental)
+check "chain: types and bases" "incremental $B0|differential $B0|incremental $B2" \
+  "$(q "SELECT string_agg(type || ' ' || base_backup_id, '|' ORDER BY created_at) FROM backup_metadata WHERE id IN ('$B1', '$B2', '$B3')")"
+scramble
+expect "restore of the last incremental (full, differential, incremental)" restore r3 "$B3"
+check "chain: the state at the last incremental" none "$(differs s3)"
+check "…applied three backups" "{$B0,$B2,$B3}" "$(q "SELECT chain FROM restore_history WHERE job_id = 'r3'")"
+expect "restore of the first incremental" restore r1 "$B1"
+check "chain: the state at the first incremental" none "$(differs s1)"
+expect "restore of the differential" restore r2 "$B2"
+check "chain: the state at the differential (deletes applied)" none "$(differs s2)"
+expect "restore of the full again" restore r0b "$B0"
+check "chain: the state at the full" none "$(differs s0)"
+check "another user's rows still unchanged" "$OTHER" "$(other_user)"
+
+# ---- 3. tamper ----
+scramble
+state before
+KEY0=$(q "SELECT s3_key FROM backup_metadata WHERE id = '$B0'")
+s3 s3 cp "s3://$S3_BUCKET/$KEY0" "$tmp/orig.gz" --quiet
+tamper() { # NAME FILE: put FILE in place of the full backup's object, restore, expect refusal
+  s3 s3 cp "$2" "s3://$S3_BUCKET/$KEY0" --quiet
+  enqueue "t$1" type restore user_id "$U" backup_id "$B0"
+  wait_until 60 status_is "t$1" dead || bad "tamper $1: the restore did not fail"
+  expect "tamper $1: refused, the reason named" grep -q "Backup checksum verification failed" <<<"$(field "t$1" error)"
+  check "tamper $1: the database unchanged" none "$(differs before)"
+  check "tamper $1: recorded as failed" failed "$(q "SELECT status FROM restore_history WHERE job_id = 't$1'")"
+}
+python3 -c "import sys; b = bytearray(open(sys.argv[1], 'rb').read()); b[len(b) // 2] ^= 1; open(sys.argv[2], 'wb').write(b)" "$tmp/orig.gz" "$tmp/flip.gz"
+tamper flip "$tmp/flip.gz"
+head -c $(($(stat -c %s "$tmp/orig.gz") - 1000)) "$tmp/orig.gz" >"$tmp/trunc.gz"
+tamper trunc "$tmp/trunc.gz"
+VB=$(P=$P; enqueue vb type backup user_id "$V" mode full; done_ok vb && field vb backup_id)
+s3 s3 cp "s3://$S3_BUCKET/$(q "SELECT s3_key FROM backup_metadata WHERE id = '$VB'")" "$tmp/other.gz" --quiet
+tamper other "$tmp/other.gz"
+expect "tamper other: the error also says whose backup it is" grep -q "the object holds backup $VB of user $V, not $B0" <<<"$(field tother error)"
+s3 s3 cp "$tmp/orig.gz" "s3://$S3_BUCKET/$KEY0" --quiet
+expect "the original object restores again" restore r0c "$B0"
+check "…exactly" none "$(differs s0)"
+
+# ---- 4. selective and forbidden ----
+q "UPDATE products SET name = 'kept' WHERE user_id = '$U'; DELETE FROM orders WHERE user_id = '$U'" >/dev/null
+enqueue sel1 type restore user_id "$U" backup_id "$B0" tables order_items
+wait_until 30 status_is sel1 dead || bad "order_items alone did not fail"
+expect "order_items without their orders: refused, the fix named" grep -q "restore orders too (tables=orders,order_items)" <<<"$(field sel1 error)"
+check "…and nothing restored" 0 "$(q "SELECT count(*) FROM orders WHERE user_id = '$U'")"
+expect "orders with their items: restored" restore sel2 "$B0" tables orders,order_items
+check "…orders and items back" "400 $(q "SELECT count(*) FROM snap_s0 WHERE tbl = 'order_items'")" \
+  "$(q "SELECT count(*) FROM orders WHERE user_id = '$U'") $(q "SELECT count(*) FROM order_items WHERE $(filter order_items "$U")")"
+check "…other tables untouched" "$(q "SELECT count(*) FROM products WHERE user_id = '$U'")" \
+  "$(q "SELECT count(*) FROM products WHERE user_id = '$U' AND name = 'kept'")"
+enqueue cross type restore user_id "$V" backup_id "$B0"
+wait_until 30 status_is cross dead || bad "cross-user restore did not fail"
+expect "another user's backup: forbidden" grep -q "forbidden" <<<"$(field cross error)"
+check "…before anything was read or recorded" 0 "$(q "SELECT count(*) FROM restore_history WHERE job_id = 'cross'")"
+stop_worker w1
+
+# ---- 5. kill -9 mid-restore ----
+S3PORT=$(sed -E 's#.*:([0-9]+)$#\1#' <<<"$S3_ENDPOINT")
+node "$ROOT/tests/faultproxy.js" 127.0.0.1 "$S3PORT" >"$tmp/proxy.log" 2>&1 &
+pids+=($!)
+wait_until 10 grep -q listening "$tmp/proxy.log"
+PX=$(awk '/listening/ {print $2}' "$tmp/proxy.log")
+scramble
+state before
+P=tr$$k
+curl -s -X POST --data "GET~$B2:stall:1" "http://127.0.0.1:$PX/__plan" >/dev/null
+start_worker k1 S3_ENDPOINT="http://127.0.0.1:$PX" BACKUP_NOTIFY=false
+enqueue kill1 type restore user_id "$U" backup_id "$B3"
+expect "the restore is inside its transaction (reading the second backup)" \
+  wait_until 30 bash -c "curl -s http://127.0.0.1:$PX/__stats | grep -q '\"faults\":1'"
+check "…with the first backup staged" 1 "$(grep -c "staged backup $B0" "$tmp/k1.log")"
+kill -9 "$PID_k1"
+curl -s -X POST "http://127.0.0.1:$PX/__cut" >/dev/null
+check "killed mid-restore: the database unchanged" none "$(differs before)"
+start_worker k2 S3_ENDPOINT="http://127.0.0.1:$PX" BACKUP_NOTIFY=false
+expect "another worker takes the restore over and completes it" done_ok kill1 60
+check "…to exactly the last incremental's state" none "$(differs s3)"
+check "…one history row, two runs" "1|2" "$(q "SELECT count(*), max(attempts) FROM restore_history WHERE job_id = 'kill1'")"
+stop_worker k2
+
+q "DROP TABLE IF EXISTS snap_s0, snap_s1, snap_s2, snap_s3, snap_now, snap_before" >/dev/null
+echo "test_restore: $passed passed, $fails failed"
+[ "$fails" -eq 0 ]
