@@ -352,6 +352,19 @@ void scope_restore_upsert_sql(const Scope *s, int i, Buf *sql) {
     }
     if (first) /* only a key: nothing to update, but the conflict must still be the user's */
         buf_printf(sql, "\"%s\" = EXCLUDED.\"%s\"", t->key, t->key);
-    buf_puts(sql, " WHERE ");
-    user_filter_q(s, t, "x.", sql);
+    if (t->user_col[0]) { /* a child's fence is scope_restore_foreign_sql: a per-row subquery here
+                           */
+        buf_puts(sql, " WHERE ");
+        user_filter_q(s, t, "x.", sql);
+    }
+}
+
+void scope_restore_foreign_sql(const Scope *s, int i, Buf *sql) {
+    const Table *t = &s->t[i];
+    buf_printf(sql,
+               "SELECT count(*) FROM _bw_final f JOIN \"%s\" ON \"%s\".\"%s\"::text = f.k "
+               "WHERE f.tbl = '%s' AND NOT (",
+               t->name, t->name, t->key, t->name);
+    user_filter_q(s, t, "", sql);
+    buf_puts(sql, ")");
 }

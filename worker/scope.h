@@ -78,8 +78,10 @@ void scope_restore_key_sql(const Scope *s, Buf *sql);
 void scope_restore_owner_sql(const Scope *s, int i, int parent_staged, Buf *sql);
 /* DELETE the user's rows of table i that are not staged. */
 void scope_restore_delete_sql(const Scope *s, int i, Buf *sql);
-/* INSERT the staged rows of table i, updating rows with the same key only if they are the
- * user's (so the affected count falls short when a key belongs to someone else). */
+/* A SELECT counting the staged rows of table i whose key is a row of another user. */
+void scope_restore_foreign_sql(const Scope *s, int i, Buf *sql);
+/* INSERT the staged rows of table i, updating rows with the same key; for a table that names
+ * its user, only rows that are the user's (the affected count then falls short). */
 void scope_restore_upsert_sql(const Scope *s, int i, Buf *sql);
 
 #endif

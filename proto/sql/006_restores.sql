@@ -53,3 +53,11 @@ BEGIN
     RETURN NEW;
 END;
 $$;
+
+-- Foreign keys that a delete follows (ON DELETE SET NULL) need an index on the
+-- referencing side, or deleting a user's products scans every order item (of
+-- every user) once per product: a restore, and the web tier's own deletes,
+-- would crawl.
+CREATE INDEX IF NOT EXISTS order_items_product_id_idx ON order_items (product_id);
+CREATE INDEX IF NOT EXISTS orders_client_id_idx ON orders (client_id);
+CREATE INDEX IF NOT EXISTS products_business_id_idx ON products (business_id);

@@ -357,6 +357,12 @@ static void build_stmts(Restore *r) {
                      scope_table(s, i), scope_table(s, p), scope_table(s, p), scope_table(s, p),
                      scope_table(s, i));
         add_stmt(r, SQ_CHECK, i, &sql, msg);
+        scope_restore_foreign_sql(s, i, &sql);
+        snprintf(msg, sizeof(msg),
+                 "backup holds %s rows whose keys belong to rows of another user: refusing to "
+                 "restore",
+                 scope_table(s, i));
+        add_stmt(r, SQ_CHECK, i, &sql, msg);
     }
     for (int i = n - 1; i >= 0; i--) /* children first */
         if (r->selected[i]) {

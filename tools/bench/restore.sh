@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Restore benchmark: the backup benchmark's tenant restored by backup-worker from its full
+# backup, next to PostgreSQL's own bulk load of the same rows in the same run: one
+# transaction that deletes the user's rows and `\copy ... from` a CSV of each table (made
+# beforehand with COPY TO; not timed). Both end in the same state. Prints wall times and the
+# ratio; asserts nothing.
+#
+#   eval "$(tools/devenv env)"; tools/bench/restore.sh [ORDERS]
+#
+# Run tools/bench/backup.sh ORDERS first: it makes the tenant and a full backup of it.
+set -euo pipefail
+ORDERS=${1:-200000}
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+WORKER=${WORKER:-$ROOT/build/backup-worker}
+: "${DATABASE_URL:?eval \"\$(tools/devenv env)\" first}"
+U=be0c0000-0000-4000-8000-$(printf '%012d' "$ORDERS")
+P=rbench$$
+tmp=$(mktemp -d /tmp/bw-restorebench.XXXXXX)
+wpid=""
+trap '[ -n "$wpid" ] && kill "$wpid" 2>/dev/null; rm -rf "$tmp"' EXIT
+q() { psql -X -q -t -A -v ON_ERROR_STOP=1 "$DATABASE_URL" -c "$1"; }
+RHOST=$(sed -E 's#^redis://([^@]*@)?([^:/]+).*#\2#' <<<"$REDIS_URL")
+RPORT=$(sed -E 's#^redis://([^@]*@)?[^:/]+:([0-9]+).*#\2#' <<<"$REDIS_URL")
+export REDISCLI_AUTH=$(sed -E 's#^redis://[^:]*:([^@]*)@.*#\1#' <<<"$REDIS_URL")
+rc() { redis-cli -h "$RHOST" -p "$RPORT" "$@"; }
+
+B=$(q "SELECT id FROM backup_metadata WHERE user_id = '$U' AND type = 'full' AND status = 'completed'
+       ORDER BY created_at DESC LIMIT 1")
+[ -n "$B" ] || { echo "restore bench: no full backup of $U; run tools/bench/backup.sh $ORDERS" >&2; exit 1; }
+TABLES="profiles businesses products clients orders order_items notifications user_settings"
+filter() {
+  case $1 in
+    profiles) echo "id = '$U'" ;;
+    businesses) echo "owner_id = '$U'" ;;
+    order_items) echo "order_id IN (SELECT id FROM orders WHERE user_id = '$U')" ;;
+    *) echo "user_id = '$U'" ;;
+  esac
+}
+cols() { q "SELECT string_agg(quote_ident(attname), ', ' ORDER BY attnum) FROM pg_attribute
+            WHERE attrelid = '$1'::regclass AND attnum > 0 AND NOT attisdropped AND attname <> 'backup_xid'"; }
+rows=0
+for t in $TABLES; do
+  q "\\copy (SELECT $(cols "$t") FROM $t WHERE $(filter "$t")) TO '$tmp/$t.csv' (FORMAT csv)"
+  rows=$((rows + $(wc -l <"$tmp/$t.csv")))
+done
+
+# PostgreSQL's own bulk load: delete the user's rows, \copy them back, in one transaction
+{ echo "BEGIN;"
+  echo "SELECT set_config('backup.restoring', 'on', true) \\g /dev/null"
+  for t in $(echo "$TABLES" | tr ' ' '\n' | tac); do echo "DELETE FROM $t WHERE $(filter "$t");"; done
+  for t in $TABLES; do echo "\\copy $t ($(cols "$t")) FROM '$tmp/$t.csv' (FORMAT csv)"; done
+  echo "COMMIT;"; } >"$tmp/load.sql"
+t0=$(date +%s.%N)
+psql -X -q -v ON_ERROR_STOP=1 "$DATABASE_URL" -f "$tmp/load.sql" >/dev/null
+t1=$(date +%s.%N)
+
+env REDIS_PREFIX=$P WORKER_HTTP_PORT=0 "$WORKER" >"$tmp/worker.log" 2>&1 &
+wpid=$!
+for _ in $(seq 100); do grep -q "consuming" "$tmp/worker.log" && break; sleep 0.1; done
+rc XADD "$P:jobs" '*' type restore user_id "$U" backup_id "$B" job_id "$P" >/dev/null
+t2=$(date +%s.%N)
+deadline=$((SECONDS + ${BENCH_TIMEOUT:-1800}))
+while ((SECONDS < deadline)); do
+  s=$(rc HGET "$P:job:$P" status)
+  [ "$s" = completed ] || [ "$s" = dead ] && break
+  sleep 0.05
+done
+t3=$(date +%s.%N)
+[ "$s" = completed ] || { echo "restore failed: $(rc HGET "$P:job:$P" error)"; exit 1; }
+kill -TERM "$wpid"; wait "$wpid" 2>/dev/null || true; wpid=""
+grep -E "staged|restored" "$tmp/worker.log" | sed 's/^/  worker: /'
+rc EVAL "for _, k in ipairs(redis.call('KEYS', ARGV[1] .. ':*')) do redis.call('DEL', k) end" 0 "$P" >/dev/null
+awk -v rows="$rows" -v a="$t0" -v b="$t1" -v c="$t2" -v d="$t3" 'BEGIN {
+  printf "tenant: %d rows\n", rows
+  printf "%-40s %7.2f s  %9.0f rows/s\n", "psql: delete + \\copy from CSV", b - a, rows / (b - a)
+  printf "%-40s %7.2f s  %9.0f rows/s\n", "backup-worker restore (S3, polled 0.05 s)", d - c, rows / (d - c)
+  printf "ratio %.2f\n", (d - c) / (b - a)
+}'
