@@ -9,6 +9,7 @@
 #     ("Backup checksum verification failed"), the database unchanged
 #  4. selective restore, and a selection that would break a foreign key; forbidden cross-user
 #  5. kill -9 in the middle of a restore: nothing changed; another worker completes it
+#  verify: one backup, all of a user's, a missing manifest, a replaced object
 set -uo pipefail
 WORKER=$1
 : "${REDIS_URL:?run through tools/devenv test}"
@@ -120,6 +121,22 @@ expect "restore of the full again" restore r0b "$B0"
 check "chain: the state at the full" none "$(differs s0)"
 check "another user's rows still unchanged" "$OTHER" "$(other_user)"
 
+# verify: objects and manifests against their records, the database untouched
+enqueue v3 type verify backup_id "$B3"
+expect "verify of one backup completes" done_ok v3
+check "…says so" "1 backup verified" "$(field v3 note)"
+check "…and records it" "ok" "$(q "SELECT verify_status FROM backup_metadata WHERE id = '$B3' AND verified_at IS NOT NULL")"
+enqueue vall type verify user_id "$U"
+expect "verify of all the user's backups completes" done_ok vall
+check "…all of them" "$(q "SELECT count(*) FROM backup_metadata WHERE user_id = '$U' AND status = 'completed'") backups verified" "$(field vall note)"
+KEY1=$(q "SELECT s3_key FROM backup_metadata WHERE id = '$B1'")
+s3 s3 mv "s3://$S3_BUCKET/$KEY1.manifest.json" "s3://$S3_BUCKET/$KEY1.manifest.saved" --quiet
+enqueue vman type verify backup_id "$B1"
+wait_until 30 status_is vman dead || bad "verify without a manifest did not fail"
+expect "verify: a missing manifest is named" grep -q "manifest.*NoSuchKey" <<<"$(field vman error)"
+check "…and recorded" failed "$(q "SELECT verify_status FROM backup_metadata WHERE id = '$B1'")"
+s3 s3 mv "s3://$S3_BUCKET/$KEY1.manifest.saved" "s3://$S3_BUCKET/$KEY1.manifest.json" --quiet
+
 # ---- 3. tamper ----
 scramble
 state before
@@ -141,6 +158,10 @@ VB=$(P=$P; enqueue vb type backup user_id "$V" mode full; done_ok vb && field vb
 s3 s3 cp "s3://$S3_BUCKET/$(q "SELECT s3_key FROM backup_metadata WHERE id = '$VB'")" "$tmp/other.gz" --quiet
 tamper other "$tmp/other.gz"
 expect "tamper other: the error also says whose backup it is" grep -q "the object holds backup $VB of user $V, not $B0" <<<"$(field tother error)"
+enqueue vbad type verify backup_id "$B0"
+wait_until 60 status_is vbad dead || bad "verify of a replaced object did not fail"
+expect "verify: a replaced object fails its checksum" grep -q "1 of 1 backup failed verification: Backup checksum verification failed" <<<"$(field vbad error)"
+check "…and is recorded so" failed "$(q "SELECT verify_status FROM backup_metadata WHERE id = '$B0'")"
 s3 s3 cp "$tmp/orig.gz" "s3://$S3_BUCKET/$KEY0" --quiet
 expect "the original object restores again" restore r0c "$B0"
 check "…exactly" none "$(differs s0)"

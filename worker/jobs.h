@@ -11,5 +11,6 @@ extern const JobType job_type_ping;
 extern const JobType job_type_sleep;
 extern const JobType job_type_backup;
 extern const JobType job_type_restore;
+extern const JobType job_type_verify;
 
 #endif

@@ -25,9 +25,8 @@
  */
 #include "jobs.h"
 
-#include "bfile.h"
+#include "bcheck.h"
 #include "buf.h"
-#include "filter.h"
 #include "log.h"
 #include "s3.h"
 #include "scope.h"
@@ -72,21 +71,15 @@ struct Restore {
     Step *steps;
     int nsteps, si;
     Scope *scope;
-    unsigned char *selected;        /* per scope table */
-    uint64_t *expected;             /* staged final rows per table */
-    uint64_t *restored;             /* rows written per table */
-    uint64_t *seen_rows, *seen_del; /* this step's items per table, for the trailer */
+    unsigned char *selected; /* per scope table */
+    uint64_t *expected;      /* staged final rows per table */
+    uint64_t *restored;      /* rows written per table */
     Stmt *stmts;
     int nstmts, qi;
     /* one step's stream */
-    S3Op *op;
-    int s3_busy, s3_paused, pg_full, step_done_s3;
-    FilterChain *hash, *chain; /* the stored bytes' SHA-256; the decoding (gunzip) */
-    BfileReader *reader;
-    Buf plain, out;
-    int header_ok, trailer_ok;
-    int draining; /* the document failed to decode: only hash the rest, then say why */
-    Err decode_err;
+    BCheck *bc;
+    int bc_busy, step_started;
+    Buf out;
     uint64_t rows_total, rows_staged, bytes;
     /* ending */
     Err err;
@@ -147,13 +140,8 @@ static void query(Restore *r, const char *sql, int n, const char *const *v, Next
 /* ---- the end ---- */
 
 static void free_stream(Restore *r) {
-    filter_chain_free(r->hash);
-    r->hash = NULL;
-    filter_chain_free(r->chain);
-    r->chain = NULL;
-    bfile_reader_free(r->reader);
-    r->reader = NULL;
-    buf_free(&r->plain);
+    bcheck_free(r->bc);
+    r->bc = NULL;
     buf_free(&r->out);
 }
 
@@ -172,8 +160,6 @@ static void finish(Restore *r) {
     free(r->selected);
     free(r->expected);
     free(r->restored);
-    free(r->seen_rows);
-    free(r->seen_del);
     Err err = r->err;
     int failing = r->failing;
     free(r);
@@ -207,11 +193,8 @@ static void teardown_query(Restore *r, const char *sql, int n, const char *const
 }
 
 static void teardown(Restore *r) {
-    if (r->s3_busy) {
-        if (r->s3_paused) { /* let it run into S3_STOP */
-            r->s3_paused = 0;
-            s3_op_resume(r->op);
-        }
+    if (r->bc_busy) { /* the read ends with a stop; its done callback comes back here */
+        bcheck_stop(r->bc);
         return;
     }
     if (r->pg_busy) {
@@ -429,22 +412,7 @@ static void run_stmt(Restore *r) {
 
 /* ---- STAGE: one backup object streamed into _bw_stage ---- */
 
-static int on_header(const char *json, size_t len, void *data, Err *err) {
-    Restore *r = data;
-    const Step *st = &r->steps[r->si];
-    char id[JOBSPEC_ID_MAX + 1], user[40];
-    if (bfile_field(json, len, "backup_id", id, sizeof(id)) != 0 ||
-        bfile_field(json, len, "user_id", user, sizeof(user)) != 0 || strcmp(id, st->id) != 0 ||
-        strcmp(user, r->spec->user_id) != 0) {
-        err_set(err, ERR_PERMANENT, ERR_CODE_INVALID,
-                "the object holds backup %.80s of user %.40s, not %s of user %s", id, user, st->id,
-                r->spec->user_id);
-        return -1;
-    }
-    r->header_ok = 1;
-    return 0;
-}
-
+/* A row or deleted key of the object being read: staged for COPY, sent in batches. */
 static int on_item(int section, const char *table, const char *json, size_t len, void *data,
                    Err *err) {
     Restore *r = data;
@@ -455,137 +423,43 @@ static int on_item(int section, const char *table, const char *json, size_t len,
                 table);
         return -1;
     }
-    if (section == 0) {
-        r->seen_rows[i]++;
-        r->rows_staged++;
-    } else {
-        r->seen_del[i]++;
+    if (section == 0 && (++r->rows_staged & 0xfff) == 0) {
+        int pct = r->rows_total ? (int)(r->rows_staged * 90 / r->rows_total) : 0;
+        progress(r, "downloading", pct > 89 ? 89 : pct);
     }
     if (!r->selected[i])
         return 0;
     buf_printf(&r->out, "%d\x02%c\x02%s\x02", r->si, section ? 'd' : 'r', table);
     buf_append(&r->out, json, len);
     buf_puts(&r->out, "\n");
-    return 0;
-}
-
-/* The trailer's counts against what came: a document cut at a line boundary is caught. */
-static int on_trailer(const char *json, size_t len, void *data, Err *err) {
-    Restore *r = data;
-    const char *del = strstr(json, "\"deleted\":");
-    for (int i = 0; i < scope_count(r->scope); i++) {
-        char v[24];
-        const char *name = scope_table(r->scope, i);
-        uint64_t rows = bfile_field(json, len, name, v, sizeof(v)) == 0 ? strtoull(v, NULL, 10) : 0;
-        uint64_t dels = 0;
-        if (del && bfile_field(del, len - (size_t)(del - json), name, v, sizeof(v)) == 0)
-            dels = strtoull(v, NULL, 10);
-        if (rows != r->seen_rows[i] || dels != r->seen_del[i]) {
-            err_set(err, ERR_PERMANENT, ERR_CODE_INVALID,
-                    "backup %s: its trailer counts %" PRIu64 " %s rows and %" PRIu64
-                    " deletions, the document holds %" PRIu64 " and %" PRIu64,
-                    r->steps[r->si].id, rows, name, dels, r->seen_rows[i], r->seen_del[i]);
+    if (r->out.len >= PUT_BATCH) {
+        int rc = pg_conn_copy_put(r->conn, r->out.data, r->out.len);
+        r->out.len = 0;
+        if (rc < 0) {
+            err_set(err, ERR_RETRYABLE, ERR_CODE_CONNECT, "postgres: COPY failed");
             return -1;
         }
-    }
-    r->trailer_ok = 1;
-    return 0;
-}
-
-static const BfileReaderCb reader_cb = {on_header, on_item, on_trailer};
-
-/* Put the batch of staged lines; 0 when the connection asks us to wait. */
-static int put_out(Restore *r) {
-    if (r->out.len == 0)
-        return 1;
-    int rc = pg_conn_copy_put(r->conn, r->out.data, r->out.len);
-    r->out.len = 0;
-    return rc;
-}
-
-/* Object bytes through SHA-256, gunzip and the reader. -1 with err. */
-static int consume(Restore *r, const char *buf, size_t len, int end, Err *err) {
-    r->plain.len = 0;
-    int rc = end ? filter_chain_finish(r->chain, &r->plain, err)
-                 : filter_chain_write(r->chain, buf, len, &r->plain, err);
-    if (rc != 0) {
-        err_prefix(err, "backup %s: ", r->steps[r->si].id);
-        err->kind = ERR_PERMANENT;
-        return -1;
-    }
-    if (bfile_reader_feed(r->reader, r->plain.data, r->plain.len, err) != 0)
-        return -1;
-    return end ? bfile_reader_end(r->reader, err) : 0;
-}
-
-static int on_s3_data(S3Op *op, const char *buf, size_t len, void *data) {
-    (void)op;
-    Restore *r = data;
-    if (r->failing)
-        return S3_STOP;
-    if (r->pg_full) {
-        r->s3_paused = 1;
-        return S3_PAUSE;
-    }
-    r->bytes += len;
-    r->plain.len = 0; /* the hash chain passes its input on: not needed */
-    filter_chain_write(r->hash, buf, len, &r->plain, &r->decode_err);
-    if (r->draining) /* a damaged object: its digest tells whether it is the stored one */
-        return 0;
-    if (consume(r, buf, len, 0, &r->decode_err) != 0) {
-        r->draining = 1;
-        return 0;
-    }
-    if (r->out.len >= PUT_BATCH) {
-        int rc = put_out(r);
-        if (rc < 0)
-            return S3_STOP; /* the COPY's done callback reports it */
-        if (rc == 0)
-            r->pg_full = 1;
-    }
-    if ((r->rows_staged & 0xfff) == 0) {
-        int pct = r->rows_total ? (int)(r->rows_staged * 90 / r->rows_total) : 0;
-        progress(r, "downloading", pct > 89 ? 89 : pct);
+        if (rc == 0) /* the socket is full: hold S3 until the connection drains */
+            bcheck_hold(r->bc);
     }
     return 0;
 }
 
-static void on_s3_done(const S3Result *res, const Err *err, void *data) {
-    (void)res;
+static void on_checked(BCheck *c, const Err *err, void *data) {
     Restore *r = data;
-    r->s3_busy = 0;
-    r->op = NULL;
+    r->bc_busy = 0;
+    r->bytes += bcheck_bytes(c);
     if (r->failing) {
         teardown(r);
         return;
     }
     if (err) {
-        Err e = *err;
-        err_prefix(&e, "reading backup %s: ", r->steps[r->si].id);
-        fail(r, &e);
+        fail(r, err);
         return;
     }
-    if (!r->draining && consume(r, NULL, 0, 1, &r->decode_err) != 0)
-        r->draining = 1;
-    Buf ignore = BUF_INIT;
-    Err herr;
-    filter_chain_finish(r->hash, &ignore, &herr);
-    buf_free(&ignore);
-    const char *got = filter_chain_result(r->hash, "sha256");
-    if (got == NULL || strcmp(got, r->steps[r->si].checksum) != 0) {
-        failf(r, ERR_PERMANENT, ERR_CODE_INVALID,
-              "Backup checksum verification failed: backup %s has SHA-256 %.16s..., its record "
-              "says %.16s...%s%s",
-              r->steps[r->si].id, got ? got : "?", r->steps[r->si].checksum,
-              r->draining ? "; and: " : "", r->draining ? r->decode_err.msg : "");
-        return;
-    }
-    if (r->draining) {
-        fail(r, &r->decode_err);
-        return;
-    }
-    if (put_out(r) < 0)
+    if (r->out.len && pg_conn_copy_put(r->conn, r->out.data, r->out.len) < 0)
         return; /* the COPY's done callback reports it */
+    r->out.len = 0;
     r->copying_in = 0;
     if (pg_conn_copy_end(r->conn, NULL) != 0)
         failf(r, ERR_RETRYABLE, ERR_CODE_CONNECT, "%s", "postgres: COPY could not be ended");
@@ -596,17 +470,16 @@ static void on_copy_writable(PgConn *c, void *data) {
     Restore *r = data;
     if (r->failing)
         return;
-    r->pg_full = 0;
-    if (r->op == NULL && !r->step_done_s3) { /* the COPY is open: start reading */
-        r->step_done_s3 = 1;
-        r->s3_busy = 1;
-        r->op = s3_get_stream(r->s3, r->steps[r->si].key, on_s3_data, on_s3_done, r);
+    if (!r->step_started) { /* the COPY is open: start reading */
+        const Step *st = &r->steps[r->si];
+        BCheckTarget t = {st->id, r->spec->user_id, st->key, st->checksum, st->compression};
+        r->step_started = 1;
+        r->bc_busy = 1;
+        r->bc = bcheck_start(r->s3, &t, 0, on_item, on_checked, r);
         return;
     }
-    if (r->s3_paused) {
-        r->s3_paused = 0;
-        s3_op_resume(r->op);
-    }
+    if (r->bc_busy)
+        bcheck_resume(r->bc);
 }
 
 static void on_step_staged(Restore *r, PGresult *res) {
@@ -626,17 +499,7 @@ static void on_step_staged(Restore *r, PGresult *res) {
 
 static void start_step(Restore *r) {
     const Step *st = &r->steps[r->si];
-    r->hash = filter_chain_new();
-    filter_chain_add(r->hash, filter_sha256_new("sha256"));
-    r->chain = filter_chain_new();
-    if (strcmp(st->compression, "gzip") == 0)
-        filter_chain_add(r->chain, filter_gunzip_new(NULL));
-    r->reader = bfile_reader_new(&reader_cb, 0, r);
-    memset(r->seen_rows, 0, (size_t)scope_count(r->scope) * sizeof(uint64_t));
-    memset(r->seen_del, 0, (size_t)scope_count(r->scope) * sizeof(uint64_t));
-    r->step_done_s3 = 0;
-    r->pg_full = 0;
-    r->draining = 0;
+    r->step_started = 0;
     char stage[JOBSPEC_ID_MAX + 16];
     snprintf(stage, sizeof(stage), "downloading %s", st->id);
     progress(r, stage, r->rows_total ? (int)(r->rows_staged * 90 / r->rows_total) : 0);
@@ -671,8 +534,6 @@ static void on_scope(Restore *r, PGresult *res) {
     r->selected = xcalloc((size_t)n, 1);
     r->expected = xcalloc((size_t)n, sizeof(uint64_t));
     r->restored = xcalloc((size_t)n, sizeof(uint64_t));
-    r->seen_rows = xcalloc((size_t)n, sizeof(uint64_t));
-    r->seen_del = xcalloc((size_t)n, sizeof(uint64_t));
     for (int i = 0; i < n; i++)
         r->selected[i] = r->spec->ntables == 0;
     for (int t = 0; t < r->spec->ntables; t++) {

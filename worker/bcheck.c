@@ -1,0 +1,264 @@
+/* bcheck: a backup object read and checked as it streams (see bcheck.h). */
+#include "bcheck.h"
+
+#include "bfile.h"
+#include "buf.h"
+#include "filter.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    char name[64];
+    uint64_t n[2]; /* rows, deleted keys */
+} Count;
+
+struct BCheck {
+    S3Client *s3;
+    S3Op *op;
+    char *id, *user, *key, *checksum;
+    FilterChain *hash, *chain; /* the stored bytes' SHA-256; the decoding */
+    BfileReader *reader;
+    BCheckItemCb item;
+    BCheckDoneCb done;
+    void *data;
+    Buf plain, scratch;
+    Count *counts;
+    int ncounts;
+    uint64_t bytes;
+    int held, paused, stopped, draining, reading;
+    Err decode_err;
+};
+
+static Count *count_of(BCheck *c, const char *table) {
+    for (int i = 0; i < c->ncounts; i++)
+        if (strcmp(c->counts[i].name, table) == 0)
+            return &c->counts[i];
+    c->counts = xrealloc(c->counts, (size_t)(c->ncounts + 1) * sizeof(Count));
+    Count *n = &c->counts[c->ncounts++];
+    memset(n, 0, sizeof(*n));
+    snprintf(n->name, sizeof(n->name), "%s", table);
+    return n;
+}
+
+uint64_t bcheck_count(const BCheck *c, int section, const char *table) {
+    for (int i = 0; i < c->ncounts; i++)
+        if (strcmp(c->counts[i].name, table) == 0)
+            return c->counts[i].n[section ? 1 : 0];
+    return 0;
+}
+
+uint64_t bcheck_bytes(const BCheck *c) {
+    return c->bytes;
+}
+
+static int on_header(const char *json, size_t len, void *data, Err *err) {
+    BCheck *c = data;
+    char id[160], user[48];
+    if (bfile_field(json, len, "backup_id", id, sizeof(id)) != 0 ||
+        bfile_field(json, len, "user_id", user, sizeof(user)) != 0 || strcmp(id, c->id) != 0 ||
+        strcmp(user, c->user) != 0) {
+        err_set(err, ERR_PERMANENT, ERR_CODE_INVALID,
+                "the object holds backup %.80s of user %.40s, not %s of user %s", id, user, c->id,
+                c->user);
+        return -1;
+    }
+    return 0;
+}
+
+static int on_item(int section, const char *table, const char *json, size_t len, void *data,
+                   Err *err) {
+    BCheck *c = data;
+    count_of(c, table)->n[section]++;
+    return c->item(section, table, json, len, c->data, err);
+}
+
+/* Walk a flat {"name":count,...} object; -1 with err when a count differs from what came. */
+static int match_counts(BCheck *c, const char *p, const char *end, int section, Err *err) {
+    if (p >= end || *p != '{')
+        goto bad;
+    p++;
+    int matched = 0;
+    while (p < end && *p != '}') {
+        if (*p != '"')
+            goto bad;
+        const char *name = ++p;
+        while (p < end && *p != '"')
+            p++;
+        if (p + 1 >= end || p[1] != ':' || p - name >= 64)
+            goto bad;
+        char table[64];
+        snprintf(table, sizeof(table), "%.*s", (int)(p - name), name);
+        p += 2;
+        char *e;
+        uint64_t want = strtoull(p, &e, 10);
+        if (e == p)
+            goto bad;
+        p = e;
+        uint64_t got = bcheck_count(c, section, table);
+        if (got != want) {
+            err_set(err, ERR_PERMANENT, ERR_CODE_INVALID,
+                    "backup %s: its trailer counts %" PRIu64
+                    " %s of %s, the document holds %" PRIu64,
+                    c->id, want, section ? "deleted keys" : "rows", table, got);
+            return -1;
+        }
+        if (got)
+            matched++;
+        if (p < end && *p == ',')
+            p++;
+    }
+    for (int i = 0; i < c->ncounts; i++) /* every table seen must be counted */
+        if (c->counts[i].n[section])
+            matched--;
+    if (matched != 0) {
+        err_set(err, ERR_PERMANENT, ERR_CODE_INVALID,
+                "backup %s: the document holds tables its trailer does not count", c->id);
+        return -1;
+    }
+    return 0;
+bad:
+    err_set(err, ERR_PERMANENT, ERR_CODE_INVALID, "backup %s: unreadable trailer counts", c->id);
+    return -1;
+}
+
+static int on_trailer(const char *json, size_t len, void *data, Err *err) {
+    BCheck *c = data;
+    const char *end = json + len;
+    const char *rows = strstr(json, "{\"rows\":");
+    const char *del = strstr(json, ",\"deleted\":");
+    if (rows == NULL || del == NULL || del > end) {
+        err_set(err, ERR_PERMANENT, ERR_CODE_INVALID, "backup %s: the trailer has no counts",
+                c->id);
+        return -1;
+    }
+    if (match_counts(c, rows + 8, end, 0, err) != 0)
+        return -1;
+    return match_counts(c, del + 11, end, 1, err);
+}
+
+static const BfileReaderCb reader_cb = {on_header, on_item, on_trailer};
+
+/* Object bytes through gunzip and the reader. -1 with err. */
+static int consume(BCheck *c, const char *buf, size_t len, int end, Err *err) {
+    c->plain.len = 0;
+    int rc = end ? filter_chain_finish(c->chain, &c->plain, err)
+                 : filter_chain_write(c->chain, buf, len, &c->plain, err);
+    if (rc != 0) {
+        err_prefix(err, "backup %s: ", c->id);
+        err->kind = ERR_PERMANENT;
+        return -1;
+    }
+    if (bfile_reader_feed(c->reader, c->plain.data, c->plain.len, err) != 0)
+        return -1;
+    return end ? bfile_reader_end(c->reader, err) : 0;
+}
+
+static int on_data(S3Op *op, const char *buf, size_t len, void *data) {
+    (void)op;
+    BCheck *c = data;
+    if (c->stopped)
+        return S3_STOP;
+    if (c->held) {
+        c->paused = 1;
+        return S3_PAUSE;
+    }
+    c->bytes += len;
+    c->scratch.len = 0; /* the hash chain passes its input on: not needed */
+    filter_chain_write(c->hash, buf, len, &c->scratch, &c->decode_err);
+    if (!c->draining && consume(c, buf, len, 0, &c->decode_err) != 0)
+        c->draining = 1; /* only hash the rest: the digest tells whether this is the object */
+    return 0;
+}
+
+static void on_done(const S3Result *res, const Err *err, void *data) {
+    (void)res;
+    BCheck *c = data;
+    c->reading = 0;
+    c->op = NULL;
+    Err e;
+    if (c->stopped) {
+        err_set(&e, ERR_RETRYABLE, ERR_CODE_CANCELLED, "backup %s: reading stopped", c->id);
+        c->done(c, &e, c->data);
+        return;
+    }
+    if (err) {
+        e = *err;
+        err_prefix(&e, "reading backup %s: ", c->id);
+        c->done(c, &e, c->data);
+        return;
+    }
+    if (!c->draining && consume(c, NULL, 0, 1, &c->decode_err) != 0)
+        c->draining = 1;
+    Err herr;
+    c->scratch.len = 0;
+    filter_chain_finish(c->hash, &c->scratch, &herr);
+    const char *got = filter_chain_result(c->hash, "sha256");
+    if (got == NULL || strcmp(got, c->checksum) != 0) {
+        err_set(&e, ERR_PERMANENT, ERR_CODE_INVALID,
+                "Backup checksum verification failed: backup %s has SHA-256 %.16s..., its record "
+                "says %.16s...%s%s",
+                c->id, got ? got : "?", c->checksum, c->draining ? "; and: " : "",
+                c->draining ? c->decode_err.msg : "");
+        c->done(c, &e, c->data);
+        return;
+    }
+    c->done(c, c->draining ? &c->decode_err : NULL, c->data);
+}
+
+BCheck *bcheck_start(S3Client *s3, const BCheckTarget *t, int check_json, BCheckItemCb item,
+                     BCheckDoneCb done, void *data) {
+    BCheck *c = xcalloc(1, sizeof(*c));
+    c->s3 = s3;
+    c->id = xstrdup(t->backup_id);
+    c->user = xstrdup(t->user_id);
+    c->key = xstrdup(t->key);
+    c->checksum = xstrdup(t->checksum);
+    c->item = item;
+    c->done = done;
+    c->data = data;
+    c->hash = filter_chain_new();
+    filter_chain_add(c->hash, filter_sha256_new("sha256"));
+    c->chain = filter_chain_new();
+    if (strcmp(t->compression, "gzip") == 0)
+        filter_chain_add(c->chain, filter_gunzip_new(NULL));
+    c->reader = bfile_reader_new(&reader_cb, check_json, c);
+    c->reading = 1;
+    c->op = s3_get_stream(s3, c->key, on_data, on_done, c);
+    return c;
+}
+
+void bcheck_hold(BCheck *c) {
+    c->held = 1;
+}
+
+void bcheck_resume(BCheck *c) {
+    c->held = 0;
+    if (c->paused && c->op) {
+        c->paused = 0;
+        s3_op_resume(c->op);
+    }
+}
+
+void bcheck_stop(BCheck *c) {
+    c->stopped = 1;
+    bcheck_resume(c); /* a paused read must run into the stop */
+}
+
+void bcheck_free(BCheck *c) {
+    if (c == NULL)
+        return;
+    filter_chain_free(c->hash);
+    filter_chain_free(c->chain);
+    bfile_reader_free(c->reader);
+    buf_free(&c->plain);
+    buf_free(&c->scratch);
+    free(c->counts);
+    free(c->id);
+    free(c->user);
+    free(c->key);
+    free(c->checksum);
+    free(c);
+}
