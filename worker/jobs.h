@@ -12,5 +12,6 @@ extern const JobType job_type_sleep;
 extern const JobType job_type_backup;
 extern const JobType job_type_restore;
 extern const JobType job_type_verify;
+extern const JobType job_type_cleanup;
 
 #endif

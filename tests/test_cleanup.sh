@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# test_cleanup: the cleanup job against real Redis, PostgreSQL and S3 (s3rver).
+# Five backups of one user, aged: full F1 (40 days), incremental I1 (39, on F1), full F2 (35),
+# incremental I2 (5, on F2), full F3 (1). Retention 30 days deletes F1 and I1 (objects and
+# manifests, rows marked deleted) and keeps F2, which the kept I2 builds on, though it is old
+# and not the newest full. A non-owner is refused; a second run deletes nothing; the SQL
+# function agrees; scope=all runs every user.
+set -uo pipefail
+WORKER=$1
+: "${REDIS_URL:?run through tools/devenv test}"
+: "${DATABASE_URL:?run through tools/devenv test}"
+: "${BW_DEVENV:?run through tools/devenv test}"
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+"$BW_DEVENV" migrate >/dev/null
+
+C=c1ea0001-0000-4000-8000-00000000000a
+O=c1ea0002-0000-4000-8000-00000000000b
+for u in $C $O; do
+  q "DELETE FROM profiles WHERE id = '$u'; DELETE FROM backup_metadata WHERE user_id = '$u'" >/dev/null
+  s3 s3 rm --recursive --quiet "s3://$S3_BUCKET/backups/$u/"
+done
+"$ROOT/tools/datagen" --user "$C" --orders 20 --seed tc1 >/dev/null
+"$ROOT/tools/datagen" --user "$O" --orders 5 --seed tc2 >/dev/null
+
+P=tc$$a
+start_worker w1 BACKUP_NOTIFY=false
+made() { # JOB MODE AGE_DAYS: a backup, then aged; prints its id
+  enqueue "$1" type backup user_id "$C" mode "$2"
+  done_ok "$1" || { bad "backup $1 did not complete: $(field "$1" error)"; return 1; }
+  local id
+  id=$(field "$1" backup_id)
+  q "UPDATE backup_metadata SET created_at = now() - interval '$3 days' WHERE id = '$id'" >/dev/null
+  q "UPDATE orders SET total = total + 1 WHERE user_id = '$C' AND number = 1" >/dev/null
+  echo "$id"
+}
+F1=$(made f1 full 40)
+I1=$(made i1 incremental 39)
+F2=$(made f2 full 35)
+I2=$(made i2 incremental 5)
+F3=$(made f3 full 1)
+check "the chain as built" "$F1|$F2" "$(q "SELECT string_agg(base_backup_id, '|' ORDER BY created_at) FROM backup_metadata WHERE id IN ('$I1', '$I2')")"
+exists() { s3 s3api head-object --bucket "$S3_BUCKET" --key "$1" >/dev/null 2>&1 && echo yes || echo no; }
+key() { q "SELECT s3_key FROM backup_metadata WHERE id = '$1'"; }
+KF1=$(key "$F1"); KI1=$(key "$I1"); KF2=$(key "$F2")
+
+enqueue nonowner type cleanup user_id "$C" requested_by "$O" retention_days 30
+wait_until 30 status_is nonowner dead || bad "a non-owner's cleanup did not fail"
+expect "a non-owner's cleanup: forbidden" grep -q "forbidden: $O is not the owner" <<<"$(field nonowner error)"
+check "…and nothing expired" 0 "$(q "SELECT count(*) FROM backup_metadata WHERE user_id = '$C' AND status <> 'completed'")"
+
+enqueue clean1 type cleanup user_id "$C" requested_by "$C" retention_days 30
+expect "the owner's cleanup completes" done_ok clean1
+check "F1 and I1 deleted; F2 (base of the kept I2), I2, F3 kept" \
+  "deleted deleted completed completed completed" \
+  "$(q "SELECT string_agg(status, ' ' ORDER BY created_at) FROM backup_metadata WHERE user_id = '$C'")"
+check "objects and manifests of F1 and I1 gone" "no no no no" \
+  "$(exists "$KF1") $(exists "$KF1.manifest.json") $(exists "$KI1") $(exists "$KI1.manifest.json")"
+check "F2's object and manifest still there" "yes yes" "$(exists "$KF2") $(exists "$KF2.manifest.json")"
+expect "the note counts them" grep -q "^2 backups deleted (4 objects) for 1 user" <<<"$(field clean1 note)"
+enqueue rs type restore user_id "$C" backup_id "$I2"
+expect "I2 still restores (its base was kept)" done_ok rs
+
+enqueue clean2 type cleanup user_id "$C" requested_by "$C" retention_days 30
+expect "a second cleanup completes" done_ok clean2
+expect "…and deletes nothing" grep -q "^0 backups deleted (0 objects)" <<<"$(field clean2 note)"
+check "the SQL function agrees: nothing more to expire" 0 "$(q "SELECT cleanup_old_backups(30)")"
+check "…and keeps the chain" "completed completed completed" \
+  "$(q "SELECT string_agg(status, ' ' ORDER BY created_at) FROM backup_metadata WHERE user_id = '$C' AND status <> 'deleted'")"
+
+enqueue all1 type cleanup scope all retention_days 30
+expect "scope=all completes" done_ok all1 120
+expect "…over every user with backups" grep -Eq "for [0-9]+ users?" <<<"$(field all1 note)"
+check "…leaving this user's kept backups alone" 3 \
+  "$(q "SELECT count(*) FROM backup_metadata WHERE user_id = '$C' AND status = 'completed'")"
+stop_worker w1
+
+echo "test_cleanup: $passed passed, $fails failed"
+[ "$fails" -eq 0 ]
