@@ -10,8 +10,11 @@
 #  4. selective restore, and a selection that would break a foreign key; forbidden cross-user
 #  5. kill -9 in the middle of a restore: nothing changed; another worker completes it
 #  verify: one backup, all of a user's, a missing manifest, a replaced object
+#  6. recovery: backup_metadata lost, `backupctl reindex` rebuilds it from the manifests in S3,
+#     and a restore of the last incremental then succeeds
 set -uo pipefail
 WORKER=$1
+CTL=$2
 : "${REDIS_URL:?run through tools/devenv test}"
 : "${DATABASE_URL:?run through tools/devenv test}"
 : "${BW_DEVENV:?run through tools/devenv test}"
@@ -206,6 +209,21 @@ expect "another worker takes the restore over and completes it" done_ok kill1 60
 check "…to exactly the last incremental's state" none "$(differs s3)"
 check "…one history row, two runs" "1|2" "$(q "SELECT count(*), max(attempts) FROM restore_history WHERE job_id = 'kill1'")"
 stop_worker k2
+
+# ---- 6. recovery without backup_metadata ----
+BEFORE=$(q "SELECT string_agg(id || ' ' || type || ' ' || coalesce(base_backup_id, '-') || ' ' || checksum || ' ' || size, ',' ORDER BY id) FROM backup_metadata WHERE user_id = '$U' AND status = 'completed'")
+N=$(q "SELECT count(*) FROM backup_metadata WHERE user_id = '$U' AND status = 'completed'")
+q "DELETE FROM backup_metadata WHERE user_id = '$U'" >/dev/null
+check "reindex from S3" "reindexed $U: $N backups added, 0 already known, 0 skipped" "$("$CTL" reindex "$U" 2>&1)"
+check "…the same ids, types, chain, checksums and sizes" "$BEFORE" \
+  "$(q "SELECT string_agg(id || ' ' || type || ' ' || coalesce(base_backup_id, '-') || ' ' || checksum || ' ' || size, ',' ORDER BY id) FROM backup_metadata WHERE user_id = '$U'")"
+check "a second reindex adds nothing" "reindexed $U: 0 backups added, $N already known, 0 skipped" "$("$CTL" reindex "$U" 2>&1)"
+scramble
+P=tr$$r
+start_worker w6 BACKUP_NOTIFY=false
+expect "a restore after the reindex completes" restore r6 "$B3"
+check "…to the last incremental's state" none "$(differs s3)"
+stop_worker w6
 
 q "DROP TABLE IF EXISTS snap_s0, snap_s1, snap_s2, snap_s3, snap_now, snap_before" >/dev/null
 echo "test_restore: $passed passed, $fails failed"

@@ -10,6 +10,7 @@
 #include "ctl_queue.h"
 #include "ctl_s3.h"
 #include "ctl_scope.h"
+#include "ctl_recover.h"
 #include "http.h"
 #include "log.h"
 #include "pg.h"
@@ -34,6 +35,8 @@ static void usage(FILE *out) {
                  "             dead letters: list, re-run with their original fields, drop\n"
                  "  scope [--sql]\n"
                  "             the tables a backup covers, checked, in restore order\n"
+                 "  reindex USER\n"
+                 "             rebuild the user's backup_metadata rows from the manifests in S3\n"
                  "  ping [--timeout S]\n"
                  "             enqueue a ping job and wait for a worker to complete it\n"
                  "\n");
@@ -191,7 +194,7 @@ int main(int argc, char **argv) {
     int queue_cmd =
         strcmp(cmd, "jobs") == 0 || strcmp(cmd, "dead") == 0 || strcmp(cmd, "ping") == 0;
     if (strcmp(cmd, "check") != 0 && strcmp(cmd, "config") != 0 && strcmp(cmd, "s3") != 0 &&
-        strcmp(cmd, "scope") != 0 && !queue_cmd) {
+        strcmp(cmd, "scope") != 0 && strcmp(cmd, "reindex") != 0 && !queue_cmd) {
         fprintf(stderr, "backupctl: unknown command '%s' (see backupctl --help)\n", cmd);
         return 2;
     }
@@ -210,6 +213,8 @@ int main(int argc, char **argv) {
         rc = ctl_s3_main(&cfg, argc - 2, argv + 2);
     } else if (strcmp(cmd, "scope") == 0) {
         rc = ctl_scope_main(&cfg, argc - 2, argv + 2);
+    } else if (strcmp(cmd, "reindex") == 0) {
+        rc = ctl_recover_main(&cfg, argc - 2, argv + 2);
     } else if (queue_cmd) {
         rc = ctl_queue_main(&cfg, cmd, argc - 2, argv + 2);
     } else if (strcmp(cmd, "config") == 0) {
