@@ -73,6 +73,31 @@ expect "scope=all completes" done_ok all1 120
 expect "…over every user with backups" grep -Eq "for [0-9]+ users?" <<<"$(field all1 note)"
 check "…leaving this user's kept backups alone" 3 \
   "$(q "SELECT count(*) FROM backup_metadata WHERE user_id = '$C' AND status = 'completed'")"
+
+# Tombstones: purged once no future incremental can need them (below the newest full's and
+# every in-flight backup's base snapshot), kept otherwise.
+tomb() { q "SELECT count(*) FROM backup_tombstones WHERE table_name = 'orders' AND row_id = '$1'"; }
+OA=$(q "SELECT id FROM orders WHERE user_id = '$C' ORDER BY number DESC LIMIT 1")
+q "DELETE FROM orders WHERE id = '$OA'" >/dev/null
+F4=$(made f4 full 0)
+q "INSERT INTO backup_metadata (id, user_id, type, status, base_backup_id) VALUES ('incremental-$C-1', '$C', 'incremental', 'pending', '$F3')" >/dev/null
+enqueue clean3 type cleanup user_id "$C" retention_days 30
+expect "cleanup with an in-flight incremental on F3 completes" done_ok clean3
+check "…keeps the tombstone F3's incremental still needs" 1 "$(tomb "$OA")"
+q "DELETE FROM backup_metadata WHERE id = 'incremental-$C-1'" >/dev/null
+OB=$(q "SELECT id FROM orders WHERE user_id = '$C' ORDER BY number DESC LIMIT 1")
+q "DELETE FROM orders WHERE id = '$OB'" >/dev/null
+enqueue clean4 type cleanup user_id "$C" retention_days 30
+expect "cleanup completes" done_ok clean4
+check "…purges the tombstone older than the newest full (F4)" 0 "$(tomb "$OA")"
+check "…keeps the one deleted after F4" 1 "$(tomb "$OB")"
+expect "…and says so in its note" grep -Eq "; [1-9][0-9]* tombstones? purged" <<<"$(field clean4 note)"
+enqueue i5 type backup user_id "$C" mode incremental
+expect "an incremental after the purge" done_ok i5
+check "…still holds the order deleted after its base, and only that one" "[\"$OB\"]" \
+  "$(s3 s3 cp "s3://$S3_BUCKET/$(key "$(field i5 backup_id)")" - | gunzip | jq -c .deleted.orders)"
+check "the SQL function alone agrees (nothing more of this user's to purge)" 0 \
+  "$(q "SELECT backup_tombstones_purge('$C')")"
 stop_worker w1
 
 echo "test_cleanup: $passed passed, $fails failed"

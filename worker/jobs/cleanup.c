@@ -43,7 +43,7 @@ typedef struct {
     int nids, nkeys;
     char **uploads; /* stale multipart uploads: key, id pairs */
     int nuploads, upi;
-    uint64_t deleted, objects, aborted;
+    uint64_t deleted, objects, aborted, tombstones;
     int users_done, cancelled;
     Err err;
 } Cleanup;
@@ -73,9 +73,10 @@ static void finish(Cleanup *c, const Err *err) {
         char note[160];
         snprintf(note, sizeof(note),
                  "%" PRIu64 " backup%s deleted (%" PRIu64 " objects) for %d user%s; %" PRIu64
-                 " stale upload%s aborted",
+                 " stale upload%s aborted; %" PRIu64 " tombstone%s purged",
                  c->deleted, c->deleted == 1 ? "" : "s", c->objects, c->users_done,
-                 c->users_done == 1 ? "" : "s", c->aborted, c->aborted == 1 ? "" : "s");
+                 c->users_done == 1 ? "" : "s", c->aborted, c->aborted == 1 ? "" : "s",
+                 c->tombstones, c->tombstones == 1 ? "" : "s");
         job_set_note(job, note);
         log_info(job_log_id(job), "cleanup: %s", note);
         job_progress(job, "done", 100, c->deleted, c->objects);
@@ -154,6 +155,23 @@ static void stale_uploads(Cleanup *c) {
 
 /* ---- expire, delete, mark ---- */
 
+/* Tombstones no future incremental can need (proto/sql/008); NULL user: all of them. */
+static void purge_tombstones(Cleanup *c, const char *user, PgResultCb cb) {
+    const char *v[] = {user};
+    pg_pool_query(c->pool, "SELECT backup_tombstones_purge($1::uuid)", 1, v, cb, c);
+}
+
+static void on_purged(PgConn *conn, PGresult *res, const Err *err, void *data) {
+    (void)conn;
+    Cleanup *c = data;
+    if (err) {
+        finish(c, err);
+        return;
+    }
+    c->tombstones += strtoull(PQgetvalue(res, 0, 0), NULL, 10);
+    stale_uploads(c);
+}
+
 static void on_marked(PgConn *conn, PGresult *res, const Err *err, void *data) {
     (void)conn;
     Cleanup *c = data;
@@ -162,7 +180,7 @@ static void on_marked(PgConn *conn, PGresult *res, const Err *err, void *data) {
         return;
     }
     c->deleted += strtoull(PQcmdTuples(res), NULL, 10);
-    stale_uploads(c);
+    purge_tombstones(c, c->user, on_purged);
 }
 
 static void on_deleted(size_t deleted, size_t failed, const Err *err, void *data) {
@@ -248,6 +266,14 @@ static void user_done(Cleanup *c) {
 
 /* ---- scope=all: users page by page ---- */
 
+static void on_all_purged(PgConn *conn, PGresult *res, const Err *err, void *data) {
+    (void)conn;
+    Cleanup *c = data;
+    if (!err)
+        c->tombstones += strtoull(PQgetvalue(res, 0, 0), NULL, 10);
+    finish(c, err);
+}
+
 static void on_users(PgConn *conn, PGresult *res, const Err *err, void *data) {
     (void)conn;
     Cleanup *c = data;
@@ -260,8 +286,8 @@ static void on_users(PgConn *conn, PGresult *res, const Err *err, void *data) {
     c->nusers = c->ui = 0;
     for (int k = 0; k < PQntuples(res); k++)
         push(&c->users, &c->nusers, PQgetvalue(res, k, 0));
-    if (c->nusers == 0) {
-        finish(c, NULL);
+    if (c->nusers == 0) { /* last page: tombstones of users without backups, parent-only ones */
+        purge_tombstones(c, NULL, on_all_purged);
         return;
     }
     next_user(c);
