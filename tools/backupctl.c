@@ -3,10 +3,12 @@
  *
  * Configured by the same environment as the worker: checks the three services
  * the worker needs and says exactly which one fails and what to look at;
- * operates S3 (ctl_s3) and the job queue (ctl_queue). Job commands (backup,
- * restore, list ...) arrive with their jobs.
+ * operates S3 (ctl_s3) and the job queue (ctl_queue); enqueues and follows
+ * jobs, lists backups, schedules, migrates (ctl_jobs); recovers from S3 alone
+ * (ctl_recover).
  */
 #include "config.h"
+#include "ctl_jobs.h"
 #include "ctl_queue.h"
 #include "ctl_s3.h"
 #include "ctl_scope.h"
@@ -26,6 +28,25 @@ static void usage(FILE *out) {
     fprintf(out, "Usage: backupctl [--version] [--help] COMMAND\n"
                  "\n"
                  "Commands:\n"
+                 "  backup USER [--incremental|--differential]\n"
+                 "  restore BACKUP_ID [--tables a,b] | restore --key S3_KEY\n"
+                 "  verify BACKUP_ID | verify --user USER\n"
+                 "  cleanup USER [--retention-days N] [--requested-by USER] | cleanup --all\n"
+                 "             enqueue the job, as the web API does, and follow it: options\n"
+                 "             --wait|--no-wait (default: wait on a terminal), --json,\n"
+                 "             --timeout S, --job-id ID; exit 0 only if the job completed\n"
+                 "  wait JOB_ID | status JOB_ID\n"
+                 "             follow a job to its end | print its status as JSON\n"
+                 "  list USER [--s3] [--json]\n"
+                 "             the user's backups (--s3: from the manifests in S3 alone)\n"
+                 "  stats [USER] [--json]\n"
+                 "             totals, storage, success rate, last backup\n"
+                 "  schedule [--dry-run] [--json]\n"
+                 "             enqueue the backups due (user_settings.backup_schedule)\n"
+                 "  migrate [--dir DIR]\n"
+                 "             apply proto/sql/*.sql in order (idempotent)\n"
+                 "  download BACKUP_ID|S3_KEY [FILE]\n"
+                 "             the stored object, its SHA-256 checked against its manifest\n"
                  "  check      connect to Redis, PostgreSQL and S3 and report each (exit 1 if any "
                  "fails)\n"
                  "  config     validate the environment and print it, secrets masked\n"
@@ -194,7 +215,8 @@ int main(int argc, char **argv) {
     int queue_cmd =
         strcmp(cmd, "jobs") == 0 || strcmp(cmd, "dead") == 0 || strcmp(cmd, "ping") == 0;
     if (strcmp(cmd, "check") != 0 && strcmp(cmd, "config") != 0 && strcmp(cmd, "s3") != 0 &&
-        strcmp(cmd, "scope") != 0 && strcmp(cmd, "reindex") != 0 && !queue_cmd) {
+        strcmp(cmd, "scope") != 0 && strcmp(cmd, "reindex") != 0 &&
+        strcmp(cmd, "download") != 0 && !queue_cmd && !ctl_jobs_has(cmd)) {
         fprintf(stderr, "backupctl: unknown command '%s' (see backupctl --help)\n", cmd);
         return 2;
     }
@@ -215,6 +237,15 @@ int main(int argc, char **argv) {
         rc = ctl_scope_main(&cfg, argc - 2, argv + 2);
     } else if (strcmp(cmd, "reindex") == 0) {
         rc = ctl_recover_main(&cfg, argc - 2, argv + 2);
+    } else if (strcmp(cmd, "download") == 0) {
+        if (argc < 3 || argc > 4) {
+            fprintf(stderr, "Usage: backupctl download BACKUP_ID|S3_KEY [FILE]\n");
+            rc = 2;
+        } else {
+            rc = ctl_download(&cfg, argv[2], argc == 4 ? argv[3] : NULL);
+        }
+    } else if (ctl_jobs_has(cmd)) {
+        rc = ctl_jobs_main(&cfg, cmd, argc - 2, argv + 2);
     } else if (queue_cmd) {
         rc = ctl_queue_main(&cfg, cmd, argc - 2, argv + 2);
     } else if (strcmp(cmd, "config") == 0) {

@@ -7,8 +7,9 @@
  */
 #include "ctl_queue.h"
 
+#include "ctl_common.h"
+
 #include <hiredis/hiredis.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,63 +33,12 @@ static const char *k(Q *q, const char *suffix) {
 static int q_open(Q *q, const Config *cfg) {
     memset(q, 0, sizeof(*q));
     q->cfg = cfg;
-    struct timeval tv = {5, 0};
-    q->r = redisConnectWithTimeout(cfg->redis.host, cfg->redis.port, tv);
-    if (q->r == NULL || q->r->err) {
-        fprintf(stderr,
-                "backupctl: cannot reach Redis at %s:%d: %s (is it running? check REDIS_URL)\n",
-                cfg->redis.host, cfg->redis.port, q->r ? q->r->errstr : "out of memory");
-        if (q->r)
-            redisFree(q->r);
-        return -1;
-    }
-    redisSetTimeout(q->r, tv);
-    redisReply *rep = NULL;
-    if (cfg->redis.password)
-        rep = cfg->redis.username
-                  ? redisCommand(q->r, "AUTH %s %s", cfg->redis.username, cfg->redis.password)
-                  : redisCommand(q->r, "AUTH %s", cfg->redis.password);
-    if (rep == NULL && cfg->redis.password) {
-        fprintf(stderr, "backupctl: Redis at %s:%d: %s\n", cfg->redis.host, cfg->redis.port,
-                q->r->errstr);
-        redisFree(q->r);
-        return -1;
-    }
-    if (rep && rep->type == REDIS_REPLY_ERROR) {
-        /* the reply never echoes the password */
-        fprintf(stderr, "backupctl: Redis at %s:%d refused the credentials in REDIS_URL: %s\n",
-                cfg->redis.host, cfg->redis.port, rep->str);
-        freeReplyObject(rep);
-        redisFree(q->r);
-        return -1;
-    }
-    if (rep)
-        freeReplyObject(rep);
-    if (cfg->redis.db) {
-        rep = redisCommand(q->r, "SELECT %d", cfg->redis.db);
-        if (rep)
-            freeReplyObject(rep);
-    }
-    return 0;
+    q->r = ctl_redis_open(cfg);
+    return q->r ? 0 : -1;
 }
 
-/* A command's reply, or NULL after printing why. */
-static redisReply *cmd(Q *q, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    redisReply *rep = redisvCommand(q->r, fmt, ap);
-    va_end(ap);
-    if (rep == NULL) {
-        fprintf(stderr, "backupctl: Redis: %s\n", q->r->errstr);
-        return NULL;
-    }
-    if (rep->type == REDIS_REPLY_ERROR) {
-        fprintf(stderr, "backupctl: Redis: %s\n", rep->str);
-        freeReplyObject(rep);
-        return NULL;
-    }
-    return rep;
-}
+#define cmd(q, ...) ctl_redis((q)->r, __VA_ARGS__)
+#define field       ctl_reply_field
 
 static long long int_of(Q *q, const char *fmt, const char *a, const char *b) {
     redisReply *rep = cmd(q, fmt, a, b);
@@ -96,14 +46,6 @@ static long long int_of(Q *q, const char *fmt, const char *a, const char *b) {
     if (rep)
         freeReplyObject(rep);
     return v;
-}
-
-/* Field value of a flat [name, value, ...] reply array. */
-static const char *field(const redisReply *arr, const char *name) {
-    for (size_t i = 0; arr && arr->type == REDIS_REPLY_ARRAY && i + 1 < arr->elements; i += 2)
-        if (arr->element[i]->type == REDIS_REPLY_STRING && strcmp(arr->element[i]->str, name) == 0)
-            return arr->element[i + 1]->type == REDIS_REPLY_STRING ? arr->element[i + 1]->str : "";
-    return NULL;
 }
 
 static long long num_field(const redisReply *arr, const char *name) {
@@ -232,23 +174,17 @@ static int cmd_dead_drop(Q *q, const char *id) {
 
 /* ---- ping: the whole path, enqueue to recorded result ---- */
 
-static double now_s(void) {
-    struct timeval tv;
-    gettimeofday(&tv, NULL);
-    return (double)tv.tv_sec + (double)tv.tv_usec / 1e6;
-}
-
 static int cmd_ping(Q *q, double timeout_s) {
     char jid[64];
     snprintf(jid, sizeof(jid), "ping-%ld-%d", (long)time(NULL), (int)getpid());
-    double t0 = now_s();
+    double t0 = ctl_now();
     redisReply *rep = cmd(q, "XADD %s * type ping job_id %s trigger manual", k(q, "jobs"), jid);
     if (rep == NULL)
         return 1;
     freeReplyObject(rep);
     char hash[256];
     snprintf(hash, sizeof(hash), "%s:job:%s", q->cfg->redis_prefix, jid);
-    while (now_s() - t0 < timeout_s) {
+    while (ctl_now() - t0 < timeout_s) {
         rep = cmd(q, "HMGET %s status worker", hash);
         if (rep == NULL)
             return 1;
@@ -256,7 +192,7 @@ static int cmd_ping(Q *q, double timeout_s) {
         if (strcmp(st, "completed") == 0) {
             printf("pong from %s in %.1f ms\n",
                    rep->element[1]->type == REDIS_REPLY_STRING ? rep->element[1]->str : "?",
-                   (now_s() - t0) * 1000.0);
+                   (ctl_now() - t0) * 1000.0);
             freeReplyObject(rep);
             return 0;
         }

@@ -1,18 +1,24 @@
 /*
- * ctl_recover: `backupctl reindex USER` (see ctl_recover.h). S3 through the
+ * ctl_recover: recovery from S3 alone (see ctl_recover.h). S3 through the
  * worker's asynchronous client on a private loop; PostgreSQL with plain
- * synchronous libpq (a command-line tool may block).
+ * synchronous libpq (a command-line tool may block on its own work).
  */
 #include "ctl_recover.h"
 
 #include "bfile.h"
+#include "ctl_common.h"
+#include "filter.h"
 #include "jobspec.h"
 #include "s3list.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <libpq-fe.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #define SUFFIX ".manifest.json"
 
@@ -25,6 +31,9 @@ typedef struct {
     Buf body;
     int done, failed;
     char err[ERR_MSG_MAX];
+    /* download */
+    int fd;
+    FilterChain *sha;
 } Rec;
 
 static int on_page(const S3Object *objs, size_t n, void *data) {
@@ -134,48 +143,67 @@ static int insert(PGconn *pg, const char *user, const char *mkey, const char *m,
     return rc;
 }
 
-int ctl_recover_main(const Config *cfg, int argc, char **argv) {
-    if (argc != 1 || !jobspec_valid_uuid(argv[0], strlen(argv[0]))) {
-        fprintf(stderr, "Usage: backupctl reindex USER_ID\n");
-        return 2;
-    }
-    char user[37];
-    for (int i = 0; i < 36; i++)
-        user[i] = (char)(argv[0][i] >= 'A' && argv[0][i] <= 'F' ? argv[0][i] + 32 : argv[0][i]);
-    user[36] = 0;
-    PGconn *pg = PQconnectdb(cfg->database_url);
-    if (PQstatus(pg) != CONNECTION_OK) {
-        fprintf(stderr, "backupctl: cannot connect to PostgreSQL: %s", PQerrorMessage(pg));
-        PQfinish(pg);
-        return 1;
-    }
-    Rec r;
-    memset(&r, 0, sizeof(r));
-    uv_loop_init(&r.loop);
-    r.http = http_client_new(&r.loop, 0);
+static void rec_open(Rec *r, const Config *cfg) {
+    memset(r, 0, sizeof(*r));
+    uv_loop_init(&r->loop);
+    r->http = http_client_new(&r->loop, 0);
     S3Options o;
     config_s3_options(cfg, &o);
-    r.s3 = s3_client_new(&r.loop, r.http, &o);
+    r->s3 = s3_client_new(&r->loop, r->http, &o);
+    r->fd = -1;
+}
+
+static void rec_close(Rec *r) {
+    for (int i = 0; i < r->nkeys; i++)
+        free(r->keys[i]);
+    free(r->keys);
+    buf_free(&r->body);
+    if (r->sha)
+        filter_chain_free(r->sha);
+    s3_client_free(r->s3);
+    http_client_free(r->http);
+    uv_run(&r->loop, UV_RUN_DEFAULT);
+    uv_loop_close(&r->loop);
+}
+
+/* The manifest keys under backups/USER/, in key order; 0 or -1 after printing why. */
+static int list_manifests(Rec *r, const char *what, const char *user) {
     char prefix[64];
     snprintf(prefix, sizeof(prefix), "backups/%s/", user);
-    s3_list(r.s3, prefix, 1000, on_page, on_listed, &r);
-    run(&r);
-    int rc = 0, added = 0, known = 0, skipped = 0;
+    s3_list(r->s3, prefix, 1000, on_page, on_listed, r);
+    run(r);
+    if (r->failed)
+        fprintf(stderr, "backupctl %s: cannot list %s in S3: %s\n", what, prefix, r->err);
+    return r->failed ? -1 : 0;
+}
+
+/* One manifest's text into r->body (NUL-terminated); 0 or -1 after printing why. */
+static int get_manifest(Rec *r, const char *what, const char *mkey) {
+    r->failed = 0;
+    s3_get_object(r->s3, mkey, 1 << 20, on_got, r);
+    run(r);
+    if (r->failed) {
+        fprintf(stderr, "backupctl %s: cannot read %s: %s\n", what, mkey, r->err);
+        return -1;
+    }
+    buf_puts(&r->body, "");
+    return 0;
+}
+
+int ctl_reindex(const Config *cfg, const char *user, int quiet) {
+    PGconn *pg = ctl_pg_open(cfg);
+    if (pg == NULL)
+        return 1;
+    Rec r;
+    rec_open(&r, cfg);
+    int rc = list_manifests(&r, "reindex", user) ? 1 : 0, added = 0, known = 0, skipped = 0;
     char(*ids)[160] = xcalloc((size_t)r.nkeys + 1, sizeof(*ids));
     char(*bases)[160] = xcalloc((size_t)r.nkeys + 1, sizeof(*bases));
-    if (r.failed) {
-        fprintf(stderr, "backupctl reindex: cannot list %s: %s\n", prefix, r.err);
-        rc = 1;
-    }
     for (int i = 0; rc == 0 && i < r.nkeys; i++) {
-        s3_get_object(r.s3, r.keys[i], 1 << 20, on_got, &r);
-        run(&r);
-        if (r.failed) {
-            fprintf(stderr, "backupctl reindex: cannot read %s: %s\n", r.keys[i], r.err);
+        if (get_manifest(&r, "reindex", r.keys[i])) {
             rc = 1;
             break;
         }
-        buf_puts(&r.body, ""); /* NUL-terminated */
         int k = insert(pg, user, r.keys[i], r.body.data, r.body.len, bases[i], sizeof(bases[i]),
                        ids[i], sizeof(ids[i]));
         added += k == 1;
@@ -198,19 +226,239 @@ int ctl_recover_main(const Config *cfg, int argc, char **argv) {
         }
         PQclear(res);
     }
-    if (rc == 0)
+    if (rc == 0 && (!quiet || added))
         printf("reindexed %s: %d backup%s added, %d already known, %d skipped\n", user, added,
                added == 1 ? "" : "s", known, skipped);
-    for (int i = 0; i < r.nkeys; i++)
-        free(r.keys[i]);
-    free(r.keys);
     free(ids);
     free(bases);
-    buf_free(&r.body);
-    s3_client_free(r.s3);
-    http_client_free(r.http);
-    uv_run(&r.loop, UV_RUN_DEFAULT);
-    uv_loop_close(&r.loop);
+    rec_close(&r);
     PQfinish(pg);
+    return rc;
+}
+
+int ctl_recover_main(const Config *cfg, int argc, char **argv) {
+    char user[37];
+    if (argc != 1) {
+        fprintf(stderr, "Usage: backupctl reindex USER_ID\n");
+        return 2;
+    }
+    if (ctl_uuid_arg("user", argv[0], user))
+        return 2;
+    return ctl_reindex(cfg, user, 0);
+}
+
+/* ---- list --s3 ---- */
+
+typedef struct {
+    char id[160], type[16], base[160], key[300], sha[80], size[24], created[40];
+    uint64_t rows;
+} Manifest;
+
+static int parse_manifest(const char *m, size_t n, Manifest *out) {
+    char rows[8192];
+    memset(out, 0, sizeof(*out));
+    if (bfile_field(m, n, "backup_id", out->id, sizeof(out->id)) ||
+        bfile_field(m, n, "type", out->type, sizeof(out->type)) ||
+        bfile_field(m, n, "base_backup_id", out->base, sizeof(out->base)) ||
+        bfile_field(m, n, "key", out->key, sizeof(out->key)) ||
+        bfile_field(m, n, "sha256", out->sha, sizeof(out->sha)) ||
+        bfile_field(m, n, "size", out->size, sizeof(out->size)) ||
+        bfile_field(m, n, "created_at", out->created, sizeof(out->created)) ||
+        object_field(m, "rows", rows, sizeof(rows)))
+        return -1;
+    /* {"profiles":1,"orders":2000,...}: the sum of the counts */
+    for (const char *p = strchr(rows, ':'); p; p = strchr(p + 1, ':'))
+        out->rows += strtoull(p + 1, NULL, 10);
+    return 0;
+}
+
+int ctl_list_s3(const Config *cfg, const char *user, int json) {
+    Rec r;
+    rec_open(&r, cfg);
+    int rc = list_manifests(&r, "list", user) ? 1 : 0, shown = 0;
+    if (rc == 0 && json)
+        printf("[");
+    else if (rc == 0 && r.nkeys)
+        printf("%-62s %-12s %10s %10s  %-20s  %s\n", "BACKUP (from S3 manifests)", "TYPE", "SIZE",
+               "ROWS", "CREATED", "BASE");
+    for (int i = 0; rc == 0 && i < r.nkeys; i++) {
+        Manifest m;
+        if (get_manifest(&r, "list", r.keys[i])) {
+            rc = 1;
+            break;
+        }
+        if (parse_manifest(r.body.data, r.body.len, &m) != 0) {
+            fprintf(stderr, "backupctl list: %s: not a manifest this tool wrote; skipped\n",
+                    r.keys[i]);
+            continue;
+        }
+        if (json) {
+            printf("%s{\"backup_id\":\"%s\",\"type\":\"%s\",\"size\":%s,\"rows\":%llu,"
+                   "\"created_at\":\"%s\",\"base_backup_id\":%s%s%s,\"key\":\"",
+                   shown ? "," : "", m.id, m.type, m.size, (unsigned long long)m.rows, m.created,
+                   m.base[0] ? "\"" : "", m.base[0] ? m.base : "null", m.base[0] ? "\"" : "");
+            Buf k = BUF_INIT;
+            buf_json_escape(&k, m.key, strlen(m.key));
+            printf("%s\",\"sha256\":\"%s\"}", k.data ? k.data : "", m.sha);
+            buf_free(&k);
+        } else {
+            char size[32];
+            ctl_fmt_bytes(strtoull(m.size, NULL, 10), size, sizeof(size));
+            printf("%-62s %-12s %10s %10llu  %-20.19s  %s\n", m.id, m.type, size,
+                   (unsigned long long)m.rows, m.created, m.base[0] ? m.base : "-");
+        }
+        shown++;
+    }
+    if (rc == 0 && json)
+        printf("]\n");
+    else if (rc == 0 && shown == 0)
+        printf("no backups of %s in S3 (no manifests under backups/%s/)\n", user, user);
+    rec_close(&r);
+    return rc;
+}
+
+/* ---- download ---- */
+
+static int dl_write(S3Op *op, const char *buf, size_t len, void *data) {
+    (void)op;
+    Rec *r = data;
+    Err e;
+    buf_reset(&r->body); /* observers only: the chain copies its input out */
+    if (filter_chain_write(r->sha, buf, len, &r->body, &e) != 0) {
+        snprintf(r->err, sizeof(r->err), "%s", e.msg);
+        r->failed = 1;
+        return S3_STOP;
+    }
+    while (len > 0) {
+        ssize_t n = write(r->fd, buf, len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            snprintf(r->err, sizeof(r->err), "cannot write: %s", strerror(errno));
+            r->failed = 1;
+            return S3_STOP;
+        }
+        buf += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+static void dl_done(const S3Result *res, const Err *err, void *data) {
+    (void)res;
+    Rec *r = data;
+    if (err && !r->failed) {
+        r->failed = 1;
+        snprintf(r->err, sizeof(r->err), "%s", err->msg);
+    }
+    r->done = 1;
+}
+
+/* WHAT is a backup id (its manifest found among the user's) or an object key. */
+static int find_manifest(Rec *r, const char *what, Manifest *m) {
+    char mkey[400] = "";
+    size_t n = strlen(what);
+    if (jobspec_valid_backup_id(what, n)) {
+        const char *u = strchr(what, '-') + 1; /* (backup|incremental|differential)-<uuid>- */
+        char user[37];
+        memcpy(user, u, 36);
+        user[36] = 0;
+        if (list_manifests(r, "download", user))
+            return -1;
+        for (int i = 0; i < r->nkeys && !mkey[0]; i++) {
+            const char *base = strrchr(r->keys[i], '/') + 1;
+            if (strncmp(base, what, n) == 0 && base[n] == '.')
+                snprintf(mkey, sizeof(mkey), "%s", r->keys[i]);
+        }
+        if (!mkey[0]) {
+            fprintf(stderr, "backupctl download: no manifest of backup %s under backups/%s/\n",
+                    what, user);
+            return -1;
+        }
+    } else {
+        char user[37];
+        if (n < 45 || strncmp(what, "backups/", 8) != 0 || what[44] != '/' ||
+            !jobspec_valid_uuid(what + 8, 36) || strstr(what, "..") || n > 300) {
+            fprintf(stderr,
+                    "backupctl download: '%s' is neither a backup id nor a key under "
+                    "backups/USER_ID/\n",
+                    what);
+            return -1;
+        }
+        memcpy(user, what + 8, 36);
+        user[36] = 0;
+        snprintf(mkey, sizeof(mkey), "%s" SUFFIX, what);
+    }
+    if (get_manifest(r, "download", mkey))
+        return -1;
+    if (parse_manifest(r->body.data, r->body.len, m) != 0 ||
+        strncmp(mkey, m->key, strlen(m->key)) != 0 || strcmp(mkey + strlen(m->key), SUFFIX)) {
+        fprintf(stderr, "backupctl download: %s does not describe the object beside it\n", mkey);
+        return -1;
+    }
+    return 0;
+}
+
+int ctl_download(const Config *cfg, const char *what, const char *file) {
+    Rec r;
+    rec_open(&r, cfg);
+    Manifest m;
+    if (find_manifest(&r, what, &m) != 0) {
+        rec_close(&r);
+        return 1;
+    }
+    char out[4096], part[4200];
+    if (file)
+        snprintf(out, sizeof(out), "%s", file);
+    else
+        snprintf(out, sizeof(out), "%s", strrchr(m.key, '/') + 1);
+    snprintf(part, sizeof(part), "%s.part", out);
+    r.fd = open(part, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    if (r.fd < 0) {
+        fprintf(stderr, "backupctl download: cannot create %s: %s\n", part, strerror(errno));
+        rec_close(&r);
+        return 1;
+    }
+    r.sha = filter_chain_new();
+    filter_chain_add(r.sha, filter_sha256_new("sha256"));
+    filter_chain_add(r.sha, filter_size_new("size"));
+    r.failed = 0;
+    s3_get_stream(r.s3, m.key, dl_write, dl_done, &r);
+    run(&r);
+    int rc = 0;
+    Err e;
+    if (r.failed) {
+        fprintf(stderr, "backupctl download: %s: %s\n", m.key, r.err);
+        rc = 1;
+    } else if (filter_chain_finish(r.sha, &r.body, &e) != 0) {
+        fprintf(stderr, "backupctl download: %s\n", e.msg);
+        rc = 1;
+    } else if (strcmp(filter_chain_result(r.sha, "sha256"), m.sha) != 0 ||
+               strcmp(filter_chain_result(r.sha, "size"), m.size) != 0) {
+        fprintf(stderr,
+                "backupctl download: Backup checksum verification failed: %s has %s bytes with "
+                "sha256 %s; its manifest records %s bytes with sha256 %s\n",
+                m.key, filter_chain_result(r.sha, "size"), filter_chain_result(r.sha, "sha256"),
+                m.size, m.sha);
+        rc = 1;
+    }
+    if (rc == 0 && fsync(r.fd) != 0) {
+        fprintf(stderr, "backupctl download: cannot write %s: %s\n", part, strerror(errno));
+        rc = 1;
+    }
+    if (close(r.fd) != 0 && rc == 0) {
+        fprintf(stderr, "backupctl download: cannot write %s: %s\n", part, strerror(errno));
+        rc = 1;
+    }
+    if (rc == 0 && rename(part, out) != 0) {
+        fprintf(stderr, "backupctl download: cannot rename %s: %s\n", part, strerror(errno));
+        rc = 1;
+    }
+    if (rc != 0)
+        unlink(part); /* never leave a file that did not pass */
+    else
+        printf("%s  %s bytes  sha256 %s (verified against %s" SUFFIX ")\n", out, m.size, m.sha,
+               m.key);
+    rec_close(&r);
     return rc;
 }

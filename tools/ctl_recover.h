@@ -1,9 +1,15 @@
 /*
- * ctl_recover: recovery when backup_metadata is lost. `backupctl reindex USER`
- * reads the manifests under backups/USER/ in S3 (each written next to its
- * backup once the backup was complete) and recreates the missing
- * backup_metadata rows from them, so restore, verify and cleanup work again.
- * Rows that exist are left alone.
+ * ctl_recover: recovery when the database (or backup_metadata) is lost, from
+ * S3 alone. Every backup has a manifest beside it (<key>.manifest.json,
+ * written once the backup was complete) naming its id, user, type, base,
+ * key, SHA-256, size, counts and snapshot.
+ *
+ *   reindex USER        recreate the missing backup_metadata rows from the
+ *                       manifests (existing rows are left alone)
+ *   list USER --s3      the user's backups as the manifests describe them
+ *   download ID|KEY     the stored object to a file, its SHA-256 and size
+ *                       checked against the manifest (written as FILE.part,
+ *                       renamed only once it passed)
  */
 #ifndef BW_CTL_RECOVER_H
 #define BW_CTL_RECOVER_H
@@ -11,5 +17,10 @@
 #include "config.h"
 
 int ctl_recover_main(const Config *cfg, int argc, char **argv);
+/* quiet: print nothing when nothing was added. 0, or 1 after printing why. */
+int ctl_reindex(const Config *cfg, const char *user, int quiet);
+int ctl_list_s3(const Config *cfg, const char *user, int json);
+/* file NULL: the object's base name in the current directory. */
+int ctl_download(const Config *cfg, const char *what, const char *file);
 
 #endif

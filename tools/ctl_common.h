@@ -1,0 +1,39 @@
+/*
+ * ctl_common: what backupctl's commands share. A command-line tool may block,
+ * so Redis and PostgreSQL are spoken to synchronously (hiredis, libpq), with
+ * timeouts; a failure to connect names the endpoint (never its secrets) and
+ * what to check. Also argument checks and human-readable figures.
+ */
+#ifndef BW_CTL_COMMON_H
+#define BW_CTL_COMMON_H
+
+#include "config.h"
+
+#include <hiredis/hiredis.h>
+#include <libpq-fe.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Connected (AUTH, SELECT done), or NULL after printing why. */
+redisContext *ctl_redis_open(const Config *cfg);
+/* A reply that is not an error, or NULL after printing why. */
+redisReply *ctl_redis(redisContext *r, const char *fmt, ...);
+/* Value of name in a flat [name, value, ...] array reply; NULL if absent. */
+const char *ctl_reply_field(const redisReply *arr, const char *name);
+/* "<prefix>:<suffix>" in out. */
+const char *ctl_key(const Config *cfg, const char *suffix, char *out, size_t outsz);
+
+/* Connected (10 s timeout), or NULL after printing why. */
+PGconn *ctl_pg_open(const Config *cfg);
+
+/* A UUID argument, lowercased into out; 0, or -1 after printing why (what names it). */
+int ctl_uuid_arg(const char *what, const char *s, char out[37]);
+
+/* 1.5 GiB, 12.0 MiB, 512 B */
+void ctl_fmt_bytes(uint64_t n, char *out, size_t outsz);
+/* 3d 4h, 5h 12m, 4m 10s, 12s */
+void ctl_fmt_duration(double seconds, char *out, size_t outsz);
+/* Seconds since the epoch, with microseconds. */
+double ctl_now(void);
+
+#endif
