@@ -215,8 +215,8 @@ int main(int argc, char **argv) {
     int queue_cmd =
         strcmp(cmd, "jobs") == 0 || strcmp(cmd, "dead") == 0 || strcmp(cmd, "ping") == 0;
     if (strcmp(cmd, "check") != 0 && strcmp(cmd, "config") != 0 && strcmp(cmd, "s3") != 0 &&
-        strcmp(cmd, "scope") != 0 && strcmp(cmd, "reindex") != 0 &&
-        strcmp(cmd, "download") != 0 && !queue_cmd && !ctl_jobs_has(cmd)) {
+        strcmp(cmd, "scope") != 0 && strcmp(cmd, "reindex") != 0 && strcmp(cmd, "download") != 0 &&
+        !queue_cmd && !ctl_jobs_has(cmd)) {
         fprintf(stderr, "backupctl: unknown command '%s' (see backupctl --help)\n", cmd);
         return 2;
     }

@@ -19,9 +19,9 @@ typedef enum { OUT_BAR, OUT_LINES, OUT_JSON, OUT_QUIET } OutMode;
 
 typedef struct {
     const Config *cfg;
-    int wait;        /* -1: default (a terminal) */
+    int wait; /* -1: default (a terminal) */
     int json;
-    double timeout;  /* 0: none */
+    double timeout; /* 0: none */
     char job_id[129];
 } Opts;
 
@@ -98,7 +98,8 @@ typedef struct {
 } Follow;
 
 static void bar(Follow *f, const Job *j, double now) {
-    unsigned long long rows = jnum(j, "rows"), total = jnum(j, "rows_total"), bytes = jnum(j, "bytes");
+    unsigned long long rows = jnum(j, "rows"), total = jnum(j, "rows_total"),
+                       bytes = jnum(j, "bytes");
     int pct = (int)jnum(j, "progress");
     if (total > 0 && rows <= total)
         pct = (int)(100.0 * (double)rows / (double)total);
@@ -390,14 +391,14 @@ static int cmd_list(const Config *cfg, const char *user, int json) {
     if (pg == NULL)
         return 1;
     const char *v[] = {user};
-    PGresult *res = query(
-        pg,
-        "SELECT id AS backup_id, type, status, size, (SELECT sum(value::bigint) FROM "
-        "jsonb_each_text(coalesce(row_counts, '{}'))) AS rows, "
-        "extract(epoch FROM now() - created_at)::bigint AS age_seconds, created_at, "
-        "base_backup_id, verify_status, s3_key, error FROM backup_metadata "
-        "WHERE user_id = $1::uuid AND status <> 'deleted' ORDER BY created_at, id",
-        1, v);
+    PGresult *res =
+        query(pg,
+              "SELECT id AS backup_id, type, status, size, (SELECT sum(value::bigint) FROM "
+              "jsonb_each_text(coalesce(row_counts, '{}'))) AS rows, "
+              "extract(epoch FROM now() - created_at)::bigint AS age_seconds, created_at, "
+              "base_backup_id, verify_status, s3_key, error FROM backup_metadata "
+              "WHERE user_id = $1::uuid AND status <> 'deleted' ORDER BY created_at, id",
+              1, v);
     if (res == NULL) {
         PQfinish(pg);
         return 1;
@@ -480,6 +481,16 @@ static int cmd_stats(const Config *cfg, const char *user, int json) {
  * weekly): the queue runs a job id once, and users whose backup of the period exists are
  * skipped here, so running the schedule twice never doubles a backup.
  */
+/* KEYS: claim, status hash, stream; ARGV: job id, user, mode. The claim (kept 8 days, longer
+ * than a period) makes two schedule runs enqueue a period's job once, even before a worker
+ * has taken it. 1 enqueued, 0 already. */
+static const char schedule_lua[] =
+    "if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end\n"
+    "if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', 691200) then return 0 end\n"
+    "redis.call('XADD', KEYS[3], '*', 'type', 'backup', 'job_id', ARGV[1], 'user_id', ARGV[2], "
+    "'mode', ARGV[3], 'trigger', 'scheduled')\n"
+    "return 1\n";
+
 static int cmd_schedule(const Config *cfg, int dry_run, int json) {
     PGconn *pg = ctl_pg_open(cfg);
     if (pg == NULL)
@@ -513,7 +524,7 @@ static int cmd_schedule(const Config *cfg, int dry_run, int json) {
         return 1;
     }
     int full = 0, incr = 0, known = 0, rc = 0;
-    char stream[256], hash[300];
+    char stream[256], hash[300], mark[300];
     ctl_key(cfg, "jobs", stream, sizeof(stream));
     for (int i = 0; i < PQntuples(res) && rc == 0; i++) {
         const char *user = PQgetvalue(res, i, 0), *jid = PQgetvalue(res, i, 2),
@@ -523,24 +534,22 @@ static int cmd_schedule(const Config *cfg, int dry_run, int json) {
             continue;
         }
         if (r) {
+            snprintf(mark, sizeof(mark), "%s:sched:%s", cfg->redis_prefix, jid);
             snprintf(hash, sizeof(hash), "%s:job:%s", cfg->redis_prefix, jid);
-            redisReply *e = ctl_redis(r, "EXISTS %s", hash);
-            long long exists = e ? e->integer : -1;
-            if (e)
-                freeReplyObject(e);
-            if (exists != 0) {
-                rc = exists < 0;
-                known += exists > 0;
-                continue;
-            }
-            redisReply *x = ctl_redis(r, "XADD %s * type backup job_id %s user_id %s mode %s "
-                                         "trigger scheduled",
+            redisReply *x = ctl_redis(r, "EVAL %s 3 %s %s %s %s %s %s", schedule_lua, mark, hash,
                                       stream, jid, user, mode);
-            if (x == NULL) {
+            if (x == NULL || x->type != REDIS_REPLY_INTEGER) {
+                if (x)
+                    freeReplyObject(x);
                 rc = 1;
                 break;
             }
+            long long added = x->integer;
             freeReplyObject(x);
+            if (!added) {
+                known++;
+                continue;
+            }
         }
         if (strcmp(mode, "full") == 0)
             full++;
@@ -591,8 +600,9 @@ static int cmd_migrate(const Config *cfg, const char *dir_arg) {
     struct dirent **files = NULL;
     int n = scandir(dir, &files, sql_file, alphasort);
     if (n <= 0) {
-        fprintf(stderr, "backupctl migrate: no NNN_*.sql files in %s (set --dir or "
-                        "BACKUP_SQL_DIR)\n",
+        fprintf(stderr,
+                "backupctl migrate: no NNN_*.sql files in %s (set --dir or "
+                "BACKUP_SQL_DIR)\n",
                 dir);
         free(files);
         return 1;
@@ -651,7 +661,7 @@ static int cmd_migrate(const Config *cfg, const char *dir_arg) {
 
 /* ---- command line ---- */
 
-static const char *const commands[] = {"backup", "restore", "verify", "cleanup", "wait",
+static const char *const commands[] = {"backup", "restore", "verify", "cleanup",  "wait",
                                        "status", "list",    "stats",  "schedule", "migrate"};
 
 int ctl_jobs_has(const char *command) {
@@ -686,19 +696,18 @@ int ctl_jobs_main(const Config *cfg, const char *command, int argc, char **argv)
     o.wait = -1;
     const char *pos[4] = {0};
     int npos = 0, incremental = 0, differential = 0, all = 0, s3 = 0, dry_run = 0;
-    const char *tables = NULL, *key = NULL, *user_opt = NULL, *days = NULL, *by = NULL,
-               *dir = NULL;
+    const char *tables = NULL, *key = NULL, *user_opt = NULL, *days = NULL, *by = NULL, *dir = NULL;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i], *next = i + 1 < argc ? argv[i + 1] : NULL;
-#define OPTARG(name, var)                                                                         \
-    if (strcmp(a, name) == 0) {                                                                   \
-        if (next == NULL) {                                                                       \
-            fprintf(stderr, "backupctl %s: %s needs a value\n", command, name);                   \
-            return 2;                                                                             \
-        }                                                                                         \
-        var = next;                                                                               \
-        i++;                                                                                      \
-        continue;                                                                                 \
+#define OPTARG(name, var)                                                                          \
+    if (strcmp(a, name) == 0) {                                                                    \
+        if (next == NULL) {                                                                        \
+            fprintf(stderr, "backupctl %s: %s needs a value\n", command, name);                    \
+            return 2;                                                                              \
+        }                                                                                          \
+        var = next;                                                                                \
+        i++;                                                                                       \
+        continue;                                                                                  \
     }
         OPTARG("--tables", tables)
         OPTARG("--key", key)
@@ -755,11 +764,10 @@ int ctl_jobs_main(const Config *cfg, const char *command, int argc, char **argv)
         if (ctl_uuid_arg("user", pos[0], user))
             return 2;
         default_job_id(&o, "backup");
-        const char *fv[] = {"type", "backup", "user_id", user, "mode",
-                            incremental    ? "incremental"
-                            : differential ? "differential"
-                                           : "full",
-                            NULL};
+        const char *fv[] = {
+            "type", "backup", "user_id",
+            user,   "mode",   incremental ? "incremental" : differential ? "differential" : "full",
+            NULL};
         return submit(&o, fv);
     }
     if (strcmp(command, "restore") == 0) {
@@ -775,8 +783,9 @@ int ctl_jobs_main(const Config *cfg, const char *command, int argc, char **argv)
             user_of(id, user);
         }
         default_job_id(&o, "restore");
-        const char *fv[] = {"type", "restore", "user_id", user, "backup_id", id,
-                            tables ? "tables" : NULL, tables, NULL};
+        const char *fv[] = {
+            "type", "restore", "user_id", user, "backup_id", id, tables ? "tables" : NULL,
+            tables, NULL};
         return submit(&o, fv);
     }
     if (strcmp(command, "verify") == 0) {
