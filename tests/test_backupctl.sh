@@ -37,7 +37,7 @@ start_worker w1 BACKUP_NOTIFY=false
 out=$(ctl backup "$A" --wait 2>"$tmp/err"); rc=$?
 check "backup --wait: exit 0" 0 "$rc"
 expect "…says the job it enqueued" grep -q "^enqueued job ctl-backup-" <<<"$out"
-expect "…prints progress lines (not a terminal)" grep -Eq "running +[a-z_]+ +[0-9]+%  rows [0-9]+" <<<"$out"
+expect "…prints progress lines (not a terminal)" grep -Eq "^[0-9T:-]+Z  (running|completed) +[a-z_]+ +[0-9]+%  rows [0-9]+" <<<"$out"
 expect "…ends with the backup it made" grep -Eq "^completed: backup backup-$A-[0-9]+, [0-9]+ rows" <<<"$out"
 FULL=$(q "SELECT id FROM backup_metadata WHERE user_id = '$A' AND type = 'full' AND status = 'completed'")
 check "…one full backup recorded" 1 "$(wc -w <<<"$FULL")"
