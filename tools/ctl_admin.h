@@ -1,0 +1,21 @@
+/*
+ * ctl_admin: backupctl's reading and operating commands on the database:
+ *   list USER [--json]       a user's backups from backup_metadata
+ *   stats [USER] [--json]    backup_statistics: totals, storage, success rate
+ *   schedule [--dry-run]     enqueue the backups due: one job id per user and
+ *                            period (sched-YYYYMMDD-USER daily, sched-IYYYWIW-USER
+ *                            weekly), claimed in Redis, so runs never double one
+ *   migrate [--dir DIR]      proto/sql/NNN_*.sql in order, one transaction each
+ * Each returns the exit status (0, or 1 after printing why).
+ */
+#ifndef BW_CTL_ADMIN_H
+#define BW_CTL_ADMIN_H
+
+#include "config.h"
+
+int ctl_list(const Config *cfg, const char *user, int json);
+int ctl_stats(const Config *cfg, const char *user, int json); /* user NULL: all */
+int ctl_schedule(const Config *cfg, int dry_run, int json);
+int ctl_migrate(const Config *cfg, const char *dir);
+
+#endif
