@@ -15,7 +15,7 @@ static const char *const profile_cols[] = {"id", "email", NULL};
 static void add_cols(Scope *s, const char *table, const char *const *cols) {
     Err e;
     for (int i = 0; cols[i]; i++)
-        assert_int_equal(scope_add_column(s, table, cols[i], &e), 0);
+        assert_int_equal(scope_add_column(s, table, cols[i], "uuid", "", "", &e), 0);
 }
 
 /* profiles <- orders <- order_items, added out of order on purpose */
@@ -60,6 +60,76 @@ static void test_valid_scope_and_sql(void **state) {
     scope_free(s);
 }
 
+static void expect_check_error(Scope *s, const char *needle);
+
+/* Restore compares keys as their own type: a uuid spelled in upper case or with braces is the
+ * same key, never a new one (the cross-tenant write of the hardening issue). */
+static void test_restore_sql_is_typed(void **state) {
+    (void)state;
+    Scope *s = sample();
+    Err e;
+    assert_int_equal(scope_add_column(s, "order_items", "product_id", "uuid", "products", "id", &e),
+                     0);
+    assert_int_equal(scope_check(s, &e), 0);
+    int items = scope_find(s, "order_items"), orders = scope_find(s, "orders");
+    Buf sql = BUF_INIT;
+    scope_restore_key_sql(s, "tbl", "j", 0, &sql);
+    assert_non_null(strstr(sql.data, "WHEN 'order_items' THEN ((j->>'id')::uuid)::text"));
+    buf_reset(&sql);
+    scope_restore_key_sql(s, "d.tbl", "d.j", 1, &sql);
+    assert_non_null(
+        strstr(sql.data, "CASE d.tbl WHEN 'profiles' THEN ((d.j #>> '{}')::uuid)::text"));
+    buf_reset(&sql);
+    scope_restore_foreign_sql(s, items, &sql);
+    assert_non_null(strstr(sql.data, "\"order_items\".\"id\" = (f.k)::uuid"));
+    assert_null(strstr(sql.data, "::text = f.k"));
+    buf_reset(&sql);
+    scope_restore_owner_sql(s, orders, 0, &sql);
+    assert_non_null(strstr(sql.data, "(f.j->>'user_id')::uuid IS DISTINCT FROM "
+                                     "(current_setting('backup.user_id'))::uuid"));
+    buf_reset(&sql);
+    scope_restore_owner_sql(s, items, 0, &sql);
+    assert_non_null(strstr(sql.data, "\"orders\".\"id\" = (f.j->>'order_id')::uuid"));
+    buf_reset(&sql);
+    /* products is not in this scope: its foreign key is left to the database */
+    assert_int_equal(scope_restore_ref_count(s, items), 0);
+    scope_restore_upsert_sql(s, items, &sql);
+    assert_non_null(strstr(sql.data, "DO UPDATE SET"));
+    assert_non_null(strstr(sql.data,
+                           "WHERE EXISTS (SELECT 1 FROM \"orders\" WHERE \"orders\".\"id\" "
+                           "= x.\"order_id\" AND \"user_id\" = "));
+    buf_free(&sql);
+    scope_free(s);
+
+    /* a foreign key to a table of the scope is checked, against staged rows when selected */
+    s = sample();
+    assert_int_equal(scope_add_column(s, "order_items", "owner_order", "uuid", "orders", "id", &e),
+                     0);
+    assert_int_equal(scope_check(s, &e), 0);
+    items = scope_find(s, "order_items");
+    assert_int_equal(scope_restore_ref_count(s, items), 1);
+    unsigned char all[3] = {1, 1, 1}, alone[3] = {0, 0, 0};
+    assert_string_equal(scope_restore_ref_sql(s, items, 0, all, &sql), "owner_order");
+    assert_non_null(
+        strstr(sql.data, "g.tbl = 'orders' AND g.k = ((f.j->>'owner_order')::uuid)::text"));
+    buf_reset(&sql);
+    alone[items] = 1;
+    scope_restore_ref_sql(s, items, 0, alone, &sql);
+    assert_non_null(strstr(sql.data,
+                           "NOT EXISTS (SELECT 1 FROM \"orders\" WHERE \"orders\".\"id\" = "
+                           "(f.j->>'owner_order')::uuid AND \"user_id\" = "));
+    assert_null(scope_restore_ref_sql(s, items, 1, all, &sql));
+    buf_free(&sql);
+    scope_free(s);
+
+    /* a key whose type cannot be spliced into SQL is refused */
+    s = scope_new();
+    assert_int_equal(scope_add_table(s, "orders", "id", "user_id", "", "", 1, &e), 0);
+    assert_int_equal(scope_add_column(s, "orders", "id", "\"evil\"; drop", "", "", &e), 0);
+    assert_int_equal(scope_add_column(s, "orders", "user_id", "uuid", "", "", &e), 0);
+    expect_check_error(s, "column id of orders has a type that cannot be compared as a key");
+}
+
 static void expect_check_error(Scope *s, const char *needle) {
     Err e;
     err_clear(&e);
@@ -84,8 +154,8 @@ static void test_errors(void **state) {
     assert_int_equal(scope_add_table(s, "orders", "id", "user_id", "", "", 1, &e), 0);
     assert_int_equal(scope_add_table(s, "orders", "id", "user_id", "", "", 2, &e), -1);
     assert_non_null(strstr(e.msg, "listed twice"));
-    assert_int_equal(scope_add_column(s, "nope", "id", &e), -1);
-    assert_int_equal(scope_add_column(s, "orders", "Id\"", &e), -1);
+    assert_int_equal(scope_add_column(s, "nope", "id", "uuid", "", "", &e), -1);
+    assert_int_equal(scope_add_column(s, "orders", "Id\"", "uuid", "", "", &e), -1);
     expect_check_error(s, "does not exist"); /* no columns: not in the catalog */
 
     s = scope_new();
@@ -119,6 +189,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_valid_scope_and_sql),
         cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_restore_sql_is_typed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -64,7 +64,8 @@ int ctl_list(const Config *cfg, const char *user, int json) {
               "SELECT id AS backup_id, type, status, size, (SELECT sum(value::bigint) FROM "
               "jsonb_each_text(coalesce(row_counts, '{}'))) AS rows, "
               "extract(epoch FROM now() - created_at)::bigint AS age_seconds, created_at, "
-              "base_backup_id, verify_status, s3_key, error FROM backup_metadata "
+              "base_backup_id, verify_status, s3_key, error, CASE recorded_by WHEN 'worker' THEN "
+              "'true' ELSE 'false' END AS worker_verified FROM backup_metadata "
               "WHERE user_id = $1::uuid AND status <> 'deleted' ORDER BY created_at, id",
               1, v);
     if (res == NULL) {
@@ -72,11 +73,11 @@ int ctl_list(const Config *cfg, const char *user, int json) {
         return 1;
     }
     if (json) {
-        print_rows_json(res, " size rows age_seconds ");
+        print_rows_json(res, " size rows age_seconds worker_verified ");
     } else if (PQntuples(res) == 0) {
         printf("no backups of %s (backupctl list %s --s3 reads S3 alone)\n", user, user);
     } else {
-        printf("%-62s %-12s %-9s %10s %10s %8s  %-8s %s\n", "BACKUP", "TYPE", "STATUS", "SIZE",
+        printf("%-62s %-12s %-9s %10s %10s %8s  %-10s %s\n", "BACKUP", "TYPE", "STATUS", "SIZE",
                "ROWS", "AGE", "VERIFIED", "BASE");
         for (int i = 0; i < PQntuples(res); i++) {
             char size[32] = "-", age[24];
@@ -84,7 +85,10 @@ int ctl_list(const Config *cfg, const char *user, int json) {
                 ctl_fmt_bytes(strtoull(PQgetvalue(res, i, 3), NULL, 10), size, sizeof(size));
             ctl_fmt_duration(atof(PQgetvalue(res, i, 5)), age, sizeof(age));
             const char *base = PQgetvalue(res, i, 7), *ver = PQgetvalue(res, i, 8);
-            printf("%-62s %-12s %-9s %10s %10s %8s  %-8s %s\n", PQgetvalue(res, i, 0),
+            /* a row rebuilt from a manifest (reindex) holds a digest the worker never computed */
+            if (strcmp(PQgetvalue(res, i, 11), "false") == 0 && strcmp(ver, "ok") != 0)
+                ver = "unverified";
+            printf("%-62s %-12s %-9s %10s %10s %8s  %-10s %s\n", PQgetvalue(res, i, 0),
                    PQgetvalue(res, i, 1), PQgetvalue(res, i, 2), size,
                    PQgetisnull(res, i, 4) ? "-" : PQgetvalue(res, i, 4), age, *ver ? ver : "-",
                    *base ? base : "-");

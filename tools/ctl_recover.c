@@ -131,8 +131,9 @@ static int insert(PGconn *pg, const char *user, const char *mkey, const char *m,
         pg,
         "INSERT INTO backup_metadata (id, user_id, type, requested_type, status, s3_key, size, "
         "uncompressed_size, checksum, compression, row_counts, snapshot, format_version, "
-        "created_at, completed_at) VALUES ($1, $2::uuid, $3, $3, 'completed', $4, $5, $6, $7, $8, "
-        "$9::jsonb, $10, 1, $11::timestamptz, $12::timestamptz) ON CONFLICT (id) DO NOTHING",
+        "created_at, completed_at, recorded_by) VALUES ($1, $2::uuid, $3, $3, 'completed', $4, $5, "
+        "$6, $7, $8, $9::jsonb, $10, 1, $11::timestamptz, $12::timestamptz, 'reindex') "
+        "ON CONFLICT (id) DO NOTHING",
         12, NULL, v, NULL, NULL, 0);
     int rc = -1;
     if (PQresultStatus(res) == PGRES_COMMAND_OK)

@@ -13,11 +13,19 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* A column as the catalog describes it: its type (as regtype prints it, checked to be a plain
+ * type name) and the single-column foreign key it carries, if any. */
+typedef struct {
+    char name[SCOPE_NAME_MAX + 1];
+    char type[SCOPE_NAME_MAX + 1];
+    char ref_table[SCOPE_NAME_MAX + 1], ref_col[SCOPE_NAME_MAX + 1];
+} Column;
+
 typedef struct {
     char name[SCOPE_NAME_MAX + 1], key[SCOPE_NAME_MAX + 1], user_col[SCOPE_NAME_MAX + 1];
     char parent[SCOPE_NAME_MAX + 1], parent_col[SCOPE_NAME_MAX + 1];
     int order;
-    char (*cols)[SCOPE_NAME_MAX + 1];
+    Column *cols;
     int ncols, capcols;
 } Table;
 
@@ -29,7 +37,15 @@ struct Scope {
 const char *scope_load_sql(void) {
     return "SELECT s.table_name, s.key_column, coalesce(s.user_column, ''), "
            "coalesce(s.parent_table, ''), coalesce(s.parent_column, ''), s.restore_order, "
-           "coalesce(a.attname::text, '') "
+           "coalesce(a.attname::text, ''), coalesce(a.atttypid::regtype::text, ''), "
+           "coalesce((SELECT rc.relname::text FROM pg_constraint k JOIN pg_class rc ON rc.oid = "
+           "k.confrelid WHERE k.conrelid = c.oid AND k.contype = 'f' AND k.conkey = "
+           "ARRAY[a.attnum] AND rc.relnamespace = 'public'::regnamespace ORDER BY 1 LIMIT 1), ''), "
+           "coalesce((SELECT ra.attname::text FROM pg_constraint k JOIN pg_class rc ON rc.oid = "
+           "k.confrelid JOIN pg_attribute ra ON ra.attrelid = k.confrelid AND ra.attnum = "
+           "k.confkey[1] WHERE k.conrelid = c.oid AND k.contype = 'f' AND k.conkey = "
+           "ARRAY[a.attnum] AND rc.relnamespace = 'public'::regnamespace ORDER BY rc.relname "
+           "LIMIT 1), '') "
            "FROM backup_scope s "
            "LEFT JOIN pg_class c ON c.relname = s.table_name AND c.relkind IN ('r', 'p') "
            "AND c.relnamespace = 'public'::regnamespace "
@@ -72,7 +88,8 @@ Scope *scope_from_result(const PGresult *res, Err *err) {
                                  PQgetvalue(res, r, 3), PQgetvalue(res, r, 4),
                                  atoi(PQgetvalue(res, r, 5)), err);
         if (rc == 0 && PQgetvalue(res, r, 6)[0])
-            rc = scope_add_column(s, table, PQgetvalue(res, r, 6), err);
+            rc = scope_add_column(s, table, PQgetvalue(res, r, 6), PQgetvalue(res, r, 7),
+                                  PQgetvalue(res, r, 8), PQgetvalue(res, r, 9), err);
     }
     if (rc == 0 && PQntuples(res) == 0) {
         err_set(err, ERR_PERMANENT, ERR_CODE_CONFIG, "backup_scope is empty: nothing to back up");
@@ -131,7 +148,21 @@ int scope_add_table(Scope *s, const char *name, const char *key, const char *use
     return 0;
 }
 
-int scope_add_column(Scope *s, const char *table, const char *column, Err *err) {
+/* A type name safe to splice after `::`: what regtype prints for built-in types (uuid, bigint,
+ * character varying, timestamp with time zone...). Anything else is kept out of SQL. */
+static int plain_type(const char *s) {
+    size_t n = strlen(s);
+    if (n == 0 || n > SCOPE_NAME_MAX || !islower((unsigned char)s[0]))
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!islower((unsigned char)s[i]) && !isdigit((unsigned char)s[i]) && s[i] != '_' &&
+            s[i] != ' ')
+            return 0;
+    return 1;
+}
+
+int scope_add_column(Scope *s, const char *table, const char *column, const char *type,
+                     const char *ref_table, const char *ref_col, Err *err) {
     int i = scope_find(s, table);
     if (i < 0)
         return bad(err, "column %.64s for unknown table %.64s", column, table);
@@ -143,15 +174,40 @@ int scope_add_column(Scope *s, const char *table, const char *column, Err *err) 
         t->capcols = t->capcols ? t->capcols * 2 : 16;
         t->cols = xrealloc(t->cols, (size_t)t->capcols * sizeof(*t->cols));
     }
-    snprintf(t->cols[t->ncols++], SCOPE_NAME_MAX + 1, "%s", column);
+    Column *c = &t->cols[t->ncols++];
+    memset(c, 0, sizeof(*c));
+    snprintf(c->name, sizeof(c->name), "%s", column);
+    if (type && plain_type(type)) /* else empty: refused by scope_check if used as a key */
+        snprintf(c->type, sizeof(c->type), "%s", type);
+    if (ref_table && ref_col && plain(ref_table) && plain(ref_col)) {
+        snprintf(c->ref_table, sizeof(c->ref_table), "%s", ref_table);
+        snprintf(c->ref_col, sizeof(c->ref_col), "%s", ref_col);
+    }
     return 0;
 }
 
-static int has_col(const Table *t, const char *c) {
+static const Column *find_col(const Table *t, const char *c) {
     for (int i = 0; i < t->ncols; i++)
-        if (strcmp(t->cols[i], c) == 0)
-            return 1;
-    return 0;
+        if (strcmp(t->cols[i].name, c) == 0)
+            return &t->cols[i];
+    return NULL;
+}
+
+static int has_col(const Table *t, const char *c) {
+    return find_col(t, c) != NULL;
+}
+
+/* The type of column c of t: checked by scope_check for every column a key comparison uses. */
+static const char *col_type(const Table *t, const char *c) {
+    const Column *col = find_col(t, c);
+    return col ? col->type : "";
+}
+
+/* A foreign key of t that restore must check beyond its user and parent columns: one that points
+ * at another table of the scope. */
+static int checked_ref(const Scope *s, const Table *t, const Column *c) {
+    return c->ref_table[0] && strcmp(c->name, t->user_col) != 0 &&
+           strcmp(c->name, t->parent_col) != 0 && scope_find(s, c->ref_table) >= 0;
 }
 
 static int by_order(const void *a, const void *b) {
@@ -171,6 +227,15 @@ int scope_check(Scope *s, Err *err) {
             return bad(err, "table %.64s has no column %.64s (key_column)", t->name, t->key);
         if (t->user_col[0] && !has_col(t, t->user_col))
             return bad(err, "table %.64s has no column %.64s (user_column)", t->name, t->user_col);
+        const char *typed[] = {t->key, t->user_col, t->parent_col};
+        for (int k = 0; k < 3; k++)
+            if (typed[k][0] && has_col(t, typed[k]) && !col_type(t, typed[k])[0])
+                return bad(err, "column %.64s of %.64s has a type that cannot be compared as a key",
+                           typed[k], t->name);
+        for (int c = 0; c < t->ncols; c++)
+            if (checked_ref(s, t, &t->cols[c]) && !t->cols[c].type[0])
+                return bad(err, "column %.64s of %.64s has a type that cannot be compared as a key",
+                           t->cols[c].name, t->name);
         if (t->parent[0]) {
             int p = scope_find(s, t->parent);
             if (p < 0)
@@ -217,9 +282,9 @@ void scope_copy_sql(const Scope *s, int i, int incremental, Buf *sql) {
     buf_puts(sql, "COPY (SELECT row_to_json(r)::text FROM (SELECT ");
     int first = 1;
     for (int c = 0; c < t->ncols; c++) {
-        if (strcmp(t->cols[c], "backup_xid") == 0)
+        if (strcmp(t->cols[c].name, "backup_xid") == 0)
             continue;
-        buf_printf(sql, "%s\"%s\"", first ? "" : ", ", t->cols[c]);
+        buf_printf(sql, "%s\"%s\"", first ? "" : ", ", t->cols[c].name);
         first = 0;
     }
     buf_printf(sql, " FROM \"%s\" WHERE ", t->name);
@@ -275,43 +340,121 @@ void scope_tombstone_sql(const Scope *s, int i, Buf *sql) {
 int scope_tracked(const Scope *s, int i) {
     const Table *t = &s->t[i];
     for (int c = 0; c < t->ncols; c++)
-        if (strcmp(t->cols[c], "backup_xid") == 0)
+        if (strcmp(t->cols[c].name, "backup_xid") == 0)
             return 1;
     return 0;
 }
 
-/* ---- restore ---- */
+/* ---- restore ----
+ *
+ * Every key from a backup is compared as its column's own type: the text `{ABC...}` and
+ * `abc...` are one uuid, so a comparison of the text as given would let a row of another user
+ * pass for a new one. Keys in _bw_final are canonical (cast to the type and back to text), and
+ * every lookup into a real table casts the staged text to the column's type, which also lets
+ * the lookup use the table's index. */
 
 int scope_parent_index(const Scope *s, int i) {
     return s->t[i].parent[0] ? scope_find(s, s->t[i].parent) : -1;
 }
 
-void scope_restore_key_sql(const Scope *s, Buf *sql) {
-    buf_puts(sql, "CASE tbl");
-    for (int i = 0; i < s->n; i++)
-        buf_printf(sql, " WHEN '%s' THEN j->>'%s'", s->t[i].name, s->t[i].key);
+/* (EXPR)::type, then to canonical text when as_text. */
+static void typed(const Table *t, const char *col, const char *expr, int as_text, Buf *sql) {
+    buf_printf(sql, "%s(%s)::%s%s", as_text ? "(" : "", expr, col_type(t, col),
+               as_text ? ")::text" : "");
+}
+
+void scope_restore_key_sql(const Scope *s, const char *tbl, const char *json, int deleted,
+                           Buf *sql) {
+    char expr[64 + SCOPE_NAME_MAX * 2];
+    buf_printf(sql, "CASE %s", tbl);
+    for (int i = 0; i < s->n; i++) {
+        const Table *t = &s->t[i];
+        if (deleted)
+            snprintf(expr, sizeof(expr), "%s #>> '{}'", json);
+        else
+            snprintf(expr, sizeof(expr), "%s->>'%s'", json, t->key);
+        buf_printf(sql, " WHEN '%s' THEN ", t->name);
+        typed(t, t->key, expr, 1, sql);
+    }
     buf_puts(sql, " END");
+}
+
+/* A row of table p with column col equal to the staged text EXPR that is the user's. */
+static void exists_users_row(const Scope *s, const Table *p, const char *col, const char *expr,
+                             Buf *sql) {
+    buf_printf(sql, "EXISTS (SELECT 1 FROM \"%s\" WHERE \"%s\".\"%s\" = ", p->name, p->name, col);
+    typed(p, col, expr, 0, sql);
+    buf_puts(sql, " AND ");
+    user_filter(s, p, sql);
+    buf_puts(sql, ")");
+}
+
+/* A staged row of table p whose key is the staged text EXPR (a column of type col of t). */
+static void exists_staged(const Table *t, const char *col, const Table *p, const char *expr,
+                          Buf *sql) {
+    buf_printf(sql, "EXISTS (SELECT 1 FROM _bw_final g WHERE g.tbl = '%s' AND g.k = ", p->name);
+    typed(t, col, expr, 1, sql);
+    buf_puts(sql, ")");
+}
+
+static void check_head(const Table *t, Buf *sql) {
+    buf_printf(sql,
+               "SELECT count(*), coalesce(min(f.k), '') FROM _bw_final f WHERE f.tbl = '%s' AND ",
+               t->name);
 }
 
 void scope_restore_owner_sql(const Scope *s, int i, int parent_staged, Buf *sql) {
     const Table *t = &s->t[i];
-    buf_printf(sql, "SELECT count(*) FROM _bw_final f WHERE f.tbl = '%s' AND ", t->name);
+    char expr[32 + SCOPE_NAME_MAX];
+    check_head(t, sql);
     if (t->user_col[0]) {
-        buf_printf(sql, "f.j->>'%s' IS DISTINCT FROM current_setting('backup.user_id')",
-                   t->user_col);
+        snprintf(expr, sizeof(expr), "f.j->>'%s'", t->user_col);
+        typed(t, t->user_col, expr, 0, sql);
+        buf_puts(sql, " IS DISTINCT FROM ");
+        typed(t, t->user_col, "current_setting('backup.user_id')", 0, sql);
         return;
     }
     const Table *p = &s->t[scope_find(s, t->parent)];
-    if (parent_staged) {
-        buf_printf(sql,
-                   "NOT EXISTS (SELECT 1 FROM _bw_final g WHERE g.tbl = '%s' AND g.k = f.j->>'%s')",
-                   p->name, t->parent_col);
-        return;
-    }
-    buf_printf(sql, "NOT EXISTS (SELECT 1 FROM \"%s\" WHERE \"%s\"::text = f.j->>'%s' AND ",
-               p->name, p->key, t->parent_col);
-    user_filter(s, p, sql);
-    buf_puts(sql, ")");
+    snprintf(expr, sizeof(expr), "f.j->>'%s'", t->parent_col);
+    buf_puts(sql, "NOT ");
+    if (parent_staged)
+        exists_staged(t, t->parent_col, p, expr, sql);
+    else
+        exists_users_row(s, p, p->key, expr, sql);
+}
+
+int scope_restore_ref_count(const Scope *s, int i) {
+    const Table *t = &s->t[i];
+    int n = 0;
+    for (int c = 0; c < t->ncols; c++)
+        n += checked_ref(s, t, &t->cols[c]);
+    return n;
+}
+
+const char *scope_restore_ref_sql(const Scope *s, int i, int k, const unsigned char *selected,
+                                  Buf *sql) {
+    const Table *t = &s->t[i];
+    const Column *c = NULL;
+    for (int n = 0; n < t->ncols; n++)
+        if (checked_ref(s, t, &t->cols[n]) && k-- == 0) {
+            c = &t->cols[n];
+            break;
+        }
+    if (c == NULL)
+        return NULL;
+    int pi = scope_find(s, c->ref_table);
+    const Table *p = &s->t[pi];
+    char expr[32 + SCOPE_NAME_MAX];
+    snprintf(expr, sizeof(expr), "f.j->>'%s'", c->name);
+    check_head(t, sql);
+    buf_printf(sql, "%s IS NOT NULL AND NOT ", expr);
+    /* a referenced table being restored too is replaced by its staged rows (themselves checked
+     * to be the user's); one left alone must hold the user's row */
+    if (selected[pi] && strcmp(c->ref_col, p->key) == 0)
+        exists_staged(t, c->name, p, expr, sql);
+    else
+        exists_users_row(s, p, c->ref_col, expr, sql);
+    return c->name;
 }
 
 void scope_restore_delete_sql(const Scope *s, int i, Buf *sql) {
@@ -329,17 +472,17 @@ void scope_restore_upsert_sql(const Scope *s, int i, Buf *sql) {
     buf_printf(sql, "INSERT INTO \"%s\" AS x (", t->name);
     int first = 1;
     for (int c = 0; c < t->ncols; c++) {
-        if (strcmp(t->cols[c], "backup_xid") == 0)
+        if (strcmp(t->cols[c].name, "backup_xid") == 0)
             continue;
-        buf_printf(sql, "%s\"%s\"", first ? "" : ", ", t->cols[c]);
+        buf_printf(sql, "%s\"%s\"", first ? "" : ", ", t->cols[c].name);
         first = 0;
     }
     buf_puts(sql, ") SELECT ");
     first = 1;
     for (int c = 0; c < t->ncols; c++) {
-        if (strcmp(t->cols[c], "backup_xid") == 0)
+        if (strcmp(t->cols[c].name, "backup_xid") == 0)
             continue;
-        buf_printf(sql, "%sr.\"%s\"", first ? "" : ", ", t->cols[c]);
+        buf_printf(sql, "%sr.\"%s\"", first ? "" : ", ", t->cols[c].name);
         first = 0;
     }
     buf_printf(sql,
@@ -348,26 +491,36 @@ void scope_restore_upsert_sql(const Scope *s, int i, Buf *sql) {
                t->name, t->name, t->key);
     first = 1;
     for (int c = 0; c < t->ncols; c++) {
-        if (strcmp(t->cols[c], "backup_xid") == 0 || strcmp(t->cols[c], t->key) == 0)
+        if (strcmp(t->cols[c].name, "backup_xid") == 0 || strcmp(t->cols[c].name, t->key) == 0)
             continue;
-        buf_printf(sql, "%s\"%s\" = EXCLUDED.\"%s\"", first ? "" : ", ", t->cols[c], t->cols[c]);
+        buf_printf(sql, "%s\"%s\" = EXCLUDED.\"%s\"", first ? "" : ", ", t->cols[c].name,
+                   t->cols[c].name);
         first = 0;
     }
     if (first) /* only a key: nothing to update, but the conflict must still be the user's */
         buf_printf(sql, "\"%s\" = EXCLUDED.\"%s\"", t->key, t->key);
-    if (t->user_col[0]) { /* a child's fence is scope_restore_foreign_sql: a per-row subquery here
-                           */
-        buf_puts(sql, " WHERE ");
+    /* the row updated must be the user's: its user column, or a parent row that is the user's
+     * (one index lookup per conflicting row) */
+    buf_puts(sql, " WHERE ");
+    if (t->user_col[0]) {
         user_filter_q(s, t, "x.", sql);
+    } else {
+        const Table *p = &s->t[scope_find(s, t->parent)];
+        buf_printf(sql, "EXISTS (SELECT 1 FROM \"%s\" WHERE \"%s\".\"%s\" = x.\"%s\" AND ", p->name,
+                   p->name, p->key, t->parent_col);
+        user_filter(s, p, sql);
+        buf_puts(sql, ")");
     }
 }
 
 void scope_restore_foreign_sql(const Scope *s, int i, Buf *sql) {
     const Table *t = &s->t[i];
     buf_printf(sql,
-               "SELECT count(*) FROM _bw_final f JOIN \"%s\" ON \"%s\".\"%s\"::text = f.k "
-               "WHERE f.tbl = '%s' AND NOT (",
-               t->name, t->name, t->key, t->name);
+               "SELECT count(*), coalesce(min(f.k), '') FROM _bw_final f JOIN \"%s\" ON "
+               "\"%s\".\"%s\" = ",
+               t->name, t->name, t->key);
+    typed(t, t->key, "f.k", 0, sql);
+    buf_printf(sql, " WHERE f.tbl = '%s' AND NOT (", t->name);
     user_filter_q(s, t, "", sql);
     buf_puts(sql, ")");
 }

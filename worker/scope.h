@@ -25,7 +25,8 @@
 typedef struct Scope Scope;
 
 /* The query listing backup_scope with each table's columns in order (one row per column):
- * table_name, key_column, user_column, parent_table, parent_column, restore_order, column. */
+ * table_name, key_column, user_column, parent_table, parent_column, restore_order, column,
+ * its type, and the table and column its single-column foreign key points at (or ''). */
 const char *scope_load_sql(void);
 
 Scope *scope_new(void);
@@ -34,7 +35,8 @@ void scope_free(Scope *s);
 int scope_add_table(Scope *s, const char *name, const char *key, const char *user_col,
                     const char *parent, const char *parent_col, int restore_order, Err *err);
 /* Add a column the catalog reports for table (in order). */
-int scope_add_column(Scope *s, const char *table, const char *column, Err *err);
+int scope_add_column(Scope *s, const char *table, const char *column, const char *type,
+                     const char *ref_table, const char *ref_col, Err *err);
 /* Check the whole scope (columns exist, parents resolve and restore first) and sort it by
  * restore order. -1 with err naming the first problem. */
 int scope_check(Scope *s, Err *err);
@@ -71,17 +73,32 @@ int scope_tracked(const Scope *s, int i);
  */
 /* Index of table i's parent in scope, or -1 when it names its user. */
 int scope_parent_index(const Scope *s, int i);
-/* An expression of columns tbl and j: the key of row j of table tbl, as text. */
-void scope_restore_key_sql(const Scope *s, Buf *sql);
-/* A SELECT counting the staged rows of table i that are not the user's: the user column
- * differs, or the parent is neither staged (parent_staged) nor the user's in the database. */
+/* An expression of columns TBL and JSON: the key of staged row JSON of table TBL (or, when
+ * deleted, the key JSON itself: a tombstone) as the canonical text of its type. */
+void scope_restore_key_sql(const Scope *s, const char *tbl, const char *json, int deleted,
+                           Buf *sql);
+/*
+ * The checks below are SELECTs of two columns: how many staged rows of table i fail, and the
+ * key of the first (to name it in the error).
+ *
+ * The staged rows of table i that are not the user's: the user column differs, or the parent
+ * is neither staged (parent_staged) nor the user's in the database.
+ */
 void scope_restore_owner_sql(const Scope *s, int i, int parent_staged, Buf *sql);
+/* How many foreign keys of table i point at other tables of the scope (besides its user and
+ * parent columns): each is checked by scope_restore_ref_sql. */
+int scope_restore_ref_count(const Scope *s, int i);
+/* The staged rows of table i whose k-th such foreign key is set but names no row of the user:
+ * neither a staged row (when the referenced table is selected) nor the user's row in the
+ * database. Returns the column's name. */
+const char *scope_restore_ref_sql(const Scope *s, int i, int k, const unsigned char *selected,
+                                  Buf *sql);
 /* DELETE the user's rows of table i that are not staged. */
 void scope_restore_delete_sql(const Scope *s, int i, Buf *sql);
-/* A SELECT counting the staged rows of table i whose key is a row of another user. */
+/* The staged rows of table i whose key is a row of another user. */
 void scope_restore_foreign_sql(const Scope *s, int i, Buf *sql);
-/* INSERT the staged rows of table i, updating rows with the same key; for a table that names
- * its user, only rows that are the user's (the affected count then falls short). */
+/* INSERT the staged rows of table i, updating rows with the same key only when they are the
+ * user's (through the user column or the parent row; the affected count then falls short). */
 void scope_restore_upsert_sql(const Scope *s, int i, Buf *sql);
 
 #endif

@@ -26,6 +26,7 @@
 #include "jobs.h"
 
 #include "bcheck.h"
+#include "bfile.h"
 #include "buf.h"
 #include "log.h"
 #include "s3.h"
@@ -45,6 +46,8 @@ typedef struct {
     char key[256];
     char checksum[65];
     char compression[8];
+    uint64_t size;
+    int reindexed; /* recorded from a manifest by backupctl reindex: read the manifest again */
 } Step;
 
 typedef enum { SQ_EXEC, SQ_COUNTS, SQ_CHECK, SQ_UPSERT } SqlKind;
@@ -78,7 +81,7 @@ struct Restore {
     int nstmts, qi;
     /* one step's stream */
     BCheck *bc;
-    int bc_busy, step_started;
+    int bc_busy, step_started, manifest_busy;
     Buf out;
     uint64_t rows_total, rows_staged, bytes;
     /* ending */
@@ -193,6 +196,8 @@ static void teardown_query(Restore *r, const char *sql, int n, const char *const
 }
 
 static void teardown(Restore *r) {
+    if (r->manifest_busy) /* its callback comes back here */
+        return;
     if (r->bc_busy) { /* the read ends with a stop; its done callback comes back here */
         bcheck_stop(r->bc);
         return;
@@ -308,12 +313,13 @@ static void build_stmts(Restore *r) {
     Buf sql = BUF_INIT;
     buf_puts(&sql, "CREATE TEMP TABLE _bw_final ON COMMIT DROP AS "
                    "SELECT DISTINCT ON (tbl, k) tbl, k, j, step FROM (SELECT step, tbl, j, ");
-    scope_restore_key_sql(s, &sql);
+    scope_restore_key_sql(s, "tbl", "j", 0, &sql);
     buf_puts(&sql, " AS k FROM _bw_stage WHERE kind = 'r') s ORDER BY tbl, k, step DESC");
     add_stmt(r, SQ_EXEC, -1, &sql, NULL);
     /* a step deletes first, then writes its rows: only a later step's deletion removes a row */
     buf_puts(&sql, "DELETE FROM _bw_final f USING _bw_stage d WHERE d.kind = 'd' "
-                   "AND d.tbl = f.tbl AND d.j #>> '{}' = f.k AND d.step > f.step");
+                   "AND d.tbl = f.tbl AND d.step > f.step AND f.k = ");
+    scope_restore_key_sql(s, "d.tbl", "d.j", 1, &sql);
     add_stmt(r, SQ_EXEC, -1, &sql, NULL);
     buf_puts(&sql, "CREATE INDEX ON _bw_final (tbl, k)");
     add_stmt(r, SQ_EXEC, -1, &sql, NULL);
@@ -346,6 +352,14 @@ static void build_stmts(Restore *r) {
                  "restore",
                  scope_table(s, i));
         add_stmt(r, SQ_CHECK, i, &sql, msg);
+        for (int k = 0; k < scope_restore_ref_count(s, i); k++) {
+            const char *col = scope_restore_ref_sql(s, i, k, r->selected, &sql);
+            snprintf(msg, sizeof(msg),
+                     "backup holds %s rows whose %s refers to a row that is missing or not user "
+                     "%s's: refusing to restore",
+                     scope_table(s, i), col, r->spec->user_id);
+            add_stmt(r, SQ_CHECK, i, &sql, msg);
+        }
     }
     for (int i = n - 1; i >= 0; i--) /* children first */
         if (r->selected[i]) {
@@ -374,8 +388,9 @@ static void on_stmt(Restore *r, PGresult *res) {
         break;
     case SQ_CHECK:
         if (strcmp(PQgetvalue(res, 0, 0), "0") != 0) {
-            failf(r, ERR_PERMANENT, ERR_CODE_INVALID, "%s (%s rows)", st->message,
-                  PQgetvalue(res, 0, 0));
+            failf(r, ERR_PERMANENT, ERR_CODE_INVALID, "%s (%s row%s, first: %s %s)", st->message,
+                  PQgetvalue(res, 0, 0), strcmp(PQgetvalue(res, 0, 0), "1") ? "s" : "",
+                  scope_table(r->scope, st->table), PQgetvalue(res, 0, 1));
             return;
         }
         break;
@@ -497,7 +512,53 @@ static void on_step_staged(Restore *r, PGresult *res) {
     run_stmt(r);
 }
 
+static void open_step(Restore *r);
+
+/* A reindexed step's record came from its manifest: the manifest must still say the same
+ * (a record edited since, or a manifest replaced, is refused before any byte is used). */
+static void on_step_manifest(const S3Result *res, const Err *err, void *data) {
+    Restore *r = data;
+    const Step *st = &r->steps[r->si];
+    r->manifest_busy = 0;
+    if (r->failing) {
+        teardown(r);
+        return;
+    }
+    if (err) {
+        Err e = *err;
+        err_prefix(&e, "backup %s: manifest %s.manifest.json: ", st->id, st->key);
+        fail(r, &e);
+        return;
+    }
+    char sha[80], size[32], id[160];
+    const char *m = res->body->data;
+    size_t n = res->body->len;
+    if (bfile_field(m, n, "backup_id", id, sizeof(id)) != 0 || strcmp(id, st->id) != 0 ||
+        bfile_field(m, n, "sha256", sha, sizeof(sha)) != 0 ||
+        bfile_field(m, n, "size", size, sizeof(size)) != 0 || strcmp(sha, st->checksum) != 0 ||
+        strtoull(size, NULL, 10) != st->size) {
+        failf(r, ERR_PERMANENT, ERR_CODE_INVALID,
+              "Backup checksum verification failed: backup %s was recorded by reindex, and its "
+              "manifest no longer agrees with that record (sha256 %.16s..., %" PRIu64 " bytes)",
+              st->id, st->checksum, st->size);
+        return;
+    }
+    open_step(r);
+}
+
 static void start_step(Restore *r) {
+    const Step *st = &r->steps[r->si];
+    if (st->reindexed) {
+        char key[sizeof(st->key) + 16];
+        snprintf(key, sizeof(key), "%s.manifest.json", st->key);
+        r->manifest_busy = 1;
+        s3_get_object(r->s3, key, 64 * 1024, on_step_manifest, r);
+        return;
+    }
+    open_step(r);
+}
+
+static void open_step(Restore *r) {
     const Step *st = &r->steps[r->si];
     r->step_started = 0;
     char stage[JOBSPEC_ID_MAX + 16];
@@ -621,6 +682,8 @@ static void on_chain(Restore *r, PGresult *res) {
         snprintf(st->key, sizeof(st->key), "%s", key);
         snprintf(st->checksum, sizeof(st->checksum), "%s", PQgetvalue(res, k, 5));
         snprintf(st->compression, sizeof(st->compression), "%s", PQgetvalue(res, k, 6));
+        st->size = strtoull(PQgetvalue(res, k, 9), NULL, 10);
+        st->reindexed = strcmp(PQgetvalue(res, k, 10), "reindex") == 0;
         r->rows_total += strtoull(PQgetvalue(res, k, 8), NULL, 10);
     }
     job_set_rows_total(r->job, r->rows_total);
@@ -660,14 +723,15 @@ static void on_conn(PgPool *pool, PgConn *conn, const Err *err, void *data) {
     query(r,
           "WITH RECURSIVE chain AS ("
           "  SELECT id, user_id, type, status, s3_key, checksum, compression, base_backup_id,"
-          "    row_counts, 0 AS depth FROM backup_metadata WHERE id = $1"
+          "    row_counts, size, recorded_by, 0 AS depth FROM backup_metadata WHERE id = $1"
           "  UNION ALL"
           "  SELECT b.id, b.user_id, b.type, b.status, b.s3_key, b.checksum, b.compression,"
-          "    b.base_backup_id, b.row_counts, c.depth + 1"
+          "    b.base_backup_id, b.row_counts, b.size, b.recorded_by, c.depth + 1"
           "  FROM backup_metadata b JOIN chain c ON b.id = c.base_backup_id WHERE c.depth < 1001)"
           " SELECT id, user_id::text, type, status, coalesce(s3_key, ''), coalesce(checksum, ''),"
           "  compression, coalesce(base_backup_id, ''),"
-          "  coalesce((SELECT sum(value::bigint) FROM jsonb_each_text(row_counts)), 0)"
+          "  coalesce((SELECT sum(value::bigint) FROM jsonb_each_text(row_counts)), 0),"
+          "  coalesce(size, 0), recorded_by"
           " FROM chain ORDER BY depth DESC",
           1, v, on_chain);
 }

@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# test_tenant: a hostile tenant crafts its own backup objects to reach another user's rows.
+# The attacker (user A) has S3 write access and can fix the record of the object (database
+# access, or a manifest plus `backupctl reindex`). Each crafted object must be refused by the
+# restore, name the row, and change nothing, for a full restore and for a `tables` restore:
+#  - an order_items key that is user B's item spelled in upper case, or with braces
+#  - orders.client_id naming B's client, products.business_id naming B's business,
+#    order_items.product_id naming B's product (upper case)
+#  - the reindex route: rows recorded from a manifest are marked unverified (backupctl list)
+set -uo pipefail
+WORKER=$1
+CTL=$2
+: "${REDIS_URL:?run through tools/devenv test}"
+: "${DATABASE_URL:?run through tools/devenv test}"
+: "${BW_DEVENV:?run through tools/devenv test}"
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+"$BW_DEVENV" migrate >/dev/null
+
+A=7e5700a1-0000-4000-8000-0000000000a1
+B=7e5700b2-0000-4000-8000-0000000000b2
+for u in $A $B; do
+  q "DELETE FROM profiles WHERE id = '$u'; DELETE FROM backup_metadata WHERE user_id = '$u';
+     DELETE FROM restore_history WHERE user_id = '$u'" >/dev/null
+  s3 s3 rm --recursive --quiet "s3://$S3_BUCKET/backups/$u/"
+done
+"$ROOT/tools/datagen" --user "$A" --orders 40 --seed tt1 >/dev/null
+"$ROOT/tools/datagen" --user "$B" --orders 40 --seed tt2 >/dev/null
+# every product of both users in a business, every order with a client
+for u in $A $B; do
+  q "UPDATE products SET business_id = (SELECT id FROM businesses WHERE owner_id = '$u' LIMIT 1) WHERE user_id = '$u';
+     UPDATE orders SET client_id = (SELECT id FROM clients WHERE user_id = '$u' LIMIT 1) WHERE user_id = '$u' AND client_id IS NULL" >/dev/null
+done
+
+digest() { # U [strict]: every row of the user, every column (with strict, backup_xid too:
+  # any write to a row changes it)
+  local sel="" t row="(to_jsonb(x) - 'backup_xid')::text"
+  [ "${2:-}" = strict ] && row="x::text"
+  for t in $TABLES; do
+    sel+="${sel:+ UNION ALL }SELECT '$t' || $row AS r FROM $t x WHERE $(filter "$t" "$1")"
+  done
+  q "SELECT md5(string_agg(r, E'\\n' ORDER BY r)) FROM ($sel) s"
+}
+B_ITEM=$(q "SELECT i.id FROM order_items i JOIN orders o ON o.id = i.order_id WHERE o.user_id = '$B' ORDER BY i.id LIMIT 1")
+B_CLIENT=$(q "SELECT id FROM clients WHERE user_id = '$B' ORDER BY id LIMIT 1")
+B_BUSINESS=$(q "SELECT id FROM businesses WHERE owner_id = '$B' ORDER BY id LIMIT 1")
+B_PRODUCT=$(q "SELECT id FROM products WHERE user_id = '$B' ORDER BY id LIMIT 1")
+upper() { tr a-f A-F <<<"$1"; }
+
+P=tt$$
+start_worker w1 BACKUP_NOTIFY=false
+enqueue full type backup user_id "$A" mode full
+done_ok full || bad "the backup of A did not complete: $(field full error)"
+BA=$(field full backup_id)
+KEY=$(q "SELECT s3_key FROM backup_metadata WHERE id = '$BA'")
+s3 s3 cp "s3://$S3_BUCKET/$KEY" "$tmp/orig.gz" --quiet
+ORIG=$(q "SELECT checksum || ' ' || size FROM backup_metadata WHERE id = '$BA'")
+DA=$(digest "$A")
+DB=$(digest "$B" strict)
+
+# forge NAME TABLE FIELD=VALUE...: A's backup object replaced by a crafted one, its record fixed
+forge() {
+  local name=$1; shift
+  read -r sum size < <(python3 "$ROOT/tests/craft.py" "$tmp/orig.gz" "$tmp/$name.gz" "$@")
+  s3 s3 cp "$tmp/$name.gz" "s3://$S3_BUCKET/$KEY" --quiet
+  q "UPDATE backup_metadata SET checksum = '$sum', size = $size WHERE id = '$BA'" >/dev/null
+}
+# attack NAME NEEDLE [field value...]: the restore of the forged object fails naming NEEDLE,
+# and neither user's rows changed
+attack() {
+  local name=$1 needle=$2; shift 2
+  enqueue "$name" type restore user_id "$A" backup_id "$BA" "$@"
+  done_ok "$name" 60 && bad "$name: the restore completed"
+  check "$name: the restore failed for good" dead "$(field "$name" status)"
+  local e; e=$(field "$name" error)
+  expect "$name: refused, naming the row ($e)" grep -q -- "$needle" <<<"$e"
+  check "$name: user B's rows unchanged" "$DB" "$(digest "$B" strict)"
+  check "$name: user A's rows unchanged" "$DA" "$(digest "$A")"
+}
+
+forge upper order_items id="\"$(upper "$B_ITEM")\"" quantity=999
+attack upper "order_items rows whose keys belong to rows of another user.*first: order_items $B_ITEM"
+attack upper_sel "order_items rows whose keys belong to rows of another user" tables orders,order_items
+forge braces order_items id="\"{$B_ITEM}\"" quantity=999
+attack braces "order_items rows whose keys belong to rows of another user.*first: order_items $B_ITEM"
+attack braces_sel "order_items rows whose keys belong to rows of another user" tables orders,order_items
+forge client orders client_id="\"$B_CLIENT\""
+attack client "orders rows whose client_id refers to a row that is missing or not user $A's.*first: orders"
+attack client_sel "orders rows whose client_id refers to a row that is missing or not user $A's" tables orders,order_items
+forge business products business_id="\"$(upper "$B_BUSINESS")\""
+attack business "products rows whose business_id refers to a row that is missing or not user $A's.*first: products"
+attack business_sel "products rows whose business_id" tables products
+forge product order_items product_id="\"$(upper "$B_PRODUCT")\""
+attack product "order_items rows whose product_id refers to a row that is missing or not user $A's"
+attack product_sel "order_items rows whose product_id" tables orders,order_items
+forge owner orders user_id="\"$(upper "$B")\""
+attack owner "rows of orders that are not user $A's.*first: orders"
+
+# the genuine object still restores, and changes nothing that was not A's
+s3 s3 cp "$tmp/orig.gz" "s3://$S3_BUCKET/$KEY" --quiet
+read -r sum size <<<"$ORIG"
+q "UPDATE backup_metadata SET checksum = '$sum', size = $size WHERE id = '$BA'" >/dev/null
+q "UPDATE orders SET notes = 'changed' WHERE user_id = '$A'" >/dev/null
+enqueue genuine type restore user_id "$A" backup_id "$BA"
+expect "the genuine backup restores" done_ok genuine
+check "…A exactly as backed up" "$DA" "$(digest "$A")"
+check "…B untouched" "$DB" "$(digest "$B" strict)"
+
+# ---- the reindex route: a manifest rewritten to match a crafted object ----
+read -r sum size < <(python3 "$ROOT/tests/craft.py" "$tmp/orig.gz" "$tmp/re.gz" order_items id="\"$(upper "$B_ITEM")\"" quantity=999)
+s3 s3 cp "$tmp/re.gz" "s3://$S3_BUCKET/$KEY" --quiet
+s3 s3 cp "s3://$S3_BUCKET/$KEY.manifest.json" - | jq -c --arg s "$sum" --argjson n "$size" '.sha256 = $s | .size = $n' >"$tmp/m.json"
+s3 s3 cp "$tmp/m.json" "s3://$S3_BUCKET/$KEY.manifest.json" --quiet
+q "DELETE FROM backup_metadata WHERE user_id = '$A'" >/dev/null
+check "reindex records the forged manifest" "reindexed $A: 1 backup added, 0 already known, 0 skipped" "$("$CTL" reindex "$A" 2>&1)"
+check "…as not verified by the worker" "reindex" "$(q "SELECT recorded_by FROM backup_metadata WHERE id = '$BA'")"
+expect "backupctl list says so" grep -q "unverified" <<<"$("$CTL" list "$A")"
+check "backupctl list --json says so" false "$("$CTL" list "$A" --json | jq -r '.[0].worker_verified')"
+attack reindexed "order_items rows whose keys belong to rows of another user"
+# a record edited after the reindex: the restore of an unverified backup reads its manifest again
+q "UPDATE backup_metadata SET checksum = '$(sha256sum "$tmp/orig.gz" | cut -c1-64)', size = $(stat -c %s "$tmp/orig.gz") WHERE id = '$BA'" >/dev/null
+s3 s3 cp "$tmp/orig.gz" "s3://$S3_BUCKET/$KEY" --quiet
+attack remanifest "Backup checksum verification failed: .*manifest"
+stop_worker w1
+
+echo "test_tenant: $passed passed, $fails failed"
+[ "$fails" -eq 0 ]
