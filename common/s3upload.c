@@ -3,8 +3,12 @@
  *
  * States: CREATING (CreateMultipartUpload) -> UPLOADING (parts go out as they
  * fill) -> COMPLETING (CompleteMultipartUpload, once the producer finished and
- * every part is acknowledged) -> DONE; any failure -> ABORTING -> DONE. The
- * struct lives until its last request has answered, even after on_done.
+ * every part is acknowledged) -> DONE; any failure -> ABORTING -> DONE.
+ *
+ * Ownership: the caller owns the struct until s3_upload_free(), whatever
+ * happened to the upload (after on_done, a write just returns -1); the struct
+ * itself lives until that call and its last request's answer, whichever is
+ * later, and is never freed inside one of its own calls or callbacks.
  */
 #include "s3upload.h"
 #include "buf.h"
@@ -53,6 +57,8 @@ struct S3Upload {
     int reported;
     int creating; /* CreateMultipartUpload not answered yet */
     int abort_sent;
+    int owner_gone; /* s3_upload_free was called: no more callbacks */
+    int depth;      /* inside one of our calls or callbacks: never free there */
     size_t inflight_bytes;
     uint64_t bytes;
     EVP_MD_CTX *sha;
@@ -77,7 +83,7 @@ static size_t part_size_for(const S3Upload *u, int number) {
 }
 
 static void release(S3Upload *u) {
-    if (!u->reported || u->outstanding > 0)
+    if (!u->owner_gone || u->outstanding > 0 || u->depth > 0)
         return;
     while (u->queue) {
         Part *p = u->queue;
@@ -99,6 +105,8 @@ static void report(S3Upload *u, const S3Result *res, const Err *err) {
         return;
     u->reported = 1;
     u->state = UP_DONE;
+    if (u->owner_gone)
+        return;
     S3Result empty;
     memset(&empty, 0, sizeof(empty));
     char hex[65];
@@ -120,7 +128,9 @@ static void on_aborted(const S3Result *res, const Err *err, void *data) {
     u->outstanding--;
     if (err)
         log_warn(NULL, "s3: abort of multipart upload %s failed: %s", u->key, err->msg);
+    u->depth++;
     report(u, NULL, &u->fail);
+    u->depth--;
     release(u);
 }
 
@@ -156,11 +166,13 @@ static void fail(S3Upload *u, const Err *err) {
 static void on_completed(const S3Result *res, const Err *err, void *data) {
     S3Upload *u = data;
     u->outstanding--;
+    u->depth++;
     if (err) {
         fail(u, err);
     } else {
         report(u, res, NULL);
     }
+    u->depth--;
     release(u);
 }
 
@@ -204,6 +216,7 @@ static void on_part(const S3Result *res, const Err *err, void *data) {
     free(pr);
     u->outstanding--;
     u->in_flight--;
+    u->depth++;
     if (err == NULL && res->etag[0] == '\0') {
         Err e;
         err_set(&e, ERR_RETRYABLE, ERR_CODE_PROTOCOL, "s3: part %d answered without an ETag",
@@ -226,6 +239,7 @@ static void on_part(const S3Result *res, const Err *err, void *data) {
         maybe_abort(u);
     else
         pump(u);
+    u->depth--;
     release(u);
 }
 
@@ -283,6 +297,7 @@ static void on_created(const S3Result *res, const Err *err, void *data) {
     S3Upload *u = data;
     u->outstanding--;
     u->creating = 0;
+    u->depth++;
     if (err == NULL) {
         const char *s = res->body && res->body->data ? strstr(res->body->data, "<UploadId>") : NULL;
         const char *e = s ? strstr(s, "</UploadId>") : NULL;
@@ -301,6 +316,7 @@ static void on_created(const S3Result *res, const Err *err, void *data) {
         u->state = UP_UPLOADING;
         pump(u);
     }
+    u->depth--;
     release(u);
 }
 
@@ -328,7 +344,7 @@ S3Upload *s3_upload_new(S3Client *s3, const char *key, const char *content_type,
 }
 
 int s3_upload_write(S3Upload *u, const void *buf, size_t len) {
-    if (u->state == UP_ABORTING || u->state == UP_DONE || u->finishing)
+    if (u->state == UP_ABORTING || u->state == UP_DONE || u->finishing || u->owner_gone)
         return -1;
     const char *p = buf;
     EVP_DigestUpdate(u->sha, buf, len);
@@ -347,7 +363,11 @@ int s3_upload_write(S3Upload *u, const void *buf, size_t len) {
         if (u->current.len == want)
             push_current(u);
     }
+    u->depth++;
     pump(u);
+    u->depth--;
+    if (u->state == UP_ABORTING || u->state == UP_DONE)
+        return -1;
     if (buffers_full(u)) {
         u->producer_waiting = 1;
         return 0;
@@ -361,13 +381,28 @@ void s3_upload_finish(S3Upload *u) {
     u->finishing = 1;
     if (u->current.len > 0 || u->next_number == 0)
         push_current(u); /* the last part may be short; an empty object is one empty part */
+    u->depth++;
     pump(u);
+    u->depth--;
 }
 
 void s3_upload_abort(S3Upload *u) {
     Err e;
     err_set(&e, ERR_PERMANENT, ERR_CODE_CANCELLED, "s3: upload aborted by the caller");
+    u->depth++;
     fail(u, &e);
+    u->depth--;
+}
+
+void s3_upload_free(S3Upload *u) {
+    if (u == NULL)
+        return;
+    if (u->state != UP_DONE) { /* abandoned: abort it in the background, report nothing */
+        u->owner_gone = 1;
+        s3_upload_abort(u);
+    }
+    u->owner_gone = 1;
+    release(u);
 }
 
 size_t s3_upload_buffered(const S3Upload *u) {

@@ -13,6 +13,7 @@
  *   S3Upload *u = s3_upload_new(s3, key, "application/gzip", 0, 0, on_writable, on_done, ctx);
  *   while (have data && s3_upload_write(u, p, n) == 1) ...;   // 0: wait for on_writable
  *   s3_upload_finish(u);                                     // on_done once, always
+ *   ...  s3_upload_free(u);                                  // the caller's, until then
  */
 #ifndef BW_S3UPLOAD_H
 #define BW_S3UPLOAD_H
@@ -38,6 +39,9 @@ int s3_upload_write(S3Upload *u, const void *buf, size_t len);
 void s3_upload_finish(S3Upload *u);
 /* Give up: abort the multipart upload; on_done reports ERR_CODE_CANCELLED. */
 void s3_upload_abort(S3Upload *u);
+/* The caller is done with u (in on_done or any time after; before it, the upload is aborted
+ * and on_done is not called). Memory goes once the last request in flight has answered. */
+void s3_upload_free(S3Upload *u);
 /* Bytes held now: the part being filled, queued parts and parts in flight. */
 size_t s3_upload_buffered(const S3Upload *u);
 

@@ -17,7 +17,7 @@
 //                  is an x-amz-date more than two seconds older than the request
 //   POST /__clear  forget the log, the plan and the always rule
 //   POST /__cut    cut every stalled request now
-// Faults: 503 (SlowDown), 500 (InternalError), 429 (SlowDown), 200err (a 200
+// Faults: 503 (SlowDown), 500 (InternalError), 429 (SlowDown), 403 (AccessDenied), 200err (a 200
 // carrying an <Error>), reset (GET: half the body, then the connection is cut;
 // others: cut at once), stall (no answer; cut after 20 s so nothing hangs), skew
 // (403 RequestTimeTooSkewed with a Date five minutes ahead); stats also give
@@ -169,6 +169,7 @@ const handler = (req, res) => {
       500: [500, 'InternalError'],
       429: [429, 'SlowDown'],
       '200err': [200, 'InternalError'],
+      403: [403, 'AccessDenied'],
     }[fault] || [500, 'InternalError'];
     res.writeHead(status, { 'content-type': 'application/xml' });
     res.end(errorBody(code));

@@ -159,9 +159,9 @@ static void produce(S3Upload *u, void *data) {
 
 static void on_uploaded(S3Upload *u, const S3Result *res, const char *sha256, uint64_t bytes,
                         const Err *err, void *data) {
-    (void)u;
     (void)bytes;
     Producer *p = data;
+    s3_upload_free(u);
     p->done = 1;
     err_clear(&p->err);
     if (err)
@@ -352,6 +352,61 @@ static void test_persistent_failure_aborts_and_leaves_nothing(void **state) {
     proxy_stop(&px);
 }
 
+/* The caller owns an upload until s3_upload_free, whatever S3 answered: a producer still
+ * holding a chunk after a permanent error writes into a live struct and is told -1 (the
+ * hardening issue's use-after-free: the struct used to free itself on a final error). */
+static void on_kept(S3Upload *u, const S3Result *res, const char *sha256, uint64_t bytes,
+                    const Err *err, void *data) {
+    (void)u;
+    (void)res;
+    (void)sha256;
+    (void)bytes;
+    Producer *p = data;
+    p->done++;
+    err_clear(&p->err);
+    if (err)
+        p->err = *err;
+}
+
+static void test_a_failed_upload_stays_the_callers(void **state) {
+    (void)state;
+    Proxy px;
+    proxy_start(&px, tu_env("S3_ENDPOINT"));
+    proxy_ctl(&px, "/__plan", "PUT~partNumber=2:403:1");
+    Env e;
+    env_open(&e, px.url, NULL, NULL, 3, 5000);
+    char key[96];
+    snprintf(key, sizeof(key), "test-owned-%d/denied.bin", (int)getpid());
+    Producer p;
+    memset(&p, 0, sizeof(p));
+    p.total = 3 * (uint64_t)PART;
+    S3Upload *u = s3_upload_new(e.s3, key, NULL, PART, 1, produce, on_kept, &p);
+    produce(u, &p);
+    assert_true(tu_run_until(&e.loop, &p.done, 60000));
+    if (strstr(p.err.msg, "AccessDenied") == NULL)
+        fail_msg("error does not name S3's code: %s", p.err.msg);
+    unsigned char chunk[4096];
+    tu_pattern(chunk, 0, sizeof(chunk));
+    assert_int_equal(s3_upload_write(u, chunk, sizeof(chunk)), -1); /* a late chunk */
+    s3_upload_finish(u);
+    s3_upload_abort(u);
+    assert_int_equal(p.done, 1); /* on_done once, always */
+    s3_upload_free(u);
+
+    /* freed while parts are in flight: aborted in the background, no callback */
+    proxy_ctl(&px, "/__plan", "");
+    memset(&p, 0, sizeof(p));
+    p.total = 3 * (uint64_t)PART;
+    u = s3_upload_new(e.s3, key, NULL, PART, 1, produce, on_kept, &p);
+    produce(u, &p);
+    s3_upload_free(u);
+    int never = 0;
+    tu_run_until(&e.loop, &never, 2000);
+    assert_int_equal(p.done, 0);
+    env_close(&e);
+    proxy_stop(&px);
+}
+
 static void test_control_check_sees_a_pending_upload(void **state) {
     (void)state;
     /* an upload created and never completed is listed: the zero above means something */
@@ -501,6 +556,7 @@ int main(void) {
         cmocka_unit_test_teardown(test_stalled_answer_times_out_and_retries, teardown),
         cmocka_unit_test_teardown(test_persistent_failure_aborts_and_leaves_nothing, teardown),
         cmocka_unit_test(test_control_check_sees_a_pending_upload),
+        cmocka_unit_test_teardown(test_a_failed_upload_stays_the_callers, teardown),
         cmocka_unit_test_teardown(test_clock_skew_is_corrected, teardown),
         cmocka_unit_test_teardown(test_tls_with_ca_file, teardown),
         cmocka_unit_test_teardown(test_web_identity, teardown),

@@ -87,9 +87,9 @@ static void produce(S3Upload *u, void *data) {
 
 static void on_done(S3Upload *u, const S3Result *res, const char *sha256, uint64_t bytes,
                     const Err *err, void *data) {
-    (void)u;
     (void)res;
     Producer *p = data;
+    s3_upload_free(u); /* ours until now; freed once this callback returns */
     p->done = 1;
     p->bytes = bytes;
     if (err) {

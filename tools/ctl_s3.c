@@ -95,8 +95,8 @@ static void put_feed(S3Upload *u, void *data) {
 
 static void put_done(S3Upload *u, const S3Result *res, const char *sha256, uint64_t bytes,
                      const Err *err, void *data) {
-    (void)u;
     (void)res;
+    s3_upload_free(u);
     Ctl *c = data;
     if (err) {
         if (c->rc == 0)

@@ -160,7 +160,8 @@ static void finish(Backup *b) {
     Job *job = b->job;
     if (b->conn)
         pg_pool_release(b->pool, b->conn);
-    filter_pipe_free(b->pipe);
+    filter_pipe_free(b->pipe); /* first: a chunk in flight would write to the upload */
+    s3_upload_free(b->up);
     scope_free(b->scope);
     free(b->counts);
     free(b->deleted);

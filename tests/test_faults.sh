@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# test_faults: the worker against a failing S3, with real services and real worker processes
+# (CI runs it on the ASan + UBSan build too, where a memory error aborts the worker).
+#  1. 403 AccessDenied on UploadPart: the backup fails for good, the worker keeps serving
+#  2. 503 on CreateMultipartUpload until the retries run out: the same
+#  3. S3 down for 8 s during two big backups: both complete, the worker keeps serving
+set -uo pipefail
+WORKER=$1
+: "${REDIS_URL:?run through tools/devenv test}"
+: "${DATABASE_URL:?run through tools/devenv test}"
+: "${BW_DEVENV:?run through tools/devenv test}"
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+"$BW_DEVENV" migrate >/dev/null
+
+U=fa170001-0000-4000-8000-00000000000a
+V=fa170002-0000-4000-8000-00000000000b
+for u in $U $V; do
+  q "DELETE FROM profiles WHERE id = '$u'; DELETE FROM backup_metadata WHERE user_id = '$u'" >/dev/null
+  s3 s3 rm --recursive --quiet "s3://$S3_BUCKET/backups/$u/"
+done
+"$ROOT/tools/datagen" --user "$U" --orders 8000 --seed tf1 >/dev/null
+"$ROOT/tools/datagen" --user "$V" --orders 8000 --seed tf2 >/dev/null
+
+S3PORT=$(sed -E 's#.*:([0-9]+)$#\1#' <<<"$S3_ENDPOINT")
+node "$ROOT/tests/faultproxy.js" 127.0.0.1 "$S3PORT" >"$tmp/proxy.log" 2>&1 &
+pids+=($!)
+wait_until 10 grep -q listening "$tmp/proxy.log"
+PX=$(awk '/listening/ {print $2}' "$tmp/proxy.log")
+plan() { curl -s -X POST --data "$1" "http://127.0.0.1:$PX/__plan" >/dev/null; }
+alive() { # NAME: the worker process is running and still takes jobs
+  local pid; eval "pid=\$PID_$1"
+  kill -0 "$pid" 2>/dev/null || return 1
+  local j=ping-$RANDOM$RANDOM
+  enqueue "$j" type ping
+  done_ok "$j" 20
+}
+# uncompressed, 5 MiB parts, one in flight: each backup is several parts
+W=(S3_ENDPOINT="http://127.0.0.1:$PX" BACKUP_COMPRESSION=false S3_PART_SIZE_MB=5 S3_UPLOAD_CONCURRENCY=1
+   BACKUP_NOTIFY=false JOB_BACKOFF_BASE=200ms JOB_BACKOFF_MAX=1s)
+
+# ---- 1. 403 on a part ----
+P=tf$$a
+start_worker w1 "${W[@]}" JOB_MAX_ATTEMPTS=3
+plan 'PUT~partNumber=2:403:1'
+enqueue deny type backup user_id "$U" mode full
+done_ok deny 60 && bad "a backup whose part was refused completed"
+check "403 on UploadPart: the backup is dead" dead "$(field deny status)"
+expect "…naming AccessDenied ($(field deny error))" grep -q "AccessDenied" <<<"$(field deny error)"
+check "…its metadata row failed" failed "$(q "SELECT status FROM backup_metadata WHERE job_id = 'deny'")"
+expect "…and the worker keeps serving" alive w1
+
+# ---- 2. 503 on CreateMultipartUpload until the retries run out ----
+plan 'POST~uploads:503:1000'
+enqueue slow type backup user_id "$U" mode full
+done_ok slow 90 && bad "a backup that could never start its upload completed"
+check "503 on CreateMultipartUpload: the backup is dead" dead "$(field slow status)"
+expect "…naming SlowDown ($(field slow error))" grep -q "SlowDown\|503" <<<"$(field slow error)"
+plan ''
+expect "…and the worker keeps serving" alive w1
+stop_worker w1
+
+# ---- 3. S3 down for 8 s during two big backups ----
+P=tf$$c
+start_worker w3 "${W[@]}" JOB_MAX_ATTEMPTS=20
+plan 'PUT~partNumber=2:stall:2'
+enqueue big1 type backup user_id "$U" mode full
+enqueue big2 type backup user_id "$V" mode full
+expect "an upload is under way" wait_until 60 bash -c "curl -s http://127.0.0.1:$PX/__stats | grep -q '\"faults\":[12]'"
+expect "…with both backups running" wait_until 30 bash -c "[ \"\$(R HGET $P:job:big1 status)\$(R HGET $P:job:big2 status)\" = runningrunning ]"
+"$BW_DEVENV" kill s3 >/dev/null
+curl -s -X POST "http://127.0.0.1:$PX/__cut" >/dev/null
+sleep 8
+"$BW_DEVENV" start >/dev/null 2>&1
+expect "after S3 is back, the first backup completes" done_ok big1 180
+expect "…and the second" done_ok big2 180
+expect "…and the worker keeps serving" alive w3
+stop_worker w3
+check "the worker exited cleanly" 0 "$?"
+
+echo "test_faults: $passed passed, $fails failed"
+[ "$fails" -eq 0 ]
