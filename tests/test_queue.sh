@@ -159,6 +159,22 @@ echo "     takeover and completion after $((SECONDS - t0)) s (visibility 3 s, jo
 expect "  ... run twice (attempts 2), by k2" bash -c "[ '$(field k-1 attempts)' = 2 ] && grep -q 'taking over entry' '$tmp/k2.log'"
 stop_worker k2 >/dev/null
 
+# ---- 6b. the fresh worker starts after the lease lapsed: its sweep claims the entries, and
+# its first read of its own pending list (id 0) returns them too: each must run once ----
+P=tq$$t
+start_worker t1 WORKER_CONCURRENCY=3
+for i in 1 2 3; do R XADD "$P:jobs" '*' type sleep ms 3000 job_id t-$i >/dev/null; done
+expect "three long jobs running on t1" wait_until 10 bash -c "[ \"\$(R HGET $P:job:t-1 status)\$(R HGET $P:job:t-2 status)\$(R HGET $P:job:t-3 status)\" = runningrunningrunning ]"
+kill -9 "$PID_t1"; wait "$PID_t1" 2>/dev/null
+sleep 3.5 # past JOB_VISIBILITY_TIMEOUT: claimable at the new worker's first sweep
+start_worker t2 WORKER_CONCURRENCY=4
+expect "t2 takes the three over and completes them" wait_until 30 bash -c "[ \"\$(R HGET $P:job:t-1 status)\$(R HGET $P:job:t-2 status)\$(R HGET $P:job:t-3 status)\" = completedcompletedcompleted ]"
+for i in 1 2 3; do
+  check "  ... t-$i started once by t2" 1 "$(grep -c "job t-$i\] started" "$tmp/t2.log")"
+  check "  ... t-$i attempts 2" 2 "$(field t-$i attempts)"
+done
+stop_worker t2 >/dev/null
+
 # ---- 7. SIGTERM with jobs in flight ----
 P=tq$$d
 start_worker g1 WORKER_CONCURRENCY=2

@@ -578,6 +578,14 @@ static void start_jobs(Queue *q, Job **jobs, int n) {
 static Job *take_entry(Queue *q, const redisReply *id, const redisReply *fields, int deliveries) {
     if (id == NULL || id->type != REDIS_REPLY_STRING)
         return NULL;
+    /* One run per entry per process: an entry this process already holds (taken over by the
+     * sweep, then handed back again by the first XREADGROUP ... 0 of its pending list, or
+     * read twice around a reconnect) is left to the run it has. */
+    for (Job *j = q->jobs; j; j = j->next)
+        if (strcmp(j->entry, id->str) == 0) {
+            log_debug(j->log_id, "entry %s is already running here: not started again", id->str);
+            return NULL;
+        }
     Job *job = xcalloc(1, sizeof(*job));
     job->q = q;
     job->state = J_STARTING;
