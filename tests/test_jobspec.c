@@ -115,6 +115,10 @@ static void test_flat_invalid(void **state) {
                  "is not a number of days");
     expect_error(decode(&s, &e, "type", "ping", "job_id", "a b", NULL), &e,
                  "field 'job_id': 'a b' must be");
+    { /* a NUL inside the value (redis-cli -x can send one): refused, not cut short */
+        JobField nul[] = {{"type", 4, "ping", 4}, {"job_id", 6, "victim-job\0xyz", 14}};
+        expect_error(jobspec_decode(&s, nul, 2, "1-0", 0, &e), &e, "field 'job_id'");
+    }
     expect_error(decode(&s, &e, "type", "ping", "job_id", "", NULL), &e, "field 'job_id'");
 
     /* a rejected job with a valid job_id still reports under that id */
@@ -178,6 +182,32 @@ static void test_msgpack(void **state) {
     f = packed(&sb);
     expect_error(jobspec_decode(&s, &f, 1, "1-0", 0, &e), &e, "1 bytes after the map");
     msgpack_sbuffer_destroy(&sb);
+
+    /* sizes the bytes cannot hold: refused before msgpack-c allocates them (a map header
+     * claiming 4 billion entries asked it for 64 GiB) */
+    static const struct {
+        const char *bytes;
+        size_t len;
+        const char *why;
+    } hostile[] = {
+        {"\xdf\xff\xff\xff\xff", 5, "declares 8589934590 elements"},
+        {"\x81\xa4type\xdd\xff\xff\xff\xff", 11, "declares 4294967295 elements"},
+        {"\x81\xa4type\xdb\xff\xff\xff\xf0xx", 13, "declares 4294967280 bytes"},
+        {"\x81\xa4type\xc9\x7f\xff\xff\xff\x01", 12, "declares 2147483648 bytes"},
+        {"\x81\xa4typ", 5, "declares 4 bytes"},
+        {"\x81\xc1\x01", 3, "is not a msgpack type"},
+        {"\x82\xa1"
+         "a",
+         3, "declares 4 elements"},
+        {"\x81\xa1"
+         "a\xcd\x01",
+         4, "declares 2 bytes"},
+        {"\xdc\x00", 2, "truncated"},
+    };
+    for (size_t i = 0; i < sizeof(hostile) / sizeof(hostile[0]); i++) {
+        JobField h = {"msgpack", 7, hostile[i].bytes, hostile[i].len};
+        expect_error(jobspec_decode(&s, &h, 1, "1-0", 0, &e), &e, hostile[i].why);
+    }
 
     /* wrong shapes */
     msgpack_sbuffer_init(&sb);

@@ -73,16 +73,20 @@ R XADD "$P:jobs" '*' type backup user_id "$U1" "$(head -c 70000 /dev/zero | tr '
 head -c 300 /dev/urandom | R -x XADD "$P:jobs" '*' type >/dev/null         # binary garbage
 printf '\x92\xa4type\xa4ping' | R -x XADD "$P:jobs" '*' msgpack >/dev/null   # msgpack array
 head -c 1100000 /dev/zero | tr '\0' a | R -x XADD "$P:jobs" '*' type ping user_id >/dev/null # 1 MB value
+printf '\xdf\xff\xff\xff\xff' | R -x XADD "$P:jobs" '*' msgpack >/dev/null # a map of 4 billion entries
+printf 'victim-job\0xyz' | R -x XADD "$P:jobs" '*' type ping job_id >/dev/null # a NUL in the job id
 R XADD "$P:jobs" '*' type ping job_id after-hostile >/dev/null
 expect "a good job after hostile entries still runs" wait_until 10 status_is after-hostile completed
 dead_count_is() { [ "$(R XLEN "$P:dead")" = "$1" ]; }
-expect "7 hostile entries in the dead-letter stream" wait_until 5 dead_count_is $((before + 7))
+expect "9 hostile entries in the dead-letter stream" wait_until 5 dead_count_is $((before + 9))
 R XRANGE "$P:dead" - + >"$tmp/dead"
 for why in "missing field 'type'" "'explode' is not a job type" "'not-a-uuid' is not a UUID" \
-  "is not part of a backup job" "is not a job type" "must hold a map" "larger than 1048576 bytes"; do
+  "is not part of a backup job" "is not a job type" "must hold a map" "larger than 1048576 bytes" \
+  "declares 8589934590 elements" "field 'job_id'"; do
   expect "dead letter reason: $why" grep -qF "$why" "$tmp/dead"
 done
 expect "worker 1 still up" kill -0 "$PID_w1"
+check "the NUL job id ran as no other job" "" "$(R HGET "$P:job:victim-job" status)"
 
 # ---- operators: backupctl ping, jobs, dead ls / retry / drop ----
 export REDIS_PREFIX=$P

@@ -88,8 +88,8 @@ static int valid_job_id(const char *s, size_t len) {
     if (len == 0 || len > JOBSPEC_ID_MAX)
         return 0;
     for (size_t i = 0; i < len; i++)
-        if (!isalnum((unsigned char)s[i]) && !strchr("_.:-", s[i]))
-            return 0;
+        if (!isalnum((unsigned char)s[i]) && (s[i] == '\0' || !strchr("_.:-", s[i])))
+            return 0; /* strchr finds the terminator: a NUL would pass as one of the set */
     return 1;
 }
 
@@ -305,6 +305,91 @@ static int decode_fields(JobSpec *spec, const JobField *fields, size_t n, const 
     return 0;
 }
 
+/* Big-endian unsigned integer of n bytes at p. */
+static uint64_t be(const unsigned char *p, int n) {
+    uint64_t v = 0;
+    for (int i = 0; i < n; i++)
+        v = v << 8 | p[i];
+    return v;
+}
+
+/*
+ * msgpack-c allocates what a header declares before it reads a single element: a five-byte
+ * map header claiming 4 billion entries asks for 64 GiB. Walk the headers first and refuse any
+ * count or length the remaining bytes cannot hold (every element takes at least one byte), so
+ * what the unpacker allocates is bounded by the entry's own size. 0 when well formed.
+ */
+static int mp_prescan(const unsigned char *p, size_t len, char *why, size_t whylen) {
+    size_t pos = 0;
+    uint64_t pending = 1; /* elements still to read */
+    while (pending > 0) {
+        if (pos >= len) {
+            snprintf(why, whylen, "truncated at byte %zu", pos);
+            return -1;
+        }
+        unsigned b = p[pos++];
+        uint64_t items = 0, skip = 0;
+        int lenbytes = 0;
+        pending--;
+        if (b <= 0x7f || b >= 0xe0 || b == 0xc0 || b == 0xc2 || b == 0xc3)
+            ;
+        else if (b <= 0x8f)
+            items = 2 * (uint64_t)(b & 0x0f);
+        else if (b <= 0x9f)
+            items = b & 0x0f;
+        else if (b <= 0xbf)
+            skip = b & 0x1f;
+        else if (b == 0xc4 || b == 0xd9)
+            lenbytes = 1;
+        else if (b == 0xc5 || b == 0xda)
+            lenbytes = 2;
+        else if (b == 0xc6 || b == 0xdb)
+            lenbytes = 4;
+        else if (b >= 0xc7 && b <= 0xc9) { /* ext 8/16/32: length, then a type byte */
+            lenbytes = b == 0xc7 ? 1 : b == 0xc8 ? 2 : 4;
+            skip = 1;
+        } else if (b == 0xca || b == 0xcb)
+            skip = b == 0xca ? 4 : 8;
+        else if (b >= 0xcc && b <= 0xd3)
+            skip = 1u << ((b - 0xcc) & 3);
+        else if (b >= 0xd4 && b <= 0xd8)
+            skip = 1 + (1u << (b - 0xd4));
+        else if (b == 0xdc || b == 0xde || b == 0xdd || b == 0xdf) {
+            int n = b == 0xdc || b == 0xde ? 2 : 4;
+            if (len - pos < (size_t)n) {
+                snprintf(why, whylen, "truncated at byte %zu", pos);
+                return -1;
+            }
+            items = be(p + pos, n) * (b >= 0xde ? 2 : 1);
+            pos += (size_t)n;
+        } else {
+            snprintf(why, whylen, "byte 0x%02x at %zu is not a msgpack type", b, pos - 1);
+            return -1;
+        }
+        if (lenbytes) {
+            if (len - pos < (size_t)lenbytes) {
+                snprintf(why, whylen, "truncated at byte %zu", pos);
+                return -1;
+            }
+            skip += be(p + pos, lenbytes);
+            pos += (size_t)lenbytes;
+        }
+        if (skip > len - pos) {
+            snprintf(why, whylen, "a value at byte %zu declares %llu bytes; %zu remain", pos,
+                     (unsigned long long)skip, len - pos);
+            return -1;
+        }
+        pos += (size_t)skip;
+        pending += items;
+        if (pending > len - pos) {
+            snprintf(why, whylen, "a container declares %llu elements; only %zu bytes remain",
+                     (unsigned long long)items, len - pos);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 /* Numbers in msgpack become their decimal text, so one validator serves both forms. */
 static int decode_msgpack(JobSpec *spec, const JobField *mp, const char *entry_id,
                           int allow_test_types, Err *err) {
@@ -314,6 +399,11 @@ static int decode_msgpack(JobSpec *spec, const JobField *mp, const char *entry_i
     int rc = -1;
     char numbuf[MAX_FIELDS][24];
     JobField fields[MAX_FIELDS];
+    char why[128];
+    if (mp_prescan((const unsigned char *)mp->value, mp->value_len, why, sizeof(why)) != 0) {
+        fail(err, "field 'msgpack': not valid msgpack (%s)", why);
+        goto out;
+    }
     msgpack_unpack_return ur = msgpack_unpack_next(&u, mp->value, mp->value_len, &off);
     if (ur != MSGPACK_UNPACK_SUCCESS) {
         fail(err, "field 'msgpack': not valid msgpack");
