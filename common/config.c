@@ -9,6 +9,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <libpq-fe.h>
+#include <uv.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -48,6 +49,7 @@ static const VarHelp vars[] = {
     {"DATABASE_URL", NULL, "PostgreSQL URI or key=value string (required)"},
     {"WORKER_CONCURRENCY", "4", "jobs run at once by one worker process (1-1024)"},
     {"WORKER_HTTP_PORT", "8080", "port of /healthz, /readyz and /metrics (0: off)"},
+    {"WORKER_HTTP_HOST", "0.0.0.0", "address the HTTP port listens on (127.0.0.1: this host only)"},
     {"WORKER_SHUTDOWN_GRACE", "25s", "time running jobs get to finish after SIGTERM"},
     {"REDIS_PREFIX", "backup", "prefix of every Redis key ({prefix}:jobs, {prefix}:job:ID...)"},
     {"JOB_VISIBILITY_TIMEOUT", "60s", "a job whose worker is silent this long is run again"},
@@ -246,12 +248,147 @@ fail:
     return -1;
 }
 
+/* A libpq option that holds a secret: libpq marks them for display with '*'. */
+static int pg_secret(const PQconninfoOption *o) {
+    return (o->dispchar && o->dispchar[0] == '*') || strcmp(o->keyword, "password") == 0 ||
+           strcmp(o->keyword, "sslpassword") == 0;
+}
+
+/*
+ * A PostgreSQL connection string as libpq itself reads it (URI or key=value), rebuilt with every
+ * secret option masked: a spelling libpq decodes (?%70assword=, sslpassword= before password=)
+ * cannot slip past a text search. A URI is shown as a URI, key=value pairs as pairs.
+ */
+static void pg_redacted(const char *url, Buf *b) {
+    PQconninfoOption *opts = PQconninfoParse(url, NULL);
+    if (opts == NULL) {
+        buf_puts(b, "(unparseable connection string)");
+        return;
+    }
+    const char *user = NULL, *host = NULL, *port = NULL, *db = NULL;
+    int has_pw = 0, uri = strstr(url, "://") != NULL;
+    for (PQconninfoOption *o = opts; o->keyword; o++) {
+        if (o->val == NULL)
+            continue;
+        if (uri && strcmp(o->keyword, "user") == 0)
+            user = o->val;
+        else if (uri && strcmp(o->keyword, "password") == 0)
+            has_pw = 1;
+        else if (uri && strcmp(o->keyword, "host") == 0)
+            host = o->val;
+        else if (uri && strcmp(o->keyword, "port") == 0)
+            port = o->val;
+        else if (uri && strcmp(o->keyword, "dbname") == 0)
+            db = o->val;
+    }
+    if (uri) {
+        buf_puts(b, "postgresql://");
+        if (user || has_pw)
+            buf_printf(b, "%s%s@", user ? user : "", has_pw ? ":***" : "");
+        buf_printf(b, "%s%s%s/%s", host ? host : "", port ? ":" : "", port ? port : "",
+                   db ? db : "");
+    }
+    int n = 0;
+    for (PQconninfoOption *o = opts; o->keyword; o++) {
+        if (o->val == NULL)
+            continue;
+        if (uri && (strcmp(o->keyword, "user") == 0 || strcmp(o->keyword, "password") == 0 ||
+                    strcmp(o->keyword, "host") == 0 || strcmp(o->keyword, "port") == 0 ||
+                    strcmp(o->keyword, "dbname") == 0))
+            continue;
+        buf_printf(b, "%s%s=%s", uri ? (n ? "&" : "?") : (n ? " " : ""), o->keyword,
+                   pg_secret(o) ? "***" : o->val);
+        n++;
+    }
+    PQconninfoFree(opts);
+}
+
+static int one_of(const char *v, const char *const *set) {
+    for (; *set; set++)
+        if (strcmp(v, *set) == 0)
+            return 1;
+    return 0;
+}
+
+/* Every port of a comma-separated list is a number 1-65535 (an empty entry means the default). */
+static int valid_ports(const char *v) {
+    const char *p = v;
+    for (;;) {
+        size_t n = strcspn(p, ",");
+        if (n > 0) {
+            if (n > 5 || strspn(p, "0123456789") != n)
+                return 0;
+            long port = strtol(p, NULL, 10);
+            if (port < 1 || port > 65535)
+                return 0;
+        }
+        if (p[n] == '\0')
+            return 1;
+        p += n + 1;
+    }
+}
+
+int config_check_conninfo(const char *conninfo, char *why, size_t whylen) {
+    char *perr = NULL;
+    PQconninfoOption *opts = PQconninfoParse(conninfo, &perr);
+    if (opts == NULL) {
+        /* libpq's message may quote the string, password included: name the problem only */
+        snprintf(why, whylen,
+                 "not a valid PostgreSQL connection string (expected "
+                 "postgresql://user:password@host:port/dbname or key=value pairs)");
+        PQfreemem(perr);
+        return -1;
+    }
+    static const char *const sslmodes[] = {"disable",   "allow",       "prefer", "require",
+                                           "verify-ca", "verify-full", NULL};
+    static const char *const gss[] = {"disable", "prefer", "require", NULL};
+    static const char *const binding[] = {"disable", "prefer", "require", NULL};
+    static const char *const attrs[] = {"any",     "read-write",     "read-only", "primary",
+                                        "standby", "prefer-standby", NULL};
+    static const char *const ints[] = {"connect_timeout",
+                                       "keepalives",
+                                       "keepalives_idle",
+                                       "keepalives_interval",
+                                       "keepalives_count",
+                                       "tcp_user_timeout",
+                                       NULL};
+    int rc = 0;
+    for (PQconninfoOption *o = opts; o->keyword && rc == 0; o++) {
+        const char *k = o->keyword, *v = o->val;
+        if (v == NULL)
+            continue;
+        const char *want = NULL;
+        if (strcmp(k, "port") == 0 && !valid_ports(v))
+            want = "a port number 1-65535 (or a comma-separated list)";
+        else if (strcmp(k, "sslmode") == 0 && !one_of(v, sslmodes))
+            want = "disable, allow, prefer, require, verify-ca or verify-full";
+        else if (strcmp(k, "gssencmode") == 0 && !one_of(v, gss))
+            want = "disable, prefer or require";
+        else if (strcmp(k, "channel_binding") == 0 && !one_of(v, binding))
+            want = "disable, prefer or require";
+        else if (strcmp(k, "target_session_attrs") == 0 && !one_of(v, attrs))
+            want = "any, read-write, read-only, primary, standby or prefer-standby";
+        else if (one_of(k, ints) && (v[0] == '\0' || strspn(v, "0123456789") != strlen(v)))
+            want = "a whole number";
+        if (want) {
+            if (pg_secret(o))
+                snprintf(why, whylen, "option %s is not valid: expected %s", k, want);
+            else
+                snprintf(why, whylen, "option %s=%.60s is not valid: expected %s", k, v, want);
+            rc = -1;
+        }
+    }
+    PQconninfoFree(opts);
+    return rc;
+}
+
 void config_redact_url(const char *url, char *out, size_t outlen) {
     if (outlen == 0)
         return;
     Buf b = BUF_INIT;
     const char *scheme = strstr(url, "://");
-    if (scheme != NULL) {
+    int pg = strncmp(url, "postgresql://", 13) == 0 || strncmp(url, "postgres://", 11) == 0;
+    if (scheme != NULL && !pg) { /* redis://, or any other URL: mask its userinfo */
         const char *p = scheme + 3;
         const char *end = p + strcspn(p, "/?#");
         const char *at = NULL;
@@ -261,44 +398,16 @@ void config_redact_url(const char *url, char *out, size_t outlen) {
         if (at != NULL) {
             const char *colon = memchr(p, ':', (size_t)(at - p));
             buf_append(&b, url, (size_t)(p - url));
-            if (colon != NULL) {
+            if (colon != NULL)
                 buf_append(&b, p, (size_t)(colon - p + 1));
-                buf_puts(&b, "***");
-            } else if (strncmp(url, "redis", 5) == 0) {
-                buf_puts(&b, "***"); /* redis://secret@host: the bare userinfo is the password */
-            } else {
-                buf_append(&b, p, (size_t)(at - p)); /* postgresql://user@host: no password */
-            }
+            /* redis://secret@host: the bare userinfo is the password, as redis-cli reads it */
+            buf_puts(&b, "***");
             buf_puts(&b, at);
         } else {
             buf_puts(&b, url);
         }
-        /* password=... may also appear as a URI query parameter */
-        char *pw = strstr(b.data, "password=");
-        if (pw != NULL) {
-            size_t keep = (size_t)(pw - b.data) + 9;
-            const char *rest = pw + 9 + strcspn(pw + 9, "&#");
-            Buf c = BUF_INIT;
-            buf_append(&c, b.data, keep);
-            buf_puts(&c, "***");
-            buf_puts(&c, rest);
-            buf_free(&b);
-            b = c;
-        }
     } else {
-        /* key=value form: rebuild it without the password */
-        PQconninfoOption *opts = PQconninfoParse(url, NULL);
-        if (opts == NULL) {
-            buf_puts(&b, "(unparseable connection string)");
-        } else {
-            for (PQconninfoOption *o = opts; o->keyword; o++) {
-                if (o->val == NULL)
-                    continue;
-                buf_printf(&b, "%s%s=%s", b.len ? " " : "", o->keyword,
-                           strcmp(o->keyword, "password") == 0 ? "***" : o->val);
-            }
-            PQconninfoFree(opts);
-        }
+        pg_redacted(url, &b);
     }
     snprintf(out, outlen, "%s", b.data ? b.data : "");
     buf_free(&b);
@@ -531,18 +640,22 @@ int config_load(Config *cfg, ConfigGetenv getenv_fn, void *data, Buf *errors) {
 
     cfg->database_url = get_str(&l, "DATABASE_URL", 1);
     if (cfg->database_url) {
-        /* libpq's own message may quote the string, password included: keep ours */
-        PQconninfoOption *opts = PQconninfoParse(cfg->database_url, NULL);
-        if (opts == NULL)
-            bad(&l, "DATABASE_URL",
-                "not a valid PostgreSQL connection string (expected "
-                "postgresql://user:password@host:port/dbname or key=value pairs)");
-        else
-            PQconninfoFree(opts);
+        char why[200];
+        if (config_check_conninfo(cfg->database_url, why, sizeof(why)) != 0)
+            bad(&l, "DATABASE_URL", "%s", why);
     }
 
     cfg->worker_concurrency = get_int(&l, "WORKER_CONCURRENCY", 1, 1024);
     cfg->worker_http_port = get_int(&l, "WORKER_HTTP_PORT", 0, 65535);
+    cfg->worker_http_host = get_str(&l, "WORKER_HTTP_HOST", 1);
+    if (cfg->worker_http_host) {
+        struct sockaddr_in6 a6;
+        struct sockaddr_in a4;
+        if (uv_ip4_addr(cfg->worker_http_host, 0, &a4) != 0 &&
+            uv_ip6_addr(cfg->worker_http_host, 0, &a6) != 0)
+            bad(&l, "WORKER_HTTP_HOST", "'%.80s' is not an IPv4 or IPv6 address",
+                cfg->worker_http_host);
+    }
     cfg->worker_shutdown_grace_ms = get_duration(&l, "WORKER_SHUTDOWN_GRACE", 0, 3600000LL);
     cfg->redis_prefix = get_str(&l, "REDIS_PREFIX", 1);
     if (cfg->redis_prefix && !valid_prefix(cfg->redis_prefix))
@@ -615,6 +728,7 @@ void config_free(Config *cfg) {
     free(cfg->redis_url);
     free(cfg->database_url);
     free(cfg->redis_prefix);
+    free(cfg->worker_http_host);
     config_redis_endpoint_free(&cfg->redis);
     memset(cfg, 0, sizeof(*cfg));
 }

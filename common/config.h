@@ -49,6 +49,7 @@ typedef struct {
     RedisEndpoint redis;
     int worker_concurrency;
     int worker_http_port;
+    char *worker_http_host; /* IP address the HTTP server binds */
     long long worker_shutdown_grace_ms;
     char *redis_prefix;
     long long job_visibility_timeout_ms;
@@ -86,6 +87,10 @@ void config_print_help(FILE *out);
  * password=... key in a libpq key=value string). Safe to log.
  */
 void config_redact_url(const char *url, char *out, size_t outlen);
+/* Check a PostgreSQL connection string as libpq reads it, and the values of the options libpq
+ * only checks when it connects (port, sslmode, gssencmode, ...): -1 with why naming the option
+ * (never its secret value). */
+int config_check_conninfo(const char *conninfo, char *why, size_t whylen);
 
 /* Parse redis://[[user]:password@]host[:port][/db]; returns 0 or -1 with why. */
 int config_parse_redis_url(const char *url, RedisEndpoint *ep, const char **why);

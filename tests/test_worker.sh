@@ -34,6 +34,18 @@ ok "--help lists every variable"
 expect "--help shows defaults" grep -q "default us-east-1" "$tmp/help"
 
 # configuration errors: exit 2, the variable named, nothing started, no secret
+# every spelling of a PostgreSQL secret is masked: sslpassword= before password=, %-escaped
+for url in "postgresql://u@127.0.0.1:1/db?sslpassword=x&password=SECRET1234" \
+  "postgresql://u@127.0.0.1:1/db?%70assword=SECRET1234" "host=127.0.0.1 port=1 sslpassword=SECRET1234"; do
+  DATABASE_URL="$url" "$WORKER" --check-config >"$tmp/out" 2>&1
+  DATABASE_URL="$url" "$CTL" list 7e570001-0000-4000-8000-00000000000a >>"$tmp/out" 2>&1
+  expect "no PostgreSQL secret printed for $url" bash -c "! grep -q SECRET1234 '$tmp/out' && grep -q '\*\*\*' '$tmp/out'"
+done
+# option values libpq checks only when it connects: refused at start, naming the option
+for opt in "sslmode=bogus" "port=notaport"; do
+  DATABASE_URL="host=127.0.0.1 $opt password=SECRET1234" "$WORKER" >"$tmp/out" 2>&1; rc=$?
+  expect "DATABASE_URL with $opt exits 2, naming it" bash -c "[ $rc = 2 ] && grep -q 'DATABASE_URL: option $opt is not valid' '$tmp/out' && ! grep -q SECRET1234 '$tmp/out'"
+done
 env -u DATABASE_URL "$WORKER" >"$tmp/out" 2>&1; rc=$?
 expect "missing DATABASE_URL exits 2" test $rc = 2
 expect "missing DATABASE_URL is named" grep -q "DATABASE_URL: is required but not set" "$tmp/out"
@@ -107,6 +119,15 @@ WORKER_HTTP_PORT=$port timeout 10 "$WORKER" >"$tmp/log2" 2>&1; rc=$?
 expect "busy port exits 1" test $rc = 1
 expect "busy port is named" grep -q "cannot listen on 0.0.0.0:$port" "$tmp/log2"
 wait
+
+# WORKER_HTTP_HOST: the HTTP port listens on that address only
+WORKER_HTTP_HOST=127.0.0.2 WORKER_HTTP_PORT=$port "$WORKER" >"$tmp/log4" 2>&1 &
+pid=$!
+for _ in $(seq 100); do curl -sf "127.0.0.2:$port/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
+expect "WORKER_HTTP_HOST=127.0.0.2: /healthz there" curl -sf "127.0.0.2:$port/healthz" -o /dev/null
+expect "…and not on 127.0.0.1" bash -c "! curl -s -o /dev/null 127.0.0.1:$port/healthz"
+kill -TERM $pid; wait $pid
+pid=
 
 echo "$passed passed, $fails failed"
 [ "$fails" = 0 ]

@@ -205,7 +205,7 @@ Services *services_new(uv_loop_t *loop, const Config *cfg, Err *err) {
         snprintf(s->s3_label, sizeof(s->s3_label), "https://s3.%s.amazonaws.com", cfg->aws_region);
 
     if (cfg->worker_http_port > 0) {
-        s->httpd = httpd_new(loop, "0.0.0.0", cfg->worker_http_port, on_http, s, err);
+        s->httpd = httpd_new(loop, cfg->worker_http_host, cfg->worker_http_port, on_http, s, err);
         if (s->httpd == NULL) {
             looplag_free(s->lag);
             free(s);
