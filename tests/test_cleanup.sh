@@ -16,17 +16,19 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
 C=c1ea0001-0000-4000-8000-00000000000a
 O=c1ea0002-0000-4000-8000-00000000000b
-for u in $C $O; do
+D=c1ea0003-0000-4000-8000-00000000000d
+for u in $C $O $D; do
   q "DELETE FROM profiles WHERE id = '$u'; DELETE FROM backup_metadata WHERE user_id = '$u'" >/dev/null
   s3 s3 rm --recursive --quiet "s3://$S3_BUCKET/backups/$u/"
 done
 "$ROOT/tools/datagen" --user "$C" --orders 20 --seed tc1 >/dev/null
 "$ROOT/tools/datagen" --user "$O" --orders 5 --seed tc2 >/dev/null
+"$ROOT/tools/datagen" --user "$D" --orders 200 --seed tc3 >/dev/null
 
 P=tc$$a
 start_worker w1 BACKUP_NOTIFY=false
-made() { # JOB MODE AGE_DAYS: a backup, then aged; prints its id
-  enqueue "$1" type backup user_id "$C" mode "$2"
+made() { # JOB MODE AGE_DAYS [USER]: a backup, then aged; prints its id
+  enqueue "$1" type backup user_id "${4:-$C}" mode "$2"
   done_ok "$1" || { bad "backup $1 did not complete: $(field "$1" error)"; return 1; }
   local id
   id=$(field "$1" backup_id)
@@ -99,6 +101,28 @@ check "…still holds the order deleted after its base, and only that one" "[\"$
 check "the SQL function alone agrees (nothing more of this user's to purge)" 0 \
   "$(q "SELECT backup_tombstones_purge('$C')")"
 stop_worker w1
+
+# Verify while a cleanup deletes the same user's backups: no false failure recorded on rows
+# being deleted. The user's lock orders the two; a cleanup of every user (no user lock) may
+# still overlap a verify, which then skips what is being deleted.
+P=tc$$v
+start_worker w2 BACKUP_NOTIFY=false WORKER_CONCURRENCY=4
+race() { # NAME CLEANUP_FIELDS...: six old fulls and a new one, then verify and cleanup at once
+  local name=$1 i; shift
+  for i in 1 2 3 4 5 6; do made "$name-old$i" full 40 "$D" >/dev/null; done
+  made "$name-new" full 0 "$D" >/dev/null
+  enqueue "$name-v" type verify user_id "$D"
+  enqueue "$name-c" type cleanup "$@" retention_days 30
+  expect "$name: the cleanup completes" done_ok "$name-c" 60
+  expect "$name: the verify completes ($(field "$name-v" error))" done_ok "$name-v" 60
+  check "$name: no backup recorded as failing verification" 0 \
+    "$(q "SELECT count(*) FROM backup_metadata WHERE user_id = '$D' AND verify_status = 'failed'")"
+}
+race same user_id "$D"
+check "the verify and the cleanup of one user did not overlap: one waited for the other" 1 \
+  "$(($(count_events same-v waiting) + $(count_events same-c waiting)))"
+race all scope all
+stop_worker w2
 
 echo "test_cleanup: $passed passed, $fails failed"
 [ "$fails" -eq 0 ]

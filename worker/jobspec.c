@@ -298,6 +298,12 @@ static int decode_fields(JobSpec *spec, const JobField *fields, size_t n, const 
         return fail(err, "missing field 'backup_id' (the backup to restore)");
     if (strcmp(tf->type, "verify") == 0 && spec->backup_id[0] == '\0' && spec->user_id[0] == '\0')
         return fail(err, "a verify job needs 'backup_id' or 'user_id'");
+    if (strcmp(tf->type, "verify") == 0 && spec->user_id[0] == '\0') {
+        /* a backup id names its user (kind-<uuid>-stamp): verify takes that user's lock */
+        const char *dash = strchr(spec->backup_id, '-');
+        if (dash && strlen(dash + 1) > 36)
+            snprintf(spec->user_id, sizeof(spec->user_id), "%.36s", dash + 1);
+    }
     if (strcmp(tf->type, "backup") == 0 && spec->mode[0] == '\0')
         snprintf(spec->mode, sizeof(spec->mode), "full");
     if (spec->job_id[0] == '\0')

@@ -8,7 +8,10 @@
  *   OBJECT    the object streamed through bcheck: SHA-256 of the stored bytes,
  *             gunzip, the layout, every row well-formed JSON, the header, and the
  *             trailer's counts; then the rows counted against the manifest's
- *   RECORD    backup_metadata.verified_at, verify_status (ok | failed), verify_error
+ *   RECORD    backup_metadata.verified_at, verify_status (ok | failed), verify_error; a
+ *             backup that is no longer completed (a cleanup took it) is skipped
+ * It holds the user's lock (like backup, restore and cleanup), so a cleanup of the same user
+ * waits for it; a cleanup of every user (scope=all) may still race it: hence the skip.
  *
  * The job completes when every backup passed, and fails (permanently: a
  * retry reads the same bytes) naming how many did not and the first reason.
@@ -39,7 +42,7 @@ typedef struct {
     PgPool *pool;
     S3Client *s3;
     Item *items;
-    int n, i, failed, cancelled, busy;
+    int n, i, failed, skipped, cancelled, busy;
     char user[37];
     BCheck *bc;
     char *manifest; /* the current item's manifest */
@@ -65,32 +68,41 @@ static void finish(Verify *v, const Err *err) {
 
 static void on_recorded(PgConn *c, PGresult *res, const Err *err, void *data) {
     (void)c;
-    (void)res;
     Verify *v = data;
+    Item *it = &v->items[v->i];
     v->busy = 0;
-    if (err)
-        log_warn(job_log_id(v->job), "could not record the verification of %s: %s",
-                 v->items[v->i].id, err->msg);
+    if (err) {
+        log_warn(job_log_id(v->job), "could not record the verification of %s: %s", it->id,
+                 err->msg);
+    } else if (PQntuples(res) == 0) {
+        /* no longer completed: a cleanup expired or deleted it while we read it */
+        log_info(job_log_id(v->job), "verify %s: skipped, a cleanup is deleting it", it->id);
+        v->skipped++;
+    } else if (strcmp(PQgetvalue(res, 0, 0), "failed") == 0) {
+        if (v->failed++ == 0)
+            v->first = v->err;
+        log_warn(job_log_id(v->job), "verify %s: FAILED: %s", it->id, v->err.msg);
+    } else {
+        log_info(job_log_id(v->job), "verify %s: ok", it->id);
+    }
     v->i++;
     next_item(v);
 }
 
-/* The current backup's outcome: logged, counted, recorded. */
+/* The current backup's outcome, recorded, then logged and counted. A backup a cleanup is
+ * removing (status no longer 'completed') is neither: its object may be half gone. */
 static void record(Verify *v, const Err *err) {
     Item *it = &v->items[v->i];
-    if (err) {
-        if (v->failed++ == 0)
-            v->first = *err;
-        log_warn(job_log_id(v->job), "verify %s: FAILED: %s", it->id, err->msg);
-    } else {
-        log_info(job_log_id(v->job), "verify %s: ok", it->id);
-    }
+    err_clear(&v->err);
+    if (err)
+        v->err = *err;
     const char *p[] = {it->id, err ? "failed" : "ok", err ? err->msg : NULL};
     v->busy = 1;
-    pg_pool_query(v->pool,
-                  "UPDATE backup_metadata SET verified_at = now(), verify_status = $2, "
-                  "verify_error = $3 WHERE id = $1",
-                  3, p, on_recorded, v);
+    pg_pool_query(
+        v->pool,
+        "UPDATE backup_metadata SET verified_at = now(), verify_status = $2, "
+        "verify_error = $3 WHERE id = $1 AND status = 'completed' RETURNING verify_status",
+        3, p, on_recorded, v);
 }
 
 static int count_item(int section, const char *table, const char *json, size_t len, void *data,
@@ -227,8 +239,13 @@ static void next_item(Verify *v) {
             finish(v, &e);
             return;
         }
-        char note[64];
-        snprintf(note, sizeof(note), "%d backup%s verified", v->n, v->n > 1 ? "s" : "");
+        char note[96];
+        int ok = v->n - v->skipped;
+        if (v->skipped)
+            snprintf(note, sizeof(note), "%d backup%s verified, %d skipped (being deleted)", ok,
+                     ok == 1 ? "" : "s", v->skipped);
+        else
+            snprintf(note, sizeof(note), "%d backup%s verified", ok, ok == 1 ? "" : "s");
         job_set_note(v->job, note);
         job_progress(v->job, "done", 100, v->rows, v->bytes);
         finish(v, NULL);
@@ -321,4 +338,4 @@ static void verify_cancel(Job *job) {
         bcheck_stop(v->bc);
 }
 
-const JobType job_type_verify = {"verify", 0, verify_run, verify_cancel};
+const JobType job_type_verify = {"verify", 1, verify_run, verify_cancel};
