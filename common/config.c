@@ -39,6 +39,9 @@ static const VarHelp vars[] = {
     {"S3_SSE_KMS_KEY_ID", NULL, "KMS key id with S3_SSE=aws:kms (optional)"},
     {"S3_CA_FILE", NULL, "CA bundle for TLS to S3 (optional; verification is always on)"},
     {"S3_PART_SIZE_MB", "8", "multipart part size at the start of an upload, MiB (5-5120)"},
+    {"S3_CONNECT_TIMEOUT", "10s", "connect timeout of one S3 request (TCP and TLS)"},
+    {"S3_STALL_TIMEOUT", "30s",
+     "an S3 request that moves no byte this long is retried (no cap on a slow one that moves)"},
     {"S3_UPLOAD_CONCURRENCY", "4",
      "parts in flight per upload (1-64); memory per upload is about this x the part size"},
     {"BACKUP_RETENTION_DAYS", "30", "days a backup is kept by cleanup (1-36500)"},
@@ -623,6 +626,8 @@ int config_load(Config *cfg, ConfigGetenv getenv_fn, void *data, Buf *errors) {
         bad(&l, "S3_CA_FILE", "cannot read '%.200s'", cfg->s3_ca_file);
     cfg->s3_part_size_mb = get_int(&l, "S3_PART_SIZE_MB", 5, 5120);
     cfg->s3_upload_concurrency = get_int(&l, "S3_UPLOAD_CONCURRENCY", 1, 64);
+    cfg->s3_connect_timeout_ms = get_duration(&l, "S3_CONNECT_TIMEOUT", 100, 600000LL);
+    cfg->s3_stall_timeout_ms = get_duration(&l, "S3_STALL_TIMEOUT", 1000, 3600000LL);
     cfg->backup_retention_days = get_int(&l, "BACKUP_RETENTION_DAYS", 1, 36500);
     cfg->backup_compression = get_bool(&l, "BACKUP_COMPRESSION");
     cfg->backup_compression_level = get_int(&l, "BACKUP_COMPRESSION_LEVEL", 1, 9);
@@ -705,6 +710,8 @@ void config_s3_options(const Config *cfg, S3Options *o) {
     o->sse = cfg->s3_sse;
     o->sse_kms_key_id = cfg->s3_sse_kms_key_id;
     o->ca_file = cfg->s3_ca_file;
+    o->connect_timeout_ms = (long)cfg->s3_connect_timeout_ms;
+    o->stall_secs = (long)((cfg->s3_stall_timeout_ms + 999) / 1000);
     o->web_identity_token_file = cfg->aws_web_identity_token_file;
     o->role_arn = cfg->aws_role_arn;
     o->role_session_name = cfg->aws_role_session_name;

@@ -40,6 +40,7 @@ typedef struct {
     char *s3_ca_file;          /* may be NULL */
     int s3_part_size_mb;       /* multipart part size at the start of an upload */
     int s3_upload_concurrency; /* parts in flight per upload */
+    long long s3_connect_timeout_ms, s3_stall_timeout_ms;
     int backup_retention_days;
     int backup_compression;
     int backup_compression_level; /* gzip level, 1-9 */

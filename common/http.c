@@ -393,6 +393,8 @@ HttpRequest *http_request_start(HttpClient *c, const HttpRequestOpts *o, Err *er
     curl_easy_setopt(e, CURLOPT_HEADERDATA, r);
     if (o->timeout_ms > 0)
         curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, o->timeout_ms);
+    if (o->connect_timeout_ms > 0)
+        curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, o->connect_timeout_ms);
     if (o->low_speed_secs > 0) {
         curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, 1L);
         curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, o->low_speed_secs);

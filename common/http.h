@@ -49,10 +49,11 @@ typedef struct {
     int64_t body_size; /* with read: total length, or -1 for chunked */
     /* response body: a write callback, or buffered up to max_body bytes */
     HttpWriteCb write;
-    size_t max_body;     /* default 1 MiB when buffering */
-    long timeout_ms;     /* whole request; 0 = none */
-    long low_speed_secs; /* abort when under 1 byte/s for this long; 0 = off */
-    const char *ca_file; /* optional CA bundle */
+    size_t max_body;         /* default 1 MiB when buffering */
+    long timeout_ms;         /* whole request; 0 = none */
+    long connect_timeout_ms; /* TCP + TLS connect; 0 = curl's default (300 s) */
+    long low_speed_secs;     /* abort when under 1 byte/s for this long; 0 = off */
+    const char *ca_file;     /* optional CA bundle */
     HttpDoneCb done;
     void *data;
 } HttpRequestOpts;

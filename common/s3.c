@@ -19,6 +19,9 @@
 #include <strings.h>
 #include <time.h>
 
+/* How long a request waits for the first web-identity credentials without using an attempt. */
+#define CREDS_WAIT_MS 60000u
+
 struct S3Client {
     uv_loop_t *loop;
     HttpClient *http;
@@ -28,11 +31,12 @@ struct S3Client {
     int path_style;
     int max_attempts;
     unsigned backoff_base_ms, backoff_max_ms;
-    long timeout_ms;
+    long timeout_ms, connect_timeout_ms, stall_secs;
     long clock_skew; /* server time minus ours, learned from RequestTimeTooSkewed */
     S3Op *ops;
     int nops;
     int closing;
+    int halted; /* s3_client_halt: nothing in flight, nothing retried, nothing new sent */
 };
 
 struct S3Op {
@@ -174,7 +178,7 @@ static void on_retry_timer(uv_timer_t *t) {
 
 static void retry_or_fail(S3Op *op, const Err *err) {
     S3Client *c = op->c;
-    if (op->res.attempts >= c->max_attempts || c->closing) {
+    if (op->res.attempts >= c->max_attempts || c->closing || c->halted) {
         Err e = *err;
         err_prefix(&e, "after %d attempts", op->res.attempts);
         finish(op, &e);
@@ -212,7 +216,7 @@ static void on_done(HttpRequest *req, long status, const Err *err, void *data) {
     op->res.status = status;
     op->res.code[0] = '\0';
     if (err != NULL || op->stopped) {
-        if (op->stopped || err->code == ERR_CODE_CANCELLED || c->closing) {
+        if (op->stopped || err->code == ERR_CODE_CANCELLED || c->closing || c->halted) {
             Err e;
             err_set(&e, ERR_PERMANENT, ERR_CODE_CANCELLED, "s3: cancelled");
             finish(op, &e);
@@ -330,8 +334,14 @@ static size_t read_body(HttpRequest *req, char *buf, size_t len, void *data) {
 static void attempt(S3Op *op) {
     S3Client *c = op->c;
     const char *ak = NULL, *sk = NULL, *tok = NULL;
+    if (c->halted) {
+        Err e;
+        err_set(&e, ERR_PERMANENT, ERR_CODE_CANCELLED, "s3: cancelled (shutting down)");
+        finish(op, &e);
+        return;
+    }
     int have = aws_creds_get(c->creds, &ak, &sk, &tok);
-    if (have == 0 && op->creds_waited_ms < (uint64_t)c->timeout_ms) {
+    if (have == 0 && op->creds_waited_ms < CREDS_WAIT_MS) {
         /* the first STS answer is on its way: wait for it without using an attempt */
         op->creds_waited_ms += 50;
         uv_timer_start(&op->retry, on_retry_timer, 50, 0);
@@ -479,10 +489,11 @@ static void attempt(S3Op *op) {
         o.body_size = (int64_t)op->len;
     }
     o.max_body = op->max_body;
-    if (op->write) {
+    if (op->write)
         o.write = write_body;
-        o.low_speed_secs = 30; /* a stalled read breaks and resumes */
-    }
+    /* no total cap by default: a slow link that moves finishes; one that stops does not */
+    o.low_speed_secs = c->stall_secs;
+    o.connect_timeout_ms = c->connect_timeout_ms;
     o.timeout_ms = c->timeout_ms;
     o.ca_file = c->ca_file;
     o.done = on_done;
@@ -622,8 +633,31 @@ S3Client *s3_client_new(uv_loop_t *loop, HttpClient *http, const S3Options *o) {
     c->max_attempts = o->max_attempts > 0 ? o->max_attempts : 5;
     c->backoff_base_ms = o->backoff_base_ms ? o->backoff_base_ms : 100;
     c->backoff_max_ms = o->backoff_max_ms ? o->backoff_max_ms : 5000;
-    c->timeout_ms = o->timeout_ms ? o->timeout_ms : 60000;
+    c->timeout_ms = o->timeout_ms > 0 ? o->timeout_ms : 0;
+    c->connect_timeout_ms = o->connect_timeout_ms > 0 ? o->connect_timeout_ms : 10000;
+    c->stall_secs = o->stall_secs > 0 ? o->stall_secs : 30;
     return c;
+}
+
+void s3_client_halt(S3Client *c) {
+    if (c == NULL || c->halted || c->closing)
+        return;
+    c->halted = 1;
+    Err e;
+    err_set(&e, ERR_PERMANENT, ERR_CODE_CANCELLED, "s3: cancelled (shutting down)");
+    int n = 0;
+    while (c->ops) { /* each callback may start another request: it fails on its first attempt */
+        S3Op *op = c->ops;
+        if (op->req) {
+            HttpRequest *req = op->req;
+            op->req = NULL;
+            http_request_cancel(req);
+        }
+        finish(op, &e);
+        n++;
+    }
+    if (n)
+        log_info(NULL, "s3: %d request%s cancelled for shutdown", n, n == 1 ? "" : "s");
 }
 
 void s3_client_free(S3Client *c) {

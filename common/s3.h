@@ -43,7 +43,9 @@ typedef struct {
     int max_attempts;           /* default 5 */
     unsigned backoff_base_ms;   /* default 100 */
     unsigned backoff_max_ms;    /* default 5000 */
-    long timeout_ms;            /* per attempt; default 60000 */
+    long timeout_ms;            /* cap on one attempt, however fast it moves; default 0: none */
+    long connect_timeout_ms;    /* connect (TCP and TLS) of one attempt; default 10000 */
+    long stall_secs;            /* an attempt moving no byte this long fails; default 30 */
 } S3Options;
 
 /* The outcome of one operation. */
@@ -73,6 +75,9 @@ typedef int (*S3WriteCb)(S3Op *op, const char *buf, size_t len, void *data);
 S3Client *s3_client_new(uv_loop_t *loop, HttpClient *http, const S3Options *opts);
 /* Operations in flight complete with ERR_CODE_CANCELLED; freed asynchronously. */
 void s3_client_free(S3Client *c);
+/* Shutting down: every request in flight or waiting to retry fails now (ERR_CODE_CANCELLED),
+ * and any request made after this fails on its first attempt without being sent. */
+void s3_client_halt(S3Client *c);
 
 /* PUT a small object from memory (copied). */
 void s3_put_object(S3Client *c, const char *key, const void *body, size_t len,

@@ -17,6 +17,7 @@
 //                  is an x-amz-date more than two seconds older than the request
 //   POST /__clear  forget the log, the plan and the always rule
 //   POST /__cut    cut every stalled request now
+//   POST /__rate   body "N": forward request bodies at N bytes per second (0 or "": full speed)
 // Faults: 503 (SlowDown), 500 (InternalError), 429 (SlowDown), 403 (AccessDenied), 200err (a 200
 // carrying an <Error>), reset (GET: half the body, then the connection is cut;
 // others: cut at once), stall (no answer; cut after 20 s so nothing hangs), skew
@@ -37,6 +38,7 @@ let stale = 0;
 let withToken = 0;
 let maxAhead = 0;
 let lastKey = '';
+let rate = 0;
 const seen = new Map();
 const stalled = new Set();
 
@@ -86,6 +88,10 @@ function control(req, res, body) {
     seen.clear();
     return send(200, 'ok');
   }
+  if (req.method === 'POST' && req.url === '/__rate') {
+    rate = Number(body.trim() || 0);
+    return send(200, 'ok');
+  }
   if (req.method === 'POST' && req.url === '/__cut') {
     for (const sock of stalled) sock.destroy();
     stalled.clear();
@@ -119,7 +125,14 @@ function forward(req, res, cutGet) {
     });
   });
   up.on('error', () => req.socket.destroy());
-  req.pipe(up);
+  if (!rate) return req.pipe(up);
+  // a slow link: each chunk goes out, then the body waits as long as the rate says
+  req.on('data', (chunk) => {
+    up.write(chunk);
+    req.pause();
+    setTimeout(() => req.resume(), Math.ceil((chunk.length * 1000) / rate));
+  });
+  req.on('end', () => up.end());
 }
 
 const tls = process.env.FAULTPROXY_TLS_CERT

@@ -43,19 +43,19 @@ W=(S3_ENDPOINT="http://127.0.0.1:$PX" BACKUP_COMPRESSION=false S3_PART_SIZE_MB=5
 P=tf$$a
 start_worker w1 "${W[@]}" JOB_MAX_ATTEMPTS=3
 plan 'PUT~partNumber=2:403:1'
-enqueue deny type backup user_id "$U" mode full
-done_ok deny 60 && bad "a backup whose part was refused completed"
-check "403 on UploadPart: the backup is dead" dead "$(field deny status)"
-expect "…naming AccessDenied ($(field deny error))" grep -q "AccessDenied" <<<"$(field deny error)"
-check "…its metadata row failed" failed "$(q "SELECT status FROM backup_metadata WHERE job_id = 'deny'")"
+enqueue tf-deny type backup user_id "$U" mode full
+done_ok tf-deny 60 && bad "a backup whose part was refused completed"
+check "403 on UploadPart: the backup is dead" dead "$(field tf-deny status)"
+expect "…naming AccessDenied ($(field tf-deny error))" grep -q "AccessDenied" <<<"$(field tf-deny error)"
+check "…its metadata row failed" failed "$(q "SELECT status FROM backup_metadata WHERE job_id = 'tf-deny'")"
 expect "…and the worker keeps serving" alive w1
 
 # ---- 2. 503 on CreateMultipartUpload until the retries run out ----
 plan 'POST~uploads:503:1000'
-enqueue slow type backup user_id "$U" mode full
-done_ok slow 90 && bad "a backup that could never start its upload completed"
-check "503 on CreateMultipartUpload: the backup is dead" dead "$(field slow status)"
-expect "…naming SlowDown ($(field slow error))" grep -q "SlowDown\|503" <<<"$(field slow error)"
+enqueue tf-slow type backup user_id "$U" mode full
+done_ok tf-slow 90 && bad "a backup that could never start its upload completed"
+check "503 on CreateMultipartUpload: the backup is dead" dead "$(field tf-slow status)"
+expect "…naming SlowDown ($(field tf-slow error))" grep -q "SlowDown\|503" <<<"$(field tf-slow error)"
 plan ''
 expect "…and the worker keeps serving" alive w1
 stop_worker w1
@@ -64,19 +64,40 @@ stop_worker w1
 P=tf$$c
 start_worker w3 "${W[@]}" JOB_MAX_ATTEMPTS=20
 plan 'PUT~partNumber=2:stall:2'
-enqueue big1 type backup user_id "$U" mode full
-enqueue big2 type backup user_id "$V" mode full
+enqueue tf-big1 type backup user_id "$U" mode full
+enqueue tf-big2 type backup user_id "$V" mode full
 expect "an upload is under way" wait_until 60 bash -c "curl -s http://127.0.0.1:$PX/__stats | grep -q '\"faults\":[12]'"
-expect "…with both backups running" wait_until 30 bash -c "[ \"\$(R HGET $P:job:big1 status)\$(R HGET $P:job:big2 status)\" = runningrunning ]"
+expect "…with both backups running" wait_until 30 bash -c "[ \"\$(R HGET $P:job:tf-big1 status)\$(R HGET $P:job:tf-big2 status)\" = runningrunning ]"
 "$BW_DEVENV" kill s3 >/dev/null
 curl -s -X POST "http://127.0.0.1:$PX/__cut" >/dev/null
 sleep 8
 "$BW_DEVENV" start >/dev/null 2>&1
-expect "after S3 is back, the first backup completes" done_ok big1 180
-expect "…and the second" done_ok big2 180
+expect "after S3 is back, the first backup completes" done_ok tf-big1 180
+expect "…and the second" done_ok tf-big2 180
 expect "…and the worker keeps serving" alive w3
 stop_worker w3
 check "the worker exited cleanly" 0 "$?"
+
+# ---- 4. SIGTERM while S3 stalls: the exit is bounded by the grace, not by S3 ----
+P=tf$$d
+curl -s -X POST --data 'PUT:stall' "http://127.0.0.1:$PX/__always" >/dev/null
+curl -s -X POST "http://127.0.0.1:$PX/__clear" >/dev/null
+curl -s -X POST --data 'PUT:stall' "http://127.0.0.1:$PX/__always" >/dev/null
+start_worker w4 "${W[@]}" WORKER_SHUTDOWN_GRACE=3s
+enqueue tf-term type backup user_id "$U" mode full
+expect "a part upload is stalled" wait_until 60 bash -c "curl -s http://127.0.0.1:$PX/__stats | grep -q '\"faults\":[1-9]'"
+t0=$(date +%s%N)
+stop_worker w4; rc=$?
+ms=$((($(date +%s%N) - t0) / 1000000))
+echo "     exited $ms ms after SIGTERM (grace 3 s)"
+expect "SIGTERM with S3 stalled: exit within the grace plus a few seconds" test "$ms" -lt 8000
+check "…cleanly" 0 "$rc"
+expect "…having handed the job back" grep -q "handing back (shutdown)" "$tmp/w4.log"
+curl -s -X POST --data '' "http://127.0.0.1:$PX/__always" >/dev/null
+curl -s -X POST "http://127.0.0.1:$PX/__cut" >/dev/null
+start_worker w5 "${W[@]}"
+expect "…which another worker then completes" done_ok tf-term 120
+stop_worker w5
 
 echo "test_faults: $passed passed, $fails failed"
 [ "$fails" -eq 0 ]

@@ -147,7 +147,7 @@ static int consume(BCheck *c, const char *buf, size_t len, int end, Err *err) {
     int rc = end ? filter_chain_finish(c->chain, &c->plain, err)
                  : filter_chain_write(c->chain, buf, len, &c->plain, err);
     if (rc != 0) {
-        err_prefix(err, "backup %s: ", c->id);
+        err_prefix(err, "backup %s", c->id);
         err->kind = ERR_PERMANENT;
         return -1;
     }
@@ -186,7 +186,7 @@ static void on_done(const S3Result *res, const Err *err, void *data) {
     }
     if (err) {
         e = *err;
-        err_prefix(&e, "reading backup %s: ", c->id);
+        err_prefix(&e, "reading backup %s", c->id);
         c->done(c, &e, c->data);
         return;
     }

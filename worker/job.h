@@ -40,6 +40,12 @@ uv_loop_t *job_loop(const Job *job);
 Services *job_services(const Job *job);
 /* Run number of this job, from 1 (counts runs that crashed too). */
 int job_attempt(const Job *job);
+/* 1 when err ends the job for good (the queue will dead-letter it), 0 when it will run again:
+ * the one place that decides, for the job's own records (a backup_metadata or restore_history
+ * row says 'failed' exactly when this says 1). An outage of a dependency (connection refused or
+ * lost, a request that timed out) never ends a job: it waits for the service without using an
+ * attempt. */
+int job_error_is_final(const Job *job, const Err *err);
 /* Short id for log lines ("job <job_id>"). */
 const char *job_log_id(const Job *job);
 

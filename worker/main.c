@@ -20,8 +20,13 @@
 #include <time.h>
 #include <unistd.h>
 
+/* Seconds past WORKER_SHUTDOWN_GRACE after which the process exits whatever still runs. */
+#define EXIT_BACKSTOP_S 10
+
 typedef struct {
     uv_signal_t sigterm, sigint;
+    uv_timer_t deadline;
+    const Config *cfg;
     Services *services;
     Queue *queue;
     int signals;
@@ -55,6 +60,17 @@ static void metrics_hook(Buf *out, void *data) {
         queue_metrics(d->queue, out);
 }
 
+/* The backstop: jobs were handed back when the grace ran out; whatever still holds the loop
+ * this long after it (a dependency that never answers) must not keep the pod alive. */
+static void on_exit_deadline(uv_timer_t *t) {
+    (void)t;
+    log_error(NULL,
+              "still stopping %d s after the shutdown grace: exiting now (running jobs "
+              "were handed back)",
+              EXIT_BACKSTOP_S);
+    _exit(1);
+}
+
 static void on_signal(uv_signal_t *sig, int signum) {
     Daemon *d = sig->data;
     if (++d->signals > 1) {
@@ -63,6 +79,9 @@ static void on_signal(uv_signal_t *sig, int signum) {
     }
     log_info(NULL, "%s: shutting down", strsignal(signum));
     queue_shutdown(d->queue, on_queue_stopped, d);
+    uv_timer_start(&d->deadline, on_exit_deadline,
+                   (uint64_t)d->cfg->worker_shutdown_grace_ms + EXIT_BACKSTOP_S * 1000u, 0);
+    uv_unref((uv_handle_t *)&d->deadline);
     /* keep handling a second signal without keeping the loop alive */
     uv_unref((uv_handle_t *)&d->sigterm);
     uv_unref((uv_handle_t *)&d->sigint);
@@ -137,6 +156,8 @@ int main(int argc, char **argv) {
     }
     d.queue = queue_new(&loop, &cfg, d.services);
     services_set_metrics_hook(d.services, metrics_hook, &d);
+    d.cfg = &cfg;
+    uv_timer_init(&loop, &d.deadline);
     uv_signal_init(&loop, &d.sigterm);
     uv_signal_init(&loop, &d.sigint);
     d.sigterm.data = d.sigint.data = &d;
@@ -145,6 +166,7 @@ int main(int argc, char **argv) {
 
     uv_run(&loop, UV_RUN_DEFAULT);
 
+    uv_close((uv_handle_t *)&d.deadline, on_closed);
     uv_close((uv_handle_t *)&d.sigterm, on_closed);
     uv_close((uv_handle_t *)&d.sigint, on_closed);
     uv_run(&loop, UV_RUN_DEFAULT);

@@ -15,6 +15,7 @@
  * retries while Redis is away, and promotion of due retries.
  */
 #include "queue.h"
+#include "s3.h"
 #include "job.h"
 #include "jobspec.h"
 #include "log.h"
@@ -71,7 +72,7 @@ struct Job {
     char note[256]; /* said with a success (the status hash's `note`) */
     void *data;
     int cancelled, lost, handed_back, finish_tries;
-    const char *outcome; /* completed, retry or dead */
+    const char *outcome; /* completed, retry, wait (an outage: not an attempt) or dead */
     Err result;
     uint64_t retry_at;
     int refs; /* Redis calls in flight that point at this job */
@@ -366,6 +367,8 @@ static uint64_t backoff_ms(const Config *cfg, int attempt) {
     return r < floor ? floor : r;
 }
 
+static int is_outage(const Err *err);
+
 void job_done(Job *job, const Err *err) {
     Queue *q = job->q;
     if (job->state != J_RUNNING) {
@@ -385,8 +388,19 @@ void job_done(Job *job, const Err *err) {
         qmetrics_add(q->metrics, mtype(job), QM_ROWS, job->rows);
         qmetrics_add(q->metrics, mtype(job), QM_BYTES, job->bytes);
         log_info(job->log_id, "completed in %.3f s (attempt %d)", secs, job->attempt);
-    } else if (err->kind == ERR_RETRYABLE && job->attempt < q->cfg->job_max_attempts &&
-               !job->cancelled) {
+    } else if (!job->cancelled && is_outage(err)) {
+        /* a dependency is down: wait for it, this run does not count as an attempt */
+        job->result = *err;
+        job->outcome = "wait";
+        uint64_t delay = backoff_ms(q->cfg, 1);
+        job->retry_at = now_ms() + delay;
+        qmetrics_add(q->metrics, mtype(job), QM_FAILED, 1);
+        qmetrics_add(q->metrics, mtype(job), QM_RETRIED, 1);
+        log_warn(job->log_id,
+                 "attempt %d stopped by an outage (%s); it runs again in %.1f s, "
+                 "as the same attempt",
+                 job->attempt, err->msg, (double)delay / 1000.0);
+    } else if (!job_error_is_final(job, err)) {
         job->result = *err;
         job->outcome = "retry";
         uint64_t delay = backoff_ms(q->cfg, job->attempt);
@@ -398,7 +412,7 @@ void job_done(Job *job, const Err *err) {
     } else {
         job->result = *err;
         if (err->kind == ERR_RETRYABLE && !job->cancelled)
-            err_prefix(&job->result, "gave up after %d attempts: ", job->attempt);
+            err_prefix(&job->result, "gave up after %d attempts", job->attempt);
         job->outcome = "dead";
         qmetrics_add(q->metrics, mtype(job), QM_FAILED, 1);
         qmetrics_add(q->metrics, mtype(job), QM_DEAD, 1);
@@ -418,6 +432,18 @@ uv_loop_t *job_loop(const Job *job) {
 Services *job_services(const Job *job) {
     return job->q->svc;
 }
+/* Connection refused or lost, or a request that timed out: the service, not the job. */
+static int is_outage(const Err *err) {
+    return err->kind == ERR_RETRYABLE &&
+           (err->code == ERR_CODE_CONNECT || err->code == ERR_CODE_TIMEOUT);
+}
+
+int job_error_is_final(const Job *job, const Err *err) {
+    if (err == NULL || job->cancelled || is_outage(err))
+        return 0;
+    return err->kind != ERR_RETRYABLE || job->attempt >= job->q->cfg->job_max_attempts;
+}
+
 int job_attempt(const Job *job) {
     return job->attempt;
 }
@@ -807,6 +833,9 @@ static void read_next(Queue *q) {
         ensure_group(q);
         return;
     }
+    /* a dependency is down (readiness false): take no new job until it is back */
+    if (!services_ready(q->svc))
+        return;
     if (now_ms() >= q->next_sweep_ms) {
         sweep(q, free_slots);
         if (q->sweeping)
@@ -1016,6 +1045,9 @@ static void on_grace(uv_timer_t *t) {
             job_cancel(job);
         }
     }
+    /* a slow or stalled S3 must not hold the exit: every request still out fails now, so the
+     * cancelled jobs end within seconds (their entries are already handed back) */
+    s3_client_halt(services_s3(q->svc));
 }
 
 void queue_shutdown(Queue *q, void (*done)(void *data), void *data) {

@@ -16,7 +16,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#define PROBE_MS 10000
+#define PROBE_MS      10000
+#define PROBE_DOWN_MS 1000
 
 struct Services {
     uv_loop_t *loop;
@@ -138,6 +139,8 @@ static void on_probe(uv_timer_t *t) {
     Services *s = t->data;
     probe_pg(s);
     probe_s3(s);
+    /* while something is down, look again every second: jobs wait for it to come back */
+    uv_timer_start(&s->probe, on_probe, services_ready(s) ? PROBE_MS : PROBE_DOWN_MS, 0);
 }
 
 /* ---- HTTP endpoint ---- */
@@ -235,7 +238,7 @@ Services *services_new(uv_loop_t *loop, const Config *cfg, Err *err) {
 
     uv_timer_init(loop, &s->probe);
     s->probe.data = s;
-    uv_timer_start(&s->probe, on_probe, 0, PROBE_MS);
+    uv_timer_start(&s->probe, on_probe, 0, 0);
     return s;
 }
 

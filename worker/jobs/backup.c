@@ -176,8 +176,7 @@ static void finish(Backup *b) {
 }
 
 static int final_failure(const Backup *b) {
-    return !b->cancelled &&
-           (b->err.kind == ERR_PERMANENT || job_attempt(b->job) >= b->cfg->job_max_attempts);
+    return !b->cancelled && job_error_is_final(b->job, &b->err);
 }
 
 static void on_teardown_pg(PgConn *c, PGresult *res, const Err *err, void *data) {

@@ -224,8 +224,7 @@ static void teardown(Restore *r) {
     }
     if (!r->recorded && r->recorded_start) {
         r->recorded = 1;
-        int final = !r->cancelled && (r->err.kind == ERR_PERMANENT ||
-                                      job_attempt(r->job) >= r->cfg->job_max_attempts);
+        int final = !r->cancelled && job_error_is_final(r->job, &r->err);
         char ms[24];
         snprintf(ms, sizeof(ms), "%" PRIu64, uv_now(job_loop(r->job)) - r->start_ms);
         const char *v[] = {r->spec->job_id, final ? "failed" : "running", r->err.msg, ms};
@@ -526,7 +525,7 @@ static void on_step_manifest(const S3Result *res, const Err *err, void *data) {
     }
     if (err) {
         Err e = *err;
-        err_prefix(&e, "backup %s: manifest %s.manifest.json: ", st->id, st->key);
+        err_prefix(&e, "backup %s: manifest %s.manifest.json", st->id, st->key);
         fail(r, &e);
         return;
     }

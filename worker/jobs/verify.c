@@ -193,7 +193,7 @@ static void on_manifest(const S3Result *res, const Err *err, void *data) {
     }
     if (err) {
         e = *err;
-        err_prefix(&e, "%s: manifest %s.manifest.json: ", it->id, it->key);
+        err_prefix(&e, "%s: manifest %s.manifest.json", it->id, it->key);
         record(v, &e);
         return;
     }

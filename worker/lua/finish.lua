@@ -1,5 +1,6 @@
 -- FINISH: record a batch of results. Per job: entry, job_id, type, user_id,
--- outcome (completed | retry | dead), error (for completed: a note, may be empty), retry at (ms), backup_id, rows,
+-- outcome (completed | retry | wait | dead: wait is a retry after an outage, which gives the
+-- run's attempt back), error (for completed: a note, may be empty), retry at (ms), backup_id, rows,
 -- bytes, attempts (0: never started), field count n, n field/value strings
 -- (sent for retries and dead letters). Replies 'ok' or 'lost' per job. For a
 -- job that never started (malformed entry), the status hash is written only if
@@ -21,10 +22,14 @@ local function finish(entry, jid, jtype, uid, outcome, why, at, bid, rows, bytes
     end
     ev = {'event', 'completed', 'status', 'completed', 'backup_id', bid, 'rows', rows, 'bytes', bytes}
     if why ~= '' then ev[#ev + 1] = 'note'; ev[#ev + 1] = why end
-  elseif outcome == 'retry' then
+  elseif outcome == 'retry' or outcome == 'wait' then
     if own then
       redis.call('HSET', jk, 'status', 'retrying', 'entry', '', 'error', why, 'retry_at', at,
-                 'stage', 'waiting to retry')
+                 'stage', outcome == 'wait' and 'waiting for a service to come back' or 'waiting to retry')
+      if outcome == 'wait' then
+        redis.call('HINCRBY', jk, 'attempts', -1)
+        redis.call('HINCRBY', jk, 'outages', 1)
+      end
       redis.call('SET', jk .. ':payload', cmsgpack.pack(fields_of(from, nf, jid)), 'PX', keep)
       redis.call('ZADD', P .. ':delayed', at, jid)
     end

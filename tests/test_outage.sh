@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# test_outage: dependencies that go away for a minute (release build only: it takes minutes
+# by design). An outage (connection refused or lost) does not use a job's attempts: jobs wait
+# for the service, the worker reads no new job while it is down (/readyz false), and resumes.
+#  1. PostgreSQL killed for 60 s while 20 backups run: all complete, none dead, nothing left
+#     running in backup_metadata, no job used more attempts than JOB_MAX_ATTEMPTS allows
+#  2. S3 killed for 60 s while 20 backups run: the same
+set -uo pipefail
+WORKER=$1
+: "${REDIS_URL:?run through tools/devenv test}"
+: "${DATABASE_URL:?run through tools/devenv test}"
+: "${BW_DEVENV:?run through tools/devenv test}"
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+"$BW_DEVENV" migrate >/dev/null
+
+users=()
+for i in $(seq 10 49); do users+=("0a7a0000-0000-4000-8000-0000000000$i"); done
+ids=$(printf "'%s'," "${users[@]}"); ids=${ids%,}
+q "DELETE FROM profiles WHERE id IN ($ids); DELETE FROM backup_metadata WHERE user_id IN ($ids)" >/dev/null
+q "INSERT INTO profiles (id, email) SELECT u::uuid, u || '@outage.example' FROM unnest(ARRAY[$ids]) u" >/dev/null
+for i in $(seq 0 39); do
+  q "INSERT INTO orders (user_id, number, total) SELECT '${users[$i]}', n, n FROM generate_series(1, 3000) n" >/dev/null
+done
+
+port=$((20000 + RANDOM % 20000))
+P=to$$
+# JOB_MAX_ATTEMPTS=2: an outage that used attempts would kill these jobs
+start_worker w1 WORKER_CONCURRENCY=8 JOB_MAX_ATTEMPTS=2 WORKER_HTTP_PORT=$port BACKUP_NOTIFY=false
+readyz() { curl -s -o /dev/null -w '%{http_code}' "127.0.0.1:$port/readyz"; }
+
+outage() { # NAME SERVICE FIRST_USER: 20 backups, SERVICE down 60 s, every backup completes
+  local name=$1 svc=$2 from=$3 i
+  # ten under way when the service goes, ten more enqueued while it is down
+  for i in $(seq "$from" $((from + 9))); do
+    enqueue "$name-$i" type backup user_id "${users[$i]}" mode full
+  done
+  "$BW_DEVENV" kill "$svc" >/dev/null
+  for i in $(seq $((from + 10)) $((from + 19))); do
+    enqueue "$name-$i" type backup user_id "${users[$i]}" mode full
+  done
+  expect "$name: the worker says it is not ready while $svc is down" wait_until 20 bash -c "[ \$(curl -s -o /dev/null -w '%{http_code}' 127.0.0.1:$port/readyz) = 503 ]"
+  sleep 55
+  "$BW_DEVENV" start >/dev/null 2>&1
+  local done_all=1
+  for i in $(seq "$from" $((from + 19))); do
+    done_ok "$name-$i" 120 || { done_all=0; bad "$name-$i: $(field "$name-$i" status) $(field "$name-$i" error)"; }
+  done
+  check "$name: all 20 backups completed" 1 "$done_all"
+  expect "$name: ready again" wait_until 20 bash -c "[ \$(curl -s -o /dev/null -w '%{http_code}' 127.0.0.1:$port/readyz) = 200 ]"
+  check "$name: none used more than one attempt" 0 \
+    "$(for i in $(seq "$from" $((from + 19))); do field "$name-$i" attempts; done | awk '$1 > 1' | wc -l)"
+}
+outage to-pg postgres 0
+outage to-s3 s3 20
+check "nothing left running or pending in backup_metadata" 0 \
+  "$(q "SELECT count(*) FROM backup_metadata WHERE user_id IN ($ids) AND status NOT IN ('completed')")"
+expect "the outages reached running jobs (they waited, as the same attempt)" grep -q "stopped by an outage" "$tmp/w1.log"
+check "one completed backup per job" 40 \
+  "$(q "SELECT count(DISTINCT job_id) FROM backup_metadata WHERE user_id IN ($ids) AND status = 'completed'")"
+stop_worker w1
+q "DELETE FROM profiles WHERE id IN ($ids)" >/dev/null
+
+echo "test_outage: $passed passed, $fails failed"
+[ "$fails" -eq 0 ]
