@@ -1,7 +1,10 @@
 /*
  * filterpipe: see filterpipe.h. Two buffers swap: `fill` belongs to the loop
  * thread, `work` and `out` to the pool thread while a chunk is in flight
- * (`working`); the loop reads `out` only after the chunk came back.
+ * (`working`); the loop reads `out` only after the chunk came back. A write
+ * larger than a chunk (one huge row) is handed to the pool a chunk at a time
+ * from `fill` (fill_off marks what went), so `work` and `out` stay about a
+ * chunk whatever the producer writes at once.
  */
 #include "filterpipe.h"
 
@@ -21,6 +24,10 @@ struct FilterPipe {
     FilterPipeDoneCb on_done;
     void *data;
     Buf fill, work, out;
+    size_t fill_off; /* bytes of fill already handed to work (a write larger than a chunk) */
+    char *big;       /* filter_pipe_write_owned: a buffer we own, sent after fill */
+    size_t big_len, big_off;
+    void (*big_free)(void *);
     uv_work_t req;
     Err work_err;   /* set by the pool thread */
     int working;    /* a chunk is on the thread pool */
@@ -47,6 +54,8 @@ FilterPipe *filter_pipe_new(uv_loop_t *loop, FilterChain *chain, size_t chunk, F
 }
 
 static void release(FilterPipe *p) {
+    if (p->big)
+        p->big_free(p->big);
     filter_chain_free(p->chain);
     buf_free(&p->fill);
     buf_free(&p->work);
@@ -116,12 +125,40 @@ static void pump(FilterPipe *p, int from_write) {
         if (r == 0)
             p->blocked = 1;
     }
-    if (p->out.len == 0 && !p->blocked && !p->finished &&
-        (p->fill.len >= p->chunk || p->finishing)) {
-        Buf t = p->work;
-        p->work = p->fill;
-        p->fill = t;
-        p->work_final = p->finishing;
+    size_t pending = p->fill.len - p->fill_off;
+    int go = pending >= p->chunk || p->finishing || p->big != NULL;
+    if (p->out.len == 0 && !p->blocked && !p->finished && go) {
+        if (pending == 0 && p->big) { /* the owned buffer, a chunk at a time, after fill */
+            size_t n = p->big_len - p->big_off;
+            if (n > p->chunk)
+                n = p->chunk;
+            buf_reset(&p->work);
+            buf_append(&p->work, p->big + p->big_off, n);
+            p->big_off += n;
+            if (p->big_off == p->big_len) {
+                p->big_free(p->big);
+                p->big = NULL;
+            }
+            p->work_final = 0;
+        } else if (pending > 2 * p->chunk || (p->fill_off > 0 && pending > p->chunk)) {
+            /* a write of several chunks at once (a huge row): copy one chunk, keep the rest */
+            buf_reset(&p->work);
+            buf_append(&p->work, p->fill.data + p->fill_off, p->chunk);
+            p->fill_off += p->chunk;
+            p->work_final = 0;
+        } else {
+            if (p->fill_off > 0) { /* the last slice */
+                buf_reset(&p->work);
+                buf_append(&p->work, p->fill.data + p->fill_off, pending);
+                buf_free(&p->fill); /* its capacity was the big write's */
+                p->fill_off = 0;
+            } else {
+                Buf t = p->work;
+                p->work = p->fill;
+                p->fill = t;
+            }
+            p->work_final = p->finishing && p->big == NULL;
+        }
         p->working = 1;
         if (uv_queue_work(p->loop, &p->req, run_chunk, after_chunk) != 0) {
             p->working = 0;
@@ -137,7 +174,7 @@ static void pump(FilterPipe *p, int from_write) {
         p->on_done(p, NULL, p->data);
         return;
     }
-    if (!from_write && p->want_writable && p->fill.len < p->chunk) {
+    if (!from_write && p->want_writable && p->fill.len - p->fill_off < p->chunk && !p->big) {
         p->want_writable = 0;
         p->on_writable(p, p->data);
     }
@@ -147,15 +184,31 @@ int filter_pipe_write(FilterPipe *p, const void *buf, size_t len) {
     if (p->stopped || p->finishing)
         return -1;
     buf_append(&p->fill, buf, len);
-    if (p->fill.len >= p->chunk)
+    if (p->fill.len - p->fill_off >= p->chunk)
         pump(p, 1);
     if (p->stopped)
         return -1;
-    if (p->fill.len >= p->chunk) {
+    if (p->fill.len - p->fill_off >= p->chunk) {
         p->want_writable = 1;
         return 0;
     }
     return 1;
+}
+
+int filter_pipe_write_owned(FilterPipe *p, char *buf, size_t len, void (*release_fn)(void *)) {
+    if (p->stopped || p->finishing || p->big) {
+        release_fn(buf);
+        return -1;
+    }
+    p->big = buf;
+    p->big_len = len;
+    p->big_off = 0;
+    p->big_free = release_fn;
+    pump(p, 1);
+    if (p->stopped)
+        return -1;
+    p->want_writable = 1; /* always: the buffer goes to the pool a chunk at a time */
+    return 0;
 }
 
 void filter_pipe_unblock(FilterPipe *p) {

@@ -36,6 +36,10 @@ FilterPipe *filter_pipe_new(uv_loop_t *loop, FilterChain *chain, size_t chunk, F
                             FilterPipeWritableCb on_writable, FilterPipeDoneCb on_done, void *data);
 /* Always takes the bytes. 1: write more; 0: wait for on_writable; -1: the pipe failed. */
 int filter_pipe_write(FilterPipe *p, const void *buf, size_t len);
+/* The same without a copy, for one huge write: the pipe takes buf (release_fn(buf) once it has
+ * gone through, or if the pipe fails) and the producer waits for on_writable (returns 0, or -1
+ * when the pipe failed). One at a time. */
+int filter_pipe_write_owned(FilterPipe *p, char *buf, size_t len, void (*release_fn)(void *));
 /* The sink can take output again. */
 void filter_pipe_unblock(FilterPipe *p);
 /* No more input: flush the chain; on_done follows once. */

@@ -28,10 +28,15 @@ typedef enum { PH_RESULTS, PH_STREAM, PH_FINAL } Phase;
 /* COPY OUT bytes handled per loop pass before yielding to other work. */
 #define STREAM_SLICE_BYTES (512 * 1024)
 
+/* A message this large grew libpq's buffers, which it never shrinks: such a connection is
+ * closed when released rather than kept holding the memory. */
+#define PG_BIG_MESSAGE (8u << 20)
+
 struct PgConn {
     uv_loop_t *loop;
     PGconn *pq;
     ConnState state;
+    int grown; /* a message of PG_BIG_MESSAGE or more went through */
     unsigned timeout_ms;
 
     uv_poll_t *poll; /* re-created when libpq changes sockets while connecting */
@@ -526,11 +531,14 @@ static void stream_copy_out(PgConn *c) {
         char *buf = NULL;
         int n = PQgetCopyData(c->pq, &buf, 1);
         if (n > 0) {
+            if ((size_t)n >= PG_BIG_MESSAGE)
+                c->grown = 1;
             int r = c->data_cb(c, buf, (size_t)n, c->op_data);
-            PQfreemem(buf);
+            if (r != PG_COPY_KEEP)
+                PQfreemem(buf);
             if (c->state != CS_READY || c->op != OP_COPY_OUT)
                 return;
-            if (r == PG_COPY_PAUSE)
+            if (r == PG_COPY_PAUSE || r == PG_COPY_KEEP)
                 c->paused = 1;
             slice += (size_t)n;
             if (slice >= STREAM_SLICE_BYTES && !c->paused) {
@@ -722,17 +730,27 @@ int pg_conn_copy_in(PgConn *c, const char *sql, PgWritableCb on_writable, PgResu
 }
 
 int pg_conn_copy_put(PgConn *c, const char *buf, size_t len) {
+    return pg_conn_copy_putv(c, &buf, &len, 1);
+}
+
+int pg_conn_copy_putv(PgConn *c, const char *const *bufs, const size_t *lens, int nbufs) {
     if (c->state != CS_READY || c->op != OP_COPY_IN || c->phase != PH_STREAM)
         return -1;
-    while (len > 0) {
-        /* PQputCopyData takes an int length */
-        int n = len > (1u << 30) ? (1 << 30) : (int)len;
-        if (PQputCopyData(c->pq, buf, n) != 1) {
-            conn_fail(c, ERR_RETRYABLE, "connection lost", PQerrorMessage(c->pq));
-            return -1;
+    for (int i = 0; i < nbufs; i++) {
+        const char *buf = bufs[i];
+        size_t len = lens[i];
+        if (len >= PG_BIG_MESSAGE)
+            c->grown = 1;
+        while (len > 0) {
+            /* PQputCopyData takes an int length */
+            int n = len > (1u << 30) ? (1 << 30) : (int)len;
+            if (PQputCopyData(c->pq, buf, n) != 1) {
+                conn_fail(c, ERR_RETRYABLE, "connection lost", PQerrorMessage(c->pq));
+                return -1;
+            }
+            buf += n;
+            len -= (size_t)n;
         }
-        buf += n;
-        len -= (size_t)n;
     }
     int r = PQflush(c->pq);
     if (r < 0) {
@@ -805,6 +823,14 @@ void pg_conn_cancel(PgConn *c) {
 
 int pg_conn_is_idle(const PgConn *c) {
     return c->state == CS_READY && c->op == OP_NONE;
+}
+
+void pg_copy_free(void *buf) {
+    PQfreemem(buf);
+}
+
+int pg_conn_grown(const PgConn *c) {
+    return c->grown;
 }
 
 int pg_conn_is_broken(const PgConn *c) {

@@ -29,7 +29,8 @@ typedef struct PgConn PgConn;
 typedef void (*PgConnectCb)(PgConn *conn, const Err *err, void *data);
 /* Completion of a query or COPY. res may be NULL when err is set. */
 typedef void (*PgResultCb)(PgConn *conn, PGresult *res, const Err *err, void *data);
-/* COPY OUT data: one row (text or binary). Return PG_COPY_PAUSE to stop the flow. */
+/* COPY OUT data: one row (text or binary). Return PG_COPY_PAUSE to stop the flow, or
+ * PG_COPY_KEEP to stop it and keep buf (libpq's copy of the row: free it with pg_copy_free). */
 typedef int (*PgCopyDataCb)(PgConn *conn, const char *buf, size_t len, void *data);
 /* COPY IN: the connection is ready for more data (see pg_conn_copy_put). */
 typedef void (*PgWritableCb)(PgConn *conn, void *data);
@@ -38,6 +39,10 @@ typedef void (*PgBrokenCb)(PgConn *conn, void *data);
 
 #define PG_COPY_CONTINUE 0
 #define PG_COPY_PAUSE    1
+#define PG_COPY_KEEP     2
+
+/* Free a row kept with PG_COPY_KEEP. */
+void pg_copy_free(void *buf);
 
 /* Start connecting; cb is called once. conninfo: URI or key=value. Never NULL. */
 PgConn *pg_conn_new(uv_loop_t *loop, const char *conninfo, unsigned timeout_ms, PgConnectCb cb,
@@ -48,6 +53,8 @@ void pg_conn_free(PgConn *conn);
 int pg_conn_is_idle(const PgConn *conn);
 /* 1 when the connection is lost or failed. */
 int pg_conn_is_broken(const PgConn *conn);
+/* 1 when a message of 8 MiB or more went through: libpq's buffers grew and never shrink. */
+int pg_conn_grown(const PgConn *conn);
 /* The libpq handle, for PQescapeLiteral and friends (NULL before connect). */
 PGconn *pg_conn_pq(PgConn *conn);
 /* Called when the connection breaks while no operation runs. */
@@ -76,6 +83,8 @@ int pg_conn_copy_in(PgConn *conn, const char *sql, PgWritableCb on_writable, PgR
  * failed (on_done reports it).
  */
 int pg_conn_copy_put(PgConn *conn, const char *buf, size_t len);
+/* The same for several pieces sent as one, with one flush. */
+int pg_conn_copy_putv(PgConn *c, const char *const *bufs, const size_t *lens, int nbufs);
 /* Finish COPY IN; errmsg non-NULL aborts it (the server then reports an error). */
 int pg_conn_copy_end(PgConn *conn, const char *errmsg);
 

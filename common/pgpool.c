@@ -206,8 +206,9 @@ void pg_pool_release(PgPool *p, PgConn *conn) {
     }
     PGconn *pq = pg_conn_pq(conn);
     if (p->closing || !pg_conn_is_idle(conn) || pq == NULL ||
-        PQtransactionStatus(pq) != PQTRANS_IDLE) {
-        /* broken, mid-operation, or left inside a transaction: never reuse */
+        PQtransactionStatus(pq) != PQTRANS_IDLE || pg_conn_grown(conn)) {
+        /* broken, mid-operation, left inside a transaction, or holding the buffers of a huge
+         * row: never reuse */
         drop(s);
         if (p->closing)
             maybe_release_pool(p);

@@ -38,6 +38,9 @@
 #include <string.h>
 #include <time.h>
 
+/* A row this large goes to the pipe without a copy (libpq's buffer is handed over). */
+#define BIG_ROW (4u << 20)
+
 typedef enum {
     ST_ACQUIRE,
     ST_RECORD,
@@ -467,8 +470,18 @@ static int on_copy_data(PgConn *c, const char *buf, size_t len, void *data) {
         return PG_COPY_CONTINUE; /* draining after a cancel */
     if (len > 0 && buf[len - 1] == '\n')
         len--;
-    bfile_item(&b->w, &b->piece, buf, len);
-    int r = emit(b);
+    /* the separator, then the row straight from libpq's buffer: a 50 MB value is not copied
+     * once more into the piece */
+    bfile_item(&b->w, &b->piece, buf, 0);
+    int r = emit(b), keep = 0;
+    if (r >= 0 && len >= BIG_ROW) { /* handed over whole: the pipe frees it once it went */
+        r = filter_pipe_write_owned(b->pipe, (char *)buf, len, pg_copy_free);
+        keep = 1;
+    } else if (r >= 0 && len > 0) {
+        int w = filter_pipe_write(b->pipe, buf, len);
+        if (w < 0 || r == 1)
+            r = w;
+    }
     if (b->step == ST_COPY) {
         b->counts[b->ti]++;
         b->rows_done++;
@@ -479,9 +492,13 @@ static int on_copy_data(PgConn *c, const char *buf, size_t len, void *data) {
     }
     if (r == 0) {
         b->copy_paused = 1;
-        return PG_COPY_PAUSE;
+        return keep ? PG_COPY_KEEP : PG_COPY_PAUSE;
     }
-    return PG_COPY_CONTINUE; /* -1: the upload failed; its on_done reports it */
+    /* -1: the upload failed; its on_done reports it (a kept row was freed by the pipe, and the
+     * flow stays paused for the teardown to drain) */
+    if (keep)
+        b->copy_paused = 1;
+    return keep ? PG_COPY_KEEP : PG_COPY_CONTINUE;
 }
 
 static void on_copy_done(Backup *b, PGresult *res) {

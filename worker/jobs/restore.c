@@ -444,11 +444,21 @@ static int on_item(int section, const char *table, const char *json, size_t len,
     if (!r->selected[i])
         return 0;
     buf_printf(&r->out, "%d\x02%c\x02%s\x02", r->si, section ? 'd' : 'r', table);
-    buf_append(&r->out, json, len);
-    buf_puts(&r->out, "\n");
-    if (r->out.len >= PUT_BATCH) {
-        int rc = pg_conn_copy_put(r->conn, r->out.data, r->out.len);
+    int rc = 1;
+    if (len >= PUT_BATCH) { /* a big row goes to COPY from the reader's buffer, not copied again */
+        const char *parts[] = {r->out.data, json, "\n"};
+        size_t lens[] = {r->out.len, len, 1};
+        rc = pg_conn_copy_putv(r->conn, parts, lens, 3);
         r->out.len = 0;
+    } else {
+        buf_append(&r->out, json, len);
+        buf_puts(&r->out, "\n");
+        if (r->out.len >= PUT_BATCH) {
+            rc = pg_conn_copy_put(r->conn, r->out.data, r->out.len);
+            r->out.len = 0;
+        }
+    }
+    if (rc <= 0) {
         if (rc < 0) {
             err_set(err, ERR_RETRYABLE, ERR_CODE_CONNECT, "postgres: COPY failed");
             return -1;

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# test_bigrow: memory with huge values (release build only: ASan's shadow memory and
+# quarantine make resident sizes meaningless). One 50 MB text value and 150 values of 1 MB
+# jsonb: the backup and the restore each peak under 64 MiB + 2 x the largest row, the round
+# trip is exact, and the resident size returns to the baseline after the job.
+set -uo pipefail
+WORKER=$1
+: "${REDIS_URL:?run through tools/devenv test}"
+: "${DATABASE_URL:?run through tools/devenv test}"
+: "${BW_DEVENV:?run through tools/devenv test}"
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+"$BW_DEVENV" migrate >/dev/null
+
+U=b16e0001-0000-4000-8000-00000000000a
+q "DELETE FROM profiles WHERE id = '$U'; DELETE FROM backup_metadata WHERE user_id = '$U';
+   DELETE FROM restore_history WHERE user_id = '$U'" >/dev/null
+q "INSERT INTO profiles (id, email) VALUES ('$U', 'big@example.com')" >/dev/null
+q "INSERT INTO products (user_id, sku, name, description) SELECT '$U', 'BIG', 'big', string_agg(md5(n::text), '') FROM generate_series(1, 1562500) n" >/dev/null
+q "INSERT INTO products (user_id, sku, name, attributes) SELECT '$U', 'J' || n, 'j', jsonb_build_object('blob', repeat(md5(n::text), 31250)) FROM generate_series(1, 150) n" >/dev/null
+digest() { q "SELECT md5(string_agg(coalesce(description, '') || attributes::text, '|' ORDER BY sku)) FROM products WHERE user_id = '$U'"; }
+D=$(digest)
+LIMIT_KB=$(((64 << 10) + 2 * 50000000 / 1024))
+kb() { awk -v k="$2" '$1 == k ":" {print $2}' "/proc/$1/status"; }
+
+P=tbr$$
+start_worker w1 BACKUP_NOTIFY=false
+base=$(kb "$PID_w1" VmRSS)
+enqueue big type backup user_id "$U" mode full
+expect "the backup of a 50 MB value completes ($(field big error))" done_ok big 120
+peak=$(kb "$PID_w1" VmHWM)
+sleep 1
+after=$(kb "$PID_w1" VmRSS)
+echo "     backup: baseline ${base} kB, peak ${peak} kB (limit ${LIMIT_KB} kB), after ${after} kB"
+expect "…peak RSS under 64 MiB + 2 x the largest row" test "$peak" -le "$LIMIT_KB"
+expect "…memory returned after the job (within 16 MiB of the baseline)" test "$after" -le $((base + 16384))
+stop_worker w1
+
+q "UPDATE products SET description = 'lost', attributes = '{}' WHERE user_id = '$U'" >/dev/null
+start_worker w2 BACKUP_NOTIFY=false
+base=$(kb "$PID_w2" VmRSS)
+enqueue bigr type restore user_id "$U" backup_id "$(field big backup_id)"
+expect "the restore completes ($(field bigr error))" done_ok bigr 120
+peak=$(kb "$PID_w2" VmHWM)
+sleep 1
+after=$(kb "$PID_w2" VmRSS)
+echo "     restore: baseline ${base} kB, peak ${peak} kB (limit ${LIMIT_KB} kB), after ${after} kB"
+expect "…peak RSS under 64 MiB + 2 x the largest row" test "$peak" -le "$LIMIT_KB"
+expect "…memory returned after the job (within 16 MiB of the baseline)" test "$after" -le $((base + 16384))
+check "…every value back, byte for byte" "$D" "$(digest)"
+stop_worker w2
+q "DELETE FROM profiles WHERE id = '$U'" >/dev/null
+
+echo "test_bigrow: $passed passed, $fails failed"
+[ "$fails" -eq 0 ]
