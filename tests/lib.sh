@@ -67,6 +67,17 @@ stop_worker() { # NAME: SIGTERM, wait, return the exit code
 }
 
 
+# start_faultproxy ENDPOINT: tests/faultproxy.js in front of ENDPOINT's port; sets PX to its port
+start_faultproxy() {
+  local up log
+  up=$(sed -E 's#.*:([0-9]+)$#\1#' <<<"$1")
+  log="$tmp/proxy-$up-$RANDOM.log"
+  node "$(dirname "${BASH_SOURCE[0]}")/faultproxy.js" 127.0.0.1 "$up" >"$log" 2>&1 &
+  pids+=($!)
+  wait_until 10 grep -q listening "$log" || bad "the fault proxy did not start"
+  PX=$(awk '/listening/ {print $2}' "$log")
+}
+
 # ---- jobs and the database (needs DATABASE_URL, S3_ENDPOINT, P) ----
 q() { psql -X -q -t -A -v ON_ERROR_STOP=1 "$DATABASE_URL" -c "$1"; }
 s3() { aws --endpoint-url "$S3_ENDPOINT" "$@"; }

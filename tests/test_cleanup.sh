@@ -122,6 +122,21 @@ race same user_id "$D"
 check "the verify and the cleanup of one user did not overlap: one waited for the other" 1 \
   "$(($(count_events same-v waiting) + $(count_events same-c waiting)))"
 race all scope all
+# scope=all takes each user's lock as it goes: a user whose job holds it is left alone
+for i in 1 2; do made "lk-old$i" full 40 "$D" >/dev/null; done
+old_d() { q "SELECT count(*) FROM backup_metadata WHERE user_id = '$D' AND status = 'completed' AND created_at < now() - interval '30 days'"; }
+OLD_D=$(old_d)
+R SET "$P:lock:user:$D" "another-worker/1-0" PX 60000 >/dev/null
+enqueue lk1 type cleanup scope all retention_days 30
+expect "scope=all while another job holds a user's lock completes" done_ok lk1 60
+expect "…skipping that user, and saying so" grep -q "1 user skipped (another job of theirs ran)" <<<"$(field lk1 note)"
+check "…whose old backups are all still there" "$OLD_D" "$(old_d)"
+check "…and whose lock is untouched" "another-worker/1-0" "$(R GET "$P:lock:user:$D")"
+R DEL "$P:lock:user:$D" >/dev/null
+enqueue lk2 type cleanup scope all retention_days 30
+expect "once the lock is free, the next scope=all cleans the user" done_ok lk2 60
+check "…deleting the old backups" 0 "$(old_d)"
+check "…and releasing the lock it took" "" "$(R GET "$P:lock:user:$D")"
 stop_worker w2
 
 echo "test_cleanup: $passed passed, $fails failed"

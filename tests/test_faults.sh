@@ -22,11 +22,7 @@ done
 "$ROOT/tools/datagen" --user "$U" --orders 8000 --seed tf1 >/dev/null
 "$ROOT/tools/datagen" --user "$V" --orders 8000 --seed tf2 >/dev/null
 
-S3PORT=$(sed -E 's#.*:([0-9]+)$#\1#' <<<"$S3_ENDPOINT")
-node "$ROOT/tests/faultproxy.js" 127.0.0.1 "$S3PORT" >"$tmp/proxy.log" 2>&1 &
-pids+=($!)
-wait_until 10 grep -q listening "$tmp/proxy.log"
-PX=$(awk '/listening/ {print $2}' "$tmp/proxy.log")
+start_faultproxy "$S3_ENDPOINT"
 plan() { curl -s -X POST --data "$1" "http://127.0.0.1:$PX/__plan" >/dev/null; }
 alive() { # NAME: the worker process is running and still takes jobs
   local pid; eval "pid=\$PID_$1"

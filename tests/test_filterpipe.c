@@ -133,6 +133,20 @@ static char *sample(size_t n) {
     return p;
 }
 
+/* gz, gunzipped, is exactly the n bytes at in. */
+static void assert_gunzips_to(const Buf *gz, const char *in, size_t n) {
+    FilterChain *un = filter_chain_new();
+    filter_chain_add(un, filter_gunzip_new(NULL));
+    Buf back = BUF_INIT;
+    Err e;
+    assert_int_equal(filter_chain_write(un, gz->data, gz->len, &back, &e), 0);
+    assert_int_equal(filter_chain_finish(un, &back, &e), 0);
+    assert_int_equal(back.len, n);
+    assert_memory_equal(back.data, in, n);
+    buf_free(&back);
+    filter_chain_free(un);
+}
+
 static void test_round_trip_with_backpressure(void **state) {
     (void)state;
     Ctx c;
@@ -164,16 +178,7 @@ static void test_round_trip_with_backpressure(void **state) {
         snprintf(hex + 2 * i, 3, "%02x", md[i]);
     assert_string_equal(filter_chain_result(ch, "sha256"), hex);
 
-    FilterChain *un = filter_chain_new();
-    filter_chain_add(un, filter_gunzip_new(NULL));
-    Buf back = BUF_INIT;
-    Err e;
-    assert_int_equal(filter_chain_write(un, c.out.data, c.out.len, &back, &e), 0);
-    assert_int_equal(filter_chain_finish(un, &back, &e), 0);
-    assert_int_equal(back.len, c.n);
-    assert_memory_equal(back.data, in, c.n);
-    buf_free(&back);
-    filter_chain_free(un);
+    assert_gunzips_to(&c.out, in, c.n);
     filter_pipe_free(c.p);
     free(in);
     ctx_close(&c);
@@ -200,16 +205,7 @@ static void test_owned_big_write(void **state) {
     assert_int_equal(released, 1);
     if (c.max_buffered > 6 * CHUNK)
         fail_msg("held %zu bytes", c.max_buffered);
-    FilterChain *un = filter_chain_new();
-    filter_chain_add(un, filter_gunzip_new(NULL));
-    Buf back = BUF_INIT;
-    Err e;
-    assert_int_equal(filter_chain_write(un, c.out.data, c.out.len, &back, &e), 0);
-    assert_int_equal(filter_chain_finish(un, &back, &e), 0);
-    assert_int_equal(back.len, c.n);
-    assert_memory_equal(back.data, in, c.n);
-    buf_free(&back);
-    filter_chain_free(un);
+    assert_gunzips_to(&c.out, in, c.n);
     filter_pipe_free(c.p);
 
     /* freed while the owned buffer is still pending: released with the pipe */

@@ -22,6 +22,13 @@ for i in $(seq 0 39); do
   q "INSERT INTO orders (user_id, number, total) SELECT '${users[$i]}', n, n FROM generate_series(1, 3000) n" >/dev/null
 done
 
+# The development cluster runs with synchronous_commit off, which loses the last commits when
+# its processes are killed: for this test a commit the worker saw must survive the kill
+admin() { psql -X -q -v ON_ERROR_STOP=1 "$BW_ADMIN_DATABASE_URL" -c "$1" >/dev/null; }
+admin "ALTER SYSTEM SET synchronous_commit = on"
+admin "SELECT pg_reload_conf()"
+restore_conf() { admin "ALTER SYSTEM RESET synchronous_commit" && admin "SELECT pg_reload_conf()"; }
+
 port=$((20000 + RANDOM % 20000))
 P=to$$
 # JOB_MAX_ATTEMPTS=2: an outage that used attempts would kill these jobs
@@ -58,6 +65,7 @@ expect "the outages reached running jobs (they waited, as the same attempt)" gre
 check "one completed backup per job" 40 \
   "$(q "SELECT count(DISTINCT job_id) FROM backup_metadata WHERE user_id IN ($ids) AND status = 'completed'")"
 stop_worker w1
+restore_conf
 q "DELETE FROM profiles WHERE id IN ($ids)" >/dev/null
 
 echo "test_outage: $passed passed, $fails failed"

@@ -18,11 +18,7 @@ q "DELETE FROM profiles WHERE id = '$U'; DELETE FROM backup_metadata WHERE user_
 s3 s3 rm --recursive --quiet "s3://$S3_BUCKET/backups/$U/"
 "$ROOT/tools/datagen" --user "$U" --orders 4800 --seed ts1 >/dev/null
 
-S3PORT=$(sed -E 's#.*:([0-9]+)$#\1#' <<<"$S3_ENDPOINT")
-node "$ROOT/tests/faultproxy.js" 127.0.0.1 "$S3PORT" >"$tmp/proxy.log" 2>&1 &
-pids+=($!)
-wait_until 10 grep -q listening "$tmp/proxy.log"
-PX=$(awk '/listening/ {print $2}' "$tmp/proxy.log")
+start_faultproxy "$S3_ENDPOINT"
 ctl() { curl -s -X POST --data "$2" "http://127.0.0.1:$PX/$1" >/dev/null; }
 
 P=ts$$

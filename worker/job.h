@@ -46,6 +46,14 @@ int job_attempt(const Job *job);
  * lost, a request that timed out) never ends a job: it waits for the service without using an
  * attempt. */
 int job_error_is_final(const Job *job, const Err *err);
+
+/* A job that covers many users (cleanup scope=all) takes each user's lock, the one a job of
+ * that user holds while it runs, before touching that user's backups. cb gets 1 (locked: call
+ * job_user_unlock when done), 0 (another job of the user runs now: skip it), or -1 (Redis
+ * unreachable, or the entry was taken over). */
+typedef void (*JobUserLockCb)(Job *job, int locked, void *data);
+void job_user_lock(Job *job, const char *user_id, JobUserLockCb cb, void *data);
+void job_user_unlock(Job *job, const char *user_id);
 /* Short id for log lines ("job <job_id>"). */
 const char *job_log_id(const Job *job);
 

@@ -13,8 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const own[QS_COUNT] = {lua_start,    lua_finish,  lua_renew, lua_progress,
-                                          lua_handback, lua_promote, lua_retire};
+static const char *const own[QS_COUNT] = {lua_start,    lua_finish,  lua_renew,  lua_progress,
+                                          lua_handback, lua_promote, lua_retire, lua_userlock};
 static char *bodies[QS_COUNT];
 static char shas[QS_COUNT][41];
 

@@ -26,6 +26,7 @@ typedef enum {
     QS_HANDBACK, /* give an unfinished entry back at shutdown */
     QS_PROMOTE,  /* move due delayed retries back to the jobs stream */
     QS_RETIRE,   /* remove this consumer from the group if it holds nothing */
+    QS_USERLOCK, /* take or release one user's lock for a job that covers many users */
     QS_COUNT
 } QScript;
 

@@ -74,6 +74,7 @@ struct Job {
     void *data;
     int cancelled, lost, handed_back, finish_tries;
     const char *outcome; /* completed, retry, wait (an outage: not an attempt) or dead */
+    void *user_lock;     /* job_user_lock in flight (UserLock) */
     Err result;
     uint64_t retry_at;
     int refs; /* Redis calls in flight that point at this job */
@@ -437,6 +438,58 @@ uv_loop_t *job_loop(const Job *job) {
 Services *job_services(const Job *job) {
     return job->q->svc;
 }
+typedef struct {
+    JobUserLockCb cb;
+    void *data;
+} UserLock;
+
+static void on_user_lock(Queue *q, Job *job, redisReply *reply, const Err *err) {
+    (void)q;
+    UserLock *ul = job->user_lock;
+    job->user_lock = NULL;
+    int r = -1;
+    if (err == NULL && reply && reply->type == REDIS_REPLY_INTEGER)
+        r = (int)reply->integer;
+    if (ul) {
+        ul->cb(job, r, ul->data);
+        free(ul);
+    }
+}
+
+void job_user_lock(Job *job, const char *user_id, JobUserLockCb cb, void *data) {
+    Queue *q = job->q;
+    QArgs a = {0};
+    qargs_str(&a, job->entry);
+    qargs_str(&a, user_id);
+    qargs_fmt(&a, "%lld", q->cfg->job_visibility_timeout_ms);
+    qargs_str(&a, "lock");
+    UserLock *ul = xcalloc(1, sizeof(*ul));
+    ul->cb = cb;
+    ul->data = data;
+    job->user_lock = ul;
+    if (call_script(q, job, QS_USERLOCK, &a, on_user_lock) != 0) {
+        job->user_lock = NULL;
+        free(ul);
+        cb(job, -1, data);
+    }
+}
+
+static void on_user_unlock(Queue *q, Job *job, redisReply *reply, const Err *err) {
+    (void)q;
+    (void)job;
+    (void)reply;
+    (void)err; /* an unreleased lock expires with its TTL */
+}
+
+void job_user_unlock(Job *job, const char *user_id) {
+    QArgs a = {0};
+    qargs_str(&a, job->entry);
+    qargs_str(&a, user_id);
+    qargs_str(&a, "0");
+    qargs_str(&a, "unlock");
+    call_script(job->q, job, QS_USERLOCK, &a, on_user_unlock);
+}
+
 /* Connection refused or lost, or a request that timed out: the service, not the job. */
 static int is_outage(const Err *err) {
     return err->kind == ERR_RETRYABLE &&

@@ -44,7 +44,8 @@ typedef struct {
     char **uploads; /* stale multipart uploads: key, id pairs */
     int nuploads, upi;
     uint64_t deleted, objects, aborted, tombstones;
-    int users_done, cancelled;
+    int users_done, users_busy, cancelled;
+    int locked; /* scope=all: we hold c->user's lock */
     Err err;
 } Cleanup;
 
@@ -67,16 +68,21 @@ static void reset_user(Cleanup *c) {
 
 static void finish(Cleanup *c, const Err *err) {
     Job *job = c->job;
+    if (c->locked)
+        job_user_unlock(job, c->user);
     reset_user(c);
     free_list(c->users, c->nusers);
     if (err == NULL) {
-        char note[160];
+        char note[224], busy[64] = "";
+        if (c->users_busy)
+            snprintf(busy, sizeof(busy), "; %d user%s skipped (another job of theirs ran)",
+                     c->users_busy, c->users_busy == 1 ? "" : "s");
         snprintf(note, sizeof(note),
                  "%" PRIu64 " backup%s deleted (%" PRIu64 " objects) for %d user%s; %" PRIu64
-                 " stale upload%s aborted; %" PRIu64 " tombstone%s purged",
+                 " stale upload%s aborted; %" PRIu64 " tombstone%s purged%s",
                  c->deleted, c->deleted == 1 ? "" : "s", c->objects, c->users_done,
                  c->users_done == 1 ? "" : "s", c->aborted, c->aborted == 1 ? "" : "s",
-                 c->tombstones, c->tombstones == 1 ? "" : "s");
+                 c->tombstones, c->tombstones == 1 ? "" : "s", busy);
         job_set_note(job, note);
         log_info(job_log_id(job), "cleanup: %s", note);
         job_progress(job, "done", 100, c->deleted, c->objects);
@@ -250,6 +256,10 @@ static void clean_user(Cleanup *c, const char *user) {
 
 static void user_done(Cleanup *c) {
     c->users_done++;
+    if (c->locked) {
+        c->locked = 0;
+        job_user_unlock(c->job, c->user);
+    }
     if (c->cancelled) {
         Err e;
         err_set(&e, ERR_RETRYABLE, ERR_CODE_CANCELLED, "cleanup cancelled");
@@ -293,10 +303,42 @@ static void on_users(PgConn *conn, PGresult *res, const Err *err, void *data) {
     next_user(c);
 }
 
+/* scope=all: the user's lock first, as a job of that user would take it; a user whose backup
+ * or restore runs now is left to the next cleanup. */
+static void on_user_locked(Job *job, int locked, void *data) {
+    (void)job;
+    Cleanup *c = data;
+    const char *user = c->users[c->ui];
+    if (locked < 0) {
+        Err e;
+        err_set(&e, ERR_RETRYABLE, ERR_CODE_CONNECT,
+                "cleanup: cannot take the lock of user %s (Redis unreachable, or the job was "
+                "taken over)",
+                user);
+        finish(c, &e);
+        return;
+    }
+    if (locked == 0) {
+        log_info(job_log_id(c->job), "cleanup: user %s skipped: another job of theirs runs", user);
+        c->users_busy++;
+        c->ui++;
+        next_user(c);
+        return;
+    }
+    c->locked = 1;
+    clean_user(c, user);
+}
+
 static void next_user(Cleanup *c) {
     if (c->ui < c->nusers) {
         snprintf(c->last_user, sizeof(c->last_user), "%s", c->users[c->ui]);
-        clean_user(c, c->users[c->ui]);
+        if (c->cancelled) {
+            Err e;
+            err_set(&e, ERR_RETRYABLE, ERR_CODE_CANCELLED, "cleanup cancelled");
+            finish(c, &e);
+            return;
+        }
+        job_user_lock(c->job, c->users[c->ui], on_user_locked, c);
         return;
     }
     char page[8];

@@ -1,7 +1,7 @@
 # Turn worker/lua/*.lua into C arrays (generated/qscripts_lua.h), so the Lua
 # stays readable Lua in the tree and ships inside the binary.
 # Usage: cmake -DSRC=<dir> -DOUT=<file> -P embed.cmake
-set(names prelude start finish renew progress handback promote retire)
+set(names prelude start finish renew progress handback promote retire userlock)
 set(text "/* generated from the files in worker/lua/ by embed.cmake: do not edit */\n")
 foreach(n ${names})
   file(READ "${SRC}/${n}.lua" hex HEX)
