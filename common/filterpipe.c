@@ -1,10 +1,10 @@
 /*
  * filterpipe: see filterpipe.h. Two buffers swap: `fill` belongs to the loop
  * thread, `work` and `out` to the pool thread while a chunk is in flight
- * (`working`); the loop reads `out` only after the chunk came back. A write
- * larger than a chunk (one huge row) is handed to the pool a chunk at a time
- * from `fill` (fill_off marks what went), so `work` and `out` stay about a
- * chunk whatever the producer writes at once.
+ * (`working`); the loop reads `out` only after the chunk came back. A huge
+ * write (filter_pipe_write_owned) is not copied into `fill`: it is handed to
+ * the pool a chunk at a time after what `fill` held, so `work` and `out` stay
+ * about a chunk.
  */
 #include "filterpipe.h"
 
@@ -24,8 +24,7 @@ struct FilterPipe {
     FilterPipeDoneCb on_done;
     void *data;
     Buf fill, work, out;
-    size_t fill_off; /* bytes of fill already handed to work (a write larger than a chunk) */
-    char *big;       /* filter_pipe_write_owned: a buffer we own, sent after fill */
+    char *big; /* filter_pipe_write_owned: a buffer we own, sent after fill */
     size_t big_len, big_off;
     void (*big_free)(void *);
     uv_work_t req;
@@ -125,7 +124,7 @@ static void pump(FilterPipe *p, int from_write) {
         if (r == 0)
             p->blocked = 1;
     }
-    size_t pending = p->fill.len - p->fill_off;
+    size_t pending = p->fill.len;
     int go = pending >= p->chunk || p->finishing || p->big != NULL;
     if (p->out.len == 0 && !p->blocked && !p->finished && go) {
         if (pending == 0 && p->big) { /* the owned buffer, a chunk at a time, after fill */
@@ -140,23 +139,10 @@ static void pump(FilterPipe *p, int from_write) {
                 p->big = NULL;
             }
             p->work_final = 0;
-        } else if (pending > 2 * p->chunk || (p->fill_off > 0 && pending > p->chunk)) {
-            /* a write of several chunks at once (a huge row): copy one chunk, keep the rest */
-            buf_reset(&p->work);
-            buf_append(&p->work, p->fill.data + p->fill_off, p->chunk);
-            p->fill_off += p->chunk;
-            p->work_final = 0;
         } else {
-            if (p->fill_off > 0) { /* the last slice */
-                buf_reset(&p->work);
-                buf_append(&p->work, p->fill.data + p->fill_off, pending);
-                buf_free(&p->fill); /* its capacity was the big write's */
-                p->fill_off = 0;
-            } else {
-                Buf t = p->work;
-                p->work = p->fill;
-                p->fill = t;
-            }
+            Buf t = p->work;
+            p->work = p->fill;
+            p->fill = t;
             p->work_final = p->finishing && p->big == NULL;
         }
         p->working = 1;
@@ -174,7 +160,7 @@ static void pump(FilterPipe *p, int from_write) {
         p->on_done(p, NULL, p->data);
         return;
     }
-    if (!from_write && p->want_writable && p->fill.len - p->fill_off < p->chunk && !p->big) {
+    if (!from_write && p->want_writable && p->fill.len < p->chunk && !p->big) {
         p->want_writable = 0;
         p->on_writable(p, p->data);
     }
@@ -184,11 +170,11 @@ int filter_pipe_write(FilterPipe *p, const void *buf, size_t len) {
     if (p->stopped || p->finishing)
         return -1;
     buf_append(&p->fill, buf, len);
-    if (p->fill.len - p->fill_off >= p->chunk)
+    if (p->fill.len >= p->chunk)
         pump(p, 1);
     if (p->stopped)
         return -1;
-    if (p->fill.len - p->fill_off >= p->chunk) {
+    if (p->fill.len >= p->chunk) {
         p->want_writable = 1;
         return 0;
     }

@@ -397,11 +397,9 @@ void s3_upload_abort(S3Upload *u) {
 void s3_upload_free(S3Upload *u) {
     if (u == NULL)
         return;
-    if (u->state != UP_DONE) { /* abandoned: abort it in the background, report nothing */
-        u->owner_gone = 1;
+    u->owner_gone = 1;       /* report() stays silent from now on */
+    if (u->state != UP_DONE) /* abandoned: abort it in the background */
         s3_upload_abort(u);
-    }
-    u->owner_gone = 1;
     release(u);
 }
 

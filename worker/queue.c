@@ -73,8 +73,9 @@ struct Job {
     char note[256]; /* said with a success (the status hash's `note`) */
     void *data;
     int cancelled, lost, handed_back, finish_tries;
-    const char *outcome; /* completed, retry, wait (an outage: not an attempt) or dead */
-    void *user_lock;     /* job_user_lock in flight (UserLock) */
+    const char *outcome;   /* completed, retry, wait (an outage: not an attempt) or dead */
+    JobUserLockCb lock_cb; /* job_user_lock in flight */
+    void *lock_data;
     Err result;
     uint64_t retry_at;
     int refs; /* Redis calls in flight that point at this job */
@@ -438,22 +439,15 @@ uv_loop_t *job_loop(const Job *job) {
 Services *job_services(const Job *job) {
     return job->q->svc;
 }
-typedef struct {
-    JobUserLockCb cb;
-    void *data;
-} UserLock;
-
 static void on_user_lock(Queue *q, Job *job, redisReply *reply, const Err *err) {
     (void)q;
-    UserLock *ul = job->user_lock;
-    job->user_lock = NULL;
+    JobUserLockCb cb = job->lock_cb;
+    job->lock_cb = NULL;
     int r = -1;
     if (err == NULL && reply && reply->type == REDIS_REPLY_INTEGER)
         r = (int)reply->integer;
-    if (ul) {
-        ul->cb(job, r, ul->data);
-        free(ul);
-    }
+    if (cb)
+        cb(job, r, job->lock_data);
 }
 
 void job_user_lock(Job *job, const char *user_id, JobUserLockCb cb, void *data) {
@@ -463,13 +457,10 @@ void job_user_lock(Job *job, const char *user_id, JobUserLockCb cb, void *data) 
     qargs_str(&a, user_id);
     qargs_fmt(&a, "%lld", q->cfg->job_visibility_timeout_ms);
     qargs_str(&a, "lock");
-    UserLock *ul = xcalloc(1, sizeof(*ul));
-    ul->cb = cb;
-    ul->data = data;
-    job->user_lock = ul;
+    job->lock_cb = cb;
+    job->lock_data = data;
     if (call_script(q, job, QS_USERLOCK, &a, on_user_lock) != 0) {
-        job->user_lock = NULL;
-        free(ul);
+        job->lock_cb = NULL;
         cb(job, -1, data);
     }
 }

@@ -38,8 +38,9 @@
 #include <string.h>
 #include <time.h>
 
-/* A row this large goes to the pipe without a copy (libpq's buffer is handed over). */
-#define BIG_ROW (4u << 20)
+/* A row this large (twice the pipe's 1 MiB chunk) goes to the pipe without a copy: libpq's
+ * buffer is handed over and filtered a chunk at a time. */
+#define BIG_ROW (2u << 20)
 
 typedef enum {
     ST_ACQUIRE,
