@@ -29,10 +29,16 @@ admin "ALTER SYSTEM SET synchronous_commit = on"
 admin "SELECT pg_reload_conf()"
 restore_conf() { admin "ALTER SYSTEM RESET synchronous_commit" && admin "SELECT pg_reload_conf()"; }
 
-port=$((20000 + RANDOM % 20000))
+# below Linux's ephemeral range (32768-60999), where an outgoing connection may hold the port
+port=$((20000 + RANDOM % 12000))
 P=to$$
 # JOB_MAX_ATTEMPTS=2: an outage that used attempts would kill these jobs
 start_worker w1 WORKER_CONCURRENCY=8 JOB_MAX_ATTEMPTS=2 WORKER_HTTP_PORT=$port BACKUP_NOTIFY=false
+if ! grep -q "consuming $P:jobs" "$tmp/w1.log"; then # say why at once, not after every wait
+  cat "$tmp/w1.log"
+  restore_conf
+  exit 1
+fi
 readyz() { curl -s -o /dev/null -w '%{http_code}' "127.0.0.1:$port/readyz"; }
 
 outage() { # NAME SERVICE FIRST_USER: 20 backups, SERVICE down 60 s, every backup completes
