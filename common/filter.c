@@ -264,3 +264,47 @@ Filter *filter_size_new(const char *name) {
     static const FilterVtbl vt = {NULL, size_observe, size_result, free};
     return filter_new(name, &vt, xcalloc(1, sizeof(uint64_t)));
 }
+
+/* ---- a chain as a filter ---- */
+
+typedef struct {
+    FilterChain *inner;
+    int tolerant, failed;
+    Err err;
+} Nested;
+
+static int nested_process(void *self, const char *in, size_t len, int end, Buf *out, Err *err) {
+    Nested *t = self;
+    if (t->failed)
+        return 0;
+    int rc = filter_chain_write(t->inner, in, len, out, &t->err);
+    if (rc == 0 && end)
+        rc = filter_chain_finish(t->inner, out, &t->err);
+    if (rc == 0)
+        return 0;
+    t->failed = 1;
+    if (t->tolerant)
+        return 0;
+    *err = t->err;
+    return -1;
+}
+
+static void nested_result(void *self, Buf *res) {
+    Nested *t = self;
+    if (t->failed)
+        buf_puts(res, t->err.msg);
+}
+
+static void nested_free(void *self) {
+    Nested *t = self;
+    filter_chain_free(t->inner);
+    free(t);
+}
+
+Filter *filter_chain_filter_new(const char *name, FilterChain *inner, int tolerant) {
+    static const FilterVtbl vt = {nested_process, NULL, nested_result, nested_free};
+    Nested *t = xcalloc(1, sizeof(*t));
+    t->inner = inner;
+    t->tolerant = tolerant;
+    return filter_new(name, &vt, t);
+}

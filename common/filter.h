@@ -53,6 +53,12 @@ Filter *filter_sha256_new(const char *name);
 /* Observes: the number of bytes it saw, in decimal. */
 Filter *filter_size_new(const char *name);
 
+/* A whole chain (taken) as one filter, so chains compose. tolerant 0: its failure fails the
+ * outer chain. tolerant 1: once it fails, the rest of the input is dropped unseen and the
+ * filter's result is the first error's message ("" while none): a reader can go on hashing
+ * the stored bytes to their end after a decoder gave up. */
+Filter *filter_chain_filter_new(const char *name, FilterChain *inner, int tolerant);
+
 FilterChain *filter_chain_new(void);
 /* Append f (taken) at the end of the chain. */
 void filter_chain_add(FilterChain *c, Filter *f);

@@ -35,6 +35,7 @@ struct FilterPipe {
     int finishing;  /* the producer is done */
     int finished;   /* the chain wrote its last byte */
     int want_writable, stopped, freed;
+    int depth; /* inside one of the owner's callbacks: filter_pipe_free waits for its return */
 };
 
 FilterPipe *filter_pipe_new(uv_loop_t *loop, FilterChain *chain, size_t chunk, FilterPipeSink sink,
@@ -52,6 +53,8 @@ FilterPipe *filter_pipe_new(uv_loop_t *loop, FilterChain *chain, size_t chunk, F
     return p;
 }
 
+static int gone(FilterPipe *p);
+
 static void release(FilterPipe *p) {
     if (p->big)
         p->big_free(p->big);
@@ -65,10 +68,8 @@ static void release(FilterPipe *p) {
 void filter_pipe_free(FilterPipe *p) {
     if (p == NULL)
         return;
-    if (p->working)
-        p->freed = 1; /* after_work releases it */
-    else
-        release(p);
+    p->freed = 1;
+    gone(p); /* or after_work, or the return of the callback we are in */
 }
 
 static void run_chunk(uv_work_t *req) {
@@ -89,6 +90,24 @@ static void run_chunk(uv_work_t *req) {
 
 static void pump(FilterPipe *p, int from_write);
 
+/* After an owner's callback: 1 when the owner freed p (released now, unless a chunk is still on
+ * the pool or an outer call of ours is still on the stack: then by whichever ends last). */
+static int gone(FilterPipe *p) {
+    if (!p->freed)
+        return 0;
+    if (p->depth == 0 && !p->working)
+        release(p);
+    return 1;
+}
+
+/* The end, told once; p may be freed by the owner inside the callback. */
+static void call_done(FilterPipe *p, const Err *err) {
+    p->depth++;
+    p->on_done(p, err, p->data);
+    p->depth--;
+    gone(p);
+}
+
 static void after_chunk(uv_work_t *req, int status) {
     FilterPipe *p = req->data;
     p->working = 0;
@@ -102,7 +121,7 @@ static void after_chunk(uv_work_t *req, int status) {
     if (err_is_set(&p->work_err)) {
         p->stopped = 1;
         Err err = p->work_err;
-        p->on_done(p, &err, p->data);
+        call_done(p, &err);
         return;
     }
     if (p->work_final)
@@ -115,7 +134,11 @@ static void pump(FilterPipe *p, int from_write) {
     if (p->stopped || p->working)
         return;
     if (p->out.len > 0 && !p->blocked) {
+        p->depth++;
         int r = p->sink(p->out.data, p->out.len, p->data);
+        p->depth--;
+        if (gone(p))
+            return;
         p->out.len = 0;
         if (r < 0) {
             p->stopped = 1; /* the sink's owner knows why */
@@ -151,34 +174,46 @@ static void pump(FilterPipe *p, int from_write) {
             p->stopped = 1;
             Err err;
             err_set(&err, ERR_RETRYABLE, ERR_CODE_NOMEM, "cannot queue filter work");
-            p->on_done(p, &err, p->data);
+            call_done(p, &err);
             return;
         }
     }
     if (p->finished && p->out.len == 0) {
         p->stopped = 1;
-        p->on_done(p, NULL, p->data);
+        call_done(p, NULL);
         return;
     }
     if (!from_write && p->want_writable && p->fill.len < p->chunk && !p->big) {
         p->want_writable = 0;
+        p->depth++;
         p->on_writable(p, p->data);
+        p->depth--;
+        gone(p);
     }
+}
+
+/* Public entries hold a depth too: an owner freeing p inside a callback they cause finds it
+ * released on the way out, never under the caller's feet. */
+static int leave(FilterPipe *p, int r) {
+    p->depth--;
+    return gone(p) ? -1 : r;
 }
 
 int filter_pipe_write(FilterPipe *p, const void *buf, size_t len) {
     if (p->stopped || p->finishing)
         return -1;
+    p->depth++;
     buf_append(&p->fill, buf, len);
     if (p->fill.len >= p->chunk)
         pump(p, 1);
-    if (p->stopped)
-        return -1;
-    if (p->fill.len >= p->chunk) {
+    int r = 1;
+    if (p->stopped || p->freed)
+        r = -1;
+    else if (p->fill.len >= p->chunk) {
         p->want_writable = 1;
-        return 0;
+        r = 0;
     }
-    return 1;
+    return leave(p, r);
 }
 
 int filter_pipe_write_owned(FilterPipe *p, char *buf, size_t len, void (*release_fn)(void *)) {
@@ -186,28 +221,35 @@ int filter_pipe_write_owned(FilterPipe *p, char *buf, size_t len, void (*release
         release_fn(buf);
         return -1;
     }
+    p->depth++;
     p->big = buf;
     p->big_len = len;
     p->big_off = 0;
     p->big_free = release_fn;
     pump(p, 1);
-    if (p->stopped)
-        return -1;
-    p->want_writable = 1; /* always: the buffer goes to the pool a chunk at a time */
-    return 0;
+    int r = 0;
+    if (p->stopped || p->freed)
+        r = -1;
+    else
+        p->want_writable = 1; /* always: the buffer goes to the pool a chunk at a time */
+    return leave(p, r);
 }
 
 void filter_pipe_unblock(FilterPipe *p) {
+    p->depth++;
     p->blocked = 0;
     pump(p, 0);
+    leave(p, 0);
 }
 
 void filter_pipe_finish(FilterPipe *p) {
     if (p->finishing || p->stopped)
         return;
+    p->depth++;
     p->finishing = 1;
     p->want_writable = 0;
     pump(p, 0);
+    leave(p, 0);
 }
 
 const FilterChain *filter_pipe_chain(const FilterPipe *p) {

@@ -75,8 +75,10 @@ fetch full1 "$tmp/full.json"
 check "key as in the design" "backups/$U/$FULL.json.gz" "$(cat "$tmp/full.json.key")"
 expect "gunzip | jq reads the object" jq -e . "$tmp/full.json" >/dev/null
 check "header: user" "$U" "$(jq -r .user_id "$tmp/full.json")"
-check "header: type and format" "full pedidolist-backup 1" \
+check "header: type and format" "full pedidolist-backup 2" \
   "$(jq -r '"\(.type) \(.format) \(.version)"' "$tmp/full.json")"
+check "header, manifest and record name the codecs applied" '["gzip"] ["gzip"] {gzip}' \
+  "$(jq -c .codecs "$tmp/full.json") $(s3 s3 cp "s3://$S3_BUCKET/$(cat "$tmp/full.json.key").manifest.json" - | jq -c .codecs) $(q "SELECT codecs FROM backup_metadata WHERE job_id = 'full1'")"
 check "one row per line" "$(q "SELECT count(*) FROM orders WHERE user_id = '$U'")" \
   "$(sed -n '/^"orders":\[/,/^\]/p' "$tmp/full.json" | grep -c '^{"id":')"
 load_doc "$tmp/full.json"
@@ -146,10 +148,20 @@ check "differential: base is the full, key as a full's" "differential $FULL back
 check "differential: every order changed since the full" 3 "$(jq '.tables.orders | length' "$tmp/dif.json")"
 check "differential: deletions since the full" "[\"$GONE\"]" "$(jq -c .deleted.orders "$tmp/dif.json")"
 check "differential: the product's latest state" "2.50" "$(grep -o '"price":2.50' "$tmp/dif.json" | head -1 | cut -d: -f2)"
+# the same job id enqueued again runs once: the queue acknowledges the repeat
 enqueue dif1 type backup user_id "$U" mode differential
-wait_until 20 events_at_least dif1 completed 2
-check "the same job id again: same backup, no new row" "$DIF 1" \
+expect "the same job id again: acknowledged as a duplicate, not run" \
+  wait_until 20 events_at_least dif1 duplicate 1
+check "…one completed run still" 1 "$(count_events dif1 completed)"
+# a run of a job id whose backup completed while its result never reached Redis (the worker
+# died between the two): the job hash is gone, the row is there; the run finds it by job id
+R DEL "$P:job:dif1" >/dev/null
+enqueue dif1 type backup user_id "$U" mode differential
+expect "a job id whose backup completed, run again, completes" \
+  wait_until 20 events_at_least dif1 completed 2
+check "…with the same backup, and no new row" "$DIF 1" \
   "$(field dif1 backup_id) $(q "SELECT count(*) FROM backup_metadata WHERE job_id = 'dif1'")"
+expect "…and says it was done before" grep -q "already completed by an earlier run" <<<"$(field dif1 note)"
 W=5eed0003-0000-4000-8000-00000000000c
 q "DELETE FROM profiles WHERE id = '$W'; DELETE FROM backup_metadata WHERE user_id = '$W';
    INSERT INTO profiles (id, email, full_name) VALUES ('$W', 'w@example.com', 'W')" >/dev/null

@@ -13,10 +13,11 @@
 
 #include <cmocka.h>
 
+static CodecList gzip_only = {1, {"gzip"}};
+
 static BfileHeader header(const char *type, const char *base) {
-    BfileHeader h = {
-        "backup-u-1", "u", type, base, "10:12:11", base ? "5:5:" : NULL, "2026-11-28T15:00:00.000Z",
-        "gzip"};
+    BfileHeader h = {"backup-u-1", "u",  type, base, "10:12:11", base ? "5:5:" : NULL,
+                     "2026-11-28T15:00:00.000Z", &gzip_only};
     return h;
 }
 
@@ -38,10 +39,10 @@ static void test_full_document_layout(void **state) {
     bfile_end(&w, &b, "{\"rows\":{}}");
     assert_string_equal(
         b.data,
-        "{\"format\":\"pedidolist-backup\",\"version\":1,\"backup_id\":\"backup-u-1\",\"user_id\":"
+        "{\"format\":\"pedidolist-backup\",\"version\":2,\"backup_id\":\"backup-u-1\",\"user_id\":"
         "\"u\",\"type\":\"full\",\"base_backup_id\":null,\"snapshot\":\"10:12:11\","
         "\"base_snapshot\":null,\"created_at\":\"2026-11-28T15:00:00.000Z\",\"compression\":"
-        "\"gzip\",\"tables\":{\n"
+        "\"gzip\",\"codecs\":[\"gzip\"],\"tables\":{\n"
         "\"profiles\":[\n{\"id\":1}\n],\n"
         "\"orders\":[],\n"
         "\"order_items\":[\n{\"id\":2},\n{\"id\":3}\n]},\n"

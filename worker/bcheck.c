@@ -4,6 +4,7 @@
 #include "bfile.h"
 #include "buf.h"
 #include "filter.h"
+#include "storage.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -16,19 +17,16 @@ typedef struct {
 } Count;
 
 struct BCheck {
-    S3Client *s3;
-    S3Op *op;
-    char *id, *user, *key, *checksum;
-    FilterChain *hash, *chain; /* the stored bytes' SHA-256; the decoding */
+    StorageRead *rd;
+    char *id, *user, *checksum;
     BfileReader *reader;
     BCheckItemCb item;
     BCheckDoneCb done;
     void *data;
-    Buf plain, scratch;
     Count *counts;
     int ncounts;
     uint64_t bytes;
-    int held, paused, stopped, draining, reading;
+    int held, draining;
     Err decode_err;
 };
 
@@ -141,66 +139,42 @@ static int on_trailer(const char *json, size_t len, void *data, Err *err) {
 
 static const BfileReaderCb reader_cb = {on_header, on_item, on_trailer};
 
-/* Object bytes through gunzip and the reader. -1 with err. */
-static int consume(BCheck *c, const char *buf, size_t len, int end, Err *err) {
-    c->plain.len = 0;
-    int rc = end ? filter_chain_finish(c->chain, &c->plain, err)
-                 : filter_chain_write(c->chain, buf, len, &c->plain, err);
-    if (rc != 0) {
-        err_prefix(err, "backup %s", c->id);
-        err->kind = ERR_PERMANENT;
-        return -1;
-    }
-    if (bfile_reader_feed(c->reader, c->plain.data, c->plain.len, err) != 0)
-        return -1;
-    return end ? bfile_reader_end(c->reader, err) : 0;
-}
-
-static int on_data(S3Op *op, const char *buf, size_t len, void *data) {
-    (void)op;
+/* Decoded bytes (off the thread pool) into the reader, on the loop. */
+static int on_plain(StorageRead *rd, const char *buf, size_t len, void *data) {
+    (void)rd;
     BCheck *c = data;
-    if (c->stopped)
-        return S3_STOP;
-    if (c->held) {
-        c->paused = 1;
-        return S3_PAUSE;
-    }
-    c->bytes += len;
-    c->scratch.len = 0; /* the hash chain passes its input on: not needed */
-    filter_chain_write(c->hash, buf, len, &c->scratch, &c->decode_err);
-    if (!c->draining && consume(c, buf, len, 0, &c->decode_err) != 0)
+    if (!c->draining && bfile_reader_feed(c->reader, buf, len, &c->decode_err) != 0)
         c->draining = 1; /* only hash the rest: the digest tells whether this is the object */
-    return 0;
+    if (c->held) {
+        c->held = 0;
+        return 0;
+    }
+    return 1;
 }
 
-static void on_done(const S3Result *res, const Err *err, void *data) {
-    (void)res;
+static void on_read(StorageRead *rd, const StorageReadResult *res, const Err *err, void *data) {
     BCheck *c = data;
-    c->reading = 0;
-    c->op = NULL;
+    c->bytes = storage_read_bytes(rd);
     Err e;
-    if (c->stopped) {
-        err_set(&e, ERR_RETRYABLE, ERR_CODE_CANCELLED, "backup %s: reading stopped", c->id);
-        c->done(c, &e, c->data);
-        return;
-    }
     if (err) {
         e = *err;
-        err_prefix(&e, "reading backup %s", c->id);
+        if (err->code != ERR_CODE_CANCELLED)
+            err_prefix(&e, "reading backup %s", c->id);
         c->done(c, &e, c->data);
         return;
     }
-    if (!c->draining && consume(c, NULL, 0, 1, &c->decode_err) != 0)
+    if (res->decode_error && !c->draining) {
+        err_set(&c->decode_err, ERR_PERMANENT, ERR_CODE_INVALID, "backup %s: %s", c->id,
+                res->decode_error);
         c->draining = 1;
-    Err herr;
-    c->scratch.len = 0;
-    filter_chain_finish(c->hash, &c->scratch, &herr);
-    const char *got = filter_chain_result(c->hash, "sha256");
-    if (got == NULL || strcmp(got, c->checksum) != 0) {
+    }
+    if (!c->draining && bfile_reader_end(c->reader, &c->decode_err) != 0)
+        c->draining = 1;
+    if (strcmp(res->sha256, c->checksum) != 0) {
         err_set(&e, ERR_PERMANENT, ERR_CODE_INVALID,
                 "Backup checksum verification failed: backup %s has SHA-256 %.16s..., its record "
                 "says %.16s...%s%s",
-                c->id, got ? got : "?", c->checksum, c->draining ? "; and: " : "",
+                c->id, res->sha256, c->checksum, c->draining ? "; and: " : "",
                 c->draining ? c->decode_err.msg : "");
         c->done(c, &e, c->data);
         return;
@@ -208,25 +182,17 @@ static void on_done(const S3Result *res, const Err *err, void *data) {
     c->done(c, c->draining ? &c->decode_err : NULL, c->data);
 }
 
-BCheck *bcheck_start(S3Client *s3, const BCheckTarget *t, int check_json, BCheckItemCb item,
+BCheck *bcheck_start(Storage *store, const BCheckTarget *t, int check_json, BCheckItemCb item,
                      BCheckDoneCb done, void *data) {
     BCheck *c = xcalloc(1, sizeof(*c));
-    c->s3 = s3;
     c->id = xstrdup(t->backup_id);
     c->user = xstrdup(t->user_id);
-    c->key = xstrdup(t->key);
     c->checksum = xstrdup(t->checksum);
     c->item = item;
     c->done = done;
     c->data = data;
-    c->hash = filter_chain_new();
-    filter_chain_add(c->hash, filter_sha256_new("sha256"));
-    c->chain = filter_chain_new();
-    if (strcmp(t->compression, "gzip") == 0)
-        filter_chain_add(c->chain, filter_gunzip_new(NULL));
     c->reader = bfile_reader_new(&reader_cb, check_json, c);
-    c->reading = 1;
-    c->op = s3_get_stream(s3, c->key, on_data, on_done, c);
+    c->rd = storage_read_new(store, t->key, codec_decoder(t->codecs), on_plain, on_read, c);
     return c;
 }
 
@@ -236,29 +202,21 @@ void bcheck_hold(BCheck *c) {
 
 void bcheck_resume(BCheck *c) {
     c->held = 0;
-    if (c->paused && c->op) {
-        c->paused = 0;
-        s3_op_resume(c->op);
-    }
+    storage_read_resume(c->rd);
 }
 
 void bcheck_stop(BCheck *c) {
-    c->stopped = 1;
-    bcheck_resume(c); /* a paused read must run into the stop */
+    storage_read_stop(c->rd);
 }
 
 void bcheck_free(BCheck *c) {
     if (c == NULL)
         return;
-    filter_chain_free(c->hash);
-    filter_chain_free(c->chain);
+    storage_read_free(c->rd);
     bfile_reader_free(c->reader);
-    buf_free(&c->plain);
-    buf_free(&c->scratch);
     free(c->counts);
     free(c->id);
     free(c->user);
-    free(c->key);
     free(c->checksum);
     free(c);
 }

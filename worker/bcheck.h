@@ -1,6 +1,7 @@
 /*
  * bcheck: one stored backup object read from S3 and checked as it streams:
- * the SHA-256 of the stored bytes against the record, gunzip, the document
+ * the SHA-256 of the stored bytes against the record, the codecs undone (on
+ * the thread pool, storage.h), the document
  * layout (bfile), the header naming this backup and this user, and the
  * trailer's counts against the rows and deleted keys that came. Rows are
  * handed to the caller as text, in order. A damaged object is read to its
@@ -13,7 +14,8 @@
 #define BW_BCHECK_H
 
 #include "err.h"
-#include "s3.h"
+#include "codec.h"
+#include "storage.h"
 
 #include <stdint.h>
 
@@ -22,7 +24,7 @@ typedef struct BCheck BCheck;
 typedef struct {
     const char *backup_id, *user_id, *key;
     const char *checksum;    /* hex SHA-256 of the stored bytes, from backup_metadata */
-    const char *compression; /* gzip or none */
+    const CodecList *codecs; /* what the stored bytes went through, undone in reverse */
 } BCheckTarget;
 
 /* A row (section 0) or deleted key (section 1) of table. -1 with err stops the read. */
@@ -32,7 +34,7 @@ typedef int (*BCheckItemCb)(int section, const char *table, const char *json, si
 typedef void (*BCheckDoneCb)(BCheck *c, const Err *err, void *data);
 
 /* Start reading (strings copied). check_json: also check every row is well-formed JSON. */
-BCheck *bcheck_start(S3Client *s3, const BCheckTarget *t, int check_json, BCheckItemCb item,
+BCheck *bcheck_start(Storage *store, const BCheckTarget *t, int check_json, BCheckItemCb item,
                      BCheckDoneCb done, void *data);
 /* Hold the stream after the current piece (the consumer is full); bcheck_resume() goes on. */
 void bcheck_hold(BCheck *c);

@@ -28,7 +28,25 @@ static void header_fields(Buf *out, const BfileHeader *h) {
     str_or_null(out, "snapshot", h->snapshot);
     str_or_null(out, "base_snapshot", h->base_snapshot);
     str_or_null(out, "created_at", h->created_at);
-    str_or_null(out, "compression", h->compression);
+    /* v1 readers know only "compression"; the codecs are the truth from v2 on */
+    str_or_null(out, "compression", codec_list_has(h->codecs, "gzip") ? "gzip" : "none");
+    buf_puts(out, ",\"codecs\":");
+    codec_list_json(h->codecs, out);
+}
+
+int bfile_codecs(const char *json, size_t len, CodecList *out, Err *err) {
+    const char *end = json + len, *p = json;
+    static const char name[] = "\"codecs\":";
+    for (; p + sizeof(name) - 1 <= end; p++)
+        if (memcmp(p, name, sizeof(name) - 1) == 0)
+            return codec_list_from_json(p + sizeof(name) - 1,
+                                        (size_t)(end - p - (sizeof(name) - 1)), out, err);
+    char comp[16];
+    if (bfile_field(json, len, "compression", comp, sizeof(comp)) != 0) {
+        err_set(err, ERR_PERMANENT, ERR_CODE_INVALID, "%s", "no codecs and no compression named");
+        return -1;
+    }
+    return codec_list_parse(strcmp(comp, "gzip") == 0 ? "gzip" : "", out, err); /* format v1 */
 }
 
 void bfile_begin(BfileWriter *w, Buf *out, const BfileHeader *h) {

@@ -12,12 +12,13 @@
 #define BW_BFILE_H
 
 #include "buf.h"
+#include "codec.h"
 #include "err.h"
 
 #include <stdint.h>
 
 #define BFILE_FORMAT  "pedidolist-backup"
-#define BFILE_VERSION 1
+#define BFILE_VERSION 2 /* 2: "codecs"; 1 (still read): "compression" gzip|none */
 
 typedef struct {
     const char *backup_id, *user_id, *type;
@@ -25,7 +26,7 @@ typedef struct {
     const char *snapshot;       /* pg_current_snapshot() of the backup */
     const char *base_snapshot;  /* NULL for a full backup */
     const char *created_at;     /* ISO 8601 UTC */
-    const char *compression;    /* gzip or none */
+    const CodecList *codecs;    /* applied to the stored bytes, in order */
 } BfileHeader;
 
 typedef struct {
@@ -80,6 +81,9 @@ void bfile_reader_free(BfileReader *r);
  * its raw text between the quotes, or "" for null; -1 if absent or longer than outsz - 1.
  * Numbers are returned as their digits.
  */
+/* The codecs a header or manifest names: "codecs" (v2), else "compression" (v1). */
+int bfile_codecs(const char *json, size_t len, CodecList *out, Err *err);
+
 int bfile_field(const char *json, size_t len, const char *name, char *out, size_t outsz);
 
 #endif

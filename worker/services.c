@@ -10,6 +10,7 @@
 #include "log.h"
 #include "looplag.h"
 #include "s3.h"
+#include "storage_s3.h"
 #include "version.h"
 
 #include <stdlib.h>
@@ -26,6 +27,7 @@ struct Services {
     PgPool *pg;
     HttpClient *http;
     S3Client *s3;
+    Storage *store;
     LoopLag *lag;
     Httpd *httpd;
     uv_timer_t probe;
@@ -235,6 +237,8 @@ Services *services_new(uv_loop_t *loop, const Config *cfg, Err *err) {
     S3Options so;
     config_s3_options(cfg, &so);
     s->s3 = s3_client_new(loop, s->http, &so);
+    s->store = storage_s3_new(loop, s->s3, (size_t)cfg->s3_part_size_mb << 20,
+                              cfg->s3_upload_concurrency);
 
     uv_timer_init(loop, &s->probe);
     s->probe.data = s;
@@ -256,6 +260,7 @@ void services_free(Services *s) {
     uv_close((uv_handle_t *)&s->probe, on_probe_closed);
     httpd_free(s->httpd);
     redis_client_free(s->redis);
+    storage_free(s->store);
     s3_client_free(s->s3); /* cancels the S3 probe: its callback runs now */
     http_client_free(s->http);
     pg_pool_free(s->pg); /* fails a waiting probe now; a running one completes */
@@ -285,6 +290,10 @@ PgPool *services_pg(Services *s) {
 
 S3Client *services_s3(Services *s) {
     return s->s3;
+}
+
+Storage *services_storage(Services *s) {
+    return s->store;
 }
 
 const Config *services_config(const Services *s) {

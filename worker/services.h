@@ -17,6 +17,7 @@
 #include "pgpool.h"
 #include "redis.h"
 #include "s3.h"
+#include "storage.h"
 
 #include <uv.h>
 
@@ -38,6 +39,8 @@ RedisClient *services_redis(Services *s);
 PgPool *services_pg(Services *s);
 HttpClient *services_http(Services *s);
 S3Client *services_s3(Services *s);
+/* The backup store (S3 today): what jobs use. */
+Storage *services_storage(Services *s);
 const Config *services_config(const Services *s);
 
 #endif

@@ -16,8 +16,9 @@
 #include "jobs.h"
 
 #include "buf.h"
+#include "jobrt.h"
+#include "layout.h"
 #include "log.h"
-#include "s3list.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -28,12 +29,22 @@
 #define USERS_PAGE   100
 #define STALE_UPLOAD (24 * 3600)
 
+typedef enum {
+    ST_OWNER,
+    ST_USERS,
+    ST_LOCK,
+    ST_EXPIRE,
+    ST_DELETE,
+    ST_MARK,
+    ST_PURGE,
+    ST_UPLOADS,
+    ST_ABORT,
+    ST_PURGE_ALL,
+} State;
+
 typedef struct {
-    Job *job;
+    State state;
     const JobSpec *spec;
-    const Config *cfg;
-    PgPool *pool;
-    S3Client *s3;
     int days;
     char user[37];      /* the user being cleaned */
     char last_user[37]; /* scope=all: paging */
@@ -44,18 +55,20 @@ typedef struct {
     char **uploads; /* stale multipart uploads: key, id pairs */
     int nuploads, upi;
     uint64_t deleted, objects, aborted, tombstones;
-    int users_done, users_busy, cancelled;
-    int locked; /* scope=all: we hold c->user's lock */
-    Err err;
+    int users_done, users_busy;
 } Cleanup;
 
-static void next_user(Cleanup *c);
-static void user_done(Cleanup *c);
+static void next_user(JobRt *rt, Cleanup *c);
 
 static void free_list(char **v, int n) {
     for (int i = 0; i < n; i++)
         free(v[i]);
     free(v);
+}
+
+static void push(char ***v, int *n, const char *s) {
+    *v = xrealloc(*v, (size_t)(*n + 1) * sizeof(char *));
+    (*v)[(*n)++] = xstrdup(s);
 }
 
 static void reset_user(Cleanup *c) {
@@ -66,138 +79,83 @@ static void reset_user(Cleanup *c) {
     c->nids = c->nkeys = c->nuploads = c->upi = 0;
 }
 
-static void finish(Cleanup *c, const Err *err) {
-    Job *job = c->job;
-    if (c->locked)
-        job_user_unlock(job, c->user);
+static void pool_query(JobRt *rt, Cleanup *c, State next, const char *sql, int n,
+                       const char *const *v) {
+    c->state = next;
+    jobrt_pool_query(rt, next, 0, sql, n, v);
+}
+
+static void done(JobRt *rt, Cleanup *c) {
+    char note[224], busy[64] = "";
+    if (c->users_busy)
+        snprintf(busy, sizeof(busy), "; %d user%s skipped (another job of theirs ran)",
+                 c->users_busy, c->users_busy == 1 ? "" : "s");
+    snprintf(note, sizeof(note),
+             "%" PRIu64 " backup%s deleted (%" PRIu64 " objects) for %d user%s; %" PRIu64
+             " stale upload%s aborted; %" PRIu64 " tombstone%s purged%s",
+             c->deleted, c->deleted == 1 ? "" : "s", c->objects, c->users_done,
+             c->users_done == 1 ? "" : "s", c->aborted, c->aborted == 1 ? "" : "s", c->tombstones,
+             c->tombstones == 1 ? "" : "s", busy);
+    job_set_note(jobrt_job(rt), note);
+    log_info(job_log_id(jobrt_job(rt)), "cleanup: %s", note);
+    job_progress(jobrt_job(rt), "done", 100, c->deleted, c->objects);
+    jobrt_done(rt);
+}
+
+/* ---- one user: expire, delete, mark, purge, stale uploads ---- */
+
+static void clean_user(JobRt *rt, Cleanup *c, const char *user) {
     reset_user(c);
-    free_list(c->users, c->nusers);
-    if (err == NULL) {
-        char note[224], busy[64] = "";
-        if (c->users_busy)
-            snprintf(busy, sizeof(busy), "; %d user%s skipped (another job of theirs ran)",
-                     c->users_busy, c->users_busy == 1 ? "" : "s");
-        snprintf(note, sizeof(note),
-                 "%" PRIu64 " backup%s deleted (%" PRIu64 " objects) for %d user%s; %" PRIu64
-                 " stale upload%s aborted; %" PRIu64 " tombstone%s purged%s",
-                 c->deleted, c->deleted == 1 ? "" : "s", c->objects, c->users_done,
-                 c->users_done == 1 ? "" : "s", c->aborted, c->aborted == 1 ? "" : "s",
-                 c->tombstones, c->tombstones == 1 ? "" : "s", busy);
-        job_set_note(job, note);
-        log_info(job_log_id(job), "cleanup: %s", note);
-        job_progress(job, "done", 100, c->deleted, c->objects);
-    }
-    Err e;
-    if (err)
-        e = *err;
-    free(c);
-    job_done(job, err ? &e : NULL);
+    snprintf(c->user, sizeof(c->user), "%s", user);
+    char days[16];
+    snprintf(days, sizeof(days), "%d", c->days);
+    const char *v[] = {c->user, days};
+    job_progress(jobrt_job(rt), c->user, 0, c->deleted, c->objects);
+    pool_query(rt, c, ST_EXPIRE, "SELECT backup_id, s3_key FROM backup_expire($1::uuid, $2::int)",
+               2, v);
 }
 
-static void failf(Cleanup *c, ErrKind kind, const char *fmt, const char *a, const char *b) {
-    Err e;
-    err_set(&e, kind, ERR_CODE_INVALID, fmt, a, b);
-    finish(c, &e);
-}
-
-static void push(char ***v, int *n, const char *s) {
-    *v = xrealloc(*v, (size_t)(*n + 1) * sizeof(char *));
-    (*v)[(*n)++] = xstrdup(s);
-}
-
-/* ---- stale multipart uploads ---- */
-
-static void abort_next(Cleanup *c);
-
-static void on_aborted(const S3Result *res, const Err *err, void *data) {
-    (void)res;
-    Cleanup *c = data;
-    if (err)
-        log_warn(job_log_id(c->job), "cleanup: could not abort an upload of %s: %s",
-                 c->uploads[c->upi], err->msg);
-    else
-        c->aborted++;
-    c->upi += 2;
-    abort_next(c);
-}
-
-static void abort_next(Cleanup *c) {
-    if (c->upi < c->nuploads && !c->cancelled) {
-        s3_abort_upload(c->s3, c->uploads[c->upi], c->uploads[c->upi + 1], on_aborted, c);
+static void user_done(JobRt *rt, Cleanup *c) {
+    c->users_done++;
+    jobrt_user_unlock(rt, c->user); /* scope=all: held since ST_LOCK */
+    if (!c->spec->scope_all) {
+        done(rt, c);
         return;
     }
-    user_done(c);
+    c->ui++;
+    next_user(rt, c);
 }
 
-static int on_uploads(const S3MultipartUpload *ups, size_t n, void *data) {
-    Cleanup *c = data;
-    long long now = (long long)time(NULL);
-    for (size_t i = 0; i < n; i++) {
-        long long at = s3_parse_time(ups[i].initiated);
-        if (at > 0 && now - at > STALE_UPLOAD) {
-            push(&c->uploads, &c->nuploads, ups[i].key);
-            push(&c->uploads, &c->nuploads, ups[i].upload_id);
+static void on_expired(JobRt *rt, Cleanup *c, PGresult *res) {
+    for (int k = 0; k < PQntuples(res); k++) {
+        const char *id = PQgetvalue(res, k, 0), *key = PQgetvalue(res, k, 1);
+        push(&c->ids, &c->nids, id);
+        if (PQgetisnull(res, k, 1)) /* never uploaded: nothing to delete */
+            continue;
+        if (!layout_key_is_users(key, c->user)) {
+            jobrt_failf(rt, ERR_PERMANENT, ERR_CODE_INVALID,
+                        "backup %s has a key outside backups/%s/: refusing to delete it", id,
+                        c->user);
+            return;
         }
+        char manifest[LAYOUT_KEY_MAX + 16];
+        layout_manifest_key(manifest, sizeof(manifest), key);
+        push(&c->keys, &c->nkeys, key);
+        push(&c->keys, &c->nkeys, manifest);
     }
-    return 0;
+    if (c->nids)
+        log_info(job_log_id(jobrt_job(rt)), "cleanup of user %s: %d expired backup(s) to delete",
+                 c->user, c->nids);
+    c->state = ST_DELETE;
+    jobrt_delete(rt, ST_DELETE, JRT_SOFT, (const char *const *)c->keys, (size_t)c->nkeys);
 }
 
-static void on_uploads_listed(uint64_t count, const Err *err, void *data) {
-    (void)count;
-    Cleanup *c = data;
-    if (err && strstr(err->msg, "NotImplemented")) /* some stores (s3rver) cannot list them */
-        log_debug(job_log_id(c->job), "cleanup: cannot list uploads: %s", err->msg);
-    else if (err)
-        log_warn(job_log_id(c->job), "cleanup: could not list uploads: %s", err->msg);
-    c->upi = 0;
-    abort_next(c);
-}
-
-static void stale_uploads(Cleanup *c) {
-    char prefix[64];
-    snprintf(prefix, sizeof(prefix), "backups/%s/", c->user);
-    s3_list_uploads(c->s3, prefix, on_uploads, on_uploads_listed, c);
-}
-
-/* ---- expire, delete, mark ---- */
-
-/* Tombstones no future incremental can need (proto/sql/008); NULL user: all of them. */
-static void purge_tombstones(Cleanup *c, const char *user, PgResultCb cb) {
-    const char *v[] = {user};
-    pg_pool_query(c->pool, "SELECT backup_tombstones_purge($1::uuid)", 1, v, cb, c);
-}
-
-static void on_purged(PgConn *conn, PGresult *res, const Err *err, void *data) {
-    (void)conn;
-    Cleanup *c = data;
-    if (err) {
-        finish(c, err);
-        return;
-    }
-    c->tombstones += strtoull(PQgetvalue(res, 0, 0), NULL, 10);
-    stale_uploads(c);
-}
-
-static void on_marked(PgConn *conn, PGresult *res, const Err *err, void *data) {
-    (void)conn;
-    Cleanup *c = data;
-    if (err) {
-        finish(c, err);
-        return;
-    }
-    c->deleted += strtoull(PQcmdTuples(res), NULL, 10);
-    purge_tombstones(c, c->user, on_purged);
-}
-
-static void on_deleted(size_t deleted, size_t failed, const Err *err, void *data) {
-    Cleanup *c = data;
-    c->objects += deleted;
-    if (err || failed) { /* the rows stay expired: the next run deletes them */
-        Err e;
-        err_set(&e, ERR_RETRYABLE, ERR_CODE_HTTP,
-                "cleanup of user %s: %zu object(s) not deleted: %s", c->user, failed,
-                err ? err->msg : "DeleteObjects reported errors");
-        finish(c, &e);
+static void on_deleted(JobRt *rt, Cleanup *c, const JobEv *ev) {
+    c->objects += ev->count;
+    if (ev->err || ev->failed) { /* the rows stay expired: the next run deletes them */
+        jobrt_failf(rt, ERR_RETRYABLE, ERR_CODE_HTTP,
+                    "cleanup of user %s: %" PRIu64 " object(s) not deleted: %s", c->user,
+                    ev->failed, ev->err ? ev->err->msg : "DeleteObjects reported errors");
         return;
     }
     Buf ids = BUF_INIT;
@@ -206,199 +164,194 @@ static void on_deleted(size_t deleted, size_t failed, const Err *err, void *data
         buf_printf(&ids, "%s%s", i ? "," : "", c->ids[i]);
     buf_puts(&ids, "}");
     const char *v[] = {ids.data, c->user};
-    pg_pool_query(c->pool,
-                  "UPDATE backup_metadata SET status = 'deleted' WHERE id = ANY($1::text[]) "
-                  "AND user_id = $2::uuid AND status = 'expired'",
-                  2, v, on_marked, c);
+    pool_query(rt, c, ST_MARK,
+               "UPDATE backup_metadata SET status = 'deleted' WHERE id = ANY($1::text[]) "
+               "AND user_id = $2::uuid AND status = 'expired'",
+               2, v);
     buf_free(&ids);
 }
 
-static void on_expired(PgConn *conn, PGresult *res, const Err *err, void *data) {
-    (void)conn;
-    Cleanup *c = data;
-    if (err) {
-        finish(c, err);
-        return;
-    }
-    char prefix[64];
-    snprintf(prefix, sizeof(prefix), "backups/%s/", c->user);
-    for (int k = 0; k < PQntuples(res); k++) {
-        const char *id = PQgetvalue(res, k, 0), *key = PQgetvalue(res, k, 1);
-        push(&c->ids, &c->nids, id);
-        if (PQgetisnull(res, k, 1)) /* never uploaded: nothing to delete */
-            continue;
-        if (strncmp(key, prefix, strlen(prefix)) != 0 || strstr(key, "..")) {
-            failf(c, ERR_PERMANENT, "backup %s has a key outside %s: refusing to delete it", id,
-                  prefix);
-            return;
+/* Tombstones no future incremental can need (proto/sql/008); NULL user: all of them. */
+static void purge_tombstones(JobRt *rt, Cleanup *c, State next, const char *user) {
+    const char *v[] = {user};
+    pool_query(rt, c, next, "SELECT backup_tombstones_purge($1::uuid)", 1, v);
+}
+
+static int on_uploads(Cleanup *c, const JobEv *ev) {
+    long long now = (long long)time(NULL);
+    for (size_t i = 0; i < ev->n; i++) {
+        long long at = storage_parse_time(ev->pending[i].initiated);
+        if (at > 0 && now - at > STALE_UPLOAD) {
+            push(&c->uploads, &c->nuploads, ev->pending[i].key);
+            push(&c->uploads, &c->nuploads, ev->pending[i].upload_id);
         }
-        char manifest[300];
-        snprintf(manifest, sizeof(manifest), "%s.manifest.json", key);
-        push(&c->keys, &c->nkeys, key);
-        push(&c->keys, &c->nkeys, manifest);
     }
-    if (c->nids)
-        log_info(job_log_id(c->job), "cleanup of user %s: %d expired backup(s) to delete", c->user,
-                 c->nids);
-    s3_delete_keys(c->s3, (const char *const *)c->keys, (size_t)c->nkeys, on_deleted, c);
+    return 0;
 }
 
-static void clean_user(Cleanup *c, const char *user) {
-    reset_user(c);
-    snprintf(c->user, sizeof(c->user), "%s", user);
-    char days[16];
-    snprintf(days, sizeof(days), "%d", c->days);
-    const char *v[] = {c->user, days};
-    job_progress(c->job, c->user, 0, c->deleted, c->objects);
-    pg_pool_query(c->pool, "SELECT backup_id, s3_key FROM backup_expire($1::uuid, $2::int)", 2, v,
-                  on_expired, c);
-}
-
-static void user_done(Cleanup *c) {
-    c->users_done++;
-    if (c->locked) {
-        c->locked = 0;
-        job_user_unlock(c->job, c->user);
-    }
-    if (c->cancelled) {
-        Err e;
-        err_set(&e, ERR_RETRYABLE, ERR_CODE_CANCELLED, "cleanup cancelled");
-        finish(c, &e);
+static void abort_next(JobRt *rt, Cleanup *c, const JobEv *ev) {
+    const char *log = job_log_id(jobrt_job(rt));
+    if (ev->kind == JEV_LISTED && ev->err && strstr(ev->err->msg, "NotImplemented"))
+        log_debug(log, "cleanup: cannot list uploads: %s", ev->err->msg); /* s3rver cannot */
+    else if (ev->kind == JEV_LISTED && ev->err)
+        log_warn(log, "cleanup: could not list uploads: %s", ev->err->msg);
+    else if (ev->kind == JEV_STORED && ev->err)
+        log_warn(log, "cleanup: could not abort an upload of %s: %s", c->uploads[c->upi - 2],
+                 ev->err->msg);
+    else if (ev->kind == JEV_STORED)
+        c->aborted++;
+    if (c->upi < c->nuploads) {
+        c->state = ST_ABORT;
+        c->upi += 2;
+        jobrt_abort_pending(rt, ST_ABORT, JRT_SOFT, c->uploads[c->upi - 2], c->uploads[c->upi - 1]);
         return;
     }
-    if (!c->spec->scope_all) {
-        finish(c, NULL);
-        return;
-    }
-    c->ui++;
-    next_user(c);
+    user_done(rt, c);
 }
 
-/* ---- scope=all: users page by page ---- */
+/* ---- scope=all: users page by page, each under its lock ---- */
 
-static void on_all_purged(PgConn *conn, PGresult *res, const Err *err, void *data) {
-    (void)conn;
-    Cleanup *c = data;
-    if (!err)
-        c->tombstones += strtoull(PQgetvalue(res, 0, 0), NULL, 10);
-    finish(c, err);
-}
-
-static void on_users(PgConn *conn, PGresult *res, const Err *err, void *data) {
-    (void)conn;
-    Cleanup *c = data;
-    if (err) {
-        finish(c, err);
+static void next_user(JobRt *rt, Cleanup *c) {
+    if (c->ui < c->nusers) {
+        snprintf(c->last_user, sizeof(c->last_user), "%s", c->users[c->ui]);
+        /* the user's lock first, as a job of that user would take it; a user whose backup or
+         * restore runs now is left to the next cleanup */
+        c->state = ST_LOCK;
+        jobrt_user_lock(rt, ST_LOCK, c->users[c->ui]);
         return;
     }
+    char page[8];
+    snprintf(page, sizeof(page), "%d", USERS_PAGE);
+    const char *v[] = {c->last_user, page};
+    pool_query(rt, c, ST_USERS,
+               "SELECT DISTINCT user_id::text FROM backup_metadata "
+               "WHERE status IN ('completed', 'expired') AND user_id::text > $1 "
+               "ORDER BY 1 LIMIT $2::int",
+               2, v);
+}
+
+static void on_users(JobRt *rt, Cleanup *c, PGresult *res) {
     free_list(c->users, c->nusers);
     c->users = NULL;
     c->nusers = c->ui = 0;
     for (int k = 0; k < PQntuples(res); k++)
         push(&c->users, &c->nusers, PQgetvalue(res, k, 0));
     if (c->nusers == 0) { /* last page: tombstones of users without backups, parent-only ones */
-        purge_tombstones(c, NULL, on_all_purged);
+        purge_tombstones(rt, c, ST_PURGE_ALL, NULL);
         return;
     }
-    next_user(c);
+    next_user(rt, c);
 }
 
-/* scope=all: the user's lock first, as a job of that user would take it; a user whose backup
- * or restore runs now is left to the next cleanup. */
-static void on_user_locked(Job *job, int locked, void *data) {
-    (void)job;
-    Cleanup *c = data;
+static void on_locked(JobRt *rt, Cleanup *c, int locked) {
     const char *user = c->users[c->ui];
-    if (locked < 0) {
-        Err e;
-        err_set(&e, ERR_RETRYABLE, ERR_CODE_CONNECT,
-                "cleanup: cannot take the lock of user %s (Redis unreachable, or the job was "
-                "taken over)",
-                user);
-        finish(c, &e);
-        return;
-    }
-    if (locked == 0) {
-        log_info(job_log_id(c->job), "cleanup: user %s skipped: another job of theirs runs", user);
+    if (!locked) {
+        log_info(job_log_id(jobrt_job(rt)), "cleanup: user %s skipped: another job of theirs runs",
+                 user);
         c->users_busy++;
         c->ui++;
-        next_user(c);
+        next_user(rt, c);
         return;
     }
-    c->locked = 1;
-    clean_user(c, user);
+    clean_user(rt, c, user);
 }
 
-static void next_user(Cleanup *c) {
-    if (c->ui < c->nusers) {
-        snprintf(c->last_user, sizeof(c->last_user), "%s", c->users[c->ui]);
-        if (c->cancelled) {
-            Err e;
-            err_set(&e, ERR_RETRYABLE, ERR_CODE_CANCELLED, "cleanup cancelled");
-            finish(c, &e);
+/* ---- the state machine ---- */
+
+static void on_result(JobRt *rt, Cleanup *c, PGresult *res) {
+    switch (c->state) {
+    case ST_OWNER:
+        if (strcmp(PQgetvalue(res, 0, 0), "t") != 0) {
+            jobrt_failf(rt, ERR_PERMANENT, ERR_CODE_INVALID,
+                        "forbidden: %s is not the owner of account %s: only owners may clean up "
+                        "backups",
+                        c->spec->requested_by, c->spec->user_id);
             return;
         }
-        job_user_lock(c->job, c->users[c->ui], on_user_locked, c);
-        return;
+        clean_user(rt, c, c->spec->user_id);
+        break;
+    case ST_USERS:
+        on_users(rt, c, res);
+        break;
+    case ST_EXPIRE:
+        on_expired(rt, c, res);
+        break;
+    case ST_MARK:
+        c->deleted += strtoull(PQcmdTuples(res), NULL, 10);
+        purge_tombstones(rt, c, ST_PURGE, c->user);
+        break;
+    case ST_PURGE: {
+        c->tombstones += strtoull(PQgetvalue(res, 0, 0), NULL, 10);
+        char prefix[64];
+        layout_user_prefix(prefix, sizeof(prefix), c->user);
+        c->state = ST_UPLOADS;
+        jobrt_list_pending(rt, ST_UPLOADS, JRT_SOFT, prefix);
+        break;
     }
-    char page[8];
-    snprintf(page, sizeof(page), "%d", USERS_PAGE);
-    const char *v[] = {c->last_user, page};
-    pg_pool_query(c->pool,
-                  "SELECT DISTINCT user_id::text FROM backup_metadata "
-                  "WHERE status IN ('completed', 'expired') AND user_id::text > $1 "
-                  "ORDER BY 1 LIMIT $2::int",
-                  2, v, on_users, c);
+    case ST_PURGE_ALL:
+        c->tombstones += strtoull(PQgetvalue(res, 0, 0), NULL, 10);
+        done(rt, c);
+        break;
+    default:
+        break;
+    }
 }
 
-/* ---- OWNER ---- */
-
-static void on_owner(PgConn *conn, PGresult *res, const Err *err, void *data) {
-    (void)conn;
-    Cleanup *c = data;
-    if (err) {
-        finish(c, err);
-        return;
+static int cleanup_step(JobRt *rt, void *st, const JobEv *ev) {
+    Cleanup *c = st;
+    switch (ev->kind) {
+    case JEV_START: {
+        c->spec = job_spec(jobrt_job(rt));
+        const Config *cfg = services_config(jobrt_services(rt));
+        c->days = c->spec->retention_days ? c->spec->retention_days : cfg->backup_retention_days;
+        job_progress(jobrt_job(rt), "starting", 0, 0, 0);
+        if (c->spec->scope_all) {
+            next_user(rt, c);
+            break;
+        }
+        if (c->spec->requested_by[0] == 0) { /* the system's own run for one user */
+            clean_user(rt, c, c->spec->user_id);
+            break;
+        }
+        const char *v[] = {c->spec->requested_by, c->spec->user_id};
+        pool_query(rt, c, ST_OWNER,
+                   "SELECT $1::uuid = $2::uuid AND EXISTS (SELECT 1 FROM profiles p WHERE p.id = "
+                   "$1::uuid AND (p.role = 'owner' OR EXISTS (SELECT 1 FROM businesses b "
+                   "WHERE b.owner_id = p.id)))",
+                   2, v);
+        break;
     }
-    if (strcmp(PQgetvalue(res, 0, 0), "t") != 0) {
-        failf(c, ERR_PERMANENT,
-              "forbidden: %s is not the owner of account %s: only owners may clean up backups",
-              c->spec->requested_by, c->spec->user_id);
-        return;
+    case JEV_RESULT:
+        on_result(rt, c, ev->res);
+        break;
+    case JEV_DELETED:
+        on_deleted(rt, c, ev);
+        break;
+    case JEV_PAGE:
+        return on_uploads(c, ev);
+    case JEV_LISTED:
+    case JEV_STORED:
+        abort_next(rt, c, ev);
+        break;
+    case JEV_LOCKED:
+        on_locked(rt, c, ev->locked);
+        break;
+    default:
+        break;
     }
-    clean_user(c, c->spec->user_id);
+    return 0;
 }
+
+static void cleanup_release(void *st) {
+    Cleanup *c = st;
+    reset_user(c);
+    free_list(c->users, c->nusers);
+}
+
+static const JobRtOps ops = {sizeof(Cleanup), cleanup_step, NULL, cleanup_release};
 
 static void cleanup_run(Job *job) {
-    Cleanup *c = xcalloc(1, sizeof(*c));
-    c->job = job;
-    c->spec = job_spec(job);
-    Services *sv = job_services(job);
-    c->cfg = services_config(sv);
-    c->pool = services_pg(sv);
-    c->s3 = services_s3(sv);
-    c->days = c->spec->retention_days ? c->spec->retention_days : c->cfg->backup_retention_days;
-    job_set_data(job, c);
-    job_progress(job, "starting", 0, 0, 0);
-    if (c->spec->scope_all) {
-        next_user(c);
-        return;
-    }
-    if (c->spec->requested_by[0] == 0) { /* the system's own run for one user */
-        clean_user(c, c->spec->user_id);
-        return;
-    }
-    const char *v[] = {c->spec->requested_by, c->spec->user_id};
-    pg_pool_query(c->pool,
-                  "SELECT $1::uuid = $2::uuid AND EXISTS (SELECT 1 FROM profiles p WHERE p.id = "
-                  "$1::uuid AND (p.role = 'owner' OR EXISTS (SELECT 1 FROM businesses b "
-                  "WHERE b.owner_id = p.id)))",
-                  2, v, on_owner, c);
+    jobrt_run(job, &ops);
 }
 
-static void cleanup_cancel(Job *job) {
-    Cleanup *c = job_data(job);
-    c->cancelled = 1; /* the user in progress completes; no further user starts */
-}
-
-const JobType job_type_cleanup = {"cleanup", 1, cleanup_run, cleanup_cancel};
+const JobType job_type_cleanup = {"cleanup", 1, cleanup_run, jobrt_cancel};

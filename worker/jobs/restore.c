@@ -28,12 +28,12 @@
 #include "bcheck.h"
 #include "bfile.h"
 #include "buf.h"
+#include "jobrt.h"
+#include "layout.h"
 #include "log.h"
-#include "s3.h"
 #include "scope.h"
 
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,11 +41,26 @@
 #define PUT_BATCH (256u * 1024)
 #define MAX_CHAIN 1000
 
+typedef enum {
+    ST_ACQUIRE,
+    ST_CHAIN,
+    ST_HISTORY,
+    ST_BEGIN,
+    ST_USER,
+    ST_SCOPE,
+    ST_STAGING,
+    ST_MANIFEST, /* a reindexed step's manifest read again */
+    ST_STAGE,    /* COPY into _bw_stage of one step, read through bcheck */
+    ST_STMT,     /* FINAL and APPLY, one statement after the other */
+    ST_COMMIT,
+    ST_RECORD,
+} State;
+
 typedef struct {
     char id[JOBSPEC_ID_MAX + 1];
-    char key[256];
+    char key[LAYOUT_KEY_MAX];
     char checksum[65];
-    char compression[8];
+    CodecList codecs;
     uint64_t size;
     int reindexed; /* recorded from a manifest by backupctl reindex: read the manifest again */
 } Step;
@@ -59,18 +74,10 @@ typedef struct {
     char *message; /* CHECK: the error when the count is not 0 */
 } Stmt;
 
-typedef struct Restore Restore;
-typedef void (*NextFn)(Restore *r, PGresult *res);
-
-struct Restore {
-    Job *job;
+typedef struct {
+    State state;
     const JobSpec *spec;
-    const Config *cfg;
-    PgPool *pool;
-    S3Client *s3;
-    PgConn *conn;
-    NextFn next;
-    int pg_busy, in_txn, copying_in, recorded_start;
+    int recorded_start;
     Step *steps;
     int nsteps, si;
     Scope *scope;
@@ -81,178 +88,22 @@ struct Restore {
     int nstmts, qi;
     /* one step's stream */
     BCheck *bc;
-    int bc_busy, step_started, manifest_busy;
+    int step_started;
     Buf out;
     uint64_t rows_total, rows_staged, bytes;
-    /* ending */
-    Err err;
-    int failing, cancelled, recorded;
-    uint64_t start_ms;
-};
+} Restore;
 
-static void fail(Restore *r, const Err *err);
-static void teardown(Restore *r);
-static void start_step(Restore *r);
-static void run_stmt(Restore *r);
-
-static void failf(Restore *r, ErrKind kind, ErrCode code, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static void failf(Restore *r, ErrKind kind, ErrCode code, const char *fmt, ...) {
-    char msg[ERR_MSG_MAX];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
-    Err e;
-    err_set(&e, kind, code, "%s", msg);
-    fail(r, &e);
+static void progress(JobRt *rt, Restore *r, const char *stage, int pct) {
+    job_progress(jobrt_job(rt), stage, pct, r->rows_staged, r->bytes);
 }
 
-static void progress(Restore *r, const char *stage, int pct) {
-    job_progress(r->job, stage, pct, r->rows_staged, r->bytes);
-}
-
-/* ---- statements on the job's connection ---- */
-
-static void on_pg(PgConn *c, PGresult *res, const Err *err, void *data) {
-    (void)c;
-    Restore *r = data;
-    r->pg_busy = 0;
-    r->copying_in = 0;
-    if (r->failing) {
-        teardown(r);
-        return;
-    }
-    if (err) {
-        fail(r, err);
-        return;
-    }
-    r->next(r, res);
-}
-
-static void query(Restore *r, const char *sql, int n, const char *const *v, NextFn next) {
-    Err e;
-    r->next = next;
-    r->pg_busy = 1;
-    if (pg_conn_query(r->conn, sql, n, v, on_pg, r, &e) != 0) {
-        r->pg_busy = 0;
-        fail(r, &e);
-    }
+static void query(JobRt *rt, Restore *r, State next, int flags, const char *sql, int n,
+                  const char *const *v) {
+    r->state = next;
+    jobrt_query(rt, next, flags, sql, n, v);
 }
 
 /* ---- the end ---- */
-
-static void free_stream(Restore *r) {
-    bcheck_free(r->bc);
-    r->bc = NULL;
-    buf_free(&r->out);
-}
-
-static void finish(Restore *r) {
-    Job *job = r->job;
-    if (r->conn)
-        pg_pool_release(r->pool, r->conn);
-    free_stream(r);
-    for (int i = 0; i < r->nstmts; i++) {
-        free(r->stmts[i].sql);
-        free(r->stmts[i].message);
-    }
-    free(r->stmts);
-    scope_free(r->scope);
-    free(r->steps);
-    free(r->selected);
-    free(r->expected);
-    free(r->restored);
-    Err err = r->err;
-    int failing = r->failing;
-    free(r);
-    job_done(job, failing ? &err : NULL);
-}
-
-static void on_teardown_pg(PgConn *c, PGresult *res, const Err *err, void *data) {
-    (void)c;
-    (void)res;
-    Restore *r = data;
-    r->pg_busy = 0;
-    if (err && r->conn) {
-        pg_pool_release(r->pool, r->conn);
-        r->conn = NULL;
-        r->in_txn = 0;
-    }
-    teardown(r);
-}
-
-static void teardown_query(Restore *r, const char *sql, int n, const char *const *v) {
-    Err e;
-    r->pg_busy = 1;
-    if (r->conn) {
-        if (pg_conn_query(r->conn, sql, n, v, on_teardown_pg, r, &e) == 0)
-            return;
-        pg_pool_release(r->pool, r->conn);
-        r->conn = NULL;
-        r->in_txn = 0;
-    }
-    pg_pool_query(r->pool, sql, n, v, on_teardown_pg, r);
-}
-
-static void teardown(Restore *r) {
-    if (r->manifest_busy) /* its callback comes back here */
-        return;
-    if (r->bc_busy) { /* the read ends with a stop; its done callback comes back here */
-        bcheck_stop(r->bc);
-        return;
-    }
-    if (r->pg_busy) {
-        if (r->copying_in) { /* make the server end the COPY with an error */
-            r->copying_in = 0;
-            if (pg_conn_copy_end(r->conn, "restore abandoned") != 0)
-                pg_conn_cancel(r->conn);
-        } else {
-            pg_conn_cancel(r->conn);
-        }
-        return;
-    }
-    if (r->conn && pg_conn_is_broken(r->conn)) {
-        pg_pool_release(r->pool, r->conn);
-        r->conn = NULL;
-        r->in_txn = 0;
-    }
-    if (r->conn && r->in_txn) {
-        r->in_txn = 0;
-        teardown_query(r, "ROLLBACK", 0, NULL);
-        return;
-    }
-    if (!r->recorded && r->recorded_start) {
-        r->recorded = 1;
-        int final = !r->cancelled && job_error_is_final(r->job, &r->err);
-        char ms[24];
-        snprintf(ms, sizeof(ms), "%" PRIu64, uv_now(job_loop(r->job)) - r->start_ms);
-        const char *v[] = {r->spec->job_id, final ? "failed" : "running", r->err.msg, ms};
-        teardown_query(r,
-                       "UPDATE restore_history SET status = $2, error = $3, duration_ms = $4, "
-                       "finished_at = CASE WHEN $2 = 'failed' THEN now() END WHERE job_id = $1",
-                       4, v);
-        return;
-    }
-    finish(r);
-}
-
-static void fail(Restore *r, const Err *err) {
-    if (!r->failing) {
-        r->failing = 1;
-        r->err = *err;
-        if (!r->cancelled)
-            log_warn(job_log_id(r->job), "restore of %s failed: %s", r->spec->backup_id, err->msg);
-    }
-    teardown(r);
-}
-
-/* ---- success ---- */
-
-static void on_recorded_done(Restore *r, PGresult *res) {
-    (void)res;
-    finish(r);
-}
 
 static void counts_json(const Restore *r, const uint64_t *counts, Buf *out) {
     buf_puts(out, "{");
@@ -266,15 +117,13 @@ static void counts_json(const Restore *r, const uint64_t *counts, Buf *out) {
     buf_puts(out, "}");
 }
 
-static void on_committed(Restore *r, PGresult *res) {
-    (void)res;
-    r->in_txn = 0;
+static void on_committed(JobRt *rt, Restore *r) {
     uint64_t total = 0;
     for (int i = 0; i < scope_count(r->scope); i++)
         total += r->restored[i];
-    log_info(job_log_id(r->job), "restored %s (%d backup%s): %" PRIu64 " rows", r->spec->backup_id,
-             r->nsteps, r->nsteps > 1 ? "s" : "", total);
-    job_progress(r->job, "done", 100, total, r->bytes);
+    log_info(job_log_id(jobrt_job(rt)), "restored %s (%d backup%s): %" PRIu64 " rows",
+             r->spec->backup_id, r->nsteps, r->nsteps > 1 ? "s" : "", total);
+    job_progress(jobrt_job(rt), "done", 100, total, r->bytes);
     Buf chain = BUF_INIT, counts = BUF_INIT;
     buf_puts(&chain, "{");
     for (int i = 0; i < r->nsteps; i++)
@@ -282,14 +131,13 @@ static void on_committed(Restore *r, PGresult *res) {
     buf_puts(&chain, "}");
     counts_json(r, r->restored, &counts);
     char ms[24];
-    snprintf(ms, sizeof(ms), "%" PRIu64, uv_now(job_loop(r->job)) - r->start_ms);
+    snprintf(ms, sizeof(ms), "%" PRIu64, jobrt_elapsed_ms(rt));
     const char *v[] = {r->spec->job_id, chain.data, counts.data, ms};
-    r->recorded = 1;
-    query(r,
+    query(rt, r, ST_RECORD, 0,
           "UPDATE restore_history SET status = 'completed', chain = $2::text[], "
           "row_counts = $3::jsonb, error = NULL, finished_at = now(), duration_ms = $4 "
           "WHERE job_id = $1",
-          4, v, on_recorded_done);
+          4, v);
     buf_free(&chain);
     buf_free(&counts);
 }
@@ -373,7 +221,21 @@ static void build_stmts(Restore *r) {
     buf_free(&sql);
 }
 
-static void on_stmt(Restore *r, PGresult *res) {
+static void run_stmt(JobRt *rt, Restore *r) {
+    if (r->qi == r->nstmts) {
+        progress(rt, r, "committing", 99);
+        query(rt, r, ST_COMMIT, JRT_END, "COMMIT", 0, NULL);
+        return;
+    }
+    Stmt *st = &r->stmts[r->qi];
+    if (st->table >= 0 && st->kind != SQ_CHECK)
+        progress(rt, r, scope_table(r->scope, st->table), 90 + 9 * r->qi / r->nstmts);
+    else
+        progress(rt, r, "checking", 90);
+    query(rt, r, ST_STMT, 0, st->sql, 0, NULL);
+}
+
+static void on_stmt(JobRt *rt, Restore *r, PGresult *res) {
     Stmt *st = &r->stmts[r->qi];
     switch (st->kind) {
     case SQ_EXEC:
@@ -387,9 +249,10 @@ static void on_stmt(Restore *r, PGresult *res) {
         break;
     case SQ_CHECK:
         if (strcmp(PQgetvalue(res, 0, 0), "0") != 0) {
-            failf(r, ERR_PERMANENT, ERR_CODE_INVALID, "%s (%s row%s, first: %s %s)", st->message,
-                  PQgetvalue(res, 0, 0), strcmp(PQgetvalue(res, 0, 0), "1") ? "s" : "",
-                  scope_table(r->scope, st->table), PQgetvalue(res, 0, 1));
+            jobrt_failf(rt, ERR_PERMANENT, ERR_CODE_INVALID, "%s (%s row%s, first: %s %s)",
+                        st->message, PQgetvalue(res, 0, 0),
+                        strcmp(PQgetvalue(res, 0, 0), "1") ? "s" : "",
+                        scope_table(r->scope, st->table), PQgetvalue(res, 0, 1));
             return;
         }
         break;
@@ -397,207 +260,154 @@ static void on_stmt(Restore *r, PGresult *res) {
         uint64_t n = strtoull(PQcmdTuples(res), NULL, 10);
         r->restored[st->table] = n;
         if (n != r->expected[st->table]) {
-            failf(r, ERR_PERMANENT, ERR_CODE_INVALID,
-                  "backup holds %" PRIu64 " %s rows whose keys belong to rows of another user: "
-                  "refusing to restore",
-                  r->expected[st->table] - n, scope_table(r->scope, st->table));
+            jobrt_failf(rt, ERR_PERMANENT, ERR_CODE_INVALID,
+                        "backup holds %" PRIu64 " %s rows whose keys belong to rows of another "
+                        "user: refusing to restore",
+                        r->expected[st->table] - n, scope_table(r->scope, st->table));
             return;
         }
         break;
     }
     }
     r->qi++;
-    run_stmt(r);
-}
-
-static void run_stmt(Restore *r) {
-    if (r->qi == r->nstmts) {
-        progress(r, "committing", 99);
-        query(r, "COMMIT", 0, NULL, on_committed);
-        return;
-    }
-    Stmt *st = &r->stmts[r->qi];
-    if (st->table >= 0 && st->kind != SQ_CHECK)
-        progress(r, scope_table(r->scope, st->table), 90 + 9 * r->qi / r->nstmts);
-    else
-        progress(r, "checking", 90);
-    query(r, st->sql, 0, NULL, on_stmt);
+    run_stmt(rt, r);
 }
 
 /* ---- STAGE: one backup object streamed into _bw_stage ---- */
 
 /* A row or deleted key of the object being read: staged for COPY, sent in batches. */
-static int on_item(int section, const char *table, const char *json, size_t len, void *data,
-                   Err *err) {
-    Restore *r = data;
-    int i = scope_find(r->scope, table);
+static int on_item(JobRt *rt, Restore *r, const JobEv *ev) {
+    int i = scope_find(r->scope, ev->table);
     if (i < 0) {
-        err_set(err, ERR_PERMANENT, ERR_CODE_INVALID,
+        err_set(ev->item_err, ERR_PERMANENT, ERR_CODE_INVALID,
                 "backup %s holds table %s, which is not in backup_scope", r->steps[r->si].id,
-                table);
+                ev->table);
         return -1;
     }
-    if (section == 0 && (++r->rows_staged & 0xfff) == 0) {
+    if (ev->section == 0 && (++r->rows_staged & 0xfff) == 0) {
         int pct = r->rows_total ? (int)(r->rows_staged * 90 / r->rows_total) : 0;
-        progress(r, "downloading", pct > 89 ? 89 : pct);
+        progress(rt, r, "downloading", pct > 89 ? 89 : pct);
     }
     if (!r->selected[i])
         return 0;
-    buf_printf(&r->out, "%d\x02%c\x02%s\x02", r->si, section ? 'd' : 'r', table);
+    PgConn *conn = jobrt_conn(rt);
+    buf_printf(&r->out, "%d\x02%c\x02%s\x02", r->si, ev->section ? 'd' : 'r', ev->table);
     int rc = 1;
-    if (len >= PUT_BATCH) { /* a big row goes to COPY from the reader's buffer, not copied again */
-        const char *parts[] = {r->out.data, json, "\n"};
-        size_t lens[] = {r->out.len, len, 1};
-        rc = pg_conn_copy_putv(r->conn, parts, lens, 3);
+    if (ev->len >= PUT_BATCH) { /* a big row goes to COPY from the reader's buffer */
+        const char *parts[] = {r->out.data, ev->buf, "\n"};
+        size_t lens[] = {r->out.len, ev->len, 1};
+        rc = pg_conn_copy_putv(conn, parts, lens, 3);
         r->out.len = 0;
     } else {
-        buf_append(&r->out, json, len);
+        buf_append(&r->out, ev->buf, ev->len);
         buf_puts(&r->out, "\n");
         if (r->out.len >= PUT_BATCH) {
-            rc = pg_conn_copy_put(r->conn, r->out.data, r->out.len);
+            rc = pg_conn_copy_put(conn, r->out.data, r->out.len);
             r->out.len = 0;
         }
     }
-    if (rc <= 0) {
-        if (rc < 0) {
-            err_set(err, ERR_RETRYABLE, ERR_CODE_CONNECT, "postgres: COPY failed");
-            return -1;
-        }
-        if (rc == 0) /* the socket is full: hold S3 until the connection drains */
-            bcheck_hold(r->bc);
+    if (rc < 0) {
+        err_set(ev->item_err, ERR_RETRYABLE, ERR_CODE_CONNECT, "postgres: COPY failed");
+        return -1;
     }
+    if (rc == 0) /* the socket is full: hold the read until the connection drains */
+        bcheck_hold(r->bc);
     return 0;
 }
 
-static void on_checked(BCheck *c, const Err *err, void *data) {
-    Restore *r = data;
-    r->bc_busy = 0;
-    r->bytes += bcheck_bytes(c);
-    if (r->failing) {
-        teardown(r);
-        return;
-    }
-    if (err) {
-        fail(r, err);
-        return;
-    }
-    if (r->out.len && pg_conn_copy_put(r->conn, r->out.data, r->out.len) < 0)
-        return; /* the COPY's done callback reports it */
+static void on_checked(JobRt *rt, Restore *r, const JobEv *ev) {
+    r->bytes += bcheck_bytes(ev->check);
+    if (r->out.len && pg_conn_copy_put(jobrt_conn(rt), r->out.data, r->out.len) < 0)
+        return; /* the COPY's end reports it */
     r->out.len = 0;
-    r->copying_in = 0;
-    if (pg_conn_copy_end(r->conn, NULL) != 0)
-        failf(r, ERR_RETRYABLE, ERR_CODE_CONNECT, "%s", "postgres: COPY could not be ended");
+    jobrt_copy_end(rt);
 }
 
-static void on_copy_writable(PgConn *c, void *data) {
-    (void)c;
-    Restore *r = data;
-    if (r->failing)
-        return;
-    if (!r->step_started) { /* the COPY is open: start reading */
-        const Step *st = &r->steps[r->si];
-        BCheckTarget t = {st->id, r->spec->user_id, st->key, st->checksum, st->compression};
-        r->step_started = 1;
-        r->bc_busy = 1;
-        r->bc = bcheck_start(r->s3, &t, 0, on_item, on_checked, r);
-        return;
-    }
-    if (r->bc_busy)
-        bcheck_resume(r->bc);
-}
-
-static void on_step_staged(Restore *r, PGresult *res) {
-    (void)res;
-    log_info(job_log_id(r->job), "staged backup %s (%d of %d)", r->steps[r->si].id, r->si + 1,
-             r->nsteps);
-    free_stream(r);
-    r->si++;
-    if (r->si < r->nsteps) {
-        start_step(r);
-        return;
-    }
-    build_stmts(r);
-    r->qi = 0;
-    run_stmt(r);
-}
-
-static void open_step(Restore *r);
-
-/* A reindexed step's record came from its manifest: the manifest must still say the same
- * (a record edited since, or a manifest replaced, is refused before any byte is used). */
-static void on_step_manifest(const S3Result *res, const Err *err, void *data) {
-    Restore *r = data;
-    const Step *st = &r->steps[r->si];
-    r->manifest_busy = 0;
-    if (r->failing) {
-        teardown(r);
-        return;
-    }
-    if (err) {
-        Err e = *err;
-        err_prefix(&e, "backup %s: manifest %s.manifest.json", st->id, st->key);
-        fail(r, &e);
-        return;
-    }
-    char sha[80], size[32], id[160];
-    const char *m = res->body->data;
-    size_t n = res->body->len;
-    if (bfile_field(m, n, "backup_id", id, sizeof(id)) != 0 || strcmp(id, st->id) != 0 ||
-        bfile_field(m, n, "sha256", sha, sizeof(sha)) != 0 ||
-        bfile_field(m, n, "size", size, sizeof(size)) != 0 || strcmp(sha, st->checksum) != 0 ||
-        strtoull(size, NULL, 10) != st->size) {
-        failf(r, ERR_PERMANENT, ERR_CODE_INVALID,
-              "Backup checksum verification failed: backup %s was recorded by reindex, and its "
-              "manifest no longer agrees with that record (sha256 %.16s..., %" PRIu64 " bytes)",
-              st->id, st->checksum, st->size);
-        return;
-    }
-    open_step(r);
-}
-
-static void start_step(Restore *r) {
-    const Step *st = &r->steps[r->si];
-    if (st->reindexed) {
-        char key[sizeof(st->key) + 16];
-        snprintf(key, sizeof(key), "%s.manifest.json", st->key);
-        r->manifest_busy = 1;
-        s3_get_object(r->s3, key, 64 * 1024, on_step_manifest, r);
-        return;
-    }
-    open_step(r);
-}
-
-static void open_step(Restore *r) {
+static void open_step(JobRt *rt, Restore *r) {
     const Step *st = &r->steps[r->si];
     r->step_started = 0;
     char stage[JOBSPEC_ID_MAX + 16];
     snprintf(stage, sizeof(stage), "downloading %s", st->id);
-    progress(r, stage, r->rows_total ? (int)(r->rows_staged * 90 / r->rows_total) : 0);
-    Err e;
-    r->next = on_step_staged;
-    r->pg_busy = r->copying_in = 1;
-    if (pg_conn_copy_in(r->conn,
-                        "COPY _bw_stage (step, kind, tbl, j) FROM STDIN "
-                        "(FORMAT csv, QUOTE e'\\x01', DELIMITER e'\\x02')",
-                        on_copy_writable, on_pg, r, &e) != 0) {
-        r->pg_busy = r->copying_in = 0;
-        fail(r, &e);
+    progress(rt, r, stage, r->rows_total ? (int)(r->rows_staged * 90 / r->rows_total) : 0);
+    r->state = ST_STAGE;
+    jobrt_copy_in(rt, ST_STAGE,
+                  "COPY _bw_stage (step, kind, tbl, j) FROM STDIN "
+                  "(FORMAT csv, QUOTE e'\\x01', DELIMITER e'\\x02')");
+}
+
+/* The COPY is open (start reading), or drained (read on). */
+static void on_copy_writable(JobRt *rt, Restore *r) {
+    if (!r->step_started) {
+        const Step *st = &r->steps[r->si];
+        BCheckTarget t = {st->id, r->spec->user_id, st->key, st->checksum, &st->codecs};
+        r->step_started = 1;
+        r->bc = jobrt_check(rt, ST_STAGE, 0, &t, 0);
+        return;
     }
+    if (r->bc)
+        bcheck_resume(r->bc);
+}
+
+static void start_step(JobRt *rt, Restore *r) {
+    const Step *st = &r->steps[r->si];
+    if (st->reindexed) {
+        char key[LAYOUT_KEY_MAX + 16];
+        layout_manifest_key(key, sizeof(key), st->key);
+        r->state = ST_MANIFEST;
+        jobrt_get(rt, ST_MANIFEST, JRT_SOFT, key, 64 * 1024);
+        return;
+    }
+    open_step(rt, r);
+}
+
+/* A reindexed step's record came from its manifest: the manifest must still say the same
+ * (a record edited since, or a manifest replaced, is refused before any byte is used). */
+static void on_step_manifest(JobRt *rt, Restore *r, const JobEv *ev) {
+    const Step *st = &r->steps[r->si];
+    if (ev->err) {
+        Err e = *ev->err;
+        err_prefix(&e, "backup %s: manifest %s%s", st->id, st->key, LAYOUT_MANIFEST_EXT);
+        jobrt_fail(rt, &e);
+        return;
+    }
+    char sha[80], size[32], id[160];
+    const char *m = ev->sres->body->data;
+    size_t n = ev->sres->body->len;
+    if (bfile_field(m, n, "backup_id", id, sizeof(id)) != 0 || strcmp(id, st->id) != 0 ||
+        bfile_field(m, n, "sha256", sha, sizeof(sha)) != 0 ||
+        bfile_field(m, n, "size", size, sizeof(size)) != 0 || strcmp(sha, st->checksum) != 0 ||
+        strtoull(size, NULL, 10) != st->size) {
+        jobrt_failf(rt, ERR_PERMANENT, ERR_CODE_INVALID,
+                    "Backup checksum verification failed: backup %s was recorded by reindex, and "
+                    "its manifest no longer agrees with that record (sha256 %.16s..., %" PRIu64
+                    " bytes)",
+                    st->id, st->checksum, st->size);
+        return;
+    }
+    open_step(rt, r);
+}
+
+static void on_step_staged(JobRt *rt, Restore *r) {
+    log_info(job_log_id(jobrt_job(rt)), "staged backup %s (%d of %d)", r->steps[r->si].id,
+             r->si + 1, r->nsteps);
+    buf_free(&r->out);
+    r->si++;
+    if (r->si < r->nsteps) {
+        start_step(rt, r);
+        return;
+    }
+    build_stmts(r);
+    r->qi = 0;
+    run_stmt(rt, r);
 }
 
 /* ---- setup: scope, selection, staging table ---- */
 
-static void on_staging(Restore *r, PGresult *res) {
-    (void)res;
-    r->si = 0;
-    start_step(r);
-}
-
-static void on_scope(Restore *r, PGresult *res) {
+static void on_scope(JobRt *rt, Restore *r, PGresult *res) {
     Err e;
     r->scope = scope_from_result(res, &e);
     if (r->scope == NULL) {
-        fail(r, &e);
+        jobrt_fail(rt, &e);
         return;
     }
     int n = scope_count(r->scope);
@@ -609,94 +419,71 @@ static void on_scope(Restore *r, PGresult *res) {
     for (int t = 0; t < r->spec->ntables; t++) {
         int i = scope_find(r->scope, r->spec->tables[t]);
         if (i < 0) {
-            failf(r, ERR_PERMANENT, ERR_CODE_INVALID,
-                  "table %s is not in backup_scope: cannot restore it", r->spec->tables[t]);
+            jobrt_failf(rt, ERR_PERMANENT, ERR_CODE_INVALID,
+                        "table %s is not in backup_scope: cannot restore it", r->spec->tables[t]);
             return;
         }
         r->selected[i] = 1;
     }
-    query(r,
+    query(rt, r, ST_STAGING, 0,
           "CREATE TEMP TABLE _bw_stage (step int NOT NULL, kind \"char\" NOT NULL, "
           "tbl text NOT NULL, j jsonb NOT NULL) ON COMMIT DROP",
-          0, NULL, on_staging);
-}
-
-static void on_user_set(Restore *r, PGresult *res) {
-    (void)res;
-    query(r, scope_load_sql(), 0, NULL, on_scope);
-}
-
-static void on_begun(Restore *r, PGresult *res) {
-    (void)res;
-    r->in_txn = 1;
-    const char *v[] = {r->spec->user_id};
-    query(
-        r,
-        "SELECT set_config('backup.user_id', $1, true), set_config('backup.restoring', 'on', true)",
-        1, v, on_user_set);
-}
-
-static void on_history(Restore *r, PGresult *res) {
-    (void)res;
-    r->recorded_start = 1;
-    query(r, "BEGIN", 0, NULL, on_begun);
+          0, NULL);
 }
 
 /* ---- CHAIN ---- */
 
-static void on_chain(Restore *r, PGresult *res) {
+static void on_chain(JobRt *rt, Restore *r, PGresult *res) {
     const JobSpec *spec = r->spec;
     int n = PQntuples(res);
     if (n == 0) {
-        failf(r, ERR_PERMANENT, ERR_CODE_INVALID, "backup %s not found", spec->backup_id);
+        jobrt_failf(rt, ERR_PERMANENT, ERR_CODE_INVALID, "backup %s not found", spec->backup_id);
         return;
     }
     if (n > MAX_CHAIN) {
-        failf(r, ERR_PERMANENT, ERR_CODE_INVALID, "backup %s: chain longer than %d backups",
-              spec->backup_id, MAX_CHAIN);
+        jobrt_failf(rt, ERR_PERMANENT, ERR_CODE_INVALID, "backup %s: chain longer than %d backups",
+                    spec->backup_id, MAX_CHAIN);
         return;
     }
     r->steps = xcalloc((size_t)n, sizeof(Step));
     r->nsteps = n;
-    char prefix[64];
-    snprintf(prefix, sizeof(prefix), "backups/%s/", spec->user_id);
     for (int k = 0; k < n; k++) {
         const char *id = PQgetvalue(res, k, 0);
         const char *status = PQgetvalue(res, k, 3);
         const char *key = PQgetvalue(res, k, 4);
         if (strcmp(PQgetvalue(res, k, 1), spec->user_id) != 0) {
-            failf(r, ERR_PERMANENT, ERR_CODE_INVALID,
-                  "forbidden: backup %s does not belong to user %s", id, spec->user_id);
+            jobrt_failf(rt, ERR_PERMANENT, ERR_CODE_INVALID,
+                        "forbidden: backup %s does not belong to user %s", id, spec->user_id);
             return;
         }
         if (strcmp(status, "completed") != 0 && strcmp(status, "expired") != 0) {
-            failf(r, ERR_PERMANENT, ERR_CODE_INVALID, "backup %s is %s: it cannot be restored", id,
-                  status);
-            return;
-        }
-        if (strncmp(key, prefix, strlen(prefix)) != 0 || strstr(key, "..") ||
-            strlen(key) >= sizeof(r->steps[k].key) || strlen(PQgetvalue(res, k, 5)) != 64) {
-            failf(r, ERR_PERMANENT, ERR_CODE_INVALID,
-                  "backup %s has no usable key or checksum in backup_metadata", id);
-            return;
-        }
-        if (k == 0 && (PQgetvalue(res, k, 7)[0] || strcmp(PQgetvalue(res, k, 2), "full") != 0)) {
-            failf(r, ERR_PERMANENT, ERR_CODE_INVALID,
-                  "backup %s: its chain does not start at a full backup (base %s missing?)", id,
-                  PQgetvalue(res, k, 7));
+            jobrt_failf(rt, ERR_PERMANENT, ERR_CODE_INVALID,
+                        "backup %s is %s: it cannot be restored", id, status);
             return;
         }
         Step *st = &r->steps[k];
+        Err e;
+        if (!layout_key_is_users(key, spec->user_id) || strlen(PQgetvalue(res, k, 5)) != 64 ||
+            codec_list_parse(PQgetvalue(res, k, 6), &st->codecs, &e) != 0) {
+            jobrt_failf(rt, ERR_PERMANENT, ERR_CODE_INVALID,
+                        "backup %s has no usable key, checksum or codecs in backup_metadata", id);
+            return;
+        }
+        if (k == 0 && (PQgetvalue(res, k, 7)[0] || strcmp(PQgetvalue(res, k, 2), "full") != 0)) {
+            jobrt_failf(rt, ERR_PERMANENT, ERR_CODE_INVALID,
+                        "backup %s: its chain does not start at a full backup (base %s missing?)",
+                        id, PQgetvalue(res, k, 7));
+            return;
+        }
         snprintf(st->id, sizeof(st->id), "%s", id);
         snprintf(st->key, sizeof(st->key), "%s", key);
         snprintf(st->checksum, sizeof(st->checksum), "%s", PQgetvalue(res, k, 5));
-        snprintf(st->compression, sizeof(st->compression), "%s", PQgetvalue(res, k, 6));
         st->size = strtoull(PQgetvalue(res, k, 9), NULL, 10);
         st->reindexed = strcmp(PQgetvalue(res, k, 10), "reindex") == 0;
         r->rows_total += strtoull(PQgetvalue(res, k, 8), NULL, 10);
     }
-    job_set_rows_total(r->job, r->rows_total);
-    log_info(job_log_id(r->job), "restoring %s for user %s: %d backup%s, %" PRIu64 " rows",
+    job_set_rows_total(jobrt_job(rt), r->rows_total);
+    log_info(job_log_id(jobrt_job(rt)), "restoring %s for user %s: %d backup%s, %" PRIu64 " rows",
              spec->backup_id, spec->user_id, n, n > 1 ? "s" : "", r->rows_total);
     Buf tables = BUF_INIT;
     for (int t = 0; t < spec->ntables; t++)
@@ -706,84 +493,158 @@ static void on_chain(Restore *r, PGresult *res) {
     const char *v[] = {spec->job_id, spec->user_id, spec->backup_id,
                        spec->requested_by[0] ? spec->requested_by : NULL,
                        spec->ntables ? tables.data : NULL};
-    query(r,
+    query(rt, r, ST_HISTORY, 0,
           "INSERT INTO restore_history (job_id, user_id, backup_id, requested_by, tables) "
           "VALUES ($1, $2::uuid, $3, $4::uuid, $5::text[]) "
           "ON CONFLICT (job_id) DO UPDATE SET attempts = restore_history.attempts + 1, "
           "status = 'running', error = NULL, started_at = now(), finished_at = NULL",
-          5, v, on_history);
+          5, v);
     buf_free(&tables);
 }
 
-static void on_conn(PgPool *pool, PgConn *conn, const Err *err, void *data) {
-    (void)pool;
-    Restore *r = data;
-    r->pg_busy = 0;
-    r->conn = conn;
-    if (r->failing) {
-        teardown(r);
-        return;
-    }
-    if (err) {
-        fail(r, err);
-        return;
-    }
+static void load_chain(JobRt *rt, Restore *r) {
     const char *v[] = {r->spec->backup_id};
-    query(r,
+    query(rt, r, ST_CHAIN, 0,
           "WITH RECURSIVE chain AS ("
-          "  SELECT id, user_id, type, status, s3_key, checksum, compression, base_backup_id,"
-          "    row_counts, size, recorded_by, 0 AS depth FROM backup_metadata WHERE id = $1"
+          "  SELECT id, user_id, type, status, s3_key, checksum, compression, codecs,"
+          "    base_backup_id, row_counts, size, recorded_by, 0 AS depth FROM backup_metadata"
+          "  WHERE id = $1"
           "  UNION ALL"
           "  SELECT b.id, b.user_id, b.type, b.status, b.s3_key, b.checksum, b.compression,"
-          "    b.base_backup_id, b.row_counts, b.size, b.recorded_by, c.depth + 1"
+          "    b.codecs, b.base_backup_id, b.row_counts, b.size, b.recorded_by, c.depth + 1"
           "  FROM backup_metadata b JOIN chain c ON b.id = c.base_backup_id WHERE c.depth < 1001)"
           " SELECT id, user_id::text, type, status, coalesce(s3_key, ''), coalesce(checksum, ''),"
-          "  compression, coalesce(base_backup_id, ''),"
+          "  " BW_SQL_CODECS("chain") ", coalesce(base_backup_id, ''),"
           "  coalesce((SELECT sum(value::bigint) FROM jsonb_each_text(row_counts)), 0),"
           "  coalesce(size, 0), recorded_by"
           " FROM chain ORDER BY depth DESC",
-          1, v, on_chain);
+          1, v);
 }
 
-/* A backup id names its user: backup-<uuid>-<stamp>. */
-static int names_user(const char *backup_id, const char *user_id) {
-    const char *dash = strchr(backup_id, '-');
-    return dash && strncmp(dash + 1, user_id, 36) == 0 && dash[37] == '-';
+/* ---- the state machine ---- */
+
+static void on_result(JobRt *rt, Restore *r, PGresult *res) {
+    switch (r->state) {
+    case ST_CHAIN:
+        on_chain(rt, r, res);
+        break;
+    case ST_HISTORY:
+        r->recorded_start = 1;
+        query(rt, r, ST_BEGIN, JRT_BEGIN, "BEGIN", 0, NULL);
+        break;
+    case ST_BEGIN: {
+        const char *v[] = {r->spec->user_id};
+        query(rt, r, ST_USER, 0,
+              "SELECT set_config('backup.user_id', $1, true), "
+              "set_config('backup.restoring', 'on', true)",
+              1, v);
+        break;
+    }
+    case ST_USER:
+        query(rt, r, ST_SCOPE, 0, scope_load_sql(), 0, NULL);
+        break;
+    case ST_SCOPE:
+        on_scope(rt, r, res);
+        break;
+    case ST_STAGING:
+        r->si = 0;
+        start_step(rt, r);
+        break;
+    case ST_STAGE:
+        on_step_staged(rt, r);
+        break;
+    case ST_STMT:
+        on_stmt(rt, r, res);
+        break;
+    case ST_COMMIT:
+        on_committed(rt, r);
+        break;
+    case ST_RECORD:
+        jobrt_done(rt);
+        break;
+    default:
+        break;
+    }
 }
+
+static int restore_step(JobRt *rt, void *st, const JobEv *ev) {
+    Restore *r = st;
+    switch (ev->kind) {
+    case JEV_START:
+        r->spec = job_spec(jobrt_job(rt));
+        job_set_backup_id(jobrt_job(rt), r->spec->backup_id);
+        if (r->spec->user_id[0] == 0) {
+            jobrt_failf(rt, ERR_PERMANENT, ERR_CODE_INVALID, "%s", "No authenticated user");
+            break;
+        }
+        if (!layout_backup_id_names_user(r->spec->backup_id, r->spec->user_id)) {
+            jobrt_failf(rt, ERR_PERMANENT, ERR_CODE_INVALID,
+                        "forbidden: backup %s does not belong to user %s", r->spec->backup_id,
+                        r->spec->user_id);
+            break;
+        }
+        job_progress(jobrt_job(rt), "starting", 0, 0, 0);
+        r->state = ST_ACQUIRE;
+        jobrt_lease(rt, ST_ACQUIRE);
+        break;
+    case JEV_CONN:
+        load_chain(rt, r);
+        break;
+    case JEV_RESULT:
+        on_result(rt, r, ev->res);
+        break;
+    case JEV_COPY_WRITABLE:
+        on_copy_writable(rt, r);
+        break;
+    case JEV_ITEM:
+        return on_item(rt, r, ev);
+    case JEV_CHECKED:
+        on_checked(rt, r, ev);
+        break;
+    case JEV_STORED:
+        on_step_manifest(rt, r, ev);
+        break;
+    default:
+        break;
+    }
+    return 0;
+}
+
+/* The history row says how it ended (a retry will run it again: 'running'). */
+static int restore_record(JobRt *rt, void *st, int k) {
+    Restore *r = st;
+    if (k > 0 || !r->recorded_start || r->state == ST_RECORD)
+        return 0;
+    char ms[24];
+    snprintf(ms, sizeof(ms), "%" PRIu64, jobrt_elapsed_ms(rt));
+    const char *v[] = {r->spec->job_id, jobrt_final(rt) ? "failed" : "running", jobrt_err(rt)->msg,
+                       ms};
+    jobrt_record_query(rt,
+                       "UPDATE restore_history SET status = $2, error = $3, duration_ms = $4, "
+                       "finished_at = CASE WHEN $2 = 'failed' THEN now() END WHERE job_id = $1",
+                       4, v);
+    return 1;
+}
+
+static void restore_release(void *st) {
+    Restore *r = st;
+    buf_free(&r->out);
+    for (int i = 0; i < r->nstmts; i++) {
+        free(r->stmts[i].sql);
+        free(r->stmts[i].message);
+    }
+    free(r->stmts);
+    scope_free(r->scope);
+    free(r->steps);
+    free(r->selected);
+    free(r->expected);
+    free(r->restored);
+}
+
+static const JobRtOps ops = {sizeof(Restore), restore_step, restore_record, restore_release};
 
 static void restore_run(Job *job) {
-    Restore *r = xcalloc(1, sizeof(*r));
-    r->job = job;
-    r->spec = job_spec(job);
-    Services *sv = job_services(job);
-    r->cfg = services_config(sv);
-    r->pool = services_pg(sv);
-    r->s3 = services_s3(sv);
-    r->start_ms = uv_now(job_loop(job));
-    job_set_data(job, r);
-    job_set_backup_id(job, r->spec->backup_id);
-    if (r->spec->user_id[0] == 0) {
-        failf(r, ERR_PERMANENT, ERR_CODE_INVALID, "%s", "No authenticated user");
-        return;
-    }
-    if (!names_user(r->spec->backup_id, r->spec->user_id)) {
-        failf(r, ERR_PERMANENT, ERR_CODE_INVALID, "forbidden: backup %s does not belong to user %s",
-              r->spec->backup_id, r->spec->user_id);
-        return;
-    }
-    job_progress(job, "starting", 0, 0, 0);
-    r->pg_busy = 1;
-    pg_pool_acquire(r->pool, on_conn, r);
+    jobrt_run(job, &ops);
 }
 
-static void restore_cancel(Job *job) {
-    Restore *r = job_data(job);
-    if (r->failing)
-        return;
-    r->cancelled = 1;
-    Err e;
-    err_set(&e, ERR_RETRYABLE, ERR_CODE_CANCELLED, "restore cancelled (shutdown or lease lost)");
-    fail(r, &e);
-}
-
-const JobType job_type_restore = {"restore", 1, restore_run, restore_cancel};
+const JobType job_type_restore = {"restore", 1, restore_run, jobrt_cancel};

@@ -1,0 +1,42 @@
+/*
+ * codec: the named transforms a stored object's bytes went through, in the
+ * order they were applied ("gzip"; later "zstd", "aes-256-gcm"). A writer
+ * builds its encoding chain from the list, a reader the reverse chain from the
+ * same list, so that no caller compares compression names. The list is what a
+ * backup's header, manifest and record carry (proto/README.md).
+ */
+#ifndef BW_CODEC_H
+#define BW_CODEC_H
+
+#include "buf.h"
+#include "err.h"
+#include "filter.h"
+
+#define CODEC_MAX 4
+
+typedef struct {
+    int n;
+    char name[CODEC_MAX][16];
+} CodecList;
+
+typedef struct {
+    int gzip_level; /* 1-9; 0: 6 */
+} CodecOptions;
+
+/* From a comma-separated list ("" is no codec). -1 with err naming an unknown codec. */
+int codec_list_parse(const char *csv, CodecList *out, Err *err);
+/* From a JSON array of strings, as the header and manifest write it. */
+int codec_list_from_json(const char *json, size_t len, CodecList *out, Err *err);
+void codec_list_csv(const CodecList *l, char *out, size_t outsz);
+/* ["gzip"] */
+void codec_list_json(const CodecList *l, Buf *out);
+/* 1 when the list holds name. */
+int codec_list_has(const CodecList *l, const char *name);
+/* The chain that applies the list in order, and the one that undoes it (reverse order). */
+FilterChain *codec_encoder(const CodecList *l, const CodecOptions *o);
+FilterChain *codec_decoder(const CodecList *l);
+/* The stored object's Content-Type and the key's suffix after ".json" (".gz" or ""). */
+const char *codec_content_type(const CodecList *l);
+const char *codec_suffix(const CodecList *l);
+
+#endif

@@ -1,0 +1,403 @@
+/*
+ * storage: the store and its streams over a driver (see storage.h).
+ *
+ * A write stream is  bytes -> [size "raw"] codecs [sha256, size] -> driver sink,
+ * the chain on the thread pool (filterpipe). A read stream is  driver source ->
+ * [sha256, size, tolerant(decoders)] -> the caller, the chain on the thread pool.
+ *
+ * Both streams count their own calls and callbacks (depth): a _free() inside
+ * one of them, or while a request of the driver is in flight, only marks the
+ * stream; the memory goes when the last of them returns.
+ */
+#include "storage.h"
+
+#include "filterpipe.h"
+#include "log.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define READ_CHUNK (256u * 1024)
+
+struct Storage {
+    uv_loop_t *loop;
+    const StorageDriver *drv;
+    void *state;
+};
+
+Storage *storage_new(uv_loop_t *loop, const StorageDriver *drv, void *state) {
+    Storage *s = xcalloc(1, sizeof(*s));
+    s->loop = loop;
+    s->drv = drv;
+    s->state = state;
+    return s;
+}
+
+void storage_free(Storage *s) {
+    if (s == NULL)
+        return;
+    if (s->drv->free)
+        s->drv->free(s->state);
+    free(s);
+}
+
+const char *storage_name(const Storage *s) {
+    return s->drv->name;
+}
+
+void storage_put(Storage *s, const char *key, const void *body, size_t len,
+                 const char *content_type, StorageDoneCb cb, void *data) {
+    s->drv->put(s->state, key, body, len, content_type, cb, data);
+}
+
+void storage_get(Storage *s, const char *key, size_t max_bytes, StorageDoneCb cb, void *data) {
+    s->drv->get(s->state, key, max_bytes, cb, data);
+}
+
+void storage_head(Storage *s, const char *key, StorageDoneCb cb, void *data) {
+    s->drv->head(s->state, key, cb, data);
+}
+
+void storage_list(Storage *s, const char *prefix, StorageListCb page, StorageListDoneCb done,
+                  void *data) {
+    s->drv->list(s->state, prefix, page, done, data);
+}
+
+void storage_delete(Storage *s, const char *const *keys, size_t n, StorageDeleteDoneCb done,
+                    void *data) {
+    s->drv->del(s->state, keys, n, done, data);
+}
+
+void storage_list_pending(Storage *s, const char *prefix, StoragePendingCb page,
+                          StorageListDoneCb done, void *data) {
+    s->drv->list_pending(s->state, prefix, page, done, data);
+}
+
+void storage_abort_pending(Storage *s, const char *key, const char *upload_id, StorageDoneCb cb,
+                           void *data) {
+    s->drv->abort_pending(s->state, key, upload_id, cb, data);
+}
+
+/* ---- write stream ---- */
+
+struct StorageWrite {
+    Storage *s;
+    FilterPipe *pipe;
+    StorageSink *sink;
+    StorageWritableCb on_writable;
+    StorageWriteDoneCb on_done;
+    void *data;
+    int pipe_done, sink_done, reported, aborting, owner_gone, depth;
+    Err err;
+    StorageWritten res;
+};
+
+static void write_release(StorageWrite *w) {
+    if (!w->owner_gone || w->depth > 0)
+        return;
+    filter_pipe_free(w->pipe);
+    w->s->drv->sink_free(w->sink);
+    free(w);
+}
+
+static void write_report(StorageWrite *w) {
+    if (w->reported || !w->sink_done)
+        return;
+    w->reported = 1;
+    if (w->owner_gone)
+        return;
+    w->depth++;
+    w->on_done(w, err_is_set(&w->err) ? NULL : &w->res, err_is_set(&w->err) ? &w->err : NULL,
+               w->data);
+    w->depth--;
+}
+
+static void write_fail(StorageWrite *w, const Err *err) {
+    if (!err_is_set(&w->err))
+        w->err = *err;
+    if (!w->sink_done && !w->aborting) {
+        w->aborting = 1;
+        w->s->drv->sink_abort(w->sink);
+    }
+}
+
+static int pipe_to_sink(const char *buf, size_t len, void *data) {
+    StorageWrite *w = data;
+    if (w->sink_done || w->aborting)
+        return -1;
+    return w->s->drv->sink_write(w->sink, buf, len);
+}
+
+static void on_pipe_writable(FilterPipe *p, void *data) {
+    (void)p;
+    StorageWrite *w = data;
+    if (w->owner_gone || w->reported)
+        return;
+    w->depth++;
+    w->on_writable(w, w->data);
+    w->depth--;
+    write_release(w);
+}
+
+static void on_pipe_done(FilterPipe *p, const Err *err, void *data) {
+    StorageWrite *w = data;
+    w->pipe_done = 1;
+    w->depth++;
+    if (err) {
+        write_fail(w, err);
+    } else {
+        const FilterChain *c = filter_pipe_chain(p);
+        const char *sha = filter_chain_result(c, "sha256");
+        snprintf(w->res.sha256, sizeof(w->res.sha256), "%s", sha ? sha : "");
+        w->res.size = strtoull(filter_chain_result(c, "stored"), NULL, 10);
+        w->res.raw_size = strtoull(filter_chain_result(c, "raw"), NULL, 10);
+        if (!w->aborting)
+            w->s->drv->sink_finish(w->sink);
+    }
+    w->depth--;
+    write_release(w);
+}
+
+static void on_sink_writable(void *data) {
+    StorageWrite *w = data;
+    if (!w->owner_gone)
+        filter_pipe_unblock(w->pipe);
+}
+
+static void on_sink_done(const Err *err, void *data) {
+    StorageWrite *w = data;
+    w->sink_done = 1;
+    if (err && !err_is_set(&w->err))
+        w->err = *err;
+    if (!err && !w->pipe_done && !err_is_set(&w->err)) /* a sink never completes early */
+        err_set(&w->err, ERR_PERMANENT, ERR_CODE_PROTOCOL, "storage: write completed early");
+    w->depth++;
+    write_report(w);
+    w->depth--;
+    write_release(w);
+}
+
+StorageWrite *storage_write_new(Storage *s, const char *key, const char *content_type,
+                                FilterChain *codecs, StorageWritableCb on_writable,
+                                StorageWriteDoneCb on_done, void *data) {
+    StorageWrite *w = xcalloc(1, sizeof(*w));
+    w->s = s;
+    w->on_writable = on_writable;
+    w->on_done = on_done;
+    w->data = data;
+    FilterChain *c = filter_chain_new();
+    filter_chain_add(c, filter_size_new("raw"));
+    if (codecs)
+        filter_chain_add(c, filter_chain_filter_new(NULL, codecs, 0));
+    filter_chain_add(c, filter_sha256_new("sha256"));
+    filter_chain_add(c, filter_size_new("stored"));
+    w->pipe = filter_pipe_new(s->loop, c, 0, pipe_to_sink, on_pipe_writable, on_pipe_done, w);
+    w->sink = s->drv->sink_new(s->state, key, content_type, on_sink_writable, on_sink_done, w);
+    return w;
+}
+
+int storage_write(StorageWrite *w, const void *buf, size_t len) {
+    if (w->reported || w->aborting)
+        return -1;
+    return filter_pipe_write(w->pipe, buf, len);
+}
+
+int storage_write_owned(StorageWrite *w, char *buf, size_t len, void (*release_fn)(void *)) {
+    if (w->reported || w->aborting) {
+        release_fn(buf);
+        return -1;
+    }
+    return filter_pipe_write_owned(w->pipe, buf, len, release_fn);
+}
+
+void storage_write_finish(StorageWrite *w) {
+    if (!w->reported && !w->aborting)
+        filter_pipe_finish(w->pipe);
+}
+
+void storage_write_abort(StorageWrite *w) {
+    Err e;
+    err_set(&e, ERR_RETRYABLE, ERR_CODE_CANCELLED, "storage: write aborted");
+    write_fail(w, &e);
+}
+
+size_t storage_write_buffered(const StorageWrite *w) {
+    return filter_pipe_buffered(w->pipe) + w->s->drv->sink_buffered(w->sink);
+}
+
+void storage_write_free(StorageWrite *w) {
+    if (w == NULL)
+        return;
+    w->owner_gone = 1;
+    write_release(w);
+}
+
+/* ---- read stream ---- */
+
+struct StorageRead {
+    Storage *s;
+    StorageSource *src;
+    FilterPipe *pipe;
+    StorageReadDataCb on_data;
+    StorageReadDoneCb on_done;
+    void *data;
+    uint64_t bytes;
+    int src_done, pipe_blocked, src_paused, held, stopping, reported, owner_gone, depth;
+    Err err;
+};
+
+static void read_release(StorageRead *r) {
+    if (!r->owner_gone || r->depth > 0 || !r->src_done)
+        return;
+    filter_pipe_free(r->pipe);
+    free(r);
+}
+
+static void read_report(StorageRead *r, const StorageReadResult *res, const Err *err) {
+    if (r->reported)
+        return;
+    r->reported = 1;
+    if (r->owner_gone)
+        return;
+    r->depth++;
+    r->on_done(r, res, err, r->data);
+    r->depth--;
+}
+
+/* Decoded bytes, on the loop. */
+static int pipe_to_reader(const char *buf, size_t len, void *data) {
+    StorageRead *r = data;
+    if (r->owner_gone || r->stopping)
+        return -1;
+    r->depth++;
+    int rc = r->on_data(r, buf, len, r->data);
+    r->depth--;
+    if (r->owner_gone || r->stopping)
+        return -1;
+    if (rc == 0)
+        r->held = 1;
+    return rc ? 1 : 0;
+}
+
+static void on_read_pipe_writable(FilterPipe *p, void *data) {
+    (void)p;
+    StorageRead *r = data;
+    r->pipe_blocked = 0;
+    if (r->src_paused && !r->src_done) {
+        r->src_paused = 0;
+        r->s->drv->source_resume(r->src);
+    }
+}
+
+static void on_read_pipe_done(FilterPipe *p, const Err *err, void *data) {
+    StorageRead *r = data;
+    r->depth++;
+    if (err) {
+        read_report(r, NULL, err);
+    } else {
+        const FilterChain *c = filter_pipe_chain(p);
+        StorageReadResult res;
+        memset(&res, 0, sizeof(res));
+        res.size = r->bytes;
+        snprintf(res.sha256, sizeof(res.sha256), "%s", filter_chain_result(c, "sha256"));
+        const char *de = filter_chain_result(c, "decode");
+        res.decode_error = de && de[0] ? de : NULL;
+        read_report(r, &res, NULL);
+    }
+    r->depth--;
+    read_release(r);
+}
+
+/* Stored bytes from the driver, on the loop. */
+static int source_data(const char *buf, size_t len, void *data) {
+    StorageRead *r = data;
+    if (r->stopping || r->owner_gone)
+        return STORAGE_SOURCE_STOP;
+    if (r->pipe_blocked) {
+        r->src_paused = 1;
+        return STORAGE_SOURCE_PAUSE;
+    }
+    r->bytes += len;
+    int rc = filter_pipe_write(r->pipe, buf, len);
+    if (rc < 0)
+        return STORAGE_SOURCE_STOP;
+    if (rc == 0)
+        r->pipe_blocked = 1;
+    return 0;
+}
+
+static void source_done(const StorageResult *res, const Err *err, void *data) {
+    (void)res;
+    StorageRead *r = data;
+    r->src_done = 1;
+    r->depth++;
+    if (r->stopping) {
+        Err e;
+        err_set(&e, ERR_RETRYABLE, ERR_CODE_CANCELLED, "storage: read stopped");
+        read_report(r, NULL, &e);
+    } else if (err) {
+        read_report(r, NULL, err);
+    } else {
+        filter_pipe_finish(r->pipe);
+    }
+    r->depth--;
+    read_release(r);
+}
+
+StorageRead *storage_read_new(Storage *s, const char *key, FilterChain *decoders,
+                              StorageReadDataCb on_data, StorageReadDoneCb on_done, void *data) {
+    StorageRead *r = xcalloc(1, sizeof(*r));
+    r->s = s;
+    r->on_data = on_data;
+    r->on_done = on_done;
+    r->data = data;
+    FilterChain *c = filter_chain_new();
+    filter_chain_add(c, filter_sha256_new("sha256"));
+    filter_chain_add(c, filter_chain_filter_new("decode", decoders ? decoders : filter_chain_new(),
+                                                1));
+    r->pipe = filter_pipe_new(s->loop, c, READ_CHUNK, pipe_to_reader, on_read_pipe_writable,
+                              on_read_pipe_done, r);
+    r->src = s->drv->source_new(s->state, key, source_data, source_done, r);
+    return r;
+}
+
+void storage_read_resume(StorageRead *r) {
+    if (!r->held)
+        return;
+    r->held = 0;
+    filter_pipe_unblock(r->pipe);
+}
+
+void storage_read_stop(StorageRead *r) {
+    if (r->reported || r->stopping)
+        return;
+    r->stopping = 1;
+    if (r->src_done) { /* only the pipe's tail was left: it ends here */
+        Err e;
+        err_set(&e, ERR_RETRYABLE, ERR_CODE_CANCELLED, "storage: read stopped");
+        read_report(r, NULL, &e);
+        return;
+    }
+    if (r->src_paused) { /* a paused source must run into the stop */
+        r->src_paused = 0;
+        r->s->drv->source_resume(r->src);
+    }
+}
+
+uint64_t storage_read_bytes(const StorageRead *r) {
+    return r->bytes;
+}
+
+void storage_read_free(StorageRead *r) {
+    if (r == NULL)
+        return;
+    if (!r->src_done && !r->stopping) {
+        r->stopping = 1;
+        if (r->src_paused) {
+            r->src_paused = 0;
+            r->s->drv->source_resume(r->src);
+        }
+    }
+    r->owner_gone = 1;
+    read_release(r);
+}

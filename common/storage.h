@@ -1,0 +1,192 @@
+/*
+ * storage: where backup objects live, behind one interface, after pgBackRest's
+ * Storage and its drivers. A job sees keys, streams and results, never the
+ * protocol: S3 is one driver (storage_s3.h), an in-memory store is another
+ * (storage_mem.h, for tests), and a tee writing two stores at once is a third
+ * that no job would notice.
+ *
+ * Streams carry filter chains run on libuv's thread pool (filterpipe.h):
+ *   - a write stream takes the codecs (for example gzip), counts the bytes given
+ *     to it and hashes the stored bytes once (SHA-256), and ends with the stored
+ *     object's size and digest;
+ *   - a read stream hashes the stored bytes as they come and runs the decoders
+ *     after them; a damaged object is read to its end, so that its digest, not a
+ *     decoding error, names the cause.
+ *
+ * Ownership: what a call returns (StorageWrite, StorageRead) is the caller's
+ * until its _free(), which is safe at any time, even with work in flight (the
+ * memory goes once the last request answered, and no callback follows). Small
+ * operations (put, get, head, list, delete, pending uploads) call back exactly
+ * once and hold nothing of the caller's afterwards.
+ */
+#ifndef BW_STORAGE_H
+#define BW_STORAGE_H
+
+#include "buf.h"
+#include "err.h"
+#include "filter.h"
+
+#include <stdint.h>
+#include <uv.h>
+
+typedef struct Storage Storage;
+
+/* ---- small operations ---- */
+
+typedef struct {
+    long status;   /* the protocol's status (HTTP for S3; 0: none) */
+    char code[64]; /* the store's error code, "" on success (S3: NoSuchKey, AccessDenied...) */
+    int64_t size;  /* HEAD: the object's size, else -1 */
+    char etag[80];
+    const Buf *body; /* GET: the object */
+} StorageResult;
+
+typedef void (*StorageDoneCb)(const StorageResult *res, const Err *err, void *data);
+
+typedef struct {
+    const char *key;
+    int64_t size;
+    const char *last_modified; /* ISO 8601 */
+} StorageObject;
+
+/* One page, valid during the call; nonzero stops the listing. */
+typedef int (*StorageListCb)(const StorageObject *objs, size_t n, void *data);
+typedef void (*StorageListDoneCb)(uint64_t count, const Err *err, void *data);
+typedef void (*StorageDeleteDoneCb)(size_t deleted, size_t failed, const Err *err, void *data);
+
+/* A write a crashed writer left unfinished (S3: a multipart upload in progress). */
+typedef struct {
+    const char *key;
+    const char *upload_id;
+    const char *initiated; /* ISO 8601 */
+} StoragePending;
+typedef int (*StoragePendingCb)(const StoragePending *p, size_t n, void *data);
+
+void storage_put(Storage *s, const char *key, const void *body, size_t len,
+                 const char *content_type, StorageDoneCb cb, void *data);
+/* The whole object into res->body, up to max_bytes. */
+void storage_get(Storage *s, const char *key, size_t max_bytes, StorageDoneCb cb, void *data);
+void storage_head(Storage *s, const char *key, StorageDoneCb cb, void *data);
+/* Every key under prefix, in key order, page by page. */
+void storage_list(Storage *s, const char *prefix, StorageListCb page, StorageListDoneCb done,
+                  void *data);
+/* Delete keys (copied); done once with the counts. n == 0 answers at once. */
+void storage_delete(Storage *s, const char *const *keys, size_t n, StorageDeleteDoneCb done,
+                    void *data);
+/* Unfinished writes under prefix; a store that keeps none lists nothing. A store that cannot
+ * list them answers with err code NotImplemented. */
+void storage_list_pending(Storage *s, const char *prefix, StoragePendingCb page,
+                          StorageListDoneCb done, void *data);
+void storage_abort_pending(Storage *s, const char *key, const char *upload_id, StorageDoneCb cb,
+                           void *data);
+/* Seconds since the epoch of a time as the store writes it (StoragePending, StorageObject). */
+long long storage_parse_time(const char *iso);
+
+/* ---- write stream ---- */
+
+typedef struct StorageWrite StorageWrite;
+
+typedef struct {
+    uint64_t raw_size; /* bytes given to storage_write */
+    uint64_t size;     /* bytes stored */
+    char sha256[65];   /* hex SHA-256 of the stored bytes */
+} StorageWritten;
+
+typedef void (*StorageWritableCb)(StorageWrite *w, void *data);
+/* Once: the object is stored whole (err NULL), or nothing of it is (aborted, err). */
+typedef void (*StorageWriteDoneCb)(StorageWrite *w, const StorageWritten *res, const Err *err,
+                                   void *data);
+
+/* codecs (taken; NULL: none) run between the bytes written and the stored bytes. */
+StorageWrite *storage_write_new(Storage *s, const char *key, const char *content_type,
+                                FilterChain *codecs, StorageWritableCb on_writable,
+                                StorageWriteDoneCb on_done, void *data);
+/* Always takes the bytes. 1: write more; 0: wait for on_writable; -1: the write failed
+ * (on_done says why). */
+int storage_write(StorageWrite *w, const void *buf, size_t len);
+/* The same without a copy, for one huge piece: w takes buf and calls release_fn(buf) once it
+ * went through (or failed); wait for on_writable (returns 0, or -1 when the write failed). */
+int storage_write_owned(StorageWrite *w, char *buf, size_t len, void (*release_fn)(void *));
+/* No more bytes: flush the codecs, store the rest, complete; on_done follows. */
+void storage_write_finish(StorageWrite *w);
+/* Give up: nothing is stored; on_done follows with ERR_CODE_CANCELLED. */
+void storage_write_abort(StorageWrite *w);
+/* Bytes held now (pipe and store buffers). */
+size_t storage_write_buffered(const StorageWrite *w);
+/* The caller is done with w; before on_done, the write is aborted and on_done is not called. */
+void storage_write_free(StorageWrite *w);
+
+/* ---- read stream ---- */
+
+typedef struct StorageRead StorageRead;
+
+typedef struct {
+    uint64_t size;           /* stored bytes read */
+    char sha256[65];         /* hex SHA-256 of the stored bytes */
+    const char *decode_error; /* a decoder failed (the rest was only hashed), else NULL */
+} StorageReadResult;
+
+/* Decoded bytes, in order. 1: more; 0: taken, but hold the stream until storage_read_resume. */
+typedef int (*StorageReadDataCb)(StorageRead *r, const char *buf, size_t len, void *data);
+/* Once: the object was read to its end (err NULL: check res), or the read failed or stopped. */
+typedef void (*StorageReadDoneCb)(StorageRead *r, const StorageReadResult *res, const Err *err,
+                                  void *data);
+
+/* decoders (taken; NULL: none) run after the stored bytes are hashed. */
+StorageRead *storage_read_new(Storage *s, const char *key, FilterChain *decoders,
+                              StorageReadDataCb on_data, StorageReadDoneCb on_done, void *data);
+void storage_read_resume(StorageRead *r);
+/* Give up: on_done follows with ERR_CODE_CANCELLED. */
+void storage_read_stop(StorageRead *r);
+uint64_t storage_read_bytes(const StorageRead *r);
+/* The caller is done with r; before on_done, the read stops and on_done is not called. */
+void storage_read_free(StorageRead *r);
+
+/* ---- drivers ---- */
+
+/* What a driver implements. A sink is the driver's streaming write of one object; a source its
+ * streaming read. Every callback comes on the loop, never inside the call that caused it,
+ * except the sink's writable. */
+typedef struct StorageSink StorageSink;
+typedef struct StorageSource StorageSource;
+typedef void (*StorageSinkWritableCb)(void *data);
+typedef void (*StorageSinkDoneCb)(const Err *err, void *data);
+/* 0: taken; 1: not taken (paused: the same bytes come again after resume); 2: stop. */
+typedef int (*StorageSourceDataCb)(const char *buf, size_t len, void *data);
+#define STORAGE_SOURCE_PAUSE 1
+#define STORAGE_SOURCE_STOP  2
+
+typedef struct {
+    const char *name;
+    void (*put)(void *drv, const char *key, const void *body, size_t len, const char *ctype,
+                StorageDoneCb cb, void *data);
+    void (*get)(void *drv, const char *key, size_t max, StorageDoneCb cb, void *data);
+    void (*head)(void *drv, const char *key, StorageDoneCb cb, void *data);
+    void (*list)(void *drv, const char *prefix, StorageListCb page, StorageListDoneCb done,
+                 void *data);
+    void (*del)(void *drv, const char *const *keys, size_t n, StorageDeleteDoneCb done, void *data);
+    void (*list_pending)(void *drv, const char *prefix, StoragePendingCb page,
+                         StorageListDoneCb done, void *data);
+    void (*abort_pending)(void *drv, const char *key, const char *upload_id, StorageDoneCb cb,
+                          void *data);
+    /* streaming write: write returns 1 (more), 0 (wait for writable), -1 (failed) */
+    StorageSink *(*sink_new)(void *drv, const char *key, const char *ctype,
+                             StorageSinkWritableCb writable, StorageSinkDoneCb done, void *data);
+    int (*sink_write)(StorageSink *k, const char *buf, size_t len);
+    void (*sink_finish)(StorageSink *k);
+    void (*sink_abort)(StorageSink *k);
+    size_t (*sink_buffered)(const StorageSink *k);
+    void (*sink_free)(StorageSink *k); /* no callback after it */
+    /* streaming read */
+    StorageSource *(*source_new)(void *drv, const char *key, StorageSourceDataCb on_data,
+                                 StorageDoneCb done, void *data);
+    void (*source_resume)(StorageSource *src);
+    void (*free)(void *drv);
+} StorageDriver;
+
+/* A store from a driver and its state (freed with the store by drv->free). */
+Storage *storage_new(uv_loop_t *loop, const StorageDriver *drv, void *state);
+void storage_free(Storage *s);
+const char *storage_name(const Storage *s);
+
+#endif
