@@ -353,8 +353,8 @@ StorageRead *storage_read_new(Storage *s, const char *key, FilterChain *decoders
     r->data = data;
     FilterChain *c = filter_chain_new();
     filter_chain_add(c, filter_sha256_new("sha256"));
-    filter_chain_add(c, filter_chain_filter_new("decode", decoders ? decoders : filter_chain_new(),
-                                                1));
+    filter_chain_add(
+        c, filter_chain_filter_new("decode", decoders ? decoders : filter_chain_new(), 1));
     r->pipe = filter_pipe_new(s->loop, c, READ_CHUNK, pipe_to_reader, on_read_pipe_writable,
                               on_read_pipe_done, r);
     r->src = s->drv->source_new(s->state, key, source_data, source_done, r);

@@ -121,8 +121,8 @@ void storage_write_free(StorageWrite *w);
 typedef struct StorageRead StorageRead;
 
 typedef struct {
-    uint64_t size;           /* stored bytes read */
-    char sha256[65];         /* hex SHA-256 of the stored bytes */
+    uint64_t size;            /* stored bytes read */
+    char sha256[65];          /* hex SHA-256 of the stored bytes */
     const char *decode_error; /* a decoder failed (the rest was only hashed), else NULL */
 } StorageReadResult;
 

@@ -144,8 +144,7 @@ static void on_up_done(S3Upload *u, const S3Result *res, const char *sha256, uin
 }
 
 static StorageSink *d_sink_new(void *drv, const char *key, const char *ctype,
-                               StorageSinkWritableCb writable, StorageSinkDoneCb done,
-                               void *data) {
+                               StorageSinkWritableCb writable, StorageSinkDoneCb done, void *data) {
     Drv *d = drv;
     StorageSink *k = xcalloc(1, sizeof(*k));
     k->writable = writable;

@@ -4,6 +4,7 @@
  * trailer), header values escaped, null for what a full backup lacks.
  */
 #include "bfile.h"
+#include "manifest.h"
 
 #include <setjmp.h>
 #include <stdarg.h>
@@ -16,8 +17,9 @@
 static CodecList gzip_only = {1, {"gzip"}};
 
 static BfileHeader header(const char *type, const char *base) {
-    BfileHeader h = {"backup-u-1", "u",  type, base, "10:12:11", base ? "5:5:" : NULL,
-                     "2026-11-28T15:00:00.000Z", &gzip_only};
+    BfileHeader h = {
+        "backup-u-1", "u", type, base, "10:12:11", base ? "5:5:" : NULL, "2026-11-28T15:00:00.000Z",
+        &gzip_only};
     return h;
 }
 
@@ -81,7 +83,7 @@ static void test_manifest_and_escaping(void **state) {
     Buf b = BUF_INIT;
     BfileHeader h = header("full", NULL);
     h.created_at = "a\"b\\c\n";
-    bfile_manifest(&b, &h, "backups/u/backup-u-1.json.gz", "{\"orders\":2}", "{\"orders\":0}",
+    manifest_write(&b, &h, "backups/u/backup-u-1.json.gz", "{\"orders\":2}", "{\"orders\":0}",
                    "ab12", 10, 20, "2026-11-28T15:00:01.000Z");
     assert_non_null(strstr(b.data, "\"created_at\":\"a\\\"b\\\\c\\n\""));
     assert_non_null(strstr(b.data,
@@ -90,6 +92,61 @@ static void test_manifest_and_escaping(void **state) {
                            "\"raw_size\":20,\"finished_at\":\"2026-11-28T15:00:01.000Z\"}\n"));
     assert_int_equal(strchr(b.data, '\n') - b.data, (long)b.len - 1); /* one line */
     buf_free(&b);
+}
+
+/* The one reader gives back what the one writer wrote; a format-v1 manifest (no "codecs")
+ * reads as its compression says. */
+static void test_manifest_round_trip(void **state) {
+    (void)state;
+    Buf b = BUF_INIT;
+    BfileHeader h = header("differential", "backup-u-0");
+    manifest_write(&b, &h, "backups/u/backup-u-1.json.gz", "{\"orders\":2,\"clients\":5}",
+                   "{\"orders\":1}", "ab12", 10, 20, "2026-11-28T15:00:01.000Z");
+    Manifest m;
+    Err e;
+    assert_int_equal(manifest_parse(b.data, b.len, &m, &e), 0);
+    assert_int_equal(m.version, BFILE_VERSION);
+    assert_string_equal(m.backup_id, "backup-u-1");
+    assert_string_equal(m.base_backup_id, "backup-u-0");
+    assert_string_equal(m.key, "backups/u/backup-u-1.json.gz");
+    assert_string_equal(m.rows, "{\"orders\":2,\"clients\":5}");
+    assert_int_equal(m.size, 10);
+    assert_int_equal(m.raw_size, 20);
+    assert_int_equal(m.codecs.n, 1);
+    assert_string_equal(m.codecs.name[0], "gzip");
+    uint64_t n = 0;
+    assert_int_equal(manifest_count_of(m.rows, "clients", &n), 0);
+    assert_int_equal(n, 5);
+    assert_int_equal(manifest_count_of(m.rows, "profiles", &n), -1);
+    assert_int_equal(manifest_counts_sum(m.rows, &n), 0);
+    assert_int_equal(n, 7);
+    buf_free(&b);
+
+    const char *v1 =
+        "{\"format\":\"pedidolist-backup\",\"version\":1,\"backup_id\":\"b\","
+        "\"user_id\":\"u\",\"type\":\"full\",\"base_backup_id\":null,\"snapshot\":"
+        "\"1:1:\",\"base_snapshot\":null,\"created_at\":\"t\",\"compression\":\"none\","
+        "\"key\":\"k\",\"rows\":{},\"deleted\":{},\"sha256\":\"s\",\"size\":1,"
+        "\"raw_size\":1,\"finished_at\":\"t\"}";
+    assert_int_equal(manifest_parse(v1, strlen(v1), &m, &e), 0);
+    assert_int_equal(m.version, 1);
+    assert_int_equal(m.codecs.n, 0);
+    assert_int_equal(manifest_parse(v1, strlen(v1) - 30, &m, &e), -1); /* cut: no sha256 */
+    assert_non_null(strstr(e.msg, "manifest"));
+}
+
+/* Count objects as jsonb prints them (spaces), and malformed ones refused. */
+static void test_counts_reader(void **state) {
+    (void)state;
+    uint64_t n = 0;
+    assert_int_equal(manifest_count_of("{\"orders\": 3, \"order_items\": 9}", "order_items", &n),
+                     0);
+    assert_int_equal(n, 9);
+    assert_int_equal(manifest_counts_sum("{}", &n), 0);
+    assert_int_equal(n, 0);
+    assert_int_equal(manifest_counts_sum("{\"a\":1,\"b\":x}", &n), -1);
+    assert_int_equal(manifest_counts_sum("{\"a\":1", &n), -1);
+    assert_int_equal(manifest_counts_sum("[1]", &n), -1);
 }
 
 /* ---- the reader ---- */
@@ -241,6 +298,8 @@ int main(void) {
         cmocka_unit_test(test_full_document_layout),
         cmocka_unit_test(test_incremental_deleted_section),
         cmocka_unit_test(test_manifest_and_escaping),
+        cmocka_unit_test(test_manifest_round_trip),
+        cmocka_unit_test(test_counts_reader),
         cmocka_unit_test(test_reader_round_trip_any_chunking),
         cmocka_unit_test(test_reader_refuses_damage),
         cmocka_unit_test(test_reader_callback_stops),

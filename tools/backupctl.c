@@ -45,8 +45,9 @@ static void usage(FILE *out) {
                  "             enqueue the backups due (user_settings.backup_schedule)\n"
                  "  migrate [--dir DIR]\n"
                  "             apply proto/sql/*.sql in order (idempotent)\n"
-                 "  download BACKUP_ID|S3_KEY [FILE]\n"
-                 "             the stored object, its SHA-256 checked against its manifest\n"
+                 "  download [--plain] BACKUP_ID|S3_KEY [FILE]\n"
+                 "             the stored object, its SHA-256 checked against its manifest;\n"
+                 "             --plain: the JSON document, the manifest's codecs undone\n"
                  "  check      connect to Redis, PostgreSQL and S3 and report each (exit 1 if any "
                  "fails)\n"
                  "  config     validate the environment and print it, secrets masked\n"
@@ -238,11 +239,13 @@ int main(int argc, char **argv) {
     } else if (strcmp(cmd, "reindex") == 0) {
         rc = ctl_recover_main(&cfg, argc - 2, argv + 2);
     } else if (strcmp(cmd, "download") == 0) {
-        if (argc < 3 || argc > 4) {
-            fprintf(stderr, "Usage: backupctl download BACKUP_ID|S3_KEY [FILE]\n");
+        int plain = argc > 2 && strcmp(argv[2], "--plain") == 0;
+        if (argc - plain < 3 || argc - plain > 4) {
+            fprintf(stderr, "Usage: backupctl download [--plain] BACKUP_ID|S3_KEY [FILE]\n");
             rc = 2;
         } else {
-            rc = ctl_download(&cfg, argv[2], argc == 4 ? argv[3] : NULL);
+            rc = ctl_download(&cfg, argv[2 + plain], argc - plain == 4 ? argv[3 + plain] : NULL,
+                              plain);
         }
     } else if (ctl_jobs_has(cmd)) {
         rc = ctl_jobs_main(&cfg, cmd, argc - 2, argv + 2);

@@ -6,12 +6,15 @@
 #include "ctl_recover.h"
 
 #include "bfile.h"
+#include "codec.h"
+#include "manifest.h"
 #include "ctl_common.h"
 #include "filter.h"
 #include "jobspec.h"
 #include "s3list.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <fcntl.h>
 #include <libpq-fe.h>
 #include <stdio.h>
@@ -33,7 +36,8 @@ typedef struct {
     char err[ERR_MSG_MAX];
     /* download */
     int fd;
-    FilterChain *sha;
+    FilterChain *sha, *dec; /* the stored bytes' digest; with --plain, the codecs undone */
+    Buf plain;
 } Rec;
 
 static int on_page(const S3Object *objs, size_t n, void *data) {
@@ -76,44 +80,23 @@ static void run(Rec *r) {
         uv_run(&r->loop, UV_RUN_ONCE);
 }
 
-/* The value text of "name": an object (flat, as the manifest writes its counts). */
-static int object_field(const char *json, const char *name, char *out, size_t outsz) {
-    char pat[64];
-    snprintf(pat, sizeof(pat), "\"%s\":{", name);
-    const char *p = strstr(json, pat);
-    if (p == NULL)
-        return -1;
-    p += strlen(pat) - 1;
-    const char *e = strchr(p, '}');
-    if (e == NULL || (size_t)(e - p + 1) >= outsz)
-        return -1;
-    memcpy(out, p, (size_t)(e - p + 1));
-    out[e - p + 1] = 0;
-    return 0;
-}
-
 /* One manifest into backup_metadata (base left NULL: set in a second pass). 1 inserted,
  * 0 already known, -1 refused (message printed). */
 static int insert(PGconn *pg, const char *user, const char *mkey, const char *m, size_t n,
                   char *base_out, size_t base_sz, char *id_out, size_t id_sz) {
-    char id[160], u[48], type[16], base[160], snap[4096], comp[8], key[300], sha[80], size[24],
-        raw[24], created[40], finished[40], rows[8192];
-    if (bfile_field(m, n, "backup_id", id, sizeof(id)) ||
-        bfile_field(m, n, "user_id", u, sizeof(u)) ||
-        bfile_field(m, n, "type", type, sizeof(type)) ||
-        bfile_field(m, n, "base_backup_id", base, sizeof(base)) ||
-        bfile_field(m, n, "snapshot", snap, sizeof(snap)) ||
-        bfile_field(m, n, "compression", comp, sizeof(comp)) ||
-        bfile_field(m, n, "key", key, sizeof(key)) ||
-        bfile_field(m, n, "sha256", sha, sizeof(sha)) ||
-        bfile_field(m, n, "size", size, sizeof(size)) ||
-        bfile_field(m, n, "raw_size", raw, sizeof(raw)) ||
-        bfile_field(m, n, "created_at", created, sizeof(created)) ||
-        bfile_field(m, n, "finished_at", finished, sizeof(finished)) ||
-        object_field(m, "rows", rows, sizeof(rows))) {
-        fprintf(stderr, "backupctl reindex: %s: not a manifest this tool wrote; skipped\n", mkey);
+    Manifest man;
+    Err e;
+    if (manifest_parse(m, n, &man, &e) != 0) {
+        fprintf(stderr, "backupctl reindex: %s: not a manifest this tool wrote (%s); skipped\n",
+                mkey, e.msg);
         return -1;
     }
+    const char *id = man.backup_id, *u = man.user_id, *base = man.base_backup_id, *key = man.key;
+    char size[24], raw[24], codecs[64], ver[8];
+    snprintf(size, sizeof(size), "%" PRIu64, man.size);
+    snprintf(raw, sizeof(raw), "%" PRIu64, man.raw_size);
+    snprintf(ver, sizeof(ver), "%d", man.version);
+    codec_list_csv(&man.codecs, codecs, sizeof(codecs));
     size_t kl = strlen(key);
     if (strcmp(u, user) != 0 || !jobspec_valid_backup_id(id, strlen(id)) ||
         strncmp(mkey, key, kl) != 0 || strcmp(mkey + kl, SUFFIX) != 0 ||
@@ -126,15 +109,29 @@ static int insert(PGconn *pg, const char *user, const char *mkey, const char *m,
     }
     snprintf(base_out, base_sz, "%s", base);
     snprintf(id_out, id_sz, "%s", id);
-    const char *v[] = {id, u, type, key, size, raw, sha, comp, rows, snap, created, finished};
+    const char *v[] = {id,
+                       u,
+                       man.type,
+                       key,
+                       size,
+                       raw,
+                       man.sha256,
+                       codec_list_has(&man.codecs, "gzip") ? "gzip" : "none",
+                       man.rows,
+                       man.snapshot,
+                       man.created_at,
+                       man.finished_at,
+                       codecs,
+                       ver};
     PGresult *res = PQexecParams(
         pg,
         "INSERT INTO backup_metadata (id, user_id, type, requested_type, status, s3_key, size, "
         "uncompressed_size, checksum, compression, row_counts, snapshot, format_version, "
-        "created_at, completed_at, recorded_by) VALUES ($1, $2::uuid, $3, $3, 'completed', $4, $5, "
-        "$6, $7, $8, $9::jsonb, $10, 1, $11::timestamptz, $12::timestamptz, 'reindex') "
+        "created_at, completed_at, recorded_by, codecs) VALUES ($1, $2::uuid, $3, $3, "
+        "'completed', $4, $5, $6, $7, $8, $9::jsonb, $10, $14::int, $11::timestamptz, "
+        "$12::timestamptz, 'reindex', string_to_array($13, ',')) "
         "ON CONFLICT (id) DO NOTHING",
-        12, NULL, v, NULL, NULL, 0);
+        14, NULL, v, NULL, NULL, 0);
     int rc = -1;
     if (PQresultStatus(res) == PGRES_COMMAND_OK)
         rc = strcmp(PQcmdTuples(res), "1") == 0;
@@ -161,6 +158,9 @@ static void rec_close(Rec *r) {
     buf_free(&r->body);
     if (r->sha)
         filter_chain_free(r->sha);
+    if (r->dec)
+        filter_chain_free(r->dec);
+    buf_free(&r->plain);
     s3_client_free(r->s3);
     http_client_free(r->http);
     uv_run(&r->loop, UV_RUN_DEFAULT);
@@ -250,27 +250,10 @@ int ctl_recover_main(const Config *cfg, int argc, char **argv) {
 
 /* ---- list --s3 ---- */
 
-typedef struct {
-    char id[160], type[16], base[160], key[300], sha[80], size[24], created[40];
-    uint64_t rows;
-} Manifest;
-
-static int parse_manifest(const char *m, size_t n, Manifest *out) {
-    char rows[8192];
-    memset(out, 0, sizeof(*out));
-    if (bfile_field(m, n, "backup_id", out->id, sizeof(out->id)) ||
-        bfile_field(m, n, "type", out->type, sizeof(out->type)) ||
-        bfile_field(m, n, "base_backup_id", out->base, sizeof(out->base)) ||
-        bfile_field(m, n, "key", out->key, sizeof(out->key)) ||
-        bfile_field(m, n, "sha256", out->sha, sizeof(out->sha)) ||
-        bfile_field(m, n, "size", out->size, sizeof(out->size)) ||
-        bfile_field(m, n, "created_at", out->created, sizeof(out->created)) ||
-        object_field(m, "rows", rows, sizeof(rows)))
-        return -1;
-    /* {"profiles":1,"orders":2000,...}: the sum of the counts */
-    for (const char *p = strchr(rows, ':'); p; p = strchr(p + 1, ':'))
-        out->rows += strtoull(p + 1, NULL, 10);
-    return 0;
+/* A manifest read whole; -1 when it is not one (the reader says why in err). */
+static int parse_manifest(const char *m, size_t n, Manifest *out, uint64_t *rows) {
+    Err e;
+    return manifest_parse(m, n, out, &e) != 0 || manifest_counts_sum(out->rows, rows) != 0 ? -1 : 0;
 }
 
 int ctl_list_s3(const Config *cfg, const char *user, int json) {
@@ -284,29 +267,32 @@ int ctl_list_s3(const Config *cfg, const char *user, int json) {
                "ROWS", "CREATED", "BASE");
     for (int i = 0; rc == 0 && i < r.nkeys; i++) {
         Manifest m;
+        uint64_t rows = 0;
         if (get_manifest(&r, "list", r.keys[i])) {
             rc = 1;
             break;
         }
-        if (parse_manifest(r.body.data, r.body.len, &m) != 0) {
+        if (parse_manifest(r.body.data, r.body.len, &m, &rows) != 0) {
             fprintf(stderr, "backupctl list: %s: not a manifest this tool wrote; skipped\n",
                     r.keys[i]);
             continue;
         }
         if (json) {
-            printf("%s{\"backup_id\":\"%s\",\"type\":\"%s\",\"size\":%s,\"rows\":%llu,"
-                   "\"created_at\":\"%s\",\"base_backup_id\":%s%s%s,\"key\":\"",
-                   shown ? "," : "", m.id, m.type, m.size, (unsigned long long)m.rows, m.created,
-                   m.base[0] ? "\"" : "", m.base[0] ? m.base : "null", m.base[0] ? "\"" : "");
+            const char *base = m.base_backup_id;
+            printf("%s{\"backup_id\":\"%s\",\"type\":\"%s\",\"size\":%" PRIu64 ",\"rows\":%" PRIu64
+                   ",\"created_at\":\"%s\",\"base_backup_id\":%s%s%s,"
+                   "\"key\":\"",
+                   shown ? "," : "", m.backup_id, m.type, m.size, rows, m.created_at,
+                   base[0] ? "\"" : "", base[0] ? base : "null", base[0] ? "\"" : "");
             Buf k = BUF_INIT;
             buf_json_escape(&k, m.key, strlen(m.key));
-            printf("%s\",\"sha256\":\"%s\"}", k.data ? k.data : "", m.sha);
+            printf("%s\",\"sha256\":\"%s\"}", k.data ? k.data : "", m.sha256);
             buf_free(&k);
         } else {
             char size[32];
-            ctl_fmt_bytes(strtoull(m.size, NULL, 10), size, sizeof(size));
-            printf("%-62s %-12s %10s %10llu  %-20.19s  %s\n", m.id, m.type, size,
-                   (unsigned long long)m.rows, m.created, m.base[0] ? m.base : "-");
+            ctl_fmt_bytes(m.size, size, sizeof(size));
+            printf("%-62s %-12s %10s %10" PRIu64 "  %-20.19s  %s\n", m.backup_id, m.type, size,
+                   rows, m.created_at, m.base_backup_id[0] ? m.base_backup_id : "-");
         }
         shown++;
     }
@@ -320,16 +306,7 @@ int ctl_list_s3(const Config *cfg, const char *user, int json) {
 
 /* ---- download ---- */
 
-static int dl_write(S3Op *op, const char *buf, size_t len, void *data) {
-    (void)op;
-    Rec *r = data;
-    Err e;
-    buf_reset(&r->body); /* observers only: the chain copies its input out */
-    if (filter_chain_write(r->sha, buf, len, &r->body, &e) != 0) {
-        snprintf(r->err, sizeof(r->err), "%s", e.msg);
-        r->failed = 1;
-        return S3_STOP;
-    }
+static int write_all(Rec *r, const char *buf, size_t len) {
     while (len > 0) {
         ssize_t n = write(r->fd, buf, len);
         if (n < 0 && errno == EINTR)
@@ -337,12 +314,29 @@ static int dl_write(S3Op *op, const char *buf, size_t len, void *data) {
         if (n < 0) {
             snprintf(r->err, sizeof(r->err), "cannot write: %s", strerror(errno));
             r->failed = 1;
-            return S3_STOP;
+            return -1;
         }
         buf += n;
         len -= (size_t)n;
     }
     return 0;
+}
+
+/* The stored bytes hashed, then written as they are, or (--plain) with the codecs undone. */
+static int dl_write(S3Op *op, const char *buf, size_t len, void *data) {
+    (void)op;
+    Rec *r = data;
+    Err e;
+    buf_reset(&r->body); /* observers only: the chain copies its input out */
+    if (filter_chain_write(r->sha, buf, len, &r->body, &e) != 0 ||
+        (r->dec && filter_chain_write(r->dec, buf, len, &r->plain, &e) != 0)) {
+        snprintf(r->err, sizeof(r->err), "%s", e.msg);
+        r->failed = 1;
+        return S3_STOP;
+    }
+    int rc = r->dec ? write_all(r, r->plain.data, r->plain.len) : write_all(r, buf, len);
+    buf_reset(&r->plain);
+    return rc ? S3_STOP : 0;
 }
 
 static void dl_done(const S3Result *res, const Err *err, void *data) {
@@ -392,7 +386,8 @@ static int find_manifest(Rec *r, const char *what, Manifest *m) {
     }
     if (get_manifest(r, "download", mkey))
         return -1;
-    if (parse_manifest(r->body.data, r->body.len, m) != 0 ||
+    uint64_t rows;
+    if (parse_manifest(r->body.data, r->body.len, m, &rows) != 0 ||
         strncmp(mkey, m->key, strlen(m->key)) != 0 || strcmp(mkey + strlen(m->key), SUFFIX)) {
         fprintf(stderr, "backupctl download: %s does not describe the object beside it\n", mkey);
         return -1;
@@ -400,7 +395,7 @@ static int find_manifest(Rec *r, const char *what, Manifest *m) {
     return 0;
 }
 
-int ctl_download(const Config *cfg, const char *what, const char *file) {
+int ctl_download(const Config *cfg, const char *what, const char *file, int plain) {
     Rec r;
     rec_open(&r, cfg);
     Manifest m;
@@ -411,8 +406,10 @@ int ctl_download(const Config *cfg, const char *what, const char *file) {
     char out[4096], part[4200];
     if (file)
         snprintf(out, sizeof(out), "%s", file);
-    else
-        snprintf(out, sizeof(out), "%s", strrchr(m.key, '/') + 1);
+    else /* the key's name; --plain: the document's (backup-....json) */
+        snprintf(out, sizeof(out), "%.*s",
+                 plain ? (int)(strstr(m.key, ".json") + 5 - strrchr(m.key, '/') - 1) : 4000,
+                 strrchr(m.key, '/') + 1);
     snprintf(part, sizeof(part), "%s.part", out);
     r.fd = open(part, O_WRONLY | O_CREAT | O_TRUNC, 0600);
     if (r.fd < 0) {
@@ -423,24 +420,33 @@ int ctl_download(const Config *cfg, const char *what, const char *file) {
     r.sha = filter_chain_new();
     filter_chain_add(r.sha, filter_sha256_new("sha256"));
     filter_chain_add(r.sha, filter_size_new("size"));
+    if (plain)
+        r.dec = codec_decoder(&m.codecs);
     r.failed = 0;
     s3_get_stream(r.s3, m.key, dl_write, dl_done, &r);
     run(&r);
     int rc = 0;
     Err e;
+    if (!r.failed && r.dec &&
+        (filter_chain_finish(r.dec, &r.plain, &e) != 0 ||
+         write_all(&r, r.plain.data, r.plain.len))) {
+        if (!r.failed)
+            snprintf(r.err, sizeof(r.err), "%s", e.msg);
+        r.failed = 1;
+    }
     if (r.failed) {
         fprintf(stderr, "backupctl download: %s: %s\n", m.key, r.err);
         rc = 1;
     } else if (filter_chain_finish(r.sha, &r.body, &e) != 0) {
         fprintf(stderr, "backupctl download: %s\n", e.msg);
         rc = 1;
-    } else if (strcmp(filter_chain_result(r.sha, "sha256"), m.sha) != 0 ||
-               strcmp(filter_chain_result(r.sha, "size"), m.size) != 0) {
+    } else if (strcmp(filter_chain_result(r.sha, "sha256"), m.sha256) != 0 ||
+               strtoull(filter_chain_result(r.sha, "size"), NULL, 10) != m.size) {
         fprintf(stderr,
                 "backupctl download: Backup checksum verification failed: %s has %s bytes with "
-                "sha256 %s; its manifest records %s bytes with sha256 %s\n",
+                "sha256 %s; its manifest records %" PRIu64 " bytes with sha256 %s\n",
                 m.key, filter_chain_result(r.sha, "size"), filter_chain_result(r.sha, "sha256"),
-                m.size, m.sha);
+                m.size, m.sha256);
         rc = 1;
     }
     if (rc == 0 && fsync(r.fd) != 0) {
@@ -458,8 +464,8 @@ int ctl_download(const Config *cfg, const char *what, const char *file) {
     if (rc != 0)
         unlink(part); /* never leave a file that did not pass */
     else
-        printf("%s  %s bytes  sha256 %s (verified against %s" SUFFIX ")\n", out, m.size, m.sha,
-               m.key);
+        printf("%s  %" PRIu64 " bytes  sha256 %s (verified against %s" SUFFIX ")%s\n", out, m.size,
+               m.sha256, m.key, plain ? "; written with its codecs undone" : "");
     rec_close(&r);
     return rc;
 }

@@ -21,6 +21,7 @@ int ctl_recover_main(const Config *cfg, int argc, char **argv);
 int ctl_reindex(const Config *cfg, const char *user, int quiet);
 int ctl_list_s3(const Config *cfg, const char *user, int json);
 /* file NULL: the object's base name in the current directory. */
-int ctl_download(const Config *cfg, const char *what, const char *file);
+/* plain: write the document with the manifest's codecs undone, in reverse order. */
+int ctl_download(const Config *cfg, const char *what, const char *file, int plain);
 
 #endif

@@ -4,6 +4,7 @@
 #include "bfile.h"
 #include "buf.h"
 #include "filter.h"
+#include "manifest.h"
 #include "storage.h"
 
 #include <inttypes.h>
@@ -73,28 +74,13 @@ static int on_item(int section, const char *table, const char *json, size_t len,
     return c->item(section, table, json, len, c->data, err);
 }
 
-/* Walk a flat {"name":count,...} object; -1 with err when a count differs from what came. */
+/* A flat {"name":count,...} object of the trailer against what came; -1 with err when a count
+ * differs, or a table came that it does not count. */
 static int match_counts(BCheck *c, const char *p, const char *end, int section, Err *err) {
-    if (p >= end || *p != '{')
-        goto bad;
-    p++;
-    int matched = 0;
-    while (p < end && *p != '}') {
-        if (*p != '"')
-            goto bad;
-        const char *name = ++p;
-        while (p < end && *p != '"')
-            p++;
-        if (p + 1 >= end || p[1] != ':' || p - name >= 64)
-            goto bad;
-        char table[64];
-        snprintf(table, sizeof(table), "%.*s", (int)(p - name), name);
-        p += 2;
-        char *e;
-        uint64_t want = strtoull(p, &e, 10);
-        if (e == p)
-            goto bad;
-        p = e;
+    char table[64];
+    uint64_t want;
+    int rc, matched = 0;
+    while ((rc = manifest_counts_next(&p, end, table, sizeof(table), &want)) == 1) {
         uint64_t got = bcheck_count(c, section, table);
         if (got != want) {
             err_set(err, ERR_PERMANENT, ERR_CODE_INVALID,
@@ -105,8 +91,11 @@ static int match_counts(BCheck *c, const char *p, const char *end, int section, 
         }
         if (got)
             matched++;
-        if (p < end && *p == ',')
-            p++;
+    }
+    if (rc < 0) {
+        err_set(err, ERR_PERMANENT, ERR_CODE_INVALID, "backup %s: unreadable trailer counts",
+                c->id);
+        return -1;
     }
     for (int i = 0; i < c->ncounts; i++) /* every table seen must be counted */
         if (c->counts[i].n[section])
@@ -117,9 +106,6 @@ static int match_counts(BCheck *c, const char *p, const char *end, int section, 
         return -1;
     }
     return 0;
-bad:
-    err_set(err, ERR_PERMANENT, ERR_CODE_INVALID, "backup %s: unreadable trailer counts", c->id);
-    return -1;
 }
 
 static int on_trailer(const char *json, size_t len, void *data, Err *err) {

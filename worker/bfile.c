@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static void str_or_null(Buf *out, const char *name, const char *v) {
+void bfile_put_string(Buf *out, const char *name, const char *v) {
     buf_printf(out, ",\"%s\":", name);
     if (v == NULL) {
         buf_puts(out, "null");
@@ -19,17 +19,17 @@ static void str_or_null(Buf *out, const char *name, const char *v) {
     buf_puts(out, "\"");
 }
 
-static void header_fields(Buf *out, const BfileHeader *h) {
+void bfile_header_fields(Buf *out, const BfileHeader *h) {
     buf_printf(out, "\"format\":\"%s\",\"version\":%d", BFILE_FORMAT, BFILE_VERSION);
-    str_or_null(out, "backup_id", h->backup_id);
-    str_or_null(out, "user_id", h->user_id);
-    str_or_null(out, "type", h->type);
-    str_or_null(out, "base_backup_id", h->base_backup_id);
-    str_or_null(out, "snapshot", h->snapshot);
-    str_or_null(out, "base_snapshot", h->base_snapshot);
-    str_or_null(out, "created_at", h->created_at);
+    bfile_put_string(out, "backup_id", h->backup_id);
+    bfile_put_string(out, "user_id", h->user_id);
+    bfile_put_string(out, "type", h->type);
+    bfile_put_string(out, "base_backup_id", h->base_backup_id);
+    bfile_put_string(out, "snapshot", h->snapshot);
+    bfile_put_string(out, "base_snapshot", h->base_snapshot);
+    bfile_put_string(out, "created_at", h->created_at);
     /* v1 readers know only "compression"; the codecs are the truth from v2 on */
-    str_or_null(out, "compression", codec_list_has(h->codecs, "gzip") ? "gzip" : "none");
+    bfile_put_string(out, "compression", codec_list_has(h->codecs, "gzip") ? "gzip" : "none");
     buf_puts(out, ",\"codecs\":");
     codec_list_json(h->codecs, out);
 }
@@ -52,7 +52,7 @@ int bfile_codecs(const char *json, size_t len, CodecList *out, Err *err) {
 void bfile_begin(BfileWriter *w, Buf *out, const BfileHeader *h) {
     memset(w, 0, sizeof(*w));
     buf_puts(out, "{");
-    header_fields(out, h);
+    bfile_header_fields(out, h);
     buf_puts(out, ",\"tables\":{");
 }
 
@@ -82,19 +82,6 @@ void bfile_end(BfileWriter *w, Buf *out, const char *trailer) {
     if (w->section == 0)
         bfile_deleted_begin(w, out);
     buf_printf(out, "},\n\"trailer\":%s}\n", trailer);
-}
-
-void bfile_manifest(Buf *out, const BfileHeader *h, const char *key, const char *rows,
-                    const char *deleted, const char *sha256, uint64_t size, uint64_t raw_size,
-                    const char *finished_at) {
-    buf_puts(out, "{");
-    header_fields(out, h);
-    str_or_null(out, "key", key);
-    buf_printf(out, ",\"rows\":%s,\"deleted\":%s", rows, deleted);
-    str_or_null(out, "sha256", sha256);
-    buf_printf(out, ",\"size\":%" PRIu64 ",\"raw_size\":%" PRIu64, size, raw_size);
-    str_or_null(out, "finished_at", finished_at);
-    buf_puts(out, "}\n");
 }
 
 /* ---- reading ---- */

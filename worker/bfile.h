@@ -5,8 +5,8 @@
  * "tables" on the first line, each table's rows (PostgreSQL's own row_to_json
  * text, copied as is), the keys deleted since the base, and a trailer with the
  * counts. The writer only adds the punctuation between pieces, so a row is
- * never parsed or re-encoded on the way out. The manifest (the small object
- * next to each backup) is built here too, from the same header.
+ * never parsed or re-encoded on the way out. The manifest (manifest.h) repeats
+ * the header's fields.
  */
 #ifndef BW_BFILE_H
 #define BW_BFILE_H
@@ -47,10 +47,10 @@ void bfile_deleted_begin(BfileWriter *w, Buf *out);
 /* Close "deleted" and end the document with trailer (a JSON object). */
 void bfile_end(BfileWriter *w, Buf *out, const char *trailer);
 
-/* The manifest: header fields plus key, counts (JSON objects), sha256 and sizes. */
-void bfile_manifest(Buf *out, const BfileHeader *h, const char *key, const char *rows,
-                    const char *deleted, const char *sha256, uint64_t size, uint64_t raw_size,
-                    const char *finished_at);
+/* ,"name":"value" (JSON-escaped), or ,"name":null for NULL. */
+void bfile_put_string(Buf *out, const char *name, const char *v);
+/* The header's fields, comma-separated, without braces (the manifest repeats them). */
+void bfile_header_fields(Buf *out, const BfileHeader *h);
 
 /*
  * Reading: the document fed in pieces of any size, checked line by line

@@ -98,7 +98,6 @@ static OpCtx *op_new(JobRt *rt, int tag, int flags) {
     return o;
 }
 
-
 static void drop_conn(JobRt *rt) {
     if (rt->conn)
         pg_pool_release(rt->pool, rt->conn); /* inside a transaction or broken: closed */
@@ -152,8 +151,7 @@ void jobrt_query(JobRt *rt, int tag, int flags, const char *sql, int n, const ch
 
 static void on_pool_result(PgConn *c, PGresult *res, const Err *err, void *data);
 
-void jobrt_pool_query(JobRt *rt, int tag, int flags, const char *sql, int n,
-                      const char *const *v) {
+void jobrt_pool_query(JobRt *rt, int tag, int flags, const char *sql, int n, const char *const *v) {
     /* not cancellable, and needs no lease: waited for like a storage operation */
     pg_pool_query(rt->pool, sql, n, v, on_pool_result, op_new(rt, tag, flags));
 }
@@ -307,8 +305,8 @@ StorageWrite *jobrt_write(JobRt *rt, int tag, const char *key, const char *conte
     return rt->w;
 }
 
-static int on_check_item(int section, const char *table, const char *json, size_t len,
-                         void *data, Err *err) {
+static int on_check_item(int section, const char *table, const char *json, size_t len, void *data,
+                         Err *err) {
     JobRt *rt = data;
     if (rt->failing)
         return 0;

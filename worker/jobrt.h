@@ -111,8 +111,7 @@ void jobrt_lease(JobRt *rt, int tag);
 /* One statement on the leased connection (JEV_RESULT). */
 void jobrt_query(JobRt *rt, int tag, int flags, const char *sql, int n, const char *const *v);
 /* One statement through the pool, no lease needed (JEV_RESULT). */
-void jobrt_pool_query(JobRt *rt, int tag, int flags, const char *sql, int n,
-                      const char *const *v);
+void jobrt_pool_query(JobRt *rt, int tag, int flags, const char *sql, int n, const char *const *v);
 /* COPY ... TO STDOUT: JEV_ROW per row, then JEV_RESULT. */
 void jobrt_copy_out(JobRt *rt, int tag, const char *sql);
 void jobrt_copy_resume(JobRt *rt);

@@ -28,6 +28,5 @@ int layout_key_is_users(const char *key, const char *user_id) {
 
 int layout_backup_id_names_user(const char *backup_id, const char *user_id) {
     const char *dash = strchr(backup_id, '-');
-    return dash && strlen(user_id) == 36 && strncmp(dash + 1, user_id, 36) == 0 &&
-           dash[37] == '-';
+    return dash && strlen(user_id) == 36 && strncmp(dash + 1, user_id, 36) == 0 && dash[37] == '-';
 }

@@ -20,8 +20,8 @@
 #define LAYOUT_MANIFEST_EXT ".manifest.json"
 
 /* SQL: a backup_metadata row's codecs as a comma list (format v1 rows: from compression). */
-#define BW_SQL_CODECS(t)                                                                        \
-    "coalesce(array_to_string(" t ".codecs, ','), CASE " t ".compression WHEN 'gzip' THEN "     \
+#define BW_SQL_CODECS(t)                                                                           \
+    "coalesce(array_to_string(" t ".codecs, ','), CASE " t ".compression WHEN 'gzip' THEN "        \
     "'gzip' ELSE '' END)"
 
 /* 0, or -1 when it does not fit. */

@@ -237,8 +237,8 @@ Services *services_new(uv_loop_t *loop, const Config *cfg, Err *err) {
     S3Options so;
     config_s3_options(cfg, &so);
     s->s3 = s3_client_new(loop, s->http, &so);
-    s->store = storage_s3_new(loop, s->s3, (size_t)cfg->s3_part_size_mb << 20,
-                              cfg->s3_upload_concurrency);
+    s->store =
+        storage_s3_new(loop, s->s3, (size_t)cfg->s3_part_size_mb << 20, cfg->s3_upload_concurrency);
 
     uv_timer_init(loop, &s->probe);
     s->probe.data = s;

@@ -30,6 +30,7 @@
 #include "jobrt.h"
 #include "layout.h"
 #include "log.h"
+#include "manifest.h"
 #include "scope.h"
 
 #include <inttypes.h>
@@ -140,8 +141,12 @@ static void record_row(JobRt *rt, Backup *b) {
     snprintf(ts, sizeof(ts), "%" PRIu64, wall_ms());
     char codecs[64];
     codec_list_csv(&b->codecs, codecs, sizeof(codecs));
-    const char *v[] = {b->spec->user_id, b->spec->mode, ts, b->spec->job_id,
-                       codec_list_has(&b->codecs, "gzip") ? "gzip" : "none", codecs};
+    const char *v[] = {b->spec->user_id,
+                       b->spec->mode,
+                       ts,
+                       b->spec->job_id,
+                       codec_list_has(&b->codecs, "gzip") ? "gzip" : "none",
+                       codecs};
     /* the base is resolved once, when the row is created; a retry finds the row by job id (and
      * keeps the codecs it was created with) */
     query(rt, b, ST_RECORD, 0,
@@ -422,7 +427,7 @@ static void maybe_manifest(JobRt *rt, Backup *b) {
     counts_json(b, b->deleted, &del);
     char fin[40], key[LAYOUT_KEY_MAX + 16];
     iso_now(fin, sizeof(fin));
-    bfile_manifest(&man, &h, b->key, rows.data, del.data, b->written.sha256, b->written.size,
+    manifest_write(&man, &h, b->key, rows.data, del.data, b->written.sha256, b->written.size,
                    b->written.raw_size, fin);
     layout_manifest_key(key, sizeof(key), b->key);
     jobrt_put(rt, ST_MANIFEST, 0, key, man.data, man.len, "application/json");

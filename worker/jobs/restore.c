@@ -31,6 +31,7 @@
 #include "jobrt.h"
 #include "layout.h"
 #include "log.h"
+#include "manifest.h"
 #include "scope.h"
 
 #include <inttypes.h>
@@ -370,13 +371,11 @@ static void on_step_manifest(JobRt *rt, Restore *r, const JobEv *ev) {
         jobrt_fail(rt, &e);
         return;
     }
-    char sha[80], size[32], id[160];
-    const char *m = ev->sres->body->data;
-    size_t n = ev->sres->body->len;
-    if (bfile_field(m, n, "backup_id", id, sizeof(id)) != 0 || strcmp(id, st->id) != 0 ||
-        bfile_field(m, n, "sha256", sha, sizeof(sha)) != 0 ||
-        bfile_field(m, n, "size", size, sizeof(size)) != 0 || strcmp(sha, st->checksum) != 0 ||
-        strtoull(size, NULL, 10) != st->size) {
+    Manifest m;
+    Err e;
+    const Buf *body = ev->sres->body;
+    if (manifest_parse(body->data, body->len, &m, &e) != 0 || strcmp(m.backup_id, st->id) != 0 ||
+        strcmp(m.sha256, st->checksum) != 0 || m.size != st->size) {
         jobrt_failf(rt, ERR_PERMANENT, ERR_CODE_INVALID,
                     "Backup checksum verification failed: backup %s was recorded by reindex, and "
                     "its manifest no longer agrees with that record (sha256 %.16s..., %" PRIu64
@@ -504,21 +503,23 @@ static void on_chain(JobRt *rt, Restore *r, PGresult *res) {
 
 static void load_chain(JobRt *rt, Restore *r) {
     const char *v[] = {r->spec->backup_id};
-    query(rt, r, ST_CHAIN, 0,
-          "WITH RECURSIVE chain AS ("
-          "  SELECT id, user_id, type, status, s3_key, checksum, compression, codecs,"
-          "    base_backup_id, row_counts, size, recorded_by, 0 AS depth FROM backup_metadata"
-          "  WHERE id = $1"
-          "  UNION ALL"
-          "  SELECT b.id, b.user_id, b.type, b.status, b.s3_key, b.checksum, b.compression,"
-          "    b.codecs, b.base_backup_id, b.row_counts, b.size, b.recorded_by, c.depth + 1"
-          "  FROM backup_metadata b JOIN chain c ON b.id = c.base_backup_id WHERE c.depth < 1001)"
-          " SELECT id, user_id::text, type, status, coalesce(s3_key, ''), coalesce(checksum, ''),"
-          "  " BW_SQL_CODECS("chain") ", coalesce(base_backup_id, ''),"
-          "  coalesce((SELECT sum(value::bigint) FROM jsonb_each_text(row_counts)), 0),"
-          "  coalesce(size, 0), recorded_by"
-          " FROM chain ORDER BY depth DESC",
-          1, v);
+    query(
+        rt, r, ST_CHAIN, 0,
+        "WITH RECURSIVE chain AS ("
+        "  SELECT id, user_id, type, status, s3_key, checksum, compression, codecs,"
+        "    base_backup_id, row_counts, size, recorded_by, 0 AS depth FROM backup_metadata"
+        "  WHERE id = $1"
+        "  UNION ALL"
+        "  SELECT b.id, b.user_id, b.type, b.status, b.s3_key, b.checksum, b.compression,"
+        "    b.codecs, b.base_backup_id, b.row_counts, b.size, b.recorded_by, c.depth + 1"
+        "  FROM backup_metadata b JOIN chain c ON b.id = c.base_backup_id WHERE c.depth < 1001)"
+        " SELECT id, user_id::text, type, status, coalesce(s3_key, ''), coalesce(checksum, ''),"
+        "  " BW_SQL_CODECS(
+            "chain") ", coalesce(base_backup_id, ''),"
+                     "  coalesce((SELECT sum(value::bigint) FROM jsonb_each_text(row_counts)), 0),"
+                     "  coalesce(size, 0), recorded_by"
+                     " FROM chain ORDER BY depth DESC",
+        1, v);
 }
 
 /* ---- the state machine ---- */

@@ -24,13 +24,12 @@
 #include "jobrt.h"
 #include "layout.h"
 #include "log.h"
+#include "manifest.h"
 
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#define MANIFEST_MAX (1u << 20)
 
 typedef enum { ST_LIST, ST_MANIFEST, ST_OBJECT, ST_RECORD } State;
 
@@ -47,7 +46,7 @@ typedef struct {
     Item *items;
     int n, i, failed, skipped;
     char user[37];
-    char *manifest; /* the current item's manifest */
+    Manifest manifest; /* the current item's */
     Err first, err;
     uint64_t rows, bytes;
 } Verify;
@@ -100,31 +99,15 @@ static int count_item(JobRt *rt, Verify *v, const JobEv *ev) {
  * document. -1 with err naming the first difference. */
 static int counts_agree(Verify *v, const BCheck *c, Err *err) {
     const Item *it = &v->items[v->i];
-    const char *rows = strstr(v->manifest, "\"rows\":{");
-    if (rows == NULL) {
-        err_set(err, ERR_PERMANENT, ERR_CODE_INVALID, "manifest of %s has no row counts", it->id);
-        return -1;
-    }
-    rows += 7;
-    const char *end = strchr(rows, '}');
-    for (const char *p = rows + 1; end && p < end;) {
-        const char *q = strchr(p + 1, '"');
-        if (*p != '"' || q == NULL || q - p - 1 >= 64)
-            break;
-        char table[64], meta[32], man[32];
-        snprintf(table, sizeof(table), "%.*s", (int)(q - p - 1), p + 1);
-        if (bfile_field(rows, (size_t)(end - rows + 1), table, man, sizeof(man)) != 0)
-            break;
-        uint64_t want = strtoull(man, NULL, 10);
-        /* row_counts is jsonb text: "name": N, with a space */
-        char pat[80];
-        snprintf(pat, sizeof(pat), "\"%s\": ", table);
-        const char *m = it->row_counts ? strstr(it->row_counts, pat) : NULL;
-        snprintf(meta, sizeof(meta), "%s", m ? m + strlen(pat) : "");
-        if (m == NULL || strtoull(meta, NULL, 10) != want) {
+    const char *p = v->manifest.rows, *end = p + strlen(p);
+    char table[64];
+    uint64_t want, meta;
+    int rc;
+    while ((rc = manifest_counts_next(&p, end, table, sizeof(table), &want)) == 1) {
+        if (manifest_count_of(it->row_counts, table, &meta) != 0 || meta != want) {
             err_set(err, ERR_PERMANENT, ERR_CODE_INVALID,
                     "%s: the manifest counts %" PRIu64 " %s rows, backup_metadata %s", it->id, want,
-                    table, m ? meta : "none");
+                    table, manifest_count_of(it->row_counts, table, &meta) ? "none" : "differs");
             return -1;
         }
         if (bcheck_count(c, 0, table) != want) {
@@ -133,10 +116,11 @@ static int counts_agree(Verify *v, const BCheck *c, Err *err) {
                     it->id, want, table, bcheck_count(c, 0, table));
             return -1;
         }
-        p = strchr(q, ',');
-        if (p == NULL)
-            break;
-        p++;
+    }
+    if (rc < 0) {
+        err_set(err, ERR_PERMANENT, ERR_CODE_INVALID, "manifest of %s has unreadable row counts",
+                it->id);
+        return -1;
     }
     return 0;
 }
@@ -160,35 +144,28 @@ static void on_manifest(JobRt *rt, Verify *v, const JobEv *ev) {
         return;
     }
     const Buf *body = ev->sres->body;
-    free(v->manifest);
-    v->manifest = xmalloc(body->len + 1);
-    memcpy(v->manifest, body->data, body->len);
-    v->manifest[body->len] = 0;
-    size_t n = body->len;
-    char sha[80], size[32], id[160];
-    if (bfile_field(v->manifest, n, "backup_id", id, sizeof(id)) != 0 || strcmp(id, it->id) != 0 ||
-        bfile_field(v->manifest, n, "sha256", sha, sizeof(sha)) != 0 ||
-        bfile_field(v->manifest, n, "size", size, sizeof(size)) != 0) {
+    if (manifest_parse(body->data, body->len, &v->manifest, &e) != 0 ||
+        strcmp(v->manifest.backup_id, it->id) != 0) {
         err_set(&e, ERR_PERMANENT, ERR_CODE_INVALID, "%s: the manifest is not this backup's",
                 it->id);
         record(rt, v, &e);
         return;
     }
-    if (strcmp(sha, it->checksum) != 0 || strtoull(size, NULL, 10) != it->size) {
+    const Manifest *m = &v->manifest;
+    if (strcmp(m->sha256, it->checksum) != 0 || m->size != it->size) {
         err_set(&e, ERR_PERMANENT, ERR_CODE_INVALID,
-                "%s: the manifest (sha256 %.16s..., %s bytes) disagrees with backup_metadata "
-                "(%.16s..., %" PRIu64 " bytes)",
-                it->id, sha, size, it->checksum, it->size);
+                "%s: the manifest (sha256 %.16s..., %" PRIu64 " bytes) disagrees with "
+                "backup_metadata (%.16s..., %" PRIu64 " bytes)",
+                it->id, m->sha256, m->size, it->checksum, it->size);
         record(rt, v, &e);
         return;
     }
-    CodecList mc;
     char a[64], b[64];
     codec_list_csv(&it->codecs, a, sizeof(a));
-    if (bfile_codecs(v->manifest, n, &mc, &e) != 0 ||
-        (codec_list_csv(&mc, b, sizeof(b)), strcmp(a, b) != 0)) {
+    codec_list_csv(&m->codecs, b, sizeof(b));
+    if (strcmp(a, b) != 0) {
         err_set(&e, ERR_PERMANENT, ERR_CODE_INVALID,
-                "%s: the manifest's codecs disagree with backup_metadata (%s)", it->id, a);
+                "%s: the manifest's codecs (%s) disagree with backup_metadata (%s)", it->id, b, a);
         record(rt, v, &e);
         return;
     }
@@ -222,7 +199,7 @@ static void next_item(JobRt *rt, Verify *v) {
     char key[LAYOUT_KEY_MAX + 16];
     layout_manifest_key(key, sizeof(key), it->key);
     v->state = ST_MANIFEST;
-    jobrt_get(rt, ST_MANIFEST, JRT_SOFT, key, MANIFEST_MAX);
+    jobrt_get(rt, ST_MANIFEST, JRT_SOFT, key, MANIFEST_MAX_BYTES);
 }
 
 static void on_list(JobRt *rt, Verify *v, PGresult *res) {
@@ -272,13 +249,15 @@ static int verify_step(JobRt *rt, void *st, const JobEv *ev) {
         job_progress(jobrt_job(rt), "starting", 0, 0, 0);
         const char *p[] = {v->spec->backup_id, v->spec->user_id[0] ? v->spec->user_id : NULL};
         v->state = ST_LIST;
-        jobrt_pool_query(rt, ST_LIST, 0,
-                         "SELECT id, user_id::text, coalesce(s3_key, ''), coalesce(checksum, ''), "
-                         " " BW_SQL_CODECS("m") ", coalesce(row_counts::text, ''), "
-                         "coalesce(size, 0) FROM backup_metadata m "
-                         "WHERE status IN ('completed', 'expired') AND "
-                         "(id = $1 OR ($1 = '' AND user_id = $2::uuid)) ORDER BY created_at, id",
-                         2, p);
+        jobrt_pool_query(
+            rt, ST_LIST, 0,
+            "SELECT id, user_id::text, coalesce(s3_key, ''), coalesce(checksum, ''), "
+            " " BW_SQL_CODECS(
+                "m") ", coalesce(row_counts::text, ''), "
+                     "coalesce(size, 0) FROM backup_metadata m "
+                     "WHERE status IN ('completed', 'expired') AND "
+                     "(id = $1 OR ($1 = '' AND user_id = $2::uuid)) ORDER BY created_at, id",
+            2, p);
         break;
     }
     case JEV_RESULT:
@@ -306,7 +285,6 @@ static void verify_release(void *st) {
     for (int i = 0; i < v->n; i++)
         free(v->items[i].row_counts);
     free(v->items);
-    free(v->manifest);
 }
 
 static const JobRtOps ops = {sizeof(Verify), verify_step, NULL, verify_release};
