@@ -15,13 +15,7 @@
 #include <strings.h>
 #include <unistd.h>
 
-typedef struct {
-    const char *name;
-    const char *def; /* NULL: required or no default */
-    const char *help;
-} VarHelp;
-
-static const VarHelp vars[] = {
+static const ConfigVar vars[] = {
     {"AWS_ACCESS_KEY_ID", NULL, "S3 access key id (required without a web identity)"},
     {"AWS_SECRET_ACCESS_KEY", NULL,
      "S3 secret access key (required without a web identity; never logged)"},
@@ -44,10 +38,6 @@ static const VarHelp vars[] = {
      "an S3 request that moves no byte this long is retried (no cap on a slow one that moves)"},
     {"S3_UPLOAD_CONCURRENCY", "4",
      "parts in flight per upload (1-64); memory per upload is about this x the part size"},
-    {"BACKUP_RETENTION_DAYS", "30", "days a backup is kept by cleanup (1-36500)"},
-    {"BACKUP_COMPRESSION", "true", "gzip backup objects"},
-    {"BACKUP_COMPRESSION_LEVEL", "1", "gzip level 1 (fastest) to 9 (smallest)"},
-    {"BACKUP_NOTIFY", "true", "write a row in the user's notifications when a backup ends"},
     {"REDIS_URL", "redis://127.0.0.1:6379/0", "redis://[[user]:password@]host[:port][/db]"},
     {"DATABASE_URL", NULL, "PostgreSQL URI or key=value string (required)"},
     {"WORKER_CONCURRENCY", "4", "jobs run at once by one worker process (1-1024)"},
@@ -55,13 +45,6 @@ static const VarHelp vars[] = {
     {"WORKER_HTTP_HOST", "0.0.0.0", "address the HTTP port listens on (127.0.0.1: this host only)"},
     {"WORKER_SHUTDOWN_GRACE", "25s", "time running jobs get to finish after SIGTERM"},
     {"REDIS_PREFIX", "backup", "prefix of every Redis key ({prefix}:jobs, {prefix}:job:ID...)"},
-    {"JOB_VISIBILITY_TIMEOUT", "60s", "a job whose worker is silent this long is run again"},
-    {"JOB_MAX_ATTEMPTS", "5", "runs of a job before it goes to the dead-letter stream (1-100)"},
-    {"JOB_BACKOFF_BASE", "2s", "first retry delay; doubles per attempt, with full jitter"},
-    {"JOB_BACKOFF_MAX", "10m", "longest retry delay"},
-    {"JOB_RETENTION", "7d", "how long job status hashes are kept"},
-    {"EVENTS_MAXLEN", "100000", "approximate length cap of the {prefix}:events stream"},
-    {"WORKER_TEST_JOBS", "false", "enable the 'sleep' job type used by the tests"},
     {"LOG_LEVEL", "info", "debug, info, warn or error"},
     {"LOG_FORMAT", "text", "text or json (one object per line)"},
 };
@@ -71,11 +54,15 @@ const char *config_getenv_process(const char *name, void *data) {
     return getenv(name);
 }
 
+void config_print_vars(FILE *out, const ConfigVar *v, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        fprintf(out, "  %-22s %s%s%s\n", v[i].name, v[i].help, v[i].def ? "; default " : "",
+                v[i].def ? v[i].def : "");
+}
+
 void config_print_help(FILE *out) {
     fprintf(out, "Environment:\n");
-    for (size_t i = 0; i < sizeof(vars) / sizeof(vars[0]); i++)
-        fprintf(out, "  %-22s %s%s%s\n", vars[i].name, vars[i].help,
-                vars[i].def ? "; default " : "", vars[i].def ? vars[i].def : "");
+    config_print_vars(out, vars, sizeof(vars) / sizeof(vars[0]));
 }
 
 int config_parse_bool(const char *s, int *out) {
@@ -418,17 +405,21 @@ void config_redact_url(const char *url, char *out, size_t outlen) {
 
 /* ---- loader ---- */
 
-typedef struct {
-    ConfigGetenv get;
-    void *data;
-    Buf *errors;
-    int count;
-} Loader;
+typedef ConfigLoader Loader;
 
-static void bad(Loader *l, const char *name, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+void config_loader_init(ConfigLoader *l, ConfigGetenv get, void *data, Buf *errors,
+                        const ConfigVar *v, size_t n) {
+    memset(l, 0, sizeof(*l));
+    l->get = get;
+    l->data = data;
+    l->errors = errors;
+    l->vars = v;
+    l->nvars = n;
+}
 
-static void bad(Loader *l, const char *name, const char *fmt, ...) {
+#define bad config_bad
+
+void config_bad(Loader *l, const char *name, const char *fmt, ...) {
     buf_printf(l->errors, "%s: ", name);
     va_list ap;
     va_start(ap, fmt);
@@ -444,14 +435,15 @@ static const char *get(Loader *l, const char *name) {
     return (v != NULL && v[0] != '\0') ? v : NULL;
 }
 
-static const char *def_of(const char *name) {
-    for (size_t i = 0; i < sizeof(vars) / sizeof(vars[0]); i++)
-        if (strcmp(vars[i].name, name) == 0)
-            return vars[i].def;
+static const char *def_of_in(const Loader *l, const char *name) {
+    for (size_t i = 0; i < l->nvars; i++)
+        if (strcmp(l->vars[i].name, name) == 0)
+            return l->vars[i].def;
     return NULL;
 }
+#define def_of(name) def_of_in(l, name)
 
-static char *get_str(Loader *l, const char *name, int required) {
+char *config_get_str(Loader *l, const char *name, int required) {
     const char *v = get(l, name);
     if (v == NULL)
         v = def_of(name);
@@ -463,7 +455,7 @@ static char *get_str(Loader *l, const char *name, int required) {
     return xstrdup(v);
 }
 
-static int get_bool(Loader *l, const char *name) {
+int config_get_bool(Loader *l, const char *name) {
     const char *v = get(l, name);
     int out = 0;
     if (v == NULL)
@@ -473,7 +465,7 @@ static int get_bool(Loader *l, const char *name) {
     return out;
 }
 
-static int get_int(Loader *l, const char *name, long min, long max) {
+int config_get_int(Loader *l, const char *name, long min, long max) {
     const char *v = get(l, name);
     long out = 0;
     if (v == NULL)
@@ -483,7 +475,7 @@ static int get_int(Loader *l, const char *name, long min, long max) {
     return (int)out;
 }
 
-static long long get_duration(Loader *l, const char *name, long long min_ms, long long max_ms) {
+long long config_get_duration(Loader *l, const char *name, long long min_ms, long long max_ms) {
     const char *v = get(l, name);
     long long out = 0;
     if (v == NULL)
@@ -557,13 +549,14 @@ static int valid_endpoint(const char *s, const char **why) {
 }
 
 int config_load(Config *cfg, ConfigGetenv getenv_fn, void *data, Buf *errors) {
-    Loader l = {getenv_fn, data, errors, 0};
+    Loader l;
+    config_loader_init(&l, getenv_fn, data, errors, vars, sizeof(vars) / sizeof(vars[0]));
     memset(cfg, 0, sizeof(*cfg));
 
-    cfg->aws_web_identity_token_file = get_str(&l, "AWS_WEB_IDENTITY_TOKEN_FILE", 0);
-    cfg->aws_role_arn = get_str(&l, "AWS_ROLE_ARN", 0);
-    cfg->aws_role_session_name = get_str(&l, "AWS_ROLE_SESSION_NAME", 1);
-    cfg->aws_sts_endpoint = get_str(&l, "AWS_STS_ENDPOINT", 0);
+    cfg->aws_web_identity_token_file = config_get_str(&l, "AWS_WEB_IDENTITY_TOKEN_FILE", 0);
+    cfg->aws_role_arn = config_get_str(&l, "AWS_ROLE_ARN", 0);
+    cfg->aws_role_session_name = config_get_str(&l, "AWS_ROLE_SESSION_NAME", 1);
+    cfg->aws_sts_endpoint = config_get_str(&l, "AWS_STS_ENDPOINT", 0);
     int web = cfg->aws_web_identity_token_file != NULL && cfg->aws_role_arn != NULL;
     if ((cfg->aws_web_identity_token_file != NULL) != (cfg->aws_role_arn != NULL))
         bad(&l, cfg->aws_role_arn ? "AWS_WEB_IDENTITY_TOKEN_FILE" : "AWS_ROLE_ARN",
@@ -580,26 +573,26 @@ int config_load(Config *cfg, ConfigGetenv getenv_fn, void *data, Buf *errors) {
         if (!valid_endpoint(cfg->aws_sts_endpoint, &why))
             bad(&l, "AWS_STS_ENDPOINT", "'%.80s' %s", cfg->aws_sts_endpoint, why);
     }
-    cfg->aws_access_key_id = get_str(&l, "AWS_ACCESS_KEY_ID", !web);
-    cfg->aws_secret_access_key = get_str(&l, "AWS_SECRET_ACCESS_KEY", !web);
-    cfg->aws_session_token = get_str(&l, "AWS_SESSION_TOKEN", 0);
+    cfg->aws_access_key_id = config_get_str(&l, "AWS_ACCESS_KEY_ID", !web);
+    cfg->aws_secret_access_key = config_get_str(&l, "AWS_SECRET_ACCESS_KEY", !web);
+    cfg->aws_session_token = config_get_str(&l, "AWS_SESSION_TOKEN", 0);
     if (cfg->aws_access_key_id && strpbrk(cfg->aws_access_key_id, " \t\r\n"))
         bad(&l, "AWS_ACCESS_KEY_ID", "must not contain spaces or line breaks");
     if (cfg->aws_secret_access_key && strpbrk(cfg->aws_secret_access_key, " \t\r\n"))
         bad(&l, "AWS_SECRET_ACCESS_KEY", "must not contain spaces or line breaks");
 
-    cfg->aws_region = get_str(&l, "AWS_REGION", 1);
+    cfg->aws_region = config_get_str(&l, "AWS_REGION", 1);
     if (cfg->aws_region && !valid_region(cfg->aws_region))
         bad(&l, "AWS_REGION", "'%.40s' is not a region name (such as us-east-1)", cfg->aws_region);
 
-    cfg->s3_bucket = get_str(&l, "S3_BUCKET", 1);
+    cfg->s3_bucket = config_get_str(&l, "S3_BUCKET", 1);
     if (cfg->s3_bucket && !valid_bucket(cfg->s3_bucket))
         bad(&l, "S3_BUCKET",
             "'%.70s' is not a valid bucket name (3-63 lowercase letters, digits, dots and "
             "hyphens, starting and ending with a letter or digit)",
             cfg->s3_bucket);
 
-    cfg->s3_endpoint = get_str(&l, "S3_ENDPOINT", 0);
+    cfg->s3_endpoint = config_get_str(&l, "S3_ENDPOINT", 0);
     if (cfg->s3_endpoint) {
         const char *why = NULL;
         if (!valid_endpoint(cfg->s3_endpoint, &why)) {
@@ -614,26 +607,22 @@ int config_load(Config *cfg, ConfigGetenv getenv_fn, void *data, Buf *errors) {
         if (n > 0 && cfg->s3_endpoint[n - 1] == '/')
             cfg->s3_endpoint[n - 1] = '\0';
     }
-    cfg->s3_force_path_style = get_bool(&l, "S3_FORCE_PATH_STYLE");
-    cfg->s3_sse = get_str(&l, "S3_SSE", 0);
+    cfg->s3_force_path_style = config_get_bool(&l, "S3_FORCE_PATH_STYLE");
+    cfg->s3_sse = config_get_str(&l, "S3_SSE", 0);
     if (cfg->s3_sse && strcmp(cfg->s3_sse, "AES256") != 0 && strcmp(cfg->s3_sse, "aws:kms") != 0)
         bad(&l, "S3_SSE", "'%.40s' is not AES256 or aws:kms", cfg->s3_sse);
-    cfg->s3_sse_kms_key_id = get_str(&l, "S3_SSE_KMS_KEY_ID", 0);
+    cfg->s3_sse_kms_key_id = config_get_str(&l, "S3_SSE_KMS_KEY_ID", 0);
     if (cfg->s3_sse_kms_key_id && (cfg->s3_sse == NULL || strcmp(cfg->s3_sse, "aws:kms") != 0))
         bad(&l, "S3_SSE_KMS_KEY_ID", "is set but S3_SSE is not aws:kms");
-    cfg->s3_ca_file = get_str(&l, "S3_CA_FILE", 0);
+    cfg->s3_ca_file = config_get_str(&l, "S3_CA_FILE", 0);
     if (cfg->s3_ca_file && access(cfg->s3_ca_file, R_OK) != 0)
         bad(&l, "S3_CA_FILE", "cannot read '%.200s'", cfg->s3_ca_file);
-    cfg->s3_part_size_mb = get_int(&l, "S3_PART_SIZE_MB", 5, 5120);
-    cfg->s3_upload_concurrency = get_int(&l, "S3_UPLOAD_CONCURRENCY", 1, 64);
-    cfg->s3_connect_timeout_ms = get_duration(&l, "S3_CONNECT_TIMEOUT", 100, 600000LL);
-    cfg->s3_stall_timeout_ms = get_duration(&l, "S3_STALL_TIMEOUT", 1000, 3600000LL);
-    cfg->backup_retention_days = get_int(&l, "BACKUP_RETENTION_DAYS", 1, 36500);
-    cfg->backup_compression = get_bool(&l, "BACKUP_COMPRESSION");
-    cfg->backup_compression_level = get_int(&l, "BACKUP_COMPRESSION_LEVEL", 1, 9);
-    cfg->backup_notify = get_bool(&l, "BACKUP_NOTIFY");
+    cfg->s3_part_size_mb = config_get_int(&l, "S3_PART_SIZE_MB", 5, 5120);
+    cfg->s3_upload_concurrency = config_get_int(&l, "S3_UPLOAD_CONCURRENCY", 1, 64);
+    cfg->s3_connect_timeout_ms = config_get_duration(&l, "S3_CONNECT_TIMEOUT", 100, 600000LL);
+    cfg->s3_stall_timeout_ms = config_get_duration(&l, "S3_STALL_TIMEOUT", 1000, 3600000LL);
 
-    cfg->redis_url = get_str(&l, "REDIS_URL", 1);
+    cfg->redis_url = config_get_str(&l, "REDIS_URL", 1);
     if (cfg->redis_url) {
         const char *why = NULL;
         if (config_parse_redis_url(cfg->redis_url, &cfg->redis, &why) != 0) {
@@ -643,16 +632,16 @@ int config_load(Config *cfg, ConfigGetenv getenv_fn, void *data, Buf *errors) {
         }
     }
 
-    cfg->database_url = get_str(&l, "DATABASE_URL", 1);
+    cfg->database_url = config_get_str(&l, "DATABASE_URL", 1);
     if (cfg->database_url) {
         char why[200];
         if (config_check_conninfo(cfg->database_url, why, sizeof(why)) != 0)
             bad(&l, "DATABASE_URL", "%s", why);
     }
 
-    cfg->worker_concurrency = get_int(&l, "WORKER_CONCURRENCY", 1, 1024);
-    cfg->worker_http_port = get_int(&l, "WORKER_HTTP_PORT", 0, 65535);
-    cfg->worker_http_host = get_str(&l, "WORKER_HTTP_HOST", 1);
+    cfg->worker_concurrency = config_get_int(&l, "WORKER_CONCURRENCY", 1, 1024);
+    cfg->worker_http_port = config_get_int(&l, "WORKER_HTTP_PORT", 0, 65535);
+    cfg->worker_http_host = config_get_str(&l, "WORKER_HTTP_HOST", 1);
     if (cfg->worker_http_host) {
         struct sockaddr_in6 a6;
         struct sockaddr_in a4;
@@ -661,29 +650,20 @@ int config_load(Config *cfg, ConfigGetenv getenv_fn, void *data, Buf *errors) {
             bad(&l, "WORKER_HTTP_HOST", "'%.80s' is not an IPv4 or IPv6 address",
                 cfg->worker_http_host);
     }
-    cfg->worker_shutdown_grace_ms = get_duration(&l, "WORKER_SHUTDOWN_GRACE", 0, 3600000LL);
-    cfg->redis_prefix = get_str(&l, "REDIS_PREFIX", 1);
+    cfg->worker_shutdown_grace_ms = config_get_duration(&l, "WORKER_SHUTDOWN_GRACE", 0, 3600000LL);
+    cfg->redis_prefix = config_get_str(&l, "REDIS_PREFIX", 1);
     if (cfg->redis_prefix && !valid_prefix(cfg->redis_prefix))
         bad(&l, "REDIS_PREFIX", "'%.70s' must be 1-64 letters, digits or _.:-{}",
             cfg->redis_prefix);
-    cfg->job_visibility_timeout_ms = get_duration(&l, "JOB_VISIBILITY_TIMEOUT", 1000, 86400000LL);
-    cfg->job_max_attempts = get_int(&l, "JOB_MAX_ATTEMPTS", 1, 100);
-    cfg->job_backoff_base_ms = get_duration(&l, "JOB_BACKOFF_BASE", 1, 86400000LL);
-    cfg->job_backoff_max_ms = get_duration(&l, "JOB_BACKOFF_MAX", 1, 7 * 86400000LL);
-    if (cfg->job_backoff_max_ms < cfg->job_backoff_base_ms)
-        bad(&l, "JOB_BACKOFF_MAX", "is shorter than JOB_BACKOFF_BASE");
-    cfg->job_retention_ms = get_duration(&l, "JOB_RETENTION", 60000, 3650 * 86400000LL);
-    cfg->events_maxlen = get_int(&l, "EVENTS_MAXLEN", 100, 100000000);
-    cfg->worker_test_jobs = get_bool(&l, "WORKER_TEST_JOBS");
 
     const char *lv = get(&l, "LOG_LEVEL");
     if (lv == NULL)
-        lv = def_of("LOG_LEVEL");
+        lv = def_of_in(&l, "LOG_LEVEL");
     if (log_level_parse(lv, &cfg->log_level) != 0)
         bad(&l, "LOG_LEVEL", "'%.40s' is not one of debug, info, warn, error", lv);
     const char *lf = get(&l, "LOG_FORMAT");
     if (lf == NULL)
-        lf = def_of("LOG_FORMAT");
+        lf = def_of_in(&l, "LOG_FORMAT");
     if (log_format_parse(lf, &cfg->log_format) != 0)
         bad(&l, "LOG_FORMAT", "'%.40s' is not one of text, json", lf);
     return l.count;

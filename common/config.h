@@ -1,5 +1,6 @@
 /*
- * config: the worker's and backupctl's settings, read from the environment.
+ * config: the settings of the connections (Redis, PostgreSQL, S3), the HTTP port and the
+ * log, read from the environment; the job settings are the worker's (jobconfig.h).
  *
  * Every variable is validated once at start; a bad value yields a message that
  * names the variable and says what is wrong, never the secret it may hold.
@@ -41,30 +42,50 @@ typedef struct {
     int s3_part_size_mb;       /* multipart part size at the start of an upload */
     int s3_upload_concurrency; /* parts in flight per upload */
     long long s3_connect_timeout_ms, s3_stall_timeout_ms;
-    int backup_retention_days;
-    int backup_compression;
-    int backup_compression_level; /* gzip level, 1-9 */
-    int backup_notify;            /* notification row when a backup ends */
-    char *redis_url;              /* secret inside: log config_redact_url(redis_url) */
-    char *database_url;           /* secret inside */
+    char *redis_url;    /* secret inside: log config_redact_url(redis_url) */
+    char *database_url; /* secret inside */
     RedisEndpoint redis;
     int worker_concurrency;
     int worker_http_port;
     char *worker_http_host; /* IP address the HTTP server binds */
     long long worker_shutdown_grace_ms;
     char *redis_prefix;
-    long long job_visibility_timeout_ms;
-    int job_max_attempts;
-    long long job_backoff_base_ms, job_backoff_max_ms;
-    long long job_retention_ms;
-    int events_maxlen;
-    int worker_test_jobs;
     LogLevel log_level;
     LogFormat log_format;
 } Config;
 
 /* A getenv-like lookup: returns the value of name or NULL. */
 typedef const char *(*ConfigGetenv)(const char *name, void *data);
+
+/* One variable: its name, default (NULL: required or none) and help line. */
+typedef struct {
+    const char *name;
+    const char *def;
+    const char *help;
+} ConfigVar;
+
+/* Reading a table of variables, for config_load and for other modules' own settings (the
+ * worker's job settings live in worker/jobconfig.h): each getter takes the value or the
+ * table's default, and each bad value is one line in errors. */
+typedef struct {
+    ConfigGetenv get;
+    void *data;
+    Buf *errors;
+    int count; /* errors so far */
+    const ConfigVar *vars;
+    size_t nvars;
+} ConfigLoader;
+
+void config_loader_init(ConfigLoader *l, ConfigGetenv get, void *data, Buf *errors,
+                        const ConfigVar *vars, size_t nvars);
+char *config_get_str(ConfigLoader *l, const char *name, int required); /* owned, or NULL */
+int config_get_bool(ConfigLoader *l, const char *name);
+int config_get_int(ConfigLoader *l, const char *name, long min, long max);
+long long config_get_duration(ConfigLoader *l, const char *name, long long min_ms,
+                              long long max_ms);
+void config_bad(ConfigLoader *l, const char *name, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+void config_print_vars(FILE *out, const ConfigVar *vars, size_t nvars);
 
 /*
  * Load and validate every variable. Returns the number of errors; each error is

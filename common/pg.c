@@ -13,71 +13,13 @@
  * work: rows already inside libpq's buffer raise no readable event, so they
  * must be drained before the poll is re-armed.
  */
-#include "pg.h"
-#include "buf.h"
-#include "log.h"
-#include "netaddr.h"
+#include "pg_intern.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-typedef enum { CS_RESOLVING, CS_CONNECTING, CS_READY, CS_BROKEN, CS_CLOSED } ConnState;
-typedef enum { OP_NONE, OP_CONNECT, OP_QUERY, OP_COPY_OUT, OP_COPY_IN } OpKind;
-typedef enum { PH_RESULTS, PH_STREAM, PH_FINAL } Phase;
-
-/* COPY OUT bytes handled per loop pass before yielding to other work. */
-#define STREAM_SLICE_BYTES (512 * 1024)
-
-/* A message this large grew libpq's buffers, which it never shrinks: such a connection is
- * closed when released rather than kept holding the memory. */
-#define PG_BIG_MESSAGE (8u << 20)
-
-struct PgConn {
-    uv_loop_t *loop;
-    PGconn *pq;
-    ConnState state;
-    int grown; /* a message of PG_BIG_MESSAGE or more went through */
-    unsigned timeout_ms;
-
-    uv_poll_t *poll; /* re-created when libpq changes sockets while connecting */
-    int poll_fd;
-    int poll_events;
-    uv_timer_t timer; /* connect timeout */
-    uv_timer_t kick;  /* deferred work on the next loop pass */
-    uv_getaddrinfo_t gai;
-    int gai_active;
-    uv_work_t work; /* PQconnectPoll on the thread pool */
-    int work_active;
-    PostgresPollingStatusType work_status;
-    int handles_open;
-
-    char **keys, **vals; /* connect parameters, NULL-terminated */
-    char *host;          /* to resolve; NULL when not needed */
-
-    OpKind op;
-    Phase phase;
-    PgConnectCb connect_cb;
-    PgResultCb done_cb;
-    PgCopyDataCb data_cb;
-    PgWritableCb writable_cb;
-    void *op_data;
-    PGresult *result; /* kept result: the first error, else the last one */
-    int paused;
-    int flushing;      /* output pending: wait for writable */
-    int want_writable; /* COPY IN producer waits for on_writable */
-    int end_pending;   /* PQputCopyEnd could not be queued yet */
-    char *end_errmsg;
-
-    Err fail; /* why the connection broke */
-    int broken_notified;
-    PgBrokenCb on_broken;
-    void *broken_data;
-    void *owner;
-};
-
 static void update_poll(PgConn *c);
 static void process(PgConn *c);
-static void start_connect(PgConn *c);
 
 /* ---- helpers ---- */
 
@@ -120,7 +62,7 @@ void pg_result_to_err(const PGresult *res, Err *err) {
         err_set(err, kind, code, "%s: %s", state ? state : "XX000", msg);
 }
 
-static void on_notice(void *arg, const char *message) {
+void pgi_on_notice(void *arg, const char *message) {
     (void)arg;
     char msg[512];
     clean_message(message, msg, sizeof(msg));
@@ -129,7 +71,7 @@ static void on_notice(void *arg, const char *message) {
 
 /* ---- handles ---- */
 
-static void release(PgConn *c) {
+void pgi_release(PgConn *c) {
     if (c->handles_open > 0 || c->gai_active || c->work_active)
         return;
     if (c->pq)
@@ -152,7 +94,7 @@ static void on_handle_closed(uv_handle_t *h) {
     if (h->type == UV_POLL)
         free(h); /* poll handles are allocated one per socket */
     c->handles_open--;
-    release(c);
+    pgi_release(c);
 }
 
 static void close_poll(PgConn *c) {
@@ -167,7 +109,7 @@ static void close_poll(PgConn *c) {
 
 static void on_poll(uv_poll_t *h, int status, int events);
 
-static void watch(PgConn *c, int events) {
+void pgi_watch(PgConn *c, int events) {
     int fd = c->pq ? PQsocket(c->pq) : -1;
     if (fd < 0) {
         close_poll(c);
@@ -198,7 +140,7 @@ static void watch(PgConn *c, int events) {
 
 static void on_kick(uv_timer_t *t);
 
-static void kick(PgConn *c) {
+void pgi_kick(PgConn *c) {
     if (c->state != CS_CLOSED)
         uv_timer_start(&c->kick, on_kick, 0, 0);
 }
@@ -206,7 +148,7 @@ static void kick(PgConn *c) {
 /* ---- failure and completion ---- */
 
 /* Mark the connection broken; the operation's callback runs on the next pass. */
-static void conn_fail(PgConn *c, ErrKind kind, const char *what, const char *detail) {
+void pgi_fail(PgConn *c, ErrKind kind, const char *what, const char *detail) {
     if (c->state == CS_BROKEN || c->state == CS_CLOSED)
         return;
     char msg[ERR_MSG_MAX - 64];
@@ -215,7 +157,7 @@ static void conn_fail(PgConn *c, ErrKind kind, const char *what, const char *det
     c->state = CS_BROKEN;
     uv_timer_stop(&c->timer);
     close_poll(c);
-    kick(c);
+    pgi_kick(c);
 }
 
 /* Deliver a broken connection's failure to whoever waits on it. */
@@ -271,188 +213,6 @@ static void on_kick(uv_timer_t *t) {
     }
 }
 
-/* ---- connect ---- */
-
-static void on_connect_timeout(uv_timer_t *t) {
-    PgConn *c = t->data;
-    char msg[64];
-    snprintf(msg, sizeof(msg), "after %u ms", c->timeout_ms);
-    conn_fail(c, ERR_RETRYABLE, "connect timed out", msg);
-}
-
-/*
- * PQconnectPoll runs on the thread pool: with SCRAM authentication it derives
- * the client proof (PBKDF2, 4096 rounds), a few milliseconds of CPU that would
- * otherwise stall every other job on the loop while a pool opens connections.
- * The connection is used by one thread at a time: the poll is stopped before
- * the hop and re-armed after it.
- */
-static void connect_work(uv_work_t *req) {
-    PgConn *c = req->data;
-    c->work_status = PQconnectPoll(c->pq);
-}
-
-static void connect_after_work(uv_work_t *req, int status) {
-    PgConn *c = req->data;
-    c->work_active = 0;
-    if (c->state == CS_CLOSED) {
-        release(c);
-        return;
-    }
-    if (c->state != CS_CONNECTING)
-        return; /* timed out meanwhile: conn_fail() already reported it */
-    if (status != 0) {
-        conn_fail(c, ERR_RETRYABLE, "connect failed", uv_strerror(status));
-        return;
-    }
-    switch (c->work_status) {
-    case PGRES_POLLING_OK: {
-        uv_timer_stop(&c->timer);
-        if (PQsetnonblocking(c->pq, 1) != 0) {
-            conn_fail(c, ERR_RETRYABLE, "cannot enter nonblocking mode", PQerrorMessage(c->pq));
-            return;
-        }
-        PQsetNoticeProcessor(c->pq, on_notice, c);
-        c->state = CS_READY;
-        c->op = OP_NONE;
-        watch(c, UV_READABLE);
-        c->connect_cb(c, NULL, c->op_data);
-        return;
-    }
-    case PGRES_POLLING_READING:
-        watch(c, UV_READABLE);
-        return;
-    case PGRES_POLLING_WRITING:
-        watch(c, UV_WRITABLE);
-        return;
-    default:
-        conn_fail(c, ERR_RETRYABLE, "connect failed", PQerrorMessage(c->pq));
-        return;
-    }
-}
-
-static void connect_step(PgConn *c) {
-    if (c->work_active)
-        return;
-    watch(c, 0); /* libpq may close or replace the socket in PQconnectPoll */
-    c->work.data = c;
-    int rc = uv_queue_work(c->loop, &c->work, connect_work, connect_after_work);
-    if (rc != 0) {
-        conn_fail(c, ERR_RETRYABLE, "connect failed", uv_strerror(rc));
-        return;
-    }
-    c->work_active = 1;
-}
-
-static void start_connect(PgConn *c) {
-    c->state = CS_CONNECTING;
-    c->pq = PQconnectStartParams((const char *const *)c->keys, (const char *const *)c->vals, 0);
-    if (c->pq == NULL) {
-        conn_fail(c, ERR_RETRYABLE, "connect failed", "out of memory");
-        return;
-    }
-    if (PQstatus(c->pq) == CONNECTION_BAD) {
-        conn_fail(c, ERR_PERMANENT, "connect failed", PQerrorMessage(c->pq));
-        return;
-    }
-    /* libpq starts in PGRES_POLLING_WRITING: wait until the socket connects */
-    watch(c, UV_WRITABLE);
-}
-
-static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
-    PgConn *c = req->data;
-    c->gai_active = 0;
-    if (c->state != CS_RESOLVING) { /* closed, or timed out meanwhile */
-        uv_freeaddrinfo(res);
-        if (c->state == CS_CLOSED)
-            release(c);
-        return;
-    }
-    if (status != 0 || res == NULL) {
-        uv_freeaddrinfo(res);
-        conn_fail(c, ERR_RETRYABLE, "cannot resolve host", uv_strerror(status));
-        return;
-    }
-    char ip[NETADDR_IP_MAX];
-    netaddr_first_ip(res, ip, sizeof(ip));
-    uv_freeaddrinfo(res);
-    int n = 0;
-    while (c->keys[n])
-        n++;
-    c->keys[n] = xstrdup("hostaddr");
-    c->vals[n] = xstrdup(ip);
-    start_connect(c);
-}
-
-static int needs_resolve(const char *host) {
-    if (host == NULL || host[0] == '\0' || host[0] == '/' || strchr(host, ','))
-        return 0; /* unix socket, default, or a host list libpq handles itself */
-    return !netaddr_is_ip(host);
-}
-
-PgConn *pg_conn_new(uv_loop_t *loop, const char *conninfo, unsigned timeout_ms, PgConnectCb cb,
-                    void *data) {
-    PgConn *c = xcalloc(1, sizeof(*c));
-    c->loop = loop;
-    c->timeout_ms = timeout_ms ? timeout_ms : 10000;
-    c->poll_fd = -1;
-    c->op = OP_CONNECT;
-    c->connect_cb = cb;
-    c->op_data = data;
-    uv_timer_init(loop, &c->timer);
-    uv_timer_init(loop, &c->kick);
-    c->timer.data = c->kick.data = c;
-    c->handles_open = 2;
-
-    PQconninfoOption *opts = PQconninfoParse(conninfo, NULL);
-    if (opts == NULL) {
-        conn_fail(c, ERR_PERMANENT, "invalid connection string", "");
-        return c;
-    }
-    int n = 0;
-    for (PQconninfoOption *o = opts; o->keyword; o++)
-        n++;
-    c->keys = xcalloc((size_t)n + 3, sizeof(char *));
-    c->vals = xcalloc((size_t)n + 3, sizeof(char *));
-    int k = 0, has_app = 0, has_hostaddr = 0;
-    const char *host = NULL;
-    for (PQconninfoOption *o = opts; o->keyword; o++) {
-        if (o->val == NULL)
-            continue;
-        if (strcmp(o->keyword, "application_name") == 0)
-            has_app = 1;
-        if (strcmp(o->keyword, "hostaddr") == 0)
-            has_hostaddr = 1;
-        if (strcmp(o->keyword, "host") == 0)
-            host = o->val;
-        c->keys[k] = xstrdup(o->keyword);
-        c->vals[k] = xstrdup(o->val);
-        k++;
-    }
-    if (!has_app) {
-        c->keys[k] = xstrdup("application_name");
-        c->vals[k] = xstrdup("backup-worker");
-        k++;
-    }
-    if (!has_hostaddr && needs_resolve(host))
-        c->host = xstrdup(host);
-    PQconninfoFree(opts);
-
-    uv_timer_start(&c->timer, on_connect_timeout, c->timeout_ms, 0);
-    if (c->host != NULL) {
-        c->state = CS_RESOLVING;
-        c->gai.data = c;
-        int rc = netaddr_resolve(loop, &c->gai, on_resolved, c->host);
-        if (rc != 0)
-            conn_fail(c, ERR_RETRYABLE, "cannot resolve host", uv_strerror(rc));
-        else
-            c->gai_active = 1;
-    } else {
-        start_connect(c);
-    }
-    return c;
-}
-
 /* ---- operations ---- */
 
 static void update_poll(PgConn *c) {
@@ -463,13 +223,13 @@ static void update_poll(PgConn *c) {
         ev |= UV_READABLE;
     if (c->flushing)
         ev |= UV_WRITABLE;
-    watch(c, ev);
+    pgi_watch(c, ev);
 }
 
 static void flush(PgConn *c) {
     int r = PQflush(c->pq);
     if (r < 0) {
-        conn_fail(c, ERR_RETRYABLE, "connection lost", PQerrorMessage(c->pq));
+        pgi_fail(c, ERR_RETRYABLE, "connection lost", PQerrorMessage(c->pq));
         return;
     }
     c->flushing = r == 1;
@@ -516,13 +276,13 @@ static void collect_results(PgConn *c) {
             /* COPY sent through pg_conn_query: not supported, and the
              * protocol state cannot be recovered cheaply */
             PQclear(res);
-            conn_fail(c, ERR_PERMANENT, "COPY must use pg_conn_copy_in/out", "");
+            pgi_fail(c, ERR_PERMANENT, "COPY must use pg_conn_copy_in/out", "");
             return;
         }
         keep_result(c, res);
     }
     if (c->state == CS_READY && PQstatus(c->pq) == CONNECTION_BAD)
-        conn_fail(c, ERR_RETRYABLE, "connection lost", PQerrorMessage(c->pq));
+        pgi_fail(c, ERR_RETRYABLE, "connection lost", PQerrorMessage(c->pq));
 }
 
 static void stream_copy_out(PgConn *c) {
@@ -542,7 +302,7 @@ static void stream_copy_out(PgConn *c) {
                 c->paused = 1;
             slice += (size_t)n;
             if (slice >= STREAM_SLICE_BYTES && !c->paused) {
-                kick(c); /* yield: other callbacks run before the next slice */
+                pgi_kick(c); /* yield: other callbacks run before the next slice */
                 return;
             }
             continue;
@@ -554,7 +314,7 @@ static void stream_copy_out(PgConn *c) {
             collect_results(c);
             return;
         }
-        conn_fail(c, ERR_RETRYABLE, "COPY failed", PQerrorMessage(c->pq));
+        pgi_fail(c, ERR_RETRYABLE, "COPY failed", PQerrorMessage(c->pq));
         return;
     }
 }
@@ -564,7 +324,7 @@ static void process(PgConn *c) {
     case OP_NONE:
         /* idle: consume stray results or notice a dead connection */
         if (PQstatus(c->pq) == CONNECTION_BAD)
-            conn_fail(c, ERR_RETRYABLE, "connection lost", PQerrorMessage(c->pq));
+            pgi_fail(c, ERR_RETRYABLE, "connection lost", PQerrorMessage(c->pq));
         return;
     case OP_COPY_OUT:
         if (c->phase == PH_STREAM)
@@ -575,7 +335,7 @@ static void process(PgConn *c) {
     case OP_COPY_IN:
         if (c->phase == PH_STREAM) {
             if (PQstatus(c->pq) == CONNECTION_BAD)
-                conn_fail(c, ERR_RETRYABLE, "connection lost", PQerrorMessage(c->pq));
+                pgi_fail(c, ERR_RETRYABLE, "connection lost", PQerrorMessage(c->pq));
             return; /* the server may send an error early; it is read after the end */
         }
         collect_results(c);
@@ -589,7 +349,7 @@ static void process(PgConn *c) {
 static void try_copy_end(PgConn *c) {
     int r = PQputCopyEnd(c->pq, c->end_errmsg);
     if (r < 0) {
-        conn_fail(c, ERR_RETRYABLE, "connection lost", PQerrorMessage(c->pq));
+        pgi_fail(c, ERR_RETRYABLE, "connection lost", PQerrorMessage(c->pq));
         return;
     }
     if (r == 0) {
@@ -610,7 +370,7 @@ static void on_poll(uv_poll_t *h, int status, int events) {
     if (status < 0)
         c->poll_events = 0; /* stopped by libuv (see below) */
     if (c->state == CS_CONNECTING) {
-        connect_step(c);
+        pgi_connect_step(c);
         return;
     }
     if (c->state != CS_READY)
@@ -624,7 +384,7 @@ static void on_poll(uv_poll_t *h, int status, int events) {
     if ((events & UV_WRITABLE) && c->flushing) {
         int r = PQflush(c->pq);
         if (r < 0) {
-            conn_fail(c, ERR_RETRYABLE, "connection lost", PQerrorMessage(c->pq));
+            pgi_fail(c, ERR_RETRYABLE, "connection lost", PQerrorMessage(c->pq));
             return;
         }
         c->flushing = r == 1;
@@ -643,7 +403,7 @@ static void on_poll(uv_poll_t *h, int status, int events) {
     }
     if ((events & UV_READABLE) && !c->paused) {
         if (!PQconsumeInput(c->pq)) {
-            conn_fail(c, ERR_RETRYABLE, "connection lost", PQerrorMessage(c->pq));
+            pgi_fail(c, ERR_RETRYABLE, "connection lost", PQerrorMessage(c->pq));
             return;
         }
         process(c);
@@ -676,7 +436,7 @@ static int send_query(PgConn *c, const char *sql, int nparams, const char *const
         c->op = OP_NONE;
         if (PQstatus(c->pq) == CONNECTION_BAD) {
             err_set(err, ERR_RETRYABLE, ERR_CODE_CONNECT, "postgres: connection lost: %s", msg);
-            conn_fail(c, ERR_RETRYABLE, "connection lost", msg);
+            pgi_fail(c, ERR_RETRYABLE, "connection lost", msg);
         } else {
             err_set(err, ERR_PERMANENT, ERR_CODE_SQL, "postgres: cannot send query: %s", msg);
         }
@@ -716,7 +476,7 @@ void pg_conn_copy_resume(PgConn *c) {
     if (c->op != OP_COPY_OUT || !c->paused)
         return;
     c->paused = 0;
-    kick(c); /* drain what libpq holds before waiting for the socket */
+    pgi_kick(c); /* drain what libpq holds before waiting for the socket */
 }
 
 int pg_conn_copy_in(PgConn *c, const char *sql, PgWritableCb on_writable, PgResultCb on_done,
@@ -745,7 +505,7 @@ int pg_conn_copy_putv(PgConn *c, const char *const *bufs, const size_t *lens, in
             /* PQputCopyData takes an int length */
             int n = len > (1u << 30) ? (1 << 30) : (int)len;
             if (PQputCopyData(c->pq, buf, n) != 1) {
-                conn_fail(c, ERR_RETRYABLE, "connection lost", PQerrorMessage(c->pq));
+                pgi_fail(c, ERR_RETRYABLE, "connection lost", PQerrorMessage(c->pq));
                 return -1;
             }
             buf += n;
@@ -754,7 +514,7 @@ int pg_conn_copy_putv(PgConn *c, const char *const *bufs, const size_t *lens, in
     }
     int r = PQflush(c->pq);
     if (r < 0) {
-        conn_fail(c, ERR_RETRYABLE, "connection lost", PQerrorMessage(c->pq));
+        pgi_fail(c, ERR_RETRYABLE, "connection lost", PQerrorMessage(c->pq));
         return -1;
     }
     if (r == 1) {

@@ -110,14 +110,14 @@ static void report(S3Upload *u, const S3Result *res, const Err *err) {
     S3Result empty;
     memset(&empty, 0, sizeof(empty));
     char hex[65];
-    if (err == NULL) {
+    if (err == NULL && u->sha) {
         unsigned char md[32];
         unsigned int n = 0;
         EVP_DigestFinal_ex(u->sha, md, &n);
         for (int i = 0; i < 32; i++)
             snprintf(hex + 2 * i, 3, "%02x", md[i]);
     }
-    u->on_done(u, res ? res : &empty, err ? NULL : hex, u->bytes, err, u->data);
+    u->on_done(u, res ? res : &empty, err || !u->sha ? NULL : hex, u->bytes, err, u->data);
 }
 
 /* ---- abort ---- */
@@ -347,7 +347,8 @@ int s3_upload_write(S3Upload *u, const void *buf, size_t len) {
     if (u->state == UP_ABORTING || u->state == UP_DONE || u->finishing || u->owner_gone)
         return -1;
     const char *p = buf;
-    EVP_DigestUpdate(u->sha, buf, len);
+    if (u->sha) /* NULL: the caller hashes the stream itself (storage.h, off the loop) */
+        EVP_DigestUpdate(u->sha, buf, len);
     u->bytes += len;
     while (len > 0) {
         size_t want = part_size_for(u, u->next_number + 1);
@@ -408,4 +409,9 @@ size_t s3_upload_buffered(const S3Upload *u) {
     for (const Part *p = u->queue; p; p = p->next)
         n += p->len;
     return n;
+}
+
+void s3_upload_no_digest(S3Upload *u) {
+    EVP_MD_CTX_free(u->sha);
+    u->sha = NULL;
 }

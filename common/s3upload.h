@@ -42,6 +42,9 @@ void s3_upload_abort(S3Upload *u);
 /* The caller is done with u (in on_done or any time after; before it, the upload is aborted
  * and on_done is not called). Memory goes once the last request in flight has answered. */
 void s3_upload_free(S3Upload *u);
+/* Do not hash the whole object (on_done's sha256 is then NULL): for a caller that hashes the
+ * stream itself, off the loop. Call before the first write. */
+void s3_upload_no_digest(S3Upload *u);
 /* Bytes held now: the part being filled, queued parts and parts in flight. */
 size_t s3_upload_buffered(const S3Upload *u);
 

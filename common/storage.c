@@ -45,6 +45,14 @@ const char *storage_name(const Storage *s) {
     return s->drv->name;
 }
 
+const StorageDriver *storage_driver(const Storage *s) {
+    return s->drv;
+}
+
+void *storage_driver_state(Storage *s) {
+    return s->state;
+}
+
 void storage_put(Storage *s, const char *key, const void *body, size_t len,
                  const char *content_type, StorageDoneCb cb, void *data) {
     s->drv->put(s->state, key, body, len, content_type, cb, data);

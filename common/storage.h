@@ -188,5 +188,8 @@ typedef struct {
 Storage *storage_new(uv_loop_t *loop, const StorageDriver *drv, void *state);
 void storage_free(Storage *s);
 const char *storage_name(const Storage *s);
+/* The driver and its state (for a driver's own helpers, such as storage_mem_of). */
+const StorageDriver *storage_driver(const Storage *s);
+void *storage_driver_state(Storage *s);
 
 #endif

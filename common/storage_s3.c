@@ -152,6 +152,7 @@ static StorageSink *d_sink_new(void *drv, const char *key, const char *ctype,
     k->data = data;
     k->up = s3_upload_new(d->s3, key, ctype, d->part_size, d->parts_in_flight, on_up_writable,
                           on_up_done, k);
+    s3_upload_no_digest(k->up); /* the stream hashed the stored bytes already, on the pool */
     return k;
 }
 

@@ -86,6 +86,9 @@ expect "…and it is the backup (gunzip | jq)" bash -c "gunzip -c '$tmp/full.jso
 KINCR=$(q "SELECT s3_key FROM backup_metadata WHERE id = '$INCR'")
 (cd "$tmp" && ctl download "$KINCR" >/dev/null); rc=$?
 check "download S3_KEY: exit 0, named after the object" "0 yes" "$rc $([ -s "$tmp/$(basename "$KINCR")" ] && echo yes)"
+(cd "$tmp" && ctl download --plain "$FULL" >/dev/null); rc=$?
+check "download --plain: exit 0, the document named $FULL.json, its codecs undone" "0 same" \
+  "$rc $(gunzip -c "$tmp/full.json.gz" | cmp -s - "$tmp/$FULL.json" && echo same)"
 
 # ---- restore given only a key, after backup_metadata is lost ----
 q "UPDATE orders SET notes = 'scrambled' WHERE user_id = '$A'" >/dev/null

@@ -103,12 +103,41 @@ static void test_looplag_sees_a_blocked_loop(void **state) {
     tu_loop_close(&loop);
 }
 
+static void on_tick(uv_timer_t *t) {
+    (*(int *)t->data)++;
+}
+
+/* A handle left open ends the wait at its deadline (the test then fails), instead of the loop
+ * running until ctest's timeout; once closed, the loop ends and closes cleanly. */
+static void test_a_leaked_handle_is_seen_at_the_deadline(void **state) {
+    (void)state;
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    uv_timer_t leak;
+    int ticks = 0;
+    uv_timer_init(&loop, &leak);
+    leak.data = &ticks;
+    uv_timer_start(&leak, on_tick, 5, 5);
+    uint64_t t0 = uv_hrtime();
+    assert_int_equal(tu_run_to_end(&loop, 200), 0);
+    uint64_t ms = (uv_hrtime() - t0) / 1000000;
+    assert_true(ms >= 150 && ms < 2000);
+    assert_true(ticks > 5); /* the loop did run meanwhile */
+    int n = 0;
+    assert_true(tu_run_until_count(&loop, &ticks, ticks + 3, 1000));
+    assert_int_equal(tu_run_until_count(&loop, &n, 1, 50), 0); /* nothing counts n: deadline */
+    uv_close((uv_handle_t *)&leak, NULL);
+    assert_int_equal(tu_run_to_end(&loop, 1000), 1);
+    tu_loop_close(&loop);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_buf),
         cmocka_unit_test(test_err),
         cmocka_unit_test(test_log_json),
         cmocka_unit_test(test_looplag_sees_a_blocked_loop),
+        cmocka_unit_test(test_a_leaked_handle_is_seen_at_the_deadline),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -3,6 +3,7 @@
  */
 #include "testutil.h"
 #include "config.h"
+#include "jobconfig.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -40,9 +41,13 @@ static Env good_env(void) {
 }
 
 /* Load env; return the error text (caller frees) and the count. */
+/* The job settings of the last load (the worker reads both from the same environment). */
+static JobConfig jc;
+
 static int load(Env *e, Config *cfg, char **errors) {
     Buf b = BUF_INIT;
     int n = config_load(cfg, env_get, e, &b);
+    n += jobconfig_load(&jc, env_get, e, &b);
     *errors = buf_steal(&b);
     return n;
 }
@@ -64,8 +69,8 @@ static void test_defaults(void **state) {
     assert_string_equal(cfg.s3_bucket, "pedidolist-backups");
     assert_null(cfg.s3_endpoint);
     assert_int_equal(cfg.s3_force_path_style, 0);
-    assert_int_equal(cfg.backup_retention_days, 30);
-    assert_int_equal(cfg.backup_compression, 1);
+    assert_int_equal(jc.backup_retention_days, 30);
+    assert_int_equal(jc.backup_compression, 1);
     assert_int_equal(cfg.worker_concurrency, 4);
     assert_int_equal(cfg.worker_http_port, 8080);
     assert_int_equal(cfg.log_level, LOG_INFO);
@@ -239,7 +244,7 @@ static void test_valid_variants(void **state) {
     assert_int_equal(load(&e, &cfg, &errors), 0);
     assert_string_equal(cfg.s3_endpoint, "http://127.0.0.1:9000");
     assert_int_equal(cfg.s3_force_path_style, 1);
-    assert_int_equal(cfg.backup_compression, 0);
+    assert_int_equal(jc.backup_compression, 0);
     assert_string_equal(cfg.redis.host, "::1");
     assert_int_equal(cfg.redis.port, 7000);
     assert_string_equal(cfg.redis.username, "worker");

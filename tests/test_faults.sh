@@ -3,6 +3,8 @@
 # (CI runs it on the ASan + UBSan build too, where a memory error aborts the worker).
 #  1. 403 AccessDenied on UploadPart: the backup fails for good, the worker keeps serving
 #  2. 503 on CreateMultipartUpload until the retries run out: the same
+#  2b. 403 on CompleteMultipartUpload, on the manifest's PutObject, on a restore's GetObject:
+#     each job fails for good naming it, its record says failed, the worker keeps serving
 #  3. S3 down for 8 s during two big backups: both complete, the worker keeps serving
 set -uo pipefail
 WORKER=$1
@@ -53,6 +55,44 @@ done_ok tf-slow 90 && bad "a backup that could never start its upload completed"
 check "503 on CreateMultipartUpload: the backup is dead" dead "$(field tf-slow status)"
 expect "…naming SlowDown ($(field tf-slow error))" grep -q "SlowDown\|503" <<<"$(field tf-slow error)"
 plan ''
+expect "…and the worker keeps serving" alive w1
+
+# ---- 2b. permanent refusals at the end of a backup, and of a restore's read ----
+plan 'POST~uploadId=:403:1'
+enqueue tf-complete type backup user_id "$U" mode full
+done_ok tf-complete 60 && bad "a backup whose CompleteMultipartUpload was refused completed"
+check "403 on CompleteMultipartUpload: the backup is dead" dead "$(field tf-complete status)"
+expect "…naming AccessDenied ($(field tf-complete error))" grep -q "AccessDenied" <<<"$(field tf-complete error)"
+check "…its metadata row failed" failed "$(q "SELECT status FROM backup_metadata WHERE job_id = 'tf-complete'")"
+expect "…and the worker keeps serving" alive w1
+plan 'PUT~manifest.json:403:1'
+enqueue tf-manifest type backup user_id "$U" mode full
+done_ok tf-manifest 60 && bad "a backup whose manifest was refused completed"
+check "403 on the manifest's PutObject: the backup is dead" dead "$(field tf-manifest status)"
+expect "…naming AccessDenied ($(field tf-manifest error))" grep -q "AccessDenied" <<<"$(field tf-manifest error)"
+check "…its metadata row failed, no checksum recorded" "failed|" \
+  "$(q "SELECT status || '|' || coalesce(checksum, '') FROM backup_metadata WHERE job_id = 'tf-manifest'")"
+expect "…and the worker keeps serving" alive w1
+plan ''
+enqueue tf-good type backup user_id "$U" mode full
+expect "a backup to restore from completes" done_ok tf-good 60
+GOOD=$(field tf-good backup_id)
+before=$(q "SELECT md5(string_agg(id::text || coalesce(notes, ''), ',' ORDER BY id)) FROM orders WHERE user_id = '$U'")
+q "UPDATE orders SET notes = 'changed after the backup' WHERE user_id = '$U'" >/dev/null
+changed=$(q "SELECT md5(string_agg(id::text || coalesce(notes, ''), ',' ORDER BY id)) FROM orders WHERE user_id = '$U'")
+plan "GET~$GOOD.json:403:1"
+enqueue tf-get type restore user_id "$U" backup_id "$GOOD"
+done_ok tf-get 60 && bad "a restore whose GetObject was refused completed"
+check "403 on a restore's GetObject: the restore is dead" dead "$(field tf-get status)"
+expect "…naming AccessDenied ($(field tf-get error))" grep -q "AccessDenied" <<<"$(field tf-get error)"
+check "…its history row failed" failed "$(q "SELECT status FROM restore_history WHERE job_id = 'tf-get'")"
+check "…and the user's rows are untouched" "$changed" \
+  "$(q "SELECT md5(string_agg(id::text || coalesce(notes, ''), ',' ORDER BY id)) FROM orders WHERE user_id = '$U'")"
+plan ''
+enqueue tf-get2 type restore user_id "$U" backup_id "$GOOD"
+expect "…while the same restore without the fault completes" done_ok tf-get2 60
+check "…and puts the rows back" "$before" \
+  "$(q "SELECT md5(string_agg(id::text || coalesce(notes, ''), ',' ORDER BY id)) FROM orders WHERE user_id = '$U'")"
 expect "…and the worker keeps serving" alive w1
 stop_worker w1
 

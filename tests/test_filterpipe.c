@@ -5,6 +5,7 @@
  * staying bounded; freeing while a chunk is on the pool; a failing sink; no input.
  */
 #include "filterpipe.h"
+#include "testutil.h"
 
 #include <openssl/sha.h>
 #include <setjmp.h>
@@ -118,8 +119,7 @@ static void ctx_init(Ctx *c) {
 
 static void ctx_close(Ctx *c) {
     uv_close((uv_handle_t *)&c->unblock, NULL);
-    uv_run(&c->loop, UV_RUN_DEFAULT);
-    assert_int_equal(uv_loop_close(&c->loop), 0);
+    tu_loop_close(&c->loop);
     buf_free(&c->out);
 }
 
@@ -157,7 +157,7 @@ static void test_round_trip_with_backpressure(void **state) {
     c.block_every = 2;
     c.p = filter_pipe_new(&c.loop, gzip_chain(), CHUNK, sink, on_writable, on_done, &c);
     produce(&c);
-    uv_run(&c.loop, UV_RUN_DEFAULT);
+    assert_true(tu_run_to_end(&c.loop, 60000));
     assert_int_equal(c.done, 1);
     assert_false(err_is_set(&c.err));
     assert_true(c.paused > 0); /* the producer was held back */
@@ -199,7 +199,7 @@ static void test_owned_big_write(void **state) {
     released = 0;
     c.p = filter_pipe_new(&c.loop, gzip_chain(), CHUNK, sink, on_writable, on_done, &c);
     produce(&c);
-    uv_run(&c.loop, UV_RUN_DEFAULT);
+    assert_true(tu_run_to_end(&c.loop, 60000));
     assert_int_equal(c.done, 1);
     assert_false(err_is_set(&c.err));
     assert_int_equal(released, 1);
@@ -217,7 +217,7 @@ static void test_owned_big_write(void **state) {
     memcpy(own, in, 4 * CHUNK);
     assert_int_equal(filter_pipe_write_owned(d.p, own, 4 * CHUNK, release_big), 0);
     filter_pipe_free(d.p);
-    uv_run(&d.loop, UV_RUN_DEFAULT);
+    assert_true(tu_run_to_end(&d.loop, 60000));
     assert_int_equal(released, 1);
     free(in);
     ctx_close(&c);
@@ -233,7 +233,7 @@ static void test_free_while_working(void **state) {
     c.p = filter_pipe_new(&c.loop, gzip_chain(), CHUNK, sink, on_writable, on_done, &c);
     filter_pipe_write(c.p, in, c.n); /* one chunk goes to the pool at once */
     filter_pipe_free(c.p);           /* released when it comes back, silently */
-    uv_run(&c.loop, UV_RUN_DEFAULT);
+    assert_true(tu_run_to_end(&c.loop, 60000));
     assert_int_equal(c.done, 0);
     assert_int_equal(c.sink_calls, 0);
     free(in);
@@ -250,7 +250,7 @@ static void test_failing_sink_stops_the_pipe(void **state) {
     c.fail_sink = 1;
     c.p = filter_pipe_new(&c.loop, gzip_chain(), CHUNK, sink, on_writable, on_done, &c);
     produce(&c);
-    uv_run(&c.loop, UV_RUN_DEFAULT);
+    assert_true(tu_run_to_end(&c.loop, 60000));
     assert_int_equal(c.sink_calls, 1);
     assert_int_equal(c.done, 0); /* the sink's owner reports its own failure */
     assert_int_equal(filter_pipe_write(c.p, "x", 1), -1);
@@ -265,7 +265,7 @@ static void test_no_input(void **state) {
     ctx_init(&c);
     c.p = filter_pipe_new(&c.loop, gzip_chain(), 0, sink, on_writable, on_done, &c);
     filter_pipe_finish(c.p);
-    uv_run(&c.loop, UV_RUN_DEFAULT);
+    assert_true(tu_run_to_end(&c.loop, 60000));
     assert_int_equal(c.done, 1);
     assert_string_equal(filter_chain_result(filter_pipe_chain(c.p), "raw"), "0");
     assert_true(c.out.len >= 18); /* an empty gzip member: header and trailer */

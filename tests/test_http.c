@@ -116,8 +116,7 @@ static void test_100_concurrent_puts_and_gets(void **state) {
     /* measured from here: the transfers themselves, not the test's own burst
      * of 100 request set-ups above (about 12 ms of copying and curl_easy_init) */
     LoopLag *lag = looplag_new(&loop, 5);
-    while (puts.done < 100)
-        uv_run(&loop, UV_RUN_ONCE);
+    assert_true(tu_run_until_count(&loop, &puts.done, 100, 120000));
     assert_int_equal(puts.ok, 100);
 
     Tally gets;
@@ -136,8 +135,7 @@ static void test_100_concurrent_puts_and_gets(void **state) {
         o.data = j;
         assert_non_null(http_request_start(c, &o, &err));
     }
-    while (gets.done < 100)
-        uv_run(&loop, UV_RUN_ONCE);
+    assert_true(tu_run_until_count(&loop, &gets.done, 100, 120000));
     printf("100 PUTs + 100 GETs of 64 KiB: loop lag max %.2f ms, %llu bytes up, %llu down\n",
            (double)looplag_max_us(lag) / 1000.0, (unsigned long long)http_client_bytes_sent(c),
            (unsigned long long)http_client_bytes_received(c));

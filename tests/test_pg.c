@@ -153,8 +153,7 @@ static void test_1000_queries_on_8_connections(void **state) {
     uint64_t t0 = uv_hrtime();
     submit_many(pool, &m, 1000, "SELECT $1::int * 2, pg_backend_pid()");
     assert_int_equal(pg_pool_waiting(pool), 1000);
-    while (m.done < 1000)
-        uv_run(&loop, UV_RUN_ONCE);
+    assert_true(tu_run_until_count(&loop, &m.done, 1000, 120000));
     double ms = (double)(uv_hrtime() - t0) / 1e6;
     printf("1000 queries over 8 connections: %.1f ms, %d backends, loop lag max %.2f ms\n", ms,
            m.npids, (double)looplag_max_us(lag) / 1000.0);
@@ -495,8 +494,7 @@ static void test_restart_mid_run(void **state) {
     tu_run_for(&loop, 60); /* some done, some in flight, some waiting */
     assert_true(m.done < 200);
     assert_int_equal(tu_devenv("restart postgres"), 0);
-    while (m.done < 200)
-        uv_run(&loop, UV_RUN_ONCE);
+    assert_true(tu_run_until_count(&loop, &m.done, 200, 120000));
     printf("during restart: %d ok, %d failed (%d retryable): first '%s', last '%s'\n", m.ok,
            m.errors, m.retryable, m.first_err, m.last_err);
     assert_int_equal(m.ok + m.errors, 200);
@@ -508,8 +506,7 @@ static void test_restart_mid_run(void **state) {
     Many after;
     memset(&after, 0, sizeof(after));
     submit_many(pool, &after, 100, "SELECT $1::int * 2, pg_backend_pid()");
-    while (after.done < 100)
-        uv_run(&loop, UV_RUN_ONCE);
+    assert_true(tu_run_until_count(&loop, &after.done, 100, 120000));
     assert_int_equal(after.ok, 100);
     assert_int_equal(after.errors, 0);
     pg_pool_free(pool);

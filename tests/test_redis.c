@@ -94,8 +94,7 @@ static void test_commands_and_pipeline(void **state) {
     size_t argvlen[] = {3, 8, 5};
     assert_int_equal(redis_command_argv(c, on_reply, &k, 3, argv, argvlen, &err), 0);
     int target = 5002;
-    while (k.replies < target)
-        uv_run(&loop, UV_RUN_ONCE);
+    assert_true(tu_run_until_count(&loop, &k.replies, target, 120000));
     assert_int_equal(k.errors, 0);
     assert_int_equal(k.last_str[0], 'O'); /* OK */
     assert_int_equal(k.last_int, 5000);
@@ -104,15 +103,13 @@ static void test_commands_and_pipeline(void **state) {
     Counters g;
     memset(&g, 0, sizeof(g));
     assert_int_equal(redis_command(c, on_reply, &g, &err, "STRLEN %s", "test:bin"), 0);
-    while (g.replies < 1)
-        uv_run(&loop, UV_RUN_ONCE);
+    assert_true(tu_run_until_count(&loop, &g.replies, 1, 120000));
     assert_int_equal(g.last_int, 5);
 
     /* an error reply is an error with Redis' own message, and the connection stays */
     assert_int_equal(redis_command(c, on_reply, &g, &err, "INCR %s", "test:bin"), 0);
     assert_int_equal(redis_command(c, on_reply, &g, &err, "PING"), 0);
-    while (g.replies < 3)
-        uv_run(&loop, UV_RUN_ONCE);
+    assert_true(tu_run_until_count(&loop, &g.replies, 3, 120000));
     assert_int_equal(g.redis_errors, 1);
     assert_non_null(strstr(g.last_err, "not an integer"));
     assert_string_equal(g.last_str, "PONG");
@@ -190,8 +187,7 @@ static void test_reconnect_after_restart(void **state) {
     Counters s;
     memset(&s, 0, sizeof(s));
     assert_int_equal(redis_command(c, on_reply, &s, &err, "SET %s %s", "test:persist", "kept"), 0);
-    while (s.replies < 1)
-        uv_run(&loop, UV_RUN_ONCE);
+    assert_true(tu_run_until_count(&loop, &s.replies, 1, 120000));
     assert_int_equal(s.errors, 0);
 
     /* the server goes away and comes back (AOF keeps the data) */
@@ -205,8 +201,7 @@ static void test_reconnect_after_restart(void **state) {
     Counters g;
     memset(&g, 0, sizeof(g));
     assert_int_equal(redis_command(c, on_reply, &g, &err, "GET %s", "test:persist"), 0);
-    while (g.replies < 1)
-        uv_run(&loop, UV_RUN_ONCE);
+    assert_true(tu_run_until_count(&loop, &g.replies, 1, 120000));
     assert_int_equal(g.errors, 0);
     assert_string_equal(g.last_str, "kept");
 

@@ -83,8 +83,7 @@ static void test_list_and_delete_2500(void **state) {
     }
     keys[NKEYS] = strdup("test-list/odd key é+~");
     s3_put_object(s3, keys[NKEYS], "abc", 3, NULL, on_put, s);
-    while (s->puts_done < NKEYS + 1)
-        uv_run(&loop, UV_RUN_ONCE);
+    assert_true(tu_run_until_count(&loop, &s->puts_done, NKEYS + 1, 120000));
     assert_int_equal(s->put_errors, 0);
 
     s3_list(s3, "test-list/", 1000, on_page, on_listed, s);
@@ -194,8 +193,7 @@ static void test_stale_multipart_uploads(void **state) {
         assert_true(u.initiated[i] > 946684800 && u.initiated[i] <= now + 60);
         s3_abort_upload(s3, u.keys[i], u.ids[i], on_abort, &u);
     }
-    while (u.aborted < 2)
-        uv_run(&loop, UV_RUN_ONCE);
+    assert_true(tu_run_until_count(&loop, &u.aborted, 2, 120000));
     assert_int_equal(u.abort_errors, 0);
     Ups again;
     memset(&again, 0, sizeof(again));

@@ -35,6 +35,40 @@ int tu_run_until(uv_loop_t *loop, volatile int *flag, unsigned timeout_ms) {
     return *flag;
 }
 
+int tu_run_until_count(uv_loop_t *loop, volatile int *n, int target, unsigned timeout_ms) {
+    uv_timer_t timer;
+    int expired = 0;
+    uv_timer_init(loop, &timer);
+    timer.data = &expired;
+    uv_timer_start(&timer, on_stop_timer, timeout_ms, 0);
+    while (*n < target && !expired)
+        uv_run(loop, UV_RUN_ONCE);
+    uv_close((uv_handle_t *)&timer, NULL);
+    uv_run(loop, UV_RUN_NOWAIT);
+    if (*n < target)
+        print_error("waited %u ms for %d, got %d\n", timeout_ms, target, *n);
+    return *n >= target;
+}
+
+static void on_deadline(uv_timer_t *t) {
+    *(int *)t->data = 1;
+    uv_stop(t->loop);
+}
+
+int tu_run_to_end(uv_loop_t *loop, unsigned timeout_ms) {
+    uv_timer_t timer;
+    int expired = 0;
+    uv_timer_init(loop, &timer);
+    timer.data = &expired;
+    uv_timer_start(&timer, on_deadline, timeout_ms, 0);
+    uv_unref((uv_handle_t *)&timer); /* the deadline does not keep the loop alive */
+    while (!expired && uv_run(loop, UV_RUN_DEFAULT) != 0)
+        ;
+    uv_close((uv_handle_t *)&timer, NULL);
+    uv_run(loop, UV_RUN_NOWAIT);
+    return !expired;
+}
+
 void tu_run_for(uv_loop_t *loop, unsigned ms) {
     int never = 0;
     tu_run_until(loop, &never, ms);
@@ -47,7 +81,8 @@ static void on_walk(uv_handle_t *h, void *arg) {
 }
 
 void tu_loop_close(uv_loop_t *loop) {
-    uv_run(loop, UV_RUN_DEFAULT);
+    if (!tu_run_to_end(loop, TU_CLOSE_MS))
+        print_error("the loop still runs %d ms after the test: a handle was leaked\n", TU_CLOSE_MS);
     int rc = uv_loop_close(loop);
     if (rc != 0)
         uv_walk(loop, on_walk, NULL);

@@ -35,7 +35,13 @@ const char *tu_env(const char *name);
 int tu_run_until(uv_loop_t *loop, volatile int *flag, unsigned timeout_ms);
 /* Run the loop for ms milliseconds of wall time. */
 void tu_run_for(uv_loop_t *loop, unsigned ms);
-/* Close the loop, asserting no handle is left open (runs it first to finish closes). */
+/* Run the loop until *n reaches target or timeout_ms passes; returns 1 when it did. */
+int tu_run_until_count(uv_loop_t *loop, volatile int *n, int target, unsigned timeout_ms);
+/* Run the loop until nothing keeps it alive, or timeout_ms passes; returns 1 when it ended. */
+int tu_run_to_end(uv_loop_t *loop, unsigned timeout_ms);
+/* Close the loop, failing the test when a handle is left open: the loop runs at most
+ * TU_CLOSE_MS to finish what is closing, never until the ctest timeout. */
+#define TU_CLOSE_MS 20000
 void tu_loop_close(uv_loop_t *loop);
 /* Zero o and fill in the local S3 server from the environment (path style). */
 void tu_s3_options(S3Options *o);

@@ -8,6 +8,7 @@
  * (ctl_recover).
  */
 #include "config.h"
+#include "jobconfig.h"
 #include "ctl_jobs.h"
 #include "ctl_queue.h"
 #include "ctl_s3.h"
@@ -63,6 +64,7 @@ static void usage(FILE *out) {
                  "             enqueue a ping job and wait for a worker to complete it\n"
                  "\n");
     config_print_help(out);
+    jobconfig_print_help(out); /* the worker's, listed for its deployments */
 }
 
 typedef struct {

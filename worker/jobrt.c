@@ -141,11 +141,17 @@ static int started(JobRt *rt, int rc, const Err *e) {
     return 0;
 }
 
-void jobrt_query(JobRt *rt, int tag, int flags, const char *sql, int n, const char *const *v) {
-    Err e;
-    rt->q = Q_QUERY;
+/* The statement in flight is now of this kind. */
+static void begin(JobRt *rt, QKind kind, int tag, int flags) {
+    rt->q = kind;
     rt->q_tag = tag;
     rt->q_flags = flags;
+    rt->copy_paused = rt->copy_ended = 0;
+}
+
+void jobrt_query(JobRt *rt, int tag, int flags, const char *sql, int n, const char *const *v) {
+    Err e;
+    begin(rt, Q_QUERY, tag, flags);
     started(rt, pg_conn_query(rt->conn, sql, n, v, on_result, rt, &e), &e);
 }
 
@@ -174,10 +180,7 @@ static int on_row(PgConn *c, const char *buf, size_t len, void *data) {
 
 void jobrt_copy_out(JobRt *rt, int tag, const char *sql) {
     Err e;
-    rt->q = Q_COPY_OUT;
-    rt->q_tag = tag;
-    rt->q_flags = 0;
-    rt->copy_paused = 0;
+    begin(rt, Q_COPY_OUT, tag, 0);
     started(rt, pg_conn_copy_out(rt->conn, sql, on_row, on_result, rt, &e), &e);
 }
 
@@ -199,10 +202,7 @@ static void on_copy_writable(PgConn *c, void *data) {
 
 void jobrt_copy_in(JobRt *rt, int tag, const char *sql) {
     Err e;
-    rt->q = Q_COPY_IN;
-    rt->q_tag = tag;
-    rt->q_flags = 0;
-    rt->copy_ended = 0;
+    begin(rt, Q_COPY_IN, tag, 0);
     started(rt, pg_conn_copy_in(rt->conn, sql, on_copy_writable, on_result, rt, &e), &e);
 }
 

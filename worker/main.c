@@ -8,6 +8,7 @@
  */
 #include "config.h"
 #include "log.h"
+#include "jobconfig.h"
 #include "queue.h"
 #include "services.h"
 #include "version.h"
@@ -41,6 +42,7 @@ static void usage(FILE *out) {
                  "  --check-config  validate the environment, print a summary and exit\n"
                  "\n");
     config_print_help(out);
+    jobconfig_print_help(out);
 }
 
 static void on_closed(uv_handle_t *h) {
@@ -118,8 +120,11 @@ int main(int argc, char **argv) {
     }
 
     Config cfg;
+    JobConfig jcfg;
     Buf errors = BUF_INIT;
-    if (config_load(&cfg, config_getenv_process, NULL, &errors) > 0) {
+    int nerr = config_load(&cfg, config_getenv_process, NULL, &errors);
+    nerr += jobconfig_load(&jcfg, config_getenv_process, NULL, &errors);
+    if (nerr > 0) {
         fprintf(stderr, "backup-worker: invalid configuration:\n");
         for (char *line = strtok(errors.data, "\n"); line; line = strtok(NULL, "\n"))
             fprintf(stderr, "  %s\n", line);
@@ -146,7 +151,7 @@ int main(int argc, char **argv) {
     memset(&d, 0, sizeof(d));
     Err err;
     err_clear(&err);
-    d.services = services_new(&loop, &cfg, &err);
+    d.services = services_new(&loop, &cfg, &jcfg, &err);
     if (d.services == NULL) {
         log_error(NULL, "%s", err.msg);
         uv_run(&loop, UV_RUN_DEFAULT);

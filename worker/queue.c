@@ -14,527 +14,10 @@
  * paced by one tick timer: lease renewals, coalesced progress, result
  * retries while Redis is away, and promotion of due retries.
  */
-#include "queue.h"
-#include "s3.h"
-#include "job.h"
-#include "jobspec.h"
-#include "log.h"
-#include "qmetrics.h"
-#include "qscripts.h"
-#include "version.h"
+#include "queue_intern.h"
 
 #include <malloc.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 #include <unistd.h>
-
-#define GROUP           "backup-workers"
-#define BLOCK_MS        2000
-#define TICK_MS         100
-#define PROGRESS_MIN_MS 250
-#define PROMOTE_MS      500
-#define BUSY_WAIT_MS    1000
-#define FINISH_RETRY_MS 1000
-#define STATS_MS        5000
-#define MAX_FIELD_BYTES (1 << 20)
-#define MAX_SWEEP       64
-
-typedef enum {
-    J_STARTING,
-    J_RUNNING,
-    J_HANDBACK,
-    J_FINISH_QUEUED, /* result waiting for the next FINISH batch */
-    J_FINISHING,
-    J_FINISH_WAIT, /* Redis away: retried by the tick */
-    J_DONE
-} JobState;
-
-#define MAX_BATCH 64
-
-struct Job {
-    Queue *q;
-    JobState state;
-    JobSpec spec;
-    const JobType *type;
-    int valid;
-    Err decode_err;
-    char entry[64];
-    QArgs fields; /* the entry's field/value pairs, copied */
-    int deliveries;
-    int attempt;
-    uint64_t started_ms;
-    char stage[96];
-    int percent;
-    uint64_t rows, bytes, rows_total;
-    int progress_dirty, progress_inflight, renew_inflight;
-    uint64_t progress_sent_ms, finish_next_ms;
-    char backup_id[JOBSPEC_ID_MAX + 1];
-    char note[256]; /* said with a success (the status hash's `note`) */
-    void *data;
-    int cancelled, lost, handed_back, finish_tries;
-    const char *outcome;   /* completed, retry, wait (an outage: not an attempt) or dead */
-    JobUserLockCb lock_cb; /* job_user_lock in flight */
-    void *lock_data;
-    Err result;
-    uint64_t retry_at;
-    int refs; /* Redis calls in flight that point at this job */
-    char log_id[JOBSPEC_ID_MAX + 8];
-    Job *prev, *next;
-    Job *fnext; /* in the FINISH queue */
-};
-
-struct Queue {
-    uv_loop_t *loop;
-    const Config *cfg;
-    Services *svc;
-    RedisClient *cmd;    /* borrowed from services: scripts and acks */
-    RedisClient *reader; /* ours: XREADGROUP ... BLOCK */
-    char me[300];
-    char stream[128];
-    Job *jobs;
-    int njobs;
-    int reading, sweeping, group_ready, creating_group, pending_first;
-    int promoting, stats_inflight;
-    uint64_t next_sweep_ms, next_renew_ms, next_promote_ms, next_stats_ms;
-    uv_timer_t tick, grace;
-    uv_check_t flush; /* sends queued results at the end of each loop turn, batched */
-    Job *finq, *finq_tail;
-    int calls; /* Redis calls in flight that point at the queue */
-    int stopping, grace_expired, retiring, closing, handles;
-    uint64_t stop_deadline_ms;
-    void (*on_stopped)(void *);
-    void *stop_data;
-    struct {
-        char id[64];
-        int deliveries;
-    } swept[MAX_SWEEP];
-    int nswept;
-    QMetrics *metrics;
-    long long pending, delayed;
-    uint64_t handed_back, lost, promoted;
-};
-
-/* ---- small helpers ---- */
-
-static uint64_t now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-/* The metrics label of a job: its type, or "invalid" for an entry that did not decode. */
-static const char *mtype(const Job *job) {
-    return job->valid ? job->spec.type : NULL;
-}
-
-static int reply_is(const redisReply *r, const char *s) {
-    return r && (r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS) &&
-           strcmp(r->str, s) == 0;
-}
-
-static void read_next(Queue *q);
-static void check_stopped(Queue *q);
-static void on_flush(uv_check_t *h);
-
-/* ---- script calls ---- */
-
-typedef void (*CallCb)(Queue *q, Job *job, redisReply *reply, const Err *err);
-
-typedef struct {
-    Queue *q;
-    Job *job;    /* the job a single-job script is about, or NULL */
-    Job **batch; /* the jobs of a batched script (START, FINISH) */
-    int nbatch;
-    CallCb cb;
-    void (*batch_cb)(Queue *q, Job **jobs, int n, redisReply *reply, const Err *err);
-    QArgs argv;
-    QScript s;
-} Call;
-
-static void job_unref(Job *job);
-
-static void on_call_done(redisReply *reply, const Err *err, void *data) {
-    Call *call = data;
-    Queue *q = call->q;
-    if (call->batch_cb)
-        call->batch_cb(q, call->batch, call->nbatch, reply, err);
-    else
-        call->cb(q, call->job, reply, err);
-    q->calls--;
-    if (call->job)
-        job_unref(call->job);
-    for (int i = 0; i < call->nbatch; i++)
-        job_unref(call->batch[i]);
-    free(call->batch);
-    free(call);
-    check_stopped(q);
-}
-
-/* A call of script s: the common arguments (qscripts.h), then extra (taken). */
-static Call *call_new(Queue *q, QScript s, QArgs *extra) {
-    Call *call = xcalloc(1, sizeof(*call));
-    call->q = q;
-    call->s = s;
-    QArgs *a = &call->argv;
-    qargs_str(a, q->cfg->redis_prefix);
-    qargs_str(a, GROUP);
-    qargs_str(a, q->me);
-    qargs_fmt(a, "%llu", (unsigned long long)now_ms());
-    qargs_fmt(a, "%d", q->cfg->events_maxlen);
-    qargs_fmt(a, "%lld", q->cfg->job_retention_ms);
-    for (int i = 0; i < extra->n; i++)
-        qargs_add(a, extra->v[i], extra->len[i]);
-    qargs_free(extra);
-    return call;
-}
-
-static int call_send(Call *call) {
-    Queue *q = call->q;
-    if (qscript_run(q->cmd, call->s, &call->argv, on_call_done, call) != 0) {
-        free(call->batch);
-        free(call);
-        return -1;
-    }
-    q->calls++;
-    if (call->job)
-        call->job->refs++;
-    for (int i = 0; i < call->nbatch; i++)
-        call->batch[i]->refs++;
-    return 0;
-}
-
-/* Run script s about job (or NULL) with the common arguments then extra (taken). -1 if Redis is
- * not connected. */
-static int call_script(Queue *q, Job *job, QScript s, QArgs *extra, CallCb cb) {
-    Call *call = call_new(q, s, extra);
-    call->job = job;
-    call->cb = cb;
-    return call_send(call);
-}
-
-/* The same for a batch of jobs (the array is copied). */
-static int call_batch(Queue *q, Job **jobs, int n, QScript s, QArgs *extra,
-                      void (*cb)(Queue *, Job **, int, redisReply *, const Err *)) {
-    Call *call = call_new(q, s, extra);
-    call->batch = xmalloc((size_t)n * sizeof(Job *));
-    memcpy(call->batch, jobs, (size_t)n * sizeof(Job *));
-    call->nbatch = n;
-    call->batch_cb = cb;
-    return call_send(call);
-}
-
-/* ---- job lifetime ---- */
-
-static void job_free(Job *job) {
-    qargs_free(&job->fields);
-    free(job);
-}
-
-static void job_unref(Job *job) {
-    if (--job->refs == 0 && job->state == J_DONE)
-        job_free(job);
-}
-
-/* The job leaves its slot; memory goes when the last call referring to it returns. */
-static void job_end(Job *job) {
-    Queue *q = job->q;
-    if (job->state == J_DONE)
-        return;
-    job->state = J_DONE;
-    if (job->prev)
-        job->prev->next = job->next;
-    else
-        q->jobs = job->next;
-    if (job->next)
-        job->next->prev = job->prev;
-    q->njobs--;
-    if (job->refs == 0)
-        job_free(job);
-    /* a job that met a huge row grew the heap; give the pages back once nothing runs, so the
-     * resident size returns to the baseline between jobs */
-    if (q->njobs == 0)
-        malloc_trim(0);
-    read_next(q);
-    check_stopped(q);
-}
-
-static const char *user_of(const Job *job) {
-    return job->valid ? job->spec.user_id : "";
-}
-
-static const char *jid_of(const Job *job) {
-    return job->spec.job_id[0] ? job->spec.job_id : job->entry;
-}
-
-static void add_ids(QArgs *a, const Job *job) {
-    qargs_str(a, job->entry);
-    qargs_str(a, jid_of(job));
-    qargs_str(a, job->valid ? job->spec.type : "");
-    qargs_str(a, user_of(job));
-}
-
-/* ---- finishing ---- */
-
-/*
- * Results are queued and sent at the end of the loop turn, many per FINISH
- * script: one round trip and one script call for a whole batch is what lets
- * short jobs run at thousands per second.
- */
-static void send_finish(Job *job) {
-    Queue *q = job->q;
-    job->state = J_FINISH_QUEUED;
-    job->fnext = NULL;
-    if (q->finq_tail)
-        q->finq_tail->fnext = job;
-    else
-        q->finq = job;
-    q->finq_tail = job;
-    if (!uv_is_active((uv_handle_t *)&q->flush) && !q->closing)
-        uv_check_start(&q->flush, on_flush);
-    read_next(q); /* the job's slot is free for the next one */
-}
-
-static void finish_later(Job *job, const Err *err) {
-    if (job->finish_tries == 1 || job->finish_tries % 30 == 0)
-        log_warn(job->log_id, "could not record the result (%s); retrying",
-                 err ? err->msg : "unexpected reply");
-    job->state = J_FINISH_WAIT;
-    job->finish_next_ms = now_ms() + FINISH_RETRY_MS;
-}
-
-static void on_finish(Queue *q, Job **jobs, int n, redisReply *reply, const Err *err) {
-    (void)q;
-    int ok = reply && reply->type == REDIS_REPLY_ARRAY && reply->elements == (size_t)n;
-    for (int i = 0; i < n; i++) {
-        Job *job = jobs[i];
-        redisReply *r = ok ? reply->element[i] : NULL;
-        if (reply_is(r, "ok")) {
-            job_end(job);
-        } else if (reply_is(r, "lost")) {
-            if (job->finish_tries > 1)
-                log_info(job->log_id, "result already recorded, or the entry was taken over");
-            else
-                log_warn(job->log_id,
-                         "result not recorded: the entry is no longer ours (lease expired?)");
-            job_end(job);
-        } else {
-            finish_later(job, err);
-        }
-    }
-}
-
-static void on_flush(uv_check_t *h) {
-    Queue *q = h->data;
-    uv_check_stop(h);
-    while (q->finq) {
-        Job *batch[MAX_BATCH];
-        int n = 0;
-        QArgs a = {0};
-        while (q->finq && n < MAX_BATCH) {
-            Job *job = q->finq;
-            q->finq = job->fnext;
-            if (q->finq == NULL)
-                q->finq_tail = NULL;
-            job->finish_tries++;
-            job->state = J_FINISHING;
-            batch[n++] = job;
-            add_ids(&a, job);
-            qargs_str(&a, job->outcome);
-            qargs_str(&a, job->result.kind == ERR_NONE ? job->note : job->result.msg);
-            qargs_fmt(&a, "%llu", (unsigned long long)job->retry_at);
-            qargs_str(&a, job->backup_id);
-            qargs_fmt(&a, "%llu", (unsigned long long)job->rows);
-            qargs_fmt(&a, "%llu", (unsigned long long)job->bytes);
-            qargs_fmt(&a, "%d", job->attempt);
-            /* the original fields: a retry is re-enqueued from them, a dead letter keeps them */
-            int with_fields = strcmp(job->outcome, "completed") != 0;
-            qargs_fmt(&a, "%d", with_fields ? job->fields.n : 0);
-            for (int i = 0; with_fields && i < job->fields.n; i++)
-                qargs_add(&a, job->fields.v[i], job->fields.len[i]);
-        }
-        if (call_batch(q, batch, n, QS_FINISH, &a, on_finish) != 0) {
-            Err e;
-            err_set(&e, ERR_RETRYABLE, ERR_CODE_CONNECT, "Redis not connected");
-            for (int i = 0; i < n; i++)
-                finish_later(batch[i], &e);
-        }
-    }
-}
-
-static uint64_t backoff_ms(const Config *cfg, int attempt) {
-    uint64_t cap = (uint64_t)cfg->job_backoff_base_ms;
-    for (int i = 1; i < attempt && cap < (uint64_t)cfg->job_backoff_max_ms; i++)
-        cap *= 2;
-    if (cap > (uint64_t)cfg->job_backoff_max_ms)
-        cap = (uint64_t)cfg->job_backoff_max_ms;
-    /* full jitter, but never less than a tenth of the base: no instant retry storms */
-    uint64_t floor = (uint64_t)cfg->job_backoff_base_ms / 10;
-    uint64_t r = ((uint64_t)rand() << 31 | (uint64_t)rand()) % (cap + 1);
-    return r < floor ? floor : r;
-}
-
-static int is_outage(const Err *err);
-
-void job_done(Job *job, const Err *err) {
-    Queue *q = job->q;
-    if (job->state != J_RUNNING) {
-        log_error(job->log_id, "job_done called twice (ignored)");
-        return;
-    }
-    double secs = (double)(now_ms() - job->started_ms) / 1000.0;
-    qmetrics_observe(q->metrics, mtype(job), secs);
-    if (job->lost || job->handed_back) {
-        job_end(job);
-        return;
-    }
-    if (!err_is_set(err)) {
-        err_clear(&job->result);
-        job->outcome = "completed";
-        qmetrics_add(q->metrics, mtype(job), QM_COMPLETED, 1);
-        qmetrics_add(q->metrics, mtype(job), QM_ROWS, job->rows);
-        qmetrics_add(q->metrics, mtype(job), QM_BYTES, job->bytes);
-        log_info(job->log_id, "completed in %.3f s (attempt %d)", secs, job->attempt);
-    } else if (!job->cancelled && is_outage(err)) {
-        /* a dependency is down: wait for it, this run does not count as an attempt */
-        job->result = *err;
-        job->outcome = "wait";
-        uint64_t delay = backoff_ms(q->cfg, 1);
-        job->retry_at = now_ms() + delay;
-        qmetrics_add(q->metrics, mtype(job), QM_FAILED, 1);
-        qmetrics_add(q->metrics, mtype(job), QM_RETRIED, 1);
-        log_warn(job->log_id,
-                 "attempt %d stopped by an outage (%s); it runs again in %.1f s, "
-                 "as the same attempt",
-                 job->attempt, err->msg, (double)delay / 1000.0);
-    } else if (!job_error_is_final(job, err)) {
-        job->result = *err;
-        job->outcome = "retry";
-        uint64_t delay = backoff_ms(q->cfg, job->attempt);
-        job->retry_at = now_ms() + delay;
-        qmetrics_add(q->metrics, mtype(job), QM_FAILED, 1);
-        qmetrics_add(q->metrics, mtype(job), QM_RETRIED, 1);
-        log_warn(job->log_id, "attempt %d of %d failed: %s; retrying in %.1f s", job->attempt,
-                 q->cfg->job_max_attempts, err->msg, (double)delay / 1000.0);
-    } else {
-        job->result = *err;
-        if (err->kind == ERR_RETRYABLE && !job->cancelled)
-            err_prefix(&job->result, "gave up after %d attempts", job->attempt);
-        job->outcome = "dead";
-        qmetrics_add(q->metrics, mtype(job), QM_FAILED, 1);
-        qmetrics_add(q->metrics, mtype(job), QM_DEAD, 1);
-        log_error(job->log_id, "failed for good: %s", job->result.msg);
-    }
-    send_finish(job);
-}
-
-/* ---- the job API for job types ---- */
-
-const JobSpec *job_spec(const Job *job) {
-    return &job->spec;
-}
-uv_loop_t *job_loop(const Job *job) {
-    return job->q->loop;
-}
-Services *job_services(const Job *job) {
-    return job->q->svc;
-}
-static void on_user_lock(Queue *q, Job *job, redisReply *reply, const Err *err) {
-    (void)q;
-    JobUserLockCb cb = job->lock_cb;
-    job->lock_cb = NULL;
-    int r = -1;
-    if (err == NULL && reply && reply->type == REDIS_REPLY_INTEGER)
-        r = (int)reply->integer;
-    if (cb)
-        cb(job, r, job->lock_data);
-}
-
-void job_user_lock(Job *job, const char *user_id, JobUserLockCb cb, void *data) {
-    Queue *q = job->q;
-    QArgs a = {0};
-    qargs_str(&a, job->entry);
-    qargs_str(&a, user_id);
-    qargs_fmt(&a, "%lld", q->cfg->job_visibility_timeout_ms);
-    qargs_str(&a, "lock");
-    job->lock_cb = cb;
-    job->lock_data = data;
-    if (call_script(q, job, QS_USERLOCK, &a, on_user_lock) != 0) {
-        job->lock_cb = NULL;
-        cb(job, -1, data);
-    }
-}
-
-static void on_user_unlock(Queue *q, Job *job, redisReply *reply, const Err *err) {
-    (void)q;
-    (void)job;
-    (void)reply;
-    (void)err; /* an unreleased lock expires with its TTL */
-}
-
-void job_user_unlock(Job *job, const char *user_id) {
-    QArgs a = {0};
-    qargs_str(&a, job->entry);
-    qargs_str(&a, user_id);
-    qargs_str(&a, "0");
-    qargs_str(&a, "unlock");
-    call_script(job->q, job, QS_USERLOCK, &a, on_user_unlock);
-}
-
-/* Connection refused or lost, or a request that timed out: the service, not the job. */
-static int is_outage(const Err *err) {
-    return err->kind == ERR_RETRYABLE &&
-           (err->code == ERR_CODE_CONNECT || err->code == ERR_CODE_TIMEOUT);
-}
-
-int job_error_is_final(const Job *job, const Err *err) {
-    if (err == NULL || job->cancelled || is_outage(err))
-        return 0;
-    return err->kind != ERR_RETRYABLE || job->attempt >= job->q->cfg->job_max_attempts;
-}
-
-int job_attempt(const Job *job) {
-    return job->attempt;
-}
-const char *job_log_id(const Job *job) {
-    return job->log_id;
-}
-void *job_data(const Job *job) {
-    return job->data;
-}
-void job_set_data(Job *job, void *data) {
-    job->data = data;
-}
-
-void job_progress(Job *job, const char *stage, int percent, uint64_t rows, uint64_t bytes) {
-    if (stage)
-        snprintf(job->stage, sizeof(job->stage), "%s", stage);
-    job->percent = percent < 0 ? 0 : percent > 100 ? 100 : percent;
-    job->rows = rows;
-    job->bytes = bytes;
-    job->progress_dirty = 1;
-}
-
-void job_set_backup_id(Job *job, const char *backup_id) {
-    snprintf(job->backup_id, sizeof(job->backup_id), "%s", backup_id);
-}
-
-void job_set_rows_total(Job *job, uint64_t rows_total) {
-    job->rows_total = rows_total;
-    job->progress_dirty = 1;
-}
-
-void job_set_note(Job *job, const char *note) {
-    snprintf(job->note, sizeof(job->note), "%s", note);
-}
-
-static void job_cancel(Job *job) {
-    if (job->cancelled || job->state != J_RUNNING)
-        return;
-    job->cancelled = 1;
-    if (job->type->cancel)
-        job->type->cancel(job);
-}
 
 /* ---- starting ---- */
 
@@ -550,7 +33,7 @@ static void hand_back(Job *job) {
     Queue *q = job->q;
     QArgs a = {0};
     add_ids(&a, job);
-    qargs_fmt(&a, "%lld", q->cfg->job_visibility_timeout_ms);
+    qargs_fmt(&a, "%lld", q->jcfg->job_visibility_timeout_ms);
     if (job->state != J_RUNNING)
         job->state = J_HANDBACK;
     job->handed_back = 1;
@@ -595,7 +78,7 @@ static void on_start_one(Queue *q, Job *job, const redisReply *r, const Err *err
     } else if (strcmp(what, "dead") == 0) {
         qmetrics_add(q->metrics, mtype(job), QM_DEAD, 1);
         log_error(job->log_id, "dead-lettered: it never finished in %d attempts",
-                  q->cfg->job_max_attempts);
+                  q->jcfg->job_max_attempts);
     }
     job_end(job);
 }
@@ -612,11 +95,11 @@ static void start_jobs(Queue *q, Job **jobs, int n) {
     int nb = 0;
     QArgs a = {0};
     qargs_fmt(&a, "%d", BUSY_WAIT_MS / 2 + rand() % BUSY_WAIT_MS);
-    qargs_fmt(&a, "%lld", q->cfg->job_visibility_timeout_ms);
-    qargs_fmt(&a, "%d", q->cfg->job_max_attempts);
+    qargs_fmt(&a, "%lld", q->jcfg->job_visibility_timeout_ms);
+    qargs_fmt(&a, "%d", q->jcfg->job_max_attempts);
     for (int j = 0; j < n; j++) {
         Job *job = jobs[j];
-        if (!job->valid || job->deliveries > q->cfg->job_max_attempts + 1) {
+        if (!job->valid || job->deliveries > q->jcfg->job_max_attempts + 1) {
             /* malformed, or an entry nothing could even start: dead letter at once */
             if (job->valid)
                 err_set(&job->decode_err, ERR_PERMANENT, ERR_CODE_PROTOCOL,
@@ -691,7 +174,7 @@ static Job *take_entry(Queue *q, const redisReply *id, const redisReply *fields,
     if (too_big)
         err_set(&job->decode_err, ERR_PERMANENT, ERR_CODE_INVALID,
                 "a field is larger than %d bytes (dropped from this dead letter)", MAX_FIELD_BYTES);
-    else if (jobspec_decode(&job->spec, jf, n, job->entry, q->cfg->worker_test_jobs,
+    else if (jobspec_decode(&job->spec, jf, n, job->entry, q->jcfg->worker_test_jobs,
                             &job->decode_err) == 0)
         job->valid = 1;
     if (job->valid) {
@@ -794,7 +277,7 @@ static void on_sweep(RedisClient *c, redisReply *reply, const Err *err, void *da
     qargs_str(&a, q->stream);
     qargs_str(&a, GROUP);
     qargs_str(&a, q->me);
-    qargs_fmt(&a, "%lld", q->cfg->job_visibility_timeout_ms);
+    qargs_fmt(&a, "%lld", q->jcfg->job_visibility_timeout_ms);
     int n = 0;
     q->nswept = 0;
     for (size_t i = 0; i < reply->elements && q->nswept < MAX_SWEEP; i++) {
@@ -854,7 +337,7 @@ static void on_claim(RedisClient *c, redisReply *reply, const Err *err, void *da
 
 static void sweep(Queue *q, int free_slots) {
     Err e;
-    long long lease = q->cfg->job_visibility_timeout_ms;
+    long long lease = q->jcfg->job_visibility_timeout_ms;
     q->next_sweep_ms = now_ms() + (uint64_t)(lease / 2 < 5000 ? lease / 2 : 5000);
     if (redis_command(q->cmd, on_sweep, q, &e, "XPENDING %s %s IDLE %lld - + %d", q->stream, GROUP,
                       lease, free_slots < MAX_SWEEP ? free_slots : MAX_SWEEP) == 0) {
@@ -863,7 +346,7 @@ static void sweep(Queue *q, int free_slots) {
     }
 }
 
-static void read_next(Queue *q) {
+void read_next(Queue *q) {
     if (q->reading || q->sweeping || q->stopping || q->closing)
         return;
     /* jobs whose result is only being recorded hold no slot, up to a second allowance */
@@ -964,7 +447,7 @@ static void on_stats(RedisClient *c, redisReply *reply, const Err *err, void *da
 static void tick_jobs(Queue *q, uint64_t now) {
     int renew = now >= q->next_renew_ms;
     if (renew)
-        q->next_renew_ms = now + (uint64_t)q->cfg->job_visibility_timeout_ms / 3;
+        q->next_renew_ms = now + (uint64_t)q->jcfg->job_visibility_timeout_ms / 3;
     Job *next;
     for (Job *job = q->jobs; job; job = next) {
         next = job->next;
@@ -984,7 +467,7 @@ static void tick_jobs(Queue *q, uint64_t now) {
             QArgs a = {0};
             qargs_str(&a, job->entry);
             qargs_str(&a, job->type->user_lock ? job->spec.user_id : "");
-            qargs_fmt(&a, "%lld", q->cfg->job_visibility_timeout_ms);
+            qargs_fmt(&a, "%lld", q->jcfg->job_visibility_timeout_ms);
             if (call_script(q, job, QS_RENEW, &a, on_renew) == 0)
                 job->renew_inflight = 1;
         }
@@ -1060,7 +543,7 @@ static void on_retire(Queue *q, Job *job, redisReply *reply, const Err *err) {
         log_info(NULL, "consumer %s kept: it still holds entries for other workers to take", q->me);
 }
 
-static void check_stopped(Queue *q) {
+void check_stopped(Queue *q) {
     if (!q->stopping || q->closing || q->njobs > 0 || q->reading || q->sweeping)
         return;
     if (!q->retiring) {
@@ -1117,6 +600,7 @@ Queue *queue_new(uv_loop_t *loop, const Config *cfg, Services *svc) {
     Queue *q = xcalloc(1, sizeof(*q));
     q->loop = loop;
     q->cfg = cfg;
+    q->jcfg = services_jobconfig(svc);
     q->svc = svc;
     q->cmd = services_redis(svc);
     q->pending_first = 1;

@@ -23,6 +23,7 @@
 struct Services {
     uv_loop_t *loop;
     const Config *cfg;
+    const JobConfig *jcfg;
     RedisClient *redis;
     PgPool *pg;
     HttpClient *http;
@@ -199,10 +200,11 @@ static void on_http(const char *method, const char *path, HttpdResponse *resp, v
 
 /* ---- lifecycle ---- */
 
-Services *services_new(uv_loop_t *loop, const Config *cfg, Err *err) {
+Services *services_new(uv_loop_t *loop, const Config *cfg, const JobConfig *jcfg, Err *err) {
     Services *s = xcalloc(1, sizeof(*s));
     s->loop = loop;
     s->cfg = cfg;
+    s->jcfg = jcfg;
     s->lag = looplag_new(loop, 100);
     if (cfg->s3_endpoint)
         snprintf(s->s3_label, sizeof(s->s3_label), "%s", cfg->s3_endpoint);
@@ -294,6 +296,10 @@ S3Client *services_s3(Services *s) {
 
 Storage *services_storage(Services *s) {
     return s->store;
+}
+
+const JobConfig *services_jobconfig(const Services *s) {
+    return s->jcfg;
 }
 
 const Config *services_config(const Services *s) {

@@ -12,6 +12,7 @@
 #define BW_SERVICES_H
 
 #include "config.h"
+#include "jobconfig.h"
 #include "err.h"
 #include "http.h"
 #include "pgpool.h"
@@ -24,7 +25,7 @@
 typedef struct Services Services;
 
 /* Start connecting everything; NULL with err if the HTTP port cannot be bound. */
-Services *services_new(uv_loop_t *loop, const Config *cfg, Err *err);
+Services *services_new(uv_loop_t *loop, const Config *cfg, const JobConfig *jcfg, Err *err);
 /* Close every connection and handle; the loop then ends by itself. */
 void services_free(Services *s);
 /* 1 when Redis, PostgreSQL and S3 were all reachable at the last probe. */
@@ -42,5 +43,6 @@ S3Client *services_s3(Services *s);
 /* The backup store (S3 today): what jobs use. */
 Storage *services_storage(Services *s);
 const Config *services_config(const Services *s);
+const JobConfig *services_jobconfig(const Services *s);
 
 #endif

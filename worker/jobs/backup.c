@@ -64,7 +64,7 @@ typedef enum {
 typedef struct {
     State state;
     const JobSpec *spec;
-    const Config *cfg;
+    const JobConfig *cfg;
     /* what this backup is */
     char id[JOBSPEC_ID_MAX + 1], type[16], requested[16], base_id[JOBSPEC_ID_MAX + 1];
     char created_at[40], key[LAYOUT_KEY_MAX];
@@ -533,7 +533,7 @@ static int backup_step(JobRt *rt, void *st, const JobEv *ev) {
     switch (ev->kind) {
     case JEV_START:
         b->spec = job_spec(jobrt_job(rt));
-        b->cfg = services_config(jobrt_services(rt));
+        b->cfg = services_jobconfig(jobrt_services(rt));
         if (b->spec->user_id[0] == 0) {
             jobrt_failf(rt, ERR_PERMANENT, ERR_CODE_INVALID, "%s", "No authenticated user");
             break;

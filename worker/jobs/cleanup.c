@@ -302,7 +302,7 @@ static int cleanup_step(JobRt *rt, void *st, const JobEv *ev) {
     switch (ev->kind) {
     case JEV_START: {
         c->spec = job_spec(jobrt_job(rt));
-        const Config *cfg = services_config(jobrt_services(rt));
+        const JobConfig *cfg = services_jobconfig(jobrt_services(rt));
         c->days = c->spec->retention_days ? c->spec->retention_days : cfg->backup_retention_days;
         job_progress(jobrt_job(rt), "starting", 0, 0, 0);
         if (c->spec->scope_all) {

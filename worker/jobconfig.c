@@ -1,0 +1,43 @@
+/* jobconfig: the job settings (see jobconfig.h). */
+#include "jobconfig.h"
+
+#include <string.h>
+
+static const ConfigVar vars[] = {
+    {"BACKUP_RETENTION_DAYS", "30", "days a backup is kept by cleanup (1-36500)"},
+    {"BACKUP_COMPRESSION", "true", "gzip backup objects"},
+    {"BACKUP_COMPRESSION_LEVEL", "1", "gzip level 1 (fastest) to 9 (smallest)"},
+    {"BACKUP_NOTIFY", "true", "write a row in the user's notifications when a backup ends"},
+    {"JOB_VISIBILITY_TIMEOUT", "60s", "a job whose worker is silent this long is run again"},
+    {"JOB_MAX_ATTEMPTS", "5", "runs of a job before it goes to the dead-letter stream (1-100)"},
+    {"JOB_BACKOFF_BASE", "2s", "first retry delay; doubles per attempt, with full jitter"},
+    {"JOB_BACKOFF_MAX", "10m", "longest retry delay"},
+    {"JOB_RETENTION", "7d", "how long job status hashes are kept"},
+    {"EVENTS_MAXLEN", "100000", "approximate length cap of the {prefix}:events stream"},
+    {"WORKER_TEST_JOBS", "false", "enable the 'sleep' job type used by the tests"},
+};
+
+int jobconfig_load(JobConfig *jc, ConfigGetenv getenv_fn, void *data, Buf *errors) {
+    ConfigLoader l;
+    config_loader_init(&l, getenv_fn, data, errors, vars, sizeof(vars) / sizeof(vars[0]));
+    memset(jc, 0, sizeof(*jc));
+    jc->backup_retention_days = config_get_int(&l, "BACKUP_RETENTION_DAYS", 1, 36500);
+    jc->backup_compression = config_get_bool(&l, "BACKUP_COMPRESSION");
+    jc->backup_compression_level = config_get_int(&l, "BACKUP_COMPRESSION_LEVEL", 1, 9);
+    jc->backup_notify = config_get_bool(&l, "BACKUP_NOTIFY");
+    jc->job_visibility_timeout_ms =
+        config_get_duration(&l, "JOB_VISIBILITY_TIMEOUT", 1000, 86400000LL);
+    jc->job_max_attempts = config_get_int(&l, "JOB_MAX_ATTEMPTS", 1, 100);
+    jc->job_backoff_base_ms = config_get_duration(&l, "JOB_BACKOFF_BASE", 1, 86400000LL);
+    jc->job_backoff_max_ms = config_get_duration(&l, "JOB_BACKOFF_MAX", 1, 7 * 86400000LL);
+    if (jc->job_backoff_max_ms < jc->job_backoff_base_ms)
+        config_bad(&l, "JOB_BACKOFF_MAX", "is shorter than JOB_BACKOFF_BASE");
+    jc->job_retention_ms = config_get_duration(&l, "JOB_RETENTION", 60000, 3650 * 86400000LL);
+    jc->events_maxlen = config_get_int(&l, "EVENTS_MAXLEN", 100, 100000000);
+    jc->worker_test_jobs = config_get_bool(&l, "WORKER_TEST_JOBS");
+    return l.count;
+}
+
+void jobconfig_print_help(FILE *out) {
+    config_print_vars(out, vars, sizeof(vars) / sizeof(vars[0]));
+}

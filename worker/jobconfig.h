@@ -1,0 +1,29 @@
+/*
+ * jobconfig: the worker's job settings (retention, compression, notifications,
+ * the queue's retry policy), read from the environment with the loader of
+ * config.h, which itself knows nothing of jobs.
+ */
+#ifndef BW_JOBCONFIG_H
+#define BW_JOBCONFIG_H
+
+#include "config.h"
+
+typedef struct {
+    int backup_retention_days;
+    int backup_compression;       /* gzip the stored objects */
+    int backup_compression_level; /* gzip level, 1-9 */
+    int backup_notify;            /* notification row when a backup ends */
+    long long job_visibility_timeout_ms;
+    int job_max_attempts;
+    long long job_backoff_base_ms, job_backoff_max_ms;
+    long long job_retention_ms;
+    int events_maxlen;
+    int worker_test_jobs;
+} JobConfig;
+
+/* The number of errors, each one line in errors ("VARIABLE: what is wrong"). */
+int jobconfig_load(JobConfig *jc, ConfigGetenv getenv_fn, void *data, Buf *errors);
+/* The job settings with their defaults, after config_print_help. */
+void jobconfig_print_help(FILE *out);
+
+#endif
