@@ -33,6 +33,11 @@ alive() { # NAME: the worker process is running and still takes jobs
   enqueue "$j" type ping
   done_ok "$j" 20
 }
+refused() { # JOB WHAT: the job ended dead, naming AccessDenied
+  done_ok "$1" 60 && bad "$2: the job completed"
+  check "$2: the job is dead" dead "$(field "$1" status)"
+  expect "…naming AccessDenied ($(field "$1" error))" grep -q "AccessDenied" <<<"$(field "$1" error)"
+}
 # uncompressed, 5 MiB parts, one in flight: each backup is several parts
 W=(S3_ENDPOINT="http://127.0.0.1:$PX" BACKUP_COMPRESSION=false S3_PART_SIZE_MB=5 S3_UPLOAD_CONCURRENCY=1
    BACKUP_NOTIFY=false JOB_BACKOFF_BASE=200ms JOB_BACKOFF_MAX=1s)
@@ -42,9 +47,7 @@ P=tf$$a
 start_worker w1 "${W[@]}" JOB_MAX_ATTEMPTS=3
 plan 'PUT~partNumber=2:403:1'
 enqueue tf-deny type backup user_id "$U" mode full
-done_ok tf-deny 60 && bad "a backup whose part was refused completed"
-check "403 on UploadPart: the backup is dead" dead "$(field tf-deny status)"
-expect "…naming AccessDenied ($(field tf-deny error))" grep -q "AccessDenied" <<<"$(field tf-deny error)"
+refused tf-deny "403 on UploadPart"
 check "…its metadata row failed" failed "$(q "SELECT status FROM backup_metadata WHERE job_id = 'tf-deny'")"
 expect "…and the worker keeps serving" alive w1
 
@@ -60,16 +63,12 @@ expect "…and the worker keeps serving" alive w1
 # ---- 2b. permanent refusals at the end of a backup, and of a restore's read ----
 plan 'POST~uploadId=:403:1'
 enqueue tf-complete type backup user_id "$U" mode full
-done_ok tf-complete 60 && bad "a backup whose CompleteMultipartUpload was refused completed"
-check "403 on CompleteMultipartUpload: the backup is dead" dead "$(field tf-complete status)"
-expect "…naming AccessDenied ($(field tf-complete error))" grep -q "AccessDenied" <<<"$(field tf-complete error)"
+refused tf-complete "403 on CompleteMultipartUpload"
 check "…its metadata row failed" failed "$(q "SELECT status FROM backup_metadata WHERE job_id = 'tf-complete'")"
 expect "…and the worker keeps serving" alive w1
 plan 'PUT~manifest.json:403:1'
 enqueue tf-manifest type backup user_id "$U" mode full
-done_ok tf-manifest 60 && bad "a backup whose manifest was refused completed"
-check "403 on the manifest's PutObject: the backup is dead" dead "$(field tf-manifest status)"
-expect "…naming AccessDenied ($(field tf-manifest error))" grep -q "AccessDenied" <<<"$(field tf-manifest error)"
+refused tf-manifest "403 on the manifest's PutObject"
 check "…its metadata row failed, no checksum recorded" "failed|" \
   "$(q "SELECT status || '|' || coalesce(checksum, '') FROM backup_metadata WHERE job_id = 'tf-manifest'")"
 expect "…and the worker keeps serving" alive w1
@@ -82,9 +81,7 @@ q "UPDATE orders SET notes = 'changed after the backup' WHERE user_id = '$U'" >/
 changed=$(q "SELECT md5(string_agg(id::text || coalesce(notes, ''), ',' ORDER BY id)) FROM orders WHERE user_id = '$U'")
 plan "GET~$GOOD.json:403:1"
 enqueue tf-get type restore user_id "$U" backup_id "$GOOD"
-done_ok tf-get 60 && bad "a restore whose GetObject was refused completed"
-check "403 on a restore's GetObject: the restore is dead" dead "$(field tf-get status)"
-expect "…naming AccessDenied ($(field tf-get error))" grep -q "AccessDenied" <<<"$(field tf-get error)"
+refused tf-get "403 on a restore's GetObject"
 check "…its history row failed" failed "$(q "SELECT status FROM restore_history WHERE job_id = 'tf-get'")"
 check "…and the user's rows are untouched" "$changed" \
   "$(q "SELECT md5(string_agg(id::text || coalesce(notes, ''), ',' ORDER BY id)) FROM orders WHERE user_id = '$U'")"

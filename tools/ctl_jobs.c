@@ -1,5 +1,6 @@
 /* ctl_jobs: backupctl's job commands (see ctl_jobs.h). */
 #include "ctl_jobs.h"
+#include "jobstatus.h"
 
 #include "ctl_admin.h"
 #include "ctl_common.h"
@@ -97,9 +98,9 @@ typedef struct {
 } Follow;
 
 static void bar(Follow *f, const Job *j, double now) {
-    unsigned long long rows = jnum(j, "rows"), total = jnum(j, "rows_total"),
-                       bytes = jnum(j, "bytes");
-    int pct = (int)jnum(j, "progress");
+    unsigned long long rows = jnum(j, JS_ROWS), total = jnum(j, JS_ROWS_TOTAL),
+                       bytes = jnum(j, JS_BYTES);
+    int pct = (int)jnum(j, JS_PROGRESS);
     if (total > 0 && rows <= total)
         pct = (int)(100.0 * (double)rows / (double)total);
     if (pct > 100)
@@ -127,8 +128,8 @@ static void bar(Follow *f, const Job *j, double now) {
     for (int i = 0; i < w; i++)
         fill[i] = i < n ? '#' : '.';
     fill[w] = 0;
-    const char *stage = jstr(j, "stage");
-    printf("\r\033[K%-9s [%s] %3d%%  %-14.14s %llu", jstr(j, "status"), fill, pct,
+    const char *stage = jstr(j, JS_STAGE);
+    printf("\r\033[K%-9s [%s] %3d%%  %-14.14s %llu", jstr(j, JS_STATUS), fill, pct,
            *stage ? stage : "-", rows);
     if (total)
         printf("/%llu", total);
@@ -138,18 +139,18 @@ static void bar(Follow *f, const Job *j, double now) {
 }
 
 static void line(Follow *f, const Job *j, double now) {
-    const char *st = jstr(j, "status"), *stage = jstr(j, "stage");
-    unsigned long long rows = jnum(j, "rows");
+    const char *st = jstr(j, JS_STATUS), *stage = jstr(j, JS_STAGE);
+    unsigned long long rows = jnum(j, JS_ROWS);
     int changed = strcmp(st, f->last_status) != 0 || strcmp(stage, f->last_stage) != 0;
     if (!changed && !(rows != f->last_rows && now - f->last_line >= 2.0))
         return;
     char ts[32], bb[32];
     stamp(ts, sizeof(ts));
-    ctl_fmt_bytes(jnum(j, "bytes"), bb, sizeof(bb));
-    printf("%s  %-9s %-14s %3llu%%  rows %llu", ts, st, *stage ? stage : "-", jnum(j, "progress"),
+    ctl_fmt_bytes(jnum(j, JS_BYTES), bb, sizeof(bb));
+    printf("%s  %-9s %-14s %3llu%%  rows %llu", ts, st, *stage ? stage : "-", jnum(j, JS_PROGRESS),
            rows);
-    if (jnum(j, "rows_total"))
-        printf("/%llu", jnum(j, "rows_total"));
+    if (jnum(j, JS_ROWS_TOTAL))
+        printf("/%llu", jnum(j, JS_ROWS_TOTAL));
     printf("  %s\n", bb);
     fflush(stdout);
     f->last_line = now;
@@ -158,32 +159,32 @@ static void line(Follow *f, const Job *j, double now) {
 
 /* Say a retry once per attempt, on stderr (the bar stays on stdout). */
 static void note_retry(Follow *f, const Job *j) {
-    const char *err = jstr(j, "error");
-    if (strcmp(jstr(j, "status"), "retrying") != 0 ||
-        (jnum(j, "attempts") == f->last_attempts && strcmp(err, f->last_error) == 0))
+    const char *err = jstr(j, JS_ERROR);
+    if (strcmp(jstr(j, JS_STATUS), "retrying") != 0 ||
+        (jnum(j, JS_ATTEMPTS) == f->last_attempts && strcmp(err, f->last_error) == 0))
         return;
     if (f->bar_drawn)
         printf("\n");
     f->bar_drawn = 0;
     if (f->mode != OUT_JSON && f->mode != OUT_QUIET)
-        fprintf(stderr, "retrying after attempt %llu: %s\n", jnum(j, "attempts"), err);
-    f->last_attempts = jnum(j, "attempts");
+        fprintf(stderr, "retrying after attempt %llu: %s\n", jnum(j, JS_ATTEMPTS), err);
+    f->last_attempts = jnum(j, JS_ATTEMPTS);
     snprintf(f->last_error, sizeof(f->last_error), "%s", err);
 }
 
 static void summary(const Job *j) {
-    const char *st = jstr(j, "status"), *bid = jstr(j, "backup_id"), *note = jstr(j, "note");
+    const char *st = jstr(j, JS_STATUS), *bid = jstr(j, JS_BACKUP_ID), *note = jstr(j, JS_NOTE);
     double secs = (double)(jnum(j, "finished_at") - jnum(j, "started_at")) / 1000.0;
     char bb[32], d[24];
-    ctl_fmt_bytes(jnum(j, "bytes"), bb, sizeof(bb));
+    ctl_fmt_bytes(jnum(j, JS_BYTES), bb, sizeof(bb));
     ctl_fmt_duration(secs, d, sizeof(d));
-    if (strcmp(st, "completed") == 0) {
+    if (strcmp(st, JS_COMPLETED) == 0) {
         printf("completed: %s%s%s, %llu rows, %s, in %s (%.1f s)%s%s\n", jstr(j, "type"),
-               *bid ? " " : "", bid, jnum(j, "rows"), bb, d, secs, *note ? "; " : "", note);
+               *bid ? " " : "", bid, jnum(j, JS_ROWS), bb, d, secs, *note ? "; " : "", note);
     } else {
         fprintf(stderr, "failed: %s%s%s after %llu attempt%s: %s\n", jstr(j, "type"),
-                *bid ? " " : "", bid, jnum(j, "attempts"), jnum(j, "attempts") == 1 ? "" : "s",
-                jstr(j, "error"));
+                *bid ? " " : "", bid, jnum(j, JS_ATTEMPTS), jnum(j, JS_ATTEMPTS) == 1 ? "" : "s",
+                jstr(j, JS_ERROR));
     }
 }
 
@@ -198,13 +199,13 @@ static int follow(redisContext *r, const Opts *o, const char *jid) {
         if (job_get(r, o->cfg, jid, &j) != 0)
             return 1;
         double now = ctl_now();
-        const char *st = jstr(&j, "status");
+        const char *st = jstr(&j, JS_STATUS);
         if (!*st) {
             if (!said_waiting && f.mode != OUT_JSON && now - t0 > 2.0) {
                 fprintf(stderr, "waiting for a worker to take job %s (see backupctl jobs)\n", jid);
                 said_waiting = 1;
             }
-        } else if (strcmp(st, "completed") == 0 || strcmp(st, "dead") == 0) {
+        } else if (strcmp(st, JS_COMPLETED) == 0 || strcmp(st, JS_DEAD) == 0) {
             if (f.mode == OUT_BAR)
                 bar(&f, &j, now);
             if (f.bar_drawn)
@@ -215,7 +216,7 @@ static int follow(redisContext *r, const Opts *o, const char *jid) {
                 print_json(&j, jid);
             else
                 summary(&j);
-            int rc = strcmp(st, "completed") == 0 ? 0 : 1;
+            int rc = strcmp(st, JS_COMPLETED) == 0 ? 0 : 1;
             job_release(&j);
             return rc;
         } else {
@@ -226,7 +227,7 @@ static int follow(redisContext *r, const Opts *o, const char *jid) {
                 line(&f, &j, now);
         }
         snprintf(f.last_status, sizeof(f.last_status), "%s", st);
-        snprintf(f.last_stage, sizeof(f.last_stage), "%s", jstr(&j, "stage"));
+        snprintf(f.last_stage, sizeof(f.last_stage), "%s", jstr(&j, JS_STAGE));
         job_release(&j);
         if (o->timeout > 0 && now - t0 > o->timeout) {
             if (f.bar_drawn)
