@@ -550,9 +550,10 @@ void s3_put_object(S3Client *c, const char *key, const void *body, size_t len,
     op_start(op);
 }
 
+/* sha256_hex: the body's digest when the caller computed it already (off the loop), else NULL. */
 static S3Op *request_op(S3Client *c, const char *method, const char *key, const char *query,
                         char *body, size_t len, const char *content_type, size_t max_body,
-                        S3DoneCb cb, void *data) {
+                        S3DoneCb cb, void *data, const char *sha256_hex) {
     S3Op *op = op_new(c, method, key, cb, data);
     op->query = query ? xstrdup(query) : NULL;
     op->body = body;
@@ -560,19 +561,31 @@ static S3Op *request_op(S3Client *c, const char *method, const char *key, const 
     op->content_type = content_type ? xstrdup(content_type) : NULL;
     if (max_body)
         op->max_body = max_body;
-    sigv4_sha256_hex(body ? body : "", body ? len : 0, op->payload_hash);
+    if (sha256_hex)
+        snprintf(op->payload_hash, sizeof(op->payload_hash), "%s", sha256_hex);
+    else
+        sigv4_sha256_hex(body ? body : "", body ? len : 0, op->payload_hash);
     hex_to_base64(op->payload_hash, op->res.checksum_sha256, sizeof(op->res.checksum_sha256));
     return op;
 }
 
 void s3_request(S3Client *c, const char *method, const char *key, const char *query, char *body,
                 size_t len, const char *content_type, size_t max_body, S3DoneCb cb, void *data) {
-    op_start(request_op(c, method, key, query, body, len, content_type, max_body, cb, data));
+    op_start(request_op(c, method, key, query, body, len, content_type, max_body, cb, data, NULL));
+}
+
+void s3_request_hashed(S3Client *c, const char *method, const char *key, const char *query,
+                       char *body, size_t len, const char *sha256_hex, S3DoneCb cb, void *data) {
+    op_start(request_op(c, method, key, query, body, len, NULL, 0, cb, data, sha256_hex));
+}
+
+uv_loop_t *s3_client_loop(const S3Client *c) {
+    return c->loop;
 }
 
 void s3_delete_objects_xml(S3Client *c, char *xml, size_t len, S3DoneCb cb, void *data) {
-    S3Op *op =
-        request_op(c, "POST", NULL, "delete", xml, len, "application/xml", 4u << 20, cb, data);
+    S3Op *op = request_op(c, "POST", NULL, "delete", xml, len, "application/xml", 4u << 20, cb,
+                          data, NULL);
     op->content_md5 = 1;
     op_start(op);
 }

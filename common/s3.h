@@ -109,6 +109,12 @@ void s3_head_bucket(S3Client *c, S3DoneCb cb, void *data);
 void s3_request(S3Client *c, const char *method, const char *key, const char *query, char *body,
                 size_t len, const char *content_type, size_t max_body, S3DoneCb cb, void *data);
 
+/* The same with the body's SHA-256 (hex) computed by the caller, off the loop: it is the SigV4
+ * payload hash and x-amz-checksum-sha256 both, so a part is hashed once. */
+void s3_request_hashed(S3Client *c, const char *method, const char *key, const char *query,
+                       char *body, size_t len, const char *sha256_hex, S3DoneCb cb, void *data);
+uv_loop_t *s3_client_loop(const S3Client *c);
+
 /* POST ?delete with a prepared <Delete> document (taken), with its Content-MD5;
  * see s3list.h for the batching caller. */
 void s3_delete_objects_xml(S3Client *c, char *xml, size_t len, S3DoneCb cb, void *data);

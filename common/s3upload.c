@@ -11,6 +11,7 @@
  * later, and is never freed inside one of its own calls or callbacks.
  */
 #include "s3upload.h"
+#include "sigv4.h"
 #include "buf.h"
 #include "log.h"
 
@@ -31,6 +32,10 @@ typedef struct Part {
     int number;
     char *data;
     size_t len;
+    struct S3Upload *u;
+    uv_work_t work; /* its SHA-256 on the thread pool: the loop never hashes a part */
+    char sha[65];
+    int hashed;
 } Part;
 
 struct S3Upload {
@@ -247,24 +252,51 @@ static int buffers_full(const S3Upload *u) {
     return u->queued + u->in_flight >= u->max_in_flight;
 }
 
+static void hash_part(uv_work_t *w) {
+    Part *p = w->data;
+    sigv4_sha256_hex(p->data, p->len, p->sha);
+}
+
+static void part_hashed(uv_work_t *w, int status) {
+    Part *p = w->data;
+    S3Upload *u = p->u;
+    u->outstanding--;
+    if (status == 0)
+        p->hashed = 1;
+    else /* cancelled (the loop is closing): hashed on the loop after all */
+        p->hashed = (sigv4_sha256_hex(p->data, p->len, p->sha), 1);
+    u->depth++;
+    pump(u);
+    u->depth--;
+    release(u);
+}
+
 static void push_current(S3Upload *u) {
     Part *p = xcalloc(1, sizeof(*p));
     p->number = ++u->next_number;
     p->len = u->current.len;
     p->data = buf_steal(&u->current);
+    p->u = u;
+    p->work.data = p;
     if (u->tail)
         u->tail->next = p;
     else
         u->queue = p;
     u->tail = p;
     u->queued++;
+    u->outstanding++; /* the struct and the part outlive the hashing */
+    if (uv_queue_work(s3_client_loop(u->s3), &p->work, hash_part, part_hashed) != 0) {
+        u->outstanding--;
+        sigv4_sha256_hex(p->data, p->len, p->sha);
+        p->hashed = 1;
+    }
 }
 
 /* Send queued parts into free slots; complete when everything is in. */
 static void pump(S3Upload *u) {
     if (u->state != UP_UPLOADING)
         return;
-    while (u->queue && u->in_flight < u->max_in_flight) {
+    while (u->queue && u->queue->hashed && u->in_flight < u->max_in_flight) {
         Part *p = u->queue;
         u->queue = p->next;
         if (u->queue == NULL)
@@ -279,7 +311,7 @@ static void pump(S3Upload *u) {
         buf_printf(&q, "partNumber=%d&uploadId=%s", p->number, u->upload_id);
         u->in_flight++;
         u->outstanding++;
-        s3_request(u->s3, "PUT", u->key, q.data, p->data, p->len, NULL, 0, on_part, pr);
+        s3_request_hashed(u->s3, "PUT", u->key, q.data, p->data, p->len, p->sha, on_part, pr);
         buf_free(&q);
         free(p);
     }

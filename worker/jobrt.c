@@ -115,6 +115,8 @@ static void on_lease(PgPool *pool, PgConn *conn, const Err *err, void *data) {
 }
 
 void jobrt_lease(JobRt *rt, int tag) {
+    if (rt->failing) /* the teardown runs: nothing new starts */
+        return;
     rt->leasing = 1;
     rt->q_tag = tag;
     pg_pool_acquire(rt->pool, on_lease, rt);
@@ -150,6 +152,8 @@ static void begin(JobRt *rt, QKind kind, int tag, int flags) {
 }
 
 void jobrt_query(JobRt *rt, int tag, int flags, const char *sql, int n, const char *const *v) {
+    if (rt->failing) /* the teardown runs: nothing new starts */
+        return;
     Err e;
     begin(rt, Q_QUERY, tag, flags);
     started(rt, pg_conn_query(rt->conn, sql, n, v, on_result, rt, &e), &e);
@@ -158,6 +162,8 @@ void jobrt_query(JobRt *rt, int tag, int flags, const char *sql, int n, const ch
 static void on_pool_result(PgConn *c, PGresult *res, const Err *err, void *data);
 
 void jobrt_pool_query(JobRt *rt, int tag, int flags, const char *sql, int n, const char *const *v) {
+    if (rt->failing)
+        return;
     /* not cancellable, and needs no lease: waited for like a storage operation */
     pg_pool_query(rt->pool, sql, n, v, on_pool_result, op_new(rt, tag, flags));
 }
@@ -179,6 +185,8 @@ static int on_row(PgConn *c, const char *buf, size_t len, void *data) {
 }
 
 void jobrt_copy_out(JobRt *rt, int tag, const char *sql) {
+    if (rt->failing) /* the teardown runs: nothing new starts */
+        return;
     Err e;
     begin(rt, Q_COPY_OUT, tag, 0);
     started(rt, pg_conn_copy_out(rt->conn, sql, on_row, on_result, rt, &e), &e);
@@ -201,6 +209,8 @@ static void on_copy_writable(PgConn *c, void *data) {
 }
 
 void jobrt_copy_in(JobRt *rt, int tag, const char *sql) {
+    if (rt->failing) /* the teardown runs: nothing new starts */
+        return;
     Err e;
     begin(rt, Q_COPY_IN, tag, 0);
     started(rt, pg_conn_copy_in(rt->conn, sql, on_copy_writable, on_result, rt, &e), &e);
@@ -235,14 +245,20 @@ static void on_stored(const StorageResult *res, const Err *err, void *data) {
 
 void jobrt_put(JobRt *rt, int tag, int flags, const char *key, const void *body, size_t len,
                const char *content_type) {
+    if (rt->failing)
+        return;
     storage_put(rt->store, key, body, len, content_type, on_stored, op_new(rt, tag, flags));
 }
 
 void jobrt_get(JobRt *rt, int tag, int flags, const char *key, size_t max_bytes) {
+    if (rt->failing)
+        return;
     storage_get(rt->store, key, max_bytes, on_stored, op_new(rt, tag, flags));
 }
 
 void jobrt_abort_pending(JobRt *rt, int tag, int flags, const char *key, const char *upload_id) {
+    if (rt->failing)
+        return;
     storage_abort_pending(rt->store, key, upload_id, on_stored, op_new(rt, tag, flags));
 }
 
@@ -263,6 +279,8 @@ static void on_listed(uint64_t count, const Err *err, void *data) {
 }
 
 void jobrt_list_pending(JobRt *rt, int tag, int flags, const char *prefix) {
+    if (rt->failing)
+        return;
     storage_list_pending(rt->store, prefix, on_pending_page, on_listed, op_new(rt, tag, flags));
 }
 
@@ -275,6 +293,8 @@ static void on_deleted(size_t deleted, size_t failed, const Err *err, void *data
 }
 
 void jobrt_delete(JobRt *rt, int tag, int flags, const char *const *keys, size_t n) {
+    if (rt->failing)
+        return;
     storage_delete(rt->store, keys, n, on_deleted, op_new(rt, tag, flags));
 }
 
@@ -297,6 +317,10 @@ static void on_written(StorageWrite *w, const StorageWritten *res, const Err *er
 
 StorageWrite *jobrt_write(JobRt *rt, int tag, const char *key, const char *content_type,
                           FilterChain *codecs) {
+    if (rt->failing) {
+        filter_chain_free(codecs);
+        return NULL;
+    }
     storage_write_free(rt->w); /* a finished earlier one */
     rt->w_tag = tag;
     rt->w_busy = 1;
@@ -328,6 +352,8 @@ static void on_checked(BCheck *c, const Err *err, void *data) {
 }
 
 BCheck *jobrt_check(JobRt *rt, int tag, int flags, const BCheckTarget *t, int check_json) {
+    if (rt->failing)
+        return NULL;
     bcheck_free(rt->bc);
     rt->bc_tag = tag;
     rt->bc_flags = flags;
@@ -362,6 +388,8 @@ static void on_locked(Job *job, int locked, void *data) {
 }
 
 void jobrt_user_lock(JobRt *rt, int tag, const char *user_id) {
+    if (rt->failing) /* the teardown runs: nothing new starts */
+        return;
     if (rt->nlocks == MAX_LOCKS) {
         jobrt_failf(rt, ERR_PERMANENT, ERR_CODE_INVALID, "%s", "too many user locks held");
         return;

@@ -9,6 +9,7 @@
  * result, a COPY row, the write stream writable or ended, a storage answer...)
  * and starts the next operation through jobrt_*.
  *
+ * Once the job fails, no new operation starts (jobrt_write and jobrt_check return NULL).
  * Errors: an operation that fails fails the job, unless it was started with
  * JRT_SOFT (then the step gets the event with ev->err set). jobrt_fail() may be
  * called from any step, any number of times; the first error wins. Teardown runs

@@ -340,6 +340,8 @@ static void on_counted(JobRt *rt, Backup *b, PGresult *res) {
     CodecOptions co = {b->cfg->backup_compression_level};
     b->out = jobrt_write(rt, ST_COPY, b->key, codec_content_type(&b->codecs),
                          codec_encoder(&b->codecs, &co));
+    if (b->out == NULL) /* failing already */
+        return;
     BfileHeader h;
     header(b, &h);
     bfile_begin(&b->w, &b->piece, &h);
