@@ -23,7 +23,7 @@ void storage_mem_fail_write_after(MemStore *m, size_t after);
 void storage_mem_fail_key(MemStore *m, const char *text, const char *code);
 /* Streaming reads deliver at most this many bytes a turn (default 64 KiB). */
 void storage_mem_set_read_piece(MemStore *m, size_t n);
-/* Operations answered so far, and sinks and sources still open. */
+/* Sinks and sources still open (0 once every stream ended and was freed). */
 int storage_mem_open_streams(const MemStore *m);
 
 #endif
