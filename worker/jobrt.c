@@ -402,7 +402,8 @@ void jobrt_user_unlock(JobRt *rt, const char *user_id) {
     for (int i = 0; i < rt->nlocks; i++)
         if (strcmp(rt->locks[i], user_id) == 0) {
             job_user_unlock(rt->job, user_id);
-            memmove(rt->locks[i], rt->locks[i + 1], (size_t)(rt->nlocks - i - 1) * 40);
+            memmove(rt->locks[i], rt->locks[i + 1],
+                    (size_t)(rt->nlocks - i - 1) * sizeof(rt->locks[0]));
             rt->nlocks--;
             return;
         }
