@@ -12,6 +12,7 @@ typedef struct {
 
 static const Known known[] = {
     {"gzip", ".gz", "application/gzip"},
+    {"zstd", ".zst", "application/zstd"},
 };
 
 static const Known *find(const char *name, size_t len) {
@@ -24,7 +25,7 @@ static const Known *find(const char *name, size_t len) {
 static int add(CodecList *out, const char *name, size_t len, Err *err) {
     const Known *k = find(name, len);
     if (k == NULL) {
-        err_set(err, ERR_PERMANENT, ERR_CODE_INVALID, "unknown codec \"%.*s\" (known: gzip)",
+        err_set(err, ERR_PERMANENT, ERR_CODE_INVALID, "unknown codec \"%.*s\" (known: gzip, zstd)",
                 (int)(len > 32 ? 32 : len), name);
         return -1;
     }
@@ -102,6 +103,9 @@ static Filter *make(const char *name, int encode, const CodecOptions *o) {
     if (strcmp(name, "gzip") == 0)
         return encode ? filter_gzip_new(NULL, o && o->gzip_level ? o->gzip_level : 6)
                       : filter_gunzip_new(NULL);
+    if (strcmp(name, "zstd") == 0)
+        return encode ? filter_zstd_new(NULL, o && o->zstd_level ? o->zstd_level : 1)
+                      : filter_unzstd_new(NULL);
     return NULL; /* parse refuses every other name */
 }
 

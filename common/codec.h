@@ -21,6 +21,7 @@ typedef struct {
 
 typedef struct {
     int gzip_level; /* 1-9; 0: 6 */
+    int zstd_level; /* 1-19; 0: 1 */
 } CodecOptions;
 
 /* From a comma-separated list ("" is no codec). -1 with err naming an unknown codec. */
@@ -35,7 +36,7 @@ int codec_list_has(const CodecList *l, const char *name);
 /* The chain that applies the list in order, and the one that undoes it (reverse order). */
 FilterChain *codec_encoder(const CodecList *l, const CodecOptions *o);
 FilterChain *codec_decoder(const CodecList *l);
-/* The stored object's Content-Type and the key's suffix after ".json" (".gz" or ""). */
+/* The stored object's Content-Type and the key's suffix after ".json" (".gz", ".zst" or ""). */
 const char *codec_content_type(const CodecList *l);
 const char *codec_suffix(const CodecList *l);
 

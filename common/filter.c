@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <zlib.h>
+#include <zstd.h>
 
 #define ZCHUNK (64 * 1024)
 
@@ -222,6 +223,88 @@ Filter *filter_gunzip_new(const char *name) {
     if (inflateInit2(&z->z, 15 + 16) != Z_OK)
         abort();
     static const FilterVtbl vt = {gunzip_process, NULL, NULL, zip_free};
+    return filter_new(name, &vt, z);
+}
+
+/* ---- zstd ---- */
+
+typedef struct {
+    ZSTD_CCtx *c;
+    ZSTD_DCtx *d;
+    int in_frame; /* unzstd: inside a frame (not at a boundary) */
+    int started;
+} Zst;
+
+static void zst_free(void *self) {
+    Zst *z = self;
+    ZSTD_freeCCtx(z->c);
+    ZSTD_freeDCtx(z->d);
+    free(z);
+}
+
+static int zstd_process(void *self, const char *in, size_t len, int end, Buf *out, Err *err) {
+    Zst *z = self;
+    ZSTD_inBuffer ib = {in, len, 0};
+    for (;;) {
+        buf_reserve(out, ZCHUNK);
+        ZSTD_outBuffer ob = {out->data + out->len, ZCHUNK, 0};
+        size_t left = ZSTD_compressStream2(z->c, &ob, &ib, end ? ZSTD_e_end : ZSTD_e_continue);
+        out->len += ob.pos;
+        if (ZSTD_isError(left)) {
+            err_set(err, ERR_PERMANENT, ERR_CODE_INVALID, "zstd: %s", ZSTD_getErrorName(left));
+            return -1;
+        }
+        if (end ? left == 0 : (ib.pos == ib.size && ob.pos < ob.size))
+            break;
+    }
+    out->data[out->len] = '\0';
+    return 0;
+}
+
+Filter *filter_zstd_new(const char *name, int level) {
+    Zst *z = xcalloc(1, sizeof(*z));
+    z->c = ZSTD_createCCtx();
+    if (z->c == NULL)
+        abort(); /* only fails without memory, like xmalloc */
+    ZSTD_CCtx_setParameter(z->c, ZSTD_c_compressionLevel, level < 1 || level > 19 ? 1 : level);
+    ZSTD_CCtx_setParameter(z->c, ZSTD_c_checksumFlag, 1); /* zstd -d checks it too */
+    static const FilterVtbl vt = {zstd_process, NULL, NULL, zst_free};
+    return filter_new(name, &vt, z);
+}
+
+static int unzstd_process(void *self, const char *in, size_t len, int end, Buf *out, Err *err) {
+    Zst *z = self;
+    ZSTD_inBuffer ib = {in, len, 0};
+    int more_out = 0;
+    while (ib.pos < ib.size || more_out) {
+        z->started = 1;
+        buf_reserve(out, ZCHUNK);
+        ZSTD_outBuffer ob = {out->data + out->len, ZCHUNK, 0};
+        size_t hint = ZSTD_decompressStream(z->d, &ob, &ib);
+        out->len += ob.pos;
+        out->data[out->len] = '\0';
+        if (ZSTD_isError(hint)) {
+            err_set(err, ERR_PERMANENT, ERR_CODE_INVALID, "corrupt zstd data (%s)",
+                    ZSTD_getErrorName(hint));
+            return -1;
+        }
+        z->in_frame = hint != 0; /* 0: a frame just ended */
+        more_out = ob.pos == ob.size;
+    }
+    if (end && (!z->started || z->in_frame)) {
+        err_set(err, ERR_PERMANENT, ERR_CODE_INVALID,
+                z->started ? "truncated zstd data (the stream ends early)" : "no zstd data");
+        return -1;
+    }
+    return 0;
+}
+
+Filter *filter_unzstd_new(const char *name) {
+    Zst *z = xcalloc(1, sizeof(*z));
+    z->d = ZSTD_createDCtx();
+    if (z->d == NULL)
+        abort();
+    static const FilterVtbl vt = {unzstd_process, NULL, NULL, zst_free};
     return filter_new(name, &vt, z);
 }
 

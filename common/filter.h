@@ -48,6 +48,10 @@ Filter *filter_new(const char *name, const FilterVtbl *vt, void *self);
 Filter *filter_gzip_new(const char *name, int level);
 /* gunzip: several members are read in turn; corrupt or truncated input is an error. */
 Filter *filter_gunzip_new(const char *name);
+/* zstd (RFC 8878) at level 1-19, one frame with its checksum, as `zstd -d` reads it. */
+Filter *filter_zstd_new(const char *name, int level);
+/* zstd decompression: frames read in turn; corrupt or truncated input is an error. */
+Filter *filter_unzstd_new(const char *name);
 /* Observes: the hex SHA-256 of the bytes it saw. */
 Filter *filter_sha256_new(const char *name);
 /* Observes: the number of bytes it saw, in decimal. */

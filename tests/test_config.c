@@ -71,6 +71,8 @@ static void test_defaults(void **state) {
     assert_int_equal(cfg.s3_force_path_style, 0);
     assert_int_equal(jc.backup_retention_days, 30);
     assert_int_equal(jc.backup_compression, 1);
+    assert_string_equal(jc.backup_codecs, "gzip");
+    assert_int_equal(jc.backup_compression_level, 1);
     assert_int_equal(cfg.worker_concurrency, 4);
     assert_int_equal(cfg.worker_http_port, 8080);
     assert_int_equal(cfg.log_level, LOG_INFO);
@@ -124,7 +126,9 @@ static void test_malformed(void **state) {
         {"S3_FORCE_PATH_STYLE", "maybe", "S3_FORCE_PATH_STYLE: 'maybe' is not a boolean"},
         {"BACKUP_RETENTION_DAYS", "0", "BACKUP_RETENTION_DAYS: '0' is not a whole number from 1"},
         {"BACKUP_RETENTION_DAYS", "30d", "BACKUP_RETENTION_DAYS: '30d'"},
-        {"BACKUP_COMPRESSION", "gzip", "BACKUP_COMPRESSION: 'gzip' is not a boolean"},
+        {"BACKUP_COMPRESSION", "lz4", "BACKUP_COMPRESSION: 'lz4' is not gzip, zstd or none"},
+        {"BACKUP_COMPRESSION_LEVEL", "10",
+         "BACKUP_COMPRESSION_LEVEL: '10' is not a whole number from 1 to 9"},
         {"REDIS_URL", "http://:redissecret77@x", "REDIS_URL: 'http://:***@x': must start with"},
         {"REDIS_URL", "rediss://:redissecret77@x", "TLS (rediss://) is not supported"},
         {"REDIS_URL", "redis://:redissecret77@x:99999", "the port must be a number"},
@@ -245,6 +249,7 @@ static void test_valid_variants(void **state) {
     assert_string_equal(cfg.s3_endpoint, "http://127.0.0.1:9000");
     assert_int_equal(cfg.s3_force_path_style, 1);
     assert_int_equal(jc.backup_compression, 0);
+    assert_string_equal(jc.backup_codecs, "");
     assert_string_equal(cfg.redis.host, "::1");
     assert_int_equal(cfg.redis.port, 7000);
     assert_string_equal(cfg.redis.username, "worker");
@@ -322,12 +327,47 @@ static void test_parsers(void **state) {
     assert_int_equal(config_parse_duration_ms("99999999999999999999s", 0, 86400000, &ms), -1);
 }
 
+/* BACKUP_COMPRESSION names a codec (the old booleans still mean gzip and none); the level's
+ * range and default follow the codec. */
+static void test_compression_codecs(void **state) {
+    (void)state;
+    static const struct {
+        const char *comp, *level, *codecs;
+        int want_level, errors;
+    } cases[] = {
+        {"zstd", NULL, "zstd", 1, 0}, {"zstd", "19", "zstd", 19, 0}, {"zstd", "20", "zstd", 0, 1},
+        {"gzip", "9", "gzip", 9, 0},  {"gzip", "10", "gzip", 0, 1},  {"none", NULL, "", 1, 0},
+        {"true", NULL, "gzip", 1, 0}, {"false", NULL, "", 1, 0},     {"brotli", NULL, "", 1, 1},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        Env e = good_env();
+        env_set(&e, "BACKUP_COMPRESSION", cases[i].comp);
+        if (cases[i].level)
+            env_set(&e, "BACKUP_COMPRESSION_LEVEL", cases[i].level);
+        Config cfg;
+        char *errors;
+        int n = load(&e, &cfg, &errors);
+        assert_int_equal(n, cases[i].errors);
+        if (!cases[i].errors) {
+            assert_string_equal(jc.backup_codecs, cases[i].codecs);
+            assert_int_equal(jc.backup_compression_level, cases[i].want_level);
+        }
+        free(errors);
+        config_free(&cfg);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_defaults),       cmocka_unit_test(test_missing_required),
-        cmocka_unit_test(test_malformed),      cmocka_unit_test(test_all_errors_reported),
-        cmocka_unit_test(test_valid_variants), cmocka_unit_test(test_redact),
-        cmocka_unit_test(test_parsers),        cmocka_unit_test(test_web_identity),
+        cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_compression_codecs),
+        cmocka_unit_test(test_missing_required),
+        cmocka_unit_test(test_malformed),
+        cmocka_unit_test(test_all_errors_reported),
+        cmocka_unit_test(test_valid_variants),
+        cmocka_unit_test(test_redact),
+        cmocka_unit_test(test_parsers),
+        cmocka_unit_test(test_web_identity),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -182,11 +182,66 @@ static void test_members_corruption_truncation(void **state) {
     buf_free(&out);
 }
 
+/* zstd: a round trip in any chunking (frames read as `zstd -d` writes them), and corrupt,
+ * truncated and empty input named. */
+static void test_zstd_round_trip_and_damage(void **state) {
+    (void)state;
+    size_t n = 1000003;
+    char *data = sample(n);
+    const size_t steps[] = {1 << 20, 4093, 7};
+    for (size_t s = 0; s < sizeof(steps) / sizeof(steps[0]); s++) {
+        size_t len = steps[s] == 7 ? 70000 : n;
+        FilterChain *c = filter_chain_new();
+        filter_chain_add(c, filter_zstd_new("zstd", 3));
+        Buf z = push(c, data, len, steps[s]);
+        filter_chain_free(c);
+        assert_true(z.len > 8 && (unsigned char)z.data[0] == 0x28 &&
+                    (unsigned char)z.data[1] == 0xb5); /* zstd magic 28 b5 2f fd */
+        assert_true(z.len < len);
+        FilterChain *d = filter_chain_new();
+        filter_chain_add(d, filter_unzstd_new("unzstd"));
+        Buf back = push(d, z.data, z.len, steps[s]);
+        filter_chain_free(d);
+        assert_int_equal(back.len, len);
+        assert_memory_equal(back.data, data, len);
+        buf_free(&back);
+        if (s == 0) { /* damage: a flipped byte, a cut, nothing */
+            Err err;
+            Buf out = BUF_INIT;
+            z.data[z.len / 2] ^= 0x40;
+            FilterChain *bad = filter_chain_new();
+            filter_chain_add(bad, filter_unzstd_new("unzstd"));
+            int rc = filter_chain_write(bad, z.data, z.len, &out, &err);
+            if (rc == 0)
+                rc = filter_chain_finish(bad, &out, &err);
+            assert_int_equal(rc, -1);
+            assert_non_null(strstr(err.msg, "zstd"));
+            filter_chain_free(bad);
+            z.data[z.len / 2] ^= 0x40;
+            bad = filter_chain_new();
+            filter_chain_add(bad, filter_unzstd_new("unzstd"));
+            assert_int_equal(filter_chain_write(bad, z.data, z.len - 10, &out, &err), 0);
+            assert_int_equal(filter_chain_finish(bad, &out, &err), -1);
+            assert_non_null(strstr(err.msg, "truncated zstd data"));
+            filter_chain_free(bad);
+            bad = filter_chain_new();
+            filter_chain_add(bad, filter_unzstd_new("unzstd"));
+            assert_int_equal(filter_chain_finish(bad, &out, &err), -1);
+            assert_non_null(strstr(err.msg, "no zstd data"));
+            filter_chain_free(bad);
+            buf_free(&out);
+        }
+        buf_free(&z);
+    }
+    free(data);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_round_trip_in_any_chunking),
         cmocka_unit_test(test_observers_only_and_empty),
         cmocka_unit_test(test_members_corruption_truncation),
+        cmocka_unit_test(test_zstd_round_trip_and_damage),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -66,6 +66,7 @@ static int setup(void **state) {
     env.pool = pg_pool_new(&env.loop, tu_env("DATABASE_URL"), 4, 10000);
     env.store = storage_mem_new(&env.loop);
     env.jcfg = (JobConfig){.backup_retention_days = 30,
+                           .backup_codecs = "gzip",
                            .backup_compression = 1,
                            .backup_compression_level = 1,
                            .job_max_attempts = 1};

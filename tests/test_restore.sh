@@ -12,6 +12,7 @@
 #  verify: one backup, all of a user's, a missing manifest, a replaced object
 #  6. recovery: backup_metadata lost, `backupctl reindex` rebuilds it from the manifests in S3,
 #     and a restore of the last incremental then succeeds
+#  7. zstd (BACKUP_COMPRESSION=zstd): key .json.zst, `zstd -d` reads it, round trip, verify
 set -uo pipefail
 WORKER=$1
 CTL=$2
@@ -225,6 +226,23 @@ expect "a restore after the reindex completes" restore r6 "$B3"
 check "…to the last incremental's state" none "$(differs s3)"
 stop_worker w6
 
-q "DROP TABLE IF EXISTS snap_s0, snap_s1, snap_s2, snap_s3, snap_now, snap_before" >/dev/null
+# ---- 7. zstd: another codec, the same round trip ----
+P=tr$$z
+start_worker wz BACKUP_NOTIFY=false BACKUP_COMPRESSION=zstd
+state sz
+BZ=$(backup bz full)
+KZ=$(q "SELECT s3_key FROM backup_metadata WHERE id = '$BZ'")
+check "zstd: the key says .json.zst, the record {zstd}" "backups/$U/$BZ.json.zst {zstd} zstd" \
+  "$KZ $(q "SELECT codecs::text || ' ' || compression FROM backup_metadata WHERE id = '$BZ'")"
+check "…and zstd -d | jq reads the object, its header naming the codec" '["zstd"]' \
+  "$(s3 s3 cp "s3://$S3_BUCKET/$KZ" - | zstd -dc | head -1 | sed 's/,"tables":{$/}/' | jq -c .codecs)"
+scramble
+expect "restore of the zstd backup completes" restore rz "$BZ"
+check "zstd round trip: every row of every table identical" none "$(differs sz)"
+enqueue vz type verify backup_id "$BZ"
+expect "verify of the zstd backup completes" done_ok vz
+stop_worker wz
+
+q "DROP TABLE IF EXISTS snap_s0, snap_s1, snap_s2, snap_s3, snap_sz, snap_now, snap_before" >/dev/null
 echo "test_restore: $passed passed, $fails failed"
 [ "$fails" -eq 0 ]

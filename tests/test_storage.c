@@ -95,7 +95,7 @@ static FilterChain *gzip_chain(void) {
     CodecList l;
     Err e;
     assert_int_equal(codec_list_parse("gzip", &l, &e), 0);
-    CodecOptions o = {1};
+    CodecOptions o = {1, 0};
     return codec_encoder(&l, &o);
 }
 

@@ -28,8 +28,8 @@ void bfile_header_fields(Buf *out, const BfileHeader *h) {
     bfile_put_string(out, "snapshot", h->snapshot);
     bfile_put_string(out, "base_snapshot", h->base_snapshot);
     bfile_put_string(out, "created_at", h->created_at);
-    /* v1 readers know only "compression"; the codecs are the truth from v2 on */
-    bfile_put_string(out, "compression", codec_list_has(h->codecs, "gzip") ? "gzip" : "none");
+    /* v1 readers know only "compression" (the first codec); the codecs are the truth from v2 on */
+    bfile_put_string(out, "compression", h->codecs->n ? h->codecs->name[0] : "none");
     buf_puts(out, ",\"codecs\":");
     codec_list_json(h->codecs, out);
 }
@@ -46,7 +46,7 @@ int bfile_codecs(const char *json, size_t len, CodecList *out, Err *err) {
         err_set(err, ERR_PERMANENT, ERR_CODE_INVALID, "%s", "no codecs and no compression named");
         return -1;
     }
-    return codec_list_parse(strcmp(comp, "gzip") == 0 ? "gzip" : "", out, err); /* format v1 */
+    return codec_list_parse(strcmp(comp, "none") == 0 ? "" : comp, out, err); /* format v1 */
 }
 
 void bfile_begin(BfileWriter *w, Buf *out, const BfileHeader *h) {

@@ -10,8 +10,9 @@
 
 typedef struct {
     int backup_retention_days;
-    int backup_compression;       /* gzip the stored objects */
-    int backup_compression_level; /* gzip level, 1-9 */
+    char backup_codecs[16];       /* the codecs of new objects: "gzip", "zstd" or "" */
+    int backup_compression;       /* 1 unless "" */
+    int backup_compression_level; /* of that codec: gzip 1-9, zstd 1-19 */
     int backup_notify;            /* notification row when a backup ends */
     long long job_visibility_timeout_ms;
     int job_max_attempts;

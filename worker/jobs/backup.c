@@ -145,7 +145,7 @@ static void record_row(JobRt *rt, Backup *b) {
                        b->spec->mode,
                        ts,
                        b->spec->job_id,
-                       codec_list_has(&b->codecs, "gzip") ? "gzip" : "none",
+                       b->codecs.n ? b->codecs.name[0] : "none",
                        codecs};
     /* the base is resolved once, when the row is created; a retry finds the row by job id (and
      * keeps the codecs it was created with) */
@@ -337,7 +337,7 @@ static void on_counted(JobRt *rt, Backup *b, PGresult *res) {
         return;
     }
     /* the write stream, then the tables in restore order */
-    CodecOptions co = {b->cfg->backup_compression_level};
+    CodecOptions co = {b->cfg->backup_compression_level, b->cfg->backup_compression_level};
     b->out = jobrt_write(rt, ST_COPY, b->key, codec_content_type(&b->codecs),
                          codec_encoder(&b->codecs, &co));
     if (b->out == NULL) /* failing already */
@@ -540,8 +540,11 @@ static int backup_step(JobRt *rt, void *st, const JobEv *ev) {
             jobrt_failf(rt, ERR_PERMANENT, ERR_CODE_INVALID, "%s", "No authenticated user");
             break;
         }
-        if (b->cfg->backup_compression)
-            codec_list_parse("gzip", &b->codecs, NULL);
+        Err ce;
+        if (codec_list_parse(b->cfg->backup_codecs, &b->codecs, &ce) != 0) {
+            jobrt_fail(rt, &ce);
+            break;
+        }
         job_progress(jobrt_job(rt), "starting", 0, 0, 0);
         b->state = ST_ACQUIRE;
         jobrt_lease(rt, ST_ACQUIRE);
