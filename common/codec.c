@@ -63,9 +63,10 @@ int codec_list_from_json(const char *json, size_t len, CodecList *out, Err *err)
         const char *name = ++p;
         while (p < end && *p != '"')
             p++;
-        if (p == end || add(out, name, (size_t)(p - name), err) != 0)
-            return p == end ? (err_set(err, ERR_PERMANENT, ERR_CODE_INVALID, "bad codec list"), -1)
-                            : -1;
+        if (p == end)
+            goto bad;
+        if (add(out, name, (size_t)(p - name), err) != 0)
+            return -1;
         p++;
         if (p < end && *p == ',')
             p++;

@@ -406,10 +406,11 @@ int ctl_download(const Config *cfg, const char *what, const char *file, int plai
     char out[4096], part[4200];
     if (file)
         snprintf(out, sizeof(out), "%s", file);
-    else /* the key's name; --plain: the document's (backup-....json) */
-        snprintf(out, sizeof(out), "%.*s",
-                 plain ? (int)(strstr(m.key, ".json") + 5 - strrchr(m.key, '/') - 1) : 4000,
-                 strrchr(m.key, '/') + 1);
+    else { /* the key's name; --plain: the document's, up to ".json" (backup-....json) */
+        const char *name = strrchr(m.key, '/') + 1, *json = strstr(name, ".json");
+        int n = plain && json ? (int)(json + 5 - name) : (int)strlen(name);
+        snprintf(out, sizeof(out), "%.*s%s", n, name, plain && !json ? ".json" : "");
+    }
     snprintf(part, sizeof(part), "%s.part", out);
     r.fd = open(part, O_WRONLY | O_CREAT | O_TRUNC, 0600);
     if (r.fd < 0) {
