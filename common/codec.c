@@ -1,6 +1,8 @@
 /* codec: named transforms of stored bytes (see codec.h). */
 #include "codec.h"
 
+#include "crypt.h"
+
 #include <stdio.h>
 #include <string.h>
 
@@ -13,6 +15,7 @@ typedef struct {
 static const Known known[] = {
     {"gzip", ".gz", "application/gzip"},
     {"zstd", ".zst", "application/zstd"},
+    {CRYPT_CODEC, ".enc", "application/octet-stream"},
 };
 
 static const Known *find(const char *name, size_t len) {
@@ -25,7 +28,8 @@ static const Known *find(const char *name, size_t len) {
 static int add(CodecList *out, const char *name, size_t len, Err *err) {
     const Known *k = find(name, len);
     if (k == NULL) {
-        err_set(err, ERR_PERMANENT, ERR_CODE_INVALID, "unknown codec \"%.*s\" (known: gzip, zstd)",
+        err_set(err, ERR_PERMANENT, ERR_CODE_INVALID,
+                "unknown codec \"%.*s\" (known: gzip, zstd, " CRYPT_CODEC ")",
                 (int)(len > 32 ? 32 : len), name);
         return -1;
     }
@@ -100,28 +104,53 @@ int codec_list_has(const CodecList *l, const char *name) {
     return 0;
 }
 
-static Filter *make(const char *name, int encode, const CodecOptions *o) {
+static Filter *make(const char *name, int encode, const CodecOptions *o, const CryptParams *cp) {
     if (strcmp(name, "gzip") == 0)
         return encode ? filter_gzip_new(NULL, o && o->gzip_level ? o->gzip_level : 6)
                       : filter_gunzip_new(NULL);
     if (strcmp(name, "zstd") == 0)
         return encode ? filter_zstd_new(NULL, o && o->zstd_level ? o->zstd_level : 1)
                       : filter_unzstd_new(NULL);
-    return NULL; /* parse refuses every other name */
+    if (strcmp(name, CRYPT_CODEC) == 0 && cp)
+        return encode ? crypt_encrypt_new(NULL, cp) : crypt_decrypt_new(NULL, cp);
+    return NULL; /* parse refuses every other name; encryption needs its parameters */
 }
 
 FilterChain *codec_encoder(const CodecList *l, const CodecOptions *o) {
     FilterChain *c = filter_chain_new();
-    for (int i = 0; i < l->n; i++)
-        filter_chain_add(c, make(l->name[i], 1, o));
+    for (int i = 0; i < l->n; i++) {
+        Filter *f = make(l->name[i], 1, o, o ? o->crypt : NULL);
+        if (f == NULL) {
+            filter_chain_free(c);
+            return NULL;
+        }
+        filter_chain_add(c, f);
+    }
     return c;
 }
 
-FilterChain *codec_decoder(const CodecList *l) {
+FilterChain *codec_decoder(const CodecList *l, const CryptParams *crypt) {
     FilterChain *c = filter_chain_new();
-    for (int i = l->n - 1; i >= 0; i--)
-        filter_chain_add(c, make(l->name[i], 0, NULL));
+    for (int i = l->n - 1; i >= 0; i--) {
+        Filter *f = make(l->name[i], 0, NULL, crypt);
+        if (f == NULL) {
+            filter_chain_free(c);
+            return NULL;
+        }
+        filter_chain_add(c, f);
+    }
     return c;
+}
+
+const char *codec_list_compression(const CodecList *l) {
+    for (int i = 0; i < l->n; i++)
+        if (strcmp(l->name[i], "gzip") == 0 || strcmp(l->name[i], "zstd") == 0)
+            return l->name[i];
+    return "none";
+}
+
+int codec_list_encrypted(const CodecList *l) {
+    return l->n > 0 && strcmp(l->name[l->n - 1], CRYPT_CODEC) == 0;
 }
 
 const char *codec_content_type(const CodecList *l) {
@@ -131,9 +160,11 @@ const char *codec_content_type(const CodecList *l) {
     return l->n == 1 && k ? k->content_type : "application/octet-stream";
 }
 
-const char *codec_suffix(const CodecList *l) {
-    if (l->n == 0)
-        return "";
-    const Known *k = find(l->name[0], strlen(l->name[0]));
-    return l->n == 1 && k ? k->suffix : ".bin";
+void codec_suffix(const CodecList *l, char *out, size_t outsz) {
+    size_t k = 0;
+    out[0] = 0;
+    for (int i = 0; i < l->n && k < outsz; i++) {
+        const Known *c = find(l->name[i], strlen(l->name[i]));
+        k += (size_t)snprintf(out + k, outsz - k, "%s", c ? c->suffix : ".bin");
+    }
 }

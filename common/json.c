@@ -1,6 +1,7 @@
 /* json: syntax check (see json.h). An explicit stack of open containers, no recursion. */
 #include "json.h"
 
+#include <stdio.h>
 #include <string.h>
 
 typedef struct {
@@ -172,4 +173,35 @@ out:
     if (at)
         *at = p.i;
     return ok;
+}
+
+int json_field(const char *json, size_t len, const char *name, char *out, size_t outsz) {
+    char pat[80];
+    int k = snprintf(pat, sizeof(pat), "\"%s\":", name);
+    const char *end = json + len;
+    for (const char *p = json; p + k <= end; p++) {
+        if (memcmp(p, pat, (size_t)k) != 0)
+            continue;
+        const char *v = p + k;
+        const char *e;
+        if (v < end && *v == '"') {
+            v++;
+            for (e = v; e < end && *e != '"'; e++)
+                if (*e == '\\' && e + 1 < end)
+                    e++;
+            if (e >= end)
+                return -1;
+        } else if (end - v >= 4 && memcmp(v, "null", 4) == 0) {
+            e = v;
+        } else {
+            for (e = v; e < end && ((*e >= '0' && *e <= '9') || *e == '-' || *e == '.'); e++)
+                ;
+        }
+        if ((size_t)(e - v) >= outsz)
+            return -1;
+        memcpy(out, v, (size_t)(e - v));
+        out[e - v] = 0;
+        return 0;
+    }
+    return -1;
 }

@@ -84,7 +84,7 @@ static void test_manifest_and_escaping(void **state) {
     BfileHeader h = header("full", NULL);
     h.created_at = "a\"b\\c\n";
     manifest_write(&b, &h, "backups/u/backup-u-1.json.gz", "{\"orders\":2}", "{\"orders\":0}",
-                   "ab12", 10, 20, "2026-11-28T15:00:01.000Z");
+                   "ab12", 10, 20, "2026-11-28T15:00:01.000Z", NULL, NULL);
     assert_non_null(strstr(b.data, "\"created_at\":\"a\\\"b\\\\c\\n\""));
     assert_non_null(strstr(b.data,
                            "\"key\":\"backups/u/backup-u-1.json.gz\",\"rows\":{\"orders\":2},"
@@ -101,7 +101,7 @@ static void test_manifest_round_trip(void **state) {
     Buf b = BUF_INIT;
     BfileHeader h = header("differential", "backup-u-0");
     manifest_write(&b, &h, "backups/u/backup-u-1.json.gz", "{\"orders\":2,\"clients\":5}",
-                   "{\"orders\":1}", "ab12", 10, 20, "2026-11-28T15:00:01.000Z");
+                   "{\"orders\":1}", "ab12", 10, 20, "2026-11-28T15:00:01.000Z", NULL, NULL);
     Manifest m;
     Err e;
     assert_int_equal(manifest_parse(b.data, b.len, &m, &e), 0);

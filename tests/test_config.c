@@ -46,6 +46,7 @@ static JobConfig jc;
 
 static int load(Env *e, Config *cfg, char **errors) {
     Buf b = BUF_INIT;
+    jobconfig_free(&jc);
     int n = config_load(cfg, env_get, e, &b);
     n += jobconfig_load(&jc, env_get, e, &b);
     *errors = buf_steal(&b);

@@ -95,7 +95,7 @@ static FilterChain *gzip_chain(void) {
     CodecList l;
     Err e;
     assert_int_equal(codec_list_parse("gzip", &l, &e), 0);
-    CodecOptions o = {1, 0};
+    CodecOptions o = {1, 0, NULL};
     return codec_encoder(&l, &o);
 }
 
@@ -169,7 +169,7 @@ static void read_object(Ctx *c, const char *key) {
     c->resume.data = c;
     c->read_done = 0;
     err_clear(&c->err);
-    c->r = storage_read_new(c->s, key, codec_decoder(&l), on_data, on_read, c);
+    c->r = storage_read_new(c->s, key, codec_decoder(&l, NULL), on_data, on_read, c);
     assert_true(tu_run_until(&c->loop, &c->read_done, 30000));
     storage_read_free(c->r);
     uv_close((uv_handle_t *)&c->resume, NULL);
@@ -341,7 +341,7 @@ static void test_bcheck_reads_a_document_and_refuses_a_digest(void **state) {
     write_object(&c, "backups/u/backup-u-1.json.gz", (const unsigned char *)doc.data, doc.len);
     storage_write_free(c.w);
 
-    BCheckTarget t = {"backup-u-1", "u", "backups/u/backup-u-1.json.gz", c.res.sha256, &gz};
+    BCheckTarget t = {"backup-u-1", "u", "backups/u/backup-u-1.json.gz", c.res.sha256, &gz, NULL};
     Check k = {0};
     BCheck *b = bcheck_start(c.s, &t, 1, on_item, on_checked, &k);
     assert_true(tu_run_until(&c.loop, &k.done, 30000));

@@ -9,6 +9,7 @@
  */
 #include "config.h"
 #include "jobconfig.h"
+#include "keys.h"
 #include "ctl_jobs.h"
 #include "ctl_queue.h"
 #include "ctl_s3.h"
@@ -46,9 +47,14 @@ static void usage(FILE *out) {
                  "             enqueue the backups due (user_settings.backup_schedule)\n"
                  "  migrate [--dir DIR]\n"
                  "             apply proto/sql/*.sql in order (idempotent)\n"
-                 "  download [--plain] BACKUP_ID|S3_KEY [FILE]\n"
+                 "  download [--decode] BACKUP_ID|S3_KEY [FILE]\n"
                  "             the stored object, its SHA-256 checked against its manifest;\n"
-                 "             --plain: the JSON document, the manifest's codecs undone\n"
+                 "             --decode (or --plain): the JSON document, the manifest's codecs\n"
+                 "             undone (decrypted with BACKUP_ENCRYPTION_KEYS)\n"
+                 "  rekey USER|--all [--to KEY_ID] [--dry-run]\n"
+                 "             wrap the data keys of encrypted backups under the current key\n"
+                 "             (manifests and records; objects unchanged), then list the keys\n"
+                 "             still in use: a key no backup needs can be removed\n"
                  "  check      connect to Redis, PostgreSQL and S3 and report each (exit 1 if any "
                  "fails)\n"
                  "  config     validate the environment and print it, secrets masked\n"
@@ -165,6 +171,24 @@ static void on_deadline(uv_timer_t *t) {
     check_finish_if_done(c);
 }
 
+/* ENCRYPTION=... (ids and where they come from, never a key); 2 when the settings are bad. */
+static int print_encryption(const Config *cfg) {
+    (void)cfg;
+    Buf errs = BUF_INIT, d = BUF_INIT;
+    int nerr = 0;
+    Keys *k = keys_load(config_getenv_process, NULL, &errs, &nerr);
+    if (nerr)
+        printf("ENCRYPTION=invalid:\n%s", errs.data);
+    else {
+        keys_describe(k, &d);
+        printf("ENCRYPTION=%s\n", d.data);
+    }
+    keys_free(k);
+    buf_free(&errs);
+    buf_free(&d);
+    return nerr ? 2 : 0;
+}
+
 static int cmd_check(const Config *cfg) {
     uv_loop_t loop;
     uv_loop_init(&loop);
@@ -199,6 +223,21 @@ static int cmd_check(const Config *cfg) {
     http_client_free(http);
     uv_run(&loop, UV_RUN_DEFAULT);
     uv_loop_close(&loop);
+    /* the keys are checked here too, not first at a restore */
+    Buf errs = BUF_INIT, d = BUF_INIT;
+    int nerr = 0;
+    Keys *k = keys_load(config_getenv_process, NULL, &errs, &nerr);
+    if (nerr) {
+        for (char *line = strtok(errs.data, "\n"); line; line = strtok(NULL, "\n"))
+            printf("keys      FAIL  %s\n", line);
+        c.failures++;
+    } else {
+        keys_describe(k, &d);
+        printf("keys      ok    encryption %s\n", d.data);
+    }
+    keys_free(k);
+    buf_free(&errs);
+    buf_free(&d);
     return c.failures ? 1 : 0;
 }
 
@@ -219,7 +258,7 @@ int main(int argc, char **argv) {
         strcmp(cmd, "jobs") == 0 || strcmp(cmd, "dead") == 0 || strcmp(cmd, "ping") == 0;
     if (strcmp(cmd, "check") != 0 && strcmp(cmd, "config") != 0 && strcmp(cmd, "s3") != 0 &&
         strcmp(cmd, "scope") != 0 && strcmp(cmd, "reindex") != 0 && strcmp(cmd, "download") != 0 &&
-        !queue_cmd && !ctl_jobs_has(cmd)) {
+        strcmp(cmd, "rekey") != 0 && !queue_cmd && !ctl_jobs_has(cmd)) {
         fprintf(stderr, "backupctl: unknown command '%s' (see backupctl --help)\n", cmd);
         return 2;
     }
@@ -240,10 +279,13 @@ int main(int argc, char **argv) {
         rc = ctl_scope_main(&cfg, argc - 2, argv + 2);
     } else if (strcmp(cmd, "reindex") == 0) {
         rc = ctl_recover_main(&cfg, argc - 2, argv + 2);
+    } else if (strcmp(cmd, "rekey") == 0) {
+        rc = ctl_rekey_main(&cfg, argc - 2, argv + 2);
     } else if (strcmp(cmd, "download") == 0) {
-        int plain = argc > 2 && strcmp(argv[2], "--plain") == 0;
+        int plain =
+            argc > 2 && (strcmp(argv[2], "--plain") == 0 || strcmp(argv[2], "--decode") == 0);
         if (argc - plain < 3 || argc - plain > 4) {
-            fprintf(stderr, "Usage: backupctl download [--plain] BACKUP_ID|S3_KEY [FILE]\n");
+            fprintf(stderr, "Usage: backupctl download [--decode] BACKUP_ID|S3_KEY [FILE]\n");
             rc = 2;
         } else {
             rc = ctl_download(&cfg, argv[2 + plain], argc - plain == 4 ? argv[3 + plain] : NULL,
@@ -260,6 +302,7 @@ int main(int argc, char **argv) {
         printf("REDIS_URL=%s\nDATABASE_URL=%s\nS3_ENDPOINT=%s\nS3_BUCKET=%s\nAWS_REGION=%s\n",
                redis, db, cfg.s3_endpoint ? cfg.s3_endpoint : "(AWS)", cfg.s3_bucket,
                cfg.aws_region);
+        rc = print_encryption(&cfg);
     } else {
         rc = cmd_check(&cfg);
     }

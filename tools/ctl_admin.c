@@ -67,7 +67,7 @@ int ctl_list(const Config *cfg, const char *user, int json) {
               "extract(epoch FROM now() - created_at)::bigint AS age_seconds, created_at, "
               "base_backup_id, verify_status, s3_key, error, CASE recorded_by WHEN 'worker' THEN "
               "'true' ELSE 'false' END AS worker_verified, " BW_SQL_CODECS(
-                  "m") " AS codecs "
+                  "m") " AS codecs, key_id "
                        "FROM backup_metadata m "
                        "WHERE user_id = $1::uuid AND status <> 'deleted' ORDER BY created_at, id",
               1, v);
@@ -80,8 +80,8 @@ int ctl_list(const Config *cfg, const char *user, int json) {
     } else if (PQntuples(res) == 0) {
         printf("no backups of %s (backupctl list %s --s3 reads S3 alone)\n", user, user);
     } else {
-        printf("%-62s %-12s %-9s %10s %10s %8s  %-10s %-7s %s\n", "BACKUP", "TYPE", "STATUS",
-               "SIZE", "ROWS", "AGE", "VERIFIED", "CODECS", "BASE");
+        printf("%-62s %-12s %-9s %10s %10s %8s  %-10s %-16s %-8s %s\n", "BACKUP", "TYPE", "STATUS",
+               "SIZE", "ROWS", "AGE", "VERIFIED", "CODECS", "KEY", "BASE");
         for (int i = 0; i < PQntuples(res); i++) {
             char size[32] = "-", age[24];
             if (!PQgetisnull(res, i, 3))
@@ -91,11 +91,11 @@ int ctl_list(const Config *cfg, const char *user, int json) {
             /* a row rebuilt from a manifest (reindex) holds a digest the worker never computed */
             if (strcmp(PQgetvalue(res, i, 11), "false") == 0 && strcmp(ver, "ok") != 0)
                 ver = "unverified";
-            const char *codecs = PQgetvalue(res, i, 12);
-            printf("%-62s %-12s %-9s %10s %10s %8s  %-10s %-7s %s\n", PQgetvalue(res, i, 0),
+            const char *codecs = PQgetvalue(res, i, 12), *key = PQgetvalue(res, i, 13);
+            printf("%-62s %-12s %-9s %10s %10s %8s  %-10s %-16s %-8s %s\n", PQgetvalue(res, i, 0),
                    PQgetvalue(res, i, 1), PQgetvalue(res, i, 2), size,
                    PQgetisnull(res, i, 4) ? "-" : PQgetvalue(res, i, 4), age, *ver ? ver : "-",
-                   *codecs ? codecs : "none", *base ? base : "-");
+                   *codecs ? codecs : "none", *key ? key : "-", *base ? base : "-");
         }
     }
     PQclear(res);

@@ -11,6 +11,7 @@
 #include "ctl_common.h"
 #include "filter.h"
 #include "jobspec.h"
+#include "keys.h"
 #include "s3list.h"
 
 #include <errno.h>
@@ -116,22 +117,24 @@ static int insert(PGconn *pg, const char *user, const char *mkey, const char *m,
                        size,
                        raw,
                        man.sha256,
-                       man.codecs.n ? man.codecs.name[0] : "none",
+                       codec_list_compression(&man.codecs),
                        man.rows,
                        man.snapshot,
                        man.created_at,
                        man.finished_at,
                        codecs,
-                       ver};
+                       ver,
+                       man.key_id[0] ? man.key_id : NULL,
+                       man.wrapped_key[0] ? man.wrapped_key : NULL};
     PGresult *res = PQexecParams(
         pg,
         "INSERT INTO backup_metadata (id, user_id, type, requested_type, status, s3_key, size, "
         "uncompressed_size, checksum, compression, row_counts, snapshot, format_version, "
-        "created_at, completed_at, recorded_by, codecs) VALUES ($1, $2::uuid, $3, $3, "
-        "'completed', $4, $5, $6, $7, $8, $9::jsonb, $10, $14::int, $11::timestamptz, "
-        "$12::timestamptz, 'reindex', string_to_array($13, ',')) "
+        "created_at, completed_at, recorded_by, codecs, key_id, wrapped_key) VALUES ($1, "
+        "$2::uuid, $3, $3, 'completed', $4, $5, $6, $7, $8, $9::jsonb, $10, $14::int, "
+        "$11::timestamptz, $12::timestamptz, 'reindex', string_to_array($13, ','), $15, $16) "
         "ON CONFLICT (id) DO NOTHING",
-        14, NULL, v, NULL, NULL, 0);
+        16, NULL, v, NULL, NULL, 0);
     int rc = -1;
     if (PQresultStatus(res) == PGRES_COMMAND_OK)
         rc = strcmp(PQcmdTuples(res), "1") == 0;
@@ -421,8 +424,37 @@ int ctl_download(const Config *cfg, const char *what, const char *file, int plai
     r.sha = filter_chain_new();
     filter_chain_add(r.sha, filter_sha256_new("sha256"));
     filter_chain_add(r.sha, filter_size_new("size"));
-    if (plain)
-        r.dec = codec_decoder(&m.codecs);
+    Keys *keys = NULL;
+    if (plain) {
+        Buf errs = BUF_INIT, codecs = BUF_INIT;
+        int nerr = 0;
+        keys = keys_load(config_getenv_process, NULL, &errs, &nerr);
+        codec_list_json(&m.codecs, &codecs);
+        /* the manifest's wrapping (the newest), else the one in the object's own header */
+        CryptParams cp = {.user_id = m.user_id,
+                          .backup_id = m.backup_id,
+                          .codecs_json = codecs.data,
+                          .unwrap = keys_unwrap_fn,
+                          .unwrap_data = keys};
+        Err ke;
+        if (nerr == 0 && codec_list_encrypted(&m.codecs) && keys_has(keys, m.key_id) &&
+            keys_unwrap(keys, m.key_id, m.wrapped_key, m.user_id, m.backup_id, cp.dek, &ke) == 0)
+            cp.have_dek = 1;
+        if (nerr == 0)
+            r.dec = codec_decoder(&m.codecs, &cp);
+        else
+            fprintf(stderr, "backupctl download: invalid configuration:\n%s", errs.data);
+        crypt_wipe(&cp, sizeof(cp));
+        buf_free(&errs);
+        buf_free(&codecs);
+        if (r.dec == NULL) {
+            keys_free(keys);
+            close(r.fd);
+            unlink(part);
+            rec_close(&r);
+            return 2;
+        }
+    }
     r.failed = 0;
     s3_get_stream(r.s3, m.key, dl_write, dl_done, &r);
     run(&r);
@@ -462,6 +494,7 @@ int ctl_download(const Config *cfg, const char *what, const char *file, int plai
         fprintf(stderr, "backupctl download: cannot rename %s: %s\n", part, strerror(errno));
         rc = 1;
     }
+    keys_free(keys);
     if (rc != 0)
         unlink(part); /* never leave a file that did not pass */
     else
@@ -469,4 +502,161 @@ int ctl_download(const Config *cfg, const char *what, const char *file, int plai
                m.sha256, m.key, plain ? "; written with its codecs undone" : "");
     rec_close(&r);
     return rc;
+}
+
+/* ---- rekey ---- */
+
+static void on_put(const S3Result *res, const Err *err, void *data) {
+    (void)res;
+    Rec *r = data;
+    if (err) {
+        r->failed = 1;
+        snprintf(r->err, sizeof(r->err), "%s", err->msg);
+    }
+    r->done = 1;
+}
+
+/* One backup's wrapping replaced: the manifest first (so that reindex finds the new one), then
+ * the record, only if nobody changed it meanwhile. 0, or -1 after printing why. */
+static int rekey_one(Rec *r, PGconn *pg, const Keys *keys, const char *to, const char *id,
+                     const char *user, const char *key, const char *from, const char *wrapped) {
+    Buf nw = BUF_INIT, man = BUF_INIT;
+    Err e;
+    char mkey[400];
+    int rc = -1;
+    if (keys_rewrap(keys, from, wrapped, to, user, id, &nw, &e) != 0) {
+        fprintf(stderr, "backupctl rekey: %s: %s\n", id, e.msg);
+        goto out;
+    }
+    snprintf(mkey, sizeof(mkey), "%s" SUFFIX, key);
+    if (get_manifest(r, "rekey", mkey) != 0)
+        goto out;
+    Manifest m;
+    if (manifest_parse(r->body.data, r->body.len, &m, &e) != 0 || strcmp(m.backup_id, id) != 0 ||
+        manifest_rewrap(r->body.data, r->body.len, to, nw.data, &man) != 0) {
+        fprintf(stderr, "backupctl rekey: %s: its manifest is not this backup's, or has no key\n",
+                mkey);
+        goto out;
+    }
+    r->failed = 0;
+    s3_put_object(r->s3, mkey, man.data, man.len, "application/json", on_put, r);
+    run(r);
+    if (r->failed) {
+        fprintf(stderr, "backupctl rekey: cannot write %s: %s\n", mkey, r->err);
+        goto out;
+    }
+    const char *v[] = {id, to, nw.data, from, wrapped};
+    PGresult *res = PQexecParams(pg,
+                                 "UPDATE backup_metadata SET key_id = $2, wrapped_key = $3 "
+                                 "WHERE id = $1 AND key_id = $4 AND wrapped_key = $5",
+                                 5, NULL, v, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_COMMAND_OK)
+        fprintf(stderr, "backupctl rekey: %s: %s", id, PQerrorMessage(pg));
+    else if (strcmp(PQcmdTuples(res), "1") != 0)
+        fprintf(stderr, "backupctl rekey: %s: its record changed meanwhile; run rekey again\n", id);
+    else
+        rc = 0;
+    PQclear(res);
+out:
+    buf_free(&nw);
+    buf_free(&man);
+    return rc;
+}
+
+int ctl_rekey(const Config *cfg, const char *user, const char *to_id, int dry_run) {
+    Buf errs = BUF_INIT;
+    int nerr = 0;
+    Keys *keys = keys_load(config_getenv_process, NULL, &errs, &nerr);
+    const char *to = to_id ? to_id : keys_current(keys);
+    if (nerr || !keys_has(keys, to)) {
+        if (nerr)
+            fprintf(stderr, "backupctl rekey: invalid configuration:\n%s", errs.data);
+        else if (to[0] == 0)
+            fprintf(stderr, "backupctl rekey: no keyring (BACKUP_ENCRYPTION_KEYS) to wrap with\n");
+        else
+            fprintf(stderr, "backupctl rekey: key '%s' is not in the keyring\n", to);
+        buf_free(&errs);
+        keys_free(keys);
+        return 2;
+    }
+    buf_free(&errs);
+    PGconn *pg = ctl_pg_open(cfg);
+    if (pg == NULL) {
+        keys_free(keys);
+        return 1;
+    }
+    /* every encrypted backup whose newest wrapping is under another key (pending rows have none
+     * yet; deleted ones have no object left) */
+    const char *v[] = {to, user};
+    PGresult *res = PQexecParams(
+        pg,
+        "SELECT id, user_id::text, s3_key, key_id, wrapped_key FROM backup_metadata "
+        "WHERE key_id IS NOT NULL AND key_id <> $1 AND status <> 'deleted' "
+        "AND ($2::uuid IS NULL OR user_id = $2::uuid) ORDER BY user_id, created_at, id",
+        2, NULL, v, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        fprintf(stderr, "backupctl rekey: %s", PQerrorMessage(pg));
+        PQclear(res);
+        PQfinish(pg);
+        keys_free(keys);
+        return 1;
+    }
+    Rec r;
+    rec_open(&r, cfg);
+    int n = PQntuples(res), done = 0, failed = 0;
+    for (int i = 0; i < n; i++) {
+        const char *id = PQgetvalue(res, i, 0), *from = PQgetvalue(res, i, 3);
+        if (dry_run) {
+            printf("%s: under '%s', would be wrapped under '%s'%s\n", id, from, to,
+                   keys_has(keys, from) ? "" : " (but that key is not here)");
+            continue;
+        }
+        if (rekey_one(&r, pg, keys, to, id, PQgetvalue(res, i, 1), PQgetvalue(res, i, 2), from,
+                      PQgetvalue(res, i, 4)) == 0)
+            done++;
+        else
+            failed++;
+    }
+    PQclear(res);
+    rec_close(&r);
+    if (!dry_run)
+        printf("rekeyed %d backup%s under '%s'%s%d failed\n", done, done == 1 ? "" : "s", to,
+               failed ? ", " : "; ", failed);
+    /* what still needs which key: a key no backup needs can be retired */
+    res = PQexec(pg, "SELECT key_id, count(*) FROM backup_metadata WHERE key_id IS NOT NULL "
+                     "AND status <> 'deleted' GROUP BY key_id ORDER BY key_id");
+    for (int i = 0; PQresultStatus(res) == PGRES_TUPLES_OK && i < PQntuples(res); i++)
+        printf("key '%s': %s backup%s\n", PQgetvalue(res, i, 0), PQgetvalue(res, i, 1),
+               strcmp(PQgetvalue(res, i, 1), "1") ? "s" : "");
+    PQclear(res);
+    PQfinish(pg);
+    keys_free(keys);
+    return failed ? 1 : 0;
+}
+
+int ctl_rekey_main(const Config *cfg, int argc, char **argv) {
+    const char *user = NULL, *to = NULL;
+    char uid[37];
+    int all = 0, dry = 0;
+    for (int i = 0; i < argc; i++) {
+        if (strcmp(argv[i], "--all") == 0)
+            all = 1;
+        else if (strcmp(argv[i], "--dry-run") == 0)
+            dry = 1;
+        else if (strcmp(argv[i], "--to") == 0 && i + 1 < argc)
+            to = argv[++i];
+        else if (user == NULL && argv[i][0] != '-') {
+            if (ctl_uuid_arg("user", argv[i], uid))
+                return 2;
+            user = uid;
+        } else {
+            user = NULL, all = 0;
+            break;
+        }
+    }
+    if (all == (user != NULL)) {
+        fprintf(stderr, "Usage: backupctl rekey USER_ID | --all [--to KEY_ID] [--dry-run]\n");
+        return 2;
+    }
+    return ctl_rekey(cfg, user, to, dry);
 }

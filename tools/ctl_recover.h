@@ -9,7 +9,11 @@
  *   list USER --s3      the user's backups as the manifests describe them
  *   download ID|KEY     the stored object to a file, its SHA-256 and size
  *                       checked against the manifest (written as FILE.part,
- *                       renamed only once it passed)
+ *                       renamed only once it passed); --decode: the document,
+ *                       its codecs undone (decrypted with the keyring)
+ *   rekey USER|--all    the data keys of encrypted backups wrapped again under the
+ *                       current key (or --to KEY_ID), in the manifests and the
+ *                       records; the objects stay as they are
  */
 #ifndef BW_CTL_RECOVER_H
 #define BW_CTL_RECOVER_H
@@ -23,5 +27,8 @@ int ctl_list_s3(const Config *cfg, const char *user, int json);
 /* file NULL: the object's base name in the current directory. */
 /* plain: write the document with the manifest's codecs undone, in reverse order. */
 int ctl_download(const Config *cfg, const char *what, const char *file, int plain);
+/* user NULL: every user. 0; 1 when a backup could not be rekeyed; 2 for bad settings. */
+int ctl_rekey(const Config *cfg, const char *user, const char *to_id, int dry_run);
+int ctl_rekey_main(const Config *cfg, int argc, char **argv);
 
 #endif

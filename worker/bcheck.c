@@ -28,6 +28,7 @@ struct BCheck {
     int ncounts;
     uint64_t bytes;
     int held, draining;
+    int hash_only; /* encrypted, and no key given */
     Err decode_err;
 };
 
@@ -129,7 +130,8 @@ static const BfileReaderCb reader_cb = {on_header, on_item, on_trailer};
 static int on_plain(StorageRead *rd, const char *buf, size_t len, void *data) {
     (void)rd;
     BCheck *c = data;
-    if (!c->draining && bfile_reader_feed(c->reader, buf, len, &c->decode_err) != 0)
+    if (!c->draining && !c->hash_only &&
+        bfile_reader_feed(c->reader, buf, len, &c->decode_err) != 0)
         c->draining = 1; /* only hash the rest: the digest tells whether this is the object */
     if (c->held) {
         c->held = 0;
@@ -149,12 +151,19 @@ static void on_read(StorageRead *rd, const StorageReadResult *res, const Err *er
         c->done(c, &e, c->data);
         return;
     }
+    static const char failed[] = "Backup checksum verification failed: ";
     if (res->decode_error && !c->draining) {
-        err_set(&c->decode_err, ERR_PERMANENT, ERR_CODE_INVALID, "backup %s: %s", c->id,
-                res->decode_error);
+        /* a tag that fails is corruption like any other, and says so first */
+        const char *f = strstr(res->decode_error, failed);
+        if (f)
+            err_set(&c->decode_err, ERR_PERMANENT, ERR_CODE_INVALID, "%sbackup %s: %s", failed,
+                    c->id, f + sizeof(failed) - 1);
+        else
+            err_set(&c->decode_err, ERR_PERMANENT, ERR_CODE_INVALID, "backup %s: %s", c->id,
+                    res->decode_error);
         c->draining = 1;
     }
-    if (!c->draining && bfile_reader_end(c->reader, &c->decode_err) != 0)
+    if (!c->draining && !c->hash_only && bfile_reader_end(c->reader, &c->decode_err) != 0)
         c->draining = 1;
     if (strcmp(res->sha256, c->checksum) != 0) {
         err_set(&e, ERR_PERMANENT, ERR_CODE_INVALID,
@@ -178,7 +187,12 @@ BCheck *bcheck_start(Storage *store, const BCheckTarget *t, int check_json, BChe
     c->done = done;
     c->data = data;
     c->reader = bfile_reader_new(&reader_cb, check_json, c);
-    c->rd = storage_read_new(store, t->key, codec_decoder(t->codecs), on_plain, on_read, c);
+    FilterChain *dec = codec_decoder(t->codecs, t->crypt);
+    if (dec == NULL) { /* encrypted, no key: the stored bytes are hashed as they are */
+        c->hash_only = 1;
+        dec = filter_chain_new();
+    }
+    c->rd = storage_read_new(store, t->key, dec, on_plain, on_read, c);
     return c;
 }
 

@@ -25,6 +25,9 @@ typedef struct {
     const char *backup_id, *user_id, *key;
     const char *checksum;    /* hex SHA-256 of the stored bytes, from backup_metadata */
     const CodecList *codecs; /* what the stored bytes went through, undone in reverse */
+    /* encrypted objects: the names the envelope must hold and the data key; NULL checks the
+     * stored bytes' SHA-256 only (no item, no count: verify without the key) */
+    const CryptParams *crypt;
 } BCheckTarget;
 
 /* A row (section 0) or deleted key (section 1) of table. -1 with err stops the read. */

@@ -29,7 +29,7 @@ void bfile_header_fields(Buf *out, const BfileHeader *h) {
     bfile_put_string(out, "base_snapshot", h->base_snapshot);
     bfile_put_string(out, "created_at", h->created_at);
     /* v1 readers know only "compression" (the first codec); the codecs are the truth from v2 on */
-    bfile_put_string(out, "compression", h->codecs->n ? h->codecs->name[0] : "none");
+    bfile_put_string(out, "compression", codec_list_compression(h->codecs));
     buf_puts(out, ",\"codecs\":");
     codec_list_json(h->codecs, out);
 }
@@ -285,32 +285,5 @@ int bfile_reader_end(BfileReader *r, Err *err) {
 }
 
 int bfile_field(const char *json, size_t len, const char *name, char *out, size_t outsz) {
-    char pat[80];
-    int k = snprintf(pat, sizeof(pat), "\"%s\":", name);
-    const char *end = json + len;
-    for (const char *p = json; p + k <= end; p++) {
-        if (memcmp(p, pat, (size_t)k) != 0)
-            continue;
-        const char *v = p + k;
-        const char *e;
-        if (v < end && *v == '"') {
-            v++;
-            for (e = v; e < end && *e != '"'; e++)
-                if (*e == '\\' && e + 1 < end)
-                    e++;
-            if (e >= end)
-                return -1;
-        } else if (end - v >= 4 && memcmp(v, "null", 4) == 0) {
-            e = v;
-        } else {
-            for (e = v; e < end && ((*e >= '0' && *e <= '9') || *e == '-' || *e == '.'); e++)
-                ;
-        }
-        if ((size_t)(e - v) >= outsz)
-            return -1;
-        memcpy(out, v, (size_t)(e - v));
-        out[e - v] = 0;
-        return 0;
-    }
-    return -1;
+    return json_field(json, len, name, out, outsz);
 }

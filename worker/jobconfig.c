@@ -52,9 +52,17 @@ int jobconfig_load(JobConfig *jc, ConfigGetenv getenv_fn, void *data, Buf *error
     jc->job_retention_ms = config_get_duration(&l, "JOB_RETENTION", 60000, 3650 * 86400000LL);
     jc->events_maxlen = config_get_int(&l, "EVENTS_MAXLEN", 100, 100000000);
     jc->worker_test_jobs = config_get_bool(&l, "WORKER_TEST_JOBS");
-    return l.count;
+    int nkeys = 0;
+    jc->keys = keys_load(getenv_fn, data, errors, &nkeys);
+    return l.count + nkeys;
+}
+
+void jobconfig_free(JobConfig *jc) {
+    keys_free(jc->keys);
+    jc->keys = NULL;
 }
 
 void jobconfig_print_help(FILE *out) {
     config_print_vars(out, vars, sizeof(vars) / sizeof(vars[0]));
+    keys_print_help(out);
 }

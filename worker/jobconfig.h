@@ -7,6 +7,7 @@
 #define BW_JOBCONFIG_H
 
 #include "config.h"
+#include "keys.h"
 
 typedef struct {
     int backup_retention_days;
@@ -20,10 +21,12 @@ typedef struct {
     long long job_retention_ms;
     int events_maxlen;
     int worker_test_jobs;
+    Keys *keys; /* encryption (keys.h); owned */
 } JobConfig;
 
 /* The number of errors, each one line in errors ("VARIABLE: what is wrong"). */
 int jobconfig_load(JobConfig *jc, ConfigGetenv getenv_fn, void *data, Buf *errors);
+void jobconfig_free(JobConfig *jc);
 /* The job settings with their defaults, after config_print_help. */
 void jobconfig_print_help(FILE *out);
 

@@ -6,8 +6,10 @@
 
 int layout_backup_key(char *out, size_t n, const char *user_id, const char *backup_id,
                       int incremental, const CodecList *codecs) {
+    char suffix[32];
+    codec_suffix(codecs, suffix, sizeof(suffix));
     int k = snprintf(out, n, "backups/%s/%s%s.json%s", user_id, incremental ? "incremental/" : "",
-                     backup_id, codec_suffix(codecs));
+                     backup_id, suffix);
     return k < 0 || (size_t)k >= n || (size_t)k >= LAYOUT_KEY_MAX ? -1 : 0;
 }
 

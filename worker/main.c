@@ -89,14 +89,17 @@ static void on_signal(uv_signal_t *sig, int signum) {
     uv_unref((uv_handle_t *)&d->sigint);
 }
 
-static void print_summary(const Config *cfg) {
+static void print_summary(const Config *cfg, const JobConfig *jcfg) {
+    Buf keys = BUF_INIT;
+    keys_describe(jcfg->keys, &keys);
     char redis[256], db[512];
     config_redact_url(cfg->redis_url, redis, sizeof(redis));
     config_redact_url(cfg->database_url, db, sizeof(db));
     printf("REDIS_URL=%s\nDATABASE_URL=%s\nS3_ENDPOINT=%s\nS3_BUCKET=%s\nAWS_REGION=%s\n"
-           "WORKER_CONCURRENCY=%d\nWORKER_HTTP_PORT=%d\n",
+           "WORKER_CONCURRENCY=%d\nWORKER_HTTP_PORT=%d\nENCRYPTION=%s\n",
            redis, db, cfg->s3_endpoint ? cfg->s3_endpoint : "(AWS)", cfg->s3_bucket,
-           cfg->aws_region, cfg->worker_concurrency, cfg->worker_http_port);
+           cfg->aws_region, cfg->worker_concurrency, cfg->worker_http_port, keys.data);
+    buf_free(&keys);
 }
 
 int main(int argc, char **argv) {
@@ -130,12 +133,14 @@ int main(int argc, char **argv) {
             fprintf(stderr, "  %s\n", line);
         buf_free(&errors);
         config_free(&cfg);
+        jobconfig_free(&jcfg);
         return 2;
     }
     buf_free(&errors);
     if (check_only) {
-        print_summary(&cfg);
+        print_summary(&cfg, &jcfg);
         config_free(&cfg);
+        jobconfig_free(&jcfg);
         return 0;
     }
 
@@ -144,6 +149,10 @@ int main(int argc, char **argv) {
     log_init(cfg.log_level, cfg.log_format, NULL);
     log_info(NULL, "backup-worker %s starting (pid %d, concurrency %d)", BW_VERSION, (int)getpid(),
              cfg.worker_concurrency);
+    Buf keys = BUF_INIT;
+    keys_describe(jcfg.keys, &keys);
+    log_info(NULL, "encryption: %s", keys.data);
+    buf_free(&keys);
 
     uv_loop_t loop;
     uv_loop_init(&loop);
@@ -157,6 +166,7 @@ int main(int argc, char **argv) {
         uv_run(&loop, UV_RUN_DEFAULT);
         uv_loop_close(&loop);
         config_free(&cfg);
+        jobconfig_free(&jcfg);
         return 1;
     }
     d.queue = queue_new(&loop, &cfg, d.services);
@@ -180,5 +190,6 @@ int main(int argc, char **argv) {
         log_warn(NULL, "event loop closed with handles still open");
     log_info(NULL, "stopped");
     config_free(&cfg);
+    jobconfig_free(&jcfg);
     return 0;
 }

@@ -8,7 +8,7 @@
 
 void manifest_write(Buf *out, const BfileHeader *h, const char *key, const char *rows,
                     const char *deleted, const char *sha256, uint64_t size, uint64_t raw_size,
-                    const char *finished_at) {
+                    const char *finished_at, const char *key_id, const char *wrapped_key) {
     buf_puts(out, "{");
     bfile_header_fields(out, h);
     bfile_put_string(out, "key", key);
@@ -16,7 +16,27 @@ void manifest_write(Buf *out, const BfileHeader *h, const char *key, const char 
     bfile_put_string(out, "sha256", sha256);
     buf_printf(out, ",\"size\":%" PRIu64 ",\"raw_size\":%" PRIu64, size, raw_size);
     bfile_put_string(out, "finished_at", finished_at);
+    if (key_id) {
+        bfile_put_string(out, "key_id", key_id);
+        bfile_put_string(out, "wrapped_key", wrapped_key);
+    }
     buf_puts(out, "}\n");
+}
+
+int manifest_rewrap(const char *json, size_t len, const char *key_id, const char *wrapped_key,
+                    Buf *out) {
+    static const char pat[] = ",\"key_id\":\"";
+    const char *at = NULL;
+    for (const char *p = json; p + sizeof(pat) - 1 <= json + len; p++)
+        if (memcmp(p, pat, sizeof(pat) - 1) == 0)
+            at = p; /* the last one: the wrapping ends the object */
+    if (at == NULL)
+        return -1;
+    buf_append(out, json, (size_t)(at - json));
+    bfile_put_string(out, "key_id", key_id);
+    bfile_put_string(out, "wrapped_key", wrapped_key);
+    buf_puts(out, "}\n");
+    return 0;
 }
 
 /* The text of "name":{...} (flat), into out. */
@@ -70,6 +90,16 @@ int manifest_parse(const char *json, size_t len, Manifest *m, Err *err) {
     }
     if (bfile_codecs(json, len, &m->codecs, err) != 0) {
         err_prefix(err, "manifest");
+        return -1;
+    }
+    if (bfile_field(json, len, "key_id", m->key_id, sizeof(m->key_id)) == 0 &&
+        bfile_field(json, len, "wrapped_key", m->wrapped_key, sizeof(m->wrapped_key)) != 0) {
+        err_set(err, ERR_PERMANENT, ERR_CODE_INVALID, "%s", "manifest: a key id without its key");
+        return -1;
+    }
+    if (codec_list_encrypted(&m->codecs) && (!m->key_id[0] || !m->wrapped_key[0])) {
+        err_set(err, ERR_PERMANENT, ERR_CODE_INVALID, "%s",
+                "manifest: an encrypted backup without its wrapped key");
         return -1;
     }
     m->version = atoi(version);

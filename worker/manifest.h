@@ -26,11 +26,18 @@ typedef struct {
     uint64_t size, raw_size;
     CodecList codecs;
     char rows[8192], deleted[8192]; /* the count objects, as written */
+    /* encrypted objects: the newest wrapping of the data key ("" for cleartext) */
+    char key_id[CRYPT_ID_MAX + 1], wrapped_key[CRYPT_WRAPPED_MAX + 1];
 } Manifest;
 
+/* key_id and wrapped_key: NULL for an object in cleartext. They are the manifest's last
+ * fields, so that manifest_rewrap() can replace them. */
 void manifest_write(Buf *out, const BfileHeader *h, const char *key, const char *rows,
                     const char *deleted, const char *sha256, uint64_t size, uint64_t raw_size,
-                    const char *finished_at);
+                    const char *finished_at, const char *key_id, const char *wrapped_key);
+/* The manifest json with its wrapping replaced (backupctl rekey). -1 when it has none. */
+int manifest_rewrap(const char *json, size_t len, const char *key_id, const char *wrapped_key,
+                    Buf *out);
 /* -1 with err naming what is missing or malformed. */
 int manifest_parse(const char *json, size_t len, Manifest *m, Err *err);
 

@@ -6,10 +6,11 @@ ALTER TABLE backup_metadata ADD COLUMN IF NOT EXISTS codecs text[];
 
 DO $$
 BEGIN
-    -- the known codecs: re-made on every run, so a new codec is one edit here
-    ALTER TABLE backup_metadata DROP CONSTRAINT IF EXISTS backup_metadata_codecs_known;
-    ALTER TABLE backup_metadata ADD CONSTRAINT backup_metadata_codecs_known
-        CHECK (codecs IS NULL OR codecs <@ ARRAY['gzip', 'zstd']::text[]);
+    -- the known codecs, made here once; a later migration that adds a codec re-makes it (011)
+    IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conname = 'backup_metadata_codecs_known') THEN
+        ALTER TABLE backup_metadata ADD CONSTRAINT backup_metadata_codecs_known
+            CHECK (codecs IS NULL OR codecs <@ ARRAY['gzip', 'zstd']::text[]);
+    END IF;
     ALTER TABLE backup_metadata DROP CONSTRAINT IF EXISTS backup_metadata_compression_check;
     ALTER TABLE backup_metadata ADD CONSTRAINT backup_metadata_compression_check
         CHECK (compression IN ('gzip', 'zstd', 'none'));

@@ -27,6 +27,8 @@
 #include "bfile.h"
 #include "buf.h"
 #include "codec.h"
+#include "crypt.h"
+#include "jobconfig.h"
 #include "jobrt.h"
 #include "layout.h"
 #include "log.h"
@@ -69,6 +71,8 @@ typedef struct {
     char id[JOBSPEC_ID_MAX + 1], type[16], requested[16], base_id[JOBSPEC_ID_MAX + 1];
     char created_at[40], key[LAYOUT_KEY_MAX];
     CodecList codecs;
+    char key_id[CRYPT_ID_MAX + 1]; /* encrypted: the key that wraps the data key */
+    char *wrapped;
     char *snapshot, *base_snapshot;
     /* reading */
     Scope *scope;
@@ -145,7 +149,7 @@ static void record_row(JobRt *rt, Backup *b) {
                        b->spec->mode,
                        ts,
                        b->spec->job_id,
-                       b->codecs.n ? b->codecs.name[0] : "none",
+                       codec_list_compression(&b->codecs),
                        codecs};
     /* the base is resolved once, when the row is created; a retry finds the row by job id (and
      * keeps the codecs it was created with) */
@@ -191,6 +195,20 @@ static void on_recorded(JobRt *rt, Backup *b, PGresult *res) {
     Err e;
     if (codec_list_parse(PQgetvalue(res, 0, 7), &b->codecs, &e) != 0) {
         jobrt_fail(rt, &e);
+        return;
+    }
+    if (codec_list_encrypted(&b->codecs) && !keys_enabled(b->cfg->keys)) {
+        jobrt_failf(rt, ERR_PERMANENT, ERR_CODE_CONFIG,
+                    "backup %s was begun encrypted, and this worker has no encryption key "
+                    "(BACKUP_ENCRYPTION_KEYS)",
+                    id);
+        return;
+    }
+    if (!codec_list_encrypted(&b->codecs) && keys_required(b->cfg->keys)) {
+        jobrt_failf(rt, ERR_PERMANENT, ERR_CODE_CONFIG,
+                    "backup %s was begun in cleartext, and BACKUP_ENCRYPTION=required refuses to "
+                    "write it: enqueue a new backup",
+                    id);
         return;
     }
     snprintf(b->id, sizeof(b->id), "%s", id);
@@ -337,9 +355,34 @@ static void on_counted(JobRt *rt, Backup *b, PGresult *res) {
         return;
     }
     /* the write stream, then the tables in restore order */
-    CodecOptions co = {b->cfg->backup_compression_level, b->cfg->backup_compression_level};
-    b->out = jobrt_write(rt, ST_COPY, b->key, codec_content_type(&b->codecs),
-                         codec_encoder(&b->codecs, &co));
+    CodecOptions co = {b->cfg->backup_compression_level, b->cfg->backup_compression_level, NULL};
+    CryptParams cp;
+    memset(&cp, 0, sizeof(cp));
+    Buf codecs = BUF_INIT, wrapped = BUF_INIT;
+    if (codec_list_encrypted(&b->codecs)) { /* a fresh data key, wrapped, for this object only */
+        Err e;
+        unsigned char dek[CRYPT_KEY_LEN];
+        if (keys_new_dek(b->cfg->keys, NULL, b->spec->user_id, b->id, dek, &wrapped, &e) != 0) {
+            jobrt_fail(rt, &e);
+            return;
+        }
+        snprintf(b->key_id, sizeof(b->key_id), "%s", keys_current(b->cfg->keys));
+        b->wrapped = buf_steal(&wrapped);
+        codec_list_json(&b->codecs, &codecs);
+        cp = (CryptParams){.user_id = b->spec->user_id,
+                           .backup_id = b->id,
+                           .codecs_json = codecs.data,
+                           .key_id = b->key_id,
+                           .wrapped_key = b->wrapped,
+                           .have_dek = 1};
+        memcpy(cp.dek, dek, CRYPT_KEY_LEN);
+        crypt_wipe(dek, sizeof(dek));
+        co.crypt = &cp;
+    }
+    FilterChain *enc = codec_encoder(&b->codecs, &co);
+    crypt_wipe(&cp, sizeof(cp));
+    buf_free(&codecs);
+    b->out = jobrt_write(rt, ST_COPY, b->key, codec_content_type(&b->codecs), enc);
     if (b->out == NULL) /* failing already */
         return;
     BfileHeader h;
@@ -430,7 +473,7 @@ static void maybe_manifest(JobRt *rt, Backup *b) {
     char fin[40], key[LAYOUT_KEY_MAX + 16];
     iso_now(fin, sizeof(fin));
     manifest_write(&man, &h, b->key, rows.data, del.data, b->written.sha256, b->written.size,
-                   b->written.raw_size, fin);
+                   b->written.raw_size, fin, b->wrapped ? b->key_id : NULL, b->wrapped);
     layout_manifest_key(key, sizeof(key), b->key);
     jobrt_put(rt, ST_MANIFEST, 0, key, man.data, man.len, "application/json");
     buf_free(&rows);
@@ -446,12 +489,22 @@ static void complete(JobRt *rt, Backup *b) {
     snprintf(raw, sizeof(raw), "%" PRIu64, b->written.raw_size);
     snprintf(ms, sizeof(ms), "%" PRIu64, jobrt_elapsed_ms(rt));
     snprintf(ver, sizeof(ver), "%d", BFILE_VERSION);
-    const char *v[] = {b->id, size, raw, b->written.sha256, rows.data, ms, b->snapshot, ver};
+    const char *v[] = {b->id,
+                       size,
+                       raw,
+                       b->written.sha256,
+                       rows.data,
+                       ms,
+                       b->snapshot,
+                       ver,
+                       b->wrapped ? b->key_id : NULL,
+                       b->wrapped};
     query(rt, b, ST_COMPLETE, 0,
           "UPDATE backup_metadata SET status = 'completed', size = $2, uncompressed_size = $3, "
           "checksum = $4, row_counts = $5::jsonb, duration_ms = $6, snapshot = $7, "
-          "format_version = $8, completed_at = now(), error = NULL WHERE id = $1",
-          8, v);
+          "format_version = $8, key_id = $9, wrapped_key = $10, completed_at = now(), "
+          "error = NULL WHERE id = $1",
+          10, v);
     buf_free(&rows);
 }
 
@@ -541,7 +594,12 @@ static int backup_step(JobRt *rt, void *st, const JobEv *ev) {
             break;
         }
         Err ce;
-        if (codec_list_parse(b->cfg->backup_codecs, &b->codecs, &ce) != 0) {
+        char codecs[64];
+        /* encryption is the last codec, whenever a key is set */
+        snprintf(codecs, sizeof(codecs), "%s%s%s", b->cfg->backup_codecs,
+                 b->cfg->backup_codecs[0] && keys_enabled(b->cfg->keys) ? "," : "",
+                 keys_enabled(b->cfg->keys) ? CRYPT_CODEC : "");
+        if (codec_list_parse(codecs, &b->codecs, &ce) != 0) {
             jobrt_fail(rt, &ce);
             break;
         }
@@ -620,6 +678,7 @@ static void backup_release(void *st) {
     free(b->expected);
     free(b->snapshot);
     free(b->base_snapshot);
+    free(b->wrapped);
     buf_free(&b->piece);
     for (int i = 0; i < b->nstale; i++)
         free(b->stale[i]);

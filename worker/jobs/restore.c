@@ -28,6 +28,7 @@
 #include "bcheck.h"
 #include "bfile.h"
 #include "buf.h"
+#include "jobconfig.h"
 #include "jobrt.h"
 #include "layout.h"
 #include "log.h"
@@ -64,6 +65,8 @@ typedef struct {
     CodecList codecs;
     uint64_t size;
     int reindexed; /* recorded from a manifest by backupctl reindex: read the manifest again */
+    int encrypted;
+    unsigned char dek[CRYPT_KEY_LEN]; /* encrypted: its data key, unwrapped before any read */
 } Step;
 
 typedef enum { SQ_EXEC, SQ_COUNTS, SQ_CHECK, SQ_UPSERT } SqlKind;
@@ -340,9 +343,19 @@ static void open_step(JobRt *rt, Restore *r) {
 static void on_copy_writable(JobRt *rt, Restore *r) {
     if (!r->step_started) {
         const Step *st = &r->steps[r->si];
-        BCheckTarget t = {st->id, r->spec->user_id, st->key, st->checksum, &st->codecs};
+        Buf codecs = BUF_INIT;
+        codec_list_json(&st->codecs, &codecs);
+        CryptParams cp = {.user_id = r->spec->user_id,
+                          .backup_id = st->id,
+                          .codecs_json = codecs.data,
+                          .have_dek = 1};
+        memcpy(cp.dek, st->dek, CRYPT_KEY_LEN);
+        BCheckTarget t = {st->id,       r->spec->user_id, st->key,
+                          st->checksum, &st->codecs,      st->encrypted ? &cp : NULL};
         r->step_started = 1;
         r->bc = jobrt_check(rt, ST_STAGE, 0, &t, 0);
+        crypt_wipe(&cp, sizeof(cp));
+        buf_free(&codecs);
         return;
     }
     if (r->bc)
@@ -479,6 +492,14 @@ static void on_chain(JobRt *rt, Restore *r, PGresult *res) {
         snprintf(st->checksum, sizeof(st->checksum), "%s", PQgetvalue(res, k, 5));
         st->size = strtoull(PQgetvalue(res, k, 9), NULL, 10);
         st->reindexed = strcmp(PQgetvalue(res, k, 10), "reindex") == 0;
+        st->encrypted = codec_list_encrypted(&st->codecs);
+        /* the key before anything is read or written: a key this worker lacks is named now */
+        if (st->encrypted &&
+            keys_unwrap(services_jobconfig(jobrt_services(rt))->keys, PQgetvalue(res, k, 11),
+                        PQgetvalue(res, k, 12), spec->user_id, id, st->dek, &e) != 0) {
+            jobrt_fail(rt, &e);
+            return;
+        }
         r->rows_total += strtoull(PQgetvalue(res, k, 8), NULL, 10);
     }
     job_set_rows_total(jobrt_job(rt), r->rows_total);
@@ -507,18 +528,20 @@ static void load_chain(JobRt *rt, Restore *r) {
         rt, r, ST_CHAIN, 0,
         "WITH RECURSIVE chain AS ("
         "  SELECT id, user_id, type, status, s3_key, checksum, compression, codecs,"
-        "    base_backup_id, row_counts, size, recorded_by, 0 AS depth FROM backup_metadata"
+        "    base_backup_id, row_counts, size, recorded_by, key_id, wrapped_key, 0 AS depth"
+        "  FROM backup_metadata"
         "  WHERE id = $1"
         "  UNION ALL"
         "  SELECT b.id, b.user_id, b.type, b.status, b.s3_key, b.checksum, b.compression,"
-        "    b.codecs, b.base_backup_id, b.row_counts, b.size, b.recorded_by, c.depth + 1"
+        "    b.codecs, b.base_backup_id, b.row_counts, b.size, b.recorded_by, b.key_id,"
+        "    b.wrapped_key, c.depth + 1"
         "  FROM backup_metadata b JOIN chain c ON b.id = c.base_backup_id WHERE c.depth < 1001)"
         " SELECT id, user_id::text, type, status, coalesce(s3_key, ''), coalesce(checksum, ''),"
         "  " BW_SQL_CODECS(
             "chain") ", coalesce(base_backup_id, ''),"
                      "  coalesce((SELECT sum(value::bigint) FROM jsonb_each_text(row_counts)), 0),"
-                     "  coalesce(size, 0), recorded_by"
-                     " FROM chain ORDER BY depth DESC",
+                     "  coalesce(size, 0), recorded_by, coalesce(key_id, ''),"
+                     "  coalesce(wrapped_key, '') FROM chain ORDER BY depth DESC",
         1, v);
 }
 
@@ -636,6 +659,7 @@ static void restore_release(void *st) {
     }
     free(r->stmts);
     scope_free(r->scope);
+    crypt_wipe(r->steps, (size_t)r->nsteps * sizeof(Step));
     free(r->steps);
     free(r->selected);
     free(r->expected);

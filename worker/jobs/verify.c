@@ -21,6 +21,7 @@
 #include "bcheck.h"
 #include "bfile.h"
 #include "buf.h"
+#include "jobconfig.h"
 #include "jobrt.h"
 #include "layout.h"
 #include "log.h"
@@ -38,13 +39,15 @@ typedef struct {
     CodecList codecs;
     char *row_counts; /* backup_metadata.row_counts as text */
     uint64_t size;
+    char key_id[CRYPT_ID_MAX + 1], *wrapped; /* encrypted: the record's wrapping */
+    int hash_only; /* encrypted, and the key is not here: the stored bytes' SHA-256 only */
 } Item;
 
 typedef struct {
     State state;
     const JobSpec *spec;
     Item *items;
-    int n, i, failed, skipped;
+    int n, i, failed, skipped, hash_only;
     char user[37];
     Manifest manifest; /* the current item's */
     Err first, err;
@@ -110,7 +113,7 @@ static int counts_agree(Verify *v, const BCheck *c, Err *err) {
                     table, manifest_count_of(it->row_counts, table, &meta) ? "none" : "differs");
             return -1;
         }
-        if (bcheck_count(c, 0, table) != want) {
+        if (!it->hash_only && bcheck_count(c, 0, table) != want) {
             err_set(err, ERR_PERMANENT, ERR_CODE_INVALID,
                     "%s: the manifest counts %" PRIu64 " %s rows, the object holds %" PRIu64,
                     it->id, want, table, bcheck_count(c, 0, table));
@@ -169,9 +172,32 @@ static void on_manifest(JobRt *rt, Verify *v, const JobEv *ev) {
         record(rt, v, &e);
         return;
     }
-    BCheckTarget t = {it->id, v->user, it->key, it->checksum, &it->codecs};
+    Buf codecs = BUF_INIT;
+    codec_list_json(&it->codecs, &codecs);
+    CryptParams cp = {
+        .user_id = v->user, .backup_id = it->id, .codecs_json = codecs.data, .have_dek = 1};
+    const Keys *keys = services_jobconfig(jobrt_services(rt))->keys;
+    int encrypted = codec_list_encrypted(&it->codecs);
+    /* without the key, the stored bytes' digest is still checked; with it, every chunk too */
+    it->hash_only = encrypted && !keys_has(keys, it->key_id);
+    if (encrypted && !it->hash_only &&
+        keys_unwrap(keys, it->key_id, it->wrapped, v->user, it->id, cp.dek, &e) != 0) {
+        buf_free(&codecs);
+        record(rt, v, &e);
+        return;
+    }
+    if (it->hash_only) {
+        v->hash_only++;
+        log_info(job_log_id(jobrt_job(rt)),
+                 "verify %s: key '%s' is not here: checking the stored bytes' SHA-256 only", it->id,
+                 it->key_id);
+    }
+    BCheckTarget t = {it->id,       v->user,     it->key,
+                      it->checksum, &it->codecs, encrypted && !it->hash_only ? &cp : NULL};
     v->state = ST_OBJECT;
     jobrt_check(rt, ST_OBJECT, JRT_SOFT, &t, 1);
+    crypt_wipe(&cp, sizeof(cp));
+    buf_free(&codecs);
 }
 
 static void next_item(JobRt *rt, Verify *v) {
@@ -182,13 +208,15 @@ static void next_item(JobRt *rt, Verify *v) {
                         v->n > 1 ? "s" : "", v->first.msg);
             return;
         }
-        char note[96];
-        int ok = v->n - v->skipped;
+        char note[160];
+        int ok = v->n - v->skipped, k;
+        k = snprintf(note, sizeof(note), "%d backup%s verified", ok, ok == 1 ? "" : "s");
         if (v->skipped)
-            snprintf(note, sizeof(note), "%d backup%s verified, %d skipped (being deleted)", ok,
-                     ok == 1 ? "" : "s", v->skipped);
-        else
-            snprintf(note, sizeof(note), "%d backup%s verified", ok, ok == 1 ? "" : "s");
+            k += snprintf(note + k, sizeof(note) - (size_t)k, ", %d skipped (being deleted)",
+                          v->skipped);
+        if (v->hash_only)
+            snprintf(note + k, sizeof(note) - (size_t)k,
+                     ", %d by SHA-256 only (their key is not here)", v->hash_only);
         job_set_note(jobrt_job(rt), note);
         job_progress(jobrt_job(rt), "done", 100, v->rows, v->bytes);
         jobrt_done(rt);
@@ -227,6 +255,8 @@ static void on_list(JobRt *rt, Verify *v, PGresult *res) {
         snprintf(it->checksum, sizeof(it->checksum), "%s", PQgetvalue(res, k, 3));
         it->row_counts = xstrdup(PQgetvalue(res, k, 5));
         it->size = strtoull(PQgetvalue(res, k, 6), NULL, 10);
+        snprintf(it->key_id, sizeof(it->key_id), "%s", PQgetvalue(res, k, 7));
+        it->wrapped = xstrdup(PQgetvalue(res, k, 8));
         if (!layout_key_is_users(PQgetvalue(res, k, 2), user) || strlen(it->checksum) != 64 ||
             codec_list_parse(PQgetvalue(res, k, 4), &it->codecs, &e) != 0) {
             jobrt_failf(rt, ERR_PERMANENT, ERR_CODE_INVALID,
@@ -254,7 +284,8 @@ static int verify_step(JobRt *rt, void *st, const JobEv *ev) {
             "SELECT id, user_id::text, coalesce(s3_key, ''), coalesce(checksum, ''), "
             " " BW_SQL_CODECS(
                 "m") ", coalesce(row_counts::text, ''), "
-                     "coalesce(size, 0) FROM backup_metadata m "
+                     "coalesce(size, 0), coalesce(key_id, ''), coalesce(wrapped_key, '') "
+                     "FROM backup_metadata m "
                      "WHERE status IN ('completed', 'expired') AND "
                      "(id = $1 OR ($1 = '' AND user_id = $2::uuid)) ORDER BY created_at, id",
             2, p);
@@ -282,8 +313,10 @@ static int verify_step(JobRt *rt, void *st, const JobEv *ev) {
 
 static void verify_release(void *st) {
     Verify *v = st;
-    for (int i = 0; i < v->n; i++)
+    for (int i = 0; i < v->n; i++) {
         free(v->items[i].row_counts);
+        free(v->items[i].wrapped);
+    }
     free(v->items);
 }
 
