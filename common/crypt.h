@@ -32,8 +32,8 @@
 #define CRYPT_KEY_LEN     32
 #define CRYPT_TAG_LEN     16
 #define CRYPT_MAGIC       "PLBKENC1"
-#define CRYPT_CHUNK       (64u * 1024) /* plaintext bytes per chunk (measured: tools/bench) */
-#define CRYPT_ID_MAX      256          /* key ids: a keyring id, or "kms:" and a KMS key id */
+#define CRYPT_CHUNK       (256u * 1024) /* plaintext bytes per chunk (measured: tools/bench/crypt.c) */
+#define CRYPT_ID_MAX      256           /* key ids: a keyring id, or "kms:" and a KMS key id */
 #define CRYPT_WRAPPED_MAX 2048 /* base64 of a wrapped data key (KMS blobs are the largest) */
 
 /* Unwraps the header's wrapped data key (decoder without a data key). 0, or -1 with err. */

@@ -184,6 +184,8 @@ int json_field(const char *json, size_t len, const char *name, char *out, size_t
             continue;
         const char *v = p + k;
         const char *e;
+        while (v < end && (*v == ' ' || *v == '\t' || *v == '\n' || *v == '\r'))
+            v++; /* "name": "value", as other writers space it */
         if (v < end && *v == '"') {
             v++;
             for (e = v; e < end && *e != '"'; e++)

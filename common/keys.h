@@ -6,7 +6,12 @@
  *   BACKUP_ENCRYPTION_KEYS_FILE  the same, one entry per line (a mounted Kubernetes secret)
  *   BACKUP_ENCRYPTION_KEY_ID     the key of new backups (default: the keyring's last entry)
  *   BACKUP_ENCRYPTION            auto (encrypt whenever a key is set) or required
+ *   BACKUP_KMS_KEY_ID            an AWS KMS key (id, ARN or alias) as the key-encryption key
+ *   AWS_KMS_ENDPOINT             KMS endpoint (tests, KMS-compatible services)
  *
+ * Key ids are a keyring entry's id, or "kms:" and the KMS key id. With a KMS
+ * key set, new backups use it (unless BACKUP_ENCRYPTION_KEY_ID names a keyring
+ * entry), and keyring keys still open older backups.
  * Every error is found here, at start: a short or malformed key, an unknown
  * current id, "required" without a key. Nothing here ever prints a key.
  */
@@ -17,6 +22,8 @@
 #include "config.h"
 #include "crypt.h"
 #include "keyring.h"
+#include "kms.h"
+#include "s3.h"
 
 #include <stdio.h>
 
@@ -47,6 +54,28 @@ int keys_unwrap(const Keys *k, const char *key_id, const char *wrapped, const ch
 /* A data key wrapped again under key_id (NULL: the current key). */
 int keys_rewrap(const Keys *k, const char *from_id, const char *wrapped, const char *to_id,
                 const char *user_id, const char *backup_id, Buf *out, Err *err);
+/* 1 when key_id names a KMS key ("kms:..."): its operations are asynchronous (below). */
+int keys_is_kms(const char *key_id);
+/* The KMS client for these keys (credentials and region as S3's), or NULL without KMS. */
+KmsClient *keys_kms_client(const Keys *k, uv_loop_t *loop, HttpClient *http, const S3Options *s3);
+/* KMS at start: a data key generated and decrypted again, so that a key that cannot be used
+ * stops the worker (and fails backupctl check) before any job. 0 without KMS. */
+int keys_probe(const Keys *k, const S3Options *s3, Err *err);
+
+/* The same as above for any key: keyring keys answer before the call returns, KMS keys when
+ * KMS answers (kms may be NULL without KMS). dek, key_id and wrapped are valid during the
+ * call only. */
+typedef void (*KeysDoneCb)(const unsigned char *dek, const char *key_id, const char *wrapped,
+                           const Err *err, void *data);
+void keys_new_dek_async(const Keys *k, KmsClient *kms, const char *user_id, const char *backup_id,
+                        KeysDoneCb cb, void *data);
+void keys_unwrap_async(const Keys *k, KmsClient *kms, const char *key_id, const char *wrapped,
+                       const char *user_id, const char *backup_id, KeysDoneCb cb, void *data);
+/* The data key wrapped under to_id (NULL: the current key). */
+void keys_wrap_async(const Keys *k, KmsClient *kms, const char *to_id,
+                     const unsigned char dek[CRYPT_KEY_LEN], const char *user_id,
+                     const char *backup_id, KeysDoneCb cb, void *data);
+
 /* CryptUnwrapFn over keys_unwrap (data: the Keys). */
 int keys_unwrap_fn(const char *key_id, const char *wrapped, const char *user_id,
                    const char *backup_id, unsigned char dek[CRYPT_KEY_LEN], void *data, Err *err);

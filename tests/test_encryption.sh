@@ -13,6 +13,8 @@
 #     before anything is written, the database unchanged
 #  5. rotation: k2 added and made current, `backupctl rekey --all`, k1 removed: every backup
 #     still verifies and restores; a backup under a key the worker lacks is refused by name
+#     AWS KMS (moto) as the key-encryption key: a key KMS does not know stops the worker; round
+#     trips of none, gzip and zstd; rekey from KMS to the keyring
 #  6. no key in any log, status hash or backupctl output
 set -uo pipefail
 WORKER=$1
@@ -31,7 +33,7 @@ for u in $U $V; do
      DELETE FROM restore_history WHERE user_id = '$u'" >/dev/null
   s3 s3 rm --recursive --quiet "s3://$S3_BUCKET/backups/$u/"
 done
-"$ROOT/tools/datagen" --user "$U" --orders 300 --seed te1 >/dev/null
+"$ROOT/tools/datagen" --user "$U" --orders 500 --seed te1 >/dev/null
 "$ROOT/tools/datagen" --user "$V" --orders 20 --seed te2 >/dev/null
 # strings that must never be readable in an encrypted object
 q "INSERT INTO products (user_id, sku, name, price) VALUES ('$U', 'ZEBRA-SKU-4417', 'Quetzal Secret Blend', 12.5);
@@ -62,9 +64,10 @@ scramble() {
      UPDATE profiles SET full_name = 'Nobody' WHERE id = '$U'" >/dev/null
 }
 backup() { # JOB [USER]: a full backup, waited for; prints its id
-  enqueue "$1" type backup user_id "${2:-$U}" mode full
-  done_ok "$1" || { bad "backup $1 did not complete: $(field "$1" error)"; return 1; }
-  field "$1" backup_id
+  local j=enc-$1 # a backup's job id is unique for good: apart from the other tests' ids
+  enqueue "$j" type backup user_id "${2:-$U}" mode full
+  done_ok "$j" || { bad "backup $j did not complete: $(field "$j" error)"; return 1; }
+  field "$j" backup_id
 }
 restore() { # JOB BACKUP_ID
   enqueue "$1" type restore user_id "$U" backup_id "$2"
@@ -132,6 +135,22 @@ for codec in none gzip zstd; do
   check "$codec+aes-256-gcm: every row of every table identical" none "$(differs s0)"
 done
 
+# an incremental on top of an encrypted full: each step opened with its own data key
+q "UPDATE orders SET notes = 'after the full' WHERE user_id = '$U' AND number % 7 = 0;
+   DELETE FROM orders WHERE id IN (SELECT id FROM orders WHERE user_id = '$U' ORDER BY id DESC LIMIT 3)" >/dev/null
+state s1
+enqueue enc-inc type backup user_id "$U" mode incremental
+expect "an encrypted incremental completes" done_ok enc-inc
+BI=$(field enc-inc backup_id)
+check "…its own object, .json.gz.enc, under k1" "backups/$U/incremental/$BI.json.gz.enc {gzip,aes-256-gcm} k1" "$(rec "$BI")"
+scramble
+expect "restore of the incremental (its chain: a full, the encrypted incremental) completes" restore rinc "$BI"
+check "…to the incremental's state exactly" none "$(differs s1)"
+q "DELETE FROM backup_metadata WHERE id = '$BI'" >/dev/null
+s3 s3 rm --recursive --quiet "s3://$S3_BUCKET/backups/$U/incremental/"
+expect "back to the full backup's state" restore rfull "${B[gzip]}"
+check "…exactly" none "$(differs s0)"
+
 # ---- 3. verify with and without the key; download ----
 enqueue v1 type verify user_id "$U"
 expect "verify with the key: every backup passes" done_ok v1
@@ -162,10 +181,10 @@ B2=$(backup b2)
 stop_worker w2
 stored "$B2" "$tmp/other.enc"
 python3 - "$tmp/none.enc" "$tmp/other.enc" "$tmp" <<'EOF'
-import struct, sys
+import json, struct, sys
 a = open(sys.argv[1], 'rb').read(); o = open(sys.argv[2], 'rb').read(); d = sys.argv[3]
 h = 12 + struct.unpack('>I', a[8:12])[0]; ho = 12 + struct.unpack('>I', o[8:12])[0]
-c = 65536 + 16
+c = json.loads(a[12:h])['chunk_size'] + 16
 chunks = [a[h + i:h + i + c] for i in range(0, len(a) - h, c)]
 assert len(chunks) >= 4, len(chunks)
 def out(name, b): open(f'{d}/{name}', 'wb').write(b)
@@ -241,6 +260,41 @@ check "list: the key of each backup" "k2025" "$(awk -v id="$B3" '$1 == id {print
 check "list --json: key_id" k2 "$(ctl list "$U" --json | jq -r --arg id "${B[gzip]}" '.[] | select(.backup_id == $id) | .key_id')"
 stop_worker wk2b
 
+# ---- 5b. AWS KMS (moto) as the key-encryption key ----
+: "${BW_MOTO_ENDPOINT:?run through tools/devenv test (moto serves KMS)}"
+kms() { AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing aws --region "${AWS_REGION:-us-east-1}" --endpoint-url "$BW_MOTO_ENDPOINT" kms "$@"; }
+KMSID=$(kms create-key --query KeyMetadata.KeyId --output text)
+ALIAS=alias/bw-enc-$$
+kms create-alias --alias-name "$ALIAS" --target-key-id "$KMSID"
+KMSENV=("BACKUP_KMS_KEY_ID=$ALIAS" "AWS_KMS_ENDPOINT=$BW_MOTO_ENDPOINT")
+refuse kmsbad "BACKUP_KMS_KEY_ID: key 'alias/nope-$$' cannot be used: kms GenerateDataKey: HTTP 400 NotFoundException" \
+  "BACKUP_KMS_KEY_ID=alias/nope-$$" "AWS_KMS_ENDPOINT=$BW_MOTO_ENDPOINT"
+out=$(env "${KMSENV[@]}" "$CTL" check 2>&1)
+expect "backupctl check: the KMS key works (generated and decrypted a data key)" grep -q "^keys      ok    encryption aes-256-gcm, new backups under 'kms:$ALIAS'" <<<"$out"
+state s5
+declare -A BK
+for codec in none gzip zstd; do
+  start_worker "wk$codec" BACKUP_NOTIFY=false BACKUP_COMPRESSION=$codec "${KMSENV[@]}" BACKUP_ENCRYPTION=required
+  BK[$codec]=$(backup "kms$codec")
+  scramble
+  expect "$codec+aes-256-gcm under KMS: the restore completes" restore "rkms$codec" "${BK[$codec]}"
+  check "$codec+aes-256-gcm under KMS: every row of every table identical" none "$(differs s5)"
+  stop_worker "wk$codec"
+done
+check "KMS: the record names the KMS key" "kms:$ALIAS" "$(q "SELECT key_id FROM backup_metadata WHERE id = '${BK[gzip]}'")"
+stored "${BK[none]}" "$tmp/kms.enc"
+check "KMS: the stored bytes hold none of the tenant's strings" 0 "$(grep -caE 'ZEBRA-SKU-4417|Quetzal Secret|marisol.quintero' "$tmp/kms.enc")"
+# from KMS to the keyring: the KMS key can be retired too
+out=$(env "${KMSENV[@]}" BACKUP_ENCRYPTION_KEYS="k2:$K2" "$CTL" rekey "$U" --to k2 2>&1); rc=$?
+check "rekey from KMS to k2: exit 1 (the k2025 backup's key is not here)" 1 "$rc"
+expect "…the three KMS backups rekeyed, the other named" grep -q "^rekeyed 3 backups under 'k2', 1 failed" <<<"$out"
+expect "…naming the missing key" grep -q "$B3 is encrypted with key 'k2025', which is not in BACKUP_ENCRYPTION_KEYS" <<<"$out"
+start_worker wk2c BACKUP_NOTIFY=false "BACKUP_ENCRYPTION_KEYS=k2:$K2"
+scramble
+expect "without KMS, a backup made under KMS restores with k2" restore rkms2 "${BK[zstd]}"
+check "…exactly" none "$(differs s5)"
+stop_worker wk2c
+
 # ---- 6. no key anywhere ----
 out=$(BACKUP_ENCRYPTION_KEYS="k1:$K1,k2:$K2" ctl config 2>&1)
 expect "backupctl config: the key ids, masked keys" grep -q "^ENCRYPTION=aes-256-gcm, new backups under 'k2'; BACKUP_ENCRYPTION_KEYS holds 'k1', 'k2'" <<<"$out"
@@ -252,6 +306,6 @@ for k in "$K1" "$K2" "$K3"; do
 done
 check "no key in the worker logs, status hashes or backupctl config" 0 "$leaks"
 
-q "DROP TABLE IF EXISTS snap_s0, snap_now, snap_before, snap_scrambled" >/dev/null
+q "DROP TABLE IF EXISTS snap_s0, snap_s1, snap_s5, snap_now, snap_before, snap_scrambled" >/dev/null
 echo "test_encryption: $passed passed, $fails failed"
 [ "$fails" -eq 0 ]

@@ -59,7 +59,7 @@ expect "backupctl: bad config exits 2" bash -c "LOG_FORMAT=xml '$CTL' check >/de
 "$CTL" check >"$tmp/check" 2>&1; rc=$?
 cat "$tmp/check"
 expect "backupctl check passes" test $rc = 0
-expect "backupctl check names all three" bash -c "grep -c '  ok  ' '$tmp/check' | grep -q 3"
+expect "backupctl check names all four (the keys too)" bash -c "grep -c '  ok  ' '$tmp/check' | grep -q 4"
 expect "no secret in backupctl output" no_secret "$tmp/check"
 DATABASE_URL="postgresql://backup:$PG_PASS@127.0.0.1:1/x" "$CTL" check >"$tmp/check2" 2>&1; rc=$?
 expect "backupctl check fails on a dead PostgreSQL" test $rc = 1

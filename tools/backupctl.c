@@ -232,8 +232,14 @@ static int cmd_check(const Config *cfg) {
             printf("keys      FAIL  %s\n", line);
         c.failures++;
     } else {
+        Err e;
         keys_describe(k, &d);
-        printf("keys      ok    encryption %s\n", d.data);
+        if (keys_probe(k, &so, &e) != 0) { /* so: the S3 settings, whose credentials KMS uses */
+            printf("keys      FAIL  %s\n", e.msg);
+            c.failures++;
+        } else {
+            printf("keys      ok    encryption %s\n", d.data);
+        }
     }
     keys_free(k);
     buf_free(&errs);

@@ -39,6 +39,7 @@ typedef struct {
     int fd;
     FilterChain *sha, *dec; /* the stored bytes' digest; with --plain, the codecs undone */
     Buf plain;
+    KmsClient *kms; /* rekey and download --decode of backups under a KMS key */
 } Rec;
 
 static int on_page(const S3Object *objs, size_t n, void *data) {
@@ -79,6 +80,40 @@ static void run(Rec *r) {
     r->done = 0;
     while (!r->done)
         uv_run(&r->loop, UV_RUN_ONCE);
+}
+
+/* A data key (and its wrapping) from keys_*_async, waited for on the loop. */
+typedef struct {
+    int done, failed;
+    Err err;
+    unsigned char dek[CRYPT_KEY_LEN];
+    char wrapped[CRYPT_WRAPPED_MAX + 1];
+} KeyWait;
+
+static void on_key(const unsigned char *dek, const char *key_id, const char *wrapped,
+                   const Err *err, void *data) {
+    (void)key_id;
+    KeyWait *w = data;
+    if (err) {
+        w->err = *err;
+        w->failed = 1;
+    } else {
+        memcpy(w->dek, dek, CRYPT_KEY_LEN);
+        snprintf(w->wrapped, sizeof(w->wrapped), "%s", wrapped ? wrapped : "");
+    }
+    w->done = 1;
+}
+
+static int key_wait(Rec *r, KeyWait *w) {
+    while (!w->done)
+        uv_run(&r->loop, UV_RUN_ONCE);
+    return w->failed ? -1 : 0;
+}
+
+static void rec_kms(Rec *r, const Config *cfg, const Keys *keys) {
+    S3Options o;
+    config_s3_options(cfg, &o);
+    r->kms = keys_kms_client(keys, &r->loop, r->http, &o);
 }
 
 /* One manifest into backup_metadata (base left NULL: set in a second pass). 1 inserted,
@@ -164,6 +199,7 @@ static void rec_close(Rec *r) {
     if (r->dec)
         filter_chain_free(r->dec);
     buf_free(&r->plain);
+    kms_client_free(r->kms);
     s3_client_free(r->s3);
     http_client_free(r->http);
     uv_run(&r->loop, UV_RUN_DEFAULT);
@@ -436,15 +472,25 @@ int ctl_download(const Config *cfg, const char *what, const char *file, int plai
                           .codecs_json = codecs.data,
                           .unwrap = keys_unwrap_fn,
                           .unwrap_data = keys};
-        Err ke;
-        if (nerr == 0 && codec_list_encrypted(&m.codecs) && keys_has(keys, m.key_id) &&
-            keys_unwrap(keys, m.key_id, m.wrapped_key, m.user_id, m.backup_id, cp.dek, &ke) == 0)
-            cp.have_dek = 1;
-        if (nerr == 0)
+        KeyWait kw;
+        memset(&kw, 0, sizeof(kw));
+        if (nerr == 0 && codec_list_encrypted(&m.codecs) && keys_has(keys, m.key_id)) {
+            rec_kms(&r, cfg, keys);
+            keys_unwrap_async(keys, r.kms, m.key_id, m.wrapped_key, m.user_id, m.backup_id, on_key,
+                              &kw);
+            if (key_wait(&r, &kw) == 0) {
+                memcpy(cp.dek, kw.dek, CRYPT_KEY_LEN);
+                cp.have_dek = 1;
+            } else {
+                fprintf(stderr, "backupctl download: %s\n", kw.err.msg);
+            }
+        }
+        if (nerr == 0 && !kw.failed)
             r.dec = codec_decoder(&m.codecs, &cp);
         else
             fprintf(stderr, "backupctl download: invalid configuration:\n%s", errs.data);
         crypt_wipe(&cp, sizeof(cp));
+        crypt_wipe(&kw, sizeof(kw));
         buf_free(&errs);
         buf_free(&codecs);
         if (r.dec == NULL) {
@@ -452,7 +498,7 @@ int ctl_download(const Config *cfg, const char *what, const char *file, int plai
             close(r.fd);
             unlink(part);
             rec_close(&r);
-            return 2;
+            return nerr ? 2 : 1;
         }
     }
     r.failed = 0;
@@ -524,10 +570,20 @@ static int rekey_one(Rec *r, PGconn *pg, const Keys *keys, const char *to, const
     Err e;
     char mkey[400];
     int rc = -1;
-    if (keys_rewrap(keys, from, wrapped, to, user, id, &nw, &e) != 0) {
-        fprintf(stderr, "backupctl rekey: %s: %s\n", id, e.msg);
+    KeyWait kw, ww;
+    memset(&kw, 0, sizeof(kw));
+    memset(&ww, 0, sizeof(ww));
+    keys_unwrap_async(keys, r->kms, from, wrapped, user, id, on_key, &kw);
+    if (key_wait(r, &kw) == 0)
+        keys_wrap_async(keys, r->kms, to, kw.dek, user, id, on_key, &ww);
+    crypt_wipe(kw.dek, sizeof(kw.dek));
+    if (kw.failed || key_wait(r, &ww) != 0) {
+        fprintf(stderr, "backupctl rekey: %s: %s\n", id, kw.failed ? kw.err.msg : ww.err.msg);
+        crypt_wipe(&ww, sizeof(ww));
         goto out;
     }
+    buf_puts(&nw, ww.wrapped);
+    crypt_wipe(&ww, sizeof(ww));
     snprintf(mkey, sizeof(mkey), "%s" SUFFIX, key);
     if (get_manifest(r, "rekey", mkey) != 0)
         goto out;
@@ -603,6 +659,7 @@ int ctl_rekey(const Config *cfg, const char *user, const char *to_id, int dry_ru
     }
     Rec r;
     rec_open(&r, cfg);
+    rec_kms(&r, cfg, keys);
     int n = PQntuples(res), done = 0, failed = 0;
     for (int i = 0; i < n; i++) {
         const char *id = PQgetvalue(res, i, 0), *from = PQgetvalue(res, i, 3);

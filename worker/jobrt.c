@@ -1,7 +1,11 @@
 /* jobrt: the job runtime (see jobrt.h). */
 #include "jobrt.h"
 
+#include "crypt.h"
+#include "jobconfig.h"
+#include "keys.h"
 #include "log.h"
+#include "services.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -360,6 +364,89 @@ BCheck *jobrt_check(JobRt *rt, int tag, int flags, const BCheckTarget *t, int ch
     rt->bc_busy = 1;
     rt->bc = bcheck_start(rt->store, t, check_json, on_check_item, on_checked, rt);
     return rt->bc;
+}
+
+/* ---- encryption keys ---- */
+
+typedef struct {
+    OpCtx o;
+    uv_timer_t defer; /* a keyring's answer, delivered on the next turn like any other */
+    int local;
+    Err err;
+    int failed;
+    unsigned char dek[32];
+    char key_id[CRYPT_ID_MAX + 1], wrapped[CRYPT_WRAPPED_MAX + 1];
+} KeyOp;
+
+static void key_deliver(KeyOp *k) {
+    JobRt *rt = k->o.rt;
+    rt->ops_busy--;
+    JobKey key;
+    memcpy(key.dek, k->dek, sizeof(key.dek));
+    key.key_id = k->key_id;
+    key.wrapped = k->wrapped;
+    JobEv ev = {.kind = JEV_KEY, .tag = k->o.tag, .key = &key};
+    deliver(rt, &ev, k->failed ? &k->err : NULL, k->o.flags);
+    crypt_wipe(&key, sizeof(key));
+}
+
+static void on_key_closed(uv_handle_t *h) {
+    KeyOp *k = h->data;
+    key_deliver(k);
+    crypt_wipe(k, sizeof(*k));
+    free(k);
+}
+
+static void on_key_defer(uv_timer_t *t) {
+    uv_close((uv_handle_t *)t, on_key_closed);
+}
+
+static void on_key(const unsigned char *dek, const char *key_id, const char *wrapped,
+                   const Err *err, void *data) {
+    KeyOp *k = data;
+    if (err) {
+        k->err = *err;
+        k->failed = 1;
+    } else {
+        memcpy(k->dek, dek, sizeof(k->dek));
+        snprintf(k->wrapped, sizeof(k->wrapped), "%s", wrapped ? wrapped : "");
+    }
+    snprintf(k->key_id, sizeof(k->key_id), "%s", key_id);
+    if (k->local) { /* answered inside the call: the step is still running */
+        uv_timer_start(&k->defer, on_key_defer, 0, 0);
+        return;
+    }
+    key_deliver(k);
+    crypt_wipe(k, sizeof(*k));
+    free(k);
+}
+
+static KeyOp *key_op(JobRt *rt, int tag, int flags, const char *key_id) {
+    KeyOp *k = xcalloc(1, sizeof(*k));
+    k->o = (OpCtx){rt, tag, flags};
+    rt->ops_busy++;
+    k->local = !keys_is_kms(key_id);
+    if (k->local) {
+        uv_timer_init(job_loop(rt->job), &k->defer);
+        k->defer.data = k;
+    }
+    return k;
+}
+
+void jobrt_datakey_new(JobRt *rt, int tag, int flags, const char *user_id, const char *backup_id) {
+    if (rt->failing)
+        return;
+    const Keys *keys = services_jobconfig(rt->sv)->keys;
+    keys_new_dek_async(keys, services_kms(rt->sv), user_id, backup_id, on_key,
+                       key_op(rt, tag, flags, keys_current(keys)));
+}
+
+void jobrt_datakey_open(JobRt *rt, int tag, int flags, const char *key_id, const char *wrapped,
+                        const char *user_id, const char *backup_id) {
+    if (rt->failing)
+        return;
+    keys_unwrap_async(services_jobconfig(rt->sv)->keys, services_kms(rt->sv), key_id, wrapped,
+                      user_id, backup_id, on_key, key_op(rt, tag, flags, key_id));
 }
 
 /* ---- locks ---- */

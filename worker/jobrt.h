@@ -52,7 +52,15 @@ typedef enum {
                           the step returns -1 with *item_err set to stop the read */
     JEV_CHECKED,       /* the checked read ended: check (its counts), err with JRT_SOFT */
     JEV_LOCKED,        /* jobrt_user_lock(): locked (1 locked, 0 busy) */
+    JEV_KEY,           /* jobrt_datakey_new/open(): key (the data key and its wrapping) */
 } JobEvKind;
+
+/* A data key, valid during the event only (then wiped). */
+typedef struct {
+    unsigned char dek[32];
+    const char *key_id;  /* the key that wraps it */
+    const char *wrapped; /* its wrapping under key_id (base64) */
+} JobKey;
 
 typedef struct {
     JobEvKind kind;
@@ -72,6 +80,7 @@ typedef struct {
     const StorageWritten *written;
     const BCheck *check;
     int locked;
+    const JobKey *key;
 } JobEv;
 
 typedef struct {
@@ -132,6 +141,14 @@ StorageWrite *jobrt_write(JobRt *rt, int tag, const char *key, const char *conte
                           FilterChain *codecs);
 /* The job's checked read of a backup object (one at a time): JEV_ITEM, JEV_CHECKED. */
 BCheck *jobrt_check(JobRt *rt, int tag, int flags, const BCheckTarget *t, int check_json);
+
+/* ---- encryption keys (keys.h): keyring keys answer on the next loop turn, KMS keys when KMS
+ * answers; a key the worker lacks fails the job naming it (or, JRT_SOFT, ev->err) ---- */
+/* A fresh data key for a new object of user_id/backup_id, wrapped under the current key. */
+void jobrt_datakey_new(JobRt *rt, int tag, int flags, const char *user_id, const char *backup_id);
+/* The data key of a wrapping. */
+void jobrt_datakey_open(JobRt *rt, int tag, int flags, const char *key_id, const char *wrapped,
+                        const char *user_id, const char *backup_id);
 
 /* ---- locks (cleanup scope=all) ---- */
 void jobrt_user_lock(JobRt *rt, int tag, const char *user_id);

@@ -137,6 +137,16 @@ int main(int argc, char **argv) {
         return 2;
     }
     buf_free(&errors);
+    /* a KMS key that cannot be used stops the worker now, not at the first backup */
+    S3Options so;
+    config_s3_options(&cfg, &so);
+    Err kerr;
+    if (keys_probe(jcfg.keys, &so, &kerr) != 0) {
+        fprintf(stderr, "backup-worker: invalid configuration:\n  %s\n", kerr.msg);
+        config_free(&cfg);
+        jobconfig_free(&jcfg);
+        return 2;
+    }
     if (check_only) {
         print_summary(&cfg, &jcfg);
         config_free(&cfg);

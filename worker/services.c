@@ -28,6 +28,7 @@ struct Services {
     PgPool *pg;
     HttpClient *http;
     S3Client *s3;
+    KmsClient *kms;
     Storage *store;
     LoopLag *lag;
     Httpd *httpd;
@@ -239,6 +240,7 @@ Services *services_new(uv_loop_t *loop, const Config *cfg, const JobConfig *jcfg
     S3Options so;
     config_s3_options(cfg, &so);
     s->s3 = s3_client_new(loop, s->http, &so);
+    s->kms = keys_kms_client(jcfg->keys, loop, s->http, &so);
     s->store =
         storage_s3_new(loop, s->s3, (size_t)cfg->s3_part_size_mb << 20, cfg->s3_upload_concurrency);
 
@@ -264,6 +266,7 @@ void services_free(Services *s) {
     redis_client_free(s->redis);
     storage_free(s->store);
     s3_client_free(s->s3); /* cancels the S3 probe: its callback runs now */
+    kms_client_free(s->kms);
     http_client_free(s->http);
     pg_pool_free(s->pg); /* fails a waiting probe now; a running one completes */
     looplag_free(s->lag);
@@ -300,6 +303,10 @@ Storage *services_storage(Services *s) {
 
 const JobConfig *services_jobconfig(const Services *s) {
     return s->jcfg;
+}
+
+KmsClient *services_kms(Services *s) {
+    return s->kms;
 }
 
 const Config *services_config(const Services *s) {

@@ -15,6 +15,7 @@
 #include "jobconfig.h"
 #include "err.h"
 #include "http.h"
+#include "kms.h"
 #include "pgpool.h"
 #include "redis.h"
 #include "s3.h"
@@ -44,5 +45,7 @@ S3Client *services_s3(Services *s);
 Storage *services_storage(Services *s);
 const Config *services_config(const Services *s);
 const JobConfig *services_jobconfig(const Services *s);
+/* The KMS client of the encryption keys, or NULL when BACKUP_KMS_KEY_ID is not set. */
+KmsClient *services_kms(Services *s);
 
 #endif

@@ -9,6 +9,7 @@
  *   BEGIN     REPEATABLE READ READ ONLY; pg_current_snapshot(); settings user id and base
  *             snapshot, bound as parameters
  *   SCOPE     backup_scope and the catalog's columns, checked; row counts for the progress
+ *   DATAKEY   encrypted: a fresh data key, wrapped under the current key (keyring or KMS)
  *   COPY i    each table's rows (COPY TO STDOUT, one JSON object per line) -> document
  *             writer -> filter pipe (size, gzip, SHA-256 on the thread pool) -> multipart upload
  *   TOMB i    incremental and differential: the keys deleted since the base
@@ -55,6 +56,7 @@ typedef enum {
     ST_SNAPSHOT,
     ST_SCOPE,
     ST_COUNT,
+    ST_DATAKEY,
     ST_COPY,
     ST_TOMB,
     ST_COMMIT,
@@ -325,6 +327,7 @@ static int emit(Backup *b) {
 }
 
 static void next_table(JobRt *rt, Backup *b);
+static void open_stream(JobRt *rt, Backup *b, const JobKey *key);
 
 static void start_copy(JobRt *rt, Backup *b, State state) {
     b->state = state;
@@ -354,20 +357,25 @@ static void on_counted(JobRt *rt, Backup *b, PGresult *res) {
                     b->spec->user_id);
         return;
     }
-    /* the write stream, then the tables in restore order */
+    /* a fresh data key for this object only, then the write stream */
+    if (codec_list_encrypted(&b->codecs)) {
+        b->state = ST_DATAKEY;
+        jobrt_datakey_new(rt, ST_DATAKEY, 0, b->spec->user_id, b->id);
+        return;
+    }
+    open_stream(rt, b, NULL);
+}
+
+/* The write stream (key: the data key of an encrypted object), then the tables in restore
+ * order. */
+static void open_stream(JobRt *rt, Backup *b, const JobKey *key) {
     CodecOptions co = {b->cfg->backup_compression_level, b->cfg->backup_compression_level, NULL};
     CryptParams cp;
     memset(&cp, 0, sizeof(cp));
-    Buf codecs = BUF_INIT, wrapped = BUF_INIT;
-    if (codec_list_encrypted(&b->codecs)) { /* a fresh data key, wrapped, for this object only */
-        Err e;
-        unsigned char dek[CRYPT_KEY_LEN];
-        if (keys_new_dek(b->cfg->keys, NULL, b->spec->user_id, b->id, dek, &wrapped, &e) != 0) {
-            jobrt_fail(rt, &e);
-            return;
-        }
-        snprintf(b->key_id, sizeof(b->key_id), "%s", keys_current(b->cfg->keys));
-        b->wrapped = buf_steal(&wrapped);
+    Buf codecs = BUF_INIT;
+    if (key) {
+        snprintf(b->key_id, sizeof(b->key_id), "%s", key->key_id);
+        b->wrapped = xstrdup(key->wrapped);
         codec_list_json(&b->codecs, &codecs);
         cp = (CryptParams){.user_id = b->spec->user_id,
                            .backup_id = b->id,
@@ -375,8 +383,7 @@ static void on_counted(JobRt *rt, Backup *b, PGresult *res) {
                            .key_id = b->key_id,
                            .wrapped_key = b->wrapped,
                            .have_dek = 1};
-        memcpy(cp.dek, dek, CRYPT_KEY_LEN);
-        crypt_wipe(dek, sizeof(dek));
+        memcpy(cp.dek, key->dek, CRYPT_KEY_LEN);
         co.crypt = &cp;
     }
     FilterChain *enc = codec_encoder(&b->codecs, &co);
@@ -622,6 +629,9 @@ static int backup_step(JobRt *rt, void *st, const JobEv *ev) {
         b->written = *ev->written;
         b->stored = 1;
         maybe_manifest(rt, b);
+        break;
+    case JEV_KEY:
+        open_stream(rt, b, ev->key);
         break;
     case JEV_PAGE:
         return on_stale_page(b, ev);

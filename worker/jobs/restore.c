@@ -46,6 +46,7 @@
 typedef enum {
     ST_ACQUIRE,
     ST_CHAIN,
+    ST_KEYS, /* the encrypted steps' data keys */
     ST_HISTORY,
     ST_BEGIN,
     ST_USER,
@@ -66,7 +67,8 @@ typedef struct {
     uint64_t size;
     int reindexed; /* recorded from a manifest by backupctl reindex: read the manifest again */
     int encrypted;
-    unsigned char dek[CRYPT_KEY_LEN]; /* encrypted: its data key, unwrapped before any read */
+    char key_id[CRYPT_ID_MAX + 1], *wrapped; /* encrypted: the record's wrapping */
+    unsigned char dek[CRYPT_KEY_LEN];        /* and the data key it opens, before any read */
 } Step;
 
 typedef enum { SQ_EXEC, SQ_COUNTS, SQ_CHECK, SQ_UPSERT } SqlKind;
@@ -83,7 +85,7 @@ typedef struct {
     const JobSpec *spec;
     int recorded_start;
     Step *steps;
-    int nsteps, si;
+    int nsteps, si, ki;
     Scope *scope;
     unsigned char *selected; /* per scope table */
     uint64_t *expected;      /* staged final rows per table */
@@ -445,6 +447,8 @@ static void on_scope(JobRt *rt, Restore *r, PGresult *res) {
 
 /* ---- CHAIN ---- */
 
+static void next_key(JobRt *rt, Restore *r);
+
 static void on_chain(JobRt *rt, Restore *r, PGresult *res) {
     const JobSpec *spec = r->spec;
     int n = PQntuples(res);
@@ -493,18 +497,29 @@ static void on_chain(JobRt *rt, Restore *r, PGresult *res) {
         st->size = strtoull(PQgetvalue(res, k, 9), NULL, 10);
         st->reindexed = strcmp(PQgetvalue(res, k, 10), "reindex") == 0;
         st->encrypted = codec_list_encrypted(&st->codecs);
-        /* the key before anything is read or written: a key this worker lacks is named now */
-        if (st->encrypted &&
-            keys_unwrap(services_jobconfig(jobrt_services(rt))->keys, PQgetvalue(res, k, 11),
-                        PQgetvalue(res, k, 12), spec->user_id, id, st->dek, &e) != 0) {
-            jobrt_fail(rt, &e);
-            return;
-        }
+        snprintf(st->key_id, sizeof(st->key_id), "%s", PQgetvalue(res, k, 11));
+        st->wrapped = xstrdup(PQgetvalue(res, k, 12));
         r->rows_total += strtoull(PQgetvalue(res, k, 8), NULL, 10);
     }
     job_set_rows_total(jobrt_job(rt), r->rows_total);
     log_info(job_log_id(jobrt_job(rt)), "restoring %s for user %s: %d backup%s, %" PRIu64 " rows",
              spec->backup_id, spec->user_id, n, n > 1 ? "s" : "", r->rows_total);
+    r->ki = 0;
+    next_key(rt, r);
+}
+
+/* The data keys of the encrypted steps, before anything is read or written: a key this worker
+ * lacks is named now, and the database is not touched. */
+static void next_key(JobRt *rt, Restore *r) {
+    for (; r->ki < r->nsteps; r->ki++) {
+        Step *st = &r->steps[r->ki];
+        if (st->encrypted) {
+            r->state = ST_KEYS;
+            jobrt_datakey_open(rt, ST_KEYS, 0, st->key_id, st->wrapped, r->spec->user_id, st->id);
+            return;
+        }
+    }
+    const JobSpec *spec = r->spec;
     Buf tables = BUF_INIT;
     for (int t = 0; t < spec->ntables; t++)
         buf_printf(&tables, "%s%s", t ? "," : "{", spec->tables[t]);
@@ -625,6 +640,11 @@ static int restore_step(JobRt *rt, void *st, const JobEv *ev) {
     case JEV_CHECKED:
         on_checked(rt, r, ev);
         break;
+    case JEV_KEY:
+        memcpy(r->steps[r->ki].dek, ev->key->dek, CRYPT_KEY_LEN);
+        r->ki++;
+        next_key(rt, r);
+        break;
     case JEV_STORED:
         on_step_manifest(rt, r, ev);
         break;
@@ -659,6 +679,8 @@ static void restore_release(void *st) {
     }
     free(r->stmts);
     scope_free(r->scope);
+    for (int i = 0; r->steps && i < r->nsteps; i++)
+        free(r->steps[i].wrapped);
     crypt_wipe(r->steps, (size_t)r->nsteps * sizeof(Step));
     free(r->steps);
     free(r->selected);

@@ -32,7 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef enum { ST_LIST, ST_MANIFEST, ST_OBJECT, ST_RECORD } State;
+typedef enum { ST_LIST, ST_MANIFEST, ST_KEY, ST_OBJECT, ST_RECORD } State;
 
 typedef struct {
     char id[JOBSPEC_ID_MAX + 1], key[LAYOUT_KEY_MAX], checksum[65];
@@ -55,6 +55,7 @@ typedef struct {
 } Verify;
 
 static void next_item(JobRt *rt, Verify *v);
+static void check_object(JobRt *rt, Verify *v, const JobKey *key);
 
 /* The current backup's outcome, recorded, then logged and counted. A backup a cleanup is
  * removing (status no longer 'completed') is neither: its object may be half gone. */
@@ -172,28 +173,34 @@ static void on_manifest(JobRt *rt, Verify *v, const JobEv *ev) {
         record(rt, v, &e);
         return;
     }
-    Buf codecs = BUF_INIT;
-    codec_list_json(&it->codecs, &codecs);
-    CryptParams cp = {
-        .user_id = v->user, .backup_id = it->id, .codecs_json = codecs.data, .have_dek = 1};
     const Keys *keys = services_jobconfig(jobrt_services(rt))->keys;
     int encrypted = codec_list_encrypted(&it->codecs);
     /* without the key, the stored bytes' digest is still checked; with it, every chunk too */
     it->hash_only = encrypted && !keys_has(keys, it->key_id);
-    if (encrypted && !it->hash_only &&
-        keys_unwrap(keys, it->key_id, it->wrapped, v->user, it->id, cp.dek, &e) != 0) {
-        buf_free(&codecs);
-        record(rt, v, &e);
-        return;
-    }
     if (it->hash_only) {
         v->hash_only++;
         log_info(job_log_id(jobrt_job(rt)),
                  "verify %s: key '%s' is not here: checking the stored bytes' SHA-256 only", it->id,
                  it->key_id);
     }
-    BCheckTarget t = {it->id,       v->user,     it->key,
-                      it->checksum, &it->codecs, encrypted && !it->hash_only ? &cp : NULL};
+    if (encrypted && !it->hash_only) {
+        v->state = ST_KEY;
+        jobrt_datakey_open(rt, ST_KEY, JRT_SOFT, it->key_id, it->wrapped, v->user, it->id);
+        return;
+    }
+    check_object(rt, v, NULL);
+}
+
+/* The object through bcheck; key: an encrypted object's data key (NULL: SHA-256 only). */
+static void check_object(JobRt *rt, Verify *v, const JobKey *key) {
+    Item *it = &v->items[v->i];
+    Buf codecs = BUF_INIT;
+    codec_list_json(&it->codecs, &codecs);
+    CryptParams cp = {
+        .user_id = v->user, .backup_id = it->id, .codecs_json = codecs.data, .have_dek = 1};
+    if (key)
+        memcpy(cp.dek, key->dek, CRYPT_KEY_LEN);
+    BCheckTarget t = {it->id, v->user, it->key, it->checksum, &it->codecs, key ? &cp : NULL};
     v->state = ST_OBJECT;
     jobrt_check(rt, ST_OBJECT, JRT_SOFT, &t, 1);
     crypt_wipe(&cp, sizeof(cp));
@@ -304,6 +311,12 @@ static int verify_step(JobRt *rt, void *st, const JobEv *ev) {
         return count_item(rt, v, ev);
     case JEV_CHECKED:
         on_checked(rt, v, ev);
+        break;
+    case JEV_KEY:
+        if (ev->err) /* the key does not open this backup's data key: a failure of this backup */
+            record(rt, v, ev->err);
+        else
+            check_object(rt, v, ev->key);
         break;
     default:
         break;
