@@ -43,6 +43,8 @@ K1=$(head -c 32 /dev/urandom | base64)
 K2=$(head -c 32 /dev/urandom | base64)
 K3=$(head -c 32 /dev/urandom | base64)
 ctl() { "$CTL" "$@"; }
+# a worker whose jobs are done goes at once (a graceful stop waits ~2 s; test_worker covers it)
+quit() { local pid; eval "pid=\$PID_$1"; kill -9 "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; }
 
 state() { # SUFFIX: the user's rows of every table, as to_jsonb, saved in snap_SUFFIX
   q "DROP TABLE IF EXISTS snap_$1" >/dev/null
@@ -109,9 +111,9 @@ declare -A B
 for codec in none gzip zstd; do
   start_worker "w$codec" BACKUP_NOTIFY=false BACKUP_COMPRESSION=$codec "BACKUP_ENCRYPTION_KEYS=$KEYS1"
   B[$codec]=$(backup "b$codec")
-  stop_worker "w$codec"
+  quit "w$codec"
 done
-B[clear]=$(P=$P; start_worker wclear BACKUP_NOTIFY=false BACKUP_COMPRESSION=none; backup bclear; stop_worker wclear >/dev/null)
+B[clear]=$(P=$P; start_worker wclear BACKUP_NOTIFY=false BACKUP_COMPRESSION=none; backup bclear; quit wclear >/dev/null)
 rec() { q "SELECT s3_key || ' ' || codecs::text || ' ' || coalesce(key_id, '-') FROM backup_metadata WHERE id = '$1'"; }
 check "none: .json.enc, {aes-256-gcm} under k1" "backups/$U/${B[none]}.json.enc {aes-256-gcm} k1" "$(rec "${B[none]}")"
 check "gzip: .json.gz.enc, {gzip,aes-256-gcm} under k1" "backups/$U/${B[gzip]}.json.gz.enc {gzip,aes-256-gcm} k1" "$(rec "${B[gzip]}")"
@@ -155,12 +157,12 @@ check "…exactly" none "$(differs s0)"
 enqueue v1 type verify user_id "$U"
 expect "verify with the key: every backup passes" done_ok v1
 check "…every one fully (no SHA-256-only)" "4 backups verified" "$(field v1 note)"
-stop_worker wr
+quit wr
 start_worker wnokey BACKUP_NOTIFY=false
 enqueue v2 type verify user_id "$U"
 expect "verify without the key: the stored bytes' digests pass" done_ok v2
 check "…and it says so" "4 backups verified, 3 by SHA-256 only (their key is not here)" "$(field v2 note)"
-stop_worker wnokey
+quit wnokey
 start_worker wr BACKUP_NOTIFY=false "BACKUP_ENCRYPTION_KEYS=$KEYS1"
 (cd "$tmp" && ctl download "${B[gzip]}" stored.bin >/dev/null)
 check "download: the stored bytes, as stored" "$(s3 s3 cp "s3://$S3_BUCKET/backups/$U/${B[gzip]}.json.gz.enc" - | sha256sum)" "$(sha256sum <"$tmp/stored.bin")"
@@ -178,7 +180,7 @@ KEYN=$(q "SELECT s3_key FROM backup_metadata WHERE id = '${B[none]}'")
 SUM=$(q "SELECT checksum || ' ' || size FROM backup_metadata WHERE id = '${B[none]}'")
 start_worker w2 BACKUP_NOTIFY=false BACKUP_COMPRESSION=none "BACKUP_ENCRYPTION_KEYS=$KEYS1"
 B2=$(backup b2)
-stop_worker w2
+quit w2
 stored "$B2" "$tmp/other.enc"
 python3 - "$tmp/none.enc" "$tmp/other.enc" "$tmp" <<'EOF'
 import json, struct, sys
@@ -222,13 +224,13 @@ check "tamper move: the other user's rows unchanged" "$VSUM" "$(q "SELECT md5(st
 q "DELETE FROM backup_metadata WHERE id = '$VID'" >/dev/null
 expect "the original object restores again" restore rback "${B[none]}"
 check "…exactly" none "$(differs s0)"
-stop_worker wr
+quit wr
 
 # ---- 5. rotation and retirement ----
 start_worker wk2 BACKUP_NOTIFY=false "BACKUP_ENCRYPTION_KEYS=k1:$K1,k2:$K2"
 BK2=$(backup bk2)
 check "k2 added last: new backups are under k2" k2 "$(q "SELECT key_id FROM backup_metadata WHERE id = '$BK2'")"
-stop_worker wk2
+quit wk2
 out=$(BACKUP_ENCRYPTION_KEYS="k1:$K1,k2:$K2" ctl rekey --all 2>&1); rc=$?
 check "rekey --all: exit 0" 0 "$rc"
 expect "…rewrapped the four k1 backups" grep -q "^rekeyed 4 backups under 'k2'; 0 failed" <<<"$out"
@@ -244,10 +246,10 @@ check "…fully" "6 backups verified" "$(field v3 note)"
 scramble
 expect "k1 removed: a backup made under k1 restores" restore rk1 "${B[zstd]}"
 check "…exactly" none "$(differs s0)"
-stop_worker wk2only
+quit wk2only
 start_worker wk3 BACKUP_NOTIFY=false "BACKUP_ENCRYPTION_KEYS=k2025:$K3"
 B3=$(backup bk3)
-stop_worker wk3
+quit wk3
 start_worker wk2b BACKUP_NOTIFY=false "BACKUP_ENCRYPTION_KEYS=k2:$K2"
 scramble
 state scrambled
@@ -258,7 +260,7 @@ check "…and the database is unchanged" none "$(differs scrambled)"
 list=$(ctl list "$U")
 check "list: the key of each backup" "k2025" "$(awk -v id="$B3" '$1 == id {print $(NF - 1)}' <<<"$list")"
 check "list --json: key_id" k2 "$(ctl list "$U" --json | jq -r --arg id "${B[gzip]}" '.[] | select(.backup_id == $id) | .key_id')"
-stop_worker wk2b
+quit wk2b
 
 # ---- 5b. AWS KMS (moto) as the key-encryption key ----
 : "${BW_MOTO_ENDPOINT:?run through tools/devenv test (moto serves KMS)}"
@@ -279,7 +281,7 @@ for codec in none gzip zstd; do
   scramble
   expect "$codec+aes-256-gcm under KMS: the restore completes" restore "rkms$codec" "${BK[$codec]}"
   check "$codec+aes-256-gcm under KMS: every row of every table identical" none "$(differs s5)"
-  stop_worker "wk$codec"
+  quit "wk$codec"
 done
 check "KMS: the record names the KMS key" "kms:$ALIAS" "$(q "SELECT key_id FROM backup_metadata WHERE id = '${BK[gzip]}'")"
 stored "${BK[none]}" "$tmp/kms.enc"
@@ -293,7 +295,7 @@ start_worker wk2c BACKUP_NOTIFY=false "BACKUP_ENCRYPTION_KEYS=k2:$K2"
 scramble
 expect "without KMS, a backup made under KMS restores with k2" restore rkms2 "${BK[zstd]}"
 check "…exactly" none "$(differs s5)"
-stop_worker wk2c
+quit wk2c
 
 # ---- 6. no key anywhere ----
 out=$(BACKUP_ENCRYPTION_KEYS="k1:$K1,k2:$K2" ctl config 2>&1)
