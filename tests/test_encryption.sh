@@ -7,8 +7,8 @@
 #     identical through to_jsonb; the stored bytes hold none of the tenant's strings
 #  3. verify with the key (every tag) and without it (the stored bytes' SHA-256 only);
 #     download as stored and --decode
-#  4. tampering the digest cannot see (the record's checksum made to match): a flipped byte in a
-#     middle chunk, a cut at a chunk boundary, two chunks swapped, a chunk from another backup
+#  4. tampering the digest cannot see (the record's checksum made to match): a flipped byte in
+#     the header, a middle chunk, a tag, the last chunk; a cut at a chunk boundary, two chunks swapped, a chunk from another backup
 #     under the same key, an object moved to another user with its metadata: each refused
 #     before anything is written, the database unchanged
 #  5. rotation: k2 added and made current, `backupctl rekey --all`, k1 removed: every backup
@@ -35,7 +35,11 @@ for u in $U $V; do
 done
 "$ROOT/tools/datagen" --user "$U" --orders 500 --seed te1 >/dev/null
 "$ROOT/tools/datagen" --user "$V" --orders 20 --seed te2 >/dev/null
-# strings that must never be readable in an encrypted object
+# values that must come back exactly (test_restore has more), and strings that must never be
+# readable in an encrypted object
+q "INSERT INTO products (user_id, sku, name, price, weight_grams, tags, thumbnail, attributes)
+   VALUES ('$U', 'HOSTILE-E', E'\u00e9\u4e2d \"q\" \\\\ \\n end', 1234567890.12, 9007199254740995,
+           ARRAY['a,b', NULL, '\"'], '\\x00ff'::bytea, '{\"n\": 1234567890123456789012.5}')" >/dev/null
 q "INSERT INTO products (user_id, sku, name, price) VALUES ('$U', 'ZEBRA-SKU-4417', 'Quetzal Secret Blend', 12.5);
    UPDATE clients SET email = 'marisol.quintero@example.org' WHERE id = (SELECT id FROM clients WHERE user_id = '$U' ORDER BY id LIMIT 1)" >/dev/null
 
@@ -131,6 +135,9 @@ man=$(s3 s3 cp "s3://$S3_BUCKET/backups/$U/${B[gzip]}.json.gz.enc.manifest.json"
 check "the manifest carries the wrapping" "k1 80 gzip,aes-256-gcm" "$man"
 
 start_worker wr BACKUP_NOTIFY=false "BACKUP_ENCRYPTION_KEYS=$KEYS1"
+scramble
+expect "none in cleartext: the restore completes" restore rclear "${B[clear]}"
+check "none in cleartext: every row of every table identical" none "$(differs s0)"
 for codec in none gzip zstd; do
   scramble
   expect "$codec+aes-256-gcm: the restore completes" restore "r$codec" "${B[$codec]}"
@@ -191,6 +198,9 @@ chunks = [a[h + i:h + i + c] for i in range(0, len(a) - h, c)]
 assert len(chunks) >= 4, len(chunks)
 def out(name, b): open(f'{d}/{name}', 'wb').write(b)
 mid = bytearray(a); mid[h + 2 * c + 100] ^= 1; out('t-flip', bytes(mid))
+hd = bytearray(a); s = a.index(b'"salt":"') + 8; hd[s] = ord('B') if hd[s] != ord('B') else ord('C'); out('t-header', bytes(hd))
+tag = bytearray(a); tag[h + c - 3] ^= 0x40; out('t-tag', bytes(tag))
+last = bytearray(a); last[-1] ^= 1; out('t-last', bytes(last))
 out('t-cut', a[:h + 2 * c])
 out('t-swap', a[:h] + chunks[0] + chunks[2] + chunks[1] + b''.join(chunks[3:]))
 out('t-splice', a[:h] + chunks[0] + o[ho + c:ho + 2 * c] + b''.join(chunks[2:]))
@@ -205,6 +215,9 @@ tamper() { # NAME FILE WANT: FILE in place of the object, its digest recorded, r
   check "tamper $1: the database unchanged" none "$(differs before)"
 }
 tamper flip "$tmp/t-flip" "Backup checksum verification failed: backup ${B[none]}: chunk 2 of the encrypted object fails its authentication tag"
+tamper header "$tmp/t-header" "Backup checksum verification failed: backup ${B[none]}: chunk 0 "
+tamper tag "$tmp/t-tag" "Backup checksum verification failed: backup ${B[none]}: chunk 0 "
+tamper last "$tmp/t-last" "Backup checksum verification failed: .*chunk [0-9]* .*(damaged, or cut short)"
 tamper cut "$tmp/t-cut" "Backup checksum verification failed: .*chunk 1 .*cut short"
 tamper swap "$tmp/t-swap" "Backup checksum verification failed: .*chunk 1 "
 tamper splice "$tmp/t-splice" "Backup checksum verification failed: .*chunk 1 "
