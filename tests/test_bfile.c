@@ -84,7 +84,7 @@ static void test_manifest_and_escaping(void **state) {
     BfileHeader h = header("full", NULL);
     h.created_at = "a\"b\\c\n";
     manifest_write(&b, &h, "backups/u/backup-u-1.json.gz", "{\"orders\":2}", "{\"orders\":0}",
-                   "ab12", 10, 20, "2026-11-28T15:00:01.000Z", NULL, NULL);
+                   "ab12", 10, 20, "2026-11-28T15:00:01.000Z", NULL, NULL, NULL);
     assert_non_null(strstr(b.data, "\"created_at\":\"a\\\"b\\\\c\\n\""));
     assert_non_null(strstr(b.data,
                            "\"key\":\"backups/u/backup-u-1.json.gz\",\"rows\":{\"orders\":2},"
@@ -94,6 +94,41 @@ static void test_manifest_and_escaping(void **state) {
     buf_free(&b);
 }
 
+/* An encrypted backup's manifest: its wrappings read back; rekey replaces the newest one
+ * only; an encrypted manifest without its wrapped key is refused. */
+static void test_manifest_wrapping(void **state) {
+    (void)state;
+    Buf b = BUF_INIT, r = BUF_INIT;
+    BfileHeader h = header("full", NULL);
+    CodecList enc;
+    Err e;
+    assert_int_equal(codec_list_parse("gzip,aes-256-gcm", &enc, &e), 0);
+    h.codecs = &enc;
+    manifest_write(&b, &h, "backups/u/backup-u-1.json.gz.enc", "{\"orders\":2}",
+                   "{\"orders\":0}", "ab12", 10, 20, "2026-11-28T15:00:01.000Z", "k1", "V1==",
+                   "k1");
+    Manifest m;
+    assert_int_equal(manifest_parse(b.data, b.len, &m, &e), 0);
+    assert_string_equal(m.key_id, "k1");
+    assert_string_equal(m.wrapped_key, "V1==");
+    assert_string_equal(m.origin_key_id, "k1");
+    assert_int_equal(manifest_rewrap(b.data, b.len, "k2", "V2==", &r), 0);
+    assert_int_equal(manifest_parse(r.data, r.len, &m, &e), 0);
+    assert_string_equal(m.key_id, "k2");
+    assert_string_equal(m.wrapped_key, "V2==");
+    assert_string_equal(m.origin_key_id, "k1"); /* the object's header did not change */
+    assert_string_equal(m.sha256, "ab12");
+    assert_string_equal(m.codecs.name[1], "aes-256-gcm");
+    buf_reset(&b);
+    manifest_write(&b, &h, "backups/u/backup-u-1.json.gz.enc", "{}", "{}", "ab12", 10, 20, "x",
+                   NULL, NULL, NULL);
+    assert_int_equal(manifest_parse(b.data, b.len, &m, &e), -1);
+    assert_non_null(strstr(e.msg, "without its wrapped key"));
+    assert_int_equal(manifest_rewrap(b.data, b.len, "k2", "V2==", &r), -1);
+    buf_free(&b);
+    buf_free(&r);
+}
+
 /* The one reader gives back what the one writer wrote; a format-v1 manifest (no "codecs")
  * reads as its compression says. */
 static void test_manifest_round_trip(void **state) {
@@ -101,7 +136,7 @@ static void test_manifest_round_trip(void **state) {
     Buf b = BUF_INIT;
     BfileHeader h = header("differential", "backup-u-0");
     manifest_write(&b, &h, "backups/u/backup-u-1.json.gz", "{\"orders\":2,\"clients\":5}",
-                   "{\"orders\":1}", "ab12", 10, 20, "2026-11-28T15:00:01.000Z", NULL, NULL);
+                   "{\"orders\":1}", "ab12", 10, 20, "2026-11-28T15:00:01.000Z", NULL, NULL, NULL);
     Manifest m;
     Err e;
     assert_int_equal(manifest_parse(b.data, b.len, &m, &e), 0);
@@ -298,6 +333,7 @@ int main(void) {
         cmocka_unit_test(test_full_document_layout),
         cmocka_unit_test(test_incremental_deleted_section),
         cmocka_unit_test(test_manifest_and_escaping),
+        cmocka_unit_test(test_manifest_wrapping),
         cmocka_unit_test(test_manifest_round_trip),
         cmocka_unit_test(test_counts_reader),
         cmocka_unit_test(test_reader_round_trip_any_chunking),

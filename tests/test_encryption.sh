@@ -252,6 +252,15 @@ check "the records say k2" 0 "$(q "SELECT count(*) FROM backup_metadata WHERE us
 check "the manifests say k2" k2 "$(s3 s3 cp "s3://$S3_BUCKET/backups/$U/${B[zstd]}.json.zst.enc.manifest.json" - | jq -r .key_id)"
 out=$(BACKUP_ENCRYPTION_KEYS="k1:$K1,k2:$K2" ctl rekey --all 2>&1)
 expect "rekey again: nothing to do" grep -q "^rekeyed 0 backups" <<<"$out"
+# rekeyed with a keyring the workers do not have yet: the object's own header still opens
+start_worker wk1only BACKUP_NOTIFY=false "BACKUP_ENCRYPTION_KEYS=k1:$K1"
+scramble
+expect "a worker without k2 restores a backup rekeyed to k2, from the header's k1 wrapping" restore rhdr "${B[zstd]}"
+check "…exactly" none "$(differs s0)"
+enqueue vhdr type verify backup_id "${B[zstd]}"
+expect "…and verifies it, every chunk" done_ok vhdr
+check "…not by SHA-256 only" "1 backup verified" "$(field vhdr note)"
+quit wk1only
 start_worker wk2only BACKUP_NOTIFY=false "BACKUP_ENCRYPTION_KEYS=k2:$K2"
 enqueue v3 type verify user_id "$U"
 expect "k1 removed: every backup verifies, every chunk" done_ok v3

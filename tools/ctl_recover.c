@@ -160,16 +160,17 @@ static int insert(PGconn *pg, const char *user, const char *mkey, const char *m,
                        codecs,
                        ver,
                        man.key_id[0] ? man.key_id : NULL,
-                       man.wrapped_key[0] ? man.wrapped_key : NULL};
+                       man.wrapped_key[0] ? man.wrapped_key : NULL,
+                       man.origin_key_id[0] ? man.origin_key_id : NULL};
     PGresult *res = PQexecParams(
         pg,
         "INSERT INTO backup_metadata (id, user_id, type, requested_type, status, s3_key, size, "
         "uncompressed_size, checksum, compression, row_counts, snapshot, format_version, "
-        "created_at, completed_at, recorded_by, codecs, key_id, wrapped_key) VALUES ($1, "
-        "$2::uuid, $3, $3, 'completed', $4, $5, $6, $7, $8, $9::jsonb, $10, $14::int, "
-        "$11::timestamptz, $12::timestamptz, 'reindex', string_to_array($13, ','), $15, $16) "
-        "ON CONFLICT (id) DO NOTHING",
-        16, NULL, v, NULL, NULL, 0);
+        "created_at, completed_at, recorded_by, codecs, key_id, wrapped_key, origin_key_id) "
+        "VALUES ($1, $2::uuid, $3, $3, 'completed', $4, $5, $6, $7, $8, $9::jsonb, $10, "
+        "$14::int, $11::timestamptz, $12::timestamptz, 'reindex', string_to_array($13, ','), "
+        "$15, $16, $17) ON CONFLICT (id) DO NOTHING",
+        17, NULL, v, NULL, NULL, 0);
     int rc = -1;
     if (PQresultStatus(res) == PGRES_COMMAND_OK)
         rc = strcmp(PQcmdTuples(res), "1") == 0;

@@ -8,7 +8,8 @@
 
 void manifest_write(Buf *out, const BfileHeader *h, const char *key, const char *rows,
                     const char *deleted, const char *sha256, uint64_t size, uint64_t raw_size,
-                    const char *finished_at, const char *key_id, const char *wrapped_key) {
+                    const char *finished_at, const char *key_id, const char *wrapped_key,
+                    const char *origin_key_id) {
     buf_puts(out, "{");
     bfile_header_fields(out, h);
     bfile_put_string(out, "key", key);
@@ -17,6 +18,7 @@ void manifest_write(Buf *out, const BfileHeader *h, const char *key, const char 
     buf_printf(out, ",\"size\":%" PRIu64 ",\"raw_size\":%" PRIu64, size, raw_size);
     bfile_put_string(out, "finished_at", finished_at);
     if (key_id) {
+        bfile_put_string(out, "origin_key_id", origin_key_id ? origin_key_id : key_id);
         bfile_put_string(out, "key_id", key_id);
         bfile_put_string(out, "wrapped_key", wrapped_key);
     }
@@ -97,6 +99,8 @@ int manifest_parse(const char *json, size_t len, Manifest *m, Err *err) {
         err_set(err, ERR_PERMANENT, ERR_CODE_INVALID, "%s", "manifest: a key id without its key");
         return -1;
     }
+    if (bfile_field(json, len, "origin_key_id", m->origin_key_id, sizeof(m->origin_key_id)) != 0)
+        snprintf(m->origin_key_id, sizeof(m->origin_key_id), "%s", m->key_id);
     if (codec_list_encrypted(&m->codecs) && (!m->key_id[0] || !m->wrapped_key[0])) {
         err_set(err, ERR_PERMANENT, ERR_CODE_INVALID, "%s",
                 "manifest: an encrypted backup without its wrapped key");

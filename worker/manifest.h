@@ -28,13 +28,16 @@ typedef struct {
     char rows[8192], deleted[8192]; /* the count objects, as written */
     /* encrypted objects: the newest wrapping of the data key ("" for cleartext) */
     char key_id[CRYPT_ID_MAX + 1], wrapped_key[CRYPT_WRAPPED_MAX + 1];
+    char origin_key_id[CRYPT_ID_MAX + 1]; /* the key of the object header's own wrapping */
 } Manifest;
 
-/* key_id and wrapped_key: NULL for an object in cleartext. They are the manifest's last
- * fields, so that manifest_rewrap() can replace them. */
+/* key_id and wrapped_key (the newest wrapping) and origin_key_id (the header's): NULL for an
+ * object in cleartext. The wrapping is the manifest's last two fields, so that
+ * manifest_rewrap() can replace them. */
 void manifest_write(Buf *out, const BfileHeader *h, const char *key, const char *rows,
                     const char *deleted, const char *sha256, uint64_t size, uint64_t raw_size,
-                    const char *finished_at, const char *key_id, const char *wrapped_key);
+                    const char *finished_at, const char *key_id, const char *wrapped_key,
+                    const char *origin_key_id);
 /* The manifest json with its wrapping replaced (backupctl rekey). -1 when it has none. */
 int manifest_rewrap(const char *json, size_t len, const char *key_id, const char *wrapped_key,
                     Buf *out);

@@ -5,6 +5,9 @@
 -- secret (only its key-encryption key is), so the owner may read it like the rest of the row.
 ALTER TABLE backup_metadata ADD COLUMN IF NOT EXISTS key_id text;
 ALTER TABLE backup_metadata ADD COLUMN IF NOT EXISTS wrapped_key text;
+-- the key of the wrapping in the object's own header (key_id until the first rekey): a worker
+-- that lacks the newest key may still hold this one
+ALTER TABLE backup_metadata ADD COLUMN IF NOT EXISTS origin_key_id text;
 
 DO $$
 BEGIN

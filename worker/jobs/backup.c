@@ -480,7 +480,8 @@ static void maybe_manifest(JobRt *rt, Backup *b) {
     char fin[40], key[LAYOUT_KEY_MAX + 16];
     iso_now(fin, sizeof(fin));
     manifest_write(&man, &h, b->key, rows.data, del.data, b->written.sha256, b->written.size,
-                   b->written.raw_size, fin, b->wrapped ? b->key_id : NULL, b->wrapped);
+                   b->written.raw_size, fin, b->wrapped ? b->key_id : NULL, b->wrapped,
+                   b->wrapped ? b->key_id : NULL);
     layout_manifest_key(key, sizeof(key), b->key);
     jobrt_put(rt, ST_MANIFEST, 0, key, man.data, man.len, "application/json");
     buf_free(&rows);
@@ -509,8 +510,8 @@ static void complete(JobRt *rt, Backup *b) {
     query(rt, b, ST_COMPLETE, 0,
           "UPDATE backup_metadata SET status = 'completed', size = $2, uncompressed_size = $3, "
           "checksum = $4, row_counts = $5::jsonb, duration_ms = $6, snapshot = $7, "
-          "format_version = $8, key_id = $9, wrapped_key = $10, completed_at = now(), "
-          "error = NULL WHERE id = $1",
+          "format_version = $8, key_id = $9, wrapped_key = $10, origin_key_id = $9, "
+          "completed_at = now(), error = NULL WHERE id = $1",
           10, v);
     buf_free(&rows);
 }

@@ -67,8 +67,10 @@ typedef struct {
     uint64_t size;
     int reindexed; /* recorded from a manifest by backupctl reindex: read the manifest again */
     int encrypted;
-    char key_id[CRYPT_ID_MAX + 1], *wrapped; /* encrypted: the record's wrapping */
-    unsigned char dek[CRYPT_KEY_LEN];        /* and the data key it opens, before any read */
+    char key_id[CRYPT_ID_MAX + 1], *wrapped; /* encrypted: the record's (newest) wrapping */
+    char origin_key_id[CRYPT_ID_MAX + 1];    /* the key of the object header's wrapping */
+    int header_key; /* the newest key is not here, the header's is: the decoder opens that */
+    unsigned char dek[CRYPT_KEY_LEN]; /* and the data key it opens, before any read */
 } Step;
 
 typedef enum { SQ_EXEC, SQ_COUNTS, SQ_CHECK, SQ_UPSERT } SqlKind;
@@ -350,7 +352,9 @@ static void on_copy_writable(JobRt *rt, Restore *r) {
         CryptParams cp = {.user_id = r->spec->user_id,
                           .backup_id = st->id,
                           .codecs_json = codecs.data,
-                          .have_dek = 1};
+                          .have_dek = !st->header_key,
+                          .unwrap = keys_unwrap_fn,
+                          .unwrap_data = (void *)services_jobconfig(jobrt_services(rt))->keys};
         memcpy(cp.dek, st->dek, CRYPT_KEY_LEN);
         BCheckTarget t = {st->id,       r->spec->user_id, st->key,
                           st->checksum, &st->codecs,      st->encrypted ? &cp : NULL};
@@ -499,6 +503,7 @@ static void on_chain(JobRt *rt, Restore *r, PGresult *res) {
         st->encrypted = codec_list_encrypted(&st->codecs);
         snprintf(st->key_id, sizeof(st->key_id), "%s", PQgetvalue(res, k, 11));
         st->wrapped = xstrdup(PQgetvalue(res, k, 12));
+        snprintf(st->origin_key_id, sizeof(st->origin_key_id), "%s", PQgetvalue(res, k, 13));
         r->rows_total += strtoull(PQgetvalue(res, k, 8), NULL, 10);
     }
     job_set_rows_total(jobrt_job(rt), r->rows_total);
@@ -513,11 +518,23 @@ static void on_chain(JobRt *rt, Restore *r, PGresult *res) {
 static void next_key(JobRt *rt, Restore *r) {
     for (; r->ki < r->nsteps; r->ki++) {
         Step *st = &r->steps[r->ki];
-        if (st->encrypted) {
-            r->state = ST_KEYS;
-            jobrt_datakey_open(rt, ST_KEYS, 0, st->key_id, st->wrapped, r->spec->user_id, st->id);
-            return;
+        if (!st->encrypted)
+            continue;
+        const Keys *keys = services_jobconfig(jobrt_services(rt))->keys;
+        /* the newest wrapping this worker has a key for: the record's, else the object's own
+         * (a rekey to a key not yet given to every worker) */
+        if (!keys_has(keys, st->key_id) && keys_has(keys, st->origin_key_id) &&
+            !keys_is_kms(st->origin_key_id)) {
+            log_info(job_log_id(jobrt_job(rt)),
+                     "backup %s: key '%s' is not here; opening its own header's wrapping under "
+                     "'%s'",
+                     st->id, st->key_id, st->origin_key_id);
+            st->header_key = 1;
+            continue;
         }
+        r->state = ST_KEYS;
+        jobrt_datakey_open(rt, ST_KEYS, 0, st->key_id, st->wrapped, r->spec->user_id, st->id);
+        return;
     }
     const JobSpec *spec = r->spec;
     Buf tables = BUF_INIT;
@@ -543,20 +560,22 @@ static void load_chain(JobRt *rt, Restore *r) {
         rt, r, ST_CHAIN, 0,
         "WITH RECURSIVE chain AS ("
         "  SELECT id, user_id, type, status, s3_key, checksum, compression, codecs,"
-        "    base_backup_id, row_counts, size, recorded_by, key_id, wrapped_key, 0 AS depth"
+        "    base_backup_id, row_counts, size, recorded_by, key_id, wrapped_key, origin_key_id,"
+        "    0 AS depth"
         "  FROM backup_metadata"
         "  WHERE id = $1"
         "  UNION ALL"
         "  SELECT b.id, b.user_id, b.type, b.status, b.s3_key, b.checksum, b.compression,"
         "    b.codecs, b.base_backup_id, b.row_counts, b.size, b.recorded_by, b.key_id,"
-        "    b.wrapped_key, c.depth + 1"
+        "    b.wrapped_key, b.origin_key_id, c.depth + 1"
         "  FROM backup_metadata b JOIN chain c ON b.id = c.base_backup_id WHERE c.depth < 1001)"
         " SELECT id, user_id::text, type, status, coalesce(s3_key, ''), coalesce(checksum, ''),"
         "  " BW_SQL_CODECS(
             "chain") ", coalesce(base_backup_id, ''),"
                      "  coalesce((SELECT sum(value::bigint) FROM jsonb_each_text(row_counts)), 0),"
                      "  coalesce(size, 0), recorded_by, coalesce(key_id, ''),"
-                     "  coalesce(wrapped_key, '') FROM chain ORDER BY depth DESC",
+                     "  coalesce(wrapped_key, ''), coalesce(origin_key_id, key_id, '')"
+                     " FROM chain ORDER BY depth DESC",
         1, v);
 }
 

@@ -40,6 +40,7 @@ typedef struct {
     char *row_counts; /* backup_metadata.row_counts as text */
     uint64_t size;
     char key_id[CRYPT_ID_MAX + 1], *wrapped; /* encrypted: the record's wrapping */
+    char origin_key_id[CRYPT_ID_MAX + 1];    /* the key of the object header's own */
     int hash_only; /* encrypted, and the key is not here: the stored bytes' SHA-256 only */
 } Item;
 
@@ -55,7 +56,7 @@ typedef struct {
 } Verify;
 
 static void next_item(JobRt *rt, Verify *v);
-static void check_object(JobRt *rt, Verify *v, const JobKey *key);
+static void check_object(JobRt *rt, Verify *v, const JobKey *key, int header_key);
 
 /* The current backup's outcome, recorded, then logged and counted. A backup a cleanup is
  * removing (status no longer 'completed') is neither: its object may be half gone. */
@@ -175,8 +176,15 @@ static void on_manifest(JobRt *rt, Verify *v, const JobEv *ev) {
     }
     const Keys *keys = services_jobconfig(jobrt_services(rt))->keys;
     int encrypted = codec_list_encrypted(&it->codecs);
-    /* without the key, the stored bytes' digest is still checked; with it, every chunk too */
-    it->hash_only = encrypted && !keys_has(keys, it->key_id);
+    /* without the key, the stored bytes' digest is still checked; with it, every chunk too (the
+     * record's key, else the one of the object header's own wrapping) */
+    int header_key = encrypted && !keys_has(keys, it->key_id) &&
+                     keys_has(keys, it->origin_key_id) && !keys_is_kms(it->origin_key_id);
+    it->hash_only = encrypted && !keys_has(keys, it->key_id) && !header_key;
+    if (header_key) {
+        check_object(rt, v, NULL, 1);
+        return;
+    }
     if (it->hash_only) {
         v->hash_only++;
         log_info(job_log_id(jobrt_job(rt)),
@@ -188,19 +196,25 @@ static void on_manifest(JobRt *rt, Verify *v, const JobEv *ev) {
         jobrt_datakey_open(rt, ST_KEY, JRT_SOFT, it->key_id, it->wrapped, v->user, it->id);
         return;
     }
-    check_object(rt, v, NULL);
+    check_object(rt, v, NULL, 0);
 }
 
-/* The object through bcheck; key: an encrypted object's data key (NULL: SHA-256 only). */
-static void check_object(JobRt *rt, Verify *v, const JobKey *key) {
+/* The object through bcheck; key: an encrypted object's data key (NULL: SHA-256 only, or with
+ * header_key the key of the object's own wrapping). */
+static void check_object(JobRt *rt, Verify *v, const JobKey *key, int header_key) {
     Item *it = &v->items[v->i];
     Buf codecs = BUF_INIT;
     codec_list_json(&it->codecs, &codecs);
-    CryptParams cp = {
-        .user_id = v->user, .backup_id = it->id, .codecs_json = codecs.data, .have_dek = 1};
+    CryptParams cp = {.user_id = v->user,
+                      .backup_id = it->id,
+                      .codecs_json = codecs.data,
+                      .have_dek = !header_key,
+                      .unwrap = keys_unwrap_fn,
+                      .unwrap_data = (void *)services_jobconfig(jobrt_services(rt))->keys};
     if (key)
         memcpy(cp.dek, key->dek, CRYPT_KEY_LEN);
-    BCheckTarget t = {it->id, v->user, it->key, it->checksum, &it->codecs, key ? &cp : NULL};
+    BCheckTarget t = {it->id,       v->user,     it->key,
+                      it->checksum, &it->codecs, key || header_key ? &cp : NULL};
     v->state = ST_OBJECT;
     jobrt_check(rt, ST_OBJECT, JRT_SOFT, &t, 1);
     crypt_wipe(&cp, sizeof(cp));
@@ -264,6 +278,7 @@ static void on_list(JobRt *rt, Verify *v, PGresult *res) {
         it->size = strtoull(PQgetvalue(res, k, 6), NULL, 10);
         snprintf(it->key_id, sizeof(it->key_id), "%s", PQgetvalue(res, k, 7));
         it->wrapped = xstrdup(PQgetvalue(res, k, 8));
+        snprintf(it->origin_key_id, sizeof(it->origin_key_id), "%s", PQgetvalue(res, k, 9));
         if (!layout_key_is_users(PQgetvalue(res, k, 2), user) || strlen(it->checksum) != 64 ||
             codec_list_parse(PQgetvalue(res, k, 4), &it->codecs, &e) != 0) {
             jobrt_failf(rt, ERR_PERMANENT, ERR_CODE_INVALID,
@@ -291,7 +306,8 @@ static int verify_step(JobRt *rt, void *st, const JobEv *ev) {
             "SELECT id, user_id::text, coalesce(s3_key, ''), coalesce(checksum, ''), "
             " " BW_SQL_CODECS(
                 "m") ", coalesce(row_counts::text, ''), "
-                     "coalesce(size, 0), coalesce(key_id, ''), coalesce(wrapped_key, '') "
+                     "coalesce(size, 0), coalesce(key_id, ''), coalesce(wrapped_key, ''), "
+                     "coalesce(origin_key_id, key_id, '') "
                      "FROM backup_metadata m "
                      "WHERE status IN ('completed', 'expired') AND "
                      "(id = $1 OR ($1 = '' AND user_id = $2::uuid)) ORDER BY created_at, id",
@@ -316,7 +332,7 @@ static int verify_step(JobRt *rt, void *st, const JobEv *ev) {
         if (ev->err) /* the key does not open this backup's data key: a failure of this backup */
             record(rt, v, ev->err);
         else
-            check_object(rt, v, ev->key);
+            check_object(rt, v, ev->key, 0);
         break;
     default:
         break;
