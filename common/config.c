@@ -38,6 +38,16 @@ static const ConfigVar vars[] = {
      "an S3 request that moves no byte this long is retried (no cap on a slow one that moves)"},
     {"S3_UPLOAD_CONCURRENCY", "4",
      "parts in flight per upload (1-64); memory per upload is about this x the part size"},
+    {"S3_REPLICA_BUCKET", NULL, "second bucket every backup is copied to (turns replication on)"},
+    {"S3_REPLICA_REGION", NULL, "region of the replica bucket (default: AWS_REGION)"},
+    {"S3_REPLICA_ENDPOINT", NULL, "http(s)://host[:port] of the replica's store (default: AWS)"},
+    {"S3_REPLICA_FORCE_PATH_STYLE", "false", "address the replica bucket in the path"},
+    {"S3_REPLICA_SSE", NULL, "server-side encryption in the replica: AES256 or aws:kms"},
+    {"S3_REPLICA_SSE_KMS_KEY_ID", NULL, "KMS key id with S3_REPLICA_SSE=aws:kms"},
+    {"S3_REPLICA_ACCESS_KEY_ID", NULL,
+     "access key of the replica (default: the primary's credentials)"},
+    {"S3_REPLICA_SECRET_ACCESS_KEY", NULL,
+     "secret key of the replica, with S3_REPLICA_ACCESS_KEY_ID (never logged)"},
     {"REDIS_URL", "redis://127.0.0.1:6379/0", "redis://[[user]:password@]host[:port][/db]"},
     {"DATABASE_URL", NULL, "PostgreSQL URI or key=value string (required)"},
     {"WORKER_CONCURRENCY", "4", "jobs run at once by one worker process (1-1024)"},
@@ -617,6 +627,56 @@ int config_load(Config *cfg, ConfigGetenv getenv_fn, void *data, Buf *errors) {
     cfg->s3_ca_file = config_get_str(&l, "S3_CA_FILE", 0);
     if (cfg->s3_ca_file && access(cfg->s3_ca_file, R_OK) != 0)
         bad(&l, "S3_CA_FILE", "cannot read '%.200s'", cfg->s3_ca_file);
+    /* the replica: the same rules, its own bucket, store and (optionally) credentials */
+    cfg->s3_replica_bucket = config_get_str(&l, "S3_REPLICA_BUCKET", 0);
+    if (cfg->s3_replica_bucket && !valid_bucket(cfg->s3_replica_bucket))
+        bad(&l, "S3_REPLICA_BUCKET", "'%.70s' is not a valid bucket name", cfg->s3_replica_bucket);
+    cfg->s3_replica_region = config_get_str(&l, "S3_REPLICA_REGION", 0);
+    if (cfg->s3_replica_region && !valid_region(cfg->s3_replica_region))
+        bad(&l, "S3_REPLICA_REGION", "'%.40s' is not a region name (such as eu-west-1)",
+            cfg->s3_replica_region);
+    cfg->s3_replica_endpoint = config_get_str(&l, "S3_REPLICA_ENDPOINT", 0);
+    if (cfg->s3_replica_endpoint) {
+        const char *why = NULL;
+        if (!valid_endpoint(cfg->s3_replica_endpoint, &why) ||
+            strchr(cfg->s3_replica_endpoint, '@') != NULL)
+            bad(&l, "S3_REPLICA_ENDPOINT", "%s",
+                why ? why : "must not carry credentials (S3_REPLICA_ACCESS_KEY_ID)");
+        size_t n = strlen(cfg->s3_replica_endpoint);
+        if (n > 0 && cfg->s3_replica_endpoint[n - 1] == '/')
+            cfg->s3_replica_endpoint[n - 1] = '\0';
+    }
+    cfg->s3_replica_force_path_style = config_get_bool(&l, "S3_REPLICA_FORCE_PATH_STYLE");
+    cfg->s3_replica_sse = config_get_str(&l, "S3_REPLICA_SSE", 0);
+    if (cfg->s3_replica_sse && strcmp(cfg->s3_replica_sse, "AES256") != 0 &&
+        strcmp(cfg->s3_replica_sse, "aws:kms") != 0)
+        bad(&l, "S3_REPLICA_SSE", "'%.40s' is not AES256 or aws:kms", cfg->s3_replica_sse);
+    cfg->s3_replica_sse_kms_key_id = config_get_str(&l, "S3_REPLICA_SSE_KMS_KEY_ID", 0);
+    if (cfg->s3_replica_sse_kms_key_id &&
+        (cfg->s3_replica_sse == NULL || strcmp(cfg->s3_replica_sse, "aws:kms") != 0))
+        bad(&l, "S3_REPLICA_SSE_KMS_KEY_ID", "is set but S3_REPLICA_SSE is not aws:kms");
+    cfg->s3_replica_access_key_id = config_get_str(&l, "S3_REPLICA_ACCESS_KEY_ID", 0);
+    cfg->s3_replica_secret_access_key = config_get_str(&l, "S3_REPLICA_SECRET_ACCESS_KEY", 0);
+    if ((cfg->s3_replica_access_key_id == NULL) != (cfg->s3_replica_secret_access_key == NULL))
+        bad(&l,
+            cfg->s3_replica_access_key_id ? "S3_REPLICA_SECRET_ACCESS_KEY"
+                                          : "S3_REPLICA_ACCESS_KEY_ID",
+            "is required with %s",
+            cfg->s3_replica_access_key_id ? "S3_REPLICA_ACCESS_KEY_ID"
+                                          : "S3_REPLICA_SECRET_ACCESS_KEY");
+    if (cfg->s3_replica_secret_access_key && strpbrk(cfg->s3_replica_secret_access_key, " \t\r\n"))
+        bad(&l, "S3_REPLICA_SECRET_ACCESS_KEY", "must not contain spaces or line breaks");
+    if (cfg->s3_replica_bucket == NULL &&
+        (cfg->s3_replica_endpoint || cfg->s3_replica_region || cfg->s3_replica_access_key_id))
+        bad(&l, "S3_REPLICA_BUCKET", "%s",
+            "is required with the other S3_REPLICA_* settings (it turns replication on)");
+    if (cfg->s3_replica_bucket &&
+        strcmp(cfg->s3_replica_bucket, cfg->s3_bucket ? cfg->s3_bucket : "") == 0 &&
+        (cfg->s3_replica_endpoint
+             ? cfg->s3_endpoint && strcmp(cfg->s3_replica_endpoint, cfg->s3_endpoint) == 0
+             : cfg->s3_endpoint == NULL))
+        bad(&l, "S3_REPLICA_BUCKET", "%s",
+            "is the primary bucket itself: a replica must be elsewhere");
     cfg->s3_part_size_mb = config_get_int(&l, "S3_PART_SIZE_MB", 5, 5120);
     cfg->s3_upload_concurrency = config_get_int(&l, "S3_UPLOAD_CONCURRENCY", 1, 64);
     cfg->s3_connect_timeout_ms = config_get_duration(&l, "S3_CONNECT_TIMEOUT", 100, 600000LL);
@@ -698,7 +758,35 @@ void config_s3_options(const Config *cfg, S3Options *o) {
     o->sts_endpoint = cfg->aws_sts_endpoint;
 }
 
+int config_s3_replica_options(const Config *cfg, S3Options *o) {
+    config_s3_options(cfg, o);
+    if (cfg->s3_replica_bucket == NULL)
+        return -1;
+    o->bucket = cfg->s3_replica_bucket;
+    o->endpoint = cfg->s3_replica_endpoint;
+    if (cfg->s3_replica_region)
+        o->region = cfg->s3_replica_region;
+    o->path_style = cfg->s3_replica_force_path_style;
+    o->sse = cfg->s3_replica_sse;
+    o->sse_kms_key_id = cfg->s3_replica_sse_kms_key_id;
+    if (cfg->s3_replica_access_key_id) { /* another account or provider: its keys alone */
+        o->access_key = cfg->s3_replica_access_key_id;
+        o->secret_key = cfg->s3_replica_secret_access_key;
+        o->session_token = NULL;
+        o->web_identity_token_file = NULL;
+        o->role_arn = NULL;
+    }
+    return 0;
+}
+
 void config_free(Config *cfg) {
+    free(cfg->s3_replica_bucket);
+    free(cfg->s3_replica_region);
+    free(cfg->s3_replica_endpoint);
+    free(cfg->s3_replica_sse);
+    free(cfg->s3_replica_sse_kms_key_id);
+    free(cfg->s3_replica_access_key_id);
+    free(cfg->s3_replica_secret_access_key);
     free(cfg->aws_access_key_id);
     free(cfg->aws_secret_access_key);
     free(cfg->aws_session_token);

@@ -42,6 +42,11 @@ typedef struct {
     int s3_part_size_mb;       /* multipart part size at the start of an upload */
     int s3_upload_concurrency; /* parts in flight per upload */
     long long s3_connect_timeout_ms, s3_stall_timeout_ms;
+    /* the replica (NULL bucket: none); credentials NULL: the primary's */
+    char *s3_replica_bucket, *s3_replica_region, *s3_replica_endpoint;
+    int s3_replica_force_path_style;
+    char *s3_replica_sse, *s3_replica_sse_kms_key_id;
+    char *s3_replica_access_key_id, *s3_replica_secret_access_key; /* secret */
     char *redis_url;    /* secret inside: log config_redact_url(redis_url) */
     char *database_url; /* secret inside */
     RedisEndpoint redis;
@@ -99,6 +104,8 @@ const char *config_getenv_process(const char *name, void *data);
 void config_redis_options(const Config *cfg, RedisOptions *o);
 /* Zero o and fill in the S3 settings (strings borrowed from cfg). */
 void config_s3_options(const Config *cfg, S3Options *o);
+/* The replica's S3 settings (the primary's where it has none of its own); -1 without one. */
+int config_s3_replica_options(const Config *cfg, S3Options *o);
 /* Free every string the config owns. */
 void config_free(Config *cfg);
 /* Print every variable with its default and meaning (for --help). */

@@ -409,3 +409,101 @@ void storage_read_free(StorageRead *r) {
     r->owner_gone = 1;
     read_release(r);
 }
+
+/* ---- copy between stores ---- */
+
+struct StorageCopy {
+    StorageRead *rd;
+    StorageWrite *w;
+    StorageCopyDoneCb done;
+    void *data;
+    int held, read_done, finished;
+    Err err;
+    int failed;
+    char read_sha[65];
+};
+
+static void copy_end(StorageCopy *c, const StorageWritten *res, const Err *err) {
+    if (c->finished)
+        return;
+    c->finished = 1;
+    c->done(c, res, err, c->data);
+}
+
+static int copy_data(StorageRead *r, const char *buf, size_t len, void *data) {
+    (void)r;
+    StorageCopy *c = data;
+    int w = storage_write(c->w, buf, len);
+    if (w == 0)
+        c->held = 1; /* the replica is full: hold the read until it drains */
+    return w == 1 ? 1 : 0;
+}
+
+static void copy_writable(StorageWrite *w, void *data) {
+    (void)w;
+    StorageCopy *c = data;
+    if (c->held && !c->read_done) {
+        c->held = 0;
+        storage_read_resume(c->rd);
+    }
+}
+
+static void copy_read_done(StorageRead *r, const StorageReadResult *res, const Err *err,
+                           void *data) {
+    (void)r;
+    StorageCopy *c = data;
+    c->read_done = 1;
+    if (err) {
+        c->err = *err;
+        c->failed = 1;
+        err_prefix(&c->err, "%s", "reading the source");
+        storage_write_abort(c->w); /* nothing is stored */
+        return;
+    }
+    snprintf(c->read_sha, sizeof(c->read_sha), "%s", res->sha256);
+    storage_write_finish(c->w);
+}
+
+static void copy_write_done(StorageWrite *w, const StorageWritten *res, const Err *err,
+                            void *data) {
+    (void)w;
+    StorageCopy *c = data;
+    if (c->failed) {
+        copy_end(c, NULL, &c->err);
+        return;
+    }
+    if (err) {
+        Err e = *err;
+        if (!c->read_done)
+            storage_read_stop(c->rd);
+        copy_end(c, NULL, &e);
+        return;
+    }
+    if (strcmp(res->sha256, c->read_sha) != 0) { /* cannot happen unless a stream lost bytes */
+        Err e;
+        err_set(&e, ERR_PERMANENT, ERR_CODE_PROTOCOL, "copied %s, read %s: the streams differ",
+                res->sha256, c->read_sha);
+        copy_end(c, NULL, &e);
+        return;
+    }
+    copy_end(c, res, NULL);
+}
+
+StorageCopy *storage_copy_new(Storage *from, Storage *to, const char *key, const char *content_type,
+                              StorageCopyDoneCb done, void *data) {
+    StorageCopy *c = xcalloc(1, sizeof(*c));
+    c->done = done;
+    c->data = data;
+    c->w = storage_write_new(to, key, content_type, NULL, copy_writable, copy_write_done, c);
+    c->rd = storage_read_new(from, key, NULL, copy_data, copy_read_done, c);
+    return c;
+}
+
+void storage_copy_free(StorageCopy *c) {
+    if (c == NULL)
+        return;
+    c->finished = 1; /* no callback after this */
+    storage_read_free(c->rd);
+    storage_write_free(c->w);
+    free(c);
+}

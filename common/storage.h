@@ -142,6 +142,19 @@ uint64_t storage_read_bytes(const StorageRead *r);
 /* The caller is done with r; before on_done, the read stops and on_done is not called. */
 void storage_read_free(StorageRead *r);
 
+/* ---- copy between stores ---- */
+
+/* One object streamed from one store to the same key in another, never whole in memory: the
+ * read holds while the write is full. done once: the copy is stored whole with the SHA-256
+ * and size of its bytes (err NULL), or nothing of it is (a failed write is aborted). */
+typedef struct StorageCopy StorageCopy;
+typedef void (*StorageCopyDoneCb)(StorageCopy *c, const StorageWritten *res, const Err *err,
+                                  void *data);
+StorageCopy *storage_copy_new(Storage *from, Storage *to, const char *key, const char *content_type,
+                              StorageCopyDoneCb done, void *data);
+/* Safe at any time; before done, the write is aborted and done is not called. */
+void storage_copy_free(StorageCopy *c);
+
 /* ---- drivers ---- */
 
 /* What a driver implements. A sink is the driver's streaming write of one object; a source its

@@ -63,7 +63,7 @@ expect "list: the full and the incremental, with its base" grep -Eq "^$INCR +inc
 check "list --json: three backups, the second built on the first" "3 $FULL" \
   "$(ctl list "$A" --json | jq -r '"\(length) \(.[1].base_backup_id)"')"
 check "list: the codecs of each backup, in text and JSON" "gzip gzip" \
-  "$(awk -v id="$FULL" '$1 == id {print $(NF - 2)}' <<<"$list") $(ctl list "$A" --json | jq -r '.[0].codecs')"
+  "$(awk -v id="$FULL" '$1 == id {print $(NF - 3)}' <<<"$list") $(ctl list "$A" --json | jq -r '.[0].codecs')"
 s3json=$(ctl list "$A" --s3 --json)
 check "list --s3 --json: the same ids, from the manifests alone" \
   "$(q "SELECT string_agg(id, ' ' ORDER BY s3_key) FROM backup_metadata WHERE user_id = '$A'")" \

@@ -280,7 +280,7 @@ wait_until 60 status_is rk3 dead || bad "a restore without its key did not fail"
 check "a key the worker lacks: the error names it" "backup $B3 is encrypted with key 'k2025', which is not in BACKUP_ENCRYPTION_KEYS" "$(field rk3 error)"
 check "…and the database is unchanged" none "$(differs scrambled)"
 list=$(ctl list "$U")
-check "list: the key of each backup" "k2025" "$(awk -v id="$B3" '$1 == id {print $(NF - 1)}' <<<"$list")"
+check "list: the key of each backup" "k2025" "$(awk -v id="$B3" '$1 == id {print $(NF - 2)}' <<<"$list")"
 check "list --json: key_id" k2 "$(ctl list "$U" --json | jq -r --arg id "${B[gzip]}" '.[] | select(.backup_id == $id) | .key_id')"
 quit wk2b
 

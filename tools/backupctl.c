@@ -8,6 +8,8 @@
  * (ctl_recover).
  */
 #include "config.h"
+#include "ctl_admin.h"
+#include "ctl_common.h"
 #include "jobconfig.h"
 #include "keys.h"
 #include "ctl_jobs.h"
@@ -51,6 +53,8 @@ static void usage(FILE *out) {
                  "             the stored object, its SHA-256 checked against its manifest;\n"
                  "             --decode (or --plain): the JSON document, the manifest's codecs\n"
                  "             undone (decrypted with BACKUP_ENCRYPTION_KEYS)\n"
+                 "  replicate --missing USER|--all [--dry-run]\n"
+                 "             enqueue a copy to the replica of every backup not yet there\n"
                  "  rekey USER|--all [--to KEY_ID] [--dry-run]\n"
                  "             wrap the data keys of encrypted backups under the current key\n"
                  "             (manifests and records; objects unchanged), then list the keys\n"
@@ -77,14 +81,14 @@ typedef struct {
     const Config *cfg;
     RedisClient *redis;
     PgConn *pg;
-    int redis_done, pg_done, s3_done;
+    int redis_done, pg_done, s3_done, replica_done;
     int failures;
     uv_timer_t deadline;
     char s3_label[256];
 } Check;
 
 static void check_finish_if_done(Check *c) {
-    if (c->redis_done && c->pg_done && c->s3_done)
+    if (c->redis_done && c->pg_done && c->s3_done && c->replica_done)
         uv_close((uv_handle_t *)&c->deadline, NULL);
 }
 
@@ -158,6 +162,21 @@ static void on_s3(const S3Result *res, const Err *err, void *data) {
     check_finish_if_done(c);
 }
 
+static void on_replica(const S3Result *res, const Err *err, void *data) {
+    Check *c = data;
+    const Config *cfg = c->cfg;
+    const char *at = cfg->s3_replica_endpoint ? cfg->s3_replica_endpoint : "AWS";
+    if (err) {
+        printf("replica   FAIL  bucket %s at %s: %s\n", cfg->s3_replica_bucket, at, err->msg);
+        c->failures++;
+    } else {
+        printf("replica   ok    bucket %s at %s (signed HEAD: HTTP %ld)\n", cfg->s3_replica_bucket,
+               at, res->status);
+    }
+    c->replica_done = 1;
+    check_finish_if_done(c);
+}
+
 static void on_deadline(uv_timer_t *t) {
     Check *c = t->data;
     if (!c->redis_done) {
@@ -169,6 +188,30 @@ static void on_deadline(uv_timer_t *t) {
         c->redis = NULL;
     }
     check_finish_if_done(c);
+}
+
+/* replicate --missing [USER | --all] [--dry-run] */
+static int replicate_main(const Config *cfg, int argc, char **argv) {
+    const char *user = NULL;
+    char uid[37];
+    int missing = 0, all = 0, dry = 0, bad = 0;
+    for (int i = 0; i < argc; i++) {
+        if (strcmp(argv[i], "--missing") == 0)
+            missing = 1;
+        else if (strcmp(argv[i], "--all") == 0)
+            all = 1;
+        else if (strcmp(argv[i], "--dry-run") == 0)
+            dry = 1;
+        else if (user == NULL && argv[i][0] != '-' && ctl_uuid_arg("user", argv[i], uid) == 0)
+            user = uid;
+        else
+            bad = 1;
+    }
+    if (bad || !missing || all == (user != NULL)) {
+        fprintf(stderr, "Usage: backupctl replicate --missing USER_ID | --all [--dry-run]\n");
+        return 2;
+    }
+    return ctl_replicate_missing(cfg, user, dry);
 }
 
 /* ENCRYPTION=... (ids and where they come from, never a key); 2 when the settings are bad. */
@@ -215,10 +258,21 @@ static int cmd_check(const Config *cfg) {
     so.timeout_ms = 8000;
     S3Client *s3 = s3_client_new(&loop, http, &so);
     s3_head_bucket(s3, on_s3, &c);
+    S3Options ro3;
+    S3Client *replica = NULL;
+    if (config_s3_replica_options(cfg, &ro3) == 0) {
+        ro3.max_attempts = 2;
+        ro3.timeout_ms = 8000;
+        replica = s3_client_new(&loop, http, &ro3);
+        s3_head_bucket(replica, on_replica, &c);
+    } else {
+        c.replica_done = 1;
+    }
     uv_timer_init(&loop, &c.deadline);
     c.deadline.data = &c;
     uv_timer_start(&c.deadline, on_deadline, 10000, 0);
     uv_run(&loop, UV_RUN_DEFAULT);
+    s3_client_free(replica);
     s3_client_free(s3);
     http_client_free(http);
     uv_run(&loop, UV_RUN_DEFAULT);
@@ -264,7 +318,8 @@ int main(int argc, char **argv) {
         strcmp(cmd, "jobs") == 0 || strcmp(cmd, "dead") == 0 || strcmp(cmd, "ping") == 0;
     if (strcmp(cmd, "check") != 0 && strcmp(cmd, "config") != 0 && strcmp(cmd, "s3") != 0 &&
         strcmp(cmd, "scope") != 0 && strcmp(cmd, "reindex") != 0 && strcmp(cmd, "download") != 0 &&
-        strcmp(cmd, "rekey") != 0 && !queue_cmd && !ctl_jobs_has(cmd)) {
+        strcmp(cmd, "rekey") != 0 && strcmp(cmd, "replicate") != 0 && !queue_cmd &&
+        !ctl_jobs_has(cmd)) {
         fprintf(stderr, "backupctl: unknown command '%s' (see backupctl --help)\n", cmd);
         return 2;
     }
@@ -285,6 +340,8 @@ int main(int argc, char **argv) {
         rc = ctl_scope_main(&cfg, argc - 2, argv + 2);
     } else if (strcmp(cmd, "reindex") == 0) {
         rc = ctl_recover_main(&cfg, argc - 2, argv + 2);
+    } else if (strcmp(cmd, "replicate") == 0) {
+        rc = replicate_main(&cfg, argc - 2, argv + 2);
     } else if (strcmp(cmd, "rekey") == 0) {
         rc = ctl_rekey_main(&cfg, argc - 2, argv + 2);
     } else if (strcmp(cmd, "download") == 0) {

@@ -67,7 +67,7 @@ int ctl_list(const Config *cfg, const char *user, int json) {
               "extract(epoch FROM now() - created_at)::bigint AS age_seconds, created_at, "
               "base_backup_id, verify_status, s3_key, error, CASE recorded_by WHEN 'worker' THEN "
               "'true' ELSE 'false' END AS worker_verified, " BW_SQL_CODECS(
-                  "m") " AS codecs, key_id "
+                  "m") " AS codecs, key_id, replica_status "
                        "FROM backup_metadata m "
                        "WHERE user_id = $1::uuid AND status <> 'deleted' ORDER BY created_at, id",
               1, v);
@@ -80,8 +80,8 @@ int ctl_list(const Config *cfg, const char *user, int json) {
     } else if (PQntuples(res) == 0) {
         printf("no backups of %s (backupctl list %s --s3 reads S3 alone)\n", user, user);
     } else {
-        printf("%-62s %-12s %-9s %10s %10s %8s  %-10s %-16s %-8s %s\n", "BACKUP", "TYPE", "STATUS",
-               "SIZE", "ROWS", "AGE", "VERIFIED", "CODECS", "KEY", "BASE");
+        printf("%-62s %-12s %-9s %10s %10s %8s  %-10s %-16s %-8s %-9s %s\n", "BACKUP", "TYPE",
+               "STATUS", "SIZE", "ROWS", "AGE", "VERIFIED", "CODECS", "KEY", "REPLICA", "BASE");
         for (int i = 0; i < PQntuples(res); i++) {
             char size[32] = "-", age[24];
             if (!PQgetisnull(res, i, 3))
@@ -92,10 +92,12 @@ int ctl_list(const Config *cfg, const char *user, int json) {
             if (strcmp(PQgetvalue(res, i, 11), "false") == 0 && strcmp(ver, "ok") != 0)
                 ver = "unverified";
             const char *codecs = PQgetvalue(res, i, 12), *key = PQgetvalue(res, i, 13);
-            printf("%-62s %-12s %-9s %10s %10s %8s  %-10s %-16s %-8s %s\n", PQgetvalue(res, i, 0),
-                   PQgetvalue(res, i, 1), PQgetvalue(res, i, 2), size,
+            const char *replica = PQgetvalue(res, i, 14);
+            printf("%-62s %-12s %-9s %10s %10s %8s  %-10s %-16s %-8s %-9s %s\n",
+                   PQgetvalue(res, i, 0), PQgetvalue(res, i, 1), PQgetvalue(res, i, 2), size,
                    PQgetisnull(res, i, 4) ? "-" : PQgetvalue(res, i, 4), age, *ver ? ver : "-",
-                   *codecs ? codecs : "none", *key ? key : "-", *base ? base : "-");
+                   *codecs ? codecs : "none", *key ? key : "-", *replica ? replica : "-",
+                   *base ? base : "-");
         }
     }
     PQclear(res);
@@ -332,5 +334,66 @@ int ctl_migrate(const Config *cfg, const char *dir_arg) {
         PQfinish(pg);
     if (rc == 0)
         printf("schema up to date (%d files from %s)\n", n, dir);
+    return rc;
+}
+
+int ctl_replicate_missing(const Config *cfg, const char *user, int dry_run) {
+    if (cfg->s3_replica_bucket == NULL) {
+        fprintf(stderr, "backupctl replicate: no replica is configured (S3_REPLICA_BUCKET)\n");
+        return 2;
+    }
+    PGconn *pg = ctl_pg_open(cfg);
+    if (pg == NULL)
+        return 1;
+    /* every backup with an object whose copy is not known to be complete */
+    const char *v[] = {user};
+    PGresult *res;
+    res = query(pg,
+                "SELECT id FROM backup_metadata WHERE status IN ('completed', 'expired') "
+                "AND replica_status IS DISTINCT FROM 'completed' "
+                "AND ($1::uuid IS NULL OR user_id = $1::uuid) ORDER BY completed_at, id",
+                1, v);
+    if (res == NULL) {
+        PQfinish(pg);
+        return 1;
+    }
+    int n = PQntuples(res), rc = 0;
+    redisContext *r = dry_run || n == 0 ? NULL : ctl_redis_open(cfg);
+    if (!dry_run && n > 0 && r == NULL)
+        rc = 1;
+    char jobs[256];
+    ctl_key(cfg, "jobs", jobs, sizeof(jobs));
+    long long ms = (long long)(ctl_now() * 1000);
+    for (int i = 0; rc == 0 && i < n; i++) {
+        const char *id = PQgetvalue(res, i, 0);
+        if (dry_run) {
+            printf("%s: would be copied to the replica\n", id);
+            continue;
+        }
+        char jid[200];
+        snprintf(jid, sizeof(jid), "replicate-%s-%lld", id, ms); /* a fresh id: earlier runs may
+                                                                   have given up under theirs */
+        redisReply *x = ctl_redis(
+            r, "XADD %s * job_id %s type replicate backup_id %s trigger manual", jobs, jid, id);
+        if (x == NULL) {
+            rc = 1;
+            break;
+        }
+        freeReplyObject(x);
+        const char *u[] = {id};
+        PGresult *up = PQexecParams(pg,
+                                    "UPDATE backup_metadata SET replica_status = 'pending' "
+                                    "WHERE id = $1 AND replica_status IS DISTINCT FROM "
+                                    "'completed'",
+                                    1, NULL, u, NULL, NULL, 0);
+        PQclear(up);
+    }
+    if (rc == 0)
+        printf("%s %d cop%s to the replica%s%s\n", dry_run ? "would enqueue" : "enqueued", n,
+               n == 1 ? "y" : "ies", user ? " for " : "", user ? user : "");
+    if (r)
+        redisFree(r);
+    PQclear(res);
+    PQfinish(pg);
     return rc;
 }

@@ -6,6 +6,8 @@
  *                            period (sched-YYYYMMDD-USER daily, sched-IYYYWIW-USER
  *                            weekly), claimed in Redis, so runs never double one
  *   migrate [--dir DIR]      proto/sql/NNN_*.sql in order, one transaction each
+ *   replicate --missing      a `replicate` job for every backup not yet (or no longer)
+ *                            known to be in the replica
  * Each returns the exit status (0, or 1 after printing why).
  */
 #ifndef BW_CTL_ADMIN_H
@@ -17,5 +19,7 @@ int ctl_list(const Config *cfg, const char *user, int json);
 int ctl_stats(const Config *cfg, const char *user, int json); /* user NULL: all */
 int ctl_schedule(const Config *cfg, int dry_run, int json);
 int ctl_migrate(const Config *cfg, const char *dir);
+/* replicate --missing: a replicate job per backup whose copy is not complete (user NULL: all). */
+int ctl_replicate_missing(const Config *cfg, const char *user, int dry_run);
 
 #endif

@@ -28,6 +28,7 @@ typedef struct {
     /* encrypted objects: the names the envelope must hold and the data key; NULL checks the
      * stored bytes' SHA-256 only (no item, no count: verify without the key) */
     const CryptParams *crypt;
+    Storage *store; /* the store to read from; NULL: the job's (jobrt_check) */
 } BCheckTarget;
 
 /* A row (section 0) or deleted key (section 1) of table. -1 with err stops the read. */

@@ -255,9 +255,14 @@ void jobrt_put(JobRt *rt, int tag, int flags, const char *key, const void *body,
 }
 
 void jobrt_get(JobRt *rt, int tag, int flags, const char *key, size_t max_bytes) {
+    jobrt_get_from(rt, rt->store, tag, flags, key, max_bytes);
+}
+
+void jobrt_get_from(JobRt *rt, Storage *store, int tag, int flags, const char *key,
+                    size_t max_bytes) {
     if (rt->failing)
         return;
-    storage_get(rt->store, key, max_bytes, on_stored, op_new(rt, tag, flags));
+    storage_get(store, key, max_bytes, on_stored, op_new(rt, tag, flags));
 }
 
 void jobrt_abort_pending(JobRt *rt, int tag, int flags, const char *key, const char *upload_id) {
@@ -362,7 +367,8 @@ BCheck *jobrt_check(JobRt *rt, int tag, int flags, const BCheckTarget *t, int ch
     rt->bc_tag = tag;
     rt->bc_flags = flags;
     rt->bc_busy = 1;
-    rt->bc = bcheck_start(rt->store, t, check_json, on_check_item, on_checked, rt);
+    rt->bc =
+        bcheck_start(t->store ? t->store : rt->store, t, check_json, on_check_item, on_checked, rt);
     return rt->bc;
 }
 

@@ -133,6 +133,9 @@ void jobrt_copy_end(JobRt *rt);
 void jobrt_put(JobRt *rt, int tag, int flags, const char *key, const void *body, size_t len,
                const char *content_type);
 void jobrt_get(JobRt *rt, int tag, int flags, const char *key, size_t max_bytes);
+/* The same from another store (the replica). */
+void jobrt_get_from(JobRt *rt, Storage *store, int tag, int flags, const char *key,
+                    size_t max_bytes);
 void jobrt_list_pending(JobRt *rt, int tag, int flags, const char *prefix);
 void jobrt_abort_pending(JobRt *rt, int tag, int flags, const char *key, const char *upload_id);
 void jobrt_delete(JobRt *rt, int tag, int flags, const char *const *keys, size_t n);

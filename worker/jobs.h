@@ -13,5 +13,6 @@ extern const JobType job_type_backup;
 extern const JobType job_type_restore;
 extern const JobType job_type_verify;
 extern const JobType job_type_cleanup;
+extern const JobType job_type_replicate;
 
 #endif

@@ -171,9 +171,10 @@ typedef struct {
 static const TypeFields type_fields[] = {
     {"ping", 0, "user_id"},
     {"backup", 0, "user_id mode"},
-    {"restore", 0, "user_id backup_id tables"},
-    {"verify", 0, "user_id backup_id"},
+    {"restore", 0, "user_id backup_id tables from"},
+    {"verify", 0, "user_id backup_id from"},
     {"cleanup", 0, "user_id retention_days scope"},
+    {"replicate", 0, "user_id backup_id"},
     {"sleep", 1, "user_id ms fail fail_attempts"},
 };
 
@@ -214,13 +215,15 @@ static int decode_fields(JobSpec *spec, const JobField *fields, size_t n, const 
             copy_value(spec->job_id, sizeof(spec->job_id), &fields[i]);
     }
     if (type == NULL)
-        return fail(err, "missing field 'type' (ping, backup, restore, verify or cleanup)");
+        return fail(err,
+                    "missing field 'type' (ping, backup, restore, verify, cleanup or replicate)");
     const TypeFields *tf = NULL;
     for (size_t t = 0; t < sizeof(type_fields) / sizeof(type_fields[0]); t++)
         if (value_is(type, type_fields[t].type) && (!type_fields[t].test_only || allow_test_types))
             tf = &type_fields[t];
     if (tf == NULL)
-        return bad_value(err, type, "is not a job type (ping, backup, restore, verify or cleanup)");
+        return bad_value(err, type,
+                         "is not a job type (ping, backup, restore, verify, cleanup or replicate)");
     snprintf(spec->type, sizeof(spec->type), "%s", tf->type);
     snprintf(spec->trigger, sizeof(spec->trigger), "api");
     spec->fail_permanent = -1;
@@ -258,6 +261,10 @@ static int decode_fields(JobSpec *spec, const JobField *fields, size_t n, const 
                 return bad_value(
                     err, f, "is not a backup id ((backup|incremental|differential)-<uuid>-<id>)");
             copy_value(spec->backup_id, sizeof(spec->backup_id), f);
+        } else if (is(f, "from")) {
+            if (!value_is(f, "primary") && !value_is(f, "replica"))
+                return bad_value(err, f, "is not primary or replica");
+            copy_value(spec->from, sizeof(spec->from), f);
         } else if (is(f, "tables")) {
             if (tables_field(spec, f, err) != 0)
                 return -1;
@@ -296,6 +303,8 @@ static int decode_fields(JobSpec *spec, const JobField *fields, size_t n, const 
         return fail(err, "a cleanup with scope=all covers every user: drop the field 'user_id'");
     if (strcmp(tf->type, "restore") == 0 && spec->backup_id[0] == '\0')
         return fail(err, "missing field 'backup_id' (the backup to restore)");
+    if (strcmp(tf->type, "replicate") == 0 && spec->backup_id[0] == '\0')
+        return fail(err, "missing field 'backup_id' (the backup to copy to the replica)");
     if (strcmp(tf->type, "verify") == 0 && spec->backup_id[0] == '\0' && spec->user_id[0] == '\0')
         return fail(err, "a verify job needs 'backup_id' or 'user_id'");
     if (strcmp(tf->type, "verify") == 0 && spec->user_id[0] == '\0') {

@@ -36,6 +36,7 @@ typedef struct {
     char backup_id[JOBSPEC_ID_MAX + 1];
     char tables[JOBSPEC_TABLES_MAX][64]; /* restore: selected tables, validated names */
     int ntables;
+    char from[16];      /* restore, verify: "replica" forces the replica's copy; "" or primary */
     int retention_days; /* cleanup: 0 = the configured default */
     int scope_all;      /* cleanup: every user */
     long sleep_ms;      /* sleep */

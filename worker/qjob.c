@@ -381,6 +381,36 @@ void job_set_rows_total(Job *job, uint64_t rows_total) {
     job->progress_dirty = 1;
 }
 
+static void on_enqueued(RedisClient *r, redisReply *reply, const Err *err, void *data) {
+    (void)r;
+    (void)reply;
+    char *what = data;
+    if (err) /* the job it was to start stays due: its record says so, a backfill finds it */
+        log_warn(NULL, "could not enqueue %s: %s", what, err->msg);
+    free(what);
+}
+
+void job_enqueue(Job *job, const char *const *fv, int n) {
+    Queue *q = job->q;
+    char key[256];
+    snprintf(key, sizeof(key), "%s:jobs", q->cfg->redis_prefix);
+    const char **argv = xcalloc((size_t)n + 3, sizeof(char *));
+    argv[0] = "XADD";
+    argv[1] = key;
+    argv[2] = "*";
+    for (int i = 0; i < n; i++)
+        argv[3 + i] = fv[i];
+    char what[160];
+    snprintf(what, sizeof(what), "job %s", n >= 2 && strcmp(fv[0], "job_id") == 0 ? fv[1] : "?");
+    char *w = xstrdup(what);
+    Err e;
+    if (redis_command_argv(q->cmd, on_enqueued, w, n + 3, argv, NULL, &e) != 0) {
+        log_warn(NULL, "could not enqueue %s: %s", what, e.msg);
+        free(w);
+    }
+    free(argv);
+}
+
 void job_set_note(Job *job, const char *note) {
     snprintf(job->note, sizeof(job->note), "%s", note);
 }

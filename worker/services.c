@@ -29,6 +29,8 @@ struct Services {
     HttpClient *http;
     S3Client *s3;
     KmsClient *kms;
+    S3Client *replica_s3;
+    Storage *replica;
     Storage *store;
     LoopLag *lag;
     Httpd *httpd;
@@ -241,6 +243,14 @@ Services *services_new(uv_loop_t *loop, const Config *cfg, const JobConfig *jcfg
     config_s3_options(cfg, &so);
     s->s3 = s3_client_new(loop, s->http, &so);
     s->kms = keys_kms_client(jcfg->keys, loop, s->http, &so);
+    S3Options ro3;
+    if (config_s3_replica_options(cfg, &ro3) == 0) { /* copies only: never on a backup's path */
+        s->replica_s3 = s3_client_new(loop, s->http, &ro3);
+        s->replica = storage_s3_new(loop, s->replica_s3, (size_t)cfg->s3_part_size_mb << 20,
+                                    cfg->s3_upload_concurrency);
+        log_info(NULL, "replica: bucket %s at %s", cfg->s3_replica_bucket,
+                 cfg->s3_replica_endpoint ? cfg->s3_replica_endpoint : "AWS");
+    }
     s->store =
         storage_s3_new(loop, s->s3, (size_t)cfg->s3_part_size_mb << 20, cfg->s3_upload_concurrency);
 
@@ -265,6 +275,8 @@ void services_free(Services *s) {
     httpd_free(s->httpd);
     redis_client_free(s->redis);
     storage_free(s->store);
+    storage_free(s->replica);
+    s3_client_free(s->replica_s3);
     s3_client_free(s->s3); /* cancels the S3 probe: its callback runs now */
     kms_client_free(s->kms);
     http_client_free(s->http);
@@ -303,6 +315,10 @@ Storage *services_storage(Services *s) {
 
 const JobConfig *services_jobconfig(const Services *s) {
     return s->jcfg;
+}
+
+Storage *services_replica(Services *s) {
+    return s->replica;
 }
 
 KmsClient *services_kms(Services *s) {

@@ -47,5 +47,7 @@ const Config *services_config(const Services *s);
 const JobConfig *services_jobconfig(const Services *s);
 /* The KMS client of the encryption keys, or NULL when BACKUP_KMS_KEY_ID is not set. */
 KmsClient *services_kms(Services *s);
+/* The replica store (S3_REPLICA_BUCKET), or NULL when there is none. */
+Storage *services_replica(Services *s);
 
 #endif

@@ -35,6 +35,7 @@
 #include "log.h"
 #include "manifest.h"
 #include "scope.h"
+#include "services.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -506,13 +507,14 @@ static void complete(JobRt *rt, Backup *b) {
                        b->snapshot,
                        ver,
                        b->wrapped ? b->key_id : NULL,
-                       b->wrapped};
+                       b->wrapped,
+                       services_replica(jobrt_services(rt)) ? "pending" : NULL};
     query(rt, b, ST_COMPLETE, 0,
           "UPDATE backup_metadata SET status = 'completed', size = $2, uncompressed_size = $3, "
           "checksum = $4, row_counts = $5::jsonb, duration_ms = $6, snapshot = $7, "
           "format_version = $8, key_id = $9, wrapped_key = $10, origin_key_id = $9, "
-          "completed_at = now(), error = NULL WHERE id = $1",
-          10, v);
+          "replica_status = $11, completed_at = now(), error = NULL WHERE id = $1",
+          11, v);
     buf_free(&rows);
 }
 
@@ -522,6 +524,12 @@ static void on_completed(JobRt *rt, Backup *b) {
              " raw), sha256 %s",
              b->id, b->rows_done, b->written.size, b->written.raw_size, b->written.sha256);
     job_progress(jobrt_job(rt), "done", 100, b->rows_done, b->written.size);
+    if (services_replica(jobrt_services(rt))) { /* the copy follows on its own (replicate.c) */
+        char jid[JOBSPEC_ID_MAX + 16];
+        snprintf(jid, sizeof(jid), "replicate-%s", b->id);
+        const char *fv[] = {"job_id", jid, "type", "replicate", "backup_id", b->id};
+        job_enqueue(jobrt_job(rt), fv, 6);
+    }
     if (!b->cfg->backup_notify) {
         jobrt_done(rt);
         return;

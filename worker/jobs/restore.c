@@ -34,6 +34,7 @@
 #include "log.h"
 #include "manifest.h"
 #include "scope.h"
+#include "services.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -54,6 +55,7 @@ typedef enum {
     ST_STAGING,
     ST_MANIFEST, /* a reindexed step's manifest read again */
     ST_STAGE,    /* COPY into _bw_stage of one step, read through bcheck */
+    ST_UNSTAGE,  /* a step's rows from a failed primary read dropped before the replica's */
     ST_STMT,     /* FINAL and APPLY, one statement after the other */
     ST_COMMIT,
     ST_RECORD,
@@ -69,7 +71,10 @@ typedef struct {
     int encrypted;
     char key_id[CRYPT_ID_MAX + 1], *wrapped; /* encrypted: the record's (newest) wrapping */
     char origin_key_id[CRYPT_ID_MAX + 1];    /* the key of the object header's wrapping */
-    int header_key; /* the newest key is not here, the header's is: the decoder opens that */
+    int header_key;   /* the newest key is not here, the header's is: the decoder opens that */
+    int replica_ok;   /* its copy in the replica completed (replica_status) */
+    int from_replica; /* read from the replica (forced, or the primary's copy failed) */
+    int again;        /* the primary's copy failed mid-read: unstage, read the replica's */
     unsigned char dek[CRYPT_KEY_LEN]; /* and the data key it opens, before any read */
 } Step;
 
@@ -88,6 +93,7 @@ typedef struct {
     int recorded_start;
     Step *steps;
     int nsteps, si, ki;
+    char fallback[ERR_MSG_MAX]; /* why a primary copy was not used */
     Scope *scope;
     unsigned char *selected; /* per scope table */
     uint64_t *expected;      /* staged final rows per table */
@@ -140,12 +146,25 @@ static void on_committed(JobRt *rt, Restore *r) {
     counts_json(r, r->restored, &counts);
     char ms[24];
     snprintf(ms, sizeof(ms), "%" PRIu64, jobrt_elapsed_ms(rt));
-    const char *v[] = {r->spec->job_id, chain.data, counts.data, ms};
+    /* which copy was read: said in the log, the status hash and the history */
+    int replica = 0;
+    for (int i = 0; i < r->nsteps; i++)
+        replica += r->steps[i].from_replica;
+    const char *source = replica == 0 ? "primary" : replica == r->nsteps ? "replica" : "mixed";
+    if (replica) {
+        char note[ERR_MSG_MAX + 64];
+        snprintf(note, sizeof(note), "read from the replica%s%.400s", r->fallback[0] ? ": " : "",
+                 r->fallback);
+        job_set_note(jobrt_job(rt), note);
+        log_info(job_log_id(jobrt_job(rt)), "%d of %d backup%s read from the replica", replica,
+                 r->nsteps, r->nsteps > 1 ? "s" : "");
+    }
+    const char *v[] = {r->spec->job_id, chain.data, counts.data, ms, source};
     query(rt, r, ST_RECORD, 0,
           "UPDATE restore_history SET status = 'completed', chain = $2::text[], "
-          "row_counts = $3::jsonb, error = NULL, finished_at = now(), duration_ms = $4 "
-          "WHERE job_id = $1",
-          4, v);
+          "row_counts = $3::jsonb, error = NULL, finished_at = now(), duration_ms = $4, "
+          "source = $5 WHERE job_id = $1",
+          5, v);
     buf_free(&chain);
     buf_free(&counts);
 }
@@ -324,7 +343,23 @@ static int on_item(JobRt *rt, Restore *r, const JobEv *ev) {
 }
 
 static void on_checked(JobRt *rt, Restore *r, const JobEv *ev) {
+    Step *st = &r->steps[r->si];
     r->bytes += bcheck_bytes(ev->check);
+    if (ev->err) {
+        /* the primary's copy is missing, unreachable after retries, or damaged: the replica's,
+         * checked the same way, if it has one; the rows staged so far are dropped first */
+        if (st->from_replica || !st->replica_ok || ev->err->code == ERR_CODE_CANCELLED ||
+            services_replica(jobrt_services(rt)) == NULL) {
+            jobrt_fail(rt, ev->err);
+            return;
+        }
+        log_warn(job_log_id(jobrt_job(rt)),
+                 "backup %s: the primary copy failed (%s): reading the "
+                 "replica's",
+                 st->id, ev->err->msg);
+        snprintf(r->fallback, sizeof(r->fallback), "%s", ev->err->msg);
+        st->from_replica = st->again = 1;
+    }
     if (r->out.len && pg_conn_copy_put(jobrt_conn(rt), r->out.data, r->out.len) < 0)
         return; /* the COPY's end reports it */
     r->out.len = 0;
@@ -356,10 +391,17 @@ static void on_copy_writable(JobRt *rt, Restore *r) {
                           .unwrap = keys_unwrap_fn,
                           .unwrap_data = (void *)services_jobconfig(jobrt_services(rt))->keys};
         memcpy(cp.dek, st->dek, CRYPT_KEY_LEN);
-        BCheckTarget t = {st->id,       r->spec->user_id, st->key,
-                          st->checksum, &st->codecs,      st->encrypted ? &cp : NULL};
+        BCheckTarget t = {st->id,
+                          r->spec->user_id,
+                          st->key,
+                          st->checksum,
+                          &st->codecs,
+                          st->encrypted ? &cp : NULL,
+                          st->from_replica ? services_replica(jobrt_services(rt)) : NULL};
         r->step_started = 1;
-        r->bc = jobrt_check(rt, ST_STAGE, 0, &t, 0);
+        /* every row checked to be JSON before it is staged: a damaged object is then named by
+         * its digest (and the replica's copy tried), not by a jsonb syntax error of COPY */
+        r->bc = jobrt_check(rt, ST_STAGE, JRT_SOFT, &t, 1);
         crypt_wipe(&cp, sizeof(cp));
         buf_free(&codecs);
         return;
@@ -406,6 +448,15 @@ static void on_step_manifest(JobRt *rt, Restore *r, const JobEv *ev) {
 }
 
 static void on_step_staged(JobRt *rt, Restore *r) {
+    Step *cur = &r->steps[r->si];
+    if (cur->again) { /* the primary's partial rows go, then the replica's copy is read */
+        cur->again = 0;
+        char step[16];
+        snprintf(step, sizeof(step), "%d", r->si);
+        const char *v[] = {step};
+        query(rt, r, ST_UNSTAGE, 0, "DELETE FROM _bw_stage WHERE step = $1::int", 1, v);
+        return;
+    }
     log_info(job_log_id(jobrt_job(rt)), "staged backup %s (%d of %d)", r->steps[r->si].id,
              r->si + 1, r->nsteps);
     buf_free(&r->out);
@@ -504,6 +555,15 @@ static void on_chain(JobRt *rt, Restore *r, PGresult *res) {
         snprintf(st->key_id, sizeof(st->key_id), "%s", PQgetvalue(res, k, 11));
         st->wrapped = xstrdup(PQgetvalue(res, k, 12));
         snprintf(st->origin_key_id, sizeof(st->origin_key_id), "%s", PQgetvalue(res, k, 13));
+        st->replica_ok = strcmp(PQgetvalue(res, k, 14), "completed") == 0;
+        if (strcmp(spec->from, "replica") == 0) {
+            if (services_replica(jobrt_services(rt)) == NULL) {
+                jobrt_failf(rt, ERR_PERMANENT, ERR_CODE_CONFIG, "%s",
+                            "from=replica, but no replica is configured (S3_REPLICA_BUCKET)");
+                return;
+            }
+            st->from_replica = 1;
+        }
         r->rows_total += strtoull(PQgetvalue(res, k, 8), NULL, 10);
     }
     job_set_rows_total(jobrt_job(rt), r->rows_total);
@@ -561,21 +621,21 @@ static void load_chain(JobRt *rt, Restore *r) {
         "WITH RECURSIVE chain AS ("
         "  SELECT id, user_id, type, status, s3_key, checksum, compression, codecs,"
         "    base_backup_id, row_counts, size, recorded_by, key_id, wrapped_key, origin_key_id,"
-        "    0 AS depth"
+        "    replica_status, 0 AS depth"
         "  FROM backup_metadata"
         "  WHERE id = $1"
         "  UNION ALL"
         "  SELECT b.id, b.user_id, b.type, b.status, b.s3_key, b.checksum, b.compression,"
         "    b.codecs, b.base_backup_id, b.row_counts, b.size, b.recorded_by, b.key_id,"
-        "    b.wrapped_key, b.origin_key_id, c.depth + 1"
+        "    b.wrapped_key, b.origin_key_id, b.replica_status, c.depth + 1"
         "  FROM backup_metadata b JOIN chain c ON b.id = c.base_backup_id WHERE c.depth < 1001)"
         " SELECT id, user_id::text, type, status, coalesce(s3_key, ''), coalesce(checksum, ''),"
         "  " BW_SQL_CODECS(
             "chain") ", coalesce(base_backup_id, ''),"
                      "  coalesce((SELECT sum(value::bigint) FROM jsonb_each_text(row_counts)), 0),"
                      "  coalesce(size, 0), recorded_by, coalesce(key_id, ''),"
-                     "  coalesce(wrapped_key, ''), coalesce(origin_key_id, key_id, '')"
-                     " FROM chain ORDER BY depth DESC",
+                     "  coalesce(wrapped_key, ''), coalesce(origin_key_id, key_id, ''),"
+                     "  coalesce(replica_status, '') FROM chain ORDER BY depth DESC",
         1, v);
 }
 
@@ -610,6 +670,9 @@ static void on_result(JobRt *rt, Restore *r, PGresult *res) {
         break;
     case ST_STAGE:
         on_step_staged(rt, r);
+        break;
+    case ST_UNSTAGE:
+        open_step(rt, r);
         break;
     case ST_STMT:
         on_stmt(rt, r, res);

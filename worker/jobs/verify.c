@@ -26,6 +26,7 @@
 #include "layout.h"
 #include "log.h"
 #include "manifest.h"
+#include "services.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -42,13 +43,15 @@ typedef struct {
     char key_id[CRYPT_ID_MAX + 1], *wrapped; /* encrypted: the record's wrapping */
     char origin_key_id[CRYPT_ID_MAX + 1];    /* the key of the object header's own */
     int hash_only; /* encrypted, and the key is not here: the stored bytes' SHA-256 only */
+    int replica_ok, from_replica; /* its replica copy completed; being read from there */
+    char fallback[ERR_MSG_MAX];   /* why the primary copy was not used */
 } Item;
 
 typedef struct {
     State state;
     const JobSpec *spec;
     Item *items;
-    int n, i, failed, skipped, hash_only;
+    int n, i, failed, skipped, hash_only, replicas;
     char user[37];
     Manifest manifest; /* the current item's */
     Err first, err;
@@ -57,6 +60,7 @@ typedef struct {
 
 static void next_item(JobRt *rt, Verify *v);
 static void check_object(JobRt *rt, Verify *v, const JobKey *key, int header_key);
+static int fall_back(JobRt *rt, Verify *v, const Err *why);
 
 /* The current backup's outcome, recorded, then logged and counted. A backup a cleanup is
  * removing (status no longer 'completed') is neither: its object may be half gone. */
@@ -65,7 +69,16 @@ static void record(JobRt *rt, Verify *v, const Err *err) {
     err_clear(&v->err);
     if (err)
         v->err = *err;
-    const char *p[] = {it->id, err ? "failed" : "ok", err ? err->msg : NULL};
+    /* passed from the replica: ok, and the primary's failure kept where an operator looks */
+    char note[ERR_MSG_MAX + 64];
+    snprintf(note, sizeof(note), "the primary copy failed (%.400s); verified from the replica",
+             it->fallback);
+    if (!err && it->from_replica)
+        v->replicas++;
+    const char *p[] = {it->id, err ? "failed" : "ok",
+                       err                ? err->msg
+                       : it->from_replica ? note
+                                          : NULL};
     v->state = ST_RECORD;
     jobrt_pool_query(
         rt, ST_RECORD, JRT_SOFT,
@@ -135,8 +148,28 @@ static void on_checked(JobRt *rt, Verify *v, const JobEv *ev) {
     Err e;
     if (ev->err == NULL && counts_agree(v, ev->check, &e) == 0)
         record(rt, v, NULL);
-    else
+    else if (!fall_back(rt, v, ev->err ? ev->err : &e))
         record(rt, v, ev->err ? ev->err : &e);
+}
+
+/* The primary's copy failed (why): start the backup again from the replica's manifest, if
+ * it has a copy there. 1 when it did. */
+static int fall_back(JobRt *rt, Verify *v, const Err *why) {
+    Item *it = &v->items[v->i];
+    Storage *replica = services_replica(jobrt_services(rt));
+    if (it->from_replica || !it->replica_ok || replica == NULL || why->code == ERR_CODE_CANCELLED)
+        return 0;
+    log_warn(job_log_id(jobrt_job(rt)),
+             "verify %s: the primary copy failed (%s): checking the "
+             "replica's",
+             it->id, why->msg);
+    snprintf(it->fallback, sizeof(it->fallback), "%s", why->msg);
+    it->from_replica = 1;
+    char key[LAYOUT_KEY_MAX + 16];
+    layout_manifest_key(key, sizeof(key), it->key);
+    v->state = ST_MANIFEST;
+    jobrt_get_from(rt, replica, ST_MANIFEST, JRT_SOFT, key, MANIFEST_MAX_BYTES);
+    return 1;
 }
 
 static void on_manifest(JobRt *rt, Verify *v, const JobEv *ev) {
@@ -145,7 +178,8 @@ static void on_manifest(JobRt *rt, Verify *v, const JobEv *ev) {
     if (ev->err) {
         e = *ev->err;
         err_prefix(&e, "%s: manifest %s%s", it->id, it->key, LAYOUT_MANIFEST_EXT);
-        record(rt, v, &e);
+        if (!fall_back(rt, v, &e))
+            record(rt, v, &e);
         return;
     }
     const Buf *body = ev->sres->body;
@@ -213,8 +247,13 @@ static void check_object(JobRt *rt, Verify *v, const JobKey *key, int header_key
                       .unwrap_data = (void *)services_jobconfig(jobrt_services(rt))->keys};
     if (key)
         memcpy(cp.dek, key->dek, CRYPT_KEY_LEN);
-    BCheckTarget t = {it->id,       v->user,     it->key,
-                      it->checksum, &it->codecs, key || header_key ? &cp : NULL};
+    BCheckTarget t = {it->id,
+                      v->user,
+                      it->key,
+                      it->checksum,
+                      &it->codecs,
+                      key || header_key ? &cp : NULL,
+                      it->from_replica ? services_replica(jobrt_services(rt)) : NULL};
     v->state = ST_OBJECT;
     jobrt_check(rt, ST_OBJECT, JRT_SOFT, &t, 1);
     crypt_wipe(&cp, sizeof(cp));
@@ -236,8 +275,10 @@ static void next_item(JobRt *rt, Verify *v) {
             k += snprintf(note + k, sizeof(note) - (size_t)k, ", %d skipped (being deleted)",
                           v->skipped);
         if (v->hash_only)
-            snprintf(note + k, sizeof(note) - (size_t)k,
-                     ", %d by SHA-256 only (their key is not here)", v->hash_only);
+            k += snprintf(note + k, sizeof(note) - (size_t)k,
+                          ", %d by SHA-256 only (their key is not here)", v->hash_only);
+        if (v->replicas)
+            snprintf(note + k, sizeof(note) - (size_t)k, ", %d from the replica", v->replicas);
         job_set_note(jobrt_job(rt), note);
         job_progress(jobrt_job(rt), "done", 100, v->rows, v->bytes);
         jobrt_done(rt);
@@ -248,7 +289,8 @@ static void next_item(JobRt *rt, Verify *v) {
     char key[LAYOUT_KEY_MAX + 16];
     layout_manifest_key(key, sizeof(key), it->key);
     v->state = ST_MANIFEST;
-    jobrt_get(rt, ST_MANIFEST, JRT_SOFT, key, MANIFEST_MAX_BYTES);
+    jobrt_get_from(rt, it->from_replica ? services_replica(jobrt_services(rt)) : jobrt_storage(rt),
+                   ST_MANIFEST, JRT_SOFT, key, MANIFEST_MAX_BYTES);
 }
 
 static void on_list(JobRt *rt, Verify *v, PGresult *res) {
@@ -279,6 +321,8 @@ static void on_list(JobRt *rt, Verify *v, PGresult *res) {
         snprintf(it->key_id, sizeof(it->key_id), "%s", PQgetvalue(res, k, 7));
         it->wrapped = xstrdup(PQgetvalue(res, k, 8));
         snprintf(it->origin_key_id, sizeof(it->origin_key_id), "%s", PQgetvalue(res, k, 9));
+        it->replica_ok = strcmp(PQgetvalue(res, k, 10), "completed") == 0;
+        it->from_replica = strcmp(v->spec->from, "replica") == 0 && it->replica_ok;
         if (!layout_key_is_users(PQgetvalue(res, k, 2), user) || strlen(it->checksum) != 64 ||
             codec_list_parse(PQgetvalue(res, k, 4), &it->codecs, &e) != 0) {
             jobrt_failf(rt, ERR_PERMANENT, ERR_CODE_INVALID,
@@ -307,7 +351,7 @@ static int verify_step(JobRt *rt, void *st, const JobEv *ev) {
             " " BW_SQL_CODECS(
                 "m") ", coalesce(row_counts::text, ''), "
                      "coalesce(size, 0), coalesce(key_id, ''), coalesce(wrapped_key, ''), "
-                     "coalesce(origin_key_id, key_id, '') "
+                     "coalesce(origin_key_id, key_id, ''), coalesce(replica_status, '') "
                      "FROM backup_metadata m "
                      "WHERE status IN ('completed', 'expired') AND "
                      "(id = $1 OR ($1 = '' AND user_id = $2::uuid)) ORDER BY created_at, id",

@@ -1,0 +1,159 @@
+#!/usr/bin/env bash
+# test_replica: every backup copied to a second S3 server (moto as the replica, another region
+# and other credentials; s3rver stays the primary), with real worker processes.
+#  1. after a backup: object and manifest in the replica with the record's SHA-256,
+#     replica_status completed, backupctl list says so
+#  2. replica unreachable (a proxy cutting every request): backups complete, copies stay
+#     pending; the replica back: every pending copy completes without a new backup
+#  3. backupctl replicate --missing copies exactly what is missing; a replicate job for a
+#     backup that does not exist is dead-lettered with its reason
+#  4. kill -9 of a worker mid-copy: another completes it, and the replica holds the whole object
+#  5. the primary object deleted, or a byte flipped in it: restore and verify read the replica
+#     and say so (history, status hash, log, record); from=replica forces it; rows exact
+set -uo pipefail
+WORKER=$1
+CTL=$(realpath "$2")
+: "${REDIS_URL:?run through tools/devenv test}"
+: "${DATABASE_URL:?run through tools/devenv test}"
+: "${BW_DEVENV:?run through tools/devenv test}"
+: "${BW_MOTO_ENDPOINT:?run through tools/devenv test (moto is the replica)}"
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+"$BW_DEVENV" migrate >/dev/null
+
+U=4e900001-0000-4000-8000-00000000000a
+RB=replica-$$
+q "DELETE FROM profiles WHERE id = '$U'; DELETE FROM backup_metadata WHERE user_id = '$U'" >/dev/null
+s3 s3 rm --recursive --quiet "s3://$S3_BUCKET/backups/$U/"
+"$ROOT/tools/datagen" --user "$U" --orders 300 --seed rep1 >/dev/null
+curl -s -f -o /dev/null -X PUT "$BW_MOTO_ENDPOINT/$RB" || bad "cannot create the replica bucket in moto"
+moto() { AWS_ACCESS_KEY_ID=replica AWS_SECRET_ACCESS_KEY=replica-secret aws --region eu-west-1 --endpoint-url "$BW_MOTO_ENDPOINT" "$@"; }
+ctl() { env "${REPL[@]}" "S3_REPLICA_ENDPOINT=$BW_MOTO_ENDPOINT" "$CTL" "$@"; }
+quit() { local pid; eval "pid=\$PID_$1"; kill -9 "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; }
+P=trep$$
+export REDIS_PREFIX=$P
+REPL=(S3_REPLICA_BUCKET=$RB S3_REPLICA_REGION=eu-west-1 S3_REPLICA_FORCE_PATH_STYLE=true
+  S3_REPLICA_ACCESS_KEY_ID=replica S3_REPLICA_SECRET_ACCESS_KEY=replica-secret BACKUP_NOTIFY=false)
+rstatus() { q "SELECT coalesce(replica_status, '-') FROM backup_metadata WHERE id = '$1'"; }
+replica_is() { [ "$(rstatus "$1")" = "$2" ]; }
+backup() { # JOB: a full backup of U, waited for; prints its id
+  enqueue "$1" type backup user_id "$U" mode full
+  done_ok "$1" || { bad "backup $1 did not complete: $(field "$1" error)"; return 1; }
+  field "$1" backup_id
+}
+same_copy() { # BACKUP_ID: the replica's object and manifest match the record
+  local key sum
+  key=$(q "SELECT s3_key FROM backup_metadata WHERE id = '$1'")
+  sum=$(q "SELECT checksum FROM backup_metadata WHERE id = '$1'")
+  [ "$(moto s3 cp "s3://$RB/$key" - 2>/dev/null | sha256sum | cut -c1-64)" = "$sum" ] &&
+    [ "$(moto s3 cp "s3://$RB/$key.manifest.json" - 2>/dev/null | jq -r .sha256)" = "$sum" ]
+}
+
+# ---- 1. a backup, then its copy ----
+start_worker w1 "S3_REPLICA_ENDPOINT=$BW_MOTO_ENDPOINT" "${REPL[@]}"
+B1=$(backup rep-b1)
+expect "the copy completes on its own" wait_until 30 replica_is "$B1" completed
+expect "object and manifest in the replica, with the record's SHA-256" same_copy "$B1"
+check "the replicate job says what it did" "completed object and manifest copied, SHA-256 checked" \
+  "$(field "replicate-$B1" status) $(field "replicate-$B1" note)"
+check "replicated_at is set" t "$(q "SELECT replicated_at IS NOT NULL FROM backup_metadata WHERE id = '$B1'")"
+check "list: the replica column" completed "$(ctl list "$U" | awk -v id="$B1" '$1 == id {print $(NF - 1)}')"
+check "list --json: replica_status" completed "$(ctl list "$U" --json | jq -r --arg id "$B1" '.[] | select(.backup_id == $id) | .replica_status')"
+quit w1
+
+# ---- 2. the replica unreachable, then back ----
+start_faultproxy "$BW_MOTO_ENDPOINT"
+curl -s -X POST --data '*:reset' "http://127.0.0.1:$PX/__always" >/dev/null
+start_worker w2 "S3_REPLICA_ENDPOINT=http://127.0.0.1:$PX" "${REPL[@]}"
+B2=$(backup rep-b2)
+B3=$(backup rep-b3)
+check "replica down: the backups completed anyway" "completed completed" \
+  "$(q "SELECT string_agg(status, ' ' ORDER BY id) FROM backup_metadata WHERE id IN ('$B2', '$B3')")"
+sleep 2
+check "…their copies wait" "pending pending" "$(rstatus "$B2") $(rstatus "$B3")"
+expect "…the reason is recorded" grep -q "replica of" <<<"$(q "SELECT replica_error FROM backup_metadata WHERE id = '$B2'")"
+curl -s -X POST --data '' "http://127.0.0.1:$PX/__always" >/dev/null
+expect "the replica back: both copies complete without a new backup" \
+  wait_until 60 bash -c "[ \"\$(psql -X -q -t -A '$DATABASE_URL' -c \"SELECT count(*) FROM backup_metadata WHERE id IN ('$B2', '$B3') AND replica_status = 'completed'\")\" = 2 ]"
+both_match() { same_copy "$B2" && same_copy "$B3"; }
+expect "…and match" both_match
+check "no other backup was made" 3 "$(q "SELECT count(*) FROM backup_metadata WHERE user_id = '$U'")"
+quit w2
+
+# ---- 3. backfill ----
+start_worker w3 "S3_REPLICA_ENDPOINT=$BW_MOTO_ENDPOINT" "${REPL[@]}"
+K1=$(q "SELECT s3_key FROM backup_metadata WHERE id = '$B1'")
+moto s3 rm "s3://$RB/$K1" --quiet
+moto s3 rm "s3://$RB/$K1.manifest.json" --quiet
+q "UPDATE backup_metadata SET replica_status = NULL, replicated_at = NULL WHERE id = '$B1'" >/dev/null
+out=$(ctl replicate --missing "$U" --dry-run)
+check "replicate --missing --dry-run: exactly the missing one" "$B1: would be copied to the replica" "$(head -1 <<<"$out")"
+out=$(ctl replicate --missing "$U"); rc=$?
+check "replicate --missing: exit 0, one copy" "0 enqueued 1 copy to the replica for $U" "$rc $out"
+expect "…it completes" wait_until 30 replica_is "$B1" completed
+expect "…and matches" same_copy "$B1"
+out=$(ctl replicate --missing "$U")
+check "nothing missing anymore" "enqueued 0 copies to the replica for $U" "$out"
+out=$(ctl replicate --missing --all --dry-run)
+expect "--all --dry-run lists every user's missing copies (none of this user's)" bash -c "! grep -q '$U' <<<\"\$1\"" _ "$out"
+enqueue rep-none type replicate backup_id "backup-$U-1"
+wait_until 30 status_is rep-none dead || bad "a replicate of no backup was not dead-lettered"
+check "a replicate of no backup: its reason" "backup backup-$U-1 not found" "$(field rep-none error)"
+quit w3
+
+# ---- 4. kill -9 mid-copy ----
+curl -s -X POST --data '20000' "http://127.0.0.1:$PX/__rate" >/dev/null # bytes/s to the replica
+start_worker w4 "S3_REPLICA_ENDPOINT=http://127.0.0.1:$PX" "${REPL[@]}"
+B4=$(backup rep-b4)
+wait_until 20 bash -c "[ \"\$(R HGET '$P:job:replicate-$B4' status)\" = running ]" || bad "the copy did not start"
+sleep 1
+quit w4
+check "killed mid-copy: not completed" pending "$(rstatus "$B4")"
+curl -s -X POST --data '' "http://127.0.0.1:$PX/__rate" >/dev/null
+start_worker w5 "S3_REPLICA_ENDPOINT=$BW_MOTO_ENDPOINT" "${REPL[@]}"
+expect "another worker completes the copy" wait_until 60 replica_is "$B4" completed
+expect "…the replica holds the whole object" same_copy "$B4"
+quit w5
+
+# ---- 5. restore and verify fall back to the replica ----
+digest() { q "SELECT md5(string_agg((to_jsonb(x) - 'backup_xid')::text, '' ORDER BY x.id)) FROM orders x WHERE user_id = '$U'"; }
+D0=$(digest)
+scramble() { q "UPDATE orders SET notes = 'scrambled', total = total + 1 WHERE user_id = '$U'" >/dev/null; }
+restored_from() { # JOB BACKUP_ID [field value...]: restore, waited for; prints its history's source
+  local j=$1 b=$2; shift 2
+  enqueue "$j" type restore user_id "$U" backup_id "$b" "$@"
+  done_ok "$j" 60 || { echo "failed: $(field "$j" error)"; return; }
+  q "SELECT source FROM restore_history WHERE job_id = '$j'"
+}
+start_worker w6 "S3_REPLICA_ENDPOINT=$BW_MOTO_ENDPOINT" "${REPL[@]}"
+K2=$(q "SELECT s3_key FROM backup_metadata WHERE id = '$B2'")
+s3 s3 mv "s3://$S3_BUCKET/$K2" "s3://$S3_BUCKET/$K2.saved" --quiet
+scramble
+check "primary object gone: the restore reads the replica, and its history says so" replica "$(restored_from rmiss "$B2")"
+check "…the rows exact" "$D0" "$(digest)"
+expect "…the status hash says so" grep -q "^read from the replica: .*NoSuchKey" <<<"$(field rmiss note)"
+expect "…and the log" grep -q "the primary copy failed" "$tmp/w6.log"
+enqueue vmiss type verify backup_id "$B2"
+expect "verify of it passes from the replica" done_ok vmiss
+check "…and says so" "1 backup verified, 1 from the replica" "$(field vmiss note)"
+expect "…keeping the primary's failure on the record" grep -q "^the primary copy failed (.*); verified from the replica" \
+  <<<"$(q "SELECT verify_error FROM backup_metadata WHERE id = '$B2'")"
+s3 s3 mv "s3://$S3_BUCKET/$K2.saved" "s3://$S3_BUCKET/$K2" --quiet
+K3=$(q "SELECT s3_key FROM backup_metadata WHERE id = '$B3'")
+s3 s3 cp "s3://$S3_BUCKET/$K3" "$tmp/b3" --quiet
+python3 -c "import sys; b = bytearray(open(sys.argv[1], 'rb').read()); b[len(b) // 2] ^= 1; open(sys.argv[1], 'wb').write(b)" "$tmp/b3"
+s3 s3 cp "$tmp/b3" "s3://$S3_BUCKET/$K3" --quiet
+scramble
+check "a byte flipped in the primary: the restore reads the replica" replica "$(restored_from rflip "$B3")"
+check "…the rows exact" "$D0" "$(digest)"
+expect "…the reason named" grep -q "Backup checksum verification failed" <<<"$(field rflip note)"
+scramble
+check "from=replica forces the replica" replica "$(restored_from rforce "$B1" from replica)"
+check "…the rows exact" "$D0" "$(digest)"
+scramble
+check "an intact primary is read first" primary "$(restored_from rprim "$B4")"
+check "…the rows exact" "$D0" "$(digest)"
+quit w6
+
+echo "test_replica: $passed passed, $fails failed"
+[ "$fails" -eq 0 ]

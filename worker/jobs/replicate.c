@@ -1,0 +1,195 @@
+/*
+ * replicate: one completed backup's object and manifest copied to the same keys in the
+ * replica bucket (S3_REPLICA_BUCKET), streamed through the storage layer, the copy's
+ * SHA-256 checked against the record.
+ *
+ *   RECORD    the backup (completed or expired), its key, checksum and size
+ *   OBJECT    primary -> replica, streamed (the read holds while the replica is full); a
+ *             copy whose digest differs from the record is refused (and never completed:
+ *             the multipart upload is aborted)
+ *   MANIFEST  the same for <key>.manifest.json
+ *   DONE      replica_status `completed`, replicated_at
+ *
+ * Enqueued by the backup when it completes (job id `replicate-<backup id>`, so an
+ * enqueue repeated is run once) and accepted from redis-cli like any other job. It takes no
+ * user lock: a backup never waits for its copy. A failure while the replica is
+ * unreachable is retried with the queue's backoff, an outage not counted as an attempt;
+ * on the last attempt the record says `failed` with the reason, and `backupctl replicate
+ * --missing` queues it again.
+ */
+#include "jobs.h"
+
+#include "jobrt.h"
+#include "layout.h"
+#include "log.h"
+#include "services.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef enum { ST_RECORD, ST_OBJECT, ST_MANIFEST, ST_DONE } State;
+
+typedef struct {
+    State state;
+    const JobSpec *spec;
+    char id[JOBSPEC_ID_MAX + 1], user[37], key[LAYOUT_KEY_MAX + 32], checksum[65];
+    uint64_t size;
+    StorageCopy *copy;
+    JobRt *rt;
+    uint64_t copied;
+} Replicate;
+
+static void copy_next(Replicate *r);
+
+static void on_copied(StorageCopy *c, const StorageWritten *res, const Err *err, void *data) {
+    (void)c;
+    Replicate *r = data;
+    JobRt *rt = r->rt;
+    if (jobrt_failing(rt)) /* torn down meanwhile: release frees the copy */
+        return;
+    if (err) {
+        Err e = *err;
+        err_prefix(&e, "replica of %s%s", r->key,
+                   r->state == ST_MANIFEST ? LAYOUT_MANIFEST_EXT : "");
+        jobrt_fail(rt, &e);
+        return;
+    }
+    if (r->state == ST_OBJECT && (strcmp(res->sha256, r->checksum) != 0 || res->size != r->size)) {
+        /* the primary's bytes are not what the backup recorded: never replicate a bad copy */
+        jobrt_failf(rt, ERR_PERMANENT, ERR_CODE_INVALID,
+                    "Backup checksum verification failed: the primary object of %s has SHA-256 "
+                    "%.16s... (%" PRIu64 " bytes), its record says %.16s... (%" PRIu64 " bytes)",
+                    r->id, res->sha256, res->size, r->checksum, r->size);
+        return;
+    }
+    r->copied += res->size;
+    job_progress(jobrt_job(rt), r->state == ST_OBJECT ? "manifest" : "recording", 90, 0, r->copied);
+    storage_copy_free(r->copy);
+    r->copy = NULL;
+    if (r->state == ST_OBJECT) {
+        r->state = ST_MANIFEST;
+        copy_next(r);
+        return;
+    }
+    r->state = ST_DONE;
+    const char *v[] = {r->id};
+    jobrt_pool_query(rt, ST_DONE, 0,
+                     "UPDATE backup_metadata SET replica_status = 'completed', "
+                     "replicated_at = now(), replica_error = NULL WHERE id = $1",
+                     1, v);
+}
+
+static void copy_next(Replicate *r) {
+    Services *sv = jobrt_services(r->rt);
+    char key[LAYOUT_KEY_MAX + 48];
+    if (r->state == ST_MANIFEST)
+        layout_manifest_key(key, sizeof(key), r->key);
+    else
+        snprintf(key, sizeof(key), "%s", r->key);
+    r->copy = storage_copy_new(
+        services_storage(sv), services_replica(sv), key,
+        r->state == ST_MANIFEST ? "application/json" : "application/octet-stream", on_copied, r);
+}
+
+static void on_record(JobRt *rt, Replicate *r, PGresult *res) {
+    if (PQntuples(res) != 1) {
+        jobrt_failf(rt, ERR_PERMANENT, ERR_CODE_INVALID, "backup %s not found", r->spec->backup_id);
+        return;
+    }
+    const char *status = PQgetvalue(res, 0, 3), *replica = PQgetvalue(res, 0, 5);
+    snprintf(r->id, sizeof(r->id), "%s", PQgetvalue(res, 0, 0));
+    snprintf(r->user, sizeof(r->user), "%s", PQgetvalue(res, 0, 1));
+    if (r->spec->user_id[0] && strcmp(r->spec->user_id, r->user) != 0) {
+        jobrt_failf(rt, ERR_PERMANENT, ERR_CODE_INVALID,
+                    "forbidden: backup %s does not belong to user %s", r->id, r->spec->user_id);
+        return;
+    }
+    if (strcmp(status, "completed") != 0 && strcmp(status, "expired") != 0) {
+        jobrt_failf(rt, ERR_PERMANENT, ERR_CODE_INVALID, "backup %s is %s: nothing to replicate",
+                    r->id, status);
+        return;
+    }
+    const char *key = PQgetvalue(res, 0, 2), *sum = PQgetvalue(res, 0, 4);
+    if (!layout_key_is_users(key, r->user) || strlen(sum) != 64) {
+        jobrt_failf(rt, ERR_PERMANENT, ERR_CODE_INVALID,
+                    "backup %s has no usable key or checksum in backup_metadata", r->id);
+        return;
+    }
+    if (strcmp(replica, "completed") == 0) {
+        job_set_note(jobrt_job(rt), "already replicated");
+        jobrt_done(rt);
+        return;
+    }
+    snprintf(r->key, sizeof(r->key), "%s", key);
+    snprintf(r->checksum, sizeof(r->checksum), "%s", sum);
+    r->size = strtoull(PQgetvalue(res, 0, 6), NULL, 10);
+    log_info(job_log_id(jobrt_job(rt)), "replicating %s (%" PRIu64 " bytes) to the replica", r->id,
+             r->size);
+    job_progress(jobrt_job(rt), "copying", 0, 0, 0);
+    r->state = ST_OBJECT;
+    copy_next(r);
+}
+
+static int replicate_step(JobRt *rt, void *st, const JobEv *ev) {
+    Replicate *r = st;
+    switch (ev->kind) {
+    case JEV_START:
+        r->rt = rt;
+        r->spec = job_spec(jobrt_job(rt));
+        job_set_backup_id(jobrt_job(rt), r->spec->backup_id);
+        if (services_replica(jobrt_services(rt)) == NULL) {
+            jobrt_failf(rt, ERR_PERMANENT, ERR_CODE_CONFIG, "%s",
+                        "no replica is configured (S3_REPLICA_BUCKET)");
+            break;
+        }
+        r->state = ST_RECORD;
+        const char *v[] = {r->spec->backup_id};
+        jobrt_pool_query(rt, ST_RECORD, 0,
+                         "SELECT id, user_id::text, coalesce(s3_key, ''), status, "
+                         "coalesce(checksum, ''), coalesce(replica_status, ''), coalesce(size, 0) "
+                         "FROM backup_metadata WHERE id = $1",
+                         1, v);
+        break;
+    case JEV_RESULT:
+        if (r->state == ST_RECORD)
+            on_record(rt, r, ev->res);
+        else {
+            job_set_note(jobrt_job(rt), "object and manifest copied, SHA-256 checked");
+            job_progress(jobrt_job(rt), "done", 100, 0, r->copied);
+            jobrt_done(rt);
+        }
+        break;
+    default:
+        break;
+    }
+    return 0;
+}
+
+/* Not completed: the record says why, `pending` while a retry follows, `failed` at the end. */
+static int replicate_record(JobRt *rt, void *st, int k) {
+    Replicate *r = st;
+    if (k > 0 || r->id[0] == 0)
+        return 0;
+    const char *v[] = {r->id, jobrt_final(rt) ? "failed" : "pending", jobrt_err(rt)->msg};
+    jobrt_record_query(rt,
+                       "UPDATE backup_metadata SET replica_status = $2, replica_error = $3 "
+                       "WHERE id = $1 AND replica_status IS DISTINCT FROM 'completed'",
+                       3, v);
+    return 1;
+}
+
+static void replicate_release(void *st) {
+    Replicate *r = st;
+    storage_copy_free(r->copy); /* mid-copy: the replica's upload is aborted, nothing stored */
+}
+
+static const JobRtOps ops = {sizeof(Replicate), replicate_step, replicate_record,
+                             replicate_release};
+
+static void replicate_run(Job *job) {
+    jobrt_run(job, &ops);
+}
+
+const JobType job_type_replicate = {"replicate", 0, replicate_run, jobrt_cancel};
