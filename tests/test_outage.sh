@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# test_outage: dependencies that go away for a minute (release build only: it takes minutes
-# by design). An outage (connection refused or lost) does not use a job's attempts: jobs wait
+# test_outage: dependencies that go away for 25 s, longer than every retry budget (the S3
+# client's attempts and backoff, PostgreSQL's connect timeout, the queue's retry delays)
+# (release build only: it takes minutes by design). An outage (connection refused or lost) does not use a job's attempts: jobs wait
 # for the service, the worker reads no new job while it is down (/readyz false), and resumes.
-#  1. PostgreSQL killed for 60 s while 20 backups run: all complete, none dead, nothing left
+#  1. PostgreSQL killed for 25 s while 20 backups run: all complete, none dead, nothing left
 #     running in backup_metadata, no job used more attempts than JOB_MAX_ATTEMPTS allows
-#  2. S3 killed for 60 s while 20 backups run: the same
+#  2. S3 killed for 25 s while 20 backups run: the same
 set -uo pipefail
 WORKER=$1
 : "${REDIS_URL:?run through tools/devenv test}"
@@ -41,7 +42,7 @@ if ! grep -q "consuming $P:jobs" "$tmp/w1.log"; then # say why at once, not afte
 fi
 readyz() { curl -s -o /dev/null -w '%{http_code}' "127.0.0.1:$port/readyz"; }
 
-outage() { # NAME SERVICE FIRST_USER: 20 backups, SERVICE down 60 s, every backup completes
+outage() { # NAME SERVICE FIRST_USER: 20 backups, SERVICE down 25 s, every backup completes
   local name=$1 svc=$2 from=$3 i
   # ten under way when the service goes, ten more enqueued while it is down
   for i in $(seq "$from" $((from + 9))); do
@@ -52,7 +53,7 @@ outage() { # NAME SERVICE FIRST_USER: 20 backups, SERVICE down 60 s, every backu
     enqueue "$name-$i" type backup user_id "${users[$i]}" mode full
   done
   expect "$name: the worker says it is not ready while $svc is down" wait_until 20 bash -c "[ \$(curl -s -o /dev/null -w '%{http_code}' 127.0.0.1:$port/readyz) = 503 ]"
-  sleep 55
+  sleep 22 # (plus the wait above for /readyz to say so)
   "$BW_DEVENV" start >/dev/null 2>&1
   local done_all=1
   for i in $(seq "$from" $((from + 19))); do

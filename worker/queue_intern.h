@@ -88,6 +88,7 @@ struct Queue {
     Job *jobs;
     int njobs;
     int reading, sweeping, group_ready, creating_group, pending_first;
+    long long reader_id; /* CLIENT ID of the reader's connection: shutdown unblocks its read */
     int promoting, stats_inflight;
     uint64_t next_sweep_ms, next_renew_ms, next_promote_ms, next_stats_ms;
     uv_timer_t tick, grace;
