@@ -20,8 +20,8 @@
 /*
  * The loop-lag bound the adapters must keep: 50 ms in optimised builds (20 ms
  * flaked on this shared 2-core machine: 20.95 ms in test_http on a quiet CI run,
- * the scheduler's doing, not ours; a blocking request or a synchronous
- * compression of the bodies still breaks 50 ms). A sanitizer build (-O0, every
+ * the scheduler's doing, not ours; a blocking connect or request still breaks
+ * 50 ms). A sanitizer build (-O0, every
  * access checked) runs several times slower, so there the same assertion uses
  * 100 ms.
  */
