@@ -10,6 +10,8 @@
 #  4. kill -9 of a worker mid-copy: another completes it, and the replica holds the whole object
 #  5. the primary object deleted, or a byte flipped in it: restore and verify read the replica
 #     and say so (history, status hash, log, record); from=replica forces it; rows exact
+#  6. cleanup deletes expired backups in both buckets; with the replica down it waits, the rows
+#     stay expired, and it completes once the replica is back
 set -uo pipefail
 WORKER=$1
 CTL=$(realpath "$2")
@@ -154,6 +156,25 @@ scramble
 check "an intact primary is read first" primary "$(restored_from rprim "$B4")"
 check "…the rows exact" "$D0" "$(digest)"
 quit w6
+
+# ---- 6. cleanup deletes in both, and waits for a replica that cannot delete ----
+in_replica() { moto s3 ls "s3://$RB/$1" >/dev/null 2>&1; }
+q "UPDATE backup_metadata SET created_at = now() - interval '40 days' WHERE id IN ('$B1', '$B2')" >/dev/null
+KB1=$(q "SELECT s3_key FROM backup_metadata WHERE id = '$B1'")
+KB2=$(q "SELECT s3_key FROM backup_metadata WHERE id = '$B2'")
+curl -s -X POST --data '*:reset' "http://127.0.0.1:$PX/__always" >/dev/null
+start_worker w7 "S3_REPLICA_ENDPOINT=http://127.0.0.1:$PX" "${REPL[@]}"
+enqueue cl1 type cleanup user_id "$U" retention_days 30
+expect "replica down: the cleanup waits" wait_until 20 grep -q "not deleted in the replica" "$tmp/w7.log"
+check "…the rows stay expired" "expired expired" "$(q "SELECT string_agg(status, ' ' ORDER BY id) FROM backup_metadata WHERE id IN ('$B1', '$B2')")"
+expect "…the primary's copies are gone" bash -c "! aws --endpoint-url '$S3_ENDPOINT' s3 ls 's3://$S3_BUCKET/$KB1' | grep -q ."
+expect "…the replica's are still there" in_replica "$KB1"
+curl -s -X POST --data '' "http://127.0.0.1:$PX/__always" >/dev/null
+expect "the replica back: the cleanup completes" done_ok cl1 60
+check "…both backups deleted" "deleted deleted" "$(q "SELECT string_agg(status, ' ' ORDER BY id) FROM backup_metadata WHERE id IN ('$B1', '$B2')")"
+expect "…their objects and manifests gone from the replica too" bash -c "$(declare -f moto); RB=$RB; ! moto s3 ls 's3://$RB/backups/$U/' --recursive | grep -qE '$B1|$B2'"
+expect "…and the kept backups still in both" bash -c "$(declare -f moto); RB=$RB; moto s3 ls 's3://$RB/$(q "SELECT s3_key FROM backup_metadata WHERE id = '$B4'")' | grep -q ."
+quit w7
 
 echo "test_replica: $passed passed, $fails failed"
 [ "$fails" -eq 0 ]

@@ -349,7 +349,7 @@ int ctl_replicate_missing(const Config *cfg, const char *user, int dry_run) {
     const char *v[] = {user};
     PGresult *res;
     res = query(pg,
-                "SELECT id FROM backup_metadata WHERE status IN ('completed', 'expired') "
+                "SELECT id FROM backup_metadata WHERE status = 'completed' "
                 "AND replica_status IS DISTINCT FROM 'completed' "
                 "AND ($1::uuid IS NULL OR user_id = $1::uuid) ORDER BY completed_at, id",
                 1, v);

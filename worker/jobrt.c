@@ -302,9 +302,14 @@ static void on_deleted(size_t deleted, size_t failed, const Err *err, void *data
 }
 
 void jobrt_delete(JobRt *rt, int tag, int flags, const char *const *keys, size_t n) {
+    jobrt_delete_from(rt, rt->store, tag, flags, keys, n);
+}
+
+void jobrt_delete_from(JobRt *rt, Storage *store, int tag, int flags, const char *const *keys,
+                       size_t n) {
     if (rt->failing)
         return;
-    storage_delete(rt->store, keys, n, on_deleted, op_new(rt, tag, flags));
+    storage_delete(store, keys, n, on_deleted, op_new(rt, tag, flags));
 }
 
 static void on_w_writable(StorageWrite *w, void *data) {

@@ -139,6 +139,9 @@ void jobrt_get_from(JobRt *rt, Storage *store, int tag, int flags, const char *k
 void jobrt_list_pending(JobRt *rt, int tag, int flags, const char *prefix);
 void jobrt_abort_pending(JobRt *rt, int tag, int flags, const char *key, const char *upload_id);
 void jobrt_delete(JobRt *rt, int tag, int flags, const char *const *keys, size_t n);
+/* The same in another store (the replica). */
+void jobrt_delete_from(JobRt *rt, Storage *store, int tag, int flags, const char *const *keys,
+                       size_t n);
 /* The job's write stream (one at a time): JEV_WRITABLE, JEV_WRITTEN. codecs taken. */
 StorageWrite *jobrt_write(JobRt *rt, int tag, const char *key, const char *content_type,
                           FilterChain *codecs);

@@ -6,7 +6,9 @@
  *             (profiles.role = 'owner', or the owner of a business), else `forbidden`
  *   EXPIRE    backup_expire(user, days) (proto/sql/007): marks what may go, returns every
  *             expired backup with its key, including those a previous run failed to delete
- *   DELETE    objects and manifests with batched DeleteObjects
+ *   DELETE    objects and manifests with batched DeleteObjects, in the primary, then in the
+ *             replica when one is configured (a replica that cannot delete now fails the run
+ *             retryably: the rows stay `expired`, and the retry deletes in both again)
  *   MARK      those rows `deleted`; a failed delete leaves them `expired` for the next run
  *   UPLOADS   multipart uploads under the user's prefix older than a day are aborted
  *
@@ -19,6 +21,7 @@
 #include "jobrt.h"
 #include "layout.h"
 #include "log.h"
+#include "services.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -35,6 +38,7 @@ typedef enum {
     ST_LOCK,
     ST_EXPIRE,
     ST_DELETE,
+    ST_DELETE_REPLICA,
     ST_MARK,
     ST_PURGE,
     ST_UPLOADS,
@@ -151,11 +155,23 @@ static void on_expired(JobRt *rt, Cleanup *c, PGresult *res) {
 }
 
 static void on_deleted(JobRt *rt, Cleanup *c, const JobEv *ev) {
-    c->objects += ev->count;
+    int replica = c->state == ST_DELETE_REPLICA;
+    if (!replica)
+        c->objects += ev->count;
     if (ev->err || ev->failed) { /* the rows stay expired: the next run deletes them */
-        jobrt_failf(rt, ERR_RETRYABLE, ERR_CODE_HTTP,
-                    "cleanup of user %s: %" PRIu64 " object(s) not deleted: %s", c->user,
-                    ev->failed, ev->err ? ev->err->msg : "DeleteObjects reported errors");
+        Err e;
+        err_set(&e, ERR_RETRYABLE, ev->err ? ev->err->code : ERR_CODE_HTTP,
+                "cleanup of user %s: %" PRIu64 " object(s) not deleted%s: %s", c->user, ev->failed,
+                replica ? " in the replica" : "",
+                ev->err ? ev->err->msg : "DeleteObjects reported errors");
+        jobrt_fail(rt, &e);
+        return;
+    }
+    Storage *rs = services_replica(jobrt_services(rt));
+    if (!replica && rs && c->nkeys > 0) { /* the replica's copies go too, never forgotten */
+        c->state = ST_DELETE_REPLICA;
+        jobrt_delete_from(rt, rs, ST_DELETE_REPLICA, JRT_SOFT, (const char *const *)c->keys,
+                          (size_t)c->nkeys);
         return;
     }
     Buf ids = BUF_INIT;

@@ -3,7 +3,7 @@
  * replica bucket (S3_REPLICA_BUCKET), streamed through the storage layer, the copy's
  * SHA-256 checked against the record.
  *
- *   RECORD    the backup (completed or expired), its key, checksum and size
+ *   RECORD    the backup (completed: an expired one is about to go), its key, checksum, size
  *   OBJECT    primary -> replica, streamed (the read holds while the replica is full); a
  *             copy whose digest differs from the record is refused (and never completed:
  *             the multipart upload is aborted)
@@ -106,7 +106,7 @@ static void on_record(JobRt *rt, Replicate *r, PGresult *res) {
                     "forbidden: backup %s does not belong to user %s", r->id, r->spec->user_id);
         return;
     }
-    if (strcmp(status, "completed") != 0 && strcmp(status, "expired") != 0) {
+    if (strcmp(status, "completed") != 0) { /* expired: about to be deleted, in both */
         jobrt_failf(rt, ERR_PERMANENT, ERR_CODE_INVALID, "backup %s is %s: nothing to replicate",
                     r->id, status);
         return;
