@@ -103,3 +103,19 @@ filter() { # TABLE USER: the WHERE condition of the user's rows
 }
 events_at_least() { [ "$(count_events "$1" "$2")" -ge "$3" ]; }
 TABLES="profiles businesses products clients orders order_items notifications user_settings"
+# state SUFFIX: user $U's rows of every table, as to_jsonb, saved in snap_SUFFIX
+state() {
+  q "DROP TABLE IF EXISTS snap_$1" >/dev/null
+  local sel="" t
+  for t in $TABLES; do
+    sel+="${sel:+ UNION ALL }SELECT '$t' AS tbl, to_jsonb(x) - 'backup_xid' AS j FROM $t x WHERE $(filter "$t" "$U")"
+  done
+  q "CREATE TABLE snap_$1 AS $sel" >/dev/null
+}
+# differs SUFFIX: rows differing between snap_SUFFIX and the database now (both ways), per table
+differs() {
+  state now
+  q "SELECT coalesce(string_agg(tbl || ':' || n, ' '), 'none') FROM (
+       SELECT tbl, count(*) n FROM ((SELECT * FROM snap_$1 EXCEPT ALL SELECT * FROM snap_now)
+         UNION ALL (SELECT * FROM snap_now EXCEPT ALL SELECT * FROM snap_$1)) d GROUP BY tbl) s"
+}

@@ -104,9 +104,8 @@ static void test_manifest_wrapping(void **state) {
     Err e;
     assert_int_equal(codec_list_parse("gzip,aes-256-gcm", &enc, &e), 0);
     h.codecs = &enc;
-    manifest_write(&b, &h, "backups/u/backup-u-1.json.gz.enc", "{\"orders\":2}",
-                   "{\"orders\":0}", "ab12", 10, 20, "2026-11-28T15:00:01.000Z", "k1", "V1==",
-                   "k1");
+    manifest_write(&b, &h, "backups/u/backup-u-1.json.gz.enc", "{\"orders\":2}", "{\"orders\":0}",
+                   "ab12", 10, 20, "2026-11-28T15:00:01.000Z", "k1", "V1==", "k1");
     Manifest m;
     assert_int_equal(manifest_parse(b.data, b.len, &m, &e), 0);
     assert_string_equal(m.key_id, "k1");

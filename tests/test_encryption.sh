@@ -50,20 +50,6 @@ ctl() { "$CTL" "$@"; }
 # a worker whose jobs are done goes at once (a graceful stop waits ~2 s; test_worker covers it)
 quit() { local pid; eval "pid=\$PID_$1"; kill -9 "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; }
 
-state() { # SUFFIX: the user's rows of every table, as to_jsonb, saved in snap_SUFFIX
-  q "DROP TABLE IF EXISTS snap_$1" >/dev/null
-  local sel="" t
-  for t in $TABLES; do
-    sel+="${sel:+ UNION ALL }SELECT '$t' AS tbl, to_jsonb(x) - 'backup_xid' AS j FROM $t x WHERE $(filter "$t" "$U")"
-  done
-  q "CREATE TABLE snap_$1 AS $sel" >/dev/null
-}
-differs() { # SUFFIX: rows differing between snap_SUFFIX and now, per table
-  state now
-  q "SELECT coalesce(string_agg(tbl || ':' || n, ' '), 'none') FROM (
-       SELECT tbl, count(*) n FROM ((SELECT * FROM snap_$1 EXCEPT ALL SELECT * FROM snap_now)
-         UNION ALL (SELECT * FROM snap_now EXCEPT ALL SELECT * FROM snap_$1)) d GROUP BY tbl) s"
-}
 scramble() {
   q "UPDATE orders SET total = total + 1, notes = 'scrambled' WHERE user_id = '$U' AND number % 3 = 0;
      DELETE FROM orders WHERE id IN (SELECT id FROM orders WHERE user_id = '$U' ORDER BY id LIMIT 5);

@@ -38,22 +38,6 @@ q "INSERT INTO products (user_id, sku, name, price, weight_grams, tags, thumbnai
            '{\"n\": 123456789012345678901234567890.123456789, \"f\": 1.5e300, \"deep\": {\"a\": [1, [2, [3]]]}}',
            '0001-01-01')" >/dev/null
 
-# state TABLE_SUFFIX: the user's rows of every table, as to_jsonb, saved in snap_SUFFIX
-state() {
-  q "DROP TABLE IF EXISTS snap_$1" >/dev/null
-  local sel="" t
-  for t in $TABLES; do
-    sel+="${sel:+ UNION ALL }SELECT '$t' AS tbl, to_jsonb(x) - 'backup_xid' AS j FROM $t x WHERE $(filter "$t" "$U")"
-  done
-  q "CREATE TABLE snap_$1 AS $sel" >/dev/null
-}
-# differs SUFFIX: rows differing between snap_SUFFIX and the database now (both ways), per table
-differs() {
-  state now
-  q "SELECT coalesce(string_agg(tbl || ':' || n, ' '), 'none') FROM (
-       SELECT tbl, count(*) n FROM ((SELECT * FROM snap_$1 EXCEPT ALL SELECT * FROM snap_now)
-         UNION ALL (SELECT * FROM snap_now EXCEPT ALL SELECT * FROM snap_$1)) d GROUP BY tbl) s"
-}
 other_user() { # a digest of every row of V, every column
   local sel="" t
   for t in $TABLES; do

@@ -341,7 +341,8 @@ static void test_bcheck_reads_a_document_and_refuses_a_digest(void **state) {
     write_object(&c, "backups/u/backup-u-1.json.gz", (const unsigned char *)doc.data, doc.len);
     storage_write_free(c.w);
 
-    BCheckTarget t = {"backup-u-1", "u", "backups/u/backup-u-1.json.gz", c.res.sha256, &gz, NULL, NULL};
+    BCheckTarget t = {"backup-u-1", "u", "backups/u/backup-u-1.json.gz", c.res.sha256, &gz,
+                      NULL,         NULL};
     Check k = {0};
     BCheck *b = bcheck_start(c.s, &t, 1, on_item, on_checked, &k);
     assert_true(tu_run_until(&c.loop, &k.done, 30000));
