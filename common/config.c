@@ -48,6 +48,9 @@ static const ConfigVar vars[] = {
      "access key of the replica (default: the primary's credentials)"},
     {"S3_REPLICA_SECRET_ACCESS_KEY", NULL,
      "secret key of the replica, with S3_REPLICA_ACCESS_KEY_ID (never logged)"},
+    {"S3_REPLICA_COPY", "auto",
+     "how copies go: server (CopyObject, both buckets on one service), stream (through the "
+     "worker), auto (server when the replica shares the primary's endpoint and keys)"},
     {"REDIS_URL", "redis://127.0.0.1:6379/0", "redis://[[user]:password@]host[:port][/db]"},
     {"DATABASE_URL", NULL, "PostgreSQL URI or key=value string (required)"},
     {"WORKER_CONCURRENCY", "4", "jobs run at once by one worker process (1-1024)"},
@@ -677,6 +680,24 @@ int config_load(Config *cfg, ConfigGetenv getenv_fn, void *data, Buf *errors) {
              : cfg->s3_endpoint == NULL))
         bad(&l, "S3_REPLICA_BUCKET", "%s",
             "is the primary bucket itself: a replica must be elsewhere");
+    char *copy = config_get_str(&l, "S3_REPLICA_COPY", 1);
+    int same_service =
+        (cfg->s3_replica_endpoint == NULL) == (cfg->s3_endpoint == NULL) &&
+        (cfg->s3_endpoint == NULL || strcmp(cfg->s3_replica_endpoint, cfg->s3_endpoint) == 0) &&
+        cfg->s3_replica_access_key_id == NULL;
+    if (copy && strcmp(copy, "auto") == 0)
+        cfg->s3_replica_server_copy = same_service;
+    else if (copy && strcmp(copy, "server") == 0)
+        cfg->s3_replica_server_copy = 1;
+    else if (copy && strcmp(copy, "stream") == 0)
+        cfg->s3_replica_server_copy = 0;
+    else
+        bad(&l, "S3_REPLICA_COPY", "'%.40s' is not auto, server or stream", copy ? copy : "");
+    if (cfg->s3_replica_bucket && copy && strcmp(copy, "server") == 0 && !same_service)
+        bad(&l, "S3_REPLICA_COPY", "%s",
+            "server: the replica must be on the primary's service (the same S3_ENDPOINT) with its "
+            "credentials (no S3_REPLICA_ACCESS_KEY_ID)");
+    free(copy);
     cfg->s3_part_size_mb = config_get_int(&l, "S3_PART_SIZE_MB", 5, 5120);
     cfg->s3_upload_concurrency = config_get_int(&l, "S3_UPLOAD_CONCURRENCY", 1, 64);
     cfg->s3_connect_timeout_ms = config_get_duration(&l, "S3_CONNECT_TIMEOUT", 100, 600000LL);

@@ -47,8 +47,9 @@ typedef struct {
     int s3_replica_force_path_style;
     char *s3_replica_sse, *s3_replica_sse_kms_key_id;
     char *s3_replica_access_key_id, *s3_replica_secret_access_key; /* secret */
-    char *redis_url;    /* secret inside: log config_redact_url(redis_url) */
-    char *database_url; /* secret inside */
+    int s3_replica_server_copy; /* copies made by the service itself (S3_REPLICA_COPY) */
+    char *redis_url;            /* secret inside: log config_redact_url(redis_url) */
+    char *database_url;         /* secret inside */
     RedisEndpoint redis;
     int worker_concurrency;
     int worker_http_port;

@@ -49,6 +49,8 @@ struct S3Op {
     size_t len;
     size_t body_off; /* how much of body this attempt has sent */
     char *content_type;
+    char *copy_source; /* server-side copy: "/bucket/key", encoded */
+    char *copy_range;  /* UploadPartCopy: "bytes=first-last" */
     int content_md5;
     size_t max_body;
     char payload_hash[65];
@@ -143,6 +145,8 @@ static void on_op_closed(uv_handle_t *h) {
     free(op->query);
     free(op->body);
     free(op->content_type);
+    free(op->copy_source);
+    free(op->copy_range);
     buf_free(&op->got);
     free(op);
     if (--c->nops == 0 && c->closing)
@@ -236,8 +240,8 @@ static void on_done(HttpRequest *req, long status, const Err *err, void *data) {
             snprintf(op->res.etag, sizeof(op->res.etag), "%s", etag);
     }
     /* S3 can answer 200 and put the error in the body (CompleteMultipartUpload) */
-    int error_inside =
-        status == 200 && strcmp(op->method, "POST") == 0 && root_is_error(http_request_body(req));
+    int error_inside = status == 200 && (strcmp(op->method, "POST") == 0 || op->copy_source) &&
+                       root_is_error(http_request_body(req));
     if (status >= 200 && status < 300 && !error_inside) {
         const Buf *b = http_request_body(req);
         buf_reset(&op->got);
@@ -388,17 +392,22 @@ static void attempt(S3Op *op) {
     int creates =
         (strcmp(op->method, "PUT") == 0 && op->query == NULL) ||
         (strcmp(op->method, "POST") == 0 && op->query && strcmp(op->query, "uploads") == 0);
-    SigV4Header hdrs[4] = {{"Host", host.data}};
+    SigV4Header hdrs[8] = {{"Host", host.data}};
     size_t nhdrs = 1;
     /* Integrity end to end: S3 checks each part against the SHA-256 we already computed
      * for the signature (one pass serves both), and the object records the algorithm. */
     int is_create_mpu =
         strcmp(op->method, "POST") == 0 && op->query && strcmp(op->query, "uploads") == 0;
     int is_part = strcmp(op->method, "PUT") == 0 && op->query && strstr(op->query, "partNumber=");
-    if (is_create_mpu)
+    /* a server-side copy sends no body: S3 computes the copy's SHA-256 (CopyObject answers it) */
+    if (is_create_mpu || (op->copy_source && !is_part))
         hdrs[nhdrs++] = (SigV4Header){"x-amz-checksum-algorithm", "SHA256"};
-    if (is_part)
+    if (is_part && !op->copy_source)
         hdrs[nhdrs++] = (SigV4Header){"x-amz-checksum-sha256", op->res.checksum_sha256};
+    if (op->copy_source)
+        hdrs[nhdrs++] = (SigV4Header){"x-amz-copy-source", op->copy_source};
+    if (op->copy_range)
+        hdrs[nhdrs++] = (SigV4Header){"x-amz-copy-source-range", op->copy_range};
     if (creates && c->sse) {
         hdrs[nhdrs++] = (SigV4Header){"x-amz-server-side-encryption", c->sse};
         if (c->sse_kms_key_id)
@@ -595,6 +604,27 @@ S3Op *s3_get_stream(S3Client *c, const char *key, S3WriteCb write, S3DoneCb cb, 
     op->write = write;
     op_start(op);
     return op;
+}
+
+void s3_copy(S3Client *c, const char *key, const char *query, const char *src_bucket,
+             const char *src_key, const char *range, S3DoneCb cb, void *data) {
+    S3Op *op = request_op(c, "PUT", key, query, NULL, 0, NULL, 0, cb, data, NULL);
+    Buf src = BUF_INIT, raw = BUF_INIT;
+    buf_printf(&raw, "/%s/%s", src_bucket, src_key);
+    sigv4_encode_path(&src, raw.data); /* the key encoded as in a path: '/' stays */
+    op->copy_source = xstrdup(src.data);
+    op->copy_range = range ? xstrdup(range) : NULL;
+    buf_free(&src);
+    buf_free(&raw);
+    op_start(op);
+}
+
+const char *s3_client_bucket(const S3Client *c) {
+    return c->bucket;
+}
+
+const char *s3_client_endpoint(const S3Client *c) {
+    return c->endpoint;
 }
 
 void s3_op_resume(S3Op *op) {

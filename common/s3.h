@@ -114,6 +114,18 @@ void s3_request(S3Client *c, const char *method, const char *key, const char *qu
 void s3_request_hashed(S3Client *c, const char *method, const char *key, const char *query,
                        char *body, size_t len, const char *sha256_hex, S3DoneCb cb, void *data);
 uv_loop_t *s3_client_loop(const S3Client *c);
+const char *s3_client_bucket(const S3Client *c);
+const char *s3_client_endpoint(const S3Client *c); /* NULL: AWS */
+
+/*
+ * Server-side copy into c's bucket of src_key in src_bucket (same service, c's credentials
+ * must read it): CopyObject (query and range NULL; with the replica's SSE, and the copy's
+ * SHA-256 asked for: <ChecksumSHA256> in res->body when the service computes it), or
+ * UploadPartCopy (query "partNumber=N&uploadId=U", range "bytes=first-last"). A 200 whose
+ * body is an <Error> counts as that error.
+ */
+void s3_copy(S3Client *c, const char *key, const char *query, const char *src_bucket,
+             const char *src_key, const char *range, S3DoneCb cb, void *data);
 
 /* POST ?delete with a prepared <Delete> document (taken), with its Content-MD5;
  * see s3list.h for the batching caller. */

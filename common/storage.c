@@ -11,6 +11,8 @@
  */
 #include "storage.h"
 
+#include <inttypes.h>
+
 #include "filterpipe.h"
 #include "log.h"
 
@@ -415,12 +417,19 @@ void storage_read_free(StorageRead *r) {
 struct StorageCopy {
     StorageRead *rd;
     StorageWrite *w;
+    Storage *to;
+    void *server;  /* the driver's server-side copy in flight */
+    int read_back; /* hashing the server-side copy */
+    int deleting;  /* deleting a server-side copy that is not what was expected */
+    char key[1024];
     StorageCopyDoneCb done;
     void *data;
     int held, read_done, finished;
     Err err;
     int failed;
     char read_sha[65];
+    char expect_sha[65];
+    uint64_t expect_size, size;
 };
 
 static void copy_end(StorageCopy *c, const StorageWritten *res, const Err *err) {
@@ -428,6 +437,17 @@ static void copy_end(StorageCopy *c, const StorageWritten *res, const Err *err) 
         return;
     c->finished = 1;
     c->done(c, res, err, c->data);
+}
+
+/* 0 when the bytes seen (sha, size) are what was expected (or nothing was), else -1 with e. */
+static int copy_expected(const StorageCopy *c, const char *sha, uint64_t size, Err *e) {
+    if (c->expect_sha[0] == 0 || (strcmp(sha, c->expect_sha) == 0 && size == c->expect_size))
+        return 0;
+    err_set(e, ERR_PERMANENT, ERR_CODE_INVALID,
+            "the source of %s has SHA-256 %.16s... (%" PRIu64 " bytes), expected %.16s... (%" PRIu64
+            " bytes)",
+            c->key, sha, size, c->expect_sha, c->expect_size);
+    return -1;
 }
 
 static int copy_data(StorageRead *r, const char *buf, size_t len, void *data) {
@@ -453,10 +473,12 @@ static void copy_read_done(StorageRead *r, const StorageReadResult *res, const E
     (void)r;
     StorageCopy *c = data;
     c->read_done = 1;
-    if (err) {
-        c->err = *err;
+    if (err || copy_expected(c, res->sha256, res->size, &c->err) != 0) {
+        if (err) {
+            c->err = *err;
+            err_prefix(&c->err, "%s", "reading the source");
+        }
         c->failed = 1;
-        err_prefix(&c->err, "%s", "reading the source");
         storage_write_abort(c->w); /* nothing is stored */
         return;
     }
@@ -489,20 +511,121 @@ static void copy_write_done(StorageWrite *w, const StorageWritten *res, const Er
     copy_end(c, res, NULL);
 }
 
-StorageCopy *storage_copy_new(Storage *from, Storage *to, const char *key, const char *content_type,
-                              StorageCopyDoneCb done, void *data) {
+static StorageCopy *copy_alloc(Storage *to, const char *key, const char *expect_sha256,
+                               uint64_t expect_size, StorageCopyDoneCb done, void *data) {
     StorageCopy *c = xcalloc(1, sizeof(*c));
+    c->to = to;
     c->done = done;
     c->data = data;
+    snprintf(c->key, sizeof(c->key), "%s", key);
+    if (expect_sha256)
+        snprintf(c->expect_sha, sizeof(c->expect_sha), "%s", expect_sha256);
+    c->expect_size = expect_size;
+    return c;
+}
+
+StorageCopy *storage_copy_new(Storage *from, Storage *to, const char *key, const char *content_type,
+                              const char *expect_sha256, uint64_t expect_size,
+                              StorageCopyDoneCb done, void *data) {
+    StorageCopy *c = copy_alloc(to, key, expect_sha256, expect_size, done, data);
     c->w = storage_write_new(to, key, content_type, NULL, copy_writable, copy_write_done, c);
     c->rd = storage_read_new(from, key, NULL, copy_data, copy_read_done, c);
     return c;
+}
+
+/* ---- server-side copy ---- */
+
+static void server_copied(StorageCopy *c, const char *sha, uint64_t size);
+
+static void on_bad_deleted(size_t deleted, size_t failed, const Err *err, void *data) {
+    (void)deleted;
+    (void)failed;
+    (void)err; /* a copy left behind stays unused: its record never says completed */
+    StorageCopy *c = data;
+    c->deleting = 0;
+    if (c->done == NULL) { /* freed by its owner meanwhile */
+        storage_read_free(c->rd);
+        free(c);
+        return;
+    }
+    copy_end(c, NULL, &c->err);
+}
+
+static int read_back_data(StorageRead *r, const char *buf, size_t len, void *data) {
+    (void)r;
+    (void)buf;
+    (void)len;
+    (void)data;
+    return 1; /* the stored bytes are hashed by the read itself */
+}
+
+static void read_back_done(StorageRead *r, const StorageReadResult *res, const Err *err,
+                           void *data) {
+    (void)r;
+    StorageCopy *c = data;
+    if (err) {
+        Err e = *err;
+        err_prefix(&e, "%s", "reading the copy back");
+        copy_end(c, NULL, &e);
+        return;
+    }
+    server_copied(c, res->sha256, res->size);
+}
+
+/* The copy's digest is known: it must be the one expected, else the copy goes again. */
+static void server_copied(StorageCopy *c, const char *sha, uint64_t size) {
+    if (copy_expected(c, sha, size, &c->err) != 0) {
+        const char *keys[] = {c->key};
+        c->deleting = 1;
+        storage_delete(c->to, keys, 1, on_bad_deleted, c);
+        return;
+    }
+    StorageWritten w = {size, size, ""};
+    snprintf(w.sha256, sizeof(w.sha256), "%s", sha);
+    copy_end(c, &w, NULL);
+}
+
+static void on_server_copy(const char *sha256, const Err *err, void *data) {
+    StorageCopy *c = data;
+    c->server = NULL; /* the driver is done with it */
+    if (err) {
+        copy_end(c, NULL, err);
+        return;
+    }
+    if ((sha256 && sha256[0]) || c->expect_sha[0] == 0) { /* nothing to check it against */
+        server_copied(c, sha256 ? sha256 : "", c->size);
+        return;
+    }
+    c->read_back = 1; /* no digest from the store: hash what it stored */
+    c->rd = storage_read_new(c->to, c->key, NULL, read_back_data, read_back_done, c);
+}
+
+StorageCopy *storage_copy_server_new(Storage *from, Storage *to, const char *key, uint64_t size,
+                                     const char *content_type, const char *expect_sha256,
+                                     StorageCopyDoneCb done, void *data) {
+    if (from->drv != to->drv || to->drv->copy_new == NULL)
+        return NULL;
+    StorageCopy *c = copy_alloc(to, key, expect_sha256, size, done, data);
+    c->size = size;
+    c->server =
+        to->drv->copy_new(to->state, from->state, key, size, content_type, on_server_copy, c);
+    return c;
+}
+
+int storage_copy_read_back(const StorageCopy *c) {
+    return c->read_back;
 }
 
 void storage_copy_free(StorageCopy *c) {
     if (c == NULL)
         return;
     c->finished = 1; /* no callback after this */
+    if (c->server)
+        c->to->drv->copy_free(c->server);
+    if (c->deleting) { /* the delete's callback still comes: it frees c */
+        c->done = NULL;
+        return;
+    }
     storage_read_free(c->rd);
     storage_write_free(c->w);
     free(c);

@@ -146,12 +146,24 @@ void storage_read_free(StorageRead *r);
 
 /* One object streamed from one store to the same key in another, never whole in memory: the
  * read holds while the write is full. done once: the copy is stored whole with the SHA-256
- * and size of its bytes (err NULL), or nothing of it is (a failed write is aborted). */
+ * and size of its bytes (err NULL), or nothing of it is (a failed write is aborted).
+ * expect_sha256 (hex, or NULL: any): a source whose bytes have another digest or size is not
+ * stored (ERR_CODE_INVALID), the write aborted before it completes. */
 typedef struct StorageCopy StorageCopy;
 typedef void (*StorageCopyDoneCb)(StorageCopy *c, const StorageWritten *res, const Err *err,
                                   void *data);
 StorageCopy *storage_copy_new(Storage *from, Storage *to, const char *key, const char *content_type,
+                              const char *expect_sha256, uint64_t expect_size,
                               StorageCopyDoneCb done, void *data);
+/* The same done by the store itself (S3: CopyObject / UploadPartCopy), no byte through us, when
+ * both stores are of one driver that can (NULL otherwise: stream it). size: the source's. The
+ * copy's digest is the one the store computed, else the copy is read back and hashed; a copy
+ * that is not expect_sha256 (or size) is deleted again and reported (ERR_CODE_INVALID). */
+StorageCopy *storage_copy_server_new(Storage *from, Storage *to, const char *key, uint64_t size,
+                                     const char *content_type, const char *expect_sha256,
+                                     StorageCopyDoneCb done, void *data);
+/* 1 when the copy's bytes were read back to be hashed (the store gave no digest). */
+int storage_copy_read_back(const StorageCopy *c);
 /* Safe at any time; before done, the write is aborted and done is not called. */
 void storage_copy_free(StorageCopy *c);
 
@@ -166,6 +178,8 @@ typedef void (*StorageSinkWritableCb)(void *data);
 typedef void (*StorageSinkDoneCb)(const Err *err, void *data);
 /* 0: taken; 1: not taken (paused: the same bytes come again after resume); 2: stop. */
 typedef int (*StorageSourceDataCb)(const char *buf, size_t len, void *data);
+/* A server-side copy ended: sha256 is the copy's hex digest as the store computed it, or "". */
+typedef void (*StorageServerCopyCb)(const char *sha256, const Err *err, void *data);
 #define STORAGE_SOURCE_PAUSE 1
 #define STORAGE_SOURCE_STOP  2
 
@@ -194,6 +208,11 @@ typedef struct {
     StorageSource *(*source_new)(void *drv, const char *key, StorageSourceDataCb on_data,
                                  StorageDoneCb done, void *data);
     void (*source_resume)(StorageSource *src);
+    /* optional: copy key from src_drv (a store of this same driver) into this one, server-side;
+     * NULL when the driver cannot. copy_free before done: abandon it, no callback. */
+    void *(*copy_new)(void *drv, void *src_drv, const char *key, uint64_t size, const char *ctype,
+                      StorageServerCopyCb done, void *data);
+    void (*copy_free)(void *copy);
     void (*free)(void *drv);
 } StorageDriver;
 

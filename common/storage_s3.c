@@ -1,6 +1,7 @@
 /* storage_s3: the S3 driver (see storage_s3.h). */
 #include "storage_s3.h"
 
+#include "s3copy.h"
 #include "s3list.h"
 #include "s3upload.h"
 
@@ -220,6 +221,40 @@ static void d_source_resume(StorageSource *src) {
         s3_op_resume(src->op);
 }
 
+/* ---- server-side copy: CopyObject / UploadPartCopy from the other store's bucket ---- */
+
+typedef struct {
+    S3Copy *cp;
+    StorageServerCopyCb done;
+    void *data;
+} Copy;
+
+static void on_copied(S3Copy *cp, const char *sha256, const Err *err, void *data) {
+    Copy *k = data;
+    s3_copy_object_free(cp);
+    StorageServerCopyCb done = k->done;
+    void *d = k->data;
+    free(k);
+    done(sha256, err, d);
+}
+
+static void *d_copy_new(void *drv, void *src_drv, const char *key, uint64_t size, const char *ctype,
+                        StorageServerCopyCb done, void *data) {
+    Drv *d = drv;
+    Copy *k = xcalloc(1, sizeof(*k));
+    k->done = done;
+    k->data = data;
+    k->cp = s3_copy_object_new(d->s3, s3_client_bucket(((Drv *)src_drv)->s3), key, size, ctype,
+                               d->part_size, d->parts_in_flight, on_copied, k);
+    return k;
+}
+
+static void d_copy_free(void *copy) {
+    Copy *k = copy;
+    s3_copy_object_free(k->cp); /* abandoned: no callback */
+    free(k);
+}
+
 static const StorageDriver s3_driver = {
     .name = "s3",
     .put = d_put,
@@ -237,6 +272,8 @@ static const StorageDriver s3_driver = {
     .sink_free = d_sink_free,
     .source_new = d_source_new,
     .source_resume = d_source_resume,
+    .copy_new = d_copy_new,
+    .copy_free = d_copy_free,
     .free = free,
 };
 

@@ -88,6 +88,12 @@ Storage *services_replica(Services *s) {
     (void)s;
     return NULL;
 }
+void services_replica_copied(Services *s, uint64_t bytes, int failed) {
+    (void)s;
+    (void)bytes;
+    (void)failed;
+}
+
 KmsClient *services_kms(Services *s) {
     (void)s;
     return NULL; /* in-process tests use keyrings */

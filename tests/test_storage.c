@@ -4,7 +4,10 @@
  * stored digest and sizes, a write freed in flight (nothing stored, no callback,
  * no leak), a write the store refuses half-way, a read held and resumed, a read
  * stopped, a damaged object read to its end and named by its digest, and
- * bcheck over the same store: a document checked, a digest refused.
+ * bcheck over the same store: a document checked, a digest refused. Copies
+ * between two stores: streamed and server-side (read back to be hashed), the
+ * expected digest enforced (a source that is not it is never stored, a wrong
+ * server-side copy is deleted again), a copy freed in flight.
  */
 #include "bcheck.h"
 #include "bfile.h"
@@ -364,6 +367,97 @@ static void test_bcheck_reads_a_document_and_refuses_a_digest(void **state) {
     ctx_close(&c);
 }
 
+/* ---- copies between stores ---- */
+
+typedef struct {
+    int done;
+    StorageWritten res;
+    Err err;
+    int failed;
+} Copied;
+
+static void on_copy(StorageCopy *cp, const StorageWritten *res, const Err *err, void *data) {
+    (void)cp;
+    Copied *k = data;
+    k->done = 1;
+    k->failed = err != NULL;
+    if (res)
+        k->res = *res;
+    if (err)
+        k->err = *err;
+}
+
+static void on_deleted(size_t deleted, size_t failed, const Err *err, void *data) {
+    (void)deleted;
+    (void)failed;
+    (void)err;
+    *(int *)data = 1;
+}
+
+static void test_copies_check_the_expected_digest(void **state) {
+    (void)state;
+    Ctx c;
+    ctx_open(&c);
+    Storage *to = storage_mem_new(&c.loop);
+    MemStore *src = storage_mem_of(c.s), *dst = storage_mem_of(to);
+    size_t n = 300000;
+    unsigned char *in = noise(n);
+    char sha[65], wrong[65];
+    hex_sha((const char *)in, n, sha);
+    memset(wrong, 'b', 64);
+    wrong[64] = 0;
+    storage_mem_set(src, "a/obj", in, n);
+    for (int server = 0; server < 2; server++) {
+        /* the right digest: stored whole, its digest and size reported */
+        Copied k = {0};
+        StorageCopy *cp = server
+                              ? storage_copy_server_new(c.s, to, "a/obj", n, NULL, sha, on_copy, &k)
+                              : storage_copy_new(c.s, to, "a/obj", NULL, sha, n, on_copy, &k);
+        assert_non_null(cp);
+        assert_true(tu_run_until(&c.loop, &k.done, 30000));
+        assert_false(k.failed);
+        assert_string_equal(k.res.sha256, sha);
+        assert_int_equal(k.res.size, n);
+        assert_int_equal(storage_copy_read_back(cp), server); /* mem computes no digest */
+        storage_copy_free(cp);
+        size_t len = 0;
+        const char *got = storage_mem_object(dst, "a/obj", &len);
+        assert_non_null(got);
+        assert_int_equal(len, n);
+        assert_memory_equal(got, in, n);
+        /* another digest expected: refused, and nothing left at the key */
+        const char *keys[] = {"a/obj"};
+        int gone = 0;
+        storage_delete(to, keys, 1, on_deleted, &gone);
+        assert_true(tu_run_until(&c.loop, &gone, 30000));
+        memset(&k, 0, sizeof(k));
+        cp = server ? storage_copy_server_new(c.s, to, "a/obj", n, NULL, wrong, on_copy, &k)
+                    : storage_copy_new(c.s, to, "a/obj", NULL, wrong, n, on_copy, &k);
+        assert_true(tu_run_until(&c.loop, &k.done, 30000));
+        assert_true(k.failed);
+        assert_int_equal(k.err.code, ERR_CODE_INVALID);
+        assert_non_null(strstr(k.err.msg, "expected bbbbbbbb"));
+        assert_null(storage_mem_object(dst, "a/obj", &len));
+        storage_copy_free(cp);
+    }
+    /* a missing source: the error, nothing stored */
+    Copied k = {0};
+    StorageCopy *cp = storage_copy_server_new(c.s, to, "a/none", 10, NULL, sha, on_copy, &k);
+    assert_true(tu_run_until(&c.loop, &k.done, 30000));
+    assert_true(k.failed);
+    storage_copy_free(cp);
+    /* freed in flight: no callback, no leak */
+    memset(&k, 0, sizeof(k));
+    storage_copy_free(storage_copy_server_new(c.s, to, "a/obj", n, NULL, sha, on_copy, &k));
+    storage_copy_free(storage_copy_new(c.s, to, "a/obj", NULL, sha, n, on_copy, &k));
+    tu_run_to_end(&c.loop, 2000);
+    assert_int_equal(k.done, 0);
+    free(in);
+    assert_int_equal(storage_mem_open_streams(dst), 0);
+    storage_free(to);
+    ctx_close(&c);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_round_trip_with_digest_and_sizes),
@@ -372,6 +466,7 @@ int main(void) {
         cmocka_unit_test(test_a_damaged_object_is_named_by_its_digest),
         cmocka_unit_test(test_a_read_stopped_ends_cancelled),
         cmocka_unit_test(test_bcheck_reads_a_document_and_refuses_a_digest),
+        cmocka_unit_test(test_copies_check_the_expected_digest),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

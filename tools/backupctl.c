@@ -33,7 +33,7 @@ static void usage(FILE *out) {
                  "\n"
                  "Commands:\n"
                  "  backup USER [--incremental|--differential]\n"
-                 "  restore BACKUP_ID [--tables a,b] | restore --key S3_KEY\n"
+                 "  restore BACKUP_ID [--tables a,b] [--from replica] | restore --key S3_KEY\n"
                  "  verify BACKUP_ID | verify --user USER\n"
                  "  cleanup USER [--retention-days N] [--requested-by USER] | cleanup --all\n"
                  "             enqueue the job, as the web API does, and follow it: options\n"
@@ -41,18 +41,20 @@ static void usage(FILE *out) {
                  "             --timeout S, --job-id ID; exit 0 only if the job completed\n"
                  "  wait JOB_ID | status JOB_ID\n"
                  "             follow a job to its end | print its status as JSON\n"
-                 "  list USER [--s3] [--json]\n"
-                 "             the user's backups (--s3: from the manifests in S3 alone)\n"
+                 "  list USER [--s3 [--replica]] [--json]\n"
+                 "             the user's backups (--s3: from the manifests in S3 alone;\n"
+                 "             --replica: the replica's)\n"
                  "  stats [USER] [--json]\n"
                  "             totals, storage, success rate, last backup\n"
                  "  schedule [--dry-run] [--json]\n"
                  "             enqueue the backups due (user_settings.backup_schedule)\n"
                  "  migrate [--dir DIR]\n"
                  "             apply proto/sql/*.sql in order (idempotent)\n"
-                 "  download [--decode] BACKUP_ID|S3_KEY [FILE]\n"
-                 "             the stored object, its SHA-256 checked against its manifest;\n"
-                 "             --decode (or --plain): the JSON document, the manifest's codecs\n"
-                 "             undone (decrypted with BACKUP_ENCRYPTION_KEYS)\n"
+                 "  download [--decode] [--from primary|replica] BACKUP_ID|S3_KEY [FILE]\n"
+                 "             the stored object, its SHA-256 checked against its manifest (the\n"
+                 "             replica's copy when the primary's fails); --decode (or --plain):\n"
+                 "             the JSON document, the manifest's codecs undone (decrypted with\n"
+                 "             BACKUP_ENCRYPTION_KEYS)\n"
                  "  replicate --missing USER|--all [--dry-run]\n"
                  "             enqueue a copy to the replica of every backup not yet there\n"
                  "  rekey USER|--all [--to KEY_ID] [--dry-run]\n"
@@ -68,8 +70,9 @@ static void usage(FILE *out) {
                  "             dead letters: list, re-run with their original fields, drop\n"
                  "  scope [--sql]\n"
                  "             the tables a backup covers, checked, in restore order\n"
-                 "  reindex USER\n"
+                 "  reindex USER [--replica]\n"
                  "             rebuild the user's backup_metadata rows from the manifests in S3\n"
+                 "             (--replica: in the replica, when the primary region is gone)\n"
                  "  ping [--timeout S]\n"
                  "             enqueue a ping job and wait for a worker to complete it\n"
                  "\n");
@@ -188,6 +191,32 @@ static void on_deadline(uv_timer_t *t) {
         c->redis = NULL;
     }
     check_finish_if_done(c);
+}
+
+/* download [--decode|--plain] [--from primary|replica] ID|KEY [FILE] */
+static int download_main(const Config *cfg, int argc, char **argv) {
+    const char *pos[3] = {NULL, NULL, NULL};
+    int npos = 0, plain = 0;
+    CtlFrom from = CTL_FROM_ANY;
+    for (int i = 0; i < argc; i++) {
+        if (strcmp(argv[i], "--plain") == 0 || strcmp(argv[i], "--decode") == 0)
+            plain = 1;
+        else if (strcmp(argv[i], "--from") == 0 && i + 1 < argc &&
+                 (strcmp(argv[i + 1], "primary") == 0 || strcmp(argv[i + 1], "replica") == 0))
+            from = strcmp(argv[++i], "primary") == 0 ? CTL_FROM_PRIMARY : CTL_FROM_REPLICA;
+        else if (strcmp(argv[i], "--replica") == 0)
+            from = CTL_FROM_REPLICA;
+        else if (argv[i][0] != '-' && npos < 3)
+            pos[npos++] = argv[i];
+        else
+            npos = 3;
+    }
+    if (npos < 1 || npos > 2) {
+        fprintf(stderr, "Usage: backupctl download [--decode] [--from primary|replica] "
+                        "BACKUP_ID|S3_KEY [FILE]\n");
+        return 2;
+    }
+    return ctl_download(cfg, pos[0], pos[1], plain, from);
 }
 
 /* replicate --missing [USER | --all] [--dry-run] */
@@ -345,15 +374,7 @@ int main(int argc, char **argv) {
     } else if (strcmp(cmd, "rekey") == 0) {
         rc = ctl_rekey_main(&cfg, argc - 2, argv + 2);
     } else if (strcmp(cmd, "download") == 0) {
-        int plain =
-            argc > 2 && (strcmp(argv[2], "--plain") == 0 || strcmp(argv[2], "--decode") == 0);
-        if (argc - plain < 3 || argc - plain > 4) {
-            fprintf(stderr, "Usage: backupctl download [--decode] BACKUP_ID|S3_KEY [FILE]\n");
-            rc = 2;
-        } else {
-            rc = ctl_download(&cfg, argv[2 + plain], argc - plain == 4 ? argv[3 + plain] : NULL,
-                              plain);
-        }
+        rc = download_main(&cfg, argc - 2, argv + 2);
     } else if (ctl_jobs_has(cmd)) {
         rc = ctl_jobs_main(&cfg, cmd, argc - 2, argv + 2);
     } else if (queue_cmd) {

@@ -311,8 +311,10 @@ static int valid_backup_arg(const char *s) {
     return 0;
 }
 
-/* The backup at key (its rows rebuilt from the manifests if they are missing). */
-static int backup_at_key(const Config *cfg, const char *key, char *id, size_t idsz, char user[37]) {
+/* The backup at key (its rows rebuilt from the manifests, the replica's with from_replica, if
+ * they are missing). */
+static int backup_at_key(const Config *cfg, const char *key, int from_replica, char *id,
+                         size_t idsz, char user[37]) {
     if (strncmp(key, "backups/", 8) != 0 || strlen(key) < 46 || key[44] != '/' ||
         !jobspec_valid_uuid(key + 8, 36) || strstr(key, "..")) {
         fprintf(stderr, "backupctl restore: '%s' is not a key under backups/USER_ID/\n", key);
@@ -320,7 +322,7 @@ static int backup_at_key(const Config *cfg, const char *key, char *id, size_t id
     }
     memcpy(user, key + 8, 36);
     user[36] = 0;
-    if (ctl_reindex(cfg, user, 1) != 0)
+    if (ctl_reindex(cfg, user, 1, from_replica) != 0)
         return -1;
     PGconn *pg = ctl_pg_open(cfg);
     if (pg == NULL)
@@ -361,7 +363,8 @@ int ctl_jobs_has(const char *command) {
 static int usage(void) {
     fprintf(stderr,
             "Usage: backupctl backup USER [--incremental|--differential]\n"
-            "       backupctl restore BACKUP_ID [--tables a,b] | restore --key S3_KEY\n"
+            "       backupctl restore BACKUP_ID [--tables a,b] [--from primary|replica] |\n"
+            "                 restore --key S3_KEY [--from primary|replica]\n"
             "       backupctl verify BACKUP_ID | verify --user USER\n"
             "       backupctl cleanup USER [--retention-days N] [--requested-by USER] | "
             "cleanup --all [--retention-days N]\n"
@@ -369,7 +372,7 @@ static int usage(void) {
             "                      --timeout SECONDS, --job-id ID\n"
             "       backupctl wait JOB_ID [--json] [--timeout SECONDS]\n"
             "       backupctl status JOB_ID\n"
-            "       backupctl list USER [--s3] [--json]\n"
+            "       backupctl list USER [--s3 [--replica]] [--json]\n"
             "       backupctl stats [USER] [--json]\n"
             "       backupctl schedule [--dry-run] [--json]\n"
             "       backupctl migrate [--dir DIR]\n");
@@ -382,8 +385,9 @@ int ctl_jobs_main(const Config *cfg, const char *command, int argc, char **argv)
     o.cfg = cfg;
     o.wait = -1;
     const char *pos[4] = {0};
-    int npos = 0, incremental = 0, differential = 0, all = 0, s3 = 0, dry_run = 0;
+    int npos = 0, incremental = 0, differential = 0, all = 0, s3 = 0, dry_run = 0, replica = 0;
     const char *tables = NULL, *key = NULL, *user_opt = NULL, *days = NULL, *by = NULL, *dir = NULL;
+    const char *from = NULL;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i], *next = i + 1 < argc ? argv[i + 1] : NULL;
 #define OPTARG(name, var)                                                                          \
@@ -397,6 +401,7 @@ int ctl_jobs_main(const Config *cfg, const char *command, int argc, char **argv)
         continue;                                                                                  \
     }
         OPTARG("--tables", tables)
+        OPTARG("--from", from)
         OPTARG("--key", key)
         OPTARG("--user", user_opt)
         OPTARG("--retention-days", days)
@@ -433,6 +438,8 @@ int ctl_jobs_main(const Config *cfg, const char *command, int argc, char **argv)
             all = 1;
         else if (strcmp(a, "--s3") == 0)
             s3 = 1;
+        else if (strcmp(a, "--replica") == 0)
+            replica = 1;
         else if (strcmp(a, "--dry-run") == 0)
             dry_run = 1;
         else if (a[0] == '-' && a[1] == '-') {
@@ -460,8 +467,18 @@ int ctl_jobs_main(const Config *cfg, const char *command, int argc, char **argv)
     if (strcmp(command, "restore") == 0) {
         if ((npos == 1) == (key != NULL))
             return usage();
+        if (from && strcmp(from, "primary") != 0 && strcmp(from, "replica") != 0) {
+            fprintf(stderr, "backupctl restore: --from: primary or replica\n");
+            return 2;
+        }
+        if (from && strcmp(from, "replica") == 0 && cfg->s3_replica_bucket == NULL) {
+            fprintf(stderr, "backupctl restore: --from replica: no replica is configured "
+                            "(S3_REPLICA_BUCKET)\n");
+            return 2;
+        }
+        int from_replica = from && strcmp(from, "replica") == 0;
         if (key) {
-            if (backup_at_key(cfg, key, id, sizeof(id), user) != 0)
+            if (backup_at_key(cfg, key, from_replica, id, sizeof(id), user) != 0)
                 return 1;
         } else {
             if (!valid_backup_arg(pos[0]))
@@ -470,9 +487,17 @@ int ctl_jobs_main(const Config *cfg, const char *command, int argc, char **argv)
             user_of(id, user);
         }
         default_job_id(&o, "restore");
-        const char *fv[] = {
-            "type", "restore", "user_id", user, "backup_id", id, tables ? "tables" : NULL,
-            tables, NULL};
+        const char *fv[9] = {"type", "restore", "user_id", user, "backup_id", id};
+        int n = 6;
+        if (from) { /* primary: that copy alone, no fallback */
+            fv[n++] = "from";
+            fv[n++] = from;
+        }
+        if (tables) {
+            fv[n++] = "tables";
+            fv[n++] = tables;
+        }
+        fv[n] = NULL;
         return submit(&o, fv);
     }
     if (strcmp(command, "verify") == 0) {
@@ -554,7 +579,11 @@ int ctl_jobs_main(const Config *cfg, const char *command, int argc, char **argv)
             return usage();
         if (ctl_uuid_arg("user", pos[0], user))
             return 2;
-        return s3 ? ctl_list_s3(cfg, user, o.json) : ctl_list(cfg, user, o.json);
+        if (replica && !s3) {
+            fprintf(stderr, "backupctl list: --replica reads the replica's manifests: with --s3\n");
+            return 2;
+        }
+        return s3 ? ctl_list_s3(cfg, user, o.json, replica) : ctl_list(cfg, user, o.json);
     }
     if (strcmp(command, "stats") == 0) {
         if (npos > 1)

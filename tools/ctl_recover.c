@@ -40,6 +40,7 @@ typedef struct {
     FilterChain *sha, *dec; /* the stored bytes' digest; with --plain, the codecs undone */
     Buf plain;
     KmsClient *kms; /* rekey and download --decode of backups under a KMS key */
+    int replica;    /* reading S3_REPLICA_BUCKET, not the primary */
 } Rec;
 
 static int on_page(const S3Object *objs, size_t n, void *data) {
@@ -119,7 +120,7 @@ static void rec_kms(Rec *r, const Config *cfg, const Keys *keys) {
 /* One manifest into backup_metadata (base left NULL: set in a second pass). 1 inserted,
  * 0 already known, -1 refused (message printed). */
 static int insert(PGconn *pg, const char *user, const char *mkey, const char *m, size_t n,
-                  char *base_out, size_t base_sz, char *id_out, size_t id_sz) {
+                  int replica, char *base_out, size_t base_sz, char *id_out, size_t id_sz) {
     Manifest man;
     Err e;
     if (manifest_parse(m, n, &man, &e) != 0) {
@@ -161,16 +162,19 @@ static int insert(PGconn *pg, const char *user, const char *mkey, const char *m,
                        ver,
                        man.key_id[0] ? man.key_id : NULL,
                        man.wrapped_key[0] ? man.wrapped_key : NULL,
-                       man.origin_key_id[0] ? man.origin_key_id : NULL};
+                       man.origin_key_id[0] ? man.origin_key_id : NULL,
+                       replica ? "completed" : NULL};
     PGresult *res = PQexecParams(
         pg,
         "INSERT INTO backup_metadata (id, user_id, type, requested_type, status, s3_key, size, "
         "uncompressed_size, checksum, compression, row_counts, snapshot, format_version, "
-        "created_at, completed_at, recorded_by, codecs, key_id, wrapped_key, origin_key_id) "
+        "created_at, completed_at, recorded_by, codecs, key_id, wrapped_key, origin_key_id, "
+        "replica_status, replicated_at) "
         "VALUES ($1, $2::uuid, $3, $3, 'completed', $4, $5, $6, $7, $8, $9::jsonb, $10, "
         "$14::int, $11::timestamptz, $12::timestamptz, 'reindex', string_to_array($13, ','), "
-        "$15, $16, $17) ON CONFLICT (id) DO NOTHING",
-        17, NULL, v, NULL, NULL, 0);
+        "$15, $16, $17, $18, CASE WHEN $18 IS NOT NULL THEN now() END) "
+        "ON CONFLICT (id) DO NOTHING",
+        18, NULL, v, NULL, NULL, 0);
     int rc = -1;
     if (PQresultStatus(res) == PGRES_COMMAND_OK)
         rc = strcmp(PQcmdTuples(res), "1") == 0;
@@ -180,14 +184,22 @@ static int insert(PGconn *pg, const char *user, const char *mkey, const char *m,
     return rc;
 }
 
-static void rec_open(Rec *r, const Config *cfg) {
+/* The primary's bucket, or the replica's; -1 after printing why (nothing to close). */
+static int rec_open(Rec *r, const Config *cfg, int replica, const char *what) {
+    S3Options o;
+    if (replica && config_s3_replica_options(cfg, &o) != 0) {
+        fprintf(stderr, "backupctl %s: no replica is configured (S3_REPLICA_BUCKET)\n", what);
+        return -1;
+    }
+    if (!replica)
+        config_s3_options(cfg, &o);
     memset(r, 0, sizeof(*r));
     uv_loop_init(&r->loop);
     r->http = http_client_new(&r->loop, 0);
-    S3Options o;
-    config_s3_options(cfg, &o);
     r->s3 = s3_client_new(&r->loop, r->http, &o);
     r->fd = -1;
+    r->replica = replica;
+    return 0;
 }
 
 static void rec_close(Rec *r) {
@@ -214,7 +226,8 @@ static int list_manifests(Rec *r, const char *what, const char *user) {
     s3_list(r->s3, prefix, 1000, on_page, on_listed, r);
     run(r);
     if (r->failed)
-        fprintf(stderr, "backupctl %s: cannot list %s in S3: %s\n", what, prefix, r->err);
+        fprintf(stderr, "backupctl %s: cannot list %s in %s: %s\n", what, prefix,
+                r->replica ? "the replica" : "S3", r->err);
     return r->failed ? -1 : 0;
 }
 
@@ -231,12 +244,15 @@ static int get_manifest(Rec *r, const char *what, const char *mkey) {
     return 0;
 }
 
-int ctl_reindex(const Config *cfg, const char *user, int quiet) {
-    PGconn *pg = ctl_pg_open(cfg);
-    if (pg == NULL)
-        return 1;
+int ctl_reindex(const Config *cfg, const char *user, int quiet, int replica) {
     Rec r;
-    rec_open(&r, cfg);
+    if (rec_open(&r, cfg, replica, "reindex") != 0)
+        return 2;
+    PGconn *pg = ctl_pg_open(cfg);
+    if (pg == NULL) {
+        rec_close(&r);
+        return 1;
+    }
     int rc = list_manifests(&r, "reindex", user) ? 1 : 0, added = 0, known = 0, skipped = 0;
     char(*ids)[160] = xcalloc((size_t)r.nkeys + 1, sizeof(*ids));
     char(*bases)[160] = xcalloc((size_t)r.nkeys + 1, sizeof(*bases));
@@ -245,8 +261,8 @@ int ctl_reindex(const Config *cfg, const char *user, int quiet) {
             rc = 1;
             break;
         }
-        int k = insert(pg, user, r.keys[i], r.body.data, r.body.len, bases[i], sizeof(bases[i]),
-                       ids[i], sizeof(ids[i]));
+        int k = insert(pg, user, r.keys[i], r.body.data, r.body.len, replica, bases[i],
+                       sizeof(bases[i]), ids[i], sizeof(ids[i]));
         added += k == 1;
         known += k == 0;
         skipped += k < 0;
@@ -268,8 +284,8 @@ int ctl_reindex(const Config *cfg, const char *user, int quiet) {
         PQclear(res);
     }
     if (rc == 0 && (!quiet || added))
-        printf("reindexed %s: %d backup%s added, %d already known, %d skipped\n", user, added,
-               added == 1 ? "" : "s", known, skipped);
+        printf("reindexed %s from the %s: %d backup%s added, %d already known, %d skipped\n", user,
+               replica ? "replica" : "primary", added, added == 1 ? "" : "s", known, skipped);
     free(ids);
     free(bases);
     rec_close(&r);
@@ -279,13 +295,14 @@ int ctl_reindex(const Config *cfg, const char *user, int quiet) {
 
 int ctl_recover_main(const Config *cfg, int argc, char **argv) {
     char user[37];
-    if (argc != 1) {
-        fprintf(stderr, "Usage: backupctl reindex USER_ID\n");
+    int replica = argc == 2 && strcmp(argv[1], "--replica") == 0;
+    if (argc != 1 + replica) {
+        fprintf(stderr, "Usage: backupctl reindex USER_ID [--replica]\n");
         return 2;
     }
     if (ctl_uuid_arg("user", argv[0], user))
         return 2;
-    return ctl_reindex(cfg, user, 0);
+    return ctl_reindex(cfg, user, 0, replica);
 }
 
 /* ---- list --s3 ---- */
@@ -296,15 +313,17 @@ static int parse_manifest(const char *m, size_t n, Manifest *out, uint64_t *rows
     return manifest_parse(m, n, out, &e) != 0 || manifest_counts_sum(out->rows, rows) != 0 ? -1 : 0;
 }
 
-int ctl_list_s3(const Config *cfg, const char *user, int json) {
+int ctl_list_s3(const Config *cfg, const char *user, int json, int replica) {
     Rec r;
-    rec_open(&r, cfg);
+    if (rec_open(&r, cfg, replica, "list") != 0)
+        return 2;
     int rc = list_manifests(&r, "list", user) ? 1 : 0, shown = 0;
     if (rc == 0 && json)
         printf("[");
     else if (rc == 0 && r.nkeys)
-        printf("%-62s %-12s %10s %10s  %-20s  %s\n", "BACKUP (from S3 manifests)", "TYPE", "SIZE",
-               "ROWS", "CREATED", "BASE");
+        printf("%-62s %-12s %10s %10s  %-20s  %s\n",
+               replica ? "BACKUP (from the replica's manifests)" : "BACKUP (from S3 manifests)",
+               "TYPE", "SIZE", "ROWS", "CREATED", "BASE");
     for (int i = 0; rc == 0 && i < r.nkeys; i++) {
         Manifest m;
         uint64_t rows = 0;
@@ -339,7 +358,8 @@ int ctl_list_s3(const Config *cfg, const char *user, int json) {
     if (rc == 0 && json)
         printf("]\n");
     else if (rc == 0 && shown == 0)
-        printf("no backups of %s in S3 (no manifests under backups/%s/)\n", user, user);
+        printf("no backups of %s in %s (no manifests under backups/%s/)\n", user,
+               replica ? "the replica" : "S3", user);
     rec_close(&r);
     return rc;
 }
@@ -389,7 +409,8 @@ static void dl_done(const S3Result *res, const Err *err, void *data) {
     r->done = 1;
 }
 
-/* WHAT is a backup id (its manifest found among the user's) or an object key. */
+/* WHAT is a backup id (its manifest found among the user's) or an object key: 0, -1 after
+ * printing why, -2 when WHAT is neither. */
 static int find_manifest(Rec *r, const char *what, Manifest *m) {
     char mkey[400] = "";
     size_t n = strlen(what);
@@ -406,8 +427,8 @@ static int find_manifest(Rec *r, const char *what, Manifest *m) {
                 snprintf(mkey, sizeof(mkey), "%s", r->keys[i]);
         }
         if (!mkey[0]) {
-            fprintf(stderr, "backupctl download: no manifest of backup %s under backups/%s/\n",
-                    what, user);
+            fprintf(stderr, "backupctl download: no manifest of backup %s under backups/%s/%s\n",
+                    what, user, r->replica ? " in the replica" : "");
             return -1;
         }
     } else {
@@ -418,7 +439,7 @@ static int find_manifest(Rec *r, const char *what, Manifest *m) {
                     "backupctl download: '%s' is neither a backup id nor a key under "
                     "backups/USER_ID/\n",
                     what);
-            return -1;
+            return -2;
         }
         memcpy(user, what + 8, 36);
         user[36] = 0;
@@ -435,13 +456,18 @@ static int find_manifest(Rec *r, const char *what, Manifest *m) {
     return 0;
 }
 
-int ctl_download(const Config *cfg, const char *what, const char *file, int plain) {
+/* One copy's download: 0, 1 (that copy failed: the other may do), 2 (bad arguments or
+ * settings: the other would fail the same). */
+static int download_from(const Config *cfg, const char *what, const char *file, int plain,
+                         int replica) {
     Rec r;
-    rec_open(&r, cfg);
+    if (rec_open(&r, cfg, replica, "download") != 0)
+        return 2;
     Manifest m;
-    if (find_manifest(&r, what, &m) != 0) {
+    int found = find_manifest(&r, what, &m);
+    if (found != 0) {
         rec_close(&r);
-        return 1;
+        return found == -2 ? 2 : 1;
     }
     char out[4096], part[4200];
     if (file)
@@ -545,9 +571,22 @@ int ctl_download(const Config *cfg, const char *what, const char *file, int plai
     if (rc != 0)
         unlink(part); /* never leave a file that did not pass */
     else
-        printf("%s  %" PRIu64 " bytes  sha256 %s (verified against %s" SUFFIX ")%s\n", out, m.size,
-               m.sha256, m.key, plain ? "; written with its codecs undone" : "");
+        printf("%s  %" PRIu64 " bytes  sha256 %s (verified against %s" SUFFIX "%s)%s\n", out,
+               m.size, m.sha256, m.key, replica ? " in the replica" : "",
+               plain ? "; written with its codecs undone" : "");
     rec_close(&r);
+    return rc;
+}
+
+int ctl_download(const Config *cfg, const char *what, const char *file, int plain, CtlFrom from) {
+    if (from == CTL_FROM_REPLICA)
+        return download_from(cfg, what, file, plain, 1);
+    int rc = download_from(cfg, what, file, plain, 0);
+    if (rc == 1 && from == CTL_FROM_ANY && cfg->s3_replica_bucket) {
+        /* missing, unreachable after retries, or not what its manifest says: the other copy */
+        fprintf(stderr, "backupctl download: the primary copy failed; reading the replica's\n");
+        rc = download_from(cfg, what, file, plain, 1);
+    }
     return rc;
 }
 
@@ -563,9 +602,10 @@ static void on_put(const S3Result *res, const Err *err, void *data) {
     r->done = 1;
 }
 
-/* One backup's wrapping replaced: the manifest first (so that reindex finds the new one), then
- * the record, only if nobody changed it meanwhile. 0, or -1 after printing why. */
-static int rekey_one(Rec *r, PGconn *pg, const Keys *keys, const char *to, const char *id,
+/* One backup's wrapping replaced: the manifest first (so that reindex finds the new one), the
+ * replica's copy of it (rr, when the backup has one), then the record, only if nobody changed
+ * it meanwhile. 0, or -1 after printing why. */
+static int rekey_one(Rec *r, Rec *rr, PGconn *pg, const Keys *keys, const char *to, const char *id,
                      const char *user, const char *key, const char *from, const char *wrapped) {
     Buf nw = BUF_INIT, man = BUF_INIT;
     Err e;
@@ -601,6 +641,15 @@ static int rekey_one(Rec *r, PGconn *pg, const Keys *keys, const char *to, const
     if (r->failed) {
         fprintf(stderr, "backupctl rekey: cannot write %s: %s\n", mkey, r->err);
         goto out;
+    }
+    if (rr) { /* the record moves only once both manifests say the same */
+        rr->failed = 0;
+        s3_put_object(rr->s3, mkey, man.data, man.len, "application/json", on_put, rr);
+        run(rr);
+        if (rr->failed) {
+            fprintf(stderr, "backupctl rekey: cannot write %s in the replica: %s\n", mkey, rr->err);
+            goto out;
+        }
     }
     const char *v[] = {id, to, nw.data, from, wrapped};
     PGresult *res = PQexecParams(pg,
@@ -647,8 +696,9 @@ int ctl_rekey(const Config *cfg, const char *user, const char *to_id, int dry_ru
     const char *v[] = {to, user};
     PGresult *res = PQexecParams(
         pg,
-        "SELECT id, user_id::text, s3_key, key_id, wrapped_key FROM backup_metadata "
-        "WHERE key_id IS NOT NULL AND key_id <> $1 AND status <> 'deleted' "
+        "SELECT id, user_id::text, s3_key, key_id, wrapped_key, "
+        "coalesce(replica_status, '') FROM backup_metadata WHERE key_id IS NOT NULL AND key_id <> "
+        "$1 AND status <> 'deleted' "
         "AND ($2::uuid IS NULL OR user_id = $2::uuid) ORDER BY user_id, created_at, id",
         2, NULL, v, NULL, NULL, 0);
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
@@ -658,8 +708,9 @@ int ctl_rekey(const Config *cfg, const char *user, const char *to_id, int dry_ru
         keys_free(keys);
         return 1;
     }
-    Rec r;
-    rec_open(&r, cfg);
+    Rec r, rr;
+    rec_open(&r, cfg, 0, "rekey");
+    int replica = cfg->s3_replica_bucket && rec_open(&rr, cfg, 1, "rekey") == 0;
     rec_kms(&r, cfg, keys);
     int n = PQntuples(res), done = 0, failed = 0;
     for (int i = 0; i < n; i++) {
@@ -669,14 +720,17 @@ int ctl_rekey(const Config *cfg, const char *user, const char *to_id, int dry_ru
                    keys_has(keys, from) ? "" : " (but that key is not here)");
             continue;
         }
-        if (rekey_one(&r, pg, keys, to, id, PQgetvalue(res, i, 1), PQgetvalue(res, i, 2), from,
-                      PQgetvalue(res, i, 4)) == 0)
+        int copied = replica && strcmp(PQgetvalue(res, i, 5), "completed") == 0;
+        if (rekey_one(&r, copied ? &rr : NULL, pg, keys, to, id, PQgetvalue(res, i, 1),
+                      PQgetvalue(res, i, 2), from, PQgetvalue(res, i, 4)) == 0)
             done++;
         else
             failed++;
     }
     PQclear(res);
     rec_close(&r);
+    if (replica)
+        rec_close(&rr);
     if (!dry_run)
         printf("rekeyed %d backup%s under '%s'%s%d failed\n", done, done == 1 ? "" : "s", to,
                failed ? ", " : "; ", failed);

@@ -36,7 +36,8 @@ typedef struct {
     char backup_id[JOBSPEC_ID_MAX + 1];
     char tables[JOBSPEC_TABLES_MAX][64]; /* restore: selected tables, validated names */
     int ntables;
-    char from[16];      /* restore, verify: "replica" forces the replica's copy; "" or primary */
+    char from[16];      /* restore, verify: "replica" forces the replica's copy, "primary" the
+                         * primary's alone (no fallback); "": primary, then the replica's */
     int retention_days; /* cleanup: 0 = the configured default */
     int scope_all;      /* cleanup: every user */
     long sleep_ms;      /* sleep */

@@ -4,6 +4,8 @@
  * A probe timer re-checks PostgreSQL and S3 every PROBE_MS; Redis reports its
  * own state through the client's state callback. Probes never overlap: each
  * has an in-flight flag, so a hung service costs one request, not a pile.
+ * With a replica, the same timer probes its bucket (never a condition of
+ * readiness: backups do not need it) and reads what waits for a copy.
  */
 #include "services.h"
 #include "httpd.h"
@@ -39,6 +41,12 @@ struct Services {
     int redis_ok, pg_ok, s3_ok;
     int pg_probing, s3_probing;
     int pg_warned, s3_warned;
+    /* the replica: its bucket's state, what waits for a copy (from backup_metadata, so every
+     * worker reports the same), this worker's copies */
+    int replica_ok, replica_probing, replica_warned, waiting_probing;
+    long long replica_waiting, replica_failed;
+    double replica_oldest_s;
+    uint64_t replica_bytes, replica_copies, replica_failures;
     int announced_ready;
     int closing;
     int pending; /* probes in flight: their callbacks need this struct */
@@ -141,10 +149,80 @@ static void probe_s3(Services *s) {
     s3_head_bucket(s->s3, on_s3_probe, s);
 }
 
+/* ---- the replica ---- */
+
+static void on_replica_probe(const S3Result *res, const Err *err, void *data) {
+    Services *s = data;
+    s->pending--;
+    s->replica_probing = 0;
+    if (s->closing) {
+        maybe_release(s);
+        return;
+    }
+    int was = s->replica_ok;
+    s->replica_ok = err == NULL;
+    if (s->replica_ok && !was) {
+        s->replica_warned = 0;
+        log_info(NULL, "replica bucket %s reachable (signed HEAD: HTTP %ld)",
+                 s->cfg->s3_replica_bucket, res->status);
+    } else if (!s->replica_ok && !s->replica_warned) {
+        s->replica_warned = 1;
+        log_warn(NULL, "replica bucket %s unusable: %s (copies wait and are retried)",
+                 s->cfg->s3_replica_bucket, err->msg);
+    }
+}
+
+static void on_waiting(PgConn *conn, PGresult *res, const Err *err, void *data) {
+    (void)conn;
+    Services *s = data;
+    s->pending--;
+    s->waiting_probing = 0;
+    if (s->closing) {
+        maybe_release(s);
+        return;
+    }
+    if (err == NULL && PQntuples(res) == 1) { /* an error keeps the last values */
+        s->replica_waiting = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+        s->replica_oldest_s = strtod(PQgetvalue(res, 0, 1), NULL);
+        s->replica_failed = strtoll(PQgetvalue(res, 0, 2), NULL, 10);
+    }
+}
+
+static void probe_replica(Services *s) {
+    if (s->replica_s3 == NULL)
+        return;
+    if (!s->replica_probing) {
+        s->replica_probing = 1;
+        s->pending++;
+        s3_head_bucket(s->replica_s3, on_replica_probe, s);
+    }
+    if (!s->waiting_probing && s->pg_ok) { /* the partial index on (completed_at) answers it */
+        s->waiting_probing = 1;
+        s->pending++;
+        pg_pool_query(s->pg,
+                      "SELECT count(*) FILTER (WHERE replica_status = 'pending'), "
+                      "coalesce(extract(epoch FROM now() - min(completed_at) FILTER (WHERE "
+                      "replica_status = 'pending')), 0)::float8, "
+                      "count(*) FILTER (WHERE replica_status = 'failed') FROM backup_metadata "
+                      "WHERE replica_status IN ('pending', 'failed') AND status = 'completed'",
+                      0, NULL, on_waiting, s);
+    }
+}
+
+void services_replica_copied(Services *s, uint64_t bytes, int failed) {
+    if (failed) {
+        s->replica_failures++;
+        return;
+    }
+    s->replica_copies++;
+    s->replica_bytes += bytes;
+}
+
 static void on_probe(uv_timer_t *t) {
     Services *s = t->data;
     probe_pg(s);
     probe_s3(s);
+    probe_replica(s);
     /* while something is down, look again every second: jobs wait for it to come back */
     uv_timer_start(&s->probe, on_probe, services_ready(s) ? PROBE_MS : PROBE_DOWN_MS, 0);
 }
@@ -193,6 +271,37 @@ static void on_http(const char *method, const char *path, HttpdResponse *resp, v
                    (unsigned long long)http_client_bytes_sent(s->http));
         buf_printf(b, "bw_s3_bytes_total{direction=\"down\"} %llu\n",
                    (unsigned long long)http_client_bytes_received(s->http));
+        if (s->replica_s3) {
+            buf_printf(b, "bw_up{service=\"replica\"} %d\n", s->replica_ok);
+            buf_printf(b,
+                       "# HELP bw_replica_waiting_backups Completed backups whose copy to the "
+                       "replica is pending (all workers).\n"
+                       "# TYPE bw_replica_waiting_backups gauge\nbw_replica_waiting_backups %lld\n",
+                       s->replica_waiting);
+            buf_printf(b,
+                       "# HELP bw_replica_oldest_waiting_seconds Age of the oldest backup waiting "
+                       "for its copy.\n# TYPE bw_replica_oldest_waiting_seconds gauge\n"
+                       "bw_replica_oldest_waiting_seconds %.3f\n",
+                       s->replica_oldest_s);
+            buf_printf(b,
+                       "# HELP bw_replica_failed_backups Backups whose copy gave up (replicate "
+                       "--missing queues them again).\n# TYPE bw_replica_failed_backups gauge\n"
+                       "bw_replica_failed_backups %lld\n",
+                       s->replica_failed);
+            buf_printf(b,
+                       "# HELP bw_replica_copies_total Copies to the replica by this worker.\n"
+                       "# TYPE bw_replica_copies_total counter\n"
+                       "bw_replica_copies_total{result=\"completed\"} %llu\n"
+                       "bw_replica_copies_total{result=\"failed\"} %llu\n",
+                       (unsigned long long)s->replica_copies,
+                       (unsigned long long)s->replica_failures);
+            buf_printf(b,
+                       "# HELP bw_replica_bytes_copied_total Bytes copied to the replica by this "
+                       "worker (objects and manifests).\n"
+                       "# TYPE bw_replica_bytes_copied_total counter\n"
+                       "bw_replica_bytes_copied_total %llu\n",
+                       (unsigned long long)s->replica_bytes);
+        }
         if (s->metrics_hook)
             s->metrics_hook(b, s->metrics_data);
     } else {

@@ -21,6 +21,7 @@
 #include "s3.h"
 #include "storage.h"
 
+#include <stdint.h>
 #include <uv.h>
 
 typedef struct Services Services;
@@ -49,5 +50,7 @@ const JobConfig *services_jobconfig(const Services *s);
 KmsClient *services_kms(Services *s);
 /* The replica store (S3_REPLICA_BUCKET), or NULL when there is none. */
 Storage *services_replica(Services *s);
+/* A copy to the replica ended (for /metrics): bytes copied, or failed (a run that failed). */
+void services_replica_copied(Services *s, uint64_t bytes, int failed);
 
 #endif

@@ -5,8 +5,12 @@
  *
  *   RECORD    the backup (completed: an expired one is about to go), its key, checksum, size
  *   OBJECT    primary -> replica, streamed (the read holds while the replica is full); a
- *             copy whose digest differs from the record is refused (and never completed:
- *             the multipart upload is aborted)
+ *             primary object whose digest differs from the record is never stored (the
+ *             upload is aborted before it completes). With S3_REPLICA_COPY server (or auto,
+ *             both buckets on one service) the service copies it (CopyObject, UploadPartCopy
+ *             for large ones) and the copy's digest, computed by S3 or read back, is checked
+ *             (a wrong copy is deleted again); a service that refuses server-side copies
+ *             makes the job stream instead
  *   MANIFEST  the same for <key>.manifest.json
  *   DONE      replica_status `completed`, replicated_at
  *
@@ -39,16 +43,35 @@ typedef struct {
     StorageCopy *copy;
     JobRt *rt;
     uint64_t copied;
+    int server;    /* copies made by the service (S3_REPLICA_COPY), until it refuses one */
+    int read_back; /* the object's copy was read back to be hashed */
 } Replicate;
 
 static void copy_next(Replicate *r);
 
 static void on_copied(StorageCopy *c, const StorageWritten *res, const Err *err, void *data) {
-    (void)c;
     Replicate *r = data;
     JobRt *rt = r->rt;
     if (jobrt_failing(rt)) /* torn down meanwhile: release frees the copy */
         return;
+    if (err && r->server && err->kind == ERR_PERMANENT && err->code == ERR_CODE_HTTP &&
+        strstr(err->msg, "NoSuchKey") == NULL && strstr(err->msg, "NoSuchBucket") == NULL) {
+        /* the service will not copy (NotImplemented, AccessDenied across accounts...): the
+         * bytes go through this worker instead */
+        log_warn(job_log_id(jobrt_job(rt)),
+                 "the replica refused a server-side copy (%s): streaming it instead", err->msg);
+        r->server = 0;
+        storage_copy_free(r->copy);
+        r->copy = NULL;
+        copy_next(r);
+        return;
+    }
+    if (err && err->code == ERR_CODE_INVALID) { /* the primary's bytes are not the record's */
+        jobrt_failf(rt, ERR_PERMANENT, ERR_CODE_INVALID,
+                    "Backup checksum verification failed: backup %s was not replicated: %s", r->id,
+                    err->msg);
+        return;
+    }
     if (err) {
         Err e = *err;
         err_prefix(&e, "replica of %s%s", r->key,
@@ -56,14 +79,8 @@ static void on_copied(StorageCopy *c, const StorageWritten *res, const Err *err,
         jobrt_fail(rt, &e);
         return;
     }
-    if (r->state == ST_OBJECT && (strcmp(res->sha256, r->checksum) != 0 || res->size != r->size)) {
-        /* the primary's bytes are not what the backup recorded: never replicate a bad copy */
-        jobrt_failf(rt, ERR_PERMANENT, ERR_CODE_INVALID,
-                    "Backup checksum verification failed: the primary object of %s has SHA-256 "
-                    "%.16s... (%" PRIu64 " bytes), its record says %.16s... (%" PRIu64 " bytes)",
-                    r->id, res->sha256, res->size, r->checksum, r->size);
-        return;
-    }
+    if (r->state == ST_OBJECT)
+        r->read_back = storage_copy_read_back(c);
     r->copied += res->size;
     job_progress(jobrt_job(rt), r->state == ST_OBJECT ? "manifest" : "recording", 90, 0, r->copied);
     storage_copy_free(r->copy);
@@ -88,9 +105,18 @@ static void copy_next(Replicate *r) {
         layout_manifest_key(key, sizeof(key), r->key);
     else
         snprintf(key, sizeof(key), "%s", r->key);
-    r->copy = storage_copy_new(
-        services_storage(sv), services_replica(sv), key,
-        r->state == ST_MANIFEST ? "application/json" : "application/octet-stream", on_copied, r);
+    const char *ctype = r->state == ST_MANIFEST ? "application/json" : "application/octet-stream";
+    /* the object is checked against the record; the manifest has no digest recorded */
+    const char *sum = r->state == ST_OBJECT ? r->checksum : NULL;
+    uint64_t size = r->state == ST_OBJECT ? r->size : 0; /* a manifest: one CopyObject */
+    r->copy = r->server ? storage_copy_server_new(services_storage(sv), services_replica(sv), key,
+                                                  size, ctype, sum, on_copied, r)
+                        : NULL;
+    if (r->copy == NULL) { /* streamed (or the stores cannot copy between themselves) */
+        r->server = 0;
+        r->copy = storage_copy_new(services_storage(sv), services_replica(sv), key, ctype, sum,
+                                   size, on_copied, r);
+    }
 }
 
 static void on_record(JobRt *rt, Replicate *r, PGresult *res) {
@@ -145,6 +171,7 @@ static int replicate_step(JobRt *rt, void *st, const JobEv *ev) {
             break;
         }
         r->state = ST_RECORD;
+        r->server = services_config(jobrt_services(rt))->s3_replica_server_copy;
         const char *v[] = {r->spec->backup_id};
         jobrt_pool_query(rt, ST_RECORD, 0,
                          "SELECT id, user_id::text, coalesce(s3_key, ''), status, "
@@ -156,7 +183,13 @@ static int replicate_step(JobRt *rt, void *st, const JobEv *ev) {
         if (r->state == ST_RECORD)
             on_record(rt, r, ev->res);
         else {
-            job_set_note(jobrt_job(rt), "object and manifest copied, SHA-256 checked");
+            job_set_note(jobrt_job(rt),
+                         !r->server     ? "object and manifest copied (streamed), SHA-256 checked"
+                         : r->read_back ? "object and manifest copied server-side, SHA-256 "
+                                          "checked (read back)"
+                                        : "object and manifest copied server-side, SHA-256 "
+                                          "checked (computed by S3)");
+            services_replica_copied(jobrt_services(rt), r->copied, 0);
             job_progress(jobrt_job(rt), "done", 100, 0, r->copied);
             jobrt_done(rt);
         }
@@ -172,6 +205,8 @@ static int replicate_record(JobRt *rt, void *st, int k) {
     Replicate *r = st;
     if (k > 0 || r->id[0] == 0)
         return 0;
+    if (jobrt_err(rt)->code != ERR_CODE_CANCELLED) /* a worker's stop is no failure */
+        services_replica_copied(jobrt_services(rt), 0, 1);
     const char *v[] = {r->id, jobrt_final(rt) ? "failed" : "pending", jobrt_err(rt)->msg};
     jobrt_record_query(rt,
                        "UPDATE backup_metadata SET replica_status = $2, replica_error = $3 "

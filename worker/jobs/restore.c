@@ -342,23 +342,19 @@ static int on_item(JobRt *rt, Restore *r, const JobEv *ev) {
     return 0;
 }
 
+static int to_replica(JobRt *rt, Restore *r, Step *st, const Err *why);
+
 static void on_checked(JobRt *rt, Restore *r, const JobEv *ev) {
     Step *st = &r->steps[r->si];
     r->bytes += bcheck_bytes(ev->check);
     if (ev->err) {
         /* the primary's copy is missing, unreachable after retries, or damaged: the replica's,
          * checked the same way, if it has one; the rows staged so far are dropped first */
-        if (st->from_replica || !st->replica_ok || ev->err->code == ERR_CODE_CANCELLED ||
-            services_replica(jobrt_services(rt)) == NULL) {
+        if (!to_replica(rt, r, st, ev->err)) {
             jobrt_fail(rt, ev->err);
             return;
         }
-        log_warn(job_log_id(jobrt_job(rt)),
-                 "backup %s: the primary copy failed (%s): reading the "
-                 "replica's",
-                 st->id, ev->err->msg);
-        snprintf(r->fallback, sizeof(r->fallback), "%s", ev->err->msg);
-        st->from_replica = st->again = 1;
+        st->again = 1;
     }
     if (r->out.len && pg_conn_copy_put(jobrt_conn(rt), r->out.data, r->out.len) < 0)
         return; /* the COPY's end reports it */
@@ -416,35 +412,58 @@ static void start_step(JobRt *rt, Restore *r) {
         char key[LAYOUT_KEY_MAX + 16];
         layout_manifest_key(key, sizeof(key), st->key);
         r->state = ST_MANIFEST;
-        jobrt_get(rt, ST_MANIFEST, JRT_SOFT, key, 64 * 1024);
+        if (st->from_replica)
+            jobrt_get_from(rt, services_replica(jobrt_services(rt)), ST_MANIFEST, JRT_SOFT, key,
+                           64 * 1024);
+        else
+            jobrt_get(rt, ST_MANIFEST, JRT_SOFT, key, 64 * 1024);
         return;
     }
     open_step(rt, r);
 }
 
+/* The primary's copy failed (why): 1 when the step goes on from the replica's (which has a
+ * completed copy), 0 when there is none to try. */
+static int to_replica(JobRt *rt, Restore *r, Step *st, const Err *why) {
+    if (st->from_replica || !st->replica_ok || why->code == ERR_CODE_CANCELLED ||
+        services_replica(jobrt_services(rt)) == NULL ||
+        strcmp(r->spec->from, "primary") == 0) /* from=primary: no other copy is wanted */
+        return 0;
+    log_warn(job_log_id(jobrt_job(rt)),
+             "backup %s: the primary copy failed (%s): reading the "
+             "replica's",
+             st->id, why->msg);
+    snprintf(r->fallback, sizeof(r->fallback), "%s", why->msg);
+    st->from_replica = 1;
+    return 1;
+}
+
 /* A reindexed step's record came from its manifest: the manifest must still say the same
- * (a record edited since, or a manifest replaced, is refused before any byte is used). */
+ * (a record edited since, or a manifest replaced, is refused before any byte is used); the
+ * replica's is read when the primary's is missing, unreachable or disagrees. */
 static void on_step_manifest(JobRt *rt, Restore *r, const JobEv *ev) {
-    const Step *st = &r->steps[r->si];
-    if (ev->err) {
-        Err e = *ev->err;
-        err_prefix(&e, "backup %s: manifest %s%s", st->id, st->key, LAYOUT_MANIFEST_EXT);
-        jobrt_fail(rt, &e);
-        return;
-    }
-    Manifest m;
+    Step *st = &r->steps[r->si];
     Err e;
-    const Buf *body = ev->sres->body;
-    if (manifest_parse(body->data, body->len, &m, &e) != 0 || strcmp(m.backup_id, st->id) != 0 ||
-        strcmp(m.sha256, st->checksum) != 0 || m.size != st->size) {
-        jobrt_failf(rt, ERR_PERMANENT, ERR_CODE_INVALID,
-                    "Backup checksum verification failed: backup %s was recorded by reindex, and "
-                    "its manifest no longer agrees with that record (sha256 %.16s..., %" PRIu64
-                    " bytes)",
-                    st->id, st->checksum, st->size);
+    Manifest m;
+    if (ev->err) {
+        e = *ev->err;
+        err_prefix(&e, "backup %s: manifest %s%s", st->id, st->key, LAYOUT_MANIFEST_EXT);
+    } else if (manifest_parse(ev->sres->body->data, ev->sres->body->len, &m, &e) != 0 ||
+               strcmp(m.backup_id, st->id) != 0 || strcmp(m.sha256, st->checksum) != 0 ||
+               m.size != st->size) {
+        err_set(&e, ERR_PERMANENT, ERR_CODE_INVALID,
+                "Backup checksum verification failed: backup %s was recorded by reindex, and "
+                "its manifest no longer agrees with that record (sha256 %.16s..., %" PRIu64
+                " bytes)",
+                st->id, st->checksum, st->size);
+    } else {
+        open_step(rt, r);
         return;
     }
-    open_step(rt, r);
+    if (to_replica(rt, r, st, &e))
+        start_step(rt, r);
+    else
+        jobrt_fail(rt, &e);
 }
 
 static void on_step_staged(JobRt *rt, Restore *r) {

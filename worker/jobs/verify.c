@@ -157,7 +157,8 @@ static void on_checked(JobRt *rt, Verify *v, const JobEv *ev) {
 static int fall_back(JobRt *rt, Verify *v, const Err *why) {
     Item *it = &v->items[v->i];
     Storage *replica = services_replica(jobrt_services(rt));
-    if (it->from_replica || !it->replica_ok || replica == NULL || why->code == ERR_CODE_CANCELLED)
+    if (it->from_replica || !it->replica_ok || replica == NULL || why->code == ERR_CODE_CANCELLED ||
+        strcmp(v->spec->from, "primary") == 0) /* from=primary: that copy alone is verified */
         return 0;
     log_warn(job_log_id(jobrt_job(rt)),
              "verify %s: the primary copy failed (%s): checking the "
