@@ -12,6 +12,15 @@
 #     and say so (history, status hash, log, record); from=replica forces it; rows exact
 #  6. cleanup deletes expired backups in both buckets; with the replica down it waits, the rows
 #     stay expired, and it completes once the replica is back
+#  7. the primary server unreachable: restore and verify from the replica (a reindexed backup's
+#     manifest too); backupctl download falls back, list --s3 --replica and reindex --replica
+#     work from the replica alone, restore --from replica
+#  8. a primary object that is not its record's is never replicated: refused by name, nothing
+#     left in the replica
+#  9. server-side copies when both buckets are on one service: moto (its SHA-256 of the copy),
+#     s3rver (the copy read back); S3_REPLICA_COPY=stream streams; =server across services is
+#     refused at start
+# /metrics (section 2): the replica's state, what waits and since when, copies and bytes.
 set -uo pipefail
 WORKER=$1
 CTL=$(realpath "$2")
@@ -56,7 +65,7 @@ start_worker w1 "S3_REPLICA_ENDPOINT=$BW_MOTO_ENDPOINT" "${REPL[@]}"
 B1=$(backup rep-b1)
 expect "the copy completes on its own" wait_until 30 replica_is "$B1" completed
 expect "object and manifest in the replica, with the record's SHA-256" same_copy "$B1"
-check "the replicate job says what it did" "completed object and manifest copied, SHA-256 checked" \
+check "the replicate job says what it did" "completed object and manifest copied (streamed), SHA-256 checked" \
   "$(field "replicate-$B1" status) $(field "replicate-$B1" note)"
 check "replicated_at is set" t "$(q "SELECT replicated_at IS NOT NULL FROM backup_metadata WHERE id = '$B1'")"
 check "list: the replica column" completed "$(ctl list "$U" | awk -v id="$B1" '$1 == id {print $(NF - 1)}')"
@@ -66,7 +75,10 @@ quit w1
 # ---- 2. the replica unreachable, then back ----
 start_faultproxy "$BW_MOTO_ENDPOINT"
 curl -s -X POST --data '*:reset' "http://127.0.0.1:$PX/__always" >/dev/null
-start_worker w2 "S3_REPLICA_ENDPOINT=http://127.0.0.1:$PX" "${REPL[@]}"
+HP=$((20000 + $$ % 20000))
+metric() { curl -s "http://127.0.0.1:$HP/metrics" | awk -v m="$1" '$1 == m {print $2}'; }
+metric_is() { [ "$(metric "$1")" "$2" "$3" ]; }
+start_worker w2 "S3_REPLICA_ENDPOINT=http://127.0.0.1:$PX" "${REPL[@]}" WORKER_HTTP_PORT=$HP
 B2=$(backup rep-b2)
 B3=$(backup rep-b3)
 check "replica down: the backups completed anyway" "completed completed" \
@@ -74,11 +86,21 @@ check "replica down: the backups completed anyway" "completed completed" \
 sleep 2
 check "…their copies wait" "pending pending" "$(rstatus "$B2") $(rstatus "$B3")"
 expect "…the reason is recorded" grep -q "replica of" <<<"$(q "SELECT replica_error FROM backup_metadata WHERE id = '$B2'")"
+check "metrics: the replica is down" 0 "$(metric 'bw_up{service="replica"}')"
+expect "metrics: the waiting copies counted (every worker reads the same from the records)" \
+  wait_until 15 metric_is bw_replica_waiting_backups -ge 2
+expect "…and the oldest one's age" metric_is bw_replica_oldest_waiting_seconds '>' 0
 curl -s -X POST --data '' "http://127.0.0.1:$PX/__always" >/dev/null
 expect "the replica back: both copies complete without a new backup" \
   wait_until 60 bash -c "[ \"\$(psql -X -q -t -A '$DATABASE_URL' -c \"SELECT count(*) FROM backup_metadata WHERE id IN ('$B2', '$B3') AND replica_status = 'completed'\")\" = 2 ]"
 both_match() { same_copy "$B2" && same_copy "$B3"; }
 expect "…and match" both_match
+expect "metrics: this worker's copies" metric_is 'bw_replica_copies_total{result="completed"}' -ge 2
+expect "…the bytes it copied" metric_is bw_replica_bytes_copied_total -gt 1000
+expect "…the failed runs while the replica was down" metric_is 'bw_replica_copies_total{result="failed"}' -ge 1
+waiting_is_db() { [ "$(metric bw_replica_waiting_backups)" = "$(q "SELECT count(*) FROM backup_metadata WHERE status = 'completed' AND replica_status = 'pending'")" ]; }
+expect "…the waiting count follows the records" wait_until 25 waiting_is_db
+check "…the replica is up" 1 "$(metric 'bw_up{service="replica"}')"
 check "no other backup was made" 3 "$(q "SELECT count(*) FROM backup_metadata WHERE user_id = '$U'")"
 quit w2
 
@@ -175,6 +197,105 @@ check "…both backups deleted" "deleted deleted" "$(q "SELECT string_agg(status
 expect "…their objects and manifests gone from the replica too" bash -c "$(declare -f moto); RB=$RB; ! moto s3 ls 's3://$RB/backups/$U/' --recursive | grep -qE '$B1|$B2'"
 expect "…and the kept backups still in both" bash -c "$(declare -f moto); RB=$RB; moto s3 ls 's3://$RB/$(q "SELECT s3_key FROM backup_metadata WHERE id = '$B4'")' | grep -q ."
 quit w7
+
+# ---- 7. the primary server unreachable ----
+RPX=$PX
+start_faultproxy "$S3_ENDPOINT"
+PPX=$PX
+cut_primary() { curl -s -X POST --data "$1" "http://127.0.0.1:$PPX/__always" >/dev/null; }
+cut_primary '*:reset'
+pctl() { env "${REPL[@]}" "S3_REPLICA_ENDPOINT=$BW_MOTO_ENDPOINT" "S3_ENDPOINT=http://127.0.0.1:$PPX" "$CTL" "$@"; }
+start_worker w8 "S3_ENDPOINT=http://127.0.0.1:$PPX" "S3_REPLICA_ENDPOINT=$BW_MOTO_ENDPOINT" "${REPL[@]}"
+expect "the worker says it runs on the replica alone" wait_until 20 grep -q "ready on the replica alone" "$tmp/w8.log"
+scramble
+check "primary down: the restore reads the replica" replica "$(restored_from rdown "$B4")"
+check "…the rows exact" "$D0" "$(digest)"
+enqueue vdown type verify backup_id "$B4"
+expect "…verify passes from the replica" done_ok vdown 60
+check "…and says so" "1 backup verified, 1 from the replica" "$(field vdown note)"
+out=$(pctl download "$B4" "$tmp/dl4" 2>"$tmp/dl4.err"); rc=$?
+check "download: the primary down, the replica's copy (exit 0)" 0 "$rc"
+expect "…it says so" grep -q "the primary copy failed; reading the replica's" "$tmp/dl4.err"
+expect "…and where it read" grep -q "in the replica" <<<"$out"
+check "…the bytes are the record's" "$(q "SELECT checksum FROM backup_metadata WHERE id = '$B4'")" "$(sha256sum <"$tmp/dl4" | cut -c1-64)"
+pctl download --from primary "$B4" "$tmp/dl4p" 2>/dev/null; rc=$?
+check "download --from primary does not fall back" "1 no" "$rc $([ -e "$tmp/dl4p" ] && echo yes || echo no)"
+pctl list "$U" --s3 >/dev/null 2>&1; rc=$?
+check "list --s3 fails with the primary down" 1 "$rc"
+out=$(pctl list "$U" --s3 --replica --json)
+check "list --s3 --replica: the kept backups, from the replica's manifests" \
+  "$(q "SELECT string_agg(id, ' ' ORDER BY id) FROM backup_metadata WHERE user_id = '$U' AND status = 'completed'")" \
+  "$(jq -r '[.[].backup_id] | sort | join(" ")' <<<"$out")"
+KEEP=$(q "SELECT string_agg(quote_literal(id), ',') FROM backup_metadata WHERE user_id = '$U' AND status = 'completed'")
+NKEEP=$(q "SELECT count(*) FROM backup_metadata WHERE user_id = '$U' AND status = 'completed'")
+q "DELETE FROM backup_metadata WHERE id IN ($KEEP)" >/dev/null # the database's records lost
+out=$(pctl reindex "$U" --replica); rc=$?
+check "reindex --replica: the records back from the replica alone" "0 reindexed $U from the replica: $NKEEP backups added, 0 already known, 0 skipped" "$rc $out"
+check "…their copies known to be there" "$NKEEP" "$(q "SELECT count(*) FROM backup_metadata WHERE id IN ($KEEP) AND replica_status = 'completed' AND recorded_by = 'reindex'")"
+scramble
+check "a reindexed backup restores, its manifest read from the replica" replica "$(restored_from rreix "$B4")"
+check "…the rows exact" "$D0" "$(digest)"
+scramble
+out=$(pctl restore "$B3" --from replica --wait --json --timeout 60); rc=$?
+check "backupctl restore --from replica" "0 completed" "$rc $(jq -r .status <<<"$out")"
+check "…its history says the replica" replica "$(q "SELECT source FROM restore_history WHERE backup_id = '$B3' ORDER BY started_at DESC LIMIT 1")"
+check "…the rows exact" "$D0" "$(digest)"
+pctl restore "$B3" --from elsewhere >/dev/null 2>&1; rc=$?
+check "restore --from: primary or replica only" 2 "$rc"
+cut_primary ''
+quit w8
+
+# ---- 8. a primary object that is not its record's is never replicated ----
+PX=$RPX
+curl -s -X POST --data '*:reset' "http://127.0.0.1:$PX/__always" >/dev/null
+start_worker w9 "S3_REPLICA_ENDPOINT=http://127.0.0.1:$PX" "${REPL[@]}"
+B5=$(backup rep-b5)
+quit w9
+K5=$(q "SELECT s3_key FROM backup_metadata WHERE id = '$B5'")
+s3 s3 cp "s3://$S3_BUCKET/$K5" "$tmp/b5" --quiet
+python3 -c "import sys; b = bytearray(open(sys.argv[1], 'rb').read()); b[len(b) // 3] ^= 4; open(sys.argv[1], 'wb').write(b)" "$tmp/b5"
+s3 s3 cp "$tmp/b5" "s3://$S3_BUCKET/$K5" --quiet
+curl -s -X POST --data '' "http://127.0.0.1:$PX/__always" >/dev/null
+start_worker w10 "S3_REPLICA_ENDPOINT=$BW_MOTO_ENDPOINT" "${REPL[@]}"
+expect "the copy of a damaged primary object fails" wait_until 30 status_is "replicate-$B5" dead
+expect "…named" grep -q "^Backup checksum verification failed: backup $B5 was not replicated" <<<"$(field "replicate-$B5" error)"
+check "…the record says failed" failed "$(rstatus "$B5")"
+expect "…nothing at its key in the replica" bash -c "$(declare -f moto); ! moto s3 ls 's3://$RB/$K5' | grep -q ."
+quit w10
+
+# ---- 9. server-side copies, both buckets on one service ----
+MP=mprim-$$ MR=mrepl-$$ SR=srepl-$$
+curl -s -f -o /dev/null -X PUT "$BW_MOTO_ENDPOINT/$MP" && curl -s -f -o /dev/null -X PUT "$BW_MOTO_ENDPOINT/$MR" ||
+  bad "cannot create the moto buckets"
+s3 s3 mb "s3://$SR" >/dev/null || bad "cannot create a second s3rver bucket"
+ONE=(S3_ENDPOINT=$BW_MOTO_ENDPOINT S3_BUCKET=$MP S3_REPLICA_BUCKET=$MR S3_REPLICA_ENDPOINT=$BW_MOTO_ENDPOINT
+  S3_REPLICA_FORCE_PATH_STYLE=true BACKUP_NOTIFY=false)
+in_moto() { # BUCKET BACKUP_ID: the object there has the record's SHA-256
+  [ "$(moto s3 cp "s3://$1/$(q "SELECT s3_key FROM backup_metadata WHERE id = '$2'")" - 2>/dev/null | sha256sum | cut -c1-64)" = \
+    "$(q "SELECT checksum FROM backup_metadata WHERE id = '$2'")" ]
+}
+start_worker w11 "${ONE[@]}"
+B6=$(backup rep-b6)
+expect "moto to moto: the copy completes" wait_until 30 replica_is "$B6" completed
+check "…made by the service, its SHA-256 computed by S3" "object and manifest copied server-side, SHA-256 checked (computed by S3)" "$(field "replicate-$B6" note)"
+expect "…the replica's object is the record's" in_moto "$MR" "$B6"
+quit w11
+SAME=(S3_REPLICA_BUCKET=$SR "S3_REPLICA_ENDPOINT=$S3_ENDPOINT" S3_REPLICA_FORCE_PATH_STYLE=true BACKUP_NOTIFY=false)
+start_worker w12 "${SAME[@]}"
+B7=$(backup rep-b7)
+expect "s3rver to s3rver: the copy completes" wait_until 30 replica_is "$B7" completed
+check "…made by the service, read back to be hashed" "object and manifest copied server-side, SHA-256 checked (read back)" "$(field "replicate-$B7" note)"
+K7=$(q "SELECT s3_key FROM backup_metadata WHERE id = '$B7'")
+check "…the replica's object is the record's" "$(q "SELECT checksum FROM backup_metadata WHERE id = '$B7'")" "$(s3 s3 cp "s3://$SR/$K7" - | sha256sum | cut -c1-64)"
+quit w12
+start_worker w13 "${SAME[@]}" S3_REPLICA_COPY=stream
+B8=$(backup rep-b8)
+expect "S3_REPLICA_COPY=stream: the copy completes" wait_until 30 replica_is "$B8" completed
+check "…streamed" "object and manifest copied (streamed), SHA-256 checked" "$(field "replicate-$B8" note)"
+quit w13
+out=$(env REDIS_PREFIX=$P "${REPL[@]}" "S3_REPLICA_ENDPOINT=$BW_MOTO_ENDPOINT" S3_REPLICA_COPY=server timeout 10 "$WORKER" 2>&1); rc=$?
+check "S3_REPLICA_COPY=server across two services: refused at start (exit 2)" 2 "$rc"
+expect "…naming the setting" grep -q "S3_REPLICA_COPY: server: the replica must be on the primary's service" <<<"$out"
 
 echo "test_replica: $passed passed, $fails failed"
 [ "$fails" -eq 0 ]

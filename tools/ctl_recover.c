@@ -172,7 +172,7 @@ static int insert(PGconn *pg, const char *user, const char *mkey, const char *m,
         "replica_status, replicated_at) "
         "VALUES ($1, $2::uuid, $3, $3, 'completed', $4, $5, $6, $7, $8, $9::jsonb, $10, "
         "$14::int, $11::timestamptz, $12::timestamptz, 'reindex', string_to_array($13, ','), "
-        "$15, $16, $17, $18, CASE WHEN $18 IS NOT NULL THEN now() END) "
+        "$15, $16, $17, $18::text, CASE WHEN $18::text IS NOT NULL THEN now() END) "
         "ON CONFLICT (id) DO NOTHING",
         18, NULL, v, NULL, NULL, 0);
     int rc = -1;

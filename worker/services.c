@@ -61,12 +61,13 @@ static void maybe_release(Services *s) {
 }
 
 static void announce(Services *s) {
-    if (services_ready(s) && !s->announced_ready) {
-        s->announced_ready = 1;
+    int level = !services_ready(s) ? 0 : s->s3_ok ? 2 : 1;
+    if (level == 2 && s->announced_ready != 2)
         log_info(NULL, "ready: Redis, PostgreSQL and S3 are reachable");
-    } else if (!services_ready(s)) {
-        s->announced_ready = 0;
-    }
+    else if (level == 1 && s->announced_ready != 1)
+        log_warn(NULL, "ready on the replica alone: the primary bucket is unreachable (restores "
+                       "and verifies read the replica; backups wait for the primary)");
+    s->announced_ready = level;
 }
 
 /* ---- Redis ---- */
@@ -170,6 +171,7 @@ static void on_replica_probe(const S3Result *res, const Err *err, void *data) {
         log_warn(NULL, "replica bucket %s unusable: %s (copies wait and are retried)",
                  s->cfg->s3_replica_bucket, err->msg);
     }
+    announce(s);
 }
 
 static void on_waiting(PgConn *conn, PGresult *res, const Err *err, void *data) {
@@ -241,9 +243,15 @@ static void on_http(const char *method, const char *path, HttpdResponse *resp, v
         int ok = services_ready(s);
         resp->status = ok ? 200 : 503;
         resp->content_type = "application/json";
-        buf_printf(&resp->body, "{\"status\":\"%s\",\"redis\":%s,\"postgres\":%s,\"s3\":%s}\n",
-                   ok ? "ready" : "unavailable", s->redis_ok ? "true" : "false",
-                   s->pg_ok ? "true" : "false", s->s3_ok ? "true" : "false");
+        buf_printf(&resp->body, "{\"status\":\"%s\",\"redis\":%s,\"postgres\":%s,\"s3\":%s",
+                   !ok        ? "unavailable"
+                   : s->s3_ok ? "ready"
+                              : "degraded",
+                   s->redis_ok ? "true" : "false", s->pg_ok ? "true" : "false",
+                   s->s3_ok ? "true" : "false");
+        if (s->replica_s3)
+            buf_printf(&resp->body, ",\"replica\":%s", s->replica_ok ? "true" : "false");
+        buf_puts(&resp->body, "}\n");
     } else if (strcmp(path, "/metrics") == 0) {
         resp->content_type = "text/plain; version=0.0.4; charset=utf-8";
         Buf *b = &resp->body;
@@ -394,7 +402,9 @@ void services_free(Services *s) {
 }
 
 int services_ready(const Services *s) {
-    return s->redis_ok && s->pg_ok && s->s3_ok;
+    /* the primary bucket down and the replica up: jobs still run (restores and verifies read
+     * the replica; backups wait out the outage, which costs them no attempt) */
+    return s->redis_ok && s->pg_ok && (s->s3_ok || (s->replica_s3 && s->replica_ok));
 }
 
 int services_http_port(const Services *s) {
