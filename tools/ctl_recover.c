@@ -284,8 +284,8 @@ int ctl_reindex(const Config *cfg, const char *user, int quiet, int replica) {
         PQclear(res);
     }
     if (rc == 0 && (!quiet || added))
-        printf("reindexed %s from the %s: %d backup%s added, %d already known, %d skipped\n", user,
-               replica ? "replica" : "primary", added, added == 1 ? "" : "s", known, skipped);
+        printf("reindexed %s%s: %d backup%s added, %d already known, %d skipped\n", user,
+               replica ? " from the replica" : "", added, added == 1 ? "" : "s", known, skipped);
     free(ids);
     free(bases);
     rec_close(&r);
