@@ -250,8 +250,8 @@ static void on_created(const S3Result *res, const Err *err, void *data) {
 }
 
 S3Copy *s3_copy_object_new(S3Client *dst, const char *src_bucket, const char *key, uint64_t size,
-                           const char *content_type, size_t part_size, int parts_in_flight,
-                           S3CopyDoneCb done, void *data) {
+                           const char *content_type, uint64_t single_max, size_t part_size,
+                           int parts_in_flight, S3CopyDoneCb done, void *data) {
     S3Copy *cp = xcalloc(1, sizeof(*cp));
     cp->s3 = dst;
     cp->src_bucket = xstrdup(src_bucket);
@@ -266,7 +266,7 @@ S3Copy *s3_copy_object_new(S3Client *dst, const char *src_bucket, const char *ke
     cp->parts_in_flight = parts_in_flight > 0 ? parts_in_flight : 4;
     cp->done = done;
     cp->data = data;
-    if (size <= cp->part_size) {
+    if (size <= (single_max ? single_max : S3_COPY_SINGLE_MAX) || size <= cp->part_size) {
         s3_copy(dst, key, NULL, src_bucket, key, NULL, on_single, cp);
         return cp;
     }

@@ -244,7 +244,7 @@ static void *d_copy_new(void *drv, void *src_drv, const char *key, uint64_t size
     Copy *k = xcalloc(1, sizeof(*k));
     k->done = done;
     k->data = data;
-    k->cp = s3_copy_object_new(d->s3, s3_client_bucket(((Drv *)src_drv)->s3), key, size, ctype,
+    k->cp = s3_copy_object_new(d->s3, s3_client_bucket(((Drv *)src_drv)->s3), key, size, ctype, 0,
                                d->part_size, d->parts_in_flight, on_copied, k);
     return k;
 }

@@ -131,8 +131,8 @@ static void copy_and_check(Env *e, const char *key, size_t n, int parts_in_fligh
     char sha[65];
     put_pattern(e, key, n, sha);
     Copied k = {0};
-    s3_copy_object_new(e->dst.s3, s3_client_bucket(e->src.s3), key, n, NULL, PART, parts_in_flight,
-                       on_copied, &k);
+    s3_copy_object_new(e->dst.s3, s3_client_bucket(e->src.s3), key, n, NULL, PART, PART,
+                       parts_in_flight, on_copied, &k);
     assert_true(tu_run_until(&e->src.loop, &k.done, 60000));
     if (k.failed)
         fail_msg("copy failed: %s", k.err.msg);
@@ -176,7 +176,7 @@ static void test_a_missing_source_is_named(void **state) {
         for (int multipart = 0; multipart < 2; multipart++) {
             Copied k = {0};
             s3_copy_object_new(e.dst.s3, s3_client_bucket(e.src.s3), "test-copy/none.bin",
-                               multipart ? 3 * PART : 100, NULL, PART, 2, on_copied, &k);
+                               multipart ? 3 * PART : 100, NULL, PART, PART, 2, on_copied, &k);
             assert_true(tu_run_until(&e.src.loop, &k.done, 60000));
             assert_true(k.failed);
             assert_non_null(strstr(k.err.msg, "NoSuchKey"));
@@ -199,7 +199,7 @@ static void test_an_abandoned_copy_leaves_nothing(void **state) {
         Copied k = {0};
         S3Copy *cp =
             s3_copy_object_new(e.dst.s3, s3_client_bucket(e.src.s3), "test-copy/abandoned.bin",
-                               3 * PART, NULL, PART, 1, on_copied, &k);
+                               3 * PART, NULL, PART, PART, 1, on_copied, &k);
         tu_run_to_end(&e.src.loop, 30); /* the upload created, perhaps a part in flight */
         s3_copy_object_free(cp);
         tu_run_to_end(&e.src.loop, 5000); /* the parts answer, then the abort */

@@ -44,6 +44,7 @@ struct Services {
     /* the replica: its bucket's state, what waits for a copy (from backup_metadata, so every
      * worker reports the same), this worker's copies */
     int replica_ok, replica_probing, replica_warned, waiting_probing;
+    int s3_answered; /* the primary's probe answered once: until then, no verdict on it */
     long long replica_waiting, replica_failed;
     double replica_oldest_s;
     uint64_t replica_bytes, replica_copies, replica_failures;
@@ -129,6 +130,7 @@ static void on_s3_probe(const S3Result *res, const Err *err, void *data) {
         return;
     }
     int was = s->s3_ok;
+    s->s3_answered = 1;
     /* a signed HEAD of the bucket: proves endpoint, credentials and bucket */
     s->s3_ok = err == NULL;
     if (s->s3_ok && !was) {
@@ -404,7 +406,8 @@ void services_free(Services *s) {
 int services_ready(const Services *s) {
     /* the primary bucket down and the replica up: jobs still run (restores and verifies read
      * the replica; backups wait out the outage, which costs them no attempt) */
-    return s->redis_ok && s->pg_ok && (s->s3_ok || (s->replica_s3 && s->replica_ok));
+    return s->redis_ok && s->pg_ok &&
+           (s->s3_ok || (s->s3_answered && s->replica_s3 && s->replica_ok));
 }
 
 int services_http_port(const Services *s) {
