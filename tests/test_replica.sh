@@ -20,6 +20,7 @@
 #  9. server-side copies when both buckets are on one service: moto (its SHA-256 of the copy),
 #     s3rver (the copy read back); S3_REPLICA_COPY=stream streams; =server across services is
 #     refused at start
+# 10. a backup that expires during its copy (a cleanup took it): the copy is removed again
 # /metrics (section 2): the replica's state, what waits and since when, copies and bytes.
 set -uo pipefail
 WORKER=$1
@@ -296,6 +297,25 @@ quit w13
 out=$(env REDIS_PREFIX=$P "${REPL[@]}" "S3_REPLICA_ENDPOINT=$BW_MOTO_ENDPOINT" S3_REPLICA_COPY=server timeout 10 "$WORKER" 2>&1); rc=$?
 check "S3_REPLICA_COPY=server across two services: refused at start (exit 2)" 2 "$rc"
 expect "…naming the setting" grep -q "S3_REPLICA_COPY: server: the replica must be on the primary's service" <<<"$out"
+
+# ---- 10. a backup expires during its copy ----
+PX=$RPX
+curl -s -X POST --data '*:reset' "http://127.0.0.1:$PX/__always" >/dev/null
+start_worker w14 "S3_REPLICA_ENDPOINT=http://127.0.0.1:$PX" "${REPL[@]}"
+B9=$(backup rep-b9)
+quit w14
+curl -s -X POST --data '' "http://127.0.0.1:$PX/__always" >/dev/null
+curl -s -X POST --data '20000' "http://127.0.0.1:$PX/__rate" >/dev/null
+start_worker w15 "S3_REPLICA_ENDPOINT=http://127.0.0.1:$PX" "${REPL[@]}"
+wait_until 20 grep -q "replicating $B9" "$tmp/w15.log" || bad "the copy of $B9 did not start"
+q "UPDATE backup_metadata SET status = 'expired' WHERE id = '$B9'" >/dev/null # a cleanup's mark
+expect "expired mid-copy: the job ends" wait_until 60 status_is "replicate-$B9" completed
+check "…saying the copy was removed" "the backup expired during its copy: the copy was removed" "$(field "replicate-$B9" note)"
+K9=$(q "SELECT s3_key FROM backup_metadata WHERE id = '$B9'")
+expect "…nothing of it in the replica" bash -c "$(declare -f moto); ! moto s3 ls 's3://$RB/$K9' | grep -q ."
+check "…its record not marked replicated" pending "$(rstatus "$B9")"
+curl -s -X POST --data '' "http://127.0.0.1:$PX/__rate" >/dev/null
+quit w15
 
 echo "test_replica: $passed passed, $fails failed"
 [ "$fails" -eq 0 ]

@@ -12,7 +12,9 @@
  *             (a wrong copy is deleted again); a service that refuses server-side copies
  *             makes the job stream instead
  *   MANIFEST  the same for <key>.manifest.json
- *   DONE      replica_status `completed`, replicated_at
+ *   DONE      replica_status `completed`, replicated_at, if the backup is still completed
+ *   UNDO      it expired during the copy (a cleanup is deleting it, in both buckets, or did):
+ *             the copy just made is deleted, so that no object outlives its backup
  *
  * Enqueued by the backup when it completes (job id `replicate-<backup id>`, so an
  * enqueue repeated is run once) and accepted from redis-cli like any other job. It takes no
@@ -33,7 +35,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef enum { ST_RECORD, ST_OBJECT, ST_MANIFEST, ST_DONE } State;
+typedef enum { ST_RECORD, ST_OBJECT, ST_MANIFEST, ST_DONE, ST_UNDO } State;
 
 typedef struct {
     State state;
@@ -94,7 +96,8 @@ static void on_copied(StorageCopy *c, const StorageWritten *res, const Err *err,
     const char *v[] = {r->id};
     jobrt_pool_query(rt, ST_DONE, 0,
                      "UPDATE backup_metadata SET replica_status = 'completed', "
-                     "replicated_at = now(), replica_error = NULL WHERE id = $1",
+                     "replicated_at = now(), replica_error = NULL WHERE id = $1 "
+                     "AND status = 'completed'",
                      1, v);
 }
 
@@ -180,9 +183,15 @@ static int replicate_step(JobRt *rt, void *st, const JobEv *ev) {
                          1, v);
         break;
     case JEV_RESULT:
-        if (r->state == ST_RECORD)
+        if (r->state == ST_RECORD) {
             on_record(rt, r, ev->res);
-        else {
+        } else if (strcmp(PQcmdTuples(ev->res), "1") != 0) {
+            char mkey[LAYOUT_KEY_MAX + 48];
+            layout_manifest_key(mkey, sizeof(mkey), r->key);
+            const char *keys[] = {r->key, mkey};
+            r->state = ST_UNDO;
+            jobrt_delete_from(rt, services_replica(jobrt_services(rt)), ST_UNDO, 0, keys, 2);
+        } else {
             job_set_note(jobrt_job(rt),
                          !r->server     ? "object and manifest copied (streamed), SHA-256 checked"
                          : r->read_back ? "object and manifest copied server-side, SHA-256 "
@@ -193,6 +202,17 @@ static int replicate_step(JobRt *rt, void *st, const JobEv *ev) {
             job_progress(jobrt_job(rt), "done", 100, 0, r->copied);
             jobrt_done(rt);
         }
+        break;
+    case JEV_DELETED: /* ST_UNDO: a delete that failed fails the job (retried) */
+        if (ev->failed) {
+            jobrt_failf(rt, ERR_RETRYABLE, ERR_CODE_HTTP,
+                        "backup %s expired during its copy, and the copy could not be removed "
+                        "from the replica yet",
+                        r->id);
+            break;
+        }
+        job_set_note(jobrt_job(rt), "the backup expired during its copy: the copy was removed");
+        jobrt_done(rt);
         break;
     default:
         break;
