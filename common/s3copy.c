@@ -73,10 +73,14 @@ static void report(S3Copy *cp, const char *sha256, const Err *err) {
     if (cp->finished)
         return;
     cp->finished = 1;
-    if (!cp->gone)
-        cp->done(cp, sha256, err, cp->data);
-    else
+    if (cp->gone) {
         release(cp);
+        return;
+    }
+    Err e; /* err may be cp's own, and done may free cp */
+    if (err)
+        e = *err;
+    cp->done(cp, sha256, err ? &e : NULL, cp->data);
 }
 
 /* ---- abort ---- */

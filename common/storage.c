@@ -436,7 +436,10 @@ static void copy_end(StorageCopy *c, const StorageWritten *res, const Err *err) 
     if (c->finished)
         return;
     c->finished = 1;
-    c->done(c, res, err, c->data);
+    Err e; /* err may be c's own, and done may free c */
+    if (err)
+        e = *err;
+    c->done(c, res, err ? &e : NULL, c->data);
 }
 
 /* 0 when the bytes seen (sha, size) are what was expected (or nothing was), else -1 with e. */
