@@ -59,6 +59,9 @@ void job_set_backup_id(Job *job, const char *backup_id) {
 void job_set_rows_total(Job *job, uint64_t rows_total) {
     job->rows_total = rows_total;
 }
+void job_set_result(Job *job, const char *json) {
+    snprintf(job->result, sizeof(job->result), "%s", json ? json : "");
+}
 void job_set_note(Job *job, const char *note) {
     snprintf(job->note, sizeof(job->note), "%s", note);
 }

@@ -27,6 +27,7 @@ struct Job {
     Err err;
     int failed;
     char stage[96], backup_id[JOBSPEC_ID_MAX + 1], note[256];
+    char result[4096]; /* job_set_result's JSON, "" when none */
     uint64_t rows, rows_total;
     /* a hook on progress (for example: cancel once a table is being read) */
     void (*on_progress)(Job *job, const char *stage, void *data);

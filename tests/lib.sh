@@ -17,7 +17,7 @@ cleanup() {
   if [ "$fails" -gt 0 ]; then # what the workers said, for the CI log
     for f in "$tmp"/*.log; do [ -f "$f" ] && { echo "---- $f"; tail -25 "$f"; }; done
   fi
-  rm -rf "$tmp"
+  [ -n "${BW_KEEP_TMP:-}" ] && echo "kept $tmp" || rm -rf "$tmp"
 }
 trap cleanup EXIT
 

@@ -206,7 +206,9 @@ PPX=$PX
 cut_primary() { curl -s -X POST --data "$1" "http://127.0.0.1:$PPX/__always" >/dev/null; }
 cut_primary '*:reset'
 pctl() { env "${REPL[@]}" "S3_REPLICA_ENDPOINT=$BW_MOTO_ENDPOINT" "S3_ENDPOINT=http://127.0.0.1:$PPX" "$CTL" "$@"; }
-start_worker w8 "S3_ENDPOINT=http://127.0.0.1:$PPX" "S3_REPLICA_ENDPOINT=$BW_MOTO_ENDPOINT" "${REPL[@]}"
+# a cut that stalls a read (no byte for S3_STALL_TIMEOUT) is found out in seconds, not 5 x 30 s
+start_worker w8 "S3_ENDPOINT=http://127.0.0.1:$PPX" "S3_REPLICA_ENDPOINT=$BW_MOTO_ENDPOINT" "${REPL[@]}" \
+  S3_STALL_TIMEOUT=2s
 expect "the worker says it runs on the replica alone" wait_until 20 grep -q "ready on the replica alone" "$tmp/w8.log"
 scramble
 check "primary down: the restore reads the replica" replica "$(restored_from rdown "$B4")"

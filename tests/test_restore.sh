@@ -13,6 +13,9 @@
 #  6. recovery: backup_metadata lost, `backupctl reindex` rebuilds it from the manifests in S3,
 #     and a restore of the last incremental then succeeds
 #  7. zstd (BACKUP_COMPRESSION=zstd): key .json.zst, `zstd -d` reads it, round trip, verify
+#  8. only what differs is written: onto the intact tenant nothing is inserted, updated or
+#     deleted and no row gets a new version; a few changes are counted per table; a preview
+#     (dry_run=true, backupctl restore --dry-run) says the same and writes nothing
 set -uo pipefail
 WORKER=$1
 CTL=$2
@@ -227,6 +230,44 @@ enqueue vz type verify backup_id "$BZ"
 expect "verify of the zstd backup completes" done_ok vz
 stop_worker wz
 
-q "DROP TABLE IF EXISTS snap_s0, snap_s1, snap_s2, snap_s3, snap_sz, snap_now, snap_before" >/dev/null
+# ---- 8. only what differs is written; a preview writes nothing ----
+P=tr$$c
+start_worker wc BACKUP_NOTIFY=false
+state sc
+BC=$(backup bc full)
+counts() { # JOB: inserted updated deleted unchanged, from its result
+  field "$1" result | jq -r '"\(.inserted) \(.updated) \(.deleted) \(.unchanged)"'
+}
+q "DROP TABLE IF EXISTS snap_xm; CREATE TABLE snap_xm AS SELECT id, xmin::text AS xm FROM orders WHERE user_id = '$U'" >/dev/null
+new_versions() { q "SELECT count(*) FROM snap_xm s JOIN orders o USING (id) WHERE o.xmin::text <> s.xm"; }
+expect "restore onto the intact tenant completes" restore rc0 "$BC"
+check "…nothing inserted, updated or deleted, every row unchanged" "0 0 0 $(q "SELECT count(*) FROM snap_sc")" "$(counts rc0)"
+check "…no row was rewritten (the same row versions)" 0 "$(new_versions)"
+check "…the note says so" "0 inserted, 0 updated, 0 deleted, $(q "SELECT count(*) FROM snap_sc") unchanged" "$(field rc0 note)"
+check "…restore_history per table" "0|0|0|$(q "SELECT count(*) FROM orders WHERE user_id = '$U'")|f" \
+  "$(q "SELECT concat_ws('|', changes->'orders'->>'inserted', changes->'orders'->>'updated', changes->'orders'->>'deleted', changes->'orders'->>'unchanged', dry_run) FROM restore_history WHERE job_id = 'rc0'")"
+q "UPDATE orders SET notes = 'changed' WHERE id IN (SELECT id FROM orders WHERE user_id = '$U' ORDER BY id LIMIT 3);
+   DELETE FROM order_items WHERE id IN (SELECT i.id FROM order_items i JOIN orders o ON o.id = i.order_id WHERE o.user_id = '$U' ORDER BY i.id LIMIT 2);
+   INSERT INTO orders (user_id, number, total) VALUES ('$U', 888888, 8.88)" >/dev/null
+q "DELETE FROM snap_xm WHERE id IN (SELECT id FROM orders WHERE user_id = '$U' AND notes = 'changed')" >/dev/null
+tables_of() { # JOB: orders updated, orders deleted, order_items inserted
+  field "$1" result | jq -r '"\(.tables.orders.updated) \(.tables.orders.deleted) \(.tables.order_items.inserted)"'
+}
+expect "a preview (dry_run=true) completes" restore rcd "$BC" dry_run true
+check "…it counts 3 orders updated, 1 deleted, 2 items inserted" "3 1 2" "$(tables_of rcd)"
+check "…and says it wrote nothing" "dry run, nothing written: would have 2 inserted, 3 updated, 1 deleted" "$(field rcd note | sed 's/, [0-9]* unchanged$//')"
+check "…nothing was written" "1 3" "$(q "SELECT count(*) FROM orders WHERE user_id = '$U' AND number = 888888") $(q "SELECT count(*) FROM orders WHERE user_id = '$U' AND notes = 'changed'")"
+check "…restore_history: a dry run" t "$(q "SELECT dry_run FROM restore_history WHERE job_id = 'rcd'")"
+out=$(env REDIS_PREFIX=$P "$CTL" restore "$BC" --dry-run --wait --json --timeout 60); rc=$?
+check "backupctl restore --dry-run: exit 0, the same counts" "0 true 3 1 2" \
+  "$rc $(jq -r '"\(.result.dry_run) \(.result.tables.orders.updated) \(.result.tables.orders.deleted) \(.result.tables.order_items.inserted)"' <<<"$out")"
+check "…still nothing written" 1 "$(q "SELECT count(*) FROM orders WHERE user_id = '$U' AND number = 888888")"
+expect "the restore itself completes" restore rc1 "$BC"
+check "…with the counts the preview gave" "3 1 2" "$(tables_of rc1)"
+check "…every row of every table identical" none "$(differs sc)"
+check "…the untouched rows not rewritten" 0 "$(new_versions)"
+stop_worker wc
+
+q "DROP TABLE IF EXISTS snap_s0, snap_s1, snap_s2, snap_s3, snap_sz, snap_sc, snap_xm, snap_now, snap_before" >/dev/null
 echo "test_restore: $passed passed, $fails failed"
 [ "$fails" -eq 0 ]

@@ -93,11 +93,26 @@ static void test_restore_sql_is_typed(void **state) {
     buf_reset(&sql);
     /* products is not in this scope: its foreign key is left to the database */
     assert_int_equal(scope_restore_ref_count(s, items), 0);
-    scope_restore_upsert_sql(s, items, &sql);
+    scope_restore_upsert_sql(s, items, 0, &sql);
     assert_non_null(strstr(sql.data, "DO UPDATE SET"));
+    /* only rows that are new or differ are written, compared as text without backup_xid */
+    assert_non_null(strstr(sql.data, "x.\"id\" IS NULL OR ROW(x.\"id\""));
+    assert_non_null(strstr(sql.data, ")::text IS DISTINCT FROM ROW(r.\"id\""));
+    assert_null(strstr(sql.data, "x.\"backup_xid\""));
+    assert_non_null(strstr(sql.data, "RETURNING (xmax = 0)"));
     assert_non_null(strstr(sql.data,
                            "WHERE EXISTS (SELECT 1 FROM \"orders\" WHERE \"orders\".\"id\" "
                            "= x.\"order_id\" AND \"user_id\" = "));
+    buf_reset(&sql);
+    scope_restore_upsert_sql(s, items, 1, &sql); /* a dry run: counted, nothing written */
+    assert_null(strstr(sql.data, "INSERT"));
+    assert_non_null(strstr(sql.data, "count(*) FILTER (WHERE _bw_new)"));
+    buf_reset(&sql);
+    scope_restore_delete_sql(s, items, 1, &sql);
+    assert_non_null(strstr(sql.data, "SELECT count(*) FROM \"order_items\" WHERE "));
+    buf_reset(&sql);
+    scope_restore_delete_sql(s, items, 0, &sql);
+    assert_non_null(strstr(sql.data, "DELETE FROM \"order_items\" WHERE "));
     buf_free(&sql);
     scope_free(s);
 

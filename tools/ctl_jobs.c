@@ -69,8 +69,11 @@ static void print_json(const Job *j, const char *jid) {
             continue;
         buf_puts(&b, ",\"");
         buf_json_escape(&b, k, strlen(k));
+        size_t vn = strlen(v);
         if (all_digits(v)) {
             buf_printf(&b, "\":%s", v);
+        } else if (strcmp(k, "result") == 0 && vn >= 2 && v[0] == '{' && v[vn - 1] == '}') {
+            buf_printf(&b, "\":%s", v); /* the worker's JSON document, as it wrote it */
         } else {
             buf_puts(&b, "\":\"");
             buf_json_escape(&b, v, strlen(v));
@@ -361,21 +364,22 @@ int ctl_jobs_has(const char *command) {
 }
 
 static int usage(void) {
-    fprintf(stderr,
-            "Usage: backupctl backup USER [--incremental|--differential]\n"
-            "       backupctl restore BACKUP_ID [--tables a,b] [--from primary|replica] |\n"
-            "                 restore --key S3_KEY [--from primary|replica]\n"
-            "       backupctl verify BACKUP_ID | verify --user USER\n"
-            "       backupctl cleanup USER [--retention-days N] [--requested-by USER] | "
-            "cleanup --all [--retention-days N]\n"
-            "         job options: --wait | --no-wait (default: wait on a terminal), --json,\n"
-            "                      --timeout SECONDS, --job-id ID\n"
-            "       backupctl wait JOB_ID [--json] [--timeout SECONDS]\n"
-            "       backupctl status JOB_ID\n"
-            "       backupctl list USER [--s3 [--replica]] [--json]\n"
-            "       backupctl stats [USER] [--json]\n"
-            "       backupctl schedule [--dry-run] [--json]\n"
-            "       backupctl migrate [--dir DIR]\n");
+    fprintf(
+        stderr,
+        "Usage: backupctl backup USER [--incremental|--differential]\n"
+        "       backupctl restore BACKUP_ID [--tables a,b] [--from primary|replica] [--dry-run] |\n"
+        "                 restore --key S3_KEY [--from primary|replica]\n"
+        "       backupctl verify BACKUP_ID | verify --user USER\n"
+        "       backupctl cleanup USER [--retention-days N] [--requested-by USER] | "
+        "cleanup --all [--retention-days N]\n"
+        "         job options: --wait | --no-wait (default: wait on a terminal), --json,\n"
+        "                      --timeout SECONDS, --job-id ID\n"
+        "       backupctl wait JOB_ID [--json] [--timeout SECONDS]\n"
+        "       backupctl status JOB_ID\n"
+        "       backupctl list USER [--s3 [--replica]] [--json]\n"
+        "       backupctl stats [USER] [--json]\n"
+        "       backupctl schedule [--dry-run] [--json]\n"
+        "       backupctl migrate [--dir DIR]\n");
     return 2;
 }
 
@@ -487,8 +491,12 @@ int ctl_jobs_main(const Config *cfg, const char *command, int argc, char **argv)
             user_of(id, user);
         }
         default_job_id(&o, "restore");
-        const char *fv[9] = {"type", "restore", "user_id", user, "backup_id", id};
+        const char *fv[11] = {"type", "restore", "user_id", user, "backup_id", id};
         int n = 6;
+        if (dry_run) { /* a preview: the counts of what would change, nothing written */
+            fv[n++] = "dry_run";
+            fv[n++] = "true";
+        }
         if (from) { /* primary: that copy alone, no fallback */
             fv[n++] = "from";
             fv[n++] = from;

@@ -69,6 +69,8 @@ void job_set_backup_id(Job *job, const char *backup_id);
 void job_set_rows_total(Job *job, uint64_t rows_total);
 /* A remark recorded with a success (status hash and event field `note`). */
 void job_set_note(Job *job, const char *note);
+/* A JSON document recorded with a success (status hash and event field `result`; copied). */
+void job_set_result(Job *job, const char *json);
 /* Enqueue another job (field/value pairs, n strings), as XADD {prefix}:jobs * does; fire and
  * forget: a failure is logged, and whatever the job was to do must be found again by a
  * backfill (the caller records what is due before it enqueues). */

@@ -171,7 +171,7 @@ typedef struct {
 static const TypeFields type_fields[] = {
     {"ping", 0, "user_id"},
     {"backup", 0, "user_id mode"},
-    {"restore", 0, "user_id backup_id tables from"},
+    {"restore", 0, "user_id backup_id tables from dry_run"},
     {"verify", 0, "user_id backup_id from"},
     {"cleanup", 0, "user_id retention_days scope"},
     {"replicate", 0, "user_id backup_id"},
@@ -265,6 +265,10 @@ static int decode_fields(JobSpec *spec, const JobField *fields, size_t n, const 
             if (!value_is(f, "primary") && !value_is(f, "replica"))
                 return bad_value(err, f, "is not primary or replica");
             copy_value(spec->from, sizeof(spec->from), f);
+        } else if (is(f, "dry_run")) {
+            if (!value_is(f, "true") && !value_is(f, "false"))
+                return bad_value(err, f, "is not true or false");
+            spec->dry_run = value_is(f, "true");
         } else if (is(f, "tables")) {
             if (tables_field(spec, f, err) != 0)
                 return -1;

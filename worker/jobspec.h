@@ -36,6 +36,7 @@ typedef struct {
     char backup_id[JOBSPEC_ID_MAX + 1];
     char tables[JOBSPEC_TABLES_MAX][64]; /* restore: selected tables, validated names */
     int ntables;
+    int dry_run;        /* restore: count what would change, write nothing */
     char from[16];      /* restore, verify: "replica" forces the replica's copy, "primary" the
                          * primary's alone (no fallback); "": primary, then the replica's */
     int retention_days; /* cleanup: 0 = the configured default */

@@ -85,6 +85,7 @@ int call_batch(Queue *q, Job **jobs, int n, QScript s, QArgs *extra,
 
 static void job_free(Job *job) {
     qargs_free(&job->fields);
+    free(job->result_json);
     free(job);
 }
 
@@ -204,6 +205,7 @@ void on_flush(uv_check_t *h) {
             qargs_fmt(&a, "%llu", (unsigned long long)job->rows);
             qargs_fmt(&a, "%llu", (unsigned long long)job->bytes);
             qargs_fmt(&a, "%d", job->attempt);
+            qargs_str(&a, job->result_json ? job->result_json : "");
             /* the original fields: a retry is re-enqueued from them, a dead letter keeps them */
             int with_fields = strcmp(job->outcome, "completed") != 0;
             qargs_fmt(&a, "%d", with_fields ? job->fields.n : 0);
@@ -409,6 +411,11 @@ void job_enqueue(Job *job, const char *const *fv, int n) {
         free(w);
     }
     free(argv);
+}
+
+void job_set_result(Job *job, const char *json) {
+    free(job->result_json);
+    job->result_json = json ? xstrdup(json) : NULL;
 }
 
 void job_set_note(Job *job, const char *note) {

@@ -62,7 +62,8 @@ struct Job {
     int progress_dirty, progress_inflight, renew_inflight;
     uint64_t progress_sent_ms, finish_next_ms;
     char backup_id[JOBSPEC_ID_MAX + 1];
-    char note[256]; /* said with a success (the status hash's `note`) */
+    char note[256];    /* said with a success (the status hash's `note`) */
+    char *result_json; /* the same, a JSON document (the status hash's `result`), or NULL */
     void *data;
     int cancelled, lost, handed_back, finish_tries;
     const char *outcome;   /* completed, retry, wait (an outage: not an attempt) or dead */

@@ -457,9 +457,10 @@ const char *scope_restore_ref_sql(const Scope *s, int i, int k, const unsigned c
     return c->name;
 }
 
-void scope_restore_delete_sql(const Scope *s, int i, Buf *sql) {
+void scope_restore_delete_sql(const Scope *s, int i, int count_only, Buf *sql) {
     const Table *t = &s->t[i];
-    buf_printf(sql, "DELETE FROM \"%s\" WHERE ", t->name);
+    buf_printf(sql, count_only ? "SELECT count(*) FROM \"%s\" WHERE " : "DELETE FROM \"%s\" WHERE ",
+               t->name);
     user_filter(s, t, sql);
     buf_printf(sql,
                " AND NOT EXISTS (SELECT 1 FROM _bw_final f WHERE f.tbl = '%s' AND f.k = "
@@ -467,29 +468,43 @@ void scope_restore_delete_sql(const Scope *s, int i, Buf *sql) {
                t->name, t->name, t->key);
 }
 
-void scope_restore_upsert_sql(const Scope *s, int i, Buf *sql) {
-    const Table *t = &s->t[i];
-    buf_printf(sql, "INSERT INTO \"%s\" AS x (", t->name);
+/* The columns restored (all but backup_xid, which the stamp trigger owns), each after prefix. */
+static void restored_cols(const Table *t, const char *prefix, Buf *sql) {
     int first = 1;
     for (int c = 0; c < t->ncols; c++) {
         if (strcmp(t->cols[c].name, "backup_xid") == 0)
             continue;
-        buf_printf(sql, "%s\"%s\"", first ? "" : ", ", t->cols[c].name);
+        buf_printf(sql, "%s%s\"%s\"", first ? "" : ", ", prefix, t->cols[c].name);
         first = 0;
     }
-    buf_puts(sql, ") SELECT ");
-    first = 1;
-    for (int c = 0; c < t->ncols; c++) {
-        if (strcmp(t->cols[c].name, "backup_xid") == 0)
-            continue;
-        buf_printf(sql, "%sr.\"%s\"", first ? "" : ", ", t->cols[c].name);
-        first = 0;
-    }
+}
+
+void scope_restore_upsert_sql(const Scope *s, int i, int dry_run, Buf *sql) {
+    const Table *t = &s->t[i];
+    /* w: the staged rows to write, those that are new or differ from the row in place; rows are
+     * compared as text (every type has an output function, json has no equality), so a value
+     * that prints differently (1.0 and 1.00) is written back exactly as it was */
     buf_printf(sql,
-               " FROM _bw_final f CROSS JOIN LATERAL jsonb_populate_record(NULL::\"%s\", f.j) r "
-               "WHERE f.tbl = '%s' ON CONFLICT (\"%s\") DO UPDATE SET ",
-               t->name, t->name, t->key);
-    first = 1;
+               "WITH w AS (SELECT r.*, x.\"%s\" IS NULL AS _bw_new FROM _bw_final f CROSS JOIN "
+               "LATERAL jsonb_populate_record(NULL::\"%s\", f.j) r LEFT JOIN \"%s\" x ON "
+               "x.\"%s\" = r.\"%s\" WHERE f.tbl = '%s' AND (x.\"%s\" IS NULL OR ROW(",
+               t->key, t->name, t->name, t->key, t->key, t->name, t->key);
+    restored_cols(t, "x.", sql);
+    buf_puts(sql, ")::text IS DISTINCT FROM ROW(");
+    restored_cols(t, "r.", sql);
+    buf_puts(sql, ")::text))");
+    if (dry_run) {
+        buf_puts(sql, " SELECT count(*), count(*) FILTER (WHERE _bw_new), "
+                      "count(*) FILTER (WHERE NOT _bw_new) FROM w");
+        return;
+    }
+    buf_printf(sql, ", u AS (INSERT INTO \"%s\" AS x (", t->name);
+    restored_cols(t, "", sql);
+    buf_puts(sql, ") SELECT ");
+    restored_cols(t, "", sql);
+    /* a row deleted since w was read (a foreign key's cascade) comes back as an insert */
+    buf_printf(sql, " FROM w ON CONFLICT (\"%s\") DO UPDATE SET ", t->key);
+    int first = 1;
     for (int c = 0; c < t->ncols; c++) {
         if (strcmp(t->cols[c].name, "backup_xid") == 0 || strcmp(t->cols[c].name, t->key) == 0)
             continue;
@@ -511,6 +526,9 @@ void scope_restore_upsert_sql(const Scope *s, int i, Buf *sql) {
         user_filter(s, p, sql);
         buf_puts(sql, ")");
     }
+    /* inserted rows have no xmax; a row updated on conflict has the updater's */
+    buf_puts(sql, " RETURNING (xmax = 0) AS ins) SELECT (SELECT count(*) FROM w), "
+                  "count(*) FILTER (WHERE ins), count(*) FILTER (WHERE NOT ins) FROM u");
 }
 
 void scope_restore_foreign_sql(const Scope *s, int i, Buf *sql) {

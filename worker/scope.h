@@ -93,12 +93,15 @@ int scope_restore_ref_count(const Scope *s, int i);
  * database. Returns the column's name. */
 const char *scope_restore_ref_sql(const Scope *s, int i, int k, const unsigned char *selected,
                                   Buf *sql);
-/* DELETE the user's rows of table i that are not staged. */
-void scope_restore_delete_sql(const Scope *s, int i, Buf *sql);
+/* DELETE the user's rows of table i that are not staged (count_only: count them). */
+void scope_restore_delete_sql(const Scope *s, int i, int count_only, Buf *sql);
 /* The staged rows of table i whose key is a row of another user. */
 void scope_restore_foreign_sql(const Scope *s, int i, Buf *sql);
-/* INSERT the staged rows of table i, updating rows with the same key only when they are the
- * user's (through the user column or the parent row; the affected count then falls short). */
-void scope_restore_upsert_sql(const Scope *s, int i, Buf *sql);
+/* Write the staged rows of table i that are new or differ from the row with their key (the
+ * others are not touched: no trigger, no new tuple, no WAL), updating a row only when it is the
+ * user's (through the user column or the parent row). One row back: the rows to write, those
+ * inserted, those updated (short of the first when a row was not the user's). dry_run: write
+ * nothing; the same row, planned (to write, new, differing). */
+void scope_restore_upsert_sql(const Scope *s, int i, int dry_run, Buf *sql);
 
 #endif

@@ -18,10 +18,13 @@
  *             deletions apply before its rows), ownership checked (every row is
  *             the user's; a child's parent is restored too or is the user's)
  *   APPLY     per table: delete the user's rows that are not in the backup
- *             (children first), then upsert the rest (parents first), updating only
- *             rows that are the user's; an affected count that falls short means a
- *             key of someone else's row, and everything rolls back
- *   COMMIT    and the history row says what was restored.
+ *             (children first), then write the rows that are new or differ (parents
+ *             first; a row equal to the backup's is not touched: no trigger, no new
+ *             tuple, no WAL), updating only rows that are the user's; a write count
+ *             that falls short means a key of someone else's row, and everything
+ *             rolls back. dry_run: the same counted, nothing written
+ *   COMMIT    (dry_run: ROLLBACK) and the history row and the job's result say, per
+ *             table, the rows inserted, updated, deleted and unchanged.
  */
 #include "jobs.h"
 
@@ -78,7 +81,7 @@ typedef struct {
     unsigned char dek[CRYPT_KEY_LEN]; /* and the data key it opens, before any read */
 } Step;
 
-typedef enum { SQ_EXEC, SQ_COUNTS, SQ_CHECK, SQ_UPSERT } SqlKind;
+typedef enum { SQ_EXEC, SQ_COUNTS, SQ_CHECK, SQ_DELETE, SQ_UPSERT } SqlKind;
 
 typedef struct {
     char *sql;
@@ -95,9 +98,10 @@ typedef struct {
     int nsteps, si, ki;
     char fallback[ERR_MSG_MAX]; /* why a primary copy was not used */
     Scope *scope;
-    unsigned char *selected; /* per scope table */
-    uint64_t *expected;      /* staged final rows per table */
-    uint64_t *restored;      /* rows written per table */
+    unsigned char *selected;   /* per scope table */
+    uint64_t *expected;        /* staged final rows per table */
+    uint64_t *restored;        /* rows in place per table once restored (written or unchanged) */
+    uint64_t *ins, *upd, *del; /* per table: inserted, updated, deleted (dry_run: would be) */
     Stmt *stmts;
     int nstmts, qi;
     /* one step's stream */
@@ -131,12 +135,46 @@ static void counts_json(const Restore *r, const uint64_t *counts, Buf *out) {
     buf_puts(out, "}");
 }
 
+/* Per table: {"orders":{"inserted":1,"updated":2,"deleted":3,"unchanged":4},...}; the sums. */
+static void changes_json(const Restore *r, Buf *out, uint64_t sum[4]) {
+    buf_puts(out, "{");
+    int first = 1;
+    for (int i = 0; i < scope_count(r->scope); i++) {
+        if (!r->selected[i])
+            continue;
+        uint64_t same = r->expected[i] - r->ins[i] - r->upd[i];
+        buf_printf(out,
+                   "%s\"%s\":{\"inserted\":%" PRIu64 ",\"updated\":%" PRIu64 ",\"deleted\":%" PRIu64
+                   ",\"unchanged\":%" PRIu64 "}",
+                   first ? "" : ",", scope_table(r->scope, i), r->ins[i], r->upd[i], r->del[i],
+                   same);
+        sum[0] += r->ins[i], sum[1] += r->upd[i], sum[2] += r->del[i], sum[3] += same;
+        first = 0;
+    }
+    buf_puts(out, "}");
+}
+
 static void on_committed(JobRt *rt, Restore *r) {
-    uint64_t total = 0;
+    uint64_t total = 0, sum[4] = {0, 0, 0, 0};
     for (int i = 0; i < scope_count(r->scope); i++)
         total += r->restored[i];
-    log_info(job_log_id(jobrt_job(rt)), "restored %s (%d backup%s): %" PRIu64 " rows",
-             r->spec->backup_id, r->nsteps, r->nsteps > 1 ? "s" : "", total);
+    Buf changes = BUF_INIT, result = BUF_INIT;
+    changes_json(r, &changes, sum);
+    int dry = r->spec->dry_run;
+    char what[256];
+    snprintf(what, sizeof(what),
+             "%s%" PRIu64 " inserted, %" PRIu64 " updated, %" PRIu64 " deleted, %" PRIu64
+             " unchanged",
+             dry ? "dry run, nothing written: would have " : "", sum[0], sum[1], sum[2], sum[3]);
+    log_info(job_log_id(jobrt_job(rt)), "%s %s (%d backup%s): %" PRIu64 " rows; %s",
+             dry ? "dry run of" : "restored", r->spec->backup_id, r->nsteps,
+             r->nsteps > 1 ? "s" : "", total, what);
+    buf_printf(&result,
+               "{\"dry_run\":%s,\"inserted\":%" PRIu64 ",\"updated\":%" PRIu64
+               ",\"deleted\":%" PRIu64 ",\"unchanged\":%" PRIu64 ",\"tables\":%s}",
+               dry ? "true" : "false", sum[0], sum[1], sum[2], sum[3], changes.data);
+    job_set_result(jobrt_job(rt), result.data);
+    job_set_note(jobrt_job(rt), what);
     job_progress(jobrt_job(rt), "done", 100, total, r->bytes);
     Buf chain = BUF_INIT, counts = BUF_INIT;
     buf_puts(&chain, "{");
@@ -153,20 +191,23 @@ static void on_committed(JobRt *rt, Restore *r) {
     const char *source = replica == 0 ? "primary" : replica == r->nsteps ? "replica" : "mixed";
     if (replica) {
         char note[ERR_MSG_MAX + 64];
-        snprintf(note, sizeof(note), "read from the replica%s%.400s", r->fallback[0] ? ": " : "",
-                 r->fallback);
+        snprintf(note, sizeof(note), "read from the replica%s%.300s; %.200s",
+                 r->fallback[0] ? ": " : "", r->fallback, what);
         job_set_note(jobrt_job(rt), note);
         log_info(job_log_id(jobrt_job(rt)), "%d of %d backup%s read from the replica", replica,
                  r->nsteps, r->nsteps > 1 ? "s" : "");
     }
-    const char *v[] = {r->spec->job_id, chain.data, counts.data, ms, source};
+    const char *v[] = {r->spec->job_id, chain.data,   counts.data,           ms,
+                       source,          changes.data, dry ? "true" : "false"};
     query(rt, r, ST_RECORD, 0,
           "UPDATE restore_history SET status = 'completed', chain = $2::text[], "
           "row_counts = $3::jsonb, error = NULL, finished_at = now(), duration_ms = $4, "
-          "source = $5 WHERE job_id = $1",
-          5, v);
+          "source = $5, changes = $6::jsonb, dry_run = $7::boolean WHERE job_id = $1",
+          7, v);
     buf_free(&chain);
     buf_free(&counts);
+    buf_free(&changes);
+    buf_free(&result);
 }
 
 /* ---- FINAL and APPLY: one statement after the other ---- */
@@ -235,14 +276,15 @@ static void build_stmts(Restore *r) {
             add_stmt(r, SQ_CHECK, i, &sql, msg);
         }
     }
+    int dry = r->spec->dry_run;
     for (int i = n - 1; i >= 0; i--) /* children first */
         if (r->selected[i]) {
-            scope_restore_delete_sql(s, i, &sql);
-            add_stmt(r, SQ_EXEC, i, &sql, NULL);
+            scope_restore_delete_sql(s, i, dry, &sql);
+            add_stmt(r, SQ_DELETE, i, &sql, NULL);
         }
     for (int i = 0; i < n; i++) /* parents first */
         if (r->selected[i]) {
-            scope_restore_upsert_sql(s, i, &sql);
+            scope_restore_upsert_sql(s, i, dry, &sql);
             add_stmt(r, SQ_UPSERT, i, &sql, NULL);
         }
     buf_free(&sql);
@@ -250,8 +292,8 @@ static void build_stmts(Restore *r) {
 
 static void run_stmt(JobRt *rt, Restore *r) {
     if (r->qi == r->nstmts) {
-        progress(rt, r, "committing", 99);
-        query(rt, r, ST_COMMIT, JRT_END, "COMMIT", 0, NULL);
+        progress(rt, r, r->spec->dry_run ? "rolling back (dry run)" : "committing", 99);
+        query(rt, r, ST_COMMIT, JRT_END, r->spec->dry_run ? "ROLLBACK" : "COMMIT", 0, NULL);
         return;
     }
     Stmt *st = &r->stmts[r->qi];
@@ -283,16 +325,23 @@ static void on_stmt(JobRt *rt, Restore *r, PGresult *res) {
             return;
         }
         break;
+    case SQ_DELETE:
+        r->del[st->table] =
+            strtoull(r->spec->dry_run ? PQgetvalue(res, 0, 0) : PQcmdTuples(res), NULL, 10);
+        break;
     case SQ_UPSERT: {
-        uint64_t n = strtoull(PQcmdTuples(res), NULL, 10);
-        r->restored[st->table] = n;
-        if (n != r->expected[st->table]) {
+        int i = st->table;
+        uint64_t want = strtoull(PQgetvalue(res, 0, 0), NULL, 10);
+        r->ins[i] = strtoull(PQgetvalue(res, 0, 1), NULL, 10);
+        r->upd[i] = strtoull(PQgetvalue(res, 0, 2), NULL, 10);
+        if (r->ins[i] + r->upd[i] != want || want > r->expected[i]) {
             jobrt_failf(rt, ERR_PERMANENT, ERR_CODE_INVALID,
                         "backup holds %" PRIu64 " %s rows whose keys belong to rows of another "
                         "user: refusing to restore",
-                        r->expected[st->table] - n, scope_table(r->scope, st->table));
+                        want - r->ins[i] - r->upd[i], scope_table(r->scope, i));
             return;
         }
+        r->restored[i] = r->expected[i];
         break;
     }
     }
@@ -502,6 +551,9 @@ static void on_scope(JobRt *rt, Restore *r, PGresult *res) {
     r->selected = xcalloc((size_t)n, 1);
     r->expected = xcalloc((size_t)n, sizeof(uint64_t));
     r->restored = xcalloc((size_t)n, sizeof(uint64_t));
+    r->ins = xcalloc((size_t)n, sizeof(uint64_t));
+    r->upd = xcalloc((size_t)n, sizeof(uint64_t));
+    r->del = xcalloc((size_t)n, sizeof(uint64_t));
     for (int i = 0; i < n; i++)
         r->selected[i] = r->spec->ntables == 0;
     for (int t = 0; t < r->spec->ntables; t++) {
@@ -787,6 +839,9 @@ static void restore_release(void *st) {
     free(r->selected);
     free(r->expected);
     free(r->restored);
+    free(r->ins);
+    free(r->upd);
+    free(r->del);
 }
 
 static const JobRtOps ops = {sizeof(Restore), restore_step, restore_record, restore_release};
