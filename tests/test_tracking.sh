@@ -5,6 +5,10 @@
 # deletions leave tombstones that name their user or parent; what the base
 # saw is not selected again; web-tier users cannot read tombstones; the COPY
 # statements `backupctl scope --sql` prints read exactly one user's rows.
+# 014's cheaper triggers: inserts stamped by the column default (the stamp
+# trigger's WHEN skips them), statement-level tombstones (one per deleted row,
+# cascades included), an insert bringing its own stamp corrected, and a row
+# moved to another user leaves a tombstone for its old owner.
 set -uo pipefail
 CTL=$1
 : "${DATABASE_URL:?run through tools/devenv test}"
@@ -103,6 +107,35 @@ check "numeric keeps its digits (5.50, not 5.5)" 1 "$(copy_of order_items | grep
 check "COPY for another user reads none of these" 0 \
   "$(copy_of orders dddddddd-0000-4000-8000-0000000000ff | wc -l)"
 
-q "DELETE FROM profiles WHERE id = '$U'; DELETE FROM backup_tombstones WHERE user_id = '$U' OR parent_id = '$GONE'" >/dev/null
+# 014: cheaper triggers, the same contract
+check "the stamp trigger is skipped when the default already stamped the row (a WHEN clause)" "t" \
+  "$(q "SELECT tgqual IS NOT NULL FROM pg_trigger WHERE tgname = 'orders_backup_stamp'")"
+check "tombstones: one trigger per statement, reading its transition table" "0 backup_old" \
+  "$(q "SELECT (tgtype & 1)::text || ' ' || tgoldtable FROM pg_trigger WHERE tgname = 'orders_backup_tombstone'")"
+check "an insert bringing its own stamp gets the writer's" "t" \
+  "$(q "INSERT INTO orders (user_id, number, total, backup_xid) VALUES ('$U', 40, 1, '1') RETURNING backup_xid = pg_current_xact_id()")"
+q "INSERT INTO orders (user_id, number, total) SELECT '$U', 1000 + g, g FROM generate_series(1, 50) g" >/dev/null
+q "INSERT INTO order_items (order_id, quantity, unit_price) SELECT id, 1, 1 FROM orders WHERE user_id = '$U' AND number > 1000" >/dev/null
+q "DELETE FROM backup_tombstones WHERE user_id = '$U' OR parent_id IN (SELECT id FROM orders WHERE user_id = '$U')" >/dev/null
+q "DELETE FROM orders WHERE user_id = '$U' AND number > 1000" >/dev/null # its items go by cascade
+check "a bulk delete: one tombstone per order, in one statement" 50 \
+  "$(q "SELECT count(*) FROM backup_tombstones WHERE table_name = 'orders' AND user_id = '$U'")"
+check "…and one per item the cascade deleted, naming its order" 50 \
+  "$(q "SELECT count(*) FROM backup_tombstones t WHERE table_name = 'order_items' AND parent_id::text = ANY (SELECT row_id FROM backup_tombstones WHERE table_name = 'orders' AND user_id = '$U')")"
+V=cccccccc-0000-4000-8000-00000000000d
+q "DELETE FROM profiles WHERE id = '$V'; INSERT INTO profiles (id, email, full_name) VALUES ('$V', 'track2@example.com', 'Track 2')" >/dev/null
+MOVED=$(q "INSERT INTO orders (user_id, number, total) VALUES ('$U', 50, 5) RETURNING id")
+q "UPDATE orders SET total = 6 WHERE id = '$MOVED'" >/dev/null
+check "an update that keeps the owner leaves no tombstone" 0 "$(q "SELECT count(*) FROM backup_tombstones WHERE row_id = '$MOVED'")"
+q "UPDATE orders SET user_id = '$V' WHERE id = '$MOVED'" >/dev/null
+check "a row moved to another user: a tombstone for its old owner" "$U" \
+  "$(q "SELECT user_id FROM backup_tombstones WHERE table_name = 'orders' AND row_id = '$MOVED'")"
+ITEM2=$(q "INSERT INTO order_items (order_id, quantity, unit_price) VALUES ('$OLD', 1, 1) RETURNING id")
+q "UPDATE order_items SET order_id = '$MOVED' WHERE id = '$ITEM2'" >/dev/null
+check "an item moved to another order: a tombstone naming the old order" "$OLD" \
+  "$(q "SELECT parent_id FROM backup_tombstones WHERE table_name = 'order_items' AND row_id = '$ITEM2'")"
+q "DELETE FROM profiles WHERE id = '$V'; DELETE FROM backup_tombstones WHERE user_id = '$V' OR row_id = '$MOVED'" >/dev/null
+
+q "DELETE FROM profiles WHERE id = '$U'; DELETE FROM backup_tombstones WHERE user_id = '$U' OR parent_id = '$GONE' OR parent_id = '$OLD'" >/dev/null
 echo "test_tracking: $passed passed, $fails failed"
 [ $fails = 0 ]

@@ -108,3 +108,6 @@ awk -v size="$size" -v names="${NAMES[*]}" '
       printf "%-14s %24.2f s %14.2f s %14.2f\n", nm[i + 1], median(w[i]), median(a[i]), median(r[i])
   }' "$tmp/figures"
 rc EVAL "for _, k in ipairs(redis.call('KEYS', ARGV[1] .. '*')) do redis.call('DEL', k) end" 0 "rb$$-" >/dev/null
+# the records of backups whose objects live in this run's buckets go (a later restore.sh
+# takes the tenant's newest full backup, which must be in S3_BUCKET)
+q "DELETE FROM backup_metadata WHERE job_id LIKE 'rb$$-%'" >/dev/null

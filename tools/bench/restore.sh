@@ -5,7 +5,7 @@
 # beforehand with COPY TO; not timed). Both end in the same state. The worker restores in
 # three situations, each from the same backup:
 #   intact    nothing differs from the backup (right after psql put the rows back)
-#   1%        1 % of the orders changed and 1 % of the items deleted
+#   1pct      1 % of the orders changed and 1 % of the items deleted
 #   orders    the tenant's orders and items deleted
 # Prints wall times, what the restore changed, and the ratios to psql; asserts nothing.
 #
@@ -78,7 +78,7 @@ restore() { # NAME: one restore of B, timed; appends "NAME seconds note" to the 
 restore intact
 q "UPDATE orders SET notes = coalesce(notes, '') || ' (changed)' WHERE user_id = '$U' AND number % 100 = 7;
    DELETE FROM order_items WHERE order_id IN (SELECT id FROM orders WHERE user_id = '$U' AND number % 100 = 11)" >/dev/null
-restore 1%
+restore 1pct
 q "DELETE FROM order_items WHERE order_id IN (SELECT id FROM orders WHERE user_id = '$U');
    DELETE FROM orders WHERE user_id = '$U'" >/dev/null
 restore orders
