@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# Change-tracking benchmark: what the application pays for exact incrementals. Three fresh
+# databases with the same schema (proto/sql), side by side in one run:
+#   none   no tracking (the stamp column stays, its default, triggers and tombstones go)
+#   004    the first tracking: a PL/pgSQL row trigger stamping every insert and update, and a
+#          row trigger per deleted row writing its tombstone from to_jsonb(OLD)
+#   014    the current one: inserts stamped by the column default, updates by the row
+#          trigger, tombstones by one statement-level trigger per DELETE (transition table)
+# 1. an OLTP mix with pgbench (a new order with three items, a status update, an item update,
+#    the order deleted with its items), ROUNDS x SECONDS on each database, alternating;
+#    the median transactions/s and its ratio to `none`
+# 2. a bulk delete of 100,000 orders with their 300,000 items (ON DELETE CASCADE), on each
+# Prints the figures; asserts nothing.
+#
+#   eval "$(tools/devenv env)"; tools/bench/tracking.sh [SECONDS] [ROUNDS] [CLIENTS]
+set -euo pipefail
+SECS=${1:-20}
+ROUNDS=${2:-3}
+CLIENTS=${3:-4}
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+: "${BW_ADMIN_DATABASE_URL:?eval \"\$(tools/devenv env)\" first}"
+PGBENCH=${PGBENCH:-$(command -v pgbench || echo /usr/lib/postgresql/15/bin/pgbench)}
+tmp=$(mktemp -d /tmp/bw-trackbench.XXXXXX)
+base=${BW_ADMIN_DATABASE_URL%/*}
+NAMES=(none 004 014)
+cleanup() {
+  for n in "${NAMES[@]}"; do psql -X -q "$BW_ADMIN_DATABASE_URL" -c "DROP DATABASE IF EXISTS bw_track_$n" 2>/dev/null || true; done
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+U=7bac0000-0000-4000-8000-000000000001
+BULK=7bac0000-0000-4000-8000-000000000002
+for n in "${NAMES[@]}"; do
+  psql -X -q "$BW_ADMIN_DATABASE_URL" -c "DROP DATABASE IF EXISTS bw_track_$n" -c "CREATE DATABASE bw_track_$n"
+  url=$base/bw_track_$n
+  for f in "$ROOT"/proto/sql/*.sql; do
+    [ "$n" = 004 ] && [[ $(basename "$f") > 014 ]] && continue # 004's triggers: before 014
+    psql -X -q -v ON_ERROR_STOP=1 "$url" -f "$f" >/dev/null 2>"$tmp/migrate.err" ||
+      { cat "$tmp/migrate.err" >&2; exit 1; }
+  done
+  if [ "$n" = none ]; then
+    psql -X -q -v ON_ERROR_STOP=1 "$url" >/dev/null <<'SQL'
+DO $$
+DECLARE t record; g record;
+BEGIN
+  FOR t IN SELECT table_name FROM backup_scope LOOP
+    FOR g IN SELECT tgname FROM pg_trigger WHERE tgrelid = t.table_name::regclass AND tgname LIKE '%backup%' LOOP
+      EXECUTE format('DROP TRIGGER %I ON %I', g.tgname, t.table_name);
+    END LOOP;
+    EXECUTE format('ALTER TABLE %I ALTER COLUMN backup_xid DROP DEFAULT', t.table_name);
+  END LOOP;
+END $$;
+SQL
+  fi
+  psql -X -q -v ON_ERROR_STOP=1 "$url" >/dev/null <<SQL
+INSERT INTO profiles (id, email, full_name) VALUES ('$U', 'oltp@example.com', 'OLTP'), ('$BULK', 'bulk@example.com', 'Bulk');
+INSERT INTO orders (user_id, number, total) SELECT '$U', g, g FROM generate_series(1, 10000) g;
+INSERT INTO order_items (order_id, quantity, unit_price) SELECT id, 1, 1 FROM orders, generate_series(1, 3);
+VACUUM ANALYZE;
+SQL
+done
+
+cat >"$tmp/mix.sql" <<SQL
+\\set n random(1, 1000000000)
+BEGIN;
+INSERT INTO orders (user_id, number, total) VALUES ('$U', :n, 10) RETURNING id AS oid \\gset
+INSERT INTO order_items (order_id, quantity, unit_price) VALUES (':oid', 1, 1), (':oid', 2, 2), (':oid', 3, 3);
+UPDATE orders SET status = 'confirmed' WHERE id = ':oid';
+UPDATE order_items SET quantity = quantity + 1 WHERE order_id = ':oid' AND quantity = 1;
+DELETE FROM orders WHERE id = ':oid';
+END;
+SQL
+for r in $(seq "$ROUNDS"); do
+  for n in "${NAMES[@]}"; do
+    tps=$("$PGBENCH" -n -f "$tmp/mix.sql" -c "$CLIENTS" -j 2 -T "$SECS" "$base/bw_track_$n" 2>&1 |
+      awk '/^tps/ {print $3; exit}')
+    echo "round $r $n: $tps tps"
+    echo "$r $n $tps" >>"$tmp/tps"
+  done
+done
+
+for n in "${NAMES[@]}"; do
+  url=$base/bw_track_$n
+  psql -X -q -v ON_ERROR_STOP=1 "$url" >/dev/null <<SQL
+INSERT INTO orders (user_id, number, total) SELECT '$BULK', g, g FROM generate_series(1, 100000) g;
+INSERT INTO order_items (order_id, quantity, unit_price) SELECT id, 1, 1 FROM orders o, generate_series(1, 3) WHERE o.user_id = '$BULK';
+VACUUM ANALYZE;
+SQL
+  t0=$(date +%s.%N)
+  psql -X -q -v ON_ERROR_STOP=1 "$url" -c "DELETE FROM orders WHERE user_id = '$BULK'" >/dev/null
+  t1=$(date +%s.%N)
+  tomb=$(psql -X -q -t -A "$url" -c "SELECT count(*) FROM backup_tombstones")
+  echo "$n $(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.2f", b - a}') $tomb" >>"$tmp/bulk"
+done
+echo
+awk 'FNR == NR { v[$2] = v[$2] " " $3; t[$1, $2] = $3; rounds[$1] = 1; next }
+  { bulk[$1] = $2; tomb[$1] = $3 }
+  function median(s,   a, n, i, j, t) {
+    n = split(s, a, " ")
+    for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
+    return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+  }
+  END {
+    printf "%-6s %14s %10s   %-30s %10s\n", "", "OLTP mix tps", "vs none", "bulk delete 100k orders+items", "vs none"
+    printf "%-6s %14s %10s\n", "", "(median)", "(median of per-round ratios)"
+    split("none 004 014", names, " ")
+    for (i = 1; i <= 3; i++) {
+      n = names[i]; rs = ""
+      for (r in rounds) rs = rs " " t[r, n] / t[r, "none"]
+      printf "%-6s %14.0f %9.1f%%   %27.2f s %9.2fx   (%d tombstones)\n", n, median(v[n]),
+        100 * (median(rs) - 1), bulk[n], bulk[n] / bulk["none"], tomb[n]
+    }
+  }' "$tmp/tps" "$tmp/bulk"
