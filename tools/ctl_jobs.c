@@ -72,7 +72,7 @@ static void print_json(const Job *j, const char *jid) {
         size_t vn = strlen(v);
         if (all_digits(v)) {
             buf_printf(&b, "\":%s", v);
-        } else if (strcmp(k, "result") == 0 && vn >= 2 && v[0] == '{' && v[vn - 1] == '}') {
+        } else if (strcmp(k, JS_RESULT) == 0 && vn >= 2 && v[0] == '{' && v[vn - 1] == '}') {
             buf_printf(&b, "\":%s", v); /* the worker's JSON document, as it wrote it */
         } else {
             buf_puts(&b, "\":\"");

@@ -17,6 +17,7 @@
 #define JS_BYTES       "bytes"
 #define JS_BACKUP_ID   "backup_id"
 #define JS_NOTE        "note"
+#define JS_RESULT      "result"
 #define JS_ERROR       "error"
 #define JS_ATTEMPTS    "attempts"
 #define JS_CREATED_AT  "created_at"
