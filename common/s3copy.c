@@ -125,10 +125,13 @@ static void on_single(const S3Result *res, const Err *err, void *data) {
         report(cp, NULL, err);
         return;
     }
-    char b64[64], hex[65] = "";
+    char b64[64], type[32], hex[65] = "";
     unsigned char raw[48];
     xml_field(res->body, "ChecksumSHA256", b64, sizeof(b64));
-    if (strlen(b64) == 44 && EVP_DecodeBlock(raw, (const unsigned char *)b64, 44) == 33) {
+    /* a digest of the parts' digests (a multipart source) is not the object's: read it back */
+    xml_field(res->body, "ChecksumType", type, sizeof(type));
+    if ((type[0] == 0 || strcmp(type, "FULL_OBJECT") == 0) && strlen(b64) == 44 &&
+        EVP_DecodeBlock(raw, (const unsigned char *)b64, 44) == 33) {
         for (int i = 0; i < 32; i++) /* 44 characters decode to 33 bytes: one is padding */
             snprintf(hex + 2 * i, 3, "%02x", raw[i]);
     }

@@ -595,7 +595,9 @@ static void on_server_copy(const char *sha256, const Err *err, void *data) {
         copy_end(c, NULL, err);
         return;
     }
-    if ((sha256 && sha256[0]) || c->expect_sha[0] == 0) { /* nothing to check it against */
+    /* the store's digest, when it is the one expected (or nothing is expected); a digest that
+     * differs is not taken on trust: the copy is read back and hashed before it is refused */
+    if (c->expect_sha[0] == 0 || (sha256 && strcmp(sha256, c->expect_sha) == 0)) {
         server_copied(c, sha256 ? sha256 : "", c->size);
         return;
     }

@@ -157,8 +157,9 @@ StorageCopy *storage_copy_new(Storage *from, Storage *to, const char *key, const
                               StorageCopyDoneCb done, void *data);
 /* The same done by the store itself (S3: CopyObject / UploadPartCopy), no byte through us, when
  * both stores are of one driver that can (NULL otherwise: stream it). size: the source's. The
- * copy's digest is the one the store computed, else the copy is read back and hashed; a copy
- * that is not expect_sha256 (or size) is deleted again and reported (ERR_CODE_INVALID). */
+ * copy's digest is the one the store computed when it equals expect_sha256; otherwise (none
+ * given, or another) the copy is read back and hashed, and a copy that is not expect_sha256 (or
+ * size) is deleted again and reported (ERR_CODE_INVALID). */
 StorageCopy *storage_copy_server_new(Storage *from, Storage *to, const char *key, uint64_t size,
                                      const char *content_type, const char *expect_sha256,
                                      StorageCopyDoneCb done, void *data);
