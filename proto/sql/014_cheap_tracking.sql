@@ -16,21 +16,8 @@
 --
 -- Converts 004's triggers in place (backup_track_all() again); idempotent.
 
--- A tombstone for the row's old owner (TG_ARGV: key column, user column, parent column).
-CREATE OR REPLACE FUNCTION backup_tombstone_moved() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
-DECLARE
-    old_row jsonb := to_jsonb(OLD);
-BEGIN
-    INSERT INTO backup_tombstones (table_name, row_id, user_id, parent_id)
-    VALUES (TG_TABLE_NAME,
-            old_row ->> TG_ARGV[0],
-            NULLIF(old_row ->> NULLIF(TG_ARGV[1], ''), '')::uuid,
-            NULLIF(old_row ->> NULLIF(TG_ARGV[2], ''), '')::uuid);
-    RETURN NULL;
-END
-$$;
-REVOKE ALL ON FUNCTION backup_tombstone_moved() FROM PUBLIC;
+-- A moved row's tombstone for its old owner comes from 004's backup_tombstone() (a row trigger's
+-- tombstone of OLD; an AFTER trigger's return value is ignored).
 
 CREATE OR REPLACE FUNCTION backup_track_all() RETURNS integer
 LANGUAGE plpgsql AS $$
@@ -75,7 +62,7 @@ BEGIN
         IF owner_col IS NOT NULL AND owner_col <> t.key_column THEN
             EXECUTE format('CREATE TRIGGER %I AFTER UPDATE OF %I ON %I FOR EACH ROW '
                            'WHEN (OLD.%I IS DISTINCT FROM NEW.%I) '
-                           'EXECUTE FUNCTION backup_tombstone_moved(%L, %L, %L)',
+                           'EXECUTE FUNCTION backup_tombstone(%L, %L, %L)',
                            t.table_name || '_backup_moved', owner_col, t.table_name, owner_col,
                            owner_col, t.key_column, coalesce(t.user_column, ''),
                            coalesce(t.parent_column, ''));
