@@ -15,7 +15,7 @@ static const char *const profile_cols[] = {"id", "email", NULL};
 static void add_cols(Scope *s, const char *table, const char *const *cols) {
     Err e;
     for (int i = 0; cols[i]; i++)
-        assert_int_equal(scope_add_column(s, table, cols[i], "uuid", "", "", &e), 0);
+        assert_int_equal(scope_add_column(s, table, cols[i], "uuid", "s=", "", "", &e), 0);
 }
 
 /* profiles <- orders <- order_items, added out of order on purpose */
@@ -68,36 +68,55 @@ static void test_restore_sql_is_typed(void **state) {
     (void)state;
     Scope *s = sample();
     Err e;
-    assert_int_equal(scope_add_column(s, "order_items", "product_id", "uuid", "products", "id", &e),
+    assert_int_equal(scope_add_column(s, "order_items", "product_id", "uuid", "s=", "products", "id", &e),
                      0);
     assert_int_equal(scope_check(s, &e), 0);
     int items = scope_find(s, "order_items"), orders = scope_find(s, "orders");
     Buf sql = BUF_INIT;
-    scope_restore_key_sql(s, "tbl", "j", 0, &sql);
-    assert_non_null(strstr(sql.data, "WHEN 'order_items' THEN ((j->>'id')::uuid)::text"));
+    /* staged in a table shaped like the target: values are parsed by their own types */
+    scope_stage_create_sql(s, items, 0, &sql);
+    assert_string_equal(sql.data, "CREATE TEMP TABLE _bw_f2 (LIKE \"order_items\") ON COMMIT DROP");
     buf_reset(&sql);
-    scope_restore_key_sql(s, "d.tbl", "d.j", 1, &sql);
-    assert_non_null(
-        strstr(sql.data, "CASE d.tbl WHEN 'profiles' THEN ((d.j #>> '{}')::uuid)::text"));
+    scope_stage_create_sql(s, items, 1, &sql);
+    assert_string_equal(sql.data, "CREATE TEMP TABLE _bw_s2 (LIKE \"order_items\", _bw_step int "
+                                  "NOT NULL) ON COMMIT DROP");
+    buf_reset(&sql);
+    assert_int_equal(scope_stage_alter_sql(s, items, 0, &sql), 0);
+    assert_int_equal(scope_stage_convert_sql(s, items, 0, &sql), 0);
+    scope_stage_copy_sql(s, items, 0, &sql); /* the stamp is not restored */
+    assert_string_equal(sql.data, "COPY _bw_f2 (\"id\", \"order_id\", \"quantity\", "
+                                  "\"product_id\") FROM STDIN");
+    buf_reset(&sql);
+    scope_stage_copy_sql(s, items, 1, &sql);
+    assert_non_null(strstr(sql.data, "\"product_id\", _bw_step) FROM STDIN"));
+    buf_reset(&sql);
+    /* a chain: the last state of each key; a deleted key is compared as the key's type */
+    scope_stage_final_sql(s, items, &sql);
+    assert_non_null(strstr(sql.data, "DISTINCT ON (s.\"id\")"));
+    assert_non_null(strstr(sql.data, "d.tbl = 2 AND d.step > s._bw_step AND (d.k)::uuid = s.\"id\""));
     buf_reset(&sql);
     scope_restore_foreign_sql(s, items, &sql);
-    assert_non_null(strstr(sql.data, "\"order_items\".\"id\" = (f.k)::uuid"));
-    assert_null(strstr(sql.data, "::text = f.k"));
+    assert_non_null(strstr(sql.data, "JOIN \"order_items\" ON \"order_items\".\"id\" = f.\"id\""));
+    assert_null(strstr(sql.data, "::text ="));
     buf_reset(&sql);
     scope_restore_owner_sql(s, orders, 0, &sql);
-    assert_non_null(strstr(sql.data, "(f.j->>'user_id')::uuid IS DISTINCT FROM "
+    assert_non_null(strstr(sql.data, "FROM _bw_f1 f WHERE f.\"user_id\" IS DISTINCT FROM "
                                      "(current_setting('backup.user_id'))::uuid"));
     buf_reset(&sql);
     scope_restore_owner_sql(s, items, 0, &sql);
-    assert_non_null(strstr(sql.data, "\"orders\".\"id\" = (f.j->>'order_id')::uuid"));
+    assert_non_null(strstr(sql.data, "\"orders\".\"id\" = f.\"order_id\""));
+    buf_reset(&sql);
+    scope_restore_owner_sql(s, items, 1, &sql);
+    assert_non_null(strstr(sql.data, "NOT EXISTS (SELECT 1 FROM _bw_f1 g WHERE g.\"id\" = "
+                                     "f.\"order_id\")"));
     buf_reset(&sql);
     /* products is not in this scope: its foreign key is left to the database */
     assert_int_equal(scope_restore_ref_count(s, items), 0);
     scope_restore_upsert_sql(s, items, 0, &sql);
     assert_non_null(strstr(sql.data, "DO UPDATE SET"));
-    /* only rows that are new or differ are written, compared as text without backup_xid */
+    /* only rows that are new or differ are written, compared as values without backup_xid */
     assert_non_null(strstr(sql.data, "x.\"id\" IS NULL OR ROW(x.\"id\""));
-    assert_non_null(strstr(sql.data, ")::text IS DISTINCT FROM ROW(r.\"id\""));
+    assert_non_null(strstr(sql.data, ") IS DISTINCT FROM ROW(f.\"id\", f.\"order_id\""));
     assert_null(strstr(sql.data, "x.\"backup_xid\""));
     assert_non_null(strstr(sql.data, "RETURNING (xmax = 0)"));
     assert_non_null(strstr(sql.data,
@@ -118,21 +137,20 @@ static void test_restore_sql_is_typed(void **state) {
 
     /* a foreign key to a table of the scope is checked, against staged rows when selected */
     s = sample();
-    assert_int_equal(scope_add_column(s, "order_items", "owner_order", "uuid", "orders", "id", &e),
+    assert_int_equal(scope_add_column(s, "order_items", "owner_order", "uuid", "s=", "orders", "id", &e),
                      0);
     assert_int_equal(scope_check(s, &e), 0);
     items = scope_find(s, "order_items");
     assert_int_equal(scope_restore_ref_count(s, items), 1);
     unsigned char all[3] = {1, 1, 1}, alone[3] = {0, 0, 0};
     assert_string_equal(scope_restore_ref_sql(s, items, 0, all, &sql), "owner_order");
-    assert_non_null(
-        strstr(sql.data, "g.tbl = 'orders' AND g.k = ((f.j->>'owner_order')::uuid)::text"));
+    assert_non_null(strstr(sql.data, "FROM _bw_f1 g WHERE g.\"id\" = f.\"owner_order\""));
     buf_reset(&sql);
     alone[items] = 1;
     scope_restore_ref_sql(s, items, 0, alone, &sql);
     assert_non_null(strstr(sql.data,
                            "NOT EXISTS (SELECT 1 FROM \"orders\" WHERE \"orders\".\"id\" = "
-                           "(f.j->>'owner_order')::uuid AND \"user_id\" = "));
+                           "f.\"owner_order\" AND \"user_id\" = "));
     assert_null(scope_restore_ref_sql(s, items, 1, all, &sql));
     buf_free(&sql);
     scope_free(s);
@@ -140,9 +158,61 @@ static void test_restore_sql_is_typed(void **state) {
     /* a key whose type cannot be spliced into SQL is refused */
     s = scope_new();
     assert_int_equal(scope_add_table(s, "orders", "id", "user_id", "", "", 1, &e), 0);
-    assert_int_equal(scope_add_column(s, "orders", "id", "\"evil\"; drop", "", "", &e), 0);
-    assert_int_equal(scope_add_column(s, "orders", "user_id", "uuid", "", "", &e), 0);
+    assert_int_equal(scope_add_column(s, "orders", "id", "\"evil\"; drop", "s", "", "", &e), 0);
+    assert_int_equal(scope_add_column(s, "orders", "user_id", "uuid", "s=", "", "", &e), 0);
     expect_check_error(s, "column id of orders has a type that cannot be compared as a key");
+}
+
+/* Columns whose equality is not sameness are compared as text; a type the worker cannot write
+ * (a composite) is staged as jsonb and converted by PostgreSQL; _bw_ names are restore's. */
+static void test_restore_kinds(void **state) {
+    (void)state;
+    Scope *s = scope_new();
+    Err e;
+    assert_int_equal(scope_add_table(s, "orders", "id", "user_id", "", "", 1, &e), 0);
+    assert_int_equal(scope_add_column(s, "orders", "id", "uuid", "s=", "", "", &e), 0);
+    assert_int_equal(scope_add_column(s, "orders", "user_id", "uuid", "s=", "", "", &e), 0);
+    assert_int_equal(scope_add_column(s, "orders", "total", "numeric", "s", "", "", &e), 0);
+    assert_int_equal(scope_add_column(s, "orders", "addr", "", "f", "", "", &e), 0);
+    assert_int_equal(scope_add_column(s, "orders", "tags", "", "a", "", "", &e), 0);
+    assert_int_equal(scope_check(s, &e), 0);
+    char kind = 0;
+    assert_string_equal(scope_stage_column(s, 0, 2, &kind), "total");
+    assert_int_equal(kind, 's');
+    assert_string_equal(scope_stage_column(s, 0, 3, &kind), "addr");
+    assert_int_equal(kind, 'j'); /* its JSON, as jsonb */
+    assert_string_equal(scope_stage_column(s, 0, 4, &kind), "tags");
+    assert_int_equal(kind, 'a');
+    assert_null(scope_stage_column(s, 0, 5, &kind));
+    Buf sql = BUF_INIT;
+    scope_stage_create_sql(s, 0, 0, &sql);
+    assert_string_equal(sql.data,
+                        "CREATE TEMP TABLE _bw_f0 (LIKE \"orders\", _bw_j3 jsonb) ON COMMIT DROP");
+    buf_reset(&sql);
+    assert_int_equal(scope_stage_alter_sql(s, 0, 0, &sql), 1);
+    assert_string_equal(sql.data, "ALTER TABLE _bw_f0 ALTER COLUMN \"addr\" DROP NOT NULL");
+    buf_reset(&sql);
+    scope_stage_copy_sql(s, 0, 0, &sql);
+    assert_string_equal(sql.data,
+                        "COPY _bw_f0 (\"id\", \"user_id\", \"total\", _bw_j3, \"tags\") FROM STDIN");
+    buf_reset(&sql);
+    assert_int_equal(scope_stage_convert_sql(s, 0, 0, &sql), 1);
+    assert_string_equal(sql.data, "UPDATE _bw_f0 SET (\"addr\") = (SELECT r.\"addr\" FROM "
+                                  "jsonb_populate_record(NULL::\"orders\", "
+                                  "jsonb_build_object('addr', _bw_j3)) r)");
+    buf_reset(&sql);
+    scope_restore_upsert_sql(s, 0, 0, &sql);
+    assert_non_null(strstr(sql.data, "ROW(x.\"id\", x.\"user_id\", x.\"total\"::text, "
+                                     "x.\"addr\"::text, x.\"tags\"::text) IS DISTINCT FROM"));
+    buf_free(&sql);
+    scope_free(s);
+
+    s = scope_new();
+    assert_int_equal(scope_add_table(s, "orders", "id", "user_id", "", "", 1, &e), 0);
+    assert_int_equal(scope_add_column(s, "orders", "id", "uuid", "s=", "", "", &e), 0);
+    assert_int_equal(scope_add_column(s, "orders", "user_id", "uuid", "s=", "", "", &e), 0);
+    assert_int_equal(scope_add_column(s, "orders", "_bw_step", "integer", "s=", "", "", &e), 0);
+    expect_check_error(s, "column _bw_step of orders: names starting with _bw_ are kept");
 }
 
 static void expect_check_error(Scope *s, const char *needle) {
@@ -169,8 +239,8 @@ static void test_errors(void **state) {
     assert_int_equal(scope_add_table(s, "orders", "id", "user_id", "", "", 1, &e), 0);
     assert_int_equal(scope_add_table(s, "orders", "id", "user_id", "", "", 2, &e), -1);
     assert_non_null(strstr(e.msg, "listed twice"));
-    assert_int_equal(scope_add_column(s, "nope", "id", "uuid", "", "", &e), -1);
-    assert_int_equal(scope_add_column(s, "orders", "Id\"", "uuid", "", "", &e), -1);
+    assert_int_equal(scope_add_column(s, "nope", "id", "uuid", "s=", "", "", &e), -1);
+    assert_int_equal(scope_add_column(s, "orders", "Id\"", "uuid", "s=", "", "", &e), -1);
     expect_check_error(s, "does not exist"); /* no columns: not in the catalog */
 
     s = scope_new();
@@ -205,6 +275,7 @@ int main(void) {
         cmocka_unit_test(test_valid_scope_and_sql),
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_restore_sql_is_typed),
+        cmocka_unit_test(test_restore_kinds),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -206,17 +206,23 @@ void jobrt_copy_resume(JobRt *rt) {
 static void on_copy_writable(PgConn *c, void *data) {
     (void)c;
     JobRt *rt = data;
-    if (rt->failing)
+    if (rt->failing) { /* opened after the job failed: ended with the error */
+        if (rt->q == Q_COPY_IN && !rt->copy_ended) {
+            rt->copy_ended = 1;
+            if (pg_conn_copy_end(rt->conn, "job abandoned") != 0)
+                pg_conn_cancel(rt->conn);
+        }
         return;
+    }
     JobEv ev = {.kind = JEV_COPY_WRITABLE, .tag = rt->q_tag};
     rt->ops->step(rt, rt->st, &ev);
 }
 
-void jobrt_copy_in(JobRt *rt, int tag, const char *sql) {
+void jobrt_copy_in(JobRt *rt, int tag, int flags, const char *sql) {
     if (rt->failing) /* the teardown runs: nothing new starts */
         return;
     Err e;
-    begin(rt, Q_COPY_IN, tag, 0);
+    begin(rt, Q_COPY_IN, tag, flags & JRT_SOFT);
     started(rt, pg_conn_copy_in(rt->conn, sql, on_copy_writable, on_result, rt, &e), &e);
 }
 
@@ -566,8 +572,13 @@ static void teardown(JobRt *rt) {
                 pg_conn_copy_resume(rt->conn);
             }
             if (rt->q == Q_COPY_IN && !rt->copy_ended) {
-                rt->copy_ended = 1;
-                if (pg_conn_copy_end(rt->conn, "job abandoned") == 0)
+                if (pg_conn_copy_end(rt->conn, "job abandoned") == 0) {
+                    rt->copy_ended = 1;
+                    return;
+                }
+                /* not open yet: ended as soon as it opens (on_copy_writable); a cancel would
+                 * not be seen by a server waiting for COPY data */
+                if (!pg_conn_is_broken(rt->conn))
                     return;
             }
             pg_conn_cancel(rt->conn);

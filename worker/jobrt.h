@@ -125,8 +125,10 @@ void jobrt_pool_query(JobRt *rt, int tag, int flags, const char *sql, int n, con
 /* COPY ... TO STDOUT: JEV_ROW per row, then JEV_RESULT. */
 void jobrt_copy_out(JobRt *rt, int tag, const char *sql);
 void jobrt_copy_resume(JobRt *rt);
-/* COPY ... FROM STDIN: JEV_COPY_WRITABLE, jobrt_copy_end() when all is put, then JEV_RESULT. */
-void jobrt_copy_in(JobRt *rt, int tag, const char *sql);
+/* COPY ... FROM STDIN: JEV_COPY_WRITABLE, jobrt_copy_end() when all is put, then JEV_RESULT.
+ * JRT_SOFT: rows the server refuses come as ev->err (the transaction is then aborted: only a
+ * ROLLBACK TO SAVEPOINT goes on). */
+void jobrt_copy_in(JobRt *rt, int tag, int flags, const char *sql);
 void jobrt_copy_end(JobRt *rt);
 
 /* ---- storage ---- */

@@ -6,33 +6,12 @@
  * JSON escapes control characters) emits each row's JSON exactly as
  * PostgreSQL wrote it, one per line, with nothing to undo.
  */
-#include "scope.h"
+#include "scope_intern.h"
 
 #include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-/* A column as the catalog describes it: its type (as regtype prints it, checked to be a plain
- * type name) and the single-column foreign key it carries, if any. */
-typedef struct {
-    char name[SCOPE_NAME_MAX + 1];
-    char type[SCOPE_NAME_MAX + 1];
-    char ref_table[SCOPE_NAME_MAX + 1], ref_col[SCOPE_NAME_MAX + 1];
-} Column;
-
-typedef struct {
-    char name[SCOPE_NAME_MAX + 1], key[SCOPE_NAME_MAX + 1], user_col[SCOPE_NAME_MAX + 1];
-    char parent[SCOPE_NAME_MAX + 1], parent_col[SCOPE_NAME_MAX + 1];
-    int order;
-    Column *cols;
-    int ncols, capcols;
-} Table;
-
-struct Scope {
-    Table *t;
-    int n, cap;
-};
 
 const char *scope_load_sql(void) {
     return "SELECT s.table_name, s.key_column, coalesce(s.user_column, ''), "
@@ -46,6 +25,23 @@ const char *scope_load_sql(void) {
            "k.confkey[1] WHERE k.conrelid = c.oid AND k.contype = 'f' AND k.conkey = "
            "ARRAY[a.attnum] AND rc.relnamespace = 'public'::regnamespace ORDER BY rc.relname "
            "LIMIT 1), '') "
+           /* how restore stages the column (scope_intern.h), through one level of domain, as
+            * row_to_json writes it: json as is, arrays as JSON arrays, other types as strings,
+            * numbers or booleans; a composite (an object) is left to PostgreSQL ('f') */
+           ", coalesce((SELECT CASE WHEN b.oid IN ('json'::regtype, 'jsonb'::regtype) THEN 'j' "
+           "WHEN b.typsubscript = 'array_subscript_handler'::regproc THEN (SELECT CASE "
+           "WHEN el.oid IN ('json'::regtype, 'jsonb'::regtype) THEN 'J' "
+           "WHEN el.typtype IN ('b', 'e', 'r', 'm') AND el.typsubscript <> "
+           "'array_subscript_handler'::regproc THEN 'a' ELSE 'f' END FROM pg_type el WHERE el.oid "
+           "= b.typelem) WHEN b.typtype IN ('b', 'e', 'r', 'm') THEN 's' ELSE 'f' END "
+           /* '=': equal values are the same value (a numeric's 1.0 and 1.00 are equal, not the
+            * same; json has no equality): restore compares the others as text */
+           "|| CASE WHEN a.atttypid IN ('uuid'::regtype, 'int2'::regtype, 'int4'::regtype, "
+           "'int8'::regtype, 'bool'::regtype, 'date'::regtype, 'timestamp'::regtype, "
+           "'timestamptz'::regtype, 'bytea'::regtype, 'text'::regtype, 'varchar'::regtype) AND "
+           "a.attcollation IN (0, 100) THEN '=' ELSE '' END FROM pg_type t JOIN pg_type b ON "
+           "b.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END WHERE t.oid = "
+           "a.atttypid), 'f') "
            "FROM backup_scope s "
            "LEFT JOIN pg_class c ON c.relname = s.table_name AND c.relkind IN ('r', 'p') "
            "AND c.relnamespace = 'public'::regnamespace "
@@ -89,7 +85,8 @@ Scope *scope_from_result(const PGresult *res, Err *err) {
                                  atoi(PQgetvalue(res, r, 5)), err);
         if (rc == 0 && PQgetvalue(res, r, 6)[0])
             rc = scope_add_column(s, table, PQgetvalue(res, r, 6), PQgetvalue(res, r, 7),
-                                  PQgetvalue(res, r, 8), PQgetvalue(res, r, 9), err);
+                                  PQgetvalue(res, r, 10), PQgetvalue(res, r, 8),
+                                  PQgetvalue(res, r, 9), err);
     }
     if (rc == 0 && PQntuples(res) == 0) {
         err_set(err, ERR_PERMANENT, ERR_CODE_CONFIG, "backup_scope is empty: nothing to back up");
@@ -162,7 +159,7 @@ static int plain_type(const char *s) {
 }
 
 int scope_add_column(Scope *s, const char *table, const char *column, const char *type,
-                     const char *ref_table, const char *ref_col, Err *err) {
+                     const char *kind, const char *ref_table, const char *ref_col, Err *err) {
     int i = scope_find(s, table);
     if (i < 0)
         return bad(err, "column %.64s for unknown table %.64s", column, table);
@@ -179,6 +176,8 @@ int scope_add_column(Scope *s, const char *table, const char *column, const char
     snprintf(c->name, sizeof(c->name), "%s", column);
     if (type && plain_type(type)) /* else empty: refused by scope_check if used as a key */
         snprintf(c->type, sizeof(c->type), "%s", type);
+    c->kind = kind && strchr("sjaJ", kind[0]) && kind[0] ? kind[0] : SCOPE_KIND_PG;
+    c->exact = kind && kind[0] && kind[1] == '=';
     if (ref_table && ref_col && plain(ref_table) && plain(ref_col)) {
         snprintf(c->ref_table, sizeof(c->ref_table), "%s", ref_table);
         snprintf(c->ref_col, sizeof(c->ref_col), "%s", ref_col);
@@ -186,7 +185,7 @@ int scope_add_column(Scope *s, const char *table, const char *column, const char
     return 0;
 }
 
-static const Column *find_col(const Table *t, const char *c) {
+const Column *scope_col(const Table *t, const char *c) {
     for (int i = 0; i < t->ncols; i++)
         if (strcmp(t->cols[i].name, c) == 0)
             return &t->cols[i];
@@ -194,18 +193,15 @@ static const Column *find_col(const Table *t, const char *c) {
 }
 
 static int has_col(const Table *t, const char *c) {
-    return find_col(t, c) != NULL;
+    return scope_col(t, c) != NULL;
 }
 
-/* The type of column c of t: checked by scope_check for every column a key comparison uses. */
-static const char *col_type(const Table *t, const char *c) {
-    const Column *col = find_col(t, c);
+const char *scope_col_type(const Table *t, const char *c) {
+    const Column *col = scope_col(t, c);
     return col ? col->type : "";
 }
 
-/* A foreign key of t that restore must check beyond its user and parent columns: one that points
- * at another table of the scope. */
-static int checked_ref(const Scope *s, const Table *t, const Column *c) {
+int scope_checked_ref(const Scope *s, const Table *t, const Column *c) {
     return c->ref_table[0] && strcmp(c->name, t->user_col) != 0 &&
            strcmp(c->name, t->parent_col) != 0 && scope_find(s, c->ref_table) >= 0;
 }
@@ -223,17 +219,22 @@ int scope_check(Scope *s, Err *err) {
         const Table *t = &s->t[i];
         if (t->ncols == 0)
             return bad(err, "table %.64s does not exist in schema public%s", t->name, "");
+        for (int c = 0; c < t->ncols; c++)
+            if (strncmp(t->cols[c].name, "_bw_", 4) == 0)
+                return bad(err, "column %.64s of %.64s: names starting with _bw_ are kept for "
+                                "restore's staging tables",
+                           t->cols[c].name, t->name);
         if (!has_col(t, t->key))
             return bad(err, "table %.64s has no column %.64s (key_column)", t->name, t->key);
         if (t->user_col[0] && !has_col(t, t->user_col))
             return bad(err, "table %.64s has no column %.64s (user_column)", t->name, t->user_col);
         const char *typed[] = {t->key, t->user_col, t->parent_col};
         for (int k = 0; k < 3; k++)
-            if (typed[k][0] && has_col(t, typed[k]) && !col_type(t, typed[k])[0])
+            if (typed[k][0] && has_col(t, typed[k]) && !scope_col_type(t, typed[k])[0])
                 return bad(err, "column %.64s of %.64s has a type that cannot be compared as a key",
                            typed[k], t->name);
         for (int c = 0; c < t->ncols; c++)
-            if (checked_ref(s, t, &t->cols[c]) && !t->cols[c].type[0])
+            if (scope_checked_ref(s, t, &t->cols[c]) && !t->cols[c].type[0])
                 return bad(err, "column %.64s of %.64s has a type that cannot be compared as a key",
                            t->cols[c].name, t->name);
         if (t->parent[0]) {
@@ -259,9 +260,7 @@ const char *scope_table(const Scope *s, int i) {
     return s->t[i].name;
 }
 
-/* WHERE condition selecting the user's rows of t (recursing through parents); qual prefixes
- * the first level's column ("x." for an aliased table, or ""). */
-static void user_filter_q(const Scope *s, const Table *t, const char *qual, Buf *sql) {
+void scope_user_filter(const Scope *s, const Table *t, const char *qual, Buf *sql) {
     if (t->user_col[0]) {
         buf_printf(sql, "%s\"%s\" = current_setting('backup.user_id')::uuid", qual, t->user_col);
         return;
@@ -269,12 +268,16 @@ static void user_filter_q(const Scope *s, const Table *t, const char *qual, Buf 
     const Table *p = &s->t[scope_find(s, t->parent)];
     buf_printf(sql, "%s\"%s\" IN (SELECT \"%s\" FROM \"%s\" WHERE ", qual, t->parent_col, p->key,
                p->name);
-    user_filter_q(s, p, "", sql);
+    scope_user_filter(s, p, "", sql);
     buf_puts(sql, ")");
 }
 
 static void user_filter(const Scope *s, const Table *t, Buf *sql) {
-    user_filter_q(s, t, "", sql);
+    scope_user_filter(s, t, "", sql);
+}
+
+int scope_is_stamp(const Column *c) {
+    return strcmp(c->name, "backup_xid") == 0;
 }
 
 void scope_copy_sql(const Scope *s, int i, int incremental, Buf *sql) {
@@ -345,200 +348,3 @@ int scope_tracked(const Scope *s, int i) {
     return 0;
 }
 
-/* ---- restore ----
- *
- * Every key from a backup is compared as its column's own type: the text `{ABC...}` and
- * `abc...` are one uuid, so a comparison of the text as given would let a row of another user
- * pass for a new one. Keys in _bw_final are canonical (cast to the type and back to text), and
- * every lookup into a real table casts the staged text to the column's type, which also lets
- * the lookup use the table's index. */
-
-int scope_parent_index(const Scope *s, int i) {
-    return s->t[i].parent[0] ? scope_find(s, s->t[i].parent) : -1;
-}
-
-/* (EXPR)::type, then to canonical text when as_text. */
-static void typed(const Table *t, const char *col, const char *expr, int as_text, Buf *sql) {
-    buf_printf(sql, "%s(%s)::%s%s", as_text ? "(" : "", expr, col_type(t, col),
-               as_text ? ")::text" : "");
-}
-
-void scope_restore_key_sql(const Scope *s, const char *tbl, const char *json, int deleted,
-                           Buf *sql) {
-    char expr[64 + SCOPE_NAME_MAX * 2];
-    buf_printf(sql, "CASE %s", tbl);
-    for (int i = 0; i < s->n; i++) {
-        const Table *t = &s->t[i];
-        if (deleted)
-            snprintf(expr, sizeof(expr), "%s #>> '{}'", json);
-        else
-            snprintf(expr, sizeof(expr), "%s->>'%s'", json, t->key);
-        buf_printf(sql, " WHEN '%s' THEN ", t->name);
-        typed(t, t->key, expr, 1, sql);
-    }
-    buf_puts(sql, " END");
-}
-
-/* A row of table p with column col equal to the staged text EXPR that is the user's. */
-static void exists_users_row(const Scope *s, const Table *p, const char *col, const char *expr,
-                             Buf *sql) {
-    buf_printf(sql, "EXISTS (SELECT 1 FROM \"%s\" WHERE \"%s\".\"%s\" = ", p->name, p->name, col);
-    typed(p, col, expr, 0, sql);
-    buf_puts(sql, " AND ");
-    user_filter(s, p, sql);
-    buf_puts(sql, ")");
-}
-
-/* A staged row of table p whose key is the staged text EXPR (a column of type col of t). */
-static void exists_staged(const Table *t, const char *col, const Table *p, const char *expr,
-                          Buf *sql) {
-    buf_printf(sql, "EXISTS (SELECT 1 FROM _bw_final g WHERE g.tbl = '%s' AND g.k = ", p->name);
-    typed(t, col, expr, 1, sql);
-    buf_puts(sql, ")");
-}
-
-static void check_head(const Table *t, Buf *sql) {
-    buf_printf(sql,
-               "SELECT count(*), coalesce(min(f.k), '') FROM _bw_final f WHERE f.tbl = '%s' AND ",
-               t->name);
-}
-
-void scope_restore_owner_sql(const Scope *s, int i, int parent_staged, Buf *sql) {
-    const Table *t = &s->t[i];
-    char expr[32 + SCOPE_NAME_MAX];
-    check_head(t, sql);
-    if (t->user_col[0]) {
-        snprintf(expr, sizeof(expr), "f.j->>'%s'", t->user_col);
-        typed(t, t->user_col, expr, 0, sql);
-        buf_puts(sql, " IS DISTINCT FROM ");
-        typed(t, t->user_col, "current_setting('backup.user_id')", 0, sql);
-        return;
-    }
-    const Table *p = &s->t[scope_find(s, t->parent)];
-    snprintf(expr, sizeof(expr), "f.j->>'%s'", t->parent_col);
-    buf_puts(sql, "NOT ");
-    if (parent_staged)
-        exists_staged(t, t->parent_col, p, expr, sql);
-    else
-        exists_users_row(s, p, p->key, expr, sql);
-}
-
-int scope_restore_ref_count(const Scope *s, int i) {
-    const Table *t = &s->t[i];
-    int n = 0;
-    for (int c = 0; c < t->ncols; c++)
-        n += checked_ref(s, t, &t->cols[c]);
-    return n;
-}
-
-const char *scope_restore_ref_sql(const Scope *s, int i, int k, const unsigned char *selected,
-                                  Buf *sql) {
-    const Table *t = &s->t[i];
-    const Column *c = NULL;
-    for (int n = 0; n < t->ncols; n++)
-        if (checked_ref(s, t, &t->cols[n]) && k-- == 0) {
-            c = &t->cols[n];
-            break;
-        }
-    if (c == NULL)
-        return NULL;
-    int pi = scope_find(s, c->ref_table);
-    const Table *p = &s->t[pi];
-    char expr[32 + SCOPE_NAME_MAX];
-    snprintf(expr, sizeof(expr), "f.j->>'%s'", c->name);
-    check_head(t, sql);
-    buf_printf(sql, "%s IS NOT NULL AND NOT ", expr);
-    /* a referenced table being restored too is replaced by its staged rows (themselves checked
-     * to be the user's); one left alone must hold the user's row */
-    if (selected[pi] && strcmp(c->ref_col, p->key) == 0)
-        exists_staged(t, c->name, p, expr, sql);
-    else
-        exists_users_row(s, p, c->ref_col, expr, sql);
-    return c->name;
-}
-
-void scope_restore_delete_sql(const Scope *s, int i, int count_only, Buf *sql) {
-    const Table *t = &s->t[i];
-    buf_printf(sql, count_only ? "SELECT count(*) FROM \"%s\" WHERE " : "DELETE FROM \"%s\" WHERE ",
-               t->name);
-    user_filter(s, t, sql);
-    buf_printf(sql,
-               " AND NOT EXISTS (SELECT 1 FROM _bw_final f WHERE f.tbl = '%s' AND f.k = "
-               "\"%s\".\"%s\"::text)",
-               t->name, t->name, t->key);
-}
-
-/* The columns restored (all but backup_xid, which the stamp trigger owns), each after prefix. */
-static void restored_cols(const Table *t, const char *prefix, Buf *sql) {
-    int first = 1;
-    for (int c = 0; c < t->ncols; c++) {
-        if (strcmp(t->cols[c].name, "backup_xid") == 0)
-            continue;
-        buf_printf(sql, "%s%s\"%s\"", first ? "" : ", ", prefix, t->cols[c].name);
-        first = 0;
-    }
-}
-
-void scope_restore_upsert_sql(const Scope *s, int i, int dry_run, Buf *sql) {
-    const Table *t = &s->t[i];
-    /* w: the staged rows to write, those that are new or differ from the row in place; rows are
-     * compared as text (every type has an output function, json has no equality), so a value
-     * that prints differently (1.0 and 1.00) is written back exactly as it was */
-    buf_printf(sql,
-               "WITH w AS (SELECT r.*, x.\"%s\" IS NULL AS _bw_new FROM _bw_final f CROSS JOIN "
-               "LATERAL jsonb_populate_record(NULL::\"%s\", f.j) r LEFT JOIN \"%s\" x ON "
-               "x.\"%s\" = r.\"%s\" WHERE f.tbl = '%s' AND (x.\"%s\" IS NULL OR ROW(",
-               t->key, t->name, t->name, t->key, t->key, t->name, t->key);
-    restored_cols(t, "x.", sql);
-    buf_puts(sql, ")::text IS DISTINCT FROM ROW(");
-    restored_cols(t, "r.", sql);
-    buf_puts(sql, ")::text))");
-    if (dry_run) {
-        buf_puts(sql, " SELECT count(*), count(*) FILTER (WHERE _bw_new), "
-                      "count(*) FILTER (WHERE NOT _bw_new) FROM w");
-        return;
-    }
-    buf_printf(sql, ", u AS (INSERT INTO \"%s\" AS x (", t->name);
-    restored_cols(t, "", sql);
-    buf_puts(sql, ") SELECT ");
-    restored_cols(t, "", sql);
-    /* a row deleted since w was read (a foreign key's cascade) comes back as an insert */
-    buf_printf(sql, " FROM w ON CONFLICT (\"%s\") DO UPDATE SET ", t->key);
-    int first = 1;
-    for (int c = 0; c < t->ncols; c++) {
-        if (strcmp(t->cols[c].name, "backup_xid") == 0 || strcmp(t->cols[c].name, t->key) == 0)
-            continue;
-        buf_printf(sql, "%s\"%s\" = EXCLUDED.\"%s\"", first ? "" : ", ", t->cols[c].name,
-                   t->cols[c].name);
-        first = 0;
-    }
-    if (first) /* only a key: nothing to update, but the conflict must still be the user's */
-        buf_printf(sql, "\"%s\" = EXCLUDED.\"%s\"", t->key, t->key);
-    /* the row updated must be the user's: its user column, or a parent row that is the user's
-     * (one index lookup per conflicting row) */
-    buf_puts(sql, " WHERE ");
-    if (t->user_col[0]) {
-        user_filter_q(s, t, "x.", sql);
-    } else {
-        const Table *p = &s->t[scope_find(s, t->parent)];
-        buf_printf(sql, "EXISTS (SELECT 1 FROM \"%s\" WHERE \"%s\".\"%s\" = x.\"%s\" AND ", p->name,
-                   p->name, p->key, t->parent_col);
-        user_filter(s, p, sql);
-        buf_puts(sql, ")");
-    }
-    /* inserted rows have no xmax; a row updated on conflict has the updater's */
-    buf_puts(sql, " RETURNING (xmax = 0) AS ins) SELECT (SELECT count(*) FROM w), "
-                  "count(*) FILTER (WHERE ins), count(*) FILTER (WHERE NOT ins) FROM u");
-}
-
-void scope_restore_foreign_sql(const Scope *s, int i, Buf *sql) {
-    const Table *t = &s->t[i];
-    buf_printf(sql,
-               "SELECT count(*), coalesce(min(f.k), '') FROM _bw_final f JOIN \"%s\" ON "
-               "\"%s\".\"%s\" = ",
-               t->name, t->name, t->key);
-    typed(t, t->key, "f.k", 0, sql);
-    buf_printf(sql, " WHERE f.tbl = '%s' AND NOT (", t->name);
-    user_filter_q(s, t, "", sql);
-    buf_puts(sql, ")");
-}

@@ -34,9 +34,15 @@ void scope_free(Scope *s);
 /* Add a scope row; empty strings for absent user or parent. -1 with err when malformed. */
 int scope_add_table(Scope *s, const char *name, const char *key, const char *user_col,
                     const char *parent, const char *parent_col, int restore_order, Err *err);
-/* Add a column the catalog reports for table (in order). */
+/* How restore stages a column: as pgcopy's kinds ('s' scalar, 'j' json, 'a' array, 'J' json
+ * array: the worker writes its text), or staged as jsonb and converted by PostgreSQL. */
+#define SCOPE_KIND_PG 'f'
+
+/* Add a column the catalog reports for table (in order). kind: its staging kind, then '=' when
+ * equal values are the same value (scope_load_sql computes it; anything else means
+ * SCOPE_KIND_PG, compared as text). */
 int scope_add_column(Scope *s, const char *table, const char *column, const char *type,
-                     const char *ref_table, const char *ref_col, Err *err);
+                     const char *kind, const char *ref_table, const char *ref_col, Err *err);
 /* Check the whole scope (columns exist, parents resolve and restore first) and sort it by
  * restore order. -1 with err naming the first problem. */
 int scope_check(Scope *s, Err *err);
@@ -68,15 +74,33 @@ void scope_tombstone_sql(const Scope *s, int i, Buf *sql);
 int scope_tracked(const Scope *s, int i);
 
 /*
- * Restore. The job stages the rows to restore in the temporary table
- * _bw_final (tbl text, k text, j jsonb): k is the row's key as text.
+ * Restore. Table i's rows are staged in a temporary table shaped like it (LIKE), filled by COPY
+ * in text form: _bw_f<i> when one backup is restored, else _bw_s<i> with each row's step
+ * (_bw_step), from which _bw_f<i> is made: the last state of each key over the chain, less the
+ * keys a later step deleted (staged in _bw_d: step, tbl (the scope index), k). A column of
+ * SCOPE_KIND_PG is staged as jsonb in _bw_j<c> (c its position) and converted in place by
+ * PostgreSQL. Then every check and write reads _bw_f<i>, whose columns have their own types: a
+ * key spelled in upper case or with braces is the same uuid, never a new key.
  */
 /* Index of table i's parent in scope, or -1 when it names its user. */
 int scope_parent_index(const Scope *s, int i);
-/* An expression of columns TBL and JSON: the key of staged row JSON of table TBL (or, when
- * deleted, the key JSON itself: a tombstone) as the canonical text of its type. */
-void scope_restore_key_sql(const Scope *s, const char *tbl, const char *json, int deleted,
-                           Buf *sql);
+/* The columns restored (all but the tracking stamp), in COPY order: count, then each one's name
+ * in the backup's rows and kind ('s', 'j', 'a', 'J'; SCOPE_KIND_PG is staged as 'j'). */
+int scope_stage_columns(const Scope *s, int i);
+const char *scope_stage_column(const Scope *s, int i, int c, char *kind);
+/* CREATE TEMP TABLE of table i's staged rows (chain: _bw_s<i>, else _bw_f<i>). */
+void scope_stage_create_sql(const Scope *s, int i, int chain, Buf *sql);
+/* ALTER TABLE that lets the staged table take NULL in columns converted later; 0 when none. */
+int scope_stage_alter_sql(const Scope *s, int i, int chain, Buf *sql);
+/* COPY ... FROM STDIN (text) into the staged table, the columns of scope_stage_column in order,
+ * then _bw_step (chain). */
+void scope_stage_copy_sql(const Scope *s, int i, int chain, Buf *sql);
+/* UPDATE converting the SCOPE_KIND_PG columns from their jsonb; 0 when none. */
+int scope_stage_convert_sql(const Scope *s, int i, int chain, Buf *sql);
+/* Chain: CREATE TEMP TABLE _bw_f<i> AS the last state of each key, less later deletions. */
+void scope_stage_final_sql(const Scope *s, int i, Buf *sql);
+/* CREATE UNIQUE INDEX on _bw_f<i>'s key (a key staged twice fails the restore). */
+void scope_stage_index_sql(const Scope *s, int i, Buf *sql);
 /*
  * The checks below are SELECTs of two columns: how many staged rows of table i fail, and the
  * key of the first (to name it in the error).

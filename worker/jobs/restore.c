@@ -6,17 +6,19 @@
  *   CHAIN     the backup and its bases down to the full one, all the user's, completed
  *   RECORD    restore_history row (outside the transaction: a failure is kept)
  *   BEGIN     user id set as a bound setting; backup_scope checked; a temporary
- *             staging table
- *   STAGE i   each backup of the chain, full first, streamed from S3 through
- *             SHA-256 and gunzip into the document reader, rows and deleted keys
- *             into the staging table with COPY FROM STDIN. Checked as it comes:
- *             the header names this backup and this user, the layout holds, the
- *             trailer's counts match, and the digest equals the recorded one
- *             (`Backup checksum verification failed`). Only temporary tables are
+ *             staging table per selected table, shaped like it (restore_apply.c)
+ *   STAGE i   each backup of the chain, full first, under a savepoint, streamed from
+ *             S3 through SHA-256 and gunzip into the document reader; each row's JSON
+ *             turned into COPY's text form (pgcopy) and copied into its table's staging
+ *             table, so every value goes through its type's own input function. Checked
+ *             as it comes: the header names this backup and this user, the layout
+ *             holds, the trailer's counts match, and the digest equals the recorded one
+ *             (`Backup checksum verification failed`; then the replica's copy is read
+ *             instead, after a ROLLBACK TO SAVEPOINT). Only temporary tables are
  *             touched until every object has passed.
- *   FINAL     set-based SQL: the last state of each key over the chain (a step's
- *             deletions apply before its rows), ownership checked (every row is
- *             the user's; a child's parent is restored too or is the user's)
+ *   FINAL     for a chain, the last state of each key (a step's deletions apply before
+ *             its rows); ownership checked (every row is the user's; a child's parent
+ *             is restored too or is the user's)
  *   APPLY     per table: delete the user's rows that are not in the backup
  *             (children first), then write the rows that are new or differ (parents
  *             first; a row equal to the backup's is not touched: no trigger, no new
@@ -27,6 +29,7 @@
  *             table, the rows inserted, updated, deleted and unchanged.
  */
 #include "jobs.h"
+#include "restore_intern.h"
 
 #include "bcheck.h"
 #include "bfile.h"
@@ -45,81 +48,20 @@
 #include <string.h>
 
 #define PUT_BATCH (256u * 1024)
+#define MAX_BUFFERED (4 * PUT_BATCH) /* staged text held while a COPY opens or drains */
 #define MAX_CHAIN 1000
 
-typedef enum {
-    ST_ACQUIRE,
-    ST_CHAIN,
-    ST_KEYS, /* the encrypted steps' data keys */
-    ST_HISTORY,
-    ST_BEGIN,
-    ST_USER,
-    ST_SCOPE,
-    ST_STAGING,
-    ST_MANIFEST, /* a reindexed step's manifest read again */
-    ST_STAGE,    /* COPY into _bw_stage of one step, read through bcheck */
-    ST_UNSTAGE,  /* a step's rows from a failed primary read dropped before the replica's */
-    ST_STMT,     /* FINAL and APPLY, one statement after the other */
-    ST_COMMIT,
-    ST_RECORD,
-} State;
-
-typedef struct {
-    char id[JOBSPEC_ID_MAX + 1];
-    char key[LAYOUT_KEY_MAX];
-    char checksum[65];
-    CodecList codecs;
-    uint64_t size;
-    int reindexed; /* recorded from a manifest by backupctl reindex: read the manifest again */
-    int encrypted;
-    char key_id[CRYPT_ID_MAX + 1], *wrapped; /* encrypted: the record's (newest) wrapping */
-    char origin_key_id[CRYPT_ID_MAX + 1];    /* the key of the object header's wrapping */
-    int header_key;   /* the newest key is not here, the header's is: the decoder opens that */
-    int replica_ok;   /* its copy in the replica completed (replica_status) */
-    int from_replica; /* read from the replica (forced, or the primary's copy failed) */
-    int again;        /* the primary's copy failed mid-read: unstage, read the replica's */
-    unsigned char dek[CRYPT_KEY_LEN]; /* and the data key it opens, before any read */
-} Step;
-
-typedef enum { SQ_EXEC, SQ_COUNTS, SQ_CHECK, SQ_DELETE, SQ_UPSERT } SqlKind;
-
-typedef struct {
-    char *sql;
-    SqlKind kind;
-    int table;     /* scope index (CHECK, UPSERT) */
-    char *message; /* CHECK: the error when the count is not 0 */
-} Stmt;
-
-typedef struct {
-    State state;
-    const JobSpec *spec;
-    int recorded_start;
-    Step *steps;
-    int nsteps, si, ki;
-    char fallback[ERR_MSG_MAX]; /* why a primary copy was not used */
-    Scope *scope;
-    unsigned char *selected;   /* per scope table */
-    uint64_t *expected;        /* staged final rows per table */
-    uint64_t *restored;        /* rows in place per table once restored (written or unchanged) */
-    uint64_t *ins, *upd, *del; /* per table: inserted, updated, deleted (dry_run: would be) */
-    Stmt *stmts;
-    int nstmts, qi;
-    /* one step's stream */
-    BCheck *bc;
-    int step_started;
-    Buf out;
-    uint64_t rows_total, rows_staged, bytes;
-} Restore;
-
-static void progress(JobRt *rt, Restore *r, const char *stage, int pct) {
+void restore_progress(JobRt *rt, Restore *r, const char *stage, int pct) {
     job_progress(jobrt_job(rt), stage, pct, r->rows_staged, r->bytes);
 }
+#define progress restore_progress
 
-static void query(JobRt *rt, Restore *r, State next, int flags, const char *sql, int n,
-                  const char *const *v) {
+void restore_query(JobRt *rt, Restore *r, State next, int flags, const char *sql, int n,
+                   const char *const *v) {
     r->state = next;
     jobrt_query(rt, next, flags, sql, n, v);
 }
+#define query restore_query
 
 /* ---- the end ---- */
 
@@ -210,148 +152,109 @@ static void on_committed(JobRt *rt, Restore *r) {
     buf_free(&result);
 }
 
-/* ---- FINAL and APPLY: one statement after the other ---- */
+/* ---- STAGE: one backup object streamed into the staging tables ----
+ *
+ * The object holds each table's rows together, so a step is one COPY per table in turn. Rows
+ * are turned into COPY text as they come and queued per staging table (segs); the queue is
+ * pumped into the open COPY, which is ended and the next one opened when the table changes.
+ * The reader is held while the queue is over MAX_BUFFERED or the connection's output is full:
+ * memory stays bounded whatever the object's size. */
 
-static void add_stmt(Restore *r, SqlKind kind, int table, Buf *sql, const char *message) {
-    r->stmts = xrealloc(r->stmts, (size_t)(r->nstmts + 1) * sizeof(Stmt));
-    Stmt *s = &r->stmts[r->nstmts++];
-    s->sql = xstrdup(sql->data);
-    s->kind = kind;
-    s->table = table;
-    s->message = message ? xstrdup(message) : NULL;
-    buf_reset(sql);
+static void step_staged(JobRt *rt, Restore *r);
+static int to_replica(JobRt *rt, Restore *r, Step *st, const Err *why);
+
+static void segs_drop(Restore *r) {
+    for (int k = 0; k < r->nsegs; k++)
+        buf_free(&r->segs[k].b);
+    r->nsegs = 0;
+    r->buffered = 0;
 }
 
-static void build_stmts(Restore *r) {
-    const Scope *s = r->scope;
-    int n = scope_count(s);
-    Buf sql = BUF_INIT;
-    buf_puts(&sql, "CREATE TEMP TABLE _bw_final ON COMMIT DROP AS "
-                   "SELECT DISTINCT ON (tbl, k) tbl, k, j, step FROM (SELECT step, tbl, j, ");
-    scope_restore_key_sql(s, "tbl", "j", 0, &sql);
-    buf_puts(&sql, " AS k FROM _bw_stage WHERE kind = 'r') s ORDER BY tbl, k, step DESC");
-    add_stmt(r, SQ_EXEC, -1, &sql, NULL);
-    /* a step deletes first, then writes its rows: only a later step's deletion removes a row */
-    buf_puts(&sql, "DELETE FROM _bw_final f USING _bw_stage d WHERE d.kind = 'd' "
-                   "AND d.tbl = f.tbl AND d.step > f.step AND f.k = ");
-    scope_restore_key_sql(s, "d.tbl", "d.j", 1, &sql);
-    add_stmt(r, SQ_EXEC, -1, &sql, NULL);
-    buf_puts(&sql, "CREATE INDEX ON _bw_final (tbl, k)");
-    add_stmt(r, SQ_EXEC, -1, &sql, NULL);
-    buf_puts(&sql, "ANALYZE _bw_final");
-    add_stmt(r, SQ_EXEC, -1, &sql, NULL);
-    buf_puts(&sql, "SELECT tbl, count(*) FROM _bw_final GROUP BY tbl");
-    add_stmt(r, SQ_COUNTS, -1, &sql, NULL);
-    char msg[ERR_MSG_MAX];
-    for (int i = 0; i < n; i++) {
-        if (!r->selected[i])
-            continue;
-        int p = scope_parent_index(s, i);
-        int parent_staged = p >= 0 && r->selected[p];
-        scope_restore_owner_sql(s, i, parent_staged, &sql);
-        if (p < 0 || parent_staged)
-            snprintf(msg, sizeof(msg),
-                     "backup holds rows of %s that are not user %s's: refusing to restore them",
-                     scope_table(s, i), r->spec->user_id);
-        else
-            snprintf(msg, sizeof(msg),
-                     "restoring %s alone would break a foreign key: some of its rows refer to "
-                     "%s rows that are missing (or not the user's); restore %s too "
-                     "(tables=%s,%s)",
-                     scope_table(s, i), scope_table(s, p), scope_table(s, p), scope_table(s, p),
-                     scope_table(s, i));
-        add_stmt(r, SQ_CHECK, i, &sql, msg);
-        scope_restore_foreign_sql(s, i, &sql);
-        snprintf(msg, sizeof(msg),
-                 "backup holds %s rows whose keys belong to rows of another user: refusing to "
-                 "restore",
-                 scope_table(s, i));
-        add_stmt(r, SQ_CHECK, i, &sql, msg);
-        for (int k = 0; k < scope_restore_ref_count(s, i); k++) {
-            const char *col = scope_restore_ref_sql(s, i, k, r->selected, &sql);
-            snprintf(msg, sizeof(msg),
-                     "backup holds %s rows whose %s refers to a row that is missing or not user "
-                     "%s's: refusing to restore",
-                     scope_table(s, i), col, r->spec->user_id);
-            add_stmt(r, SQ_CHECK, i, &sql, msg);
-        }
+static void seg_pop(Restore *r) {
+    buf_free(&r->segs[0].b);
+    memmove(r->segs, r->segs + 1, (size_t)(r->nsegs - 1) * sizeof(Seg));
+    r->nsegs--;
+}
+
+static Buf *seg_for(Restore *r, int dest) {
+    if (r->nsegs && r->segs[r->nsegs - 1].dest == dest)
+        return &r->segs[r->nsegs - 1].b;
+    if (r->nsegs == r->capsegs) {
+        r->capsegs = r->capsegs ? r->capsegs * 2 : 8;
+        r->segs = xrealloc(r->segs, (size_t)r->capsegs * sizeof(Seg));
     }
-    int dry = r->spec->dry_run;
-    for (int i = n - 1; i >= 0; i--) /* children first */
-        if (r->selected[i]) {
-            scope_restore_delete_sql(s, i, dry, &sql);
-            add_stmt(r, SQ_DELETE, i, &sql, NULL);
-        }
-    for (int i = 0; i < n; i++) /* parents first */
-        if (r->selected[i]) {
-            scope_restore_upsert_sql(s, i, dry, &sql);
-            add_stmt(r, SQ_UPSERT, i, &sql, NULL);
-        }
+    r->segs[r->nsegs] = (Seg){dest, BUF_INIT};
+    return &r->segs[r->nsegs++].b;
+}
+
+static void open_copy(JobRt *rt, Restore *r, int dest) {
+    Buf sql = BUF_INIT;
+    if (dest == DEST_DELETED)
+        buf_puts(&sql, "COPY _bw_d (step, tbl, k) FROM STDIN");
+    else
+        scope_stage_copy_sql(r->scope, dest, r->chain, &sql);
+    r->cs = CS_OPENING;
+    r->copy_dest = dest;
+    r->state = ST_STAGE;
+    /* soft: a row the server refuses is told apart from a damaged object at the read's end */
+    jobrt_copy_in(rt, ST_STAGE, JRT_SOFT, sql.data);
     buf_free(&sql);
 }
 
-static void run_stmt(JobRt *rt, Restore *r) {
-    if (r->qi == r->nstmts) {
-        progress(rt, r, r->spec->dry_run ? "rolling back (dry run)" : "committing", 99);
-        query(rt, r, ST_COMMIT, JRT_END, r->spec->dry_run ? "ROLLBACK" : "COMMIT", 0, NULL);
+/* Move queued text into the COPYs, open and end them as the tables change, and hold or resume
+ * the reader. At the read's end, once everything is in, the step is staged. */
+static void pump(JobRt *rt, Restore *r) {
+    while (!jobrt_failing(rt) && r->cs != CS_OPENING && r->cs != CS_ENDING) {
+        if (r->nsegs && r->copy_failed)
+            segs_drop(r);
+        if (r->nsegs == 0) {
+            if (!r->read_done)
+                break;
+            if (r->cs == CS_OPEN) {
+                r->cs = CS_ENDING;
+                jobrt_copy_end(rt);
+                return;
+            }
+            step_staged(rt, r);
+            return;
+        }
+        Seg *h = &r->segs[0];
+        if (r->cs == CS_OPEN && r->copy_dest != h->dest) {
+            r->cs = CS_ENDING;
+            jobrt_copy_end(rt);
+            return;
+        }
+        if (r->cs == CS_NONE) {
+            open_copy(rt, r, h->dest);
+            return;
+        }
+        int last = r->nsegs == 1;
+        if (r->full || (last && !r->read_done && h->b.len < PUT_BATCH))
+            break;
+        int rc = pg_conn_copy_put(jobrt_conn(rt), h->b.data ? h->b.data : "", h->b.len);
+        if (rc < 0) {
+            jobrt_failf(rt, ERR_RETRYABLE, ERR_CODE_CONNECT, "%s", "postgres: COPY failed");
+            return;
+        }
+        r->buffered -= h->b.len;
+        if (last && !r->read_done) /* kept, to be filled again */
+            buf_reset(&h->b);
+        else
+            seg_pop(r);
+        if (rc == 0) /* the socket is full: on when the connection drains */
+            r->full = 1;
+    }
+    if (r->bc == NULL || r->read_done)
         return;
-    }
-    Stmt *st = &r->stmts[r->qi];
-    if (st->table >= 0 && st->kind != SQ_CHECK)
-        progress(rt, r, scope_table(r->scope, st->table), 90 + 9 * r->qi / r->nstmts);
-    else
-        progress(rt, r, "checking", 90);
-    query(rt, r, ST_STMT, 0, st->sql, 0, NULL);
+    int hold = r->full || r->buffered > MAX_BUFFERED;
+    if (hold && !r->held)
+        bcheck_hold(r->bc);
+    else if (!hold && r->held)
+        bcheck_resume(r->bc);
+    r->held = hold;
 }
 
-static void on_stmt(JobRt *rt, Restore *r, PGresult *res) {
-    Stmt *st = &r->stmts[r->qi];
-    switch (st->kind) {
-    case SQ_EXEC:
-        break;
-    case SQ_COUNTS:
-        for (int k = 0; k < PQntuples(res); k++) {
-            int i = scope_find(r->scope, PQgetvalue(res, k, 0));
-            if (i >= 0)
-                r->expected[i] = strtoull(PQgetvalue(res, k, 1), NULL, 10);
-        }
-        break;
-    case SQ_CHECK:
-        if (strcmp(PQgetvalue(res, 0, 0), "0") != 0) {
-            jobrt_failf(rt, ERR_PERMANENT, ERR_CODE_INVALID, "%s (%s row%s, first: %s %s)",
-                        st->message, PQgetvalue(res, 0, 0),
-                        strcmp(PQgetvalue(res, 0, 0), "1") ? "s" : "",
-                        scope_table(r->scope, st->table), PQgetvalue(res, 0, 1));
-            return;
-        }
-        break;
-    case SQ_DELETE:
-        r->del[st->table] =
-            strtoull(r->spec->dry_run ? PQgetvalue(res, 0, 0) : PQcmdTuples(res), NULL, 10);
-        break;
-    case SQ_UPSERT: {
-        int i = st->table;
-        uint64_t want = strtoull(PQgetvalue(res, 0, 0), NULL, 10);
-        r->ins[i] = strtoull(PQgetvalue(res, 0, 1), NULL, 10);
-        r->upd[i] = strtoull(PQgetvalue(res, 0, 2), NULL, 10);
-        if (r->ins[i] + r->upd[i] != want || want > r->expected[i]) {
-            jobrt_failf(rt, ERR_PERMANENT, ERR_CODE_INVALID,
-                        "backup holds %" PRIu64 " %s rows whose keys belong to rows of another "
-                        "user: refusing to restore",
-                        want - r->ins[i] - r->upd[i], scope_table(r->scope, i));
-            return;
-        }
-        r->restored[i] = r->expected[i];
-        break;
-    }
-    }
-    r->qi++;
-    run_stmt(rt, r);
-}
-
-/* ---- STAGE: one backup object streamed into _bw_stage ---- */
-
-/* A row or deleted key of the object being read: staged for COPY, sent in batches. */
+/* A row or deleted key of the object being read: its COPY text queued for its table. */
 static int on_item(JobRt *rt, Restore *r, const JobEv *ev) {
     int i = scope_find(r->scope, ev->table);
     if (i < 0) {
@@ -364,98 +267,106 @@ static int on_item(JobRt *rt, Restore *r, const JobEv *ev) {
         int pct = r->rows_total ? (int)(r->rows_staged * 90 / r->rows_total) : 0;
         progress(rt, r, "downloading", pct > 89 ? 89 : pct);
     }
-    if (!r->selected[i])
+    /* deleted keys only remove rows of earlier steps: the first step's have none to remove */
+    if (!r->selected[i] || (ev->section && r->si == 0) || r->copy_failed)
         return 0;
-    PgConn *conn = jobrt_conn(rt);
-    buf_printf(&r->out, "%d\x02%c\x02%s\x02", r->si, ev->section ? 'd' : 'r', ev->table);
-    int rc = 1;
-    if (ev->len >= PUT_BATCH) { /* a big row goes to COPY from the reader's buffer */
-        const char *parts[] = {r->out.data, ev->buf, "\n"};
-        size_t lens[] = {r->out.len, ev->len, 1};
-        rc = pg_conn_copy_putv(conn, parts, lens, 3);
-        r->out.len = 0;
+    Buf *b = seg_for(r, ev->section ? DEST_DELETED : i);
+    size_t before = b->len;
+    Err e;
+    int rc;
+    if (ev->section) {
+        buf_printf(b, "%d\t%d\t", r->si, i);
+        rc = pgcopy_value(PGCOPY_SCALAR, ev->buf, ev->len, b, &e);
+        buf_puts(b, "\n");
     } else {
-        buf_append(&r->out, ev->buf, ev->len);
-        buf_puts(&r->out, "\n");
-        if (r->out.len >= PUT_BATCH) {
-            rc = pg_conn_copy_put(conn, r->out.data, r->out.len);
-            r->out.len = 0;
-        }
+        rc = pgcopy_row_line(r->shape[i], ev->buf, ev->len, r->suffix, b, &e);
     }
-    if (rc < 0) {
-        err_set(ev->item_err, ERR_RETRYABLE, ERR_CODE_CONNECT, "postgres: COPY failed");
+    if (rc != 0) {
+        err_set(ev->item_err, ERR_PERMANENT, ERR_CODE_INVALID, "backup %s: a %s %s: %s",
+                r->steps[r->si].id, ev->table, ev->section ? "deleted key" : "row", e.msg);
         return -1;
     }
-    if (rc == 0) /* the socket is full: hold the read until the connection drains */
-        bcheck_hold(r->bc);
+    r->buffered += b->len - before;
+    if (r->buffered >= PUT_BATCH || r->nsegs > 1 || r->cs == CS_NONE)
+        pump(rt, r);
     return 0;
 }
-
-static int to_replica(JobRt *rt, Restore *r, Step *st, const Err *why);
 
 static void on_checked(JobRt *rt, Restore *r, const JobEv *ev) {
     Step *st = &r->steps[r->si];
     r->bytes += bcheck_bytes(ev->check);
+    r->read_done = 1;
+    r->bc = NULL;
     if (ev->err) {
         /* the primary's copy is missing, unreachable after retries, or damaged: the replica's,
-         * checked the same way, if it has one; the rows staged so far are dropped first */
+         * checked the same way, if it has one, after the step's rows are rolled back */
         if (!to_replica(rt, r, st, ev->err)) {
             jobrt_fail(rt, ev->err);
             return;
         }
         st->again = 1;
+        segs_drop(r);
     }
-    if (r->out.len && pg_conn_copy_put(jobrt_conn(rt), r->out.data, r->out.len) < 0)
-        return; /* the COPY's end reports it */
-    r->out.len = 0;
-    jobrt_copy_end(rt);
+    pump(rt, r);
+}
+
+/* A COPY into a staging table ended. */
+static void on_copied(JobRt *rt, Restore *r, const JobEv *ev) {
+    r->cs = CS_NONE;
+    r->full = 0;
+    if (ev->err && !r->copy_failed) {
+        r->copy_failed = 1;
+        r->copy_err = *ev->err;
+        err_prefix(&r->copy_err, "backup %s: its %s cannot be staged", r->steps[r->si].id,
+                   r->copy_dest == DEST_DELETED ? "deleted keys"
+                                                : scope_table(r->scope, r->copy_dest));
+    } else if (!ev->err && !r->chain && r->copy_dest >= 0) {
+        r->expected[r->copy_dest] += strtoull(PQcmdTuples(ev->res), NULL, 10);
+    }
+    pump(rt, r);
 }
 
 static void open_step(JobRt *rt, Restore *r) {
     const Step *st = &r->steps[r->si];
-    r->step_started = 0;
     char stage[JOBSPEC_ID_MAX + 16];
     snprintf(stage, sizeof(stage), "downloading %s", st->id);
     progress(rt, r, stage, r->rows_total ? (int)(r->rows_staged * 90 / r->rows_total) : 0);
+    r->read_done = r->held = r->full = r->copy_failed = 0;
+    r->cs = CS_NONE;
+    segs_drop(r);
+    if (!r->chain) /* counted by the COPYs: a primary copy read in part counts for nothing */
+        memset(r->expected, 0, (size_t)scope_count(r->scope) * sizeof(uint64_t));
+    snprintf(r->suffix, sizeof(r->suffix), r->chain ? "\t%d" : "", r->si);
+    Buf codecs = BUF_INIT;
+    codec_list_json(&st->codecs, &codecs);
+    CryptParams cp = {.user_id = r->spec->user_id,
+                      .backup_id = st->id,
+                      .codecs_json = codecs.data,
+                      .have_dek = !st->header_key,
+                      .unwrap = keys_unwrap_fn,
+                      .unwrap_data = (void *)services_jobconfig(jobrt_services(rt))->keys};
+    memcpy(cp.dek, st->dek, CRYPT_KEY_LEN);
+    BCheckTarget t = {st->id,
+                      r->spec->user_id,
+                      st->key,
+                      st->checksum,
+                      &st->codecs,
+                      st->encrypted ? &cp : NULL,
+                      st->from_replica ? services_replica(jobrt_services(rt)) : NULL};
     r->state = ST_STAGE;
-    jobrt_copy_in(rt, ST_STAGE,
-                  "COPY _bw_stage (step, kind, tbl, j) FROM STDIN "
-                  "(FORMAT csv, QUOTE e'\\x01', DELIMITER e'\\x02')");
+    /* every row checked to be JSON before it is staged: a damaged object is then named by its
+     * digest (and the replica's copy tried), not by a conversion error */
+    r->bc = jobrt_check(rt, ST_STAGE, JRT_SOFT, &t, 1);
+    crypt_wipe(&cp, sizeof(cp));
+    buf_free(&codecs);
 }
 
-/* The COPY is open (start reading), or drained (read on). */
-static void on_copy_writable(JobRt *rt, Restore *r) {
-    if (!r->step_started) {
-        const Step *st = &r->steps[r->si];
-        Buf codecs = BUF_INIT;
-        codec_list_json(&st->codecs, &codecs);
-        CryptParams cp = {.user_id = r->spec->user_id,
-                          .backup_id = st->id,
-                          .codecs_json = codecs.data,
-                          .have_dek = !st->header_key,
-                          .unwrap = keys_unwrap_fn,
-                          .unwrap_data = (void *)services_jobconfig(jobrt_services(rt))->keys};
-        memcpy(cp.dek, st->dek, CRYPT_KEY_LEN);
-        BCheckTarget t = {st->id,
-                          r->spec->user_id,
-                          st->key,
-                          st->checksum,
-                          &st->codecs,
-                          st->encrypted ? &cp : NULL,
-                          st->from_replica ? services_replica(jobrt_services(rt)) : NULL};
-        r->step_started = 1;
-        /* every row checked to be JSON before it is staged: a damaged object is then named by
-         * its digest (and the replica's copy tried), not by a jsonb syntax error of COPY */
-        r->bc = jobrt_check(rt, ST_STAGE, JRT_SOFT, &t, 1);
-        crypt_wipe(&cp, sizeof(cp));
-        buf_free(&codecs);
-        return;
-    }
-    if (r->bc)
-        bcheck_resume(r->bc);
-}
-
+/* Each step runs under a savepoint: the rows of a primary copy that failed are undone. */
 static void start_step(JobRt *rt, Restore *r) {
+    query(rt, r, ST_SAVEPOINT, 0, "SAVEPOINT bw_step", 0, NULL);
+}
+
+static void read_step(JobRt *rt, Restore *r) {
     const Step *st = &r->steps[r->si];
     if (st->reindexed) {
         char key[LAYOUT_KEY_MAX + 16];
@@ -510,32 +421,43 @@ static void on_step_manifest(JobRt *rt, Restore *r, const JobEv *ev) {
         return;
     }
     if (to_replica(rt, r, st, &e))
-        start_step(rt, r);
+        read_step(rt, r);
     else
         jobrt_fail(rt, &e);
 }
 
-static void on_step_staged(JobRt *rt, Restore *r) {
+/* The step's read ended and every COPY with it. */
+static void step_staged(JobRt *rt, Restore *r) {
     Step *cur = &r->steps[r->si];
     if (cur->again) { /* the primary's partial rows go, then the replica's copy is read */
         cur->again = 0;
-        char step[16];
-        snprintf(step, sizeof(step), "%d", r->si);
-        const char *v[] = {step};
-        query(rt, r, ST_UNSTAGE, 0, "DELETE FROM _bw_stage WHERE step = $1::int", 1, v);
+        query(rt, r, ST_UNSTAGE, 0, "ROLLBACK TO SAVEPOINT bw_step", 0, NULL);
+        return;
+    }
+    if (r->copy_failed) { /* the object is sound (its digest matched): its rows are refused */
+        jobrt_fail(rt, &r->copy_err);
         return;
     }
     log_info(job_log_id(jobrt_job(rt)), "staged backup %s (%d of %d)", r->steps[r->si].id,
              r->si + 1, r->nsteps);
-    buf_free(&r->out);
+    segs_drop(r);
     r->si++;
     if (r->si < r->nsteps) {
         start_step(rt, r);
         return;
     }
-    build_stmts(r);
-    r->qi = 0;
-    run_stmt(rt, r);
+    restore_apply_stmts(r);
+    restore_run_stmt(rt, r);
+}
+
+void restore_stmts_done(JobRt *rt, Restore *r) {
+    if (!r->applying) { /* the staging tables are there: read the first step */
+        r->si = 0;
+        start_step(rt, r);
+        return;
+    }
+    progress(rt, r, r->spec->dry_run ? "rolling back (dry run)" : "committing", 99);
+    query(rt, r, ST_COMMIT, JRT_END, r->spec->dry_run ? "ROLLBACK" : "COMMIT", 0, NULL);
 }
 
 /* ---- setup: scope, selection, staging table ---- */
@@ -565,10 +487,18 @@ static void on_scope(JobRt *rt, Restore *r, PGresult *res) {
         }
         r->selected[i] = 1;
     }
-    query(rt, r, ST_STAGING, 0,
-          "CREATE TEMP TABLE _bw_stage (step int NOT NULL, kind \"char\" NOT NULL, "
-          "tbl text NOT NULL, j jsonb NOT NULL) ON COMMIT DROP",
-          0, NULL);
+    r->shape = xcalloc((size_t)n, sizeof(PgCopyRow *));
+    for (int i = 0; i < n; i++) {
+        if (!r->selected[i])
+            continue;
+        r->shape[i] = pgcopy_row_new();
+        char kind;
+        const char *name;
+        for (int c = 0; (name = scope_stage_column(r->scope, i, c, &kind)) != NULL; c++)
+            pgcopy_row_add(r->shape[i], name, (PgCopyKind)kind);
+    }
+    restore_setup_stmts(r);
+    restore_run_stmt(rt, r);
 }
 
 /* ---- CHAIN ---- */
@@ -589,6 +519,7 @@ static void on_chain(JobRt *rt, Restore *r, PGresult *res) {
     }
     r->steps = xcalloc((size_t)n, sizeof(Step));
     r->nsteps = n;
+    r->chain = n > 1;
     for (int k = 0; k < n; k++) {
         const char *id = PQgetvalue(res, k, 0);
         const char *status = PQgetvalue(res, k, 3);
@@ -735,18 +666,14 @@ static void on_result(JobRt *rt, Restore *r, PGresult *res) {
     case ST_SCOPE:
         on_scope(rt, r, res);
         break;
-    case ST_STAGING:
-        r->si = 0;
-        start_step(rt, r);
-        break;
-    case ST_STAGE:
-        on_step_staged(rt, r);
+    case ST_SAVEPOINT:
+        read_step(rt, r);
         break;
     case ST_UNSTAGE:
-        open_step(rt, r);
+        start_step(rt, r);
         break;
     case ST_STMT:
-        on_stmt(rt, r, res);
+        restore_on_stmt(rt, r, res);
         break;
     case ST_COMMIT:
         on_committed(rt, r);
@@ -783,10 +710,16 @@ static int restore_step(JobRt *rt, void *st, const JobEv *ev) {
         load_chain(rt, r);
         break;
     case JEV_RESULT:
-        on_result(rt, r, ev->res);
+        if (ev->tag == ST_STAGE)
+            on_copied(rt, r, ev);
+        else
+            on_result(rt, r, ev->res);
         break;
     case JEV_COPY_WRITABLE:
-        on_copy_writable(rt, r);
+        if (r->cs == CS_OPENING)
+            r->cs = CS_OPEN;
+        r->full = 0;
+        pump(rt, r);
         break;
     case JEV_ITEM:
         return on_item(rt, r, ev);
@@ -825,12 +758,12 @@ static int restore_record(JobRt *rt, void *st, int k) {
 
 static void restore_release(void *st) {
     Restore *r = st;
-    buf_free(&r->out);
-    for (int i = 0; i < r->nstmts; i++) {
-        free(r->stmts[i].sql);
-        free(r->stmts[i].message);
-    }
-    free(r->stmts);
+    segs_drop(r);
+    free(r->segs);
+    restore_free_stmts(r);
+    for (int i = 0; r->shape && r->scope && i < scope_count(r->scope); i++)
+        pgcopy_row_free(r->shape[i]);
+    free(r->shape);
     scope_free(r->scope);
     for (int i = 0; r->steps && i < r->nsteps; i++)
         free(r->steps[i].wrapped);

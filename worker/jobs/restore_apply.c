@@ -1,0 +1,190 @@
+/*
+ * restore_apply: a restore's statement lists, run one after the other on the
+ * job's connection (see restore.c for where they fit):
+ *
+ *   setup    a typed staging table per selected table (and one of deleted
+ *            keys for a chain), before any row is read
+ *   FINAL    columns PostgreSQL converts; for a chain the last state of each
+ *            key; a unique index on the key (a key twice fails); ANALYZE
+ *   CHECK    ownership: every row the user's, every parent and reference the
+ *            user's or restored too, no key of another user's row
+ *   APPLY    deletes (children first), then the upserts of what differs
+ *            (parents first); dry_run counts the same and writes nothing
+ */
+#include "restore_intern.h"
+
+#include "buf.h"
+#include "jobs.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void add_stmt(Restore *r, SqlKind kind, int table, Buf *sql, const char *message) {
+    r->stmts = xrealloc(r->stmts, (size_t)(r->nstmts + 1) * sizeof(Stmt));
+    Stmt *s = &r->stmts[r->nstmts++];
+    s->sql = xstrdup(sql->data);
+    s->kind = kind;
+    s->table = table;
+    s->message = message ? xstrdup(message) : NULL;
+    buf_reset(sql);
+}
+
+void restore_free_stmts(Restore *r) {
+    for (int i = 0; i < r->nstmts; i++) {
+        free(r->stmts[i].sql);
+        free(r->stmts[i].message);
+    }
+    free(r->stmts);
+    r->stmts = NULL;
+    r->nstmts = r->qi = 0;
+}
+
+void restore_setup_stmts(Restore *r) {
+    const Scope *s = r->scope;
+    Buf sql = BUF_INIT;
+    restore_free_stmts(r);
+    r->applying = 0;
+    for (int i = 0; i < scope_count(s); i++) {
+        if (!r->selected[i])
+            continue;
+        scope_stage_create_sql(s, i, r->chain, &sql);
+        add_stmt(r, SQ_EXEC, -1, &sql, NULL);
+        if (scope_stage_alter_sql(s, i, r->chain, &sql))
+            add_stmt(r, SQ_EXEC, -1, &sql, NULL);
+    }
+    if (r->chain) {
+        buf_puts(&sql, "CREATE TEMP TABLE _bw_d (step int NOT NULL, tbl int NOT NULL, k text NOT "
+                       "NULL) ON COMMIT DROP");
+        add_stmt(r, SQ_EXEC, -1, &sql, NULL);
+    }
+    buf_free(&sql);
+}
+
+static void check_stmts(Restore *r, int i, Buf *sql) {
+    const Scope *s = r->scope;
+    char msg[ERR_MSG_MAX];
+    int p = scope_parent_index(s, i);
+    int parent_staged = p >= 0 && r->selected[p];
+    scope_restore_owner_sql(s, i, parent_staged, sql);
+    if (p < 0 || parent_staged)
+        snprintf(msg, sizeof(msg),
+                 "backup holds rows of %s that are not user %s's: refusing to restore them",
+                 scope_table(s, i), r->spec->user_id);
+    else
+        snprintf(msg, sizeof(msg),
+                 "restoring %s alone would break a foreign key: some of its rows refer to "
+                 "%s rows that are missing (or not the user's); restore %s too "
+                 "(tables=%s,%s)",
+                 scope_table(s, i), scope_table(s, p), scope_table(s, p), scope_table(s, p),
+                 scope_table(s, i));
+    add_stmt(r, SQ_CHECK, i, sql, msg);
+    scope_restore_foreign_sql(s, i, sql);
+    snprintf(msg, sizeof(msg),
+             "backup holds %s rows whose keys belong to rows of another user: refusing to "
+             "restore",
+             scope_table(s, i));
+    add_stmt(r, SQ_CHECK, i, sql, msg);
+    for (int k = 0; k < scope_restore_ref_count(s, i); k++) {
+        const char *col = scope_restore_ref_sql(s, i, k, r->selected, sql);
+        snprintf(msg, sizeof(msg),
+                 "backup holds %s rows whose %s refers to a row that is missing or not user "
+                 "%s's: refusing to restore",
+                 scope_table(s, i), col, r->spec->user_id);
+        add_stmt(r, SQ_CHECK, i, sql, msg);
+    }
+}
+
+void restore_apply_stmts(Restore *r) {
+    const Scope *s = r->scope;
+    int n = scope_count(s);
+    Buf sql = BUF_INIT;
+    restore_free_stmts(r);
+    r->applying = 1;
+    for (int i = 0; i < n; i++) {
+        if (!r->selected[i])
+            continue;
+        if (scope_stage_convert_sql(s, i, r->chain, &sql))
+            add_stmt(r, SQ_EXEC, -1, &sql, NULL);
+        if (r->chain) {
+            scope_stage_final_sql(s, i, &sql);
+            add_stmt(r, SQ_FINAL, i, &sql, NULL);
+        }
+        scope_stage_index_sql(s, i, &sql);
+        add_stmt(r, SQ_EXEC, -1, &sql, NULL);
+        buf_printf(&sql, "ANALYZE _bw_f%d", i);
+        add_stmt(r, SQ_EXEC, -1, &sql, NULL);
+    }
+    for (int i = 0; i < n; i++)
+        if (r->selected[i])
+            check_stmts(r, i, &sql);
+    int dry = r->spec->dry_run;
+    for (int i = n - 1; i >= 0; i--) /* children first */
+        if (r->selected[i]) {
+            scope_restore_delete_sql(s, i, dry, &sql);
+            add_stmt(r, SQ_DELETE, i, &sql, NULL);
+        }
+    for (int i = 0; i < n; i++) /* parents first */
+        if (r->selected[i]) {
+            scope_restore_upsert_sql(s, i, dry, &sql);
+            add_stmt(r, SQ_UPSERT, i, &sql, NULL);
+        }
+    buf_free(&sql);
+}
+
+void restore_run_stmt(JobRt *rt, Restore *r) {
+    if (r->qi == r->nstmts) {
+        restore_stmts_done(rt, r);
+        return;
+    }
+    Stmt *st = &r->stmts[r->qi];
+    if (!r->applying)
+        restore_progress(rt, r, "preparing", 0);
+    else if (st->table >= 0 && st->kind != SQ_CHECK)
+        restore_progress(rt, r, scope_table(r->scope, st->table), 90 + 9 * r->qi / r->nstmts);
+    else
+        restore_progress(rt, r, "checking", 90);
+    restore_query(rt, r, ST_STMT, 0, st->sql, 0, NULL);
+}
+
+void restore_on_stmt(JobRt *rt, Restore *r, PGresult *res) {
+    Stmt *st = &r->stmts[r->qi];
+    switch (st->kind) {
+    case SQ_EXEC:
+        break;
+    case SQ_FINAL:
+        r->expected[st->table] = strtoull(PQcmdTuples(res), NULL, 10);
+        break;
+    case SQ_CHECK:
+        if (strcmp(PQgetvalue(res, 0, 0), "0") != 0) {
+            jobrt_failf(rt, ERR_PERMANENT, ERR_CODE_INVALID, "%s (%s row%s, first: %s %s)",
+                        st->message, PQgetvalue(res, 0, 0),
+                        strcmp(PQgetvalue(res, 0, 0), "1") ? "s" : "",
+                        scope_table(r->scope, st->table), PQgetvalue(res, 0, 1));
+            return;
+        }
+        break;
+    case SQ_DELETE:
+        r->del[st->table] =
+            strtoull(r->spec->dry_run ? PQgetvalue(res, 0, 0) : PQcmdTuples(res), NULL, 10);
+        break;
+    case SQ_UPSERT: {
+        int i = st->table;
+        uint64_t want = strtoull(PQgetvalue(res, 0, 0), NULL, 10);
+        r->ins[i] = strtoull(PQgetvalue(res, 0, 1), NULL, 10);
+        r->upd[i] = strtoull(PQgetvalue(res, 0, 2), NULL, 10);
+        if (r->ins[i] + r->upd[i] != want || want > r->expected[i]) {
+            jobrt_failf(rt, ERR_PERMANENT, ERR_CODE_INVALID,
+                        "backup holds %" PRIu64 " %s rows whose keys belong to rows of another "
+                        "user: refusing to restore",
+                        want - r->ins[i] - r->upd[i], scope_table(r->scope, i));
+            return;
+        }
+        r->restored[i] = r->expected[i];
+        break;
+    }
+    }
+    r->qi++;
+    restore_run_stmt(rt, r);
+}

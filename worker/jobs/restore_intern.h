@@ -1,0 +1,115 @@
+/* restore's insides, shared by restore.c (the job: chain, keys, staging) and restore_apply.c
+ * (the statement lists: staging tables, checks, writes). */
+#ifndef BW_RESTORE_INTERN_H
+#define BW_RESTORE_INTERN_H
+
+#include "bcheck.h"
+#include "buf.h"
+#include "codec.h"
+#include "crypt.h"
+#include "jobrt.h"
+#include "jobspec.h"
+#include "layout.h"
+#include "pgcopy.h"
+#include "scope.h"
+
+#include <stdint.h>
+
+typedef enum {
+    ST_ACQUIRE,
+    ST_CHAIN,
+    ST_KEYS, /* the encrypted steps' data keys */
+    ST_HISTORY,
+    ST_BEGIN,
+    ST_USER,
+    ST_SCOPE,
+    ST_SAVEPOINT, /* each step's: a failed read of the primary's copy is undone to it */
+    ST_MANIFEST,  /* a reindexed step's manifest read again */
+    ST_STAGE,     /* COPY of one step's rows into the staging tables, read through bcheck */
+    ST_UNSTAGE,   /* ROLLBACK TO SAVEPOINT: the step is read again from the replica */
+    ST_STMT,      /* a statement list: staging tables, then FINAL and APPLY */
+    ST_COMMIT,
+    ST_RECORD,
+} State;
+
+typedef struct {
+    char id[JOBSPEC_ID_MAX + 1];
+    char key[LAYOUT_KEY_MAX];
+    char checksum[65];
+    CodecList codecs;
+    uint64_t size;
+    int reindexed; /* recorded from a manifest by backupctl reindex: read the manifest again */
+    int encrypted;
+    char key_id[CRYPT_ID_MAX + 1], *wrapped; /* encrypted: the record's (newest) wrapping */
+    char origin_key_id[CRYPT_ID_MAX + 1];    /* the key of the object header's wrapping */
+    int header_key;   /* the newest key is not here, the header's is: the decoder opens that */
+    int replica_ok;   /* its copy in the replica completed (replica_status) */
+    int from_replica; /* read from the replica (forced, or the primary's copy failed) */
+    int again;        /* the primary's copy failed mid-read: unstage, read the replica's */
+    unsigned char dek[CRYPT_KEY_LEN]; /* and the data key it opens, before any read */
+} Step;
+
+typedef enum { SQ_EXEC, SQ_FINAL, SQ_CHECK, SQ_DELETE, SQ_UPSERT } SqlKind;
+
+typedef struct {
+    char *sql;
+    SqlKind kind;
+    int table;     /* scope index (FINAL, CHECK, DELETE, UPSERT) */
+    char *message; /* CHECK: the error when the count is not 0 */
+} Stmt;
+
+/* Staged text waiting for its COPY: one staging table's (dest: a scope index, or DEST_DELETED). */
+#define DEST_DELETED (-2)
+typedef struct {
+    int dest;
+    Buf b;
+} Seg;
+
+typedef enum { CS_NONE, CS_OPENING, CS_OPEN, CS_ENDING } CopyState;
+
+typedef struct {
+    State state;
+    const JobSpec *spec;
+    int recorded_start;
+    Step *steps;
+    int nsteps, si, ki;
+    int chain; /* more than one step: rows staged with their step, then the last state taken */
+    char fallback[ERR_MSG_MAX]; /* why a primary copy was not used */
+    Scope *scope;
+    unsigned char *selected;   /* per scope table */
+    PgCopyRow **shape;         /* per selected table: its rows' columns in COPY order */
+    uint64_t *expected;        /* staged final rows per table */
+    uint64_t *restored;        /* rows in place per table once restored (written or unchanged) */
+    uint64_t *ins, *upd, *del; /* per table: inserted, updated, deleted (dry_run: would be) */
+    Stmt *stmts;
+    int nstmts, qi, applying;
+    /* one step's stream: rows turned into COPY text, one COPY per staging table in turn */
+    BCheck *bc;
+    int read_done, held, full;
+    Seg *segs;
+    int nsegs, capsegs;
+    size_t buffered;
+    CopyState cs;
+    int copy_dest;
+    int copy_failed; /* the server refused a row: the rest is dropped, copy_err said at the end */
+    Err copy_err;
+    char suffix[16]; /* chain: "\t<step>" after each row */
+    uint64_t rows_total, rows_staged, bytes;
+} Restore;
+
+void restore_query(JobRt *rt, Restore *r, State next, int flags, const char *sql, int n,
+                   const char *const *v);
+void restore_progress(JobRt *rt, Restore *r, const char *stage, int pct);
+
+/* restore_apply.c. The staging tables (the statements before the first step is read). */
+void restore_setup_stmts(Restore *r);
+/* FINAL and APPLY (after every step is staged). */
+void restore_apply_stmts(Restore *r);
+/* The next statement of the list; at its end, restore_stmts_done(). */
+void restore_run_stmt(JobRt *rt, Restore *r);
+void restore_on_stmt(JobRt *rt, Restore *r, PGresult *res);
+void restore_free_stmts(Restore *r);
+/* restore.c: a statement list ran to its end. */
+void restore_stmts_done(JobRt *rt, Restore *r);
+
+#endif

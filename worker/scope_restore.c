@@ -1,0 +1,290 @@
+/*
+ * scope_restore: the SQL of a restore (see scope.h): typed staging tables,
+ * the ownership checks, the delete and the upsert.
+ *
+ * Staged rows have their columns' own types, so every comparison is of
+ * values, never of text as a backup spelled it: `{ABC...}` and `abc...` are
+ * one uuid, and a lookup into a real table uses its index. Names spliced in
+ * are checked identifiers (scope.c); types spliced after `::` are checked to
+ * be plain type names; every value comes from a bound setting.
+ */
+#include "scope_intern.h"
+
+#include <stdio.h>
+#include <string.h>
+
+int scope_parent_index(const Scope *s, int i) {
+    return s->t[i].parent[0] ? scope_find(s, s->t[i].parent) : -1;
+}
+
+/* The restored columns: all but the stamp. */
+static const Column *restored(const Table *t, int c) {
+    for (int k = 0; k < t->ncols; k++)
+        if (!scope_is_stamp(&t->cols[k]) && c-- == 0)
+            return &t->cols[k];
+    return NULL;
+}
+
+int scope_stage_columns(const Scope *s, int i) {
+    const Table *t = &s->t[i];
+    int n = 0;
+    for (int k = 0; k < t->ncols; k++)
+        n += !scope_is_stamp(&t->cols[k]);
+    return n;
+}
+
+const char *scope_stage_column(const Scope *s, int i, int c, char *kind) {
+    const Column *col = restored(&s->t[i], c);
+    if (col == NULL)
+        return NULL;
+    *kind = col->kind == SCOPE_KIND_PG ? 'j' : col->kind;
+    return col->name;
+}
+
+static void staged_name(int i, int chain, Buf *sql) {
+    buf_printf(sql, "%s%d", chain ? "_bw_s" : "_bw_f", i);
+}
+
+void scope_stage_create_sql(const Scope *s, int i, int chain, Buf *sql) {
+    const Table *t = &s->t[i];
+    buf_puts(sql, "CREATE TEMP TABLE ");
+    staged_name(i, chain, sql);
+    buf_printf(sql, " (LIKE \"%s\"", t->name);
+    for (int c = 0; restored(t, c); c++)
+        if (restored(t, c)->kind == SCOPE_KIND_PG)
+            buf_printf(sql, ", _bw_j%d jsonb", c);
+    buf_printf(sql, "%s) ON COMMIT DROP", chain ? ", _bw_step int NOT NULL" : "");
+}
+
+int scope_stage_alter_sql(const Scope *s, int i, int chain, Buf *sql) {
+    const Table *t = &s->t[i];
+    int n = 0;
+    for (int c = 0; restored(t, c); c++) {
+        const Column *col = restored(t, c);
+        if (col->kind != SCOPE_KIND_PG)
+            continue;
+        if (n++ == 0) {
+            buf_puts(sql, "ALTER TABLE ");
+            staged_name(i, chain, sql);
+        }
+        buf_printf(sql, "%s ALTER COLUMN \"%s\" DROP NOT NULL", n > 1 ? "," : "", col->name);
+    }
+    return n;
+}
+
+void scope_stage_copy_sql(const Scope *s, int i, int chain, Buf *sql) {
+    const Table *t = &s->t[i];
+    buf_puts(sql, "COPY ");
+    staged_name(i, chain, sql);
+    buf_puts(sql, " (");
+    for (int c = 0; restored(t, c); c++) {
+        const Column *col = restored(t, c);
+        if (col->kind == SCOPE_KIND_PG)
+            buf_printf(sql, "%s_bw_j%d", c ? ", " : "", c);
+        else
+            buf_printf(sql, "%s\"%s\"", c ? ", " : "", col->name);
+    }
+    buf_puts(sql, chain ? ", _bw_step) FROM STDIN" : ") FROM STDIN");
+}
+
+int scope_stage_convert_sql(const Scope *s, int i, int chain, Buf *sql) {
+    const Table *t = &s->t[i];
+    int n = 0;
+    Buf cols = BUF_INIT, vals = BUF_INIT;
+    for (int c = 0; restored(t, c); c++) {
+        const Column *col = restored(t, c);
+        if (col->kind != SCOPE_KIND_PG)
+            continue;
+        buf_printf(&cols, "%s\"%s\"", n ? ", " : "", col->name);
+        buf_printf(&vals, "%sr.\"%s\"", n ? ", " : "", col->name);
+        n++;
+    }
+    if (n) {
+        /* jsonb_populate_record does what a restore of these types always did */
+        buf_puts(sql, "UPDATE ");
+        staged_name(i, chain, sql);
+        buf_printf(sql, " SET (%s) = (SELECT %s FROM jsonb_populate_record(NULL::\"%s\", ",
+                   cols.data, vals.data, t->name);
+        buf_puts(sql, "jsonb_build_object(");
+        int k = 0;
+        for (int c = 0; restored(t, c); c++)
+            if (restored(t, c)->kind == SCOPE_KIND_PG)
+                buf_printf(sql, "%s'%s', _bw_j%d", k++ ? ", " : "", restored(t, c)->name, c);
+        buf_puts(sql, ")) r)");
+    }
+    buf_free(&cols);
+    buf_free(&vals);
+    return n;
+}
+
+void scope_stage_final_sql(const Scope *s, int i, Buf *sql) {
+    const Table *t = &s->t[i];
+    /* a step deletes first, then writes its rows: only a later step's deletion removes a row */
+    buf_printf(sql,
+               "CREATE TEMP TABLE _bw_f%d ON COMMIT DROP AS SELECT DISTINCT ON (s.\"%s\") s.* "
+               "FROM _bw_s%d s WHERE NOT EXISTS (SELECT 1 FROM _bw_d d WHERE d.tbl = %d AND "
+               "d.step > s._bw_step AND (d.k)::%s = s.\"%s\") ORDER BY s.\"%s\", s._bw_step DESC",
+               i, t->key, i, i, scope_col_type(t, t->key), t->key, t->key);
+}
+
+void scope_stage_index_sql(const Scope *s, int i, Buf *sql) {
+    buf_printf(sql, "CREATE UNIQUE INDEX ON _bw_f%d (\"%s\")", i, s->t[i].key);
+}
+
+/* ---- checks ---- */
+
+/* A row of table p whose column col equals the staged column f.scol, that is the user's. */
+static void exists_users_row(const Scope *s, const Table *p, const char *col, const char *scol,
+                             Buf *sql) {
+    buf_printf(sql, "EXISTS (SELECT 1 FROM \"%s\" WHERE \"%s\".\"%s\" = f.\"%s\" AND ", p->name,
+               p->name, col, scol);
+    scope_user_filter(s, p, "", sql);
+    buf_puts(sql, ")");
+}
+
+/* A staged row of table p (index pi) whose key equals the staged column f.scol. */
+static void exists_staged(const Table *p, int pi, const char *scol, Buf *sql) {
+    buf_printf(sql, "EXISTS (SELECT 1 FROM _bw_f%d g WHERE g.\"%s\" = f.\"%s\")", pi, p->key,
+               scol);
+}
+
+static void check_head(const Table *t, int i, Buf *sql) {
+    buf_printf(sql,
+               "SELECT count(*), coalesce(min(f.\"%s\"::text), '') FROM _bw_f%d f WHERE ", t->key,
+               i);
+}
+
+void scope_restore_owner_sql(const Scope *s, int i, int parent_staged, Buf *sql) {
+    const Table *t = &s->t[i];
+    check_head(t, i, sql);
+    if (t->user_col[0]) {
+        buf_printf(sql, "f.\"%s\" IS DISTINCT FROM (current_setting('backup.user_id'))::%s",
+                   t->user_col, scope_col_type(t, t->user_col));
+        return;
+    }
+    int pi = scope_find(s, t->parent);
+    const Table *p = &s->t[pi];
+    buf_puts(sql, "NOT ");
+    if (parent_staged)
+        exists_staged(p, pi, t->parent_col, sql);
+    else
+        exists_users_row(s, p, p->key, t->parent_col, sql);
+}
+
+int scope_restore_ref_count(const Scope *s, int i) {
+    const Table *t = &s->t[i];
+    int n = 0;
+    for (int c = 0; c < t->ncols; c++)
+        n += scope_checked_ref(s, t, &t->cols[c]);
+    return n;
+}
+
+const char *scope_restore_ref_sql(const Scope *s, int i, int k, const unsigned char *selected,
+                                  Buf *sql) {
+    const Table *t = &s->t[i];
+    const Column *c = NULL;
+    for (int n = 0; n < t->ncols; n++)
+        if (scope_checked_ref(s, t, &t->cols[n]) && k-- == 0) {
+            c = &t->cols[n];
+            break;
+        }
+    if (c == NULL)
+        return NULL;
+    int pi = scope_find(s, c->ref_table);
+    const Table *p = &s->t[pi];
+    check_head(t, i, sql);
+    buf_printf(sql, "f.\"%s\" IS NOT NULL AND NOT ", c->name);
+    /* a referenced table being restored too is replaced by its staged rows (themselves checked
+     * to be the user's); one left alone must hold the user's row */
+    if (selected[pi] && strcmp(c->ref_col, p->key) == 0)
+        exists_staged(p, pi, c->name, sql);
+    else
+        exists_users_row(s, p, c->ref_col, c->name, sql);
+    return c->name;
+}
+
+void scope_restore_foreign_sql(const Scope *s, int i, Buf *sql) {
+    const Table *t = &s->t[i];
+    buf_printf(sql,
+               "SELECT count(*), coalesce(min(f.\"%s\"::text), '') FROM _bw_f%d f JOIN \"%s\" ON "
+               "\"%s\".\"%s\" = f.\"%s\" WHERE NOT (",
+               t->key, i, t->name, t->name, t->key, t->key);
+    char qual[SCOPE_NAME_MAX + 4]; /* the staged table has the same columns */
+    snprintf(qual, sizeof(qual), "\"%s\".", t->name);
+    scope_user_filter(s, t, qual, sql);
+    buf_puts(sql, ")");
+}
+
+/* ---- writes ---- */
+
+void scope_restore_delete_sql(const Scope *s, int i, int count_only, Buf *sql) {
+    const Table *t = &s->t[i];
+    buf_printf(sql, count_only ? "SELECT count(*) FROM \"%s\" WHERE " : "DELETE FROM \"%s\" WHERE ",
+               t->name);
+    scope_user_filter(s, t, "", sql);
+    buf_printf(sql,
+               " AND NOT EXISTS (SELECT 1 FROM _bw_f%d f WHERE f.\"%s\" = \"%s\".\"%s\")", i,
+               t->key, t->name, t->key);
+}
+
+/* The restored columns, each after prefix; compare: as they are compared (as text unless equal
+ * values are the same value). */
+static void restored_cols(const Table *t, const char *prefix, int compare, Buf *sql) {
+    for (int c = 0; restored(t, c); c++) {
+        const Column *col = restored(t, c);
+        buf_printf(sql, "%s%s\"%s\"%s", c ? ", " : "", prefix, col->name,
+                   compare && !col->exact ? "::text" : "");
+    }
+}
+
+void scope_restore_upsert_sql(const Scope *s, int i, int dry_run, Buf *sql) {
+    const Table *t = &s->t[i];
+    /* w: the staged rows to write, those that are new or differ from the row in place; a value
+     * that prints differently (1.0 and 1.00, json's spacing) is written back exactly as it was */
+    buf_puts(sql, "WITH w AS (SELECT ");
+    restored_cols(t, "f.", 0, sql);
+    buf_printf(sql,
+               ", x.\"%s\" IS NULL AS _bw_new FROM _bw_f%d f LEFT JOIN \"%s\" x ON x.\"%s\" = "
+               "f.\"%s\" WHERE x.\"%s\" IS NULL OR ROW(",
+               t->key, i, t->name, t->key, t->key, t->key);
+    restored_cols(t, "x.", 1, sql);
+    buf_puts(sql, ") IS DISTINCT FROM ROW(");
+    restored_cols(t, "f.", 1, sql);
+    buf_puts(sql, "))");
+    if (dry_run) {
+        buf_puts(sql, " SELECT count(*), count(*) FILTER (WHERE _bw_new), "
+                      "count(*) FILTER (WHERE NOT _bw_new) FROM w");
+        return;
+    }
+    buf_printf(sql, ", u AS (INSERT INTO \"%s\" AS x (", t->name);
+    restored_cols(t, "", 0, sql);
+    buf_puts(sql, ") SELECT ");
+    restored_cols(t, "", 0, sql);
+    /* a row deleted since w was read (a foreign key's cascade) comes back as an insert */
+    buf_printf(sql, " FROM w ON CONFLICT (\"%s\") DO UPDATE SET ", t->key);
+    int first = 1;
+    for (int c = 0; restored(t, c); c++) {
+        const Column *col = restored(t, c);
+        if (strcmp(col->name, t->key) == 0)
+            continue;
+        buf_printf(sql, "%s\"%s\" = EXCLUDED.\"%s\"", first ? "" : ", ", col->name, col->name);
+        first = 0;
+    }
+    if (first) /* only a key: nothing to update, but the conflict must still be the user's */
+        buf_printf(sql, "\"%s\" = EXCLUDED.\"%s\"", t->key, t->key);
+    /* the row updated must be the user's: its user column, or a parent row that is the user's
+     * (one index lookup per conflicting row) */
+    buf_puts(sql, " WHERE ");
+    if (t->user_col[0]) {
+        scope_user_filter(s, t, "x.", sql);
+    } else {
+        const Table *p = &s->t[scope_find(s, t->parent)];
+        buf_printf(sql, "EXISTS (SELECT 1 FROM \"%s\" WHERE \"%s\".\"%s\" = x.\"%s\" AND ", p->name,
+                   p->name, p->key, t->parent_col);
+        scope_user_filter(s, p, "", sql);
+        buf_puts(sql, ")");
+    }
+    /* inserted rows have no xmax; a row updated on conflict has the updater's */
+    buf_puts(sql, " RETURNING (xmax = 0) AS ins) SELECT (SELECT count(*) FROM w), "
+                  "count(*) FILTER (WHERE ins), count(*) FILTER (WHERE NOT ins) FROM u");
+}
