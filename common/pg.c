@@ -517,6 +517,13 @@ int pg_conn_copy_putv(PgConn *c, const char *const *bufs, const size_t *lens, in
         pgi_fail(c, ERR_RETRYABLE, "connection lost", PQerrorMessage(c->pq));
         return -1;
     }
+    /* what libpq holds unsent: once that is big, its buffer stays big (closed at release) */
+    for (int i = 0; i < nbufs && r == 1; i++)
+        c->unflushed += lens[i];
+    if (r == 0)
+        c->unflushed = 0;
+    if (c->unflushed >= PG_BIG_MESSAGE)
+        c->grown = 1;
     if (r == 1) {
         /* libpq would buffer without limit: stop the producer here */
         c->flushing = 1;

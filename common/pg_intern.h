@@ -29,7 +29,8 @@ struct PgConn {
     uv_loop_t *loop;
     PGconn *pq;
     ConnState state;
-    int grown; /* a message of PG_BIG_MESSAGE or more went through */
+    int grown; /* a message of PG_BIG_MESSAGE or more went through, or waited in libpq */
+    size_t unflushed; /* COPY data put since libpq's output last drained */
     unsigned timeout_ms;
 
     uv_poll_t *poll; /* re-created when libpq changes sockets while connecting */

@@ -7,38 +7,57 @@
 
 #define MAX_DEPTH 512
 
+/* Where text goes: a buffer, handed to spill whenever it holds `at` bytes or more (a big value
+ * is then never held whole). */
+typedef struct {
+    Buf *b;
+    size_t at;
+    PgCopySpill fn;
+    void *data;
+    int failed, spilled;
+} Sink;
+
+static void out_append(Sink *o, const void *p, size_t n) {
+    buf_append(o->b, p, n);
+    if (o->fn && !o->failed && o->b->len >= o->at) {
+        o->spilled = 1;
+        if (o->fn(o->b, o->data) != 0)
+            o->failed = 1;
+    }
+}
+
 /* Bytes COPY's text format escapes (besides '"' inside a quoted array element). */
 static const unsigned char copy_special[256] = {['\\'] = 1, ['\n'] = 1, ['\r'] = 1, ['\t'] = 1};
 
 /* Append bytes as COPY text; q: inside a quoted array element, where '"' and '\' are first
  * escaped for the array literal (so a backslash becomes four). */
-static void put_text(Buf *out, const char *s, size_t n, int q) {
+static void put_text(Sink *out, const char *s, size_t n, int q) {
     size_t run = 0;
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
         if (!copy_special[c] && !(q && c == '"'))
             continue;
-        buf_append(out, s + run, i - run);
+        out_append(out, s + run, i - run);
         run = i + 1;
         switch (c) {
         case '\\':
-            buf_append(out, q ? "\\\\\\\\" : "\\\\", q ? 4 : 2);
+            out_append(out, q ? "\\\\\\\\" : "\\\\", q ? 4 : 2);
             break;
         case '"':
-            buf_append(out, "\\\\\"", 3);
+            out_append(out, "\\\\\"", 3);
             break;
         case '\n':
-            buf_append(out, "\\n", 2);
+            out_append(out, "\\n", 2);
             break;
         case '\r':
-            buf_append(out, "\\r", 2);
+            out_append(out, "\\r", 2);
             break;
         default: /* tab */
-            buf_append(out, "\\t", 2);
+            out_append(out, "\\t", 2);
             break;
         }
     }
-    buf_append(out, s + run, n - run);
+    out_append(out, s + run, n - run);
 }
 
 static int bad(Err *err, const char *what) {
@@ -137,7 +156,7 @@ static size_t utf8(unsigned cp, char *o) {
 }
 
 /* The text of the JSON string p..e (quotes included), escapes undone, as COPY text. */
-static int put_string(const char *p, const char *e, int q, Buf *out, Err *err) {
+static int put_string(const char *p, const char *e, int q, Sink *out, Err *err) {
     p++, e--; /* inside the quotes */
     while (p < e) {
         const char *s = p;
@@ -201,14 +220,14 @@ static int put_string(const char *p, const char *e, int q, Buf *out, Err *err) {
 
 /* ---- values ---- */
 
-static int put_element(PgCopyKind kind, const char *p, const char *e, int depth, Buf *out,
+static int put_element(PgCopyKind kind, const char *p, const char *e, int depth, Sink *out,
                        Err *err);
 
 /* A JSON array as an array literal: {e1,e2,...}. */
-static int put_array(PgCopyKind kind, const char *p, const char *e, int depth, Buf *out, Err *err) {
+static int put_array(PgCopyKind kind, const char *p, const char *e, int depth, Sink *out, Err *err) {
     if (depth > MAX_DEPTH)
         return bad(err, "a JSON array nests too deep");
-    buf_append(out, "{", 1);
+    out_append(out, "{", 1);
     p = skip_ws(p + 1, e - 1);
     int first = 1;
     while (p < e - 1) {
@@ -216,7 +235,7 @@ static int put_array(PgCopyKind kind, const char *p, const char *e, int depth, B
         if (ve == NULL)
             return bad(err, "a JSON array is malformed");
         if (!first)
-            buf_append(out, ",", 1);
+            out_append(out, ",", 1);
         first = 0;
         if (put_element(kind, p, ve, depth + 1, out, err) != 0)
             return -1;
@@ -227,16 +246,16 @@ static int put_array(PgCopyKind kind, const char *p, const char *e, int depth, B
             p = skip_ws(p + 1, e - 1);
         }
     }
-    buf_append(out, "}", 1);
+    out_append(out, "}", 1);
     return 0;
 }
 
 /* One element inside an array literal. */
-static int put_element(PgCopyKind kind, const char *p, const char *e, int depth, Buf *out,
+static int put_element(PgCopyKind kind, const char *p, const char *e, int depth, Sink *out,
                        Err *err) {
     switch (*p) {
     case 'n':
-        buf_append(out, "NULL", 4);
+        out_append(out, "NULL", 4);
         return 0;
     case '[':
         if (kind == PGCOPY_ARRAY)
@@ -244,10 +263,10 @@ static int put_element(PgCopyKind kind, const char *p, const char *e, int depth,
         break;
     case '"':
         if (kind == PGCOPY_ARRAY) {
-            buf_append(out, "\"", 1);
+            out_append(out, "\"", 1);
             if (put_string(p, e, 1, out, err) != 0)
                 return -1;
-            buf_append(out, "\"", 1);
+            out_append(out, "\"", 1);
             return 0;
         }
         break;
@@ -258,18 +277,18 @@ static int put_element(PgCopyKind kind, const char *p, const char *e, int depth,
         return 0;
     }
     /* an object (or, in json[], any string or array): its JSON text, quoted */
-    buf_append(out, "\"", 1);
+    out_append(out, "\"", 1);
     put_text(out, p, (size_t)(e - p), 1);
-    buf_append(out, "\"", 1);
+    out_append(out, "\"", 1);
     return 0;
 }
 
 /* A trimmed value p..e as a top-level field. */
-static int put_field(PgCopyKind kind, const char *p, const char *e, Buf *out, Err *err) {
+static int put_field(PgCopyKind kind, const char *p, const char *e, Sink *out, Err *err) {
     if (p >= e)
         return bad(err, "a JSON value is empty");
     if (*p == 'n') {
-        buf_append(out, "\\N", 2);
+        out_append(out, "\\N", 2);
         return 0;
     }
     switch (kind) {
@@ -295,7 +314,8 @@ int pgcopy_value(PgCopyKind kind, const char *json, size_t len, Buf *out, Err *e
     const char *ve = skip_value(p, e);
     if (ve == NULL || skip_ws(ve, e) != e)
         return bad(err, "not one JSON value");
-    return put_field(kind, p, ve, out, err);
+    Sink o = {out, 0, NULL, NULL, 0, 0};
+    return put_field(kind, p, ve, &o, err);
 }
 
 /* ---- rows ---- */
@@ -310,10 +330,15 @@ struct PgCopyRow {
     Col *cols;
     int n, cap;
     const char **vs, **ve; /* this row's value of each column, or NULL */
+    size_t spill_at;
+    PgCopySpill spill;
+    void *spill_data;
 };
 
 PgCopyRow *pgcopy_row_new(void) {
-    return xcalloc(1, sizeof(PgCopyRow));
+    PgCopyRow *r = xcalloc(1, sizeof(PgCopyRow));
+    r->spill_at = SIZE_MAX;
+    return r;
 }
 
 void pgcopy_row_free(PgCopyRow *r) {
@@ -352,6 +377,12 @@ static int find_col(const PgCopyRow *r, const char *s, size_t n, int hint) {
     return -1;
 }
 
+void pgcopy_row_spill(PgCopyRow *r, size_t at, PgCopySpill fn, void *data) {
+    r->spill_at = at;
+    r->spill = fn;
+    r->spill_data = data;
+}
+
 int pgcopy_row_line(PgCopyRow *r, const char *json, size_t len, const char *suffix, Buf *out,
                     Err *err) {
     const char *e = json + len, *p = skip_ws(json, e);
@@ -383,20 +414,27 @@ int pgcopy_row_line(PgCopyRow *r, const char *json, size_t len, const char *suff
     }
     if (p >= e)
         return bad(err, "a row's JSON object is not closed");
+    /* the spill is for big rows: a row under its size is never split */
+    Sink o = {out, r->spill_at, len >= r->spill_at ? r->spill : NULL, r->spill_data, 0, 0};
     size_t start = out->len;
     for (int i = 0; i < r->n; i++) {
         if (i)
-            buf_append(out, "\t", 1);
+            out_append(&o, "\t", 1);
         if (r->vs[i] == NULL) {
-            buf_append(out, "\\N", 2);
-        } else if (put_field(r->cols[i].kind, r->vs[i], r->ve[i], out, err) != 0) {
-            out->len = start;
-            out->data[start] = '\0';
+            out_append(&o, "\\N", 2);
+        } else if (put_field(r->cols[i].kind, r->vs[i], r->ve[i], &o, err) != 0) {
+            if (!o.spilled) { /* nothing was passed on: the buffer is as it was */
+                out->len = start;
+                if (out->data)
+                    out->data[start] = '\0';
+            }
             err_prefix(err, "column %s", r->cols[i].name);
             return -1;
         }
+        if (o.failed)
+            return bad(err, "the row could not be passed on");
     }
-    buf_puts(out, suffix);
-    buf_append(out, "\n", 1);
-    return 0;
+    out_append(&o, suffix, strlen(suffix));
+    out_append(&o, "\n", 1);
+    return o.failed ? bad(err, "the row could not be passed on") : 0;
 }

@@ -250,6 +250,8 @@ static int line(BfileReader *r, const char *s, size_t n, Err *err) {
     return -1;
 }
 
+#define LINE_KEEP_BYTES (1u << 20)
+
 int bfile_reader_feed(BfileReader *r, const char *buf, size_t len, Err *err) {
     while (len > 0) {
         const char *nl = memchr(buf, '\n', len);
@@ -264,6 +266,8 @@ int bfile_reader_feed(BfileReader *r, const char *buf, size_t len, Err *err) {
         if (r->line.len) {
             buf_append(&r->line, buf, k);
             rc = line(r, r->line.data, r->line.len, err);
+            if (r->line.cap > LINE_KEEP_BYTES) /* a huge row's memory goes back at once */
+                buf_free(&r->line);
             r->line.len = 0;
         } else {
             rc = line(r, buf, k, err);

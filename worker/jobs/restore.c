@@ -176,14 +176,18 @@ static void seg_pop(Restore *r) {
     r->nsegs--;
 }
 
-static Buf *seg_for(Restore *r, int dest) {
-    if (r->nsegs && r->segs[r->nsegs - 1].dest == dest)
+/* The buffer a row of dest goes to: the last one if it is dest's (and, unless the row goes
+ * straight into the COPY, not already big: a queue is cut in pieces rather than grown by
+ * doubling past a big row), else a new one. */
+static Buf *seg_for(Restore *r, int dest, int direct) {
+    if (r->nsegs && r->segs[r->nsegs - 1].dest == dest &&
+        (direct || r->segs[r->nsegs - 1].b.len < MAX_BUFFERED))
         return &r->segs[r->nsegs - 1].b;
     if (r->nsegs == r->capsegs) {
         r->capsegs = r->capsegs ? r->capsegs * 2 : 8;
         r->segs = xrealloc(r->segs, (size_t)r->capsegs * sizeof(Seg));
     }
-    r->segs[r->nsegs] = (Seg){dest, BUF_INIT};
+    r->segs[r->nsegs] = (Seg){dest, BUF_INIT, 0};
     return &r->segs[r->nsegs++].b;
 }
 
@@ -229,18 +233,26 @@ static void pump(JobRt *rt, Restore *r) {
             return;
         }
         int last = r->nsegs == 1;
-        if (r->full || (last && !r->read_done && h->b.len < PUT_BATCH))
+        size_t left = h->b.len - h->off;
+        if (r->full || (last && !r->read_done && left < PUT_BATCH))
             break;
-        int rc = pg_conn_copy_put(jobrt_conn(rt), h->b.data ? h->b.data : "", h->b.len);
+        /* a batch at a time: what the socket does not take waits here, not in libpq */
+        size_t n = left > PUT_BATCH ? PUT_BATCH : left;
+        int rc = pg_conn_copy_put(jobrt_conn(rt), h->b.data ? h->b.data + h->off : "", n);
         if (rc < 0) {
             jobrt_failf(rt, ERR_RETRYABLE, ERR_CODE_CONNECT, "%s", "postgres: COPY failed");
             return;
         }
-        r->buffered -= h->b.len;
-        if (last && !r->read_done) /* kept, to be filled again */
-            buf_reset(&h->b);
-        else
-            seg_pop(r);
+        r->buffered -= n;
+        h->off += n;
+        if (h->off == h->b.len) {
+            if (last && !r->read_done && h->b.cap <= MAX_BUFFERED) { /* kept, to be filled again */
+                buf_reset(&h->b);
+                h->off = 0;
+            } else { /* a big row's memory goes back at once */
+                seg_pop(r);
+            }
+        }
         if (rc == 0) /* the socket is full: on when the connection drains */
             r->full = 1;
     }
@@ -252,6 +264,20 @@ static void pump(JobRt *rt, Restore *r) {
     else if (!hold && r->held)
         bcheck_resume(r->bc);
     r->held = hold;
+}
+
+/* A big row's text goes into the open COPY as it is written (pgcopy_row_spill), after what was
+ * queued before it: held whole, it would be there three times (the reader's, ours, libpq's).
+ * Even when the socket is full: libpq then holds it, as much as one piece of the reader. */
+static int spill(Buf *out, void *data) {
+    Restore *r = data;
+    Seg *h = &r->segs[0];
+    int rc = pg_conn_copy_put(jobrt_conn(r->rt), out->data + h->off, out->len - h->off);
+    buf_reset(out);
+    h->off = 0;
+    if (rc == 0)
+        r->full = 1;
+    return rc < 0 ? -1 : 0;
 }
 
 /* A row or deleted key of the object being read: its COPY text queued for its table. */
@@ -270,8 +296,11 @@ static int on_item(JobRt *rt, Restore *r, const JobEv *ev) {
     /* deleted keys only remove rows of earlier steps: the first step's have none to remove */
     if (!r->selected[i] || (ev->section && r->si == 0) || r->copy_failed)
         return 0;
-    Buf *b = seg_for(r, ev->section ? DEST_DELETED : i);
-    size_t before = b->len;
+    int dest = ev->section ? DEST_DELETED : i;
+    /* a row straight into the open COPY of its table, when nothing is queued before it */
+    int direct = dest >= 0 && r->cs == CS_OPEN && r->copy_dest == dest &&
+                 (r->nsegs == 0 || (r->nsegs == 1 && r->segs[0].dest == dest));
+    Buf *b = seg_for(r, dest, direct);
     Err e;
     int rc;
     if (ev->section) {
@@ -279,6 +308,8 @@ static int on_item(JobRt *rt, Restore *r, const JobEv *ev) {
         rc = pgcopy_value(PGCOPY_SCALAR, ev->buf, ev->len, b, &e);
         buf_puts(b, "\n");
     } else {
+        r->rt = rt;
+        pgcopy_row_spill(r->shape[i], PUT_BATCH, direct ? spill : NULL, r);
         rc = pgcopy_row_line(r->shape[i], ev->buf, ev->len, r->suffix, b, &e);
     }
     if (rc != 0) {
@@ -286,7 +317,9 @@ static int on_item(JobRt *rt, Restore *r, const JobEv *ev) {
                 r->steps[r->si].id, ev->table, ev->section ? "deleted key" : "row", e.msg);
         return -1;
     }
-    r->buffered += b->len - before;
+    r->buffered = 0; /* a spill emptied the buffer: counted again */
+    for (int k = 0; k < r->nsegs; k++)
+        r->buffered += r->segs[k].b.len - r->segs[k].off;
     if (r->buffered >= PUT_BATCH || r->nsegs > 1 || r->cs == CS_NONE)
         pump(rt, r);
     return 0;

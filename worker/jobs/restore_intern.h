@@ -63,12 +63,14 @@ typedef struct {
 typedef struct {
     int dest;
     Buf b;
+    size_t off; /* put so far */
 } Seg;
 
 typedef enum { CS_NONE, CS_OPENING, CS_OPEN, CS_ENDING } CopyState;
 
 typedef struct {
     State state;
+    JobRt *rt; /* for pgcopy's spill */
     const JobSpec *spec;
     int recorded_start;
     Step *steps;
