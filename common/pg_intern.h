@@ -29,7 +29,7 @@ struct PgConn {
     uv_loop_t *loop;
     PGconn *pq;
     ConnState state;
-    int grown; /* a message of PG_BIG_MESSAGE or more went through, or waited in libpq */
+    int grown;        /* a message of PG_BIG_MESSAGE or more went through, or waited in libpq */
     size_t unflushed; /* COPY data put since libpq's output last drained */
     unsigned timeout_ms;
 

@@ -109,8 +109,8 @@ static const char *skip_value(const char *p, const char *e) {
         return NULL;
     }
     const char *s = p;
-    while (p < e && *p != ',' && *p != ']' && *p != '}' && *p != ' ' && *p != '\t' &&
-           *p != '\n' && *p != '\r')
+    while (p < e && *p != ',' && *p != ']' && *p != '}' && *p != ' ' && *p != '\t' && *p != '\n' &&
+           *p != '\r')
         p++;
     return p > s ? p : NULL;
 }
@@ -224,7 +224,8 @@ static int put_element(PgCopyKind kind, const char *p, const char *e, int depth,
                        Err *err);
 
 /* A JSON array as an array literal: {e1,e2,...}. */
-static int put_array(PgCopyKind kind, const char *p, const char *e, int depth, Sink *out, Err *err) {
+static int put_array(PgCopyKind kind, const char *p, const char *e, int depth, Sink *out,
+                     Err *err) {
     if (depth > MAX_DEPTH)
         return bad(err, "a JSON array nests too deep");
     out_append(out, "{", 1);
@@ -283,8 +284,17 @@ static int put_element(PgCopyKind kind, const char *p, const char *e, int depth,
     return 0;
 }
 
-/* A trimmed value p..e as a top-level field. */
+static int is_ws(char c) {
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
+/* A value p..e as a top-level field. Whitespace around it is json's own (row_to_json writes
+ * none): kept for a json column, dropped for the others. */
 static int put_field(PgCopyKind kind, const char *p, const char *e, Sink *out, Err *err) {
+    const char *raw = p, *raw_end = e;
+    p = skip_ws(p, e);
+    while (e > p && is_ws(e[-1]))
+        e--;
     if (p >= e)
         return bad(err, "a JSON value is empty");
     if (*p == 'n') {
@@ -293,7 +303,7 @@ static int put_field(PgCopyKind kind, const char *p, const char *e, Sink *out, E
     }
     switch (kind) {
     case PGCOPY_JSON:
-        put_text(out, p, (size_t)(e - p), 0);
+        put_text(out, raw, (size_t)(raw_end - raw), 0);
         return 0;
     case PGCOPY_ARRAY:
     case PGCOPY_JSON_ARRAY:
@@ -399,16 +409,17 @@ int pgcopy_row_line(PgCopyRow *r, const char *json, size_t len, const char *suff
         const char *v = skip_ws(ke, e);
         if (v >= e || *v != ':')
             return bad(err, "a row's member has no value");
-        v = skip_ws(v + 1, e);
+        const char *raw = v + 1; /* the value with the whitespace around it */
+        v = skip_ws(raw, e);
         const char *ve = skip_value(v, e);
         if (ve == NULL)
             return bad(err, "a row's member value is malformed");
         int c = find_col(r, p + 1, (size_t)(ke - p - 2), hint);
+        p = skip_ws(ve, e);
         if (c >= 0) { /* a repeated member: the last wins, as in jsonb */
-            r->vs[c] = v, r->ve[c] = ve;
+            r->vs[c] = raw, r->ve[c] = p;
             hint = c + 1;
         }
-        p = skip_ws(ve, e);
         if (p < e && *p == ',')
             p = skip_ws(p + 1, e);
     }

@@ -56,8 +56,8 @@ int pgcopy_row_line(PgCopyRow *r, const char *json, size_t len, const char *suff
                     Err *err);
 
 /* Rows of at least `at` bytes of JSON are handed on as they are written: fn gets out whenever it
- * holds `at` bytes or more, and empties it or leaves it (0), or fails (-1: the row fails). A big value is then
- * never held whole; a row that fails after a spill has been passed on in part. */
+ * holds `at` bytes or more, and empties it or leaves it (0), or fails (-1: the row fails). A big
+ * value is then never held whole; a row that fails after a spill has been passed on in part. */
 typedef int (*PgCopySpill)(Buf *out, void *data);
 void pgcopy_row_spill(PgCopyRow *r, size_t at, PgCopySpill fn, void *data);
 

@@ -68,8 +68,8 @@ static void test_restore_sql_is_typed(void **state) {
     (void)state;
     Scope *s = sample();
     Err e;
-    assert_int_equal(scope_add_column(s, "order_items", "product_id", "uuid", "s=", "products", "id", &e),
-                     0);
+    assert_int_equal(
+        scope_add_column(s, "order_items", "product_id", "uuid", "s=", "products", "id", &e), 0);
     assert_int_equal(scope_check(s, &e), 0);
     int items = scope_find(s, "order_items"), orders = scope_find(s, "orders");
     Buf sql = BUF_INIT;
@@ -93,7 +93,8 @@ static void test_restore_sql_is_typed(void **state) {
     /* a chain: the last state of each key; a deleted key is compared as the key's type */
     scope_stage_final_sql(s, items, &sql);
     assert_non_null(strstr(sql.data, "DISTINCT ON (s.\"id\")"));
-    assert_non_null(strstr(sql.data, "d.tbl = 2 AND d.step > s._bw_step AND (d.k)::uuid = s.\"id\""));
+    assert_non_null(
+        strstr(sql.data, "d.tbl = 2 AND d.step > s._bw_step AND (d.k)::uuid = s.\"id\""));
     buf_reset(&sql);
     scope_restore_foreign_sql(s, items, &sql);
     assert_non_null(strstr(sql.data, "JOIN \"order_items\" ON \"order_items\".\"id\" = f.\"id\""));
@@ -137,8 +138,8 @@ static void test_restore_sql_is_typed(void **state) {
 
     /* a foreign key to a table of the scope is checked, against staged rows when selected */
     s = sample();
-    assert_int_equal(scope_add_column(s, "order_items", "owner_order", "uuid", "s=", "orders", "id", &e),
-                     0);
+    assert_int_equal(
+        scope_add_column(s, "order_items", "owner_order", "uuid", "s=", "orders", "id", &e), 0);
     assert_int_equal(scope_check(s, &e), 0);
     items = scope_find(s, "order_items");
     assert_int_equal(scope_restore_ref_count(s, items), 1);
@@ -193,8 +194,8 @@ static void test_restore_kinds(void **state) {
     assert_string_equal(sql.data, "ALTER TABLE _bw_f0 ALTER COLUMN \"addr\" DROP NOT NULL");
     buf_reset(&sql);
     scope_stage_copy_sql(s, 0, 0, &sql);
-    assert_string_equal(sql.data,
-                        "COPY _bw_f0 (\"id\", \"user_id\", \"total\", _bw_j3, \"tags\") FROM STDIN");
+    assert_string_equal(
+        sql.data, "COPY _bw_f0 (\"id\", \"user_id\", \"total\", _bw_j3, \"tags\") FROM STDIN");
     buf_reset(&sql);
     assert_int_equal(scope_stage_convert_sql(s, 0, 0, &sql), 1);
     assert_string_equal(sql.data, "UPDATE _bw_f0 SET (\"addr\") = (SELECT r.\"addr\" FROM "

@@ -221,8 +221,9 @@ int scope_check(Scope *s, Err *err) {
             return bad(err, "table %.64s does not exist in schema public%s", t->name, "");
         for (int c = 0; c < t->ncols; c++)
             if (strncmp(t->cols[c].name, "_bw_", 4) == 0)
-                return bad(err, "column %.64s of %.64s: names starting with _bw_ are kept for "
-                                "restore's staging tables",
+                return bad(err,
+                           "column %.64s of %.64s: names starting with _bw_ are kept for "
+                           "restore's staging tables",
                            t->cols[c].name, t->name);
         if (!has_col(t, t->key))
             return bad(err, "table %.64s has no column %.64s (key_column)", t->name, t->key);
@@ -347,4 +348,3 @@ int scope_tracked(const Scope *s, int i) {
             return 1;
     return 0;
 }
-

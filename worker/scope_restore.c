@@ -144,14 +144,12 @@ static void exists_users_row(const Scope *s, const Table *p, const char *col, co
 
 /* A staged row of table p (index pi) whose key equals the staged column f.scol. */
 static void exists_staged(const Table *p, int pi, const char *scol, Buf *sql) {
-    buf_printf(sql, "EXISTS (SELECT 1 FROM _bw_f%d g WHERE g.\"%s\" = f.\"%s\")", pi, p->key,
-               scol);
+    buf_printf(sql, "EXISTS (SELECT 1 FROM _bw_f%d g WHERE g.\"%s\" = f.\"%s\")", pi, p->key, scol);
 }
 
 static void check_head(const Table *t, int i, Buf *sql) {
-    buf_printf(sql,
-               "SELECT count(*), coalesce(min(f.\"%s\"::text), '') FROM _bw_f%d f WHERE ", t->key,
-               i);
+    buf_printf(sql, "SELECT count(*), coalesce(min(f.\"%s\"::text), '') FROM _bw_f%d f WHERE ",
+               t->key, i);
 }
 
 void scope_restore_owner_sql(const Scope *s, int i, int parent_staged, Buf *sql) {
@@ -222,8 +220,7 @@ void scope_restore_delete_sql(const Scope *s, int i, int count_only, Buf *sql) {
     buf_printf(sql, count_only ? "SELECT count(*) FROM \"%s\" WHERE " : "DELETE FROM \"%s\" WHERE ",
                t->name);
     scope_user_filter(s, t, "", sql);
-    buf_printf(sql,
-               " AND NOT EXISTS (SELECT 1 FROM _bw_f%d f WHERE f.\"%s\" = \"%s\".\"%s\")", i,
+    buf_printf(sql, " AND NOT EXISTS (SELECT 1 FROM _bw_f%d f WHERE f.\"%s\" = \"%s\".\"%s\")", i,
                t->key, t->name, t->key);
 }
 

@@ -47,9 +47,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define PUT_BATCH (256u * 1024)
+#define PUT_BATCH    (256u * 1024)
 #define MAX_BUFFERED (4 * PUT_BATCH) /* staged text held while a COPY opens or drains */
-#define MAX_CHAIN 1000
+#define MAX_CHAIN    1000
 
 void restore_progress(JobRt *rt, Restore *r, const char *stage, int pct) {
     job_progress(jobrt_job(rt), stage, pct, r->rows_staged, r->bytes);
