@@ -97,7 +97,9 @@ static void test_restore_sql_is_typed(void **state) {
         strstr(sql.data, "d.tbl = 2 AND d.step > s._bw_step AND (d.k)::uuid = s.\"id\""));
     buf_reset(&sql);
     scope_restore_foreign_sql(s, items, &sql);
-    assert_non_null(strstr(sql.data, "JOIN \"order_items\" ON \"order_items\".\"id\" = f.\"id\""));
+    assert_non_null(strstr(sql.data,
+                           "JOIN \"order_items\" x ON x.\"id\" = f.\"id\" WHERE NOT EXISTS "
+                           "(SELECT 1 FROM \"orders\" WHERE \"orders\".\"id\" = x.\"order_id\""));
     assert_null(strstr(sql.data, "::text ="));
     buf_reset(&sql);
     scope_restore_owner_sql(s, orders, 0, &sql);
