@@ -69,15 +69,16 @@ state() { q "SELECT string_agg(ROW($COLS)::text, E'\\n' ORDER BY id) FROM bw_typ
 S0=$(state)
 
 P=ty$$
+J=ty$$- # job ids name backups and restores in the database for good: never reused across tests
 start_worker w1 BACKUP_NOTIFY=false
 backup() {
-  enqueue "$1" type backup user_id "$U" mode "$2"
-  done_ok "$1" || { bad "backup $1 did not complete: $(field "$1" error)"; return 1; }
-  field "$1" backup_id
+  enqueue "$J$1" type backup user_id "$U" mode "$2"
+  done_ok "$J$1" || { bad "backup $1 did not complete: $(field "$J$1" error)"; return 1; }
+  field "$J$1" backup_id
 }
 restore() { # JOB BACKUP_ID: waited for
-  enqueue "$1" type restore user_id "$U" backup_id "$2"
-  done_ok "$1" 90
+  enqueue "$J$1" type restore user_id "$U" backup_id "$2"
+  done_ok "$J$1" 90
 }
 B0=$(backup b0 full)
 check "the backup counts every row" 4 "$(q "SELECT row_counts->>'bw_types' FROM backup_metadata WHERE id = '$B0'")"
@@ -89,14 +90,14 @@ q "UPDATE bw_types SET t = 'x', vc = 'x', ch = 'x', i2 = 1, i4 = 1, i8 = 1, num 
      co = ROW(9, 'z'), ca = '{}' WHERE user_id = '$U';
    DELETE FROM bw_types WHERE id = '00000000-0000-4000-8000-000000000002';
    INSERT INTO bw_types (id, user_id) VALUES ('00000000-0000-4000-8000-000000000009', '$U')" >/dev/null
-expect "restore of the full backup completes ($(field r0 error))" restore r0 "$B0"
+expect "restore of the full backup completes ($(field "${J}r0" error))" restore r0 "$B0"
 S=$(state)
 check "every row back exactly, as its text (json spacing, numeric scale, -0, BC, infinity...)" \
   "$(md5sum <<<"$S0")" "$(md5sum <<<"$S")"
 [ "$S0" = "$S" ] || diff <(echo "$S0") <(echo "$S") | cut -c1-400 | head -20
 changes() { # JOB: inserted updated deleted unchanged of bw_types
   q "SELECT concat_ws(' ', c->>'inserted', c->>'updated', c->>'deleted', c->>'unchanged')
-     FROM (SELECT changes->'bw_types' AS c FROM restore_history WHERE job_id = '$1') s"
+     FROM (SELECT changes->'bw_types' AS c FROM restore_history WHERE job_id = '$J$1') s"
 }
 check "…counted: inserted, updated, deleted, unchanged" "1 3 1 0" "$(changes r0)"
 expect "a second restore onto the intact rows" restore r1 "$B0"
@@ -110,18 +111,18 @@ S1=$(state)
 B1=$(backup b1 incremental)
 q "UPDATE bw_types SET t = 'scrambled', num = 3 WHERE user_id = '$U';
    INSERT INTO bw_types (id, user_id) VALUES ('00000000-0000-4000-8000-00000000000a', '$U')" >/dev/null
-expect "restore of the incremental (full + incremental) completes ($(field r2 error))" restore r2 "$B1"
+expect "restore of the incremental (full + incremental) completes ($(field "${J}r2" error))" restore r2 "$B1"
 check "…the state at the incremental exactly" "$(md5sum <<<"$S1")" "$(state | md5sum)"
 
 # a value the current schema refuses (a column's type changed since the backup): the table named
 q "ALTER TABLE bw_types ALTER COLUMN vc TYPE integer USING length(vc)" >/dev/null
 SB=$(state)
-enqueue r3 type restore user_id "$U" backup_id "$B0"
-wait_until 60 status_is r3 dead || bad "a restore into a changed column did not fail"
-expect "…refused, naming the backup and the table ($(field r3 error))" \
-  grep -q "backup $B0: its bw_types cannot be staged: .*invalid input syntax for type integer" <<<"$(field r3 error)"
+enqueue "${J}r3" type restore user_id "$U" backup_id "$B0"
+wait_until 60 status_is "${J}r3" dead || bad "a restore into a changed column did not fail"
+expect "…refused, naming the backup and the table ($(field "${J}r3" error))" \
+  grep -q "backup $B0: its bw_types cannot be staged: .*invalid input syntax for type integer" <<<"$(field "${J}r3" error)"
 check "…nothing changed" "$(md5sum <<<"$SB")" "$(state | md5sum)"
-check "…recorded as failed" failed "$(q "SELECT status FROM restore_history WHERE job_id = 'r3'")"
+check "…recorded as failed" failed "$(q "SELECT status FROM restore_history WHERE job_id = '${J}r3'")"
 
 echo "test_types: $passed passed, $fails failed"
 [ "$fails" -eq 0 ]
