@@ -15,6 +15,7 @@
 
 #include "buf.h"
 #include "jobs.h"
+#include "log.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -145,11 +146,23 @@ void restore_run_stmt(JobRt *rt, Restore *r) {
         restore_progress(rt, r, scope_table(r->scope, st->table), 90 + 9 * r->qi / r->nstmts);
     else
         restore_progress(rt, r, "checking", 90);
+    r->stmt_ms = jobrt_elapsed_ms(rt);
     restore_query(rt, r, ST_STMT, 0, st->sql, 0, NULL);
+}
+
+/* A statement that took long is named in the log: where a restore's time goes. */
+#define SLOW_STMT_MS 250
+
+static void log_slow(JobRt *rt, Restore *r, const Stmt *st) {
+    uint64_t ms = jobrt_elapsed_ms(rt) - r->stmt_ms;
+    if (ms >= SLOW_STMT_MS)
+        log_info(job_log_id(jobrt_job(rt)), "%" PRIu64 " ms: %.90s%s", ms, st->sql,
+                 strlen(st->sql) > 90 ? "..." : "");
 }
 
 void restore_on_stmt(JobRt *rt, Restore *r, PGresult *res) {
     Stmt *st = &r->stmts[r->qi];
+    log_slow(rt, r, st);
     switch (st->kind) {
     case SQ_EXEC:
         break;

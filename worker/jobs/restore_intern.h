@@ -85,6 +85,7 @@ typedef struct {
     uint64_t *ins, *upd, *del; /* per table: inserted, updated, deleted (dry_run: would be) */
     Stmt *stmts;
     int nstmts, qi, applying;
+    uint64_t stmt_ms; /* when the statement in flight started */
     /* one step's stream: rows turned into COPY text, one COPY per staging table in turn */
     BCheck *bc;
     int read_done, held, full;
