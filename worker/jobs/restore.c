@@ -54,14 +54,12 @@
 void restore_progress(JobRt *rt, Restore *r, const char *stage, int pct) {
     job_progress(jobrt_job(rt), stage, pct, r->rows_staged, r->bytes);
 }
-#define progress restore_progress
 
 void restore_query(JobRt *rt, Restore *r, State next, int flags, const char *sql, int n,
                    const char *const *v) {
     r->state = next;
     jobrt_query(rt, next, flags, sql, n, v);
 }
-#define query restore_query
 
 /* ---- the end ---- */
 
@@ -141,11 +139,11 @@ static void on_committed(JobRt *rt, Restore *r) {
     }
     const char *v[] = {r->spec->job_id, chain.data,   counts.data,           ms,
                        source,          changes.data, dry ? "true" : "false"};
-    query(rt, r, ST_RECORD, 0,
-          "UPDATE restore_history SET status = 'completed', chain = $2::text[], "
-          "row_counts = $3::jsonb, error = NULL, finished_at = now(), duration_ms = $4, "
-          "source = $5, changes = $6::jsonb, dry_run = $7::boolean WHERE job_id = $1",
-          7, v);
+    restore_query(rt, r, ST_RECORD, 0,
+                  "UPDATE restore_history SET status = 'completed', chain = $2::text[], "
+                  "row_counts = $3::jsonb, error = NULL, finished_at = now(), duration_ms = $4, "
+                  "source = $5, changes = $6::jsonb, dry_run = $7::boolean WHERE job_id = $1",
+                  7, v);
     buf_free(&chain);
     buf_free(&counts);
     buf_free(&changes);
@@ -291,7 +289,7 @@ static int on_item(JobRt *rt, Restore *r, const JobEv *ev) {
     }
     if (ev->section == 0 && (++r->rows_staged & 0xfff) == 0) {
         int pct = r->rows_total ? (int)(r->rows_staged * 90 / r->rows_total) : 0;
-        progress(rt, r, "downloading", pct > 89 ? 89 : pct);
+        restore_progress(rt, r, "downloading", pct > 89 ? 89 : pct);
     }
     /* deleted keys only remove rows of earlier steps: the first step's have none to remove */
     if (!r->selected[i] || (ev->section && r->si == 0) || r->copy_failed)
@@ -308,7 +306,6 @@ static int on_item(JobRt *rt, Restore *r, const JobEv *ev) {
         rc = pgcopy_value(PGCOPY_SCALAR, ev->buf, ev->len, b, &e);
         buf_puts(b, "\n");
     } else {
-        r->rt = rt;
         pgcopy_row_spill(r->shape[i], PUT_BATCH, direct ? spill : NULL, r);
         rc = pgcopy_row_line(r->shape[i], ev->buf, ev->len, r->suffix, b, &e);
     }
@@ -363,7 +360,7 @@ static void open_step(JobRt *rt, Restore *r) {
     const Step *st = &r->steps[r->si];
     char stage[JOBSPEC_ID_MAX + 16];
     snprintf(stage, sizeof(stage), "downloading %s", st->id);
-    progress(rt, r, stage, r->rows_total ? (int)(r->rows_staged * 90 / r->rows_total) : 0);
+    restore_progress(rt, r, stage, r->rows_total ? (int)(r->rows_staged * 90 / r->rows_total) : 0);
     r->read_done = r->held = r->full = r->copy_failed = 0;
     r->cs = CS_NONE;
     segs_drop(r);
@@ -396,7 +393,7 @@ static void open_step(JobRt *rt, Restore *r) {
 
 /* Each step runs under a savepoint: the rows of a primary copy that failed are undone. */
 static void start_step(JobRt *rt, Restore *r) {
-    query(rt, r, ST_SAVEPOINT, 0, "SAVEPOINT bw_step", 0, NULL);
+    restore_query(rt, r, ST_SAVEPOINT, 0, "SAVEPOINT bw_step", 0, NULL);
 }
 
 static void read_step(JobRt *rt, Restore *r) {
@@ -464,7 +461,7 @@ static void step_staged(JobRt *rt, Restore *r) {
     Step *cur = &r->steps[r->si];
     if (cur->again) { /* the primary's partial rows go, then the replica's copy is read */
         cur->again = 0;
-        query(rt, r, ST_UNSTAGE, 0, "ROLLBACK TO SAVEPOINT bw_step", 0, NULL);
+        restore_query(rt, r, ST_UNSTAGE, 0, "ROLLBACK TO SAVEPOINT bw_step", 0, NULL);
         return;
     }
     if (r->copy_failed) { /* the object is sound (its digest matched): its rows are refused */
@@ -489,8 +486,8 @@ void restore_stmts_done(JobRt *rt, Restore *r) {
         start_step(rt, r);
         return;
     }
-    progress(rt, r, r->spec->dry_run ? "rolling back (dry run)" : "committing", 99);
-    query(rt, r, ST_COMMIT, JRT_END, r->spec->dry_run ? "ROLLBACK" : "COMMIT", 0, NULL);
+    restore_progress(rt, r, r->spec->dry_run ? "rolling back (dry run)" : "committing", 99);
+    restore_query(rt, r, ST_COMMIT, JRT_END, r->spec->dry_run ? "ROLLBACK" : "COMMIT", 0, NULL);
 }
 
 /* ---- setup: scope, selection, staging table ---- */
@@ -640,18 +637,18 @@ static void next_key(JobRt *rt, Restore *r) {
     const char *v[] = {spec->job_id, spec->user_id, spec->backup_id,
                        spec->requested_by[0] ? spec->requested_by : NULL,
                        spec->ntables ? tables.data : NULL};
-    query(rt, r, ST_HISTORY, 0,
-          "INSERT INTO restore_history (job_id, user_id, backup_id, requested_by, tables) "
-          "VALUES ($1, $2::uuid, $3, $4::uuid, $5::text[]) "
-          "ON CONFLICT (job_id) DO UPDATE SET attempts = restore_history.attempts + 1, "
-          "status = 'running', error = NULL, started_at = now(), finished_at = NULL",
-          5, v);
+    restore_query(rt, r, ST_HISTORY, 0,
+                  "INSERT INTO restore_history (job_id, user_id, backup_id, requested_by, tables) "
+                  "VALUES ($1, $2::uuid, $3, $4::uuid, $5::text[]) "
+                  "ON CONFLICT (job_id) DO UPDATE SET attempts = restore_history.attempts + 1, "
+                  "status = 'running', error = NULL, started_at = now(), finished_at = NULL",
+                  5, v);
     buf_free(&tables);
 }
 
 static void load_chain(JobRt *rt, Restore *r) {
     const char *v[] = {r->spec->backup_id};
-    query(
+    restore_query(
         rt, r, ST_CHAIN, 0,
         "WITH RECURSIVE chain AS ("
         "  SELECT id, user_id, type, status, s3_key, checksum, compression, codecs,"
@@ -683,18 +680,18 @@ static void on_result(JobRt *rt, Restore *r, PGresult *res) {
         break;
     case ST_HISTORY:
         r->recorded_start = 1;
-        query(rt, r, ST_BEGIN, JRT_BEGIN, "BEGIN", 0, NULL);
+        restore_query(rt, r, ST_BEGIN, JRT_BEGIN, "BEGIN", 0, NULL);
         break;
     case ST_BEGIN: {
         const char *v[] = {r->spec->user_id};
-        query(rt, r, ST_USER, 0,
-              "SELECT set_config('backup.user_id', $1, true), "
-              "set_config('backup.restoring', 'on', true)",
-              1, v);
+        restore_query(rt, r, ST_USER, 0,
+                      "SELECT set_config('backup.user_id', $1, true), "
+                      "set_config('backup.restoring', 'on', true)",
+                      1, v);
         break;
     }
     case ST_USER:
-        query(rt, r, ST_SCOPE, 0, scope_load_sql(), 0, NULL);
+        restore_query(rt, r, ST_SCOPE, 0, scope_load_sql(), 0, NULL);
         break;
     case ST_SCOPE:
         on_scope(rt, r, res);
@@ -723,6 +720,7 @@ static int restore_step(JobRt *rt, void *st, const JobEv *ev) {
     Restore *r = st;
     switch (ev->kind) {
     case JEV_START:
+        r->rt = rt;
         r->spec = job_spec(jobrt_job(rt));
         job_set_backup_id(jobrt_job(rt), r->spec->backup_id);
         if (r->spec->user_id[0] == 0) {
