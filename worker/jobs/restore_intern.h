@@ -112,6 +112,16 @@ void restore_apply_stmts(Restore *r);
 void restore_run_stmt(JobRt *rt, Restore *r);
 void restore_on_stmt(JobRt *rt, Restore *r, PGresult *res);
 void restore_free_stmts(Restore *r);
+/* restore_stage.c: one step read into the staging tables. Start it (a savepoint first), then
+ * the events of its read and its COPYs; at its end the next step, or the FINAL statements. */
+void restore_stage_start(JobRt *rt, Restore *r);
+void restore_stage_read(JobRt *rt, Restore *r); /* the savepoint is set */
+void restore_stage_manifest(JobRt *rt, Restore *r, const JobEv *ev);
+int restore_stage_item(JobRt *rt, Restore *r, const JobEv *ev);
+void restore_stage_checked(JobRt *rt, Restore *r, const JobEv *ev);
+void restore_stage_copied(JobRt *rt, Restore *r, const JobEv *ev);
+void restore_stage_writable(JobRt *rt, Restore *r);
+void restore_stage_free(Restore *r);
 /* restore.c: a statement list ran to its end. */
 void restore_stmts_done(JobRt *rt, Restore *r);
 
