@@ -36,7 +36,8 @@ struct S3Client {
     S3Op *ops;
     int nops;
     int closing;
-    int halted; /* s3_client_halt: nothing in flight, nothing retried, nothing new sent */
+    int halted;       /* s3_client_halt: nothing in flight, nothing retried, nothing new sent */
+    uint64_t retries; /* attempts scheduled again after a failed one (a gauge of trouble) */
 };
 
 struct S3Op {
@@ -195,6 +196,7 @@ static void retry_or_fail(S3Op *op, const Err *err) {
     if (cap > c->backoff_max_ms)
         cap = c->backoff_max_ms;
     uint64_t delay = (uint64_t)rand() % (cap + 1);
+    c->retries++;
     log_debug(NULL, "s3: %s %s: %s; attempt %d in %llu ms", op->method,
               op->key ? op->key : "(bucket)", err->msg, op->res.attempts + 1,
               (unsigned long long)delay);
@@ -648,6 +650,10 @@ void s3_delete_object(S3Client *c, const char *key, S3DoneCb cb, void *data) {
 
 void s3_head_bucket(S3Client *c, S3DoneCb cb, void *data) {
     op_start(op_new(c, "HEAD", NULL, cb, data));
+}
+
+uint64_t s3_client_retries(const S3Client *c) {
+    return c->retries;
 }
 
 S3Client *s3_client_new(uv_loop_t *loop, HttpClient *http, const S3Options *o) {

@@ -75,6 +75,8 @@ typedef int (*S3WriteCb)(S3Op *op, const char *buf, size_t len, void *data);
 S3Client *s3_client_new(uv_loop_t *loop, HttpClient *http, const S3Options *opts);
 /* Operations in flight complete with ERR_CODE_CANCELLED; freed asynchronously. */
 void s3_client_free(S3Client *c);
+/* Attempts sent again after a failed one, since the client was made. */
+uint64_t s3_client_retries(const S3Client *c);
 /* Shutting down: every request in flight or waiting to retry fails now (ERR_CODE_CANCELLED),
  * and any request made after this fails on its first attempt without being sent. */
 void s3_client_halt(S3Client *c);

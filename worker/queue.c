@@ -454,13 +454,22 @@ static void on_stats(RedisClient *c, redisReply *reply, const Err *err, void *da
     Queue *q = data;
     q->calls--;
     q->stats_inflight = 0;
-    if (reply && reply->type == REDIS_REPLY_ARRAY && reply->elements == 2) {
-        const redisReply *p = reply->element[0], *d = reply->element[1];
+    if (reply && reply->type == REDIS_REPLY_ARRAY && reply->elements == 5) {
+        const redisReply *p = reply->element[0], *d = reply->element[1], *x = reply->element[2],
+                         *w = reply->element[3], *o = reply->element[4];
         if (p->type == REDIS_REPLY_ARRAY && p->elements >= 1 &&
             p->element[0]->type == REDIS_REPLY_INTEGER)
             q->pending = p->element[0]->integer;
         if (d->type == REDIS_REPLY_INTEGER)
             q->delayed = d->integer;
+        if (x->type == REDIS_REPLY_INTEGER)
+            q->dead = x->integer;
+        if (w->type == REDIS_REPLY_INTEGER)
+            q->waiting = w->integer;
+        if (o->type == REDIS_REPLY_STRING) /* an entry id: <ms>-<seq> */
+            q->oldest_waiting_ms = strtoull(o->str, NULL, 10);
+        else if (o->type == REDIS_REPLY_INTEGER)
+            q->oldest_waiting_ms = 0;
     }
     check_stopped(q);
 }
@@ -526,14 +535,33 @@ static void on_tick(uv_timer_t *t) {
     if (!q->stats_inflight && now >= q->next_stats_ms) {
         q->next_stats_ms = now + STATS_MS;
         Err e;
-        char delayed[160];
+        char delayed[160], dead[160];
         snprintf(delayed, sizeof(delayed), "%s:delayed", q->cfg->redis_prefix);
-        /* one round trip; a missing group just leaves the gauges as they were */
-        if (redis_command(q->cmd, on_stats, q, &e, "EVAL %s 0 %s %s %s",
-                          "local ok, p = pcall(redis.call, 'XPENDING', ARGV[1], ARGV[2]) "
-                          "if not ok then p = {0} end "
-                          "return {p, redis.call('ZCARD', ARGV[3])}",
-                          q->stream, GROUP, delayed) == 0) {
+        snprintf(dead, sizeof(dead), "%s:dead", q->cfg->redis_prefix);
+        /* One round trip; a missing group just leaves the gauges as they were. Waiting entries:
+         * the group's lag (Redis 7), counted up to 10000 when Redis cannot tell (after an
+         * XDEL); the oldest is the first entry after the group's last delivered id. */
+        if (redis_command(
+                q->cmd, on_stats, q, &e, "EVAL %s 0 %s %s %s %s",
+                "local ok, p = pcall(redis.call, 'XPENDING', ARGV[1], ARGV[2]) "
+                "if not ok then p = {0} end "
+                "local waiting, oldest = 0, 0 "
+                "local okg, gs = pcall(redis.call, 'XINFO', 'GROUPS', ARGV[1]) "
+                "if okg then for _, g in ipairs(gs) do "
+                "  local f = {} for i = 1, #g, 2 do f[g[i]] = g[i + 1] end "
+                "  if f['name'] == ARGV[2] then "
+                "    local from = '(' .. f['last-delivered-id'] "
+                "    local n = redis.call('XRANGE', ARGV[1], from, '+', 'COUNT', 1) "
+                "    if #n > 0 then oldest = n[1][1] end "
+                "    if type(f['lag']) == 'number' then waiting = f['lag'] "
+                "    elseif #n > 0 then "
+                "      waiting = #redis.call('XRANGE', ARGV[1], from, '+', 'COUNT', 10000) "
+                "    end "
+                "  end "
+                "end end "
+                "return {p, redis.call('ZCARD', ARGV[3]), redis.call('XLEN', ARGV[4]), "
+                "waiting, oldest}",
+                q->stream, GROUP, delayed, dead) == 0) {
             q->stats_inflight = 1;
             q->calls++;
         }
@@ -670,6 +698,22 @@ void queue_metrics(Queue *q, Buf *b) {
                "# HELP bw_queue_delayed Jobs waiting for a retry or a busy user.\n"
                "# TYPE bw_queue_delayed gauge\nbw_queue_delayed %lld\n",
                q->delayed);
+    uint64_t now = now_ms();
+    buf_printf(b,
+               "# HELP bw_queue_waiting Entries enqueued and not yet delivered to a worker.\n"
+               "# TYPE bw_queue_waiting gauge\nbw_queue_waiting %lld\n",
+               q->waiting);
+    buf_printf(b,
+               "# HELP bw_queue_oldest_waiting_seconds Age of the oldest entry not yet "
+               "delivered (0: none).\n# TYPE bw_queue_oldest_waiting_seconds gauge\n"
+               "bw_queue_oldest_waiting_seconds %.3f\n",
+               q->waiting > 0 && q->oldest_waiting_ms && now > q->oldest_waiting_ms
+                   ? (double)(now - q->oldest_waiting_ms) / 1000.0
+                   : 0.0);
+    buf_printf(b,
+               "# HELP bw_queue_dead Entries in the dead-letter stream.\n"
+               "# TYPE bw_queue_dead gauge\nbw_queue_dead %lld\n",
+               q->dead);
     buf_printf(b,
                "# HELP bw_jobs_handed_back_total Jobs given back at shutdown.\n"
                "# TYPE bw_jobs_handed_back_total counter\nbw_jobs_handed_back_total %llu\n",

@@ -107,6 +107,8 @@ struct Queue {
     int nswept;
     QMetrics *metrics;
     long long pending, delayed;
+    long long waiting, dead;    /* entries not yet delivered to the group; dead-letter entries */
+    uint64_t oldest_waiting_ms; /* enqueue time of the oldest undelivered entry (0: none) */
     uint64_t handed_back, lost, promoted;
 };
 

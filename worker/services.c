@@ -47,6 +47,8 @@ struct Services {
     int s3_answered; /* the primary's probe answered once: until then, no verdict on it */
     long long replica_waiting, replica_failed;
     double replica_oldest_s;
+    int last_probing;
+    double last_completed_s; /* newest completed backup of anyone (epoch seconds; 0: none yet) */
     uint64_t replica_bytes, replica_copies, replica_failures;
     int announced_ready;
     int closing;
@@ -117,6 +119,33 @@ static void probe_pg(Services *s) {
     pg_pool_query(s->pg,
                   "SELECT current_setting('server_version'), current_database(), current_user", 0,
                   NULL, on_pg_probe, s);
+}
+
+/* The newest completed backup, for an alert when none completes for a day (every worker
+ * reports the same value, read from backup_metadata). */
+static void on_last_completed(PgConn *conn, PGresult *res, const Err *err, void *data) {
+    (void)conn;
+    Services *s = data;
+    s->pending--;
+    s->last_probing = 0;
+    if (s->closing) {
+        maybe_release(s);
+        return;
+    }
+    if (err == NULL && PQntuples(res) == 1) /* an error (no table yet) keeps the last value */
+        s->last_completed_s = strtod(PQgetvalue(res, 0, 0), NULL);
+}
+
+static void probe_last_completed(Services *s) {
+    if (s->last_probing || !s->pg_ok)
+        return;
+    s->last_probing = 1;
+    s->pending++;
+    /* the partial index of 015 answers it */
+    pg_pool_query(s->pg,
+                  "SELECT coalesce(extract(epoch FROM max(completed_at)), 0)::float8 FROM "
+                  "backup_metadata WHERE status = 'completed'",
+                  0, NULL, on_last_completed, s);
 }
 
 /* ---- S3 ---- */
@@ -225,6 +254,7 @@ void services_replica_copied(Services *s, uint64_t bytes, int failed) {
 static void on_probe(uv_timer_t *t) {
     Services *s = t->data;
     probe_pg(s);
+    probe_last_completed(s);
     probe_s3(s);
     probe_replica(s);
     /* while something is down, look again every second: jobs wait for it to come back */
@@ -261,6 +291,8 @@ static void on_http(const char *method, const char *path, HttpdResponse *resp, v
         buf_printf(b, "bw_up{service=\"redis\"} %d\n", s->redis_ok);
         buf_printf(b, "bw_up{service=\"postgres\"} %d\n", s->pg_ok);
         buf_printf(b, "bw_up{service=\"s3\"} %d\n", s->s3_ok);
+        if (s->replica_s3) /* a family's samples stay together (the exposition format says so) */
+            buf_printf(b, "bw_up{service=\"replica\"} %d\n", s->replica_ok);
         buf_printf(b, "# HELP bw_event_loop_lag_seconds Event-loop lag at the last tick.\n"
                       "# TYPE bw_event_loop_lag_seconds gauge\n");
         buf_printf(b, "bw_event_loop_lag_seconds %.6f\n", lag_ms / 1000.0);
@@ -281,8 +313,20 @@ static void on_http(const char *method, const char *path, HttpdResponse *resp, v
                    (unsigned long long)http_client_bytes_sent(s->http));
         buf_printf(b, "bw_s3_bytes_total{direction=\"down\"} %llu\n",
                    (unsigned long long)http_client_bytes_received(s->http));
+        buf_printf(b, "# HELP bw_s3_retries_total S3 requests sent again after a failed attempt.\n"
+                      "# TYPE bw_s3_retries_total counter\n");
+        buf_printf(b, "bw_s3_retries_total{bucket=\"primary\"} %llu\n",
+                   (unsigned long long)s3_client_retries(s->s3));
+        if (s->replica_s3)
+            buf_printf(b, "bw_s3_retries_total{bucket=\"replica\"} %llu\n",
+                       (unsigned long long)s3_client_retries(s->replica_s3));
+        buf_printf(b,
+                   "# HELP bw_backup_last_completed_timestamp_seconds When the newest completed "
+                   "backup completed (any user; 0: none yet).\n"
+                   "# TYPE bw_backup_last_completed_timestamp_seconds gauge\n"
+                   "bw_backup_last_completed_timestamp_seconds %.3f\n",
+                   s->last_completed_s);
         if (s->replica_s3) {
-            buf_printf(b, "bw_up{service=\"replica\"} %d\n", s->replica_ok);
             buf_printf(b,
                        "# HELP bw_replica_waiting_backups Completed backups whose copy to the "
                        "replica is pending (all workers).\n"

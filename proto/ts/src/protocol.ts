@@ -1,0 +1,335 @@
+// The Redis stream protocol of proto/README.md, as types and as the same
+// validation the worker applies (worker/jobspec.c): a job refused here would be
+// dead-lettered by the worker with the same reason. No Node or browser
+// dependency: both sides import it.
+
+export type JobType = 'backup' | 'restore' | 'verify' | 'cleanup' | 'replicate' | 'ping';
+export type BackupMode = 'full' | 'incremental' | 'differential';
+export type Trigger = 'manual' | 'scheduled' | 'api';
+export type Source = 'primary' | 'replica';
+
+interface Common {
+  /** 1-128 of A-Za-z0-9_.:-; default: the stream entry id. The same id enqueued twice runs once. */
+  jobId?: string;
+  /** The user asking (a cleanup checks that they own the account). */
+  requestedBy?: string;
+  trigger?: Trigger;
+}
+
+export interface BackupJob extends Common {
+  type: 'backup';
+  userId: string;
+  mode?: BackupMode;
+}
+
+export interface RestoreJob extends Common {
+  type: 'restore';
+  userId: string;
+  backupId: string;
+  tables?: string[];
+  from?: Source;
+  dryRun?: boolean;
+}
+
+export interface VerifyJob extends Common {
+  type: 'verify';
+  userId?: string;
+  backupId?: string;
+  from?: Source;
+}
+
+export interface CleanupJob extends Common {
+  type: 'cleanup';
+  userId?: string;
+  retentionDays?: number;
+  scope?: 'user' | 'all';
+}
+
+export interface ReplicateJob extends Common {
+  type: 'replicate';
+  userId?: string;
+  backupId: string;
+}
+
+export interface PingJob extends Common {
+  type: 'ping';
+  userId?: string;
+}
+
+export type Job = BackupJob | RestoreJob | VerifyJob | CleanupJob | ReplicateJob | PingJob;
+
+/** Status of a job: the `{prefix}:job:{job_id}` hash. */
+export type JobState = 'queued' | 'running' | 'retrying' | 'completed' | 'dead';
+
+export interface JobStatus {
+  jobId: string;
+  status: JobState;
+  type: string;
+  userId?: string;
+  progress: number;
+  stage?: string;
+  rows: number;
+  rowsTotal: number;
+  bytes: number;
+  note?: string;
+  result?: unknown;
+  backupId?: string;
+  error?: string;
+  attempts: number;
+  retryAt?: number;
+  worker?: string;
+  createdAt?: number;
+  startedAt?: number;
+  finishedAt?: number;
+}
+
+export type EventKind =
+  | 'started'
+  | 'progress'
+  | 'retrying'
+  | 'completed'
+  | 'dead'
+  | 'waiting'
+  | 'duplicate'
+  | 'handed_back';
+
+/** One message of `{prefix}:progress:{user_id}` (string fields, as the worker sends them). */
+export interface ProgressEvent {
+  event: EventKind;
+  job_id: string;
+  type: string;
+  user_id?: string;
+  status?: string;
+  attempt?: string;
+  worker?: string;
+  ts?: string;
+  progress?: string;
+  stage?: string;
+  rows?: string;
+  rows_total?: string;
+  bytes?: string;
+  backup_id?: string;
+  error?: string;
+  retry_at?: string;
+  note?: string;
+  result?: string;
+}
+
+/** A backup as the web tier lists it (a `backup_metadata` row). */
+export interface BackupInfo {
+  id: string;
+  type: 'full' | 'incremental' | 'differential';
+  status: 'pending' | 'running' | 'completed' | 'failed' | 'expired' | 'deleted';
+  size: number | null;
+  rows: number | null;
+  created_at: string;
+  completed_at: string | null;
+  verified: boolean;
+}
+
+/** A user's line of the `backup_statistics` view. */
+export interface BackupStatistics {
+  total_backups: number;
+  total_size_bytes: number;
+  successful_backups: number;
+  failed_backups: number;
+  success_rate: number | null;
+  last_backup_at: string | null;
+}
+
+/** A job the protocol refuses; the message names the field, as the worker's dead letters do. */
+export class ProtocolError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ProtocolError';
+  }
+}
+
+const UUID = /^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$/;
+const JOB_ID = /^[A-Za-z0-9_.:-]{1,128}$/;
+const BACKUP_ID = /^(backup|incremental|differential)-[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}-[0-9A-Za-z]+$/;
+const TABLE = /^[a-z_][a-z0-9_]{0,62}$/;
+const TABLES_MAX = 64;
+const ID_MAX = 128;
+
+export const isUuid = (s: unknown): s is string => typeof s === 'string' && UUID.test(s);
+export const isBackupId = (s: unknown): s is string =>
+  typeof s === 'string' && s.length <= ID_MAX && BACKUP_ID.test(s);
+export const isJobId = (s: unknown): s is string => typeof s === 'string' && JOB_ID.test(s);
+
+function excerpt(v: unknown): string {
+  const s = typeof v === 'string' ? v : JSON.stringify(v) ?? String(v);
+  return s.length > 199 ? s.slice(0, 196) + '...' : s;
+}
+
+function bad(field: string, value: unknown, why: string): never {
+  throw new ProtocolError(`field '${field}': '${excerpt(value)}' ${why}`);
+}
+
+function oneOf<T extends string>(field: string, v: unknown, allowed: readonly T[], why: string): T {
+  if (typeof v !== 'string' || !(allowed as readonly string[]).includes(v)) bad(field, v, why);
+  return v as T;
+}
+
+function uuid(field: string, v: unknown): string {
+  if (!isUuid(v)) bad(field, v, 'is not a UUID');
+  return v.toLowerCase();
+}
+
+const ALLOWED: Record<JobType, readonly string[]> = {
+  ping: ['userId'],
+  backup: ['userId', 'mode'],
+  restore: ['userId', 'backupId', 'tables', 'from', 'dryRun'],
+  verify: ['userId', 'backupId', 'from'],
+  cleanup: ['userId', 'retentionDays', 'scope'],
+  replicate: ['userId', 'backupId'],
+};
+const COMMON = ['type', 'jobId', 'requestedBy', 'trigger'];
+const WIRE: Record<string, string> = {
+  jobId: 'job_id',
+  userId: 'user_id',
+  requestedBy: 'requested_by',
+  backupId: 'backup_id',
+  dryRun: 'dry_run',
+  retentionDays: 'retention_days',
+};
+
+/**
+ * The stream entry's flat fields for a job, checked as the worker checks them.
+ * Throws ProtocolError naming the field.
+ */
+export function jobFields(job: Job): Record<string, string> {
+  const j = job as unknown as Record<string, unknown>;
+  const type = oneOf('type', j.type, Object.keys(ALLOWED) as JobType[],
+    'is not a job type (ping, backup, restore, verify, cleanup or replicate)');
+  const out: Record<string, string> = { type };
+  for (const [k, v] of Object.entries(j)) {
+    if (v === undefined || k === 'type') continue;
+    const wire = WIRE[k] ?? k;
+    if (!COMMON.includes(k) && !ALLOWED[type].includes(k))
+      throw new ProtocolError(`field '${wire}' is not part of a ${type} job`);
+    switch (k) {
+      case 'jobId':
+        if (!isJobId(v)) bad(wire, v, 'must be 1-128 letters, digits or _.:-');
+        out[wire] = v;
+        break;
+      case 'userId':
+      case 'requestedBy':
+        out[wire] = uuid(wire, v);
+        break;
+      case 'trigger':
+        out[wire] = oneOf(wire, v, ['manual', 'scheduled', 'api'], 'is not manual, scheduled or api');
+        break;
+      case 'mode':
+        out[wire] = oneOf(wire, v, ['full', 'incremental', 'differential'],
+          'is not full, incremental or differential');
+        break;
+      case 'backupId':
+        if (!isBackupId(v)) bad(wire, v, 'is not a backup id ((backup|incremental|differential)-<uuid>-<id>)');
+        out[wire] = v;
+        break;
+      case 'from':
+        out[wire] = oneOf(wire, v, ['primary', 'replica'], 'is not primary or replica');
+        break;
+      case 'dryRun':
+        if (typeof v !== 'boolean') bad(wire, v, 'is not true or false');
+        out[wire] = v ? 'true' : 'false';
+        break;
+      case 'tables': {
+        if (!Array.isArray(v) || v.length === 0 || v.length > TABLES_MAX ||
+            !v.every((t) => typeof t === 'string' && TABLE.test(t)))
+          bad(wire, v, 'must be table names separated by commas (a-z, 0-9, _)');
+        if (new Set(v).size !== v.length) bad(wire, v.join(','), 'names a table twice');
+        out[wire] = v.join(',');
+        break;
+      }
+      case 'retentionDays':
+        if (typeof v !== 'number' || !Number.isInteger(v) || v < 1 || v > 36500)
+          bad(wire, v, 'is not a number of days from 1 to 36500');
+        out[wire] = String(v);
+        break;
+      case 'scope':
+        out[wire] = oneOf(wire, v, ['user', 'all'], 'is not all or user');
+        break;
+    }
+  }
+  const scopeAll = out.scope === 'all';
+  if ((type === 'backup' || type === 'restore' || (type === 'cleanup' && !scopeAll)) && !out.user_id)
+    throw new ProtocolError(
+      `missing field 'user_id' (the UUID of the user whose data this ${type} job concerns)`);
+  if (type === 'cleanup' && scopeAll && out.user_id)
+    throw new ProtocolError("a cleanup with scope=all covers every user: drop the field 'user_id'");
+  if (type === 'restore' && !out.backup_id)
+    throw new ProtocolError("missing field 'backup_id' (the backup to restore)");
+  if (type === 'replicate' && !out.backup_id)
+    throw new ProtocolError("missing field 'backup_id' (the backup to copy to the replica)");
+  if (type === 'verify' && !out.backup_id && !out.user_id)
+    throw new ProtocolError("a verify job needs 'backup_id' or 'user_id'");
+  // a restore of one user's backup under another user's id would be refused by the worker
+  if (out.backup_id && out.user_id && type !== 'replicate') {
+    const owner = out.backup_id.slice(out.backup_id.indexOf('-') + 1, out.backup_id.indexOf('-') + 37);
+    if (owner.toLowerCase() !== out.user_id)
+      bad('backup_id', out.backup_id, `is not a backup of user ${out.user_id}`);
+  }
+  return out;
+}
+
+const num = (v: string | undefined): number => (v === undefined || v === '' ? 0 : Number(v));
+const opt = (v: string | undefined): number | undefined => (v === undefined || v === '' ? undefined : Number(v));
+
+/** A job's status from its hash's fields (HGETALL); null when the hash is empty. */
+export function parseJobStatus(jobId: string, h: Record<string, string>): JobStatus | null {
+  if (!h || !h.status) return null;
+  let result: unknown;
+  if (h.result) {
+    try {
+      result = JSON.parse(h.result);
+    } catch {
+      result = h.result;
+    }
+  }
+  return {
+    jobId,
+    status: h.status as JobState,
+    type: h.type ?? '',
+    userId: h.user_id || undefined,
+    progress: num(h.progress),
+    stage: h.stage || undefined,
+    rows: num(h.rows),
+    rowsTotal: num(h.rows_total),
+    bytes: num(h.bytes),
+    note: h.note || undefined,
+    result,
+    backupId: h.backup_id || undefined,
+    error: h.error || undefined,
+    attempts: num(h.attempts),
+    retryAt: opt(h.retry_at),
+    worker: h.worker || undefined,
+    createdAt: opt(h.created_at),
+    startedAt: opt(h.started_at),
+    finishedAt: opt(h.finished_at),
+  };
+}
+
+/** Key names under a prefix (REDIS_PREFIX, default `backup`). */
+export function keys(prefix = 'backup') {
+  return {
+    jobs: `${prefix}:jobs`,
+    job: (jobId: string) => `${prefix}:job:${jobId}`,
+    events: `${prefix}:events`,
+    progress: (userId: string) => `${prefix}:progress:${userId}`,
+    dead: `${prefix}:dead`,
+    delayed: `${prefix}:delayed`,
+  };
+}
+
+/** The seed's error messages, which the REST API and the browser client share. */
+export const Errors = {
+  noUser: 'No authenticated user',
+  checksum: 'Backup checksum verification failed',
+  csrf: 'CSRF token missing or invalid',
+  notOwner: 'Only the account owner can clean up backups',
+  notFound: 'Backup not found',
+  jobNotFound: 'Job not found',
+  tooMany: 'Too many jobs: try again in a minute',
+} as const;

@@ -1,0 +1,304 @@
+// The REST API and the TypeScript client against a real worker, Redis,
+// PostgreSQL and S3: every endpoint, its refusals (401, 403, 404, 413, 429,
+// bad bodies), and the client's enqueue, status, follow and RLS reads.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { BackupQueue, BackupStore, ProgressHub, ProtocolError, keys } from '@backup-worker/client';
+import { BackupService, BackupError } from '@backup-worker/client/browser';
+import { signJwt } from '../../tools/web/dist/jwt.js';
+import { ROOT, OUT, SECRET, startStack, makeTenant, makeStaff, token, until } from './lib.mjs';
+
+let S; // the stack
+let A, B, staff; // two owners with data, a staff member
+let k;
+
+before(async () => {
+  S = await startStack({ jobsPerMinute: 5 });
+  k = keys(S.prefix);
+  [A, B] = await Promise.all([makeTenant(30), makeTenant(10)]);
+  staff = await makeStaff(S.pool);
+});
+
+after(async () => {
+  await S?.close();
+});
+
+const xlen = () => S.redis.xlen(k.jobs);
+
+/** One request; `csrf` fetches a token and its cookie first. */
+async function api(method, path, { tok, body, csrf = method !== 'GET', raw, headers = {} } = {}) {
+  const h = { ...headers };
+  if (tok) h.authorization = `Bearer ${tok}`;
+  if (csrf) {
+    const r = await fetch(`${S.url}/api/csrf`);
+    const cookie = r.headers.getSetCookie().map((c) => c.split(';')[0]).find((c) => c.startsWith('bw_csrf='));
+    h['x-csrf-token'] = (await r.json()).token;
+    h.cookie = cookie;
+  }
+  if (body !== undefined || raw !== undefined) h['content-type'] = 'application/json';
+  const res = await fetch(S.url + path, { method, headers: h, body: raw ?? (body === undefined ? undefined : JSON.stringify(body)) });
+  const text = await res.text();
+  let json;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    json = text;
+  }
+  return { status: res.status, body: json, headers: res.headers };
+}
+
+const service = (sub) => new BackupService({ baseUrl: S.url, getToken: () => (sub ? token(sub) : null) });
+
+test('401: no token, a forged, expired, unsigned or subject-less one', async () => {
+  const now = Math.floor(Date.now() / 1000);
+  const none = (c) => `${Buffer.from('{"alg":"none","typ":"JWT"}').toString('base64url')}.${Buffer.from(JSON.stringify(c)).toString('base64url')}.`;
+  const cases = {
+    'no token': undefined,
+    'wrong secret': signJwt({ sub: A, exp: now + 60 }, 'another-secret-another-secret-another'),
+    expired: token(A, { exp: now - 3600 }),
+    'alg none': none({ sub: A, exp: now + 60 }),
+    'no sub': signJwt({ exp: now + 60, role: 'authenticated' }, SECRET),
+    'sub not a uuid': token('admin'),
+    'anon role': token(A, { role: 'anon' }),
+    'no exp': signJwt({ sub: A }, SECRET),
+  };
+  for (const [name, tok] of Object.entries(cases)) {
+    for (const [m, p] of [['GET', '/api/backup/list'], ['GET', '/api/backup/status'], ['POST', '/api/backup/create']]) {
+      const r = await api(m, p, { tok, body: m === 'POST' ? { type: 'full' } : undefined });
+      assert.equal(r.status, 401, `${name}: ${m} ${p}`);
+      assert.deepEqual(r.body, { error: 'No authenticated user' });
+    }
+  }
+  await assert.rejects(service(null).listBackups(), (e) => e instanceof BackupError && e.message === 'No authenticated user');
+});
+
+test('403: a state change without a matching CSRF token enqueues nothing', async () => {
+  const before = await xlen();
+  const tok = token(A);
+  const other = await (await fetch(`${S.url}/api/csrf`)).json();
+  const r1 = await api('POST', '/api/backup/create', { tok, body: { type: 'full' }, csrf: false });
+  const r2 = await api('POST', '/api/backup/create', { tok, body: { type: 'full' }, csrf: false, headers: { 'x-csrf-token': other.token } });
+  const r3 = await api('POST', '/api/backup/create', { tok, body: { type: 'full' }, csrf: false,
+    headers: { 'x-csrf-token': 'abc.def', cookie: 'bw_csrf=abc.def' } });
+  const r4 = await api('DELETE', '/api/backup/cleanup', { tok, csrf: false, headers: { cookie: `bw_csrf=${other.token}` } });
+  for (const r of [r1, r2, r3, r4]) {
+    assert.equal(r.status, 403);
+    assert.deepEqual(r.body, { error: 'CSRF token missing or invalid' });
+  }
+  assert.equal(await xlen(), before);
+});
+
+test('400 and 413: bad bodies are refused with a JSON error and enqueue nothing', async () => {
+  const before = await xlen();
+  const tok = token(A);
+  const bad = [
+    ['/api/backup/create', { type: 'weekly' }],
+    ['/api/backup/create', {}],
+    ['/api/backup/create', { type: 'full', user_id: B }],
+    ['/api/backup/restore', { backupId: '../../etc/passwd' }],
+    ['/api/backup/restore', {}],
+    ['/api/backup/restore', { backupId: `backup-${A}-1`, tables: ['orders; DROP TABLE x'] }],
+    ['/api/backup/restore', { backupId: `backup-${A}-1`, tables: 'orders' }],
+  ];
+  for (const [p, body] of bad) {
+    const r = await api('POST', p, { tok, body });
+    assert.equal(r.status, 400, `${p} ${JSON.stringify(body)}: ${JSON.stringify(r.body)}`);
+    assert.equal(typeof r.body.error, 'string');
+  }
+  const notJson = await api('POST', '/api/backup/create', { tok, raw: '{"type":' });
+  assert.equal(notJson.status, 400);
+  assert.equal(typeof notJson.body.error, 'string');
+  const big = await api('POST', '/api/backup/create', { tok, raw: JSON.stringify({ type: 'full', pad: 'x'.repeat(20000) }) });
+  assert.equal(big.status, 413);
+  assert.equal(typeof big.body.error, 'string');
+  assert.equal(await xlen(), before);
+});
+
+let backupId;
+
+test('create, follow, list, status: a full backup through the API and the browser client', async () => {
+  const svc = service(A);
+  const { jobId } = await svc.createBackup({ type: 'full' });
+  assert.match(jobId, /^web-backup-/);
+  const seen = [];
+  const done = await svc.watch(jobId, { onProgress: (s) => seen.push(s.progress) });
+  assert.equal(done.status, 'completed');
+  assert.equal(done.progress, 100);
+  assert.ok(done.rows > 30, `rows ${done.rows}`);
+  backupId = done.backupId;
+  assert.match(backupId, new RegExp(`^backup-${A}-`));
+  assert.ok(seen.length >= 1);
+
+  const list = await svc.listBackups();
+  const mine = list.find((b) => b.id === backupId);
+  assert.ok(mine, 'the backup is listed');
+  assert.equal(mine.status, 'completed');
+  assert.equal(mine.type, 'full');
+  assert.ok(mine.size > 0 && mine.rows === done.rows, JSON.stringify(mine));
+  assert.ok(list.every((b) => b.id.includes(A)), 'only the caller\'s backups');
+
+  const st = await svc.getStatus();
+  assert.ok(st.total_backups >= 1 && st.successful_backups >= 1, JSON.stringify(st));
+  assert.ok(st.last_backup_at !== null);
+
+  // the job is the caller's: another user gets 404, as for an unknown job
+  assert.equal((await api('GET', `/api/backup/jobs/${jobId}`, { tok: token(A) })).status, 200);
+  assert.deepEqual((await api('GET', `/api/backup/jobs/${jobId}`, { tok: token(B) })).body, { error: 'Job not found' });
+  assert.equal((await api('GET', '/api/backup/jobs/nope', { tok: token(A) })).status, 404);
+  // B's list does not hold A's backup
+  assert.ok(!(await service(B).listBackups()).some((b) => b.id === backupId));
+});
+
+test('restore: another user\'s backup is 404 and enqueues nothing; the caller\'s own restores', async () => {
+  assert.ok(backupId);
+  const before = await xlen();
+  const r = await api('POST', '/api/backup/restore', { tok: token(B), body: { backupId } });
+  assert.equal(r.status, 404);
+  assert.deepEqual(r.body, { error: 'Backup not found' });
+  const missing = await api('POST', '/api/backup/restore', { tok: token(A), body: { backupId: `backup-${A}-0` } });
+  assert.equal(missing.status, 404);
+  assert.equal(await xlen(), before);
+
+  const svc = service(A);
+  await S.pool.query('DELETE FROM orders WHERE id IN (SELECT id FROM orders WHERE user_id = $1 LIMIT 5)', [A]);
+  const { jobId } = await svc.restoreBackup({ backupId });
+  const done = await svc.watch(jobId);
+  assert.equal(done.status, 'completed');
+  assert.equal(done.result.inserted >= 5, true, JSON.stringify(done.result));
+  const { rows } = await S.pool.query('SELECT count(*)::int AS n FROM orders WHERE user_id = $1', [A]);
+  assert.equal(rows[0].n, 30);
+});
+
+test('restore of a damaged backup fails with the seed\'s message', async () => {
+  // B's own backup, its object overwritten in S3
+  const q = new BackupQueue({ redis: S.redis, prefix: S.prefix });
+  const hub = new ProgressHub(S.redis.duplicate(), S.prefix);
+  const st = await q.runJob({ type: 'backup', userId: B, mode: 'full', jobId: `webt-${Date.now()}-b` }, hub, 60000);
+  assert.equal(st.status, 'completed');
+  const id = st.backupId;
+  const { rows } = await S.pool.query('SELECT s3_key FROM backup_metadata WHERE id = $1', [id]);
+  const junk = join(OUT, 'junk.gz');
+  writeFileSync(junk, Buffer.alloc(4096, 7));
+  const put = spawnSync(join(ROOT, 'build/backupctl'), ['s3', 'put', junk, rows[0].s3_key], { encoding: 'utf8' });
+  assert.equal(put.status, 0, put.stderr);
+  const svc = service(B);
+  const { jobId } = await svc.restoreBackup({ backupId: id });
+  await assert.rejects(svc.watch(jobId), (e) => e instanceof BackupError && e.message.startsWith('Backup checksum verification failed'));
+});
+
+test('cleanup: owners only (403 for staff), the owner\'s runs', async () => {
+  const before = await xlen();
+  const r = await api('DELETE', '/api/backup/cleanup', { tok: token(staff) });
+  assert.equal(r.status, 403);
+  assert.deepEqual(r.body, { error: 'Only the account owner can clean up backups' });
+  assert.equal(await xlen(), before);
+  assert.equal((await service(staff).me()).owner, false);
+  assert.equal((await service(A).me()).owner, true);
+  const svc = service(A);
+  const { jobId } = await svc.cleanup();
+  const done = await svc.watch(jobId);
+  assert.equal(done.status, 'completed');
+});
+
+test('429: a user enqueues at most WEB_JOBS_PER_MINUTE jobs a minute', async () => {
+  const u = await makeTenant(1);
+  const tok = token(u);
+  // all in one minute: the window is the clock's minute
+  if (Date.now() % 60000 > 55000) await new Promise((r) => setTimeout(r, 60000 - (Date.now() % 60000) + 50));
+  const codes = [];
+  let last;
+  for (let i = 0; i < 6; i++) {
+    last = await api('POST', '/api/backup/create', { tok, body: { type: 'incremental' } });
+    codes.push(last.status);
+  }
+  assert.deepEqual(codes, [202, 202, 202, 202, 202, 429]);
+  assert.deepEqual(last.body, { error: 'Too many jobs: try again in a minute' });
+  assert.match(last.headers.get('retry-after'), /^\d+$/);
+  // another user is not limited by this one
+  assert.equal((await api('POST', '/api/backup/create', { tok: token(B), body: { type: 'incremental' } })).status, 202);
+});
+
+test('events: Server-Sent Events carry the caller\'s progress only', async () => {
+  const ac = new AbortController();
+  const svcA = service(A);
+  const gotA = [];
+  const it = svcA.events(ac.signal);
+  await it.next(); // connected
+  const reading = (async () => {
+    for await (const e of { [Symbol.asyncIterator]: () => it }) {
+      gotA.push(e);
+      if (e.event === 'completed') break;
+    }
+  })();
+  const q = new BackupQueue({ redis: S.redis, prefix: S.prefix });
+  await q.backup(B, 'incremental', { jobId: `webt-${Date.now()}-ev-b` });
+  const ja = await q.backup(A, 'incremental', { jobId: `webt-${Date.now()}-ev-a` });
+  await Promise.race([reading, new Promise((_, rej) => setTimeout(() => rej(new Error('no completed event')), 60000))]);
+  ac.abort();
+  assert.ok(gotA.length >= 2, `${gotA.length} events`);
+  assert.ok(gotA.every((e) => e.user_id === A), 'only A\'s events');
+  assert.ok(gotA.some((e) => e.job_id === ja && e.event === 'completed'));
+});
+
+test('client: enqueue validates before XADD, status and follow', async () => {
+  const q = new BackupQueue({ redis: S.redis, prefix: S.prefix });
+  const before = await xlen();
+  const refused = [
+    [{ type: 'backup', userId: 'abc' }, "field 'user_id': 'abc' is not a UUID"],
+    [{ type: 'backup' }, "missing field 'user_id'"],
+    [{ type: 'restore', userId: A }, "missing field 'backup_id'"],
+    [{ type: 'restore', userId: A, backupId: `backup-${B}-1` }, `is not a backup of user ${A}`],
+    [{ type: 'backup', userId: A, mode: 'weekly' }, 'is not full, incremental or differential'],
+    [{ type: 'cleanup', userId: A, retentionDays: 0 }, 'is not a number of days from 1 to 36500'],
+    [{ type: 'backup', userId: A, tables: ['orders'] }, "field 'tables' is not part of a backup job"],
+    [{ type: 'restore', userId: A, backupId: `backup-${A}-1`, tables: ['orders', 'orders'] }, 'names a table twice'],
+    [{ type: 'nuke', userId: A }, 'is not a job type'],
+    [{ type: 'ping', jobId: 'a b' }, 'must be 1-128 letters'],
+  ];
+  for (const [job, msg] of refused)
+    await assert.rejects(q.enqueue(job), (e) => e instanceof ProtocolError && e.message.includes(msg), JSON.stringify(job));
+  assert.equal(await xlen(), before, 'nothing reached the stream');
+
+  const hub = new ProgressHub(S.redis.duplicate(), S.prefix);
+  const jobId = `webt-${Date.now()}-ping`;
+  const last = await hub.run(A, async () => {
+    assert.equal(await q.enqueue({ type: 'ping', userId: A.toUpperCase(), jobId }), jobId);
+    return jobId;
+  }, 30000);
+  assert.equal(last.event, 'completed');
+  const s = await q.status(jobId);
+  assert.equal(s.status, 'completed');
+  assert.equal(s.userId, A, 'stored lowercase');
+  assert.equal(await q.status('never-enqueued'), null);
+});
+
+test('client: reads run as `authenticated` under row-level security', async () => {
+  const store = new BackupStore(S.pool);
+  const seen = await store.asUser({ sub: A }, async (c) => {
+    const all = await c.query('SELECT DISTINCT user_id::text AS u FROM backup_metadata');
+    const role = await c.query('SELECT current_user AS r');
+    return { users: all.rows.map((r) => r.u), role: role.rows[0].r };
+  });
+  assert.equal(seen.role, 'authenticated');
+  assert.deepEqual(seen.users, [A], 'RLS shows A only their own rows, with no WHERE');
+  const none = await store.asUser({ sub: B }, (c) => c.query('SELECT id FROM backup_metadata WHERE id = $1', [backupId]));
+  assert.equal(none.rowCount, 0);
+  await assert.rejects(store.asUser({ sub: A }, (c) => c.query("UPDATE backup_metadata SET status = 'deleted' WHERE id = $1", [backupId])));
+  assert.equal((await store.getBackup({ sub: B }, backupId)), null);
+  assert.equal((await store.getBackup({ sub: A }, backupId)).status, 'completed');
+});
+
+test('healthz, the page and its assets', async () => {
+  assert.deepEqual((await api('GET', '/healthz')).body, { ok: true });
+  const page = await fetch(`${S.url}/`);
+  assert.equal(page.status, 200);
+  assert.match(await page.text(), /Backup de datos/);
+  for (const a of ['/assets/app.js', '/assets/client/browser.js', '/assets/client/protocol.js', '/assets/style.css'])
+    assert.equal((await fetch(S.url + a)).status, 200, a);
+  const nf = await api('GET', '/nope');
+  assert.deepEqual([nf.status, nf.body], [404, { error: 'Not found' }]);
+  await until('the worker to stay up', async () => S.worker.proc.exitCode === null, 100);
+});

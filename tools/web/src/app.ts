@@ -1,0 +1,257 @@
+// The seed's REST API on @backup-worker/client: the routes, authentication
+// (Supabase JWT), CSRF, per-user limits. main.ts wires it to the environment.
+
+import { createHmac, randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import type { Redis } from 'ioredis';
+import type { Pool } from 'pg';
+import { BackupQueue, BackupStore, Errors, ProgressHub, ProtocolError, isBackupId, isJobId, isUuid } from '@backup-worker/client';
+import { type Claims, verifyJwt } from './jwt.js';
+
+export interface WebConfig {
+  jwtSecret: string;
+  prefix: string;
+  jobsPerMinute: number;
+  secureCookies: boolean;
+  logLevel: string;
+}
+
+export interface WebDeps {
+  redis: Redis;
+  subscriber: Redis;
+  pool: Pool;
+}
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    claims?: Claims;
+  }
+}
+
+const CSRF_COOKIE = 'bw_csrf';
+const here = dirname(fileURLToPath(import.meta.url));
+
+class HttpError extends Error {
+  constructor(readonly status: number, message: string, readonly headers: Record<string, string> = {}) {
+    super(message);
+  }
+}
+
+function cookie(req: FastifyRequest, name: string): string | undefined {
+  const h = req.headers.cookie;
+  if (!h) return undefined;
+  for (const part of h.split(';')) {
+    const eq = part.indexOf('=');
+    if (eq > 0 && part.slice(0, eq).trim() === name) return decodeURIComponent(part.slice(eq + 1).trim());
+  }
+  return undefined;
+}
+
+/** Static files of the page: ours, and the browser client as compiled by tsc. */
+function assets(): Map<string, { type: string; body: Buffer }> {
+  const client = join(dirname(fileURLToPath(import.meta.resolve('@backup-worker/client/browser'))));
+  const files: [string, string, string][] = [
+    ['/', join(here, '../public/index.html'), 'text/html; charset=utf-8'],
+    ['/assets/app.js', join(here, '../public/app.js'), 'text/javascript; charset=utf-8'],
+    ['/assets/style.css', join(here, '../public/style.css'), 'text/css; charset=utf-8'],
+    ['/assets/client/browser.js', join(client, 'browser.js'), 'text/javascript; charset=utf-8'],
+    ['/assets/client/protocol.js', join(client, 'protocol.js'), 'text/javascript; charset=utf-8'],
+  ];
+  return new Map(files.map(([url, path, type]) => [url, { type, body: readFileSync(path) }]));
+}
+
+export async function buildApp(cfg: WebConfig, deps: WebDeps): Promise<FastifyInstance> {
+  const app = Fastify({
+    logger: { level: cfg.logLevel },
+    bodyLimit: 16 * 1024,
+    // refuse what the schema does not allow (Fastify's default strips unknown fields and coerces types)
+    ajv: { customOptions: { removeAdditional: false, coerceTypes: false, allErrors: false } },
+  });
+  const queue = new BackupQueue({ redis: deps.redis, prefix: cfg.prefix });
+  const store = new BackupStore(deps.pool);
+  const hub = new ProgressHub(deps.subscriber, cfg.prefix);
+  const files = assets();
+
+  // ---- errors: always JSON {"error": ...} ----
+  app.setErrorHandler((err: Error & { statusCode?: number; validation?: unknown }, req, reply) => {
+    if (err instanceof HttpError) return reply.code(err.status).headers(err.headers).send({ error: err.message });
+    if (err instanceof ProtocolError) return reply.code(400).send({ error: err.message });
+    if (err.validation) return reply.code(400).send({ error: `invalid request: ${err.message}` });
+    const status = err.statusCode && err.statusCode >= 400 && err.statusCode < 500 ? err.statusCode : 500;
+    if (status === 500) req.log.error({ err }, 'request failed');
+    return reply.code(status).send({ error: status === 500 ? 'internal error' : err.message });
+  });
+  app.setNotFoundHandler((_req, reply) => reply.code(404).send({ error: 'Not found' }));
+
+  // ---- authentication and CSRF, for every /api route but /api/csrf ----
+  const csrfSign = (nonce: string) => createHmac('sha256', cfg.jwtSecret).update(`csrf:${nonce}`).digest('base64url');
+  const csrfValid = (t: string | undefined) => {
+    if (!t) return false;
+    const dot = t.indexOf('.');
+    if (dot <= 0) return false;
+    const want = Buffer.from(csrfSign(t.slice(0, dot)));
+    const got = Buffer.from(t.slice(dot + 1));
+    return got.length === want.length && timingSafeEqual(got, want);
+  };
+
+  app.addHook('onRequest', async (req: FastifyRequest) => {
+    if (!req.url.startsWith('/api/') || req.url === '/api/csrf') return;
+    const m = /^Bearer ([A-Za-z0-9._-]+)$/.exec(req.headers.authorization ?? '');
+    const claims = m ? verifyJwt(m[1], cfg.jwtSecret) : null;
+    if (!claims || !isUuid(claims.sub) || (claims.role !== undefined && claims.role !== 'authenticated'))
+      throw new HttpError(401, Errors.noUser);
+    claims.sub = claims.sub.toLowerCase();
+    req.claims = claims;
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      const header = req.headers['x-csrf-token'];
+      const sent = typeof header === 'string' ? header : undefined;
+      const kept = cookie(req, CSRF_COOKIE);
+      if (!sent || !kept || sent.length !== kept.length || !timingSafeEqual(Buffer.from(sent), Buffer.from(kept)) ||
+          !csrfValid(sent))
+        throw new HttpError(403, Errors.csrf);
+    }
+  });
+
+  const user = (req: FastifyRequest): Claims => {
+    if (!req.claims) throw new HttpError(401, Errors.noUser);
+    return req.claims;
+  };
+
+  // jobs enqueued per user and minute, counted in Redis so every replica of the server shares them
+  const limit = async (userId: string) => {
+    const minute = Math.floor(Date.now() / 60000);
+    const key = `${cfg.prefix}:web:rate:${userId}:${minute}`;
+    const [[, n]] = (await deps.redis.multi().incr(key).expire(key, 120).exec()) as [[Error | null, number]];
+    if (n > cfg.jobsPerMinute)
+      throw new HttpError(429, Errors.tooMany, { 'retry-after': String(60 - (Math.floor(Date.now() / 1000) % 60)) });
+  };
+  const newJobId = (type: string) => `web-${type}-${randomUUID()}`;
+
+  app.get('/api/csrf', async (_req, reply) => {
+    const nonce = randomBytes(18).toString('base64url');
+    const token = `${nonce}.${csrfSign(nonce)}`;
+    reply.header('set-cookie',
+      `${CSRF_COOKIE}=${token}; Path=/; HttpOnly; SameSite=Strict; Max-Age=43200${cfg.secureCookies ? '; Secure' : ''}`);
+    reply.header('cache-control', 'no-store');
+    return { token };
+  });
+
+  app.post('/api/backup/create', {
+    schema: {
+      body: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['type'],
+        properties: { type: { type: 'string', enum: ['full', 'incremental'] } },
+      },
+    },
+  }, async (req, reply) => {
+    const u = user(req);
+    const { type } = req.body as { type: 'full' | 'incremental' };
+    await limit(u.sub);
+    const jobId = await queue.enqueue({
+      type: 'backup', userId: u.sub, mode: type, jobId: newJobId('backup'), requestedBy: u.sub, trigger: 'api',
+    });
+    return reply.code(202).send({ jobId });
+  });
+
+  app.get('/api/me', async (req) => {
+    const u = user(req);
+    return { userId: u.sub, email: u.email ?? null, owner: await store.isOwner(u.sub) };
+  });
+
+  app.get('/api/backup/list', async (req) => store.listBackups(user(req)));
+
+  app.post('/api/backup/restore', {
+    schema: {
+      body: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['backupId'],
+        properties: {
+          backupId: { type: 'string', maxLength: 128 },
+          tables: {
+            type: 'array', minItems: 1, maxItems: 64, uniqueItems: true,
+            items: { type: 'string', pattern: '^[a-z_][a-z0-9_]{0,62}$' },
+          },
+        },
+      },
+    },
+  }, async (req, reply) => {
+    const u = user(req);
+    const { backupId, tables } = req.body as { backupId: string; tables?: string[] };
+    if (!isBackupId(backupId)) throw new HttpError(400, `'${backupId}' is not a backup id`);
+    const b = await store.getBackup(u, backupId); // RLS: another user's backup is not there
+    if (!b) throw new HttpError(404, Errors.notFound);
+    if (b.status !== 'completed')
+      throw new HttpError(409, `backup ${backupId} is ${b.status}: only a completed backup can be restored`);
+    await limit(u.sub);
+    const jobId = await queue.enqueue({
+      type: 'restore', userId: u.sub, backupId, tables, jobId: newJobId('restore'), requestedBy: u.sub, trigger: 'api',
+    });
+    return reply.code(202).send({ jobId });
+  });
+
+  app.get('/api/backup/status', async (req) => store.statistics(user(req)));
+
+  app.delete('/api/backup/cleanup', async (req, reply) => {
+    const u = user(req);
+    if (!(await store.isOwner(u.sub))) throw new HttpError(403, Errors.notOwner);
+    await limit(u.sub);
+    const jobId = await queue.enqueue({
+      type: 'cleanup', userId: u.sub, jobId: newJobId('cleanup'), requestedBy: u.sub, trigger: 'api',
+    });
+    return reply.code(202).send({ jobId });
+  });
+
+  app.get('/api/backup/jobs/:jobId', async (req) => {
+    const u = user(req);
+    const { jobId } = req.params as { jobId: string };
+    if (!isJobId(jobId)) throw new HttpError(404, Errors.jobNotFound);
+    const s = await queue.status(jobId);
+    // another user's job is as absent as an unknown one
+    if (!s || s.userId !== u.sub) throw new HttpError(404, Errors.jobNotFound);
+    return s;
+  });
+
+  app.get('/api/backup/events', async (req: FastifyRequest, reply: FastifyReply) => {
+    const u = user(req);
+    const raw = reply.raw;
+    const stop = await hub.listen(u.sub, (e) => {
+      raw.write(`event: ${e.event}\ndata: ${JSON.stringify(e)}\n\n`);
+    });
+    reply.hijack();
+    raw.writeHead(200, {
+      'content-type': 'text/event-stream; charset=utf-8',
+      'cache-control': 'no-store',
+      'x-accel-buffering': 'no',
+      connection: 'keep-alive',
+    });
+    raw.write(': connected\n\n');
+    const beat = setInterval(() => raw.write(': keep-alive\n\n'), 15000);
+    req.raw.on('close', () => {
+      clearInterval(beat);
+      stop().catch((err) => req.log.warn({ err }, 'unsubscribe failed'));
+    });
+  });
+
+  app.get('/healthz', async (_req, reply) => {
+    try {
+      await Promise.all([deps.redis.ping(), deps.pool.query('SELECT 1')]);
+      return { ok: true };
+    } catch (err) {
+      return reply.code(503).send({ ok: false, error: (err as Error).message });
+    }
+  });
+
+  for (const [url, f] of files)
+    app.get(url, async (_req, reply) =>
+      reply.type(f.type).header('cache-control', 'no-cache')
+        .header('content-security-policy', "default-src 'self'; frame-ancestors 'none'")
+        .send(f.body));
+
+  return app;
+}

@@ -1,0 +1,60 @@
+// `npm run web`: the reference REST server, configured from the environment
+// the worker uses (REDIS_URL, DATABASE_URL, REDIS_PREFIX) plus its own.
+
+import { Redis } from 'ioredis';
+import pg from 'pg';
+import { buildApp } from './app.js';
+
+function fail(msg: string): never {
+  process.stderr.write(`backup-web: ${msg}\n`);
+  process.exit(2);
+}
+
+function intEnv(name: string, def: number, min: number, max: number): number {
+  const v = process.env[name];
+  if (v === undefined || v === '') return def;
+  if (!/^\d+$/.test(v) || Number(v) < min || Number(v) > max) fail(`${name}: '${v}' is not a number from ${min} to ${max}`);
+  return Number(v);
+}
+
+const secret = process.env.SUPABASE_JWT_SECRET ?? '';
+if (secret.length < 32) fail('SUPABASE_JWT_SECRET is required: the HS256 secret of the project\'s JWTs (at least 32 characters)');
+const redisUrl = process.env.REDIS_URL || fail('REDIS_URL is required (the workers\' Redis)');
+const databaseUrl = process.env.WEB_DATABASE_URL || process.env.DATABASE_URL ||
+  fail('DATABASE_URL (or WEB_DATABASE_URL) is required');
+const prefix = process.env.REDIS_PREFIX || 'backup';
+if (!/^[A-Za-z0-9_.:-]{1,64}$/.test(prefix)) fail(`REDIS_PREFIX: '${prefix}' must be 1-64 letters, digits or _.:-`);
+const port = intEnv('WEB_PORT', 18090, 0, 65535);
+const host = process.env.WEB_HOST || '127.0.0.1';
+
+const redis = new Redis(redisUrl, { maxRetriesPerRequest: 3 });
+const subscriber = redis.duplicate();
+const pool = new pg.Pool({ connectionString: databaseUrl, max: intEnv('WEB_PG_POOL', 10, 1, 100) });
+for (const c of [redis, subscriber]) c.on('error', (e) => process.stderr.write(`backup-web: redis: ${e.message}\n`));
+pool.on('error', (e) => process.stderr.write(`backup-web: postgres: ${e.message}\n`));
+
+const app = await buildApp({
+  jwtSecret: secret,
+  prefix,
+  jobsPerMinute: intEnv('WEB_JOBS_PER_MINUTE', 10, 1, 10000),
+  secureCookies: process.env.WEB_SECURE_COOKIES === 'true',
+  logLevel: process.env.WEB_LOG_LEVEL || 'info',
+}, { redis, subscriber, pool });
+
+let closing = false;
+const close = async () => {
+  if (closing) return;
+  closing = true;
+  await app.close();
+  await Promise.allSettled([pool.end(), redis.quit(), subscriber.quit()]);
+  process.exit(0);
+};
+process.on('SIGTERM', close);
+process.on('SIGINT', close);
+
+try {
+  const at = await app.listen({ port, host });
+  process.stderr.write(`backup-web: listening on ${at} (Redis prefix ${prefix})\n`);
+} catch (e) {
+  fail(`cannot listen on ${host}:${port}: ${(e as Error).message}`);
+}
