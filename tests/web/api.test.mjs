@@ -23,10 +23,18 @@ before(async () => {
 });
 
 after(async () => {
+  await Promise.all(subs.map((c) => c.quit()));
   await S?.close();
 });
 
 const xlen = () => S.redis.xlen(k.jobs);
+const subs = [];
+/** A subscriber connection, closed after the tests. */
+const sub = () => {
+  const c = S.redis.duplicate();
+  subs.push(c);
+  return c;
+};
 
 /** One request; `csrf` fetches a token and its cookie first. */
 async function api(method, path, { tok, body, csrf = method !== 'GET', raw, headers = {} } = {}) {
@@ -175,7 +183,7 @@ test('restore: another user\'s backup is 404 and enqueues nothing; the caller\'s
 test('restore of a damaged backup fails with the seed\'s message', async () => {
   // B's own backup, its object overwritten in S3
   const q = new BackupQueue({ redis: S.redis, prefix: S.prefix });
-  const hub = new ProgressHub(S.redis.duplicate(), S.prefix);
+  const hub = new ProgressHub(sub(), S.prefix);
   const st = await q.runJob({ type: 'backup', userId: B, mode: 'full', jobId: `webt-${Date.now()}-b` }, hub, 60000);
   assert.equal(st.status, 'completed');
   const id = st.backupId;
@@ -262,7 +270,7 @@ test('client: enqueue validates before XADD, status and follow', async () => {
     await assert.rejects(q.enqueue(job), (e) => e instanceof ProtocolError && e.message.includes(msg), JSON.stringify(job));
   assert.equal(await xlen(), before, 'nothing reached the stream');
 
-  const hub = new ProgressHub(S.redis.duplicate(), S.prefix);
+  const hub = new ProgressHub(sub(), S.prefix);
   const jobId = `webt-${Date.now()}-ping`;
   const last = await hub.run(A, async () => {
     assert.equal(await q.enqueue({ type: 'ping', userId: A.toUpperCase(), jobId }), jobId);

@@ -66,6 +66,7 @@ async function track(title, start) {
   setBusy(true);
   say('');
   $('job').hidden = false;
+  $('job').dataset.state = 'queued';
   $('job-title').textContent = title;
   $('job-state').textContent = 'En cola';
   $('job-progress').value = 0;

@@ -247,6 +247,8 @@ export async function buildApp(cfg: WebConfig, deps: WebDeps): Promise<FastifyIn
     }
   });
 
+  app.get('/favicon.ico', async (_req, reply) => reply.code(204).header('cache-control', 'max-age=86400').send());
+
   for (const [url, f] of files)
     app.get(url, async (_req, reply) =>
       reply.type(f.type).header('cache-control', 'no-cache')
