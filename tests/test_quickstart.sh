@@ -10,7 +10,13 @@ export REDIS_PREFIX=qs$$
 U=0a1c0000-0000-4000-8000-00000000d3e0
 q "DELETE FROM profiles WHERE id = '$U'; DELETE FROM backup_metadata WHERE user_id = '$U';
    DELETE FROM restore_history WHERE user_id = '$U'" >/dev/null
+export WEB_PORT=$((20000 + $$ % 10000))
 "$BW_DEVENV" quickstart >"$tmp/out" 2>&1; rc=$?
+# the web server it left running answers with the token it printed
+web_url=$(sed 's/\x1b\[[0-9;]*m//g' "$tmp/out" | sed -n 's#^web server: \(http://[^ ]*/\) .*#\1#p')
+tok=$(grep -A1 "^sign in to the page with this token" "$tmp/out" | tail -1)
+web_list=$(curl -fsS -H "Authorization: Bearer $tok" "${web_url}api/backup/list" 2>&1)
+web_page=$(curl -fsS "${web_url}" 2>&1)
 "$BW_DEVENV" stop-workers
 check "quickstart: exit 0" 0 "$rc"
 out=$(sed 's/\x1b\[[0-9;]*m//g' "$tmp/out")
@@ -23,6 +29,10 @@ expect "…the stats" grep -q "^backups: *2 (2 completed, 0 failed)" <<<"$out"
 expect "…the objects in S3" grep -q "backups/$U/incremental/incremental-$U-.*manifest.json" <<<"$out"
 expect "…ends with a verified restore" grep -q "^Quickstart done: a verified restore of backup-$U-" <<<"$(tail -2 <<<"$out" | head -1)"
 expect "…and how to stop the services" grep -q "tools/devenv stop\$" <<<"$(tail -1 <<<"$out")"
+check "…the web server on \$WEB_PORT" "http://127.0.0.1:$WEB_PORT/" "$web_url"
+check "…its API lists the user's 2 backups with the printed token" 2 "$(jq 'map(select(.status == "completed")) | length' <<<"$web_list" 2>&1)"
+expect "…and serves the backup page" grep -q "Backup de datos" <<<"$web_page"
+expect "…stop-workers stopped it" bash -c "! curl -fsS -o /dev/null ${web_url}healthz 2>/dev/null"
 check "the restored orders in the database" 8000 "$(q "SELECT count(*) FROM orders WHERE user_id = '$U'")"
 [ "$fails" -eq 0 ] || cat "$tmp/out"
 R EVAL "for _, k in ipairs(redis.call('KEYS', ARGV[1] .. ':*')) do redis.call('DEL', k) end" 0 "$REDIS_PREFIX" >/dev/null

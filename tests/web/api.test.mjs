@@ -244,7 +244,9 @@ test('events: Server-Sent Events carry the caller\'s progress only', async () =>
   const q = new BackupQueue({ redis: S.redis, prefix: S.prefix });
   await q.backup(B, 'incremental', { jobId: `webt-${Date.now()}-ev-b` });
   const ja = await q.backup(A, 'incremental', { jobId: `webt-${Date.now()}-ev-a` });
-  await Promise.race([reading, new Promise((_, rej) => setTimeout(() => rej(new Error('no completed event')), 60000))]);
+  let timer;
+  await Promise.race([reading, new Promise((_, rej) => (timer = setTimeout(() => rej(new Error('no completed event')), 60000)))]);
+  clearTimeout(timer);
   ac.abort();
   assert.ok(gotA.length >= 2, `${gotA.length} events`);
   assert.ok(gotA.every((e) => e.user_id === A), 'only A\'s events');

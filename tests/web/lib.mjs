@@ -80,6 +80,7 @@ export async function startStack(opts = {}) {
   const metricsPort = await freePort();
   const worker = start('backup-worker', WORKER, [], {
     REDIS_PREFIX: prefix, WORKER_HTTP_PORT: String(metricsPort), JOB_VISIBILITY_TIMEOUT: '5s',
+    WORKER_SHUTDOWN_GRACE: '5s',
   }, new RegExp(`consuming ${prefix}:jobs`));
   await worker.seen;
   const web = start('backup-web', process.execPath, [join(ROOT, 'tools/web/dist/main.js')], {
@@ -92,7 +93,9 @@ export async function startStack(opts = {}) {
   return {
     prefix, url, metricsPort, redis, pool, worker, web,
     async close() {
+      const t = Date.now();
       await Promise.all([web.stop(), worker.stop()]);
+      if (Date.now() - t > 3000) process.stdout.write(`# stopping took ${Date.now() - t} ms\n`);
       await redis.quit();
       await pool.end();
     },

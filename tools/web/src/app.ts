@@ -67,6 +67,7 @@ export async function buildApp(cfg: WebConfig, deps: WebDeps): Promise<FastifyIn
   const app = Fastify({
     logger: { level: cfg.logLevel },
     bodyLimit: 16 * 1024,
+    forceCloseConnections: true,
     // refuse what the schema does not allow (Fastify's default strips unknown fields and coerces types)
     ajv: { customOptions: { removeAdditional: false, coerceTypes: false, allErrors: false } },
   });
@@ -74,6 +75,10 @@ export async function buildApp(cfg: WebConfig, deps: WebDeps): Promise<FastifyIn
   const store = new BackupStore(deps.pool);
   const hub = new ProgressHub(deps.subscriber, cfg.prefix);
   const files = assets();
+  const streams = new Set<import('node:http').ServerResponse>(); // open event streams, ended at close
+  app.addHook('onClose', async () => {
+    for (const r of streams) r.end();
+  });
 
   // ---- errors: always JSON {"error": ...} ----
   app.setErrorHandler((err: Error & { statusCode?: number; validation?: unknown }, req, reply) => {
@@ -231,8 +236,10 @@ export async function buildApp(cfg: WebConfig, deps: WebDeps): Promise<FastifyIn
       connection: 'keep-alive',
     });
     raw.write(': connected\n\n');
+    streams.add(raw);
     const beat = setInterval(() => raw.write(': keep-alive\n\n'), 15000);
     req.raw.on('close', () => {
+      streams.delete(raw);
       clearInterval(beat);
       stop().catch((err) => req.log.warn({ err }, 'unsubscribe failed'));
     });
