@@ -68,3 +68,16 @@ test('parseJobStatus: numbers, the JSON result, an empty hash', () => {
   assert.equal(s.finishedAt, 1800000000000);
   assert.equal(s.retryAt, undefined);
 });
+
+test('the client reads every field of the job hash that proto/README.md lists', async () => {
+  const { readFileSync } = await import('node:fs');
+  const root = new URL('../../', import.meta.url);
+  const readme = readFileSync(new URL('proto/README.md', root), 'utf8');
+  const section = readme.slice(readme.indexOf('### Following a job'), readme.indexOf('`backup:events` entries'));
+  const fields = [...section.matchAll(/^\| (`[^|]+)\|/gm)].flatMap((m) => [...m[1].matchAll(/`([a-z_]+)`/g)].map((f) => f[1]));
+  assert.ok(fields.length >= 18, fields.join(','));
+  const src = readFileSync(new URL('proto/ts/src/protocol.ts', root), 'utf8');
+  const parser = src.slice(src.indexOf('export function parseJobStatus'), src.indexOf('/** Key names under a prefix'));
+  const missing = fields.filter((f) => f !== 'entry' && !parser.includes(`h.${f}`));
+  assert.deepEqual(missing, [], 'fields the README lists and parseJobStatus ignores');
+});
