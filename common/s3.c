@@ -53,6 +53,7 @@ struct S3Op {
     char *copy_source; /* server-side copy: "/bucket/key", encoded */
     char *copy_range;  /* UploadPartCopy: "bytes=first-last" */
     int content_md5;
+    int send_checksum; /* x-amz-checksum-sha256 on a PutObject (s3_put_hashed) */
     size_t max_body;
     char payload_hash[65];
     S3DoneCb cb;
@@ -404,7 +405,7 @@ static void attempt(S3Op *op) {
     /* a server-side copy sends no body: S3 computes the copy's SHA-256 (CopyObject answers it) */
     if (is_create_mpu || (op->copy_source && !is_part))
         hdrs[nhdrs++] = (SigV4Header){"x-amz-checksum-algorithm", "SHA256"};
-    if (is_part && !op->copy_source)
+    if ((is_part || op->send_checksum) && !op->copy_source)
         hdrs[nhdrs++] = (SigV4Header){"x-amz-checksum-sha256", op->res.checksum_sha256};
     if (op->copy_source)
         hdrs[nhdrs++] = (SigV4Header){"x-amz-copy-source", op->copy_source};
@@ -588,6 +589,13 @@ void s3_request(S3Client *c, const char *method, const char *key, const char *qu
 void s3_request_hashed(S3Client *c, const char *method, const char *key, const char *query,
                        char *body, size_t len, const char *sha256_hex, S3DoneCb cb, void *data) {
     op_start(request_op(c, method, key, query, body, len, NULL, 0, cb, data, sha256_hex));
+}
+
+void s3_put_hashed(S3Client *c, const char *key, char *body, size_t len, const char *content_type,
+                   const char *sha256_hex, S3DoneCb cb, void *data) {
+    S3Op *op = request_op(c, "PUT", key, NULL, body, len, content_type, 0, cb, data, sha256_hex);
+    op->send_checksum = 1; /* S3 checks the object as it checks a part */
+    op_start(op);
 }
 
 uv_loop_t *s3_client_loop(const S3Client *c) {

@@ -115,6 +115,10 @@ void s3_request(S3Client *c, const char *method, const char *key, const char *qu
  * payload hash and x-amz-checksum-sha256 both, so a part is hashed once. */
 void s3_request_hashed(S3Client *c, const char *method, const char *key, const char *query,
                        char *body, size_t len, const char *sha256_hex, S3DoneCb cb, void *data);
+/* PutObject of a body (taken over) whose SHA-256 the caller computed: the payload hash and
+ * x-amz-checksum-sha256, so S3 refuses a body damaged on the way. */
+void s3_put_hashed(S3Client *c, const char *key, char *body, size_t len, const char *content_type,
+                   const char *sha256_hex, S3DoneCb cb, void *data);
 uv_loop_t *s3_client_loop(const S3Client *c);
 const char *s3_client_bucket(const S3Client *c);
 const char *s3_client_endpoint(const S3Client *c); /* NULL: AWS */

@@ -1,9 +1,12 @@
 /*
  * s3upload: streaming multipart upload (see s3upload.h).
  *
- * States: CREATING (CreateMultipartUpload) -> UPLOADING (parts go out as they
- * fill) -> COMPLETING (CompleteMultipartUpload, once the producer finished and
- * every part is acknowledged) -> DONE; any failure -> ABORTING -> DONE.
+ * States: IDLE (nothing sent: the first part is filling) -> CREATING
+ * (CreateMultipartUpload, once the first part is full) -> UPLOADING (parts go
+ * out as they fill) -> COMPLETING (CompleteMultipartUpload, once the producer
+ * finished and every part is acknowledged) -> DONE; any failure -> ABORTING ->
+ * DONE. An object that ends inside its first part is one PutObject instead
+ * (IDLE -> PUTTING -> DONE): a small backup costs one request, not three.
  *
  * Ownership: the caller owns the struct until s3_upload_free(), whatever
  * happened to the upload (after on_done, a write just returns -1); the struct
@@ -19,7 +22,15 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef enum { UP_CREATING, UP_UPLOADING, UP_COMPLETING, UP_ABORTING, UP_DONE } UpState;
+typedef enum {
+    UP_IDLE,
+    UP_CREATING,
+    UP_UPLOADING,
+    UP_PUTTING,
+    UP_COMPLETING,
+    UP_ABORTING,
+    UP_DONE
+} UpState;
 
 typedef struct {
     int number;
@@ -72,6 +83,7 @@ struct S3Upload {
 
 static void pump(S3Upload *u);
 static void on_aborted(const S3Result *res, const Err *err, void *data);
+static void on_created(const S3Result *res, const Err *err, void *data);
 
 static char *xstrdup_range(const char *s, size_t n) {
     char *p = xmalloc(n + 1);
@@ -284,6 +296,12 @@ static void push_current(S3Upload *u) {
         u->queue = p;
     u->tail = p;
     u->queued++;
+    if (u->state == UP_IDLE && !u->finishing) { /* more than one part: a multipart upload */
+        u->state = UP_CREATING;
+        u->creating = 1;
+        u->outstanding++;
+        s3_request(u->s3, "POST", u->key, "uploads", NULL, 0, u->content_type, 0, on_created, u);
+    }
     u->outstanding++; /* the struct and the part outlive the hashing */
     if (uv_queue_work(s3_client_loop(u->s3), &p->work, hash_part, part_hashed) != 0) {
         u->outstanding--;
@@ -292,8 +310,47 @@ static void push_current(S3Upload *u) {
     }
 }
 
+static void on_put(const S3Result *res, const Err *err, void *data) {
+    S3Upload *u = data;
+    u->outstanding--;
+    u->in_flight--;
+    u->inflight_bytes = 0;
+    u->depth++;
+    if (u->state == UP_ABORTING && err == NULL) {
+        /* the caller gave up while the object went up: it must not stay behind */
+        u->abort_sent = 1;
+        u->outstanding++;
+        s3_delete_object(u->s3, u->key, on_aborted, u);
+    } else if (u->state == UP_ABORTING) {
+        report(u, NULL, &u->fail);
+    } else if (err) {
+        fail(u, err); /* nothing to abort: no multipart upload was created */
+    } else {
+        report(u, res, NULL);
+    }
+    u->depth--;
+    release(u);
+}
+
+/* The whole object is the one hashed part: PutObject it. */
+static void put_whole(S3Upload *u) {
+    Part *p = u->queue;
+    u->queue = u->tail = NULL;
+    u->queued--;
+    u->state = UP_PUTTING;
+    u->in_flight++;
+    u->outstanding++;
+    u->inflight_bytes = p->len;
+    s3_put_hashed(u->s3, u->key, p->data, p->len, u->content_type, p->sha, on_put, u);
+    free(p);
+}
+
 /* Send queued parts into free slots; complete when everything is in. */
 static void pump(S3Upload *u) {
+    if (u->state == UP_IDLE && u->finishing && u->queue && u->queue->hashed) {
+        put_whole(u);
+        return;
+    }
     if (u->state != UP_UPLOADING)
         return;
     while (u->queue && u->queue->hashed && u->in_flight < u->max_in_flight) {
@@ -368,10 +425,7 @@ S3Upload *s3_upload_new(S3Client *s3, const char *key, const char *content_type,
     u->data = data;
     u->sha = EVP_MD_CTX_new();
     EVP_DigestInit_ex(u->sha, EVP_sha256(), NULL);
-    u->state = UP_CREATING;
-    u->creating = 1;
-    u->outstanding++;
-    s3_request(s3, "POST", key, "uploads", NULL, 0, content_type, 0, on_created, u);
+    u->state = UP_IDLE; /* the first request waits for the first full part, or the end */
     return u;
 }
 

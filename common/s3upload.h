@@ -6,7 +6,9 @@
  * is taken, s3_upload_write() says so and the producer waits for on_writable:
  * memory stays under (parts_in_flight + 1) x part_size. The part size grows
  * as the upload gets long (doubling every 1000 parts), so the 10,000-part
- * limit is reached only past 1 TiB for an 8 MiB start. Any failure aborts the
+ * limit is reached only past 1 TiB for an 8 MiB start. Nothing is sent until
+ * the first part is full; an object that ends before is one PutObject (one
+ * request instead of create, part and complete). Any failure aborts the
  * multipart upload, so no parts are left behind. The SHA-256 of the whole
  * object is computed on the way and given in the result.
  *

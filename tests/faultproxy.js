@@ -15,6 +15,7 @@
 //                  (x-amz-date has one-second resolution, so a retry signed afresh
 //                  within the same second may legitimately repeat it); a stale date
 //                  is an x-amz-date more than two seconds older than the request
+//   GET  /__log    the requests since the last clear, one "METHOD URL" per line (the last 10,000)
 //   POST /__clear  forget the log, the plan and the always rule
 //   POST /__cut    cut every stalled request now
 //   POST /__rate   body "N": forward request bodies at N bytes per second (0 or "": full speed)
@@ -38,6 +39,7 @@ let stale = 0;
 let withToken = 0;
 let maxAhead = 0;
 let lastKey = '';
+let log = [];
 let rate = 0;
 const seen = new Map();
 const stalled = new Set();
@@ -85,6 +87,7 @@ function control(req, res, body) {
     always = null;
     requests = faults = reused = stale = withToken = maxAhead = 0;
     lastKey = '';
+    log = [];
     seen.clear();
     return send(200, 'ok');
   }
@@ -96,6 +99,9 @@ function control(req, res, body) {
     for (const sock of stalled) sock.destroy();
     stalled.clear();
     return send(200, 'ok');
+  }
+  if (req.method === 'GET' && req.url === '/__log') {
+    return send(200, log.map((l) => l + '\n').join(''));
   }
   if (req.method === 'GET' && req.url === '/__stats') {
     res.writeHead(200, { 'content-type': 'application/json' });
@@ -146,6 +152,7 @@ const handler = (req, res) => {
     return;
   }
   requests++;
+  if (log.length < 10000) log.push(`${req.method} ${req.url}`);
   const m = /Signature=([0-9a-f]+)/.exec(req.headers.authorization || '') || /X-Amz-Signature=([0-9a-f]+)/.exec(req.url);
   const now = Date.now();
   const cred = /Credential=([A-Z0-9]+)\//.exec(req.headers.authorization || '');

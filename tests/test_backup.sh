@@ -11,6 +11,8 @@
 #     full; an unknown user is refused
 #  4. S3 killed mid-upload, then back: the job retries and completes with one object, one row
 #  5. worker killed mid-upload (moto): the next run aborts the stale multipart upload
+#  6. a small backup costs two S3 requests: PutObject of the object, PutObject of its manifest
+#     (no multipart upload below one part, no stale-upload listing on a first run)
 set -uo pipefail
 WORKER=$1
 : "${REDIS_URL:?run through tools/devenv test}"
@@ -252,6 +254,24 @@ expect "moto: the stale upload was aborted by the new run" grep -q "aborted 1 mu
 check "moto: the object is complete" "$(q "SELECT size FROM backup_metadata WHERE job_id = 'kill2'")" \
   "$(ms3 s3api head-object --bucket "$S3_BUCKET" --key "$KEY2" --query ContentLength --output text)"
 stop_worker wm2
+
+# ---- 6. the S3 requests of a small backup ----
+node "$ROOT/tests/faultproxy.js" 127.0.0.1 "$(sed -E 's#.*:([0-9]+)$#\1#' <<<"$S3_ENDPOINT")" >"$tmp/proxy3.log" 2>&1 &
+pids+=($!)
+wait_until 10 grep -q listening "$tmp/proxy3.log"
+P3=$(awk '/listening/ {print $2}' "$tmp/proxy3.log")
+P=tb$$s
+start_worker ws S3_ENDPOINT="http://127.0.0.1:$P3" BACKUP_NOTIFY=false
+enqueue small1 type backup user_id "$V" mode full
+expect "small: the backup completes" done_ok small1 30
+KEYS=$(q "SELECT s3_key FROM backup_metadata WHERE job_id = 'small1'")
+mine=$(curl -s "http://127.0.0.1:$P3/__log" | grep -F "/backups/$V/" | sed -E 's/\?.*//; s#/'"$S3_BUCKET"'/##')
+check "small: two requests, the object and its manifest, each one PutObject" \
+  "PUT $KEYS|PUT $KEYS.manifest.json" "$(tr '\n' '|' <<<"$mine" | sed 's/|$//')"
+check "small: the object is whole (its SHA-256 is the record's)" \
+  "$(q "SELECT checksum FROM backup_metadata WHERE job_id = 'small1'")" \
+  "$(s3 s3 cp "s3://$S3_BUCKET/$KEYS" - --quiet | sha256sum | cut -d' ' -f1)"
+stop_worker ws
 
 q "DROP TABLE IF EXISTS t_doc, t_docj" >/dev/null
 echo "test_backup: $passed passed, $fails failed"

@@ -22,7 +22,7 @@ start_faultproxy "$S3_ENDPOINT"
 ctl() { curl -s -X POST --data "$2" "http://127.0.0.1:$PX/$1" >/dev/null; }
 
 P=ts$$
-# uncompressed in 8 MiB parts: the whole object (about 6.7 MB) is one UploadPart. On loopback
+# uncompressed in 8 MiB parts: the whole object (about 6.7 MB) is one PutObject. On loopback
 # the kernel takes megabytes of the body into socket buffers at once, and curl then sees no
 # progress while the proxy drains them at 100 KB/s: the stall timeout must outlast that
 W=(S3_ENDPOINT="http://127.0.0.1:$PX" BACKUP_COMPRESSION=false S3_PART_SIZE_MB=8 BACKUP_NOTIFY=false
@@ -43,11 +43,11 @@ check "…the object is whole" "$(q "SELECT checksum FROM backup_metadata WHERE 
 stop_worker w1
 ctl __rate 0
 ctl __clear ''
-ctl __plan 'PUT~partNumber:stall:1'
+ctl __plan 'PUT~/backups/:stall:1' # the object's PutObject (its manifest comes after it)
 start_worker w2 "${W[@]}" S3_STALL_TIMEOUT=3s
 t0=$SECONDS
 enqueue sl-stalled type backup user_id "$U" mode full
-expect "a stalled part is cut after S3_STALL_TIMEOUT (3 s) and sent again" done_ok sl-stalled 60
+expect "a stalled upload is cut after S3_STALL_TIMEOUT (3 s) and sent again" done_ok sl-stalled 60
 took=$((SECONDS - t0))
 expect "…well before the proxy's own 20 s cut ($took s)" test "$took" -lt 18
 check "…the stalled request was the only fault" '"faults":1' "$(curl -s "http://127.0.0.1:$PX/__stats" | grep -o '"faults":[0-9]*')"

@@ -4,7 +4,8 @@
  *   ACQUIRE   one pooled connection for the whole job
  *   RECORD    backup_metadata row for the job id: created `pending` (resolving the base of an
  *             incremental or differential once), or found again on a retry (same id, same key)
- *   UPLOADS   abort multipart uploads a crashed run left under the key
+ *   UPLOADS   abort multipart uploads a crashed run left under the key (a retry only: the
+ *             row's attempts say whether a run ever got that far)
  *   RUNNING   status `running`
  *   BEGIN     REPEATABLE READ READ ONLY; pg_current_snapshot(); settings user id and base
  *             snapshot, bound as parameters
@@ -174,9 +175,11 @@ static void record_row(JobRt *rt, Backup *b) {
           " ON CONFLICT (job_id) DO UPDATE SET job_id = EXCLUDED.job_id"
           " RETURNING m.id, m.user_id::text, m.type, m.status, coalesce(m.base_backup_id, ''),"
           "  coalesce((SELECT s.snapshot FROM backup_metadata s WHERE s.id = m.base_backup_id),"
-          "  ''), coalesce(m.requested_type, m.type), " BW_SQL_CODECS("m"),
+          "  ''), coalesce(m.requested_type, m.type), " BW_SQL_CODECS("m") ", m.attempts",
           6, v);
 }
+
+static void set_running(JobRt *rt, Backup *b);
 
 static void on_recorded(JobRt *rt, Backup *b, PGresult *res) {
     const JobSpec *spec = b->spec;
@@ -243,6 +246,11 @@ static void on_recorded(JobRt *rt, Backup *b, PGresult *res) {
     }
     log_info(job_log_id(jobrt_job(rt)), "backup %s (%s%s%s) of user %s to %s", b->id, b->type,
              b->base_id[0] ? ", base " : "", b->base_id, spec->user_id, b->key);
+    if (strcmp(PQgetvalue(res, 0, 8), "0") == 0) {
+        /* no run of this backup ever started uploading: nothing can be left under its key */
+        set_running(rt, b);
+        return;
+    }
     b->state = ST_UPLOADS;
     jobrt_list_pending(rt, ST_UPLOADS, JRT_SOFT, b->key);
 }

@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# Small tenants: N users of about 78 rows each, backed up at concurrency C by
+# backup-worker and by the seed's design (tools/bench/node/seed.mjs:
+# node-postgres, JSON.stringify, gzip, one PutObject), in the same run; prints
+# backups/s side by side. Then what one small backup costs the worker: S3
+# requests (counted by tests/faultproxy.js in front of S3) and SQL statements
+# (PostgreSQL's log_statement, set for the worker's role during a short run).
+# Asserts nothing.
+#
+#   (cd tools/bench/node && npm ci)      # the seed design's packages, once
+#   eval "$(tools/devenv env)"; tools/bench/small.sh [USERS] [CONCURRENCY] [COUNT_RUN]
+#
+# USERS (default 2000) are generated once (same seed: a second run reuses them).
+set -euo pipefail
+N=${1:-2000}
+C=${2:-8}
+K=${3:-20}
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+WORKER=${WORKER:-$ROOT/build/backup-worker}
+DEV=${BW_DEV_DIR:-/tmp/backup-worker-dev}
+: "${DATABASE_URL:?eval \"\$(tools/devenv env)\" first}"
+[ -d "$ROOT/tools/bench/node/node_modules/@aws-sdk" ] || { echo "small bench: run (cd tools/bench/node && npm ci) first" >&2; exit 1; }
+P=small$$
+tmp=$(mktemp -d /tmp/bw-smallbench.XXXXXX)
+pids=()
+trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; rm -rf "$tmp"' EXIT
+q() { psql -X -q -t -A -v ON_ERROR_STOP=1 "$DATABASE_URL" -c "$1"; }
+admin() { psql -X -q -t -A -v ON_ERROR_STOP=1 "$BW_ADMIN_DATABASE_URL" -c "$1"; }
+RHOST=$(sed -E 's#^redis://([^@]*@)?([^:/]+).*#\2#' <<<"$REDIS_URL")
+RPORT=$(sed -E 's#^redis://([^@]*@)?[^:/]+:([0-9]+).*#\2#' <<<"$REDIS_URL")
+export REDISCLI_AUTH=$(sed -E 's#^redis://[^:]*:([^@]*)@.*#\1#' <<<"$REDIS_URL")
+rc() { redis-cli -h "$RHOST" -p "$RPORT" -n "$(sed -E 's#^.*/([0-9]+)$#\1#' <<<"$REDIS_URL")" "$@"; }
+
+SEED=small$N
+q "SELECT overlay(overlay(md5('$SEED-user-' || n) PLACING '4' FROM 13) PLACING '8' FROM 17)::uuid
+   FROM generate_series(1, $N) n ORDER BY n" >"$tmp/users"
+if [ "$(q "SELECT count(*) FROM profiles WHERE id IN (SELECT overlay(overlay(md5('$SEED-user-' || n) PLACING '4' FROM 13) PLACING '8' FROM 17)::uuid FROM generate_series(1, $N) n)")" -lt "$N" ]; then
+  echo "small bench: generating $N tenants (once)"
+  "$ROOT/tools/datagen" --users "$N" --orders 10 --items 3 --products 20 --clients 10 \
+    --notifications 5 --seed "$SEED" >/dev/null
+fi
+rows=$(q "SELECT count(*) FROM orders WHERE user_id = '$(head -1 "$tmp/users")'")
+q "VACUUM ANALYZE profiles, businesses, products, clients, orders, order_items, notifications, user_settings, backup_metadata" >/dev/null
+
+start_worker() { # LOG VAR=value...: a worker on prefix $P, waits for it to consume
+  local log=$1; shift
+  env REDIS_PREFIX=$P WORKER_HTTP_PORT=0 WORKER_CONCURRENCY=$C BACKUP_NOTIFY=false "$@" "$WORKER" >"$log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 100); do grep -q "consuming" "$log" && break; sleep 0.1; done
+}
+run_jobs() { # TAG COUNT: enqueue COUNT backups of the first COUNT users, wait for them; prints seconds
+  local tag=$1 n=$2 t0 t1
+  t0=$(date +%s.%N)
+  head -n "$n" "$tmp/users" | awk -v p="$P" -v t="$tag" '{printf "XADD %s:jobs * type backup user_id %s mode full job_id %s-%s-%d\n", p, $1, p, t, NR}' |
+    rc >/dev/null
+  local deadline=$((SECONDS + 1800))
+  until [ "$(q "SELECT count(*) FROM backup_metadata WHERE job_id LIKE '$P-$tag-%' AND status = 'completed'")" -ge "$n" ]; do
+    ((SECONDS < deadline)) || { echo "small bench: $tag timed out" >&2; exit 1; }
+    sleep 0.05
+  done
+  t1=$(date +%s.%N)
+  echo "$t1 - $t0" | bc -l
+}
+
+echo "small bench: $N tenants of $(q "SELECT (SELECT count(*) FROM orders WHERE user_id = u) + (SELECT count(*) FROM order_items i JOIN orders o ON o.id = i.order_id WHERE o.user_id = u) + (SELECT count(*) FROM products WHERE user_id = u) + (SELECT count(*) FROM clients WHERE user_id = u) + (SELECT count(*) FROM notifications WHERE user_id = u) + 3 FROM (SELECT '$(head -1 "$tmp/users")'::uuid AS u) x") rows ($rows orders), concurrency $C"
+
+# 1. backup-worker
+start_worker "$tmp/w1.log"
+w_s=$(run_jobs all "$N")
+kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true
+
+# 2. the seed's design, the same users
+seed=$(cd "$ROOT/tools/bench/node" && node seed.mjs "$tmp/users" --concurrency "$C")
+s_s=$(jq -r .seconds <<<"$seed")
+
+printf '%-40s %8.2f s %8.1f backups/s\n' "backup-worker (WORKER_CONCURRENCY=$C)" "$w_s" "$(echo "$N / $w_s" | bc -l)"
+printf '%-40s %8.2f s %8.1f backups/s\n' "seed design (node, $C at a time)" "$s_s" "$(echo "$N / $s_s" | bc -l)"
+printf 'ratio: backup-worker does %.2fx the seed design'"'"'s backups/s\n' "$(echo "$s_s / $w_s" | bc -l)"
+
+# 3. what one small backup costs the worker: S3 requests and SQL statements, over K backups
+node "$ROOT/tests/faultproxy.js" 127.0.0.1 "$(sed -E 's#.*:([0-9]+)$#\1#' <<<"$S3_ENDPOINT")" >"$tmp/proxy.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 100); do grep -q listening "$tmp/proxy.log" && break; sleep 0.1; done
+PX=$(awk '/listening/ {print $2}' "$tmp/proxy.log")
+admin "ALTER ROLE $(q "SELECT current_user") SET log_statement = 'all'"
+pglog=$DEV/postgres.log
+before=$(stat -c %s "$pglog")
+start_worker "$tmp/w2.log" S3_ENDPOINT="http://127.0.0.1:$PX"
+sleep 1 # the worker's own probes, before the count starts
+curl -s -X POST "http://127.0.0.1:$PX/__clear" >/dev/null
+stmt0=$(tail -c +"$((before + 1))" "$pglog" | grep -cE 'LOG:  (statement|execute [^:]*):' || true)
+run_jobs count "$K" >/dev/null
+reqs=$(curl -s "http://127.0.0.1:$PX/__stats" | jq -r .requests)
+stmt1=$(tail -c +"$((before + 1))" "$pglog" | grep -cE 'LOG:  (statement|execute [^:]*):' || true)
+admin "ALTER ROLE $(q "SELECT current_user") RESET log_statement"
+printf 'one small backup: %.1f S3 requests, %.1f SQL statements (round trips) (over %d backups; the probes every 10 s included)\n' \
+  "$(echo "$reqs / $K" | bc -l)" "$(echo "($stmt1 - $stmt0) / $K" | bc -l)" "$K"
+tail -c +"$((before + 1))" "$pglog" | grep -oE 'LOG:  (statement|execute [^:]*): .{0,60}' | sed -E 's/LOG:  (statement|execute [^:]*): //' |
+  sort | uniq -c | sort -rn | head -25 >"$tmp/stmts"
+echo "statements by kind (over all $K):"; sed 's/^/  /' "$tmp/stmts"
