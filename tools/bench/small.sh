@@ -70,7 +70,7 @@ w_s=$(run_jobs all "$N")
 kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true
 
 # 2. the seed's design, the same users
-seed=$(cd "$ROOT/tools/bench/node" && node seed.mjs "$tmp/users" --concurrency "$C")
+seed=$(cd "$ROOT/tools/bench/node" && NODE_NO_WARNINGS=1 node seed.mjs "$tmp/users" --concurrency "$C")
 s_s=$(jq -r .seconds <<<"$seed")
 
 printf '%-40s %8.2f s %8.1f backups/s\n' "backup-worker (WORKER_CONCURRENCY=$C)" "$w_s" "$(echo "$N / $w_s" | bc -l)"
@@ -78,6 +78,7 @@ printf '%-40s %8.2f s %8.1f backups/s\n' "seed design (node, $C at a time)" "$s_
 printf 'ratio: backup-worker does %.2fx the seed design'"'"'s backups/s\n' "$(echo "$s_s / $w_s" | bc -l)"
 
 # 3. what one small backup costs the worker: S3 requests and SQL statements, over K backups
+: >"$tmp/proxy.log"
 node "$ROOT/tests/faultproxy.js" 127.0.0.1 "$(sed -E 's#.*:([0-9]+)$#\1#' <<<"$S3_ENDPOINT")" >"$tmp/proxy.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 100); do grep -q listening "$tmp/proxy.log" && break; sleep 0.1; done
