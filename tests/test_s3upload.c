@@ -207,6 +207,43 @@ static void test_abort_leaves_nothing(void **state) {
     env_close(&e);
 }
 
+/* An object below one part is one PutObject: aborted before it is sent, nothing is stored. */
+static void test_abort_small_leaves_nothing(void **state) {
+    (void)state;
+    Env e;
+    env_open(&e, NULL);
+    Producer p;
+    memset(&p, 0, sizeof(p));
+    p.u = s3_upload_new(e.s3, "test-upload/aborted-small.bin", NULL, PART, 2, produce, on_done, &p);
+    char buf[1000];
+    memset(buf, 'x', sizeof(buf));
+    assert_int_equal(s3_upload_write(p.u, buf, sizeof(buf)), 1);
+    s3_upload_finish(p.u); /* its part is hashed on the thread pool: not sent yet */
+    s3_upload_abort(p.u);
+    assert_true(tu_run_until(&e.loop, &p.done, 10000));
+    assert_true(p.failed);
+    assert_int_equal(p.err.code, ERR_CODE_CANCELLED);
+    Fetch f = {0};
+    s3_head_object(e.s3, "test-upload/aborted-small.bin", on_fetch, &f);
+    assert_true(tu_run_until(&e.loop, &f.done, 10000));
+    assert_true(f.failed);
+    assert_string_equal(f.code, "NoSuchKey");
+    env_close(&e);
+}
+
+/* A small object's failure (its one PutObject) is reported as a multipart one is. */
+static void test_small_failure_is_reported(void **state) {
+    (void)state;
+    Env e;
+    env_open(&e, "no-such-bucket-here");
+    Producer p;
+    run_upload(&e, "k", 1000, &p);
+    assert_true(p.failed);
+    assert_int_equal(p.err.kind, ERR_PERMANENT);
+    assert_non_null(strstr(p.err.msg, "NoSuchBucket"));
+    env_close(&e);
+}
+
 static void test_failure_is_reported(void **state) {
     (void)state;
     Env e;
@@ -387,6 +424,8 @@ int main(void) {
         cmocka_unit_test(test_streamed_upload_is_exact_and_bounded),
         cmocka_unit_test(test_streamed_read_resumes),
         cmocka_unit_test(test_empty_upload),
+        cmocka_unit_test(test_abort_small_leaves_nothing),
+        cmocka_unit_test(test_small_failure_is_reported),
         cmocka_unit_test(test_abort_leaves_nothing),
         cmocka_unit_test(test_failure_is_reported),
         cmocka_unit_test(test_300mb_round_trip),
