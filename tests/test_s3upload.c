@@ -186,6 +186,17 @@ static void test_empty_upload(void **state) {
     env_close(&e);
 }
 
+/* The upload ended cancelled and left nothing under key. */
+static void assert_cancelled_and_absent(Env *e, Producer *p, const char *key) {
+    assert_true(p->failed);
+    assert_int_equal(p->err.code, ERR_CODE_CANCELLED);
+    Fetch f = {0};
+    s3_head_object(e->s3, key, on_fetch, &f);
+    assert_true(tu_run_until(&e->loop, &f.done, 10000));
+    assert_true(f.failed);
+    assert_string_equal(f.code, "NoSuchKey");
+}
+
 static void test_abort_leaves_nothing(void **state) {
     (void)state;
     Env e;
@@ -197,13 +208,7 @@ static void test_abort_leaves_nothing(void **state) {
     p.u = s3_upload_new(e.s3, "test-upload/aborted.bin", NULL, PART, 2, produce, on_done, &p);
     produce(p.u, &p);
     assert_true(tu_run_until(&e.loop, &p.done, 60000));
-    assert_true(p.failed);
-    assert_int_equal(p.err.code, ERR_CODE_CANCELLED);
-    Fetch f = {0};
-    s3_head_object(e.s3, "test-upload/aborted.bin", on_fetch, &f);
-    assert_true(tu_run_until(&e.loop, &f.done, 10000));
-    assert_true(f.failed);
-    assert_string_equal(f.code, "NoSuchKey");
+    assert_cancelled_and_absent(&e, &p, "test-upload/aborted.bin");
     env_close(&e);
 }
 
@@ -221,39 +226,31 @@ static void test_abort_small_leaves_nothing(void **state) {
     s3_upload_finish(p.u); /* its part is hashed on the thread pool: not sent yet */
     s3_upload_abort(p.u);
     assert_true(tu_run_until(&e.loop, &p.done, 10000));
-    assert_true(p.failed);
-    assert_int_equal(p.err.code, ERR_CODE_CANCELLED);
-    Fetch f = {0};
-    s3_head_object(e.s3, "test-upload/aborted-small.bin", on_fetch, &f);
-    assert_true(tu_run_until(&e.loop, &f.done, 10000));
-    assert_true(f.failed);
-    assert_string_equal(f.code, "NoSuchKey");
+    assert_cancelled_and_absent(&e, &p, "test-upload/aborted-small.bin");
     env_close(&e);
 }
 
-/* A small object's failure (its one PutObject) is reported as a multipart one is. */
-static void test_small_failure_is_reported(void **state) {
-    (void)state;
+/* An upload of size bytes to a missing bucket fails, permanently, naming why: a small one (its
+ * one PutObject) as a multipart one. */
+static void failure_is_reported(uint64_t size) {
     Env e;
     env_open(&e, "no-such-bucket-here");
     Producer p;
-    run_upload(&e, "k", 1000, &p);
+    run_upload(&e, "k", size, &p);
     assert_true(p.failed);
     assert_int_equal(p.err.kind, ERR_PERMANENT);
     assert_non_null(strstr(p.err.msg, "NoSuchBucket"));
     env_close(&e);
+}
+
+static void test_small_failure_is_reported(void **state) {
+    (void)state;
+    failure_is_reported(1000);
 }
 
 static void test_failure_is_reported(void **state) {
     (void)state;
-    Env e;
-    env_open(&e, "no-such-bucket-here");
-    Producer p;
-    run_upload(&e, "k", 3 * PART, &p);
-    assert_true(p.failed);
-    assert_int_equal(p.err.kind, ERR_PERMANENT);
-    assert_non_null(strstr(p.err.msg, "NoSuchBucket"));
-    env_close(&e);
+    failure_is_reported(3 * PART);
 }
 
 /* ---- streamed, paused and resumed reads of the object uploaded above ---- */
