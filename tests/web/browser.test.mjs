@@ -34,7 +34,8 @@ test('the backup page: sign in, back up, watch, list, restore', async () => {
   // sign in
   await page.fill('#token', token(user, { email: 'dueña@example.com' }));
   await page.click('#signin-button');
-  await page.waitForSelector('#backup:not([hidden])');
+  // the section shows before its figures arrive: wait for the first load
+  await page.waitForSelector('#backup:not([hidden])[data-loaded]');
   assert.equal(await page.textContent('#who'), 'dueña@example.com');
   assert.equal(await page.isVisible('#cleanup'), true, 'an owner sees cleanup');
   assert.equal(await page.textContent('#stat-total'), '0');
