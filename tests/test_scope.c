@@ -41,8 +41,28 @@ static void test_valid_scope_and_sql(void **state) {
     assert_string_equal(scope_table(s, 0), "profiles"); /* sorted by restore order */
     assert_string_equal(scope_table(s, 2), "order_items");
 
+    /* the worker writes the JSON of the columns it knows; PostgreSQL that of the others */
+    scope_set_json_kind(s, "orders", "number", PGJSON_NUMBER);
+    scope_set_json_kind(s, "orders", "total", 'x'); /* no such kind: PostgreSQL's */
+    scope_set_json_kind(s, "orders", "id", PGJSON_STRING);
+    scope_set_json_kind(s, "orders", "user_id", PGJSON_STRING);
     Buf sql = BUF_INIT;
     scope_copy_sql(s, scope_find(s, "orders"), 0, &sql);
+    assert_string_equal(sql.data,
+                        "COPY (SELECT \"id\", \"user_id\", \"number\", to_json(\"total\") "
+                        "FROM \"orders\" WHERE \"user_id\" = "
+                        "current_setting('backup.user_id')::uuid) TO STDOUT");
+    PgJsonRow *w = scope_row_json(s, scope_find(s, "orders"));
+    Buf json = BUF_INIT;
+    assert_int_equal(pgjson_row_columns(w), 4); /* not the stamp */
+    assert_int_equal(pgjson_row_write(w, "a\tb\t7\t{\"x\": 1}", 14, &json, &e), 0);
+    assert_string_equal(json.data,
+                        "{\"id\":\"a\",\"user_id\":\"b\",\"number\":7,\"total\":{\"x\": 1}}");
+    buf_free(&json);
+    pgjson_row_free(w);
+    buf_reset(&sql);
+    /* the reference: PostgreSQL's own row_to_json of the same columns */
+    scope_copy_json_sql(s, scope_find(s, "orders"), 0, &sql);
     assert_string_equal(sql.data,
                         "COPY (SELECT row_to_json(r)::text FROM (SELECT \"id\", \"user_id\", "
                         "\"number\", \"total\" FROM \"orders\" WHERE \"user_id\" = "

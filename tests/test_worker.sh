@@ -113,11 +113,13 @@ pid=
 expect "no secret in that log" bash -c "! grep -q wrong-secret-value '$tmp/log3'"
 
 # the port is taken: a clear error, exit 1
-python3 -c "import socket,time; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('0.0.0.0', $port)); s.listen(); time.sleep(3)" &
-sleep 0.5
-WORKER_HTTP_PORT=$port timeout 10 "$WORKER" >"$tmp/log2" 2>&1; rc=$?
+# (a port the kernel picks: a fixed one may be held by a closing connection of the tests above)
+python3 -u -c "import socket,time; s=socket.socket(); s.bind(('0.0.0.0', 0)); s.listen(); print(s.getsockname()[1]); time.sleep(3)" >"$tmp/busy" &
+for _ in $(seq 50); do [ -s "$tmp/busy" ] && break; sleep 0.1; done
+busy=$(cat "$tmp/busy")
+WORKER_HTTP_PORT=$busy timeout 10 "$WORKER" >"$tmp/log2" 2>&1; rc=$?
 expect "busy port exits 1" test $rc = 1
-expect "busy port is named" grep -q "cannot listen on 0.0.0.0:$port" "$tmp/log2"
+expect "busy port is named" grep -q "cannot listen on 0.0.0.0:$busy" "$tmp/log2"
 wait
 
 # WORKER_HTTP_HOST: the HTTP port listens on that address only

@@ -11,9 +11,10 @@
 #include <string.h>
 
 int ctl_scope_main(const Config *cfg, int argc, char **argv) {
-    int sql = argc == 1 && strcmp(argv[0], "--sql") == 0;
-    if (argc > 1 || (argc == 1 && !sql)) {
-        fprintf(stderr, "Usage: backupctl scope [--sql]\n");
+    int sql = argc >= 1 && strcmp(argv[0], "--sql") == 0;
+    int json = sql && argc == 2 && strcmp(argv[1], "--json") == 0;
+    if (argc > 2 || (argc >= 1 && !sql) || (argc == 2 && !json)) {
+        fprintf(stderr, "Usage: backupctl scope [--sql [--json]]\n");
         return 2;
     }
     PGconn *pg = PQconnectdb(cfg->database_url);
@@ -43,7 +44,10 @@ int ctl_scope_main(const Config *cfg, int argc, char **argv) {
     for (int i = 0; i < scope_count(s); i++) {
         if (sql) {
             buf_reset(&b);
-            scope_copy_sql(s, i, 0, &b);
+            if (json) /* PostgreSQL writes the JSON: what the worker's must equal */
+                scope_copy_json_sql(s, i, 0, &b);
+            else
+                scope_copy_sql(s, i, 0, &b);
             printf("%s\t%s\n", scope_table(s, i), b.data);
         } else {
             printf("%s\n", scope_table(s, i));

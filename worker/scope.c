@@ -42,6 +42,26 @@ const char *scope_load_sql(void) {
            "a.attcollation IN (0, 100) THEN '=' ELSE '' END FROM pg_type t JOIN pg_type b ON "
            "b.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END WHERE t.oid = "
            "a.atttypid), 'f') "
+           /* how backup writes the column's JSON from its COPY text (pgjson.h): by the type
+            * itself, not its base (a domain, an enum, a composite, a range, a type of an
+            * extension, which may cast to json: 'f', PostgreSQL's to_json) */
+           ", coalesce((SELECT CASE WHEN t.oid = 'bool'::regtype THEN 'b' "
+           "WHEN t.oid IN ('int2'::regtype, 'int4'::regtype, 'int8'::regtype, 'float4'::regtype, "
+           "'float8'::regtype, 'numeric'::regtype) THEN 'n' WHEN t.oid = 'date'::regtype THEN 'd' "
+           "WHEN t.oid = 'timestamp'::regtype THEN 't' WHEN t.oid = 'timestamptz'::regtype THEN "
+           "'z' WHEN t.oid IN ('json'::regtype, 'jsonb'::regtype) THEN 'j' "
+           "WHEN t.typtype = 'b' AND t.oid < 16384 AND t.typsubscript <> "
+           "'array_subscript_handler'::regproc THEN 's' "
+           "WHEN t.typtype = 'b' AND t.oid < 16384 AND t.typcategory = 'A' AND t.oid NOT IN "
+           "('int2vector'::regtype, 'oidvector'::regtype) THEN (SELECT upper(CASE "
+           "WHEN el.oid = 'bool'::regtype THEN 'b' WHEN el.oid IN ('int2'::regtype, "
+           "'int4'::regtype, 'int8'::regtype, 'float4'::regtype, 'float8'::regtype, "
+           "'numeric'::regtype) THEN 'n' WHEN el.oid = 'date'::regtype THEN 'd' WHEN el.oid = "
+           "'timestamp'::regtype THEN 't' WHEN el.oid = 'timestamptz'::regtype THEN 'z' "
+           "WHEN el.oid IN ('json'::regtype, 'jsonb'::regtype) THEN 'j' WHEN el.typtype = 'b' "
+           "AND el.oid < 16384 AND el.typsubscript <> 'array_subscript_handler'::regproc AND "
+           "el.typdelim = ',' THEN 's' ELSE 'f' END) FROM pg_type el WHERE el.oid = t.typelem) "
+           "ELSE 'f' END FROM pg_type t WHERE t.oid = a.atttypid), 'f') "
            "FROM backup_scope s "
            "LEFT JOIN pg_class c ON c.relname = s.table_name AND c.relkind IN ('r', 'p') "
            "AND c.relnamespace = 'public'::regnamespace "
@@ -87,6 +107,8 @@ Scope *scope_from_result(const PGresult *res, Err *err) {
             rc = scope_add_column(s, table, PQgetvalue(res, r, 6), PQgetvalue(res, r, 7),
                                   PQgetvalue(res, r, 10), PQgetvalue(res, r, 8),
                                   PQgetvalue(res, r, 9), err);
+        if (rc == 0 && PQgetvalue(res, r, 6)[0] && PQnfields(res) > 11)
+            scope_set_json_kind(s, table, PQgetvalue(res, r, 6), PQgetvalue(res, r, 11)[0]);
     }
     if (rc == 0 && PQntuples(res) == 0) {
         err_set(err, ERR_PERMANENT, ERR_CODE_CONFIG, "backup_scope is empty: nothing to back up");
@@ -178,11 +200,21 @@ int scope_add_column(Scope *s, const char *table, const char *column, const char
         snprintf(c->type, sizeof(c->type), "%s", type);
     c->kind = kind && strchr("sjaJ", kind[0]) && kind[0] ? kind[0] : SCOPE_KIND_PG;
     c->exact = kind && kind[0] && kind[1] == '=';
+    c->json = SCOPE_KIND_PG; /* scope_set_json_kind tells better */
     if (ref_table && ref_col && plain(ref_table) && plain(ref_col)) {
         snprintf(c->ref_table, sizeof(c->ref_table), "%s", ref_table);
         snprintf(c->ref_col, sizeof(c->ref_col), "%s", ref_col);
     }
     return 0;
+}
+
+void scope_set_json_kind(Scope *s, const char *table, const char *column, char kind) {
+    int i = scope_find(s, table);
+    if (i < 0)
+        return;
+    Column *c = (Column *)scope_col(&s->t[i], column);
+    if (c)
+        c->json = pgjson_kind_valid(kind) ? kind : SCOPE_KIND_PG;
 }
 
 const Column *scope_col(const Table *t, const char *c) {
@@ -281,14 +313,20 @@ int scope_is_stamp(const Column *c) {
     return strcmp(c->name, "backup_xid") == 0;
 }
 
-void scope_copy_sql(const Scope *s, int i, int incremental, Buf *sql) {
+/* SELECT of table i's backed-up columns (to_json of those PostgreSQL must write: json) and the
+ * user's rows. */
+static void copy_select(const Scope *s, int i, int incremental, int plain, Buf *sql) {
     const Table *t = &s->t[i];
-    buf_puts(sql, "COPY (SELECT row_to_json(r)::text FROM (SELECT ");
+    buf_puts(sql, "SELECT ");
     int first = 1;
     for (int c = 0; c < t->ncols; c++) {
-        if (strcmp(t->cols[c].name, "backup_xid") == 0)
+        const Column *col = &t->cols[c];
+        if (scope_is_stamp(col))
             continue;
-        buf_printf(sql, "%s\"%s\"", first ? "" : ", ", t->cols[c].name);
+        if (plain && col->json == SCOPE_KIND_PG)
+            buf_printf(sql, "%sto_json(\"%s\")", first ? "" : ", ", col->name);
+        else
+            buf_printf(sql, "%s\"%s\"", first ? "" : ", ", col->name);
         first = 0;
     }
     buf_printf(sql, " FROM \"%s\" WHERE ", t->name);
@@ -296,7 +334,28 @@ void scope_copy_sql(const Scope *s, int i, int incremental, Buf *sql) {
     if (incremental)
         buf_puts(sql, " AND \"backup_xid\" IS NOT NULL AND NOT pg_visible_in_snapshot("
                       "\"backup_xid\", current_setting('backup.base_snapshot')::pg_snapshot)");
+}
+
+void scope_copy_sql(const Scope *s, int i, int incremental, Buf *sql) {
+    buf_puts(sql, "COPY (");
+    copy_select(s, i, incremental, 1, sql);
+    buf_puts(sql, ") TO STDOUT");
+}
+
+void scope_copy_json_sql(const Scope *s, int i, int incremental, Buf *sql) {
+    buf_puts(sql, "COPY (SELECT row_to_json(r)::text FROM (");
+    copy_select(s, i, incremental, 0, sql);
     buf_puts(sql, ") r) TO STDOUT (FORMAT csv, QUOTE e'\\x01', DELIMITER e'\\x02')");
+}
+
+PgJsonRow *scope_row_json(const Scope *s, int i) {
+    const Table *t = &s->t[i];
+    PgJsonRow *r = pgjson_row_new();
+    for (int c = 0; c < t->ncols; c++)
+        if (!scope_is_stamp(&t->cols[c]))
+            pgjson_row_add(r, t->cols[c].name,
+                           t->cols[c].json == SCOPE_KIND_PG ? PGJSON_JSON : t->cols[c].json);
+    return r;
 }
 
 void scope_count_sql(const Scope *s, int incremental, Buf *sql) {

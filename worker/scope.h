@@ -17,6 +17,7 @@
 
 #include "buf.h"
 #include "err.h"
+#include "pgjson.h"
 
 #include <libpq-fe.h>
 
@@ -55,13 +56,23 @@ const char *scope_table(const Scope *s, int i);
 /* Index of table name, or -1. */
 int scope_find(const Scope *s, const char *name);
 
+/* How backup writes column's JSON (scope_load_sql's last column): a pgjson kind, else left to
+ * PostgreSQL (to_json in the COPY). */
+void scope_set_json_kind(Scope *s, const char *table, const char *column, char kind);
+
 /*
  * Append to sql the COPY statement that emits table i's rows of the user in
- * current_setting('backup.user_id'), one JSON object per line with every
- * column but backup_xid. With incremental set, only rows written by
- * transactions not visible in current_setting('backup.base_snapshot').
+ * current_setting('backup.user_id') in COPY's text format, every column but
+ * backup_xid; scope_row_json(s, i) writes each line as row_to_json would. With
+ * incremental set, only rows written by transactions not visible in
+ * current_setting('backup.base_snapshot'). The session needs DateStyle ISO.
  */
 void scope_copy_sql(const Scope *s, int i, int incremental, Buf *sql);
+/* The rows of scope_copy_sql as PostgreSQL's row_to_json writes them, one per line: what
+ * scope_row_json must equal, byte for byte (tests, backupctl scope --sql --json). */
+void scope_copy_json_sql(const Scope *s, int i, int incremental, Buf *sql);
+/* The writer of table i's JSON rows from scope_copy_sql's lines (the caller frees it). */
+PgJsonRow *scope_row_json(const Scope *s, int i);
 
 /* Append one SELECT returning, per table in order, how many rows scope_copy_sql emits. */
 void scope_count_sql(const Scope *s, int incremental, Buf *sql);

@@ -12,6 +12,7 @@ typedef struct {
     char name[SCOPE_NAME_MAX + 1];
     char type[SCOPE_NAME_MAX + 1];
     char kind;
+    char json; /* how backup writes its JSON: a pgjson kind, or SCOPE_KIND_PG (to_json) */
     int exact;
     char ref_table[SCOPE_NAME_MAX + 1], ref_col[SCOPE_NAME_MAX + 1];
 } Column;

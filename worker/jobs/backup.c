@@ -44,9 +44,12 @@
 #include <string.h>
 #include <time.h>
 
-/* A row this large (twice the pipe's 1 MiB chunk) goes to the pipe without a copy: libpq's
- * buffer is handed over and filtered a chunk at a time. */
+/* A row this large (twice the pipe's 1 MiB chunk) is kept from libpq and its JSON written in
+ * parts as the stream takes them: never a second whole copy of a 50 MB value. */
 #define BIG_ROW (2u << 20)
+/* Rows are sent on to the pipe in pieces of about this size; a big row in parts of BIG_PART. */
+#define PIECE_MAX (64u << 10)
+#define BIG_PART  (1u << 20)
 
 typedef enum {
     ST_ACQUIRE,
@@ -80,6 +83,10 @@ typedef struct {
     char *snapshot, *base_snapshot;
     /* reading */
     Scope *scope;
+    PgJsonRow *rowj; /* table ti's rows: COPY text -> JSON */
+    char *big;       /* a big row kept from libpq, written in parts (big_cur) */
+    size_t big_len;
+    PgJsonCursor big_cur;
     int ti;
     uint64_t *counts, *deleted, *expected;
     uint64_t rows_total, rows_done;
@@ -342,9 +349,11 @@ static void start_copy(JobRt *rt, Backup *b, State state) {
     b->state = state;
     Buf sql = BUF_INIT;
     const char *table = scope_table(b->scope, b->ti);
-    if (state == ST_COPY)
+    if (state == ST_COPY) {
         scope_copy_sql(b->scope, b->ti, b->base_id[0] != 0, &sql);
-    else
+        pgjson_row_free(b->rowj);
+        b->rowj = scope_row_json(b->scope, b->ti);
+    } else
         scope_tombstone_sql(b->scope, b->ti, &sql);
     bfile_list_begin(&b->w, &b->piece, table);
     emit(b);
@@ -410,34 +419,86 @@ static void open_stream(JobRt *rt, Backup *b, const JobKey *key) {
     next_table(rt, b);
 }
 
-/* One COPY row: the separator, then the row straight from libpq's buffer (a 50 MB value is not
- * copied once more into the piece). Returns PG_COPY_*. */
+/* Write the kept big row on in parts while the stream takes them. 1 when it is written (*w:
+ * the stream's last answer), 0 to wait for the stream, -1 when the job failed. */
+static int pump_big(JobRt *rt, Backup *b, int *w) {
+    for (;;) {
+        Err e;
+        int done = pgjson_row_write_part(b->rowj, b->big, b->big_len, &b->big_cur, &b->piece,
+                                         BIG_PART, &e);
+        if (done < 0) {
+            jobrt_failf(rt, ERR_PERMANENT, ERR_CODE_PROTOCOL, "table %s: %s",
+                        scope_table(b->scope, b->ti), e.msg);
+            return -1;
+        }
+        *w = emit(b);
+        if (*w < 0)
+            return -1;
+        if (done)
+            return 1;
+        if (*w == 0)
+            return 0;
+    }
+}
+
+/* A table's row: its COPY text written as row_to_json's JSON after the separator. Rows gather
+ * in the piece, sent on in PIECE_MAX batches (a pipe write per row cost more than the JSON). A
+ * big row is kept from libpq (PG_COPY_KEEP) and written in parts as the stream takes them, so
+ * its JSON is never held whole beside it. Returns PG_COPY_*. */
+static int put_row(JobRt *rt, Backup *b, const char *buf, size_t len) {
+    bfile_item(&b->w, &b->piece, "", 0);
+    if (len >= BIG_ROW) {
+        b->big = (char *)buf;
+        b->big_len = len;
+        b->big_cur = (PgJsonCursor)PGJSON_CURSOR_INIT;
+        int w = 1, r = pump_big(rt, b, &w);
+        if (r == 0)
+            return PG_COPY_KEEP; /* ours now: freed once written */
+        b->big = NULL;
+        return r == 1 && w == 1 ? PG_COPY_CONTINUE : PG_COPY_PAUSE;
+    }
+    Err e;
+    if (pgjson_row_write(b->rowj, buf, len, &b->piece, &e) != 0) {
+        jobrt_failf(rt, ERR_PERMANENT, ERR_CODE_PROTOCOL, "table %s: %s",
+                    scope_table(b->scope, b->ti), e.msg);
+        return PG_COPY_PAUSE;
+    }
+    if (b->piece.len < PIECE_MAX)
+        return PG_COPY_CONTINUE;
+    return emit(b) == 1 ? PG_COPY_CONTINUE : PG_COPY_PAUSE;
+}
+
+/* The stream takes more: the rest of a big row first, then the COPY's next rows. */
+static void on_writable(JobRt *rt, Backup *b) {
+    if (b->big) {
+        int w = 1, r = pump_big(rt, b, &w);
+        if (r == 0)
+            return;
+        pg_copy_free(b->big);
+        b->big = NULL;
+        if (r < 0 || w != 1) /* failed, or the stream is full again: its next call resumes */
+            return;
+    }
+    jobrt_copy_resume(rt);
+}
+
+/* One COPY row: a table's (put_row), or a deleted key, JSON already. Returns PG_COPY_*: pausing
+ * when the stream is full, or failed (the teardown then drains the COPY). */
 static int on_row(JobRt *rt, Backup *b, const char *buf, size_t len) {
     if (len > 0 && buf[len - 1] == '\n')
         len--;
-    bfile_item(&b->w, &b->piece, buf, 0);
-    int r = emit(b), keep = 0;
-    if (r >= 0 && len >= BIG_ROW) { /* handed over whole: freed once it went */
-        r = storage_write_owned(b->out, (char *)buf, len, pg_copy_free);
-        keep = 1;
-    } else if (r >= 0 && len > 0) {
-        int w = storage_write(b->out, buf, len);
-        if (w < 0 || r == 1)
-            r = w;
-    }
     if (b->state == ST_COPY) {
         b->counts[b->ti]++;
         b->rows_done++;
         if ((b->rows_done & 1023) == 0)
             progress(rt, b, scope_table(b->scope, b->ti));
-    } else {
-        b->deleted[b->ti]++;
+        return put_row(rt, b, buf, len);
     }
-    /* 0: wait for the stream; -1: it failed and its end reports why (the flow stays paused for
-     * the teardown to drain) */
-    if (keep)
-        return PG_COPY_KEEP;
-    return r == 1 ? PG_COPY_CONTINUE : PG_COPY_PAUSE;
+    bfile_item(&b->w, &b->piece, buf, len);
+    b->deleted[b->ti]++;
+    if (b->piece.len < PIECE_MAX)
+        return PG_COPY_CONTINUE;
+    return emit(b) == 1 ? PG_COPY_CONTINUE : PG_COPY_PAUSE;
 }
 
 static void next_table(JobRt *rt, Backup *b) {
@@ -571,7 +632,9 @@ static void on_result(JobRt *rt, Backup *b, PGresult *res) {
         query(rt, b, ST_SNAPSHOT, 0,
               "SELECT pg_current_snapshot()::text, set_config('backup.user_id', $1, true), "
               "set_config('backup.base_snapshot', $2, true), "
-              "to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')",
+              "to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'), "
+              /* the dates and times the worker turns into JSON are read in ISO */
+              "set_config('DateStyle', 'ISO', true)",
               2, v);
         break;
     }
@@ -640,7 +703,7 @@ static int backup_step(JobRt *rt, void *st, const JobEv *ev) {
     case JEV_ROW:
         return on_row(rt, b, ev->buf, ev->len);
     case JEV_WRITABLE:
-        jobrt_copy_resume(rt);
+        on_writable(rt, b);
         break;
     case JEV_WRITTEN:
         b->written = *ev->written;
@@ -700,6 +763,9 @@ static int backup_record(JobRt *rt, void *st, int k) {
 static void backup_release(void *st) {
     Backup *b = st;
     scope_free(b->scope);
+    pgjson_row_free(b->rowj);
+    if (b->big)
+        pg_copy_free(b->big);
     free(b->counts);
     free(b->deleted);
     free(b->expected);
