@@ -9,7 +9,8 @@
 # seconds; json with its own spacing, jsonb, arrays nested, with NULLs, quoting and bounds, bytea)
 # plus types left to PostgreSQL (enum, domain, composite, range), in five time zones. Then a
 # worker whose sessions default to DateStyle SQL, DMY backs the table up, and the rows in the
-# stored object are row_to_json's.
+# stored object are row_to_json's. That worker reads the scope from the catalog once, and again
+# after a column was added.
 set -uo pipefail
 WORKER=$1
 CMP=$2
@@ -101,7 +102,8 @@ expect "…and the generated tenant's orders" grep -q "orders .* 300 rows equal"
 P=rj$$
 J=rj$$-
 SESSION='-c DateStyle=SQL,DMY -c TimeZone=Asia/Kolkata -c extra_float_digits=0'
-start_worker w1 BACKUP_NOTIFY=false PGOPTIONS="$SESSION"
+MPORT=$((20000 + RANDOM % 20000))
+start_worker w1 BACKUP_NOTIFY=false PGOPTIONS="$SESSION" WORKER_HTTP_PORT=$MPORT
 enqueue "${J}b" type backup user_id "$U" mode full
 expect "a backup under DateStyle SQL, DMY completes ($(field "${J}b" error))" done_ok "${J}b"
 BID=$(field "${J}b" backup_id)
@@ -123,6 +125,20 @@ EOF
 expect "…its object holds the rows as row_to_json writes them in that session (byte for byte)" same_rows
 expect "…and they were written as dates and times in ISO (no DMY date in the object)" \
   bash -c "! grep -q '\"d\":\"01/01/0999' '$tmp/doc.json'"
+
+# The scope is read from the catalog once, and again only when the catalog changed: a column
+# added between two backups is in the second one.
+metric() { curl -s "127.0.0.1:$MPORT/metrics" | awk -v m="$1" '$1 == m {print $2}'; }
+check "the first backup read the scope from the catalog" "1 0" "$(metric bw_scope_reads_total) $(metric bw_scope_reuses_total)"
+enqueue "${J}b2" type backup user_id "$U" mode full
+expect "a second backup completes ($(field "${J}b2" error))" done_ok "${J}b2"
+check "…with the scope it read before (the catalog unchanged)" "1 1" "$(metric bw_scope_reads_total) $(metric bw_scope_reuses_total)"
+q "ALTER TABLE bw_rowjson ADD COLUMN late text DEFAULT 'late'" >/dev/null
+enqueue "${J}b3" type backup user_id "$U" mode full
+expect "a backup after a column was added completes ($(field "${J}b3" error))" done_ok "${J}b3"
+check "…read the scope again" "2 1" "$(metric bw_scope_reads_total) $(metric bw_scope_reuses_total)"
+"$CTL" download --decode "$(field "${J}b3" backup_id)" "$tmp/doc3.json" >/dev/null 2>&1
+expect "…and its rows have the new column" grep -q '"late":"late"}' "$tmp/doc3.json"
 stop_worker w1 >/dev/null
 
 echo "$passed passed, $fails failed"

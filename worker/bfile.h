@@ -2,11 +2,10 @@
  * bfile: the backup file format (proto/README.md), written as a stream.
  *
  * One JSON document per backup, one row per line: the header fields and
- * "tables" on the first line, each table's rows (PostgreSQL's own row_to_json
- * text, copied as is), the keys deleted since the base, and a trailer with the
- * counts. The writer only adds the punctuation between pieces, so a row is
- * never parsed or re-encoded on the way out. The manifest (manifest.h) repeats
- * the header's fields.
+ * "tables" on the first line, each table's rows (row_to_json's text, written
+ * by pgjson.h from COPY text), the keys deleted since the base, and a trailer
+ * with the counts. The writer only adds the punctuation between pieces. The
+ * manifest (manifest.h) repeats the header's fields.
  */
 #ifndef BW_BFILE_H
 #define BW_BFILE_H

@@ -69,6 +69,23 @@ const char *scope_load_sql(void) {
            "ORDER BY s.restore_order, s.table_name, a.attnum";
 }
 
+const char *scope_fingerprint_sql(void) {
+    /* the rows scope_load_sql reads, by their versions (xmin changes with every update: a
+     * column added, dropped or retyped, a key, a table created again, a scope row changed) */
+    return "(SELECT md5(string_agg(x, ',' ORDER BY x)) FROM ("
+           "SELECT 's' || s.xmin::text || '.' || s.table_name AS x FROM backup_scope s "
+           "UNION ALL SELECT 'c' || c.oid::text || '.' || c.xmin::text FROM pg_class c JOIN "
+           "backup_scope s ON c.relname = s.table_name AND c.relnamespace = "
+           "'public'::regnamespace "
+           "UNION ALL SELECT 'a' || a.attrelid::text || '.' || a.attnum::text || '.' || "
+           "a.xmin::text FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN "
+           "backup_scope s ON c.relname = s.table_name AND c.relnamespace = "
+           "'public'::regnamespace WHERE a.attnum > 0 "
+           "UNION ALL SELECT 'k' || k.oid::text || '.' || k.xmin::text FROM pg_constraint k JOIN "
+           "pg_class c ON c.oid = k.conrelid JOIN backup_scope s ON c.relname = s.table_name AND "
+           "c.relnamespace = 'public'::regnamespace WHERE k.contype = 'f') f)";
+}
+
 /* A plain lowercase identifier: safe to quote as "name" and matches the catalog as is. */
 static int plain(const char *s) {
     size_t n = strlen(s);

@@ -30,6 +30,10 @@ typedef struct Scope Scope;
  * its type, and the table and column its single-column foreign key points at (or ''). */
 const char *scope_load_sql(void);
 
+/* An SQL expression (text) that changes whenever a row scope_load_sql reads changes: while
+ * it is the same, so is the scope (scopecache.h). */
+const char *scope_fingerprint_sql(void);
+
 Scope *scope_new(void);
 void scope_free(Scope *s);
 /* Add a scope row; empty strings for absent user or parent. -1 with err when malformed. */

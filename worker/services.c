@@ -15,6 +15,7 @@
 #include "storage_s3.h"
 #include "version.h"
 
+#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -35,6 +36,7 @@ struct Services {
     Storage *replica;
     Storage *store;
     LoopLag *lag;
+    ScopeCache *scopes;
     Httpd *httpd;
     uv_timer_t probe;
     char s3_label[256];
@@ -293,6 +295,15 @@ static void on_http(const char *method, const char *path, HttpdResponse *resp, v
         buf_printf(b, "bw_up{service=\"s3\"} %d\n", s->s3_ok);
         if (s->replica_s3) /* a family's samples stay together (the exposition format says so) */
             buf_printf(b, "bw_up{service=\"replica\"} %d\n", s->replica_ok);
+        buf_printf(b,
+                   "# HELP bw_scope_reads_total Backup scopes read from the catalog.\n"
+                   "# TYPE bw_scope_reads_total counter\nbw_scope_reads_total %" PRIu64 "\n",
+                   scopecache_reads(s->scopes));
+        buf_printf(b,
+                   "# HELP bw_scope_reuses_total Backup scopes reused (the catalog's "
+                   "fingerprint unchanged).\n# TYPE bw_scope_reuses_total counter\n"
+                   "bw_scope_reuses_total %" PRIu64 "\n",
+                   scopecache_hits(s->scopes));
         buf_printf(b, "# HELP bw_event_loop_lag_seconds Event-loop lag at the last tick.\n"
                       "# TYPE bw_event_loop_lag_seconds gauge\n");
         buf_printf(b, "bw_event_loop_lag_seconds %.6f\n", lag_ms / 1000.0);
@@ -372,6 +383,7 @@ Services *services_new(uv_loop_t *loop, const Config *cfg, const JobConfig *jcfg
     s->cfg = cfg;
     s->jcfg = jcfg;
     s->lag = looplag_new(loop, 100);
+    s->scopes = scopecache_new();
     if (cfg->s3_endpoint)
         snprintf(s->s3_label, sizeof(s->s3_label), "%s", cfg->s3_endpoint);
     else
@@ -381,6 +393,7 @@ Services *services_new(uv_loop_t *loop, const Config *cfg, const JobConfig *jcfg
         s->httpd = httpd_new(loop, cfg->worker_http_host, cfg->worker_http_port, on_http, s, err);
         if (s->httpd == NULL) {
             looplag_free(s->lag);
+            scopecache_free(s->scopes);
             free(s);
             return NULL;
         }
@@ -445,6 +458,7 @@ void services_free(Services *s) {
     http_client_free(s->http);
     pg_pool_free(s->pg); /* fails a waiting probe now; a running one completes */
     looplag_free(s->lag);
+    scopecache_free(s->scopes);
 }
 
 int services_ready(const Services *s) {
@@ -465,6 +479,10 @@ void services_set_metrics_hook(Services *s, void (*hook)(Buf *out, void *data), 
 
 RedisClient *services_redis(Services *s) {
     return s->redis;
+}
+
+ScopeCache *services_scope_cache(Services *s) {
+    return s->scopes;
 }
 
 PgPool *services_pg(Services *s) {

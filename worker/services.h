@@ -19,6 +19,7 @@
 #include "pgpool.h"
 #include "redis.h"
 #include "s3.h"
+#include "scopecache.h"
 #include "storage.h"
 
 #include <stdint.h>
@@ -40,6 +41,8 @@ void services_set_metrics_hook(Services *s, void (*hook)(Buf *out, void *data), 
 
 RedisClient *services_redis(Services *s);
 PgPool *services_pg(Services *s);
+/* The worker's last backup scope, under the catalog's fingerprint (NULL: none kept). */
+ScopeCache *services_scope_cache(Services *s);
 HttpClient *services_http(Services *s);
 S3Client *services_s3(Services *s);
 /* The backup store (S3 today): what jobs use. */

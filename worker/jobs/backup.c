@@ -36,6 +36,7 @@
 #include "log.h"
 #include "manifest.h"
 #include "scope.h"
+#include "scopecache.h"
 #include "services.h"
 
 #include <inttypes.h>
@@ -83,8 +84,9 @@ typedef struct {
     char *snapshot, *base_snapshot;
     /* reading */
     Scope *scope;
-    PgJsonRow *rowj; /* table ti's rows: COPY text -> JSON */
-    char *big;       /* a big row kept from libpq, written in parts (big_cur) */
+    char scope_fp[40]; /* the catalog's fingerprint in this snapshot (scopecache.h) */
+    PgJsonRow *rowj;   /* table ti's rows: COPY text -> JSON */
+    char *big;         /* a big row kept from libpq, written in parts (big_cur) */
     size_t big_len;
     PgJsonCursor big_cur;
     int ti;
@@ -304,9 +306,19 @@ static void abort_next_stale(JobRt *rt, Backup *b, const JobEv *ev) {
 
 /* ---- reading: snapshot, scope, counts ---- */
 
+static void use_scope(JobRt *rt, Backup *b);
+
+/* The scope: the one this worker read last when the catalog's fingerprint, read with the
+ * snapshot, is the same; else read from the catalog (on_scope). */
 static void on_snapshot(JobRt *rt, Backup *b, PGresult *res) {
     b->snapshot = xstrdup(PQgetvalue(res, 0, 0));
     snprintf(b->created_at, sizeof(b->created_at), "%s", PQgetvalue(res, 0, 3));
+    snprintf(b->scope_fp, sizeof(b->scope_fp), "%s", PQgetvalue(res, 0, 5));
+    b->scope = scopecache_get(services_scope_cache(jobrt_services(rt)), b->scope_fp);
+    if (b->scope) {
+        use_scope(rt, b);
+        return;
+    }
     query(rt, b, ST_SCOPE, 0, scope_load_sql(), 0, NULL);
 }
 
@@ -317,6 +329,11 @@ static void on_scope(JobRt *rt, Backup *b, PGresult *res) {
         jobrt_fail(rt, &e);
         return;
     }
+    scopecache_put(services_scope_cache(jobrt_services(rt)), b->scope_fp, res);
+    use_scope(rt, b);
+}
+
+static void use_scope(JobRt *rt, Backup *b) {
     int n = scope_count(b->scope);
     b->counts = xcalloc((size_t)n, sizeof(uint64_t));
     b->deleted = xcalloc((size_t)n, sizeof(uint64_t));
@@ -629,13 +646,18 @@ static void on_result(JobRt *rt, Backup *b, PGresult *res) {
     case ST_BEGIN: {
         progress(rt, b, "snapshot");
         const char *v[] = {b->spec->user_id, b->base_snapshot ? b->base_snapshot : ""};
-        query(rt, b, ST_SNAPSHOT, 0,
-              "SELECT pg_current_snapshot()::text, set_config('backup.user_id', $1, true), "
-              "set_config('backup.base_snapshot', $2, true), "
-              "to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'), "
-              /* the dates and times the worker turns into JSON are read in ISO */
-              "set_config('DateStyle', 'ISO', true)",
-              2, v);
+        Buf sql = BUF_INIT;
+        buf_printf(&sql,
+                   "SELECT pg_current_snapshot()::text, set_config('backup.user_id', $1, true), "
+                   "set_config('backup.base_snapshot', $2, true), "
+                   "to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'), "
+                   /* the dates and times the worker turns into JSON are read in ISO */
+                   "set_config('DateStyle', 'ISO', true), "
+                   /* whether the scope read last still holds */
+                   "%s",
+                   scope_fingerprint_sql());
+        query(rt, b, ST_SNAPSHOT, 0, sql.data, 2, v);
+        buf_free(&sql);
         break;
     }
     case ST_SNAPSHOT:
