@@ -91,10 +91,14 @@ SQL
 )
 check "authenticated role cannot read tombstones" "permission denied" "$(grep -o 'permission denied' <<<"$out" | head -1)"
 
-# the scope's COPY statements: one user's rows, one JSON object per line
+# the scope's COPY statements: one user's rows, one JSON object per line as PostgreSQL writes it
+# (--json; the worker reads the same rows as COPY text and writes that JSON: test_rowjson.sh)
 q "INSERT INTO order_items (order_id, quantity, unit_price) VALUES ('$OLD', 2, 5.5)" >/dev/null
-"$CTL" scope --sql >"$tmp/scope.sql"; rc=$?
-check "backupctl scope --sql" "0 8" "$rc $(wc -l <"$tmp/scope.sql")"
+"$CTL" scope --sql --json >"$tmp/scope.sql"; rc=$?
+check "backupctl scope --sql --json" "0 8" "$rc $(wc -l <"$tmp/scope.sql")"
+"$CTL" scope --sql >"$tmp/text.sql"
+check "backupctl scope --sql: COPY text of the same rows" "0 8" \
+  "$(grep -c row_to_json "$tmp/text.sql") $(grep -c 'TO STDOUT$' "$tmp/text.sql")"
 copy_of() { # TABLE [USER]: run the table's COPY for the user, print its output
   psql -X -q -t -A -v ON_ERROR_STOP=1 "$DATABASE_URL" -c "SELECT set_config('backup.user_id', '${2:-$U}', false)" \
     -c "$(awk -F'\t' -v t="$1" '$1 == t { print $2 }' "$tmp/scope.sql")" | tail -n +2

@@ -41,7 +41,7 @@ q "VACUUM ANALYZE profiles, businesses, products, clients, orders, order_items, 
 copy_all() { # SINK command
   { echo "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;"
     echo "SELECT set_config('backup.user_id', '$U', true) \\g /dev/null"
-    "$CTL" scope --sql | cut -f2 | sed 's/$/;/'
+    "$CTL" scope --sql --json | cut -f2 | sed 's/$/;/'
     echo "COMMIT;"; } | psql -X -q -v ON_ERROR_STOP=1 "$DATABASE_URL" | "$@"
 }
 t0=$(date +%s.%N); copy_all cat >/dev/null; t1=$(date +%s.%N)

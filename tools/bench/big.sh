@@ -7,6 +7,7 @@
 #   seed         the seed's design (tools/bench/node/seed.mjs: node-postgres, JSON.stringify,
 #                gzip, one PutObject)
 #   worker       a backup job (the job's own started_at to finished_at), one worker for all rounds
+#   before       the same with BEFORE_WORKER=path (another build, on its own prefix), when set
 # Prints the median time of each, peak RSS (GNU time; the worker's VmHWM), and the median of the
 # per-round ratios the goals are about; the worker's event-loop lag (the gauge sampled every
 # 50 ms while it backs up: p99 and max). Asserts nothing.
@@ -24,7 +25,7 @@ P=bbench$$
 PORT=${BENCH_HTTP_PORT:-18098}
 tmp=$(mktemp -d /tmp/bw-bigbench.XXXXXX)
 wpid=""
-trap '[ -n "$wpid" ] && kill "$wpid" 2>/dev/null; rm -rf "$tmp"' EXIT
+trap '[ -n "$wpid" ] && kill $wpid 2>/dev/null; rm -rf "$tmp"' EXIT
 q() { psql -X -q -t -A -v ON_ERROR_STOP=1 "$DATABASE_URL" -c "$1"; }
 RHOST=$(sed -E 's#^redis://([^@]*@)?([^:/]+).*#\2#' <<<"$REDIS_URL")
 RPORT=$(sed -E 's#^redis://([^@]*@)?[^:/]+:([0-9]+).*#\2#' <<<"$REDIS_URL")
@@ -60,21 +61,30 @@ timed() { # NAME ROUND command...: appends "name round seconds peak_kB" to $tmp/
 }
 export -f copy_all
 export U DATABASE_URL tmp
-env REDIS_PREFIX=$P WORKER_HTTP_PORT=$PORT BACKUP_NOTIFY=false "$WORKER" >"$tmp/worker.log" 2>&1 &
-wpid=$!
-for _ in $(seq 100); do grep -q "consuming" "$tmp/worker.log" && break; sleep 0.1; done
-peer_worker() { # ROUND
-  local j="bb-$P-$1" s deadline=$((SECONDS + ${BENCH_TIMEOUT:-1800}))
-  rc XADD "$P:jobs" '*' type backup user_id "$U" mode full job_id "$j" >/dev/null
+# the workers: this build's, and (BEFORE_WORKER=path) another build's on its own prefix, as a peer
+declare -A wpids
+start_one() { # NAME BINARY PREFIX PORT
+  env REDIS_PREFIX=$3 WORKER_HTTP_PORT=$4 BACKUP_NOTIFY=false "$2" >"$tmp/$1.log" 2>&1 &
+  wpids[$1]=$!
+  wpid="$wpid ${wpids[$1]}"
+  for _ in $(seq 100); do grep -q "consuming" "$tmp/$1.log" && break; sleep 0.1; done
+}
+start_one worker "$WORKER" "$P" "$PORT"
+[ -n "${BEFORE_WORKER:-}" ] && start_one before "$BEFORE_WORKER" "${P}b" $((PORT + 1))
+peer_worker() { # NAME ROUND
+  local pre=$P port=$PORT s deadline=$((SECONDS + ${BENCH_TIMEOUT:-1800}))
+  [ "$1" = before ] && pre=${P}b port=$((PORT + 1))
+  local j="bb-$P-$1-$2"
+  rc XADD "$pre:jobs" '*' type backup user_id "$U" mode full job_id "$j" >/dev/null
   while ((SECONDS < deadline)); do
-    s=$(rc HGET "$P:job:$j" status)
+    s=$(rc HGET "$pre:job:$j" status)
     [ "$s" = completed ] || [ "$s" = dead ] && break
-    curl -s "127.0.0.1:$PORT/metrics" | awk '/^bw_event_loop_lag_seconds / {print $2 * 1000}' >>"$tmp/lag"
+    curl -s "127.0.0.1:$port/metrics" | awk '/^bw_event_loop_lag_seconds / {print $2 * 1000}' >>"$tmp/lag-$1"
     sleep 0.05
   done
-  [ "$s" = completed ] || { echo "big bench: the worker's backup failed: $(rc HGET "$P:job:$j" error)"; exit 1; }
-  local ms=$(($(rc HGET "$P:job:$j" finished_at) - $(rc HGET "$P:job:$j" started_at)))
-  echo "worker $1 $(awk -v ms="$ms" 'BEGIN {print ms / 1000}') $(awk '/VmHWM/ {print $2}' "/proc/$wpid/status")" >>"$tmp/runs"
+  [ "$s" = completed ] || { echo "big bench: $1's backup failed: $(rc HGET "$pre:job:$j" error)"; exit 1; }
+  local ms=$(($(rc HGET "$pre:job:$j" finished_at) - $(rc HGET "$pre:job:$j" started_at)))
+  echo "$1 $2 $(awk -v ms="$ms" 'BEGIN {print ms / 1000}') $(awk '/VmHWM/ {print $2}' "/proc/${wpids[$1]}/status")" >>"$tmp/runs"
 }
 
 for r in $(seq "$ROUNDS"); do
@@ -83,26 +93,31 @@ for r in $(seq "$ROUNDS"); do
   timed shell "$r" bash -c "copy_all '$tmp/json.sql' | gzip -1 | aws --endpoint-url '$S3_ENDPOINT' \
     s3 cp - 's3://$S3_BUCKET/bench/$P/shell.json.gz' --quiet"
   timed seed "$r" node "$ROOT/tools/bench/node/seed.mjs" "$tmp/users" --concurrency 1 >/dev/null
-  peer_worker "$r"
+  peer_worker worker "$r"
+  [ -n "${BEFORE_WORKER:-}" ] && peer_worker before "$r"
   echo "round $r of $ROUNDS done"
 done
-kill -TERM "$wpid"; wait "$wpid" 2>/dev/null || true; wpid=""
-rows=$(rc HGET "$P:job:bb-$P-1" rows)
-rc EVAL "for _, k in ipairs(redis.call('KEYS', ARGV[1] .. ':*')) do redis.call('DEL', k) end" 0 "$P" >/dev/null
+kill -TERM $wpid; wait $wpid 2>/dev/null || true; wpid=""
+rows=$(rc HGET "$P:job:bb-$P-worker-1" rows)
+rc EVAL "for _, k in ipairs(redis.call('KEYS', ARGV[1] .. '*')) do redis.call('DEL', k) end" 0 "$P" >/dev/null
 
-sort -n "$tmp/lag" | awk '{ v[NR] = $1 } END { printf "lag %s %s %d\n", v[int(NR * 0.99) > 0 ? int(NR * 0.99) : 1], v[NR], NR }' >>"$tmp/runs"
+for w in worker before; do
+  [ -f "$tmp/lag-$w" ] && sort -n "$tmp/lag-$w" | awk -v w="$w" '{ v[NR] = $1 } END {
+    printf "lag %s %s %s %d\n", w, v[int(NR * 0.99) > 0 ? int(NR * 0.99) : 1], v[NR], NR }' >>"$tmp/runs"
+done
 awk -v rows="$rows" -v rounds="$ROUNDS" '
 function median(a, n,   i, j, t) { for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j - 1] > a[j]; j--) { t = a[j]; a[j] = a[j - 1]; a[j - 1] = t } return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2 }
-$1 == "lag" { lp99 = $2; lmax = $3; ln = $4; next }
-{ s[$1, $2] = $3; if ($4 > rss[$1]) rss[$1] = $4 }
+$1 == "lag" { lp99[$2] = $3; lmax[$2] = $4; ln[$2] = $5; next }
+{ s[$1, $2] = $3; if ($4 > rss[$1]) rss[$1] = $4; seen[$1] = 1 }
 END {
   printf "tenant: %d rows; %d rounds, peers interleaved in each\n", rows, rounds
   printf "%-44s %10s %12s %16s\n", "", "time (med)", "peak RSS", "worker / it (med)"
-  split("text json shell seed worker", ps, " ")
-  split("PostgreSQL COPY text > /dev/null|PostgreSQL COPY row_to_json > /dev/null|psql row_to_json | gzip -1 | aws s3 cp -|seed design (node-postgres, JSON.stringify)|backup-worker", names, "|")
-  for (k = 1; k <= 5; k++) { p = ps[k]; for (r = 1; r <= rounds; r++) { t[r] = s[p, r]; q[r] = s["worker", r] / s[p, r] }
+  split("text json shell seed before worker", ps, " ")
+  split("PostgreSQL COPY text > /dev/null|PostgreSQL COPY row_to_json > /dev/null|psql row_to_json | gzip -1 | aws s3 cp -|seed design (node-postgres, JSON.stringify)|backup-worker (BEFORE_WORKER)|backup-worker", names, "|")
+  for (k = 1; k <= 6; k++) { p = ps[k]; if (!seen[p]) continue
+    for (r = 1; r <= rounds; r++) { t[r] = s[p, r]; q[r] = s["worker", r] / s[p, r] }
     printf "%-44s %9.2fs %9.1f MiB %15.2fx\n", names[k], median(t, rounds), rss[p] / 1024, median(q, rounds) }
-  printf "worker event-loop lag while backing up: p99 %.1f ms, max %.1f ms (%d samples)\n", lp99, lmax, ln
+  for (w in ln) printf "%s event-loop lag while backing up: p99 %.1f ms, max %.1f ms (%d samples)\n", w, lp99[w], lmax[w], ln[w]
   printf "(peak RSS: the largest process of a pipeline as GNU time sees it; psql for the COPYs)\n"
 }' "$tmp/runs"
 q "SELECT s3_key FROM backup_metadata WHERE job_id LIKE 'bb-$P-%' OR (user_id = '$U' AND job_id LIKE 'seed-%')" | while read -r k; do
