@@ -40,6 +40,16 @@ char *xstrdup(const char *s) {
     return p;
 }
 
+int buf_hex_value(char c) {
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
 void buf_reserve(Buf *b, size_t extra) {
     size_t need = b->len + extra + 1;
     if (need <= b->cap)

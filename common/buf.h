@@ -31,6 +31,8 @@ void buf_printf(Buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3
 void buf_vprintf(Buf *b, const char *fmt, va_list ap);
 /* Append s as the inside of a JSON string (quotes not included). */
 void buf_json_escape(Buf *b, const char *s, size_t len);
+/* The value of hex digit c (either case), or -1. */
+int buf_hex_value(char c);
 /* Empty the buffer, keeping its memory. */
 void buf_reset(Buf *b);
 /* Drop the first n bytes. */

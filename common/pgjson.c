@@ -87,16 +87,6 @@ static int isoct(char c) {
     return c >= '0' && c <= '7';
 }
 
-static int hexval(char c) {
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* The byte a COPY escape stands for, p just after the backslash (COPY FROM's rules, as the
  * server may write any of them). Advances *i past the escape. */
 static unsigned char copy_unescape(const char *p, size_t n, size_t *i) {
@@ -116,10 +106,10 @@ static unsigned char copy_unescape(const char *p, size_t n, size_t *i) {
     case 'v':
         return '\v';
     case 'x':
-        if (*i < n && hexval(p[*i]) >= 0) {
-            int v = hexval(p[(*i)++]);
-            if (*i < n && hexval(p[*i]) >= 0)
-                v = v * 16 + hexval(p[(*i)++]);
+        if (*i < n && buf_hex_value(p[*i]) >= 0) {
+            int v = buf_hex_value(p[(*i)++]);
+            if (*i < n && buf_hex_value(p[*i]) >= 0)
+                v = v * 16 + buf_hex_value(p[(*i)++]);
             return (unsigned char)v;
         }
         return 'x';

@@ -139,22 +139,13 @@ static void normalize_path(const char *in, Buf *out) {
     free(segs);
 }
 
-static int hexval(char c) {
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Decode %XX (and keep anything else), then encode canonically. */
 static void reencode(Buf *out, const char *s, size_t len) {
     Buf raw = BUF_INIT;
     for (size_t i = 0; i < len; i++) {
-        if (s[i] == '%' && i + 2 < len && hexval(s[i + 1]) >= 0 && hexval(s[i + 2]) >= 0) {
-            char c = (char)(hexval(s[i + 1]) * 16 + hexval(s[i + 2]));
+        if (s[i] == '%' && i + 2 < len && buf_hex_value(s[i + 1]) >= 0 &&
+            buf_hex_value(s[i + 2]) >= 0) {
+            char c = (char)(buf_hex_value(s[i + 1]) * 16 + buf_hex_value(s[i + 2]));
             buf_append(&raw, &c, 1);
             i += 2;
         } else {
