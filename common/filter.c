@@ -11,6 +11,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <libdeflate.h>
 #include <string.h>
 #include <zlib.h>
 #include <zstd.h>
@@ -135,49 +136,74 @@ void filter_chain_free(FilterChain *c) {
 
 typedef struct {
     z_stream z;
-    int inflating;
     int ended;   /* gunzip: the current member is complete */
     int started; /* gunzip: any input seen */
 } Zip;
 
 static void zip_free(void *self) {
     Zip *z = self;
-    if (z->inflating)
-        inflateEnd(&z->z);
-    else
-        deflateEnd(&z->z);
+    inflateEnd(&z->z);
     free(z);
 }
 
-static int gzip_process(void *self, const char *in, size_t len, int end, Buf *out, Err *err) {
-    Zip *z = self;
-    z->z.next_in = (Bytef *)(uintptr_t)in;
-    z->z.avail_in = (uInt)len;
-    for (;;) {
-        buf_reserve(out, ZCHUNK);
-        z->z.next_out = (Bytef *)out->data + out->len;
-        z->z.avail_out = ZCHUNK;
-        int rc = deflate(&z->z, end ? Z_FINISH : Z_NO_FLUSH);
-        out->len += ZCHUNK - z->z.avail_out;
-        if (rc == Z_STREAM_ERROR) {
-            err_set(err, ERR_PERMANENT, ERR_CODE_INVALID, "deflate failed");
-            return -1;
-        }
-        if (end ? rc == Z_STREAM_END : (z->z.avail_in == 0 && z->z.avail_out != 0))
-            break;
+/* gzip is written by libdeflate, each write (the pipe's chunk: 1 MiB for a backup) one gzip
+ * member; smaller writes gather to GZ_MIN first. RFC 1952 allows members in turn: gunzip, zlib
+ * and every reader we know read them all. At level 1 libdeflate ran 2.4x zlib's speed here and
+ * compressed better even in 1 MiB members (393 vs 162 MiB/s, 20.6 vs 23.2 MiB for 134 MiB of
+ * backup JSON): gzip bounds a big backup's time. */
+#define GZ_MIN (256u << 10)
+
+typedef struct {
+    struct libdeflate_compressor *c;
+    Buf pend;  /* writes short of GZ_MIN */
+    int wrote; /* a member was written */
+} Gzip;
+
+static void gzip_free(void *self) {
+    Gzip *g = self;
+    libdeflate_free_compressor(g->c);
+    buf_free(&g->pend);
+    free(g);
+}
+
+static int gzip_member(Gzip *g, const char *in, size_t len, Buf *out, Err *err) {
+    size_t bound = libdeflate_gzip_compress_bound(g->c, len);
+    buf_reserve(out, bound);
+    size_t n = libdeflate_gzip_compress(g->c, in, len, out->data + out->len, bound);
+    if (n == 0) {
+        err_set(err, ERR_PERMANENT, ERR_CODE_INVALID, "gzip compression failed");
+        return -1;
     }
+    out->len += n;
     out->data[out->len] = '\0';
+    g->wrote = 1;
+    return 0;
+}
+
+static int gzip_process(void *self, const char *in, size_t len, int end, Buf *out, Err *err) {
+    Gzip *g = self;
+    if (g->pend.len == 0 && len >= GZ_MIN) { /* in place: no copy */
+        if (gzip_member(g, in, len, out, err) != 0)
+            return -1;
+    } else if (len > 0) {
+        buf_append(&g->pend, in, len);
+    }
+    /* gathered enough, or the end (an empty input is still one empty member: a gzip stream) */
+    if (g->pend.len >= GZ_MIN || (end && (g->pend.len > 0 || !g->wrote))) {
+        if (gzip_member(g, g->pend.data ? g->pend.data : "", g->pend.len, out, err) != 0)
+            return -1;
+        buf_reset(&g->pend);
+    }
     return 0;
 }
 
 Filter *filter_gzip_new(const char *name, int level) {
-    Zip *z = xcalloc(1, sizeof(*z));
-    /* windowBits 15 + 16: a gzip header and trailer, as `gunzip` expects */
-    if (deflateInit2(&z->z, level < 1 || level > 9 ? 1 : level, Z_DEFLATED, 15 + 16, 8,
-                     Z_DEFAULT_STRATEGY) != Z_OK)
+    Gzip *g = xcalloc(1, sizeof(*g));
+    g->c = libdeflate_alloc_compressor(level < 1 || level > 9 ? 1 : level);
+    if (g->c == NULL)
         abort(); /* only fails without memory, like xmalloc */
-    static const FilterVtbl vt = {gzip_process, NULL, NULL, zip_free};
-    return filter_new(name, &vt, z);
+    static const FilterVtbl vt = {gzip_process, NULL, NULL, gzip_free};
+    return filter_new(name, &vt, g);
 }
 
 static int gunzip_process(void *self, const char *in, size_t len, int end, Buf *out, Err *err) {
@@ -219,7 +245,6 @@ static int gunzip_process(void *self, const char *in, size_t len, int end, Buf *
 
 Filter *filter_gunzip_new(const char *name) {
     Zip *z = xcalloc(1, sizeof(*z));
-    z->inflating = 1;
     if (inflateInit2(&z->z, 15 + 16) != Z_OK)
         abort();
     static const FilterVtbl vt = {gunzip_process, NULL, NULL, zip_free};

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <zlib.h>
 
 static void sha_hex(const void *p, size_t n, char out[65]) {
     unsigned char md[32];
@@ -182,6 +183,68 @@ static void test_members_corruption_truncation(void **state) {
     buf_free(&out);
 }
 
+/* The gzip members of p, each inflated by zlib itself into back (room for n bytes); -1 when
+ * the data does not end with a complete member. */
+static int members_of(const Buf *p, char *back, size_t n, size_t *got) {
+    z_stream z;
+    memset(&z, 0, sizeof(z));
+    assert_int_equal(inflateInit2(&z, 15 + 16), Z_OK);
+    z.next_in = (Bytef *)p->data;
+    z.avail_in = (uInt)p->len;
+    z.next_out = (Bytef *)back;
+    z.avail_out = (uInt)n;
+    int members = 0;
+    for (;;) {
+        int rc = inflate(&z, Z_NO_FLUSH);
+        if (rc != Z_STREAM_END) {
+            members = -1;
+            break;
+        }
+        members++;
+        if (z.avail_in == 0)
+            break;
+        assert_int_equal(inflateReset(&z), Z_OK);
+    }
+    *got = (size_t)((char *)z.next_out - back);
+    inflateEnd(&z);
+    return members;
+}
+
+/* gzip is written a member per write of 256 KiB or more (smaller writes gather first), each
+ * member complete: zlib's own inflate reads them one after another into the input. */
+static void test_gzip_members(void **state) {
+    (void)state;
+    size_t n = 3u << 20, got;
+    char *in = sample(n), *back = malloc(n + 1);
+    FilterChain *c = filter_chain_new();
+    filter_chain_add(c, filter_gzip_new(NULL, 1));
+    Buf out = push(c, in, n, 1u << 20); /* three writes of 1 MiB: three members */
+    filter_chain_free(c);
+    assert_int_equal(members_of(&out, back, n + 1, &got), 3);
+    assert_int_equal(got, n);
+    assert_memory_equal(back, in, n);
+    buf_free(&out);
+
+    c = filter_chain_new(); /* 1000 writes of 100 bytes gather into one member */
+    filter_chain_add(c, filter_gzip_new(NULL, 1));
+    out = push(c, in, 100000, 100);
+    filter_chain_free(c);
+    assert_int_equal(members_of(&out, back, n + 1, &got), 1);
+    assert_int_equal(got, 100000);
+    assert_memory_equal(back, in, 100000);
+    buf_free(&out);
+
+    c = filter_chain_new(); /* nothing at all: one empty member, still a gzip stream */
+    filter_chain_add(c, filter_gzip_new(NULL, 1));
+    out = push(c, "", 0, 1);
+    filter_chain_free(c);
+    assert_int_equal(members_of(&out, back, n + 1, &got), 1);
+    assert_int_equal(got, 0);
+    buf_free(&out);
+    free(back);
+    free(in);
+}
+
 /* zstd: a round trip in any chunking (frames read as `zstd -d` writes them), and corrupt,
  * truncated and empty input named. */
 static void test_zstd_round_trip_and_damage(void **state) {
@@ -241,6 +304,7 @@ int main(void) {
         cmocka_unit_test(test_round_trip_in_any_chunking),
         cmocka_unit_test(test_observers_only_and_empty),
         cmocka_unit_test(test_members_corruption_truncation),
+        cmocka_unit_test(test_gzip_members),
         cmocka_unit_test(test_zstd_round_trip_and_damage),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
