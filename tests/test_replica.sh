@@ -120,7 +120,8 @@ expect "…and matches" same_copy "$B1"
 out=$(ctl replicate --missing "$U")
 check "nothing missing anymore" "enqueued 0 copies to the replica for $U" "$out"
 out=$(ctl replicate --missing --all --dry-run)
-expect "--all --dry-run lists every user's missing copies (none of this user's)" bash -c "! grep -q '$U' <<<\"\$1\"" _ "$out"
+# (counted here, not passed to a command: on a database with many users the list is long)
+check "--all --dry-run lists every user's missing copies (none of this user's)" 0 "$(grep -c "$U" <<<"$out")"
 enqueue rep-none type replicate backup_id "backup-$U-1"
 wait_until 30 status_is rep-none dead || bad "a replicate of no backup was not dead-lettered"
 check "a replicate of no backup: its reason" "backup backup-$U-1 not found" "$(field rep-none error)"
