@@ -29,19 +29,10 @@ struct PgJsonRow {
 
 /* ---- characters ---- */
 
-/* bytes a JSON string cannot hold as they are: '"', '\\' and the controls */
-static unsigned char json_special[256];
-/* the same, for COPY text input: '\\' starts a COPY escape there */
-static int tables_ready;
-
-static void tables_init(void) {
-    if (tables_ready)
-        return;
-    for (int i = 0; i < 0x20; i++)
-        json_special[i] = 1;
-    json_special['"'] = 1;
-    json_special['\\'] = 1;
-    tables_ready = 1;
+/* A byte a JSON string cannot hold as it is: '"', '\\' and the controls (in COPY text, '\\'
+ * also starts a COPY escape). */
+static inline int json_special(unsigned char c) {
+    return c < 0x20 || c == '"' || c == '\\';
 }
 
 static const char hexdig[] = "0123456789abcdef";
@@ -131,7 +122,6 @@ int pgjson_kind_valid(char c) {
 }
 
 PgJsonRow *pgjson_row_new(void) {
-    tables_init();
     return xcalloc(1, sizeof(PgJsonRow));
 }
 
@@ -178,7 +168,7 @@ static size_t put_copy_text(Buf *out, const char *p, size_t i, size_t stop, size
     while (i < stop) {
         size_t j = i;
         if (esc)
-            while (j < stop && !json_special[(unsigned char)p[j]])
+            while (j < stop && !json_special((unsigned char)p[j]))
                 j++;
         else
             while (j < stop && p[j] != '\\')
@@ -216,7 +206,7 @@ static void put_string(Buf *out, const char *p, size_t n) {
         char *o = out->data + out->len;
         for (; i < end; i++) {
             unsigned char c = (unsigned char)p[i];
-            if (json_special[c])
+            if (json_special(c))
                 o = put_json_byte(o, c);
             else
                 *o++ = (char)c;

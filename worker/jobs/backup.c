@@ -436,6 +436,13 @@ static void open_stream(JobRt *rt, Backup *b, const JobKey *key) {
     next_table(rt, b);
 }
 
+/* The piece sent on once it holds PIECE_MAX. Returns PG_COPY_*. */
+static int flush_full(Backup *b) {
+    if (b->piece.len < PIECE_MAX)
+        return PG_COPY_CONTINUE;
+    return emit(b) == 1 ? PG_COPY_CONTINUE : PG_COPY_PAUSE;
+}
+
 /* Write the kept big row on in parts while the stream takes them. 1 when it is written (*w:
  * the stream's last answer), 0 to wait for the stream, -1 when the job failed. */
 static int pump_big(JobRt *rt, Backup *b, int *w) {
@@ -480,9 +487,7 @@ static int put_row(JobRt *rt, Backup *b, const char *buf, size_t len) {
                     scope_table(b->scope, b->ti), e.msg);
         return PG_COPY_PAUSE;
     }
-    if (b->piece.len < PIECE_MAX)
-        return PG_COPY_CONTINUE;
-    return emit(b) == 1 ? PG_COPY_CONTINUE : PG_COPY_PAUSE;
+    return flush_full(b);
 }
 
 /* The stream takes more: the rest of a big row first, then the COPY's next rows. */
@@ -513,9 +518,7 @@ static int on_row(JobRt *rt, Backup *b, const char *buf, size_t len) {
     }
     bfile_item(&b->w, &b->piece, buf, len);
     b->deleted[b->ti]++;
-    if (b->piece.len < PIECE_MAX)
-        return PG_COPY_CONTINUE;
-    return emit(b) == 1 ? PG_COPY_CONTINUE : PG_COPY_PAUSE;
+    return flush_full(b);
 }
 
 static void next_table(JobRt *rt, Backup *b) {
