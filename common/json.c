@@ -24,7 +24,15 @@ static int hex(char c) {
 static int string(P *p) {
     p->i++;
     while (p->i < p->n) {
-        unsigned char c = (unsigned char)p->s[p->i];
+        /* the common run of plain bytes, in a tight loop: most of a backup's bytes */
+        const unsigned char *s = (const unsigned char *)p->s;
+        size_t i = p->i;
+        while (i < p->n && s[i] >= 0x20 && s[i] < 0x80 && s[i] != '"' && s[i] != '\\')
+            i++;
+        p->i = i;
+        if (i == p->n)
+            break;
+        unsigned char c = s[i];
         if (c == '"') {
             p->i++;
             return 1;

@@ -449,3 +449,33 @@ int pgcopy_row_line(PgCopyRow *r, const char *json, size_t len, const char *suff
     out_append(&o, "\n", 1);
     return o.failed ? bad(err, "the row could not be passed on") : 0;
 }
+
+int pgcopy_member(const char *json, size_t len, const char *name, const char **val, size_t *vlen) {
+    const char *e = json + len, *p = skip_ws(json, e);
+    size_t n = strlen(name);
+    if (p >= e || *p != '{')
+        return -1;
+    p = skip_ws(p + 1, e);
+    while (p < e && *p != '}') {
+        const char *ke = *p == '"' ? skip_string(p, e) : NULL;
+        if (ke == NULL)
+            return -1;
+        const char *v = skip_ws(ke, e);
+        if (v >= e || *v != ':')
+            return -1;
+        v = skip_ws(v + 1, e);
+        const char *ve = skip_value(v, e);
+        if (ve == NULL)
+            return -1;
+        /* compared as pgcopy_row_line finds its columns */
+        if ((size_t)(ke - p - 2) == n && memcmp(p + 1, name, n) == 0) {
+            *val = v;
+            *vlen = (size_t)(ve - v);
+            return 0;
+        }
+        p = skip_ws(ve, e);
+        if (p < e && *p == ',')
+            p = skip_ws(p + 1, e);
+    }
+    return -1;
+}

@@ -55,6 +55,11 @@ int pgcopy_row_columns(const PgCopyRow *r);
 int pgcopy_row_line(PgCopyRow *r, const char *json, size_t len, const char *suffix, Buf *out,
                     Err *err);
 
+/* The value of a JSON object's top-level member name (its first: row_to_json never repeats
+ * one, where pgcopy_row_line would take the last): 0 with *val, *vlen; -1 when absent or the
+ * object is malformed before it. Members before it are skipped, those after it not read. */
+int pgcopy_member(const char *json, size_t len, const char *name, const char **val, size_t *vlen);
+
 /* Rows of at least `at` bytes of JSON are handed on as they are written: fn gets out whenever it
  * holds `at` bytes or more, and empties it or leaves it (0), or fails (-1: the row fails). A big
  * value is then never held whole; a row that fails after a spill has been passed on in part. */

@@ -176,10 +176,32 @@ static void test_spill(void **state) {
     pgcopy_row_free(r);
 }
 
+/* A member found at the top level only, past nested objects that hold its name. */
+static void test_member(void **state) {
+    (void)state;
+    const char *v;
+    size_t n;
+    const char *row =
+        "{\"attrs\": {\"id\": \"inner\", \"l\": [{\"id\": 1}]}, \"note\": \"\\\"id\\\": 2\","
+        " \"id\" : \"6f1c2a4e-8d3b-4f5a-9c7e-2b1d0e9f8a76\" , \"n\": 5}";
+    assert_int_equal(pgcopy_member(row, strlen(row), "id", &v, &n), 0);
+    assert_int_equal(n, 38);
+    assert_memory_equal(v, "\"6f1c2a4e-8d3b-4f5a-9c7e-2b1d0e9f8a76\"", n);
+    assert_int_equal(pgcopy_member(row, strlen(row), "n", &v, &n), 0);
+    assert_memory_equal(v, "5", n);
+    assert_int_equal(pgcopy_member(row, strlen(row), "missing", &v, &n), -1);
+    assert_int_equal(pgcopy_member(row, strlen(row), "i", &v, &n), -1); /* a prefix is no name */
+    /* malformed or cut short: -1, nothing read past the end */
+    const char *bad[] = {"", "[1]", "{\"id\"", "{\"id\":", "{\"x\": \"unterminated", "{\"id\" 1}"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(*bad); i++)
+        assert_int_equal(pgcopy_member(bad[i], strlen(bad[i]), "id", &v, &n), -1);
+    assert_int_equal(pgcopy_member(row, 20, "id", &v, &n), -1);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_scalars), cmocka_unit_test(test_json),  cmocka_unit_test(test_arrays),
-        cmocka_unit_test(test_rows),    cmocka_unit_test(test_spill),
+        cmocka_unit_test(test_rows),    cmocka_unit_test(test_spill), cmocka_unit_test(test_member),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

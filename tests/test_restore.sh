@@ -16,6 +16,9 @@
 #  8. only what differs is written: onto the intact tenant nothing is inserted, updated or
 #     deleted and no row gets a new version; a few changes are counted per table; a preview
 #     (dry_run=true, backupctl restore --dry-run) says the same and writes nothing
+#  9. only what changed since the backup is staged (change tracking): none onto the intact
+#     tenant, a few after a few changes; every row when a tombstone written since was purged,
+#     and every row of a table whose tombstone trigger was disabled for a while; exact each time
 set -uo pipefail
 WORKER=$1
 CTL=$2
@@ -103,6 +106,9 @@ check "chain: types and bases" "incremental $B0|differential $B0|incremental $B2
 scramble
 expect "restore of the last incremental (full, differential, incremental)" restore r3 "$B3"
 check "chain: the state at the last incremental" none "$(differs s3)"
+# scramble changed about a third of the orders: their rows in the three steps are staged
+check "…staging only the rows changed since its snapshot (under half of $(q "SELECT count(*) FROM snap_s3"))" yes \
+  "$(n=$(field r3 result | jq -r .staged); [ "$n" -gt 0 ] && [ "$n" -lt "$(( $(q "SELECT count(*) FROM snap_s3") / 2 ))" ] && echo yes || echo "no: $n")"
 check "…applied three backups" "{$B0,$B2,$B3}" "$(q "SELECT chain FROM restore_history WHERE job_id = 'r3'")"
 expect "restore of the first incremental" restore r1 "$B1"
 check "chain: the state at the first incremental" none "$(differs s1)"
@@ -268,6 +274,59 @@ check "…every row of every table identical" none "$(differs sc)"
 check "…the untouched rows not rewritten" 0 "$(new_versions)"
 stop_worker wc
 
-q "DROP TABLE IF EXISTS snap_s0, snap_s1, snap_s2, snap_s3, snap_sz, snap_sc, snap_xm, snap_now, snap_before" >/dev/null
+# ---- 9. only what changed since the backup is staged ----
+P=tr$$d
+start_worker wd BACKUP_NOTIFY=false
+staged() { field "$1" result | jq -r .staged; }
+state sd
+ND=$(q "SELECT count(*) FROM snap_sd")
+BD=$(backup bd full)
+expect "restore onto the intact tenant completes" restore rd0 "$BD"
+check "…no row staged, every row unchanged" "0 0 0 0 $ND" "$(staged rd0) $(counts rd0)"
+expect "…the log says what was read" grep -q "only what changed since the backup's snapshot is staged (profiles, businesses, products, clients, orders, order_items, notifications, user_settings): 0 keys" "$tmp/wd.log"
+# the keys about to change, whose backed-up rows alone must be staged
+q "DROP TABLE IF EXISTS snap_chg; CREATE TABLE snap_chg AS
+   SELECT id FROM (SELECT id FROM orders WHERE user_id = '$U' ORDER BY id LIMIT 4) a
+   UNION SELECT id FROM (SELECT id FROM orders WHERE user_id = '$U' ORDER BY id DESC LIMIT 2) b
+   UNION SELECT id FROM (SELECT i.id FROM order_items i JOIN orders o ON o.id = i.order_id WHERE o.user_id = '$U' ORDER BY i.id LIMIT 3) c
+   UNION SELECT id FROM order_items WHERE order_id IN (SELECT id FROM orders WHERE user_id = '$U' ORDER BY id DESC LIMIT 2)
+   UNION SELECT '$U'::uuid" >/dev/null
+q "UPDATE orders SET notes = 'tracked' WHERE id IN (SELECT id FROM orders WHERE user_id = '$U' ORDER BY id LIMIT 4);
+   DELETE FROM order_items WHERE id IN (SELECT i.id FROM order_items i JOIN orders o ON o.id = i.order_id WHERE o.user_id = '$U' ORDER BY i.id LIMIT 3);
+   DELETE FROM orders WHERE id IN (SELECT id FROM orders WHERE user_id = '$U' ORDER BY id DESC LIMIT 2);
+   INSERT INTO orders (user_id, number, total) VALUES ('$U', 999001, 9.01);
+   UPDATE profiles SET full_name = 'Tracked' WHERE id = '$U'" >/dev/null
+expect "restore after a few changes completes" restore rd1 "$BD"
+check "…every row of every table identical" none "$(differs sd)"
+check "…the changed rows alone staged: 4 orders updated, 2 deleted, their items and 3 more, the profile" \
+  "$(q "SELECT count(*) FROM snap_chg")" "$(staged rd1)"
+check "…counted: the new order deleted, the rest updated or inserted" "1" "$(field rd1 result | jq -r .tables.orders.deleted)"
+# a tombstone written since the backup, then purged (a newer full made it old): tracking can no
+# longer say what changed, so every row is staged, and the deleted order comes back
+q "DELETE FROM orders WHERE id = (SELECT id FROM orders WHERE user_id = '$U' ORDER BY id LIMIT 1)" >/dev/null
+BE=$(backup be full)
+check "a purge after the newer full removes the tombstone" yes \
+  "$([ "$(q "SELECT backup_tombstones_purge('$U')")" -gt 0 ] && echo yes)"
+check "…and records the newest xid it removed, past the older backup's snapshot" t \
+  "$(q "SELECT xid >= pg_snapshot_xmin((SELECT snapshot FROM backup_metadata WHERE id = '$BD')::pg_snapshot) FROM backup_tombstone_purged WHERE user_id = '$U'")"
+expect "restore of the older backup completes" restore rd2 "$BD"
+check "…every row staged" "$ND" "$(staged rd2)"
+check "…every row of every table identical (the deleted order is back)" none "$(differs sd)"
+expect "…the log says why" grep -q "every row of the backup is staged: tombstones written since the backup's snapshot were purged" "$tmp/wd.log"
+# deletes that left no tombstone (the trigger disabled meanwhile): that table is staged whole
+BF=$(backup bf full)
+NREF=$(q "SELECT count(*) FROM orders WHERE client_id = (SELECT id FROM clients WHERE user_id = '$U' ORDER BY id LIMIT 1)")
+q "ALTER TABLE clients DISABLE TRIGGER clients_backup_tombstone;
+   DELETE FROM clients WHERE id = (SELECT id FROM clients WHERE user_id = '$U' ORDER BY id LIMIT 1);
+   ALTER TABLE clients ENABLE TRIGGER clients_backup_tombstone" >/dev/null
+expect "restore after an untracked delete completes" restore rd3 "$BF"
+check "…every row of every table identical (the client is back)" none "$(differs sd)"
+check "…the clients staged whole, and the orders that named the client (stamped by SET NULL)" \
+  "$(( $(q "SELECT count(*) FROM snap_sd WHERE tbl = 'clients'") + NREF )) 1 $NREF" \
+  "$(field rd3 result | jq -r '"\(.staged) \(.tables.clients.inserted) \(.tables.orders.updated)"')"
+expect "…the log names the table" grep -q "every backed-up row of clients is staged: its tracking triggers were not in place" "$tmp/wd.log"
+stop_worker wd
+
+q "DROP TABLE IF EXISTS snap_s0, snap_s1, snap_s2, snap_s3, snap_sz, snap_sc, snap_sd, snap_chg, snap_xm, snap_now, snap_before" >/dev/null
 echo "test_restore: $passed passed, $fails failed"
 [ "$fails" -eq 0 ]

@@ -122,14 +122,14 @@ static void test_restore_sql_is_typed(void **state) {
                            "(SELECT 1 FROM \"orders\" WHERE \"orders\".\"id\" = x.\"order_id\""));
     assert_null(strstr(sql.data, "::text ="));
     buf_reset(&sql);
-    scope_restore_owner_sql(s, orders, 0, &sql);
+    scope_restore_owner_sql(s, orders, 0, 0, &sql);
     assert_non_null(strstr(sql.data, "FROM _bw_f1 f WHERE f.\"user_id\" IS DISTINCT FROM "
                                      "(current_setting('backup.user_id'))::uuid"));
     buf_reset(&sql);
-    scope_restore_owner_sql(s, items, 0, &sql);
+    scope_restore_owner_sql(s, items, 0, 0, &sql);
     assert_non_null(strstr(sql.data, "\"orders\".\"id\" = f.\"order_id\""));
     buf_reset(&sql);
-    scope_restore_owner_sql(s, items, 1, &sql);
+    scope_restore_owner_sql(s, items, 1, 0, &sql);
     assert_non_null(strstr(sql.data, "NOT EXISTS (SELECT 1 FROM _bw_f1 g WHERE g.\"id\" = "
                                      "f.\"order_id\")"));
     buf_reset(&sql);
@@ -150,10 +150,10 @@ static void test_restore_sql_is_typed(void **state) {
     assert_null(strstr(sql.data, "INSERT"));
     assert_non_null(strstr(sql.data, "count(*) FILTER (WHERE _bw_new)"));
     buf_reset(&sql);
-    scope_restore_delete_sql(s, items, 1, &sql);
+    scope_restore_delete_sql(s, items, 1, NULL, &sql);
     assert_non_null(strstr(sql.data, "SELECT count(*) FROM \"order_items\" WHERE "));
     buf_reset(&sql);
-    scope_restore_delete_sql(s, items, 0, &sql);
+    scope_restore_delete_sql(s, items, 0, NULL, &sql);
     assert_non_null(strstr(sql.data, "DELETE FROM \"order_items\" WHERE "));
     buf_free(&sql);
     scope_free(s);
@@ -166,15 +166,15 @@ static void test_restore_sql_is_typed(void **state) {
     items = scope_find(s, "order_items");
     assert_int_equal(scope_restore_ref_count(s, items), 1);
     unsigned char all[3] = {1, 1, 1}, alone[3] = {0, 0, 0};
-    assert_string_equal(scope_restore_ref_sql(s, items, 0, all, &sql), "owner_order");
+    assert_string_equal(scope_restore_ref_sql(s, items, 0, all, NULL, &sql), "owner_order");
     assert_non_null(strstr(sql.data, "FROM _bw_f1 g WHERE g.\"id\" = f.\"owner_order\""));
     buf_reset(&sql);
     alone[items] = 1;
-    scope_restore_ref_sql(s, items, 0, alone, &sql);
+    scope_restore_ref_sql(s, items, 0, alone, NULL, &sql);
     assert_non_null(strstr(sql.data,
                            "NOT EXISTS (SELECT 1 FROM \"orders\" WHERE \"orders\".\"id\" = "
                            "f.\"owner_order\" AND \"user_id\" = "));
-    assert_null(scope_restore_ref_sql(s, items, 1, all, &sql));
+    assert_null(scope_restore_ref_sql(s, items, 1, all, NULL, &sql));
     buf_free(&sql);
     scope_free(s);
 
@@ -293,11 +293,74 @@ static void test_errors(void **state) {
     expect_check_error(s, "has no column uuid (key_column)");
 }
 
+/* Restore leaves out rows unchanged since the backup: which tables can, the SQL of the keys
+ * that changed (the snapshot spliced only once checked), and the fences of a table staged in
+ * part. */
+static void test_prune_sql(void **state) {
+    (void)state;
+    Scope *s = sample();
+    Err e;
+    assert_int_equal(scope_check(s, &e), 0);
+    int profiles = scope_find(s, "profiles"), orders = scope_find(s, "orders"),
+        items = scope_find(s, "order_items");
+    assert_int_equal(scope_prune_kind(s, orders), 'u');
+    assert_int_equal(scope_prune_kind(s, profiles), 0); /* not tracked: no backup_xid */
+    assert_string_equal(scope_key_column(s, items), "id");
+
+    assert_true(scope_snapshot_valid("21142:21142:"));
+    assert_true(scope_snapshot_valid("100:105:100,102,104"));
+    const char *bad[] = {"",       "1:2",    "1:2:3:",     "1::",    ":1:", "1:2:3,",
+                         "1:2:,3", "1:2:3'", "1:2:3;DROP", "1:2:3 ", "a:b:"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(*bad); i++)
+        if (scope_snapshot_valid(bad[i]))
+            fail_msg("'%s' taken for a snapshot", bad[i]);
+
+    unsigned char pruned[3] = {0, 0, 0};
+    pruned[orders] = pruned[items] = 1;
+    Buf sql = BUF_INIT;
+    assert_int_equal(scope_prune_keys_sql(s, pruned, "1:2:3'; DROP TABLE x; --", 0, &sql), -1);
+    assert_int_equal(scope_prune_keys_sql(s, pruned, "100:105:100,102", 0, &sql), 0);
+    /* rows written since (or never stamped), then tombstones since, found from the xmin up */
+    assert_non_null(strstr(sql.data, "SELECT 1, \"id\"::text, NULL::bigint FROM \"orders\" WHERE"));
+    assert_non_null(strstr(sql.data, "(\"backup_xid\" IS NULL OR \"backup_xid\" >= '100'::xid8 "
+                                     "AND NOT pg_visible_in_snapshot(\"backup_xid\", "
+                                     "'100:105:100,102'::pg_snapshot))"));
+    assert_non_null(strstr(sql.data, "AND xid >= '100'::xid8 AND NOT pg_visible_in_snapshot(xid, "
+                                     "'100:105:100,102'::pg_snapshot)"));
+    assert_null(strstr(sql.data, "count(*)"));
+    assert_null(strstr(sql.data, "profiles\" WHERE"));
+    buf_reset(&sql);
+    assert_int_equal(scope_prune_keys_sql(s, pruned, "100:105:", 1, &sql), 0);
+    assert_non_null(strstr(sql.data, "SELECT 2, NULL, count(*) FROM \"order_items\" WHERE"));
+    buf_reset(&sql);
+
+    unsigned char candidate[3] = {0, 0, 0};
+    candidate[orders] = 1;
+    scope_prune_gate_sql(s, candidate, &sql);
+    assert_non_null(strstr(sql.data, "set_config('backup.base_snapshot', $1, true)"));
+    assert_non_null(strstr(sql.data, "backup_tombstone_purged WHERE user_id IN ($2::uuid"));
+    assert_non_null(strstr(sql.data, "tgname IN ('orders_backup_stamp', 'orders_backup_tombstone', "
+                                     "'orders_backup_moved')"));
+    assert_null(strstr(sql.data, "order_items_backup"));
+    buf_reset(&sql);
+
+    /* staged in part: only rows changed since go; a parent is staged or the user's in place */
+    scope_restore_delete_sql(s, items, 0, "100:105:", &sql);
+    assert_non_null(
+        strstr(sql.data, "\"backup_xid\" >= '100'::xid8 AND NOT pg_visible_in_snapshot("));
+    buf_reset(&sql);
+    scope_restore_owner_sql(s, items, 1, 1, &sql);
+    assert_non_null(strstr(sql.data, "NOT (EXISTS (SELECT 1 FROM _bw_f1 g WHERE g.\"id\" = "
+                                     "f.\"order_id\") OR EXISTS (SELECT 1 FROM \"orders\" WHERE "
+                                     "\"orders\".\"id\" = f.\"order_id\" AND "));
+    buf_free(&sql);
+    scope_free(s);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_valid_scope_and_sql),
-        cmocka_unit_test(test_errors),
-        cmocka_unit_test(test_restore_sql_is_typed),
+        cmocka_unit_test(test_prune_sql),     cmocka_unit_test(test_valid_scope_and_sql),
+        cmocka_unit_test(test_errors),        cmocka_unit_test(test_restore_sql_is_typed),
         cmocka_unit_test(test_restore_kinds),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

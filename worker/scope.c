@@ -310,6 +310,10 @@ const char *scope_table(const Scope *s, int i) {
     return s->t[i].name;
 }
 
+const char *scope_key_column(const Scope *s, int i) {
+    return s->t[i].key;
+}
+
 void scope_user_filter(const Scope *s, const Table *t, const char *qual, Buf *sql) {
     if (t->user_col[0]) {
         buf_printf(sql, "%s\"%s\" = current_setting('backup.user_id')::uuid", qual, t->user_col);
@@ -392,7 +396,7 @@ void scope_count_sql(const Scope *s, int incremental, Buf *sql) {
  * One IN over a UNION ALL, not two INs joined by OR: PostgreSQL plans the one as a semi-join
  * (a hash that may spill), the other as subplans that, once the tombstones outgrow work_mem,
  * are scanned once per row (a differential of a 440k-tombstone user ran for over 15 min). */
-static void tombstone_filter(const Scope *s, const Table *t, Buf *sql) {
+void scope_tombstone_filter(const Scope *s, const Table *t, Buf *sql) {
     if (t->user_col[0]) {
         buf_printf(sql, "(table_name = '%s' AND user_id = current_setting('backup.user_id')::uuid)",
                    t->name);
@@ -404,14 +408,14 @@ static void tombstone_filter(const Scope *s, const Table *t, Buf *sql) {
                t->name, p->key, p->name);
     user_filter(s, p, sql);
     buf_puts(sql, " UNION ALL SELECT row_id FROM backup_tombstones WHERE ");
-    tombstone_filter(s, p, sql);
+    scope_tombstone_filter(s, p, sql);
     buf_puts(sql, "))");
 }
 
 void scope_tombstone_sql(const Scope *s, int i, Buf *sql) {
     buf_puts(sql, "COPY (SELECT to_json(row_id)::text FROM (SELECT DISTINCT row_id FROM "
                   "backup_tombstones WHERE ");
-    tombstone_filter(s, &s->t[i], sql);
+    scope_tombstone_filter(s, &s->t[i], sql);
     buf_puts(sql, " AND NOT pg_visible_in_snapshot(xid, "
                   "current_setting('backup.base_snapshot')::pg_snapshot) ORDER BY row_id) d) "
                   "TO STDOUT (FORMAT csv, QUOTE e'\\x01', DELIMITER e'\\x02')");

@@ -57,6 +57,8 @@ Scope *scope_from_result(const PGresult *res, Err *err);
 
 int scope_count(const Scope *s);
 const char *scope_table(const Scope *s, int i);
+/* Table i's key column. */
+const char *scope_key_column(const Scope *s, int i);
 /* Index of table name, or -1. */
 int scope_find(const Scope *s, const char *name);
 
@@ -123,7 +125,8 @@ void scope_stage_index_sql(const Scope *s, int i, Buf *sql);
  * The staged rows of table i that are not the user's: the user column differs, or the parent
  * is neither staged (parent_staged) nor the user's in the database.
  */
-void scope_restore_owner_sql(const Scope *s, int i, int parent_staged, Buf *sql);
+void scope_restore_owner_sql(const Scope *s, int i, int parent_staged, int parent_partial,
+                             Buf *sql);
 /* How many foreign keys of table i point at other tables of the scope (besides its user and
  * parent columns): each is checked by scope_restore_ref_sql. */
 int scope_restore_ref_count(const Scope *s, int i);
@@ -131,9 +134,11 @@ int scope_restore_ref_count(const Scope *s, int i);
  * neither a staged row (when the referenced table is selected) nor the user's row in the
  * database. Returns the column's name. */
 const char *scope_restore_ref_sql(const Scope *s, int i, int k, const unsigned char *selected,
-                                  Buf *sql);
-/* DELETE the user's rows of table i that are not staged (count_only: count them). */
-void scope_restore_delete_sql(const Scope *s, int i, int count_only, Buf *sql);
+                                  const unsigned char *partial, Buf *sql);
+/* DELETE the user's rows of table i that are not staged (count_only: count them). partial: the
+ * backup's snapshot when only the rows that changed since were staged (scope_prune_*), so only
+ * changed rows can go; else NULL. */
+void scope_restore_delete_sql(const Scope *s, int i, int count_only, const char *partial, Buf *sql);
 /* The staged rows of table i whose key is a row of another user. */
 void scope_restore_foreign_sql(const Scope *s, int i, Buf *sql);
 /* Write the staged rows of table i that are new or differ from the row with their key (the
@@ -142,5 +147,31 @@ void scope_restore_foreign_sql(const Scope *s, int i, Buf *sql);
  * inserted, those updated (short of the first when a row was not the user's). dry_run: write
  * nothing; the same row, planned (to write, new, differing). */
 void scope_restore_upsert_sql(const Scope *s, int i, int dry_run, Buf *sql);
+
+/*
+ * A restore stages only the rows that changed since its backup's snapshot, when change tracking
+ * can say which (restore_prune.c): a row whose stamp the snapshot sees, and that left no
+ * tombstone since, is the backup's row. The parent checks and the ref checks above then take
+ * a table staged in part (parent_partial, partial[]) as its staged rows plus the user's rows
+ * in place, and the delete only removes rows that changed.
+ *
+ * How table i's keys are compared (keyset_key's kind: 'u' uuid, 'i' integer), or 0 when its
+ * rows cannot be left out (not tracked, or a key of another type).
+ */
+char scope_prune_kind(const Scope *s, int i);
+/* SELECT that sets backup.base_snapshot to $1 (the backup's snapshot) for the transaction (and
+ * max_parallel_workers_per_gather to 0: SET LOCAL ... TO DEFAULT after the keys' query), then
+ * two booleans: no tombstone of user $2 written since was purged; the snapshot is of this
+ * database's past (not newer than now, nor 2e9 transactions old); then per scope table whether
+ * its triggers were in place, unchanged, since the snapshot (false for tables not in
+ * candidate). */
+void scope_prune_gate_sql(const Scope *s, const unsigned char *candidate, Buf *sql);
+/* 1 if snap is a snapshot as pg_current_snapshot() prints it (safe to splice as a literal). */
+int scope_snapshot_valid(const char *snap);
+/* COPY TO STDOUT of (table index, key, NULL) per row of a pruned table written since the
+ * snapshot snap or deleted since (a tombstone), and with counts, (table index, NULL, count) of
+ * its rows unchanged since. -1 when snap is not a snapshot. */
+int scope_prune_keys_sql(const Scope *s, const unsigned char *pruned, const char *snap, int counts,
+                         Buf *sql);
 
 #endif

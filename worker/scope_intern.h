@@ -39,6 +39,8 @@ int scope_checked_ref(const Scope *s, const Table *t, const Column *c);
 /* WHERE condition selecting the user's rows of t (recursing through parents); qual prefixes
  * the first level's column ("x." for an aliased table, or ""). */
 void scope_user_filter(const Scope *s, const Table *t, const char *qual, Buf *sql);
+/* WHERE condition selecting the tombstones of t that are the user's (scope.c). */
+void scope_tombstone_filter(const Scope *s, const Table *t, Buf *sql);
 /* The tracking stamp: not backed up, not restored. */
 int scope_is_stamp(const Column *c);
 

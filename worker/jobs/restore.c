@@ -80,7 +80,7 @@ static void changes_json(const Restore *r, Buf *out, uint64_t sum[4]) {
     for (int i = 0; i < scope_count(r->scope); i++) {
         if (!r->selected[i])
             continue;
-        uint64_t same = r->expected[i] - r->ins[i] - r->upd[i];
+        uint64_t same = r->expected[i] + (r->kept ? r->kept[i] : 0) - r->ins[i] - r->upd[i];
         buf_printf(out,
                    "%s\"%s\":{\"inserted\":%" PRIu64 ",\"updated\":%" PRIu64 ",\"deleted\":%" PRIu64
                    ",\"unchanged\":%" PRIu64 "}",
@@ -104,13 +104,15 @@ static void on_committed(JobRt *rt, Restore *r) {
              "%s%" PRIu64 " inserted, %" PRIu64 " updated, %" PRIu64 " deleted, %" PRIu64
              " unchanged",
              dry ? "dry run, nothing written: would have " : "", sum[0], sum[1], sum[2], sum[3]);
-    log_info(job_log_id(jobrt_job(rt)), "%s %s (%d backup%s): %" PRIu64 " rows; %s",
+    log_info(job_log_id(jobrt_job(rt)),
+             "%s %s (%d backup%s): %" PRIu64 " rows (%" PRIu64 " staged); %s",
              dry ? "dry run of" : "restored", r->spec->backup_id, r->nsteps,
-             r->nsteps > 1 ? "s" : "", total, what);
+             r->nsteps > 1 ? "s" : "", total, r->staged, what);
     buf_printf(&result,
                "{\"dry_run\":%s,\"inserted\":%" PRIu64 ",\"updated\":%" PRIu64
-               ",\"deleted\":%" PRIu64 ",\"unchanged\":%" PRIu64 ",\"tables\":%s}",
-               dry ? "true" : "false", sum[0], sum[1], sum[2], sum[3], changes.data);
+               ",\"deleted\":%" PRIu64 ",\"unchanged\":%" PRIu64 ",\"staged\":%" PRIu64
+               ",\"tables\":%s}",
+               dry ? "true" : "false", sum[0], sum[1], sum[2], sum[3], r->staged, changes.data);
     job_set_result(jobrt_job(rt), result.data);
     job_set_note(jobrt_job(rt), what);
     job_progress(jobrt_job(rt), "done", 100, total, r->bytes);
@@ -195,8 +197,7 @@ static void on_scope(JobRt *rt, Restore *r, PGresult *res) {
         for (int c = 0; (name = scope_stage_column(r->scope, i, c, &kind)) != NULL; c++)
             pgcopy_row_add(r->shape[i], name, (PgCopyKind)kind);
     }
-    restore_setup_stmts(r);
-    restore_run_stmt(rt, r);
+    restore_prune_start(rt, r);
 }
 
 /* ---- CHAIN ---- */
@@ -216,6 +217,7 @@ static void on_chain(JobRt *rt, Restore *r, PGresult *res) {
         return;
     }
     r->steps = xcalloc((size_t)n, sizeof(Step));
+    r->prunable = 1;
     r->nsteps = n;
     r->chain = n > 1;
     for (int k = 0; k < n; k++) {
@@ -256,6 +258,10 @@ static void on_chain(JobRt *rt, Restore *r, PGresult *res) {
         st->wrapped = xstrdup(PQgetvalue(res, k, 12));
         snprintf(st->origin_key_id, sizeof(st->origin_key_id), "%s", PQgetvalue(res, k, 13));
         st->replica_ok = strcmp(PQgetvalue(res, k, 14), "completed") == 0;
+        if (st->reindexed)
+            r->prunable = 0;
+        else if (k == n - 1)
+            r->snapshot = xstrdup(PQgetvalue(res, k, 15));
         if (strcmp(spec->from, "replica") == 0) {
             if (services_replica(jobrt_services(rt)) == NULL) {
                 jobrt_failf(rt, ERR_PERMANENT, ERR_CODE_CONFIG, "%s",
@@ -321,13 +327,13 @@ static void load_chain(JobRt *rt, Restore *r) {
         "WITH RECURSIVE chain AS ("
         "  SELECT id, user_id, type, status, s3_key, checksum, compression, codecs,"
         "    base_backup_id, row_counts, size, recorded_by, key_id, wrapped_key, origin_key_id,"
-        "    replica_status, 0 AS depth"
+        "    replica_status, snapshot, 0 AS depth"
         "  FROM backup_metadata"
         "  WHERE id = $1"
         "  UNION ALL"
         "  SELECT b.id, b.user_id, b.type, b.status, b.s3_key, b.checksum, b.compression,"
         "    b.codecs, b.base_backup_id, b.row_counts, b.size, b.recorded_by, b.key_id,"
-        "    b.wrapped_key, b.origin_key_id, b.replica_status, c.depth + 1"
+        "    b.wrapped_key, b.origin_key_id, b.replica_status, b.snapshot, c.depth + 1"
         "  FROM backup_metadata b JOIN chain c ON b.id = c.base_backup_id WHERE c.depth < 1001)"
         " SELECT id, user_id::text, type, status, coalesce(s3_key, ''), coalesce(checksum, ''),"
         "  " BW_SQL_CODECS(
@@ -335,7 +341,8 @@ static void load_chain(JobRt *rt, Restore *r) {
                      "  coalesce((SELECT sum(value::bigint) FROM jsonb_each_text(row_counts)), 0),"
                      "  coalesce(size, 0), recorded_by, coalesce(key_id, ''),"
                      "  coalesce(wrapped_key, ''), coalesce(origin_key_id, key_id, ''),"
-                     "  coalesce(replica_status, '') FROM chain ORDER BY depth DESC",
+                     "  coalesce(replica_status, ''), coalesce(snapshot, '') FROM chain "
+                     "ORDER BY depth DESC",
         1, v);
 }
 
@@ -363,6 +370,12 @@ static void on_result(JobRt *rt, Restore *r, PGresult *res) {
         break;
     case ST_SCOPE:
         on_scope(rt, r, res);
+        break;
+    case ST_PRUNE_GATE:
+        restore_prune_gate(rt, r, res);
+        break;
+    case ST_PRUNE_KEYS:
+        restore_prune_keys_done(rt, r);
         break;
     case ST_SAVEPOINT:
         restore_stage_read(rt, r);
@@ -417,6 +430,8 @@ static int restore_step(JobRt *rt, void *st, const JobEv *ev) {
     case JEV_COPY_WRITABLE:
         restore_stage_writable(rt, r);
         break;
+    case JEV_ROW:
+        return restore_prune_row(rt, r, ev);
     case JEV_ITEM:
         return restore_stage_item(rt, r, ev);
     case JEV_CHECKED:
@@ -456,6 +471,7 @@ static void restore_release(void *st) {
     Restore *r = st;
     restore_stage_free(r);
     restore_free_stmts(r);
+    restore_prune_free(r);
     for (int i = 0; r->shape && r->scope && i < scope_count(r->scope); i++)
         pgcopy_row_free(r->shape[i]);
     free(r->shape);

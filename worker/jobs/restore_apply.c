@@ -47,6 +47,10 @@ void restore_setup_stmts(Restore *r) {
     Buf sql = BUF_INIT;
     restore_free_stmts(r);
     r->applying = 0;
+    if (r->prune) { /* the gate turned parallel query off for the keys' query */
+        buf_puts(&sql, "SET LOCAL max_parallel_workers_per_gather TO DEFAULT");
+        add_stmt(r, SQ_EXEC, -1, &sql, NULL);
+    }
     for (int i = 0; i < scope_count(s); i++) {
         if (!r->selected[i])
             continue;
@@ -68,7 +72,7 @@ static void check_stmts(Restore *r, int i, Buf *sql) {
     char msg[ERR_MSG_MAX];
     int p = scope_parent_index(s, i);
     int parent_staged = p >= 0 && r->selected[p];
-    scope_restore_owner_sql(s, i, parent_staged, sql);
+    scope_restore_owner_sql(s, i, parent_staged, parent_staged && r->prune && r->prune[p], sql);
     if (p < 0 || parent_staged)
         snprintf(msg, sizeof(msg),
                  "backup holds rows of %s that are not user %s's: refusing to restore them",
@@ -88,7 +92,8 @@ static void check_stmts(Restore *r, int i, Buf *sql) {
              scope_table(s, i));
     add_stmt(r, SQ_CHECK, i, sql, msg);
     for (int k = 0; k < scope_restore_ref_count(s, i); k++) {
-        const char *col = scope_restore_ref_sql(s, i, k, r->selected, sql);
+        const char *col =
+            scope_restore_ref_sql(s, i, k, r->selected, (const unsigned char *)r->prune, sql);
         snprintf(msg, sizeof(msg),
                  "backup holds %s rows whose %s refers to a row that is missing or not user "
                  "%s's: refusing to restore",
@@ -123,7 +128,7 @@ void restore_apply_stmts(Restore *r) {
     int dry = r->spec->dry_run;
     for (int i = n - 1; i >= 0; i--) /* children first */
         if (r->selected[i]) {
-            scope_restore_delete_sql(s, i, dry, &sql);
+            scope_restore_delete_sql(s, i, dry, r->prune && r->prune[i] ? r->snapshot : NULL, &sql);
             add_stmt(r, SQ_DELETE, i, &sql, NULL);
         }
     for (int i = 0; i < n; i++) /* parents first */
@@ -194,7 +199,7 @@ void restore_on_stmt(JobRt *rt, Restore *r, PGresult *res) {
                         want - r->ins[i] - r->upd[i], scope_table(r->scope, i));
             return;
         }
-        r->restored[i] = r->expected[i];
+        r->restored[i] = r->expected[i] + (r->kept ? r->kept[i] : 0);
         break;
     }
     }

@@ -9,6 +9,7 @@
 #include "crypt.h"
 #include "jobrt.h"
 #include "jobspec.h"
+#include "keyset.h"
 #include "layout.h"
 #include "pgcopy.h"
 #include "scope.h"
@@ -23,11 +24,13 @@ typedef enum {
     ST_BEGIN,
     ST_USER,
     ST_SCOPE,
-    ST_SAVEPOINT, /* each step's: a failed read of the primary's copy is undone to it */
-    ST_MANIFEST,  /* a reindexed step's manifest read again */
-    ST_STAGE,     /* COPY of one step's rows into the staging tables, read through bcheck */
-    ST_UNSTAGE,   /* ROLLBACK TO SAVEPOINT: the step is read again from the replica */
-    ST_STMT,      /* a statement list: staging tables, then FINAL and APPLY */
+    ST_PRUNE_GATE, /* can tracking say what changed since the backup (restore_prune.c) */
+    ST_PRUNE_KEYS, /* the keys of what changed */
+    ST_SAVEPOINT,  /* each step's: a failed read of the primary's copy is undone to it */
+    ST_MANIFEST,   /* a reindexed step's manifest read again */
+    ST_STAGE,      /* COPY of one step's rows into the staging tables, read through bcheck */
+    ST_UNSTAGE,    /* ROLLBACK TO SAVEPOINT: the step is read again from the replica */
+    ST_STMT,       /* a statement list: staging tables, then FINAL and APPLY */
     ST_COMMIT,
     ST_RECORD,
 } State;
@@ -98,6 +101,14 @@ typedef struct {
     Err copy_err;
     char suffix[16]; /* chain: "\t<step>" after each row */
     uint64_t rows_total, rows_staged, bytes;
+    /* only what changed since the last step's snapshot is staged (restore_prune.c) */
+    char *snapshot;   /* the last step's ('' when unknown) */
+    int prunable;     /* no step recorded by reindex */
+    char *prune;      /* per scope table: its key's keyset kind, or 0 (every row staged) */
+    KeySet **changed; /* per pruned table: keys written or deleted since */
+    uint64_t *kept;   /* per pruned table: the user's rows unchanged since (not staged) */
+    uint64_t nchanged, left_out;
+    uint64_t staged, step_staged; /* rows staged: in all, by the step being read */
 } Restore;
 
 void restore_query(JobRt *rt, Restore *r, State next, int flags, const char *sql, int n,
@@ -122,6 +133,14 @@ void restore_stage_checked(JobRt *rt, Restore *r, const JobEv *ev);
 void restore_stage_copied(JobRt *rt, Restore *r, const JobEv *ev);
 void restore_stage_writable(JobRt *rt, Restore *r);
 void restore_stage_free(Restore *r);
+/* restore_prune.c: after the scope, decide what to stage (then the setup statements). */
+void restore_prune_start(JobRt *rt, Restore *r);
+void restore_prune_gate(JobRt *rt, Restore *r, PGresult *res);
+int restore_prune_row(JobRt *rt, Restore *r, const JobEv *ev);
+void restore_prune_keys_done(JobRt *rt, Restore *r);
+/* 1 when the row or deleted key ev of table i is left out: unchanged since the backup. */
+int restore_prune_skip(Restore *r, int i, const JobEv *ev);
+void restore_prune_free(Restore *r);
 /* restore.c: a statement list ran to its end. */
 void restore_stmts_done(JobRt *rt, Restore *r);
 

@@ -160,6 +160,9 @@ int restore_stage_item(JobRt *rt, Restore *r, const JobEv *ev) {
     /* deleted keys only remove rows of earlier steps: the first step's have none to remove */
     if (!r->selected[i] || (ev->section && r->si == 0) || r->copy_failed)
         return 0;
+    if (r->prune && r->prune[i] && restore_prune_skip(r, i, ev))
+        return 0;
+    r->step_staged += ev->section == 0;
     int dest = ev->section ? DEST_DELETED : i;
     /* a row straight into the open COPY of its table, when nothing is queued before it */
     int direct = dest >= 0 && r->cs == CS_OPEN && r->copy_dest == dest &&
@@ -228,10 +231,15 @@ static void open_step(JobRt *rt, Restore *r) {
     snprintf(stage, sizeof(stage), "downloading %s", st->id);
     restore_progress(rt, r, stage, r->rows_total ? (int)(r->rows_staged * 90 / r->rows_total) : 0);
     r->read_done = r->held = r->full = r->copy_failed = 0;
+    r->step_staged = 0;
     r->cs = CS_NONE;
     segs_drop(r);
-    if (!r->chain) /* counted by the COPYs: a primary copy read in part counts for nothing */
+    if (!r->chain) { /* counted as read: a primary copy read in part counts for nothing */
         memset(r->expected, 0, (size_t)scope_count(r->scope) * sizeof(uint64_t));
+        if (r->kept)
+            memset(r->kept, 0, (size_t)scope_count(r->scope) * sizeof(uint64_t));
+        r->left_out = 0;
+    }
     snprintf(r->suffix, sizeof(r->suffix), r->chain ? "\t%d" : "", r->si);
     Buf codecs = BUF_INIT;
     codec_list_json(&st->codecs, &codecs);
@@ -337,6 +345,7 @@ static void step_staged(JobRt *rt, Restore *r) {
     log_info(job_log_id(jobrt_job(rt)), "staged backup %s (%d of %d)", r->steps[r->si].id,
              r->si + 1, r->nsteps);
     segs_drop(r);
+    r->staged += r->step_staged;
     r->si++;
     if (r->si < r->nsteps) {
         restore_stage_start(rt, r);

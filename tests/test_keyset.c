@@ -1,0 +1,92 @@
+/* keyset: keys by value (a uuid in any spelling, an integer with its sign), membership exact
+ * through growth, the zero key kept, text that is no key refused. */
+#include "keyset.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+static void key(char kind, const char *s, unsigned char *out) {
+    assert_int_equal(keyset_key(kind, s, strlen(s), out), 0);
+}
+
+static void test_spellings(void **state) {
+    (void)state;
+    unsigned char a[KEYSET_KEY_LEN], b[KEYSET_KEY_LEN];
+    key('u', "6f1c2a4e-8d3b-4f5a-9c7e-2b1d0e9f8a76", a);
+    key('u', "\"6F1C2A4E-8D3B-4F5A-9C7E-2B1D0E9F8A76\"", b); /* a JSON string, upper case */
+    assert_memory_equal(a, b, KEYSET_KEY_LEN);
+    key('u', "{6f1c2a4e8d3b4f5a9c7e2b1d0e9f8a76}", b);
+    assert_memory_equal(a, b, KEYSET_KEY_LEN);
+    key('u', "6f1c2a4e-8d3b-4f5a-9c7e-2b1d0e9f8a77", b);
+    assert_memory_not_equal(a, b, KEYSET_KEY_LEN);
+    key('i', "42", a);
+    key('i', "+42", b);
+    assert_memory_equal(a, b, KEYSET_KEY_LEN);
+    key('i', "-42", b);
+    assert_memory_not_equal(a, b, KEYSET_KEY_LEN);
+    key('i', "9223372036854775807", a);
+    key('i', "-9223372036854775808", b);
+    assert_memory_not_equal(a, b, KEYSET_KEY_LEN);
+    /* not a key: staged, never guessed */
+    const char *bad_u[] = {"",
+                           "6f1c2a4e",
+                           "6f1c2a4e-8d3b-4f5a-9c7e-2b1d0e9f8a7g",
+                           "6f1c2a4e-8d3b-4f5a-9c7e-2b1d0e9f8a7600",
+                           "\"6f1c\\u0032a4e-8d3b\"",
+                           "null"};
+    for (size_t i = 0; i < sizeof(bad_u) / sizeof(*bad_u); i++)
+        assert_int_equal(keyset_key('u', bad_u[i], strlen(bad_u[i]), a), -1);
+    const char *bad_i[] = {"",
+                           "-",
+                           "1.0",
+                           "1e3",
+                           "9223372036854775808",
+                           "-9223372036854775809",
+                           "12345678901234567890",
+                           "\"7\\u0030\"",
+                           "0x10"};
+    for (size_t i = 0; i < sizeof(bad_i) / sizeof(*bad_i); i++)
+        assert_int_equal(keyset_key('i', bad_i[i], strlen(bad_i[i]), a), -1);
+    assert_int_equal(keyset_key('x', "1", 1, a), -1);
+}
+
+static void test_set(void **state) {
+    (void)state;
+    KeySet *s = keyset_new();
+    unsigned char k[KEYSET_KEY_LEN];
+    char text[32];
+    for (int i = 0; i < 100000; i += 2) { /* the even numbers, through many doublings */
+        snprintf(text, sizeof(text), "%d", i);
+        key('i', text, k);
+        assert_int_equal(keyset_add(s, k), 1);
+    }
+    key('i', "0", k);
+    assert_int_equal(keyset_add(s, k), 0); /* there already */
+    assert_int_equal(keyset_count(s), 50000);
+    for (int i = 0; i < 100000; i++) {
+        snprintf(text, sizeof(text), "%d", i);
+        key('i', text, k);
+        assert_int_equal(keyset_has(s, k), i % 2 == 0);
+    }
+    /* the zero key (the nil uuid) is a key like any other */
+    unsigned char zero[KEYSET_KEY_LEN];
+    key('u', "00000000-0000-0000-0000-000000000000", zero);
+    assert_false(keyset_has(s, zero));
+    assert_int_equal(keyset_add(s, zero), 1);
+    assert_true(keyset_has(s, zero));
+    assert_int_equal(keyset_count(s), 50001);
+    keyset_free(s);
+    keyset_free(NULL);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_spellings),
+                                       cmocka_unit_test(test_set)};
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
