@@ -149,3 +149,13 @@ int keyset_key(char kind, const char *s, size_t n, unsigned char out[KEYSET_KEY_
         return int_key(s, n, out);
     return -1;
 }
+
+unsigned long long keyset_digest(char kind, const unsigned char k[KEYSET_KEY_LEN]) {
+    if (kind == 'i') {
+        uint64_t w;
+        memcpy(&w, k, 8);
+        return w;
+    }
+    uint32_t top = (uint32_t)k[0] << 24 | (uint32_t)k[1] << 16 | (uint32_t)k[2] << 8 | k[3];
+    return (uint64_t)(int64_t)(int32_t)top;
+}

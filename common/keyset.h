@@ -26,4 +26,9 @@ size_t keyset_count(const KeySet *s);
  * off; a string holding an escape is not read (-1). -1 when the text is not such a key. */
 int keyset_key(char kind, const char *s, size_t n, unsigned char out[KEYSET_KEY_LEN]);
 
+/* A key's term in a digest of keys (a sum mod 2^64, which the database computes as well): a
+ * uuid's first 4 bytes read as a big-endian signed number; an integer, itself. A check against
+ * mistakes and naive edits, not a cryptographic one. */
+unsigned long long keyset_digest(char kind, const unsigned char k[KEYSET_KEY_LEN]);
+
 #endif

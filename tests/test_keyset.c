@@ -85,8 +85,24 @@ static void test_set(void **state) {
     keyset_free(NULL);
 }
 
+/* The digest term the database computes too (scope_prune_keys_sql): a uuid's first 4 bytes as
+ * a signed big-endian number (PostgreSQL's ('x' || left(k::text, 8))::bit(32)::int gives
+ * 16909060 and -1 for the two below); an integer itself, negatives as two's complement. */
+static void test_digest(void **state) {
+    (void)state;
+    unsigned char k[KEYSET_KEY_LEN];
+    key('u', "01020304-ffff-ffff-ffff-ffffffffffff", k);
+    assert_true(keyset_digest('u', k) == 16909060);
+    key('u', "ffffffff-0000-0000-0000-000000000001", k);
+    assert_true(keyset_digest('u', k) == 0xffffffffffffffffull); /* -1 */
+    key('i', "-1", k);
+    assert_true(keyset_digest('i', k) == 0xffffffffffffffffull);
+    key('i', "1000", k);
+    assert_true(keyset_digest('i', k) == 1000);
+}
+
 int main(void) {
-    const struct CMUnitTest tests[] = {cmocka_unit_test(test_spellings),
-                                       cmocka_unit_test(test_set)};
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_spellings), cmocka_unit_test(test_set),
+                                       cmocka_unit_test(test_digest)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -15,7 +15,7 @@ q() { psql -X -q -t -A -v ON_ERROR_STOP=1 "$DATABASE_URL" -c "$1"; }
 "$BW_DEVENV" migrate
 "$BW_DEVENV" migrate
 check "migrations apply twice" 0 $?
-check "tables" "backup_metadata backup_scope backup_tombstones businesses clients notifications order_items orders products profiles restore_history user_settings" \
+check "tables" "backup_metadata backup_scope backup_tombstone_purged backup_tombstones businesses clients notifications order_items orders products profiles restore_history user_settings" \
   "$(q "SELECT string_agg(tablename, ' ' ORDER BY tablename) FROM pg_tables WHERE schemaname = 'public' AND tablename NOT LIKE 'bw_test%'")"
 check "updated_at triggers" 8 "$(q "SELECT count(*) FROM pg_trigger WHERE tgname LIKE '%_set_updated_at'")"
 

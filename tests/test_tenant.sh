@@ -7,6 +7,11 @@
 #  - orders.client_id naming B's client, products.business_id naming B's business,
 #    order_items.product_id naming B's product (upper case)
 #  - the reindex route: rows recorded from a manifest are marked unverified (backupctl list)
+# A restore stages only rows changed since the backup (change tracking): A's rows are written
+# again after the backup, so every row is staged and meets the fences. Then rows unchanged since
+# a backup: a crafted key among them is caught all the same (the keys left out must be those
+# of the user's unchanged rows: their count and digest), and a crafted value of an unchanged row
+# is left out, never written.
 set -uo pipefail
 WORKER=$1
 CTL=$2
@@ -55,6 +60,11 @@ BA=$(field full backup_id)
 KEY=$(q "SELECT s3_key FROM backup_metadata WHERE id = '$BA'")
 s3 s3 cp "s3://$S3_BUCKET/$KEY" "$tmp/orig.gz" --quiet
 ORIG=$(q "SELECT checksum || ' ' || size FROM backup_metadata WHERE id = '$BA'")
+# every row of A written since the backup (same values, updated_at kept): all staged by a restore
+for t in $TABLES; do
+  q "SELECT set_config('backup.restoring', 'on', true);
+     UPDATE $t SET $(q "SELECT key_column FROM backup_scope WHERE table_name = '$t'") = $(q "SELECT key_column FROM backup_scope WHERE table_name = '$t'") WHERE $(filter "$t" "$A")" >/dev/null
+done
 DA=$(digest "$A")
 DB=$(digest "$B" strict)
 
@@ -105,6 +115,32 @@ enqueue genuine type restore user_id "$A" backup_id "$BA"
 expect "the genuine backup restores" done_ok genuine
 check "…A exactly as backed up" "$DA" "$(digest "$A")"
 check "…B untouched" "$DB" "$(digest "$B" strict)"
+
+# ---- rows unchanged since the backup are left out: a crafted one among them is never written ----
+enqueue full2 type backup user_id "$A" mode full
+done_ok full2 || bad "the second backup of A did not complete: $(field full2 error)"
+BA2=$(field full2 backup_id)
+KEY2=$(q "SELECT s3_key FROM backup_metadata WHERE id = '$BA2'")
+s3 s3 cp "s3://$S3_BUCKET/$KEY2" "$tmp/orig2.gz" --quiet
+forge2() { # NAME TABLE FIELD=VALUE...: the second backup's object crafted, its record fixed
+  local name=$1; shift
+  read -r sum size < <(python3 "$ROOT/tests/craft.py" "$tmp/orig2.gz" "$tmp/$name.gz" "$@")
+  s3 s3 cp "$tmp/$name.gz" "s3://$S3_BUCKET/$KEY2" --quiet
+  q "UPDATE backup_metadata SET checksum = '$sum', size = $size WHERE id = '$BA2'" >/dev/null
+}
+forge2 left order_items id="\"$(upper "$B_ITEM")\"" quantity=999
+BA=$BA2 attack left "order_items rows whose keys belong to rows of another user.*first: order_items $B_ITEM"
+expect "…found by the keys left out" grep -q "disagrees with the database's history: .* order_items rows left out as unchanged since its snapshot, .* in the database (with other keys)" "$tmp/w1.log"
+forge2 value order_items quantity=999
+enqueue value type restore user_id "$A" backup_id "$BA2"
+expect "a crafted value of an unchanged row: the restore completes" done_ok value
+check "…no row staged, nothing written" "0 0 0 0" "$(field value result | jq -r '"\(.staged) \(.inserted) \(.updated) \(.deleted)"')"
+check "…user B's rows unchanged" "$DB" "$(digest "$B" strict)"
+check "…user A's rows unchanged (the crafted value is nowhere)" "$DA 0" \
+  "$(digest "$A") $(q "SELECT count(*) FROM order_items WHERE quantity = 999")"
+q "DELETE FROM backup_metadata WHERE id = '$BA2'" >/dev/null
+s3 s3 rm "s3://$S3_BUCKET/$KEY2" --quiet
+s3 s3 rm "s3://$S3_BUCKET/$KEY2.manifest.json" --quiet
 
 # ---- the reindex route: a manifest rewritten to match a crafted object ----
 read -r sum size < <(python3 "$ROOT/tests/craft.py" "$tmp/orig.gz" "$tmp/re.gz" order_items id="\"$(upper "$B_ITEM")\"" quantity=999)

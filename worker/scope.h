@@ -168,10 +168,10 @@ char scope_prune_kind(const Scope *s, int i);
 void scope_prune_gate_sql(const Scope *s, const unsigned char *candidate, Buf *sql);
 /* 1 if snap is a snapshot as pg_current_snapshot() prints it (safe to splice as a literal). */
 int scope_snapshot_valid(const char *snap);
-/* COPY TO STDOUT of (table index, key, NULL) per row of a pruned table written since the
- * snapshot snap or deleted since (a tombstone), and with counts, (table index, NULL, count) of
- * its rows unchanged since. -1 when snap is not a snapshot. */
-int scope_prune_keys_sql(const Scope *s, const unsigned char *pruned, const char *snap, int counts,
-                         Buf *sql);
+/* COPY TO STDOUT of (table index, key, 1, NULL) per row of a pruned table written since the
+ * snapshot snap or deleted since (a tombstone), and (table index, NULL, count, digest) of its
+ * rows unchanged since: their number and the sum of their keys' keyset_digest (mod 2^64). -1
+ * when snap is not a snapshot. */
+int scope_prune_keys_sql(const Scope *s, const unsigned char *pruned, const char *snap, Buf *sql);
 
 #endif

@@ -404,8 +404,16 @@ void scope_prune_gate_sql(const Scope *s, const unsigned char *candidate, Buf *s
     }
 }
 
-int scope_prune_keys_sql(const Scope *s, const unsigned char *pruned, const char *snap, int counts,
-                         Buf *sql) {
+/* The key's digest term (keyset_digest): a uuid's first 4 bytes as a signed number (from its
+ * text: 75 ms over 300k rows where both halves took 500), an integer itself. */
+static void key_digest(const Table *t, Buf *sql) {
+    if (strcmp(scope_col_type(t, t->key), "uuid") == 0)
+        buf_printf(sql, "('x' || left(\"%s\"::text, 8))::bit(32)::int", t->key);
+    else
+        buf_printf(sql, "\"%s\"::numeric", t->key);
+}
+
+int scope_prune_keys_sql(const Scope *s, const unsigned char *pruned, const char *snap, Buf *sql) {
     if (!scope_snapshot_valid(snap))
         return -1;
     char xmin[24];
@@ -417,22 +425,25 @@ int scope_prune_keys_sql(const Scope *s, const unsigned char *pruned, const char
         if (!pruned[i])
             continue;
         const Table *t = &s->t[i];
-        buf_printf(sql, "%sSELECT %d, \"%s\"::text, NULL::bigint FROM \"%s\" WHERE ",
-                   first ? "" : " UNION ALL ", i, t->key, t->name);
-        scope_user_filter(s, t, "", sql);
-        buf_puts(sql, " AND ");
+        /* one scan: each changed key a group of its own, the unchanged rows one group (key
+         * NULL) with their count and the digest of their keys */
+        buf_printf(sql,
+                   "%sSELECT %d, k, n, CASE WHEN k IS NULL THEN (d %% 18446744073709551616 + "
+                   "18446744073709551616) %% 18446744073709551616 END FROM (SELECT CASE WHEN ",
+                   first ? "" : " UNION ALL ", i);
         changed_since("", 1, snap, sql);
-        buf_printf(sql, " UNION ALL SELECT %d, row_id, NULL FROM backup_tombstones WHERE ", i);
+        buf_printf(sql, " THEN \"%s\"::text END AS k, count(*) AS n, coalesce(sum(", t->key);
+        key_digest(t, sql);
+        buf_puts(sql, ") FILTER (WHERE NOT ");
+        changed_since("", 1, snap, sql);
+        buf_printf(sql, "), 0) AS d FROM \"%s\" WHERE ", t->name);
+        scope_user_filter(s, t, "", sql);
+        buf_puts(sql, " GROUP BY 1) g");
+        buf_printf(sql, " UNION ALL SELECT %d, row_id, 1, NULL FROM backup_tombstones WHERE ", i);
         scope_tombstone_filter(s, t, sql);
         buf_printf(sql,
                    " AND xid >= '%s'::xid8 AND NOT pg_visible_in_snapshot(xid, '%s'::pg_snapshot)",
                    xmin, snap);
-        if (counts) {
-            buf_printf(sql, " UNION ALL SELECT %d, NULL, count(*) FROM \"%s\" WHERE ", i, t->name);
-            scope_user_filter(s, t, "", sql);
-            buf_puts(sql, " AND ");
-            changed_since("", 0, snap, sql);
-        }
         first = 0;
     }
     buf_puts(sql, ") TO STDOUT");

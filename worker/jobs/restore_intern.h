@@ -102,12 +102,14 @@ typedef struct {
     char suffix[16]; /* chain: "\t<step>" after each row */
     uint64_t rows_total, rows_staged, bytes;
     /* only what changed since the last step's snapshot is staged (restore_prune.c) */
-    char *snapshot;   /* the last step's ('' when unknown) */
-    int prunable;     /* no step recorded by reindex */
-    char *prune;      /* per scope table: its key's keyset kind, or 0 (every row staged) */
-    KeySet **changed; /* per pruned table: keys written or deleted since */
-    uint64_t *kept;   /* per pruned table: the user's rows unchanged since (not staged) */
-    uint64_t nchanged, left_out;
+    char *snapshot;            /* the last step's ('' when unknown) */
+    int prunable;              /* no step recorded by reindex */
+    char *prune;               /* per scope table: its key's keyset kind, or 0 (every row staged) */
+    KeySet **changed;          /* per pruned table: keys written or deleted since */
+    uint64_t *kept;            /* per pruned table: the user's rows unchanged since (not staged) */
+    uint64_t *kept_sum;        /* and the digest of their keys (keyset_digest) */
+    uint64_t *left, *left_sum; /* per table: rows of the step being read left out, their digest */
+    uint64_t nchanged;
     uint64_t staged, step_staged; /* rows staged: in all, by the step being read */
 } Restore;
 
@@ -140,6 +142,10 @@ int restore_prune_row(JobRt *rt, Restore *r, const JobEv *ev);
 void restore_prune_keys_done(JobRt *rt, Restore *r);
 /* 1 when the row or deleted key ev of table i is left out: unchanged since the backup. */
 int restore_prune_skip(Restore *r, int i, const JobEv *ev);
+/* One backup read: 1 when the rows it left out are not the user's rows unchanged since (their
+ * number or keys differ: a crafted object, or history tracking missed); every row is then
+ * staged, and the step must be read again. */
+int restore_prune_mismatch(JobRt *rt, Restore *r);
 void restore_prune_free(Restore *r);
 /* restore.c: a statement list ran to its end. */
 void restore_stmts_done(JobRt *rt, Restore *r);

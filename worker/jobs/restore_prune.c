@@ -37,10 +37,13 @@ void restore_prune_free(Restore *r) {
     free(r->changed);
     free(r->prune);
     free(r->kept);
+    free(r->kept_sum);
+    free(r->left);
+    free(r->left_sum);
     free(r->snapshot);
     r->changed = NULL;
     r->prune = NULL;
-    r->kept = NULL;
+    r->kept = r->kept_sum = r->left = r->left_sum = NULL;
     r->snapshot = NULL;
 }
 
@@ -56,6 +59,23 @@ static void stage_all(JobRt *rt, Restore *r, const char *why) {
         memset(r->prune, 0, (size_t)n);
     if (r->kept)
         memset(r->kept, 0, (size_t)n * sizeof(uint64_t));
+}
+
+int restore_prune_mismatch(JobRt *rt, Restore *r) {
+    int n = scope_count(r->scope);
+    for (int i = 0; r->changed && i < n; i++) {
+        if (!r->prune[i] || (r->left[i] == r->kept[i] && r->left_sum[i] == r->kept_sum[i]))
+            continue;
+        log_warn(job_log_id(jobrt_job(rt)),
+                 "backup %s disagrees with the database's history: %" PRIu64
+                 " %s rows left out as unchanged since its snapshot, %" PRIu64
+                 " in the database%s; read again, every row staged",
+                 r->steps[r->si].id, r->left[i], scope_table(r->scope, i), r->kept[i],
+                 r->left[i] == r->kept[i] ? " (with other keys)" : "");
+        stage_all(rt, r, "the backup disagrees with the database's history");
+        return 1;
+    }
+    return 0;
 }
 
 void restore_prune_start(JobRt *rt, Restore *r) {
@@ -106,19 +126,20 @@ void restore_prune_gate(JobRt *rt, Restore *r, PGresult *res) {
     }
     r->changed = xcalloc((size_t)n, sizeof(KeySet *));
     r->kept = xcalloc((size_t)n, sizeof(uint64_t));
+    r->kept_sum = xcalloc((size_t)n, sizeof(uint64_t));
+    r->left = xcalloc((size_t)n, sizeof(uint64_t));
+    r->left_sum = xcalloc((size_t)n, sizeof(uint64_t));
     for (int i = 0; i < n; i++)
         if (r->prune[i])
             r->changed[i] = keyset_new();
     Buf sql = BUF_INIT;
-    /* the rows left out of one backup are counted as they are read; over a chain, a key can
-     * be in several steps: the database counts the rows unchanged since instead */
-    scope_prune_keys_sql(r->scope, (const unsigned char *)r->prune, r->snapshot, r->chain, &sql);
+    scope_prune_keys_sql(r->scope, (const unsigned char *)r->prune, r->snapshot, &sql);
     r->state = ST_PRUNE_KEYS;
     jobrt_copy_out(rt, ST_PRUNE_KEYS, sql.data);
     buf_free(&sql);
 }
 
-/* One line of the keys' COPY: "table\tkey\t\N" or "table\t\N\tcount". */
+/* One line of the keys' COPY: "table\tkey\t1\t\N" or "table\t\N\tcount\tdigest". */
 int restore_prune_row(JobRt *rt, Restore *r, const JobEv *ev) {
     const char *p = ev->buf, *e = ev->buf + ev->len;
     if (r->changed == NULL) /* given up: the rest is read and dropped */
@@ -136,7 +157,9 @@ int restore_prune_row(JobRt *rt, Restore *r, const JobEv *ev) {
     if (!r->prune[i]) /* this table is staged whole */
         return PG_COPY_CONTINUE;
     if (ke - k == 2 && memcmp(k, "\\N", 2) == 0) {
-        r->kept[i] += strtoull(ke + 1, NULL, 10);
+        char *d;
+        r->kept[i] += strtoull(ke + 1, &d, 10);
+        r->kept_sum[i] += *d == '\t' ? strtoull(d + 1, NULL, 10) : 0;
         return PG_COPY_CONTINUE;
     }
     unsigned char key[KEYSET_KEY_LEN];
@@ -146,7 +169,7 @@ int restore_prune_row(JobRt *rt, Restore *r, const JobEv *ev) {
                  "every backed-up row of %s is staged: a changed key is not a %s",
                  scope_table(r->scope, (int)i), r->prune[i] == 'u' ? "uuid" : "number");
         r->prune[i] = 0;
-        r->kept[i] = 0;
+        r->kept[i] = r->kept_sum[i] = 0;
         return PG_COPY_CONTINUE;
     }
     r->nchanged += keyset_add(r->changed[i], key);
@@ -183,9 +206,8 @@ int restore_prune_skip(Restore *r, int i, const JobEv *ev) {
     if (keyset_key(r->prune[i], v, n, key) != 0 || keyset_has(r->changed[i], key))
         return 0;
     if (ev->section == 0) {
-        r->left_out++;
-        if (!r->chain)
-            r->kept[i]++;
+        r->left[i]++;
+        r->left_sum[i] += keyset_digest(r->prune[i], key);
     }
     return 1;
 }

@@ -236,9 +236,10 @@ static void open_step(JobRt *rt, Restore *r) {
     segs_drop(r);
     if (!r->chain) { /* counted as read: a primary copy read in part counts for nothing */
         memset(r->expected, 0, (size_t)scope_count(r->scope) * sizeof(uint64_t));
-        if (r->kept)
-            memset(r->kept, 0, (size_t)scope_count(r->scope) * sizeof(uint64_t));
-        r->left_out = 0;
+        if (r->left) {
+            memset(r->left, 0, (size_t)scope_count(r->scope) * sizeof(uint64_t));
+            memset(r->left_sum, 0, (size_t)scope_count(r->scope) * sizeof(uint64_t));
+        }
     }
     snprintf(r->suffix, sizeof(r->suffix), r->chain ? "\t%d" : "", r->si);
     Buf codecs = BUF_INIT;
@@ -333,6 +334,8 @@ void restore_stage_manifest(JobRt *rt, Restore *r, const JobEv *ev) {
 /* The step's read ended and every COPY with it. */
 static void step_staged(JobRt *rt, Restore *r) {
     Step *cur = &r->steps[r->si];
+    if (!cur->again && !r->copy_failed && !r->chain && restore_prune_mismatch(rt, r))
+        cur->again = 1;
     if (cur->again) { /* the primary's partial rows go, then the replica's copy is read */
         cur->again = 0;
         restore_query(rt, r, ST_UNSTAGE, 0, "ROLLBACK TO SAVEPOINT bw_step", 0, NULL);
