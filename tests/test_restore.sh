@@ -18,7 +18,8 @@
 #     (dry_run=true, backupctl restore --dry-run) says the same and writes nothing
 #  9. only what changed since the backup is staged (change tracking): none onto the intact
 #     tenant, a few after a few changes; every row when a tombstone written since was purged,
-#     and every row of a table whose tombstone trigger was disabled for a while; exact each time
+#     and every row of a table whose tombstone trigger was disabled for a while; exact each time;
+#     a row the application writes while the restore runs is not deleted
 set -uo pipefail
 WORKER=$1
 CTL=$2
@@ -325,6 +326,22 @@ check "…the clients staged whole, and the orders that named the client (stampe
   "$(( $(q "SELECT count(*) FROM snap_sd WHERE tbl = 'clients'") + NREF )) 1 $NREF" \
   "$(field rd3 result | jq -r '"\(.staged) \(.tables.clients.inserted) \(.tables.orders.updated)"')"
 expect "…the log names the table" grep -q "every backed-up row of clients is staged: its tracking triggers were not in place" "$tmp/wd.log"
+# the application writes while the restore runs, after the changed keys were listed: a row the
+# backup holds, left out as unchanged, is not deleted for having been written meanwhile
+BG=$(backup bg full)
+q "UPDATE profiles SET full_name = 'Before' WHERE id = '$U'" >/dev/null
+KEEP=$(q "SELECT id FROM orders WHERE user_id = '$U' ORDER BY id LIMIT 1 OFFSET 10")
+psql -X -q "$DATABASE_URL" -c "BEGIN; LOCK TABLE user_settings IN SHARE MODE; SELECT pg_sleep(4); COMMIT" >/dev/null 2>&1 &
+lockpid=$!
+sleep 0.5
+enqueue rd4 type restore user_id "$U" backup_id "$BG"
+expect "…the restore waits at its first delete" wait_until 10 bash -c \
+  "[ \"\$(psql -X -At \"\$DATABASE_URL\" -c \"SELECT count(*) FROM pg_locks WHERE relation = 'user_settings'::regclass AND NOT granted\")\" -ge 1 ]"
+q "UPDATE orders SET notes = 'meanwhile' WHERE id = '$KEEP'" >/dev/null
+wait "$lockpid"
+expect "a restore with a write meanwhile completes" done_ok rd4
+check "…the row written meanwhile is still there, as written; the profile restored" "meanwhile $(q "SELECT j->>'full_name' FROM snap_sd WHERE tbl = 'profiles'")" \
+  "$(q "SELECT notes FROM orders WHERE id = '$KEEP'") $(q "SELECT full_name FROM profiles WHERE id = '$U'")"
 stop_worker wd
 
 q "DROP TABLE IF EXISTS snap_s0, snap_s1, snap_s2, snap_s3, snap_sz, snap_sc, snap_sd, snap_chg, snap_xm, snap_now, snap_before" >/dev/null

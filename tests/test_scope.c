@@ -150,10 +150,10 @@ static void test_restore_sql_is_typed(void **state) {
     assert_null(strstr(sql.data, "INSERT"));
     assert_non_null(strstr(sql.data, "count(*) FILTER (WHERE _bw_new)"));
     buf_reset(&sql);
-    scope_restore_delete_sql(s, items, 1, NULL, &sql);
+    scope_restore_delete_sql(s, items, 1, NULL, NULL, &sql);
     assert_non_null(strstr(sql.data, "SELECT count(*) FROM \"order_items\" WHERE "));
     buf_reset(&sql);
-    scope_restore_delete_sql(s, items, 0, NULL, &sql);
+    scope_restore_delete_sql(s, items, 0, NULL, NULL, &sql);
     assert_non_null(strstr(sql.data, "DELETE FROM \"order_items\" WHERE "));
     buf_free(&sql);
     scope_free(s);
@@ -345,9 +345,15 @@ static void test_prune_sql(void **state) {
     buf_reset(&sql);
 
     /* staged in part: only rows changed since go; a parent is staged or the user's in place */
-    scope_restore_delete_sql(s, items, 0, "100:105:", &sql);
+    scope_restore_delete_sql(s, items, 0, "100:105:", "120:124:121", &sql);
     assert_non_null(
         strstr(sql.data, "\"backup_xid\" >= '100'::xid8 AND NOT pg_visible_in_snapshot("));
+    /* not a row written after the keys were listed */
+    assert_non_null(
+        strstr(sql.data, "pg_visible_in_snapshot(\"backup_xid\", '120:124:121'::pg_snapshot)"));
+    buf_reset(&sql);
+    scope_restore_delete_sql(s, items, 0, "100:105:", "bad", &sql); /* bounds unknown: none */
+    assert_non_null(strstr(sql.data, " AND false AND NOT EXISTS"));
     buf_reset(&sql);
     scope_restore_owner_sql(s, items, 1, 1, &sql);
     assert_non_null(strstr(sql.data, "NOT (EXISTS (SELECT 1 FROM _bw_f1 g WHERE g.\"id\" = "

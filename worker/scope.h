@@ -135,10 +135,12 @@ int scope_restore_ref_count(const Scope *s, int i);
  * database. Returns the column's name. */
 const char *scope_restore_ref_sql(const Scope *s, int i, int k, const unsigned char *selected,
                                   const unsigned char *partial, Buf *sql);
-/* DELETE the user's rows of table i that are not staged (count_only: count them). partial: the
- * backup's snapshot when only the rows that changed since were staged (scope_prune_*), so only
- * changed rows can go; else NULL. */
-void scope_restore_delete_sql(const Scope *s, int i, int count_only, const char *partial, Buf *sql);
+/* DELETE the user's rows of table i that are not staged (count_only: count them). since, until:
+ * when only the rows that changed since the backup's snapshot were staged (scope_prune_*), that
+ * snapshot and the one before the changed keys were listed: only rows written between the two
+ * can go; else NULL, NULL. */
+void scope_restore_delete_sql(const Scope *s, int i, int count_only, const char *since,
+                              const char *until, Buf *sql);
 /* The staged rows of table i whose key is a row of another user. */
 void scope_restore_foreign_sql(const Scope *s, int i, Buf *sql);
 /* Write the staged rows of table i that are new or differ from the row with their key (the
@@ -160,8 +162,9 @@ void scope_restore_upsert_sql(const Scope *s, int i, int dry_run, Buf *sql);
  */
 char scope_prune_kind(const Scope *s, int i);
 /* SELECT that sets backup.base_snapshot to $1 (the backup's snapshot) for the transaction (and
- * max_parallel_workers_per_gather to 0: SET LOCAL ... TO DEFAULT after the keys' query), then
- * two booleans: no tombstone of user $2 written since was purged; the snapshot is of this
+ * max_parallel_workers_per_gather to 0: SET LOCAL ... TO DEFAULT after the keys' query) and
+ * returns the present snapshot (the keys listed after it see every write it sees), then two
+ * booleans: no tombstone of user $2 written since was purged; the snapshot is of this
  * database's past (not newer than now, nor 2e9 transactions old); then per scope table whether
  * its triggers were in place, unchanged, since the snapshot (false for tables not in
  * candidate). */

@@ -278,15 +278,23 @@ static void changed_since(const char *qual, int changed, const char *snap, Buf *
                    qual, qual, xmin, qual, snap);
 }
 
-void scope_restore_delete_sql(const Scope *s, int i, int count_only, const char *partial,
-                              Buf *sql) {
+void scope_restore_delete_sql(const Scope *s, int i, int count_only, const char *since,
+                              const char *until, Buf *sql) {
     const Table *t = &s->t[i];
     buf_printf(sql, count_only ? "SELECT count(*) FROM \"%s\" WHERE " : "DELETE FROM \"%s\" WHERE ",
                t->name);
     scope_user_filter(s, t, "", sql);
-    if (partial && scope_snapshot_valid(partial)) { /* a row unchanged since is the backup's */
+    if (since && !(until && scope_snapshot_valid(since) && scope_snapshot_valid(until))) {
+        buf_puts(sql, " AND false"); /* staged in part, bounds unknown: nothing may go */
+    } else if (since) {
+        /* a row unchanged since the backup is the backup's; one written after the changed keys
+         * were listed (the application, meanwhile) was not staged for that reason: both stay */
         buf_puts(sql, " AND ");
-        changed_since("", 1, partial, sql);
+        changed_since("", 1, since, sql);
+        buf_printf(sql,
+                   " AND (\"backup_xid\" IS NULL OR pg_visible_in_snapshot(\"backup_xid\", "
+                   "'%s'::pg_snapshot))",
+                   until);
     }
     buf_printf(sql, " AND NOT EXISTS (SELECT 1 FROM _bw_f%d f WHERE f.\"%s\" = \"%s\".\"%s\")", i,
                t->key, t->name, t->key);
@@ -375,8 +383,9 @@ void scope_prune_gate_sql(const Scope *s, const unsigned char *candidate, Buf *s
     buf_printf(sql,
                /* the keys' query runs serially: on two cores, parallel workers made it 2.5x
                 * slower (each built the same hash of the user's parents) */
-               "SELECT set_config('backup.base_snapshot', $1, true) || "
-               "set_config('max_parallel_workers_per_gather', '0', true), "
+               "SELECT CASE WHEN set_config('backup.base_snapshot', $1, true) IS NOT NULL AND "
+               "set_config('max_parallel_workers_per_gather', '0', true) IS NOT NULL THEN "
+               "pg_current_snapshot()::text END, "
                "pg_snapshot_xmin($1::pg_snapshot) > coalesce((SELECT max(xid) FROM "
                "backup_tombstone_purged WHERE user_id IN ($2::uuid, "
                "'00000000-0000-0000-0000-000000000000')), '0'::xid8), "

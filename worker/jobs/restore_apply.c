@@ -128,7 +128,9 @@ void restore_apply_stmts(Restore *r) {
     int dry = r->spec->dry_run;
     for (int i = n - 1; i >= 0; i--) /* children first */
         if (r->selected[i]) {
-            scope_restore_delete_sql(s, i, dry, r->prune && r->prune[i] ? r->snapshot : NULL, &sql);
+            int part = r->prune && r->prune[i];
+            scope_restore_delete_sql(s, i, dry, part ? r->snapshot : NULL, part ? r->listed : NULL,
+                                     &sql);
             add_stmt(r, SQ_DELETE, i, &sql, NULL);
         }
     for (int i = 0; i < n; i++) /* parents first */

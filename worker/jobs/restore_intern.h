@@ -103,6 +103,7 @@ typedef struct {
     uint64_t rows_total, rows_staged, bytes;
     /* only what changed since the last step's snapshot is staged (restore_prune.c) */
     char *snapshot;            /* the last step's ('' when unknown) */
+    char *listed;              /* the snapshot before the changed keys were listed */
     int prunable;              /* no step recorded by reindex */
     char *prune;               /* per scope table: its key's keyset kind, or 0 (every row staged) */
     KeySet **changed;          /* per pruned table: keys written or deleted since */

@@ -41,6 +41,8 @@ void restore_prune_free(Restore *r) {
     free(r->left);
     free(r->left_sum);
     free(r->snapshot);
+    free(r->listed);
+    r->listed = NULL;
     r->changed = NULL;
     r->prune = NULL;
     r->kept = r->kept_sum = r->left = r->left_sum = NULL;
@@ -100,7 +102,10 @@ void restore_prune_start(JobRt *rt, Restore *r) {
 
 void restore_prune_gate(JobRt *rt, Restore *r, PGresult *res) {
     int n = scope_count(r->scope), any = 0;
-    if (strcmp(PQgetvalue(res, 0, 1), "t") != 0) {
+    r->listed = xstrdup(PQgetvalue(res, 0, 0));
+    if (!scope_snapshot_valid(r->listed)) {
+        stage_all(rt, r, "the database's present snapshot could not be read");
+    } else if (strcmp(PQgetvalue(res, 0, 1), "t") != 0) {
         stage_all(rt, r, "tombstones written since the backup's snapshot were purged");
     } else if (strcmp(PQgetvalue(res, 0, 2), "t") != 0) {
         stage_all(rt, r, "the backup's snapshot is not of this database's recent past");
