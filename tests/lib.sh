@@ -58,8 +58,11 @@ start_worker() {
   local pid=$!
   pids+=("$pid")
   eval "PID_$name=$pid"
-  wait_until 10 grep -q "consuming $P:jobs" "$tmp/$name.log" || bad "worker $name did not start"
+  wait_until 10 grep -q "consuming $P:jobs" "$tmp/$name.log" ||
+    { bad "worker $name did not start"; tail -5 "$tmp/$name.log"; }
 }
+
+source "$(dirname "${BASH_SOURCE[0]}")/port.sh" # free_port
 stop_worker() { # NAME: SIGTERM, wait, return the exit code
   local pid; eval "pid=\$PID_$1"
   kill -TERM "$pid" 2>/dev/null

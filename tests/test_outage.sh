@@ -30,8 +30,7 @@ admin "ALTER SYSTEM SET synchronous_commit = on"
 admin "SELECT pg_reload_conf()"
 restore_conf() { admin "ALTER SYSTEM RESET synchronous_commit" && admin "SELECT pg_reload_conf()"; }
 
-# below Linux's ephemeral range (32768-60999), where an outgoing connection may hold the port
-port=$((20000 + RANDOM % 12000))
+port=$(free_port)
 P=to$$
 # JOB_MAX_ATTEMPTS=2: an outage that used attempts would kill these jobs
 start_worker w1 WORKER_CONCURRENCY=8 JOB_MAX_ATTEMPTS=2 WORKER_HTTP_PORT=$port BACKUP_NOTIFY=false

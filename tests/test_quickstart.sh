@@ -10,7 +10,7 @@ export REDIS_PREFIX=qs$$
 U=0a1c0000-0000-4000-8000-00000000d3e0
 q "DELETE FROM profiles WHERE id = '$U'; DELETE FROM backup_metadata WHERE user_id = '$U';
    DELETE FROM restore_history WHERE user_id = '$U'" >/dev/null
-export WEB_PORT=$((20000 + $$ % 10000))
+export WEB_PORT=$(free_port)
 "$BW_DEVENV" quickstart >"$tmp/out" 2>&1; rc=$?
 # the web server it left running answers with the token it printed
 web_url=$(sed 's/\x1b\[[0-9;]*m//g' "$tmp/out" | sed -n 's#^web server: \(http://[^ ]*/\) .*#\1#p')

@@ -76,7 +76,7 @@ quit w1
 # ---- 2. the replica unreachable, then back ----
 start_faultproxy "$BW_MOTO_ENDPOINT"
 curl -s -X POST --data '*:reset' "http://127.0.0.1:$PX/__always" >/dev/null
-HP=$((20000 + $$ % 20000))
+HP=$(free_port)
 metric() { curl -s "http://127.0.0.1:$HP/metrics" | awk -v m="$1" '$1 == m {print $2}'; }
 metric_is() { [ "$(metric "$1")" "$2" "$3" ]; }
 start_worker w2 "S3_REPLICA_ENDPOINT=http://127.0.0.1:$PX" "${REPL[@]}" WORKER_HTTP_PORT=$HP

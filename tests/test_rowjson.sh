@@ -102,7 +102,7 @@ expect "…and the generated tenant's orders" grep -q "orders .* 300 rows equal"
 P=rj$$
 J=rj$$-
 SESSION='-c DateStyle=SQL,DMY -c TimeZone=Asia/Kolkata -c extra_float_digits=0'
-MPORT=$((20000 + RANDOM % 20000))
+MPORT=$(free_port)
 start_worker w1 BACKUP_NOTIFY=false PGOPTIONS="$SESSION" WORKER_HTTP_PORT=$MPORT
 enqueue "${J}b" type backup user_id "$U" mode full
 expect "a backup under DateStyle SQL, DMY completes ($(field "${J}b" error))" done_ok "${J}b"

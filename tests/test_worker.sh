@@ -17,6 +17,7 @@ expect() { # name condition...
 tmp=$(mktemp -d)
 trap 'kill $pid 2>/dev/null; rm -rf "$tmp"' EXIT
 pid=
+source "$(dirname "${BASH_SOURCE[0]}")/port.sh"
 
 # secrets of this environment that must never be printed
 REDIS_PASS=$(sed -E 's#^redis://[^:]*:([^@]*)@.*#\1#' <<<"$REDIS_URL")
@@ -72,7 +73,7 @@ expect "and names S3's reason" grep -q "s3        FAIL  .*HTTP 403 AccessDenied:
 expect "without the secret" bash -c "! grep -q wrong-secret-value '$tmp/check3'"
 
 # a real run
-port=$((20000 + RANDOM % 20000))
+port=$(free_port)
 WORKER_HTTP_PORT=$port LOG_FORMAT=json LOG_LEVEL=debug "$WORKER" >"$tmp/log" 2>&1 &
 pid=$!
 for _ in $(seq 100); do grep -q '"ready: ' "$tmp/log" && break; sleep 0.1; done
@@ -101,7 +102,7 @@ expect "says it stopped" grep -q '"stopped"' "$tmp/log"
 expect "no secret in the worker log" no_secret "$tmp/log"
 
 # wrong S3 credentials: alive, but not ready, and the log says why
-port2=$((port + 1))
+port2=$(free_port)
 AWS_SECRET_ACCESS_KEY=wrong-secret-value WORKER_HTTP_PORT=$port2 "$WORKER" >"$tmp/log3" 2>&1 &
 pid=$!
 for _ in $(seq 100); do grep -q 'unusable' "$tmp/log3" && break; sleep 0.1; done
