@@ -14,6 +14,9 @@
 #include <unistd.h>
 
 #define DEFAULT_CHUNK (1u << 20)
+/* A bounded run feeds the chain this much input at a time: a deflate stream expands at most
+ * ~1032:1, so a run's output stays under the bound + ~4 MiB whatever the input holds. */
+#define OUT_SLICE (4u * 1024)
 
 struct FilterPipe {
     uv_loop_t *loop;
@@ -26,6 +29,8 @@ struct FilterPipe {
     Buf fill, work, out;
     char *big; /* filter_pipe_write_owned: a buffer we own, sent after fill */
     size_t big_len, big_off;
+    size_t work_off;  /* input of `work` already through the chain (a bounded run stopped) */
+    size_t out_bound; /* 0, or stop a run once its output passed this (filter_pipe_bound_output) */
     void (*big_free)(void *);
     uv_work_t req;
     Err work_err;   /* set by the pool thread */
@@ -83,8 +88,16 @@ static void run_chunk(uv_work_t *req) {
         setpriority(PRIO_PROCESS, (id_t)tid, getpriority(PRIO_PROCESS, (id_t)tid) + 5);
     }
     err_clear(&p->work_err);
-    if (filter_chain_write(p->chain, p->work.data, p->work.len, &p->out, &p->work_err) == 0 &&
-        p->work_final)
+    size_t step = p->out_bound ? OUT_SLICE : p->work.len;
+    while (p->work_off < p->work.len && (!p->out_bound || p->out.len < p->out_bound)) {
+        size_t n = p->work.len - p->work_off;
+        if (n > step)
+            n = step;
+        if (filter_chain_write(p->chain, p->work.data + p->work_off, n, &p->out, &p->work_err) != 0)
+            return;
+        p->work_off += n;
+    }
+    if (p->work_off == p->work.len && p->work_final)
         filter_chain_finish(p->chain, &p->out, &p->work_err);
 }
 
@@ -115,7 +128,11 @@ static void after_chunk(uv_work_t *req, int status) {
         release(p);
         return;
     }
-    p->work.len = 0;
+    int partial = p->work_off < p->work.len && !err_is_set(&p->work_err);
+    if (!partial) {
+        p->work.len = 0;
+        p->work_off = 0;
+    }
     if (status != 0 && !err_is_set(&p->work_err))
         err_set(&p->work_err, ERR_RETRYABLE, ERR_CODE_CANCELLED, "filter work cancelled");
     if (err_is_set(&p->work_err)) {
@@ -124,7 +141,7 @@ static void after_chunk(uv_work_t *req, int status) {
         call_done(p, &err);
         return;
     }
-    if (p->work_final)
+    if (p->work_final && !partial)
         p->finished = 1;
     pump(p, 0);
 }
@@ -149,8 +166,10 @@ static void pump(FilterPipe *p, int from_write) {
     }
     size_t pending = p->fill.len;
     int go = pending >= p->chunk || p->finishing || p->big != NULL;
-    if (p->out.len == 0 && !p->blocked && !p->finished && go) {
-        if (pending == 0 && p->big) { /* the owned buffer, a chunk at a time, after fill */
+    if (p->out.len == 0 && !p->blocked && !p->finished && (go || p->work.len > 0)) {
+        if (p->work.len > 0) {
+            /* the rest of a chunk whose run stopped at the output bound */
+        } else if (pending == 0 && p->big) { /* the owned buffer, a chunk at a time, after fill */
             size_t n = p->big_len - p->big_off;
             if (n > p->chunk)
                 n = p->chunk;
@@ -254,6 +273,10 @@ void filter_pipe_finish(FilterPipe *p) {
 
 const FilterChain *filter_pipe_chain(const FilterPipe *p) {
     return p->chain;
+}
+
+void filter_pipe_bound_output(FilterPipe *p, size_t bytes) {
+    p->out_bound = bytes;
 }
 
 size_t filter_pipe_buffered(const FilterPipe *p) {

@@ -44,6 +44,10 @@ int filter_pipe_write_owned(FilterPipe *p, char *buf, size_t len, void (*release
 void filter_pipe_unblock(FilterPipe *p);
 /* No more input: flush the chain; on_done follows once. */
 void filter_pipe_finish(FilterPipe *p);
+/* Hold the chain's output to about bytes per run (0: unbounded, the default): a run stops
+ * once its output passed the bound and the rest of its chunk waits for the sink, so a chunk
+ * that decompresses 1000:1 reaches the sink in slices the sink can pause between. */
+void filter_pipe_bound_output(FilterPipe *p, size_t bytes);
 /* The chain (read results after on_done). */
 const FilterChain *filter_pipe_chain(const FilterPipe *p);
 /* Bytes held now (both chunks and pending output). */

@@ -20,6 +20,8 @@
 #include <string.h>
 
 #define READ_CHUNK (256u * 1024)
+/* decoded bytes handed to the reader per run: it can hold the stream between them */
+#define READ_OUT_BOUND (4u << 20)
 
 struct Storage {
     uv_loop_t *loop;
@@ -367,6 +369,7 @@ StorageRead *storage_read_new(Storage *s, const char *key, FilterChain *decoders
         c, filter_chain_filter_new("decode", decoders ? decoders : filter_chain_new(), 1));
     r->pipe = filter_pipe_new(s->loop, c, READ_CHUNK, pipe_to_reader, on_read_pipe_writable,
                               on_read_pipe_done, r);
+    filter_pipe_bound_output(r->pipe, READ_OUT_BOUND);
     r->src = s->drv->source_new(s->state, key, source_data, source_done, r);
     return r;
 }

@@ -2,7 +2,8 @@
  * test_filterpipe: a filter chain on the thread pool between a producer and a
  * sink (pure logic, valgrind too): a gzip round trip through a sink that keeps
  * blocking, with the producer pausing on backpressure and the memory held
- * staying bounded; freeing while a chunk is on the pool; a failing sink; no input.
+ * staying bounded; a chunk that decompresses 1024:1 reaching a bounded pipe's sink in
+ * slices; freeing while a chunk is on the pool; a failing sink; no input.
  */
 #include "filterpipe.h"
 #include "testutil.h"
@@ -224,6 +225,61 @@ static void test_owned_big_write(void **state) {
     ctx_close(&d);
 }
 
+/* 64 MiB of zeros gzipped (~64 KiB, one chunk): unbounded, the sink gets it in one call; with
+ * the output bounded at 1 MiB, in slices of at most the bound + 4 KiB x 1032, through a sink
+ * that keeps blocking, every byte in order. */
+static size_t max_piece;
+static int sink_max(const char *buf, size_t len, void *data) {
+    if (len > max_piece)
+        max_piece = len;
+    return sink(buf, len, data);
+}
+
+static void test_bounded_output(void **state) {
+    (void)state;
+    size_t n = 64u << 20;
+    char *zeros = calloc(1, n);
+    Buf gz = BUF_INIT;
+    Err e;
+    FilterChain *z = filter_chain_new();
+    filter_chain_add(z, filter_gzip_new(NULL, 6));
+    assert_int_equal(filter_chain_write(z, zeros, n, &gz, &e), 0);
+    assert_int_equal(filter_chain_finish(z, &gz, &e), 0);
+    filter_chain_free(z);
+    assert_true(gz.len < CHUNK);
+    for (int bounded = 0; bounded < 2; bounded++) {
+        Ctx c;
+        ctx_init(&c);
+        c.block_every = bounded ? 2 : 0;
+        FilterChain *un = filter_chain_new();
+        filter_chain_add(un, filter_sha256_new("sha256"));
+        filter_chain_add(un, filter_gunzip_new(NULL));
+        c.p = filter_pipe_new(&c.loop, un, CHUNK, sink_max, on_writable, on_done, &c);
+        if (bounded)
+            filter_pipe_bound_output(c.p, 1u << 20);
+        max_piece = 0;
+        for (size_t off = 0; off < gz.len; off += PIECE)
+            filter_pipe_write(c.p, gz.data + off, gz.len - off < PIECE ? gz.len - off : PIECE);
+        filter_pipe_finish(c.p);
+        assert_true(tu_run_to_end(&c.loop, 60000));
+        assert_int_equal(c.done, 1);
+        assert_false(err_is_set(&c.err));
+        assert_int_equal(c.out.len, n);
+        assert_memory_equal(c.out.data, zeros, n);
+        if (bounded) {
+            if (max_piece > (1u << 20) + 4096 * 1032)
+                fail_msg("a slice of %zu bytes", max_piece);
+            assert_true(c.sink_calls >= 12);
+        } else {
+            assert_int_equal(max_piece, n);
+        }
+        filter_pipe_free(c.p);
+        ctx_close(&c);
+    }
+    buf_free(&gz);
+    free(zeros);
+}
+
 static void test_free_while_working(void **state) {
     (void)state;
     Ctx c;
@@ -278,6 +334,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_round_trip_with_backpressure),
         cmocka_unit_test(test_owned_big_write),
+        cmocka_unit_test(test_bounded_output),
         cmocka_unit_test(test_free_while_working),
         cmocka_unit_test(test_failing_sink_stops_the_pipe),
         cmocka_unit_test(test_no_input),
