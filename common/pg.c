@@ -160,19 +160,38 @@ void pgi_fail(PgConn *c, ErrKind kind, const char *what, const char *detail) {
     pgi_kick(c);
 }
 
-/* Deliver a broken connection's failure to whoever waits on it. */
-static void deliver_failure(PgConn *c) {
-    OpKind op = c->op;
-    void *data = c->op_data;
-    c->op = OP_NONE;
+static void clear_pipeline(PgConn *c) {
+    for (int i = 0; i < c->pn; i++)
+        PQclear(c->pres[i]);
+    free(c->pres);
+    c->pres = NULL;
+    c->pn = c->pi = c->psyncs = 0;
+}
+
+/* An operation ends without a result (op already cleared from c). */
+static void fail_op(PgConn *c, OpKind op, const Err *err, void *data) {
     if (c->result) {
         PQclear(c->result);
         c->result = NULL;
     }
     if (op == OP_CONNECT) {
-        c->connect_cb(c, &c->fail, data);
-    } else if (op != OP_NONE) {
-        c->done_cb(c, NULL, &c->fail, data);
+        c->connect_cb(c, err, data);
+    } else if (op == OP_PIPELINE) {
+        int n = c->pn;
+        clear_pipeline(c);
+        c->pipe_cb(c, NULL, n, err, data);
+    } else {
+        c->done_cb(c, NULL, err, data);
+    }
+}
+
+/* Deliver a broken connection's failure to whoever waits on it. */
+static void deliver_failure(PgConn *c) {
+    OpKind op = c->op;
+    void *data = c->op_data;
+    c->op = OP_NONE;
+    if (op != OP_NONE) {
+        fail_op(c, op, &c->fail, data);
     } else if (!c->broken_notified) {
         c->broken_notified = 1;
         if (c->on_broken)
@@ -251,6 +270,68 @@ static void keep_result(PgConn *c, PGresult *res) {
 }
 
 static void stream_copy_out(PgConn *c);
+
+/* Every Sync came back: out of pipeline mode, and the results to the caller. */
+static void finish_pipeline(PgConn *c) {
+    if (!PQexitPipelineMode(c->pq)) {
+        pgi_fail(c, ERR_RETRYABLE, "pipeline did not end", PQerrorMessage(c->pq));
+        return;
+    }
+    PgPipelineCb cb = c->pipe_cb;
+    void *data = c->op_data;
+    PGresult **res = c->pres;
+    int n = c->pn;
+    c->pres = NULL;
+    c->pn = c->pi = c->psyncs = 0;
+    c->op = OP_NONE;
+    Err err;
+    err_clear(&err);
+    for (int i = 0; i < n && !err_is_set(&err); i++) {
+        ExecStatusType st = res[i] ? PQresultStatus(res[i]) : PGRES_PIPELINE_ABORTED;
+        if (st == PGRES_FATAL_ERROR || st == PGRES_BAD_RESPONSE)
+            pg_result_to_err(res[i], &err);
+    }
+    for (int i = 0; i < n && !err_is_set(&err); i++)
+        if (res[i] == NULL) /* aborted with no error before it: not expected of a server */
+            err_set(&err, ERR_PERMANENT, ERR_CODE_PROTOCOL, "postgres: statement %d not run", i);
+    cb(c, res, n, err_is_set(&err) ? &err : NULL, data);
+    for (int i = 0; i < n; i++)
+        PQclear(res[i]);
+    free(res);
+}
+
+/* Pipeline mode: each statement's results end with a NULL, each Sync is a result of its own. */
+static void collect_pipeline(PgConn *c) {
+    while (c->state == CS_READY && c->psyncs > 0 && !PQisBusy(c->pq)) {
+        PGresult *res = PQgetResult(c->pq);
+        if (res == NULL) {
+            c->pi++;
+            continue;
+        }
+        ExecStatusType st = PQresultStatus(res);
+        if (st == PGRES_PIPELINE_SYNC) {
+            PQclear(res);
+            c->psyncs--;
+            continue;
+        }
+        if (st == PGRES_COPY_IN || st == PGRES_COPY_OUT || st == PGRES_COPY_BOTH) {
+            PQclear(res);
+            pgi_fail(c, ERR_PERMANENT, "COPY must use pg_conn_copy_in/out", "");
+            return;
+        }
+        if (st == PGRES_PIPELINE_ABORTED || c->pi >= c->pn || c->pres[c->pi] != NULL) {
+            PQclear(res); /* not run; or a second result of one statement: the first is kept */
+            continue;
+        }
+        c->pres[c->pi] = res;
+    }
+    if (c->state != CS_READY)
+        return;
+    if (c->psyncs == 0)
+        finish_pipeline(c);
+    else if (PQstatus(c->pq) == CONNECTION_BAD)
+        pgi_fail(c, ERR_RETRYABLE, "connection lost", PQerrorMessage(c->pq));
+}
 
 static void collect_results(PgConn *c) {
     while (c->state == CS_READY && !PQisBusy(c->pq)) {
@@ -332,6 +413,9 @@ static void process(PgConn *c) {
         else
             collect_results(c);
         return;
+    case OP_PIPELINE:
+        collect_pipeline(c);
+        return;
     case OP_COPY_IN:
         if (c->phase == PH_STREAM) {
             if (PQstatus(c->pq) == CONNECTION_BAD)
@@ -412,6 +496,12 @@ static void on_poll(uv_poll_t *h, int status, int events) {
         update_poll(c);
 }
 
+static uint64_t round_trips;
+
+uint64_t pg_round_trips(void) {
+    return round_trips;
+}
+
 static int op_begin(PgConn *c, OpKind op, Err *err) {
     if (c->state != CS_READY) {
         err_set(err, ERR_RETRYABLE, ERR_CODE_CONNECT, "postgres: connection not ready%s%s",
@@ -424,6 +514,7 @@ static int op_begin(PgConn *c, OpKind op, Err *err) {
     }
     c->op = op;
     c->phase = PH_RESULTS;
+    round_trips++;
     c->paused = c->want_writable = c->end_pending = 0;
     return 0;
 }
@@ -453,6 +544,41 @@ int pg_conn_query(PgConn *c, const char *sql, int nparams, const char *const *va
     c->done_cb = cb;
     c->op_data = data;
     return send_query(c, sql, nparams, values, err);
+}
+
+int pg_conn_pipeline(PgConn *c, const PgStmt *stmts, int n, PgPipelineCb cb, void *data, Err *err) {
+    if (n <= 0) {
+        err_set(err, ERR_PERMANENT, ERR_CODE_INVALID, "postgres: empty pipeline");
+        return -1;
+    }
+    if (op_begin(c, OP_PIPELINE, err) != 0)
+        return -1;
+    c->pipe_cb = cb;
+    c->op_data = data;
+    c->pres = xcalloc((size_t)n, sizeof(PGresult *));
+    c->pn = n;
+    c->pi = c->psyncs = 0;
+    int ok = PQenterPipelineMode(c->pq);
+    for (int i = 0; ok && i < n; i++) {
+        ok = PQsendQueryParams(c->pq, stmts[i].sql, stmts[i].nparams, NULL, stmts[i].values, NULL,
+                               NULL, 0);
+        if (ok && (stmts[i].sync || i == n - 1)) {
+            ok = PQpipelineSync(c->pq);
+            c->psyncs++;
+        }
+    }
+    if (!ok) {
+        /* half a pipeline may be on its way: the connection cannot be trusted again */
+        char msg[ERR_MSG_MAX - 64];
+        clean_message(PQerrorMessage(c->pq), msg, sizeof(msg));
+        c->op = OP_NONE;
+        clear_pipeline(c);
+        err_set(err, ERR_RETRYABLE, ERR_CODE_CONNECT, "postgres: cannot send pipeline: %s", msg);
+        pgi_fail(c, ERR_RETRYABLE, "cannot send pipeline", msg);
+        return -1;
+    }
+    flush(c);
+    return 0;
 }
 
 int pg_conn_copy_out(PgConn *c, const char *sql, PgCopyDataCb on_data, PgResultCb on_done,
@@ -627,17 +753,13 @@ void pg_conn_free(PgConn *c) {
     OpKind op = c->op;
     c->state = CS_CLOSED;
     c->op = OP_NONE;
-    if (c->result) {
-        PQclear(c->result);
-        c->result = NULL;
-    }
     if (op != OP_NONE) {
         Err err;
         err_set(&err, ERR_PERMANENT, ERR_CODE_CANCELLED, "postgres: connection closed");
-        if (op == OP_CONNECT)
-            c->connect_cb(c, &err, c->op_data);
-        else
-            c->done_cb(c, NULL, &err, c->op_data);
+        fail_op(c, op, &err, c->op_data);
+    } else if (c->result) {
+        PQclear(c->result);
+        c->result = NULL;
     }
     if (c->gai_active)
         uv_cancel((uv_req_t *)&c->gai);

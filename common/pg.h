@@ -22,6 +22,7 @@
 
 #include <libpq-fe.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <uv.h>
 
 typedef struct PgConn PgConn;
@@ -67,6 +68,24 @@ void *pg_conn_owner(const PgConn *conn);
 int pg_conn_query(PgConn *conn, const char *sql, int nparams, const char *const *values,
                   PgResultCb cb, void *data, Err *err);
 
+/* One statement of a pipeline. sync: a Sync follows it, so it and the statements before it
+ * since the last Sync commit (or fail) together, as one implicit transaction unless a BEGIN
+ * among them opened one; the last statement always has one. */
+typedef struct {
+    const char *sql;
+    int nparams;
+    const char *const *values;
+    int sync;
+} PgStmt;
+/* A pipeline ended: res[i] is statement i's result, NULL when it did not run (an earlier
+ * statement of its group failed); err is the first failure. res is NULL when the connection
+ * failed. The results are freed after the callback returns. */
+typedef void (*PgPipelineCb)(PgConn *conn, PGresult *const *res, int n, const Err *err, void *data);
+/* Send n statements at once (libpq's pipeline mode: one round trip), each with text
+ * parameters like pg_conn_query; no COPY. The statements and values are copied by libpq. */
+int pg_conn_pipeline(PgConn *conn, const PgStmt *stmts, int n, PgPipelineCb cb, void *data,
+                     Err *err);
+
 /* Run COPY ... TO STDOUT; on_data gets each row, on_done the final status. */
 int pg_conn_copy_out(PgConn *conn, const char *sql, PgCopyDataCb on_data, PgResultCb on_done,
                      void *data, Err *err);
@@ -90,6 +109,10 @@ int pg_conn_copy_end(PgConn *conn, const char *errmsg);
 
 /* Ask the server to cancel the running statement (PQcancel, on the thread pool). */
 void pg_conn_cancel(PgConn *conn);
+
+/* Operations sent since the start, by every connection of the process (a statement, a COPY or
+ * a pipeline: each one round trip). Loop thread only. */
+uint64_t pg_round_trips(void);
 
 /* Turn an error result into an Err (kind from SQLSTATE: connection, deadlock... retryable). */
 void pg_result_to_err(const PGresult *res, Err *err);

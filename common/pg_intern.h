@@ -15,7 +15,7 @@
 #include <string.h>
 
 typedef enum { CS_RESOLVING, CS_CONNECTING, CS_READY, CS_BROKEN, CS_CLOSED } ConnState;
-typedef enum { OP_NONE, OP_CONNECT, OP_QUERY, OP_COPY_OUT, OP_COPY_IN } OpKind;
+typedef enum { OP_NONE, OP_CONNECT, OP_QUERY, OP_COPY_OUT, OP_COPY_IN, OP_PIPELINE } OpKind;
 typedef enum { PH_RESULTS, PH_STREAM, PH_FINAL } Phase;
 
 /* COPY OUT bytes handled per loop pass before yielding to other work. */
@@ -56,6 +56,10 @@ struct PgConn {
     PgWritableCb writable_cb;
     void *op_data;
     PGresult *result; /* kept result: the first error, else the last one */
+    /* OP_PIPELINE: a result per statement, the statement whose results come next, Syncs due */
+    PgPipelineCb pipe_cb;
+    PGresult **pres;
+    int pn, pi, psyncs;
     int paused;
     int flushing;      /* output pending: wait for writable */
     int want_writable; /* COPY IN producer waits for on_writable */

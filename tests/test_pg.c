@@ -1,7 +1,7 @@
 /*
  * test_pg: the nonblocking PostgreSQL connection and pool against a real
  * PostgreSQL 15: concurrency, COPY both ways with backpressure, transactions,
- * errors, cancel, and recovery after a server restart.
+ * pipelines, errors, cancel, and recovery after a server restart.
  */
 #include "testutil.h"
 #include "looplag.h"
@@ -400,6 +400,146 @@ static void test_transactions(void **state) {
     tu_loop_close(&loop);
 }
 
+/* ---- pipelines ---- */
+
+typedef struct {
+    int done, n, has_err, nulls;
+    Err err;
+    char vals[8][64];
+    ExecStatusType st[8];
+} PWait;
+
+static void on_pipeline(PgConn *conn, PGresult *const *res, int n, const Err *err, void *data) {
+    (void)conn;
+    PWait *w = data;
+    w->done = 1;
+    w->n = n;
+    if (err) {
+        w->has_err = 1;
+        w->err = *err;
+    }
+    for (int i = 0; res && i < n && i < 8; i++) {
+        if (res[i] == NULL) {
+            w->nulls++;
+            w->st[i] = PGRES_PIPELINE_ABORTED;
+            continue;
+        }
+        w->st[i] = PQresultStatus(res[i]);
+        if (PQntuples(res[i]) > 0)
+            snprintf(w->vals[i], sizeof(w->vals[i]), "%s", PQgetvalue(res[i], 0, 0));
+    }
+}
+
+static PWait pipeline(uv_loop_t *loop, PgConn *conn, const PgStmt *stmts, int n) {
+    PWait w;
+    memset(&w, 0, sizeof(w));
+    Err err;
+    err_clear(&err);
+    assert_int_equal(pg_conn_pipeline(conn, stmts, n, on_pipeline, &w, &err), 0);
+    assert_true(tu_run_until(loop, &w.done, 10000));
+    return w;
+}
+
+/* Statements sent at once, in one round trip: results in order, Syncs ending each group's
+ * implicit transaction, a BEGIN among them opening one that stays open after; a failure
+ * aborts the rest of its group only, and names the statement's error. */
+static void test_pipeline(void **state) {
+    (void)state;
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    PgPool *pool = new_pool(&loop, 2);
+    PgConn *a = acquire(&loop, pool);
+    PgConn *b = acquire(&loop, pool);
+    run_ok(&loop, a, "CREATE TABLE IF NOT EXISTS bw_test_pl (id int)");
+    run_ok(&loop, a, "TRUNCATE bw_test_pl");
+
+    const char *one[] = {"1"};
+    const char *two[] = {"2"};
+    PgStmt ok[] = {
+        {"INSERT INTO bw_test_pl VALUES ($1::int)", 1, one, 1},
+        {"BEGIN ISOLATION LEVEL REPEATABLE READ", 0, NULL, 0},
+        {"INSERT INTO bw_test_pl VALUES ($1::int)", 1, two, 0},
+        {"SELECT string_agg(id::text, ',' ORDER BY id) FROM bw_test_pl", 0, NULL, 0},
+    };
+    PWait w = pipeline(&loop, a, ok, 4);
+    assert_false(w.has_err);
+    assert_int_equal(w.n, 4);
+    assert_int_equal(w.nulls, 0);
+    assert_int_equal(w.st[0], PGRES_COMMAND_OK);
+    assert_int_equal(w.st[3], PGRES_TUPLES_OK);
+    assert_string_equal(w.vals[3], "1,2");
+    /* the first group committed on its own; the BEGIN's transaction is still open */
+    assert_int_equal(PQtransactionStatus(pg_conn_pq(a)), PQTRANS_INTRANS);
+    assert_string_equal(run_ok(&loop, b, "SELECT count(*) FROM bw_test_pl").value, "1");
+    run_ok(&loop, a, "COMMIT");
+    assert_string_equal(run_ok(&loop, b, "SELECT count(*) FROM bw_test_pl").value, "2");
+
+    /* a failure in the second group: the first committed, the rest of the second not run */
+    const char *bad[] = {"x"};
+    const char *three[] = {"3"};
+    PgStmt fail[] = {
+        {"INSERT INTO bw_test_pl VALUES ($1::int)", 1, three, 1},
+        {"INSERT INTO bw_test_pl VALUES ($1::int)", 1, bad, 0},
+        {"INSERT INTO bw_test_pl VALUES (4)", 0, NULL, 0},
+    };
+    w = pipeline(&loop, a, fail, 3);
+    assert_true(w.has_err);
+    assert_non_null(strstr(w.err.msg, "22P02"));
+    assert_int_equal(w.st[0], PGRES_COMMAND_OK);
+    assert_int_equal(w.st[1], PGRES_FATAL_ERROR);
+    assert_int_equal(w.st[2], PGRES_PIPELINE_ABORTED); /* NULL: not run */
+    assert_int_equal(PQtransactionStatus(pg_conn_pq(a)), PQTRANS_IDLE);
+    assert_string_equal(
+        run_ok(&loop, b, "SELECT string_agg(id::text, ',' ORDER BY id) FROM bw_test_pl").value,
+        "1,2,3");
+    /* the connection is usable again, in and out of pipeline mode */
+    assert_string_equal(run_ok(&loop, a, "SELECT 'after'").value, "after");
+    PgStmt one_stmt[] = {{"SELECT $1::int + 1", 1, one, 0}};
+    w = pipeline(&loop, a, one_stmt, 1);
+    assert_false(w.has_err);
+    assert_string_equal(w.vals[0], "2");
+
+    /* busy: one operation at a time, a pipeline included */
+    Wait q;
+    memset(&q, 0, sizeof(q));
+    Err err;
+    err_clear(&err);
+    assert_int_equal(pg_conn_query(a, "SELECT 1", 0, NULL, on_result, &q, &err), 0);
+    PWait r;
+    memset(&r, 0, sizeof(r));
+    assert_int_equal(pg_conn_pipeline(a, one_stmt, 1, on_pipeline, &r, &err), -1);
+    assert_int_equal(err.code, ERR_CODE_BUSY);
+    assert_true(tu_run_until(&loop, &q.done, 5000));
+
+    /* cancelled midway: the error of the statement cancelled */
+    PgStmt slow[] = {{"SELECT 1", 0, NULL, 0}, {"SELECT pg_sleep(20)", 0, NULL, 0}};
+    PWait s;
+    memset(&s, 0, sizeof(s));
+    uint64_t t0 = uv_hrtime();
+    assert_int_equal(pg_conn_pipeline(a, slow, 2, on_pipeline, &s, &err), 0);
+    tu_run_for(&loop, 200);
+    pg_conn_cancel(a);
+    assert_true(tu_run_until(&loop, &s.done, 10000));
+    assert_true(s.has_err);
+    assert_non_null(strstr(s.err.msg, "57014"));
+    assert_true((uv_hrtime() - t0) / 1000000 < 5000);
+    assert_string_equal(run_ok(&loop, a, "SELECT 'after cancel'").value, "after cancel");
+
+    /* closed with a pipeline in flight: the callback says so, once */
+    PWait c;
+    memset(&c, 0, sizeof(c));
+    assert_int_equal(pg_conn_pipeline(a, slow, 2, on_pipeline, &c, &err), 0);
+    pg_pool_release(pool, a); /* mid-operation: closed */
+    assert_true(tu_run_until(&loop, &c.done, 5000));
+    assert_true(c.has_err);
+    assert_int_equal(c.err.code, ERR_CODE_CANCELLED);
+
+    run_ok(&loop, b, "DROP TABLE bw_test_pl");
+    pg_pool_release(pool, b);
+    pg_pool_free(pool);
+    tu_loop_close(&loop);
+}
+
 static void test_errors_and_parameters(void **state) {
     (void)state;
     uv_loop_t loop;
@@ -521,6 +661,7 @@ int main(void) {
         cmocka_unit_test(test_copy_out_1m_rows_bounded),
         cmocka_unit_test(test_copy_in),
         cmocka_unit_test(test_transactions),
+        cmocka_unit_test(test_pipeline),
         cmocka_unit_test(test_errors_and_parameters),
         cmocka_unit_test(test_connect_failures),
         cmocka_unit_test(test_restart_mid_run),

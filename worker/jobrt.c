@@ -139,6 +139,20 @@ static void on_result(PgConn *c, PGresult *res, const Err *err, void *data) {
     deliver(rt, &ev, err, flags);
 }
 
+static void on_pipeline(PgConn *c, PGresult *const *res, int n, const Err *err, void *data) {
+    JobRt *rt = data;
+    rt->q = Q_NONE;
+    PGconn *pq = pg_conn_pq(c);
+    PGTransactionStatusType ts = pq ? PQtransactionStatus(pq) : PQTRANS_UNKNOWN;
+    rt->in_txn = ts == PQTRANS_INTRANS || ts == PQTRANS_INERROR;
+    JobEv ev = {.kind = JEV_RESULT,
+                .tag = rt->q_tag,
+                .results = res,
+                .n = res ? (size_t)n : 0,
+                .res = res && n > 0 ? res[n - 1] : NULL};
+    deliver(rt, &ev, err, rt->q_flags);
+}
+
 static int started(JobRt *rt, int rc, const Err *e) {
     if (rc == 0)
         return 1;
@@ -161,6 +175,14 @@ void jobrt_query(JobRt *rt, int tag, int flags, const char *sql, int n, const ch
     Err e;
     begin(rt, Q_QUERY, tag, flags);
     started(rt, pg_conn_query(rt->conn, sql, n, v, on_result, rt, &e), &e);
+}
+
+void jobrt_pipeline(JobRt *rt, int tag, int flags, const PgStmt *stmts, int n) {
+    if (rt->failing)
+        return;
+    Err e;
+    begin(rt, Q_QUERY, tag, flags & JRT_SOFT);
+    started(rt, pg_conn_pipeline(rt->conn, stmts, n, on_pipeline, rt, &e), &e);
 }
 
 static void on_pool_result(PgConn *c, PGresult *res, const Err *err, void *data);

@@ -39,7 +39,7 @@ typedef struct JobRt JobRt;
 typedef enum {
     JEV_START,         /* the job begins */
     JEV_CONN,          /* jobrt_lease(): the connection is the job's */
-    JEV_RESULT,        /* a statement or COPY ended: res */
+    JEV_RESULT,        /* a statement or COPY ended: res; a pipeline: results, n (res the last) */
     JEV_ROW,           /* a COPY OUT row: buf, len; the step returns PG_COPY_* */
     JEV_COPY_WRITABLE, /* COPY IN can take more */
     JEV_STORED,        /* put/get/head/abort_pending answered: sres */
@@ -67,6 +67,7 @@ typedef struct {
     int tag;        /* the tag the operation was started with */
     const Err *err; /* JRT_SOFT operations only: why it failed */
     PGresult *res;
+    PGresult *const *results; /* jobrt_pipeline(): statement i's result, NULL if it did not run */
     const char *buf;
     size_t len;
     int section;
@@ -120,6 +121,11 @@ uint64_t jobrt_elapsed_ms(const JobRt *rt);
 void jobrt_lease(JobRt *rt, int tag);
 /* One statement on the leased connection (JEV_RESULT). */
 void jobrt_query(JobRt *rt, int tag, int flags, const char *sql, int n, const char *const *v);
+/* Statements sent at once on the leased connection (pg_conn_pipeline: one round trip; a Sync
+ * after each with sync set), one JEV_RESULT with every result. The transaction state is the
+ * connection's afterwards (a BEGIN among them opens it; JRT_BEGIN/JRT_END are not used).
+ * JRT_SOFT: a failure comes as ev->err with the results (NULL when the connection failed). */
+void jobrt_pipeline(JobRt *rt, int tag, int flags, const PgStmt *stmts, int n);
 /* One statement through the pool, no lease needed (JEV_RESULT). */
 void jobrt_pool_query(JobRt *rt, int tag, int flags, const char *sql, int n, const char *const *v);
 /* COPY ... TO STDOUT: JEV_ROW per row, then JEV_RESULT. */

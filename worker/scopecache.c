@@ -5,6 +5,7 @@
 
 #include "buf.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -34,6 +35,21 @@ Scope *scopecache_get(ScopeCache *c, const char *fp) {
     if (s)
         c->hits++;
     return s;
+}
+
+Scope *scopecache_latest(ScopeCache *c, char *fp_out, size_t n) {
+    if (c == NULL || c->res == NULL)
+        return NULL;
+    Err e;
+    Scope *s = scope_from_result(c->res, &e);
+    if (s)
+        snprintf(fp_out, n, "%s", c->fp);
+    return s;
+}
+
+void scopecache_hit(ScopeCache *c) {
+    if (c)
+        c->hits++;
 }
 
 void scopecache_put(ScopeCache *c, const char *fp, const PGresult *res) {

@@ -304,6 +304,11 @@ static void on_http(const char *method, const char *path, HttpdResponse *resp, v
                    "fingerprint unchanged).\n# TYPE bw_scope_reuses_total counter\n"
                    "bw_scope_reuses_total %" PRIu64 "\n",
                    scopecache_hits(s->scopes));
+        buf_printf(b,
+                   "# HELP bw_pg_round_trips_total Statements, COPYs and pipelines sent to "
+                   "PostgreSQL (one round trip each).\n# TYPE bw_pg_round_trips_total counter\n"
+                   "bw_pg_round_trips_total %" PRIu64 "\n",
+                   pg_round_trips());
         buf_printf(b, "# HELP bw_event_loop_lag_seconds Event-loop lag at the last tick.\n"
                       "# TYPE bw_event_loop_lag_seconds gauge\n");
         buf_printf(b, "bw_event_loop_lag_seconds %.6f\n", lag_ms / 1000.0);

@@ -6,17 +6,22 @@
  *             incremental or differential once), or found again on a retry (same id, same key)
  *   UPLOADS   abort multipart uploads a crashed run left under the key (a retry only: the
  *             row's attempts say whether a run ever got that far)
- *   RUNNING   status `running`
- *   BEGIN     REPEATABLE READ READ ONLY; pg_current_snapshot(); settings user id and base
- *             snapshot, bound as parameters
- *   SCOPE     backup_scope and the catalog's columns, checked; row counts for the progress
+ *   RUNNING   one pipeline (one round trip): status `running` (committed on its own); BEGIN
+ *             REPEATABLE READ READ ONLY; pg_current_snapshot(), settings user id and base
+ *             snapshot bound as parameters, the catalog's fingerprint; and, when this worker
+ *             kept a scope, the row counts under it (a guess, used if the fingerprint matches)
+ *   SCOPE     backup_scope and the catalog's columns, checked, when the fingerprint is new;
+ *             then the row counts for the progress
  *   DATAKEY   encrypted: a fresh data key, wrapped under the current key (keyring or KMS)
  *   COPY i    each table's rows (COPY TO STDOUT, one JSON object per line) -> document
  *             writer -> filter pipe (size, gzip, SHA-256 on the thread pool) -> multipart upload
  *   TOMB i    incremental and differential: the keys deleted since the base
  *   COMMIT    the snapshot is released while the last parts go up
  *   MANIFEST  <key>.manifest.json once the object is complete
- *   COMPLETE  status `completed` with sizes, checksum, counts; a notification row
+ *   COMPLETE  status `completed` with sizes, checksum, counts; a notification row (one
+ *             pipeline)
+ *
+ * RECORD to COUNT live in backup_begin.c; the rest here.
  *
  * Backpressure: when S3 has every part in flight the upload blocks the pipe,
  * the pipe fills, and the COPY stream pauses; nothing piles up in memory.
@@ -25,6 +30,7 @@
  * row says `failed` (last attempt) or `pending` (a retry will follow).
  */
 #include "jobs.h"
+#include "backup_intern.h"
 
 #include "bfile.h"
 #include "buf.h"
@@ -52,63 +58,6 @@
 #define PIECE_MAX (64u << 10)
 #define BIG_PART  (1u << 20)
 
-typedef enum {
-    ST_ACQUIRE,
-    ST_RECORD,
-    ST_UPLOADS,
-    ST_ABORT_STALE,
-    ST_RUNNING,
-    ST_BEGIN,
-    ST_SNAPSHOT,
-    ST_SCOPE,
-    ST_COUNT,
-    ST_DATAKEY,
-    ST_COPY,
-    ST_TOMB,
-    ST_COMMIT,
-    ST_MANIFEST,
-    ST_COMPLETE,
-    ST_NOTIFY,
-} State;
-
-typedef struct {
-    State state;
-    const JobSpec *spec;
-    const JobConfig *cfg;
-    /* what this backup is */
-    char id[JOBSPEC_ID_MAX + 1], type[16], requested[16], base_id[JOBSPEC_ID_MAX + 1];
-    char created_at[40], key[LAYOUT_KEY_MAX];
-    CodecList codecs;
-    char key_id[CRYPT_ID_MAX + 1]; /* encrypted: the key that wraps the data key */
-    char *wrapped;
-    char *snapshot, *base_snapshot;
-    /* reading */
-    Scope *scope;
-    char scope_fp[40]; /* the catalog's fingerprint in this snapshot (scopecache.h) */
-    PgJsonRow *rowj;   /* table ti's rows: COPY text -> JSON */
-    char *big;         /* a big row kept from libpq, written in parts (big_cur) */
-    size_t big_len;
-    PgJsonCursor big_cur;
-    int ti;
-    uint64_t *counts, *deleted, *expected;
-    uint64_t rows_total, rows_done;
-    BfileWriter w;
-    Buf piece;
-    /* writing */
-    StorageWrite *out;
-    int copy_done, stored, committed;
-    StorageWritten written;
-    /* a crashed run's multipart uploads under our key */
-    char **stale;
-    int nstale, si;
-} Backup;
-
-static uint64_t wall_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 static void iso_now(char *out, size_t n) {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
@@ -118,7 +67,7 @@ static void iso_now(char *out, size_t n) {
     snprintf(out + k, n - k, ".%03dZ", (int)(ts.tv_nsec / 1000000) % 1000);
 }
 
-static void progress(JobRt *rt, Backup *b, const char *stage) {
+void backup_progress(JobRt *rt, Backup *b, const char *stage) {
     /* reading is 95% of the way; the last 5% are the tail of the upload and the records */
     int pct = b->rows_total ? (int)(b->rows_done * 95 / b->rows_total) : 0;
     if (b->state >= ST_COMMIT)
@@ -126,7 +75,7 @@ static void progress(JobRt *rt, Backup *b, const char *stage) {
     job_progress(jobrt_job(rt), stage, pct, b->rows_done, b->written.size);
 }
 
-static void query(JobRt *rt, Backup *b, State next, int flags, const char *sql, int n,
+void backup_query(JobRt *rt, Backup *b, State next, int flags, const char *sql, int n,
                   const char *const *v) {
     b->state = next;
     jobrt_query(rt, next, flags, sql, n, v);
@@ -151,207 +100,6 @@ static void header(const Backup *b, BfileHeader *h) {
     h->codecs = &b->codecs;
 }
 
-/* ---- acceptance: the metadata row ---- */
-
-static void record_row(JobRt *rt, Backup *b) {
-    char ts[24];
-    snprintf(ts, sizeof(ts), "%" PRIu64, wall_ms());
-    char codecs[64];
-    codec_list_csv(&b->codecs, codecs, sizeof(codecs));
-    const char *v[] = {b->spec->user_id,
-                       b->spec->mode,
-                       ts,
-                       b->spec->job_id,
-                       codec_list_compression(&b->codecs),
-                       codecs};
-    /* the base is resolved once, when the row is created; a retry finds the row by job id (and
-     * keeps the codecs it was created with) */
-    query(rt, b, ST_RECORD, 0,
-          "WITH base AS ("
-          "  SELECT id FROM backup_metadata"
-          "  WHERE user_id = $1::uuid AND status = 'completed' AND snapshot IS NOT NULL"
-          "    AND ($2 = 'incremental' OR type = 'full')"
-          "  ORDER BY created_at DESC, id DESC LIMIT 1),"
-          " kind AS (SELECT CASE WHEN $2 = 'full' OR NOT EXISTS (SELECT 1 FROM base) THEN 'full'"
-          "  ELSE $2 END AS type)"
-          " INSERT INTO backup_metadata AS m (id, user_id, type, requested_type, status,"
-          "  base_backup_id, job_id, compression, codecs)"
-          " SELECT CASE kind.type WHEN 'incremental' THEN 'incremental-' ELSE 'backup-' END"
-          "  || $1 || '-' || $3, $1::uuid, kind.type, $2, 'pending',"
-          "  CASE WHEN kind.type = 'full' THEN NULL ELSE (SELECT id FROM base) END, $4, $5,"
-          "  string_to_array($6, ',')"
-          " FROM kind"
-          " ON CONFLICT (job_id) DO UPDATE SET job_id = EXCLUDED.job_id"
-          " RETURNING m.id, m.user_id::text, m.type, m.status, coalesce(m.base_backup_id, ''),"
-          "  coalesce((SELECT s.snapshot FROM backup_metadata s WHERE s.id = m.base_backup_id),"
-          "  ''), coalesce(m.requested_type, m.type), " BW_SQL_CODECS("m") ", m.attempts",
-          6, v);
-}
-
-static void set_running(JobRt *rt, Backup *b);
-
-static void on_recorded(JobRt *rt, Backup *b, PGresult *res) {
-    const JobSpec *spec = b->spec;
-    if (PQntuples(res) != 1) {
-        jobrt_failf(rt, ERR_RETRYABLE, ERR_CODE_PROTOCOL, "%s", "backup_metadata: no row recorded");
-        return;
-    }
-    const char *id = PQgetvalue(res, 0, 0);
-    if (strcmp(PQgetvalue(res, 0, 1), spec->user_id) != 0) {
-        jobrt_failf(rt, ERR_PERMANENT, ERR_CODE_INVALID,
-                    "job id %s already names a backup of another user", spec->job_id);
-        return;
-    }
-    if (!jobspec_valid_backup_id(id, strlen(id))) {
-        jobrt_failf(rt, ERR_PERMANENT, ERR_CODE_INVALID,
-                    "backup_metadata holds a malformed id for job %s", spec->job_id);
-        return;
-    }
-    Err e;
-    if (codec_list_parse(PQgetvalue(res, 0, 7), &b->codecs, &e) != 0) {
-        jobrt_fail(rt, &e);
-        return;
-    }
-    if (codec_list_encrypted(&b->codecs) && !keys_enabled(b->cfg->keys)) {
-        jobrt_failf(rt, ERR_PERMANENT, ERR_CODE_CONFIG,
-                    "backup %s was begun encrypted, and this worker has no encryption key "
-                    "(BACKUP_ENCRYPTION_KEYS)",
-                    id);
-        return;
-    }
-    if (!codec_list_encrypted(&b->codecs) && keys_required(b->cfg->keys)) {
-        jobrt_failf(rt, ERR_PERMANENT, ERR_CODE_CONFIG,
-                    "backup %s was begun in cleartext, and BACKUP_ENCRYPTION=required refuses to "
-                    "write it: enqueue a new backup",
-                    id);
-        return;
-    }
-    snprintf(b->id, sizeof(b->id), "%s", id);
-    snprintf(b->type, sizeof(b->type), "%s", PQgetvalue(res, 0, 2));
-    const char *status = PQgetvalue(res, 0, 3);
-    snprintf(b->base_id, sizeof(b->base_id), "%s", PQgetvalue(res, 0, 4));
-    b->base_snapshot = xstrdup(PQgetvalue(res, 0, 5));
-    snprintf(b->requested, sizeof(b->requested), "%s", PQgetvalue(res, 0, 6));
-    job_set_backup_id(jobrt_job(rt), b->id);
-    if (layout_backup_key(b->key, sizeof(b->key), spec->user_id, b->id,
-                          strcmp(b->type, "incremental") == 0, &b->codecs) != 0) {
-        jobrt_failf(rt, ERR_PERMANENT, ERR_CODE_INVALID, "backup %s: key too long", b->id);
-        return;
-    }
-    if (strcmp(b->type, b->requested) != 0) {
-        char note[160];
-        snprintf(note, sizeof(note),
-                 "%s backup requested, but there is no completed %s to build on: made a full one",
-                 b->requested,
-                 strcmp(b->requested, "differential") == 0 ? "full backup" : "backup");
-        job_set_note(jobrt_job(rt), note);
-    }
-    if (strcmp(status, "completed") == 0) {
-        log_info(job_log_id(jobrt_job(rt)), "backup %s was already completed by an earlier run",
-                 b->id);
-        job_set_note(jobrt_job(rt), "already completed by an earlier run");
-        jobrt_done(rt);
-        return;
-    }
-    log_info(job_log_id(jobrt_job(rt)), "backup %s (%s%s%s) of user %s to %s", b->id, b->type,
-             b->base_id[0] ? ", base " : "", b->base_id, spec->user_id, b->key);
-    if (strcmp(PQgetvalue(res, 0, 8), "0") == 0) {
-        /* no run of this backup ever started uploading: nothing can be left under its key */
-        set_running(rt, b);
-        return;
-    }
-    b->state = ST_UPLOADS;
-    jobrt_list_pending(rt, ST_UPLOADS, JRT_SOFT, b->key);
-}
-
-/* ---- a crashed run's multipart upload under our key ---- */
-
-static int on_stale_page(Backup *b, const JobEv *ev) {
-    for (size_t i = 0; i < ev->n; i++) {
-        if (strcmp(ev->pending[i].key, b->key) != 0)
-            continue;
-        b->stale = xrealloc(b->stale, (size_t)(b->nstale + 1) * sizeof(char *));
-        b->stale[b->nstale++] = xstrdup(ev->pending[i].upload_id);
-    }
-    return 0;
-}
-
-static void set_running(JobRt *rt, Backup *b) {
-    char ver[8];
-    snprintf(ver, sizeof(ver), "%d", BFILE_VERSION);
-    const char *v[] = {b->id, b->key, ver};
-    query(rt, b, ST_RUNNING, 0,
-          "UPDATE backup_metadata SET status = 'running', s3_key = $2, started_at = now(), "
-          "attempts = attempts + 1, format_version = $3 WHERE id = $1",
-          3, v);
-}
-
-static void abort_next_stale(JobRt *rt, Backup *b, const JobEv *ev) {
-    const char *log = job_log_id(jobrt_job(rt));
-    if (ev->kind == JEV_LISTED && ev->err && strstr(ev->err->msg, "NotImplemented"))
-        log_debug(log, "cannot list stale uploads: %s", ev->err->msg); /* s3rver cannot */
-    else if (ev->kind == JEV_LISTED && ev->err) /* not fatal: cleanup aborts old uploads too */
-        log_warn(log, "could not list stale uploads: %s", ev->err->msg);
-    else if (ev->kind == JEV_STORED && ev->err)
-        log_warn(log, "could not abort a stale upload of %s: %s", b->key, ev->err->msg);
-    if (b->si < b->nstale) {
-        b->state = ST_ABORT_STALE;
-        jobrt_abort_pending(rt, ST_ABORT_STALE, JRT_SOFT, b->key, b->stale[b->si++]);
-        return;
-    }
-    if (b->nstale)
-        log_info(log, "aborted %d multipart upload(s) a previous run left", b->nstale);
-    set_running(rt, b);
-}
-
-/* ---- reading: snapshot, scope, counts ---- */
-
-static void use_scope(JobRt *rt, Backup *b);
-
-/* The scope: the one this worker read last when the catalog's fingerprint, read with the
- * snapshot, is the same; else read from the catalog (on_scope). */
-static void on_snapshot(JobRt *rt, Backup *b, PGresult *res) {
-    b->snapshot = xstrdup(PQgetvalue(res, 0, 0));
-    snprintf(b->created_at, sizeof(b->created_at), "%s", PQgetvalue(res, 0, 3));
-    snprintf(b->scope_fp, sizeof(b->scope_fp), "%s", PQgetvalue(res, 0, 5));
-    b->scope = scopecache_get(services_scope_cache(jobrt_services(rt)), b->scope_fp);
-    if (b->scope) {
-        use_scope(rt, b);
-        return;
-    }
-    query(rt, b, ST_SCOPE, 0, scope_load_sql(), 0, NULL);
-}
-
-static void on_scope(JobRt *rt, Backup *b, PGresult *res) {
-    Err e;
-    b->scope = scope_from_result(res, &e);
-    if (b->scope == NULL) {
-        jobrt_fail(rt, &e);
-        return;
-    }
-    scopecache_put(services_scope_cache(jobrt_services(rt)), b->scope_fp, res);
-    use_scope(rt, b);
-}
-
-static void use_scope(JobRt *rt, Backup *b) {
-    int n = scope_count(b->scope);
-    b->counts = xcalloc((size_t)n, sizeof(uint64_t));
-    b->deleted = xcalloc((size_t)n, sizeof(uint64_t));
-    b->expected = xcalloc((size_t)n, sizeof(uint64_t));
-    for (int i = 0; b->base_id[0] && i < n; i++)
-        if (!scope_tracked(b->scope, i)) {
-            jobrt_failf(rt, ERR_PERMANENT, ERR_CODE_CONFIG,
-                        "table %s has no change tracking (backup_xid): run SELECT "
-                        "backup_track_all()",
-                        scope_table(b->scope, i));
-            return;
-        }
-    Buf sql = BUF_INIT;
-    scope_count_sql(b->scope, b->base_id[0] != 0, &sql);
-    query(rt, b, ST_COUNT, 0, sql.data, 0, NULL);
-    buf_free(&sql);
-}
-
 /* Write a piece of the document. 0 when the producer should pause. */
 static int emit(Backup *b) {
     int r = storage_write(b->out, b->piece.data, b->piece.len);
@@ -360,7 +108,6 @@ static int emit(Backup *b) {
 }
 
 static void next_table(JobRt *rt, Backup *b);
-static void open_stream(JobRt *rt, Backup *b, const JobKey *key);
 
 static void start_copy(JobRt *rt, Backup *b, State state) {
     b->state = state;
@@ -374,36 +121,14 @@ static void start_copy(JobRt *rt, Backup *b, State state) {
         scope_tombstone_sql(b->scope, b->ti, &sql);
     bfile_list_begin(&b->w, &b->piece, table);
     emit(b);
-    progress(rt, b, state == ST_COPY ? table : "deletions");
+    backup_progress(rt, b, state == ST_COPY ? table : "deletions");
     jobrt_copy_out(rt, state, sql.data);
     buf_free(&sql);
 }
 
-static void on_counted(JobRt *rt, Backup *b, PGresult *res) {
-    int n = scope_count(b->scope);
-    for (int i = 0; i < n && i < PQnfields(res); i++) {
-        b->expected[i] = strtoull(PQgetvalue(res, 0, i), NULL, 10);
-        b->rows_total += b->expected[i];
-    }
-    job_set_rows_total(jobrt_job(rt), b->rows_total);
-    if (b->rows_total == 0 && b->base_id[0] == 0) { /* a typo'd id must not "succeed" */
-        jobrt_failf(rt, ERR_PERMANENT, ERR_CODE_INVALID,
-                    "user %s has no rows in any table of the backup scope (no such user?)",
-                    b->spec->user_id);
-        return;
-    }
-    /* a fresh data key for this object only, then the write stream */
-    if (codec_list_encrypted(&b->codecs)) {
-        b->state = ST_DATAKEY;
-        jobrt_datakey_new(rt, ST_DATAKEY, 0, b->spec->user_id, b->id);
-        return;
-    }
-    open_stream(rt, b, NULL);
-}
-
 /* The write stream (key: the data key of an encrypted object), then the tables in restore
  * order. */
-static void open_stream(JobRt *rt, Backup *b, const JobKey *key) {
+void backup_open_stream(JobRt *rt, Backup *b, const JobKey *key) {
     CodecOptions co = {b->cfg->backup_compression_level, b->cfg->backup_compression_level, NULL};
     CryptParams cp;
     memset(&cp, 0, sizeof(cp));
@@ -513,7 +238,7 @@ static int on_row(JobRt *rt, Backup *b, const char *buf, size_t len) {
         b->counts[b->ti]++;
         b->rows_done++;
         if ((b->rows_done & 1023) == 0)
-            progress(rt, b, scope_table(b->scope, b->ti));
+            backup_progress(rt, b, scope_table(b->scope, b->ti));
         return put_row(rt, b, buf, len);
     }
     bfile_item(&b->w, &b->piece, buf, len);
@@ -551,7 +276,7 @@ static void next_table(JobRt *rt, Backup *b) {
     buf_free(&rows);
     buf_free(&del);
     storage_write_finish(b->out);
-    query(rt, b, ST_COMMIT, JRT_END, "COMMIT", 0, NULL);
+    backup_query(rt, b, ST_COMMIT, JRT_END, "COMMIT", 0, NULL);
 }
 
 /* ---- the end of a success: manifest, record, notification ---- */
@@ -561,7 +286,7 @@ static void maybe_manifest(JobRt *rt, Backup *b) {
     if (!b->stored || !b->committed || b->state >= ST_MANIFEST)
         return;
     b->state = ST_MANIFEST;
-    progress(rt, b, "finalizing");
+    backup_progress(rt, b, "finalizing");
     BfileHeader h;
     header(b, &h);
     Buf rows = BUF_INIT, del = BUF_INIT, man = BUF_INIT;
@@ -579,6 +304,8 @@ static void maybe_manifest(JobRt *rt, Backup *b) {
     buf_free(&man);
 }
 
+/* The record says completed and, in the same round trip (its own transaction after it), the
+ * user's notification row is written. */
 static void complete(JobRt *rt, Backup *b) {
     Buf rows = BUF_INIT;
     counts_json(b, b->counts, &rows);
@@ -598,12 +325,22 @@ static void complete(JobRt *rt, Backup *b) {
                        b->wrapped ? b->key_id : NULL,
                        b->wrapped,
                        services_replica(jobrt_services(rt)) ? "pending" : NULL};
-    query(rt, b, ST_COMPLETE, 0,
-          "UPDATE backup_metadata SET status = 'completed', size = $2, uncompressed_size = $3, "
-          "checksum = $4, row_counts = $5::jsonb, duration_ms = $6, snapshot = $7, "
-          "format_version = $8, key_id = $9, wrapped_key = $10, origin_key_id = $9, "
-          "replica_status = $11, completed_at = now(), error = NULL WHERE id = $1",
-          11, v);
+    const char *nv[] = {b->spec->user_id, b->id, b->type, size};
+    PgStmt st[] = {
+        {"UPDATE backup_metadata SET status = 'completed', size = $2, uncompressed_size = $3, "
+         "checksum = $4, row_counts = $5::jsonb, duration_ms = $6, snapshot = $7, "
+         "format_version = $8, key_id = $9, wrapped_key = $10, origin_key_id = $9, "
+         "replica_status = $11, completed_at = now(), error = NULL WHERE id = $1",
+         11, v, 1},
+        {"INSERT INTO notifications (user_id, type, title, body, data) "
+         "SELECT $1::uuid, 'backup_completed', 'Backup completed', "
+         "format('Your %s backup is ready (%s).', $3::text, pg_size_pretty($4::bigint)), "
+         "jsonb_build_object('backup_id', $2::text, 'type', $3::text, 'size', $4::bigint) "
+         "WHERE EXISTS (SELECT 1 FROM profiles WHERE id = $1::uuid)",
+         4, nv, 1},
+    };
+    b->state = ST_COMPLETE;
+    jobrt_pipeline(rt, ST_COMPLETE, 0, st, b->cfg->backup_notify ? 2 : 1);
     buf_free(&rows);
 }
 
@@ -619,20 +356,7 @@ static void on_completed(JobRt *rt, Backup *b) {
         const char *fv[] = {"job_id", jid, "type", "replicate", "backup_id", b->id};
         job_enqueue(jobrt_job(rt), fv, 6);
     }
-    if (!b->cfg->backup_notify) {
-        jobrt_done(rt);
-        return;
-    }
-    char size[24];
-    snprintf(size, sizeof(size), "%" PRIu64, b->written.size);
-    const char *v[] = {b->spec->user_id, b->id, b->type, size};
-    query(rt, b, ST_NOTIFY, 0,
-          "INSERT INTO notifications (user_id, type, title, body, data) "
-          "SELECT $1::uuid, 'backup_completed', 'Backup completed', "
-          "format('Your %s backup is ready (%s).', $3::text, pg_size_pretty($4::bigint)), "
-          "jsonb_build_object('backup_id', $2::text, 'type', $3::text, 'size', $4::bigint) "
-          "WHERE EXISTS (SELECT 1 FROM profiles WHERE id = $1::uuid)",
-          4, v);
+    jobrt_done(rt);
 }
 
 /* ---- the state machine ---- */
@@ -640,37 +364,23 @@ static void on_completed(JobRt *rt, Backup *b) {
 static void on_result(JobRt *rt, Backup *b, PGresult *res) {
     switch (b->state) {
     case ST_RECORD:
-        on_recorded(rt, b, res);
+        backup_on_recorded(rt, b, res);
         break;
-    case ST_RUNNING:
-        query(rt, b, ST_BEGIN, JRT_BEGIN, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", 0,
-              NULL);
+    case ST_REBEGIN:
+        backup_query(rt, b, ST_BEGIN, JRT_BEGIN, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+                     0, NULL);
         break;
-    case ST_BEGIN: {
-        progress(rt, b, "snapshot");
-        const char *v[] = {b->spec->user_id, b->base_snapshot ? b->base_snapshot : ""};
-        Buf sql = BUF_INIT;
-        buf_printf(&sql,
-                   "SELECT pg_current_snapshot()::text, set_config('backup.user_id', $1, true), "
-                   "set_config('backup.base_snapshot', $2, true), "
-                   "to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'), "
-                   /* the dates and times the worker turns into JSON are read in ISO */
-                   "set_config('DateStyle', 'ISO', true), "
-                   /* whether the scope read last still holds */
-                   "%s",
-                   scope_fingerprint_sql());
-        query(rt, b, ST_SNAPSHOT, 0, sql.data, 2, v);
-        buf_free(&sql);
+    case ST_BEGIN:
+        backup_snapshot(rt, b);
         break;
-    }
     case ST_SNAPSHOT:
-        on_snapshot(rt, b, res);
+        backup_on_snapshot(rt, b, res);
         break;
     case ST_SCOPE:
-        on_scope(rt, b, res);
+        backup_on_scope(rt, b, res);
         break;
     case ST_COUNT:
-        on_counted(rt, b, res);
+        backup_on_counted(rt, b, res);
         break;
     case ST_COPY:
     case ST_TOMB: /* a table's COPY ended */
@@ -681,14 +391,11 @@ static void on_result(JobRt *rt, Backup *b, PGresult *res) {
         break;
     case ST_COMMIT:
         b->committed = 1;
-        progress(rt, b, "uploading");
+        backup_progress(rt, b, "uploading");
         maybe_manifest(rt, b);
         break;
     case ST_COMPLETE:
         on_completed(rt, b);
-        break;
-    case ST_NOTIFY:
-        jobrt_done(rt);
         break;
     default:
         break;
@@ -720,10 +427,13 @@ static int backup_step(JobRt *rt, void *st, const JobEv *ev) {
         jobrt_lease(rt, ST_ACQUIRE);
         break;
     case JEV_CONN:
-        record_row(rt, b);
+        backup_record_row(rt, b);
         break;
     case JEV_RESULT:
-        on_result(rt, b, ev->res);
+        if (b->state == ST_RUNNING)
+            backup_on_running(rt, b, ev);
+        else
+            on_result(rt, b, ev->res);
         break;
     case JEV_ROW:
         return on_row(rt, b, ev->buf, ev->len);
@@ -736,16 +446,16 @@ static int backup_step(JobRt *rt, void *st, const JobEv *ev) {
         maybe_manifest(rt, b);
         break;
     case JEV_KEY:
-        open_stream(rt, b, ev->key);
+        backup_open_stream(rt, b, ev->key);
         break;
     case JEV_PAGE:
-        return on_stale_page(b, ev);
+        return backup_on_stale_page(b, ev);
     case JEV_LISTED:
-        abort_next_stale(rt, b, ev);
+        backup_abort_next_stale(rt, b, ev);
         break;
     case JEV_STORED:
         if (b->state == ST_ABORT_STALE)
-            abort_next_stale(rt, b, ev);
+            backup_abort_next_stale(rt, b, ev);
         else /* the manifest is stored */
             complete(rt, b);
         break;
