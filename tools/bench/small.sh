@@ -3,8 +3,10 @@
 # backup-worker and by the seed's design (tools/bench/node/seed.mjs:
 # node-postgres, JSON.stringify, gzip, one PutObject), in the same run; prints
 # backups/s side by side. Then what one small backup costs the worker: S3
-# requests (counted by tests/faultproxy.js in front of S3) and SQL statements
-# (PostgreSQL's log_statement, set for the worker's role during a short run).
+# requests (counted by tests/faultproxy.js in front of S3), SQL statements
+# (PostgreSQL's log_statement, set for the worker's role during a short run) and
+# round trips to PostgreSQL (the worker's bw_pg_round_trips_total: a pipeline of
+# several statements is one).
 # Asserts nothing.
 #
 #   (cd tools/bench/node && npm ci)      # the seed design's packages, once
@@ -86,16 +88,21 @@ PX=$(awk '/listening/ {print $2}' "$tmp/proxy.log")
 admin "ALTER ROLE $(q "SELECT current_user") SET log_statement = 'all'"
 pglog=$DEV/postgres.log
 before=$(stat -c %s "$pglog")
-start_worker "$tmp/w2.log" S3_ENDPOINT="http://127.0.0.1:$PX"
+source "$ROOT/tests/port.sh"
+MP=$(free_port)
+start_worker "$tmp/w2.log" S3_ENDPOINT="http://127.0.0.1:$PX" WORKER_HTTP_PORT="$MP"
 sleep 1 # the worker's own probes, before the count starts
 curl -s -X POST "http://127.0.0.1:$PX/__clear" >/dev/null
+trips() { curl -s "http://127.0.0.1:$MP/metrics" | awk '$1 == "bw_pg_round_trips_total" {print $2}'; }
+rt0=$(trips)
 stmt0=$(tail -c +"$((before + 1))" "$pglog" | grep -cE 'LOG:  (statement|execute [^:]*):' || true)
 run_jobs count "$K" >/dev/null
 reqs=$(curl -s "http://127.0.0.1:$PX/__stats" | jq -r .requests)
+rt1=$(trips)
 stmt1=$(tail -c +"$((before + 1))" "$pglog" | grep -cE 'LOG:  (statement|execute [^:]*):' || true)
 admin "ALTER ROLE $(q "SELECT current_user") RESET log_statement"
-printf 'one small backup: %.1f S3 requests, %.1f SQL statements (round trips) (over %d backups; the probes every 10 s included)\n' \
-  "$(echo "$reqs / $K" | bc -l)" "$(echo "($stmt1 - $stmt0) / $K" | bc -l)" "$K"
+printf 'one small backup: %.1f S3 requests, %.1f SQL statements in %.1f round trips (over %d backups; the probes every 10 s included)\n' \
+  "$(echo "$reqs / $K" | bc -l)" "$(echo "($stmt1 - $stmt0) / $K" | bc -l)" "$(echo "($rt1 - $rt0) / $K" | bc -l)" "$K"
 tail -c +"$((before + 1))" "$pglog" | grep -oE 'LOG:  (statement|execute [^:]*): .{0,60}' | sed -E 's/LOG:  (statement|execute [^:]*): //' |
   sort | uniq -c | sort -rn | head -25 >"$tmp/stmts"
 echo "statements by kind (over all $K):"; sed 's/^/  /' "$tmp/stmts"
