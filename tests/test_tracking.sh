@@ -6,9 +6,10 @@
 # saw is not selected again; web-tier users cannot read tombstones; the COPY
 # statements `backupctl scope --sql` prints read exactly one user's rows.
 # 014's cheaper triggers: inserts stamped by the column default (the stamp
-# trigger's WHEN skips them), statement-level tombstones (one per deleted row,
-# cascades included), an insert bringing its own stamp corrected, and a row
-# moved to another user leaves a tombstone for its old owner.
+# trigger's WHEN skips them), statement-level tombstones (one per deleted row),
+# an insert bringing its own stamp corrected, and a row moved to another user
+# leaves a tombstone for its old owner. 017: an item deleted with its order
+# leaves none (the order's stands for it); one deleted alone still does.
 set -uo pipefail
 CTL=$1
 : "${DATABASE_URL:?run through tools/devenv test}"
@@ -71,8 +72,12 @@ check "a timestamp test would miss the late commit" "f" \
   "$(q "SELECT extract(epoch FROM updated_at) > $BASE_TIME FROM orders WHERE id = '$LATE'")"
 check "deleted order: tombstone names its user" "$GONE" \
   "$(q "SELECT row_id FROM backup_tombstones WHERE table_name = 'orders' AND user_id = '$U' AND NOT pg_visible_in_snapshot(xid, '$SNAP')")"
-check "deleted item: tombstone names its order" "$ITEM" \
-  "$(q "SELECT row_id FROM backup_tombstones WHERE table_name = 'order_items' AND parent_id = '$GONE'")"
+check "an item deleted with its order leaves no tombstone: the order's stands for it (017)" 0 \
+  "$(q "SELECT count(*) FROM backup_tombstones WHERE table_name = 'order_items' AND parent_id = '$GONE'")"
+LONE=$(q "INSERT INTO order_items (order_id, quantity, unit_price) VALUES ('$OLD', 1, 1) RETURNING id")
+q "DELETE FROM order_items WHERE id = '$LONE'" >/dev/null
+check "an item deleted alone: its tombstone names its order" "$OLD" \
+  "$(q "SELECT parent_id FROM backup_tombstones WHERE table_name = 'order_items' AND row_id = '$LONE'")"
 check "user_settings: keyed by user_id" "t" \
   "$(q "INSERT INTO user_settings (user_id) VALUES ('$U') ON CONFLICT DO NOTHING; DELETE FROM user_settings WHERE user_id = '$U'; SELECT count(*) = 1 FROM backup_tombstones WHERE table_name = 'user_settings' AND row_id = '$U'")"
 
@@ -124,7 +129,7 @@ q "DELETE FROM backup_tombstones WHERE user_id = '$U' OR parent_id IN (SELECT id
 q "DELETE FROM orders WHERE user_id = '$U' AND number > 1000" >/dev/null # its items go by cascade
 check "a bulk delete: one tombstone per order, in one statement" 50 \
   "$(q "SELECT count(*) FROM backup_tombstones WHERE table_name = 'orders' AND user_id = '$U'")"
-check "…and one per item the cascade deleted, naming its order" 50 \
+check "…and none for the items the cascade deleted (their orders' stand for them)" 0 \
   "$(q "SELECT count(*) FROM backup_tombstones t WHERE table_name = 'order_items' AND parent_id::text = ANY (SELECT row_id FROM backup_tombstones WHERE table_name = 'orders' AND user_id = '$U')")"
 V=cccccccc-0000-4000-8000-00000000000d
 q "DELETE FROM profiles WHERE id = '$V'; INSERT INTO profiles (id, email, full_name) VALUES ('$V', 'track2@example.com', 'Track 2')" >/dev/null

@@ -310,6 +310,10 @@ const char *scope_table(const Scope *s, int i) {
     return s->t[i].name;
 }
 
+const char *scope_parent_column(const Scope *s, int i) {
+    return s->t[i].parent_col;
+}
+
 const char *scope_key_column(const Scope *s, int i) {
     return s->t[i].key;
 }

@@ -59,6 +59,8 @@ int scope_count(const Scope *s);
 const char *scope_table(const Scope *s, int i);
 /* Table i's key column. */
 const char *scope_key_column(const Scope *s, int i);
+/* The column of table i naming its parent's key ("" when it names its user). */
+const char *scope_parent_column(const Scope *s, int i);
 /* Index of table name, or -1. */
 int scope_find(const Scope *s, const char *name);
 
@@ -101,6 +103,10 @@ int scope_tracked(const Scope *s, int i);
  */
 /* Index of table i's parent in scope, or -1 when it names its user. */
 int scope_parent_index(const Scope *s, int i);
+/* Index of table i's parent when that parent names its user, else -1. Such a child deleted with
+ * its parent leaves no tombstone (proto/sql/017): the parent's stands for it, and readers drop
+ * or stage the children of a deleted parent key. */
+int scope_covering_parent(const Scope *s, int i);
 /* The columns restored (all but the tracking stamp), in COPY order: count, then each one's name
  * in the backup's rows and kind ('s', 'j', 'a', 'J'; SCOPE_KIND_PG is staged as 'j'). */
 int scope_stage_columns(const Scope *s, int i);
@@ -172,9 +178,10 @@ void scope_prune_gate_sql(const Scope *s, const unsigned char *candidate, Buf *s
 /* 1 if snap is a snapshot as pg_current_snapshot() prints it (safe to splice as a literal). */
 int scope_snapshot_valid(const char *snap);
 /* COPY TO STDOUT of (table index, key, 1, NULL) per row of a pruned table written since the
- * snapshot snap or deleted since (a tombstone), and (table index, NULL, count, digest) of its
- * rows unchanged since: their number and the sum of their keys' keyset_digest (mod 2^64). -1
- * when snap is not a snapshot. */
+ * snapshot snap (for a child of a covering parent, also a row whose parent's key was deleted
+ * since), (table index, key, 2, NULL) per key deleted since (a tombstone), and (table index,
+ * NULL, count, digest) of its rows unchanged since: their number and the sum of their keys'
+ * keyset_digest (mod 2^64). -1 when snap is not a snapshot. */
 int scope_prune_keys_sql(const Scope *s, const unsigned char *pruned, const char *snap, Buf *sql);
 
 #endif

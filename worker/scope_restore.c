@@ -17,6 +17,11 @@ int scope_parent_index(const Scope *s, int i) {
     return s->t[i].parent[0] ? scope_find(s, s->t[i].parent) : -1;
 }
 
+int scope_covering_parent(const Scope *s, int i) {
+    int p = scope_parent_index(s, i);
+    return p >= 0 && s->t[p].user_col[0] ? p : -1;
+}
+
 /* The restored columns: all but the stamp. */
 static const Column *restored(const Table *t, int c) {
     for (int k = 0; k < t->ncols; k++)
@@ -123,8 +128,15 @@ void scope_stage_final_sql(const Scope *s, int i, Buf *sql) {
     buf_printf(sql,
                "CREATE TEMP TABLE _bw_f%d ON COMMIT DROP AS SELECT DISTINCT ON (s.\"%s\") s.* "
                "FROM _bw_s%d s WHERE NOT EXISTS (SELECT 1 FROM _bw_d d WHERE d.tbl = %d AND "
-               "d.step > s._bw_step AND (d.k)::%s = s.\"%s\") ORDER BY s.\"%s\", s._bw_step DESC",
-               i, t->key, i, i, scope_col_type(t, t->key), t->key, t->key);
+               "d.step > s._bw_step AND (d.k)::%s = s.\"%s\")",
+               i, t->key, i, i, scope_col_type(t, t->key), t->key);
+    int p = scope_covering_parent(s, i);
+    if (p >= 0) /* deleted with its parent: the parent's key stands for it (017) */
+        buf_printf(sql,
+                   " AND NOT EXISTS (SELECT 1 FROM _bw_d d WHERE d.tbl = %d AND d.step > "
+                   "s._bw_step AND (d.k)::%s = s.\"%s\")",
+                   p, scope_col_type(&s->t[p], s->t[p].key), t->parent_col);
+    buf_printf(sql, " ORDER BY s.\"%s\", s._bw_step DESC", t->key);
 }
 
 void scope_stage_index_sql(const Scope *s, int i, Buf *sql) {
@@ -422,6 +434,30 @@ static void key_digest(const Table *t, Buf *sql) {
         buf_printf(sql, "\"%s\"::numeric", t->key);
 }
 
+/* The tombstones of t written since snap (xmin: its xmin), by the user. */
+static void tombstones_since(const Scope *s, const Table *t, const char *xmin, const char *snap,
+                             Buf *sql) {
+    buf_puts(sql, "FROM backup_tombstones WHERE ");
+    scope_tombstone_filter(s, t, sql);
+    buf_printf(sql, " AND xid >= '%s'::xid8 AND NOT pg_visible_in_snapshot(xid, '%s'::pg_snapshot)",
+               xmin, snap);
+}
+
+/* Row of table i changed since snap: its stamp, or (a child of a covering parent) its parent's
+ * key deleted since, whose tombstone stands for it. */
+static void prune_changed(const Scope *s, int i, const char *xmin, const char *snap, Buf *sql) {
+    int p = scope_covering_parent(s, i);
+    if (p < 0) {
+        changed_since("", 1, snap, sql);
+        return;
+    }
+    buf_puts(sql, "(");
+    changed_since("", 1, snap, sql);
+    buf_printf(sql, " OR \"%s\"::text IN (SELECT row_id ", s->t[i].parent_col);
+    tombstones_since(s, &s->t[p], xmin, snap, sql);
+    buf_puts(sql, "))");
+}
+
 int scope_prune_keys_sql(const Scope *s, const unsigned char *pruned, const char *snap, Buf *sql) {
     if (!scope_snapshot_valid(snap))
         return -1;
@@ -440,19 +476,17 @@ int scope_prune_keys_sql(const Scope *s, const unsigned char *pruned, const char
                    "%sSELECT %d, k, n, CASE WHEN k IS NULL THEN (d %% 18446744073709551616 + "
                    "18446744073709551616) %% 18446744073709551616 END FROM (SELECT CASE WHEN ",
                    first ? "" : " UNION ALL ", i);
-        changed_since("", 1, snap, sql);
+        prune_changed(s, i, xmin, snap, sql);
         buf_printf(sql, " THEN \"%s\"::text END AS k, count(*) AS n, coalesce(sum(", t->key);
         key_digest(t, sql);
         buf_puts(sql, ") FILTER (WHERE NOT ");
-        changed_since("", 1, snap, sql);
+        prune_changed(s, i, xmin, snap, sql);
         buf_printf(sql, "), 0) AS d FROM \"%s\" WHERE ", t->name);
         scope_user_filter(s, t, "", sql);
         buf_puts(sql, " GROUP BY 1) g");
-        buf_printf(sql, " UNION ALL SELECT %d, row_id, 1, NULL FROM backup_tombstones WHERE ", i);
-        scope_tombstone_filter(s, t, sql);
-        buf_printf(sql,
-                   " AND xid >= '%s'::xid8 AND NOT pg_visible_in_snapshot(xid, '%s'::pg_snapshot)",
-                   xmin, snap);
+        /* 2: deleted (a covering parent's deleted keys also stage the children, restore_prune) */
+        buf_printf(sql, " UNION ALL SELECT %d, row_id, 2, NULL ", i);
+        tombstones_since(s, t, xmin, snap, sql);
         first = 0;
     }
     buf_puts(sql, ") TO STDOUT");

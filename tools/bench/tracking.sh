@@ -4,8 +4,9 @@
 #   none   no tracking (the stamp column stays, its default, triggers and tombstones go)
 #   004    the first tracking: a PL/pgSQL row trigger stamping every insert and update, and a
 #          row trigger per deleted row writing its tombstone from to_jsonb(OLD)
-#   014    the current one: inserts stamped by the column default, updates by the row
-#          trigger, tombstones by one statement-level trigger per DELETE (transition table)
+#   017    the current one (014, then 017): inserts stamped by the column default, updates
+#          by the row trigger, tombstones by one statement-level trigger per DELETE
+#          (transition table); an item deleted with its order leaves none (017)
 # 1. an OLTP mix with pgbench (a new order with three items, a status update, an item update,
 #    the order deleted with its items), ROUNDS x SECONDS on each database, alternating;
 #    the median transactions/s and its ratio to `none`
@@ -22,7 +23,7 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 PGBENCH=${PGBENCH:-$(command -v pgbench || echo /usr/lib/postgresql/15/bin/pgbench)}
 tmp=$(mktemp -d /tmp/bw-trackbench.XXXXXX)
 base=${BW_ADMIN_DATABASE_URL%/*}
-NAMES=(none 004 014)
+NAMES=(none 004 017)
 cleanup() {
   for n in "${NAMES[@]}"; do psql -X -q "$BW_ADMIN_DATABASE_URL" -c "DROP DATABASE IF EXISTS bw_track_$n" 2>/dev/null || true; done
   rm -rf "$tmp"
@@ -103,7 +104,7 @@ awk 'FNR == NR { v[$2] = v[$2] " " $3; t[$1, $2] = $3; rounds[$1] = 1; next }
   END {
     printf "%-6s %14s %10s   %-30s %10s\n", "", "OLTP mix tps", "vs none", "bulk delete 100k orders+items", "vs none"
     printf "%-6s %14s %10s\n", "", "(median)", "(median of per-round ratios)"
-    split("none 004 014", names, " ")
+    split("none 004 017", names, " ")
     for (i = 1; i <= 3; i++) {
       n = names[i]; rs = ""
       for (r in rounds) rs = rs " " t[r, n] / t[r, "none"]

@@ -13,6 +13,11 @@
  * or for a table whose key is neither a uuid nor an integer, every row is staged, as before.
  * The keys written or deleted since come in one COPY and are held as 16 bytes each (keyset);
  * past MAX_CHANGED the restore stages everything instead, keeping memory bounded.
+ *
+ * A child deleted with its parent (an order's items) leaves no tombstone (proto/sql/017): the
+ * parent's stands for it. So a child table is pruned only with its parent, whose deleted keys
+ * are kept apart: a backed-up child of a parent deleted since is staged, and the database's
+ * children of such a key count as changed (scope_prune_keys_sql).
  */
 #include "restore_intern.h"
 
@@ -31,10 +36,31 @@ static void setup(JobRt *rt, Restore *r) {
     restore_run_stmt(rt, r);
 }
 
-void restore_prune_free(Restore *r) {
-    for (int i = 0; r->changed && i < scope_count(r->scope); i++)
+static void free_sets(Restore *r) {
+    for (int i = 0; r->changed && i < scope_count(r->scope); i++) {
         keyset_free(r->changed[i]);
+        keyset_free(r->deleted[i]);
+    }
     free(r->changed);
+    free(r->deleted);
+    r->changed = r->deleted = NULL;
+}
+
+/* A child table is pruned only while its covering parent is: the parent's deleted keys say
+ * which of its backed-up rows are gone with their parent. */
+static void prune_children(Restore *r) {
+    for (int i = 0; r->prune && i < scope_count(r->scope); i++) {
+        int p = scope_covering_parent(r->scope, i);
+        if (r->prune[i] && p >= 0 && (!r->prune[p] || (r->changed && !r->deleted[p]))) {
+            r->prune[i] = 0;
+            if (r->kept)
+                r->kept[i] = r->kept_sum[i] = 0;
+        }
+    }
+}
+
+void restore_prune_free(Restore *r) {
+    free_sets(r);
     free(r->prune);
     free(r->kept);
     free(r->kept_sum);
@@ -43,7 +69,6 @@ void restore_prune_free(Restore *r) {
     free(r->snapshot);
     free(r->listed);
     r->listed = NULL;
-    r->changed = NULL;
     r->prune = NULL;
     r->kept = r->kept_sum = r->left = r->left_sum = NULL;
     r->snapshot = NULL;
@@ -53,10 +78,7 @@ void restore_prune_free(Restore *r) {
 static void stage_all(JobRt *rt, Restore *r, const char *why) {
     log_info(job_log_id(jobrt_job(rt)), "every row of the backup is staged: %s", why);
     int n = scope_count(r->scope);
-    for (int i = 0; r->changed && i < n; i++)
-        keyset_free(r->changed[i]);
-    free(r->changed);
-    r->changed = NULL;
+    free_sets(r);
     if (r->prune)
         memset(r->prune, 0, (size_t)n);
     if (r->kept)
@@ -124,19 +146,28 @@ void restore_prune_gate(JobRt *rt, Restore *r, PGresult *res) {
                      "place, unchanged, since the backup's snapshot",
                      off.data);
         buf_free(&off);
+        prune_children(r);
+        any = 0;
+        for (int i = 0; i < n; i++)
+            any += r->prune[i] != 0;
     }
     if (!any) {
         setup(rt, r);
         return;
     }
     r->changed = xcalloc((size_t)n, sizeof(KeySet *));
+    r->deleted = xcalloc((size_t)n, sizeof(KeySet *));
     r->kept = xcalloc((size_t)n, sizeof(uint64_t));
     r->kept_sum = xcalloc((size_t)n, sizeof(uint64_t));
     r->left = xcalloc((size_t)n, sizeof(uint64_t));
     r->left_sum = xcalloc((size_t)n, sizeof(uint64_t));
-    for (int i = 0; i < n; i++)
+    for (int i = 0; i < n; i++) {
         if (r->prune[i])
             r->changed[i] = keyset_new();
+        int p = scope_covering_parent(r->scope, i);
+        if (r->prune[i] && p >= 0 && r->deleted[p] == NULL)
+            r->deleted[p] = keyset_new();
+    }
     Buf sql = BUF_INIT;
     scope_prune_keys_sql(r->scope, (const unsigned char *)r->prune, r->snapshot, &sql);
     r->state = ST_PRUNE_KEYS;
@@ -144,7 +175,8 @@ void restore_prune_gate(JobRt *rt, Restore *r, PGresult *res) {
     buf_free(&sql);
 }
 
-/* One line of the keys' COPY: "table\tkey\t1\t\N" or "table\t\N\tcount\tdigest". */
+/* One line of the keys' COPY: "table\tkey\t1\t\N" (written since), "table\tkey\t2\t\N"
+ * (deleted since) or "table\t\N\tcount\tdigest". */
 int restore_prune_row(JobRt *rt, Restore *r, const JobEv *ev) {
     const char *p = ev->buf, *e = ev->buf + ev->len;
     if (r->changed == NULL) /* given up: the rest is read and dropped */
@@ -175,9 +207,14 @@ int restore_prune_row(JobRt *rt, Restore *r, const JobEv *ev) {
                  scope_table(r->scope, (int)i), r->prune[i] == 'u' ? "uuid" : "number");
         r->prune[i] = 0;
         r->kept[i] = r->kept_sum[i] = 0;
+        keyset_free(r->deleted[i]); /* its children cannot be told apart either */
+        r->deleted[i] = NULL;
+        prune_children(r);
         return PG_COPY_CONTINUE;
     }
     r->nchanged += keyset_add(r->changed[i], key);
+    if (r->deleted[i] && ke[1] == '2')
+        keyset_add(r->deleted[i], key);
     if (r->nchanged > MAX_CHANGED)
         stage_all(rt, r, "more than 2,000,000 rows changed since the backup's snapshot");
     return PG_COPY_CONTINUE;
@@ -210,6 +247,16 @@ int restore_prune_skip(Restore *r, int i, const JobEv *ev) {
         return 0;
     if (keyset_key(r->prune[i], v, n, key) != 0 || keyset_has(r->changed[i], key))
         return 0;
+    int p = scope_covering_parent(r->scope, i);
+    if (p >= 0 && ev->section == 0) { /* gone with its parent since: staged, like the parent */
+        const char *pv;
+        size_t pn;
+        unsigned char pk[KEYSET_KEY_LEN];
+        if (r->deleted[p] == NULL ||
+            pgcopy_member(ev->buf, ev->len, scope_parent_column(r->scope, i), &pv, &pn) != 0 ||
+            keyset_key(r->prune[p], pv, pn, pk) != 0 || keyset_has(r->deleted[p], pk))
+            return 0;
+    }
     if (ev->section == 0) {
         r->left[i]++;
         r->left_sum[i] += keyset_digest(r->prune[i], key);

@@ -144,6 +144,15 @@ static int spill(Buf *out, void *data) {
     return rc < 0 ? -1 : 0;
 }
 
+/* Table i is the covering parent of a selected table: its deleted keys remove that table's rows
+ * too (a child deleted with its parent has no tombstone of its own, proto/sql/017). */
+static int covers_selected(const Restore *r, int i) {
+    for (int c = 0; c < scope_count(r->scope); c++)
+        if (r->selected[c] && scope_covering_parent(r->scope, c) == i)
+            return 1;
+    return 0;
+}
+
 /* A row or deleted key of the object being read: its COPY text queued for its table. */
 int restore_stage_item(JobRt *rt, Restore *r, const JobEv *ev) {
     int i = scope_find(r->scope, ev->table);
@@ -158,7 +167,9 @@ int restore_stage_item(JobRt *rt, Restore *r, const JobEv *ev) {
         restore_progress(rt, r, "downloading", pct > 89 ? 89 : pct);
     }
     /* deleted keys only remove rows of earlier steps: the first step's have none to remove */
-    if (!r->selected[i] || (ev->section && r->si == 0) || r->copy_failed)
+    if ((ev->section && r->si == 0) || r->copy_failed)
+        return 0;
+    if (!r->selected[i] && !(ev->section && covers_selected(r, i)))
         return 0;
     if (r->prune && r->prune[i] && restore_prune_skip(r, i, ev))
         return 0;
