@@ -285,6 +285,29 @@ test('client: enqueue validates before XADD, status and follow', async () => {
   assert.equal(await q.status('never-enqueued'), null);
 });
 
+test('client: an enqueued job is `queued` at once, before a worker claims it; its id is not overwritten', async () => {
+  // a prefix no worker reads: the job stays where the enqueue left it
+  const idle = new BackupQueue({ redis: S.redis, prefix: `${S.prefix}-idle` });
+  const ik = keys(`${S.prefix}-idle`);
+  const jobId = `webt-${Date.now()}-queued`;
+  assert.equal(await idle.enqueue({ type: 'backup', userId: A, mode: 'full', jobId }), jobId);
+  const s = await idle.status(jobId);
+  assert.ok(s, 'the status exists right after the enqueue (it was a 404 until a worker claimed the job)');
+  assert.equal(s.status, 'queued');
+  assert.equal(s.type, 'backup');
+  assert.equal(s.userId, A);
+  const [[entry]] = await S.redis.xrange(ik.jobs, '-', '+');
+  assert.equal(await S.redis.hget(ik.job(jobId), 'entry'), entry, 'the entry a worker will claim as its own');
+  assert.ok((await S.redis.pttl(ik.job(jobId))) > 0, 'kept for a while, not forever');
+  // the same id again: a second entry (the worker runs it once), the status untouched
+  await S.redis.hset(ik.job(jobId), 'status', 'completed');
+  await idle.enqueue({ type: 'backup', userId: A, mode: 'full', jobId });
+  assert.equal(await S.redis.xlen(ik.jobs), 2);
+  assert.equal((await idle.status(jobId)).status, 'completed');
+  assert.equal(await S.redis.hget(ik.job(jobId), 'entry'), entry);
+  await S.redis.del(ik.jobs, ik.job(jobId));
+});
+
 test('client: reads run as `authenticated` under row-level security', async () => {
   const store = new BackupStore(S.pool);
   const seen = await store.asUser({ sub: A }, async (c) => {

@@ -18,11 +18,20 @@ import {
 } from './protocol.js';
 
 export interface QueueOptions {
-  /** Commands (XADD, HGETALL). */
+  /** Commands (XADD, EVAL, HGETALL). */
   redis: Redis;
   /** REDIS_PREFIX of the workers (default `backup`). */
   prefix?: string;
 }
+
+const ENQUEUE_LUA = `
+local e = redis.call('XADD', KEYS[1], '*', unpack(ARGV, 4))
+if redis.call('EXISTS', KEYS[2]) == 0 then
+  redis.call('HSET', KEYS[2], 'status', 'queued', 'entry', e, 'type', ARGV[1], 'user_id', ARGV[2],
+             'created_at', ARGV[3], 'stage', 'queued')
+  redis.call('PEXPIRE', KEYS[2], 604800000)
+end
+return e`;
 
 export class BackupQueue {
   private readonly redis: Redis;
@@ -38,8 +47,17 @@ export class BackupQueue {
     const fields = jobFields(job);
     const args: string[] = [];
     for (const [k, v] of Object.entries(fields)) args.push(k, v);
-    const entry = await this.redis.xadd(this.k.jobs, '*', ...args);
-    return fields.job_id ?? (entry as string);
+    if (!fields.job_id) {
+      const entry = await this.redis.xadd(this.k.jobs, '*', ...args);
+      return entry as string;
+    }
+    // The entry and, unless the id is known already, the job's status `queued` in one script:
+    // a caller reading the job right after this (GET /api/backup/jobs/:id) finds it before a
+    // worker claims it, instead of a 404. The worker's start takes the hash over (the same
+    // entry: not a duplicate) and sets its own retention.
+    await this.redis.eval(ENQUEUE_LUA, 2, this.k.jobs, this.k.job(fields.job_id),
+      fields.type, fields.user_id ?? '', String(Date.now()), ...args);
+    return fields.job_id;
   }
 
   backup(userId: string, mode: 'full' | 'incremental' | 'differential' = 'full', extra: Partial<Job> = {}) {
