@@ -11,9 +11,12 @@
 #    the order deleted with its items), ROUNDS x SECONDS on each database, alternating;
 #    the median transactions/s and its ratio to `none`
 # 2. a bulk delete of 100,000 orders with their 300,000 items (ON DELETE CASCADE), on each
+# With PARTS=1, two more databases say where 017's cost goes: `stamps` (017 without its
+# tombstone triggers: only rows written are stamped) and `deletes` (017 without its stamp
+# triggers and default: only deletes are tracked).
 # Prints the figures; asserts nothing.
 #
-#   eval "$(tools/devenv env)"; tools/bench/tracking.sh [SECONDS] [ROUNDS] [CLIENTS]
+#   eval "$(tools/devenv env)"; [PARTS=1] tools/bench/tracking.sh [SECONDS] [ROUNDS] [CLIENTS]
 set -euo pipefail
 SECS=${1:-20}
 ROUNDS=${2:-3}
@@ -24,6 +27,7 @@ PGBENCH=${PGBENCH:-$(command -v pgbench || echo /usr/lib/postgresql/15/bin/pgben
 tmp=$(mktemp -d /tmp/bw-trackbench.XXXXXX)
 base=${BW_ADMIN_DATABASE_URL%/*}
 NAMES=(none 004 017)
+[ "${PARTS:-}" = 1 ] && NAMES+=(stamps deletes)
 cleanup() {
   for n in "${NAMES[@]}"; do psql -X -q "$BW_ADMIN_DATABASE_URL" -c "DROP DATABASE IF EXISTS bw_track_$n" 2>/dev/null || true; done
   rm -rf "$tmp"
@@ -39,16 +43,27 @@ for n in "${NAMES[@]}"; do
     psql -X -q -v ON_ERROR_STOP=1 "$url" -f "$f" >/dev/null 2>"$tmp/migrate.err" ||
       { cat "$tmp/migrate.err" >&2; exit 1; }
   done
-  if [ "$n" = none ]; then
-    psql -X -q -v ON_ERROR_STOP=1 "$url" >/dev/null <<'SQL'
+  # the triggers (and the stamp's default) each variant goes without
+  drop=""
+  case $n in
+    none) drop="%backup%" ;;
+    stamps) drop="%backup_tombstone%|%backup_moved%" ;;
+    deletes) drop="%backup_stamp%" ;;
+  esac
+  if [ -n "$drop" ]; then
+    psql -X -q -v ON_ERROR_STOP=1 -v pat="$drop" "$url" >/dev/null <<'SQL'
+SELECT set_config('bench.drop', :'pat', false);
 DO $$
 DECLARE t record; g record;
 BEGIN
   FOR t IN SELECT table_name FROM backup_scope LOOP
-    FOR g IN SELECT tgname FROM pg_trigger WHERE tgrelid = t.table_name::regclass AND tgname LIKE '%backup%' LOOP
+    FOR g IN SELECT tgname FROM pg_trigger WHERE tgrelid = t.table_name::regclass
+             AND tgname LIKE ANY (string_to_array(current_setting('bench.drop'), '|')) LOOP
       EXECUTE format('DROP TRIGGER %I ON %I', g.tgname, t.table_name);
     END LOOP;
-    EXECUTE format('ALTER TABLE %I ALTER COLUMN backup_xid DROP DEFAULT', t.table_name);
+    IF current_setting('bench.drop') IN ('%backup%', '%backup_stamp%') THEN
+      EXECUTE format('ALTER TABLE %I ALTER COLUMN backup_xid DROP DEFAULT', t.table_name);
+    END IF;
   END LOOP;
 END $$;
 SQL
@@ -94,7 +109,7 @@ SQL
   echo "$n $(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.2f", b - a}') $tomb" >>"$tmp/bulk"
 done
 echo
-awk 'FNR == NR { v[$2] = v[$2] " " $3; t[$1, $2] = $3; rounds[$1] = 1; next }
+awk -v names="${NAMES[*]}" 'FNR == NR { v[$2] = v[$2] " " $3; t[$1, $2] = $3; rounds[$1] = 1; next }
   { bulk[$1] = $2; tomb[$1] = $3 }
   function median(s,   a, n, i, j, t) {
     n = split(s, a, " ")
@@ -104,9 +119,9 @@ awk 'FNR == NR { v[$2] = v[$2] " " $3; t[$1, $2] = $3; rounds[$1] = 1; next }
   END {
     printf "%-6s %14s %10s   %-30s %10s\n", "", "OLTP mix tps", "vs none", "bulk delete 100k orders+items", "vs none"
     printf "%-6s %14s %10s\n", "", "(median)", "(median of per-round ratios)"
-    split("none 004 017", names, " ")
-    for (i = 1; i <= 3; i++) {
-      n = names[i]; rs = ""
+    k = split(names, name, " ")
+    for (i = 1; i <= k; i++) {
+      n = name[i]; rs = ""
       for (r in rounds) rs = rs " " t[r, n] / t[r, "none"]
       printf "%-6s %14.0f %9.1f%%   %27.2f s %9.2fx   (%d tombstones)\n", n, median(v[n]),
         100 * (median(rs) - 1), bulk[n], bulk[n] / bulk["none"], tomb[n]
