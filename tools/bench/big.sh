@@ -98,10 +98,13 @@ for r in $(seq "$ROUNDS"); do
   timed json "$r" bash -c 'copy_all "$tmp/json.sql" >/dev/null'
   timed shell "$r" bash -c "copy_all '$tmp/json.sql' | gzip -1 | aws --endpoint-url '$S3_ENDPOINT' \
     s3 cp - 's3://$S3_BUCKET/bench/$P/shell.json.gz' --quiet"
-  timed seed "$r" node "$ROOT/tools/bench/node/seed.mjs" "$tmp/users" --concurrency 1 >/dev/null 2>&1
   peer_worker worker "$r"
   [ -n "${BEFORE_WORKER:-}" ] && peer_worker before "$r"
   peer_worker zstd "$r"
+  # the seed design last: the worker that ran right after its 1 GB process was 1.5-2.5x slower,
+  # whichever build it was (stop 28: two runs with the builds swapped)
+  timed seed "$r" node "$ROOT/tools/bench/node/seed.mjs" "$tmp/users" --concurrency 1 >/dev/null 2>&1
+  sleep 3
   echo "round $r of $ROUNDS done"
 done
 kill -TERM $wpid; wait $wpid 2>/dev/null || true; wpid=""
