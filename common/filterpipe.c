@@ -146,6 +146,28 @@ static void after_chunk(uv_work_t *req, int status) {
     pump(p, 0);
 }
 
+/* The next chunk into `work`: what `fill` holds, else the owned buffer's next chunk. */
+static void take_chunk(FilterPipe *p) {
+    if (p->fill.len == 0 && p->big) { /* the owned buffer, a chunk at a time, after fill */
+        size_t n = p->big_len - p->big_off;
+        if (n > p->chunk)
+            n = p->chunk;
+        buf_reset(&p->work);
+        buf_append(&p->work, p->big + p->big_off, n);
+        p->big_off += n;
+        if (p->big_off == p->big_len) {
+            p->big_free(p->big);
+            p->big = NULL;
+        }
+        p->work_final = 0;
+    } else {
+        Buf t = p->work;
+        p->work = p->fill;
+        p->fill = t;
+        p->work_final = p->finishing && p->big == NULL;
+    }
+}
+
 /* Deliver output, start the next chunk, and tell whoever waits. May free p (callbacks). */
 static void pump(FilterPipe *p, int from_write) {
     if (p->stopped || p->working)
@@ -164,29 +186,12 @@ static void pump(FilterPipe *p, int from_write) {
         if (r == 0)
             p->blocked = 1;
     }
-    size_t pending = p->fill.len;
-    int go = pending >= p->chunk || p->finishing || p->big != NULL;
-    if (p->out.len == 0 && !p->blocked && !p->finished && (go || p->work.len > 0)) {
-        if (p->work.len > 0) {
-            /* the rest of a chunk whose run stopped at the output bound */
-        } else if (pending == 0 && p->big) { /* the owned buffer, a chunk at a time, after fill */
-            size_t n = p->big_len - p->big_off;
-            if (n > p->chunk)
-                n = p->chunk;
-            buf_reset(&p->work);
-            buf_append(&p->work, p->big + p->big_off, n);
-            p->big_off += n;
-            if (p->big_off == p->big_len) {
-                p->big_free(p->big);
-                p->big = NULL;
-            }
-            p->work_final = 0;
-        } else {
-            Buf t = p->work;
-            p->work = p->fill;
-            p->fill = t;
-            p->work_final = p->finishing && p->big == NULL;
-        }
+    /* the rest of a chunk whose run stopped at the output bound goes first */
+    int rest = p->work.len > 0;
+    int go = rest || p->fill.len >= p->chunk || p->finishing || p->big != NULL;
+    if (p->out.len == 0 && !p->blocked && !p->finished && go) {
+        if (!rest)
+            take_chunk(p);
         p->working = 1;
         if (uv_queue_work(p->loop, &p->req, run_chunk, after_chunk) != 0) {
             p->working = 0;

@@ -286,14 +286,14 @@ static void finish_pipeline(PgConn *c) {
     c->op = OP_NONE;
     Err err;
     err_clear(&err);
+    /* the first failure; a statement is only skipped after an earlier one of its group failed */
     for (int i = 0; i < n && !err_is_set(&err); i++) {
         ExecStatusType st = res[i] ? PQresultStatus(res[i]) : PGRES_PIPELINE_ABORTED;
         if (st == PGRES_FATAL_ERROR || st == PGRES_BAD_RESPONSE)
             pg_result_to_err(res[i], &err);
-    }
-    for (int i = 0; i < n && !err_is_set(&err); i++)
-        if (res[i] == NULL) /* aborted with no error before it: not expected of a server */
+        else if (res[i] == NULL)
             err_set(&err, ERR_PERMANENT, ERR_CODE_PROTOCOL, "postgres: statement %d not run", i);
+    }
     cb(c, res, n, err_is_set(&err) ? &err : NULL, data);
     for (int i = 0; i < n; i++)
         PQclear(res[i]);

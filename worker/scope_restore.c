@@ -122,20 +122,27 @@ int scope_stage_convert_sql(const Scope *s, int i, int chain, Buf *sql) {
     return n;
 }
 
+/* No later step deleted key `col` of the staged row s, a key of table d (its scope index). */
+static void not_deleted_later(const Scope *s, int d, const char *col, Buf *sql) {
+    buf_printf(sql,
+               "NOT EXISTS (SELECT 1 FROM _bw_d d WHERE d.tbl = %d AND d.step > s._bw_step AND "
+               "(d.k)::%s = s.\"%s\")",
+               d, scope_col_type(&s->t[d], s->t[d].key), col);
+}
+
 void scope_stage_final_sql(const Scope *s, int i, Buf *sql) {
     const Table *t = &s->t[i];
     /* a step deletes first, then writes its rows: only a later step's deletion removes a row */
     buf_printf(sql,
                "CREATE TEMP TABLE _bw_f%d ON COMMIT DROP AS SELECT DISTINCT ON (s.\"%s\") s.* "
-               "FROM _bw_s%d s WHERE NOT EXISTS (SELECT 1 FROM _bw_d d WHERE d.tbl = %d AND "
-               "d.step > s._bw_step AND (d.k)::%s = s.\"%s\")",
-               i, t->key, i, i, scope_col_type(t, t->key), t->key);
+               "FROM _bw_s%d s WHERE ",
+               i, t->key, i);
+    not_deleted_later(s, i, t->key, sql);
     int p = scope_covering_parent(s, i);
-    if (p >= 0) /* deleted with its parent: the parent's key stands for it (017) */
-        buf_printf(sql,
-                   " AND NOT EXISTS (SELECT 1 FROM _bw_d d WHERE d.tbl = %d AND d.step > "
-                   "s._bw_step AND (d.k)::%s = s.\"%s\")",
-                   p, scope_col_type(&s->t[p], s->t[p].key), t->parent_col);
+    if (p >= 0) { /* deleted with its parent: the parent's key stands for it (017) */
+        buf_puts(sql, " AND ");
+        not_deleted_later(s, p, t->parent_col, sql);
+    }
     buf_printf(sql, " ORDER BY s.\"%s\", s._bw_step DESC", t->key);
 }
 

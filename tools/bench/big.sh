@@ -101,8 +101,8 @@ for r in $(seq "$ROUNDS"); do
   peer_worker worker "$r"
   [ -n "${BEFORE_WORKER:-}" ] && peer_worker before "$r"
   peer_worker zstd "$r"
-  # the seed design last: the worker that ran right after its 1 GB process was 1.5-2.5x slower,
-  # whichever build it was (stop 28: two runs with the builds swapped)
+  # the seed design last: the worker that ran right after its 1 GB process was slower, whichever
+  # build it was (stop 28: two runs with the builds swapped)
   timed seed "$r" node "$ROOT/tools/bench/node/seed.mjs" "$tmp/users" --concurrency 1 >/dev/null 2>&1
   sleep 3
   echo "round $r of $ROUNDS done"

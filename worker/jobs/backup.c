@@ -374,7 +374,7 @@ static void on_result(JobRt *rt, Backup *b, PGresult *res) {
         backup_snapshot(rt, b);
         break;
     case ST_SNAPSHOT:
-        backup_on_snapshot(rt, b, res);
+        backup_on_snapshot(rt, b, res, NULL);
         break;
     case ST_SCOPE:
         backup_on_scope(rt, b, res);

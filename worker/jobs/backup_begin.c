@@ -201,8 +201,6 @@ static void set_running(JobRt *rt, Backup *b) {
     buf_free(&count);
 }
 
-static int prepare_scope(JobRt *rt, Backup *b);
-
 static int res_ok(PGresult *const *r, size_t n, size_t i) {
     return i < n && r[i] &&
            (PQresultStatus(r[i]) == PGRES_COMMAND_OK || PQresultStatus(r[i]) == PGRES_TUPLES_OK);
@@ -224,20 +222,7 @@ void backup_on_running(JobRt *rt, Backup *b, const JobEv *ev) {
         backup_query(rt, b, ST_REBEGIN, JRT_END, "ROLLBACK", 0, NULL);
         return;
     }
-    if (guessed) {
-        if (strcmp(PQgetvalue(ev->results[2], 0, 5), b->guess_fp) == 0) {
-            b->snapshot = xstrdup(PQgetvalue(ev->results[2], 0, 0));
-            snprintf(b->created_at, sizeof(b->created_at), "%s", PQgetvalue(ev->results[2], 0, 3));
-            snprintf(b->scope_fp, sizeof(b->scope_fp), "%s", b->guess_fp);
-            scopecache_hit(services_scope_cache(jobrt_services(rt)));
-            if (prepare_scope(rt, b) == 0)
-                backup_on_counted(rt, b, ev->results[3]);
-            return;
-        }
-        scope_free(b->scope); /* the catalog changed since: the guess is dropped */
-        b->scope = NULL;
-    }
-    backup_on_snapshot(rt, b, ev->results[2]);
+    backup_on_snapshot(rt, b, ev->results[2], guessed ? ev->results[3] : NULL);
 }
 
 void backup_abort_next_stale(JobRt *rt, Backup *b, const JobEv *ev) {
@@ -260,15 +245,25 @@ void backup_abort_next_stale(JobRt *rt, Backup *b, const JobEv *ev) {
 
 /* ---- reading: snapshot, scope, counts ---- */
 
+static int prepare_scope(JobRt *rt, Backup *b);
 static void use_scope(JobRt *rt, Backup *b);
 
 /* The scope: the one this worker read last when the catalog's fingerprint, read with the
- * snapshot, is the same; else read from the catalog (on_scope). */
-void backup_on_snapshot(JobRt *rt, Backup *b, PGresult *res) {
+ * snapshot, is the same (with its counts when they were guessed in the same pipeline: counts);
+ * else read from the catalog (on_scope). */
+void backup_on_snapshot(JobRt *rt, Backup *b, PGresult *res, PGresult *counts) {
     b->snapshot = xstrdup(PQgetvalue(res, 0, 0));
     snprintf(b->created_at, sizeof(b->created_at), "%s", PQgetvalue(res, 0, 3));
     snprintf(b->scope_fp, sizeof(b->scope_fp), "%s", PQgetvalue(res, 0, 5));
-    b->scope = scopecache_get(services_scope_cache(jobrt_services(rt)), b->scope_fp);
+    ScopeCache *cache = services_scope_cache(jobrt_services(rt));
+    if (b->scope && counts && strcmp(b->scope_fp, b->guess_fp) == 0) {
+        scopecache_hit(cache);
+        if (prepare_scope(rt, b) == 0)
+            backup_on_counted(rt, b, counts);
+        return;
+    }
+    scope_free(b->scope); /* a guess the catalog changed under: dropped */
+    b->scope = scopecache_get(cache, b->scope_fp);
     if (b->scope) {
         use_scope(rt, b);
         return;

@@ -83,7 +83,8 @@ int backup_on_stale_page(Backup *b, const JobEv *ev);
 void backup_abort_next_stale(JobRt *rt, Backup *b, const JobEv *ev);
 void backup_on_running(JobRt *rt, Backup *b, const JobEv *ev);
 void backup_snapshot(JobRt *rt, Backup *b); /* after BEGIN (again) */
-void backup_on_snapshot(JobRt *rt, Backup *b, PGresult *res);
+/* counts: the row counts guessed from the kept scope (b->scope) in the same pipeline, or NULL */
+void backup_on_snapshot(JobRt *rt, Backup *b, PGresult *res, PGresult *counts);
 void backup_on_scope(JobRt *rt, Backup *b, PGresult *res);
 void backup_on_counted(JobRt *rt, Backup *b, PGresult *res);
 

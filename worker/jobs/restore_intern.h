@@ -108,6 +108,7 @@ typedef struct {
     char *prune;               /* per scope table: its key's keyset kind, or 0 (every row staged) */
     KeySet **changed;          /* per pruned table: keys written or deleted since */
     KeySet **deleted;          /* per pruned covering parent: its keys deleted since (017) */
+    int *cover;                /* per table: its covering parent's index, or -1 (read per row) */
     uint64_t *kept;            /* per pruned table: the user's rows unchanged since (not staged) */
     uint64_t *kept_sum;        /* and the digest of their keys (keyset_digest) */
     uint64_t *left, *left_sum; /* per table: rows of the step being read left out, their digest */

@@ -43,7 +43,9 @@ static void free_sets(Restore *r) {
     }
     free(r->changed);
     free(r->deleted);
+    free(r->cover);
     r->changed = r->deleted = NULL;
+    r->cover = NULL;
 }
 
 /* A child table is pruned only while its covering parent is: the parent's deleted keys say
@@ -157,6 +159,7 @@ void restore_prune_gate(JobRt *rt, Restore *r, PGresult *res) {
     }
     r->changed = xcalloc((size_t)n, sizeof(KeySet *));
     r->deleted = xcalloc((size_t)n, sizeof(KeySet *));
+    r->cover = xcalloc((size_t)n, sizeof(int));
     r->kept = xcalloc((size_t)n, sizeof(uint64_t));
     r->kept_sum = xcalloc((size_t)n, sizeof(uint64_t));
     r->left = xcalloc((size_t)n, sizeof(uint64_t));
@@ -164,7 +167,7 @@ void restore_prune_gate(JobRt *rt, Restore *r, PGresult *res) {
     for (int i = 0; i < n; i++) {
         if (r->prune[i])
             r->changed[i] = keyset_new();
-        int p = scope_covering_parent(r->scope, i);
+        int p = r->cover[i] = scope_covering_parent(r->scope, i);
         if (r->prune[i] && p >= 0 && r->deleted[p] == NULL)
             r->deleted[p] = keyset_new();
     }
@@ -213,7 +216,7 @@ int restore_prune_row(JobRt *rt, Restore *r, const JobEv *ev) {
         return PG_COPY_CONTINUE;
     }
     r->nchanged += keyset_add(r->changed[i], key);
-    if (r->deleted[i] && ke[1] == '2')
+    if (r->deleted[i] && ke + 1 < e && ke[1] == '2')
         keyset_add(r->deleted[i], key);
     if (r->nchanged > MAX_CHANGED)
         stage_all(rt, r, "more than 2,000,000 rows changed since the backup's snapshot");
@@ -247,17 +250,17 @@ int restore_prune_skip(Restore *r, int i, const JobEv *ev) {
         return 0;
     if (keyset_key(r->prune[i], v, n, key) != 0 || keyset_has(r->changed[i], key))
         return 0;
-    int p = scope_covering_parent(r->scope, i);
-    if (p >= 0 && ev->section == 0) { /* gone with its parent since: staged, like the parent */
-        const char *pv;
-        size_t pn;
-        unsigned char pk[KEYSET_KEY_LEN];
-        if (r->deleted[p] == NULL ||
-            pgcopy_member(ev->buf, ev->len, scope_parent_column(r->scope, i), &pv, &pn) != 0 ||
-            keyset_key(r->prune[p], pv, pn, pk) != 0 || keyset_has(r->deleted[p], pk))
-            return 0;
-    }
     if (ev->section == 0) {
+        int p = r->cover[i];
+        if (p >= 0) { /* gone with its parent since: staged, like the parent */
+            const char *pv;
+            size_t pn;
+            unsigned char pk[KEYSET_KEY_LEN];
+            if (r->deleted[p] == NULL ||
+                pgcopy_member(ev->buf, ev->len, scope_parent_column(r->scope, i), &pv, &pn) != 0 ||
+                keyset_key(r->prune[p], pv, pn, pk) != 0 || keyset_has(r->deleted[p], pk))
+                return 0;
+        }
         r->left[i]++;
         r->left_sum[i] += keyset_digest(r->prune[i], key);
     }
