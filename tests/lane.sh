@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# lane.sh COMMAND...: run a service test on a set of services (a lane) no other test holds.
+#
+# tools/devenv test starts BW_TEST_LANES sets of Redis, PostgreSQL, S3 and moto (lane 0 is
+# the environment's own; lane N listens on its ports + 1000 N, its data in $BW_DEV_DIR/laneN)
+# so that ctest -j runs that many service tests at once. Each lane is taken with flock(1);
+# with one lane (the default, a developer's `tools/devenv start`) the service tests run one
+# at a time whatever -j says. The lock is not passed to the test, so a process a test leaves
+# behind cannot keep its lane.
+set -uo pipefail
+: "${BW_DEVENV:?run through tools/devenv test (or eval \"\$(tools/devenv env)\")}"
+lanes=${BW_TEST_LANES:-1}
+dir=$("$BW_DEVENV" dir)
+mkdir -p "$dir"
+lane=""
+while [ -z "$lane" ]; do
+  for ((n = 0; n < lanes; n++)); do
+    exec {fd}>"$dir/lane$n.lock"
+    if flock -n "$fd"; then lane=$n; break; fi
+    exec {fd}>&-
+  done
+  [ -n "$lane" ] || sleep 0.2
+done
+if [ "$lane" -gt 0 ]; then
+  eval "$("$BW_DEVENV" lane "$lane" env)"
+fi
+echo "lane $lane"
+"$@" {fd}>&-
