@@ -56,6 +56,17 @@ expect "wait JOB_ID follows it to completion" ctl wait "ctl-fixed-$P" --json
 check "status JOB_ID: its hash as JSON" "completed backup" \
   "$(ctl status "ctl-fixed-$P" | jq -r '"\(.status) \(.type)"')"
 LAST=$(field "ctl-fixed-$P" backup_id)
+# an enqueued job has its status at once, before any worker claims it (a prefix none reads)
+Q=tctlq$$
+REDIS_PREFIX=$Q ctl backup "$A" --no-wait --job-id "q-$P" >/dev/null
+check "a job no worker claimed yet: status queued, with its type, user and entry" \
+  "queued backup $A $(R XRANGE "$Q:jobs" - + | head -1)" \
+  "$(REDIS_PREFIX=$Q ctl status "q-$P" | jq -r '"\(.status) \(.type) \(.user_id)"') $(R HGET "$Q:job:q-$P" entry)"
+R HSET "$Q:job:q-$P" status completed >/dev/null
+REDIS_PREFIX=$Q ctl backup "$A" --no-wait --job-id "q-$P" >/dev/null
+check "…enqueued again: a second entry, the known status untouched" "2 completed" \
+  "$(R XLEN "$Q:jobs") $(R HGET "$Q:job:q-$P" status)"
+R DEL "$Q:jobs" "$Q:job:q-$P" >/dev/null
 
 # ---- list, stats ----
 list=$(ctl list "$A")

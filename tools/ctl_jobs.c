@@ -247,22 +247,48 @@ static int follow(redisContext *r, const Opts *o, const char *jid) {
 
 /* ---- enqueue ---- */
 
-/* XADD the fields (name, value pairs, NULL-terminated), then follow or print the job id. */
+/* The entry and, unless the job id is known already, its status hash `queued` in one script
+ * (proto/README, "Enqueueing"; the web tier's BackupQueue.enqueue runs the same): a status
+ * read right after the enqueue finds the job before a worker claims it. */
+static const char ENQUEUE_LUA[] =
+    "local e = redis.call('XADD', KEYS[1], '*', unpack(ARGV, 4))\n"
+    "if redis.call('EXISTS', KEYS[2]) == 0 then\n"
+    "  redis.call('HSET', KEYS[2], 'status', 'queued', 'entry', e, 'type', ARGV[1], 'user_id',\n"
+    "             ARGV[2], 'created_at', ARGV[3], 'stage', 'queued')\n"
+    "  redis.call('PEXPIRE', KEYS[2], 604800000)\n"
+    "end\n"
+    "return e";
+
+static const char *field_of(const char **fv, const char *name) {
+    for (int i = 0; fv[i]; i += 2)
+        if (strcmp(fv[i], name) == 0)
+            return fv[i + 1];
+    return "";
+}
+
+/* Enqueue the fields (name, value pairs, NULL-terminated), then follow or print the job id. */
 static int submit(const Opts *o, const char **fv) {
     redisContext *r = ctl_redis_open(o->cfg);
     if (r == NULL)
         return 1;
-    const char *argv[40];
-    char stream[256];
+    const char *argv[48];
+    char stream[256], hash[256], now[32];
     int n = 0;
-    argv[n++] = "XADD";
+    snprintf(hash, sizeof(hash), "%s:job:%s", o->cfg->redis_prefix, o->job_id);
+    snprintf(now, sizeof(now), "%lld", (long long)(ctl_now() * 1000));
+    argv[n++] = "EVAL";
+    argv[n++] = ENQUEUE_LUA;
+    argv[n++] = "2";
     argv[n++] = ctl_key(o->cfg, "jobs", stream, sizeof(stream));
-    argv[n++] = "*";
+    argv[n++] = hash;
+    argv[n++] = field_of(fv, "type");
+    argv[n++] = field_of(fv, "user_id");
+    argv[n++] = now;
     argv[n++] = "job_id";
     argv[n++] = o->job_id;
     argv[n++] = "trigger";
     argv[n++] = "manual";
-    for (int i = 0; fv[i] && n < 38; i += 2) {
+    for (int i = 0; fv[i] && n < 46; i += 2) {
         argv[n++] = fv[i];
         argv[n++] = fv[i + 1];
     }

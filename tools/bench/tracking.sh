@@ -14,13 +14,21 @@
 # With PARTS=1, two more databases say where 017's cost goes: `stamps` (017 without its
 # tombstone triggers: only rows written are stamped) and `deletes` (017 without its stamp
 # triggers and default: only deletes are tracked).
+# With CPU=1, PostgreSQL's CPU time is measured instead of the wall clock (perf's task-clock
+# on the postmaster and every backend it forks; needs perf and a local PostgreSQL): the mix
+# runs TRANSACTIONS at a time on one client, and the bulk delete BULK_ROUNDS times (3). On this
+# machine's noisy cores, tps moved +-15 % between rounds of one database; CPU per
+# transaction over many short alternating rounds moved +-5 %.
 # Prints the figures; asserts nothing.
 #
 #   eval "$(tools/devenv env)"; [PARTS=1] tools/bench/tracking.sh [SECONDS] [ROUNDS] [CLIENTS]
+#   CPU=1 [PARTS=1] tools/bench/tracking.sh [TRANSACTIONS] [ROUNDS]
 set -euo pipefail
-SECS=${1:-20}
-ROUNDS=${2:-3}
+CPU=${CPU:-}
+SECS=${1:-$([ -n "$CPU" ] && echo 1000 || echo 20)}
+ROUNDS=${2:-$([ -n "$CPU" ] && echo 15 || echo 3)}
 CLIENTS=${3:-4}
+BULK_ROUNDS=${BULK_ROUNDS:-$([ -n "$CPU" ] && echo 3 || echo 1)}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 : "${BW_ADMIN_DATABASE_URL:?eval \"\$(tools/devenv env)\" first}"
 PGBENCH=${PGBENCH:-$(command -v pgbench || echo /usr/lib/postgresql/15/bin/pgbench)}
@@ -86,44 +94,82 @@ UPDATE order_items SET quantity = quantity + 1 WHERE order_id = ':oid' AND quant
 DELETE FROM orders WHERE id = ':oid';
 END;
 SQL
+if [ -n "$CPU" ]; then
+  command -v perf >/dev/null || { echo "CPU=1 needs perf" >&2; exit 1; }
+  pm=$(psql -X -q -t -A "$BW_ADMIN_DATABASE_URL" -c "SELECT split_part(pg_read_file('postmaster.pid'), E'\n', 1)")
+fi
+# pg_cpu COMMAND...: PostgreSQL's CPU milliseconds while COMMAND runs
+pg_cpu() {
+  perf stat -x, -e task-clock -p "$pm" -o "$tmp/perf" -- "$@" >/dev/null 2>&1
+  awk -F, '/task-clock/ {printf "%.1f", $1}' "$tmp/perf"
+}
+# CPU: a first run on each database warms its caches (the first round cost up to 1.5x the rest)
+[ -n "$CPU" ] && for n in "${NAMES[@]}"; do
+  "$PGBENCH" -n -f "$tmp/mix.sql" -c 1 -t 300 "$base/bw_track_$n" >/dev/null 2>&1
+done
 for r in $(seq "$ROUNDS"); do
   for n in "${NAMES[@]}"; do
-    tps=$("$PGBENCH" -n -f "$tmp/mix.sql" -c "$CLIENTS" -j 2 -T "$SECS" "$base/bw_track_$n" 2>&1 |
-      awk '/^tps/ {print $3; exit}')
-    echo "round $r $n: $tps tps"
-    echo "$r $n $tps" >>"$tmp/tps"
+    if [ -n "$CPU" ]; then # microseconds a transaction, as negative "tps" so that more is better
+      ms=$(pg_cpu "$PGBENCH" -n -f "$tmp/mix.sql" -c 1 -t "$SECS" "$base/bw_track_$n")
+      echo "round $r $n: $(awk -v m="$ms" -v t="$SECS" 'BEGIN {printf "%.0f", m * 1000 / t}') us of PostgreSQL CPU a transaction"
+      echo "$r $n $(awk -v m="$ms" -v t="$SECS" 'BEGIN {printf "%.6f", t / m}')" >>"$tmp/tps"
+    else
+      tps=$("$PGBENCH" -n -f "$tmp/mix.sql" -c "$CLIENTS" -j 2 -T "$SECS" "$base/bw_track_$n" 2>&1 |
+        awk '/^tps/ {print $3; exit}')
+      echo "round $r $n: $tps tps"
+      echo "$r $n $tps" >>"$tmp/tps"
+    fi
   done
 done
 
-for n in "${NAMES[@]}"; do
-  url=$base/bw_track_$n
-  psql -X -q -v ON_ERROR_STOP=1 "$url" >/dev/null <<SQL
+for r in $(seq "$BULK_ROUNDS"); do
+  for n in "${NAMES[@]}"; do
+    url=$base/bw_track_$n
+    psql -X -q -v ON_ERROR_STOP=1 "$url" >/dev/null <<SQL
 INSERT INTO orders (user_id, number, total) SELECT '$BULK', g, g FROM generate_series(1, 100000) g;
 INSERT INTO order_items (order_id, quantity, unit_price) SELECT id, 1, 1 FROM orders o, generate_series(1, 3) WHERE o.user_id = '$BULK';
 VACUUM ANALYZE;
 SQL
-  t0=$(date +%s.%N)
-  psql -X -q -v ON_ERROR_STOP=1 "$url" -c "DELETE FROM orders WHERE user_id = '$BULK'" >/dev/null
-  t1=$(date +%s.%N)
-  tomb=$(psql -X -q -t -A "$url" -c "SELECT count(*) FROM backup_tombstones")
-  echo "$n $(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.2f", b - a}') $tomb" >>"$tmp/bulk"
+    del=(psql -X -q -v ON_ERROR_STOP=1 "$url" -c "DELETE FROM orders WHERE user_id = '$BULK'")
+    if [ -n "$CPU" ]; then
+      secs=$(awk -v m="$(pg_cpu "${del[@]}")" 'BEGIN {printf "%.3f", m / 1000}')
+    else
+      t0=$(date +%s.%N)
+      "${del[@]}" >/dev/null
+      t1=$(date +%s.%N)
+      secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.2f", b - a}')
+    fi
+    [ -n "$CPU" ] && echo "bulk round $r $n: $secs s of PostgreSQL CPU"
+    tomb=$(psql -X -q -t -A "$url" -c "SELECT count(*) FROM backup_tombstones")
+    echo "$r $n $secs $tomb" >>"$tmp/bulk"
+  done
 done
 echo
-awk -v names="${NAMES[*]}" 'FNR == NR { v[$2] = v[$2] " " $3; t[$1, $2] = $3; rounds[$1] = 1; next }
-  { bulk[$1] = $2; tomb[$1] = $3 }
+awk -v names="${NAMES[*]}" -v cpu="$CPU" 'FNR == NR { v[$2] = v[$2] " " $3; t[$1, $2] = $3; rounds[$1] = 1; next }
+  { b[$2] = b[$2] " " $3; bt[$1, $2] = $3; brounds[$1] = 1; tomb[$2] = $4 }
   function median(s,   a, n, i, j, t) {
     n = split(s, a, " ")
     for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
     return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
   }
   END {
-    printf "%-6s %14s %10s   %-30s %10s\n", "", "OLTP mix tps", "vs none", "bulk delete 100k orders+items", "vs none"
-    printf "%-6s %14s %10s\n", "", "(median)", "(median of per-round ratios)"
+    if (cpu) {
+      printf "%-7s %16s %10s   %24s %10s\n", "", "OLTP mix PG CPU", "vs none", "bulk delete PG CPU", "vs none"
+      printf "%-7s %16s %10s   %24s\n", "", "(us/txn, median)", "(if PG-bound)", "(median, median ratio)"
+    } else {
+      printf "%-7s %16s %10s   %-30s %10s\n", "", "OLTP mix tps", "vs none", "bulk delete 100k orders+items", "vs none"
+      printf "%-7s %16s %10s\n", "", "(median)", "(median of per-round ratios)"
+    }
     k = split(names, name, " ")
     for (i = 1; i <= k; i++) {
-      n = name[i]; rs = ""
+      n = name[i]; rs = ""; bs = ""
       for (r in rounds) rs = rs " " t[r, n] / t[r, "none"]
-      printf "%-6s %14.0f %9.1f%%   %27.2f s %9.2fx   (%d tombstones)\n", n, median(v[n]),
-        100 * (median(rs) - 1), bulk[n], bulk[n] / bulk["none"], tomb[n]
+      for (r in brounds) bs = bs " " bt[r, n] / bt[r, "none"]
+      if (cpu)
+        printf "%-7s %13.0f us %9.1f%%   %21.2f s %9.2fx   (%d tombstones)\n", n, 1000 / median(v[n]),
+          100 * (median(rs) - 1), median(b[n]), median(bs), tomb[n]
+      else
+        printf "%-7s %16.0f %9.1f%%   %27.2f s %9.2fx   (%d tombstones)\n", n, median(v[n]),
+          100 * (median(rs) - 1), median(b[n]), median(bs), tomb[n]
     }
   }' "$tmp/tps" "$tmp/bulk"
