@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # test_names: the status-hash field names and values in worker/jobstatus.h (what backupctl
 # reads) are exactly names the queue's Lua scripts write, and each is documented in
-# proto/README.md. No services needed.
+# proto/README.md; the TypeScript client's enqueue script is proto/lua/enqueue.lua. No
+# services needed.
 set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 fails=0 passed=0
@@ -13,5 +14,11 @@ for n in $names; do
   if grep -q "\`$n\`" "$ROOT/proto/README.md"; then passed=$((passed + 1)); else
     echo "FAIL $n: not documented in proto/README.md"; fails=$((fails + 1)); fi
 done
+# the enqueue script: backupctl embeds proto/lua/enqueue.lua, the TypeScript client holds its text
+lua=$(grep -v '^--' "$ROOT/proto/lua/enqueue.lua")
+ts=$(sed -n '/^const ENQUEUE_LUA = `$/,/`;$/p' "$ROOT/proto/ts/src/node.ts" | sed '1d; s/`;$//')
+if [ -n "$lua" ] && [ "$lua" = "$ts" ]; then passed=$((passed + 1)); else
+  echo "FAIL proto/ts/src/node.ts ENQUEUE_LUA differs from proto/lua/enqueue.lua:"
+  diff <(echo "$lua") <(echo "$ts"); fails=$((fails + 1)); fi
 echo "test_names: $passed passed, $fails failed"
 [ "$fails" -eq 0 ]

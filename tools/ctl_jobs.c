@@ -6,6 +6,7 @@
 #include "ctl_common.h"
 #include "ctl_recover.h"
 #include "jobspec.h"
+#include "proto_lua.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,10 +41,16 @@ static unsigned long long jnum(const Job *j, const char *name) {
     return strtoull(jstr(j, name), NULL, 10);
 }
 
+/* The job's status hash: <prefix>:job:<job id> */
+static const char *job_key(const Config *cfg, const char *jid, char *key, size_t keysz) {
+    snprintf(key, keysz, "%s:job:%s", cfg->redis_prefix, jid);
+    return key;
+}
+
 /* HGETALL of the job's hash; 0 fetched (empty reply if the hash does not exist yet), -1 error */
 static int job_get(redisContext *r, const Config *cfg, const char *jid, Job *j) {
     char key[300];
-    snprintf(key, sizeof(key), "%s:job:%s", cfg->redis_prefix, jid);
+    job_key(cfg, jid, key, sizeof(key));
     j->rep = ctl_redis(r, "HGETALL %s", key);
     return j->rep ? 0 : -1;
 }
@@ -247,18 +254,6 @@ static int follow(redisContext *r, const Opts *o, const char *jid) {
 
 /* ---- enqueue ---- */
 
-/* The entry and, unless the job id is known already, its status hash `queued` in one script
- * (proto/README, "Enqueueing"; the web tier's BackupQueue.enqueue runs the same): a status
- * read right after the enqueue finds the job before a worker claims it. */
-static const char ENQUEUE_LUA[] =
-    "local e = redis.call('XADD', KEYS[1], '*', unpack(ARGV, 4))\n"
-    "if redis.call('EXISTS', KEYS[2]) == 0 then\n"
-    "  redis.call('HSET', KEYS[2], 'status', 'queued', 'entry', e, 'type', ARGV[1], 'user_id',\n"
-    "             ARGV[2], 'created_at', ARGV[3], 'stage', 'queued')\n"
-    "  redis.call('PEXPIRE', KEYS[2], 604800000)\n"
-    "end\n"
-    "return e";
-
 static const char *field_of(const char **fv, const char *name) {
     for (int i = 0; fv[i]; i += 2)
         if (strcmp(fv[i], name) == 0)
@@ -266,21 +261,21 @@ static const char *field_of(const char **fv, const char *name) {
     return "";
 }
 
-/* Enqueue the fields (name, value pairs, NULL-terminated), then follow or print the job id. */
+/* Enqueue the fields (name, value pairs, NULL-terminated) with proto/lua/enqueue.lua (the entry
+ * and the status `queued`), then follow or print the job id. */
 static int submit(const Opts *o, const char **fv) {
     redisContext *r = ctl_redis_open(o->cfg);
     if (r == NULL)
         return 1;
     const char *argv[48];
-    char stream[256], hash[256], now[32];
+    char stream[256], hash[300], now[32];
     int n = 0;
-    snprintf(hash, sizeof(hash), "%s:job:%s", o->cfg->redis_prefix, o->job_id);
     snprintf(now, sizeof(now), "%lld", (long long)(ctl_now() * 1000));
     argv[n++] = "EVAL";
-    argv[n++] = ENQUEUE_LUA;
+    argv[n++] = lua_enqueue;
     argv[n++] = "2";
     argv[n++] = ctl_key(o->cfg, "jobs", stream, sizeof(stream));
-    argv[n++] = hash;
+    argv[n++] = job_key(o->cfg, o->job_id, hash, sizeof(hash));
     argv[n++] = field_of(fv, "type");
     argv[n++] = field_of(fv, "user_id");
     argv[n++] = now;

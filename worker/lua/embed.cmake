@@ -1,8 +1,12 @@
 # Turn worker/lua/*.lua into C arrays (generated/qscripts_lua.h), so the Lua
 # stays readable Lua in the tree and ships inside the binary.
-# Usage: cmake -DSRC=<dir> -DOUT=<file> -P embed.cmake
-set(names prelude start finish renew progress handback promote retire userlock)
-set(text "/* generated from the files in worker/lua/ by embed.cmake: do not edit */\n")
+# Usage: cmake -DSRC=<dir> -DOUT=<file> [-DNAMES=a;b] -P embed.cmake
+if(DEFINED NAMES)
+  set(names ${NAMES})
+else()
+  set(names prelude start finish renew progress handback promote retire userlock)
+endif()
+set(text "/* generated from ${SRC} by embed.cmake: do not edit */\n")
 foreach(n ${names})
   file(READ "${SRC}/${n}.lua" hex HEX)
   string(REGEX REPLACE "([0-9a-f][0-9a-f])" "0x\\1," bytes "${hex}")

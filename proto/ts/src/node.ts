@@ -24,6 +24,8 @@ export interface QueueOptions {
   prefix?: string;
 }
 
+// proto/lua/enqueue.lua without its comments (backupctl runs that file; tests/test_names.sh
+// checks the two agree)
 const ENQUEUE_LUA = `
 local e = redis.call('XADD', KEYS[1], '*', unpack(ARGV, 4))
 if redis.call('EXISTS', KEYS[2]) == 0 then
