@@ -109,7 +109,7 @@ pg_cpu() {
 done
 for r in $(seq "$ROUNDS"); do
   for n in "${NAMES[@]}"; do
-    if [ -n "$CPU" ]; then # microseconds a transaction, as negative "tps" so that more is better
+    if [ -n "$CPU" ]; then # kept as transactions per CPU millisecond, so that more is better as with tps
       ms=$(pg_cpu "$PGBENCH" -n -f "$tmp/mix.sql" -c 1 -t "$SECS" "$base/bw_track_$n")
       echo "round $r $n: $(awk -v m="$ms" -v t="$SECS" 'BEGIN {printf "%.0f", m * 1000 / t}') us of PostgreSQL CPU a transaction"
       echo "$r $n $(awk -v m="$ms" -v t="$SECS" 'BEGIN {printf "%.6f", t / m}')" >>"$tmp/tps"
