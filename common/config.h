@@ -10,19 +10,12 @@
 #define BW_CONFIG_H
 
 #include "buf.h"
+#include "connurl.h"
 #include "log.h"
 #include "redis.h"
 #include "s3.h"
 
 #include <stdio.h>
-
-typedef struct {
-    char *host; /* owned */
-    int port;
-    char *username; /* owned, may be NULL (Redis 6 ACL user) */
-    char *password; /* owned, may be NULL; secret */
-    int db;
-} RedisEndpoint;
 
 typedef struct {
     char *aws_access_key_id;           /* secret-ish: logged only as its first 4 chars */
@@ -48,7 +41,7 @@ typedef struct {
     char *s3_replica_sse, *s3_replica_sse_kms_key_id;
     char *s3_replica_access_key_id, *s3_replica_secret_access_key; /* secret */
     int s3_replica_server_copy; /* copies made by the service itself (S3_REPLICA_COPY) */
-    char *redis_url;            /* secret inside: log config_redact_url(redis_url) */
+    char *redis_url;            /* secret inside: log connurl_redact(redis_url) */
     char *database_url;         /* secret inside */
     RedisEndpoint redis;
     int worker_concurrency;
@@ -111,20 +104,6 @@ int config_s3_replica_options(const Config *cfg, S3Options *o);
 void config_free(Config *cfg);
 /* Print every variable with its default and meaning (for --help). */
 void config_print_help(FILE *out);
-
-/*
- * Copy url into out with any password replaced by "***" (URL userinfo, or a
- * password=... key in a libpq key=value string). Safe to log.
- */
-void config_redact_url(const char *url, char *out, size_t outlen);
-/* Check a PostgreSQL connection string as libpq reads it, and the values of the options libpq
- * only checks when it connects (port, sslmode, gssencmode, ...): -1 with why naming the option
- * (never its secret value). */
-int config_check_conninfo(const char *conninfo, char *why, size_t whylen);
-
-/* Parse redis://[[user]:password@]host[:port][/db]; returns 0 or -1 with why. */
-int config_parse_redis_url(const char *url, RedisEndpoint *ep, const char **why);
-void config_redis_endpoint_free(RedisEndpoint *ep);
 
 /* Parse a boolean (true/false, 1/0, yes/no, on/off); returns 0 on success. */
 int config_parse_bool(const char *s, int *out);

@@ -3,7 +3,7 @@
  *
  * Each line may carry an id: the job id or request id it belongs to, so that a
  * job's lines can be found among many running at once. Callers never pass
- * secrets: connection strings are logged through config_redact_url().
+ * secrets: connection strings are logged through connurl_redact().
  */
 #ifndef BW_LOG_H
 #define BW_LOG_H

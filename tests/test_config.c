@@ -265,34 +265,34 @@ static void test_valid_variants(void **state) {
 static void test_redact(void **state) {
     (void)state;
     char out[256];
-    config_redact_url("postgresql://backup:pgsecret99@db:5432/app", out, sizeof(out));
+    connurl_redact("postgresql://backup:pgsecret99@db:5432/app", out, sizeof(out));
     assert_string_equal(out, "postgresql://backup:***@db:5432/app");
-    config_redact_url("redis://:redissecret77@cache:6380/2", out, sizeof(out));
+    connurl_redact("redis://:redissecret77@cache:6380/2", out, sizeof(out));
     assert_string_equal(out, "redis://:***@cache:6380/2");
-    config_redact_url("redis://redissecret77@cache", out, sizeof(out));
+    connurl_redact("redis://redissecret77@cache", out, sizeof(out));
     assert_string_equal(out, "redis://***@cache");
-    config_redact_url("redis://cache:6379", out, sizeof(out));
+    connurl_redact("redis://cache:6379", out, sizeof(out));
     assert_string_equal(out, "redis://cache:6379");
-    config_redact_url("postgresql://u@h/db?password=pgsecret99&sslmode=require", out, sizeof(out));
+    connurl_redact("postgresql://u@h/db?password=pgsecret99&sslmode=require", out, sizeof(out));
     assert_string_equal(out, "postgresql://u:***@h/db?sslmode=require");
     /* every secret libpq reads, however it is spelled (the hardening issue's gaps) */
-    config_redact_url("postgresql://u@h/db?sslpassword=x&password=pgsecret99", out, sizeof(out));
+    connurl_redact("postgresql://u@h/db?sslpassword=x&password=pgsecret99", out, sizeof(out));
     assert_null(strstr(out, "pgsecret99"));
     assert_string_equal(out, "postgresql://u:***@h/db?sslpassword=***");
-    config_redact_url("postgresql://u@h/db?%70assword=pgsecret99", out, sizeof(out));
+    connurl_redact("postgresql://u@h/db?%70assword=pgsecret99", out, sizeof(out));
     assert_string_equal(out, "postgresql://u:***@h/db");
-    config_redact_url("postgresql://u:pgsecret%39%39@h/db", out, sizeof(out));
+    connurl_redact("postgresql://u:pgsecret%39%39@h/db", out, sizeof(out));
     assert_string_equal(out, "postgresql://u:***@h/db");
-    config_redact_url("host=h sslpassword=pgsecret98 password=pgsecret99", out, sizeof(out));
+    connurl_redact("host=h sslpassword=pgsecret98 password=pgsecret99", out, sizeof(out));
     assert_null(strstr(out, "pgsecret9"));
-    config_redact_url("postgresql://u:pgsecret99@h/db?bogus=1", out, sizeof(out));
+    connurl_redact("postgresql://u:pgsecret99@h/db?bogus=1", out, sizeof(out));
     assert_string_equal(out, "(unparseable connection string)");
-    config_redact_url("host=h user=u password=pgsecret99 dbname=d", out, sizeof(out));
+    connurl_redact("host=h user=u password=pgsecret99 dbname=d", out, sizeof(out));
     assert_null(strstr(out, "pgsecret99"));
     assert_non_null(strstr(out, "password=***"));
     assert_non_null(strstr(out, "host=h"));
-    config_redact_url("p@ss:word@@x://", out, sizeof(out)); /* nonsense never crashes */
-    config_redact_url("postgresql://u:a@b@host/db", out, sizeof(out));
+    connurl_redact("p@ss:word@@x://", out, sizeof(out)); /* nonsense never crashes */
+    connurl_redact("postgresql://u:a@b@host/db", out, sizeof(out));
     assert_null(strstr(out, "a@b"));
 }
 

@@ -53,7 +53,7 @@ static void on_reply(RedisClient *c, redisReply *r, const Err *err, void *data) 
 /* Options for the test server from REDIS_URL, reporting state changes into k. */
 static void env_options(RedisEndpoint *ep, RedisOptions *o, Counters *k) {
     const char *why = NULL;
-    assert_int_equal(config_parse_redis_url(tu_env("REDIS_URL"), ep, &why), 0);
+    assert_int_equal(connurl_parse_redis(tu_env("REDIS_URL"), ep, &why), 0);
     memset(o, 0, sizeof(*o));
     o->host = ep->host;
     o->port = ep->port;
@@ -120,7 +120,7 @@ static void test_commands_and_pipeline(void **state) {
 
     looplag_free(lag);
     redis_client_free(c);
-    config_redis_endpoint_free(&ep);
+    connurl_redis_free(&ep);
     tu_loop_close(&loop);
 }
 
@@ -170,7 +170,7 @@ static void test_wrong_password_is_reported(void **state) {
     assert_non_null(strstr(redis_client_last_error(c), "handshake failed"));
     assert_null(strstr(redis_client_last_error(c), "wrong-password"));
     redis_client_free(c);
-    config_redis_endpoint_free(&ep);
+    connurl_redis_free(&ep);
     tu_loop_close(&loop);
 }
 
@@ -206,7 +206,7 @@ static void test_reconnect_after_restart(void **state) {
     assert_string_equal(g.last_str, "kept");
 
     redis_client_free(c);
-    config_redis_endpoint_free(&ep);
+    connurl_redis_free(&ep);
     tu_loop_close(&loop);
 }
 
@@ -352,7 +352,7 @@ static void test_pending_commands_fail_on_free(void **state) {
     assert_int_equal(b.replies, 1);
     assert_int_equal(b.errors, 1);
     assert_non_null(strstr(b.last_err, "closed"));
-    config_redis_endpoint_free(&ep);
+    connurl_redis_free(&ep);
     tu_loop_close(&loop);
 }
 
@@ -382,7 +382,7 @@ static void test_command_timeout_drops_stalled_connection(void **state) {
         tu_run_for(&loop, 20);
     assert_int_equal(k.connected, 2);
     redis_client_free(c);
-    config_redis_endpoint_free(&ep);
+    connurl_redis_free(&ep);
     tu_loop_close(&loop);
 }
 

@@ -384,8 +384,8 @@ int main(int argc, char **argv) {
         rc = ctl_queue_main(&cfg, cmd, argc - 2, argv + 2);
     } else if (strcmp(cmd, "config") == 0) {
         char redis[256], db[512];
-        config_redact_url(cfg.redis_url, redis, sizeof(redis));
-        config_redact_url(cfg.database_url, db, sizeof(db));
+        connurl_redact(cfg.redis_url, redis, sizeof(redis));
+        connurl_redact(cfg.database_url, db, sizeof(db));
         printf("REDIS_URL=%s\nDATABASE_URL=%s\nS3_ENDPOINT=%s\nS3_BUCKET=%s\nAWS_REGION=%s\n",
                redis, db, cfg.s3_endpoint ? cfg.s3_endpoint : "(AWS)", cfg.s3_bucket,
                cfg.aws_region);

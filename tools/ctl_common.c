@@ -82,7 +82,7 @@ const char *ctl_key(const Config *cfg, const char *suffix, char *out, size_t out
 
 PGconn *ctl_pg_open(const Config *cfg) {
     char url[512];
-    config_redact_url(cfg->database_url, url, sizeof(url));
+    connurl_redact(cfg->database_url, url, sizeof(url));
     const char *keys[] = {"dbname", "connect_timeout", "application_name", NULL};
     const char *vals[] = {cfg->database_url, "10", "backupctl", NULL};
     PGconn *pg = PQconnectdbParams(keys, vals, 1);

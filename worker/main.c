@@ -93,8 +93,8 @@ static void print_summary(const Config *cfg, const JobConfig *jcfg) {
     Buf keys = BUF_INIT;
     keys_describe(jcfg->keys, &keys);
     char redis[256], db[512];
-    config_redact_url(cfg->redis_url, redis, sizeof(redis));
-    config_redact_url(cfg->database_url, db, sizeof(db));
+    connurl_redact(cfg->redis_url, redis, sizeof(redis));
+    connurl_redact(cfg->database_url, db, sizeof(db));
     printf("REDIS_URL=%s\nDATABASE_URL=%s\nS3_ENDPOINT=%s\nS3_BUCKET=%s\nAWS_REGION=%s\n"
            "WORKER_CONCURRENCY=%d\nWORKER_HTTP_PORT=%d\nENCRYPTION=%s\n",
            redis, db, cfg->s3_endpoint ? cfg->s3_endpoint : "(AWS)", cfg->s3_bucket,
