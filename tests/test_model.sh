@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# test_model: the randomized model test (tests/model.mjs) on a fixed set of seeds, against a
+# real worker, Redis, PostgreSQL and S3. MODEL_SEEDS and MODEL_STEPS change the run (tools/bench/model.sh
+# runs it long with new seeds); a failure prints its seed, which replays it.
+set -uo pipefail
+WORKER=$1
+: "${REDIS_URL:?run through tools/devenv test}"
+: "${DATABASE_URL:?run through tools/devenv test}"
+: "${BW_DEVENV:?run through tools/devenv test}"
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+"$BW_DEVENV" migrate >/dev/null
+
+P=tm$$
+start_worker w1 BACKUP_NOTIFY=false
+[ "$fails" -eq 0 ] || exit 1
+if node "$ROOT/tests/model.mjs" --prefix "$P" --seeds "${MODEL_SEEDS:-1,2,3,4}" --steps "${MODEL_STEPS:-60}"; then
+  ok "model: every backup and restore exact for seeds ${MODEL_SEEDS:-1,2,3,4}"
+else
+  bad "model: a seed failed (above; MODEL_SEEDS=<seed> replays it)"
+fi
+echo "$passed passed, $fails failed"
+[ "$fails" -eq 0 ]
