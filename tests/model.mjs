@@ -85,6 +85,12 @@ class Model {
       `backup), ${n.backup} backups, ${n.restore} restores, ${n.refused} refused (a row moved to another user) (${n.concurrent} with the application writing)`;
   }
 
+  // keys from the seed too: the same seed picks the same rows
+  uuid() {
+    const h = () => Math.floor(this.r() * 0x10000).toString(16).padStart(4, '0');
+    return `${h()}${h()}-${h()}-4${h().slice(1)}-8${h().slice(1)}-${h()}${h()}${h()}`;
+  }
+
   pick(a) { return a[Math.floor(this.r() * a.length)]; }
   int(n) { return Math.floor(this.r() * n); }
   note(s) { this.log.push(`${this.step}: ${s}`); }
@@ -110,10 +116,10 @@ class Model {
     for (const u of this.users) {
       await db.query(`INSERT INTO profiles (id, email, full_name) VALUES ($1, $2, 'Model')`, [u, `${u}@example.com`]);
       await db.query(`INSERT INTO user_settings (user_id) VALUES ($1)`, [u]);
-      await db.query(`INSERT INTO businesses (owner_id, name) VALUES ($1, 'Shop')`, [u]);
+      await db.query(`INSERT INTO businesses (id, owner_id, name) VALUES ($2, $1, 'Shop')`, [u, this.uuid()]);
       for (let i = 0; i < 3; i++) {
-        await db.query(`INSERT INTO products (user_id, name, price) VALUES ($1, $2, $3)`, [u, `p${i}`, 1 + i]);
-        await db.query(`INSERT INTO clients (user_id, name) VALUES ($1, $2)`, [u, `c${i}`]);
+        await db.query(`INSERT INTO products (id, user_id, name, price) VALUES ($4, $1, $2, $3)`, [u, `p${i}`, 1 + i, this.uuid()]);
+        await db.query(`INSERT INTO clients (id, user_id, name) VALUES ($3, $1, $2)`, [u, `c${i}`, this.uuid()]);
       }
       for (let i = 0; i < 4; i++) await this.newOrder(db, u);
       for (let i = 0; i < 3; i++) await this.newNotification(db, u);
@@ -126,20 +132,22 @@ class Model {
 
   async newOrder(db, u) {
     const client = (await this.any(db, 'SELECT id FROM clients WHERE user_id = $1 ORDER BY id', [u]))[0] ?? null;
-    const o = await this.one(db, `INSERT INTO orders (user_id, client_id, number, total, notes) VALUES ($1, $2, $3, $4, $5)
-      RETURNING id`, [u, this.r() < 0.7 ? client : null, this.int(1e6), this.int(1000), `n${this.int(100)}`]);
+    const o = await this.one(db, `INSERT INTO orders (id, user_id, client_id, number, total, notes)
+      VALUES ($6, $1, $2, $3, $4, $5) RETURNING id`,
+      [u, this.r() < 0.7 ? client : null, this.int(1e6), this.int(1000), `n${this.int(100)}`, this.uuid()]);
     const products = await this.any(db, 'SELECT id FROM products WHERE user_id = $1 ORDER BY id', [u]);
     // half the orders name products; those are never moved (a moved order keeps its items, whose
     // products would be another user's: a restore rightly refuses such a backup)
     const named = this.r() < 0.5;
     for (let i = 1 + this.int(3); i > 0; i--)
-      await db.query(`INSERT INTO order_items (order_id, product_id, quantity, unit_price) VALUES ($1, $2, $3, $4)`,
-        [o.id, named && products.length ? this.pick(products) : null, 1 + this.int(5), this.int(100)]);
+      await db.query(`INSERT INTO order_items (id, order_id, product_id, quantity, unit_price) VALUES ($5, $1, $2, $3, $4)`,
+        [o.id, named && products.length ? this.pick(products) : null, 1 + this.int(5), this.int(100), this.uuid()]);
     return o.id;
   }
 
   async newNotification(db, u) {
-    await db.query(`INSERT INTO notifications (user_id, type, title) VALUES ($1, 'info', $2)`, [u, `t${this.int(1000)}`]);
+    await db.query(`INSERT INTO notifications (id, user_id, type, title) VALUES ($3, $1, 'info', $2)`,
+      [u, `t${this.int(1000)}`, this.uuid()]);
   }
 
   async randomRow(db, sql, u) {
@@ -172,7 +180,8 @@ class Model {
         }
         case 'add-item': {
           const o = await this.orderOf(db, u);
-          if (o) await db.query(`INSERT INTO order_items (order_id, quantity, unit_price) VALUES ($1, 1, $2)`, [o, this.int(50)]);
+          if (o) await db.query(`INSERT INTO order_items (id, order_id, quantity, unit_price) VALUES ($3, $1, 1, $2)`,
+            [o, this.int(50), this.uuid()]);
           break;
         }
         case 'update-item': {
@@ -221,7 +230,7 @@ class Model {
         case 'client': { // a client deleted: its orders' client_id set NULL by the foreign key
           const c = await this.randomRow(db, 'SELECT id FROM clients WHERE user_id = $1', u);
           if (c && this.r() < 0.5) await db.query('DELETE FROM clients WHERE id = $1', [c]);
-          else await db.query(`INSERT INTO clients (user_id, name) VALUES ($1, 'new')`, [u]);
+          else await db.query(`INSERT INTO clients (id, user_id, name) VALUES ($2, $1, 'new')`, [u, this.uuid()]);
           break;
         }
         case 'product': {
@@ -257,9 +266,9 @@ class Model {
 
   // COPY into notifications, through psql (the pg client has no COPY FROM STDIN)
   copyNotifications(u) {
-    const lines = Array.from({ length: 1 + this.int(3) }, (_, i) => `${u}\tcopy\tc${this.int(1000)}-${i}\n`).join('');
+    const lines = Array.from({ length: 1 + this.int(3) }, (_, i) => `${this.uuid()}\t${u}\tcopy\tc${this.int(1000)}-${i}\n`).join('');
     const r = spawnSync('psql', ['-X', '-q', '-v', 'ON_ERROR_STOP=1', DB, '-c',
-      '\\copy notifications (user_id, type, title) FROM STDIN'], { input: lines, encoding: 'utf8' });
+      '\\copy notifications (id, user_id, type, title) FROM STDIN'], { input: lines, encoding: 'utf8' });
     if (r.status !== 0) throw new Failure(`COPY failed: ${r.stderr}`);
     this.n.ops++;
   }
@@ -330,9 +339,10 @@ class Model {
     const others = this.users.filter((x) => x !== b.user);
     const markers = [];
     if (concurrent) { // the application keeps writing other users' rows meanwhile
+      const wr = rng(this.seed * 7919 + this.step); // its own: the writes it gets in vary with timing
       writer = (async () => {
         while (!stop) {
-          const u = this.pick(others), mark = `w${this.seed}-${writes++}`;
+          const u = others[Math.floor(wr() * others.length)], mark = `w${this.seed}-${writes++}`;
           await this.db3.query(`INSERT INTO notifications (user_id, type, title) VALUES ($1, 'concurrent', $2)`, [u, mark]);
           markers.push([u, mark]);
           await sleep(5);
