@@ -256,6 +256,12 @@ int ctl_schedule(const Config *cfg, int dry_run, int json) {
 
 /* ---- migrate ---- */
 
+/* The versions applied, one row per file (the runners record them: tools/devenv migrate too). */
+#define MIGRATIONS_TABLE_SQL                                                                      \
+    "CREATE TABLE IF NOT EXISTS backup_schema_migrations (version text PRIMARY KEY, "             \
+    "applied_at timestamptz NOT NULL DEFAULT now()); "                                            \
+    "ALTER TABLE backup_schema_migrations ENABLE ROW LEVEL SECURITY"
+
 static int sql_file(const struct dirent *d) {
     size_t n = strlen(d->d_name);
     return d->d_name[0] >= '0' && d->d_name[0] <= '9' && n > 4 &&
@@ -290,11 +296,26 @@ int ctl_migrate(const Config *cfg, const char *dir_arg) {
     PGresult *res = NULL;
     if (pg) { /* two replicas migrating at once take turns */
         res = PQexec(pg, "SET client_min_messages = warning; "
-                         "SELECT pg_advisory_lock(hashtext('backup-worker migrate'))");
-        rc = PQresultStatus(res) == PGRES_TUPLES_OK ? 0 : 1;
+                         "SELECT pg_advisory_lock(hashtext('backup-worker migrate')); "
+                         MIGRATIONS_TABLE_SQL);
+        rc = PQresultStatus(res) == PGRES_COMMAND_OK ? 0 : 1;
+        if (rc)
+            fprintf(stderr, "backupctl migrate: %s", PQerrorMessage(pg));
         PQclear(res);
     }
+    int skipped = 0;
     for (int i = 0; i < n && rc == 0; i++) {
+        /* applied once: re-running a migration re-created the tracking triggers, and a restore
+         * trusts tracking only when its triggers are older than the backup (issue 29) */
+        const char *v[] = {files[i]->d_name};
+        res = PQexecParams(pg, "SELECT 1 FROM backup_schema_migrations WHERE version = $1", 1,
+                           NULL, v, NULL, NULL, 0);
+        int done = PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1;
+        PQclear(res);
+        if (done) {
+            skipped++;
+            continue;
+        }
         char path[4096];
         snprintf(path, sizeof(path), "%s/%s", dir, files[i]->d_name);
         FILE *f = fopen(path, "r");
@@ -310,7 +331,12 @@ int ctl_migrate(const Config *cfg, const char *dir_arg) {
             double t0 = ctl_now();
             /* one file, one transaction: a failing file changes nothing */
             Buf tx = BUF_INIT;
-            buf_printf(&tx, "BEGIN;\n%s\n;COMMIT;", sql.data ? sql.data : "");
+            char *name = PQescapeLiteral(pg, files[i]->d_name, strlen(files[i]->d_name));
+            buf_printf(&tx,
+                       "BEGIN;\n%s\n;INSERT INTO backup_schema_migrations (version) VALUES (%s);"
+                       "COMMIT;",
+                       sql.data ? sql.data : "", name ? name : "NULL");
+            PQfreemem(name);
             res = PQexec(pg, tx.data);
             if (PQresultStatus(res) != PGRES_COMMAND_OK && PQresultStatus(res) != PGRES_TUPLES_OK) {
                 fprintf(stderr, "backupctl migrate: %s failed: %s", files[i]->d_name,
@@ -333,7 +359,7 @@ int ctl_migrate(const Config *cfg, const char *dir_arg) {
     if (pg)
         PQfinish(pg);
     if (rc == 0)
-        printf("schema up to date (%d files from %s)\n", n, dir);
+        printf("schema up to date (%d files from %s, %d applied before)\n", n, dir, skipped);
     return rc;
 }
 

@@ -302,6 +302,15 @@ int scope_check(Scope *s, Err *err) {
     return 0;
 }
 
+int scope_parent_index(const Scope *s, int i) {
+    return s->t[i].parent[0] ? scope_find(s, s->t[i].parent) : -1;
+}
+
+int scope_covering_parent(const Scope *s, int i) {
+    int p = scope_parent_index(s, i);
+    return p >= 0 && s->t[p].user_col[0] ? p : -1;
+}
+
 int scope_count(const Scope *s) {
     return s->n;
 }
@@ -338,6 +347,26 @@ int scope_is_stamp(const Column *c) {
     return strcmp(c->name, "backup_xid") == 0;
 }
 
+/* An incremental's rows of t: written by a transaction the base snapshot does not see; for a child
+ * of a parent naming its user, also every row whose parent's key left a tombstone since, whoever
+ * it named: a parent moved to this user (proto/sql/014's move tombstone for its old owner) brings
+ * its children, whose own rows did not change (issue 29). A parent deleted and written again
+ * brings them too, which is harmless: a step may hold unchanged rows. */
+static void incremental_filter(const Scope *s, const Table *t, Buf *sql) {
+    const char *base = "current_setting('backup.base_snapshot')::pg_snapshot";
+    int p = scope_covering_parent(s, scope_find(s, t->name));
+    buf_printf(sql,
+               " AND (\"backup_xid\" IS NOT NULL AND NOT pg_visible_in_snapshot(\"backup_xid\", "
+               "%s)",
+               base);
+    if (p >= 0)
+        buf_printf(sql,
+                   " OR \"%s\"::text IN (SELECT row_id FROM backup_tombstones WHERE table_name = "
+                   "'%s' AND xid >= pg_snapshot_xmin(%s) AND NOT pg_visible_in_snapshot(xid, %s))",
+                   t->parent_col, s->t[p].name, base, base);
+    buf_puts(sql, ")");
+}
+
 /* SELECT of table i's backed-up columns (to_json of those PostgreSQL must write: json) and the
  * user's rows. */
 static void copy_select(const Scope *s, int i, int incremental, int plain, Buf *sql) {
@@ -357,8 +386,7 @@ static void copy_select(const Scope *s, int i, int incremental, int plain, Buf *
     buf_printf(sql, " FROM \"%s\" WHERE ", t->name);
     user_filter(s, t, sql);
     if (incremental)
-        buf_puts(sql, " AND \"backup_xid\" IS NOT NULL AND NOT pg_visible_in_snapshot("
-                      "\"backup_xid\", current_setting('backup.base_snapshot')::pg_snapshot)");
+        incremental_filter(s, t, sql);
 }
 
 void scope_copy_sql(const Scope *s, int i, int incremental, Buf *sql) {
@@ -389,8 +417,7 @@ void scope_count_sql(const Scope *s, int incremental, Buf *sql) {
         buf_printf(sql, "%s(SELECT count(*) FROM \"%s\" WHERE ", i ? ", " : "", s->t[i].name);
         user_filter(s, &s->t[i], sql);
         if (incremental)
-            buf_puts(sql, " AND \"backup_xid\" IS NOT NULL AND NOT pg_visible_in_snapshot("
-                          "\"backup_xid\", current_setting('backup.base_snapshot')::pg_snapshot)");
+            incremental_filter(s, &s->t[i], sql);
         buf_puts(sql, ")");
     }
 }

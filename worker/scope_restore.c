@@ -13,15 +13,6 @@
 #include <stdio.h>
 #include <string.h>
 
-int scope_parent_index(const Scope *s, int i) {
-    return s->t[i].parent[0] ? scope_find(s, s->t[i].parent) : -1;
-}
-
-int scope_covering_parent(const Scope *s, int i) {
-    int p = scope_parent_index(s, i);
-    return p >= 0 && s->t[p].user_col[0] ? p : -1;
-}
-
 /* The restored columns: all but the stamp. */
 static const Column *restored(const Table *t, int c) {
     for (int k = 0; k < t->ncols; k++)
@@ -417,18 +408,19 @@ void scope_prune_gate_sql(const Scope *s, const unsigned char *candidate, Buf *s
             continue;
         }
         const char *n = s->t[i].name;
-        /* its stamp and tombstone triggers were there, enabled, when the snapshot was taken, and
+        /* its stamp, tombstone and truncate (018) triggers were there, enabled, when the snapshot was taken, and
          * have not been touched since (a trigger disabled for a while is rewritten, so is one
          * created again): every write since then left its mark */
         buf_printf(sql,
                    ", (SELECT count(*) FILTER (WHERE tgname IN ('%s_backup_stamp', "
-                   "'%s_backup_tombstone')) = 2 AND coalesce(bool_and(tgenabled <> 'D' AND "
+                   "'%s_backup_tombstone', '%s_backup_truncate')) = 3 AND coalesce(bool_and("
+                   "tgenabled <> 'D' AND "
                    "pg_visible_in_snapshot((CASE WHEN xmin::text::bigint < 3 THEN 3 ELSE %s - "
                    "((%s - xmin::text::bigint) %% 4294967296 + 4294967296) %% 4294967296 END)"
                    "::text::xid8, $1::pg_snapshot)), false) FROM pg_trigger WHERE tgrelid = "
                    "'\"%s\"'::regclass AND tgname IN ('%s_backup_stamp', '%s_backup_tombstone', "
-                   "'%s_backup_moved'))",
-                   n, n, now, now, n, n, n, n);
+                   "'%s_backup_truncate', '%s_backup_moved'))",
+                   n, n, n, now, now, n, n, n, n, n);
     }
 }
 
@@ -451,7 +443,7 @@ static void tombstones_since(const Scope *s, const Table *t, const char *xmin, c
 }
 
 /* Row of table i changed since snap: its stamp, or (a child of a covering parent) its parent's
- * key deleted since, whose tombstone stands for it. */
+ * key deleted or moved since, whose tombstone stands for it. */
 static void prune_changed(const Scope *s, int i, const char *xmin, const char *snap, Buf *sql) {
     int p = scope_covering_parent(s, i);
     if (p < 0) {
@@ -460,9 +452,11 @@ static void prune_changed(const Scope *s, int i, const char *xmin, const char *s
     }
     buf_puts(sql, "(");
     changed_since("", 1, snap, sql);
-    buf_printf(sql, " OR \"%s\"::text IN (SELECT row_id ", s->t[i].parent_col);
-    tombstones_since(s, &s->t[p], xmin, snap, sql);
-    buf_puts(sql, "))");
+    /* any user's tombstone: a parent moved here since brings children unchanged themselves */
+    buf_printf(sql,
+               " OR \"%s\"::text IN (SELECT row_id FROM backup_tombstones WHERE table_name = '%s' "
+               "AND xid >= '%s'::xid8 AND NOT pg_visible_in_snapshot(xid, '%s'::pg_snapshot)))",
+               s->t[i].parent_col, s->t[p].name, xmin, snap);
 }
 
 int scope_prune_keys_sql(const Scope *s, const unsigned char *pruned, const char *snap, Buf *sql) {

@@ -244,6 +244,11 @@ int restore_prune_skip(Restore *r, int i, const JobEv *ev) {
     const char *v = ev->buf;
     size_t n = ev->len;
     unsigned char key[KEYSET_KEY_LEN];
+    /* a covering parent's deleted keys are all staged, changed since or not: a later step's
+     * deletion of a parent drops the children an earlier step holds, and a child can be staged
+     * (its own key changed since: deleted by the parent's new owner) while its parent is not */
+    if (ev->section != 0 && r->deleted[i] != NULL)
+        return 0;
     /* a row whose key cannot be read is staged: the staging and its checks say what is wrong */
     if (ev->section == 0 &&
         pgcopy_member(ev->buf, ev->len, scope_key_column(r->scope, i), &v, &n) != 0)
