@@ -244,30 +244,27 @@ int restore_prune_skip(Restore *r, int i, const JobEv *ev) {
     const char *v = ev->buf;
     size_t n = ev->len;
     unsigned char key[KEYSET_KEY_LEN];
-    /* a covering parent's deleted keys are all staged, changed since or not: a later step's
-     * deletion of a parent drops the children an earlier step holds, and a child can be staged
-     * (its own key changed since: deleted by the parent's new owner) while its parent is not */
-    if (ev->section != 0 && r->deleted[i] != NULL)
+    /* a step's deleted keys are all staged, changed since or not: a row an earlier step holds
+     * can be staged for another reason than its own key (its parent deleted since: 017; its key
+     * deleted by a parent's new owner), and only the later step's deletion then drops it */
+    if (ev->section != 0)
         return 0;
     /* a row whose key cannot be read is staged: the staging and its checks say what is wrong */
-    if (ev->section == 0 &&
-        pgcopy_member(ev->buf, ev->len, scope_key_column(r->scope, i), &v, &n) != 0)
+    if (pgcopy_member(ev->buf, ev->len, scope_key_column(r->scope, i), &v, &n) != 0)
         return 0;
     if (keyset_key(r->prune[i], v, n, key) != 0 || keyset_has(r->changed[i], key))
         return 0;
-    if (ev->section == 0) {
-        int p = r->cover[i];
-        if (p >= 0) { /* gone with its parent since: staged, like the parent */
-            const char *pv;
-            size_t pn;
-            unsigned char pk[KEYSET_KEY_LEN];
-            if (r->deleted[p] == NULL ||
-                pgcopy_member(ev->buf, ev->len, scope_parent_column(r->scope, i), &pv, &pn) != 0 ||
-                keyset_key(r->prune[p], pv, pn, pk) != 0 || keyset_has(r->deleted[p], pk))
-                return 0;
-        }
-        r->left[i]++;
-        r->left_sum[i] += keyset_digest(r->prune[i], key);
+    int p = r->cover[i];
+    if (p >= 0) { /* gone with its parent since: staged, like the parent */
+        const char *pv;
+        size_t pn;
+        unsigned char pk[KEYSET_KEY_LEN];
+        if (r->deleted[p] == NULL ||
+            pgcopy_member(ev->buf, ev->len, scope_parent_column(r->scope, i), &pv, &pn) != 0 ||
+            keyset_key(r->prune[p], pv, pn, pk) != 0 || keyset_has(r->deleted[p], pk))
+            return 0;
     }
+    r->left[i]++;
+    r->left_sum[i] += keyset_digest(r->prune[i], key);
     return 1;
 }
