@@ -14,8 +14,8 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 P=tm$$
 start_worker w1 BACKUP_NOTIFY=false
 [ "$fails" -eq 0 ] || exit 1
-if node "$ROOT/tests/model.mjs" --prefix "$P" --seeds "${MODEL_SEEDS:-1,2,3,4}" --steps "${MODEL_STEPS:-60}"; then
-  ok "model: every backup and restore exact for seeds ${MODEL_SEEDS:-1,2,3,4}"
+if node "$ROOT/tests/model.mjs" --prefix "$P" --seeds "${MODEL_SEEDS:-1,2,3,4,5,6,7,8}" --steps "${MODEL_STEPS:-80}"; then
+  ok "model: every backup and restore exact for seeds ${MODEL_SEEDS:-1,2,3,4,5,6,7,8}"
 else
   bad "model: a seed failed (above; MODEL_SEEDS=<seed> replays it)"
 fi

@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# test_integrity: the ways issue 29 found to lose a row without an error, each as it was found.
+#  1. an order moved to another user: the new owner's incremental holds its items, and both
+#     owners' chains restore exactly; the old owner's differential stays restorable after the
+#     new owner deletes one of the moved order's items
+#  2. TRUNCATE (alone, CASCADE, inside a transaction that inserts again) is tracked: a
+#     change-only restore puts the rows back; an incremental taken after it restores none
+#  3. migrations applied again change nothing: no trigger re-created, restores stay change-only
+set -uo pipefail
+WORKER=$1
+CTL=$2
+: "${REDIS_URL:?run through tools/devenv test}"
+: "${DATABASE_URL:?run through tools/devenv test}"
+: "${BW_DEVENV:?run through tools/devenv test}"
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+"$BW_DEVENV" migrate >/dev/null
+
+D=1e570001-0000-4000-8000-0000000000d1
+E=1e570002-0000-4000-8000-0000000000e2
+for u in $D $E; do
+  q "DELETE FROM profiles WHERE id = '$u'; DELETE FROM backup_metadata WHERE user_id = '$u';
+     DELETE FROM restore_history WHERE user_id = '$u'" >/dev/null
+  q "INSERT INTO profiles (id, email) VALUES ('$u', '$u@example.com');
+     INSERT INTO clients (user_id, name) VALUES ('$u', 'c');
+     INSERT INTO orders (user_id, number, total) SELECT '$u', n, n FROM generate_series(1, 3) n;
+     INSERT INTO order_items (order_id, quantity, unit_price)
+       SELECT o.id, k, k FROM orders o, generate_series(1, 3) k WHERE o.user_id = '$u';
+     INSERT INTO notifications (user_id, type, title) SELECT '$u', 'info', 'n' || k FROM generate_series(1, 5) k" >/dev/null
+done
+backup() { # JOB USER MODE: a backup, waited for; prints its id
+  enqueue "$1" type backup user_id "$2" mode "$3"
+  done_ok "$1" || { bad "backup $1 did not complete: $(field "$1" error)"; return 1; }
+  field "$1" backup_id
+}
+restore() { # JOB USER BACKUP_ID
+  enqueue "$1" type restore user_id "$2" backup_id "$3"
+  done_ok "$1" 90 || { echo "     restore $1: $(field "$1" error)"; return 1; }
+}
+P=ti$$a
+start_worker w1 BACKUP_NOTIFY=false
+
+# ---- 1. an order moved between users ----
+FD=$(backup m1 "$D" full)
+FE=$(backup m2 "$E" full)
+O=$(q "SELECT id FROM orders WHERE user_id = '$D' ORDER BY number LIMIT 1")
+q "UPDATE orders SET user_id = '$E', client_id = (SELECT id FROM clients WHERE user_id = '$E') WHERE id = '$O'" >/dev/null
+U=$E state e1
+IE=$(backup m3 "$E" incremental)
+check "the new owner's incremental holds the moved order's 3 items" "1 3" \
+  "$(q "SELECT row_counts->>'orders', row_counts->>'order_items' FROM backup_metadata WHERE id = '$IE'" | tr '|' ' ')"
+U=$D state d1
+ID=$(backup m4 "$D" incremental)
+q "DELETE FROM orders WHERE user_id = '$E'; DELETE FROM notifications WHERE user_id = '$E'" >/dev/null
+expect "restore of the new owner's chain completes" restore m5 "$E" "$IE"
+check "…with the moved order and its items" none "$(U=$E differs e1)"
+q "DELETE FROM order_items WHERE order_id IN (SELECT id FROM orders WHERE user_id = '$D')" >/dev/null
+expect "restore of the old owner's chain completes" restore m6 "$D" "$ID"
+check "…exactly its rows at its incremental" none "$(U=$D differs d1)"
+# the old owner's differential lists the order deleted; the new owner then deletes one of its items
+A=$D B=$E
+FA=$(backup m7 "$A" full)
+X=$(q "SELECT id FROM orders WHERE user_id = '$A' ORDER BY number LIMIT 1")
+q "UPDATE orders SET user_id = '$B', client_id = NULL WHERE id = '$X'" >/dev/null
+U=$A state a1
+DA=$(backup m8 "$A" differential)
+q "DELETE FROM order_items WHERE id = (SELECT id FROM order_items WHERE order_id = '$X' ORDER BY quantity LIMIT 1)" >/dev/null
+expect "the old owner's differential is restorable after the new owner deletes a moved item" restore m9 "$A" "$DA"
+check "…exactly its rows at the differential" none "$(U=$A differs a1)"
+
+# ---- 2. TRUNCATE ----
+U=$D
+nd() { q "SELECT count(*) FROM notifications WHERE user_id = '$U'"; }
+q "DELETE FROM notifications WHERE user_id = '$U';
+   INSERT INTO notifications (user_id, type, title) SELECT '$U', 'info', 'n' || k FROM generate_series(1, 5) k" >/dev/null
+T0=$(backup t1 "$U" full)
+T1=$(backup t2 "$U" incremental)
+q "TRUNCATE notifications" >/dev/null
+expect "after TRUNCATE, a restore of the incremental completes" restore t3 "$U" "$T1"
+check "…the 5 notifications are back" 5 "$(nd)"
+check "…counted inserted" 5 "$(field t3 result | jq -r .tables.notifications.inserted)"
+q "TRUNCATE notifications" >/dev/null
+T2=$(backup t4 "$U" incremental)
+q "INSERT INTO notifications (user_id, type, title) VALUES ('$U', 'info', 'later')" >/dev/null
+expect "an incremental taken after a TRUNCATE restores" restore t5 "$U" "$T2"
+check "…no notification (not the base's)" 0 "$(nd)"
+state t6
+T6=$(backup t6 "$U" incremental)
+q "TRUNCATE orders CASCADE" >/dev/null
+expect "after TRUNCATE ... CASCADE, a restore completes" restore t7 "$U" "$T6"
+check "…orders and their items back" none "$(differs t6)"
+q "BEGIN; INSERT INTO notifications (user_id, type, title) VALUES ('$U', 'info', 'before');
+   TRUNCATE notifications; INSERT INTO notifications (user_id, type, title) VALUES ('$U', 'info', 'after'); COMMIT" >/dev/null
+state t8
+T8=$(backup t8 "$U" incremental)
+q "DELETE FROM notifications WHERE user_id = '$U'" >/dev/null
+expect "a TRUNCATE inside a transaction that inserts again: restore completes" restore t9 "$U" "$T8"
+check "…only the row written after it" "none after" "$(differs t8) $(q "SELECT string_agg(title, ',') FROM notifications WHERE user_id = '$U'")"
+
+# ---- 3. migrations applied again ----
+TRIG() { q "SELECT md5(string_agg(tgname || xmin::text, ',' ORDER BY tgname)) FROM pg_trigger WHERE tgname LIKE '%_backup_%'"; }
+before=$(TRIG)
+"$BW_DEVENV" migrate >/dev/null
+"$CTL" migrate >/dev/null 2>&1
+check "migrations applied again re-create no trigger" "$before" "$(TRIG)"
+check "…and are recorded once each" "$(ls "$(dirname "${BASH_SOURCE[0]}")"/../proto/sql/[0-9]*.sql | wc -l)" \
+  "$(q "SELECT count(*) FROM backup_schema_migrations")"
+q "UPDATE notifications SET read = true WHERE user_id = '$U'" >/dev/null
+expect "a restore of a backup taken before the migrations ran again completes" restore g1 "$U" "$T8"
+check "…staging only what changed since (change-only restores still on)" 1 "$(field g1 result | jq -r .staged)"
+
+echo "$passed passed, $fails failed"
+[ "$fails" -eq 0 ]
