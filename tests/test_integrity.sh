@@ -6,6 +6,10 @@
 #  2. TRUNCATE (alone, CASCADE, inside a transaction that inserts again) is tracked: a
 #     change-only restore puts the rows back; an incremental taken after it restores none
 #  3. migrations applied again change nothing: no trigger re-created, restores stay change-only
+#  4. a restore racing the application: one application transaction (an order deleted with its
+#     items, two others updated) that commits while the restore waits for a row held by another
+#     session is wholly before the restore or wholly after it, never half; no error reaches the
+#     application
 set -uo pipefail
 WORKER=$1
 CTL=$2
@@ -107,6 +111,43 @@ check "…and are recorded once each" "$(ls "$(dirname "${BASH_SOURCE[0]}")"/../
 q "UPDATE notifications SET read = true WHERE user_id = '$U'" >/dev/null
 expect "a restore of a backup taken before the migrations ran again completes" restore g1 "$U" "$T8"
 check "…staging only what changed since (change-only restores still on)" 1 "$(field g1 result | jq -r .staged)"
+
+# ---- 4. a restore racing the application ----
+U=$E
+q "DELETE FROM orders WHERE user_id = '$U';
+   INSERT INTO orders (user_id, number, total, notes) SELECT '$U', n, n, 'orig' FROM generate_series(1, 4) n;
+   INSERT INTO order_items (order_id, quantity, unit_price)
+     SELECT o.id, k, k FROM orders o, generate_series(1, 3) k WHERE o.user_id = '$U'" >/dev/null
+state r0
+R0=$(backup r1 "$U" full)
+ord() { q "SELECT id FROM orders WHERE user_id = '$U' AND number = $1"; }
+X=$(ord 1) W=$(ord 2) V=$(ord 3)
+q "UPDATE orders SET notes = 'changed' WHERE id IN ('$X', '$W')" >/dev/null
+Z=$(q "INSERT INTO orders (user_id, number, total) VALUES ('$U', 99, 99) RETURNING id")
+# another session holds Z (which the restore must delete) for 4 s
+psql -X -q -v ON_ERROR_STOP=1 "$DATABASE_URL" -c "BEGIN; SELECT id FROM orders WHERE id = '$Z' FOR UPDATE;
+  SELECT pg_sleep(4); COMMIT" >/dev/null 2>&1 &
+HOLD=$!
+sleep 0.5
+enqueue r2 type restore user_id "$U" backup_id "$R0"
+sleep 1.5
+# meanwhile the application, in one transaction: X deleted (its items by cascade), W and V updated
+app_rc=0
+q "BEGIN; DELETE FROM orders WHERE id = '$X'; UPDATE orders SET notes = 'app' WHERE id IN ('$W', '$V'); COMMIT" \
+  >"$tmp/app.out" 2>&1 || app_rc=$?
+wait $HOLD
+check "the application's transaction committed (no deadlock, no error)" "0:" "$app_rc:$(cat "$tmp/app.out")"
+expect "the restore completes" done_ok r2 90
+before=$(differs r0)
+after=$(q "SELECT (SELECT count(*) FROM orders WHERE id = '$X') || ' ' || (SELECT count(*) FROM order_items WHERE order_id = '$X')
+  || ' ' || (SELECT string_agg(notes, ',' ORDER BY number) FROM orders WHERE id IN ('$W', '$V'))")
+if [ "$before" = none ]; then
+  ok "the application's transaction is wholly before the restore: every row is the backup's"
+elif [ "$after" = "0 0 app,app" ]; then
+  ok "the application's transaction is wholly after the restore: X gone with its items, W and V updated"
+else
+  bad "the application's transaction is half applied: differs from the backup: $before; X rows, X items, W,V notes: $after"
+fi
 
 echo "$passed passed, $fails failed"
 [ "$fails" -eq 0 ]

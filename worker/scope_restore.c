@@ -372,6 +372,26 @@ void scope_restore_upsert_sql(const Scope *s, int i, int dry_run, Buf *sql) {
                   "count(*) FILTER (WHERE ins), count(*) FILTER (WHERE NOT ins) FROM u");
 }
 
+void scope_restore_lock_sql(const Scope *s, int i, const char *since, const char *until,
+                            Buf *sql) {
+    const Table *t = &s->t[i];
+    /* the rows the delete removes */
+    buf_printf(sql, "SELECT count(*) FROM (SELECT 1 FROM \"%s\" WHERE (", t->name);
+    Buf del = BUF_INIT;
+    scope_restore_delete_sql(s, i, 1, since, until, &del);
+    const char *where = strstr(del.data, " WHERE ");
+    buf_puts(sql, where ? where + 7 : "false");
+    buf_free(&del);
+    /* and those the upsert writes: in place, with a key staged, differing */
+    buf_printf(sql, ") OR \"%s\" IN (SELECT f.\"%s\" FROM _bw_f%d f JOIN \"%s\" x ON x.\"%s\" = "
+               "f.\"%s\" WHERE ROW(",
+               t->key, t->key, i, t->name, t->key, t->key);
+    restored_cols(t, "x.", 1, sql);
+    buf_puts(sql, ") IS DISTINCT FROM ROW(");
+    restored_cols(t, "f.", 1, sql);
+    buf_puts(sql, ")) FOR UPDATE NOWAIT) l");
+}
+
 /* ---- only what changed since the backup ---- */
 
 char scope_prune_kind(const Scope *s, int i) {

@@ -355,7 +355,11 @@ static void on_result(JobRt *rt, Restore *r, PGresult *res) {
         break;
     case ST_HISTORY:
         r->recorded_start = 1;
-        restore_query(rt, r, ST_BEGIN, JRT_BEGIN, "BEGIN", 0, NULL);
+        /* one snapshot for the whole restore: the keys listed, the rows compared and the rows
+         * written are of the same instant, and a row the application changes after it fails
+         * the write (40001, retried) instead of being half overwritten (proto/README) */
+        restore_query(rt, r, ST_BEGIN, JRT_BEGIN, "BEGIN ISOLATION LEVEL REPEATABLE READ", 0,
+                      NULL);
         break;
     case ST_BEGIN: {
         const char *v[] = {r->spec->user_id};
@@ -385,6 +389,10 @@ static void on_result(JobRt *rt, Restore *r, PGresult *res) {
         break;
     case ST_STMT:
         restore_on_stmt(rt, r, res);
+        break;
+    case ST_LOCK_BACK:
+    case ST_LOCK_WAIT:
+        restore_lock_next(rt, r);
         break;
     case ST_COMMIT:
         on_committed(rt, r);
@@ -422,7 +430,9 @@ static int restore_step(JobRt *rt, void *st, const JobEv *ev) {
         load_chain(rt, r);
         break;
     case JEV_RESULT:
-        if (ev->tag == ST_STAGE)
+        if (ev->tag == ST_STMT && ev->err)
+            restore_on_lock_err(rt, r, ev->err);
+        else if (ev->tag == ST_STAGE)
             restore_stage_copied(rt, r, ev);
         else
             on_result(rt, r, ev->res);

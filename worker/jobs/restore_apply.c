@@ -126,6 +126,27 @@ void restore_apply_stmts(Restore *r) {
         if (r->selected[i])
             check_stmts(r, i, &sql);
     int dry = r->spec->dry_run;
+    r->lock_first = -1;
+    if (!dry) {
+        /* Every row to delete or update is locked first, none waited for (NOWAIT): the restore
+         * then never waits for the application while holding rows the application may wait
+         * for, so no deadlock reaches the application. Rows held by another transaction are
+         * released (back to the savepoint) and asked for again (restore_on_lock_err). A short
+         * lock_timeout covers the writes the locks cannot name (a new key inserted meanwhile,
+         * a foreign key's action): such a wait fails the attempt, which is retried. */
+        buf_puts(&sql, "SAVEPOINT _bw_lock");
+        add_stmt(r, SQ_EXEC, -1, &sql, NULL);
+        r->lock_first = r->nstmts;
+        for (int i = n - 1; i >= 0; i--)
+            if (r->selected[i]) {
+                int part = r->prune && r->prune[i];
+                scope_restore_lock_sql(s, i, part ? r->snapshot : NULL, part ? r->listed : NULL,
+                                       &sql);
+                add_stmt(r, SQ_LOCK, i, &sql, NULL);
+            }
+        buf_puts(&sql, "SET LOCAL lock_timeout = '100ms'");
+        add_stmt(r, SQ_EXEC, -1, &sql, NULL);
+    }
     for (int i = n - 1; i >= 0; i--) /* children first */
         if (r->selected[i]) {
             int part = r->prune && r->prune[i];
@@ -154,7 +175,44 @@ void restore_run_stmt(JobRt *rt, Restore *r) {
     else
         restore_progress(rt, r, "checking", 90);
     r->stmt_ms = jobrt_elapsed_ms(rt);
-    restore_query(rt, r, ST_STMT, 0, st->sql, 0, NULL);
+    if (st->kind == SQ_LOCK && r->lock_since == 0)
+        r->lock_since = r->stmt_ms ? r->stmt_ms : 1;
+    restore_query(rt, r, ST_STMT, st->kind == SQ_LOCK ? JRT_SOFT : 0, st->sql, 0, NULL);
+}
+
+/* How long rows held by other transactions are waited for, in steps of LOCK_PAUSE. */
+#define LOCK_WAIT_MS 30000
+#define LOCK_PAUSE "0.2"
+
+void restore_on_lock_err(JobRt *rt, Restore *r, const Err *err) {
+    const Stmt *st = &r->stmts[r->qi];
+    if (st->kind != SQ_LOCK || strncmp(err->msg, "55P03", 5) != 0) {
+        jobrt_fail(rt, err);
+        return;
+    }
+    if (jobrt_elapsed_ms(rt) - r->lock_since >= LOCK_WAIT_MS) {
+        jobrt_failf(rt, ERR_RETRYABLE, ERR_CODE_SQL,
+                    "rows of user %s's %s are held by another transaction for over %d s: nothing "
+                    "was changed (%s)",
+                    r->spec->user_id, scope_table(r->scope, st->table), LOCK_WAIT_MS / 1000,
+                    err->msg);
+        return;
+    }
+    if (r->lock_waits++ == 0)
+        log_info(job_log_id(jobrt_job(rt)),
+                 "rows of %s to write are held by another transaction: waiting (at most %d s), "
+                 "none held meanwhile",
+                 scope_table(r->scope, st->table), LOCK_WAIT_MS / 1000);
+    restore_query(rt, r, ST_LOCK_BACK, 0, "ROLLBACK TO SAVEPOINT _bw_lock", 0, NULL);
+}
+
+void restore_lock_next(JobRt *rt, Restore *r) {
+    if (r->state == ST_LOCK_BACK) {
+        restore_query(rt, r, ST_LOCK_WAIT, 0, "SELECT pg_sleep(" LOCK_PAUSE ")", 0, NULL);
+        return;
+    }
+    r->qi = r->lock_first;
+    restore_run_stmt(rt, r);
 }
 
 /* A statement that took long is named in the log: where a restore's time goes. */
@@ -175,6 +233,8 @@ void restore_on_stmt(JobRt *rt, Restore *r, PGresult *res) {
         break;
     case SQ_FINAL:
         r->expected[st->table] = strtoull(PQcmdTuples(res), NULL, 10);
+        break;
+    case SQ_LOCK:
         break;
     case SQ_CHECK:
         if (strcmp(PQgetvalue(res, 0, 0), "0") != 0) {

@@ -31,6 +31,8 @@ typedef enum {
     ST_STAGE,      /* COPY of one step's rows into the staging tables, read through bcheck */
     ST_UNSTAGE,    /* ROLLBACK TO SAVEPOINT: the step is read again from the replica */
     ST_STMT,       /* a statement list: staging tables, then FINAL and APPLY */
+    ST_LOCK_BACK,  /* a row to write is held by another transaction: back to the lock savepoint */
+    ST_LOCK_WAIT,  /* ...wait a little (pg_sleep), then take the locks again */
     ST_COMMIT,
     ST_RECORD,
 } State;
@@ -52,7 +54,7 @@ typedef struct {
     unsigned char dek[CRYPT_KEY_LEN]; /* and the data key it opens, before any read */
 } Step;
 
-typedef enum { SQ_EXEC, SQ_FINAL, SQ_CHECK, SQ_DELETE, SQ_UPSERT } SqlKind;
+typedef enum { SQ_EXEC, SQ_FINAL, SQ_CHECK, SQ_LOCK, SQ_DELETE, SQ_UPSERT } SqlKind;
 
 typedef struct {
     char *sql;
@@ -88,6 +90,9 @@ typedef struct {
     uint64_t *ins, *upd, *del; /* per table: inserted, updated, deleted (dry_run: would be) */
     Stmt *stmts;
     int nstmts, qi, applying;
+    int lock_first;      /* the first SQ_LOCK statement (-1: none) */
+    uint64_t lock_since; /* when the locks were first asked for (ms into the job), 0: not yet */
+    int lock_waits;      /* times they were held by another transaction */
     uint64_t stmt_ms; /* when the statement in flight started */
     /* one step's stream: rows turned into COPY text, one COPY per staging table in turn */
     BCheck *bc;
@@ -127,6 +132,10 @@ void restore_apply_stmts(Restore *r);
 /* The next statement of the list; at its end, restore_stmts_done(). */
 void restore_run_stmt(JobRt *rt, Restore *r);
 void restore_on_stmt(JobRt *rt, Restore *r, PGresult *res);
+/* A lock statement failed (err): rows held by another transaction are waited for, a while. */
+void restore_on_lock_err(JobRt *rt, Restore *r, const Err *err);
+/* ST_LOCK_BACK and ST_LOCK_WAIT ended. */
+void restore_lock_next(JobRt *rt, Restore *r);
 void restore_free_stmts(Restore *r);
 /* restore_stage.c: one step read into the staging tables. Start it (a savepoint first), then
  * the events of its read and its COPYs; at its end the next step, or the FINAL statements. */
