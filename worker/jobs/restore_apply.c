@@ -177,7 +177,8 @@ void restore_run_stmt(JobRt *rt, Restore *r) {
     r->stmt_ms = jobrt_elapsed_ms(rt);
     if (st->kind == SQ_LOCK && r->lock_since == 0)
         r->lock_since = r->stmt_ms ? r->stmt_ms : 1;
-    restore_query(rt, r, ST_STMT, st->kind == SQ_LOCK ? JRT_SOFT : 0, st->sql, 0, NULL);
+    int soft = st->kind == SQ_LOCK || st->kind == SQ_DELETE || st->kind == SQ_UPSERT;
+    restore_query(rt, r, ST_STMT, soft ? JRT_SOFT : 0, st->sql, 0, NULL);
 }
 
 /* How long rows held by other transactions are waited for, in steps of LOCK_PAUSE. */
@@ -186,6 +187,16 @@ void restore_run_stmt(JobRt *rt, Restore *r) {
 
 void restore_on_lock_err(JobRt *rt, Restore *r, const Err *err) {
     const Stmt *st = &r->stmts[r->qi];
+    if (strncmp(err->msg, "40001", 5) == 0 || strncmp(err->msg, "40P01", 5) == 0 ||
+        (st->kind != SQ_LOCK && strncmp(err->msg, "55P03", 5) == 0)) {
+        /* a row written after the restore's snapshot: its transaction is before the restore,
+         * which runs again from a new snapshot (the job's retry) */
+        jobrt_failf(rt, ERR_RETRYABLE, ERR_CODE_SQL,
+                    "another transaction wrote user %s's %s while the restore ran: nothing was "
+                    "changed, the restore runs again (%s)",
+                    r->spec->user_id, scope_table(r->scope, st->table), err->msg);
+        return;
+    }
     if (st->kind != SQ_LOCK || strncmp(err->msg, "55P03", 5) != 0) {
         jobrt_fail(rt, err);
         return;
