@@ -10,6 +10,8 @@
 #     items, two others updated) that commits while the restore waits for a row held by another
 #     session is wholly before the restore or wholly after it, never half; no error reaches the
 #     application
+#  5. under BACKUP_ENCRYPTION=required a cleartext backup (planted, or from before encryption) is
+#     refused by restore and verify before anything is read, and reindex records it refused
 set -uo pipefail
 WORKER=$1
 CTL=$2
@@ -24,6 +26,7 @@ E=1e570002-0000-4000-8000-0000000000e2
 for u in $D $E; do
   q "DELETE FROM profiles WHERE id = '$u'; DELETE FROM backup_metadata WHERE user_id = '$u';
      DELETE FROM restore_history WHERE user_id = '$u'" >/dev/null
+  s3 s3 rm --recursive --quiet "s3://$S3_BUCKET/backups/$u/"
   q "INSERT INTO profiles (id, email) VALUES ('$u', '$u@example.com');
      INSERT INTO clients (user_id, name) VALUES ('$u', 'c');
      INSERT INTO orders (user_id, number, total) SELECT '$u', n, n FROM generate_series(1, 3) n;
@@ -148,6 +151,32 @@ elif [ "$after" = "0 0 app,app" ]; then
 else
   bad "the application's transaction is half applied: differs from the backup: $before; X rows, X items, W,V notes: $after"
 fi
+
+# ---- 5. a cleartext backup under required encryption ----
+U=$D
+state c0
+C0=$(backup c1 "$U" full) # w1 has no key: cleartext, as a planted object would be
+K1=$(head -c 32 /dev/urandom | base64)
+P=ti$$b
+start_worker w2 BACKUP_NOTIFY=false BACKUP_ENCRYPTION=required "BACKUP_ENCRYPTION_KEYS=k1:$K1"
+q "UPDATE notifications SET title = 'changed' WHERE user_id = '$U'" >/dev/null
+state c2
+enqueue c3 type restore user_id "$U" backup_id "$C0"
+wait_until 30 status_is c3 dead || bad "the restore of a cleartext backup did not end dead"
+expect "required encryption: a cleartext backup's restore is refused, naming why" \
+  grep -q "is not encrypted, and BACKUP_ENCRYPTION=required refuses" <<<"$(field c3 error)"
+check "…nothing changed" none "$(differs c2)"
+enqueue c4 type verify backup_id "$C0"
+wait_until 30 status_is c4 dead || bad "the verify of a cleartext backup did not end dead"
+check "…verify records it failed, naming why" "failed yes" \
+  "$(q "SELECT verify_status FROM backup_metadata WHERE id = '$C0'") $(grep -q 'is not encrypted' <<<"$(field c4 error)" && echo yes)"
+q "DELETE FROM backup_metadata WHERE id = '$C0'" >/dev/null
+env BACKUP_ENCRYPTION=required "BACKUP_ENCRYPTION_KEYS=k1:$K1" "$CTL" reindex "$U" >"$tmp/reindex.out" 2>&1
+check "…reindex records the cleartext object refused" "failed|refused: not encrypted, and BACKUP_ENCRYPTION=required" \
+  "$(q "SELECT status, error FROM backup_metadata WHERE id = '$C0'")"
+enqueue c5 type restore user_id "$U" backup_id "$C0"
+wait_until 30 status_is c5 dead || bad "the restore of a refused backup did not end dead"
+check "…and no restore takes it" none "$(differs c2)"
 
 echo "$passed passed, $fails failed"
 [ "$fails" -eq 0 ]

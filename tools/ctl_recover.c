@@ -120,7 +120,8 @@ static void rec_kms(Rec *r, const Config *cfg, const Keys *keys) {
 /* One manifest into backup_metadata (base left NULL: set in a second pass). 1 inserted,
  * 0 already known, -1 refused (message printed). */
 static int insert(PGconn *pg, const char *user, const char *mkey, const char *m, size_t n,
-                  int replica, char *base_out, size_t base_sz, char *id_out, size_t id_sz) {
+                  int replica, int required, char *base_out, size_t base_sz, char *id_out,
+                  size_t id_sz) {
     Manifest man;
     Err e;
     if (manifest_parse(m, n, &man, &e) != 0) {
@@ -146,6 +147,14 @@ static int insert(PGconn *pg, const char *user, const char *mkey, const char *m,
     }
     snprintf(base_out, base_sz, "%s", base);
     snprintf(id_out, id_sz, "%s", id);
+    /* under required encryption a cleartext object is recorded refused (list shows it; no
+     * restore takes it): anyone who can write to the bucket could have planted it */
+    int refused = required && !codec_list_encrypted(&man.codecs);
+    if (refused)
+        fprintf(stderr,
+                "backupctl reindex: %s: not encrypted, and BACKUP_ENCRYPTION=required: recorded "
+                "as refused\n",
+                id);
     const char *v[] = {id,
                        u,
                        man.type,
@@ -163,18 +172,20 @@ static int insert(PGconn *pg, const char *user, const char *mkey, const char *m,
                        man.key_id[0] ? man.key_id : NULL,
                        man.wrapped_key[0] ? man.wrapped_key : NULL,
                        man.origin_key_id[0] ? man.origin_key_id : NULL,
-                       replica ? "completed" : NULL};
+                       replica ? "completed" : NULL,
+                       refused ? "failed" : "completed",
+                       refused ? "refused: not encrypted, and BACKUP_ENCRYPTION=required" : NULL};
     PGresult *res = PQexecParams(
         pg,
         "INSERT INTO backup_metadata (id, user_id, type, requested_type, status, s3_key, size, "
         "uncompressed_size, checksum, compression, row_counts, snapshot, format_version, "
         "created_at, completed_at, recorded_by, codecs, key_id, wrapped_key, origin_key_id, "
-        "replica_status, replicated_at) "
-        "VALUES ($1, $2::uuid, $3, $3, 'completed', $4, $5, $6, $7, $8, $9::jsonb, $10, "
+        "replica_status, replicated_at, error) "
+        "VALUES ($1, $2::uuid, $3, $3, $19, $4, $5, $6, $7, $8, $9::jsonb, $10, "
         "$14::int, $11::timestamptz, $12::timestamptz, 'reindex', string_to_array($13, ','), "
-        "$15, $16, $17, $18::text, CASE WHEN $18::text IS NOT NULL THEN now() END) "
+        "$15, $16, $17, $18::text, CASE WHEN $18::text IS NOT NULL THEN now() END, $20) "
         "ON CONFLICT (id) DO NOTHING",
-        18, NULL, v, NULL, NULL, 0);
+        20, NULL, v, NULL, NULL, 0);
     int rc = -1;
     if (PQresultStatus(res) == PGRES_COMMAND_OK)
         rc = strcmp(PQcmdTuples(res), "1") == 0;
@@ -254,6 +265,12 @@ int ctl_reindex(const Config *cfg, const char *user, int quiet, int replica) {
         return 1;
     }
     int rc = list_manifests(&r, "reindex", user) ? 1 : 0, added = 0, known = 0, skipped = 0;
+    Buf errs = BUF_INIT;
+    int nerr = 0;
+    Keys *keys = keys_load(config_getenv_process, NULL, &errs, &nerr);
+    int required = keys_required(keys);
+    keys_free(keys);
+    buf_free(&errs);
     char(*ids)[160] = xcalloc((size_t)r.nkeys + 1, sizeof(*ids));
     char(*bases)[160] = xcalloc((size_t)r.nkeys + 1, sizeof(*bases));
     for (int i = 0; rc == 0 && i < r.nkeys; i++) {
@@ -261,8 +278,8 @@ int ctl_reindex(const Config *cfg, const char *user, int quiet, int replica) {
             rc = 1;
             break;
         }
-        int k = insert(pg, user, r.keys[i], r.body.data, r.body.len, replica, bases[i],
-                       sizeof(bases[i]), ids[i], sizeof(ids[i]));
+        int k = insert(pg, user, r.keys[i], r.body.data, r.body.len, replica, required,
+                       bases[i], sizeof(bases[i]), ids[i], sizeof(ids[i]));
         added += k == 1;
         known += k == 0;
         skipped += k < 0;

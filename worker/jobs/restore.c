@@ -254,6 +254,16 @@ static void on_chain(JobRt *rt, Restore *r, PGresult *res) {
         st->size = strtoull(PQgetvalue(res, k, 9), NULL, 10);
         st->reindexed = strcmp(PQgetvalue(res, k, 10), "reindex") == 0;
         st->encrypted = codec_list_encrypted(&st->codecs);
+        if (!st->encrypted && keys_required(services_jobconfig(jobrt_services(rt))->keys)) {
+            /* anyone who can write to the bucket can plant a cleartext object and its manifest
+             * (then reindex it): under required encryption only what a known key opens is
+             * trusted, and nothing is read */
+            jobrt_failf(rt, ERR_PERMANENT, ERR_CODE_INVALID,
+                        "backup %s is not encrypted, and BACKUP_ENCRYPTION=required refuses to "
+                        "restore a cleartext backup: nothing was read or changed",
+                        id);
+            return;
+        }
         snprintf(st->key_id, sizeof(st->key_id), "%s", PQgetvalue(res, k, 11));
         st->wrapped = xstrdup(PQgetvalue(res, k, 12));
         snprintf(st->origin_key_id, sizeof(st->origin_key_id), "%s", PQgetvalue(res, k, 13));

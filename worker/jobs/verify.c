@@ -211,11 +211,27 @@ static void on_manifest(JobRt *rt, Verify *v, const JobEv *ev) {
     }
     const Keys *keys = services_jobconfig(jobrt_services(rt))->keys;
     int encrypted = codec_list_encrypted(&it->codecs);
+    if (keys_required(keys) && !encrypted) {
+        err_set(&e, ERR_PERMANENT, ERR_CODE_INVALID,
+                "%s is not encrypted, and BACKUP_ENCRYPTION=required trusts only what a known "
+                "key opens: a restore would refuse it",
+                it->id);
+        record(rt, v, &e);
+        return;
+    }
     /* without the key, the stored bytes' digest is still checked; with it, every chunk too (the
      * record's key, else the one of the object header's own wrapping) */
     int header_key = encrypted && !keys_has(keys, it->key_id) &&
                      keys_has(keys, it->origin_key_id) && !keys_is_kms(it->origin_key_id);
     it->hash_only = encrypted && !keys_has(keys, it->key_id) && !header_key;
+    if (keys_required(keys) && it->hash_only) {
+        err_set(&e, ERR_PERMANENT, ERR_CODE_INVALID,
+                "%s is encrypted under key '%s', which this deployment does not know, and "
+                "BACKUP_ENCRYPTION=required trusts only what a known key opens",
+                it->id, it->key_id);
+        record(rt, v, &e);
+        return;
+    }
     if (header_key) {
         check_object(rt, v, NULL, 1);
         return;
