@@ -81,7 +81,7 @@ class Model {
 
   stats() {
     const n = this.n;
-    return `${this.step} steps, ${n.ops} writes (${n.move} moves, ${n.truncate} truncates, ${n.long} open across a ` +
+    return `${Math.min(this.step, STEPS)} steps, ${n.ops} writes (${n.move} moves, ${n.truncate} truncates, ${n.long} open across a ` +
       `backup), ${n.backup} backups, ${n.restore} restores, ${n.refused} refused (a row moved to another user) (${n.concurrent} with the application writing)`;
   }
 

@@ -178,5 +178,6 @@ enqueue c5 type restore user_id "$U" backup_id "$C0"
 wait_until 30 status_is c5 dead || bad "the restore of a refused backup did not end dead"
 check "…and no restore takes it" none "$(differs c2)"
 
+q "DROP TABLE IF EXISTS snap_a1, snap_c0, snap_c2, snap_d1, snap_e1, snap_now, snap_r0, snap_t6, snap_t8" >/dev/null
 echo "$passed passed, $fails failed"
 [ "$fails" -eq 0 ]

@@ -204,7 +204,7 @@ quit w7
 RPX=$PX
 DEAD=http://127.0.0.1:1 # the primary server stopped: nothing listens there
 pctl() { env "${REPL[@]}" "S3_REPLICA_ENDPOINT=$BW_MOTO_ENDPOINT" "S3_ENDPOINT=$DEAD" "$CTL" "$@"; }
-start_worker w8 "S3_ENDPOINT=$DEAD" "S3_REPLICA_ENDPOINT=$BW_MOTO_ENDPOINT" "${REPL[@]}"
+start_worker w8 "S3_ENDPOINT=$DEAD" "S3_REPLICA_ENDPOINT=$BW_MOTO_ENDPOINT" "${REPL[@]}" JOB_MAX_ATTEMPTS=40
 expect "the worker says it runs on the replica alone" wait_until 20 grep -q "ready on the replica alone" "$tmp/w8.log"
 scramble
 check "primary down: the restore reads the replica" replica "$(restored_from rdown "$B4")"
@@ -241,6 +241,18 @@ check "…its history says the replica" replica "$(q "SELECT source FROM restore
 check "…the rows exact" "$D0" "$(digest)"
 pctl restore "$B3" --from elsewhere >/dev/null 2>&1; rc=$?
 check "restore --from: primary or replica only" 2 "$rc"
+# the primary down and the replica's copy damaged: an outage, retried, both causes named (issue 29)
+K4=$(q "SELECT s3_key FROM backup_metadata WHERE id = '$B4'")
+moto s3 cp "s3://$RB/$K4" "$tmp/k4" --quiet
+cp "$tmp/k4" "$tmp/k4.bad"
+printf 'X' | dd of="$tmp/k4.bad" bs=1 seek=200 conv=notrunc 2>/dev/null
+moto s3 cp "$tmp/k4.bad" "s3://$RB/$K4" --quiet
+enqueue rboth type restore user_id "$U" backup_id "$B4"
+expect "primary down, replica's copy damaged: the restore is retried, not dead at its first attempt" \
+  wait_until 60 bash -c "[ \"\$(R HGET '$P:job:rboth' attempts)\" -ge 2 ] && [ \"\$(R HGET '$P:job:rboth' status)\" != dead ]"
+expect "…its error names both copies" grep -q "\[job rboth\] attempt 1 of 40 failed: .*both copies failed: the primary's: .*Failed to connect.*; the replica's: Backup checksum verification failed" "$tmp/w8.log"
+moto s3 cp "$tmp/k4" "s3://$RB/$K4" --quiet
+expect "…the replica's copy repaired: the restore completes" done_ok rboth 90
 quit w8
 
 # ---- 8. a primary object that is not its record's is never replicated ----

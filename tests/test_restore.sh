@@ -335,8 +335,8 @@ psql -X -q "$DATABASE_URL" -c "BEGIN; LOCK TABLE user_settings IN SHARE MODE; SE
 lockpid=$!
 sleep 0.5
 enqueue rd4 type restore user_id "$U" backup_id "$BG"
-expect "…the restore waits at its first delete" wait_until 10 bash -c \
-  "[ \"\$(psql -X -At \"\$DATABASE_URL\" -c \"SELECT count(*) FROM pg_locks WHERE relation = 'user_settings'::regclass AND NOT granted\")\" -ge 1 ]"
+expect "…the restore waits for the table, holding none of its rows (issue 29)" wait_until 10 \
+  grep -q "user_settings (rows to write, or the table) held by another transaction: waiting" "$tmp/wd.log"
 q "UPDATE orders SET notes = 'meanwhile' WHERE id = '$KEEP'" >/dev/null
 wait "$lockpid"
 expect "a restore with a write meanwhile completes" done_ok rd4

@@ -340,7 +340,9 @@ static void test_prune_sql(void **state) {
     assert_non_null(strstr(sql.data, "set_config('backup.base_snapshot', $1, true)"));
     assert_non_null(strstr(sql.data, "backup_tombstone_purged WHERE user_id IN ($2::uuid"));
     assert_non_null(strstr(sql.data, "tgname IN ('orders_backup_stamp', 'orders_backup_tombstone', "
-                                     "'orders_backup_moved')"));
+                                     "'orders_backup_truncate', 'orders_backup_moved')"));
+    /* a TRUNCATE leaves tombstones only since 018: its trigger must be older than the snapshot */
+    assert_non_null(strstr(sql.data, "'orders_backup_tombstone', 'orders_backup_truncate')) = 3"));
     assert_null(strstr(sql.data, "order_items_backup"));
     buf_reset(&sql);
 
@@ -354,6 +356,26 @@ static void test_prune_sql(void **state) {
     buf_reset(&sql);
     scope_restore_delete_sql(s, items, 0, "100:105:", "bad", &sql); /* bounds unknown: none */
     assert_non_null(strstr(sql.data, " AND false AND NOT EXISTS"));
+    buf_reset(&sql);
+    /* the lock taken before writing: the rows the delete removes and those the upsert changes,
+     * none waited for */
+    scope_restore_lock_sql(s, items, "100:105:", "120:124:121", &sql);
+    assert_non_null(strstr(sql.data, "SELECT count(*) FROM (SELECT 1 FROM \"order_items\" WHERE ("));
+    assert_non_null(strstr(sql.data, "'120:124:121'::pg_snapshot)"));
+    assert_non_null(strstr(sql.data, ") OR \"id\" IN (SELECT f.\"id\" FROM _bw_f2 f JOIN"));
+    assert_non_null(strstr(sql.data, ") IS DISTINCT FROM ROW("));
+    assert_non_null(strstr(sql.data, " FOR UPDATE NOWAIT) l"));
+    buf_reset(&sql);
+    /* a child of a parent moved in since the snapshot counts as changed (any user's tombstone) */
+    unsigned char pr[3] = {0, 0, 0};
+    pr[items] = 1;
+    assert_int_equal(0, scope_prune_keys_sql(s, pr, "100:105:", &sql));
+    assert_non_null(strstr(sql.data, "OR \"order_id\"::text IN (SELECT row_id FROM backup_tombstones "
+                                     "WHERE table_name = 'orders' AND xid >= '100'::xid8"));
+    buf_reset(&sql);
+    scope_copy_sql(s, items, 1, &sql);
+    assert_non_null(strstr(sql.data, "OR \"order_id\"::text IN (SELECT row_id FROM backup_tombstones "
+                                     "WHERE table_name = 'orders' AND xid >= pg_snapshot_xmin("));
     buf_reset(&sql);
     scope_restore_owner_sql(s, items, 1, 1, &sql);
     assert_non_null(strstr(sql.data, "NOT (EXISTS (SELECT 1 FROM _bw_f1 g WHERE g.\"id\" = "

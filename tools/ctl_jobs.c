@@ -198,18 +198,41 @@ static void summary(const Job *j) {
     }
 }
 
+/* 1 if the jobs stream still holds an entry with this job_id (added by XADD alone: no status
+ * hash until a worker claims it); the newest 10,000 entries are looked at. */
+static int in_stream(redisContext *r, const Config *cfg, const char *jid) {
+    redisReply *rep = ctl_redis(r, "EVAL %s 0 %s %s",
+                                "for _, e in ipairs(redis.call('XREVRANGE', ARGV[1] .. ':jobs', "
+                                "'+', '-', 'COUNT', 10000)) do local f = e[2] for i = 1, #f, 2 do "
+                                "if f[i] == 'job_id' and f[i + 1] == ARGV[2] then return 1 end "
+                                "end end return 0",
+                                cfg->redis_prefix, jid);
+    int found = rep && rep->type == REDIS_REPLY_INTEGER && rep->integer == 1;
+    if (rep)
+        freeReplyObject(rep);
+    return found;
+}
+
 static int follow(redisContext *r, const Opts *o, const char *jid) {
     Follow f;
     memset(&f, 0, sizeof(f));
     f.mode = o->json ? OUT_JSON : isatty(1) ? OUT_BAR : OUT_LINES;
     double t0 = ctl_now();
-    int said_waiting = 0;
+    int said_waiting = 0, known = 0;
     for (;;) {
         Job j = {0};
         if (job_get(r, o->cfg, jid, &j) != 0)
             return 1;
         double now = ctl_now();
         const char *st = jstr(&j, JS_STATUS);
+        if (*st)
+            known = 1;
+        else if (!known && !(known = in_stream(r, o->cfg, jid))) {
+            /* neither a status hash nor an entry: waiting would never end */
+            fprintf(stderr, "backupctl wait: no job %s (never enqueued, or expired)\n", jid);
+            job_release(&j);
+            return 1;
+        }
         if (!*st) {
             if (!said_waiting && f.mode != OUT_JSON && now - t0 > 2.0) {
                 fprintf(stderr, "waiting for a worker to take job %s (see backupctl jobs)\n", jid);

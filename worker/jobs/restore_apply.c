@@ -137,6 +137,13 @@ void restore_apply_stmts(Restore *r) {
         buf_puts(&sql, "SAVEPOINT _bw_lock");
         add_stmt(r, SQ_EXEC, -1, &sql, NULL);
         r->lock_first = r->nstmts;
+        /* the tables first (a LOCK TABLE, a DDL the application runs), every table of the
+         * scope: a foreign key's action may write one that is not restored */
+        for (int i = n - 1; i >= 0; i--) {
+            buf_printf(&sql, "LOCK TABLE \"%s\" IN ROW EXCLUSIVE MODE NOWAIT",
+                       scope_table(s, i));
+            add_stmt(r, SQ_LOCK, i, &sql, NULL);
+        }
         for (int i = n - 1; i >= 0; i--)
             if (r->selected[i]) {
                 int part = r->prune && r->prune[i];
@@ -187,13 +194,19 @@ void restore_run_stmt(JobRt *rt, Restore *r) {
 
 void restore_on_lock_err(JobRt *rt, Restore *r, const Err *err) {
     const Stmt *st = &r->stmts[r->qi];
-    if (strncmp(err->msg, "40001", 5) == 0 || strncmp(err->msg, "40P01", 5) == 0 ||
-        (st->kind != SQ_LOCK && strncmp(err->msg, "55P03", 5) == 0)) {
+    if (strncmp(err->msg, "40001", 5) == 0 || strncmp(err->msg, "40P01", 5) == 0) {
         /* a row written after the restore's snapshot: its transaction is before the restore,
          * which runs again from a new snapshot (the job's retry) */
         jobrt_failf(rt, ERR_RETRYABLE, ERR_CODE_SQL,
                     "another transaction wrote user %s's %s while the restore ran: nothing was "
                     "changed, the restore runs again (%s)",
+                    r->spec->user_id, scope_table(r->scope, st->table), err->msg);
+        return;
+    }
+    if (st->kind != SQ_LOCK && strncmp(err->msg, "55P03", 5) == 0) {
+        jobrt_failf(rt, ERR_RETRYABLE, ERR_CODE_SQL,
+                    "writing user %s's %s waited for another transaction (a key it inserts, a "
+                    "row a foreign key names): nothing was changed, the restore runs again (%s)",
                     r->spec->user_id, scope_table(r->scope, st->table), err->msg);
         return;
     }
@@ -203,16 +216,16 @@ void restore_on_lock_err(JobRt *rt, Restore *r, const Err *err) {
     }
     if (jobrt_elapsed_ms(rt) - r->lock_since >= LOCK_WAIT_MS) {
         jobrt_failf(rt, ERR_RETRYABLE, ERR_CODE_SQL,
-                    "rows of user %s's %s are held by another transaction for over %d s: nothing "
-                    "was changed (%s)",
+                    "rows of user %s's %s (or the table) are held by another transaction for "
+                    "over %d s: nothing was changed (%s)",
                     r->spec->user_id, scope_table(r->scope, st->table), LOCK_WAIT_MS / 1000,
                     err->msg);
         return;
     }
     if (r->lock_waits++ == 0)
         log_info(job_log_id(jobrt_job(rt)),
-                 "rows of %s to write are held by another transaction: waiting (at most %d s), "
-                 "none held meanwhile",
+                 "%s (rows to write, or the table) held by another transaction: waiting (at "
+                 "most %d s), holding none meanwhile",
                  scope_table(r->scope, st->table), LOCK_WAIT_MS / 1000);
     restore_query(rt, r, ST_LOCK_BACK, 0, "ROLLBACK TO SAVEPOINT _bw_lock", 0, NULL);
 }

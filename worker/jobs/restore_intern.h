@@ -82,6 +82,7 @@ typedef struct {
     int nsteps, si, ki;
     int chain; /* more than one step: rows staged with their step, then the last state taken */
     char fallback[ERR_MSG_MAX]; /* why a primary copy was not used */
+    ErrKind fallback_kind;      /* and whether that was an outage (retryable) */
     Scope *scope;
     unsigned char *selected;   /* per scope table */
     PgCopyRow **shape;         /* per selected table: its rows' columns in COPY order */

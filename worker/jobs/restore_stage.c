@@ -26,6 +26,7 @@
 
 static void step_staged(JobRt *rt, Restore *r);
 static int to_replica(JobRt *rt, Restore *r, Step *st, const Err *why);
+static void fail_step(JobRt *rt, Restore *r, const Step *st, const Err *err);
 
 static void segs_drop(Restore *r) {
     for (int k = 0; k < r->nsegs; k++)
@@ -211,7 +212,7 @@ void restore_stage_checked(JobRt *rt, Restore *r, const JobEv *ev) {
         /* the primary's copy is missing, unreachable after retries, or damaged: the replica's,
          * checked the same way, if it has one, after the step's rows are rolled back */
         if (!to_replica(rt, r, st, ev->err)) {
-            jobrt_fail(rt, ev->err);
+            fail_step(rt, r, st, ev->err);
             return;
         }
         st->again = 1;
@@ -310,8 +311,26 @@ static int to_replica(JobRt *rt, Restore *r, Step *st, const Err *why) {
              "replica's",
              st->id, why->msg);
     snprintf(r->fallback, sizeof(r->fallback), "%s", why->msg);
+    r->fallback_kind = why->kind;
     st->from_replica = 1;
     return 1;
+}
+
+/* The step cannot be read: after a fallback, the error names both copies, and a primary that
+ * was unreachable (an outage) keeps the job retryable whatever the replica's copy said. */
+static void fail_step(JobRt *rt, Restore *r, const Step *st, const Err *err) {
+    if (!st->from_replica || !r->fallback[0]) {
+        jobrt_fail(rt, err);
+        return;
+    }
+    Err e;
+    /* the primary's cause is at the end of its message (after the key and the attempts) */
+    size_t pl = strlen(r->fallback);
+    const char *pm = pl > 180 ? r->fallback + pl - 180 : r->fallback;
+    err_set(&e, r->fallback_kind == ERR_RETRYABLE ? ERR_RETRYABLE : err->kind, err->code,
+            "backup %s: both copies failed: the primary's: %s%s; the replica's: %.220s", st->id,
+            pm != r->fallback ? "..." : "", pm, err->msg);
+    jobrt_fail(rt, &e);
 }
 
 /* A reindexed step's record came from its manifest: the manifest must still say the same
@@ -339,7 +358,7 @@ void restore_stage_manifest(JobRt *rt, Restore *r, const JobEv *ev) {
     if (to_replica(rt, r, st, &e))
         restore_stage_read(rt, r);
     else
-        jobrt_fail(rt, &e);
+        fail_step(rt, r, st, &e);
 }
 
 /* The step's read ended and every COPY with it. */
