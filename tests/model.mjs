@@ -73,7 +73,7 @@ class Model {
     this.step = 0;
     this.log = [];
     this.backups = []; // {id, user, mode, state}
-    this.n = { backup: 0, restore: 0, refused: 0, concurrent: 0, ops: 0, truncate: 0, move: 0, long: 0 };
+    this.n = { backup: 0, restore: 0, refused: 0, same: 0, kept: 0, concurrent: 0, ops: 0, truncate: 0, move: 0, long: 0 };
     const s = String(seed % 100000).padStart(5, '0');
     this.users = [1, 2, 3].map((k) => `0de1${s.slice(0, 4)}-${s.slice(4)}00${k}-4000-8000-0000000000${k}0`);
     this.jobs = 0;
@@ -82,7 +82,8 @@ class Model {
   stats() {
     const n = this.n;
     return `${Math.min(this.step, STEPS)} steps, ${n.ops} writes (${n.move} moves, ${n.truncate} truncates, ${n.long} open across a ` +
-      `backup), ${n.backup} backups, ${n.restore} restores, ${n.refused} refused (a row moved to another user) (${n.concurrent} with the application writing)`;
+      `backup), ${n.backup} backups, ${n.restore} restores, ${n.refused} refused (a row moved to another user) (${n.concurrent} with the application writing: ` +
+      `${n.same} transactions on the restored user's rows, ${n.kept} rows of them kept as after the restore)`;
   }
 
   // keys from the seed too: the same seed picks the same rows
@@ -337,11 +338,27 @@ class Model {
     const before = await this.state();
     let writer = null, stop = false, writes = 0;
     const others = this.users.filter((x) => x !== b.user);
-    const markers = [];
-    if (concurrent) { // the application keeps writing other users' rows meanwhile
+    const markers = [], txns = [];
+    const dry = this.r() < 0.15;
+    if (concurrent) {
+      // the application keeps writing meanwhile: other users' rows, and a few transactions on the
+      // restored user's orders (two rows each: each must end wholly before or wholly after)
       const wr = rng(this.seed * 7919 + this.step); // its own: the writes it gets in vary with timing
+      const now = new Set(before[b.user].orders.map((j) => JSON.parse(j).id));
+      const mine = b.state.orders.map((j) => JSON.parse(j).id).filter((id) => now.has(id)).sort();
       writer = (async () => {
-        while (!stop) {
+        for (let k = 0; !stop; k++) {
+          if (mine.length >= 2 && txns.length < 3 && k % 4 === 1) {
+            const i = Math.floor(wr() * mine.length), ids = [mine[i], mine[(i + 1) % mine.length]];
+            const mark = `cw${this.seed}-${this.step}-${txns.length}`;
+            try {
+              await this.db3.query(`UPDATE orders SET notes = $1 WHERE id = ANY($2::uuid[])`, [mark, ids]);
+            } catch (e) {
+              throw new Failure(`the application's transaction on ${b.user}'s orders failed during a restore: ${e.message}`);
+            }
+            txns.push({ mark, ids });
+            this.n.same++;
+          }
           const u = others[Math.floor(wr() * others.length)], mark = `w${this.seed}-${writes++}`;
           await this.db3.query(`INSERT INTO notifications (user_id, type, title) VALUES ($1, 'concurrent', $2)`, [u, mark]);
           markers.push([u, mark]);
@@ -350,12 +367,11 @@ class Model {
       })();
       this.n.concurrent++;
     }
-    const dry = this.r() < 0.15;
     const fields = ['type', 'restore', 'user_id', b.user, 'backup_id', b.id];
     if (dry) fields.push('dry_run', 'true');
     let h;
     try { h = await this.job(fields); } finally { stop = true; if (writer) await writer; }
-    this.note(`restore${dry ? ' (dry run)' : ''} of ${b.id} (${b.mode})${concurrent ? ' while writing' : ''}: ` +
+    this.note(`restore${dry ? ' (dry run)' : ''} of ${b.id} (${b.mode})${concurrent ? ` while writing (${txns.length} on its orders)` : ''}: ` +
       `${h.status} ${h.note || h.error || ''}`);
     const after = await this.state();
     let want = dry ? before[b.user] : b.state;
@@ -368,7 +384,8 @@ class Model {
       this.n.refused++;
       want = before[b.user];
     } else this.n.restore++;
-    this.diff(want, after[b.user], `user ${b.user} after ${dry ? 'a dry-run ' : ''}restore of ${b.id} (${b.mode}, ${b.index}) differs from ${dry ? 'before' : 'the backup'}`);
+    const got = this.wholly(txns, want, after[b.user]);
+    this.diff(want, got, `user ${b.user} after ${dry ? 'a dry-run ' : ''}restore of ${b.id} (${b.mode}, ${b.index}) differs from ${dry ? 'before' : 'the backup'}`);
     for (const u of others) {
       const want = { ...before[u] };
       want.notifications = [...before[u].notifications];
@@ -378,6 +395,35 @@ class Model {
       for (const [mu, mark] of markers) if (mu === u && !titles.has(mark)) throw new Failure(`a concurrent write of ${u} was lost (${mark})`);
     }
     if (markers.length) await this.db.query(`DELETE FROM notifications WHERE type = 'concurrent' AND user_id = ANY($1)`, [this.users]);
+  }
+
+  // The application's transactions during a restore (txns, in commit order), each wholly before
+  // the restore (its marks overwritten) or wholly after it (its marks kept, but for rows a later
+  // one wrote): throws when one is half applied. Returns got with the kept marks' rows taken as
+  // want's (their notes and updated_at are the application's), for the exact comparison.
+  wholly(txns, want, got) {
+    if (!txns.length) return got;
+    const finalMark = new Map();
+    for (const j of got.orders) { const o = JSON.parse(j); if (txns.some((t) => t.mark === o.notes)) finalMark.set(o.id, o.notes); }
+    txns.forEach((t, k) => {
+      const kept = t.ids.filter((id) => finalMark.get(id) === t.mark);
+      if (!kept.length || kept.length === t.ids.length) return;
+      for (const id of t.ids) {
+        if (kept.includes(id)) continue;
+        const later = txns.slice(k + 1).some((u) => u.ids.includes(id) && finalMark.get(id) === u.mark);
+        if (!later) throw new Failure(`an application transaction (${t.mark} on orders ${t.ids.join(', ')}) is half applied after a restore`);
+      }
+    });
+    this.n.kept += finalMark.size;
+    const wantBy = new Map(want.orders.map((j) => [JSON.parse(j).id, j]));
+    const orders = got.orders.map((j) => {
+      const o = JSON.parse(j);
+      if (!finalMark.has(o.id) || !wantBy.has(o.id)) return j;
+      const w = JSON.parse(wantBy.get(o.id));
+      const same = Object.keys(w).every((c) => c === 'notes' || c === 'updated_at' || JSON.stringify(w[c]) === JSON.stringify(o[c]));
+      return same ? wantBy.get(o.id) : j;
+    }).sort();
+    return { ...got, orders };
   }
 
   // A key of the backup's rows that is now another user's row: the restore must refuse it.
