@@ -153,7 +153,16 @@ void pgi_fail(PgConn *c, ErrKind kind, const char *what, const char *detail) {
         return;
     char msg[ERR_MSG_MAX - 64];
     clean_message(detail, msg, sizeof(msg));
-    err_set(&c->fail, kind, ERR_CODE_CONNECT, "postgres: %s%s%s", what, msg[0] ? ": " : "", msg);
+    /* the server refused who we are (password, role, database, pg_hba.conf): a configuration
+     * error, not an outage; still retryable, so that a job waits for the fix instead of dying */
+    static const char *const refused[] = {"password authentication failed", "no pg_hba.conf entry",
+                                          "does not exist", "no password supplied",
+                                          "permission denied for database"};
+    ErrCode code = ERR_CODE_CONNECT;
+    for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++)
+        if (strstr(msg, refused[i]))
+            code = ERR_CODE_CONFIG;
+    err_set(&c->fail, kind, code, "postgres: %s%s%s", what, msg[0] ? ": " : "", msg);
     c->state = CS_BROKEN;
     uv_timer_stop(&c->timer);
     close_poll(c);

@@ -48,6 +48,10 @@ REPL=(S3_REPLICA_BUCKET=$RB S3_REPLICA_REGION=eu-west-1 S3_REPLICA_FORCE_PATH_ST
   S3_REPLICA_ACCESS_KEY_ID=replica S3_REPLICA_SECRET_ACCESS_KEY=replica-secret BACKUP_NOTIFY=false)
 rstatus() { q "SELECT coalesce(replica_status, '-') FROM backup_metadata WHERE id = '$1'"; }
 replica_is() { [ "$(rstatus "$1")" = "$2" ]; }
+out=$(env "${REPL[@]}" "S3_REPLICA_ENDPOINT=$BW_MOTO_ENDPOINT" "$CTL" config)
+check "backupctl config names the replica's settings, never its secret (issue 29)" \
+  "S3_REPLICA_BUCKET=$RB S3_REPLICA_REGION=eu-west-1 S3_REPLICA_ENDPOINT=$BW_MOTO_ENDPOINT S3_REPLICA_CREDENTIALS=its own no-secret" \
+  "$(grep -E '^S3_REPLICA_(BUCKET|REGION|ENDPOINT)=' <<<"$out" | tr '\n' ' ')$(grep '^S3_REPLICA_CREDENTIALS' <<<"$out") $(grep -q replica-secret <<<"$out" && echo SECRET || echo no-secret)"
 backup() { # JOB: a full backup of U, waited for; prints its id
   enqueue "$1" type backup user_id "$U" mode full
   done_ok "$1" || { bad "backup $1 did not complete: $(field "$1" error)"; return 1; }

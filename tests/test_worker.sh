@@ -14,6 +14,9 @@ expect() { # name condition...
   local name=$1; shift
   if "$@"; then ok "$name"; else bad "$name"; fi
 }
+check() { # name expected actual
+  if [ "$2" == "$3" ]; then ok "$1"; else bad "$1: expected '$2', got '$3'"; fi
+}
 tmp=$(mktemp -d)
 trap 'kill $pid 2>/dev/null; rm -rf "$tmp"' EXIT
 pid=
@@ -112,6 +115,20 @@ expect "wrong S3 secret: logged with the reason" grep -q 'HTTP 403 AccessDenied'
 kill -TERM $pid; wait $pid
 pid=
 expect "no secret in that log" bash -c "! grep -q wrong-secret-value '$tmp/log3'"
+
+# a wrong PostgreSQL password: a configuration error, not an outage: not ready, said once (issue 29)
+port4=$(free_port)
+BADPG=$(sed -E 's#(postgresql://[^:]+:)[^@]*@#\1wrong-pg-password@#' <<<"$DATABASE_URL")
+DATABASE_URL=$BADPG WORKER_HTTP_PORT=$port4 "$WORKER" >"$tmp/log4" 2>&1 &
+pid=$!
+for _ in $(seq 100); do grep -q 'configuration error' "$tmp/log4" && break; sleep 0.1; done
+sleep 2 # a few more probes: still said once
+expect "wrong PostgreSQL password: /readyz 503" bash -c "test \$(curl -s -o /dev/null -w '%{http_code}' localhost:$port4/readyz) = 503"
+check "…logged once as a configuration error, not an outage" "1 0" \
+  "$(grep -c 'PostgreSQL refuses the worker (a configuration error' "$tmp/log4") $(grep -c 'PostgreSQL unreachable' "$tmp/log4")"
+kill -TERM $pid; wait $pid
+pid=
+expect "no password in that log" bash -c "! grep -q wrong-pg-password '$tmp/log4'"
 
 # the port is taken: a clear error, exit 1
 # (a port the kernel picks: a fixed one may be held by a closing connection of the tests above)

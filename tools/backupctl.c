@@ -389,6 +389,16 @@ int main(int argc, char **argv) {
         printf("REDIS_URL=%s\nDATABASE_URL=%s\nS3_ENDPOINT=%s\nS3_BUCKET=%s\nAWS_REGION=%s\n",
                redis, db, cfg.s3_endpoint ? cfg.s3_endpoint : "(AWS)", cfg.s3_bucket,
                cfg.aws_region);
+        if (cfg.s3_replica_bucket) /* never its secret key, only whether it has its own */
+            printf("S3_REPLICA_BUCKET=%s\nS3_REPLICA_REGION=%s\nS3_REPLICA_ENDPOINT=%s\n"
+                   "S3_REPLICA_COPY=%s\nS3_REPLICA_CREDENTIALS=%s\n",
+                   cfg.s3_replica_bucket,
+                   cfg.s3_replica_region ? cfg.s3_replica_region : cfg.aws_region,
+                   cfg.s3_replica_endpoint ? cfg.s3_replica_endpoint : "(AWS)",
+                   cfg.s3_replica_server_copy ? "server" : "stream",
+                   cfg.s3_replica_access_key_id ? "its own" : "the primary's");
+        else
+            printf("S3_REPLICA_BUCKET=(none: no replica)\n");
         rc = print_encryption(&cfg);
     } else {
         rc = cmd_check(&cfg);

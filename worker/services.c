@@ -103,7 +103,14 @@ static void on_pg_probe(PgConn *conn, PGresult *res, const Err *err, void *data)
     int was = s->pg_ok;
     s->pg_ok = err == NULL;
     if (err != NULL && !s->pg_warned) {
-        log_warn(NULL, "PostgreSQL unreachable: %s", err->msg);
+        if (err->code == ERR_CODE_CONFIG)
+            log_error(NULL,
+                      "PostgreSQL refuses the worker (a configuration error, not an outage: check "
+                      "DATABASE_URL's user, password and database; not ready until it is fixed): "
+                      "%s",
+                      err->msg);
+        else
+            log_warn(NULL, "PostgreSQL unreachable: %s", err->msg);
         s->pg_warned = 1;
     } else if (err == NULL && !was) {
         s->pg_warned = 0;

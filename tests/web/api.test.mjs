@@ -72,6 +72,7 @@ test('401: no token, a forged, expired, unsigned or subject-less one', async () 
     'sub not a uuid': token('admin'),
     'anon role': token(A, { role: 'anon' }),
     'no exp': signJwt({ sub: A }, SECRET),
+    'expired 30 s ago (leeway at most 5 s)': token(A, { exp: now - 30 }),
   };
   for (const [name, tok] of Object.entries(cases)) {
     for (const [m, p] of [['GET', '/api/backup/list'], ['GET', '/api/backup/status'], ['POST', '/api/backup/create']]) {
@@ -251,6 +252,38 @@ test('events: Server-Sent Events carry the caller\'s progress only', async () =>
   assert.ok(gotA.length >= 2, `${gotA.length} events`);
   assert.ok(gotA.every((e) => e.user_id === A), 'only A\'s events');
   assert.ok(gotA.some((e) => e.job_id === ja && e.event === 'completed'));
+});
+
+test('a job id naming another queue key (a delayed job\'s payload) is 404, not 500', async () => {
+  const tok = token(A);
+  const id = `webt-${Date.now()}-pl`;
+  await S.redis.set(`${k.job(id)}:payload`, 'x', 'EX', 60);
+  const r = await api('GET', `/api/backup/jobs/${id}:payload`, { tok });
+  assert.equal(r.status, 404);
+  assert.deepEqual(r.body, (await api('GET', `/api/backup/jobs/${id}-unknown`, { tok })).body);
+});
+
+test('events: a user holds at most 8 event streams at once (429 past it)', async () => {
+  const acs = [];
+  const open = async () => {
+    const ac = new AbortController();
+    acs.push(ac);
+    return fetch(`${S.url}/api/backup/events`, { headers: { authorization: `Bearer ${token(B)}` }, signal: ac.signal });
+  };
+  const rs = [];
+  for (let i = 0; i < 8; i++) rs.push(await open());
+  assert.deepEqual(rs.map((r) => r.status), Array(8).fill(200));
+  const ninth = await open();
+  assert.equal(ninth.status, 429);
+  const other = await fetch(`${S.url}/api/backup/events`, { headers: { authorization: `Bearer ${token(A)}` }, signal: (acs[acs.length] = new AbortController()).signal });
+  assert.equal(other.status, 200, 'another user is not limited by it');
+  for (const ac of acs) ac.abort();
+  await until('a closed stream to free its place', async () => {
+    const ac = new AbortController();
+    const r = await fetch(`${S.url}/api/backup/events`, { headers: { authorization: `Bearer ${token(B)}` }, signal: ac.signal });
+    ac.abort();
+    return r.status === 200;
+  }, 10000);
 });
 
 test('client: enqueue validates before XADD, status and follow', async () => {

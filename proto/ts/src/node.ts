@@ -85,7 +85,16 @@ export class BackupQueue {
 
   /** The job's status hash, or null when unknown (never enqueued, or past JOB_RETENTION). */
   async status(jobId: string): Promise<JobStatus | null> {
-    return parseJobStatus(jobId, await this.redis.hgetall(this.k.job(jobId)));
+    // an id naming another key of the queue (`<id>:payload`, a delayed job's) is no job, and says
+    // nothing of what that key is (HGETALL would answer WRONGTYPE)
+    let h: Record<string, string>;
+    try {
+      h = await this.redis.hgetall(this.k.job(jobId));
+    } catch (err) {
+      if (/WRONGTYPE/.test((err as Error).message)) return null;
+      throw err;
+    }
+    return parseJobStatus(jobId, h);
   }
 }
 

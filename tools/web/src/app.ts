@@ -32,6 +32,8 @@ declare module 'fastify' {
 }
 
 const CSRF_COOKIE = 'bw_csrf';
+/** Open event streams a user may hold on one server (tabs, devices); past it, 429. */
+export const EVENT_STREAMS_PER_USER = 8;
 const here = dirname(fileURLToPath(import.meta.url));
 
 class HttpError extends Error {
@@ -222,8 +224,13 @@ export async function buildApp(cfg: WebConfig, deps: WebDeps): Promise<FastifyIn
     return s;
   });
 
+  const openStreams = new Map<string, number>(); // per user, on this server
   app.get('/api/backup/events', async (req: FastifyRequest, reply: FastifyReply) => {
     const u = user(req);
+    const held = openStreams.get(u.sub) ?? 0;
+    if (held >= EVENT_STREAMS_PER_USER)
+      throw new HttpError(429, `at most ${EVENT_STREAMS_PER_USER} event streams per user: close one first`);
+    openStreams.set(u.sub, held + 1);
     const raw = reply.raw;
     const stop = await hub.listen(u.sub, (e) => {
       raw.write(`event: ${e.event}\ndata: ${JSON.stringify(e)}\n\n`);
@@ -239,6 +246,9 @@ export async function buildApp(cfg: WebConfig, deps: WebDeps): Promise<FastifyIn
     streams.add(raw);
     const beat = setInterval(() => raw.write(': keep-alive\n\n'), 15000);
     req.raw.on('close', () => {
+      const n = (openStreams.get(u.sub) ?? 1) - 1;
+      if (n > 0) openStreams.set(u.sub, n);
+      else openStreams.delete(u.sub);
       streams.delete(raw);
       clearInterval(beat);
       stop().catch((err) => req.log.warn({ err }, 'unsubscribe failed'));

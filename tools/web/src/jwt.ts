@@ -26,7 +26,11 @@ function decodePart(s: string): Record<string, unknown> | null {
 }
 
 /** The token's claims, or null: wrong shape, algorithm or signature, expired, not yet valid, no `sub`. */
-export function verifyJwt(token: string, secret: string, nowSec = Date.now() / 1000, leewaySec = 30): Claims | null {
+/** Clock skew tolerated on exp and nbf: a few seconds, not a grace period (issue 29: 30 s let a
+ * token expired half a minute ago in). */
+export const JWT_LEEWAY_SEC = 5;
+
+export function verifyJwt(token: string, secret: string, nowSec = Date.now() / 1000, leewaySec = JWT_LEEWAY_SEC): Claims | null {
   const parts = token.split('.');
   if (parts.length !== 3 || token.length > 8192) return null;
   const header = decodePart(parts[0]);
