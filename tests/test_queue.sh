@@ -236,6 +236,19 @@ expect "all 200 jobs complete across the restart" wait_until 60 all_200_done
 expect "the worker saw Redis go and come back" grep -q "lost Redis" "$tmp/r1.log"
 stop_worker r1 >/dev/null
 
+# a persistent Redis error (here the stream's key of another type; a cluster's MOVED alike): the
+# group is asked for again with backoff, and the error logged once, not every 100 ms (issue 29)
+G=tq$$g
+R SET "$G:jobs" not-a-stream >/dev/null
+env REDIS_PREFIX="$G" WORKER_HTTP_PORT=0 "$WORKER" >"$tmp/g.log" 2>&1 &
+gpid=$!
+pids+=("$gpid")
+sleep 3
+check "a persistent error creating the group is logged once in 3 s" 1 "$(grep -c 'cannot create consumer group' "$tmp/g.log")"
+R DEL "$G:jobs" >/dev/null
+expect "…and the worker consumes once it is gone" wait_until 15 grep -q "consuming $G:jobs" "$tmp/g.log"
+kill -TERM "$gpid"; wait "$gpid" 2>/dev/null
+
 for w in "$tmp"/*.log; do
   if grep -q "AddressSanitizer\|runtime error" "$w"; then bad "sanitizer report in $(basename "$w")"; cat "$w"; fi
 done

@@ -206,15 +206,27 @@ static void on_group(RedisClient *c, redisReply *reply, const Err *err, void *da
         if (!q->group_ready)
             log_info(NULL, "consuming %s as %s in group %s", q->stream, q->me, GROUP);
         q->group_ready = 1;
+        q->group_backoff_ms = 0;
+        q->group_err[0] = '\0';
         read_next(q);
     } else {
-        log_warn(NULL, "cannot create consumer group %s on %s: %s", GROUP, q->stream, err->msg);
+        q->group_backoff_ms = q->group_backoff_ms ? q->group_backoff_ms * 2 : 100;
+        if (q->group_backoff_ms > 10000)
+            q->group_backoff_ms = 10000;
+        q->next_group_ms = now_ms() + q->group_backoff_ms;
+        if (strncmp(q->group_err, err->msg, sizeof(q->group_err) - 1) != 0) {
+            log_warn(NULL,
+                     "cannot create consumer group %s on %s: %s (asked again with backoff, up to "
+                     "every 10 s; logged again only if the error changes)",
+                     GROUP, q->stream, err->msg);
+            snprintf(q->group_err, sizeof(q->group_err), "%.159s", err->msg);
+        }
     }
     check_stopped(q);
 }
 
 static void ensure_group(Queue *q) {
-    if (q->creating_group)
+    if (q->creating_group || now_ms() < q->next_group_ms)
         return;
     Err e;
     /* start id 0: jobs enqueued before the first worker ever started still run */

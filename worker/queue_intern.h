@@ -89,6 +89,11 @@ struct Queue {
     Job *jobs;
     int njobs;
     int reading, sweeping, group_ready, creating_group, pending_first;
+    /* a group that cannot be created (a key of another type, MOVED from a cluster node): asked
+     * for again with backoff, the error logged when it changes, not at every try */
+    uint64_t next_group_ms;
+    uint32_t group_backoff_ms;
+    char group_err[160];
     long long reader_id; /* CLIENT ID of the reader's connection: shutdown unblocks its read */
     int promoting, stats_inflight;
     uint64_t next_sweep_ms, next_renew_ms, next_promote_ms, next_stats_ms;
