@@ -100,6 +100,7 @@ struct StorageWrite {
     StorageWriteDoneCb on_done;
     void *data;
     int pipe_done, sink_done, reported, aborting, owner_gone, depth;
+    uint64_t handed; /* bytes the codecs gave the store so far */
     Err err;
     StorageWritten res;
 };
@@ -137,6 +138,7 @@ static int pipe_to_sink(const char *buf, size_t len, void *data) {
     StorageWrite *w = data;
     if (w->sink_done || w->aborting)
         return -1;
+    w->handed += len;
     return w->s->drv->sink_write(w->sink, buf, len);
 }
 
@@ -231,6 +233,10 @@ void storage_write_abort(StorageWrite *w) {
     Err e;
     err_set(&e, ERR_RETRYABLE, ERR_CODE_CANCELLED, "storage: write aborted");
     write_fail(w, &e);
+}
+
+uint64_t storage_write_stored(const StorageWrite *w) {
+    return w->handed;
 }
 
 size_t storage_write_buffered(const StorageWrite *w) {

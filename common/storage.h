@@ -113,6 +113,8 @@ void storage_write_finish(StorageWrite *w);
 void storage_write_abort(StorageWrite *w);
 /* Bytes held now (pipe and store buffers). */
 size_t storage_write_buffered(const StorageWrite *w);
+/* Stored bytes so far: what the codecs gave the store (its own buffer included). */
+uint64_t storage_write_stored(const StorageWrite *w);
 /* The caller is done with w; before on_done, the write is aborted and on_done is not called. */
 void storage_write_free(StorageWrite *w);
 

@@ -31,6 +31,8 @@ start_worker w1 "${W[@]}" S3_STALL_TIMEOUT=150s
 ctl __rate 100000
 t0=$SECONDS
 enqueue sl-slow type backup user_id "$U" mode full
+expect "while it runs, its status says the bytes stored so far (issue 29: 0 until done)" wait_until 120 \
+  bash -c "[ \"\$(R HGET '$P:job:sl-slow' status)\" = running ] && [ \"\$(R HGET '$P:job:sl-slow' bytes)\" -gt 0 ]"
 expect "at 100 KB/s the backup completes ($(field sl-slow error))" done_ok sl-slow 180
 took=$((SECONDS - t0))
 echo "     took $took s"

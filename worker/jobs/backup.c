@@ -72,7 +72,9 @@ void backup_progress(JobRt *rt, Backup *b, const char *stage) {
     int pct = b->rows_total ? (int)(b->rows_done * 95 / b->rows_total) : 0;
     if (b->state >= ST_COMMIT)
         pct = 95 + (b->state >= ST_MANIFEST) * 3;
-    job_progress(jobrt_job(rt), stage, pct, b->rows_done, b->written.size);
+    /* bytes stored so far while the object is written (proto/README), its size once stored */
+    uint64_t bytes = b->written.size ? b->written.size : b->out ? storage_write_stored(b->out) : 0;
+    job_progress(jobrt_job(rt), stage, pct, b->rows_done, bytes);
 }
 
 void backup_query(JobRt *rt, Backup *b, State next, int flags, const char *sql, int n,
