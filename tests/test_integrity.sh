@@ -12,6 +12,8 @@
 #     application
 #  5. under BACKUP_ENCRYPTION=required a cleartext backup (planted, or from before encryption) is
 #     refused by restore and verify before anything is read, and reindex records it refused
+#  6. a restore keeps the worker's own notifications newer than the backup (the record of the
+#     user's later backups), and adds one saying it restored
 set -uo pipefail
 WORKER=$1
 CTL=$2
@@ -177,6 +179,20 @@ check "…reindex records the cleartext object refused" "failed|refused: not enc
 enqueue c5 type restore user_id "$U" backup_id "$C0"
 wait_until 30 status_is c5 dead || bad "the restore of a refused backup did not end dead"
 check "…and no restore takes it" none "$(differs c2)"
+
+# ---- 6. the worker's own notifications ----
+U=$E
+P=ti$$c
+start_worker w3 # BACKUP_NOTIFY on (the default)
+N1=$(backup n1 "$U" full)
+N2=$(backup n2 "$U" incremental)
+check "two backups, two notifications of the worker's" 2 \
+  "$(q "SELECT count(*) FROM notifications WHERE user_id = '$U' AND type = 'backup_completed'")"
+expect "restore of the older backup completes" restore n3 "$U" "$N1"
+check "…the notification of the newer backup is kept" 1 \
+  "$(q "SELECT count(*) FROM notifications WHERE user_id = '$U' AND type = 'backup_completed' AND data->>'backup_id' = '$N2'")"
+check "…and one says the restore" 1 \
+  "$(q "SELECT count(*) FROM notifications WHERE user_id = '$U' AND type = 'restore_completed' AND data->>'backup_id' = '$N1'")"
 
 q "DROP TABLE IF EXISTS snap_a1, snap_c0, snap_c2, snap_d1, snap_e1, snap_now, snap_r0, snap_t6, snap_t8" >/dev/null
 echo "$passed passed, $fails failed"

@@ -156,6 +156,28 @@ void restore_stmts_done(JobRt *rt, Restore *r) {
         restore_stage_start(rt, r);
         return;
     }
+    int notes = -1;
+    for (int i = 0; i < scope_count(r->scope); i++)
+        if (r->selected[i] && restore_worker_notes(r->scope, i))
+            notes = i;
+    if (r->state != ST_NOTIFY && !r->spec->dry_run && notes >= 0 &&
+        services_jobconfig(jobrt_services(rt))->backup_notify) {
+        uint64_t ins = 0, upd = 0, del = 0;
+        for (int i = 0; i < scope_count(r->scope); i++)
+            ins += r->ins[i], upd += r->upd[i], del += r->del[i];
+        char counts[96];
+        snprintf(counts, sizeof(counts), "%" PRIu64 " inserted, %" PRIu64 " updated, %" PRIu64
+                 " deleted", ins, upd, del);
+        const char *v[] = {r->spec->user_id, r->spec->backup_id, counts};
+        restore_query(rt, r, ST_NOTIFY, 0,
+                      "INSERT INTO notifications (user_id, type, title, body, data) "
+                      "SELECT $1::uuid, 'restore_completed', 'Restore completed', "
+                      "format('Your data was restored to backup %s (%s).', $2::text, $3::text), "
+                      "jsonb_build_object('backup_id', $2::text) "
+                      "WHERE EXISTS (SELECT 1 FROM profiles WHERE id = $1::uuid)",
+                      3, v);
+        return;
+    }
     restore_progress(rt, r, r->spec->dry_run ? "rolling back (dry run)" : "committing", 99);
     restore_query(rt, r, ST_COMMIT, JRT_END, r->spec->dry_run ? "ROLLBACK" : "COMMIT", 0, NULL);
 }
@@ -399,6 +421,9 @@ static void on_result(JobRt *rt, Restore *r, PGresult *res) {
         break;
     case ST_STMT:
         restore_on_stmt(rt, r, res);
+        break;
+    case ST_NOTIFY:
+        restore_stmts_done(rt, r);
         break;
     case ST_LOCK_BACK:
     case ST_LOCK_WAIT:

@@ -22,6 +22,16 @@
 #include <stdlib.h>
 #include <string.h>
 
+int restore_worker_notes(const Scope *s, int i) {
+    if (strcmp(scope_table(s, i), "notifications") != 0)
+        return 0;
+    char kind;
+    for (int c = 0; c < scope_stage_columns(s, i); c++)
+        if (strcmp(scope_stage_column(s, i, c, &kind), "type") == 0)
+            return 1;
+    return 0;
+}
+
 static void add_stmt(Restore *r, SqlKind kind, int table, Buf *sql, const char *message) {
     r->stmts = xrealloc(r->stmts, (size_t)(r->nstmts + 1) * sizeof(Stmt));
     Stmt *s = &r->stmts[r->nstmts++];
@@ -159,6 +169,8 @@ void restore_apply_stmts(Restore *r) {
             int part = r->prune && r->prune[i];
             scope_restore_delete_sql(s, i, dry, part ? r->snapshot : NULL, part ? r->listed : NULL,
                                      &sql);
+            if (restore_worker_notes(s, i)) /* the record of the user's backups outlives a restore */
+                buf_puts(&sql, " AND \"type\" NOT IN (" RESTORE_WORKER_NOTES ")");
             add_stmt(r, SQ_DELETE, i, &sql, NULL);
         }
     for (int i = 0; i < n; i++) /* parents first */

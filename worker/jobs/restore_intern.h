@@ -33,6 +33,7 @@ typedef enum {
     ST_STMT,       /* a statement list: staging tables, then FINAL and APPLY */
     ST_LOCK_BACK,  /* a row to write is held by another transaction: back to the lock savepoint */
     ST_LOCK_WAIT,  /* ...wait a little (pg_sleep), then take the locks again */
+    ST_NOTIFY, /* the user's notification of the restore, in its transaction */
     ST_COMMIT,
     ST_RECORD,
 } State;
@@ -125,6 +126,12 @@ typedef struct {
 void restore_query(JobRt *rt, Restore *r, State next, int flags, const char *sql, int n,
                    const char *const *v);
 void restore_progress(JobRt *rt, Restore *r, const char *stage, int pct);
+
+/* The notifications the worker writes itself (backup.c, restore.c): a restore keeps those it
+ * does not hold (a user restoring yesterday's backup keeps the record of today's). */
+#define RESTORE_WORKER_NOTES "'backup_completed', 'backup_failed', 'restore_completed'"
+/* 1 if table i is the notifications table the worker writes (it has a type column). */
+int restore_worker_notes(const Scope *s, int i);
 
 /* restore_apply.c. The staging tables (the statements before the first step is read). */
 void restore_setup_stmts(Restore *r);
