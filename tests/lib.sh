@@ -104,6 +104,15 @@ filter() { # TABLE USER: the WHERE condition of the user's rows
     *) echo "user_id = '$2'" ;;
   esac
 }
+# fresh_user UUID...: nothing of these users left from an earlier run (rows, records, objects)
+fresh_user() {
+  local u
+  for u in "$@"; do
+    q "DELETE FROM profiles WHERE id = '$u'; DELETE FROM backup_metadata WHERE user_id = '$u';
+       DELETE FROM restore_history WHERE user_id = '$u'" >/dev/null
+    s3 s3 rm --recursive --quiet "s3://$S3_BUCKET/backups/$u/"
+  done
+}
 events_at_least() { [ "$(count_events "$1" "$2")" -ge "$3" ]; }
 TABLES="profiles businesses products clients orders order_items notifications user_settings"
 # state SUFFIX: user $U's rows of every table, as to_jsonb, saved in snap_SUFFIX

@@ -25,10 +25,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 D=1e570001-0000-4000-8000-0000000000d1
 E=1e570002-0000-4000-8000-0000000000e2
+fresh_user "$D" "$E"
 for u in $D $E; do
-  q "DELETE FROM profiles WHERE id = '$u'; DELETE FROM backup_metadata WHERE user_id = '$u';
-     DELETE FROM restore_history WHERE user_id = '$u'" >/dev/null
-  s3 s3 rm --recursive --quiet "s3://$S3_BUCKET/backups/$u/"
   q "INSERT INTO profiles (id, email) VALUES ('$u', '$u@example.com');
      INSERT INTO clients (user_id, name) VALUES ('$u', 'c');
      INSERT INTO orders (user_id, number, total) SELECT '$u', n, n FROM generate_series(1, 3) n;

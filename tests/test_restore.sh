@@ -32,11 +32,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
 U=7e570001-0000-4000-8000-00000000000a
 V=7e570002-0000-4000-8000-00000000000b
-for u in $U $V; do
-  q "DELETE FROM profiles WHERE id = '$u'; DELETE FROM backup_metadata WHERE user_id = '$u';
-     DELETE FROM restore_history WHERE user_id = '$u'" >/dev/null
-  s3 s3 rm --recursive --quiet "s3://$S3_BUCKET/backups/$u/"
-done
+fresh_user "$U" "$V"
 "$ROOT/tools/datagen" --user "$U" --orders 400 --seed tr1 >/dev/null
 "$ROOT/tools/datagen" --user "$V" --orders 30 --seed tr2 >/dev/null
 q "INSERT INTO products (user_id, sku, name, price, weight_grams, tags, thumbnail, attributes, available_from)

@@ -24,11 +24,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
 A=7e5700a1-0000-4000-8000-0000000000a1
 B=7e5700b2-0000-4000-8000-0000000000b2
-for u in $A $B; do
-  q "DELETE FROM profiles WHERE id = '$u'; DELETE FROM backup_metadata WHERE user_id = '$u';
-     DELETE FROM restore_history WHERE user_id = '$u'" >/dev/null
-  s3 s3 rm --recursive --quiet "s3://$S3_BUCKET/backups/$u/"
-done
+fresh_user "$A" "$B"
 "$ROOT/tools/datagen" --user "$A" --orders 40 --seed tt1 >/dev/null
 "$ROOT/tools/datagen" --user "$B" --orders 40 --seed tt2 >/dev/null
 # every product of both users in a business, every order with a client
