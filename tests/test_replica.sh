@@ -330,5 +330,33 @@ check "…its record not marked replicated" pending "$(rstatus "$B9")"
 curl -s -X POST --data '' "http://127.0.0.1:$PX/__rate" >/dev/null
 quit w15
 
+# ---- 11. a rekey racing a copy to the replica (issue 29) ----
+# The copy reads the manifest under k1 and its PUT to the replica stalls; meanwhile rekey rewraps
+# the backup under k2 (the primary's manifest and the record; the replica's copy is not made
+# yet). The copy must not complete with the k1 manifest in the replica.
+EK1=$(head -c 32 /dev/urandom | base64) EK2=$(head -c 32 /dev/urandom | base64)
+PX=$RPX
+curl -s -X POST --data '' "http://127.0.0.1:$PX/__clear" >/dev/null
+curl -s -X POST --data 'PUT~manifest.json:stall:1' "http://127.0.0.1:$PX/__plan" >/dev/null
+start_worker w16 "S3_REPLICA_ENDPOINT=http://127.0.0.1:$PX" "${REPL[@]}" "BACKUP_ENCRYPTION_KEYS=k1:$EK1" \
+  S3_STALL_TIMEOUT=60s
+B10=$(backup rep-b10)
+expect "the copy's manifest PUT stalls" wait_until 30 bash -c \
+  "curl -s http://127.0.0.1:$PX/__stats | grep -q '\"faults\":1'"
+out=$(env "${REPL[@]}" "S3_REPLICA_ENDPOINT=$BW_MOTO_ENDPOINT" "BACKUP_ENCRYPTION_KEYS=k1:$EK1,k2:$EK2" \
+  "$CTL" rekey "$U" --to k2 2>&1); rc=$?
+check "rekey during the copy: exit 0, the backup rewrapped" "0 k2" "$rc $(q "SELECT key_id FROM backup_metadata WHERE id = '$B10'")"
+expect "…it says a copy is in flight (a key not listed is not yet safe to retire)" grep -q "^in flight: .*1 copy to the replica not yet made" <<<"$out"
+curl -s -X POST "http://127.0.0.1:$PX/__cut" >/dev/null
+expect "the copy completes" wait_until 60 replica_is "$B10" completed
+K10=$(q "SELECT s3_key FROM backup_metadata WHERE id = '$B10'")
+check "…its manifest in the replica is under the record's key (k2), not the one it first read" k2 \
+  "$(moto s3 cp "s3://$RB/$K10.manifest.json" - 2>/dev/null | jq -r .key_id)"
+out=$(env "${REPL[@]}" "S3_REPLICA_ENDPOINT=$BW_MOTO_ENDPOINT" "BACKUP_ENCRYPTION_KEYS=k1:$EK1,k2:$EK2" \
+  "$CTL" rekey "$U" --to k2 2>&1)
+expect "rekey again, nothing in flight: it says no key but those listed is needed" \
+  grep -q "^nothing in flight" <<<"$out"
+quit w16
+
 echo "test_replica: $passed passed, $fails failed"
 [ "$fails" -eq 0 ]

@@ -623,7 +623,8 @@ static void on_put(const S3Result *res, const Err *err, void *data) {
  * replica's copy of it (rr, when the backup has one), then the record, only if nobody changed
  * it meanwhile. 0, or -1 after printing why. */
 static int rekey_one(Rec *r, Rec *rr, PGconn *pg, const Keys *keys, const char *to, const char *id,
-                     const char *user, const char *key, const char *from, const char *wrapped) {
+                     const char *user, const char *key, const char *from, const char *wrapped,
+                     const char *replica_status) {
     Buf nw = BUF_INIT, man = BUF_INIT;
     Err e;
     char mkey[400];
@@ -668,11 +669,15 @@ static int rekey_one(Rec *r, Rec *rr, PGconn *pg, const Keys *keys, const char *
             goto out;
         }
     }
-    const char *v[] = {id, to, nw.data, from, wrapped};
+    /* also unless its copy completed meanwhile: that copy may hold the old manifest, which this
+     * run did not rewrite (the replica's copy was not made when the backups were listed); a
+     * copy still pending copies the new one (the worker checks the record at its end) */
+    const char *v[] = {id, to, nw.data, from, wrapped, replica_status};
     PGresult *res = PQexecParams(pg,
                                  "UPDATE backup_metadata SET key_id = $2, wrapped_key = $3 "
-                                 "WHERE id = $1 AND key_id = $4 AND wrapped_key = $5",
-                                 5, NULL, v, NULL, NULL, 0);
+                                 "WHERE id = $1 AND key_id = $4 AND wrapped_key = $5 AND "
+                                 "coalesce(replica_status, '') = $6",
+                                 6, NULL, v, NULL, NULL, 0);
     if (PQresultStatus(res) != PGRES_COMMAND_OK)
         fprintf(stderr, "backupctl rekey: %s: %s", id, PQerrorMessage(pg));
     else if (strcmp(PQcmdTuples(res), "1") != 0)
@@ -739,7 +744,8 @@ int ctl_rekey(const Config *cfg, const char *user, const char *to_id, int dry_ru
         }
         int copied = replica && strcmp(PQgetvalue(res, i, 5), "completed") == 0;
         if (rekey_one(&r, copied ? &rr : NULL, pg, keys, to, id, PQgetvalue(res, i, 1),
-                      PQgetvalue(res, i, 2), from, PQgetvalue(res, i, 4)) == 0)
+                      PQgetvalue(res, i, 2), from, PQgetvalue(res, i, 4),
+                      PQgetvalue(res, i, 5)) == 0)
             done++;
         else
             failed++;
@@ -757,6 +763,28 @@ int ctl_rekey(const Config *cfg, const char *user, const char *to_id, int dry_ru
     for (int i = 0; PQresultStatus(res) == PGRES_TUPLES_OK && i < PQntuples(res); i++)
         printf("key '%s': %s backup%s\n", PQgetvalue(res, i, 0), PQgetvalue(res, i, 1),
                strcmp(PQgetvalue(res, i, 1), "1") ? "s" : "");
+    PQclear(res);
+    /* work in flight may still write under a key this run moved away from: a backup not yet
+     * completed wraps under the key its worker had at its start, and a copy to the replica not
+     * yet made copies whatever manifest it read */
+    const char *u[] = {user};
+    res = PQexecParams(pg,
+                       "SELECT count(*) FILTER (WHERE status IN ('pending', 'running')), "
+                       "count(*) FILTER (WHERE status = 'completed' AND replica_status = "
+                       "'pending') FROM backup_metadata WHERE $1::uuid IS NULL OR user_id = $1",
+                       1, NULL, u, NULL, NULL, 0);
+    if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1) {
+        const char *running = PQgetvalue(res, 0, 0), *copies = PQgetvalue(res, 0, 1);
+        if (strcmp(running, "0") != 0 || strcmp(copies, "0") != 0)
+            printf("in flight: %s backup%s not yet completed, %s cop%s to the replica not yet "
+                   "made: a key not listed above is not yet safe to retire; run rekey again once "
+                   "they end\n",
+                   running, strcmp(running, "1") ? "s" : "", copies,
+                   strcmp(copies, "1") ? "ies" : "y");
+        else if (!dry_run && failed == 0)
+            printf("nothing in flight: no backup, manifest or replica copy needs a key not "
+                   "listed above\n");
+    }
     PQclear(res);
     PQfinish(pg);
     keys_free(keys);

@@ -12,7 +12,11 @@
  *             (a wrong copy is deleted again); a service that refuses server-side copies
  *             makes the job stream instead
  *   MANIFEST  the same for <key>.manifest.json
- *   DONE      replica_status `completed`, replicated_at, if the backup is still completed
+ *   DONE      replica_status `completed`, replicated_at, if the backup is still completed and
+ *             its wrapping (key_id, wrapped_key) is still the one read at RECORD: a rekey
+ *             that rewrote the record (and the primary's manifest) meanwhile makes the job
+ *             copy the manifest again (RECHECK, at most MAX_RECOPY times), so a copy never
+ *             completes with a manifest under a key the record no longer names
  *   UNDO      it expired during the copy (a cleanup is deleting it, in both buckets, or did):
  *             the copy just made is deleted, so that no object outlives its backup
  *
@@ -35,7 +39,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef enum { ST_RECORD, ST_OBJECT, ST_MANIFEST, ST_DONE, ST_UNDO } State;
+typedef enum { ST_RECORD, ST_OBJECT, ST_MANIFEST, ST_DONE, ST_RECHECK, ST_UNDO } State;
+
+#define MAX_RECOPY 5
 
 typedef struct {
     State state;
@@ -47,7 +53,20 @@ typedef struct {
     uint64_t copied;
     int server;    /* copies made by the service (S3_REPLICA_COPY), until it refuses one */
     int read_back; /* the object's copy was read back to be hashed */
+    char *kid, *wrapped; /* the record's wrapping when the manifest was copied ("" for none) */
+    int recopies;
 } Replicate;
+
+static void done_query(JobRt *rt, Replicate *r) {
+    r->state = ST_DONE;
+    const char *v[] = {r->id, r->kid, r->wrapped};
+    jobrt_pool_query(rt, ST_DONE, 0,
+                     "UPDATE backup_metadata SET replica_status = 'completed', "
+                     "replicated_at = now(), replica_error = NULL WHERE id = $1 "
+                     "AND status = 'completed' AND coalesce(key_id, '') = $2 "
+                     "AND coalesce(wrapped_key, '') = $3",
+                     3, v);
+}
 
 static void copy_next(Replicate *r);
 
@@ -92,13 +111,7 @@ static void on_copied(StorageCopy *c, const StorageWritten *res, const Err *err,
         copy_next(r);
         return;
     }
-    r->state = ST_DONE;
-    const char *v[] = {r->id};
-    jobrt_pool_query(rt, ST_DONE, 0,
-                     "UPDATE backup_metadata SET replica_status = 'completed', "
-                     "replicated_at = now(), replica_error = NULL WHERE id = $1 "
-                     "AND status = 'completed'",
-                     1, v);
+    done_query(rt, r);
 }
 
 static void copy_next(Replicate *r) {
@@ -154,11 +167,39 @@ static void on_record(JobRt *rt, Replicate *r, PGresult *res) {
     snprintf(r->key, sizeof(r->key), "%s", key);
     snprintf(r->checksum, sizeof(r->checksum), "%s", sum);
     r->size = strtoull(PQgetvalue(res, 0, 6), NULL, 10);
+    r->kid = xstrdup(PQgetvalue(res, 0, 7));
+    r->wrapped = xstrdup(PQgetvalue(res, 0, 8));
     log_info(job_log_id(jobrt_job(rt)), "replicating %s (%" PRIu64 " bytes) to the replica", r->id,
              r->size);
     job_progress(jobrt_job(rt), "copying", 0, 0, 0);
     r->state = ST_OBJECT;
     copy_next(r);
+}
+
+/* The copy could not be recorded: a backup still completed whose wrapping changed (a rekey
+ * rewrote its record and its primary manifest) gets its manifest copied again; otherwise it
+ * expired during the copy, which is removed (UNDO). */
+static void on_recheck(JobRt *rt, Replicate *r, PGresult *res) {
+    if (PQntuples(res) == 1 && strcmp(PQgetvalue(res, 0, 0), "completed") == 0 &&
+        (strcmp(PQgetvalue(res, 0, 1), r->kid) != 0 ||
+         strcmp(PQgetvalue(res, 0, 2), r->wrapped) != 0)) {
+        log_info(job_log_id(jobrt_job(rt)),
+                 "%s was rekeyed during its copy (now under '%s'): copying its manifest again",
+                 r->id, PQgetvalue(res, 0, 1));
+        free(r->kid);
+        free(r->wrapped);
+        r->kid = xstrdup(PQgetvalue(res, 0, 1));
+        r->wrapped = xstrdup(PQgetvalue(res, 0, 2));
+        r->recopies++;
+        r->state = ST_MANIFEST;
+        copy_next(r);
+        return;
+    }
+    char mkey[LAYOUT_KEY_MAX + 48];
+    layout_manifest_key(mkey, sizeof(mkey), r->key);
+    const char *keys[] = {r->key, mkey};
+    r->state = ST_UNDO;
+    jobrt_delete_from(rt, services_replica(jobrt_services(rt)), ST_UNDO, 0, keys, 2);
 }
 
 static int replicate_step(JobRt *rt, void *st, const JobEv *ev) {
@@ -178,19 +219,28 @@ static int replicate_step(JobRt *rt, void *st, const JobEv *ev) {
         const char *v[] = {r->spec->backup_id};
         jobrt_pool_query(rt, ST_RECORD, 0,
                          "SELECT id, user_id::text, coalesce(s3_key, ''), status, "
-                         "coalesce(checksum, ''), coalesce(replica_status, ''), coalesce(size, 0) "
+                         "coalesce(checksum, ''), coalesce(replica_status, ''), coalesce(size, 0), "
+                         "coalesce(key_id, ''), coalesce(wrapped_key, '') "
                          "FROM backup_metadata WHERE id = $1",
                          1, v);
         break;
     case JEV_RESULT:
         if (r->state == ST_RECORD) {
             on_record(rt, r, ev->res);
+        } else if (r->state == ST_RECHECK) {
+            on_recheck(rt, r, ev->res);
+        } else if (strcmp(PQcmdTuples(ev->res), "1") != 0 && r->recopies < MAX_RECOPY) {
+            /* expired, or rewrapped by a rekey since the record was read: which one */
+            r->state = ST_RECHECK;
+            const char *id[] = {r->id};
+            jobrt_pool_query(rt, ST_RECHECK, 0,
+                             "SELECT status, coalesce(key_id, ''), coalesce(wrapped_key, '') "
+                             "FROM backup_metadata WHERE id = $1",
+                             1, id);
         } else if (strcmp(PQcmdTuples(ev->res), "1") != 0) {
-            char mkey[LAYOUT_KEY_MAX + 48];
-            layout_manifest_key(mkey, sizeof(mkey), r->key);
-            const char *keys[] = {r->key, mkey};
-            r->state = ST_UNDO;
-            jobrt_delete_from(rt, services_replica(jobrt_services(rt)), ST_UNDO, 0, keys, 2);
+            jobrt_failf(rt, ERR_RETRYABLE, ERR_CODE_BUSY,
+                        "backup %s was rekeyed %d times during its copy: copied again later",
+                        r->id, r->recopies);
         } else {
             job_set_note(jobrt_job(rt),
                          !r->server     ? "object and manifest copied (streamed), SHA-256 checked"
@@ -238,6 +288,8 @@ static int replicate_record(JobRt *rt, void *st, int k) {
 static void replicate_release(void *st) {
     Replicate *r = st;
     storage_copy_free(r->copy); /* mid-copy: the replica's upload is aborted, nothing stored */
+    free(r->kid);
+    free(r->wrapped);
 }
 
 static const JobRtOps ops = {sizeof(Replicate), replicate_step, replicate_record,
