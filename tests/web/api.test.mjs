@@ -41,7 +41,7 @@ async function api(method, path, { tok, body, csrf = method !== 'GET', raw, head
   const h = { ...headers };
   if (tok) h.authorization = `Bearer ${tok}`;
   if (csrf) {
-    const r = await fetch(`${S.url}/api/csrf`);
+    const r = await fetch(`${S.url}/api/csrf`, { headers: tok ? { authorization: `Bearer ${tok}` } : {} });
     const cookie = r.headers.getSetCookie().map((c) => c.split(';')[0]).find((c) => c.startsWith('bw_csrf='));
     h['x-csrf-token'] = (await r.json()).token;
     h.cookie = cookie;
@@ -87,13 +87,19 @@ test('401: no token, a forged, expired, unsigned or subject-less one', async () 
 test('403: a state change without a matching CSRF token enqueues nothing', async () => {
   const before = await xlen();
   const tok = token(A);
-  const other = await (await fetch(`${S.url}/api/csrf`)).json();
+  // a token fetched by another user, with its cookie: bound to that user, refused for A
+  const otherRes = await fetch(`${S.url}/api/csrf`, { headers: { authorization: `Bearer ${token(B)}` } });
+  const other = await otherRes.json();
+  const otherCookie = otherRes.headers.getSetCookie().map((c) => c.split(';')[0]).find((c) => c.startsWith('bw_csrf='));
+  assert.equal((await fetch(`${S.url}/api/csrf`)).status, 401, 'a CSRF token needs a signed-in user');
   const r1 = await api('POST', '/api/backup/create', { tok, body: { type: 'full' }, csrf: false });
   const r2 = await api('POST', '/api/backup/create', { tok, body: { type: 'full' }, csrf: false, headers: { 'x-csrf-token': other.token } });
   const r3 = await api('POST', '/api/backup/create', { tok, body: { type: 'full' }, csrf: false,
     headers: { 'x-csrf-token': 'abc.def', cookie: 'bw_csrf=abc.def' } });
   const r4 = await api('DELETE', '/api/backup/cleanup', { tok, csrf: false, headers: { cookie: `bw_csrf=${other.token}` } });
-  for (const r of [r1, r2, r3, r4]) {
+  const r5 = await api('POST', '/api/backup/create', { tok, body: { type: 'full' }, csrf: false,
+    headers: { 'x-csrf-token': other.token, cookie: otherCookie } });
+  for (const r of [r1, r2, r3, r4, r5]) {
     assert.equal(r.status, 403);
     assert.deepEqual(r.body, { error: 'CSRF token missing or invalid' });
   }

@@ -37,6 +37,7 @@ export class BackupService {
   private readonly base: string;
   private readonly fetchFn: typeof fetch;
   private csrf: string | null = null;
+  private csrfFor = '';
   private cookie: string | null = null; // outside a browser, where fetch keeps no cookies
 
   constructor(private readonly opts: BackupServiceOptions) {
@@ -160,7 +161,7 @@ export class BackupService {
     const token = await this.opts.getToken();
     if (!token) throw new BackupError(Errors.noUser, 0);
     const headers: Record<string, string> = { authorization: `Bearer ${token}` };
-    if (method !== 'GET') headers['x-csrf-token'] = await this.csrfToken();
+    if (method !== 'GET') headers['x-csrf-token'] = await this.csrfToken(headers.authorization);
     if (this.cookie) headers.cookie = this.cookie;
     if (body !== undefined) headers['content-type'] = 'application/json';
     let res = await this.fetchFn(this.base + path, {
@@ -170,7 +171,7 @@ export class BackupService {
     if (res.status === 403 && method !== 'GET' && this.csrf) {
       // the token may have expired with its cookie: fetch a new one once
       this.csrf = null;
-      headers['x-csrf-token'] = await this.csrfToken();
+      headers['x-csrf-token'] = await this.csrfToken(headers.authorization);
       if (this.cookie) headers.cookie = this.cookie;
       res = await this.fetchFn(this.base + path, {
         method, headers, signal, credentials: 'same-origin',
@@ -189,14 +190,16 @@ export class BackupService {
     return res;
   }
 
-  private async csrfToken(): Promise<string> {
-    if (this.csrf) return this.csrf;
-    const res = await this.fetchFn(this.base + '/api/csrf', { credentials: 'same-origin' });
+  /** A CSRF token bound to the signed-in user (the server signs the user's id into it). */
+  private async csrfToken(authorization: string): Promise<string> {
+    if (this.csrf && this.csrfFor === authorization) return this.csrf;
+    const res = await this.fetchFn(this.base + '/api/csrf', { credentials: 'same-origin', headers: { authorization } });
     if (!res.ok) throw new BackupError(`cannot get a CSRF token: HTTP ${res.status}`, res.status);
     const set = typeof res.headers.getSetCookie === 'function' ? res.headers.getSetCookie() : [];
     const c = set.map((v) => v.split(';')[0]).find((v) => v.startsWith('bw_csrf='));
     if (c) this.cookie = c;
     this.csrf = ((await res.json()) as { token: string }).token;
+    this.csrfFor = authorization;
     return this.csrf;
   }
 }

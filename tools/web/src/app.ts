@@ -94,18 +94,20 @@ export async function buildApp(cfg: WebConfig, deps: WebDeps): Promise<FastifyIn
   app.setNotFoundHandler((_req, reply) => reply.code(404).send({ error: 'Not found' }));
 
   // ---- authentication and CSRF, for every /api route but /api/csrf ----
-  const csrfSign = (nonce: string) => createHmac('sha256', cfg.jwtSecret).update(`csrf:${nonce}`).digest('base64url');
-  const csrfValid = (t: string | undefined) => {
+  // a token is bound to the signed-in user: one fetched by (or for) another user is refused
+  const csrfSign = (sub: string, nonce: string) =>
+    createHmac('sha256', cfg.jwtSecret).update(`csrf:${sub}:${nonce}`).digest('base64url');
+  const csrfValid = (sub: string, t: string | undefined) => {
     if (!t) return false;
     const dot = t.indexOf('.');
     if (dot <= 0) return false;
-    const want = Buffer.from(csrfSign(t.slice(0, dot)));
+    const want = Buffer.from(csrfSign(sub, t.slice(0, dot)));
     const got = Buffer.from(t.slice(dot + 1));
     return got.length === want.length && timingSafeEqual(got, want);
   };
 
   app.addHook('onRequest', async (req: FastifyRequest) => {
-    if (!req.url.startsWith('/api/') || req.url === '/api/csrf') return;
+    if (!req.url.startsWith('/api/')) return;
     const m = /^Bearer ([A-Za-z0-9._-]+)$/.exec(req.headers.authorization ?? '');
     const claims = m ? verifyJwt(m[1], cfg.jwtSecret) : null;
     if (!claims || !isUuid(claims.sub) || (claims.role !== undefined && claims.role !== 'authenticated'))
@@ -117,7 +119,7 @@ export async function buildApp(cfg: WebConfig, deps: WebDeps): Promise<FastifyIn
       const sent = typeof header === 'string' ? header : undefined;
       const kept = cookie(req, CSRF_COOKIE);
       if (!sent || !kept || sent.length !== kept.length || !timingSafeEqual(Buffer.from(sent), Buffer.from(kept)) ||
-          !csrfValid(sent))
+          !csrfValid(claims.sub, sent))
         throw new HttpError(403, Errors.csrf);
     }
   });
@@ -137,9 +139,9 @@ export async function buildApp(cfg: WebConfig, deps: WebDeps): Promise<FastifyIn
   };
   const newJobId = (type: string) => `web-${type}-${randomUUID()}`;
 
-  app.get('/api/csrf', async (_req, reply) => {
+  app.get('/api/csrf', async (req, reply) => {
     const nonce = randomBytes(18).toString('base64url');
-    const token = `${nonce}.${csrfSign(nonce)}`;
+    const token = `${nonce}.${csrfSign(user(req).sub, nonce)}`;
     reply.header('set-cookie',
       `${CSRF_COOKIE}=${token}; Path=/; HttpOnly; SameSite=Strict; Max-Age=43200${cfg.secureCookies ? '; Secure' : ''}`);
     reply.header('cache-control', 'no-store');
