@@ -140,9 +140,16 @@ sleep 1
 quit w4
 check "killed mid-copy: not completed" pending "$(rstatus "$B4")"
 curl -s -X POST --data '' "http://127.0.0.1:$PX/__rate" >/dev/null
+# what a copy killed mid-way leaves when the object is large: a multipart upload in progress
+K4M=$(q "SELECT s3_key FROM backup_metadata WHERE id = '$B4'")
+moto s3api create-multipart-upload --bucket "$RB" --key "$K4M" >/dev/null
+uploads() { moto s3api list-multipart-uploads --bucket "$RB" --prefix "$K4M" | jq '[.Uploads // [] | .[] | select(.Key == "'"$K4M"'")] | length'; }
+check "…a multipart upload of it left in the replica" 1 "$(uploads)"
 start_worker w5 "S3_REPLICA_ENDPOINT=$BW_MOTO_ENDPOINT" "${REPL[@]}"
 expect "another worker completes the copy" wait_until 60 replica_is "$B4" completed
 expect "…the replica holds the whole object" same_copy "$B4"
+check "…and the upload the killed copy left is aborted (issue 29)" "0 yes" \
+  "$(uploads) $(grep -q "aborted 1 multipart upload(s) a previous copy left in the replica" "$tmp/w5.log" && echo yes)"
 quit w5
 
 # ---- 5. restore and verify fall back to the replica ----

@@ -294,9 +294,14 @@ void jobrt_get_from(JobRt *rt, Storage *store, int tag, int flags, const char *k
 }
 
 void jobrt_abort_pending(JobRt *rt, int tag, int flags, const char *key, const char *upload_id) {
+    jobrt_abort_pending_from(rt, rt->store, tag, flags, key, upload_id);
+}
+
+void jobrt_abort_pending_from(JobRt *rt, Storage *store, int tag, int flags, const char *key,
+                              const char *upload_id) {
     if (rt->failing)
         return;
-    storage_abort_pending(rt->store, key, upload_id, on_stored, op_new(rt, tag, flags));
+    storage_abort_pending(store, key, upload_id, on_stored, op_new(rt, tag, flags));
 }
 
 static int on_pending_page(const StoragePending *p, size_t n, void *data) {
@@ -316,9 +321,13 @@ static void on_listed(uint64_t count, const Err *err, void *data) {
 }
 
 void jobrt_list_pending(JobRt *rt, int tag, int flags, const char *prefix) {
+    jobrt_list_pending_from(rt, rt->store, tag, flags, prefix);
+}
+
+void jobrt_list_pending_from(JobRt *rt, Storage *store, int tag, int flags, const char *prefix) {
     if (rt->failing)
         return;
-    storage_list_pending(rt->store, prefix, on_pending_page, on_listed, op_new(rt, tag, flags));
+    storage_list_pending(store, prefix, on_pending_page, on_listed, op_new(rt, tag, flags));
 }
 
 static void on_deleted(size_t deleted, size_t failed, const Err *err, void *data) {

@@ -146,6 +146,10 @@ void jobrt_get_from(JobRt *rt, Storage *store, int tag, int flags, const char *k
                     size_t max_bytes);
 void jobrt_list_pending(JobRt *rt, int tag, int flags, const char *prefix);
 void jobrt_abort_pending(JobRt *rt, int tag, int flags, const char *key, const char *upload_id);
+/* The same two in another store (the replica). */
+void jobrt_list_pending_from(JobRt *rt, Storage *store, int tag, int flags, const char *prefix);
+void jobrt_abort_pending_from(JobRt *rt, Storage *store, int tag, int flags, const char *key,
+                              const char *upload_id);
 void jobrt_delete(JobRt *rt, int tag, int flags, const char *const *keys, size_t n);
 /* The same in another store (the replica). */
 void jobrt_delete_from(JobRt *rt, Storage *store, int tag, int flags, const char *const *keys,

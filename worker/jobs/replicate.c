@@ -4,6 +4,9 @@
  * SHA-256 checked against the record.
  *
  *   RECORD    the backup (completed: an expired one is about to go), its key, checksum, size
+ *   UPLOADS   multipart uploads of this key a run killed mid-copy left in the replica: listed
+ *             and aborted (ABORT), as a backup does in the primary (a replica that cannot list
+ *             them, s3rver, is not a failure)
  *   OBJECT    primary -> replica, streamed (the read holds while the replica is full); a
  *             primary object whose digest differs from the record is never stored (the
  *             upload is aborted before it completes). With S3_REPLICA_COPY server (or auto,
@@ -39,7 +42,16 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef enum { ST_RECORD, ST_OBJECT, ST_MANIFEST, ST_DONE, ST_RECHECK, ST_UNDO } State;
+typedef enum {
+    ST_RECORD,
+    ST_UPLOADS,
+    ST_ABORT,
+    ST_OBJECT,
+    ST_MANIFEST,
+    ST_DONE,
+    ST_RECHECK,
+    ST_UNDO
+} State;
 
 #define MAX_RECOPY 5
 
@@ -55,6 +67,8 @@ typedef struct {
     int read_back; /* the object's copy was read back to be hashed */
     char *kid, *wrapped; /* the record's wrapping when the manifest was copied ("" for none) */
     int recopies;
+    char **stale; /* upload ids a killed run left in the replica, aborted before copying */
+    int nstale, si;
 } Replicate;
 
 static void done_query(JobRt *rt, Replicate *r) {
@@ -172,6 +186,39 @@ static void on_record(JobRt *rt, Replicate *r, PGresult *res) {
     log_info(job_log_id(jobrt_job(rt)), "replicating %s (%" PRIu64 " bytes) to the replica", r->id,
              r->size);
     job_progress(jobrt_job(rt), "copying", 0, 0, 0);
+    r->state = ST_UPLOADS;
+    jobrt_list_pending_from(rt, services_replica(jobrt_services(rt)), ST_UPLOADS, JRT_SOFT, r->key);
+}
+
+static int on_stale_page(Replicate *r, const JobEv *ev) {
+    for (size_t i = 0; i < ev->n; i++) {
+        if (strcmp(ev->pending[i].key, r->key) != 0)
+            continue;
+        r->stale = xrealloc(r->stale, (size_t)(r->nstale + 1) * sizeof(char *));
+        r->stale[r->nstale++] = xstrdup(ev->pending[i].upload_id);
+    }
+    return 0;
+}
+
+/* The next stale upload aborted, then the copy. */
+static void abort_next_stale(JobRt *rt, Replicate *r, const JobEv *ev) {
+    const char *log = job_log_id(jobrt_job(rt));
+    if (ev->kind == JEV_LISTED && ev->err && strstr(ev->err->msg, "NotImplemented"))
+        log_debug(log, "cannot list stale uploads in the replica: %s", ev->err->msg);
+    else if (ev->kind == JEV_LISTED && ev->err)
+        log_warn(log, "could not list stale uploads in the replica: %s", ev->err->msg);
+    else if (ev->kind == JEV_STORED && ev->err)
+        log_warn(log, "could not abort a stale upload of %s in the replica: %s", r->key,
+                 ev->err->msg);
+    if (r->si < r->nstale) {
+        r->state = ST_ABORT;
+        jobrt_abort_pending_from(rt, services_replica(jobrt_services(rt)), ST_ABORT, JRT_SOFT,
+                                 r->key, r->stale[r->si++]);
+        return;
+    }
+    if (r->nstale)
+        log_info(log, "aborted %d multipart upload(s) a previous copy left in the replica",
+                 r->nstale);
     r->state = ST_OBJECT;
     copy_next(r);
 }
@@ -253,6 +300,15 @@ static int replicate_step(JobRt *rt, void *st, const JobEv *ev) {
             jobrt_done(rt);
         }
         break;
+    case JEV_PAGE:
+        return on_stale_page(r, ev);
+    case JEV_LISTED:
+        abort_next_stale(rt, r, ev);
+        break;
+    case JEV_STORED:
+        if (r->state == ST_ABORT)
+            abort_next_stale(rt, r, ev);
+        break;
     case JEV_DELETED: /* ST_UNDO: a delete that failed fails the job (retried) */
         if (ev->failed) {
             jobrt_failf(rt, ERR_RETRYABLE, ERR_CODE_HTTP,
@@ -290,6 +346,9 @@ static void replicate_release(void *st) {
     storage_copy_free(r->copy); /* mid-copy: the replica's upload is aborted, nothing stored */
     free(r->kid);
     free(r->wrapped);
+    for (int i = 0; i < r->nstale; i++)
+        free(r->stale[i]);
+    free(r->stale);
 }
 
 static const JobRtOps ops = {sizeof(Replicate), replicate_step, replicate_record,
