@@ -14,6 +14,7 @@
 #     refused by restore and verify before anything is read, and reindex records it refused
 #  6. a restore keeps the worker's own notifications newer than the backup (the record of the
 #     user's later backups), and adds one saying it restored
+#  7. reindex refuses an object whose own header names another user's backup
 set -uo pipefail
 WORKER=$1
 CTL=$2
@@ -191,6 +192,20 @@ check "…the notification of the newer backup is kept" 1 \
   "$(q "SELECT count(*) FROM notifications WHERE user_id = '$U' AND type = 'backup_completed' AND data->>'backup_id' = '$N2'")"
 check "…and one says the restore" 1 \
   "$(q "SELECT count(*) FROM notifications WHERE user_id = '$U' AND type = 'restore_completed' AND data->>'backup_id' = '$N1'")"
+
+# ---- 7. reindex and an object's own header ----
+# D's object copied under E's key, with a manifest that claims it is E's backup
+SRC=$(q "SELECT id || ' ' || s3_key FROM backup_metadata WHERE user_id = '$D' AND status = 'completed' AND codecs = '{gzip}' ORDER BY created_at LIMIT 1")
+SID=${SRC% *} SKEY=${SRC#* }
+FAKE=backup-$E-9999999999999
+FKEY=backups/$E/$FAKE.json.gz
+s3 s3 cp "s3://$S3_BUCKET/$SKEY" "s3://$S3_BUCKET/$FKEY" --quiet
+s3 s3 cp "s3://$S3_BUCKET/$SKEY.manifest.json" - | jq -c --arg b "$FAKE" --arg u "$E" --arg k "$FKEY" \
+  '.backup_id = $b | .user_id = $u | .key = $k' | s3 s3 cp - "s3://$S3_BUCKET/$FKEY.manifest.json" --quiet
+out=$("$CTL" reindex "$E" 2>&1)
+expect "reindex refuses an object whose header names another user's backup" \
+  grep -q "$FKEY.manifest.json: the object's own header names backup '$SID' of user '$D'" <<<"$out"
+check "…and records nothing of it" 0 "$(q "SELECT count(*) FROM backup_metadata WHERE id = '$FAKE'")"
 
 q "DROP TABLE IF EXISTS snap_a1, snap_c0, snap_c2, snap_d1, snap_e1, snap_now, snap_r0, snap_t6, snap_t8" >/dev/null
 echo "$passed passed, $fails failed"

@@ -195,6 +195,64 @@ static int insert(PGconn *pg, const char *user, const char *mkey, const char *m,
     return rc;
 }
 
+/* The object's first decoded bytes (its header) gathered in r->plain; the read stops there. */
+#define HEADER_BYTES 4096
+static int hdr_write(S3Op *op, const char *buf, size_t len, void *data) {
+    (void)op;
+    Rec *r = data;
+    Err e;
+    if (filter_chain_write(r->dec, buf, len, &r->plain, &e) != 0) {
+        snprintf(r->err, sizeof(r->err), "%s", e.msg);
+        r->failed = 1;
+        return S3_STOP;
+    }
+    return r->plain.len >= HEADER_BYTES ? S3_STOP : 0;
+}
+
+static void hdr_done(const S3Result *res, const Err *err, void *data) {
+    (void)res;
+    Rec *r = data;
+    if (err && err->code != ERR_CODE_CANCELLED && !r->failed) { /* cancelled: stopped on purpose */
+        r->failed = 1;
+        snprintf(r->err, sizeof(r->err), "%s", err->msg);
+    }
+    r->done = 1;
+}
+
+/* A cleartext object's own header must name the manifest's backup and user: an object put
+ * under another user's key (or another backup's) is refused before it is recorded. 1 when it
+ * does (or the object is encrypted: its data key is bound to the user and backup, and restore
+ * checks the header), 0 after printing why not. */
+static int header_agrees(Rec *r, const char *mkey, const Manifest *m) {
+    if (codec_list_encrypted(&m->codecs))
+        return 1;
+    CryptParams cp;
+    memset(&cp, 0, sizeof(cp));
+    r->dec = codec_decoder(&m->codecs, &cp);
+    buf_reset(&r->plain);
+    r->failed = 0;
+    r->done = 0;
+    if (r->dec) {
+        s3_get_stream(r->s3, m->key, hdr_write, hdr_done, r);
+        run(r);
+    }
+    char id[160] = "", user[40] = "";
+    int ok = r->dec && !r->failed &&
+             bfile_field(r->plain.data ? r->plain.data : "", r->plain.len, "backup_id", id,
+                         sizeof(id)) == 0 &&
+             bfile_field(r->plain.data, r->plain.len, "user_id", user, sizeof(user)) == 0 &&
+             strcmp(id, m->backup_id) == 0 && strcmp(user, m->user_id) == 0;
+    if (!ok)
+        fprintf(stderr,
+                "backupctl reindex: %s: the object's own header names backup '%s' of user '%s'%s%s, "
+                "not this manifest's; skipped\n",
+                mkey, id, user, r->failed ? ": " : "", r->failed ? r->err : "");
+    filter_chain_free(r->dec);
+    r->dec = NULL;
+    buf_reset(&r->plain);
+    return ok;
+}
+
 /* The primary's bucket, or the replica's; -1 after printing why (nothing to close). */
 static int rec_open(Rec *r, const Config *cfg, int replica, const char *what) {
     S3Options o;
@@ -277,6 +335,13 @@ int ctl_reindex(const Config *cfg, const char *user, int quiet, int replica) {
         if (get_manifest(&r, "reindex", r.keys[i])) {
             rc = 1;
             break;
+        }
+        Manifest hm;
+        Err he;
+        if (manifest_parse(r.body.data, r.body.len, &hm, &he) == 0 &&
+            !header_agrees(&r, r.keys[i], &hm)) {
+            skipped++;
+            continue;
         }
         int k = insert(pg, user, r.keys[i], r.body.data, r.body.len, replica, required,
                        bases[i], sizeof(bases[i]), ids[i], sizeof(ids[i]));
