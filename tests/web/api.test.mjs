@@ -260,6 +260,17 @@ test('events: Server-Sent Events carry the caller\'s progress only', async () =>
   assert.ok(gotA.some((e) => e.job_id === ja && e.event === 'completed'));
 });
 
+test('414 and 431 say what is wrong without echoing the request', async () => {
+  const tok = token(A);
+  const mark = 'zq<script>' + 'x'.repeat(300);
+  const r414 = await api('GET', `/api/backup/jobs/${encodeURIComponent(mark)}`, { tok });
+  assert.equal(r414.status, 414);
+  assert.deepEqual(r414.body, { error: 'URI too long' });
+  const r431 = await fetch(`${S.url}/healthz`, { headers: { 'x-big': 'zq' + 'y'.repeat(20000) } });
+  assert.equal(r431.status, 431);
+  assert.ok(!(await r431.text()).includes('zq'), 'the 431 body does not echo the request');
+});
+
 test('a job id naming another queue key (a delayed job\'s payload) is 404, not 500', async () => {
   const tok = token(A);
   const id = `webt-${Date.now()}-pl`;

@@ -72,6 +72,12 @@ export async function buildApp(cfg: WebConfig, deps: WebDeps): Promise<FastifyIn
     forceCloseConnections: true,
     // refuse what the schema does not allow (Fastify's default strips unknown fields and coerces types)
     ajv: { customOptions: { removeAdditional: false, coerceTypes: false, allErrors: false } },
+    // the router's own refusals, said without echoing the request (Fastify's default 414 put the
+    // whole URL in its message: a reflected value in an error page)
+    frameworkErrors: (err, _req, reply) => {
+      const status = err.code === 'FST_ERR_MAX_PARAM_LENGTH' ? 414 : 400;
+      (reply as FastifyReply).code(status).send({ error: status === 414 ? 'URI too long' : 'Bad request' });
+    },
   });
   const queue = new BackupQueue({ redis: deps.redis, prefix: cfg.prefix });
   const store = new BackupStore(deps.pool);
