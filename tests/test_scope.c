@@ -360,7 +360,8 @@ static void test_prune_sql(void **state) {
     /* the lock taken before writing: the rows the delete removes and those the upsert changes,
      * none waited for */
     scope_restore_lock_sql(s, items, "100:105:", "120:124:121", &sql);
-    assert_non_null(strstr(sql.data, "SELECT count(*) FROM (SELECT 1 FROM \"order_items\" WHERE ("));
+    assert_non_null(
+        strstr(sql.data, "SELECT count(*) FROM (SELECT 1 FROM \"order_items\" WHERE ("));
     assert_non_null(strstr(sql.data, "'120:124:121'::pg_snapshot)"));
     assert_non_null(strstr(sql.data, ") OR \"id\" IN (SELECT f.\"id\" FROM _bw_f2 f JOIN"));
     assert_non_null(strstr(sql.data, ") IS DISTINCT FROM ROW("));
@@ -370,12 +371,14 @@ static void test_prune_sql(void **state) {
     unsigned char pr[3] = {0, 0, 0};
     pr[items] = 1;
     assert_int_equal(0, scope_prune_keys_sql(s, pr, "100:105:", &sql));
-    assert_non_null(strstr(sql.data, "OR \"order_id\"::text IN (SELECT row_id FROM backup_tombstones "
-                                     "WHERE table_name = 'orders' AND xid >= '100'::xid8"));
+    assert_non_null(strstr(sql.data,
+                           "OR \"order_id\"::text IN (SELECT row_id FROM backup_tombstones "
+                           "WHERE table_name = 'orders' AND xid >= '100'::xid8"));
     buf_reset(&sql);
     scope_copy_sql(s, items, 1, &sql);
-    assert_non_null(strstr(sql.data, "OR \"order_id\"::text IN (SELECT row_id FROM backup_tombstones "
-                                     "WHERE table_name = 'orders' AND xid >= pg_snapshot_xmin("));
+    assert_non_null(strstr(sql.data,
+                           "OR \"order_id\"::text IN (SELECT row_id FROM backup_tombstones "
+                           "WHERE table_name = 'orders' AND xid >= pg_snapshot_xmin("));
     buf_reset(&sql);
     scope_restore_owner_sql(s, items, 1, 1, &sql);
     assert_non_null(strstr(sql.data, "NOT (EXISTS (SELECT 1 FROM _bw_f1 g WHERE g.\"id\" = "

@@ -257,9 +257,9 @@ int ctl_schedule(const Config *cfg, int dry_run, int json) {
 /* ---- migrate ---- */
 
 /* The versions applied, one row per file (the runners record them: tools/devenv migrate too). */
-#define MIGRATIONS_TABLE_SQL                                                                      \
-    "CREATE TABLE IF NOT EXISTS backup_schema_migrations (version text PRIMARY KEY, "             \
-    "applied_at timestamptz NOT NULL DEFAULT now()); "                                            \
+#define MIGRATIONS_TABLE_SQL                                                                       \
+    "CREATE TABLE IF NOT EXISTS backup_schema_migrations (version text PRIMARY KEY, "              \
+    "applied_at timestamptz NOT NULL DEFAULT now()); "                                             \
     "ALTER TABLE backup_schema_migrations ENABLE ROW LEVEL SECURITY"
 
 static int sql_file(const struct dirent *d) {
@@ -295,9 +295,10 @@ int ctl_migrate(const Config *cfg, const char *dir_arg) {
     int rc = pg ? 0 : 1;
     PGresult *res = NULL;
     if (pg) { /* two replicas migrating at once take turns */
-        res = PQexec(pg, "SET client_min_messages = warning; "
-                         "SELECT pg_advisory_lock(hashtext('backup-worker migrate')); "
-                         MIGRATIONS_TABLE_SQL);
+        res = PQexec(
+            pg,
+            "SET client_min_messages = warning; "
+            "SELECT pg_advisory_lock(hashtext('backup-worker migrate')); " MIGRATIONS_TABLE_SQL);
         rc = PQresultStatus(res) == PGRES_COMMAND_OK ? 0 : 1;
         if (rc)
             fprintf(stderr, "backupctl migrate: %s", PQerrorMessage(pg));
@@ -308,8 +309,8 @@ int ctl_migrate(const Config *cfg, const char *dir_arg) {
         /* applied once: re-running a migration re-created the tracking triggers, and a restore
          * trusts tracking only when its triggers are older than the backup (issue 29) */
         const char *v[] = {files[i]->d_name};
-        res = PQexecParams(pg, "SELECT 1 FROM backup_schema_migrations WHERE version = $1", 1,
-                           NULL, v, NULL, NULL, 0);
+        res = PQexecParams(pg, "SELECT 1 FROM backup_schema_migrations WHERE version = $1", 1, NULL,
+                           v, NULL, NULL, 0);
         int done = PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1;
         PQclear(res);
         if (done) {

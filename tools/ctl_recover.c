@@ -243,10 +243,11 @@ static int header_agrees(Rec *r, const char *mkey, const Manifest *m) {
              bfile_field(r->plain.data, r->plain.len, "user_id", user, sizeof(user)) == 0 &&
              strcmp(id, m->backup_id) == 0 && strcmp(user, m->user_id) == 0;
     if (!ok)
-        fprintf(stderr,
-                "backupctl reindex: %s: the object's own header names backup '%s' of user '%s'%s%s, "
-                "not this manifest's; skipped\n",
-                mkey, id, user, r->failed ? ": " : "", r->failed ? r->err : "");
+        fprintf(
+            stderr,
+            "backupctl reindex: %s: the object's own header names backup '%s' of user '%s'%s%s, "
+            "not this manifest's; skipped\n",
+            mkey, id, user, r->failed ? ": " : "", r->failed ? r->err : "");
     filter_chain_free(r->dec);
     r->dec = NULL;
     buf_reset(&r->plain);
@@ -343,8 +344,8 @@ int ctl_reindex(const Config *cfg, const char *user, int quiet, int replica) {
             skipped++;
             continue;
         }
-        int k = insert(pg, user, r.keys[i], r.body.data, r.body.len, replica, required,
-                       bases[i], sizeof(bases[i]), ids[i], sizeof(ids[i]));
+        int k = insert(pg, user, r.keys[i], r.body.data, r.body.len, replica, required, bases[i],
+                       sizeof(bases[i]), ids[i], sizeof(ids[i]));
         added += k == 1;
         known += k == 0;
         skipped += k < 0;

@@ -150,8 +150,7 @@ void scope_restore_delete_sql(const Scope *s, int i, int count_only, const char 
 /* SELECT ... FOR UPDATE NOWAIT of the rows of table i the restore will delete or update (the
  * arguments as for scope_restore_delete_sql): taken before any is written, so that the restore
  * never waits for the application while holding rows the application may wait for. */
-void scope_restore_lock_sql(const Scope *s, int i, const char *since, const char *until,
-                            Buf *sql);
+void scope_restore_lock_sql(const Scope *s, int i, const char *since, const char *until, Buf *sql);
 /* The staged rows of table i whose key is a row of another user. */
 void scope_restore_foreign_sql(const Scope *s, int i, Buf *sql);
 /* Write the staged rows of table i that are new or differ from the row with their key (the

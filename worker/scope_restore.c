@@ -372,8 +372,7 @@ void scope_restore_upsert_sql(const Scope *s, int i, int dry_run, Buf *sql) {
                   "count(*) FILTER (WHERE ins), count(*) FILTER (WHERE NOT ins) FROM u");
 }
 
-void scope_restore_lock_sql(const Scope *s, int i, const char *since, const char *until,
-                            Buf *sql) {
+void scope_restore_lock_sql(const Scope *s, int i, const char *since, const char *until, Buf *sql) {
     const Table *t = &s->t[i];
     /* the rows the delete removes */
     buf_printf(sql, "SELECT count(*) FROM (SELECT 1 FROM \"%s\" WHERE (", t->name);
@@ -383,7 +382,8 @@ void scope_restore_lock_sql(const Scope *s, int i, const char *since, const char
     buf_puts(sql, where ? where + 7 : "false");
     buf_free(&del);
     /* and those the upsert writes: in place, with a key staged, differing */
-    buf_printf(sql, ") OR \"%s\" IN (SELECT f.\"%s\" FROM _bw_f%d f JOIN \"%s\" x ON x.\"%s\" = "
+    buf_printf(sql,
+               ") OR \"%s\" IN (SELECT f.\"%s\" FROM _bw_f%d f JOIN \"%s\" x ON x.\"%s\" = "
                "f.\"%s\" WHERE ROW(",
                t->key, t->key, i, t->name, t->key, t->key);
     restored_cols(t, "x.", 1, sql);
@@ -428,9 +428,9 @@ void scope_prune_gate_sql(const Scope *s, const unsigned char *candidate, Buf *s
             continue;
         }
         const char *n = s->t[i].name;
-        /* its stamp, tombstone and truncate (018) triggers were there, enabled, when the snapshot was taken, and
-         * have not been touched since (a trigger disabled for a while is rewritten, so is one
-         * created again): every write since then left its mark */
+        /* its stamp, tombstone and truncate (018) triggers were there, enabled, when the snapshot
+         * was taken, and have not been touched since (a trigger disabled for a while is rewritten,
+         * so is one created again): every write since then left its mark */
         buf_printf(sql,
                    ", (SELECT count(*) FILTER (WHERE tgname IN ('%s_backup_stamp', "
                    "'%s_backup_tombstone', '%s_backup_truncate')) = 3 AND coalesce(bool_and("

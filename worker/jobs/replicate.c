@@ -63,8 +63,8 @@ typedef struct {
     StorageCopy *copy;
     JobRt *rt;
     uint64_t copied;
-    int server;    /* copies made by the service (S3_REPLICA_COPY), until it refuses one */
-    int read_back; /* the object's copy was read back to be hashed */
+    int server;          /* copies made by the service (S3_REPLICA_COPY), until it refuses one */
+    int read_back;       /* the object's copy was read back to be hashed */
     char *kid, *wrapped; /* the record's wrapping when the manifest was copied ("" for none) */
     int recopies;
     char **stale; /* upload ids a killed run left in the replica, aborted before copying */
@@ -286,8 +286,8 @@ static int replicate_step(JobRt *rt, void *st, const JobEv *ev) {
                              1, id);
         } else if (strcmp(PQcmdTuples(ev->res), "1") != 0) {
             jobrt_failf(rt, ERR_RETRYABLE, ERR_CODE_BUSY,
-                        "backup %s was rekeyed %d times during its copy: copied again later",
-                        r->id, r->recopies);
+                        "backup %s was rekeyed %d times during its copy: copied again later", r->id,
+                        r->recopies);
         } else {
             job_set_note(jobrt_job(rt),
                          !r->server     ? "object and manifest copied (streamed), SHA-256 checked"

@@ -166,8 +166,8 @@ void restore_stmts_done(JobRt *rt, Restore *r) {
         for (int i = 0; i < scope_count(r->scope); i++)
             ins += r->ins[i], upd += r->upd[i], del += r->del[i];
         char counts[96];
-        snprintf(counts, sizeof(counts), "%" PRIu64 " inserted, %" PRIu64 " updated, %" PRIu64
-                 " deleted", ins, upd, del);
+        snprintf(counts, sizeof(counts),
+                 "%" PRIu64 " inserted, %" PRIu64 " updated, %" PRIu64 " deleted", ins, upd, del);
         const char *v[] = {r->spec->user_id, r->spec->backup_id, counts};
         restore_query(rt, r, ST_NOTIFY, 0,
                       "INSERT INTO notifications (user_id, type, title, body, data) "
@@ -390,8 +390,7 @@ static void on_result(JobRt *rt, Restore *r, PGresult *res) {
         /* one snapshot for the whole restore: the keys listed, the rows compared and the rows
          * written are of the same instant, and a row the application changes after it fails
          * the write (40001, retried) instead of being half overwritten (proto/README) */
-        restore_query(rt, r, ST_BEGIN, JRT_BEGIN, "BEGIN ISOLATION LEVEL REPEATABLE READ", 0,
-                      NULL);
+        restore_query(rt, r, ST_BEGIN, JRT_BEGIN, "BEGIN ISOLATION LEVEL REPEATABLE READ", 0, NULL);
         break;
     case ST_BEGIN: {
         const char *v[] = {r->spec->user_id};

@@ -150,8 +150,7 @@ void restore_apply_stmts(Restore *r) {
         /* the tables first (a LOCK TABLE, a DDL the application runs), every table of the
          * scope: a foreign key's action may write one that is not restored */
         for (int i = n - 1; i >= 0; i--) {
-            buf_printf(&sql, "LOCK TABLE \"%s\" IN ROW EXCLUSIVE MODE NOWAIT",
-                       scope_table(s, i));
+            buf_printf(&sql, "LOCK TABLE \"%s\" IN ROW EXCLUSIVE MODE NOWAIT", scope_table(s, i));
             add_stmt(r, SQ_LOCK, i, &sql, NULL);
         }
         for (int i = n - 1; i >= 0; i--)
@@ -169,7 +168,8 @@ void restore_apply_stmts(Restore *r) {
             int part = r->prune && r->prune[i];
             scope_restore_delete_sql(s, i, dry, part ? r->snapshot : NULL, part ? r->listed : NULL,
                                      &sql);
-            if (restore_worker_notes(s, i)) /* the record of the user's backups outlives a restore */
+            if (restore_worker_notes(s,
+                                     i)) /* the record of the user's backups outlives a restore */
                 buf_puts(&sql, " AND \"type\" NOT IN (" RESTORE_WORKER_NOTES ")");
             add_stmt(r, SQ_DELETE, i, &sql, NULL);
         }
@@ -202,7 +202,7 @@ void restore_run_stmt(JobRt *rt, Restore *r) {
 
 /* How long rows held by other transactions are waited for, in steps of LOCK_PAUSE. */
 #define LOCK_WAIT_MS 30000
-#define LOCK_PAUSE "0.2"
+#define LOCK_PAUSE   "0.2"
 
 void restore_on_lock_err(JobRt *rt, Restore *r, const Err *err) {
     const Stmt *st = &r->stmts[r->qi];

@@ -33,7 +33,7 @@ typedef enum {
     ST_STMT,       /* a statement list: staging tables, then FINAL and APPLY */
     ST_LOCK_BACK,  /* a row to write is held by another transaction: back to the lock savepoint */
     ST_LOCK_WAIT,  /* ...wait a little (pg_sleep), then take the locks again */
-    ST_NOTIFY, /* the user's notification of the restore, in its transaction */
+    ST_NOTIFY,     /* the user's notification of the restore, in its transaction */
     ST_COMMIT,
     ST_RECORD,
 } State;
@@ -95,7 +95,7 @@ typedef struct {
     int lock_first;      /* the first SQ_LOCK statement (-1: none) */
     uint64_t lock_since; /* when the locks were first asked for (ms into the job), 0: not yet */
     int lock_waits;      /* times they were held by another transaction */
-    uint64_t stmt_ms; /* when the statement in flight started */
+    uint64_t stmt_ms;    /* when the statement in flight started */
     /* one step's stream: rows turned into COPY text, one COPY per staging table in turn */
     BCheck *bc;
     int read_done, held, full;
