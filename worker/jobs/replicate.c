@@ -203,11 +203,15 @@ static int on_stale_page(Replicate *r, const JobEv *ev) {
 /* The next stale upload aborted, then the copy. */
 static void abort_next_stale(JobRt *rt, Replicate *r, const JobEv *ev) {
     const char *log = job_log_id(jobrt_job(rt));
-    if (ev->kind == JEV_LISTED && ev->err && strstr(ev->err->msg, "NotImplemented"))
+    if (ev->kind == JEV_LISTED && ev->err && strstr(ev->err->msg, "NotImplemented")) {
         log_debug(log, "cannot list stale uploads in the replica: %s", ev->err->msg);
-    else if (ev->kind == JEV_LISTED && ev->err)
+    } else if (ev->kind == JEV_LISTED && ev->err && ev->err->kind == ERR_RETRYABLE) {
+        /* the replica is unreachable: the copy would fail the same way (an outage, retried) */
+        jobrt_failf(rt, ERR_RETRYABLE, ev->err->code, "replica of %s: %s", r->key, ev->err->msg);
+        return;
+    } else if (ev->kind == JEV_LISTED && ev->err) {
         log_warn(log, "could not list stale uploads in the replica: %s", ev->err->msg);
-    else if (ev->kind == JEV_STORED && ev->err)
+    } else if (ev->kind == JEV_STORED && ev->err)
         log_warn(log, "could not abort a stale upload of %s in the replica: %s", r->key,
                  ev->err->msg);
     if (r->si < r->nstale) {
