@@ -4,9 +4,6 @@
  * SHA-256 checked against the record.
  *
  *   RECORD    the backup (completed: an expired one is about to go), its key, checksum, size
- *   UPLOADS   multipart uploads of this key a run killed mid-copy left in the replica: listed
- *             and aborted (ABORT), as a backup does in the primary (a replica that cannot list
- *             them, s3rver, is not a failure)
  *   OBJECT    primary -> replica, streamed (the read holds while the replica is full); a
  *             primary object whose digest differs from the record is never stored (the
  *             upload is aborted before it completes). With S3_REPLICA_COPY server (or auto,
@@ -20,6 +17,9 @@
  *             that rewrote the record (and the primary's manifest) meanwhile makes the job
  *             copy the manifest again (RECHECK, at most MAX_RECOPY times), so a copy never
  *             completes with a manifest under a key the record no longer names
+ *   UPLOADS   the copy recorded: multipart uploads of this key a run killed mid-copy left in
+ *             the replica are listed and aborted (ABORT), as a backup does in the primary (one
+ *             that cannot be listed or aborted is only logged: the copy is whole)
  *   UNDO      it expired during the copy (a cleanup is deleting it, in both buckets, or did):
  *             the copy just made is deleted, so that no object outlives its backup
  *
@@ -44,12 +44,12 @@
 
 typedef enum {
     ST_RECORD,
-    ST_UPLOADS,
-    ST_ABORT,
     ST_OBJECT,
     ST_MANIFEST,
     ST_DONE,
     ST_RECHECK,
+    ST_UPLOADS,
+    ST_ABORT,
     ST_UNDO
 } State;
 
@@ -186,8 +186,8 @@ static void on_record(JobRt *rt, Replicate *r, PGresult *res) {
     log_info(job_log_id(jobrt_job(rt)), "replicating %s (%" PRIu64 " bytes) to the replica", r->id,
              r->size);
     job_progress(jobrt_job(rt), "copying", 0, 0, 0);
-    r->state = ST_UPLOADS;
-    jobrt_list_pending_from(rt, services_replica(jobrt_services(rt)), ST_UPLOADS, JRT_SOFT, r->key);
+    r->state = ST_OBJECT;
+    copy_next(r);
 }
 
 static int on_stale_page(Replicate *r, const JobEv *ev) {
@@ -200,18 +200,15 @@ static int on_stale_page(Replicate *r, const JobEv *ev) {
     return 0;
 }
 
-/* The next stale upload aborted, then the copy. */
+/* The copy is complete; the uploads earlier runs left are aborted, one by one, then the job is
+ * done (a failure here is only said: the copy itself is whole). */
 static void abort_next_stale(JobRt *rt, Replicate *r, const JobEv *ev) {
     const char *log = job_log_id(jobrt_job(rt));
-    if (ev->kind == JEV_LISTED && ev->err && strstr(ev->err->msg, "NotImplemented")) {
+    if (ev->kind == JEV_LISTED && ev->err && strstr(ev->err->msg, "NotImplemented"))
         log_debug(log, "cannot list stale uploads in the replica: %s", ev->err->msg);
-    } else if (ev->kind == JEV_LISTED && ev->err && ev->err->kind == ERR_RETRYABLE) {
-        /* the replica is unreachable: the copy would fail the same way (an outage, retried) */
-        jobrt_failf(rt, ERR_RETRYABLE, ev->err->code, "replica of %s: %s", r->key, ev->err->msg);
-        return;
-    } else if (ev->kind == JEV_LISTED && ev->err) {
+    else if (ev->kind == JEV_LISTED && ev->err)
         log_warn(log, "could not list stale uploads in the replica: %s", ev->err->msg);
-    } else if (ev->kind == JEV_STORED && ev->err)
+    else if (ev->kind == JEV_STORED && ev->err)
         log_warn(log, "could not abort a stale upload of %s in the replica: %s", r->key,
                  ev->err->msg);
     if (r->si < r->nstale) {
@@ -223,8 +220,15 @@ static void abort_next_stale(JobRt *rt, Replicate *r, const JobEv *ev) {
     if (r->nstale)
         log_info(log, "aborted %d multipart upload(s) a previous copy left in the replica",
                  r->nstale);
-    r->state = ST_OBJECT;
-    copy_next(r);
+    job_set_note(jobrt_job(rt), !r->server
+                                    ? "object and manifest copied (streamed), SHA-256 checked"
+                                : r->read_back ? "object and manifest copied server-side, SHA-256 "
+                                                 "checked (read back)"
+                                               : "object and manifest copied server-side, SHA-256 "
+                                                 "checked (computed by S3)");
+    services_replica_copied(jobrt_services(rt), r->copied, 0);
+    job_progress(jobrt_job(rt), "done", 100, 0, r->copied);
+    jobrt_done(rt);
 }
 
 /* The copy could not be recorded: a backup still completed whose wrapping changed (a rekey
@@ -292,16 +296,10 @@ static int replicate_step(JobRt *rt, void *st, const JobEv *ev) {
             jobrt_failf(rt, ERR_RETRYABLE, ERR_CODE_BUSY,
                         "backup %s was rekeyed %d times during its copy: copied again later", r->id,
                         r->recopies);
-        } else {
-            job_set_note(jobrt_job(rt),
-                         !r->server     ? "object and manifest copied (streamed), SHA-256 checked"
-                         : r->read_back ? "object and manifest copied server-side, SHA-256 "
-                                          "checked (read back)"
-                                        : "object and manifest copied server-side, SHA-256 "
-                                          "checked (computed by S3)");
-            services_replica_copied(jobrt_services(rt), r->copied, 0);
-            job_progress(jobrt_job(rt), "done", 100, 0, r->copied);
-            jobrt_done(rt);
+        } else { /* recorded: what a killed earlier run left in the replica goes */
+            r->state = ST_UPLOADS;
+            jobrt_list_pending_from(rt, services_replica(jobrt_services(rt)), ST_UPLOADS, JRT_SOFT,
+                                    r->key);
         }
         break;
     case JEV_PAGE:
