@@ -304,6 +304,15 @@ void jobrt_abort_pending_from(JobRt *rt, Storage *store, int tag, int flags, con
     storage_abort_pending(store, key, upload_id, on_stored, op_new(rt, tag, flags));
 }
 
+void jobrt_pending_of(const JobEv *ev, const char *key, char ***ids, int *n) {
+    for (size_t i = 0; i < ev->n; i++) {
+        if (strcmp(ev->pending[i].key, key) != 0)
+            continue;
+        *ids = xrealloc(*ids, (size_t)(*n + 1) * sizeof(char *));
+        (*ids)[(*n)++] = xstrdup(ev->pending[i].upload_id);
+    }
+}
+
 static int on_pending_page(const StoragePending *p, size_t n, void *data) {
     OpCtx *o = data;
     if (o->rt->failing)

@@ -146,6 +146,8 @@ void jobrt_get_from(JobRt *rt, Storage *store, int tag, int flags, const char *k
                     size_t max_bytes);
 void jobrt_list_pending(JobRt *rt, int tag, int flags, const char *prefix);
 void jobrt_abort_pending(JobRt *rt, int tag, int flags, const char *key, const char *upload_id);
+/* From a JEV_PAGE of jobrt_list_pending*: append to *ids (n of them) the upload ids of key. */
+void jobrt_pending_of(const JobEv *ev, const char *key, char ***ids, int *n);
 /* The same two in another store (the replica). */
 void jobrt_list_pending_from(JobRt *rt, Storage *store, int tag, int flags, const char *prefix);
 void jobrt_abort_pending_from(JobRt *rt, Storage *store, int tag, int flags, const char *key,

@@ -347,14 +347,15 @@ int scope_is_stamp(const Column *c) {
     return strcmp(c->name, "backup_xid") == 0;
 }
 
-/* An incremental's rows of t: written by a transaction the base snapshot does not see; for a child
- * of a parent naming its user, also every row whose parent's key left a tombstone since, whoever
- * it named: a parent moved to this user (proto/sql/014's move tombstone for its old owner) brings
- * its children, whose own rows did not change (issue 29). A parent deleted and written again
+/* An incremental's rows of table i: written by a transaction the base snapshot does not see; for a
+ * child of a parent naming its user, also every row whose parent's key left a tombstone since,
+ * whoever it named: a parent moved to this user (proto/sql/014's move tombstone for its old owner)
+ * brings its children, whose own rows did not change (issue 29). A parent deleted and written again
  * brings them too, which is harmless: a step may hold unchanged rows. */
-static void incremental_filter(const Scope *s, const Table *t, Buf *sql) {
+static void incremental_filter(const Scope *s, int i, Buf *sql) {
+    const Table *t = &s->t[i];
     const char *base = "current_setting('backup.base_snapshot')::pg_snapshot";
-    int p = scope_covering_parent(s, scope_find(s, t->name));
+    int p = scope_covering_parent(s, i);
     buf_printf(sql,
                " AND (\"backup_xid\" IS NOT NULL AND NOT pg_visible_in_snapshot(\"backup_xid\", "
                "%s)",
@@ -386,7 +387,7 @@ static void copy_select(const Scope *s, int i, int incremental, int plain, Buf *
     buf_printf(sql, " FROM \"%s\" WHERE ", t->name);
     user_filter(s, t, sql);
     if (incremental)
-        incremental_filter(s, t, sql);
+        incremental_filter(s, i, sql);
 }
 
 void scope_copy_sql(const Scope *s, int i, int incremental, Buf *sql) {
@@ -417,7 +418,7 @@ void scope_count_sql(const Scope *s, int incremental, Buf *sql) {
         buf_printf(sql, "%s(SELECT count(*) FROM \"%s\" WHERE ", i ? ", " : "", s->t[i].name);
         user_filter(s, &s->t[i], sql);
         if (incremental)
-            incremental_filter(s, &s->t[i], sql);
+            incremental_filter(s, i, sql);
         buf_puts(sql, ")");
     }
 }

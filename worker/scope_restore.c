@@ -288,11 +288,9 @@ static void changed_since(const char *qual, int changed, const char *snap, Buf *
                    qual, qual, xmin, qual, snap);
 }
 
-void scope_restore_delete_sql(const Scope *s, int i, int count_only, const char *since,
-                              const char *until, Buf *sql) {
+/* The condition on table i's rows that the delete removes (scope_restore_delete_sql). */
+static void delete_where(const Scope *s, int i, const char *since, const char *until, Buf *sql) {
     const Table *t = &s->t[i];
-    buf_printf(sql, count_only ? "SELECT count(*) FROM \"%s\" WHERE " : "DELETE FROM \"%s\" WHERE ",
-               t->name);
     scope_user_filter(s, t, "", sql);
     if (since && !(until && scope_snapshot_valid(since) && scope_snapshot_valid(until))) {
         buf_puts(sql, " AND false"); /* staged in part, bounds unknown: nothing may go */
@@ -308,6 +306,13 @@ void scope_restore_delete_sql(const Scope *s, int i, int count_only, const char 
     }
     buf_printf(sql, " AND NOT EXISTS (SELECT 1 FROM _bw_f%d f WHERE f.\"%s\" = \"%s\".\"%s\")", i,
                t->key, t->name, t->key);
+}
+
+void scope_restore_delete_sql(const Scope *s, int i, int count_only, const char *since,
+                              const char *until, Buf *sql) {
+    buf_printf(sql, count_only ? "SELECT count(*) FROM \"%s\" WHERE " : "DELETE FROM \"%s\" WHERE ",
+               s->t[i].name);
+    delete_where(s, i, since, until, sql);
 }
 
 /* The restored columns, each after prefix; compare: as they are compared (as text unless equal
@@ -376,11 +381,7 @@ void scope_restore_lock_sql(const Scope *s, int i, const char *since, const char
     const Table *t = &s->t[i];
     /* the rows the delete removes */
     buf_printf(sql, "SELECT count(*) FROM (SELECT 1 FROM \"%s\" WHERE (", t->name);
-    Buf del = BUF_INIT;
-    scope_restore_delete_sql(s, i, 1, since, until, &del);
-    const char *where = strstr(del.data, " WHERE ");
-    buf_puts(sql, where ? where + 7 : "false");
-    buf_free(&del);
+    delete_where(s, i, since, until, sql);
     /* and those the upsert writes: in place, with a key staged, differing */
     buf_printf(sql,
                ") OR \"%s\" IN (SELECT f.\"%s\" FROM _bw_f%d f JOIN \"%s\" x ON x.\"%s\" = "

@@ -139,12 +139,7 @@ void backup_on_recorded(JobRt *rt, Backup *b, PGresult *res) {
 /* ---- a crashed run's multipart upload under our key ---- */
 
 int backup_on_stale_page(Backup *b, const JobEv *ev) {
-    for (size_t i = 0; i < ev->n; i++) {
-        if (strcmp(ev->pending[i].key, b->key) != 0)
-            continue;
-        b->stale = xrealloc(b->stale, (size_t)(b->nstale + 1) * sizeof(char *));
-        b->stale[b->nstale++] = xstrdup(ev->pending[i].upload_id);
-    }
+    jobrt_pending_of(ev, b->key, &b->stale, &b->nstale);
     return 0;
 }
 

@@ -190,16 +190,6 @@ static void on_record(JobRt *rt, Replicate *r, PGresult *res) {
     copy_next(r);
 }
 
-static int on_stale_page(Replicate *r, const JobEv *ev) {
-    for (size_t i = 0; i < ev->n; i++) {
-        if (strcmp(ev->pending[i].key, r->key) != 0)
-            continue;
-        r->stale = xrealloc(r->stale, (size_t)(r->nstale + 1) * sizeof(char *));
-        r->stale[r->nstale++] = xstrdup(ev->pending[i].upload_id);
-    }
-    return 0;
-}
-
 /* The copy is complete; the uploads earlier runs left are aborted, one by one, then the job is
  * done (a failure here is only said: the copy itself is whole). */
 static void abort_next_stale(JobRt *rt, Replicate *r, const JobEv *ev) {
@@ -303,7 +293,8 @@ static int replicate_step(JobRt *rt, void *st, const JobEv *ev) {
         }
         break;
     case JEV_PAGE:
-        return on_stale_page(r, ev);
+        jobrt_pending_of(ev, r->key, &r->stale, &r->nstale);
+        return 0;
     case JEV_LISTED:
         abort_next_stale(rt, r, ev);
         break;

@@ -156,11 +156,10 @@ void restore_stmts_done(JobRt *rt, Restore *r) {
         restore_stage_start(rt, r);
         return;
     }
-    int notes = -1;
+    int notes = 0;
     for (int i = 0; i < scope_count(r->scope); i++)
-        if (r->selected[i] && restore_worker_notes(r->scope, i))
-            notes = i;
-    if (r->state != ST_NOTIFY && !r->spec->dry_run && notes >= 0 &&
+        notes |= r->selected[i] && restore_worker_notes(r->scope, i);
+    if (r->state != ST_NOTIFY && !r->spec->dry_run && notes &&
         services_jobconfig(jobrt_services(rt))->backup_notify) {
         uint64_t ins = 0, upd = 0, del = 0;
         for (int i = 0; i < scope_count(r->scope); i++)
@@ -465,7 +464,7 @@ static int restore_step(JobRt *rt, void *st, const JobEv *ev) {
         break;
     case JEV_RESULT:
         if (ev->tag == ST_STMT && ev->err)
-            restore_on_lock_err(rt, r, ev->err);
+            restore_on_stmt_err(rt, r, ev->err);
         else if (ev->tag == ST_STAGE)
             restore_stage_copied(rt, r, ev);
         else

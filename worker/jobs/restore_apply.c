@@ -141,7 +141,7 @@ void restore_apply_stmts(Restore *r) {
         /* Every row to delete or update is locked first, none waited for (NOWAIT): the restore
          * then never waits for the application while holding rows the application may wait
          * for, so no deadlock reaches the application. Rows held by another transaction are
-         * released (back to the savepoint) and asked for again (restore_on_lock_err). A short
+         * released (back to the savepoint) and asked for again (restore_on_stmt_err). A short
          * lock_timeout covers the writes the locks cannot name (a new key inserted meanwhile,
          * a foreign key's action): such a wait fails the attempt, which is retried. */
         buf_puts(&sql, "SAVEPOINT _bw_lock");
@@ -168,8 +168,8 @@ void restore_apply_stmts(Restore *r) {
             int part = r->prune && r->prune[i];
             scope_restore_delete_sql(s, i, dry, part ? r->snapshot : NULL, part ? r->listed : NULL,
                                      &sql);
-            if (restore_worker_notes(s,
-                                     i)) /* the record of the user's backups outlives a restore */
+            /* the record of the user's backups outlives a restore */
+            if (restore_worker_notes(s, i))
                 buf_puts(&sql, " AND \"type\" NOT IN (" RESTORE_WORKER_NOTES ")");
             add_stmt(r, SQ_DELETE, i, &sql, NULL);
         }
@@ -204,8 +204,9 @@ void restore_run_stmt(JobRt *rt, Restore *r) {
 #define LOCK_WAIT_MS 30000
 #define LOCK_PAUSE   "0.2"
 
-void restore_on_lock_err(JobRt *rt, Restore *r, const Err *err) {
+void restore_on_stmt_err(JobRt *rt, Restore *r, const Err *err) {
     const Stmt *st = &r->stmts[r->qi];
+    int busy = strncmp(err->msg, "55P03", 5) == 0; /* lock_not_available */
     if (strncmp(err->msg, "40001", 5) == 0 || strncmp(err->msg, "40P01", 5) == 0) {
         /* a row written after the restore's snapshot: its transaction is before the restore,
          * which runs again from a new snapshot (the job's retry) */
@@ -215,14 +216,14 @@ void restore_on_lock_err(JobRt *rt, Restore *r, const Err *err) {
                     r->spec->user_id, scope_table(r->scope, st->table), err->msg);
         return;
     }
-    if (st->kind != SQ_LOCK && strncmp(err->msg, "55P03", 5) == 0) {
+    if (busy && st->kind != SQ_LOCK) {
         jobrt_failf(rt, ERR_RETRYABLE, ERR_CODE_SQL,
                     "writing user %s's %s waited for another transaction (a key it inserts, a "
                     "row a foreign key names): nothing was changed, the restore runs again (%s)",
                     r->spec->user_id, scope_table(r->scope, st->table), err->msg);
         return;
     }
-    if (st->kind != SQ_LOCK || strncmp(err->msg, "55P03", 5) != 0) {
+    if (!busy) {
         jobrt_fail(rt, err);
         return;
     }

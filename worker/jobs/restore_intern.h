@@ -140,8 +140,9 @@ void restore_apply_stmts(Restore *r);
 /* The next statement of the list; at its end, restore_stmts_done(). */
 void restore_run_stmt(JobRt *rt, Restore *r);
 void restore_on_stmt(JobRt *rt, Restore *r, PGresult *res);
-/* A lock statement failed (err): rows held by another transaction are waited for, a while. */
-void restore_on_lock_err(JobRt *rt, Restore *r, const Err *err);
+/* A lock, delete or upsert failed (err): a write after the snapshot is retried as a job, rows
+ * held by another transaction are waited for (lock statements, a while), the rest fails. */
+void restore_on_stmt_err(JobRt *rt, Restore *r, const Err *err);
 /* ST_LOCK_BACK and ST_LOCK_WAIT ended. */
 void restore_lock_next(JobRt *rt, Restore *r);
 void restore_free_stmts(Restore *r);
