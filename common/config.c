@@ -15,6 +15,9 @@
 #include <unistd.h>
 
 static const ConfigVar vars[] = {
+    {"BACKUP_STORE", "s3",
+     "where backups live: s3 (the bucket of the S3_* settings) or file:///path (a local or "
+     "mounted directory; atomic writes)"},
     {"AWS_ACCESS_KEY_ID", NULL, "S3 access key id (required without a web identity)"},
     {"AWS_SECRET_ACCESS_KEY", NULL,
      "S3 secret access key (required without a web identity; never logged)"},
@@ -279,51 +282,70 @@ static int valid_endpoint(const char *s, const char **why) {
     return 1;
 }
 
-int config_load(Config *cfg, ConfigGetenv getenv_fn, void *data, Buf *errors) {
-    Loader l;
-    config_loader_init(&l, getenv_fn, data, errors, vars, sizeof(vars) / sizeof(vars[0]));
-    memset(cfg, 0, sizeof(*cfg));
+/* BACKUP_STORE: s3, or file:// and an absolute path */
+static void load_store(Loader *l, Config *cfg) {
+    char *store = config_get_str(l, "BACKUP_STORE", 1);
+    if (store && strncmp(store, "file://", 7) == 0) {
+        const char *path = store + 7;
+        if (path[0] != '/' || strstr(path, "/../") || strstr(path, "/./") ||
+            (strlen(path) >= 3 && strcmp(path + strlen(path) - 3, "/..") == 0))
+            bad(l, "BACKUP_STORE", "'%.200s': file:// takes an absolute path (file:///srv/backups)",
+                store);
+        else
+            cfg->store_path = xstrdup(path);
+    } else if (store && strcmp(store, "s3") != 0) {
+        bad(l, "BACKUP_STORE", "'%.80s' is not s3 or file:///path", store);
+    }
+    free(store);
+}
 
-    cfg->aws_web_identity_token_file = config_get_str(&l, "AWS_WEB_IDENTITY_TOKEN_FILE", 0);
-    cfg->aws_role_arn = config_get_str(&l, "AWS_ROLE_ARN", 0);
-    cfg->aws_role_session_name = config_get_str(&l, "AWS_ROLE_SESSION_NAME", 1);
-    cfg->aws_sts_endpoint = config_get_str(&l, "AWS_STS_ENDPOINT", 0);
+/* the AWS identity: keys, or a web identity (Kubernetes); keys are needed only when S3 is */
+static void load_aws(Loader *l, Config *cfg) {
+    cfg->aws_web_identity_token_file = config_get_str(l, "AWS_WEB_IDENTITY_TOKEN_FILE", 0);
+    cfg->aws_role_arn = config_get_str(l, "AWS_ROLE_ARN", 0);
+    cfg->aws_role_session_name = config_get_str(l, "AWS_ROLE_SESSION_NAME", 1);
+    cfg->aws_sts_endpoint = config_get_str(l, "AWS_STS_ENDPOINT", 0);
     int web = cfg->aws_web_identity_token_file != NULL && cfg->aws_role_arn != NULL;
     if ((cfg->aws_web_identity_token_file != NULL) != (cfg->aws_role_arn != NULL))
-        bad(&l, cfg->aws_role_arn ? "AWS_WEB_IDENTITY_TOKEN_FILE" : "AWS_ROLE_ARN",
+        bad(l, cfg->aws_role_arn ? "AWS_WEB_IDENTITY_TOKEN_FILE" : "AWS_ROLE_ARN",
             "is required with %s (web identity needs both)",
             cfg->aws_role_arn ? "AWS_ROLE_ARN" : "AWS_WEB_IDENTITY_TOKEN_FILE");
     if (cfg->aws_web_identity_token_file && access(cfg->aws_web_identity_token_file, R_OK) != 0)
-        bad(&l, "AWS_WEB_IDENTITY_TOKEN_FILE", "cannot read '%.200s'",
+        bad(l, "AWS_WEB_IDENTITY_TOKEN_FILE", "cannot read '%.200s'",
             cfg->aws_web_identity_token_file);
     if (cfg->aws_role_arn && strncmp(cfg->aws_role_arn, "arn:", 4) != 0)
-        bad(&l, "AWS_ROLE_ARN", "'%.100s' is not an ARN (arn:aws:iam::ACCOUNT:role/NAME)",
+        bad(l, "AWS_ROLE_ARN", "'%.100s' is not an ARN (arn:aws:iam::ACCOUNT:role/NAME)",
             cfg->aws_role_arn);
     if (cfg->aws_sts_endpoint) {
         const char *why = NULL;
         if (!valid_endpoint(cfg->aws_sts_endpoint, &why))
-            bad(&l, "AWS_STS_ENDPOINT", "'%.80s' %s", cfg->aws_sts_endpoint, why);
+            bad(l, "AWS_STS_ENDPOINT", "'%.80s' %s", cfg->aws_sts_endpoint, why);
     }
-    cfg->aws_access_key_id = config_get_str(&l, "AWS_ACCESS_KEY_ID", !web);
-    cfg->aws_secret_access_key = config_get_str(&l, "AWS_SECRET_ACCESS_KEY", !web);
-    cfg->aws_session_token = config_get_str(&l, "AWS_SESSION_TOKEN", 0);
+    /* a file store needs no key (KMS and a replica check theirs when they are set) */
+    int needed = !web && cfg->store_path == NULL;
+    cfg->aws_access_key_id = config_get_str(l, "AWS_ACCESS_KEY_ID", needed);
+    cfg->aws_secret_access_key = config_get_str(l, "AWS_SECRET_ACCESS_KEY", needed);
+    cfg->aws_session_token = config_get_str(l, "AWS_SESSION_TOKEN", 0);
     if (cfg->aws_access_key_id && strpbrk(cfg->aws_access_key_id, " \t\r\n"))
-        bad(&l, "AWS_ACCESS_KEY_ID", "must not contain spaces or line breaks");
+        bad(l, "AWS_ACCESS_KEY_ID", "must not contain spaces or line breaks");
     if (cfg->aws_secret_access_key && strpbrk(cfg->aws_secret_access_key, " \t\r\n"))
-        bad(&l, "AWS_SECRET_ACCESS_KEY", "must not contain spaces or line breaks");
+        bad(l, "AWS_SECRET_ACCESS_KEY", "must not contain spaces or line breaks");
 
-    cfg->aws_region = config_get_str(&l, "AWS_REGION", 1);
+    cfg->aws_region = config_get_str(l, "AWS_REGION", 1);
     if (cfg->aws_region && !valid_region(cfg->aws_region))
-        bad(&l, "AWS_REGION", "'%.40s' is not a region name (such as us-east-1)", cfg->aws_region);
+        bad(l, "AWS_REGION", "'%.40s' is not a region name (such as us-east-1)", cfg->aws_region);
+}
 
-    cfg->s3_bucket = config_get_str(&l, "S3_BUCKET", 1);
+/* the primary bucket and how requests reach it */
+static void load_s3(Loader *l, Config *cfg) {
+    cfg->s3_bucket = config_get_str(l, "S3_BUCKET", 1);
     if (cfg->s3_bucket && !valid_bucket(cfg->s3_bucket))
-        bad(&l, "S3_BUCKET",
+        bad(l, "S3_BUCKET",
             "'%.70s' is not a valid bucket name (3-63 lowercase letters, digits, dots and "
             "hyphens, starting and ending with a letter or digit)",
             cfg->s3_bucket);
 
-    cfg->s3_endpoint = config_get_str(&l, "S3_ENDPOINT", 0);
+    cfg->s3_endpoint = config_get_str(l, "S3_ENDPOINT", 0);
     if (cfg->s3_endpoint) {
         const char *why = NULL;
         if (!valid_endpoint(cfg->s3_endpoint, &why)) {
@@ -332,73 +354,80 @@ int config_load(Config *cfg, ConfigGetenv getenv_fn, void *data, Buf *errors) {
                 connurl_redact(cfg->s3_endpoint, red, sizeof(red));
             else
                 snprintf(red, sizeof(red), "%s", cfg->s3_endpoint);
-            bad(&l, "S3_ENDPOINT", "'%.80s' %s", red, why);
+            bad(l, "S3_ENDPOINT", "'%.80s' %s", red, why);
         }
         size_t n = strlen(cfg->s3_endpoint);
         if (n > 0 && cfg->s3_endpoint[n - 1] == '/')
             cfg->s3_endpoint[n - 1] = '\0';
     }
-    cfg->s3_force_path_style = config_get_bool(&l, "S3_FORCE_PATH_STYLE");
-    cfg->s3_sse = config_get_str(&l, "S3_SSE", 0);
+    cfg->s3_force_path_style = config_get_bool(l, "S3_FORCE_PATH_STYLE");
+    cfg->s3_sse = config_get_str(l, "S3_SSE", 0);
     if (cfg->s3_sse && strcmp(cfg->s3_sse, "AES256") != 0 && strcmp(cfg->s3_sse, "aws:kms") != 0)
-        bad(&l, "S3_SSE", "'%.40s' is not AES256 or aws:kms", cfg->s3_sse);
-    cfg->s3_sse_kms_key_id = config_get_str(&l, "S3_SSE_KMS_KEY_ID", 0);
+        bad(l, "S3_SSE", "'%.40s' is not AES256 or aws:kms", cfg->s3_sse);
+    cfg->s3_sse_kms_key_id = config_get_str(l, "S3_SSE_KMS_KEY_ID", 0);
     if (cfg->s3_sse_kms_key_id && (cfg->s3_sse == NULL || strcmp(cfg->s3_sse, "aws:kms") != 0))
-        bad(&l, "S3_SSE_KMS_KEY_ID", "is set but S3_SSE is not aws:kms");
-    cfg->s3_ca_file = config_get_str(&l, "S3_CA_FILE", 0);
+        bad(l, "S3_SSE_KMS_KEY_ID", "is set but S3_SSE is not aws:kms");
+    cfg->s3_ca_file = config_get_str(l, "S3_CA_FILE", 0);
     if (cfg->s3_ca_file && access(cfg->s3_ca_file, R_OK) != 0)
-        bad(&l, "S3_CA_FILE", "cannot read '%.200s'", cfg->s3_ca_file);
-    /* the replica: the same rules, its own bucket, store and (optionally) credentials */
-    cfg->s3_replica_bucket = config_get_str(&l, "S3_REPLICA_BUCKET", 0);
+        bad(l, "S3_CA_FILE", "cannot read '%.200s'", cfg->s3_ca_file);
+    cfg->s3_part_size_mb = config_get_int(l, "S3_PART_SIZE_MB", 5, 5120);
+    cfg->s3_upload_concurrency = config_get_int(l, "S3_UPLOAD_CONCURRENCY", 1, 64);
+    cfg->s3_connect_timeout_ms = config_get_duration(l, "S3_CONNECT_TIMEOUT", 100, 600000LL);
+    cfg->s3_stall_timeout_ms = config_get_duration(l, "S3_STALL_TIMEOUT", 1000, 3600000LL);
+}
+
+/* the replica: the same rules, its own bucket, store and (optionally) credentials */
+static void load_replica(Loader *l, Config *cfg) {
+    cfg->s3_replica_bucket = config_get_str(l, "S3_REPLICA_BUCKET", 0);
     if (cfg->s3_replica_bucket && !valid_bucket(cfg->s3_replica_bucket))
-        bad(&l, "S3_REPLICA_BUCKET", "'%.70s' is not a valid bucket name", cfg->s3_replica_bucket);
-    cfg->s3_replica_region = config_get_str(&l, "S3_REPLICA_REGION", 0);
+        bad(l, "S3_REPLICA_BUCKET", "'%.70s' is not a valid bucket name", cfg->s3_replica_bucket);
+    cfg->s3_replica_region = config_get_str(l, "S3_REPLICA_REGION", 0);
     if (cfg->s3_replica_region && !valid_region(cfg->s3_replica_region))
-        bad(&l, "S3_REPLICA_REGION", "'%.40s' is not a region name (such as eu-west-1)",
+        bad(l, "S3_REPLICA_REGION", "'%.40s' is not a region name (such as eu-west-1)",
             cfg->s3_replica_region);
-    cfg->s3_replica_endpoint = config_get_str(&l, "S3_REPLICA_ENDPOINT", 0);
+    cfg->s3_replica_endpoint = config_get_str(l, "S3_REPLICA_ENDPOINT", 0);
     if (cfg->s3_replica_endpoint) {
         const char *why = NULL;
         if (!valid_endpoint(cfg->s3_replica_endpoint, &why) ||
             strchr(cfg->s3_replica_endpoint, '@') != NULL)
-            bad(&l, "S3_REPLICA_ENDPOINT", "%s",
+            bad(l, "S3_REPLICA_ENDPOINT", "%s",
                 why ? why : "must not carry credentials (S3_REPLICA_ACCESS_KEY_ID)");
         size_t n = strlen(cfg->s3_replica_endpoint);
         if (n > 0 && cfg->s3_replica_endpoint[n - 1] == '/')
             cfg->s3_replica_endpoint[n - 1] = '\0';
     }
-    cfg->s3_replica_force_path_style = config_get_bool(&l, "S3_REPLICA_FORCE_PATH_STYLE");
-    cfg->s3_replica_sse = config_get_str(&l, "S3_REPLICA_SSE", 0);
+    cfg->s3_replica_force_path_style = config_get_bool(l, "S3_REPLICA_FORCE_PATH_STYLE");
+    cfg->s3_replica_sse = config_get_str(l, "S3_REPLICA_SSE", 0);
     if (cfg->s3_replica_sse && strcmp(cfg->s3_replica_sse, "AES256") != 0 &&
         strcmp(cfg->s3_replica_sse, "aws:kms") != 0)
-        bad(&l, "S3_REPLICA_SSE", "'%.40s' is not AES256 or aws:kms", cfg->s3_replica_sse);
-    cfg->s3_replica_sse_kms_key_id = config_get_str(&l, "S3_REPLICA_SSE_KMS_KEY_ID", 0);
+        bad(l, "S3_REPLICA_SSE", "'%.40s' is not AES256 or aws:kms", cfg->s3_replica_sse);
+    cfg->s3_replica_sse_kms_key_id = config_get_str(l, "S3_REPLICA_SSE_KMS_KEY_ID", 0);
     if (cfg->s3_replica_sse_kms_key_id &&
         (cfg->s3_replica_sse == NULL || strcmp(cfg->s3_replica_sse, "aws:kms") != 0))
-        bad(&l, "S3_REPLICA_SSE_KMS_KEY_ID", "is set but S3_REPLICA_SSE is not aws:kms");
-    cfg->s3_replica_access_key_id = config_get_str(&l, "S3_REPLICA_ACCESS_KEY_ID", 0);
-    cfg->s3_replica_secret_access_key = config_get_str(&l, "S3_REPLICA_SECRET_ACCESS_KEY", 0);
+        bad(l, "S3_REPLICA_SSE_KMS_KEY_ID", "is set but S3_REPLICA_SSE is not aws:kms");
+    cfg->s3_replica_access_key_id = config_get_str(l, "S3_REPLICA_ACCESS_KEY_ID", 0);
+    cfg->s3_replica_secret_access_key = config_get_str(l, "S3_REPLICA_SECRET_ACCESS_KEY", 0);
     if ((cfg->s3_replica_access_key_id == NULL) != (cfg->s3_replica_secret_access_key == NULL))
-        bad(&l,
+        bad(l,
             cfg->s3_replica_access_key_id ? "S3_REPLICA_SECRET_ACCESS_KEY"
                                           : "S3_REPLICA_ACCESS_KEY_ID",
             "is required with %s",
             cfg->s3_replica_access_key_id ? "S3_REPLICA_ACCESS_KEY_ID"
                                           : "S3_REPLICA_SECRET_ACCESS_KEY");
     if (cfg->s3_replica_secret_access_key && strpbrk(cfg->s3_replica_secret_access_key, " \t\r\n"))
-        bad(&l, "S3_REPLICA_SECRET_ACCESS_KEY", "must not contain spaces or line breaks");
+        bad(l, "S3_REPLICA_SECRET_ACCESS_KEY", "must not contain spaces or line breaks");
     if (cfg->s3_replica_bucket == NULL &&
         (cfg->s3_replica_endpoint || cfg->s3_replica_region || cfg->s3_replica_access_key_id))
-        bad(&l, "S3_REPLICA_BUCKET", "%s",
+        bad(l, "S3_REPLICA_BUCKET", "%s",
             "is required with the other S3_REPLICA_* settings (it turns replication on)");
     if (cfg->s3_replica_bucket &&
         strcmp(cfg->s3_replica_bucket, cfg->s3_bucket ? cfg->s3_bucket : "") == 0 &&
         (cfg->s3_replica_endpoint
              ? cfg->s3_endpoint && strcmp(cfg->s3_replica_endpoint, cfg->s3_endpoint) == 0
              : cfg->s3_endpoint == NULL))
-        bad(&l, "S3_REPLICA_BUCKET", "%s",
+        bad(l, "S3_REPLICA_BUCKET", "%s",
             "is the primary bucket itself: a replica must be elsewhere");
-    char *copy = config_get_str(&l, "S3_REPLICA_COPY", 1);
+    char *copy = config_get_str(l, "S3_REPLICA_COPY", 1);
     int same_service =
         (cfg->s3_replica_endpoint == NULL) == (cfg->s3_endpoint == NULL) &&
         (cfg->s3_endpoint == NULL || strcmp(cfg->s3_replica_endpoint, cfg->s3_endpoint) == 0) &&
@@ -410,61 +439,75 @@ int config_load(Config *cfg, ConfigGetenv getenv_fn, void *data, Buf *errors) {
     else if (copy && strcmp(copy, "stream") == 0)
         cfg->s3_replica_server_copy = 0;
     else
-        bad(&l, "S3_REPLICA_COPY", "'%.40s' is not auto, server or stream", copy ? copy : "");
+        bad(l, "S3_REPLICA_COPY", "'%.40s' is not auto, server or stream", copy ? copy : "");
     if (cfg->s3_replica_bucket && copy && strcmp(copy, "server") == 0 && !same_service)
-        bad(&l, "S3_REPLICA_COPY", "%s",
+        bad(l, "S3_REPLICA_COPY", "%s",
             "server: the replica must be on the primary's service (the same S3_ENDPOINT) with its "
             "credentials (no S3_REPLICA_ACCESS_KEY_ID)");
     free(copy);
-    cfg->s3_part_size_mb = config_get_int(&l, "S3_PART_SIZE_MB", 5, 5120);
-    cfg->s3_upload_concurrency = config_get_int(&l, "S3_UPLOAD_CONCURRENCY", 1, 64);
-    cfg->s3_connect_timeout_ms = config_get_duration(&l, "S3_CONNECT_TIMEOUT", 100, 600000LL);
-    cfg->s3_stall_timeout_ms = config_get_duration(&l, "S3_STALL_TIMEOUT", 1000, 3600000LL);
+    if (cfg->s3_replica_bucket && cfg->aws_access_key_id == NULL &&
+        cfg->s3_replica_access_key_id == NULL && cfg->aws_web_identity_token_file == NULL)
+        bad(l, "S3_REPLICA_ACCESS_KEY_ID", "%s",
+            "is required: the replica needs credentials (or AWS_ACCESS_KEY_ID)");
+}
 
-    cfg->redis_url = config_get_str(&l, "REDIS_URL", 1);
+/* Redis, PostgreSQL, the worker's own port and limits, logging */
+static void load_worker(Loader *l, Config *cfg) {
+    cfg->redis_url = config_get_str(l, "REDIS_URL", 1);
     if (cfg->redis_url) {
         const char *why = NULL;
         if (connurl_parse_redis(cfg->redis_url, &cfg->redis, &why) != 0) {
             char red[256];
             connurl_redact(cfg->redis_url, red, sizeof(red));
-            bad(&l, "REDIS_URL", "'%.120s': %s", red, why);
+            bad(l, "REDIS_URL", "'%.120s': %s", red, why);
         }
     }
 
-    cfg->database_url = config_get_str(&l, "DATABASE_URL", 1);
+    cfg->database_url = config_get_str(l, "DATABASE_URL", 1);
     if (cfg->database_url) {
         char why[200];
         if (connurl_check_pg(cfg->database_url, why, sizeof(why)) != 0)
-            bad(&l, "DATABASE_URL", "%s", why);
+            bad(l, "DATABASE_URL", "%s", why);
     }
 
-    cfg->worker_concurrency = config_get_int(&l, "WORKER_CONCURRENCY", 1, 1024);
-    cfg->worker_http_port = config_get_int(&l, "WORKER_HTTP_PORT", 0, 65535);
-    cfg->worker_http_host = config_get_str(&l, "WORKER_HTTP_HOST", 1);
+    cfg->worker_concurrency = config_get_int(l, "WORKER_CONCURRENCY", 1, 1024);
+    cfg->worker_http_port = config_get_int(l, "WORKER_HTTP_PORT", 0, 65535);
+    cfg->worker_http_host = config_get_str(l, "WORKER_HTTP_HOST", 1);
     if (cfg->worker_http_host) {
         struct sockaddr_in6 a6;
         struct sockaddr_in a4;
         if (uv_ip4_addr(cfg->worker_http_host, 0, &a4) != 0 &&
             uv_ip6_addr(cfg->worker_http_host, 0, &a6) != 0)
-            bad(&l, "WORKER_HTTP_HOST", "'%.80s' is not an IPv4 or IPv6 address",
+            bad(l, "WORKER_HTTP_HOST", "'%.80s' is not an IPv4 or IPv6 address",
                 cfg->worker_http_host);
     }
-    cfg->worker_shutdown_grace_ms = config_get_duration(&l, "WORKER_SHUTDOWN_GRACE", 0, 3600000LL);
-    cfg->redis_prefix = config_get_str(&l, "REDIS_PREFIX", 1);
+    cfg->worker_shutdown_grace_ms = config_get_duration(l, "WORKER_SHUTDOWN_GRACE", 0, 3600000LL);
+    cfg->redis_prefix = config_get_str(l, "REDIS_PREFIX", 1);
     if (cfg->redis_prefix && !valid_prefix(cfg->redis_prefix))
-        bad(&l, "REDIS_PREFIX", "'%.70s' must be 1-64 letters, digits or _.:-{}",
+        bad(l, "REDIS_PREFIX", "'%.70s' must be 1-64 letters, digits or _.:-{}",
             cfg->redis_prefix);
 
-    const char *lv = get(&l, "LOG_LEVEL");
+    const char *lv = get(l, "LOG_LEVEL");
     if (lv == NULL)
-        lv = def_of_in(&l, "LOG_LEVEL");
+        lv = def_of_in(l, "LOG_LEVEL");
     if (log_level_parse(lv, &cfg->log_level) != 0)
-        bad(&l, "LOG_LEVEL", "'%.40s' is not one of debug, info, warn, error", lv);
-    const char *lf = get(&l, "LOG_FORMAT");
+        bad(l, "LOG_LEVEL", "'%.40s' is not one of debug, info, warn, error", lv);
+    const char *lf = get(l, "LOG_FORMAT");
     if (lf == NULL)
-        lf = def_of_in(&l, "LOG_FORMAT");
+        lf = def_of_in(l, "LOG_FORMAT");
     if (log_format_parse(lf, &cfg->log_format) != 0)
-        bad(&l, "LOG_FORMAT", "'%.40s' is not one of text, json", lf);
+        bad(l, "LOG_FORMAT", "'%.40s' is not one of text, json", lf);
+}
+
+int config_load(Config *cfg, ConfigGetenv getenv_fn, void *data, Buf *errors) {
+    Loader l;
+    config_loader_init(&l, getenv_fn, data, errors, vars, sizeof(vars) / sizeof(vars[0]));
+    memset(cfg, 0, sizeof(*cfg));
+    load_store(&l, cfg);
+    load_aws(&l, cfg);
+    load_s3(&l, cfg);
+    load_replica(&l, cfg);
+    load_worker(&l, cfg);
     return l.count;
 }
 
@@ -535,6 +578,7 @@ void config_free(Config *cfg) {
     free(cfg->aws_sts_endpoint);
     free(cfg->aws_region);
     free(cfg->s3_bucket);
+    free(cfg->store_path);
     free(cfg->s3_endpoint);
     free(cfg->s3_sse);
     free(cfg->s3_sse_kms_key_id);

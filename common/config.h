@@ -18,6 +18,7 @@
 #include <stdio.h>
 
 typedef struct {
+    char *store_path; /* BACKUP_STORE=file://PATH: the directory; NULL: S3 */
     char *aws_access_key_id;           /* secret-ish: logged only as its first 4 chars */
     char *aws_secret_access_key;       /* secret */
     char *aws_session_token;           /* secret, may be NULL */

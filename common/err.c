@@ -69,6 +69,8 @@ const char *err_code_name(ErrCode code) {
         return "invalid";
     case ERR_CODE_BUSY:
         return "busy";
+    case ERR_CODE_IO:
+        return "io";
     }
     return "unknown";
 }

@@ -32,6 +32,7 @@ typedef enum {
     ERR_CODE_NOMEM,     /* allocation failed */
     ERR_CODE_INVALID,   /* invalid argument or input */
     ERR_CODE_BUSY,      /* resource in use */
+    ERR_CODE_IO,        /* a file system call failed */
 } ErrCode;
 
 #define ERR_MSG_MAX 512

@@ -62,6 +62,15 @@ void storage_put(Storage *s, const char *key, const void *body, size_t len,
     s->drv->put(s->state, key, body, len, content_type, cb, data);
 }
 
+void storage_probe(Storage *s, StorageDoneCb cb, void *data) {
+    s->drv->probe(s->state, cb, data);
+}
+
+void storage_halt(Storage *s) {
+    if (s && s->drv->halt)
+        s->drv->halt(s->state);
+}
+
 void storage_get(Storage *s, const char *key, size_t max_bytes, StorageDoneCb cb, void *data) {
     s->drv->get(s->state, key, max_bytes, cb, data);
 }

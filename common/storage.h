@@ -79,6 +79,13 @@ void storage_list_pending(Storage *s, const char *prefix, StoragePendingCb page,
                           StorageListDoneCb done, void *data);
 void storage_abort_pending(Storage *s, const char *key, const char *upload_id, StorageDoneCb cb,
                            void *data);
+/* A small request proving the store usable now (S3: a signed HEAD of the bucket, which proves
+ * endpoint, credentials and bucket; a file store: its root is a writable directory). */
+void storage_probe(Storage *s, StorageDoneCb cb, void *data);
+/* Shutting down: whatever the store has in flight or waiting to retry fails now
+ * (ERR_CODE_CANCELLED), and later requests fail at once. A store with nothing to halt ignores
+ * it. */
+void storage_halt(Storage *s);
 /* Seconds since the epoch of a time as the store writes it (StoragePending, StorageObject). */
 long long storage_parse_time(const char *iso);
 
@@ -216,6 +223,8 @@ typedef struct {
     void *(*copy_new)(void *drv, void *src_drv, const char *key, uint64_t size, const char *ctype,
                       StorageServerCopyCb done, void *data);
     void (*copy_free)(void *copy);
+    void (*probe)(void *drv, StorageDoneCb cb, void *data);
+    void (*halt)(void *drv); /* optional */
     void (*free)(void *drv);
 } StorageDriver;
 

@@ -135,6 +135,13 @@ static void d_head(void *drv, const char *key, StorageDoneCb cb, void *data) {
     d_get(drv, key, (size_t)-1, cb, data);
 }
 
+static void d_probe(void *drv, StorageDoneCb cb, void *data) {
+    Later *l = later(drv, answer);
+    l->cb = cb;
+    l->data = data;
+    l->res.status = 200;
+}
+
 static void d_abort_pending(void *drv, const char *key, const char *upload_id, StorageDoneCb cb,
                             void *data) {
     (void)upload_id;
@@ -453,6 +460,7 @@ static const StorageDriver mem_driver = {
     .source_resume = d_source_resume,
     .copy_new = d_copy_new,
     .copy_free = d_copy_free,
+    .probe = d_probe,
     .free = d_free,
 };
 

@@ -61,6 +61,14 @@ static void d_head(void *drv, const char *key, StorageDoneCb cb, void *data) {
     s3_head_object(((Drv *)drv)->s3, key, on_call, call_new(cb, data));
 }
 
+static void d_probe(void *drv, StorageDoneCb cb, void *data) {
+    s3_head_bucket(((Drv *)drv)->s3, on_call, call_new(cb, data));
+}
+
+static void d_halt(void *drv) {
+    s3_client_halt(((Drv *)drv)->s3);
+}
+
 static void d_abort_pending(void *drv, const char *key, const char *upload_id, StorageDoneCb cb,
                             void *data) {
     s3_abort_upload(((Drv *)drv)->s3, key, upload_id, on_call, call_new(cb, data));
@@ -274,6 +282,8 @@ static const StorageDriver s3_driver = {
     .source_resume = d_source_resume,
     .copy_new = d_copy_new,
     .copy_free = d_copy_free,
+    .probe = d_probe,
+    .halt = d_halt,
     .free = free,
 };
 

@@ -6,7 +6,7 @@
 # so that ctest -j runs that many service tests at once. Each lane is taken with flock(1);
 # with one lane (the default, a developer's `tools/devenv start`) the service tests run one
 # at a time whatever -j says. The lock is not passed to the test, so a process a test leaves
-# behind cannot keep its lane.
+# behind cannot keep its lane. BW_TEST_STORE=file runs the test on a file store (below).
 set -uo pipefail
 : "${BW_DEVENV:?run through tools/devenv test (or eval \"\$(tools/devenv env)\")}"
 lanes=${BW_TEST_LANES:-1}
@@ -24,5 +24,9 @@ done
 if [ "$lane" -gt 0 ]; then
   eval "$("$BW_DEVENV" lane "$lane" env)"
 fi
-echo "lane $lane"
+# BW_TEST_STORE=file: the lane's worker and backupctl keep backups in a directory of the lane
+if [ "${BW_TEST_STORE:-s3}" = file ]; then
+  export BACKUP_STORE="file://$dir/store-lane$lane"
+fi
+echo "lane $lane${BACKUP_STORE:+ (store $BACKUP_STORE)}"
 "$@" {fd}>&-

@@ -1,31 +1,66 @@
-# lib.sh: what the shell tests share (sourced; WORKER may be set first).
-# ok/bad/expect count results; wait_until polls with a deadline; R talks to the
-# test Redis (REDIS_URL taken apart for redis-cli 7.0); start_worker runs a
-# worker on prefix $P logging to $tmp/NAME.log; every process started is killed on exit.
+# lib.sh: the one preamble of the shell tests (sourced first; set WORKER/CTL before, from the
+# script's arguments). ok/bad/expect/check count results in files, so a check run inside
+# $(...) or a pipeline still counts; finish prints the totals and fails the script when a
+# check failed or none ran; a script that ends without finish fails too. needs VAR... names
+# the environment a test requires; wait_until polls with a deadline; R talks to the test
+# Redis (REDIS_URL taken apart for redis-cli 7.0); start_worker runs a worker on prefix $P
+# logging to $tmp/NAME.log; every process started is killed on exit.
+set -uo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+TEST_NAME=$(basename "$0" .sh)
+tmp=$(mktemp -d)
+: >"$tmp/.passed"
+: >"$tmp/.failed"
 fails=0
 passed=0
-ok() { echo "ok   $1"; passed=$((passed + 1)); }
-bad() { echo "FAIL $1"; fails=$((fails + 1)); }
+finished=0
+ok() { echo "ok   $1"; echo >>"$tmp/.passed"; passed=$((passed + 1)); }
+bad() { echo "FAIL $1"; echo >>"$tmp/.failed"; fails=$((fails + 1)); }
 expect() { # name command...
   local name=$1; shift
   if "$@"; then ok "$name"; else bad "$name"; fi
 }
-tmp=$(mktemp -d)
+check() { # name expected actual
+  if [ "$2" == "$3" ]; then ok "$1"; else bad "$1: expected '$2', got '$3'"; fi
+}
+needs() { # VAR...: the environment this test requires
+  local v
+  for v in "$@"; do
+    [ -n "${!v:-}" ] || { echo "FAIL $TEST_NAME needs $v: run it through tools/devenv test"; exit 1; }
+  done
+}
+# finish: the totals; 1 when a check failed or none ran
+finish() {
+  fails=$(wc -l <"$tmp/.failed")
+  passed=$(wc -l <"$tmp/.passed")
+  finished=1
+  echo "$TEST_NAME: $passed passed, $fails failed"
+  if [ "$passed" -eq 0 ] && [ "$fails" -eq 0 ]; then echo "FAIL $TEST_NAME ran no check"; return 1; fi
+  [ "$fails" -eq 0 ]
+}
 pids=()
+on_exit_hooks=() # commands a test adds to run at exit, before the processes are killed
 cleanup() {
+  local rc=$? h
+  for h in "${on_exit_hooks[@]}"; do eval "$h"; done
   for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null && wait "$p" 2>/dev/null; done
-  if [ "$fails" -gt 0 ]; then # what the workers said, for the CI log
+  if [ "$rc" -eq 0 ] && [ "$finished" -eq 0 ]; then
+    echo "FAIL $TEST_NAME ended without finish (its checks were not counted)"
+    rc=1
+  fi
+  if [ -s "$tmp/.failed" ]; then # what the workers said, for the CI log
     for f in "$tmp"/*.log; do [ -f "$f" ] && { echo "---- $f"; tail -25 "$f"; }; done
   fi
   [ -n "${BW_KEEP_TMP:-}" ] && echo "kept $tmp" || rm -rf "$tmp"
+  exit "$rc"
 }
 trap cleanup EXIT
 
 # redis-cli 7.0 reads redis://:pass@ as user "": pass host, port, password and db apart
-RHOST=$(sed -E 's#^redis://([^@]*@)?([^:/]+).*#\2#' <<<"$REDIS_URL")
-RPORT=$(sed -E 's#^redis://([^@]*@)?[^:/]+:([0-9]+).*#\2#' <<<"$REDIS_URL")
-RPASS=$(sed -E 's#^redis://[^:]*:([^@]*)@.*#\1#' <<<"$REDIS_URL")
-RDB=$(sed -E 's#^.*/([0-9]+)$#\1#' <<<"$REDIS_URL")
+RHOST=$(sed -E 's#^redis://([^@]*@)?([^:/]+).*#\2#' <<<"${REDIS_URL:-redis://127.0.0.1:6379/0}")
+RPORT=$(sed -E 's#^redis://([^@]*@)?[^:/]+:([0-9]+).*#\2#' <<<"${REDIS_URL:-redis://127.0.0.1:6379/0}")
+RPASS=$(sed -E 's#^redis://[^:]*:([^@]*)@.*#\1#' <<<"${REDIS_URL:-redis://127.0.0.1:6379/0}")
+RDB=$(sed -E 's#^.*/([0-9]+)$#\1#' <<<"${REDIS_URL:-redis://127.0.0.1:6379/0}")
 export REDISCLI_AUTH=$RPASS
 R() { redis-cli -h "$RHOST" -p "$RPORT" -n "$RDB" "$@"; }
 export -f R
@@ -84,9 +119,6 @@ start_faultproxy() {
 # ---- jobs and the database (needs DATABASE_URL, S3_ENDPOINT, P) ----
 q() { psql -X -q -t -A -v ON_ERROR_STOP=1 "$DATABASE_URL" -c "$1"; }
 s3() { aws --endpoint-url "$S3_ENDPOINT" "$@"; }
-check() { # name expected actual
-  if [ "$2" == "$3" ]; then ok "$1"; else bad "$1: expected '$2', got '$3'"; fi
-}
 enqueue() { # JOB_ID field value...
   local id=$1; shift
   R XADD "$P:jobs" '*' job_id "$id" "$@" >/dev/null
@@ -104,13 +136,50 @@ filter() { # TABLE USER: the WHERE condition of the user's rows
     *) echo "user_id = '$2'" ;;
   esac
 }
+# ---- the store the worker writes: S3 (the aws CLI), or with BACKUP_STORE=file://DIR (a lane
+# option: BW_TEST_STORE=file) that directory. Tests reach objects only through these. ----
+STORE_DIR=""
+case "${BACKUP_STORE:-s3}" in file://*) STORE_DIR=${BACKUP_STORE#file://} ;; esac
+on_s3() { [ -z "$STORE_DIR" ]; }
+s3_only() { # WHAT: say so when a section needs S3 itself (multipart uploads, the request log)
+  on_s3 || { echo "skip (S3 only, the store is $BACKUP_STORE): $1"; return 1; }
+}
+store_cat() { # KEY: the object's bytes on stdout
+  if on_s3; then s3 s3 cp "s3://$S3_BUCKET/$1" - --quiet; else cat "$STORE_DIR/$1"; fi
+}
+store_get() { # KEY FILE
+  if on_s3; then s3 s3 cp "s3://$S3_BUCKET/$1" "$2" --quiet; else cp "$STORE_DIR/$1" "$2"; fi
+}
+store_put() { # FILE KEY
+  if on_s3; then s3 s3 cp "$1" "s3://$S3_BUCKET/$2" --quiet
+  else mkdir -p "$(dirname "$STORE_DIR/$2")" && cp "$1" "$STORE_DIR/$2"; fi
+}
+store_mv() { # KEY NEWKEY
+  if on_s3; then s3 s3 mv "s3://$S3_BUCKET/$1" "s3://$S3_BUCKET/$2" --quiet
+  else mv "$STORE_DIR/$1" "$STORE_DIR/$2"; fi
+}
+store_rm_prefix() { # DIR/: every object under it
+  if on_s3; then s3 s3 rm --recursive --quiet "s3://$S3_BUCKET/$1"; else rm -rf "${STORE_DIR:?}/$1"; fi
+}
+store_exists() { # KEY: yes or no
+  if on_s3; then s3 s3api head-object --bucket "$S3_BUCKET" --key "$1" >/dev/null 2>&1
+  else [ -f "$STORE_DIR/$1" ]; fi && echo yes || echo no
+}
+store_keys() { # DIR/: the keys under it, in order, separated by spaces
+  if on_s3; then
+    s3 s3api list-objects-v2 --bucket "$S3_BUCKET" --prefix "$1" --query 'Contents[].Key' --output text | tr '\t' ' '
+  else
+    (cd "$STORE_DIR" && find "$1" -type f ! -name '.*' 2>/dev/null | LC_ALL=C sort | tr '\n' ' ' | sed 's/ $//')
+  fi
+}
+
 # fresh_user UUID...: nothing of these users left from an earlier run (rows, records, objects)
 fresh_user() {
   local u
   for u in "$@"; do
     q "DELETE FROM profiles WHERE id = '$u'; DELETE FROM backup_metadata WHERE user_id = '$u';
        DELETE FROM restore_history WHERE user_id = '$u'" >/dev/null
-    s3 s3 rm --recursive --quiet "s3://$S3_BUCKET/backups/$u/"
+    store_rm_prefix "backups/$u/"
   done
 }
 events_at_least() { [ "$(count_events "$1" "$2")" -ge "$3" ]; }

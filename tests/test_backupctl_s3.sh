@@ -1,19 +1,13 @@
 #!/usr/bin/env bash
 # test_backupctl_s3: `backupctl s3` put/get/ls/rm/presign against the local S3
 # server: byte-exact round trips, scriptable output and exit codes.
-set -uo pipefail
 CTL=$1
 # second argument: which server this is. moto checks no signatures (so the tampered-URL
 # check cannot fail there: reported as not applicable) but has ListMultipartUploads,
 # which s3rver lacks (so `s3 uploads` is checked on moto only)
 SERVER=${2:-s3rver}
-: "${S3_ENDPOINT:?run through tools/devenv test}"
-fails=0 passed=0
-ok() { echo "ok   $1"; passed=$((passed + 1)); }
-bad() { echo "FAIL $1"; fails=$((fails + 1)); }
-expect() { local name=$1; shift; if "$@"; then ok "$name"; else bad "$name"; fi; }
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+needs S3_ENDPOINT
 P="test-ctl-$$"
 
 head -c $((12 * 1024 * 1024 + 77)) /dev/urandom >"$tmp/in.bin"
@@ -74,5 +68,4 @@ if [ "$SERVER" = moto ]; then
 else
   echo "n/a  s3 uploads (s3rver has no ListMultipartUploads; checked against moto)"
 fi
-echo "$passed passed, $fails failed"
-[ "$fails" = 0 ]
+finish

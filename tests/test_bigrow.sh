@@ -3,12 +3,9 @@
 # quarantine make resident sizes meaningless). One 50 MB text value and 150 values of 1 MB
 # jsonb: the backup peaks under 64 MiB + 2 x the largest row, the restore under 3 x (below), the round
 # trip is exact, and the resident size returns to the baseline after the job.
-set -uo pipefail
 WORKER=$1
-: "${REDIS_URL:?run through tools/devenv test}"
-: "${DATABASE_URL:?run through tools/devenv test}"
-: "${BW_DEVENV:?run through tools/devenv test}"
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+needs REDIS_URL DATABASE_URL BW_DEVENV
 "$BW_DEVENV" migrate >/dev/null
 
 U=b16e0001-0000-4000-8000-00000000000a
@@ -56,5 +53,4 @@ check "…every value back, byte for byte" "$D" "$(digest)"
 stop_worker w2
 q "DELETE FROM profiles WHERE id = '$U'" >/dev/null
 
-echo "test_bigrow: $passed passed, $fails failed"
-[ "$fails" -eq 0 ]
+finish

@@ -5,13 +5,9 @@
 # manifests, rows marked deleted) and keeps F2, which the kept I2 builds on, though it is old
 # and not the newest full. A non-owner is refused; a second run deletes nothing; the SQL
 # function agrees; scope=all runs every user.
-set -uo pipefail
 WORKER=$1
-: "${REDIS_URL:?run through tools/devenv test}"
-: "${DATABASE_URL:?run through tools/devenv test}"
-: "${BW_DEVENV:?run through tools/devenv test}"
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+needs REDIS_URL DATABASE_URL BW_DEVENV
 "$BW_DEVENV" migrate >/dev/null
 
 C=c1ea0001-0000-4000-8000-00000000000a
@@ -19,7 +15,7 @@ O=c1ea0002-0000-4000-8000-00000000000b
 D=c1ea0003-0000-4000-8000-00000000000d
 for u in $C $O $D; do
   q "DELETE FROM profiles WHERE id = '$u'; DELETE FROM backup_metadata WHERE user_id = '$u'" >/dev/null
-  s3 s3 rm --recursive --quiet "s3://$S3_BUCKET/backups/$u/"
+  store_rm_prefix "backups/$u/"
 done
 "$ROOT/tools/datagen" --user "$C" --orders 20 --seed tc1 >/dev/null
 "$ROOT/tools/datagen" --user "$O" --orders 5 --seed tc2 >/dev/null
@@ -42,7 +38,7 @@ F2=$(made f2 full 35)
 I2=$(made i2 incremental 5)
 F3=$(made f3 full 1)
 check "the chain as built" "$F1|$F2" "$(q "SELECT string_agg(base_backup_id, '|' ORDER BY created_at) FROM backup_metadata WHERE id IN ('$I1', '$I2')")"
-exists() { s3 s3api head-object --bucket "$S3_BUCKET" --key "$1" >/dev/null 2>&1 && echo yes || echo no; }
+exists() { store_exists "$1"; }
 key() { q "SELECT s3_key FROM backup_metadata WHERE id = '$1'"; }
 KF1=$(key "$F1"); KI1=$(key "$I1"); KF2=$(key "$F2")
 
@@ -97,7 +93,7 @@ expect "…and says so in its note" grep -Eq "; [1-9][0-9]* tombstones? purged" 
 enqueue i5 type backup user_id "$C" mode incremental
 expect "an incremental after the purge" done_ok i5
 check "…still holds the order deleted after its base, and only that one" "[\"$OB\"]" \
-  "$(s3 s3 cp "s3://$S3_BUCKET/$(key "$(field i5 backup_id)")" - | gunzip | jq -c .deleted.orders)"
+  "$(store_cat "$(key "$(field i5 backup_id)")" | gunzip | jq -c .deleted.orders)"
 check "the SQL function alone agrees (nothing more of this user's to purge)" 0 \
   "$(q "SELECT backup_tombstones_purge('$C')")"
 stop_worker w1
@@ -139,5 +135,4 @@ check "…deleting the old backups" 0 "$(old_d)"
 check "…and releasing the lock it took" "" "$(R GET "$P:lock:user:$D")"
 stop_worker w2
 
-echo "test_cleanup: $passed passed, $fails failed"
-[ "$fails" -eq 0 ]
+finish

@@ -1,13 +1,9 @@
 #!/usr/bin/env bash
 # test_datagen: the generator makes exactly the rows asked for, is idempotent,
 # scopes every row to its user, and includes the hostile values it promises.
-set -euo pipefail
-: "${DATABASE_URL:?run through tools/devenv test}"
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+needs DATABASE_URL
 U=0d0d0d0d-1111-4222-8333-444444444444
-fails=0 passed=0
-check() { if [ "$2" == "$3" ]; then echo "ok   $1"; passed=$((passed + 1)); else echo "FAIL $1: expected '$2', got '$3'"; fails=$((fails + 1)); fi; }
-q() { psql -X -q -t -A -v ON_ERROR_STOP=1 "$DATABASE_URL" -c "$1"; }
 counts() {
   q "SELECT (SELECT count(*) FROM products WHERE user_id = '$U') || ' ' ||
             (SELECT count(*) FROM clients WHERE user_id = '$U') || ' ' ||
@@ -34,5 +30,4 @@ check "items belong to the user's orders only" 0 \
   "$(q "SELECT count(*) FROM order_items i JOIN orders o ON o.id = i.order_id JOIN products p ON p.id = i.product_id WHERE o.user_id = '$U' AND p.user_id <> o.user_id")"
 check "bad --user refused" 2 "$("$ROOT/tools/datagen" --user "x'; DROP TABLE orders;--" >/dev/null 2>&1; echo $?)"
 q "DELETE FROM profiles WHERE id = '$U'" >/dev/null
-echo "$passed passed, $fails failed"
-[ "$fails" = 0 ]
+finish

@@ -3,16 +3,9 @@
 # the Compose file, and the Dockerfile's runtime packages against the libraries the built
 # binaries link (readelf NEEDED -> ldd path -> dpkg -S package). Then the validator is shown
 # to fail on broken copies, so a pass means something.
-set -uo pipefail
 WORKER=$1
 CTL=$2
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-fails=0
-passed=0
-ok() { echo "ok   $1"; passed=$((passed + 1)); }
-bad() { echo "FAIL $1"; fails=$((fails + 1)); }
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # every setting the worker knows, from its own help
 "$CTL" --help | sed -n '/^Environment:/,$p' | awk '/^  [A-Z][A-Z0-9_]+ /{print $1}' >"$tmp/vars"
@@ -52,5 +45,4 @@ broken "a runtime library missing" Dockerfile 's/ libpq5 libssl3/ libssl3/' "lac
 broken "a root container" Dockerfile 's/^USER 10001:10001/USER root/' "non-root USER"
 broken "a Compose file that does not parse" docker-compose.yml '0,/^services:/s//services: [/' "compose\|docker-compose.yml"
 
-echo "test_deploy: $passed passed, $fails failed"
-[ "$fails" -eq 0 ]
+finish

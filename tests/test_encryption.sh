@@ -16,14 +16,10 @@
 #     AWS KMS (moto) as the key-encryption key: a key KMS does not know stops the worker; round
 #     trips of none, gzip and zstd; rekey from KMS to the keyring
 #  6. no key in any log, status hash or backupctl output
-set -uo pipefail
 WORKER=$1
 CTL=$(realpath "$2")
-: "${REDIS_URL:?run through tools/devenv test}"
-: "${DATABASE_URL:?run through tools/devenv test}"
-: "${BW_DEVENV:?run through tools/devenv test}"
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+needs REDIS_URL DATABASE_URL BW_DEVENV
 "$BW_DEVENV" migrate >/dev/null
 
 U=e7c00001-0000-4000-8000-00000000000a
@@ -317,5 +313,4 @@ done
 check "no key in the worker logs, status hashes or backupctl config" 0 "$leaks"
 
 q "DROP TABLE IF EXISTS snap_s0, snap_s1, snap_s5, snap_now, snap_before, snap_scrambled" >/dev/null
-echo "test_encryption: $passed passed, $fails failed"
-[ "$fails" -eq 0 ]
+finish

@@ -15,13 +15,10 @@
 #  6. a restore keeps the worker's own notifications newer than the backup (the record of the
 #     user's later backups), and adds one saying it restored
 #  7. reindex refuses an object whose own header names another user's backup
-set -uo pipefail
 WORKER=$1
 CTL=$2
-: "${REDIS_URL:?run through tools/devenv test}"
-: "${DATABASE_URL:?run through tools/devenv test}"
-: "${BW_DEVENV:?run through tools/devenv test}"
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+needs REDIS_URL DATABASE_URL BW_DEVENV
 "$BW_DEVENV" migrate >/dev/null
 
 D=1e570001-0000-4000-8000-0000000000d1
@@ -208,5 +205,4 @@ expect "reindex refuses an object whose header names another user's backup" \
 check "…and records nothing of it" 0 "$(q "SELECT count(*) FROM backup_metadata WHERE id = '$FAKE'")"
 
 q "DROP TABLE IF EXISTS snap_a1, snap_c0, snap_c2, snap_d1, snap_e1, snap_now, snap_r0, snap_t6, snap_t8" >/dev/null
-echo "$passed passed, $fails failed"
-[ "$fails" -eq 0 ]
+finish

@@ -1,10 +1,14 @@
 /* jobspec: strict decoding of flat and msgpack job entries. */
 #include "jobspec.h"
+#include "jobs.h"
+#include "qmetrics.h"
 
 #include <msgpack.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -251,6 +255,76 @@ static void test_msgpack(void **state) {
     expect_error(jobspec_decode(&s, &empty, 1, "1-0", 0, &e), &e, "not valid msgpack");
 }
 
+/* Every registered job type is known everywhere that derives from the registry: its own
+ * metrics label (not "invalid"), the worker's --help, the decoder (with its own fields), and
+ * the TypeScript protocol's JobType union. */
+static char *slurp(const char *path) {
+    FILE *f = fopen(path, "rb");
+    assert_non_null(f);
+    char *s = calloc(1, 1 << 20);
+    size_t n = fread(s, 1, (1 << 20) - 1, f);
+    fclose(f);
+    s[n] = '\0';
+    return s;
+}
+
+static void test_registry(void **state) {
+    (void)state;
+    size_t n;
+    const JobType *const *types = job_types(&n);
+    assert_true(n >= 7);
+    QMetrics *m = qmetrics_new();
+    Buf metrics = BUF_INIT;
+    qmetrics_write(m, &metrics);
+    buf_append(&metrics, "", 1);
+    char *help = NULL;
+    size_t helplen = 0;
+    FILE *h = open_memstream(&help, &helplen);
+    jobs_print_help(h);
+    fclose(h);
+    char *ts = slurp(PROTOCOL_TS);
+    const char *union_line = strstr(ts, "export type JobType =");
+    assert_non_null(union_line);
+    size_t union_len = strcspn(union_line, ";");
+    for (size_t i = 0; i < n; i++) {
+        const JobType *t = types[i];
+        char want[128];
+        assert_non_null(t->name);
+        assert_non_null(t->fields);
+        assert_non_null(t->summary);
+        assert_non_null(t->run);
+        assert_ptr_equal(job_type_find(t->name), t);
+        snprintf(want, sizeof(want), "bw_jobs_started_total{type=\"%s\"}", t->name);
+        assert_non_null(strstr(metrics.data, want));
+        /* decoded as itself, each of its fields accepted by name */
+        JobSpec spec;
+        Err err;
+        err_clear(&err);
+        JobField f[1] = {{"type", 4, t->name, strlen(t->name)}};
+        if (jobspec_decode(&spec, f, 1, "1-1", 1, &err) == 0)
+            assert_string_equal(spec.type, t->name);
+        else /* refused for a missing field, never as an unknown type */
+            assert_null(strstr(err.msg, "is not a job type"));
+        if (t->test_only)
+            continue;
+        snprintf(want, sizeof(want), "\n  %-10s ", t->name);
+        assert_non_null(strstr(help, want));
+        snprintf(want, sizeof(want), "'%s'", t->name);
+        char *hit = strstr(union_line, want);
+        assert_true(hit != NULL && (size_t)(hit - union_line) < union_len);
+    }
+    /* an entry naming no type is labelled invalid */
+    qmetrics_add(m, "no-such-type", QM_STARTED, 1);
+    buf_reset(&metrics);
+    qmetrics_write(m, &metrics);
+    buf_append(&metrics, "", 1);
+    assert_non_null(strstr(metrics.data, "bw_jobs_started_total{type=\"invalid\"} 1"));
+    buf_free(&metrics);
+    qmetrics_free(m);
+    free(help);
+    free(ts);
+}
+
 static void test_validators(void **state) {
     (void)state;
     assert_true(jobspec_valid_uuid(U1, 36));
@@ -269,6 +343,7 @@ int main(void) {
         cmocka_unit_test(test_flat_invalid),
         cmocka_unit_test(test_msgpack),
         cmocka_unit_test(test_validators),
+        cmocka_unit_test(test_registry),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

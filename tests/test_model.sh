@@ -2,13 +2,9 @@
 # test_model: the randomized model test (tests/model.mjs) on a fixed set of seeds, against a
 # real worker, Redis, PostgreSQL and S3. MODEL_SEEDS and MODEL_STEPS change the run (tools/bench/model.sh
 # runs it long with new seeds); a failure prints its seed, which replays it.
-set -uo pipefail
 WORKER=$1
-: "${REDIS_URL:?run through tools/devenv test}"
-: "${DATABASE_URL:?run through tools/devenv test}"
-: "${BW_DEVENV:?run through tools/devenv test}"
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+needs REDIS_URL DATABASE_URL BW_DEVENV
 "$BW_DEVENV" migrate >/dev/null
 
 P=tm$$
@@ -23,5 +19,4 @@ if node "$ROOT/tests/model.mjs" --prefix "$P" --seeds "${MODEL_SEEDS:-$DEFAULT_S
 else
   bad "model: a seed failed (above; MODEL_SEEDS=<seed> replays it)"
 fi
-echo "$passed passed, $fails failed"
-[ "$fails" -eq 0 ]
+finish

@@ -5,12 +5,10 @@
 # across 3 workers exactly once, kill -9 takeover, a Redis restart mid-run,
 # SIGTERM with jobs in flight, and one job per user at a time.
 # Every case uses its own REDIS_PREFIX; every wait is bounded.
-set -uo pipefail
 WORKER=$1
 CTL=$2
-: "${REDIS_URL:?run through tools/devenv test}"
-: "${BW_DEVENV:?run through tools/devenv test}"
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+needs REDIS_URL BW_DEVENV
 U1=0b7d7c1e-4a2b-4c3d-8e9f-0123456789ab
 U2=11111111-2222-4333-8444-555555555555
 
@@ -254,5 +252,4 @@ for w in "$tmp"/*.log; do
 done
 # leave Redis tidy
 R EVAL "for _, k in ipairs(redis.call('KEYS', ARGV[1] .. '*')) do redis.call('DEL', k) end" 0 "tq$$" >/dev/null
-echo "test_queue: $passed passed, $fails failed"
-[ $fails = 0 ]
+finish

@@ -2,10 +2,8 @@
 # test_quickstart: README command 1 (tools/devenv quickstart) run non-interactively on the
 # running services, on a Redis prefix of its own: it must exit 0 and end with a verified
 # restore of the full backup it made, the database back at the full's state.
-set -uo pipefail
-: "${BW_DEVENV:?run through tools/devenv test}"
-: "${DATABASE_URL:?run through tools/devenv test}"
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+needs BW_DEVENV DATABASE_URL
 export REDIS_PREFIX=qs$$
 U=0a1c0000-0000-4000-8000-00000000d3e0
 q "DELETE FROM profiles WHERE id = '$U'; DELETE FROM backup_metadata WHERE user_id = '$U';
@@ -36,5 +34,4 @@ expect "…stop-workers stopped it" bash -c "! curl -fsS -o /dev/null ${web_url}
 check "the restored orders in the database" 8000 "$(q "SELECT count(*) FROM orders WHERE user_id = '$U'")"
 [ "$fails" -eq 0 ] || cat "$tmp/out"
 R EVAL "for _, k in ipairs(redis.call('KEYS', ARGV[1] .. ':*')) do redis.call('DEL', k) end" 0 "$REDIS_PREFIX" >/dev/null
-echo "test_quickstart: $passed passed, $fails failed"
-[ "$fails" -eq 0 ]
+finish

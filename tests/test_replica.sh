@@ -22,15 +22,10 @@
 #     refused at start
 # 10. a backup that expires during its copy (a cleanup took it): the copy is removed again
 # /metrics (section 2): the replica's state, what waits and since when, copies and bytes.
-set -uo pipefail
 WORKER=$1
 CTL=$(realpath "$2")
-: "${REDIS_URL:?run through tools/devenv test}"
-: "${DATABASE_URL:?run through tools/devenv test}"
-: "${BW_DEVENV:?run through tools/devenv test}"
-: "${BW_MOTO_ENDPOINT:?run through tools/devenv test (moto is the replica)}"
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+needs REDIS_URL DATABASE_URL BW_DEVENV BW_MOTO_ENDPOINT
 "$BW_DEVENV" migrate >/dev/null
 
 U=4e900001-0000-4000-8000-00000000000a
@@ -368,5 +363,4 @@ expect "rekey again, nothing in flight: it says no key but those listed is neede
   grep -q "^nothing in flight" <<<"$out"
 quit w16
 
-echo "test_replica: $passed passed, $fails failed"
-[ "$fails" -eq 0 ]
+finish

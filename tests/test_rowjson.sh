@@ -12,16 +12,12 @@
 # stored object are row_to_json's. That worker reads the scope from the catalog once, and again
 # after a column was added; a backup with the scope kept costs its COPYs + 4 round trips; a
 # guessed count that fails (the table renamed) is read again in the same job.
-set -uo pipefail
 WORKER=$1
 CMP=$2
 CTL=$3
-: "${REDIS_URL:?run through tools/devenv test}"
-: "${DATABASE_URL:?run through tools/devenv test}"
-: "${BW_DEVENV:?run through tools/devenv test}"
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+needs REDIS_URL DATABASE_URL BW_DEVENV
 "$BW_DEVENV" migrate >/dev/null
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
 U=7e570008-0000-4000-8000-0000000000e8
 G=7e570008-0000-4000-8000-0000000000e9
@@ -30,7 +26,7 @@ drop_types() {
      DROP TABLE IF EXISTS bw_rowjson; DROP TABLE IF EXISTS bw_rowjson_r; DROP TYPE IF EXISTS bw_rj_pair; DROP TYPE IF EXISTS bw_rj_mood;
      DROP DOMAIN IF EXISTS bw_rj_posint" >/dev/null 2>&1
 }
-trap 'drop_types; cleanup' EXIT
+on_exit_hooks+=(drop_types)
 drop_types
 q "DELETE FROM profiles WHERE id IN ('$U', '$G'); DELETE FROM backup_metadata WHERE user_id IN ('$U', '$G')" >/dev/null
 q "INSERT INTO profiles (id, email) VALUES ('$U', 'rowjson@example.com')" >/dev/null
@@ -167,5 +163,4 @@ check "…read the scope again" "3 4" "$(metric bw_scope_reads_total) $(metric b
 expect "…its rows under the new name" grep -q '"bw_rowjson_r":\[' "$tmp/doc4.json"
 stop_worker w1 >/dev/null
 
-echo "$passed passed, $fails failed"
-[ "$fails" -eq 0 ]
+finish

@@ -2,20 +2,14 @@
 # test_schema: the migrations apply twice, the seed's SQL runs verbatim,
 # row-level security limits a user to their own backup_metadata rows, and
 # cleanup_old_backups() keeps chains and each user's newest full backup.
-set -euo pipefail
-: "${DATABASE_URL:?run through tools/devenv test}"
-: "${BW_DEVENV:?run through tools/devenv test}"
-fails=0
-check() { # name expected actual
-  if [ "$2" == "$3" ]; then echo "ok   $1"; else echo "FAIL $1: expected '$2', got '$3'"; fails=$((fails + 1)); fi
-}
-q() { psql -X -q -t -A -v ON_ERROR_STOP=1 "$DATABASE_URL" -c "$1"; }
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+needs DATABASE_URL BW_DEVENV
 
 # all migrations, applied twice (the runner applies each once: backup_schema_migrations); each
 # file is still idempotent when applied by hand again
-"$BW_DEVENV" migrate
-"$BW_DEVENV" migrate
-check "migrations apply twice" 0 $?
+rc=0
+"$BW_DEVENV" migrate && "$BW_DEVENV" migrate || rc=$?
+check "migrations apply twice" 0 "$rc"
 rc=0
 for f in "$(dirname "$0")"/../proto/sql/[0-9]*.sql; do
   psql -X -q -v ON_ERROR_STOP=1 "$DATABASE_URL" -f "$f" >/dev/null 2>&1 || rc=$f
@@ -89,5 +83,4 @@ check "backup_scope has statistics" yes "$(q "SELECT CASE WHEN reltuples > 0 THE
 check "the migrating role may act as authenticated" t "$(q "SELECT pg_has_role(current_user, 'authenticated', 'MEMBER')")"
 
 q "DELETE FROM backup_metadata WHERE user_id IN ('$A', '$B')" >/dev/null
-echo "$((20 - fails)) passed, $fails failed"
-[ "$fails" = 0 ]
+finish

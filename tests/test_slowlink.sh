@@ -4,13 +4,9 @@
 #  1. 100 KB/s that keeps moving: a backup whose one request takes over a minute completes
 #     (no fixed cap per request: a 60 s cap failed every attempt of it)
 #  2. a request that moves nothing: cut after S3_STALL_TIMEOUT and retried, the backup completes
-set -uo pipefail
 WORKER=$1
-: "${REDIS_URL:?run through tools/devenv test}"
-: "${DATABASE_URL:?run through tools/devenv test}"
-: "${BW_DEVENV:?run through tools/devenv test}"
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+needs REDIS_URL DATABASE_URL BW_DEVENV
 "$BW_DEVENV" migrate >/dev/null
 
 U=5104a001-0000-4000-8000-00000000000a
@@ -55,5 +51,4 @@ expect "…well before the proxy's own 20 s cut ($took s)" test "$took" -lt 18
 check "…the stalled request was the only fault" '"faults":1' "$(curl -s "http://127.0.0.1:$PX/__stats" | grep -o '"faults":[0-9]*')"
 stop_worker w2
 
-echo "test_slowlink: $passed passed, $fails failed"
-[ "$fails" -eq 0 ]
+finish

@@ -12,14 +12,10 @@
 # a backup: a crafted key among them is caught all the same (the keys left out must be those
 # of the user's unchanged rows: their count and digest), and a crafted value of an unchanged row
 # is left out, never written.
-set -uo pipefail
 WORKER=$1
 CTL=$2
-: "${REDIS_URL:?run through tools/devenv test}"
-: "${DATABASE_URL:?run through tools/devenv test}"
-: "${BW_DEVENV:?run through tools/devenv test}"
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+needs REDIS_URL DATABASE_URL BW_DEVENV
 "$BW_DEVENV" migrate >/dev/null
 
 A=7e5700a1-0000-4000-8000-0000000000a1
@@ -155,5 +151,4 @@ s3 s3 cp "$tmp/orig.gz" "s3://$S3_BUCKET/$KEY" --quiet
 attack remanifest "Backup checksum verification failed: .*manifest"
 stop_worker w1
 
-echo "test_tenant: $passed passed, $fails failed"
-[ "$fails" -eq 0 ]
+finish

@@ -10,17 +10,9 @@
 # an insert bringing its own stamp corrected, and a row moved to another user
 # leaves a tombstone for its old owner. 017: an item deleted with its order
 # leaves none (the order's stands for it); one deleted alone still does.
-set -uo pipefail
 CTL=$1
-: "${DATABASE_URL:?run through tools/devenv test}"
-: "${BW_DEVENV:?run through tools/devenv test}"
-fails=0 passed=0
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-check() { # name expected actual
-  if [ "$2" == "$3" ]; then echo "ok   $1"; passed=$((passed + 1)); else echo "FAIL $1: expected '$2', got '$3'"; fails=$((fails + 1)); fi
-}
-q() { psql -X -q -t -A -v ON_ERROR_STOP=1 "$DATABASE_URL" -c "$1"; }
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+needs DATABASE_URL BW_DEVENV
 "$BW_DEVENV" migrate
 
 U=cccccccc-0000-4000-8000-00000000000c
@@ -146,5 +138,4 @@ check "an item moved to another order: a tombstone naming the old order" "$OLD" 
 q "DELETE FROM profiles WHERE id = '$V'; DELETE FROM backup_tombstones WHERE user_id = '$V' OR row_id = '$MOVED'" >/dev/null
 
 q "DELETE FROM profiles WHERE id = '$U'; DELETE FROM backup_tombstones WHERE user_id = '$U' OR parent_id = '$GONE' OR parent_id = '$OLD'" >/dev/null
-echo "test_tracking: $passed passed, $fails failed"
-[ $fails = 0 ]
+finish

@@ -9,12 +9,9 @@
 # column (or jsonb[] element) holding null comes back NULL. Checked as each row's text: the full backup restored after every column of
 # every row changed; an incremental chain; a second restore onto the intact rows writes
 # nothing; a value PostgreSQL refuses names its table and changes nothing.
-set -uo pipefail
 WORKER=$1
-: "${REDIS_URL:?run through tools/devenv test}"
-: "${DATABASE_URL:?run through tools/devenv test}"
-: "${BW_DEVENV:?run through tools/devenv test}"
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+needs REDIS_URL DATABASE_URL BW_DEVENV
 "$BW_DEVENV" migrate >/dev/null
 
 U=7e570007-0000-4000-8000-0000000000e7
@@ -23,7 +20,7 @@ drop_types() {
      DROP TABLE IF EXISTS bw_types; DROP TYPE IF EXISTS bw_pair; DROP TYPE IF EXISTS bw_mood;
      DROP DOMAIN IF EXISTS bw_posint; DROP DOMAIN IF EXISTS bw_doc" >/dev/null 2>&1
 }
-trap 'drop_types; cleanup' EXIT
+on_exit_hooks+=(drop_types)
 drop_types
 q "DELETE FROM profiles WHERE id = '$U'; DELETE FROM backup_metadata WHERE user_id = '$U';
    DELETE FROM restore_history WHERE user_id = '$U'" >/dev/null
@@ -124,5 +121,4 @@ expect "…refused, naming the backup and the table ($(field "${J}r3" error))" \
 check "…nothing changed" "$(md5sum <<<"$SB")" "$(state | md5sum)"
 check "…recorded as failed" failed "$(q "SELECT status FROM restore_history WHERE job_id = '${J}r3'")"
 
-echo "test_types: $passed passed, $fails failed"
-[ "$fails" -eq 0 ]
+finish

@@ -2,25 +2,12 @@
 # test_worker: the daemon's configuration errors, --help/--version, a run that
 # connects to Redis, PostgreSQL and S3 and answers /healthz, /readyz and
 # /metrics, a clean exit on SIGTERM, and no secret in any output.
-set -uo pipefail
 WORKER=$1
 CTL=$2
-: "${DATABASE_URL:?run through tools/devenv test}"
-fails=0
-passed=0
-ok() { echo "ok   $1"; passed=$((passed + 1)); }
-bad() { echo "FAIL $1"; fails=$((fails + 1)); }
-expect() { # name condition...
-  local name=$1; shift
-  if "$@"; then ok "$name"; else bad "$name"; fi
-}
-check() { # name expected actual
-  if [ "$2" == "$3" ]; then ok "$1"; else bad "$1: expected '$2', got '$3'"; fi
-}
-tmp=$(mktemp -d)
-trap 'kill $pid 2>/dev/null; rm -rf "$tmp"' EXIT
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+needs DATABASE_URL REDIS_URL
 pid=
-source "$(dirname "${BASH_SOURCE[0]}")/port.sh"
+on_exit_hooks+=('[ -n "$pid" ] && kill $pid 2>/dev/null')
 
 # secrets of this environment that must never be printed
 REDIS_PASS=$(sed -E 's#^redis://[^:]*:([^@]*)@.*#\1#' <<<"$REDIS_URL")
@@ -32,9 +19,9 @@ expect "--version" bash -c "'$WORKER' --version | grep -q '^backup-worker [0-9]'
 for v in AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_SESSION_TOKEN AWS_REGION S3_BUCKET S3_ENDPOINT \
   S3_FORCE_PATH_STYLE BACKUP_RETENTION_DAYS BACKUP_COMPRESSION REDIS_URL DATABASE_URL \
   WORKER_CONCURRENCY WORKER_HTTP_PORT LOG_LEVEL LOG_FORMAT; do
-  grep -q "^  $v " "$tmp/help" || bad "--help lists $v"
+  grep -q "^  $v " "$tmp/help" || echo "$v" >>"$tmp/help-missing"
 done
-ok "--help lists every variable"
+check "--help lists every variable" "" "$(cat "$tmp/help-missing" 2>/dev/null)"
 expect "--help shows defaults" grep -q "default us-east-1" "$tmp/help"
 
 # configuration errors: exit 2, the variable named, nothing started, no secret
@@ -83,8 +70,8 @@ for _ in $(seq 100); do grep -q '"ready: ' "$tmp/log" && break; sleep 0.1; done
 cat "$tmp/log"
 expect "connected to Redis" grep -q '"connected to Redis at 127.0.0.1' "$tmp/log"
 expect "connected to PostgreSQL" grep -q '"connected to PostgreSQL 15' "$tmp/log"
-expect "S3 reachable" grep -q '"S3 bucket [a-z0-9.-]* reachable at http://127.0.0.1:[0-9]* (signed HEAD' "$tmp/log"
-expect "ready" grep -q '"ready: Redis, PostgreSQL and S3 are reachable"' "$tmp/log"
+expect "S3 reachable" grep -q '"S3 bucket [a-z0-9.-]* at http://127.0.0.1:[0-9]* reachable (HTTP 200)' "$tmp/log"
+expect "ready" grep -q '"ready: Redis, PostgreSQL and the store (s3) are reachable"' "$tmp/log"
 expect "log lines are JSON" bash -c "jq -e . '$tmp/log' >/dev/null"
 expect "/healthz 200" bash -c "curl -sf localhost:$port/healthz | jq -e '.status == \"ok\"' >/dev/null"
 expect "/readyz 200" bash -c "curl -sf localhost:$port/readyz | jq -e '.redis and .postgres and .s3' >/dev/null"
@@ -149,5 +136,4 @@ expect "…and not on 127.0.0.1" bash -c "! curl -s -o /dev/null 127.0.0.1:$port
 kill -TERM $pid; wait $pid
 pid=
 
-echo "$passed passed, $fails failed"
-[ "$fails" = 0 ]
+finish

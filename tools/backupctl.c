@@ -11,6 +11,7 @@
 #include "ctl_admin.h"
 #include "ctl_common.h"
 #include "jobconfig.h"
+#include "jobs.h"
 #include "keys.h"
 #include "ctl_jobs.h"
 #include "ctl_queue.h"
@@ -41,6 +42,9 @@ static void usage(FILE *out) {
         "             enqueue the job, as the web API does, and follow it: options\n"
         "             --wait|--no-wait (default: wait on a terminal), --json,\n"
         "             --timeout S, --job-id ID; exit 0 only if the job completed\n"
+        "  enqueue TYPE [FIELD VALUE]...\n"
+        "             any job type below, its fields checked as the worker checks them\n"
+        "             (then followed like the commands above)\n"
         "  wait JOB_ID | status JOB_ID\n"
         "             follow a job to its end | print its status as JSON\n"
         "  list USER [--s3 [--replica]] [--json]\n"
@@ -81,6 +85,7 @@ static void usage(FILE *out) {
         "\n");
     config_print_help(out);
     jobconfig_print_help(out); /* the worker's, listed for its deployments */
+    jobs_print_help(out);
 }
 
 typedef struct {

@@ -6,8 +6,10 @@
 #include "ctl_common.h"
 #include "ctl_recover.h"
 #include "jobspec.h"
+#include "layout.h"
 #include "proto_lua.h"
 
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -342,14 +344,15 @@ static void default_job_id(Opts *o, const char *type) {
                  (long long)(ctl_now() * 1000), (int)getpid());
 }
 
-/* The user a backup id names: (backup|incremental|differential)-<uuid>-... */
+/* The user a backup id names (checked by valid_backup_arg first). */
 static void user_of(const char *backup_id, char user[37]) {
-    memcpy(user, strchr(backup_id, '-') + 1, 36);
-    user[36] = 0;
+    if (layout_user_of_backup_id(backup_id, user) != 0)
+        user[0] = '\0';
 }
 
 static int valid_backup_arg(const char *s) {
-    if (jobspec_valid_backup_id(s, strlen(s)))
+    char user[37];
+    if (jobspec_valid_backup_id(s, strlen(s)) && layout_user_of_backup_id(s, user) == 0)
         return 1;
     fprintf(stderr,
             "backupctl: '%s' is not a backup id (such as backup-<user uuid>-1732790000000; see "
@@ -362,13 +365,10 @@ static int valid_backup_arg(const char *s) {
  * they are missing). */
 static int backup_at_key(const Config *cfg, const char *key, int from_replica, char *id,
                          size_t idsz, char user[37]) {
-    if (strncmp(key, "backups/", 8) != 0 || strlen(key) < 46 || key[44] != '/' ||
-        !jobspec_valid_uuid(key + 8, 36) || strstr(key, "..")) {
+    if (layout_user_of_key(key, user) != 0 || strlen(key) < 46) {
         fprintf(stderr, "backupctl restore: '%s' is not a key under backups/USER_ID/\n", key);
         return -1;
     }
-    memcpy(user, key + 8, 36);
-    user[36] = 0;
     if (ctl_reindex(cfg, user, 1, from_replica) != 0)
         return -1;
     PGconn *pg = ctl_pg_open(cfg);
@@ -397,15 +397,16 @@ static int backup_at_key(const Config *cfg, const char *key, int from_replica, c
 
 /* ---- command line ---- */
 
-static const char *const commands[] = {"backup", "restore", "verify", "cleanup",  "wait",
-                                       "status", "list",    "stats",  "schedule", "migrate"};
-
-int ctl_jobs_has(const char *command) {
-    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
-        if (strcmp(command, commands[i]) == 0)
-            return 1;
-    return 0;
-}
+/* What the command line said: the job options (Opts) and every command's own. */
+typedef struct {
+    Opts o;
+    const char *command;
+    const char *pos[4];
+    int npos, incremental, differential, all, s3, dry_run, replica;
+    const char *tables, *key, *user_opt, *days, *by, *dir, *from;
+    const char **fields; /* enqueue: the FIELD VALUE pairs after TYPE */
+    int nfields;
+} Args;
 
 static int usage(void) {
     fprintf(
@@ -416,6 +417,7 @@ static int usage(void) {
         "       backupctl verify BACKUP_ID | verify --user USER\n"
         "       backupctl cleanup USER [--retention-days N] [--requested-by USER] | "
         "cleanup --all [--retention-days N]\n"
+        "       backupctl enqueue TYPE [FIELD VALUE]...   (any job type; see backupctl --help)\n"
         "         job options: --wait | --no-wait (default: wait on a terminal), --json,\n"
         "                      --timeout SECONDS, --job-id ID\n"
         "       backupctl wait JOB_ID [--json] [--timeout SECONDS]\n"
@@ -427,226 +429,314 @@ static int usage(void) {
     return 2;
 }
 
-int ctl_jobs_main(const Config *cfg, const char *command, int argc, char **argv) {
-    Opts o;
-    memset(&o, 0, sizeof(o));
-    o.cfg = cfg;
-    o.wait = -1;
-    const char *pos[4] = {0};
-    int npos = 0, incremental = 0, differential = 0, all = 0, s3 = 0, dry_run = 0, replica = 0;
-    const char *tables = NULL, *key = NULL, *user_opt = NULL, *days = NULL, *by = NULL, *dir = NULL;
-    const char *from = NULL;
+/* 0 when parsed, else the exit code (2: a usage error, already reported) */
+static int parse_args(Args *a, int argc, char **argv) {
     for (int i = 0; i < argc; i++) {
-        const char *a = argv[i], *next = i + 1 < argc ? argv[i + 1] : NULL;
-#define OPTARG(name, var)                                                                          \
-    if (strcmp(a, name) == 0) {                                                                    \
-        if (next == NULL) {                                                                        \
-            fprintf(stderr, "backupctl %s: %s needs a value\n", command, name);                    \
-            return 2;                                                                              \
-        }                                                                                          \
-        var = next;                                                                                \
-        i++;                                                                                       \
-        continue;                                                                                  \
-    }
-        OPTARG("--tables", tables)
-        OPTARG("--from", from)
-        OPTARG("--key", key)
-        OPTARG("--user", user_opt)
-        OPTARG("--retention-days", days)
-        OPTARG("--requested-by", by)
-        OPTARG("--dir", dir)
-        if (strcmp(a, "--timeout") == 0 && next) {
-            o.timeout = atof(next);
-            i++;
-            if (o.timeout <= 0)
-                return usage();
+        const char *s = argv[i], *next = i + 1 < argc ? argv[i + 1] : NULL;
+        static const struct {
+            const char *name;
+            size_t off;
+        } valued[] = {
+            {"--tables", offsetof(Args, tables)},     {"--from", offsetof(Args, from)},
+            {"--key", offsetof(Args, key)},           {"--user", offsetof(Args, user_opt)},
+            {"--retention-days", offsetof(Args, days)}, {"--requested-by", offsetof(Args, by)},
+            {"--dir", offsetof(Args, dir)},
+        };
+        static const struct {
+            const char *name;
+            size_t off;
+        } flags[] = {
+            {"--incremental", offsetof(Args, incremental)},
+            {"--differential", offsetof(Args, differential)},
+            {"--all", offsetof(Args, all)},
+            {"--s3", offsetof(Args, s3)},
+            {"--replica", offsetof(Args, replica)},
+            {"--dry-run", offsetof(Args, dry_run)},
+            {"--json", offsetof(Args, o) + offsetof(Opts, json)},
+        };
+        int matched = 0;
+        for (size_t k = 0; k < sizeof(valued) / sizeof(valued[0]) && !matched; k++)
+            if (strcmp(s, valued[k].name) == 0) {
+                if (next == NULL) {
+                    fprintf(stderr, "backupctl %s: %s needs a value\n", a->command, s);
+                    return 2;
+                }
+                *(const char **)((char *)a + valued[k].off) = next;
+                i++;
+                matched = 1;
+            }
+        for (size_t k = 0; k < sizeof(flags) / sizeof(flags[0]) && !matched; k++)
+            if (strcmp(s, flags[k].name) == 0) {
+                *(int *)((char *)a + flags[k].off) = 1;
+                matched = 1;
+            }
+        if (matched)
             continue;
-        }
-        if (strcmp(a, "--job-id") == 0 && next) {
+        if (strcmp(s, "--timeout") == 0 && next) {
+            a->o.timeout = atof(next);
+            i++;
+            if (a->o.timeout <= 0)
+                return usage();
+        } else if (strcmp(s, "--job-id") == 0 && next) {
             if (strlen(next) > 128 || strspn(next, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrs"
                                                    "tuvwxyz0123456789_.:-") != strlen(next)) {
                 fprintf(stderr, "backupctl: --job-id: 1-128 of A-Za-z0-9_.:-\n");
                 return 2;
             }
-            snprintf(o.job_id, sizeof(o.job_id), "%s", next);
+            snprintf(a->o.job_id, sizeof(a->o.job_id), "%s", next);
             i++;
-            continue;
-        }
-        if (strcmp(a, "--wait") == 0)
-            o.wait = 1;
-        else if (strcmp(a, "--no-wait") == 0)
-            o.wait = 0;
-        else if (strcmp(a, "--json") == 0)
-            o.json = 1;
-        else if (strcmp(a, "--incremental") == 0)
-            incremental = 1;
-        else if (strcmp(a, "--differential") == 0)
-            differential = 1;
-        else if (strcmp(a, "--all") == 0)
-            all = 1;
-        else if (strcmp(a, "--s3") == 0)
-            s3 = 1;
-        else if (strcmp(a, "--replica") == 0)
-            replica = 1;
-        else if (strcmp(a, "--dry-run") == 0)
-            dry_run = 1;
-        else if (a[0] == '-' && a[1] == '-') {
-            fprintf(stderr, "backupctl %s: unknown option %s\n", command, a);
+        } else if (strcmp(s, "--wait") == 0) {
+            a->o.wait = 1;
+        } else if (strcmp(s, "--no-wait") == 0) {
+            a->o.wait = 0;
+        } else if (s[0] == '-' && s[1] == '-') {
+            fprintf(stderr, "backupctl %s: unknown option %s\n", a->command, s);
             return usage();
-        } else if (npos < 4)
-            pos[npos++] = a;
-        else
-            return usage();
-    }
-#undef OPTARG
-    char user[37], by_user[37], id[200];
-    if (strcmp(command, "backup") == 0) {
-        if (npos != 1 || (incremental && differential))
-            return usage();
-        if (ctl_uuid_arg("user", pos[0], user))
-            return 2;
-        default_job_id(&o, "backup");
-        const char *fv[] = {
-            "type", "backup", "user_id",
-            user,   "mode",   incremental ? "incremental" : differential ? "differential" : "full",
-            NULL};
-        return submit(&o, fv);
-    }
-    if (strcmp(command, "restore") == 0) {
-        if ((npos == 1) == (key != NULL))
-            return usage();
-        if (from && strcmp(from, "primary") != 0 && strcmp(from, "replica") != 0) {
-            fprintf(stderr, "backupctl restore: --from: primary or replica\n");
-            return 2;
-        }
-        if (from && strcmp(from, "replica") == 0 && cfg->s3_replica_bucket == NULL) {
-            fprintf(stderr, "backupctl restore: --from replica: no replica is configured "
-                            "(S3_REPLICA_BUCKET)\n");
-            return 2;
-        }
-        int from_replica = from && strcmp(from, "replica") == 0;
-        if (key) {
-            if (backup_at_key(cfg, key, from_replica, id, sizeof(id), user) != 0)
-                return 1;
-        } else {
-            if (!valid_backup_arg(pos[0]))
+        } else if (strcmp(a->command, "enqueue") == 0 && a->npos == 1) {
+            /* after TYPE: FIELD VALUE pairs, kept in order */
+            if (next == NULL) {
+                fprintf(stderr, "backupctl enqueue: field %s needs a value\n", s);
                 return 2;
-            snprintf(id, sizeof(id), "%s", pos[0]);
-            user_of(id, user);
-        }
-        default_job_id(&o, "restore");
-        const char *fv[11] = {"type", "restore", "user_id", user, "backup_id", id};
-        int n = 6;
-        if (dry_run) { /* a preview: the counts of what would change, nothing written */
-            fv[n++] = "dry_run";
-            fv[n++] = "true";
-        }
-        if (from) { /* primary: that copy alone, no fallback */
-            fv[n++] = "from";
-            fv[n++] = from;
-        }
-        if (tables) {
-            fv[n++] = "tables";
-            fv[n++] = tables;
-        }
-        fv[n] = NULL;
-        return submit(&o, fv);
-    }
-    if (strcmp(command, "verify") == 0) {
-        if ((npos == 1) == (user_opt != NULL))
-            return usage();
-        default_job_id(&o, "verify");
-        if (user_opt) {
-            if (ctl_uuid_arg("user", user_opt, user))
-                return 2;
-            const char *fv[] = {"type", "verify", "user_id", user, NULL};
-            return submit(&o, fv);
-        }
-        if (!valid_backup_arg(pos[0]))
-            return 2;
-        user_of(pos[0], user);
-        const char *fv[] = {"type", "verify", "user_id", user, "backup_id", pos[0], NULL};
-        return submit(&o, fv);
-    }
-    if (strcmp(command, "cleanup") == 0) {
-        if ((npos == 1) == all || (all && by))
-            return usage();
-        if (days && (atoi(days) < 1 || atoi(days) > 36500 || !all_digits(days))) {
-            fprintf(stderr, "backupctl cleanup: --retention-days: 1-36500 days\n");
-            return 2;
-        }
-        if (!all && ctl_uuid_arg("user", pos[0], user))
-            return 2;
-        if (by && ctl_uuid_arg("--requested-by", by, by_user))
-            return 2;
-        default_job_id(&o, "cleanup");
-        const char *fv[10];
-        int n = 0;
-        fv[n++] = "type";
-        fv[n++] = "cleanup";
-        if (all) {
-            fv[n++] = "scope";
-            fv[n++] = "all";
-        } else {
-            fv[n++] = "user_id";
-            fv[n++] = user;
-        }
-        if (by) {
-            fv[n++] = "requested_by";
-            fv[n++] = by_user;
-        }
-        if (days) {
-            fv[n++] = "retention_days";
-            fv[n++] = days;
-        }
-        fv[n] = NULL;
-        return submit(&o, fv);
-    }
-    if (strcmp(command, "wait") == 0 || strcmp(command, "status") == 0) {
-        if (npos != 1)
-            return usage();
-        redisContext *r = ctl_redis_open(cfg);
-        if (r == NULL)
-            return 1;
-        int rc;
-        if (strcmp(command, "wait") == 0) {
-            rc = follow(r, &o, pos[0]);
-        } else {
-            Job j = {0};
-            rc = job_get(r, cfg, pos[0], &j) ? 1 : 0;
-            if (rc == 0 && j.rep->elements == 0) {
-                fprintf(stderr, "backupctl status: no job %s (not yet taken, or expired)\n",
-                        pos[0]);
-                rc = 1;
-            } else if (rc == 0) {
-                print_json(&j, pos[0]);
             }
-            job_release(&j);
-        }
-        redisFree(r);
-        return rc;
-    }
-    if (strcmp(command, "list") == 0) {
-        if (npos != 1)
+            if (a->fields == NULL)
+                a->fields = xcalloc((size_t)argc + 1, sizeof(char *));
+            a->fields[a->nfields++] = s;
+            a->fields[a->nfields++] = next;
+            i++;
+        } else if (a->npos < 4) {
+            a->pos[a->npos++] = s;
+        } else {
             return usage();
-        if (ctl_uuid_arg("user", pos[0], user))
-            return 2;
-        if (replica && !s3) {
-            fprintf(stderr, "backupctl list: --replica reads the replica's manifests: with --s3\n");
-            return 2;
         }
-        return s3 ? ctl_list_s3(cfg, user, o.json, replica) : ctl_list(cfg, user, o.json);
     }
-    if (strcmp(command, "stats") == 0) {
-        if (npos > 1)
-            return usage();
-        if (npos == 1 && ctl_uuid_arg("user", pos[0], user))
+    return 0;
+}
+
+static int cmd_backup(Args *a) {
+    char user[37];
+    if (a->npos != 1 || (a->incremental && a->differential))
+        return usage();
+    if (ctl_uuid_arg("user", a->pos[0], user))
+        return 2;
+    default_job_id(&a->o, "backup");
+    const char *mode = a->incremental ? "incremental" : a->differential ? "differential" : "full";
+    const char *fv[] = {"type", "backup", "user_id", user, "mode", mode, NULL};
+    return submit(&a->o, fv);
+}
+
+static int cmd_restore(Args *a) {
+    char user[37], id[200];
+    if ((a->npos == 1) == (a->key != NULL))
+        return usage();
+    const char *from = a->from;
+    if (from && strcmp(from, "primary") != 0 && strcmp(from, "replica") != 0) {
+        fprintf(stderr, "backupctl restore: --from: primary or replica\n");
+        return 2;
+    }
+    if (from && strcmp(from, "replica") == 0 && a->o.cfg->s3_replica_bucket == NULL) {
+        fprintf(stderr, "backupctl restore: --from replica: no replica is configured "
+                        "(S3_REPLICA_BUCKET)\n");
+        return 2;
+    }
+    int from_replica = from && strcmp(from, "replica") == 0;
+    if (a->key) {
+        if (backup_at_key(a->o.cfg, a->key, from_replica, id, sizeof(id), user) != 0)
+            return 1;
+    } else {
+        if (!valid_backup_arg(a->pos[0]))
             return 2;
-        return ctl_stats(cfg, npos ? user : NULL, o.json);
+        snprintf(id, sizeof(id), "%s", a->pos[0]);
+        user_of(id, user);
     }
-    if (strcmp(command, "schedule") == 0)
-        return npos ? usage() : ctl_schedule(cfg, dry_run, o.json);
-    if (strcmp(command, "migrate") == 0)
-        return npos ? usage() : ctl_migrate(cfg, dir);
-    return usage();
+    default_job_id(&a->o, "restore");
+    const char *fv[11] = {"type", "restore", "user_id", user, "backup_id", id};
+    int n = 6;
+    if (a->dry_run) { /* a preview: the counts of what would change, nothing written */
+        fv[n++] = "dry_run";
+        fv[n++] = "true";
+    }
+    if (from) { /* primary: that copy alone, no fallback */
+        fv[n++] = "from";
+        fv[n++] = from;
+    }
+    if (a->tables) {
+        fv[n++] = "tables";
+        fv[n++] = a->tables;
+    }
+    fv[n] = NULL;
+    return submit(&a->o, fv);
+}
+
+static int cmd_verify(Args *a) {
+    char user[37];
+    if ((a->npos == 1) == (a->user_opt != NULL))
+        return usage();
+    default_job_id(&a->o, "verify");
+    if (a->user_opt) {
+        if (ctl_uuid_arg("user", a->user_opt, user))
+            return 2;
+        const char *fv[] = {"type", "verify", "user_id", user, NULL};
+        return submit(&a->o, fv);
+    }
+    if (!valid_backup_arg(a->pos[0]))
+        return 2;
+    user_of(a->pos[0], user);
+    const char *fv[] = {"type", "verify", "user_id", user, "backup_id", a->pos[0], NULL};
+    return submit(&a->o, fv);
+}
+
+static int cmd_cleanup(Args *a) {
+    char user[37], by_user[37];
+    const char *days = a->days;
+    if ((a->npos == 1) == a->all || (a->all && a->by))
+        return usage();
+    if (days && (atoi(days) < 1 || atoi(days) > 36500 || !all_digits(days))) {
+        fprintf(stderr, "backupctl cleanup: --retention-days: 1-36500 days\n");
+        return 2;
+    }
+    if (!a->all && ctl_uuid_arg("user", a->pos[0], user))
+        return 2;
+    if (a->by && ctl_uuid_arg("--requested-by", a->by, by_user))
+        return 2;
+    default_job_id(&a->o, "cleanup");
+    const char *fv[10];
+    int n = 0;
+    fv[n++] = "type";
+    fv[n++] = "cleanup";
+    fv[n++] = a->all ? "scope" : "user_id";
+    fv[n++] = a->all ? "all" : user;
+    if (a->by) {
+        fv[n++] = "requested_by";
+        fv[n++] = by_user;
+    }
+    if (days) {
+        fv[n++] = "retention_days";
+        fv[n++] = days;
+    }
+    fv[n] = NULL;
+    return submit(&a->o, fv);
+}
+
+/* enqueue TYPE FIELD VALUE...: any registered job type, checked here by the worker's own
+ * decoder (jobspec.c) so a bad entry is refused before it reaches the queue */
+static int cmd_enqueue(Args *a) {
+    if (a->npos != 1)
+        return usage();
+    size_t n = (size_t)a->nfields / 2 + 1;
+    JobField *f = xcalloc(n, sizeof(JobField));
+    const char **fv = xcalloc((size_t)a->nfields + 3, sizeof(char *));
+    f[0] = (JobField){"type", 4, a->pos[0], strlen(a->pos[0])};
+    fv[0] = "type";
+    fv[1] = a->pos[0];
+    for (int i = 0; i < a->nfields; i += 2) {
+        f[i / 2 + 1] = (JobField){a->fields[i], strlen(a->fields[i]), a->fields[i + 1],
+                                  strlen(a->fields[i + 1])};
+        fv[i + 2] = a->fields[i];
+        fv[i + 3] = a->fields[i + 1];
+    }
+    JobSpec spec;
+    Err err;
+    err_clear(&err);
+    int rc;
+    if (jobspec_decode(&spec, f, n, "ctl", 0, &err) != 0) {
+        fprintf(stderr, "backupctl enqueue: %s\n", err.msg);
+        rc = 2;
+    } else {
+        default_job_id(&a->o, spec.type);
+        rc = submit(&a->o, fv);
+    }
+    free(f);
+    free(fv);
+    return rc;
+}
+
+static int cmd_wait_status(Args *a) {
+    if (a->npos != 1)
+        return usage();
+    redisContext *r = ctl_redis_open(a->o.cfg);
+    if (r == NULL)
+        return 1;
+    int rc;
+    if (strcmp(a->command, "wait") == 0) {
+        rc = follow(r, &a->o, a->pos[0]);
+    } else {
+        Job j = {0};
+        rc = job_get(r, a->o.cfg, a->pos[0], &j) ? 1 : 0;
+        if (rc == 0 && j.rep->elements == 0) {
+            fprintf(stderr, "backupctl status: no job %s (not yet taken, or expired)\n",
+                    a->pos[0]);
+            rc = 1;
+        } else if (rc == 0) {
+            print_json(&j, a->pos[0]);
+        }
+        job_release(&j);
+    }
+    redisFree(r);
+    return rc;
+}
+
+static int cmd_list(Args *a) {
+    char user[37];
+    if (a->npos != 1)
+        return usage();
+    if (ctl_uuid_arg("user", a->pos[0], user))
+        return 2;
+    if (a->replica && !a->s3) {
+        fprintf(stderr, "backupctl list: --replica reads the replica's manifests: with --s3\n");
+        return 2;
+    }
+    return a->s3 ? ctl_list_s3(a->o.cfg, user, a->o.json, a->replica)
+                 : ctl_list(a->o.cfg, user, a->o.json);
+}
+
+static int cmd_stats(Args *a) {
+    char user[37];
+    if (a->npos > 1)
+        return usage();
+    if (a->npos == 1 && ctl_uuid_arg("user", a->pos[0], user))
+        return 2;
+    return ctl_stats(a->o.cfg, a->npos ? user : NULL, a->o.json);
+}
+
+static int cmd_schedule(Args *a) {
+    return a->npos ? usage() : ctl_schedule(a->o.cfg, a->dry_run, a->o.json);
+}
+
+static int cmd_migrate(Args *a) {
+    return a->npos ? usage() : ctl_migrate(a->o.cfg, a->dir);
+}
+
+static const struct {
+    const char *name;
+    int (*run)(Args *a);
+} commands[] = {
+    {"backup", cmd_backup},        {"restore", cmd_restore},   {"verify", cmd_verify},
+    {"cleanup", cmd_cleanup},      {"enqueue", cmd_enqueue},   {"wait", cmd_wait_status},
+    {"status", cmd_wait_status},   {"list", cmd_list},         {"stats", cmd_stats},
+    {"schedule", cmd_schedule},    {"migrate", cmd_migrate},
+};
+#define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
+
+int ctl_jobs_has(const char *command) {
+    for (size_t i = 0; i < NCOMMANDS; i++)
+        if (strcmp(command, commands[i].name) == 0)
+            return 1;
+    return 0;
+}
+
+int ctl_jobs_main(const Config *cfg, const char *command, int argc, char **argv) {
+    Args a;
+    memset(&a, 0, sizeof(a));
+    a.o.cfg = cfg;
+    a.o.wait = -1;
+    a.command = command;
+    int rc = parse_args(&a, argc, argv);
+    for (size_t i = 0; rc == 0 && i < NCOMMANDS; i++)
+        if (strcmp(command, commands[i].name) == 0) {
+            rc = commands[i].run(&a);
+            free(a.fields);
+            return rc;
+        }
+    free(a.fields);
+    return rc ? rc : usage();
 }

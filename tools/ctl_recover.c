@@ -1,7 +1,8 @@
 /*
- * ctl_recover: recovery from S3 alone (see ctl_recover.h). S3 through the
- * worker's asynchronous client on a private loop; PostgreSQL with plain
- * synchronous libpq (a command-line tool may block on its own work).
+ * ctl_recover: recovery from the store alone (see ctl_recover.h). The store (BACKUP_STORE: S3
+ * or a file store; the replica's bucket) through the storage interface on a private loop, as
+ * the worker reads it; PostgreSQL with plain synchronous libpq (a command-line tool may block
+ * on its own work).
  */
 #include "ctl_recover.h"
 
@@ -12,7 +13,9 @@
 #include "filter.h"
 #include "jobspec.h"
 #include "keys.h"
-#include "s3list.h"
+#include "layout.h"
+#include "storage_file.h"
+#include "storage_s3.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -29,21 +32,24 @@
 typedef struct {
     uv_loop_t loop;
     HttpClient *http;
-    S3Client *s3;
+    S3Client *s3; /* NULL for a file store */
+    Storage *store;
+    StorageRead *read;
     char **keys;
     int nkeys;
     Buf body;
     int done, failed;
     char err[ERR_MSG_MAX];
-    /* download */
+    /* download, and the header check of reindex */
     int fd;
-    FilterChain *sha, *dec; /* the stored bytes' digest; with --plain, the codecs undone */
+    FilterChain *dec; /* with --plain, the codecs undone */
     Buf plain;
+    StorageReadResult got;
     KmsClient *kms; /* rekey and download --decode of backups under a KMS key */
     int replica;    /* reading S3_REPLICA_BUCKET, not the primary */
 } Rec;
 
-static int on_page(const S3Object *objs, size_t n, void *data) {
+static int on_page(const StorageObject *objs, size_t n, void *data) {
     Rec *r = data;
     for (size_t i = 0; i < n; i++) {
         size_t k = strlen(objs[i].key);
@@ -65,7 +71,7 @@ static void on_listed(uint64_t count, const Err *err, void *data) {
     r->done = 1;
 }
 
-static void on_got(const S3Result *res, const Err *err, void *data) {
+static void on_got(const StorageResult *res, const Err *err, void *data) {
     Rec *r = data;
     buf_reset(&r->body);
     if (err) {
@@ -197,24 +203,24 @@ static int insert(PGconn *pg, const char *user, const char *mkey, const char *m,
 
 /* The object's first decoded bytes (its header) gathered in r->plain; the read stops there. */
 #define HEADER_BYTES 4096
-static int hdr_write(S3Op *op, const char *buf, size_t len, void *data) {
-    (void)op;
+/* The first decoded bytes, enough for the header; then the read stops. */
+static int hdr_data(StorageRead *rd, const char *buf, size_t len, void *data) {
     Rec *r = data;
-    Err e;
-    if (filter_chain_write(r->dec, buf, len, &r->plain, &e) != 0) {
-        snprintf(r->err, sizeof(r->err), "%s", e.msg);
-        r->failed = 1;
-        return S3_STOP;
-    }
-    return r->plain.len >= HEADER_BYTES ? S3_STOP : 0;
+    buf_append(&r->plain, buf, len);
+    if (r->plain.len >= HEADER_BYTES)
+        storage_read_stop(rd);
+    return 1;
 }
 
-static void hdr_done(const S3Result *res, const Err *err, void *data) {
-    (void)res;
+static void hdr_done(StorageRead *rd, const StorageReadResult *res, const Err *err, void *data) {
+    (void)rd;
     Rec *r = data;
-    if (err && err->code != ERR_CODE_CANCELLED && !r->failed) { /* cancelled: stopped on purpose */
+    if (err && err->code != ERR_CODE_CANCELLED) { /* cancelled: stopped on purpose */
         r->failed = 1;
         snprintf(r->err, sizeof(r->err), "%s", err->msg);
+    } else if (res && res->decode_error && r->plain.len < HEADER_BYTES) {
+        r->failed = 1;
+        snprintf(r->err, sizeof(r->err), "%s", res->decode_error);
     }
     r->done = 1;
 }
@@ -228,16 +234,17 @@ static int header_agrees(Rec *r, const char *mkey, const Manifest *m) {
         return 1;
     CryptParams cp;
     memset(&cp, 0, sizeof(cp));
-    r->dec = codec_decoder(&m->codecs, &cp);
+    FilterChain *dec = codec_decoder(&m->codecs, &cp);
     buf_reset(&r->plain);
     r->failed = 0;
-    r->done = 0;
-    if (r->dec) {
-        s3_get_stream(r->s3, m->key, hdr_write, hdr_done, r);
+    if (dec) {
+        r->read = storage_read_new(r->store, m->key, dec, hdr_data, hdr_done, r);
         run(r);
+        storage_read_free(r->read);
+        r->read = NULL;
     }
     char id[160] = "", user[40] = "";
-    int ok = r->dec && !r->failed &&
+    int ok = dec && !r->failed &&
              bfile_field(r->plain.data ? r->plain.data : "", r->plain.len, "backup_id", id,
                          sizeof(id)) == 0 &&
              bfile_field(r->plain.data, r->plain.len, "user_id", user, sizeof(user)) == 0 &&
@@ -248,13 +255,12 @@ static int header_agrees(Rec *r, const char *mkey, const Manifest *m) {
             "backupctl reindex: %s: the object's own header names backup '%s' of user '%s'%s%s, "
             "not this manifest's; skipped\n",
             mkey, id, user, r->failed ? ": " : "", r->failed ? r->err : "");
-    filter_chain_free(r->dec);
-    r->dec = NULL;
     buf_reset(&r->plain);
     return ok;
 }
 
-/* The primary's bucket, or the replica's; -1 after printing why (nothing to close). */
+/* The primary store (BACKUP_STORE), or the replica's bucket, as the worker opens them; -1
+ * after printing why (nothing to close). */
 static int rec_open(Rec *r, const Config *cfg, int replica, const char *what) {
     S3Options o;
     if (replica && config_s3_replica_options(cfg, &o) != 0) {
@@ -266,10 +272,27 @@ static int rec_open(Rec *r, const Config *cfg, int replica, const char *what) {
     memset(r, 0, sizeof(*r));
     uv_loop_init(&r->loop);
     r->http = http_client_new(&r->loop, 0);
-    r->s3 = s3_client_new(&r->loop, r->http, &o);
     r->fd = -1;
     r->replica = replica;
+    if (!replica && cfg->store_path) {
+        Err e;
+        if ((r->store = storage_file_new(&r->loop, cfg->store_path, &e)) == NULL) {
+            fprintf(stderr, "backupctl %s: %s\n", what, e.msg);
+            http_client_free(r->http);
+            uv_loop_close(&r->loop);
+            return -1;
+        }
+    } else {
+        r->s3 = s3_client_new(&r->loop, r->http, &o);
+        r->store = storage_s3_new(&r->loop, r->s3, (size_t)cfg->s3_part_size_mb << 20,
+                                  cfg->s3_upload_concurrency);
+    }
     return 0;
+}
+
+/* "S3", "the replica" or "the file store": where a message says it looked */
+static const char *rec_where(const Rec *r) {
+    return r->replica ? "the replica" : r->s3 ? "S3" : "the file store";
 }
 
 static void rec_close(Rec *r) {
@@ -277,12 +300,9 @@ static void rec_close(Rec *r) {
         free(r->keys[i]);
     free(r->keys);
     buf_free(&r->body);
-    if (r->sha)
-        filter_chain_free(r->sha);
-    if (r->dec)
-        filter_chain_free(r->dec);
     buf_free(&r->plain);
     kms_client_free(r->kms);
+    storage_free(r->store);
     s3_client_free(r->s3);
     http_client_free(r->http);
     uv_run(&r->loop, UV_RUN_DEFAULT);
@@ -293,18 +313,18 @@ static void rec_close(Rec *r) {
 static int list_manifests(Rec *r, const char *what, const char *user) {
     char prefix[64];
     snprintf(prefix, sizeof(prefix), "backups/%s/", user);
-    s3_list(r->s3, prefix, 1000, on_page, on_listed, r);
+    storage_list(r->store, prefix, on_page, on_listed, r);
     run(r);
     if (r->failed)
-        fprintf(stderr, "backupctl %s: cannot list %s in %s: %s\n", what, prefix,
-                r->replica ? "the replica" : "S3", r->err);
+        fprintf(stderr, "backupctl %s: cannot list %s in %s: %s\n", what, prefix, rec_where(r),
+                r->err);
     return r->failed ? -1 : 0;
 }
 
 /* One manifest's text into r->body (NUL-terminated); 0 or -1 after printing why. */
 static int get_manifest(Rec *r, const char *what, const char *mkey) {
     r->failed = 0;
-    s3_get_object(r->s3, mkey, 1 << 20, on_got, r);
+    storage_get(r->store, mkey, 1 << 20, on_got, r);
     run(r);
     if (r->failed) {
         fprintf(stderr, "backupctl %s: cannot read %s: %s\n", what, mkey, r->err);
@@ -441,8 +461,8 @@ int ctl_list_s3(const Config *cfg, const char *user, int json, int replica) {
     if (rc == 0 && json)
         printf("]\n");
     else if (rc == 0 && shown == 0)
-        printf("no backups of %s in %s (no manifests under backups/%s/)\n", user,
-               replica ? "the replica" : "S3", user);
+        printf("no backups of %s in %s (no manifests under backups/%s/)\n", user, rec_where(&r),
+               user);
     rec_close(&r);
     return rc;
 }
@@ -465,26 +485,20 @@ static int write_all(Rec *r, const char *buf, size_t len) {
     return 0;
 }
 
-/* The stored bytes hashed, then written as they are, or (--plain) with the codecs undone. */
-static int dl_write(S3Op *op, const char *buf, size_t len, void *data) {
-    (void)op;
+/* The bytes read (the store's read stream hashes the stored bytes and runs the decoders after
+ * them), written as they come: the stored bytes, or (--plain) with the codecs undone. */
+static int dl_data(StorageRead *rd, const char *buf, size_t len, void *data) {
     Rec *r = data;
-    Err e;
-    buf_reset(&r->body); /* observers only: the chain copies its input out */
-    if (filter_chain_write(r->sha, buf, len, &r->body, &e) != 0 ||
-        (r->dec && filter_chain_write(r->dec, buf, len, &r->plain, &e) != 0)) {
-        snprintf(r->err, sizeof(r->err), "%s", e.msg);
-        r->failed = 1;
-        return S3_STOP;
-    }
-    int rc = r->dec ? write_all(r, r->plain.data, r->plain.len) : write_all(r, buf, len);
-    buf_reset(&r->plain);
-    return rc ? S3_STOP : 0;
+    if (write_all(r, buf, len) != 0)
+        storage_read_stop(rd);
+    return 1;
 }
 
-static void dl_done(const S3Result *res, const Err *err, void *data) {
-    (void)res;
+static void dl_done(StorageRead *rd, const StorageReadResult *res, const Err *err, void *data) {
+    (void)rd;
     Rec *r = data;
+    if (res)
+        r->got = *res;
     if (err && !r->failed) {
         r->failed = 1;
         snprintf(r->err, sizeof(r->err), "%s", err->msg);
@@ -498,10 +512,11 @@ static int find_manifest(Rec *r, const char *what, Manifest *m) {
     char mkey[400] = "";
     size_t n = strlen(what);
     if (jobspec_valid_backup_id(what, n)) {
-        const char *u = strchr(what, '-') + 1; /* (backup|incremental|differential)-<uuid>- */
         char user[37];
-        memcpy(user, u, 36);
-        user[36] = 0;
+        if (layout_user_of_backup_id(what, user) != 0) {
+            fprintf(stderr, "backupctl download: %s names no user\n", what);
+            return -2;
+        }
         if (list_manifests(r, "download", user))
             return -1;
         for (int i = 0; i < r->nkeys && !mkey[0]; i++) {
@@ -516,16 +531,13 @@ static int find_manifest(Rec *r, const char *what, Manifest *m) {
         }
     } else {
         char user[37];
-        if (n < 45 || strncmp(what, "backups/", 8) != 0 || what[44] != '/' ||
-            !jobspec_valid_uuid(what + 8, 36) || strstr(what, "..") || n > 300) {
+        if (layout_user_of_key(what, user) != 0) {
             fprintf(stderr,
                     "backupctl download: '%s' is neither a backup id nor a key under "
                     "backups/USER_ID/\n",
                     what);
             return -2;
         }
-        memcpy(user, what + 8, 36);
-        user[36] = 0;
         snprintf(mkey, sizeof(mkey), "%s" SUFFIX, what);
     }
     if (get_manifest(r, "download", mkey))
@@ -567,9 +579,6 @@ static int download_from(const Config *cfg, const char *what, const char *file, 
         rec_close(&r);
         return 1;
     }
-    r.sha = filter_chain_new();
-    filter_chain_add(r.sha, filter_sha256_new("sha256"));
-    filter_chain_add(r.sha, filter_size_new("size"));
     Keys *keys = NULL;
     if (plain) {
         Buf errs = BUF_INIT, codecs = BUF_INIT;
@@ -612,30 +621,24 @@ static int download_from(const Config *cfg, const char *what, const char *file, 
         }
     }
     r.failed = 0;
-    s3_get_stream(r.s3, m.key, dl_write, dl_done, &r);
+    r.read = storage_read_new(r.store, m.key, r.dec, dl_data, dl_done, &r);
+    r.dec = NULL; /* the read stream's now */
     run(&r);
+    storage_read_free(r.read);
+    r.read = NULL;
     int rc = 0;
-    Err e;
-    if (!r.failed && r.dec &&
-        (filter_chain_finish(r.dec, &r.plain, &e) != 0 ||
-         write_all(&r, r.plain.data, r.plain.len))) {
-        if (!r.failed)
-            snprintf(r.err, sizeof(r.err), "%s", e.msg);
-        r.failed = 1;
-    }
     if (r.failed) {
         fprintf(stderr, "backupctl download: %s: %s\n", m.key, r.err);
         rc = 1;
-    } else if (filter_chain_finish(r.sha, &r.body, &e) != 0) {
-        fprintf(stderr, "backupctl download: %s\n", e.msg);
-        rc = 1;
-    } else if (strcmp(filter_chain_result(r.sha, "sha256"), m.sha256) != 0 ||
-               strtoull(filter_chain_result(r.sha, "size"), NULL, 10) != m.size) {
+    } else if (strcmp(r.got.sha256, m.sha256) != 0 || r.got.size != m.size) {
+        /* the digest names a damaged object before its decoding error does */
         fprintf(stderr,
-                "backupctl download: Backup checksum verification failed: %s has %s bytes with "
-                "sha256 %s; its manifest records %" PRIu64 " bytes with sha256 %s\n",
-                m.key, filter_chain_result(r.sha, "size"), filter_chain_result(r.sha, "sha256"),
-                m.size, m.sha256);
+                "backupctl download: Backup checksum verification failed: %s has %" PRIu64
+                " bytes with sha256 %s; its manifest records %" PRIu64 " bytes with sha256 %s\n",
+                m.key, r.got.size, r.got.sha256, m.size, m.sha256);
+        rc = 1;
+    } else if (r.got.decode_error) {
+        fprintf(stderr, "backupctl download: %s: %s\n", m.key, r.got.decode_error);
         rc = 1;
     }
     if (rc == 0 && fsync(r.fd) != 0) {
@@ -675,7 +678,7 @@ int ctl_download(const Config *cfg, const char *what, const char *file, int plai
 
 /* ---- rekey ---- */
 
-static void on_put(const S3Result *res, const Err *err, void *data) {
+static void on_put(const StorageResult *res, const Err *err, void *data) {
     (void)res;
     Rec *r = data;
     if (err) {
@@ -720,7 +723,7 @@ static int rekey_one(Rec *r, Rec *rr, PGconn *pg, const Keys *keys, const char *
         goto out;
     }
     r->failed = 0;
-    s3_put_object(r->s3, mkey, man.data, man.len, "application/json", on_put, r);
+    storage_put(r->store, mkey, man.data, man.len, "application/json", on_put, r);
     run(r);
     if (r->failed) {
         fprintf(stderr, "backupctl rekey: cannot write %s: %s\n", mkey, r->err);
@@ -728,7 +731,7 @@ static int rekey_one(Rec *r, Rec *rr, PGconn *pg, const Keys *keys, const char *
     }
     if (rr) { /* the record moves only once both manifests say the same */
         rr->failed = 0;
-        s3_put_object(rr->s3, mkey, man.data, man.len, "application/json", on_put, rr);
+        storage_put(rr->store, mkey, man.data, man.len, "application/json", on_put, rr);
         run(rr);
         if (rr->failed) {
             fprintf(stderr, "backupctl rekey: cannot write %s in the replica: %s\n", mkey, rr->err);

@@ -25,15 +25,28 @@
 
 typedef struct Job Job;
 
+/*
+ * A job type: everything else derives from this one entry (the decoder's field list and
+ * rules, the metrics label, the help texts). Register it with one line in jobs.c.
+ */
 typedef struct {
     const char *name;
+    /* the entry fields it takes beyond type, job_id, requested_by and trigger (space-separated) */
+    const char *fields;
+    int test_only; /* decoded only when WORKER_TEST_JOBS=true */
     int user_lock; /* 1: one job of this kind per user at a time, across replicas */
+    /* Rules across fields, after each field is decoded on its own; may fill defaults.
+     * 0, or -1 with err set (the dead-letter reason). NULL: none. */
+    int (*check)(JobSpec *spec, Err *err);
+    const char *summary; /* one line for --help */
     void (*run)(Job *job);
     void (*cancel)(Job *job); /* may be called at most once, any time before job_done */
 } JobType;
 
-/* The registered type for a decoded spec (never NULL for a valid spec). */
+/* The registered type of that name, NULL if none. */
 const JobType *job_type_find(const char *name);
+/* Every registered type, in registry order; *n gets their number. */
+const JobType *const *job_types(size_t *n);
 
 const JobSpec *job_spec(const Job *job);
 uv_loop_t *job_loop(const Job *job);

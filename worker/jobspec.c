@@ -6,6 +6,7 @@
  */
 #include "jobspec.h"
 #include "buf.h"
+#include "jobs.h"
 
 #include <ctype.h>
 #include <msgpack.h>
@@ -33,9 +34,7 @@ static void excerpt(char *out, size_t outlen, const char *s, size_t len) {
     out[o < outlen ? o : outlen - 1] = '\0';
 }
 
-static int fail(Err *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static int fail(Err *err, const char *fmt, ...) {
+int jobspec_refuse(Err *err, const char *fmt, ...) {
     char msg[ERR_MSG_MAX];
     va_list ap;
     va_start(ap, fmt);
@@ -43,6 +42,31 @@ static int fail(Err *err, const char *fmt, ...) {
     va_end(ap);
     err_set(err, ERR_PERMANENT, ERR_CODE_INVALID, "%s", msg);
     return -1;
+}
+#define fail jobspec_refuse
+
+int jobspec_need_user(const JobSpec *spec, Err *err) {
+    if (spec->user_id[0] != '\0')
+        return 0;
+    return fail(err,
+                "missing field 'user_id' (the UUID of the user whose data this %s job concerns)",
+                spec->type);
+}
+
+/* "ping, backup, ... or replicate": the types an entry may name, for the refusals below */
+static void type_names(char *out, size_t outlen, int allow_test_types) {
+    size_t n, len = 0, shown = 0, total = 0;
+    const JobType *const *t = job_types(&n);
+    for (size_t i = 0; i < n; i++)
+        total += !t[i]->test_only || allow_test_types;
+    out[0] = '\0';
+    for (size_t i = 0; i < n && len < outlen; i++) {
+        if (t[i]->test_only && !allow_test_types)
+            continue;
+        shown++;
+        len += (size_t)snprintf(out + len, outlen - len, "%s%s",
+                                shown == 1 ? "" : shown == total ? " or " : ", ", t[i]->name);
+    }
 }
 
 static int bad_value(Err *err, const JobField *f, const char *why) {
@@ -161,24 +185,7 @@ static int tables_field(JobSpec *spec, const JobField *f, Err *err) {
     return 0;
 }
 
-/* Which fields each type takes, beyond type, job_id, requested_by and trigger. */
-typedef struct {
-    const char *type;
-    int test_only;
-    const char *fields; /* space-separated */
-} TypeFields;
-
-static const TypeFields type_fields[] = {
-    {"ping", 0, "user_id"},
-    {"backup", 0, "user_id mode"},
-    {"restore", 0, "user_id backup_id tables from dry_run"},
-    {"verify", 0, "user_id backup_id from"},
-    {"cleanup", 0, "user_id retention_days scope"},
-    {"replicate", 0, "user_id backup_id"},
-    {"sleep", 1, "user_id ms fail fail_attempts"},
-};
-
-static int takes(const TypeFields *t, const JobField *f) {
+static int takes(const JobType *t, const JobField *f) {
     static const char *common[] = {"type", "job_id", "requested_by", "trigger"};
     for (size_t i = 0; i < 4; i++)
         if (is(f, common[i]))
@@ -214,17 +221,21 @@ static int decode_fields(JobSpec *spec, const JobField *fields, size_t n, const 
         if (is(&fields[i], "job_id") && valid_job_id(fields[i].value, fields[i].value_len))
             copy_value(spec->job_id, sizeof(spec->job_id), &fields[i]);
     }
+    char names[200], why[240];
+    type_names(names, sizeof(names), allow_test_types);
     if (type == NULL)
-        return fail(err,
-                    "missing field 'type' (ping, backup, restore, verify, cleanup or replicate)");
-    const TypeFields *tf = NULL;
-    for (size_t t = 0; t < sizeof(type_fields) / sizeof(type_fields[0]); t++)
-        if (value_is(type, type_fields[t].type) && (!type_fields[t].test_only || allow_test_types))
-            tf = &type_fields[t];
-    if (tf == NULL)
-        return bad_value(err, type,
-                         "is not a job type (ping, backup, restore, verify, cleanup or replicate)");
-    snprintf(spec->type, sizeof(spec->type), "%s", tf->type);
+        return fail(err, "missing field 'type' (%s)", names);
+    size_t ntypes;
+    const JobType *const *types = job_types(&ntypes);
+    const JobType *tf = NULL;
+    for (size_t t = 0; t < ntypes; t++)
+        if (value_is(type, types[t]->name) && (!types[t]->test_only || allow_test_types))
+            tf = types[t];
+    if (tf == NULL) {
+        snprintf(why, sizeof(why), "is not a job type (%s)", names);
+        return bad_value(err, type, why);
+    }
+    snprintf(spec->type, sizeof(spec->type), "%s", tf->name);
     snprintf(spec->trigger, sizeof(spec->trigger), "api");
     spec->fail_permanent = -1;
 
@@ -233,7 +244,7 @@ static int decode_fields(JobSpec *spec, const JobField *fields, size_t n, const 
         if (!takes(tf, f)) {
             char name[64];
             excerpt(name, sizeof(name), f->name, f->name_len);
-            return fail(err, "field '%s' is not part of a %s job", name, tf->type);
+            return fail(err, "field '%s' is not part of a %s job", name, tf->name);
         }
         long v;
         if (f == type) {
@@ -295,30 +306,8 @@ static int decode_fields(JobSpec *spec, const JobField *fields, size_t n, const 
         }
     }
 
-    /* cross-field rules */
-    int needs_user = strcmp(tf->type, "backup") == 0 || strcmp(tf->type, "restore") == 0 ||
-                     (strcmp(tf->type, "cleanup") == 0 && !spec->scope_all);
-    if (needs_user && spec->user_id[0] == '\0')
-        return fail(err,
-                    "missing field 'user_id' (the UUID of the user whose data this %s job "
-                    "concerns)",
-                    tf->type);
-    if (strcmp(tf->type, "cleanup") == 0 && spec->scope_all && spec->user_id[0] != '\0')
-        return fail(err, "a cleanup with scope=all covers every user: drop the field 'user_id'");
-    if (strcmp(tf->type, "restore") == 0 && spec->backup_id[0] == '\0')
-        return fail(err, "missing field 'backup_id' (the backup to restore)");
-    if (strcmp(tf->type, "replicate") == 0 && spec->backup_id[0] == '\0')
-        return fail(err, "missing field 'backup_id' (the backup to copy to the replica)");
-    if (strcmp(tf->type, "verify") == 0 && spec->backup_id[0] == '\0' && spec->user_id[0] == '\0')
-        return fail(err, "a verify job needs 'backup_id' or 'user_id'");
-    if (strcmp(tf->type, "verify") == 0 && spec->user_id[0] == '\0') {
-        /* a backup id names its user (kind-<uuid>-stamp): verify takes that user's lock */
-        const char *dash = strchr(spec->backup_id, '-');
-        if (dash && strlen(dash + 1) > 36)
-            snprintf(spec->user_id, sizeof(spec->user_id), "%.36s", dash + 1);
-    }
-    if (strcmp(tf->type, "backup") == 0 && spec->mode[0] == '\0')
-        snprintf(spec->mode, sizeof(spec->mode), "full");
+    if (tf->check && tf->check(spec, err) != 0)
+        return -1;
     if (spec->job_id[0] == '\0')
         snprintf(spec->job_id, sizeof(spec->job_id), "%s", entry_id);
     return 0;

@@ -59,4 +59,10 @@ int jobspec_valid_uuid(const char *s, size_t len);
 /* 1 if s is a backup id: (backup|incremental|differential)-<uuid>-<alphanumerics>. */
 int jobspec_valid_backup_id(const char *s, size_t len);
 
+/* For a job type's check (job.h): refuse the entry with this reason (permanent, invalid);
+ * returns -1. */
+int jobspec_refuse(Err *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* -1 with the reason "missing field 'user_id' ..." when the spec names no user, else 0. */
+int jobspec_need_user(const JobSpec *spec, Err *err);
+
 #endif

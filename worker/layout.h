@@ -32,6 +32,11 @@ void layout_manifest_key(char *out, size_t n, const char *key);
 void layout_user_prefix(char *out, size_t n, const char *user_id);
 /* 1 when key is an object of user_id's (under the prefix, no "..", shorter than the max). */
 int layout_key_is_users(const char *key, const char *user_id);
+/* The user a backup id names ({word}-{user_id}-...) into user (37 bytes); 0, or -1 when it
+ * names none. */
+int layout_user_of_backup_id(const char *backup_id, char user[37]);
+/* The user of a key under backups/{user_id}/ into user; 0, or -1 when it is not such a key. */
+int layout_user_of_key(const char *key, char user[37]);
 /* 1 when backup_id is of the form {word}-{user_id}-{digits...}. */
 int layout_backup_id_names_user(const char *backup_id, const char *user_id);
 

@@ -9,6 +9,7 @@
 #include "config.h"
 #include "log.h"
 #include "jobconfig.h"
+#include "jobs.h"
 #include "queue.h"
 #include "services.h"
 #include "version.h"
@@ -43,6 +44,7 @@ static void usage(FILE *out) {
                  "\n");
     config_print_help(out);
     jobconfig_print_help(out);
+    jobs_print_help(out);
 }
 
 static void on_closed(uv_handle_t *h) {

@@ -2,13 +2,13 @@
  * qmetrics: counters and histogram (see qmetrics.h).
  */
 #include "qmetrics.h"
+#include "jobs.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const types[] = {"ping",    "backup", "restore", "verify",
-                                    "cleanup", "sleep",  "invalid"};
-#define NTYPES (sizeof(types) / sizeof(types[0]))
+/* a label per registered type (jobs.c), and "invalid" for entries that name none: the last */
+#define NTYPES_MAX 32
 static const double buckets[] = {0.01, 0.1, 0.5, 1, 5, 30, 120, 600, 1800, 3600};
 #define NBUCKETS (sizeof(buckets) / sizeof(buckets[0]))
 
@@ -32,18 +32,26 @@ typedef struct {
 } TypeStats;
 
 struct QMetrics {
-    TypeStats t[NTYPES];
+    size_t n; /* labels: the registered types, then "invalid" */
+    const char *types[NTYPES_MAX + 1];
+    TypeStats t[NTYPES_MAX + 1];
 };
 
 static TypeStats *of(QMetrics *m, const char *type) {
-    for (size_t i = 0; type && i < NTYPES; i++)
-        if (strcmp(types[i], type) == 0)
+    for (size_t i = 0; type && i + 1 < m->n; i++)
+        if (strcmp(m->types[i], type) == 0)
             return &m->t[i];
-    return &m->t[NTYPES - 1];
+    return &m->t[m->n - 1];
 }
 
 QMetrics *qmetrics_new(void) {
-    return xcalloc(1, sizeof(QMetrics));
+    QMetrics *m = xcalloc(1, sizeof(QMetrics));
+    size_t n;
+    const JobType *const *types = job_types(&n);
+    for (size_t i = 0; i < n && m->n < NTYPES_MAX; i++)
+        m->types[m->n++] = types[i]->name;
+    m->types[m->n++] = "invalid";
+    return m;
 }
 
 void qmetrics_free(QMetrics *m) {
@@ -67,25 +75,25 @@ void qmetrics_write(const QMetrics *m, Buf *b) {
     for (int c = 0; c < QM_NCOUNTERS; c++) {
         buf_printf(b, "# HELP %s %s\n# TYPE %s counter\n", counters[c].name, counters[c].help,
                    counters[c].name);
-        for (size_t t = 0; t < NTYPES; t++)
-            buf_printf(b, "%s{type=\"%s\"} %llu\n", counters[c].name, types[t],
+        for (size_t t = 0; t < m->n; t++)
+            buf_printf(b, "%s{type=\"%s\"} %llu\n", counters[c].name, m->types[t],
                        (unsigned long long)m->t[t].count[c]);
     }
     buf_printf(b, "# HELP bw_job_duration_seconds Run time of finished job runs.\n"
                   "# TYPE bw_job_duration_seconds histogram\n");
-    for (size_t t = 0; t < NTYPES; t++) {
+    for (size_t t = 0; t < m->n; t++) {
         uint64_t cum = 0;
         for (size_t i = 0; i <= NBUCKETS; i++) {
             cum += m->t[t].hist[i];
             if (i < NBUCKETS)
                 buf_printf(b, "bw_job_duration_seconds_bucket{type=\"%s\",le=\"%g\"} %llu\n",
-                           types[t], buckets[i], (unsigned long long)cum);
+                           m->types[t], buckets[i], (unsigned long long)cum);
             else
                 buf_printf(b, "bw_job_duration_seconds_bucket{type=\"%s\",le=\"+Inf\"} %llu\n",
-                           types[t], (unsigned long long)cum);
+                           m->types[t], (unsigned long long)cum);
         }
-        buf_printf(b, "bw_job_duration_seconds_sum{type=\"%s\"} %.6f\n", types[t], m->t[t].seconds);
-        buf_printf(b, "bw_job_duration_seconds_count{type=\"%s\"} %llu\n", types[t],
+        buf_printf(b, "bw_job_duration_seconds_sum{type=\"%s\"} %.6f\n", m->types[t], m->t[t].seconds);
+        buf_printf(b, "bw_job_duration_seconds_count{type=\"%s\"} %llu\n", m->types[t],
                    (unsigned long long)cum);
     }
 }

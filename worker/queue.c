@@ -638,9 +638,9 @@ static void on_grace(uv_timer_t *t) {
             job_cancel(job);
         }
     }
-    /* a slow or stalled S3 must not hold the exit: every request still out fails now, so the
-     * cancelled jobs end within seconds (their entries are already handed back) */
-    s3_client_halt(services_s3(q->svc));
+    /* a slow or stalled store must not hold the exit: every request still out fails now, so
+     * the cancelled jobs end within seconds (their entries are already handed back) */
+    services_halt(q->svc);
 }
 
 void queue_shutdown(Queue *q, void (*done)(void *data), void *data) {

@@ -12,6 +12,7 @@
 #include "log.h"
 #include "looplag.h"
 #include "s3.h"
+#include "storage_file.h"
 #include "storage_s3.h"
 #include "version.h"
 
@@ -68,7 +69,8 @@ static void maybe_release(Services *s) {
 static void announce(Services *s) {
     int level = !services_ready(s) ? 0 : s->s3_ok ? 2 : 1;
     if (level == 2 && s->announced_ready != 2)
-        log_info(NULL, "ready: Redis, PostgreSQL and S3 are reachable");
+        log_info(NULL, "ready: Redis, PostgreSQL and the store (%s) are reachable",
+                 storage_name(s->store));
     else if (level == 1 && s->announced_ready != 1)
         log_warn(NULL, "ready on the replica alone: the primary bucket is unreachable (restores "
                        "and verifies read the replica; backups wait for the primary)");
@@ -159,7 +161,7 @@ static void probe_last_completed(Services *s) {
 
 /* ---- S3 ---- */
 
-static void on_s3_probe(const S3Result *res, const Err *err, void *data) {
+static void on_store_probe(const StorageResult *res, const Err *err, void *data) {
     Services *s = data;
     s->pending--;
     s->s3_probing = 0;
@@ -169,15 +171,15 @@ static void on_s3_probe(const S3Result *res, const Err *err, void *data) {
     }
     int was = s->s3_ok;
     s->s3_answered = 1;
-    /* a signed HEAD of the bucket: proves endpoint, credentials and bucket */
+    /* S3: a signed HEAD of the bucket (endpoint, credentials and bucket); a file store: its
+     * root is a writable directory */
     s->s3_ok = err == NULL;
     if (s->s3_ok && !was) {
         s->s3_warned = 0;
-        log_info(NULL, "S3 bucket %s reachable at %s (signed HEAD: HTTP %ld)", s->cfg->s3_bucket,
-                 s->s3_label, res->status);
+        log_info(NULL, "%s reachable (HTTP %ld)", s->s3_label, res->status);
     } else if (!s->s3_ok && !s->s3_warned) {
         s->s3_warned = 1;
-        log_warn(NULL, "S3 bucket %s at %s unusable: %s", s->cfg->s3_bucket, s->s3_label, err->msg);
+        log_warn(NULL, "%s unusable: %s", s->s3_label, err->msg);
     }
     announce(s);
 }
@@ -187,12 +189,12 @@ static void probe_s3(Services *s) {
         return;
     s->s3_probing = 1;
     s->pending++;
-    s3_head_bucket(s->s3, on_s3_probe, s);
+    storage_probe(s->store, on_store_probe, s);
 }
 
 /* ---- the replica ---- */
 
-static void on_replica_probe(const S3Result *res, const Err *err, void *data) {
+static void on_replica_probe(const StorageResult *res, const Err *err, void *data) {
     Services *s = data;
     s->pending--;
     s->replica_probing = 0;
@@ -236,7 +238,7 @@ static void probe_replica(Services *s) {
     if (!s->replica_probing) {
         s->replica_probing = 1;
         s->pending++;
-        s3_head_bucket(s->replica_s3, on_replica_probe, s);
+        storage_probe(s->replica, on_replica_probe, s);
     }
     if (!s->waiting_probing && s->pg_ok) { /* the partial index on (completed_at) answers it */
         s->waiting_probing = 1;
@@ -299,7 +301,7 @@ static void on_http(const char *method, const char *path, HttpdResponse *resp, v
         buf_printf(b, "# HELP bw_up Service reachability (1 reachable).\n# TYPE bw_up gauge\n");
         buf_printf(b, "bw_up{service=\"redis\"} %d\n", s->redis_ok);
         buf_printf(b, "bw_up{service=\"postgres\"} %d\n", s->pg_ok);
-        buf_printf(b, "bw_up{service=\"s3\"} %d\n", s->s3_ok);
+        buf_printf(b, "bw_up{service=\"%s\"} %d\n", storage_name(s->store), s->s3_ok);
         if (s->replica_s3) /* a family's samples stay together (the exposition format says so) */
             buf_printf(b, "bw_up{service=\"replica\"} %d\n", s->replica_ok);
         buf_printf(b,
@@ -338,8 +340,9 @@ static void on_http(const char *method, const char *path, HttpdResponse *resp, v
                    (unsigned long long)http_client_bytes_received(s->http));
         buf_printf(b, "# HELP bw_s3_retries_total S3 requests sent again after a failed attempt.\n"
                       "# TYPE bw_s3_retries_total counter\n");
-        buf_printf(b, "bw_s3_retries_total{bucket=\"primary\"} %llu\n",
-                   (unsigned long long)s3_client_retries(s->s3));
+        if (s->s3)
+            buf_printf(b, "bw_s3_retries_total{bucket=\"primary\"} %llu\n",
+                       (unsigned long long)s3_client_retries(s->s3));
         if (s->replica_s3)
             buf_printf(b, "bw_s3_retries_total{bucket=\"replica\"} %llu\n",
                        (unsigned long long)s3_client_retries(s->replica_s3));
@@ -396,14 +399,27 @@ Services *services_new(uv_loop_t *loop, const Config *cfg, const JobConfig *jcfg
     s->jcfg = jcfg;
     s->lag = looplag_new(loop, 100);
     s->scopes = scopecache_new();
-    if (cfg->s3_endpoint)
-        snprintf(s->s3_label, sizeof(s->s3_label), "%s", cfg->s3_endpoint);
+    if (cfg->store_path)
+        snprintf(s->s3_label, sizeof(s->s3_label), "file store %s", cfg->store_path);
+    else if (cfg->s3_endpoint)
+        snprintf(s->s3_label, sizeof(s->s3_label), "S3 bucket %s at %s", cfg->s3_bucket,
+                 cfg->s3_endpoint);
     else
-        snprintf(s->s3_label, sizeof(s->s3_label), "https://s3.%s.amazonaws.com", cfg->aws_region);
+        snprintf(s->s3_label, sizeof(s->s3_label), "S3 bucket %s at https://s3.%s.amazonaws.com",
+                 cfg->s3_bucket, cfg->aws_region);
 
+    /* a file store's root that cannot be made is a configuration error: refuse to start */
+    Storage *file_store = NULL;
+    if (cfg->store_path && (file_store = storage_file_new(loop, cfg->store_path, err)) == NULL) {
+        looplag_free(s->lag);
+        scopecache_free(s->scopes);
+        free(s);
+        return NULL;
+    }
     if (cfg->worker_http_port > 0) {
         s->httpd = httpd_new(loop, cfg->worker_http_host, cfg->worker_http_port, on_http, s, err);
         if (s->httpd == NULL) {
+            storage_free(file_store);
             looplag_free(s->lag);
             scopecache_free(s->scopes);
             free(s);
@@ -429,8 +445,14 @@ Services *services_new(uv_loop_t *loop, const Config *cfg, const JobConfig *jcfg
     s->http = http_client_new(loop, 0);
     S3Options so;
     config_s3_options(cfg, &so);
-    s->s3 = s3_client_new(loop, s->http, &so);
     s->kms = keys_kms_client(jcfg->keys, loop, s->http, &so);
+    if (cfg->store_path) {
+        s->store = file_store;
+    } else {
+        s->s3 = s3_client_new(loop, s->http, &so);
+        s->store = storage_s3_new(loop, s->s3, (size_t)cfg->s3_part_size_mb << 20,
+                                  cfg->s3_upload_concurrency);
+    }
     S3Options ro3;
     if (config_s3_replica_options(cfg, &ro3) == 0) { /* copies only: never on a backup's path */
         s->replica_s3 = s3_client_new(loop, s->http, &ro3);
@@ -439,8 +461,6 @@ Services *services_new(uv_loop_t *loop, const Config *cfg, const JobConfig *jcfg
         log_info(NULL, "replica: bucket %s at %s", cfg->s3_replica_bucket,
                  cfg->s3_replica_endpoint ? cfg->s3_replica_endpoint : "AWS");
     }
-    s->store =
-        storage_s3_new(loop, s->s3, (size_t)cfg->s3_part_size_mb << 20, cfg->s3_upload_concurrency);
 
     uv_timer_init(loop, &s->probe);
     s->probe.data = s;
@@ -501,8 +521,9 @@ PgPool *services_pg(Services *s) {
     return s->pg;
 }
 
-S3Client *services_s3(Services *s) {
-    return s->s3;
+void services_halt(Services *s) {
+    storage_halt(s->store);
+    storage_halt(s->replica);
 }
 
 Storage *services_storage(Services *s) {

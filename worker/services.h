@@ -1,5 +1,5 @@
 /*
- * services: the worker's connections to Redis, PostgreSQL and S3, and the
+ * services: the worker's connections to Redis, PostgreSQL and the store, and the
  * HTTP endpoint that reports on them.
  *
  * Owns one RedisClient, one PgPool, one HttpClient, the loop-lag monitor and
@@ -31,7 +31,7 @@ typedef struct Services Services;
 Services *services_new(uv_loop_t *loop, const Config *cfg, const JobConfig *jcfg, Err *err);
 /* Close every connection and handle; the loop then ends by itself. */
 void services_free(Services *s);
-/* 1 when Redis, PostgreSQL and S3 were all reachable at the last probe. */
+/* 1 when Redis, PostgreSQL and the store were all reachable at the last probe. */
 int services_ready(const Services *s);
 /* Bound HTTP port (0 when disabled). */
 int services_http_port(const Services *s);
@@ -44,8 +44,10 @@ PgPool *services_pg(Services *s);
 /* The worker's last backup scope, under the catalog's fingerprint (NULL: none kept). */
 ScopeCache *services_scope_cache(Services *s);
 HttpClient *services_http(Services *s);
-S3Client *services_s3(Services *s);
-/* The backup store (S3 today): what jobs use. */
+/* Shutting down: whatever the stores have in flight or waiting to retry fails now, so the
+ * cancelled jobs end within seconds. */
+void services_halt(Services *s);
+/* The backup store (BACKUP_STORE: S3 or a file store): what jobs use. */
 Storage *services_storage(Services *s);
 const Config *services_config(const Services *s);
 const JobConfig *services_jobconfig(const Services *s);

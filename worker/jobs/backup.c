@@ -521,4 +521,20 @@ static void backup_run(Job *job) {
     jobrt_run(job, &ops);
 }
 
-const JobType job_type_backup = {"backup", 1, backup_run, jobrt_cancel};
+static int backup_check(JobSpec *spec, Err *err) {
+    if (jobspec_need_user(spec, err) != 0)
+        return -1;
+    if (spec->mode[0] == '\0')
+        snprintf(spec->mode, sizeof(spec->mode), "full");
+    return 0;
+}
+
+const JobType job_type_backup = {
+    .name = "backup",
+    .fields = "user_id mode",
+    .user_lock = 1,
+    .check = backup_check,
+    .summary = "back up a user's rows (mode full, incremental or differential; default full)",
+    .run = backup_run,
+    .cancel = jobrt_cancel,
+};

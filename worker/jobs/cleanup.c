@@ -370,4 +370,19 @@ static void cleanup_run(Job *job) {
     jobrt_run(job, &ops);
 }
 
-const JobType job_type_cleanup = {"cleanup", 1, cleanup_run, jobrt_cancel};
+static int cleanup_check(JobSpec *spec, Err *err) {
+    if (spec->scope_all && spec->user_id[0] != '\0')
+        return jobspec_refuse(err,
+                              "a cleanup with scope=all covers every user: drop the field 'user_id'");
+    return spec->scope_all ? 0 : jobspec_need_user(spec, err);
+}
+
+const JobType job_type_cleanup = {
+    .name = "cleanup",
+    .fields = "user_id retention_days scope",
+    .user_lock = 1,
+    .check = cleanup_check,
+    .summary = "delete a user's (scope=all: every user's) backups past retention",
+    .run = cleanup_run,
+    .cancel = jobrt_cancel,
+};

@@ -9,4 +9,9 @@ static void ping_run(Job *job) {
     job_done(job, NULL);
 }
 
-const JobType job_type_ping = {"ping", 0, ping_run, NULL};
+const JobType job_type_ping = {
+    .name = "ping",
+    .fields = "user_id",
+    .summary = "complete at once (checks the queue end to end)",
+    .run = ping_run,
+};

@@ -351,4 +351,17 @@ static void replicate_run(Job *job) {
     jobrt_run(job, &ops);
 }
 
-const JobType job_type_replicate = {"replicate", 0, replicate_run, jobrt_cancel};
+static int replicate_check(JobSpec *spec, Err *err) {
+    if (spec->backup_id[0] == '\0')
+        return jobspec_refuse(err, "missing field 'backup_id' (the backup to copy to the replica)");
+    return 0;
+}
+
+const JobType job_type_replicate = {
+    .name = "replicate",
+    .fields = "user_id backup_id",
+    .check = replicate_check,
+    .summary = "copy a completed backup to the replica region (S3_REPLICA_*)",
+    .run = replicate_run,
+    .cancel = jobrt_cancel,
+};

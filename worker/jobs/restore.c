@@ -537,4 +537,20 @@ static void restore_run(Job *job) {
     jobrt_run(job, &ops);
 }
 
-const JobType job_type_restore = {"restore", 1, restore_run, jobrt_cancel};
+static int restore_check(JobSpec *spec, Err *err) {
+    if (jobspec_need_user(spec, err) != 0)
+        return -1;
+    if (spec->backup_id[0] == '\0')
+        return jobspec_refuse(err, "missing field 'backup_id' (the backup to restore)");
+    return 0;
+}
+
+const JobType job_type_restore = {
+    .name = "restore",
+    .fields = "user_id backup_id tables from dry_run",
+    .user_lock = 1,
+    .check = restore_check,
+    .summary = "put a user's rows back as a backup holds them (change-only; dry_run previews)",
+    .run = restore_run,
+    .cancel = jobrt_cancel,
+};

@@ -65,4 +65,12 @@ static void sleep_cancel(Job *job) {
     uv_close((uv_handle_t *)&s->timer, on_closed);
 }
 
-const JobType job_type_sleep = {"sleep", 1, sleep_run, sleep_cancel};
+const JobType job_type_sleep = {
+    .name = "sleep",
+    .fields = "user_id ms fail fail_attempts",
+    .test_only = 1,
+    .user_lock = 1,
+    .summary = "sleep ms, then fail or succeed (tests only)",
+    .run = sleep_run,
+    .cancel = sleep_cancel,
+};

@@ -416,4 +416,21 @@ static void verify_run(Job *job) {
     jobrt_run(job, &ops);
 }
 
-const JobType job_type_verify = {"verify", 1, verify_run, jobrt_cancel};
+static int verify_check(JobSpec *spec, Err *err) {
+    if (spec->backup_id[0] == '\0' && spec->user_id[0] == '\0')
+        return jobspec_refuse(err, "a verify job needs 'backup_id' or 'user_id'");
+    /* a backup id names its user (kind-<uuid>-stamp): verify takes that user's lock */
+    if (spec->user_id[0] == '\0' && layout_user_of_backup_id(spec->backup_id, spec->user_id) != 0)
+        spec->user_id[0] = '\0';
+    return 0;
+}
+
+const JobType job_type_verify = {
+    .name = "verify",
+    .fields = "user_id backup_id from",
+    .user_lock = 1,
+    .check = verify_check,
+    .summary = "read a backup (or each of a user's) end to end and check its checksums",
+    .run = verify_run,
+    .cancel = jobrt_cancel,
+};
