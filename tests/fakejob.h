@@ -2,13 +2,14 @@
  * fakejob: the job API (job.h) and the services a job borrows, without the
  * queue: a job type's state machine driven in process, over a real PostgreSQL
  * pool and any store (the in-memory one for faults). Linked into a test
- * instead of qjob.c and services.c (a test that uses it must not pull those in).
+ * instead of queue/queue.c (the job API) and services.c (a test that uses it must not pull those
+ * in).
  */
 #ifndef BW_FAKEJOB_H
 #define BW_FAKEJOB_H
 
-#include "job.h"
-#include "jobconfig.h"
+#include "jobs/job.h"
+#include "jobs/jobconfig.h"
 
 struct Services {
     PgPool *pool;

@@ -6,8 +6,11 @@
 # so that ctest -j runs that many service tests at once. Each lane is taken with flock(1);
 # with one lane (the default, a developer's `tools/devenv start`) the service tests run one
 # at a time whatever -j says. The lock is not passed to the test, so a process a test leaves
-# behind cannot keep its lane. BW_TEST_STORE=file runs the test on a file store (below).
+# behind cannot keep its lane. lane.sh --file-store COMMAND... runs the test on a file store
+# (below) instead of the lane's S3.
 set -uo pipefail
+store=s3
+if [ "${1:-}" = --file-store ]; then store=file; shift; fi
 : "${BW_DEVENV:?run through tools/devenv test (or eval \"\$(tools/devenv env)\")}"
 lanes=${BW_TEST_LANES:-1}
 dir=$("$BW_DEVENV" dir)
@@ -24,8 +27,8 @@ done
 if [ "$lane" -gt 0 ]; then
   eval "$("$BW_DEVENV" lane "$lane" env)"
 fi
-# BW_TEST_STORE=file: the lane's worker and backupctl keep backups in a directory of the lane
-if [ "${BW_TEST_STORE:-s3}" = file ]; then
+# --file-store: the lane's worker and backupctl keep backups in a directory of the lane
+if [ "$store" = file ]; then
   export BACKUP_STORE="file://$dir/store-lane$lane"
 fi
 echo "lane $lane${BACKUP_STORE:+ (store $BACKUP_STORE)}"

@@ -137,7 +137,7 @@ filter() { # TABLE USER: the WHERE condition of the user's rows
   esac
 }
 # ---- the store the worker writes: S3 (the aws CLI), or with BACKUP_STORE=file://DIR (a lane
-# option: BW_TEST_STORE=file) that directory. Tests reach objects only through these. ----
+# option: tests/lane.sh --file-store) that directory. Tests reach objects only through these. ----
 STORE_DIR=""
 case "${BACKUP_STORE:-s3}" in file://*) STORE_DIR=${BACKUP_STORE#file://} ;; esac
 on_s3() { [ -z "$STORE_DIR" ]; }

@@ -7,7 +7,7 @@
  *
  * Prints one line per table and zone; on the first difference, both rows and exit 1.
  */
-#include "scope.h"
+#include "scope/scope.h"
 
 #include <libpq-fe.h>
 #include <stdio.h>

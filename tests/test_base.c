@@ -2,10 +2,10 @@
  * test_base: buffers, errors, log lines and the loop-lag monitor.
  */
 #include "testutil.h"
-#include "buf.h"
-#include "err.h"
-#include "log.h"
-#include "looplag.h"
+#include "base/buf.h"
+#include "base/err.h"
+#include "base/log.h"
+#include "base/looplag.h"
 
 #include <stdio.h>
 #include <stdlib.h>

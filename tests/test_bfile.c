@@ -3,8 +3,8 @@
  * exact layout (header line, one row per line, empty tables, deleted keys,
  * trailer), header values escaped, null for what a full backup lacks.
  */
-#include "bfile.h"
-#include "manifest.h"
+#include "format/bfile.h"
+#include "format/manifest.h"
 
 #include <setjmp.h>
 #include <stdarg.h>

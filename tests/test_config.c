@@ -2,8 +2,8 @@
  * test_config: environment validation, URL parsing and secret redaction.
  */
 #include "testutil.h"
-#include "config.h"
-#include "jobconfig.h"
+#include "config/config.h"
+#include "jobs/jobconfig.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -300,32 +300,32 @@ static void test_parsers(void **state) {
     (void)state;
     long v;
     int b;
-    assert_int_equal(config_parse_int("42", 0, 100, &v), 0);
+    assert_int_equal(textval_int("42", 0, 100, &v), 0);
     assert_int_equal(v, 42);
-    assert_int_equal(config_parse_int("", 0, 100, &v), -1);
-    assert_int_equal(config_parse_int("4 2", 0, 100, &v), -1);
-    assert_int_equal(config_parse_int("99999999999999999999", 0, 100, &v), -1);
-    assert_int_equal(config_parse_int("101", 0, 100, &v), -1);
-    assert_int_equal(config_parse_bool("On", &b), 0);
+    assert_int_equal(textval_int("", 0, 100, &v), -1);
+    assert_int_equal(textval_int("4 2", 0, 100, &v), -1);
+    assert_int_equal(textval_int("99999999999999999999", 0, 100, &v), -1);
+    assert_int_equal(textval_int("101", 0, 100, &v), -1);
+    assert_int_equal(textval_bool("On", &b), 0);
     assert_int_equal(b, 1);
-    assert_int_equal(config_parse_bool("0", &b), 0);
+    assert_int_equal(textval_bool("0", &b), 0);
     assert_int_equal(b, 0);
-    assert_int_equal(config_parse_bool("", &b), -1);
+    assert_int_equal(textval_bool("", &b), -1);
     long long ms;
-    assert_int_equal(config_parse_duration_ms("30", 0, 86400000, &ms), 0);
+    assert_int_equal(textval_duration_ms("30", 0, 86400000, &ms), 0);
     assert_int_equal(ms, 30000);
-    assert_int_equal(config_parse_duration_ms("1500ms", 0, 86400000, &ms), 0);
+    assert_int_equal(textval_duration_ms("1500ms", 0, 86400000, &ms), 0);
     assert_int_equal(ms, 1500);
-    assert_int_equal(config_parse_duration_ms("5m", 0, 86400000, &ms), 0);
+    assert_int_equal(textval_duration_ms("5m", 0, 86400000, &ms), 0);
     assert_int_equal(ms, 300000);
-    assert_int_equal(config_parse_duration_ms("7d", 0, 7 * 86400000LL, &ms), 0);
+    assert_int_equal(textval_duration_ms("7d", 0, 7 * 86400000LL, &ms), 0);
     assert_int_equal(ms, 7 * 86400000LL);
-    assert_int_equal(config_parse_duration_ms("2h", 0, 3600000, &ms), -1); /* over max */
-    assert_int_equal(config_parse_duration_ms("5 s", 0, 86400000, &ms), -1);
-    assert_int_equal(config_parse_duration_ms("-1s", 0, 86400000, &ms), -1);
-    assert_int_equal(config_parse_duration_ms("1w", 0, 86400000, &ms), -1);
-    assert_int_equal(config_parse_duration_ms("", 0, 86400000, &ms), -1);
-    assert_int_equal(config_parse_duration_ms("99999999999999999999s", 0, 86400000, &ms), -1);
+    assert_int_equal(textval_duration_ms("2h", 0, 3600000, &ms), -1); /* over max */
+    assert_int_equal(textval_duration_ms("5 s", 0, 86400000, &ms), -1);
+    assert_int_equal(textval_duration_ms("-1s", 0, 86400000, &ms), -1);
+    assert_int_equal(textval_duration_ms("1w", 0, 86400000, &ms), -1);
+    assert_int_equal(textval_duration_ms("", 0, 86400000, &ms), -1);
+    assert_int_equal(textval_duration_ms("99999999999999999999s", 0, 86400000, &ms), -1);
 }
 
 /* BACKUP_COMPRESSION names a codec (the old booleans still mean gzip and none); the level's

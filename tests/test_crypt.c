@@ -9,10 +9,10 @@
  * keyring's and BACKUP_ENCRYPTION's errors, none of which shows a key.
  */
 #define _GNU_SOURCE /* memmem */
-#include "codec.h"
-#include "crypt.h"
-#include "keyring.h"
-#include "keys.h"
+#include "io/codec.h"
+#include "io/crypt.h"
+#include "keys/keyring.h"
+#include "keys/keys.h"
 
 #include <setjmp.h>
 #include <stdarg.h>

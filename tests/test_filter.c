@@ -3,7 +3,7 @@
  * gzip/gunzip round trips in every chunking, observers where they sit in the
  * chain, concatenated members, corrupt and truncated input named.
  */
-#include "filter.h"
+#include "io/filter.h"
 
 #include <openssl/sha.h>
 #include <setjmp.h>

@@ -5,7 +5,7 @@
  * staying bounded; a chunk that decompresses 1024:1 reaching a bounded pipe's sink in
  * slices; freeing while a chunk is on the pool; a failing sink; no input.
  */
-#include "filterpipe.h"
+#include "io/filterpipe.h"
 #include "testutil.h"
 
 #include <openssl/sha.h>

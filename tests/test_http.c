@@ -3,9 +3,9 @@
  * anonymous requests until the signer lands), and the health server.
  */
 #include "testutil.h"
-#include "http.h"
-#include "httpd.h"
-#include "looplag.h"
+#include "http/http.h"
+#include "http/httpd.h"
+#include "base/looplag.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -12,10 +12,10 @@
  *     refused (`Backup checksum verification failed`) and no row changes.
  */
 #include "fakejob.h"
-#include "jobrt.h"
-#include "jobs.h"
-#include "pgpool.h"
-#include "storage_mem.h"
+#include "jobs/jobrt.h"
+#include "jobs/jobs.h"
+#include "pg/pgpool.h"
+#include "storage/storage_mem.h"
 #include "testutil.h"
 
 #include <libpq-fe.h>

@@ -1,7 +1,7 @@
 /* jobspec: strict decoding of flat and msgpack job entries. */
-#include "jobspec.h"
-#include "jobs.h"
-#include "qmetrics.h"
+#include "jobs/jobspec.h"
+#include "jobs/jobs.h"
+#include "queue/qmetrics.h"
 
 #include <msgpack.h>
 #include <setjmp.h>
@@ -339,10 +339,8 @@ static void test_validators(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_flat_valid),
-        cmocka_unit_test(test_flat_invalid),
-        cmocka_unit_test(test_msgpack),
-        cmocka_unit_test(test_validators),
+        cmocka_unit_test(test_flat_valid), cmocka_unit_test(test_flat_invalid),
+        cmocka_unit_test(test_msgpack),    cmocka_unit_test(test_validators),
         cmocka_unit_test(test_registry),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

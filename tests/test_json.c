@@ -1,5 +1,5 @@
 /* test_json: the strict JSON syntax check (pure logic). */
-#include "json.h"
+#include "base/json.h"
 
 #include <setjmp.h>
 #include <stdarg.h>

@@ -4,8 +4,8 @@
  * pipelines, errors, cancel, and recovery after a server restart.
  */
 #include "testutil.h"
-#include "looplag.h"
-#include "pgpool.h"
+#include "base/looplag.h"
+#include "pg/pgpool.h"
 
 #include <inttypes.h>
 #include <stdio.h>

@@ -1,6 +1,6 @@
 /* pgcopy: JSON values to COPY text fields (pure logic; the round trip through PostgreSQL's
  * input functions is tests/test_types.sh). */
-#include "pgcopy.h"
+#include "pg/pgcopy.h"
 
 #include <setjmp.h>
 #include <stdarg.h>

@@ -1,7 +1,7 @@
 /* pgjson: COPY text rows written as row_to_json's JSON (pure logic; equality with PostgreSQL's
  * own row_to_json over a hostile tenant and every type is tests/test_rowjson.sh). The expected
  * strings below are what PostgreSQL 15 printed for the same values. */
-#include "pgjson.h"
+#include "pg/pgjson.h"
 
 #include <setjmp.h>
 #include <stdarg.h>

@@ -2,9 +2,9 @@
  * test_redis: the reconnecting Redis client against a real redis-server.
  */
 #include "testutil.h"
-#include "config.h"
-#include "looplag.h"
-#include "redis.h"
+#include "config/config.h"
+#include "base/looplag.h"
+#include "redis/redis.h"
 
 #include <stdio.h>
 #include <stdlib.h>

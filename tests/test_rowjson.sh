@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# test_rowjson: the worker writes each row's JSON itself from COPY text (common/pgjson.c), and it
+# test_rowjson: the worker writes each row's JSON itself from COPY text (common/pg/pgjson.c), and it
 # must be byte for byte what PostgreSQL's row_to_json writes. Compared (tests/rowjson_cmp.c) over
 # every table of the scope for a generated tenant (hostile text: quotes, backslashes, newlines,
 # tabs, emoji, jsonb, arrays) and a table of every type the worker writes itself and edge values

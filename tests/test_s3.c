@@ -3,8 +3,8 @@
  * every signature), errors named with S3's codes, and bounded retries.
  */
 #include "testutil.h"
-#include "config.h"
-#include "s3.h"
+#include "config/config.h"
+#include "aws/s3.h"
 
 #include <stdio.h>
 #include <stdlib.h>

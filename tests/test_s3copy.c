@@ -6,9 +6,9 @@
  * leaves no object, and (moto, which lists them: s3rver cannot) no upload in progress.
  */
 #include "testutil.h"
-#include "s3copy.h"
-#include "s3list.h"
-#include "sigv4.h"
+#include "aws/s3copy.h"
+#include "aws/s3list.h"
+#include "aws/sigv4.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -10,8 +10,8 @@
  */
 #define _GNU_SOURCE /* strcasestr */
 #include "testutil.h"
-#include "awscreds.h"
-#include "s3upload.h"
+#include "aws/awscreds.h"
+#include "aws/s3upload.h"
 
 #include <signal.h>
 #include <stdio.h>

@@ -3,7 +3,7 @@
  * against the local S3 server; XML entity handling.
  */
 #include "testutil.h"
-#include "s3list.h"
+#include "aws/s3list.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -4,8 +4,8 @@
  * empty objects, aborts and failures that leave nothing behind.
  */
 #include "testutil.h"
-#include "s3upload.h"
-#include "sigv4.h"
+#include "aws/s3upload.h"
+#include "aws/sigv4.h"
 
 #include <openssl/evp.h>
 

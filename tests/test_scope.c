@@ -1,5 +1,5 @@
 /* scope: backup_scope checked, and the COPY statements built from it (pure logic). */
-#include "scope.h"
+#include "scope/scope.h"
 
 #include <setjmp.h>
 #include <stdarg.h>

@@ -3,7 +3,7 @@
  * read at test time), header and query forms, and AWS's published S3 example.
  */
 #include "testutil.h"
-#include "sigv4.h"
+#include "aws/sigv4.h"
 
 #include <dirent.h>
 #include <stdio.h>

@@ -9,11 +9,11 @@
  * expected digest enforced (a source that is not it is never stored, a wrong
  * server-side copy is deleted again), a copy freed in flight.
  */
-#include "bcheck.h"
-#include "bfile.h"
-#include "codec.h"
-#include "storage.h"
-#include "storage_mem.h"
+#include "format/bcheck.h"
+#include "format/bfile.h"
+#include "io/codec.h"
+#include "storage/storage.h"
+#include "storage/storage_mem.h"
 #include "testutil.h"
 
 #include <openssl/sha.h>

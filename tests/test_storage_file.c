@@ -7,9 +7,9 @@
  * no temporary file; a crashed writer's temporary file is skipped by listings, reported as
  * pending and removed by abort_pending; keys that would leave the root are refused.
  */
-#include "codec.h"
-#include "storage.h"
-#include "storage_file.h"
+#include "io/codec.h"
+#include "storage/storage.h"
+#include "storage/storage_file.h"
 #include "testutil.h"
 
 #include <dirent.h>
@@ -220,8 +220,8 @@ static void test_stream_round_trip(void **state) {
     c.in = in;
     c.n = OBJ;
     const char *key = "backups/0000/backup-1.json.gz";
-    c.w = storage_write_new(c.s, key, "application/gzip", gzip_chain(), on_writable, on_written,
-                            &c);
+    c.w =
+        storage_write_new(c.s, key, "application/gzip", gzip_chain(), on_writable, on_written, &c);
     pump(&c);
     assert_true(tu_run_until(&c.loop, &c.written, 30000));
     assert_false(c.has_err);
@@ -417,8 +417,8 @@ static void test_keys_stay_under_the_root(void **state) {
     (void)state;
     Ctx c;
     ctx_open(&c);
-    const char *bad[] = {"../x", "/etc/passwd", "a//b", "a/./b", "a/../../x", "a/", "", ".",
-                         "k/.x.part-1-1"};
+    const char *bad[] = {"../x", "/etc/passwd", "a//b",         "a/./b", "a/../../x", "a/",
+                         "",     ".",           "k/.x.part-1-1"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         put(&c, bad[i], "no");
         assert_true(c.has_err);

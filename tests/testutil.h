@@ -15,7 +15,7 @@
 #include <cmocka.h>
 #include <uv.h>
 
-#include "s3.h"
+#include "aws/s3.h"
 
 /*
  * The loop-lag bound the adapters must keep: 50 ms in optimised builds (20 ms

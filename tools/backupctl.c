@@ -7,21 +7,21 @@
  * jobs, lists backups, schedules, migrates (ctl_jobs); recovers from S3 alone
  * (ctl_recover).
  */
-#include "config.h"
+#include "config/config.h"
 #include "ctl_admin.h"
 #include "ctl_common.h"
-#include "jobconfig.h"
-#include "jobs.h"
-#include "keys.h"
+#include "jobs/jobconfig.h"
+#include "jobs/jobs.h"
+#include "keys/keys.h"
 #include "ctl_jobs.h"
 #include "ctl_queue.h"
 #include "ctl_s3.h"
 #include "ctl_scope.h"
 #include "ctl_recover.h"
-#include "http.h"
-#include "log.h"
-#include "pg.h"
-#include "redis.h"
+#include "http/http.h"
+#include "base/log.h"
+#include "pg/pg.h"
+#include "redis/redis.h"
 #include "version.h"
 
 #include <malloc.h>

@@ -6,7 +6,7 @@
 #include "ctl_admin.h"
 
 #include "ctl_common.h"
-#include "layout.h"
+#include "format/layout.h"
 #include "version.h"
 
 #include <dirent.h>

@@ -13,7 +13,7 @@
 #ifndef BW_CTL_ADMIN_H
 #define BW_CTL_ADMIN_H
 
-#include "config.h"
+#include "config/config.h"
 
 int ctl_list(const Config *cfg, const char *user, int json);
 int ctl_stats(const Config *cfg, const char *user, int json); /* user NULL: all */

@@ -1,7 +1,7 @@
 /* ctl_common: see ctl_common.h. */
 #include "ctl_common.h"
 
-#include "jobspec.h"
+#include "jobs/jobspec.h"
 
 #include <stdarg.h>
 #include <stdio.h>

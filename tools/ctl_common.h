@@ -7,7 +7,7 @@
 #ifndef BW_CTL_COMMON_H
 #define BW_CTL_COMMON_H
 
-#include "config.h"
+#include "config/config.h"
 
 #include <hiredis/hiredis.h>
 #include <libpq-fe.h>

@@ -1,12 +1,12 @@
 /* ctl_jobs: backupctl's job commands (see ctl_jobs.h). */
 #include "ctl_jobs.h"
-#include "jobstatus.h"
+#include "queue/jobstatus.h"
 
 #include "ctl_admin.h"
 #include "ctl_common.h"
 #include "ctl_recover.h"
-#include "jobspec.h"
-#include "layout.h"
+#include "jobs/jobspec.h"
+#include "format/layout.h"
 #include "proto_lua.h"
 
 #include <stddef.h>
@@ -437,9 +437,12 @@ static int parse_args(Args *a, int argc, char **argv) {
             const char *name;
             size_t off;
         } valued[] = {
-            {"--tables", offsetof(Args, tables)},     {"--from", offsetof(Args, from)},
-            {"--key", offsetof(Args, key)},           {"--user", offsetof(Args, user_opt)},
-            {"--retention-days", offsetof(Args, days)}, {"--requested-by", offsetof(Args, by)},
+            {"--tables", offsetof(Args, tables)},
+            {"--from", offsetof(Args, from)},
+            {"--key", offsetof(Args, key)},
+            {"--user", offsetof(Args, user_opt)},
+            {"--retention-days", offsetof(Args, days)},
+            {"--requested-by", offsetof(Args, by)},
             {"--dir", offsetof(Args, dir)},
         };
         static const struct {
@@ -663,8 +666,7 @@ static int cmd_wait_status(Args *a) {
         Job j = {0};
         rc = job_get(r, a->o.cfg, a->pos[0], &j) ? 1 : 0;
         if (rc == 0 && j.rep->elements == 0) {
-            fprintf(stderr, "backupctl status: no job %s (not yet taken, or expired)\n",
-                    a->pos[0]);
+            fprintf(stderr, "backupctl status: no job %s (not yet taken, or expired)\n", a->pos[0]);
             rc = 1;
         } else if (rc == 0) {
             print_json(&j, a->pos[0]);
@@ -710,10 +712,10 @@ static const struct {
     const char *name;
     int (*run)(Args *a);
 } commands[] = {
-    {"backup", cmd_backup},        {"restore", cmd_restore},   {"verify", cmd_verify},
-    {"cleanup", cmd_cleanup},      {"enqueue", cmd_enqueue},   {"wait", cmd_wait_status},
-    {"status", cmd_wait_status},   {"list", cmd_list},         {"stats", cmd_stats},
-    {"schedule", cmd_schedule},    {"migrate", cmd_migrate},
+    {"backup", cmd_backup},      {"restore", cmd_restore}, {"verify", cmd_verify},
+    {"cleanup", cmd_cleanup},    {"enqueue", cmd_enqueue}, {"wait", cmd_wait_status},
+    {"status", cmd_wait_status}, {"list", cmd_list},       {"stats", cmd_stats},
+    {"schedule", cmd_schedule},  {"migrate", cmd_migrate},
 };
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
 

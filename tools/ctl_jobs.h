@@ -17,7 +17,7 @@
 #ifndef BW_CTL_JOBS_H
 #define BW_CTL_JOBS_H
 
-#include "config.h"
+#include "config/config.h"
 
 /* 1 if command is one of ctl_jobs'. */
 int ctl_jobs_has(const char *command);

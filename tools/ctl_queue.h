@@ -8,7 +8,7 @@
 #ifndef BW_CTL_QUEUE_H
 #define BW_CTL_QUEUE_H
 
-#include "config.h"
+#include "config/config.h"
 
 int ctl_queue_main(const Config *cfg, const char *command, int argc, char **argv);
 

@@ -6,16 +6,16 @@
  */
 #include "ctl_recover.h"
 
-#include "bfile.h"
-#include "codec.h"
-#include "manifest.h"
+#include "format/bfile.h"
+#include "io/codec.h"
+#include "format/manifest.h"
 #include "ctl_common.h"
-#include "filter.h"
-#include "jobspec.h"
-#include "keys.h"
-#include "layout.h"
-#include "storage_file.h"
-#include "storage_s3.h"
+#include "io/filter.h"
+#include "jobs/jobspec.h"
+#include "keys/keys.h"
+#include "format/layout.h"
+#include "storage/storage_file.h"
+#include "storage/storage_s3.h"
 
 #include <errno.h>
 #include <inttypes.h>

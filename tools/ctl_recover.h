@@ -20,7 +20,7 @@
 #ifndef BW_CTL_RECOVER_H
 #define BW_CTL_RECOVER_H
 
-#include "config.h"
+#include "config/config.h"
 
 /* Which copy a command reads: the primary, then the replica when the primary's fails (ANY);
  * or only the one named. */

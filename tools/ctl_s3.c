@@ -6,9 +6,9 @@
  * asynchronous S3 client the worker uses.
  */
 #include "ctl_s3.h"
-#include "s3list.h"
-#include "s3upload.h"
-#include "sigv4.h"
+#include "aws/s3list.h"
+#include "aws/s3upload.h"
+#include "aws/sigv4.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -426,7 +426,7 @@ int ctl_s3_main(const Config *cfg, int argc, char **argv) {
         long long older = -1;
         for (int i = 1; i < argc; i++) {
             if (strcmp(argv[i], "--abort-older-than") == 0 && i + 1 < argc) {
-                if (config_parse_duration_ms(argv[++i], 0, 3650 * 86400000LL, &older) != 0) {
+                if (textval_duration_ms(argv[++i], 0, 3650 * 86400000LL, &older) != 0) {
                     fprintf(stderr, "backupctl s3: --abort-older-than takes a duration such as "
                                     "1d, 12h or 30m\n");
                     return 2;

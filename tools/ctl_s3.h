@@ -6,7 +6,7 @@
 #ifndef BW_CTL_S3_H
 #define BW_CTL_S3_H
 
-#include "config.h"
+#include "config/config.h"
 
 int ctl_s3_main(const Config *cfg, int argc, char **argv);
 

@@ -3,7 +3,7 @@
  * tool may block: plain synchronous libpq.
  */
 #include "ctl_scope.h"
-#include "scope.h"
+#include "scope/scope.h"
 
 #include <libpq-fe.h>
 #include <stdio.h>

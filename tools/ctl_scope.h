@@ -6,7 +6,7 @@
 #ifndef BW_CTL_SCOPE_H
 #define BW_CTL_SCOPE_H
 
-#include "config.h"
+#include "config/config.h"
 
 int ctl_scope_main(const Config *cfg, int argc, char **argv);
 

@@ -6,11 +6,11 @@
  * loop and serves its health endpoint. SIGTERM or SIGINT stops it cleanly
  * (exit 0); a second signal exits at once.
  */
-#include "config.h"
-#include "log.h"
-#include "jobconfig.h"
-#include "jobs.h"
-#include "queue.h"
+#include "config/config.h"
+#include "base/log.h"
+#include "jobs/jobconfig.h"
+#include "jobs/jobs.h"
+#include "queue/queue.h"
 #include "services.h"
 #include "version.h"
 

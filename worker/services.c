@@ -8,12 +8,12 @@
  * readiness: backups do not need it) and reads what waits for a copy.
  */
 #include "services.h"
-#include "httpd.h"
-#include "log.h"
-#include "looplag.h"
-#include "s3.h"
-#include "storage_file.h"
-#include "storage_s3.h"
+#include "http/httpd.h"
+#include "base/log.h"
+#include "base/looplag.h"
+#include "aws/s3.h"
+#include "storage/storage_file.h"
+#include "storage/storage_s3.h"
 #include "version.h"
 
 #include <inttypes.h>

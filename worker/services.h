@@ -11,16 +11,16 @@
 #ifndef BW_SERVICES_H
 #define BW_SERVICES_H
 
-#include "config.h"
-#include "jobconfig.h"
-#include "err.h"
-#include "http.h"
-#include "kms.h"
-#include "pgpool.h"
-#include "redis.h"
-#include "s3.h"
-#include "scopecache.h"
-#include "storage.h"
+#include "config/config.h"
+#include "jobs/jobconfig.h"
+#include "base/err.h"
+#include "http/http.h"
+#include "aws/kms.h"
+#include "pg/pgpool.h"
+#include "redis/redis.h"
+#include "aws/s3.h"
+#include "scope/scopecache.h"
+#include "storage/storage.h"
 
 #include <stdint.h>
 #include <uv.h>

@@ -1,5 +1,5 @@
 // Pure logic of the web tier, no services: the protocol's validation (the
-// worker's rules, worker/jobspec.c), the JWT check, the job status parser.
+// worker's rules, worker/jobs/jobspec.c), the JWT check, the job status parser.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHmac } from 'node:crypto';

@@ -5,8 +5,8 @@
  *
  *   build/bench-crypt [MiB]      (default 256 MiB of row-like JSON)
  */
-#include "crypt.h"
-#include "filter.h"
+#include "io/crypt.h"
+#include "io/filter.h"
 
 #include <stdint.h>
 #include <stdio.h>

@@ -15,12 +15,12 @@
  * scope=all runs every user with backups, 100 users per database page.
  * Idempotent: a second run finds nothing to expire and deletes nothing.
  */
-#include "jobs.h"
+#include "jobs/jobs.h"
 
-#include "buf.h"
-#include "jobrt.h"
-#include "layout.h"
-#include "log.h"
+#include "base/buf.h"
+#include "jobs/jobrt.h"
+#include "format/layout.h"
+#include "base/log.h"
 #include "services.h"
 
 #include <inttypes.h>
@@ -372,8 +372,8 @@ static void cleanup_run(Job *job) {
 
 static int cleanup_check(JobSpec *spec, Err *err) {
     if (spec->scope_all && spec->user_id[0] != '\0')
-        return jobspec_refuse(err,
-                              "a cleanup with scope=all covers every user: drop the field 'user_id'");
+        return jobspec_refuse(
+            err, "a cleanup with scope=all covers every user: drop the field 'user_id'");
     return spec->scope_all ? 0 : jobspec_need_user(spec, err);
 }
 

@@ -2,7 +2,7 @@
  * ping: answered at once. Lets the web tier check, end to end, that a job
  * enqueued now is picked up and recorded (and is the benchmark's no-op job).
  */
-#include "jobs.h"
+#include "jobs/jobs.h"
 
 static void ping_run(Job *job) {
     job_progress(job, "pong", 100, 0, 0);

@@ -30,11 +30,11 @@
  * on the last attempt the record says `failed` with the reason, and `backupctl replicate
  * --missing` queues it again.
  */
-#include "jobs.h"
+#include "jobs/jobs.h"
 
-#include "jobrt.h"
-#include "layout.h"
-#include "log.h"
+#include "jobs/jobrt.h"
+#include "format/layout.h"
+#include "base/log.h"
 #include "services.h"
 
 #include <inttypes.h>

@@ -6,7 +6,7 @@
  *   CHAIN     the backup and its bases down to the full one, all the user's, completed
  *   RECORD    restore_history row (outside the transaction: a failure is kept)
  *   BEGIN     user id set as a bound setting; backup_scope checked; a temporary
- *             staging table per selected table, shaped like it (restore_apply.c)
+ *             staging table per selected table, shaped like it (the statement lists below)
  *   STAGE i   each backup of the chain, full first, under a savepoint, streamed from
  *             S3 through SHA-256 and gunzip into the document reader; each row's JSON
  *             turned into COPY's text form (pgcopy) and copied into its table's staging
@@ -28,33 +28,193 @@
  *   COMMIT    (dry_run: ROLLBACK) and the history row and the job's result say, per
  *             table, the rows inserted, updated, deleted and unchanged.
  */
-#include "jobs.h"
-#include "restore_intern.h"
-
-#include "bcheck.h"
-#include "bfile.h"
-#include "buf.h"
-#include "jobconfig.h"
-#include "jobrt.h"
-#include "layout.h"
-#include "log.h"
-#include "manifest.h"
-#include "scope.h"
+#include "jobs/jobs.h"
+#include "format/bcheck.h"
+#include "format/bfile.h"
+#include "base/buf.h"
+#include "jobs/jobconfig.h"
+#include "jobs/jobrt.h"
+#include "format/layout.h"
+#include "base/log.h"
+#include "format/manifest.h"
+#include "scope/scope.h"
 #include "services.h"
+#include "keys/keys.h"
+#include "pg/pgcopy.h"
+#include "io/codec.h"
+#include "io/crypt.h"
+#include "jobs/jobspec.h"
+#include "base/rowkeys.h"
 
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdint.h>
+
+typedef enum {
+    ST_ACQUIRE,
+    ST_CHAIN,
+    ST_KEYS, /* the encrypted steps' data keys */
+    ST_HISTORY,
+    ST_BEGIN,
+    ST_USER,
+    ST_SCOPE,
+    ST_PRUNE_GATE, /* can tracking say what changed since the backup (PRUNE below) */
+    ST_PRUNE_KEYS, /* the keys of what changed */
+    ST_SAVEPOINT,  /* each step's: a failed read of the primary's copy is undone to it */
+    ST_MANIFEST,   /* a reindexed step's manifest read again */
+    ST_STAGE,      /* COPY of one step's rows into the staging tables, read through bcheck */
+    ST_UNSTAGE,    /* ROLLBACK TO SAVEPOINT: the step is read again from the replica */
+    ST_STMT,       /* a statement list: staging tables, then FINAL and APPLY */
+    ST_LOCK_BACK,  /* a row to write is held by another transaction: back to the lock savepoint */
+    ST_LOCK_WAIT,  /* ...wait a little (pg_sleep), then take the locks again */
+    ST_NOTIFY,     /* the user's notification of the restore, in its transaction */
+    ST_COMMIT,
+    ST_RECORD,
+} State;
+
+typedef struct {
+    char id[JOBSPEC_ID_MAX + 1];
+    char key[LAYOUT_KEY_MAX];
+    char checksum[65];
+    CodecList codecs;
+    uint64_t size;
+    int reindexed; /* recorded from a manifest by backupctl reindex: read the manifest again */
+    int encrypted;
+    char key_id[CRYPT_ID_MAX + 1], *wrapped; /* encrypted: the record's (newest) wrapping */
+    char origin_key_id[CRYPT_ID_MAX + 1];    /* the key of the object header's wrapping */
+    int header_key;   /* the newest key is not here, the header's is: the decoder opens that */
+    int replica_ok;   /* its copy in the replica completed (replica_status) */
+    int from_replica; /* read from the replica (forced, or the primary's copy failed) */
+    int again;        /* the primary's copy failed mid-read: unstage, read the replica's */
+    unsigned char dek[CRYPT_KEY_LEN]; /* and the data key it opens, before any read */
+} Step;
+
+typedef enum { SQ_EXEC, SQ_FINAL, SQ_CHECK, SQ_LOCK, SQ_DELETE, SQ_UPSERT } SqlKind;
+
+typedef struct {
+    char *sql;
+    SqlKind kind;
+    int table;     /* scope index (FINAL, CHECK, DELETE, UPSERT) */
+    char *message; /* CHECK: the error when the count is not 0 */
+} Stmt;
+
+/* Staged text waiting for its COPY: one staging table's (dest: a scope index, or DEST_DELETED). */
+#define DEST_DELETED (-2)
+typedef struct {
+    int dest;
+    Buf b;
+    size_t off; /* put so far */
+} Seg;
+
+typedef enum { CS_NONE, CS_OPENING, CS_OPEN, CS_ENDING } CopyState;
+
+typedef struct {
+    State state;
+    JobRt *rt; /* for pgcopy's spill */
+    const JobSpec *spec;
+    int recorded_start;
+    Step *steps;
+    int nsteps, si, ki;
+    int chain; /* more than one step: rows staged with their step, then the last state taken */
+    char fallback[ERR_MSG_MAX]; /* why a primary copy was not used */
+    ErrKind fallback_kind;      /* and whether that was an outage (retryable) */
+    Scope *scope;
+    unsigned char *selected;   /* per scope table */
+    PgCopyRow **shape;         /* per selected table: its rows' columns in COPY order */
+    uint64_t *expected;        /* staged final rows per table */
+    uint64_t *restored;        /* rows in place per table once restored (written or unchanged) */
+    uint64_t *ins, *upd, *del; /* per table: inserted, updated, deleted (dry_run: would be) */
+    Stmt *stmts;
+    int nstmts, qi, applying;
+    int lock_first;      /* the first SQ_LOCK statement (-1: none) */
+    uint64_t lock_since; /* when the locks were first asked for (ms into the job), 0: not yet */
+    int lock_waits;      /* times they were held by another transaction */
+    uint64_t stmt_ms;    /* when the statement in flight started */
+    /* one step's stream: rows turned into COPY text, one COPY per staging table in turn */
+    BCheck *bc;
+    int read_done, held, full;
+    Seg *segs;
+    int nsegs, capsegs;
+    size_t buffered;
+    CopyState cs;
+    int copy_dest;
+    int copy_failed; /* the server refused a row: the rest is dropped, copy_err said at the end */
+    Err copy_err;
+    char suffix[16]; /* chain: "\t<step>" after each row */
+    uint64_t rows_total, rows_staged, bytes;
+    /* only what changed since the last step's snapshot is staged (PRUNE below) */
+    char *snapshot;     /* the last step's ('' when unknown) */
+    char *listed;       /* the snapshot before the changed keys were listed */
+    int prunable;       /* no step recorded by reindex */
+    char *prune;        /* per scope table: its key's rowkeys kind, or 0 (every row staged) */
+    RowKeys **changed;  /* per pruned table: keys written or deleted since */
+    RowKeys **deleted;  /* per pruned covering parent: its keys deleted since (017) */
+    int *cover;         /* per table: its covering parent's index, or -1 (read per row) */
+    uint64_t *kept;     /* per pruned table: the user's rows unchanged since (not staged) */
+    uint64_t *kept_sum; /* and the digest of their keys (rowkeys_digest) */
+    uint64_t *left, *left_sum; /* per table: rows of the step being read left out, their digest */
+    uint64_t nchanged;
+    uint64_t staged, step_staged; /* rows staged: in all, by the step being read */
+} Restore;
+
+static void restore_query(JobRt *rt, Restore *r, State next, int flags, const char *sql, int n,
+                          const char *const *v);
+static void restore_progress(JobRt *rt, Restore *r, const char *stage, int pct);
+
+/* The notifications the worker writes itself (backup.c, restore.c): a restore keeps those it
+ * does not hold (a user restoring yesterday's backup keeps the record of today's). */
+#define RESTORE_WORKER_NOTES "'backup_completed', 'backup_failed', 'restore_completed'"
+/* 1 if table i is the notifications table the worker writes (it has a type column). */
+static int restore_worker_notes(const Scope *s, int i);
+
+/* The staging tables (the statements before the first step is read). */
+static void restore_setup_stmts(Restore *r);
+/* FINAL and APPLY (after every step is staged). */
+static void restore_apply_stmts(Restore *r);
+/* The next statement of the list; at its end, restore_stmts_done(). */
+static void restore_run_stmt(JobRt *rt, Restore *r);
+static void restore_on_stmt(JobRt *rt, Restore *r, PGresult *res);
+/* A lock, delete or upsert failed (err): a write after the snapshot is retried as a job, rows
+ * held by another transaction are waited for (lock statements, a while), the rest fails. */
+static void restore_on_stmt_err(JobRt *rt, Restore *r, const Err *err);
+/* ST_LOCK_BACK and ST_LOCK_WAIT ended. */
+static void restore_lock_next(JobRt *rt, Restore *r);
+static void restore_free_stmts(Restore *r);
+/* STAGE: one step read into the staging tables. Start it (a savepoint first), then
+ * the events of its read and its COPYs; at its end the next step, or the FINAL statements. */
+static void restore_stage_start(JobRt *rt, Restore *r);
+static void restore_stage_read(JobRt *rt, Restore *r); /* the savepoint is set */
+static void restore_stage_manifest(JobRt *rt, Restore *r, const JobEv *ev);
+static int restore_stage_item(JobRt *rt, Restore *r, const JobEv *ev);
+static void restore_stage_checked(JobRt *rt, Restore *r, const JobEv *ev);
+static void restore_stage_copied(JobRt *rt, Restore *r, const JobEv *ev);
+static void restore_stage_writable(JobRt *rt, Restore *r);
+static void restore_stage_free(Restore *r);
+/* PRUNE: after the scope, decide what to stage (then the setup statements). */
+static void restore_prune_start(JobRt *rt, Restore *r);
+static void restore_prune_gate(JobRt *rt, Restore *r, PGresult *res);
+static int restore_prune_row(JobRt *rt, Restore *r, const JobEv *ev);
+static void restore_prune_keys_done(JobRt *rt, Restore *r);
+/* 1 when the row or deleted key ev of table i is left out: unchanged since the backup. */
+static int restore_prune_skip(Restore *r, int i, const JobEv *ev);
+/* One backup read: 1 when the rows it left out are not the user's rows unchanged since (their
+ * number or keys differ: a crafted object, or history tracking missed); every row is then
+ * staged, and the step must be read again. */
+static int restore_prune_mismatch(JobRt *rt, Restore *r);
+static void restore_prune_free(Restore *r);
+/* A statement list ran to its end. */
+static void restore_stmts_done(JobRt *rt, Restore *r);
 
 #define MAX_CHAIN 1000
 
-void restore_progress(JobRt *rt, Restore *r, const char *stage, int pct) {
+static void restore_progress(JobRt *rt, Restore *r, const char *stage, int pct) {
     job_progress(jobrt_job(rt), stage, pct, r->rows_staged, r->bytes);
 }
 
-void restore_query(JobRt *rt, Restore *r, State next, int flags, const char *sql, int n,
-                   const char *const *v) {
+static void restore_query(JobRt *rt, Restore *r, State next, int flags, const char *sql, int n,
+                          const char *const *v) {
     r->state = next;
     jobrt_query(rt, next, flags, sql, n, v);
 }
@@ -150,7 +310,7 @@ static void on_committed(JobRt *rt, Restore *r) {
     buf_free(&result);
 }
 
-void restore_stmts_done(JobRt *rt, Restore *r) {
+static void restore_stmts_done(JobRt *rt, Restore *r) {
     if (!r->applying) { /* the staging tables are there: read the first step */
         r->si = 0;
         restore_stage_start(rt, r);
@@ -554,3 +714,947 @@ const JobType job_type_restore = {
     .run = restore_run,
     .cancel = jobrt_cancel,
 };
+
+/* ---- STAGE: one step of a restore, one backup object streamed into the staging tables.
+ *
+ * The object holds each table's rows together, so a step is one COPY per table in turn. Rows
+ * are turned into COPY text as they come and queued per staging table (segs); the queue is
+ * pumped into the open COPY, which is ended and the next one opened when the table changes.
+ * The reader is held while the queue is over MAX_BUFFERED or the connection's output is full:
+ * memory stays bounded whatever the object's size. */
+
+#define PUT_BATCH    (256u * 1024)
+#define MAX_BUFFERED (4 * PUT_BATCH) /* staged text held while a COPY opens or drains */
+
+static void step_staged(JobRt *rt, Restore *r);
+static int to_replica(JobRt *rt, Restore *r, Step *st, const Err *why);
+static void fail_step(JobRt *rt, Restore *r, const Step *st, const Err *err);
+
+static void segs_drop(Restore *r) {
+    for (int k = 0; k < r->nsegs; k++)
+        buf_free(&r->segs[k].b);
+    r->nsegs = 0;
+    r->buffered = 0;
+}
+
+static void seg_pop(Restore *r) {
+    buf_free(&r->segs[0].b);
+    memmove(r->segs, r->segs + 1, (size_t)(r->nsegs - 1) * sizeof(Seg));
+    r->nsegs--;
+}
+
+/* The buffer a row of dest goes to: the last one if it is dest's (and, unless the row goes
+ * straight into the COPY, not already big: a queue is cut in pieces rather than grown by
+ * doubling past a big row), else a new one. */
+static Buf *seg_for(Restore *r, int dest, int direct) {
+    if (r->nsegs && r->segs[r->nsegs - 1].dest == dest &&
+        (direct || r->segs[r->nsegs - 1].b.len < MAX_BUFFERED))
+        return &r->segs[r->nsegs - 1].b;
+    if (r->nsegs == r->capsegs) {
+        r->capsegs = r->capsegs ? r->capsegs * 2 : 8;
+        r->segs = xrealloc(r->segs, (size_t)r->capsegs * sizeof(Seg));
+    }
+    r->segs[r->nsegs] = (Seg){dest, BUF_INIT, 0};
+    return &r->segs[r->nsegs++].b;
+}
+
+static void open_copy(JobRt *rt, Restore *r, int dest) {
+    Buf sql = BUF_INIT;
+    if (dest == DEST_DELETED)
+        buf_puts(&sql, "COPY _bw_d (step, tbl, k) FROM STDIN");
+    else
+        scope_stage_copy_sql(r->scope, dest, r->chain, &sql);
+    r->cs = CS_OPENING;
+    r->copy_dest = dest;
+    r->state = ST_STAGE;
+    /* soft: a row the server refuses is told apart from a damaged object at the read's end */
+    jobrt_copy_in(rt, ST_STAGE, JRT_SOFT, sql.data);
+    buf_free(&sql);
+}
+
+/* Move queued text into the COPYs, open and end them as the tables change, and hold or resume
+ * the reader. At the read's end, once everything is in, the step is staged. */
+static void pump(JobRt *rt, Restore *r) {
+    while (!jobrt_failing(rt) && r->cs != CS_OPENING && r->cs != CS_ENDING) {
+        if (r->nsegs && r->copy_failed)
+            segs_drop(r);
+        if (r->nsegs == 0) {
+            if (!r->read_done)
+                break;
+            if (r->cs == CS_OPEN) {
+                r->cs = CS_ENDING;
+                jobrt_copy_end(rt);
+                return;
+            }
+            step_staged(rt, r);
+            return;
+        }
+        Seg *h = &r->segs[0];
+        if (r->cs == CS_OPEN && r->copy_dest != h->dest) {
+            r->cs = CS_ENDING;
+            jobrt_copy_end(rt);
+            return;
+        }
+        if (r->cs == CS_NONE) {
+            open_copy(rt, r, h->dest);
+            return;
+        }
+        int last = r->nsegs == 1;
+        size_t left = h->b.len - h->off;
+        if (r->full || (last && !r->read_done && left < PUT_BATCH))
+            break;
+        /* a batch at a time: what the socket does not take waits here, not in libpq */
+        size_t n = left > PUT_BATCH ? PUT_BATCH : left;
+        int rc = pg_conn_copy_put(jobrt_conn(rt), h->b.data ? h->b.data + h->off : "", n);
+        if (rc < 0) {
+            jobrt_failf(rt, ERR_RETRYABLE, ERR_CODE_CONNECT, "%s", "postgres: COPY failed");
+            return;
+        }
+        r->buffered -= n;
+        h->off += n;
+        if (h->off == h->b.len) {
+            if (last && !r->read_done && h->b.cap <= MAX_BUFFERED) { /* kept, to be filled again */
+                buf_reset(&h->b);
+                h->off = 0;
+            } else { /* a big row's memory goes back at once */
+                seg_pop(r);
+            }
+        }
+        if (rc == 0) /* the socket is full: on when the connection drains */
+            r->full = 1;
+    }
+    if (r->bc == NULL || r->read_done)
+        return;
+    int hold = r->full || r->buffered > MAX_BUFFERED;
+    if (hold && !r->held)
+        bcheck_hold(r->bc);
+    else if (!hold && r->held)
+        bcheck_resume(r->bc);
+    r->held = hold;
+}
+
+/* A big row's text goes into the open COPY as it is written (pgcopy_row_spill), after what was
+ * queued before it: held whole, it would be there three times (the reader's, ours, libpq's).
+ * Even when the socket is full: libpq then holds it, as much as one piece of the reader. */
+static int spill(Buf *out, void *data) {
+    Restore *r = data;
+    Seg *h = &r->segs[0];
+    int rc = pg_conn_copy_put(jobrt_conn(r->rt), out->data + h->off, out->len - h->off);
+    buf_reset(out);
+    h->off = 0;
+    if (rc == 0)
+        r->full = 1;
+    return rc < 0 ? -1 : 0;
+}
+
+/* Table i is the covering parent of a selected table: its deleted keys remove that table's rows
+ * too (a child deleted with its parent has no tombstone of its own, proto/sql/017). */
+static int covers_selected(const Restore *r, int i) {
+    for (int c = 0; c < scope_count(r->scope); c++)
+        if (r->selected[c] && scope_covering_parent(r->scope, c) == i)
+            return 1;
+    return 0;
+}
+
+/* A row or deleted key of the object being read: its COPY text queued for its table. */
+static int restore_stage_item(JobRt *rt, Restore *r, const JobEv *ev) {
+    int i = scope_find(r->scope, ev->table);
+    if (i < 0) {
+        err_set(ev->item_err, ERR_PERMANENT, ERR_CODE_INVALID,
+                "backup %s holds table %s, which is not in backup_scope", r->steps[r->si].id,
+                ev->table);
+        return -1;
+    }
+    if (ev->section == 0 && (++r->rows_staged & 0xfff) == 0) {
+        int pct = r->rows_total ? (int)(r->rows_staged * 90 / r->rows_total) : 0;
+        restore_progress(rt, r, "downloading", pct > 89 ? 89 : pct);
+    }
+    /* deleted keys only remove rows of earlier steps: the first step's have none to remove */
+    if ((ev->section && r->si == 0) || r->copy_failed)
+        return 0;
+    if (!r->selected[i] && !(ev->section && covers_selected(r, i)))
+        return 0;
+    if (r->prune && r->prune[i] && restore_prune_skip(r, i, ev))
+        return 0;
+    r->step_staged += ev->section == 0;
+    int dest = ev->section ? DEST_DELETED : i;
+    /* a row straight into the open COPY of its table, when nothing is queued before it */
+    int direct = dest >= 0 && r->cs == CS_OPEN && r->copy_dest == dest &&
+                 (r->nsegs == 0 || (r->nsegs == 1 && r->segs[0].dest == dest));
+    Buf *b = seg_for(r, dest, direct);
+    Err e;
+    int rc;
+    if (ev->section) {
+        buf_printf(b, "%d\t%d\t", r->si, i);
+        rc = pgcopy_value(PGCOPY_SCALAR, ev->buf, ev->len, b, &e);
+        buf_puts(b, "\n");
+    } else {
+        pgcopy_row_spill(r->shape[i], PUT_BATCH, direct ? spill : NULL, r);
+        rc = pgcopy_row_line(r->shape[i], ev->buf, ev->len, r->suffix, b, &e);
+    }
+    if (rc != 0) {
+        err_set(ev->item_err, ERR_PERMANENT, ERR_CODE_INVALID, "backup %s: a %s %s: %s",
+                r->steps[r->si].id, ev->table, ev->section ? "deleted key" : "row", e.msg);
+        return -1;
+    }
+    r->buffered = 0; /* a spill emptied the buffer: counted again */
+    for (int k = 0; k < r->nsegs; k++)
+        r->buffered += r->segs[k].b.len - r->segs[k].off;
+    if (r->buffered >= PUT_BATCH || r->nsegs > 1 || r->cs == CS_NONE)
+        pump(rt, r);
+    return 0;
+}
+
+static void restore_stage_checked(JobRt *rt, Restore *r, const JobEv *ev) {
+    Step *st = &r->steps[r->si];
+    r->bytes += bcheck_bytes(ev->check);
+    r->read_done = 1;
+    r->bc = NULL;
+    if (ev->err) {
+        /* the primary's copy is missing, unreachable after retries, or damaged: the replica's,
+         * checked the same way, if it has one, after the step's rows are rolled back */
+        if (!to_replica(rt, r, st, ev->err)) {
+            fail_step(rt, r, st, ev->err);
+            return;
+        }
+        st->again = 1;
+        segs_drop(r);
+    }
+    pump(rt, r);
+}
+
+/* A COPY into a staging table ended. */
+static void restore_stage_copied(JobRt *rt, Restore *r, const JobEv *ev) {
+    r->cs = CS_NONE;
+    r->full = 0;
+    if (ev->err && !r->copy_failed) {
+        r->copy_failed = 1;
+        r->copy_err = *ev->err;
+        err_prefix(&r->copy_err, "backup %s: its %s cannot be staged", r->steps[r->si].id,
+                   r->copy_dest == DEST_DELETED ? "deleted keys"
+                                                : scope_table(r->scope, r->copy_dest));
+    } else if (!ev->err && !r->chain && r->copy_dest >= 0) {
+        r->expected[r->copy_dest] += strtoull(PQcmdTuples(ev->res), NULL, 10);
+    }
+    pump(rt, r);
+}
+
+static void open_step(JobRt *rt, Restore *r) {
+    const Step *st = &r->steps[r->si];
+    char stage[JOBSPEC_ID_MAX + 16];
+    snprintf(stage, sizeof(stage), "downloading %s", st->id);
+    restore_progress(rt, r, stage, r->rows_total ? (int)(r->rows_staged * 90 / r->rows_total) : 0);
+    r->read_done = r->held = r->full = r->copy_failed = 0;
+    r->step_staged = 0;
+    r->cs = CS_NONE;
+    segs_drop(r);
+    if (!r->chain) { /* counted as read: a primary copy read in part counts for nothing */
+        memset(r->expected, 0, (size_t)scope_count(r->scope) * sizeof(uint64_t));
+        if (r->left) {
+            memset(r->left, 0, (size_t)scope_count(r->scope) * sizeof(uint64_t));
+            memset(r->left_sum, 0, (size_t)scope_count(r->scope) * sizeof(uint64_t));
+        }
+    }
+    snprintf(r->suffix, sizeof(r->suffix), r->chain ? "\t%d" : "", r->si);
+    Buf codecs = BUF_INIT;
+    codec_list_json(&st->codecs, &codecs);
+    CryptParams cp = {.user_id = r->spec->user_id,
+                      .backup_id = st->id,
+                      .codecs_json = codecs.data,
+                      .have_dek = !st->header_key,
+                      .unwrap = keys_unwrap_fn,
+                      .unwrap_data = (void *)services_jobconfig(jobrt_services(rt))->keys};
+    memcpy(cp.dek, st->dek, CRYPT_KEY_LEN);
+    BCheckTarget t = {st->id,
+                      r->spec->user_id,
+                      st->key,
+                      st->checksum,
+                      &st->codecs,
+                      st->encrypted ? &cp : NULL,
+                      st->from_replica ? services_replica(jobrt_services(rt)) : NULL};
+    r->state = ST_STAGE;
+    /* every row checked to be JSON before it is staged: a damaged object is then named by its
+     * digest (and the replica's copy tried), not by a conversion error */
+    r->bc = jobrt_check(rt, ST_STAGE, JRT_SOFT, &t, 1);
+    crypt_wipe(&cp, sizeof(cp));
+    buf_free(&codecs);
+}
+
+/* Each step runs under a savepoint: the rows of a primary copy that failed are undone. */
+static void restore_stage_start(JobRt *rt, Restore *r) {
+    restore_query(rt, r, ST_SAVEPOINT, 0, "SAVEPOINT bw_step", 0, NULL);
+}
+
+static void restore_stage_read(JobRt *rt, Restore *r) {
+    const Step *st = &r->steps[r->si];
+    if (st->reindexed) {
+        char key[LAYOUT_KEY_MAX + 16];
+        layout_manifest_key(key, sizeof(key), st->key);
+        r->state = ST_MANIFEST;
+        if (st->from_replica)
+            jobrt_get_from(rt, services_replica(jobrt_services(rt)), ST_MANIFEST, JRT_SOFT, key,
+                           64 * 1024);
+        else
+            jobrt_get(rt, ST_MANIFEST, JRT_SOFT, key, 64 * 1024);
+        return;
+    }
+    open_step(rt, r);
+}
+
+/* The primary's copy failed (why): 1 when the step goes on from the replica's (which has a
+ * completed copy), 0 when there is none to try. */
+static int to_replica(JobRt *rt, Restore *r, Step *st, const Err *why) {
+    if (st->from_replica || !st->replica_ok || why->code == ERR_CODE_CANCELLED ||
+        services_replica(jobrt_services(rt)) == NULL ||
+        strcmp(r->spec->from, "primary") == 0) /* from=primary: no other copy is wanted */
+        return 0;
+    log_warn(job_log_id(jobrt_job(rt)),
+             "backup %s: the primary copy failed (%s): reading the "
+             "replica's",
+             st->id, why->msg);
+    snprintf(r->fallback, sizeof(r->fallback), "%s", why->msg);
+    r->fallback_kind = why->kind;
+    st->from_replica = 1;
+    return 1;
+}
+
+/* The step cannot be read: after a fallback, the error names both copies, and a primary that
+ * was unreachable (an outage) keeps the job retryable whatever the replica's copy said. */
+static void fail_step(JobRt *rt, Restore *r, const Step *st, const Err *err) {
+    if (!st->from_replica || !r->fallback[0]) {
+        jobrt_fail(rt, err);
+        return;
+    }
+    Err e;
+    /* the primary's cause is at the end of its message (after the key and the attempts) */
+    size_t pl = strlen(r->fallback);
+    const char *pm = pl > 180 ? r->fallback + pl - 180 : r->fallback;
+    err_set(&e, r->fallback_kind == ERR_RETRYABLE ? ERR_RETRYABLE : err->kind, err->code,
+            "backup %s: both copies failed: the primary's: %s%s; the replica's: %.220s", st->id,
+            pm != r->fallback ? "..." : "", pm, err->msg);
+    jobrt_fail(rt, &e);
+}
+
+/* A reindexed step's record came from its manifest: the manifest must still say the same
+ * (a record edited since, or a manifest replaced, is refused before any byte is used); the
+ * replica's is read when the primary's is missing, unreachable or disagrees. */
+static void restore_stage_manifest(JobRt *rt, Restore *r, const JobEv *ev) {
+    Step *st = &r->steps[r->si];
+    Err e;
+    Manifest m;
+    if (ev->err) {
+        e = *ev->err;
+        err_prefix(&e, "backup %s: manifest %s%s", st->id, st->key, LAYOUT_MANIFEST_EXT);
+    } else if (manifest_parse(ev->sres->body->data, ev->sres->body->len, &m, &e) != 0 ||
+               strcmp(m.backup_id, st->id) != 0 || strcmp(m.sha256, st->checksum) != 0 ||
+               m.size != st->size) {
+        err_set(&e, ERR_PERMANENT, ERR_CODE_INVALID,
+                "Backup checksum verification failed: backup %s was recorded by reindex, and "
+                "its manifest no longer agrees with that record (sha256 %.16s..., %" PRIu64
+                " bytes)",
+                st->id, st->checksum, st->size);
+    } else {
+        open_step(rt, r);
+        return;
+    }
+    if (to_replica(rt, r, st, &e))
+        restore_stage_read(rt, r);
+    else
+        fail_step(rt, r, st, &e);
+}
+
+/* The step's read ended and every COPY with it. */
+static void step_staged(JobRt *rt, Restore *r) {
+    Step *cur = &r->steps[r->si];
+    if (!cur->again && !r->copy_failed && !r->chain && restore_prune_mismatch(rt, r))
+        cur->again = 1;
+    if (cur->again) { /* the primary's partial rows go, then the replica's copy is read */
+        cur->again = 0;
+        restore_query(rt, r, ST_UNSTAGE, 0, "ROLLBACK TO SAVEPOINT bw_step", 0, NULL);
+        return;
+    }
+    if (r->copy_failed) { /* the object is sound (its digest matched): its rows are refused */
+        jobrt_fail(rt, &r->copy_err);
+        return;
+    }
+    log_info(job_log_id(jobrt_job(rt)), "staged backup %s (%d of %d)", r->steps[r->si].id,
+             r->si + 1, r->nsteps);
+    segs_drop(r);
+    r->staged += r->step_staged;
+    r->si++;
+    if (r->si < r->nsteps) {
+        restore_stage_start(rt, r);
+        return;
+    }
+    restore_apply_stmts(r);
+    restore_run_stmt(rt, r);
+}
+
+static void restore_stage_writable(JobRt *rt, Restore *r) {
+    if (r->cs == CS_OPENING)
+        r->cs = CS_OPEN;
+    r->full = 0;
+    pump(rt, r);
+}
+
+static void restore_stage_free(Restore *r) {
+    segs_drop(r);
+    free(r->segs);
+}
+
+/* ---- PRUNE: a restore stages only what changed since its backup.
+ *
+ * Change tracking (proto/sql/004, 014) stamps every written row with its transaction and leaves
+ * a tombstone for every deleted one. A row whose stamp the backup's snapshot sees, and whose
+ * key left no tombstone since, is exactly the backup's row: it is neither staged nor compared,
+ * and the delete leaves it alone. So a restore onto an intact tenant reads the object and
+ * writes nothing, and one after a few changes stages those few.
+ *
+ * Only when tracking can be trusted for the whole time since the snapshot (the gate): no
+ * tombstone of the user written since was purged (016), the snapshot is of this database, and
+ * each table's stamp and tombstone triggers were in place, unchanged, when it was taken. Else,
+ * or for a table whose key is neither a uuid nor an integer, every row is staged, as before.
+ * The keys written or deleted since come in one COPY and are held as 16 bytes each (rowkeys);
+ * past MAX_CHANGED the restore stages everything instead, keeping memory bounded.
+ *
+ * A child deleted with its parent (an order's items) leaves no tombstone (proto/sql/017): the
+ * parent's stands for it. So a child table is pruned only with its parent, whose deleted keys
+ * are kept apart: a backed-up child of a parent deleted since is staged, and the database's
+ * children of such a key count as changed (scope_prune_keys_sql).
+ */
+
+#define MAX_CHANGED (2u * 1000 * 1000) /* keys held: 64 MB at most */
+
+static void setup(JobRt *rt, Restore *r) {
+    restore_setup_stmts(r);
+    restore_run_stmt(rt, r);
+}
+
+static void free_sets(Restore *r) {
+    for (int i = 0; r->changed && i < scope_count(r->scope); i++) {
+        rowkeys_free(r->changed[i]);
+        rowkeys_free(r->deleted[i]);
+    }
+    free(r->changed);
+    free(r->deleted);
+    free(r->cover);
+    r->changed = r->deleted = NULL;
+    r->cover = NULL;
+}
+
+/* A child table is pruned only while its covering parent is: the parent's deleted keys say
+ * which of its backed-up rows are gone with their parent. */
+static void prune_children(Restore *r) {
+    for (int i = 0; r->prune && i < scope_count(r->scope); i++) {
+        int p = scope_covering_parent(r->scope, i);
+        if (r->prune[i] && p >= 0 && (!r->prune[p] || (r->changed && !r->deleted[p]))) {
+            r->prune[i] = 0;
+            if (r->kept)
+                r->kept[i] = r->kept_sum[i] = 0;
+        }
+    }
+}
+
+static void restore_prune_free(Restore *r) {
+    free_sets(r);
+    free(r->prune);
+    free(r->kept);
+    free(r->kept_sum);
+    free(r->left);
+    free(r->left_sum);
+    free(r->snapshot);
+    free(r->listed);
+    r->listed = NULL;
+    r->prune = NULL;
+    r->kept = r->kept_sum = r->left = r->left_sum = NULL;
+    r->snapshot = NULL;
+}
+
+/* Every row is staged after all. */
+static void stage_all(JobRt *rt, Restore *r, const char *why) {
+    log_info(job_log_id(jobrt_job(rt)), "every row of the backup is staged: %s", why);
+    int n = scope_count(r->scope);
+    free_sets(r);
+    if (r->prune)
+        memset(r->prune, 0, (size_t)n);
+    if (r->kept)
+        memset(r->kept, 0, (size_t)n * sizeof(uint64_t));
+}
+
+static int restore_prune_mismatch(JobRt *rt, Restore *r) {
+    int n = scope_count(r->scope);
+    for (int i = 0; r->changed && i < n; i++) {
+        if (!r->prune[i] || (r->left[i] == r->kept[i] && r->left_sum[i] == r->kept_sum[i]))
+            continue;
+        log_warn(job_log_id(jobrt_job(rt)),
+                 "backup %s disagrees with the database's history: %" PRIu64
+                 " %s rows left out as unchanged since its snapshot, %" PRIu64
+                 " in the database%s; read again, every row staged",
+                 r->steps[r->si].id, r->left[i], scope_table(r->scope, i), r->kept[i],
+                 r->left[i] == r->kept[i] ? " (with other keys)" : "");
+        stage_all(rt, r, "the backup disagrees with the database's history");
+        return 1;
+    }
+    return 0;
+}
+
+static void restore_prune_start(JobRt *rt, Restore *r) {
+    int n = scope_count(r->scope), any = 0;
+    if (!r->prunable || r->snapshot == NULL || !scope_snapshot_valid(r->snapshot)) {
+        setup(rt, r);
+        return;
+    }
+    r->prune = xcalloc((size_t)n, 1);
+    for (int i = 0; i < n; i++)
+        any += r->selected[i] && (r->prune[i] = scope_prune_kind(r->scope, i)) != 0;
+    if (!any) {
+        setup(rt, r);
+        return;
+    }
+    Buf sql = BUF_INIT;
+    scope_prune_gate_sql(r->scope, (const unsigned char *)r->prune, &sql);
+    const char *v[] = {r->snapshot, r->spec->user_id};
+    restore_query(rt, r, ST_PRUNE_GATE, 0, sql.data, 2, v);
+    buf_free(&sql);
+}
+
+static void restore_prune_gate(JobRt *rt, Restore *r, PGresult *res) {
+    int n = scope_count(r->scope), any = 0;
+    r->listed = xstrdup(PQgetvalue(res, 0, 0));
+    if (!scope_snapshot_valid(r->listed)) {
+        stage_all(rt, r, "the database's present snapshot could not be read");
+    } else if (strcmp(PQgetvalue(res, 0, 1), "t") != 0) {
+        stage_all(rt, r, "tombstones written since the backup's snapshot were purged");
+    } else if (strcmp(PQgetvalue(res, 0, 2), "t") != 0) {
+        stage_all(rt, r, "the backup's snapshot is not of this database's recent past");
+    } else {
+        Buf off = BUF_INIT;
+        for (int i = 0; i < n; i++) {
+            if (r->prune[i] && strcmp(PQgetvalue(res, 0, 3 + i), "t") != 0) {
+                r->prune[i] = 0;
+                buf_printf(&off, "%s%s", off.len ? ", " : "", scope_table(r->scope, i));
+            }
+            any += r->prune[i] != 0;
+        }
+        if (off.len)
+            log_info(job_log_id(jobrt_job(rt)),
+                     "every backed-up row of %s is staged: its tracking triggers were not in "
+                     "place, unchanged, since the backup's snapshot",
+                     off.data);
+        buf_free(&off);
+        prune_children(r);
+        any = 0;
+        for (int i = 0; i < n; i++)
+            any += r->prune[i] != 0;
+    }
+    if (!any) {
+        setup(rt, r);
+        return;
+    }
+    r->changed = xcalloc((size_t)n, sizeof(RowKeys *));
+    r->deleted = xcalloc((size_t)n, sizeof(RowKeys *));
+    r->cover = xcalloc((size_t)n, sizeof(int));
+    r->kept = xcalloc((size_t)n, sizeof(uint64_t));
+    r->kept_sum = xcalloc((size_t)n, sizeof(uint64_t));
+    r->left = xcalloc((size_t)n, sizeof(uint64_t));
+    r->left_sum = xcalloc((size_t)n, sizeof(uint64_t));
+    for (int i = 0; i < n; i++) {
+        if (r->prune[i])
+            r->changed[i] = rowkeys_new();
+        int p = r->cover[i] = scope_covering_parent(r->scope, i);
+        if (r->prune[i] && p >= 0 && r->deleted[p] == NULL)
+            r->deleted[p] = rowkeys_new();
+    }
+    Buf sql = BUF_INIT;
+    scope_prune_keys_sql(r->scope, (const unsigned char *)r->prune, r->snapshot, &sql);
+    r->state = ST_PRUNE_KEYS;
+    jobrt_copy_out(rt, ST_PRUNE_KEYS, sql.data);
+    buf_free(&sql);
+}
+
+/* One line of the keys' COPY: "table\tkey\t1\t\N" (written since), "table\tkey\t2\t\N"
+ * (deleted since) or "table\t\N\tcount\tdigest". */
+static int restore_prune_row(JobRt *rt, Restore *r, const JobEv *ev) {
+    const char *p = ev->buf, *e = ev->buf + ev->len;
+    if (r->changed == NULL) /* given up: the rest is read and dropped */
+        return PG_COPY_CONTINUE;
+    while (e > p && (e[-1] == '\n' || e[-1] == '\r'))
+        e--;
+    char *end;
+    long i = strtol(p, &end, 10);
+    const char *k = end + 1, *ke = k < e ? memchr(k, '\t', (size_t)(e - k)) : NULL;
+    if (end == p || *end != '\t' || i < 0 || i >= scope_count(r->scope) || r->changed[i] == NULL ||
+        ke == NULL) {
+        stage_all(rt, r, "the database's list of changed keys could not be read");
+        return PG_COPY_CONTINUE;
+    }
+    if (!r->prune[i]) /* this table is staged whole */
+        return PG_COPY_CONTINUE;
+    if (ke - k == 2 && memcmp(k, "\\N", 2) == 0) {
+        char *d;
+        r->kept[i] += strtoull(ke + 1, &d, 10);
+        r->kept_sum[i] += *d == '\t' ? strtoull(d + 1, NULL, 10) : 0;
+        return PG_COPY_CONTINUE;
+    }
+    unsigned char key[ROWKEYS_KEY_LEN];
+    if (rowkeys_key(r->prune[i], k, (size_t)(ke - k), key) != 0) {
+        /* a tombstone's key of another shape (written by hand?): this table is staged whole */
+        log_info(job_log_id(jobrt_job(rt)),
+                 "every backed-up row of %s is staged: a changed key is not a %s",
+                 scope_table(r->scope, (int)i), r->prune[i] == 'u' ? "uuid" : "number");
+        r->prune[i] = 0;
+        r->kept[i] = r->kept_sum[i] = 0;
+        rowkeys_free(r->deleted[i]); /* its children cannot be told apart either */
+        r->deleted[i] = NULL;
+        prune_children(r);
+        return PG_COPY_CONTINUE;
+    }
+    r->nchanged += rowkeys_add(r->changed[i], key);
+    if (r->deleted[i] && ke + 1 < e && ke[1] == '2')
+        rowkeys_add(r->deleted[i], key);
+    if (r->nchanged > MAX_CHANGED)
+        stage_all(rt, r, "more than 2,000,000 rows changed since the backup's snapshot");
+    return PG_COPY_CONTINUE;
+}
+
+static void restore_prune_keys_done(JobRt *rt, Restore *r) {
+    int n = scope_count(r->scope);
+    Buf tables = BUF_INIT;
+    for (int i = 0; r->changed && i < n; i++) {
+        if (!r->prune[i])
+            continue;
+        buf_printf(&tables, "%s%s", tables.len ? ", " : "", scope_table(r->scope, i));
+    }
+    if (tables.len)
+        log_info(job_log_id(jobrt_job(rt)),
+                 "only what changed since the backup's snapshot is staged (%s): %" PRIu64
+                 " keys written or deleted since",
+                 tables.data, r->nchanged);
+    buf_free(&tables);
+    setup(rt, r);
+}
+
+static int restore_prune_skip(Restore *r, int i, const JobEv *ev) {
+    const char *v = ev->buf;
+    size_t n = ev->len;
+    unsigned char key[ROWKEYS_KEY_LEN];
+    /* a step's deleted keys are all staged, changed since or not: a row an earlier step holds
+     * can be staged for another reason than its own key (its parent deleted since: 017; its key
+     * deleted by a parent's new owner), and only the later step's deletion then drops it */
+    if (ev->section != 0)
+        return 0;
+    /* a row whose key cannot be read is staged: the staging and its checks say what is wrong */
+    if (pgcopy_member(ev->buf, ev->len, scope_key_column(r->scope, i), &v, &n) != 0)
+        return 0;
+    if (rowkeys_key(r->prune[i], v, n, key) != 0 || rowkeys_has(r->changed[i], key))
+        return 0;
+    int p = r->cover[i];
+    if (p >= 0) { /* gone with its parent since: staged, like the parent */
+        const char *pv;
+        size_t pn;
+        unsigned char pk[ROWKEYS_KEY_LEN];
+        if (r->deleted[p] == NULL ||
+            pgcopy_member(ev->buf, ev->len, scope_parent_column(r->scope, i), &pv, &pn) != 0 ||
+            rowkeys_key(r->prune[p], pv, pn, pk) != 0 || rowkeys_has(r->deleted[p], pk))
+            return 0;
+    }
+    r->left[i]++;
+    r->left_sum[i] += rowkeys_digest(r->prune[i], key);
+    return 1;
+}
+
+/* ---- the statement lists, run one after the other on the job's connection:
+ *
+ *   setup    a typed staging table per selected table (and one of deleted
+ *            keys for a chain), before any row is read
+ *   FINAL    columns PostgreSQL converts; for a chain the last state of each
+ *            key; a unique index on the key (a key twice fails); ANALYZE
+ *   CHECK    ownership: every row the user's, every parent and reference the
+ *            user's or restored too, no key of another user's row
+ *   APPLY    deletes (children first), then the upserts of what differs
+ *            (parents first); dry_run counts the same and writes nothing
+ */
+
+static int restore_worker_notes(const Scope *s, int i) {
+    if (strcmp(scope_table(s, i), "notifications") != 0)
+        return 0;
+    char kind;
+    for (int c = 0; c < scope_stage_columns(s, i); c++)
+        if (strcmp(scope_stage_column(s, i, c, &kind), "type") == 0)
+            return 1;
+    return 0;
+}
+
+static void add_stmt(Restore *r, SqlKind kind, int table, Buf *sql, const char *message) {
+    r->stmts = xrealloc(r->stmts, (size_t)(r->nstmts + 1) * sizeof(Stmt));
+    Stmt *s = &r->stmts[r->nstmts++];
+    s->sql = xstrdup(sql->data);
+    s->kind = kind;
+    s->table = table;
+    s->message = message ? xstrdup(message) : NULL;
+    buf_reset(sql);
+}
+
+static void restore_free_stmts(Restore *r) {
+    for (int i = 0; i < r->nstmts; i++) {
+        free(r->stmts[i].sql);
+        free(r->stmts[i].message);
+    }
+    free(r->stmts);
+    r->stmts = NULL;
+    r->nstmts = r->qi = 0;
+}
+
+static void restore_setup_stmts(Restore *r) {
+    const Scope *s = r->scope;
+    Buf sql = BUF_INIT;
+    restore_free_stmts(r);
+    r->applying = 0;
+    if (r->prune) { /* the gate turned parallel query off for the keys' query */
+        buf_puts(&sql, "SET LOCAL max_parallel_workers_per_gather TO DEFAULT");
+        add_stmt(r, SQ_EXEC, -1, &sql, NULL);
+    }
+    for (int i = 0; i < scope_count(s); i++) {
+        if (!r->selected[i])
+            continue;
+        scope_stage_create_sql(s, i, r->chain, &sql);
+        add_stmt(r, SQ_EXEC, -1, &sql, NULL);
+        if (scope_stage_alter_sql(s, i, r->chain, &sql))
+            add_stmt(r, SQ_EXEC, -1, &sql, NULL);
+    }
+    if (r->chain) {
+        buf_puts(&sql, "CREATE TEMP TABLE _bw_d (step int NOT NULL, tbl int NOT NULL, k text NOT "
+                       "NULL) ON COMMIT DROP");
+        add_stmt(r, SQ_EXEC, -1, &sql, NULL);
+    }
+    buf_free(&sql);
+}
+
+static void check_stmts(Restore *r, int i, Buf *sql) {
+    const Scope *s = r->scope;
+    char msg[ERR_MSG_MAX];
+    int p = scope_parent_index(s, i);
+    int parent_staged = p >= 0 && r->selected[p];
+    scope_restore_owner_sql(s, i, parent_staged, parent_staged && r->prune && r->prune[p], sql);
+    if (p < 0 || parent_staged)
+        snprintf(msg, sizeof(msg),
+                 "backup holds rows of %s that are not user %s's: refusing to restore them",
+                 scope_table(s, i), r->spec->user_id);
+    else
+        snprintf(msg, sizeof(msg),
+                 "restoring %s alone would break a foreign key: some of its rows refer to "
+                 "%s rows that are missing (or not the user's); restore %s too "
+                 "(tables=%s,%s)",
+                 scope_table(s, i), scope_table(s, p), scope_table(s, p), scope_table(s, p),
+                 scope_table(s, i));
+    add_stmt(r, SQ_CHECK, i, sql, msg);
+    scope_restore_foreign_sql(s, i, sql);
+    snprintf(msg, sizeof(msg),
+             "backup holds %s rows whose keys belong to rows of another user: refusing to "
+             "restore",
+             scope_table(s, i));
+    add_stmt(r, SQ_CHECK, i, sql, msg);
+    for (int k = 0; k < scope_restore_ref_count(s, i); k++) {
+        const char *col =
+            scope_restore_ref_sql(s, i, k, r->selected, (const unsigned char *)r->prune, sql);
+        snprintf(msg, sizeof(msg),
+                 "backup holds %s rows whose %s refers to a row that is missing or not user "
+                 "%s's: refusing to restore",
+                 scope_table(s, i), col, r->spec->user_id);
+        add_stmt(r, SQ_CHECK, i, sql, msg);
+    }
+}
+
+static void restore_apply_stmts(Restore *r) {
+    const Scope *s = r->scope;
+    int n = scope_count(s);
+    Buf sql = BUF_INIT;
+    restore_free_stmts(r);
+    r->applying = 1;
+    for (int i = 0; i < n; i++) {
+        if (!r->selected[i])
+            continue;
+        if (scope_stage_convert_sql(s, i, r->chain, &sql))
+            add_stmt(r, SQ_EXEC, -1, &sql, NULL);
+        if (r->chain) {
+            scope_stage_final_sql(s, i, &sql);
+            add_stmt(r, SQ_FINAL, i, &sql, NULL);
+        }
+        scope_stage_index_sql(s, i, &sql);
+        add_stmt(r, SQ_EXEC, -1, &sql, NULL);
+        buf_printf(&sql, "ANALYZE _bw_f%d", i);
+        add_stmt(r, SQ_EXEC, -1, &sql, NULL);
+    }
+    for (int i = 0; i < n; i++)
+        if (r->selected[i])
+            check_stmts(r, i, &sql);
+    int dry = r->spec->dry_run;
+    r->lock_first = -1;
+    if (!dry) {
+        /* Every row to delete or update is locked first, none waited for (NOWAIT): the restore
+         * then never waits for the application while holding rows the application may wait
+         * for, so no deadlock reaches the application. Rows held by another transaction are
+         * released (back to the savepoint) and asked for again (restore_on_stmt_err). A short
+         * lock_timeout covers the writes the locks cannot name (a new key inserted meanwhile,
+         * a foreign key's action): such a wait fails the attempt, which is retried. */
+        buf_puts(&sql, "SAVEPOINT _bw_lock");
+        add_stmt(r, SQ_EXEC, -1, &sql, NULL);
+        r->lock_first = r->nstmts;
+        /* the tables first (a LOCK TABLE, a DDL the application runs), every table of the
+         * scope: a foreign key's action may write one that is not restored */
+        for (int i = n - 1; i >= 0; i--) {
+            buf_printf(&sql, "LOCK TABLE \"%s\" IN ROW EXCLUSIVE MODE NOWAIT", scope_table(s, i));
+            add_stmt(r, SQ_LOCK, i, &sql, NULL);
+        }
+        for (int i = n - 1; i >= 0; i--)
+            if (r->selected[i]) {
+                int part = r->prune && r->prune[i];
+                scope_restore_lock_sql(s, i, part ? r->snapshot : NULL, part ? r->listed : NULL,
+                                       &sql);
+                add_stmt(r, SQ_LOCK, i, &sql, NULL);
+            }
+        buf_puts(&sql, "SET LOCAL lock_timeout = '100ms'");
+        add_stmt(r, SQ_EXEC, -1, &sql, NULL);
+    }
+    for (int i = n - 1; i >= 0; i--) /* children first */
+        if (r->selected[i]) {
+            int part = r->prune && r->prune[i];
+            scope_restore_delete_sql(s, i, dry, part ? r->snapshot : NULL, part ? r->listed : NULL,
+                                     &sql);
+            /* the record of the user's backups outlives a restore */
+            if (restore_worker_notes(s, i))
+                buf_puts(&sql, " AND \"type\" NOT IN (" RESTORE_WORKER_NOTES ")");
+            add_stmt(r, SQ_DELETE, i, &sql, NULL);
+        }
+    for (int i = 0; i < n; i++) /* parents first */
+        if (r->selected[i]) {
+            scope_restore_upsert_sql(s, i, dry, &sql);
+            add_stmt(r, SQ_UPSERT, i, &sql, NULL);
+        }
+    buf_free(&sql);
+}
+
+static void restore_run_stmt(JobRt *rt, Restore *r) {
+    if (r->qi == r->nstmts) {
+        restore_stmts_done(rt, r);
+        return;
+    }
+    Stmt *st = &r->stmts[r->qi];
+    if (!r->applying)
+        restore_progress(rt, r, "preparing", 0);
+    else if (st->table >= 0 && st->kind != SQ_CHECK)
+        restore_progress(rt, r, scope_table(r->scope, st->table), 90 + 9 * r->qi / r->nstmts);
+    else
+        restore_progress(rt, r, "checking", 90);
+    r->stmt_ms = jobrt_elapsed_ms(rt);
+    if (st->kind == SQ_LOCK && r->lock_since == 0)
+        r->lock_since = r->stmt_ms ? r->stmt_ms : 1;
+    int soft = st->kind == SQ_LOCK || st->kind == SQ_DELETE || st->kind == SQ_UPSERT;
+    restore_query(rt, r, ST_STMT, soft ? JRT_SOFT : 0, st->sql, 0, NULL);
+}
+
+/* How long rows held by other transactions are waited for, in steps of LOCK_PAUSE. */
+#define LOCK_WAIT_MS 30000
+#define LOCK_PAUSE   "0.2"
+
+static void restore_on_stmt_err(JobRt *rt, Restore *r, const Err *err) {
+    const Stmt *st = &r->stmts[r->qi];
+    int busy = strncmp(err->msg, "55P03", 5) == 0; /* lock_not_available */
+    if (strncmp(err->msg, "40001", 5) == 0 || strncmp(err->msg, "40P01", 5) == 0) {
+        /* a row written after the restore's snapshot: its transaction is before the restore,
+         * which runs again from a new snapshot (the job's retry) */
+        jobrt_failf(rt, ERR_RETRYABLE, ERR_CODE_SQL,
+                    "another transaction wrote user %s's %s while the restore ran: nothing was "
+                    "changed, the restore runs again (%s)",
+                    r->spec->user_id, scope_table(r->scope, st->table), err->msg);
+        return;
+    }
+    if (busy && st->kind != SQ_LOCK) {
+        jobrt_failf(rt, ERR_RETRYABLE, ERR_CODE_SQL,
+                    "writing user %s's %s waited for another transaction (a key it inserts, a "
+                    "row a foreign key names): nothing was changed, the restore runs again (%s)",
+                    r->spec->user_id, scope_table(r->scope, st->table), err->msg);
+        return;
+    }
+    if (!busy) {
+        jobrt_fail(rt, err);
+        return;
+    }
+    if (jobrt_elapsed_ms(rt) - r->lock_since >= LOCK_WAIT_MS) {
+        jobrt_failf(rt, ERR_RETRYABLE, ERR_CODE_SQL,
+                    "rows of user %s's %s (or the table) are held by another transaction for "
+                    "over %d s: nothing was changed (%s)",
+                    r->spec->user_id, scope_table(r->scope, st->table), LOCK_WAIT_MS / 1000,
+                    err->msg);
+        return;
+    }
+    if (r->lock_waits++ == 0)
+        log_info(job_log_id(jobrt_job(rt)),
+                 "%s (rows to write, or the table) held by another transaction: waiting (at "
+                 "most %d s), holding none meanwhile",
+                 scope_table(r->scope, st->table), LOCK_WAIT_MS / 1000);
+    restore_query(rt, r, ST_LOCK_BACK, 0, "ROLLBACK TO SAVEPOINT _bw_lock", 0, NULL);
+}
+
+static void restore_lock_next(JobRt *rt, Restore *r) {
+    if (r->state == ST_LOCK_BACK) {
+        restore_query(rt, r, ST_LOCK_WAIT, 0, "SELECT pg_sleep(" LOCK_PAUSE ")", 0, NULL);
+        return;
+    }
+    r->qi = r->lock_first;
+    restore_run_stmt(rt, r);
+}
+
+/* A statement that took long is named in the log: where a restore's time goes. */
+#define SLOW_STMT_MS 250
+
+static void log_slow(JobRt *rt, Restore *r, const Stmt *st) {
+    uint64_t ms = jobrt_elapsed_ms(rt) - r->stmt_ms;
+    if (ms >= SLOW_STMT_MS)
+        log_info(job_log_id(jobrt_job(rt)), "%" PRIu64 " ms: %.90s%s", ms, st->sql,
+                 strlen(st->sql) > 90 ? "..." : "");
+}
+
+static void restore_on_stmt(JobRt *rt, Restore *r, PGresult *res) {
+    Stmt *st = &r->stmts[r->qi];
+    log_slow(rt, r, st);
+    switch (st->kind) {
+    case SQ_EXEC:
+        break;
+    case SQ_FINAL:
+        r->expected[st->table] = strtoull(PQcmdTuples(res), NULL, 10);
+        break;
+    case SQ_LOCK:
+        break;
+    case SQ_CHECK:
+        if (strcmp(PQgetvalue(res, 0, 0), "0") != 0) {
+            jobrt_failf(rt, ERR_PERMANENT, ERR_CODE_INVALID, "%s (%s row%s, first: %s %s)",
+                        st->message, PQgetvalue(res, 0, 0),
+                        strcmp(PQgetvalue(res, 0, 0), "1") ? "s" : "",
+                        scope_table(r->scope, st->table), PQgetvalue(res, 0, 1));
+            return;
+        }
+        break;
+    case SQ_DELETE:
+        r->del[st->table] =
+            strtoull(r->spec->dry_run ? PQgetvalue(res, 0, 0) : PQcmdTuples(res), NULL, 10);
+        break;
+    case SQ_UPSERT: {
+        int i = st->table;
+        uint64_t want = strtoull(PQgetvalue(res, 0, 0), NULL, 10);
+        r->ins[i] = strtoull(PQgetvalue(res, 0, 1), NULL, 10);
+        r->upd[i] = strtoull(PQgetvalue(res, 0, 2), NULL, 10);
+        if (r->ins[i] + r->upd[i] != want || want > r->expected[i]) {
+            jobrt_failf(rt, ERR_PERMANENT, ERR_CODE_INVALID,
+                        "backup holds %" PRIu64 " %s rows whose keys belong to rows of another "
+                        "user: refusing to restore",
+                        want - r->ins[i] - r->upd[i], scope_table(r->scope, i));
+            return;
+        }
+        r->restored[i] = r->expected[i] + (r->kept ? r->kept[i] : 0);
+        break;
+    }
+    }
+    r->qi++;
+    restore_run_stmt(rt, r);
+}

@@ -4,8 +4,8 @@
  * Only registered when WORKER_TEST_JOBS is on. Fields: ms (duration), fail
  * (retryable|permanent), fail_attempts (fail only the first N attempts).
  */
-#include "jobs.h"
-#include "buf.h"
+#include "jobs/jobs.h"
+#include "base/buf.h"
 
 #include <stdlib.h>
 

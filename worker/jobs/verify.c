@@ -16,16 +16,16 @@
  * The job completes when every backup passed, and fails (permanently: a
  * retry reads the same bytes) naming how many did not and the first reason.
  */
-#include "jobs.h"
+#include "jobs/jobs.h"
 
-#include "bcheck.h"
-#include "bfile.h"
-#include "buf.h"
-#include "jobconfig.h"
-#include "jobrt.h"
-#include "layout.h"
-#include "log.h"
-#include "manifest.h"
+#include "format/bcheck.h"
+#include "format/bfile.h"
+#include "base/buf.h"
+#include "jobs/jobconfig.h"
+#include "jobs/jobrt.h"
+#include "format/layout.h"
+#include "base/log.h"
+#include "format/manifest.h"
 #include "services.h"
 
 #include <inttypes.h>

@@ -1,5 +1,5 @@
 // The Redis stream protocol of proto/README.md, as types and as the same
-// validation the worker applies (worker/jobspec.c): a job refused here would be
+// validation the worker applies (worker/jobs/jobspec.c): a job refused here would be
 // dead-lettered by the worker with the same reason. No Node or browser
 // dependency: both sides import it.
 

@@ -1,0 +1,68 @@
+/* jobconfig: the job settings (see jobconfig.h). */
+#include "jobs/jobconfig.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const ConfigVar vars[] = {
+    {"BACKUP_RETENTION_DAYS", "30", "days a backup is kept by cleanup (1-36500)"},
+    {"BACKUP_COMPRESSION", "gzip",
+     "codec of new backup objects: gzip, zstd or none (true and false: gzip and none)"},
+    {"BACKUP_COMPRESSION_LEVEL", "1", "level of that codec: gzip 1-9, zstd 1-19"},
+    {"BACKUP_NOTIFY", "true", "write a row in the user's notifications when a backup ends"},
+    {"JOB_VISIBILITY_TIMEOUT", "60s", "a job whose worker is silent this long is run again"},
+    {"JOB_MAX_ATTEMPTS", "5", "runs of a job before it goes to the dead-letter stream (1-100)"},
+    {"JOB_BACKOFF_BASE", "2s", "first retry delay; doubles per attempt, with full jitter"},
+    {"JOB_BACKOFF_MAX", "10m", "longest retry delay"},
+    {"JOB_RETENTION", "7d", "how long job status hashes are kept"},
+    {"EVENTS_MAXLEN", "100000", "approximate length cap of the {prefix}:events stream"},
+    {"WORKER_TEST_JOBS", "false", "enable the 'sleep' job type used by the tests"},
+};
+
+int jobconfig_load(JobConfig *jc, ConfigGetenv getenv_fn, void *data, Buf *errors) {
+    ConfigLoader l;
+    config_loader_init(&l, getenv_fn, data, errors, vars, sizeof(vars) / sizeof(vars[0]));
+    memset(jc, 0, sizeof(*jc));
+    jc->backup_retention_days = config_get_int(&l, "BACKUP_RETENTION_DAYS", 1, 36500);
+    char *comp = config_get_str(&l, "BACKUP_COMPRESSION", 1);
+    int on = 0, max = 9;
+    if (comp &&
+        (strcmp(comp, "gzip") == 0 || strcmp(comp, "zstd") == 0 || strcmp(comp, "none") == 0))
+        snprintf(jc->backup_codecs, sizeof(jc->backup_codecs), "%s",
+                 strcmp(comp, "none") == 0 ? "" : comp);
+    else if (comp && textval_bool(comp, &on) == 0) /* the first releases' boolean */
+        snprintf(jc->backup_codecs, sizeof(jc->backup_codecs), "%s", on ? "gzip" : "");
+    else
+        config_bad(&l, "BACKUP_COMPRESSION", "'%.40s' is not gzip, zstd or none", comp ? comp : "");
+    free(comp);
+    jc->backup_compression = jc->backup_codecs[0] != 0;
+    if (strcmp(jc->backup_codecs, "zstd") == 0)
+        max = 19;
+    /* 1 for both: zstd -1 is smaller and faster than -3 on our rows (README, "Compression") */
+    jc->backup_compression_level = config_get_int(&l, "BACKUP_COMPRESSION_LEVEL", 1, max);
+    jc->backup_notify = config_get_bool(&l, "BACKUP_NOTIFY");
+    jc->job_visibility_timeout_ms =
+        config_get_duration(&l, "JOB_VISIBILITY_TIMEOUT", 1000, 86400000LL);
+    jc->job_max_attempts = config_get_int(&l, "JOB_MAX_ATTEMPTS", 1, 100);
+    jc->job_backoff_base_ms = config_get_duration(&l, "JOB_BACKOFF_BASE", 1, 86400000LL);
+    jc->job_backoff_max_ms = config_get_duration(&l, "JOB_BACKOFF_MAX", 1, 7 * 86400000LL);
+    if (jc->job_backoff_max_ms < jc->job_backoff_base_ms)
+        config_bad(&l, "JOB_BACKOFF_MAX", "is shorter than JOB_BACKOFF_BASE");
+    jc->job_retention_ms = config_get_duration(&l, "JOB_RETENTION", 60000, 3650 * 86400000LL);
+    jc->events_maxlen = config_get_int(&l, "EVENTS_MAXLEN", 100, 100000000);
+    jc->worker_test_jobs = config_get_bool(&l, "WORKER_TEST_JOBS");
+    int nkeys = 0;
+    jc->keys = keys_load(getenv_fn, data, errors, &nkeys);
+    return l.count + nkeys;
+}
+
+void jobconfig_free(JobConfig *jc) {
+    keys_free(jc->keys);
+    jc->keys = NULL;
+}
+
+void jobconfig_print_help(FILE *out) {
+    config_print_vars(out, vars, sizeof(vars) / sizeof(vars[0]));
+    keys_print_help(out);
+}
