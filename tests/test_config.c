@@ -127,7 +127,7 @@ static void test_malformed(void **state) {
         {"S3_FORCE_PATH_STYLE", "maybe", "S3_FORCE_PATH_STYLE: 'maybe' is not a boolean"},
         {"BACKUP_RETENTION_DAYS", "0", "BACKUP_RETENTION_DAYS: '0' is not a whole number from 1"},
         {"BACKUP_RETENTION_DAYS", "30d", "BACKUP_RETENTION_DAYS: '30d'"},
-        {"BACKUP_COMPRESSION", "lz4", "BACKUP_COMPRESSION: 'lz4' is not gzip, zstd or none"},
+        {"BACKUP_COMPRESSION", "lz4", "BACKUP_COMPRESSION: 'lz4' is not one of gzip, zstd or none"},
         {"BACKUP_COMPRESSION_LEVEL", "10",
          "BACKUP_COMPRESSION_LEVEL: '10' is not a whole number from 1 to 9"},
         {"REDIS_URL", "http://:redissecret77@x", "REDIS_URL: 'http://:***@x': must start with"},

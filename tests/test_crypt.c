@@ -410,7 +410,7 @@ static void test_codec_list(void **state) {
     assert_string_equal(suffix, ".zst.enc");
     assert_string_equal(codec_content_type(&l), "application/octet-stream");
     assert_null(codec_decoder(&l, NULL)); /* never a chain that skips the decryption */
-    CodecOptions o = {1, 1, NULL};
+    CodecOptions o = {1, NULL};
     assert_null(codec_encoder(&l, &o));
     assert_int_equal(codec_list_parse("gzip", &l, &e), 0);
     assert_false(codec_list_encrypted(&l));

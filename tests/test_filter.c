@@ -49,6 +49,30 @@ static Buf push(FilterChain *c, const char *data, size_t n, size_t step) {
     return out;
 }
 
+/* filter.h's example, line for line: the header shows calls that exist */
+static void test_header_example(void **state) {
+    (void)state;
+    const char *json = "{\"a\":1}";
+    size_t n = strlen(json);
+    Buf out = BUF_INIT;
+    Err err;
+    FilterChain *c = filter_chain_new();
+    filter_chain_add(c, filter_size_new("raw")); // raw JSON size
+    filter_chain_add(c, filter_gzip_new("gzip", 1));
+    filter_chain_add(c, filter_sha256_new("sha256")); // over the stored bytes
+    assert_int_equal(filter_chain_write(c, json, n, &out, &err), 0);
+    assert_int_equal(filter_chain_finish(c, &out, &err), 0);
+    assert_string_equal(filter_chain_result(c, "raw"), "7");
+    unsigned char md[32];
+    char hex[65];
+    SHA256((const unsigned char *)out.data, out.len, md);
+    for (int i = 0; i < 32; i++)
+        snprintf(hex + 2 * i, 3, "%02x", md[i]);
+    assert_string_equal(filter_chain_result(c, "sha256"), hex);
+    filter_chain_free(c);
+    buf_free(&out);
+}
+
 static void test_round_trip_in_any_chunking(void **state) {
     (void)state;
     size_t n = 1000003;
@@ -301,6 +325,7 @@ static void test_zstd_round_trip_and_damage(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_header_example),
         cmocka_unit_test(test_round_trip_in_any_chunking),
         cmocka_unit_test(test_observers_only_and_empty),
         cmocka_unit_test(test_members_corruption_truncation),

@@ -98,7 +98,7 @@ static FilterChain *gzip_chain(void) {
     CodecList l;
     Err e;
     assert_int_equal(codec_list_parse("gzip", &l, &e), 0);
-    CodecOptions o = {1, 0, NULL};
+    CodecOptions o = {1, NULL};
     return codec_encoder(&l, &o);
 }
 

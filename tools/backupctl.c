@@ -8,6 +8,8 @@
  * (ctl_recover).
  */
 #include "config/config.h"
+#include "storage/storage_file.h"
+#include "storage/storage_s3.h"
 #include "ctl_admin.h"
 #include "ctl_common.h"
 #include "jobs/jobconfig.h"
@@ -160,15 +162,19 @@ static void on_pg_connected(PgConn *conn, const Err *err, void *data) {
         on_pg_result(conn, NULL, &e, c);
 }
 
-static void on_s3(const S3Result *res, const Err *err, void *data) {
+/* the primary store, probed as the worker probes it (storage_probe) */
+static void on_store(const StorageResult *res, const Err *err, void *data) {
     Check *c = data;
-    if (err) {
+    if (c->cfg->store_path && err)
+        printf("store     FAIL  file store %s: %s\n", c->cfg->store_path, err->msg);
+    else if (c->cfg->store_path)
+        printf("store     ok    file store %s (a writable directory)\n", c->cfg->store_path);
+    else if (err)
         printf("s3        FAIL  bucket %s at %s: %s\n", c->cfg->s3_bucket, c->s3_label, err->msg);
-        c->failures++;
-    } else {
+    else
         printf("s3        ok    bucket %s at %s (signed HEAD: HTTP %ld)\n", c->cfg->s3_bucket,
                c->s3_label, res->status);
-    }
+    c->failures += err != NULL;
     c->s3_done = 1;
     check_finish_if_done(c);
 }
@@ -293,8 +299,19 @@ static int cmd_check(const Config *cfg) {
     config_s3_options(cfg, &so);
     so.max_attempts = 2;
     so.timeout_ms = 8000;
-    S3Client *s3 = s3_client_new(&loop, http, &so);
-    s3_head_bucket(s3, on_s3, &c);
+    S3Client *s3 = NULL;
+    Storage *store = NULL;
+    Err serr;
+    if (cfg->store_path) {
+        store = storage_file_new(&loop, cfg->store_path, &serr);
+    } else {
+        s3 = s3_client_new(&loop, http, &so);
+        store = storage_s3_new(&loop, s3, (size_t)cfg->s3_part_size_mb << 20, 1);
+    }
+    if (store)
+        storage_probe(store, on_store, &c);
+    else
+        on_store(NULL, &serr, &c);
     S3Options ro3;
     S3Client *replica = NULL;
     if (config_s3_replica_options(cfg, &ro3) == 0) {
@@ -310,6 +327,7 @@ static int cmd_check(const Config *cfg) {
     uv_timer_start(&c.deadline, on_deadline, 10000, 0);
     uv_run(&loop, UV_RUN_DEFAULT);
     s3_client_free(replica);
+    storage_free(store);
     s3_client_free(s3);
     http_client_free(http);
     uv_run(&loop, UV_RUN_DEFAULT);

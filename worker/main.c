@@ -110,6 +110,12 @@ int main(int argc, char **argv) {
     mallopt(M_MMAP_THRESHOLD, 1024 * 1024);
     int check_only = 0;
     for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--help-markdown") == 0) { /* the README's table: one source */
+            config_help_markdown();
+            config_print_help(stdout);
+            jobconfig_print_help(stdout);
+            return 0;
+        }
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             usage(stdout);
             return 0;

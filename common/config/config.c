@@ -34,7 +34,9 @@ static const ConfigVar vars[] = {
     {"S3_SSE", NULL, "server-side encryption of new objects: AES256 or aws:kms (optional)"},
     {"S3_SSE_KMS_KEY_ID", NULL, "KMS key id with S3_SSE=aws:kms (optional)"},
     {"S3_CA_FILE", NULL, "CA bundle for TLS to S3 (optional; verification is always on)"},
-    {"S3_PART_SIZE_MB", "8", "multipart part size at the start of an upload, MiB (5-5120)"},
+    {"S3_PART_SIZE_MB", "8",
+     "multipart part size at the start of an upload, MiB (5-5120; doubles every 1000 parts, so "
+     "10,000 parts pass 1 TiB)"},
     {"S3_CONNECT_TIMEOUT", "10s", "connect timeout of one S3 request (TCP and TLS)"},
     {"S3_STALL_TIMEOUT", "30s",
      "an S3 request that moves no byte this long is retried (no cap on a slow one that moves)"},
@@ -53,12 +55,15 @@ static const ConfigVar vars[] = {
     {"S3_REPLICA_COPY", "auto",
      "how copies go: server (CopyObject, both buckets on one service), stream (through the "
      "worker), auto (server when the replica shares the primary's endpoint and keys)"},
-    {"REDIS_URL", "redis://127.0.0.1:6379/0", "redis://[[user]:password@]host[:port][/db]"},
+    {"REDIS_URL", "redis://127.0.0.1:6379/0",
+     "redis://[[user]:password@]host[:port][/db] (the password never logged)"},
     {"DATABASE_URL", NULL, "PostgreSQL URI or key=value string (required)"},
     {"WORKER_CONCURRENCY", "4", "jobs run at once by one worker process (1-1024)"},
     {"WORKER_HTTP_PORT", "8080", "port of /healthz, /readyz and /metrics (0: off)"},
     {"WORKER_HTTP_HOST", "0.0.0.0", "address the HTTP port listens on (127.0.0.1: this host only)"},
-    {"WORKER_SHUTDOWN_GRACE", "25s", "time running jobs get to finish after SIGTERM"},
+    {"WORKER_SHUTDOWN_GRACE", "25s",
+     "time running jobs get to finish after SIGTERM; then they are handed back, requests still "
+     "out are cancelled, and the process exits within seconds"},
     {"REDIS_PREFIX", "backup", "prefix of every Redis key ({prefix}:jobs, {prefix}:job:ID...)"},
     {"LOG_LEVEL", "info", "debug, info, warn or error"},
     {"LOG_FORMAT", "text", "text or json (one object per line)"},
@@ -69,14 +74,37 @@ const char *config_getenv_process(const char *name, void *data) {
     return getenv(name);
 }
 
+static int help_markdown; /* the README's table instead of --help's lines */
+
+void config_help_markdown(void) {
+    help_markdown = 1;
+}
+
+/* a markdown cell: '|' would end it */
+static void md_cell(FILE *out, const char *s) {
+    for (; *s; s++)
+        fputs(*s == '|' ? "\\|" : (char[]){*s, 0}, out);
+}
+
 void config_print_vars(FILE *out, const ConfigVar *v, size_t n) {
-    for (size_t i = 0; i < n; i++)
-        fprintf(out, "  %-22s %s%s%s\n", v[i].name, v[i].help, v[i].def ? "; default " : "",
-                v[i].def ? v[i].def : "");
+    for (size_t i = 0; i < n; i++) {
+        if (!help_markdown) {
+            fprintf(out, "  %-22s %s%s%s\n", v[i].name, v[i].help, v[i].def ? "; default " : "",
+                    v[i].def ? v[i].def : "");
+            continue;
+        }
+        fprintf(out, "| `%s` | %s%s%s | ", v[i].name, v[i].def ? "`" : "", v[i].def ? v[i].def : "",
+                v[i].def ? "`" : "");
+        md_cell(out, v[i].help);
+        fputs(" |\n", out);
+    }
 }
 
 void config_print_help(FILE *out) {
-    fprintf(out, "Environment:\n");
+    if (help_markdown)
+        fprintf(out, "| variable | default | meaning |\n| --- | --- | --- |\n");
+    else
+        fprintf(out, "Environment:\n");
     config_print_vars(out, vars, sizeof(vars) / sizeof(vars[0]));
 }
 

@@ -106,5 +106,8 @@ int config_s3_replica_options(const Config *cfg, S3Options *o);
 void config_free(Config *cfg);
 /* Print every variable with its default and meaning (for --help). */
 void config_print_help(FILE *out);
+/* From now on the help prints as the README's markdown table (backup-worker --help-markdown;
+ * tools/readme-config puts it in the README, test_docs checks it is current). */
+void config_help_markdown(void);
 
 #endif

@@ -4,6 +4,10 @@
  * builds its encoding chain from the list, a reader the reverse chain from the
  * same list, so that no caller compares compression names. The list is what a
  * backup's header, manifest and record carry (proto/README.md).
+ *
+ * A codec is its filter (io/filter.h, io/crypt.h) and one row of codec.c's table: its name,
+ * key suffix, Content-Type, levels (a compression codec) and constructors. Nothing else names
+ * it: key layouts, BACKUP_COMPRESSION, manifests and restores read the row.
  */
 #ifndef BW_CODEC_H
 #define BW_CODEC_H
@@ -21,10 +25,14 @@ typedef struct {
 } CodecList;
 
 typedef struct {
-    int gzip_level;           /* 1-9; 0: 6 */
-    int zstd_level;           /* 1-19; 0: 1 */
+    int level;                /* the compression codec's (codec_levels); 0: its default */
     const CryptParams *crypt; /* aes-256-gcm: the object's names and data key */
 } CodecOptions;
+
+/* A compression codec's levels: 0, or -1 when name is none (BACKUP_COMPRESSION's check). */
+int codec_levels(const char *name, int *min, int *max, int *def);
+/* "gzip, zstd": the compression codecs, for messages. */
+void codec_compression_names(char *out, size_t outsz);
 
 /* From a comma-separated list ("" is no codec). -1 with err naming an unknown codec. */
 int codec_list_parse(const char *csv, CodecList *out, Err *err);

@@ -1,20 +1,23 @@
 /*
- * filter: byte-stream steps (compress, decompress, hash, count; later
- * encrypt) chained in the order data flows, after pgBackRest's IoFilterGroup.
+ * filter: byte-stream steps (compress, decompress, encrypt, hash, count) chained in the
+ * order data flows, after pgBackRest's IoFilterGroup.
  *
  * A job wires a chain once, pushes its bytes through filter_chain_write()
  * and ends with filter_chain_finish(); the last transforming stage's output
  * is appended to the caller's buffer, and observing stages (SHA-256, size)
  * see the bytes where they sit in the chain without copying them. Results
- * (a digest, a byte count) are read by filter name after finish. Adding
- * encryption is adding one filter, not editing the job.
+ * (a digest, a byte count) are read by filter name after finish. A new codec is a
+ * filter and one row of codec.c's table, not an edit of the jobs.
  *
  *   FilterChain *c = filter_chain_new();
- *   filter_chain_add(c, filter_size_new("rows-bytes"));  // raw JSON size
- *   filter_chain_add(c, filter_gzip_new(1));
- *   filter_chain_add(c, filter_sha256_new("sha256"));    // over the stored bytes
+ *   filter_chain_add(c, filter_size_new("raw"));           // raw JSON size
+ *   filter_chain_add(c, filter_gzip_new("gzip", 1));
+ *   filter_chain_add(c, filter_sha256_new("sha256"));      // over the stored bytes
  *   filter_chain_write(c, json, n, &out, &err) ... filter_chain_finish(c, &out, &err);
  *   filter_chain_result(c, "sha256");
+ *   filter_chain_free(c);
+ *
+ * (test_filter's test_header_example runs these lines.)
  *
  * The chain is synchronous and touches no loop: CPU-heavy chains can run on
  * libuv's thread pool.

@@ -17,7 +17,8 @@ struct Keys {
 
 static const ConfigVar vars[] = {
     {"BACKUP_ENCRYPTION", "auto",
-     "auto: encrypt new backups whenever a key is set; required: refuse to start without one"},
+     "auto: encrypt new backups whenever a key is set; required: refuse to start without one, "
+     "and refuse to restore, verify or reindex a cleartext backup (one planted in the store)"},
     {"BACKUP_ENCRYPTION_KEYS", NULL,
      "keyring, ID:BASE64 entries separated by commas, 32-byte keys (secret; never logged)"},
     {"BACKUP_ENCRYPTION_KEYS_FILE", NULL, "file with the keyring, one ID:BASE64 entry per line"},

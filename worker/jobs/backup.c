@@ -201,7 +201,7 @@ static void start_copy(JobRt *rt, Backup *b, State state) {
 /* The write stream (key: the data key of an encrypted object), then the tables in restore
  * order. */
 static void backup_open_stream(JobRt *rt, Backup *b, const JobKey *key) {
-    CodecOptions co = {b->cfg->backup_compression_level, b->cfg->backup_compression_level, NULL};
+    CodecOptions co = {b->cfg->backup_compression_level, NULL};
     CryptParams cp;
     memset(&cp, 0, sizeof(cp));
     Buf codecs = BUF_INIT;

@@ -1,5 +1,6 @@
 /* jobconfig: the job settings (see jobconfig.h). */
 #include "jobs/jobconfig.h"
+#include "io/codec.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,9 +11,13 @@ static const ConfigVar vars[] = {
     {"BACKUP_COMPRESSION", "gzip",
      "codec of new backup objects: gzip, zstd or none (true and false: gzip and none)"},
     {"BACKUP_COMPRESSION_LEVEL", "1", "level of that codec: gzip 1-9, zstd 1-19"},
-    {"BACKUP_NOTIFY", "true", "write a row in the user's notifications when a backup ends"},
+    {"BACKUP_NOTIFY", "true",
+     "write a row in the user's notifications when a backup ends (backup_completed, "
+     "backup_failed) and when a restore completes (restore_completed)"},
     {"JOB_VISIBILITY_TIMEOUT", "60s", "a job whose worker is silent this long is run again"},
-    {"JOB_MAX_ATTEMPTS", "5", "runs of a job before it goes to the dead-letter stream (1-100)"},
+    {"JOB_MAX_ATTEMPTS", "5",
+     "runs of a job before it goes to the dead-letter stream (1-100); a run stopped by an outage "
+     "of PostgreSQL or the store costs no attempt: the job waits for the service"},
     {"JOB_BACKOFF_BASE", "2s", "first retry delay; doubles per attempt, with full jitter"},
     {"JOB_BACKOFF_MAX", "10m", "longest retry delay"},
     {"JOB_RETENTION", "7d", "how long job status hashes are kept"},
@@ -25,22 +30,22 @@ int jobconfig_load(JobConfig *jc, ConfigGetenv getenv_fn, void *data, Buf *error
     config_loader_init(&l, getenv_fn, data, errors, vars, sizeof(vars) / sizeof(vars[0]));
     memset(jc, 0, sizeof(*jc));
     jc->backup_retention_days = config_get_int(&l, "BACKUP_RETENTION_DAYS", 1, 36500);
+    /* any compression codec of codec.c's table, or none; true/false: the first releases' */
     char *comp = config_get_str(&l, "BACKUP_COMPRESSION", 1);
-    int on = 0, max = 9;
-    if (comp &&
-        (strcmp(comp, "gzip") == 0 || strcmp(comp, "zstd") == 0 || strcmp(comp, "none") == 0))
+    int on = 0, min = 1, max = 9, def = 1;
+    char known[64];
+    codec_compression_names(known, sizeof(known));
+    if (comp && (strcmp(comp, "none") == 0 || codec_levels(comp, &min, &max, &def) == 0))
         snprintf(jc->backup_codecs, sizeof(jc->backup_codecs), "%s",
                  strcmp(comp, "none") == 0 ? "" : comp);
-    else if (comp && textval_bool(comp, &on) == 0) /* the first releases' boolean */
+    else if (comp && textval_bool(comp, &on) == 0)
         snprintf(jc->backup_codecs, sizeof(jc->backup_codecs), "%s", on ? "gzip" : "");
     else
-        config_bad(&l, "BACKUP_COMPRESSION", "'%.40s' is not gzip, zstd or none", comp ? comp : "");
+        config_bad(&l, "BACKUP_COMPRESSION", "'%.40s' is not one of %s or none", comp ? comp : "",
+                   known);
     free(comp);
     jc->backup_compression = jc->backup_codecs[0] != 0;
-    if (strcmp(jc->backup_codecs, "zstd") == 0)
-        max = 19;
-    /* 1 for both: zstd -1 is smaller and faster than -3 on our rows (README, "Compression") */
-    jc->backup_compression_level = config_get_int(&l, "BACKUP_COMPRESSION_LEVEL", 1, max);
+    jc->backup_compression_level = config_get_int(&l, "BACKUP_COMPRESSION_LEVEL", min, max);
     jc->backup_notify = config_get_bool(&l, "BACKUP_NOTIFY");
     jc->job_visibility_timeout_ms =
         config_get_duration(&l, "JOB_VISIBILITY_TIMEOUT", 1000, 86400000LL);
