@@ -2,6 +2,7 @@
  * test_base: buffers, errors, log lines and the loop-lag monitor.
  */
 #include "testutil.h"
+#include "base/backoff.h"
 #include "base/buf.h"
 #include "base/err.h"
 #include "base/log.h"
@@ -131,9 +132,32 @@ static void test_a_leaked_handle_is_seen_at_the_deadline(void **state) {
     tu_loop_close(&loop);
 }
 
+/* The one retry rule: the bound doubles from base up to max; delays stay in [floor, bound]. */
+static void test_backoff(void **state) {
+    (void)state;
+    Backoff full = {100, 5000, 0}, equal = {100, 5000, 0.5};
+    assert_int_equal(backoff_bound_ms(&full, 1), 100);
+    assert_int_equal(backoff_bound_ms(&full, 2), 200);
+    assert_int_equal(backoff_bound_ms(&full, 6), 3200);
+    assert_int_equal(backoff_bound_ms(&full, 7), 5000);
+    assert_int_equal(backoff_bound_ms(&full, 1000), 5000); /* no overflow past the cap */
+    int low = 0, high = 0;
+    for (int i = 0; i < 2000; i++) {
+        uint64_t d = backoff_delay_ms(&full, 3), e = backoff_delay_ms(&equal, 3);
+        assert_true(d <= 400);
+        assert_true(e >= 200 && e <= 400);
+        low += d < 100;
+        high += d > 300;
+    }
+    assert_true(low > 100 && high > 100); /* spread over the whole range, not clumped */
+    Backoff none = {100, 10000, 1};
+    assert_int_equal(backoff_delay_ms(&none, 4), 800);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_buf),
+        cmocka_unit_test(test_backoff),
         cmocka_unit_test(test_err),
         cmocka_unit_test(test_log_json),
         cmocka_unit_test(test_looplag_sees_a_blocked_loop),

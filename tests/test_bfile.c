@@ -3,6 +3,7 @@
  * exact layout (header line, one row per line, empty tables, deleted keys,
  * trailer), header values escaped, null for what a full backup lacks.
  */
+#include "base/json.h"
 #include "format/bfile.h"
 #include "format/manifest.h"
 
@@ -194,7 +195,7 @@ static int on_header(const char *json, size_t len, void *data, Err *err) {
     (void)err;
     Seen *s = data;
     char id[64];
-    assert_int_equal(bfile_field(json, len, "backup_id", id, sizeof(id)), 0);
+    assert_int_equal(json_field(json, len, "backup_id", id, sizeof(id)), 0);
     buf_printf(&s->log, "H %s|", id);
     return 0;
 }

@@ -4,6 +4,7 @@
  * the worker reads it; PostgreSQL with plain synchronous libpq (a command-line tool may block
  * on its own work).
  */
+#include "base/json.h"
 #include "ctl_recover.h"
 
 #include "format/bfile.h"
@@ -245,9 +246,9 @@ static int header_agrees(Rec *r, const char *mkey, const Manifest *m) {
     }
     char id[160] = "", user[40] = "";
     int ok = dec && !r->failed &&
-             bfile_field(r->plain.data ? r->plain.data : "", r->plain.len, "backup_id", id,
+             json_field(r->plain.data ? r->plain.data : "", r->plain.len, "backup_id", id,
                          sizeof(id)) == 0 &&
-             bfile_field(r->plain.data, r->plain.len, "user_id", user, sizeof(user)) == 0 &&
+             json_field(r->plain.data, r->plain.len, "user_id", user, sizeof(user)) == 0 &&
              strcmp(id, m->backup_id) == 0 && strcmp(user, m->user_id) == 0;
     if (!ok)
         fprintf(

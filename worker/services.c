@@ -274,6 +274,118 @@ static void on_probe(uv_timer_t *t) {
 
 /* ---- HTTP endpoint ---- */
 
+/* /readyz: 200 while jobs can run (the primary store down and the replica up: degraded) */
+static void write_readyz(Services *s, HttpdResponse *resp) {
+    int ok = services_ready(s);
+    resp->status = ok ? 200 : 503;
+    resp->content_type = "application/json";
+    buf_printf(&resp->body, "{\"status\":\"%s\",\"redis\":%s,\"postgres\":%s,\"s3\":%s",
+               !ok        ? "unavailable"
+               : s->s3_ok ? "ready"
+                          : "degraded",
+               s->redis_ok ? "true" : "false", s->pg_ok ? "true" : "false",
+               s->s3_ok ? "true" : "false");
+    /* "s3" is the primary store's state whatever its driver (the field predates the file
+     * store); "store" names the driver */
+    buf_printf(&resp->body, ",\"store\":\"%s\"", storage_name(s->store));
+    if (s->replica_s3)
+        buf_printf(&resp->body, ",\"replica\":%s", s->replica_ok ? "true" : "false");
+    buf_puts(&resp->body, "}\n");
+}
+
+/* the replica's gauges and counters, when there is one */
+static void write_replica_metrics(Services *s, Buf *b) {
+    if (s->replica_s3) {
+        buf_printf(b,
+                   "# HELP bw_replica_waiting_backups Completed backups whose copy to the "
+                   "replica is pending (all workers).\n"
+                   "# TYPE bw_replica_waiting_backups gauge\nbw_replica_waiting_backups %lld\n",
+                   s->replica_waiting);
+        buf_printf(b,
+                   "# HELP bw_replica_oldest_waiting_seconds Age of the oldest backup waiting "
+                   "for its copy.\n# TYPE bw_replica_oldest_waiting_seconds gauge\n"
+                   "bw_replica_oldest_waiting_seconds %.3f\n",
+                   s->replica_oldest_s);
+        buf_printf(b,
+                   "# HELP bw_replica_failed_backups Backups whose copy gave up (replicate "
+                   "--missing queues them again).\n# TYPE bw_replica_failed_backups gauge\n"
+                   "bw_replica_failed_backups %lld\n",
+                   s->replica_failed);
+        buf_printf(b,
+                   "# HELP bw_replica_copies_total Copies to the replica by this worker.\n"
+                   "# TYPE bw_replica_copies_total counter\n"
+                   "bw_replica_copies_total{result=\"completed\"} %llu\n"
+                   "bw_replica_copies_total{result=\"failed\"} %llu\n",
+                   (unsigned long long)s->replica_copies, (unsigned long long)s->replica_failures);
+        buf_printf(b,
+                   "# HELP bw_replica_bytes_copied_total Bytes copied to the replica by this "
+                   "worker (objects and manifests).\n"
+                   "# TYPE bw_replica_bytes_copied_total counter\n"
+                   "bw_replica_bytes_copied_total %llu\n",
+                   (unsigned long long)s->replica_bytes);
+    }
+}
+
+/* /metrics: reachability, the loop, the connections and the store (the queue adds its own
+ * through the hook) */
+static void write_metrics(Services *s, Buf *b, double lag_ms) {
+    buf_printf(b, "# HELP bw_up Service reachability (1 reachable).\n# TYPE bw_up gauge\n");
+    buf_printf(b, "bw_up{service=\"redis\"} %d\n", s->redis_ok);
+    buf_printf(b, "bw_up{service=\"postgres\"} %d\n", s->pg_ok);
+    buf_printf(b, "bw_up{service=\"%s\"} %d\n", storage_name(s->store), s->s3_ok);
+    if (s->replica_s3) /* a family's samples stay together (the exposition format says so) */
+        buf_printf(b, "bw_up{service=\"replica\"} %d\n", s->replica_ok);
+    buf_printf(b,
+               "# HELP bw_scope_reads_total Backup scopes read from the catalog.\n"
+               "# TYPE bw_scope_reads_total counter\nbw_scope_reads_total %" PRIu64 "\n",
+               scopecache_reads(s->scopes));
+    buf_printf(b,
+               "# HELP bw_scope_reuses_total Backup scopes reused (the catalog's "
+               "fingerprint unchanged).\n# TYPE bw_scope_reuses_total counter\n"
+               "bw_scope_reuses_total %" PRIu64 "\n",
+               scopecache_hits(s->scopes));
+    buf_printf(b,
+               "# HELP bw_pg_round_trips_total Statements, COPYs and pipelines sent to "
+               "PostgreSQL (one round trip each).\n# TYPE bw_pg_round_trips_total counter\n"
+               "bw_pg_round_trips_total %" PRIu64 "\n",
+               pg_round_trips());
+    buf_printf(b, "# HELP bw_event_loop_lag_seconds Event-loop lag at the last tick.\n"
+                  "# TYPE bw_event_loop_lag_seconds gauge\n");
+    buf_printf(b, "bw_event_loop_lag_seconds %.6f\n", lag_ms / 1000.0);
+    buf_printf(b, "# HELP bw_event_loop_lag_max_seconds Largest event-loop lag seen.\n"
+                  "# TYPE bw_event_loop_lag_max_seconds gauge\n");
+    buf_printf(b, "bw_event_loop_lag_max_seconds %.6f\n", (double)looplag_max_us(s->lag) / 1e6);
+    buf_printf(b, "# HELP bw_redis_reconnects_total Redis reconnections.\n"
+                  "# TYPE bw_redis_reconnects_total counter\n");
+    buf_printf(b, "bw_redis_reconnects_total %llu\n",
+               (unsigned long long)redis_client_reconnects(s->redis));
+    buf_printf(b, "# HELP bw_pg_pool_connections PostgreSQL pool connections.\n"
+                  "# TYPE bw_pg_pool_connections gauge\n");
+    buf_printf(b, "bw_pg_pool_connections{state=\"open\"} %d\n", pg_pool_open(s->pg));
+    buf_printf(b, "bw_pg_pool_connections{state=\"idle\"} %d\n", pg_pool_idle(s->pg));
+    buf_printf(b, "# HELP bw_s3_bytes_total Bytes moved to and from S3.\n"
+                  "# TYPE bw_s3_bytes_total counter\n");
+    buf_printf(b, "bw_s3_bytes_total{direction=\"up\"} %llu\n",
+               (unsigned long long)http_client_bytes_sent(s->http));
+    buf_printf(b, "bw_s3_bytes_total{direction=\"down\"} %llu\n",
+               (unsigned long long)http_client_bytes_received(s->http));
+    buf_printf(b, "# HELP bw_s3_retries_total S3 requests sent again after a failed attempt.\n"
+                  "# TYPE bw_s3_retries_total counter\n");
+    if (s->s3)
+        buf_printf(b, "bw_s3_retries_total{bucket=\"primary\"} %llu\n",
+                   (unsigned long long)s3_client_retries(s->s3));
+    if (s->replica_s3)
+        buf_printf(b, "bw_s3_retries_total{bucket=\"replica\"} %llu\n",
+                   (unsigned long long)s3_client_retries(s->replica_s3));
+    buf_printf(b,
+               "# HELP bw_backup_last_completed_timestamp_seconds When the newest completed "
+               "backup completed (any user; 0: none yet).\n"
+               "# TYPE bw_backup_last_completed_timestamp_seconds gauge\n"
+               "bw_backup_last_completed_timestamp_seconds %.3f\n",
+               s->last_completed_s);
+    write_replica_metrics(s, b);
+}
+
 static void on_http(const char *method, const char *path, HttpdResponse *resp, void *data) {
     (void)method;
     Services *s = data;
@@ -283,107 +395,12 @@ static void on_http(const char *method, const char *path, HttpdResponse *resp, v
         buf_printf(&resp->body, "{\"status\":\"ok\",\"version\":\"%s\",\"loop_lag_ms\":%.3f}\n",
                    BW_VERSION, lag_ms);
     } else if (strcmp(path, "/readyz") == 0) {
-        int ok = services_ready(s);
-        resp->status = ok ? 200 : 503;
-        resp->content_type = "application/json";
-        buf_printf(&resp->body, "{\"status\":\"%s\",\"redis\":%s,\"postgres\":%s,\"s3\":%s",
-                   !ok        ? "unavailable"
-                   : s->s3_ok ? "ready"
-                              : "degraded",
-                   s->redis_ok ? "true" : "false", s->pg_ok ? "true" : "false",
-                   s->s3_ok ? "true" : "false");
-        if (s->replica_s3)
-            buf_printf(&resp->body, ",\"replica\":%s", s->replica_ok ? "true" : "false");
-        buf_puts(&resp->body, "}\n");
+        write_readyz(s, resp);
     } else if (strcmp(path, "/metrics") == 0) {
         resp->content_type = "text/plain; version=0.0.4; charset=utf-8";
-        Buf *b = &resp->body;
-        buf_printf(b, "# HELP bw_up Service reachability (1 reachable).\n# TYPE bw_up gauge\n");
-        buf_printf(b, "bw_up{service=\"redis\"} %d\n", s->redis_ok);
-        buf_printf(b, "bw_up{service=\"postgres\"} %d\n", s->pg_ok);
-        buf_printf(b, "bw_up{service=\"%s\"} %d\n", storage_name(s->store), s->s3_ok);
-        if (s->replica_s3) /* a family's samples stay together (the exposition format says so) */
-            buf_printf(b, "bw_up{service=\"replica\"} %d\n", s->replica_ok);
-        buf_printf(b,
-                   "# HELP bw_scope_reads_total Backup scopes read from the catalog.\n"
-                   "# TYPE bw_scope_reads_total counter\nbw_scope_reads_total %" PRIu64 "\n",
-                   scopecache_reads(s->scopes));
-        buf_printf(b,
-                   "# HELP bw_scope_reuses_total Backup scopes reused (the catalog's "
-                   "fingerprint unchanged).\n# TYPE bw_scope_reuses_total counter\n"
-                   "bw_scope_reuses_total %" PRIu64 "\n",
-                   scopecache_hits(s->scopes));
-        buf_printf(b,
-                   "# HELP bw_pg_round_trips_total Statements, COPYs and pipelines sent to "
-                   "PostgreSQL (one round trip each).\n# TYPE bw_pg_round_trips_total counter\n"
-                   "bw_pg_round_trips_total %" PRIu64 "\n",
-                   pg_round_trips());
-        buf_printf(b, "# HELP bw_event_loop_lag_seconds Event-loop lag at the last tick.\n"
-                      "# TYPE bw_event_loop_lag_seconds gauge\n");
-        buf_printf(b, "bw_event_loop_lag_seconds %.6f\n", lag_ms / 1000.0);
-        buf_printf(b, "# HELP bw_event_loop_lag_max_seconds Largest event-loop lag seen.\n"
-                      "# TYPE bw_event_loop_lag_max_seconds gauge\n");
-        buf_printf(b, "bw_event_loop_lag_max_seconds %.6f\n", (double)looplag_max_us(s->lag) / 1e6);
-        buf_printf(b, "# HELP bw_redis_reconnects_total Redis reconnections.\n"
-                      "# TYPE bw_redis_reconnects_total counter\n");
-        buf_printf(b, "bw_redis_reconnects_total %llu\n",
-                   (unsigned long long)redis_client_reconnects(s->redis));
-        buf_printf(b, "# HELP bw_pg_pool_connections PostgreSQL pool connections.\n"
-                      "# TYPE bw_pg_pool_connections gauge\n");
-        buf_printf(b, "bw_pg_pool_connections{state=\"open\"} %d\n", pg_pool_open(s->pg));
-        buf_printf(b, "bw_pg_pool_connections{state=\"idle\"} %d\n", pg_pool_idle(s->pg));
-        buf_printf(b, "# HELP bw_s3_bytes_total Bytes moved to and from S3.\n"
-                      "# TYPE bw_s3_bytes_total counter\n");
-        buf_printf(b, "bw_s3_bytes_total{direction=\"up\"} %llu\n",
-                   (unsigned long long)http_client_bytes_sent(s->http));
-        buf_printf(b, "bw_s3_bytes_total{direction=\"down\"} %llu\n",
-                   (unsigned long long)http_client_bytes_received(s->http));
-        buf_printf(b, "# HELP bw_s3_retries_total S3 requests sent again after a failed attempt.\n"
-                      "# TYPE bw_s3_retries_total counter\n");
-        if (s->s3)
-            buf_printf(b, "bw_s3_retries_total{bucket=\"primary\"} %llu\n",
-                       (unsigned long long)s3_client_retries(s->s3));
-        if (s->replica_s3)
-            buf_printf(b, "bw_s3_retries_total{bucket=\"replica\"} %llu\n",
-                       (unsigned long long)s3_client_retries(s->replica_s3));
-        buf_printf(b,
-                   "# HELP bw_backup_last_completed_timestamp_seconds When the newest completed "
-                   "backup completed (any user; 0: none yet).\n"
-                   "# TYPE bw_backup_last_completed_timestamp_seconds gauge\n"
-                   "bw_backup_last_completed_timestamp_seconds %.3f\n",
-                   s->last_completed_s);
-        if (s->replica_s3) {
-            buf_printf(b,
-                       "# HELP bw_replica_waiting_backups Completed backups whose copy to the "
-                       "replica is pending (all workers).\n"
-                       "# TYPE bw_replica_waiting_backups gauge\nbw_replica_waiting_backups %lld\n",
-                       s->replica_waiting);
-            buf_printf(b,
-                       "# HELP bw_replica_oldest_waiting_seconds Age of the oldest backup waiting "
-                       "for its copy.\n# TYPE bw_replica_oldest_waiting_seconds gauge\n"
-                       "bw_replica_oldest_waiting_seconds %.3f\n",
-                       s->replica_oldest_s);
-            buf_printf(b,
-                       "# HELP bw_replica_failed_backups Backups whose copy gave up (replicate "
-                       "--missing queues them again).\n# TYPE bw_replica_failed_backups gauge\n"
-                       "bw_replica_failed_backups %lld\n",
-                       s->replica_failed);
-            buf_printf(b,
-                       "# HELP bw_replica_copies_total Copies to the replica by this worker.\n"
-                       "# TYPE bw_replica_copies_total counter\n"
-                       "bw_replica_copies_total{result=\"completed\"} %llu\n"
-                       "bw_replica_copies_total{result=\"failed\"} %llu\n",
-                       (unsigned long long)s->replica_copies,
-                       (unsigned long long)s->replica_failures);
-            buf_printf(b,
-                       "# HELP bw_replica_bytes_copied_total Bytes copied to the replica by this "
-                       "worker (objects and manifests).\n"
-                       "# TYPE bw_replica_bytes_copied_total counter\n"
-                       "bw_replica_bytes_copied_total %llu\n",
-                       (unsigned long long)s->replica_bytes);
-        }
+        write_metrics(s, &resp->body, lag_ms);
         if (s->metrics_hook)
-            s->metrics_hook(b, s->metrics_data);
+            s->metrics_hook(&resp->body, s->metrics_data);
     } else {
         resp->status = 404;
         buf_puts(&resp->body, "not found: try /healthz, /readyz or /metrics\n");

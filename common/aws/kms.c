@@ -1,5 +1,6 @@
 /* kms: GenerateDataKey, Decrypt and Encrypt on the loop (see kms.h). */
 #include "aws/kms.h"
+#include "base/backoff.h"
 
 #include "base/json.h"
 #include "aws/sigv4.h"
@@ -95,8 +96,8 @@ static void on_retry(uv_timer_t *t) {
 
 static void retry_or_fail(Op *op, const char *why) {
     if (op->attempts < op->c->max_attempts && !op->c->closing) {
-        uint64_t ms = 200u << (op->attempts - 1);
-        uv_timer_start(&op->retry, on_retry, ms, 0);
+        Backoff b = {200, 5000, 0.5};
+        uv_timer_start(&op->retry, on_retry, backoff_delay_ms(&b, op->attempts), 0);
         return;
     }
     failf(op, ERR_RETRYABLE, ERR_CODE_HTTP, "%s (after %d attempts)", why, op->attempts);

@@ -7,6 +7,7 @@
  */
 #define _GNU_SOURCE /* strptime */
 #include "aws/s3.h"
+#include "base/backoff.h"
 #include "aws/awscreds.h"
 #include "base/buf.h"
 #include "base/log.h"
@@ -14,6 +15,7 @@
 
 #include <openssl/evp.h>
 
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -190,13 +192,8 @@ static void retry_or_fail(S3Op *op, const Err *err) {
         finish(op, &e);
         return;
     }
-    /* full jitter: a random delay up to the capped exponential bound */
-    uint64_t cap = c->backoff_base_ms;
-    for (int i = 1; i < op->res.attempts && cap < c->backoff_max_ms; i++)
-        cap *= 2;
-    if (cap > c->backoff_max_ms)
-        cap = c->backoff_max_ms;
-    uint64_t delay = (uint64_t)rand() % (cap + 1);
+    Backoff b = {c->backoff_base_ms, c->backoff_max_ms, 0};
+    uint64_t delay = backoff_delay_ms(&b, op->res.attempts);
     c->retries++;
     log_debug(NULL, "s3: %s %s: %s; attempt %d in %llu ms", op->method,
               op->key ? op->key : "(bucket)", err->msg, op->res.attempts + 1,
@@ -338,21 +335,34 @@ static size_t read_body(HttpRequest *req, char *buf, size_t len, void *data) {
     return n;
 }
 
-static void attempt(S3Op *op) {
+/* What a request is, from its method and query (one place reads them). */
+static int is_create_mpu(const S3Op *op) {
+    return strcmp(op->method, "POST") == 0 && op->query && strcmp(op->query, "uploads") == 0;
+}
+static int is_part(const S3Op *op) {
+    return strcmp(op->method, "PUT") == 0 && op->query && strstr(op->query, "partNumber=");
+}
+/* PutObject and CreateMultipartUpload create an object: server-side encryption applies there */
+static int creates_object(const S3Op *op) {
+    return (strcmp(op->method, "PUT") == 0 && op->query == NULL) || is_create_mpu(op);
+}
+
+/* Credentials for this attempt into ak, sk, tok: 1, or 0 when the attempt waits for them (the
+ * first STS answer is on its way) or failed (the op retried or finished). */
+static int attempt_credentials(S3Op *op, const char **ak, const char **sk, const char **tok) {
     S3Client *c = op->c;
-    const char *ak = NULL, *sk = NULL, *tok = NULL;
     if (c->halted) {
         Err e;
         err_set(&e, ERR_PERMANENT, ERR_CODE_CANCELLED, "s3: cancelled (shutting down)");
         finish(op, &e);
-        return;
+        return 0;
     }
-    int have = aws_creds_get(c->creds, &ak, &sk, &tok);
+    int have = aws_creds_get(c->creds, ak, sk, tok);
     if (have == 0 && op->creds_waited_ms < CREDS_WAIT_MS) {
-        /* the first STS answer is on its way: wait for it without using an attempt */
+        /* wait without using an attempt */
         op->creds_waited_ms += 50;
         uv_timer_start(&op->retry, on_retry_timer, 50, 0);
-        return;
+        return 0;
     }
     op->res.attempts++;
     if (have != 1) {
@@ -360,63 +370,115 @@ static void attempt(S3Op *op) {
         err_set(&e, ERR_RETRYABLE, ERR_CODE_CONFIG, "s3: no AWS credentials: %s",
                 aws_creds_error(c->creds));
         retry_or_fail(op, &e);
-        return;
+        return 0;
     }
-    /* where: path-style puts the bucket in the path, virtual-hosted in the host */
-    Buf raw_path = BUF_INIT, url = BUF_INIT, host = BUF_INIT;
-    const char *scheme = "https://";
-    const char *base = NULL;
+    return 1;
+}
+
+/* Where: path-style puts the bucket in the path, virtual-hosted in the host. url gets the
+ * scheme, host and encoded path (the query comes after signing). */
+static void request_target(const S3Client *c, const S3Op *op, Buf *url, Buf *host, Buf *raw_path) {
     Buf aws = BUF_INIT;
+    const char *base;
     if (c->endpoint) {
-        const char *sep = strstr(c->endpoint, "://");
-        scheme = NULL;
-        base = sep + 3;
-        buf_append(&url, c->endpoint, (size_t)(base - c->endpoint));
+        base = strstr(c->endpoint, "://") + 3;
+        buf_append(url, c->endpoint, (size_t)(base - c->endpoint));
     } else {
         buf_printf(&aws, "s3.%s.amazonaws.com", c->region);
         base = aws.data;
-        buf_puts(&url, scheme);
+        buf_puts(url, "https://");
     }
     if (c->path_style) {
-        buf_puts(&host, base);
+        buf_puts(host, base);
         if (op->key)
-            buf_printf(&raw_path, "/%s/%s", c->bucket, op->key);
+            buf_printf(raw_path, "/%s/%s", c->bucket, op->key);
         else
-            buf_printf(&raw_path, "/%s", c->bucket); /* no trailing slash: S3 signs "/bucket" */
+            buf_printf(raw_path, "/%s", c->bucket); /* no trailing slash: S3 signs "/bucket" */
     } else {
-        buf_printf(&host, "%s.%s", c->bucket, base);
-        buf_printf(&raw_path, "/%s", op->key ? op->key : "");
+        buf_printf(host, "%s.%s", c->bucket, base);
+        buf_printf(raw_path, "/%s", op->key ? op->key : "");
     }
-    buf_puts(&url, host.data);
-    sigv4_encode_path(&url, raw_path.data);
+    buf_puts(url, host->data);
+    sigv4_encode_path(url, raw_path->data);
+    buf_free(&aws);
+}
 
-    /* server-side encryption applies where an object is created: PutObject and
-     * CreateMultipartUpload; S3 requires these x-amz-* headers to be signed */
-    int creates =
-        (strcmp(op->method, "PUT") == 0 && op->query == NULL) ||
-        (strcmp(op->method, "POST") == 0 && op->query && strcmp(op->query, "uploads") == 0);
-    SigV4Header hdrs[8] = {{"Host", host.data}};
-    size_t nhdrs = 1;
-    /* Integrity end to end: S3 checks each part against the SHA-256 we already computed
-     * for the signature (one pass serves both), and the object records the algorithm. */
-    int is_create_mpu =
-        strcmp(op->method, "POST") == 0 && op->query && strcmp(op->query, "uploads") == 0;
-    int is_part = strcmp(op->method, "PUT") == 0 && op->query && strstr(op->query, "partNumber=");
-    /* a server-side copy sends no body: S3 computes the copy's SHA-256 (CopyObject answers it) */
-    if (is_create_mpu || (op->copy_source && !is_part))
-        hdrs[nhdrs++] = (SigV4Header){"x-amz-checksum-algorithm", "SHA256"};
-    if ((is_part || op->send_checksum) && !op->copy_source)
-        hdrs[nhdrs++] = (SigV4Header){"x-amz-checksum-sha256", op->res.checksum_sha256};
+/* The x-amz-* headers S3 requires signed, after Host (hdrs[0]); their number. */
+static size_t signed_headers(const S3Client *c, const S3Op *op, SigV4Header *hdrs) {
+    size_t n = 1;
+    /* Integrity end to end: S3 checks each part against the SHA-256 we already computed for
+     * the signature (one pass serves both), and the object records the algorithm. A
+     * server-side copy sends no body: S3 computes the copy's SHA-256 (CopyObject answers it). */
+    if (is_create_mpu(op) || (op->copy_source && !is_part(op)))
+        hdrs[n++] = (SigV4Header){"x-amz-checksum-algorithm", "SHA256"};
+    if ((is_part(op) || op->send_checksum) && !op->copy_source)
+        hdrs[n++] = (SigV4Header){"x-amz-checksum-sha256", op->res.checksum_sha256};
     if (op->copy_source)
-        hdrs[nhdrs++] = (SigV4Header){"x-amz-copy-source", op->copy_source};
+        hdrs[n++] = (SigV4Header){"x-amz-copy-source", op->copy_source};
     if (op->copy_range)
-        hdrs[nhdrs++] = (SigV4Header){"x-amz-copy-source-range", op->copy_range};
-    if (creates && c->sse) {
-        hdrs[nhdrs++] = (SigV4Header){"x-amz-server-side-encryption", c->sse};
+        hdrs[n++] = (SigV4Header){"x-amz-copy-source-range", op->copy_range};
+    if (creates_object(op) && c->sse) {
+        hdrs[n++] = (SigV4Header){"x-amz-server-side-encryption", c->sse};
         if (c->sse_kms_key_id)
-            hdrs[nhdrs++] =
+            hdrs[n++] =
                 (SigV4Header){"x-amz-server-side-encryption-aws-kms-key-id", c->sse_kms_key_id};
     }
+    return n;
+}
+
+static struct curl_slist *add_header(struct curl_slist *list, Buf *line, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static struct curl_slist *add_header(struct curl_slist *list, Buf *line, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    buf_reset(line);
+    buf_vprintf(line, fmt, ap);
+    va_end(ap);
+    return curl_slist_append(list, line->data);
+}
+
+/* The request's HTTP headers: the signature's, the signed ones, and the unsigned ones a read
+ * that resumes (Range, If-Match) or a DeleteObjects (Content-MD5) needs. */
+static struct curl_slist *http_headers(S3Op *op, const SigV4Result *sig, const char *tok,
+                                       const SigV4Header *hdrs, size_t nhdrs) {
+    struct curl_slist *list = NULL;
+    Buf line = BUF_INIT;
+    list = add_header(list, &line, "Authorization: %s", sig->authorization.data);
+    list = add_header(list, &line, "x-amz-date: %s", sig->amz_date);
+    list = add_header(list, &line, "x-amz-content-sha256: %s", op->payload_hash);
+    if (tok)
+        list = add_header(list, &line, "x-amz-security-token: %s", tok);
+    if (op->content_type)
+        list = add_header(list, &line, "Content-Type: %s", op->content_type);
+    for (size_t i = 1; i < nhdrs; i++)
+        list = add_header(list, &line, "%s: %s", hdrs[i].name, hdrs[i].value);
+    if (op->write && op->offset > 0) { /* resume where the broken read stopped */
+        list = add_header(list, &line, "Range: bytes=%llu-", (unsigned long long)op->offset);
+        if (op->pinned_etag[0])
+            list = add_header(list, &line, "If-Match: \"%s\"", op->pinned_etag);
+    }
+    if (op->content_md5) { /* DeleteObjects requires it */
+        unsigned char md[16], b64[32];
+        unsigned int mdlen = 0;
+        EVP_Digest(op->body, op->len, md, &mdlen, EVP_md5(), NULL);
+        EVP_EncodeBlock(b64, md, 16);
+        list = add_header(list, &line, "Content-MD5: %s", b64);
+    }
+    memset(line.data, 0, line.len); /* it may have held the token */
+    buf_free(&line);
+    return list;
+}
+
+/* One attempt: credentials, target, signature, headers, then the transfer on the loop. */
+static void attempt(S3Op *op) {
+    S3Client *c = op->c;
+    const char *ak = NULL, *sk = NULL, *tok = NULL;
+    if (!attempt_credentials(op, &ak, &sk, &tok))
+        return;
+    Buf raw_path = BUF_INIT, url = BUF_INIT, host = BUF_INIT;
+    request_target(c, op, &url, &host, &raw_path);
+    SigV4Header hdrs[8] = {{"Host", host.data}};
+    size_t nhdrs = signed_headers(c, op, hdrs);
     SigV4Credentials cred = {ak, sk, tok};
     SigV4Request r;
     memset(&r, 0, sizeof(r));
@@ -439,56 +501,10 @@ static void attempt(S3Op *op) {
         buf_puts(&url, "?");
         buf_append(&url, q, strcspn(q, "\n"));
     }
-
-    struct curl_slist *list = NULL;
-    Buf line = BUF_INIT;
-    buf_printf(&line, "Authorization: %s", sig.authorization.data);
-    list = curl_slist_append(list, line.data);
-    buf_reset(&line);
-    buf_printf(&line, "x-amz-date: %s", sig.amz_date);
-    list = curl_slist_append(list, line.data);
-    buf_reset(&line);
-    buf_printf(&line, "x-amz-content-sha256: %s", op->payload_hash);
-    list = curl_slist_append(list, line.data);
-    if (tok) {
-        buf_reset(&line);
-        buf_printf(&line, "x-amz-security-token: %s", tok);
-        list = curl_slist_append(list, line.data);
-    }
-    if (op->content_type) {
-        buf_reset(&line);
-        buf_printf(&line, "Content-Type: %s", op->content_type);
-        list = curl_slist_append(list, line.data);
-    }
-    for (size_t i = 1; i < nhdrs; i++) {
-        buf_reset(&line);
-        buf_printf(&line, "%s: %s", hdrs[i].name, hdrs[i].value);
-        list = curl_slist_append(list, line.data);
-    }
-    if (op->write && op->offset > 0) { /* resume where the broken read stopped */
-        buf_reset(&line);
-        buf_printf(&line, "Range: bytes=%llu-", (unsigned long long)op->offset);
-        list = curl_slist_append(list, line.data);
-        if (op->pinned_etag[0]) {
-            buf_reset(&line);
-            buf_printf(&line, "If-Match: \"%s\"", op->pinned_etag);
-            list = curl_slist_append(list, line.data);
-        }
-    }
+    struct curl_slist *list = http_headers(op, &sig, tok, hdrs, nhdrs);
     op->attempt_from = op->offset;
     op->skip = 0;
     op->range_checked = 0;
-    if (op->content_md5) { /* DeleteObjects requires it */
-        unsigned char md[16];
-        unsigned char b64[32];
-        unsigned int mdlen = 0;
-        EVP_Digest(op->body, op->len, md, &mdlen, EVP_md5(), NULL);
-        EVP_EncodeBlock(b64, md, 16);
-        buf_reset(&line);
-        buf_printf(&line, "Content-MD5: %s", b64);
-        list = curl_slist_append(list, line.data);
-    }
-    memset(line.data, 0, line.len); /* it held the token */
 
     HttpRequestOpts o;
     memset(&o, 0, sizeof(o));
@@ -515,12 +531,10 @@ static void attempt(S3Op *op) {
     op->req = http_request_start(c->http, &o, &err);
 
     curl_slist_free_all(list);
-    buf_free(&line);
     sigv4_result_free(&sig);
     buf_free(&raw_path);
     buf_free(&url);
     buf_free(&host);
-    buf_free(&aws);
     if (op->req == NULL)
         retry_or_fail(op, &err);
 }

@@ -203,6 +203,11 @@ int json_field(const char *json, size_t len, const char *name, char *out, size_t
                 return -1;
         } else if (end - v >= 4 && memcmp(v, "null", 4) == 0) {
             e = v;
+        } else if (v < end && *v == '[') { /* a flat array (of names): its raw text */
+            e = memchr(v, ']', (size_t)(end - v));
+            if (e == NULL)
+                return -1;
+            e++;
         } else {
             for (e = v; e < end && ((*e >= '0' && *e <= '9') || *e == '-' || *e == '.'); e++)
                 ;

@@ -17,8 +17,10 @@ int json_valid(const char *s, size_t len, size_t *at);
 
 /*
  * A string field of a flat JSON object (a header, a manifest): its raw text between the
- * quotes (escapes kept), or "" for null; numbers as their digits. -1 if absent or longer
- * than outsz - 1. The first occurrence of "name": wins: for objects this project writes.
+ * quotes (escapes kept), or "" for null; numbers as their digits; a flat array (no nesting,
+ * such as "codecs") as its raw text with the brackets. -1 if absent or longer than
+ * outsz - 1. The first occurrence of "name": wins: for objects this project writes. The one
+ * field scanner: headers, manifests, KMS answers and bfile all read through it.
  */
 int json_field(const char *json, size_t len, const char *name, char *out, size_t outsz);
 

@@ -140,22 +140,6 @@ static int bad_header(Err *err, const char *why) {
     return -1;
 }
 
-/* The raw JSON array after "codecs": (no nesting: names only). */
-static int codecs_field(const char *j, size_t n, char *out, size_t outsz) {
-    static const char pat[] = "\"codecs\":[";
-    for (size_t i = 0; i + sizeof(pat) - 1 <= n; i++) {
-        if (memcmp(j + i, pat, sizeof(pat) - 1) != 0)
-            continue;
-        const char *s = j + i + sizeof(pat) - 2, *e = memchr(s, ']', n - (size_t)(s - j));
-        if (e == NULL || (size_t)(e - s + 1) >= outsz)
-            return -1;
-        memcpy(out, s, (size_t)(e - s + 1));
-        out[e - s + 1] = 0;
-        return 0;
-    }
-    return -1;
-}
-
 /* Salt and prefix decoded too (the filter needs them; the public parse does not). */
 static int header_parse(const unsigned char *b, size_t len, CryptHeader *h, unsigned char *salt,
                         unsigned char *prefix, Err *err) {
@@ -179,7 +163,7 @@ static int header_parse(const unsigned char *b, size_t len, CryptHeader *h, unsi
         json_field(j, n, "chunk_size", chunk, sizeof(chunk)) ||
         json_field(j, n, "user_id", h->user_id, sizeof(h->user_id)) ||
         json_field(j, n, "backup_id", h->backup_id, sizeof(h->backup_id)) ||
-        codecs_field(j, n, h->codecs, sizeof(h->codecs)) ||
+        json_field(j, n, "codecs", h->codecs, sizeof(h->codecs)) ||
         json_field(j, n, "key_id", h->key_id, sizeof(h->key_id)) ||
         json_field(j, n, "wrapped_key", h->wrapped_key, sizeof(h->wrapped_key)) ||
         json_field(j, n, "salt", s64, sizeof(s64)) ||

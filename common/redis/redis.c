@@ -11,6 +11,7 @@
  * touched again.
  */
 #include "redis/redis.h"
+#include "base/backoff.h"
 #include "base/buf.h"
 #include "base/log.h"
 #include "base/netaddr.h"
@@ -327,13 +328,9 @@ static void on_backoff_done(uv_timer_t *t) {
 
 static void schedule_retry(RedisClient *c, const char *why) {
     set_last_error(c, why);
-    /* exponential with "equal jitter": half fixed, half random, capped */
-    uint64_t delay = c->backoff_min_ms;
-    for (unsigned i = 0; i < c->attempt && delay < c->backoff_max_ms; i++)
-        delay *= 2;
-    if (delay > c->backoff_max_ms)
-        delay = c->backoff_max_ms;
-    delay = delay / 2 + (uint64_t)(rand() % (int)(delay / 2 + 1));
+    /* "equal jitter": a reconnect waits at least half the bound */
+    Backoff b = {c->backoff_min_ms, c->backoff_max_ms, 0.5};
+    uint64_t delay = backoff_delay_ms(&b, (int)c->attempt + 1);
     c->attempt++;
     if (c->attempt == 1 || c->attempt % 10 == 0)
         log_warn(NULL, "%s: %s:%d %s; retrying in %llu ms (attempt %u)", label(c), c->host, c->port,

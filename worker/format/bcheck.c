@@ -1,4 +1,5 @@
 /* bcheck: a backup object read and checked as it streams (see bcheck.h). */
+#include "base/json.h"
 #include "format/bcheck.h"
 
 #include "format/bfile.h"
@@ -57,8 +58,8 @@ uint64_t bcheck_bytes(const BCheck *c) {
 static int on_header(const char *json, size_t len, void *data, Err *err) {
     BCheck *c = data;
     char id[160], user[48];
-    if (bfile_field(json, len, "backup_id", id, sizeof(id)) != 0 ||
-        bfile_field(json, len, "user_id", user, sizeof(user)) != 0 || strcmp(id, c->id) != 0 ||
+    if (json_field(json, len, "backup_id", id, sizeof(id)) != 0 ||
+        json_field(json, len, "user_id", user, sizeof(user)) != 0 || strcmp(id, c->id) != 0 ||
         strcmp(user, c->user) != 0) {
         err_set(err, ERR_PERMANENT, ERR_CODE_INVALID,
                 "the object holds backup %.80s of user %.40s, not %s of user %s", id, user, c->id,

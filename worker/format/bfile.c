@@ -42,7 +42,7 @@ int bfile_codecs(const char *json, size_t len, CodecList *out, Err *err) {
             return codec_list_from_json(p + sizeof(name) - 1,
                                         (size_t)(end - p - (sizeof(name) - 1)), out, err);
     char comp[16];
-    if (bfile_field(json, len, "compression", comp, sizeof(comp)) != 0) {
+    if (json_field(json, len, "compression", comp, sizeof(comp)) != 0) {
         err_set(err, ERR_PERMANENT, ERR_CODE_INVALID, "%s", "no codecs and no compression named");
         return -1;
     }
@@ -288,6 +288,3 @@ int bfile_reader_end(BfileReader *r, Err *err) {
     return 0;
 }
 
-int bfile_field(const char *json, size_t len, const char *name, char *out, size_t outsz) {
-    return json_field(json, len, name, out, outsz);
-}

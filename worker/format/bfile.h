@@ -10,6 +10,7 @@
 #ifndef BW_BFILE_H
 #define BW_BFILE_H
 
+#include "base/json.h"
 #include "base/buf.h"
 #include "io/codec.h"
 #include "base/err.h"
@@ -75,14 +76,9 @@ int bfile_reader_feed(BfileReader *r, const char *buf, size_t len, Err *err);
 int bfile_reader_end(BfileReader *r, Err *err);
 void bfile_reader_free(BfileReader *r);
 
-/*
- * A string field of a flat JSON object written by this module (header, manifest, trailer):
- * its raw text between the quotes, or "" for null; -1 if absent or longer than outsz - 1.
- * Numbers are returned as their digits.
- */
+/* Fields of a header, manifest or trailer: json_field (base/json.h). */
 /* The codecs a header or manifest names: "codecs" (v2), else "compression" (v1). */
 int bfile_codecs(const char *json, size_t len, CodecList *out, Err *err);
 
-int bfile_field(const char *json, size_t len, const char *name, char *out, size_t outsz);
 
 #endif

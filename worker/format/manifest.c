@@ -1,4 +1,5 @@
 /* manifest: the object beside each backup, written and read here (see manifest.h). */
+#include "base/json.h"
 #include "format/manifest.h"
 
 #include <inttypes.h>
@@ -81,7 +82,7 @@ int manifest_parse(const char *json, size_t len, Manifest *m, Err *err) {
         {"raw_size", raw, sizeof(raw)},
     };
     for (size_t i = 0; i < sizeof(f) / sizeof(f[0]); i++)
-        if (bfile_field(json, len, f[i].name, f[i].out, f[i].sz) != 0) {
+        if (json_field(json, len, f[i].name, f[i].out, f[i].sz) != 0) {
             err_set(err, ERR_PERMANENT, ERR_CODE_INVALID, "manifest: no usable \"%s\"", f[i].name);
             return -1;
         }
@@ -94,12 +95,12 @@ int manifest_parse(const char *json, size_t len, Manifest *m, Err *err) {
         err_prefix(err, "manifest");
         return -1;
     }
-    if (bfile_field(json, len, "key_id", m->key_id, sizeof(m->key_id)) == 0 &&
-        bfile_field(json, len, "wrapped_key", m->wrapped_key, sizeof(m->wrapped_key)) != 0) {
+    if (json_field(json, len, "key_id", m->key_id, sizeof(m->key_id)) == 0 &&
+        json_field(json, len, "wrapped_key", m->wrapped_key, sizeof(m->wrapped_key)) != 0) {
         err_set(err, ERR_PERMANENT, ERR_CODE_INVALID, "%s", "manifest: a key id without its key");
         return -1;
     }
-    if (bfile_field(json, len, "origin_key_id", m->origin_key_id, sizeof(m->origin_key_id)) != 0)
+    if (json_field(json, len, "origin_key_id", m->origin_key_id, sizeof(m->origin_key_id)) != 0)
         snprintf(m->origin_key_id, sizeof(m->origin_key_id), "%s", m->key_id);
     if (codec_list_encrypted(&m->codecs) && (!m->key_id[0] || !m->wrapped_key[0])) {
         err_set(err, ERR_PERMANENT, ERR_CODE_INVALID, "%s",

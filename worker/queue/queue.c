@@ -15,6 +15,7 @@
  * retries while Redis is away, and promotion of due retries.
  */
 #include "queue/queue.h"
+#include "base/backoff.h"
 #include "jobs/jobconfig.h"
 #include "aws/s3.h"
 #include "jobs/job.h"
@@ -103,6 +104,7 @@ struct Queue {
      * for again with backoff, the error logged when it changes, not at every try */
     uint64_t next_group_ms;
     uint32_t group_backoff_ms;
+    int group_attempts;
     char group_err[160];
     long long reader_id; /* CLIENT ID of the reader's connection: shutdown unblocks its read */
     int promoting, stats_inflight;
@@ -360,12 +362,13 @@ static void on_group(RedisClient *c, redisReply *reply, const Err *err, void *da
             log_info(NULL, "consuming %s as %s in group %s", q->stream, q->me, GROUP);
         q->group_ready = 1;
         q->group_backoff_ms = 0;
+        q->group_attempts = 0;
         q->group_err[0] = '\0';
         read_next(q);
     } else {
-        q->group_backoff_ms = q->group_backoff_ms ? q->group_backoff_ms * 2 : 100;
-        if (q->group_backoff_ms > 10000)
-            q->group_backoff_ms = 10000;
+        Backoff b = {100, 10000, 1}; /* no jitter: one reader per process asks */
+        q->group_attempts++;
+        q->group_backoff_ms = (uint32_t)backoff_bound_ms(&b, q->group_attempts);
         q->next_group_ms = now_ms() + q->group_backoff_ms;
         if (strncmp(q->group_err, err->msg, sizeof(q->group_err) - 1) != 0) {
             log_warn(NULL,
@@ -1110,15 +1113,11 @@ static void on_flush(uv_check_t *h) {
 }
 
 static uint64_t backoff_ms(const JobConfig *jcfg, int attempt) {
-    uint64_t cap = (uint64_t)jcfg->job_backoff_base_ms;
-    for (int i = 1; i < attempt && cap < (uint64_t)jcfg->job_backoff_max_ms; i++)
-        cap *= 2;
-    if (cap > (uint64_t)jcfg->job_backoff_max_ms)
-        cap = (uint64_t)jcfg->job_backoff_max_ms;
-    /* full jitter, but never less than a tenth of the base: no instant retry storms */
-    uint64_t floor = (uint64_t)jcfg->job_backoff_base_ms / 10;
-    uint64_t r = ((uint64_t)rand() << 31 | (uint64_t)rand()) % (cap + 1);
-    return r < floor ? floor : r;
+    Backoff b = {(uint64_t)jcfg->job_backoff_base_ms, (uint64_t)jcfg->job_backoff_max_ms, 0};
+    uint64_t r = backoff_delay_ms(&b, attempt);
+    /* never less than a tenth of the base: no instant retry storms */
+    uint64_t least = (uint64_t)jcfg->job_backoff_base_ms / 10;
+    return r < least ? least : r;
 }
 
 static int is_outage(const Err *err);
