@@ -94,20 +94,6 @@ static void on_written(StorageWrite *w, const StorageWritten *res, const Err *er
     }
 }
 
-static FilterChain *gzip_chain(void) {
-    CodecList l;
-    Err e;
-    assert_int_equal(codec_list_parse("gzip", &l, &e), 0);
-    CodecOptions o = {1, NULL};
-    return codec_encoder(&l, &o);
-}
-
-static unsigned char *pattern(size_t n) {
-    unsigned char *p = malloc(n);
-    tu_pattern(p, 0, n);
-    return p;
-}
-
 /* Bytes gzip cannot shrink (xorshift): the stored object is as long as the input. */
 static unsigned char *noise(size_t n) {
     unsigned char *p = malloc(n);
@@ -125,8 +111,8 @@ static void write_object(Ctx *c, const char *key, const unsigned char *in, size_
     c->in = in;
     c->n = n;
     c->off = 0;
-    c->w =
-        storage_write_new(c->s, key, "application/gzip", gzip_chain(), on_writable, on_written, c);
+    c->w = storage_write_new(c->s, key, "application/gzip", tu_gzip_encoder(), on_writable,
+                             on_written, c);
     pump(c);
     assert_true(tu_run_until(&c->loop, &c->written, 30000));
 }
@@ -189,7 +175,7 @@ static void test_round_trip_with_digest_and_sizes(void **state) {
     (void)state;
     Ctx c;
     ctx_open(&c);
-    unsigned char *in = pattern(OBJ);
+    unsigned char *in = tu_pattern_new(OBJ);
     write_object(&c, "backups/u/a.json.gz", in, OBJ);
     assert_false(err_is_set(&c.err));
     assert_true(c.writable > 0); /* the producer did wait on backpressure */
@@ -220,10 +206,10 @@ static void test_a_write_freed_in_flight_stores_nothing(void **state) {
     (void)state;
     Ctx c;
     ctx_open(&c);
-    unsigned char *in = pattern(OBJ);
+    unsigned char *in = tu_pattern_new(OBJ);
     c.in = in;
     c.n = OBJ / 2;
-    c.w = storage_write_new(c.s, "k", "x", gzip_chain(), on_writable, on_written, &c);
+    c.w = storage_write_new(c.s, "k", "x", tu_gzip_encoder(), on_writable, on_written, &c);
     pump(&c); /* a chunk is on the thread pool now */
     storage_write_free(c.w);
     assert_true(tu_run_to_end(&c.loop, 10000));
@@ -239,7 +225,7 @@ static void test_a_refused_write_reports_and_refuses_more(void **state) {
     Ctx c;
     ctx_open(&c);
     storage_mem_fail_write_after(storage_mem_of(c.s), 100 * 1024);
-    unsigned char *in = pattern(OBJ);
+    unsigned char *in = tu_pattern_new(OBJ);
     c.free_in_done = 1;
     c.late_write = 1;
     write_object(&c, "k", in, OBJ);
@@ -257,7 +243,7 @@ static void test_a_damaged_object_is_named_by_its_digest(void **state) {
     (void)state;
     Ctx c;
     ctx_open(&c);
-    unsigned char *in = pattern(OBJ);
+    unsigned char *in = tu_pattern_new(OBJ);
     write_object(&c, "k", in, OBJ);
     storage_write_free(c.w);
     char good[65];

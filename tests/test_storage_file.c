@@ -138,20 +138,6 @@ static void on_written(StorageWrite *w, const StorageWritten *res, const Err *er
     }
 }
 
-static FilterChain *gzip_chain(void) {
-    CodecList l;
-    Err e;
-    assert_int_equal(codec_list_parse("gzip", &l, &e), 0);
-    CodecOptions o = {1, NULL};
-    return codec_encoder(&l, &o);
-}
-
-static unsigned char *pattern(size_t n) {
-    unsigned char *p = malloc(n);
-    tu_pattern(p, 0, n);
-    return p;
-}
-
 static int on_data(StorageRead *r, const char *buf, size_t len, void *data) {
     (void)r;
     buf_append(&((Ctx *)data)->out, buf, len);
@@ -216,12 +202,12 @@ static void test_stream_round_trip(void **state) {
     (void)state;
     Ctx c;
     ctx_open(&c);
-    unsigned char *in = pattern(OBJ);
+    unsigned char *in = tu_pattern_new(OBJ);
     c.in = in;
     c.n = OBJ;
     const char *key = "backups/0000/backup-1.json.gz";
-    c.w =
-        storage_write_new(c.s, key, "application/gzip", gzip_chain(), on_writable, on_written, &c);
+    c.w = storage_write_new(c.s, key, "application/gzip", tu_gzip_encoder(), on_writable,
+                            on_written, &c);
     pump(&c);
     assert_true(tu_run_until(&c.loop, &c.written, 30000));
     assert_false(c.has_err);
@@ -320,7 +306,7 @@ static void test_old_object_until_the_new_one_is_whole(void **state) {
     Ctx c;
     ctx_open(&c);
     put(&c, "k/obj", "old");
-    unsigned char *in = pattern(OBJ);
+    unsigned char *in = tu_pattern_new(OBJ);
     c.in = in;
     c.n = OBJ;
     c.stop_at = OBJ / 2;
@@ -349,10 +335,10 @@ static void test_freed_or_aborted_writes_store_nothing(void **state) {
     (void)state;
     Ctx c;
     ctx_open(&c);
-    unsigned char *in = pattern(OBJ);
+    unsigned char *in = tu_pattern_new(OBJ);
     c.in = in;
     c.n = OBJ / 2;
-    c.w = storage_write_new(c.s, "k/freed", "x", gzip_chain(), on_writable, on_written, &c);
+    c.w = storage_write_new(c.s, "k/freed", "x", tu_gzip_encoder(), on_writable, on_written, &c);
     pump(&c);
     storage_write_free(c.w); /* in flight: no callback follows */
     assert_true(tu_run_to_end(&c.loop, 10000));

@@ -2,6 +2,7 @@
  * testutil: helpers shared by the tests (see testutil.h).
  */
 #include "testutil.h"
+#include "io/codec.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -119,6 +120,21 @@ void tu_s3_close(TuS3 *e) {
 
 unsigned char tu_pattern_byte(uint64_t i) {
     return (unsigned char)((i * 2654435761u) >> 11);
+}
+
+unsigned char *tu_pattern_new(size_t n) {
+    unsigned char *p = malloc(n);
+    tu_pattern(p, 0, n);
+    return p;
+}
+
+struct FilterChain *tu_gzip_encoder(void) {
+    CodecList l;
+    Err e;
+    if (codec_list_parse("gzip", &l, &e) != 0)
+        return NULL;
+    CodecOptions o = {1, NULL};
+    return codec_encoder(&l, &o);
 }
 
 void tu_pattern(unsigned char *out, uint64_t pos, size_t n) {

@@ -50,6 +50,10 @@ void tu_s3_options(S3Options *o);
 /* A reproducible byte pattern: byte i of a test object, and n of them from pos. */
 unsigned char tu_pattern_byte(uint64_t i);
 void tu_pattern(unsigned char *out, uint64_t pos, size_t n);
+/* n pattern bytes from 0, malloc'd. */
+unsigned char *tu_pattern_new(size_t n);
+/* The codec encoder of "gzip" at level 1 (io/codec.h). */
+struct FilterChain *tu_gzip_encoder(void);
 
 /* A loop with an HTTP client and an S3 client, for the S3 tests. */
 typedef struct {

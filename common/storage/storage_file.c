@@ -217,11 +217,17 @@ static void op_after(uv_work_t *w, int status) {
     op_free(op);
 }
 
-static Op *op_new(FileStore *fs, const char *key) {
+/* An operation on key (NULL: none) whose work runs on the pool and answer on the loop; set its
+ * callback and arguments, then op_start. */
+static Op *op_new(FileStore *fs, const char *key, void (*work)(Op *), void (*answer)(Op *),
+                  void *data) {
     Op *op = xcalloc(1, sizeof(*op));
     op->fs = fs;
     op->res.size = -1;
     op->w.data = op;
+    op->work = work;
+    op->answer = answer;
+    op->data = data;
     if (key) {
         op->key = xstrdup(key);
         if (valid_key(key))
@@ -230,6 +236,16 @@ static Op *op_new(FileStore *fs, const char *key) {
             err_set(&op->err, ERR_PERMANENT, ERR_CODE_INVALID,
                     "file store: '%.200s' is not a key this store accepts", key);
     }
+    return op;
+}
+
+static void answer_done(Op *op);
+
+/* A small operation answered with a StorageResult. */
+static Op *small_op(FileStore *fs, const char *key, void (*work)(Op *), StorageDoneCb cb,
+                    void *data) {
+    Op *op = op_new(fs, key, work, answer_done, data);
+    op->cb = cb;
     return op;
 }
 
@@ -265,12 +281,8 @@ static void w_put(Op *op) {
 static void d_put(void *drv, const char *key, const void *body, size_t len, const char *ctype,
                   StorageDoneCb cb, void *data) {
     (void)ctype; /* a file has none: readers know their objects by key */
-    Op *op = op_new(drv, key);
+    Op *op = small_op(drv, key, w_put, cb, data);
     buf_append(&op->in, body, len);
-    op->work = w_put;
-    op->answer = answer_done;
-    op->cb = cb;
-    op->data = data;
     op_start(op);
 }
 
@@ -329,23 +341,13 @@ static void w_get(Op *op) {
 }
 
 static void d_get(void *drv, const char *key, size_t max, StorageDoneCb cb, void *data) {
-    Op *op = op_new(drv, key);
+    Op *op = small_op(drv, key, w_get, cb, data);
     op->max = max ? max : 1;
-    op->work = w_get;
-    op->answer = answer_done;
-    op->cb = cb;
-    op->data = data;
     op_start(op);
 }
 
 static void d_head(void *drv, const char *key, StorageDoneCb cb, void *data) {
-    Op *op = op_new(drv, key);
-    op->max = 0;
-    op->work = w_get;
-    op->answer = answer_done;
-    op->cb = cb;
-    op->data = data;
-    op_start(op);
+    op_start(small_op(drv, key, w_get, cb, data)); /* max 0: the size alone */
 }
 
 /* ---- listings ---- */
@@ -460,25 +462,19 @@ static void answer_pending(Op *op) {
 
 static void d_list(void *drv, const char *prefix, StorageListCb page, StorageListDoneCb done,
                    void *data) {
-    Op *op = op_new(drv, NULL);
+    Op *op = op_new(drv, NULL, w_list, answer_list, data);
     op->prefix = xstrdup(prefix);
-    op->work = w_list;
-    op->answer = answer_list;
     op->page = page;
     op->list_done = done;
-    op->data = data;
     op_start(op);
 }
 
 static void d_list_pending(void *drv, const char *prefix, StoragePendingCb page,
                            StorageListDoneCb done, void *data) {
-    Op *op = op_new(drv, NULL);
+    Op *op = op_new(drv, NULL, w_list_pending, answer_pending, data);
     op->prefix = xstrdup(prefix);
-    op->work = w_list_pending;
-    op->answer = answer_pending;
     op->pending_page = page;
     op->list_done = done;
-    op->data = data;
     op_start(op);
 }
 
@@ -505,14 +501,11 @@ static void answer_del(Op *op) {
 
 static void d_del(void *drv, const char *const *keys, size_t n, StorageDeleteDoneCb done,
                   void *data) {
-    Op *op = op_new(drv, NULL);
+    Op *op = op_new(drv, NULL, w_del, answer_del, data);
     op->keys = xcalloc(n ? n : 1, sizeof(char *));
     for (size_t i = 0; i < n; i++)
         op->keys[op->nkeys++] = xstrdup(keys[i]);
-    op->work = w_del;
-    op->answer = answer_del;
     op->del_done = done;
-    op->data = data;
     op_start(op);
 }
 
@@ -529,12 +522,7 @@ static void w_probe(Op *op) {
 }
 
 static void d_probe(void *drv, StorageDoneCb cb, void *data) {
-    Op *op = op_new(drv, NULL);
-    op->work = w_probe;
-    op->answer = answer_done;
-    op->cb = cb;
-    op->data = data;
-    op_start(op);
+    op_start(small_op(drv, NULL, w_probe, cb, data));
 }
 
 /* upload_id: the temporary file's name, beside the key's object */
@@ -560,12 +548,8 @@ static void w_abort_pending(Op *op) {
 
 static void d_abort_pending(void *drv, const char *key, const char *upload_id, StorageDoneCb cb,
                             void *data) {
-    Op *op = op_new(drv, key);
+    Op *op = small_op(drv, key, w_abort_pending, cb, data);
     op->prefix = xstrdup(upload_id ? upload_id : "");
-    op->work = w_abort_pending;
-    op->answer = answer_done;
-    op->cb = cb;
-    op->data = data;
     op_start(op);
 }
 

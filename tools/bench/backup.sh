@@ -79,12 +79,13 @@ kill -TERM "$wpid"; wait "$wpid" 2>/dev/null || true; wpid=""
 rc EVAL "for _, k in ipairs(redis.call('KEYS', ARGV[1] .. ':*')) do redis.call('DEL', k) end" 0 "$P" >/dev/null
 
 awk -v rows="$rows" -v raw="$raw" -v st="$stored" -v a="$t0" -v b="$t1" -v c="$t2" -v d="$t3" \
-    -v s="$start" -v e="$end" -v peak="$peak" -v lag="$lag" -v lat="$lat" 'BEGIN {
+    -v s="$start" -v e="$end" -v peak="$peak" -v lag="$lag" -v lat="$lat" \
+    -v store="$(case "${BACKUP_STORE:-s3}" in file://*) echo "to files" ;; *) echo "to S3" ;; esac)" 'BEGIN {
   mib = 1048576; w = e - s
   printf "tenant: %d rows, %.1f MiB of JSON, %.1f MiB stored (gzip)\n", rows, raw / mib, st / mib
   printf "%-34s %7.2f s  %9.0f rows/s  %7.1f MiB/s raw\n", "PostgreSQL COPY > /dev/null", b - a, rows / (b - a), raw / mib / (b - a)
   printf "%-34s %7.2f s  %9.0f rows/s  %7.1f MiB/s raw\n", "PostgreSQL COPY | gzip -1", d - c, rows / (d - c), raw / mib / (d - c)
-  printf "%-34s %7.2f s  %9.0f rows/s  %7.1f MiB/s raw\n", "backup-worker (to S3, polled 0.1 s)", w, rows / w, raw / mib / w
+  printf "%-34s %7.2f s  %9.0f rows/s  %7.1f MiB/s raw\n", "backup-worker (" store ", polled 0.1 s)", w, rows / w, raw / mib / w
   split(lat, l, " ")
   printf "worker peak RSS %.1f MiB; loop lag max %.1f ms; pings beside it: p50 %s ms, p99 %s ms (%s)\n", peak / 1024, lag, l[1], l[2], l[3]
 }'
