@@ -16,7 +16,7 @@ else
 fi
 check "…one row per variable --help lists" "$(grep -c '^  [A-Z][A-Z0-9_]* ' <("$WORKER" --help))" \
   "$(grep -c '^| `' "$tmp/readme-table")"
-for doc in README.md worker/README.md deploy/README.md proto/README.md proto/ts/README.md \
+for doc in README.md common/README.md worker/README.md deploy/README.md proto/README.md proto/ts/README.md \
   tools/README.md tools/web/README.md tests/README.md tools/bench/README.md; do
   dir=$(dirname "$ROOT/$doc")
   missing=""

@@ -3,6 +3,7 @@
  * gzip/gunzip round trips in every chunking, observers where they sit in the
  * chain, concatenated members, corrupt and truncated input named.
  */
+#include "io/codec.h"
 #include "io/filter.h"
 
 #include <openssl/sha.h>
@@ -47,6 +48,53 @@ static Buf push(FilterChain *c, const char *data, size_t n, size_t step) {
     }
     assert_int_equal(filter_chain_finish(c, &out, &err), 0);
     return out;
+}
+
+/* The codec table: every compression codec it names has levels, builds at both ends of its
+ * range, and its decoder undoes its encoder; suffixes differ; an unknown name is refused. */
+static void test_codec_table(void **state) {
+    (void)state;
+    char names[64];
+    codec_compression_names(names, sizeof(names));
+    assert_string_equal(names, "gzip, zstd");
+    const char *text = "{\"rows\":[1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16]}";
+    int count = 0;
+    for (char *save = NULL, *n = strtok_r(names, ", ", &save); n; n = strtok_r(NULL, ", ", &save)) {
+        int min, max, def;
+        assert_int_equal(codec_levels(n, &min, &max, &def), 0);
+        assert_true(min >= 1 && min <= def && def <= max);
+        CodecList l;
+        Err e;
+        assert_int_equal(codec_list_parse(n, &l, &e), 0);
+        for (int level = min; level <= max; level += max - min) {
+            CodecOptions o = {level, NULL};
+            FilterChain *enc = codec_encoder(&l, &o), *dec = codec_decoder(&l, NULL);
+            Buf mid = BUF_INIT, out = BUF_INIT;
+            assert_int_equal(filter_chain_write(enc, text, strlen(text), &mid, &e), 0);
+            assert_int_equal(filter_chain_finish(enc, &mid, &e), 0);
+            assert_int_equal(filter_chain_write(dec, mid.data, mid.len, &out, &e), 0);
+            assert_int_equal(filter_chain_finish(dec, &out, &e), 0);
+            assert_int_equal(out.len, strlen(text));
+            assert_memory_equal(out.data, text, out.len);
+            filter_chain_free(enc);
+            filter_chain_free(dec);
+            buf_free(&mid);
+            buf_free(&out);
+        }
+        count++;
+    }
+    assert_int_equal(count, 2);
+    int a, b, c;
+    assert_int_equal(codec_levels("aes-256-gcm", &a, &b, &c), -1); /* encrypts, no levels */
+    assert_int_equal(codec_levels("brotli", &a, &b, &c), -1);
+    CodecList all;
+    Err e;
+    assert_int_equal(codec_list_parse("gzip,zstd,aes-256-gcm", &all, &e), 0);
+    char s[32];
+    codec_suffix(&all, s, sizeof(s));
+    assert_string_equal(s, ".gz.zst.enc");
+    assert_int_equal(codec_list_parse("gzip,brotli", &all, &e), -1);
+    assert_non_null(strstr(e.msg, "known: gzip, zstd, aes-256-gcm"));
 }
 
 /* filter.h's example, line for line: the header shows calls that exist */
@@ -326,6 +374,7 @@ static void test_zstd_round_trip_and_damage(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_header_example),
+        cmocka_unit_test(test_codec_table),
         cmocka_unit_test(test_round_trip_in_any_chunking),
         cmocka_unit_test(test_observers_only_and_empty),
         cmocka_unit_test(test_members_corruption_truncation),

@@ -422,7 +422,7 @@ static int usage(void) {
         "                      --timeout SECONDS, --job-id ID\n"
         "       backupctl wait JOB_ID [--json] [--timeout SECONDS]\n"
         "       backupctl status JOB_ID\n"
-        "       backupctl list USER [--s3 [--replica]] [--json]\n"
+        "       backupctl list USER [--s3|--store [--replica]] [--json]\n"
         "       backupctl stats [USER] [--json]\n"
         "       backupctl schedule [--dry-run] [--json]\n"
         "       backupctl migrate [--dir DIR]\n");
@@ -453,6 +453,7 @@ static int parse_args(Args *a, int argc, char **argv) {
             {"--differential", offsetof(Args, differential)},
             {"--all", offsetof(Args, all)},
             {"--s3", offsetof(Args, s3)},
+            {"--store", offsetof(Args, s3)}, /* the same: the store's manifests, S3 or files */
             {"--replica", offsetof(Args, replica)},
             {"--dry-run", offsetof(Args, dry_run)},
             {"--json", offsetof(Args, o) + offsetof(Opts, json)},

@@ -45,7 +45,8 @@ typedef struct {
     int fd;
     FilterChain *dec; /* with --plain, the codecs undone */
     Buf plain;
-    StorageReadResult got;
+    StorageReadResult got; /* its decode_error copied into decode_error: the read goes first */
+    char decode_error[ERR_MSG_MAX];
     KmsClient *kms; /* rekey and download --decode of backups under a KMS key */
     int replica;    /* reading S3_REPLICA_BUCKET, not the primary */
 } Rec;
@@ -247,7 +248,7 @@ static int header_agrees(Rec *r, const char *mkey, const Manifest *m) {
     char id[160] = "", user[40] = "";
     int ok = dec && !r->failed &&
              json_field(r->plain.data ? r->plain.data : "", r->plain.len, "backup_id", id,
-                         sizeof(id)) == 0 &&
+                        sizeof(id)) == 0 &&
              json_field(r->plain.data, r->plain.len, "user_id", user, sizeof(user)) == 0 &&
              strcmp(id, m->backup_id) == 0 && strcmp(user, m->user_id) == 0;
     if (!ok)
@@ -498,8 +499,12 @@ static int dl_data(StorageRead *rd, const char *buf, size_t len, void *data) {
 static void dl_done(StorageRead *rd, const StorageReadResult *res, const Err *err, void *data) {
     (void)rd;
     Rec *r = data;
-    if (res)
+    if (res) {
         r->got = *res;
+        snprintf(r->decode_error, sizeof(r->decode_error), "%s",
+                 res->decode_error ? res->decode_error : "");
+        r->got.decode_error = NULL; /* freed with the read */
+    }
     if (err && !r->failed) {
         r->failed = 1;
         snprintf(r->err, sizeof(r->err), "%s", err->msg);
@@ -638,8 +643,8 @@ static int download_from(const Config *cfg, const char *what, const char *file, 
                 " bytes with sha256 %s; its manifest records %" PRIu64 " bytes with sha256 %s\n",
                 m.key, r.got.size, r.got.sha256, m.size, m.sha256);
         rc = 1;
-    } else if (r.got.decode_error) {
-        fprintf(stderr, "backupctl download: %s: %s\n", m.key, r.got.decode_error);
+    } else if (r.decode_error[0]) {
+        fprintf(stderr, "backupctl download: %s: %s\n", m.key, r.decode_error);
         rc = 1;
     }
     if (rc == 0 && fsync(r.fd) != 0) {

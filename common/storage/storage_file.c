@@ -422,7 +422,8 @@ static int by_key(const void *a, const void *b) {
 static void w_list_any(Op *op, int pending) {
     if (walk(op, "", pending) != 0)
         io_fail(&op->err, NULL, errno, "list", op->prefix);
-    qsort(op->entries, op->nentries, sizeof(Entry), by_key);
+    if (op->nentries > 1)
+        qsort(op->entries, op->nentries, sizeof(Entry), by_key);
 }
 static void w_list(Op *op) {
     w_list_any(op, 0);
