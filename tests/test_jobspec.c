@@ -312,6 +312,26 @@ static void test_registry(void **state) {
         snprintf(want, sizeof(want), "'%s'", t->name);
         char *hit = strstr(union_line, want);
         assert_true(hit != NULL && (size_t)(hit - union_line) < union_len);
+        /* and the client accepts exactly its fields: ALLOWED's camelCase names, as the wire's */
+        snprintf(want, sizeof(want), "\n  %s: [", t->name);
+        const char *row = strstr(strstr(ts, "const ALLOWED"), want);
+        assert_non_null(row);
+        char wire[256] = "";
+        size_t w = 0;
+        for (const char *p = row + strlen(want); *p && *p != ']'; p++) {
+            if (*p == '\'' || *p == ' ')
+                continue;
+            if (*p == ',')
+                wire[w++] = ' ';
+            else if (*p >= 'A' && *p <= 'Z') {
+                wire[w++] = '_';
+                wire[w++] = (char)(*p - 'A' + 'a');
+            } else
+                wire[w++] = *p;
+            assert_true(w < sizeof(wire) - 2);
+        }
+        wire[w] = '\0';
+        assert_string_equal(wire, t->fields);
     }
     /* an entry naming no type is labelled invalid */
     qmetrics_add(m, "no-such-type", QM_STARTED, 1);
