@@ -9,7 +9,8 @@ import { join } from 'node:path';
 import { BackupQueue, BackupStore, ProgressHub, ProtocolError, keys } from '@backup-worker/client';
 import { BackupService, BackupError } from '@backup-worker/client/browser';
 import { signJwt } from '../../tools/web/dist/jwt.js';
-import { ROOT, OUT, SECRET, startStack, makeTenant, makeStaff, token, until } from './lib.mjs';
+import { ROOT, OUT, SECRET, startStack, makeTenant, makeStaff, token, keyToken, until } from './lib.mjs';
+import { newKey } from './jwks.mjs';
 
 let S; // the stack
 let A, B, staff; // two owners with data, a staff member
@@ -73,6 +74,10 @@ test('401: no token, a forged, expired, unsigned or subject-less one', async () 
     'anon role': token(A, { role: 'anon' }),
     'no exp': signJwt({ sub: A }, SECRET),
     'expired 30 s ago (leeway at most 5 s)': token(A, { exp: now - 30 }),
+    'another issuer': token(A, { iss: 'https://other.supabase.co/auth/v1' }),
+    'another audience': token(A, { aud: 'service_role' }),
+    'ES256 by a key the project never published': await keyToken(A, {}, await newKey('ES256', 'es-1')),
+    'ES256, expired 30 s ago': await keyToken(A, { exp: now - 30 }),
   };
   for (const [name, tok] of Object.entries(cases)) {
     for (const [m, p] of [['GET', '/api/backup/list'], ['GET', '/api/backup/status'], ['POST', '/api/backup/create']]) {
@@ -82,6 +87,15 @@ test('401: no token, a forged, expired, unsigned or subject-less one', async () 
     }
   }
   await assert.rejects(service(null).listBackups(), (e) => e instanceof BackupError && e.message === 'No authenticated user');
+});
+
+test('signing keys: ES256 and RS256 tokens from the project\'s JWKS sign in, as the legacy HS256 one does', async () => {
+  for (const [name, tok] of [['ES256', await keyToken(A)], ['RS256', await keyToken(A, {}, (await import('./lib.mjs')).jwks().keys[1])],
+    ['HS256 (legacy secret)', token(A)]]) {
+    const r = await api('GET', '/api/backup/list', { tok });
+    assert.equal(r.status, 200, name);
+    assert.ok(Array.isArray(r.body), name);
+  }
 });
 
 test('403: a state change without a matching CSRF token enqueues nothing', async () => {

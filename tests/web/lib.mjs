@@ -10,6 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
 import pg from 'pg';
 import { signJwt } from '../../tools/web/dist/jwt.js';
+import { signWith, startJwks } from './jwks.mjs';
 
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 export const WORKER = process.env.BW_WORKER || join(ROOT, 'build/backup-worker');
@@ -75,7 +76,12 @@ function stopProc(p) {
 }
 
 /** A worker and the web server on a prefix of their own. */
+/** The test project's signing keys (a JWKS on loopback), shared by every stack of a file. */
+let JWKS = null;
+export const jwks = () => JWKS;
+
 export async function startStack(opts = {}) {
+  JWKS ??= await startJwks();
   const prefix = `web${process.pid}${Math.floor(Math.random() * 1e6)}`;
   const metricsPort = await freePort();
   const worker = start('backup-worker', WORKER, [], {
@@ -85,6 +91,7 @@ export async function startStack(opts = {}) {
   await worker.seen;
   const web = start('backup-web', process.execPath, [join(ROOT, 'tools/web/dist/main.js')], {
     REDIS_PREFIX: prefix, WEB_PORT: '0', SUPABASE_JWT_SECRET: SECRET, WEB_LOG_LEVEL: 'warn',
+    SUPABASE_JWKS_URL: JWKS.jwksUrl, SUPABASE_JWT_ISSUER: JWKS.issuer,
     WEB_JOBS_PER_MINUTE: String(opts.jobsPerMinute ?? 10),
   }, /listening on (http:\/\/[0-9.:]+)/);
   const [, url] = await web.seen;
@@ -98,6 +105,8 @@ export async function startStack(opts = {}) {
       if (Date.now() - t > 3000) process.stdout.write(`# stopping took ${Date.now() - t} ms\n`);
       await redis.quit();
       await pool.end();
+      if (JWKS) await JWKS.close();
+      JWKS = null;
     },
   };
 }
@@ -120,7 +129,14 @@ export async function makeStaff(pool) {
   return id;
 }
 
+/** A legacy (HS256, SUPABASE_JWT_SECRET) token of the test project. */
 export function token(sub, extra = {}) {
   const now = Math.floor(Date.now() / 1000);
-  return signJwt({ sub, role: 'authenticated', aud: 'authenticated', iat: now, exp: now + 3600, ...extra }, SECRET);
+  return signJwt({ sub, role: 'authenticated', aud: 'authenticated', iss: JWKS?.issuer, iat: now, exp: now + 3600, ...extra }, SECRET);
+}
+
+/** A token signed with the project's signing key (ES256 by default, as Supabase issues them). */
+export async function keyToken(sub, extra = {}, key = JWKS.keys[0]) {
+  const now = Math.floor(Date.now() / 1000);
+  return signWith(key, { sub, role: 'authenticated', aud: 'authenticated', iss: JWKS.issuer, iat: now, exp: now + 3600, ...extra });
 }

@@ -4,7 +4,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHmac } from 'node:crypto';
 import { jobFields, parseJobStatus, ProtocolError } from '@backup-worker/client/protocol';
-import { signJwt, verifyJwt } from '../../tools/web/dist/jwt.js';
+import { createVerifier, signJwt } from '../../tools/web/dist/jwt.js';
+import { newKey, signWith, startJwks } from './jwks.mjs';
 
 const U = '6f1c2a4e-8d3b-4f5a-9c7e-2b1d0e9f8a76';
 const SECRET = 'unit-secret-unit-secret-unit-secret!';
@@ -38,26 +39,90 @@ test('jobFields: refusals name the field as the worker does', () => {
     assert.throws(() => jobFields(job), (e) => e instanceof ProtocolError && e.message.includes(msg), `${JSON.stringify(job)} -> ${msg}`);
 });
 
-test('verifyJwt: HS256 only, signature, expiry, not-before', () => {
-  const now = 1_800_000_000;
-  const good = signJwt({ sub: U, exp: now + 60 }, SECRET);
-  assert.equal(verifyJwt(good, SECRET, now).sub, U);
-  assert.equal(verifyJwt(good, SECRET + 'x', now), null, 'another secret');
-  assert.equal(verifyJwt(good, SECRET, now + 120), null, 'expired (past the 30 s leeway)');
-  assert.equal(verifyJwt(signJwt({ sub: U, exp: now + 60, nbf: now + 100 }, SECRET), SECRET, now), null, 'not yet valid');
-  assert.equal(verifyJwt(signJwt({ sub: U }, SECRET), SECRET, now), null, 'no exp');
+const ISS = 'https://project.supabase.co/auth/v1';
+
+test('legacy HS256 (SUPABASE_JWT_SECRET): signature, expiry with 5 s leeway, not-before, issuer, audience', async () => {
+  const v = createVerifier({ hsSecret: SECRET, issuer: ISS, audience: 'authenticated' });
+  const now = Math.floor(Date.now() / 1000);
+  const c = (extra = {}) => ({ sub: U, aud: 'authenticated', iss: ISS, exp: now + 60, ...extra });
+  const good = signJwt(c(), SECRET);
+  assert.equal((await v.verify(good)).sub, U);
+  assert.equal((await v.verify(signJwt(c({ exp: now - 3 }), SECRET))).sub, U, 'expired 3 s ago: inside the leeway');
+  const refused = {
+    'another secret': signJwt(c(), SECRET + 'x'),
+    'expired 30 s ago': signJwt(c({ exp: now - 30 }), SECRET),
+    'not yet valid': signJwt(c({ nbf: now + 100 }), SECRET),
+    'no exp': signJwt({ sub: U, aud: 'authenticated', iss: ISS }, SECRET),
+    'no sub': signJwt({ aud: 'authenticated', iss: ISS, exp: now + 60 }, SECRET),
+    'another audience': signJwt(c({ aud: 'anon' }), SECRET),
+    'no audience': signJwt({ sub: U, iss: ISS, exp: now + 60 }, SECRET),
+    'another issuer': signJwt(c({ iss: 'https://evil.example/auth/v1' }), SECRET),
+  };
   const [h, p] = good.split('.');
   const hs384 = Buffer.from(JSON.stringify({ alg: 'HS384', typ: 'JWT' })).toString('base64url');
-  const sig384 = createHmac('sha384', SECRET).update(`${hs384}.${p}`).digest('base64url');
-  assert.equal(verifyJwt(`${hs384}.${p}.${sig384}`, SECRET, now), null, 'another algorithm');
-  const none = Buffer.from(JSON.stringify({ alg: 'none' })).toString('base64url');
-  assert.equal(verifyJwt(`${none}.${p}.`, SECRET, now), null, 'alg none');
-  const other = Buffer.from(JSON.stringify({ sub: '00000000-0000-4000-8000-000000000000', exp: now + 60 })).toString('base64url');
-  assert.equal(verifyJwt(`${h}.${other}.${good.split('.')[2]}`, SECRET, now), null, 'claims swapped under the signature');
-  assert.equal(verifyJwt('a.b', SECRET, now), null);
-  assert.equal(verifyJwt(`${h}.${p}.${'A'.repeat(43)}`, SECRET, now), null);
+  refused['another algorithm (HS384)'] = `${hs384}.${p}.${createHmac('sha384', SECRET).update(`${hs384}.${p}`).digest('base64url')}`;
+  refused['alg none'] = `${Buffer.from(JSON.stringify({ alg: 'none' })).toString('base64url')}.${p}.`;
+  const other = Buffer.from(JSON.stringify(c({ sub: '00000000-0000-4000-8000-000000000000' }))).toString('base64url');
+  refused['claims swapped under the signature'] = `${h}.${other}.${good.split('.')[2]}`;
+  refused['two parts'] = 'a.b';
+  refused['a signature of zeros'] = `${h}.${p}.${'A'.repeat(43)}`;
+  for (const [name, tok] of Object.entries(refused)) assert.equal(await v.verify(tok), null, name);
+  // without the secret (a project on signing keys only), HS256 is refused whatever it says
+  assert.equal(await createVerifier({ audience: 'authenticated' }).verify(good), null, 'HS256 without a secret');
 });
 
+test('signing keys (JWKS): ES256 and RS256, rotation, and each forgery', async () => {
+  const jwks = await startJwks();
+  try {
+    const v = createVerifier({ jwksUrl: jwks.jwksUrl, issuer: jwks.issuer, audience: 'authenticated', jwksCooldownMs: 50 });
+    const now = Math.floor(Date.now() / 1000);
+    const c = (extra = {}) => ({ sub: U, aud: 'authenticated', iss: jwks.issuer, exp: now + 60, role: 'authenticated', ...extra });
+    const [es, rs] = jwks.keys;
+    assert.equal((await v.verify(await signWith(es, c()))).sub, U, 'ES256');
+    assert.equal((await v.verify(await signWith(rs, c()))).sub, U, 'RS256');
+    const fetched = jwks.fetches;
+    assert.equal((await v.verify(await signWith(es, c()))).sub, U);
+    assert.equal(jwks.fetches, fetched, 'the keys are cached');
+    // rotation: a key published after the first fetch is found when a token names it
+    const es2 = await newKey('ES256', 'es-2');
+    jwks.keys.push(es2);
+    await new Promise((r) => setTimeout(r, 80));
+    assert.equal((await v.verify(await signWith(es2, c()))).sub, U, 'a rotated-in key');
+    assert.ok(jwks.fetches > fetched, 'fetched again for the unknown kid');
+    // forgeries
+    const stranger = await newKey('ES256', 'es-1'); // a known kid, another private key
+    const rsAsEs = { ...stranger, kid: 'rs-1' };
+    const pem = Buffer.from(JSON.stringify(rs.jwk));
+    const hsWithPublic = signJwt(c(), pem.toString()); // alg confusion: HMAC keyed with the public key
+    const hsHeader = JSON.parse(Buffer.from(hsWithPublic.split('.')[0], 'base64url'));
+    assert.equal(hsHeader.alg, 'HS256');
+    const forged = {
+      'a known kid, another key': await signWith(stranger, c()),
+      'an unknown kid': await signWith(await newKey('ES256', 'es-9'), c()),
+      'an ES256 signature under the RSA key\'s kid': await signWith(rsAsEs, c()),
+      'HS256 keyed with the public key': hsWithPublic,
+      'expired 30 s ago': await signWith(es, c({ exp: now - 30 })),
+      'not yet valid': await signWith(es, c({ nbf: now + 100 })),
+      'another issuer': await signWith(es, c({ iss: 'https://evil.example/auth/v1' })),
+      'another audience': await signWith(es, c({ aud: 'service_role' })),
+      'no sub': await signWith(es, { aud: 'authenticated', iss: jwks.issuer, exp: now + 60 }),
+      'alg none with a real kid': `${Buffer.from(JSON.stringify({ alg: 'none', kid: 'es-1' })).toString('base64url')}.${Buffer.from(JSON.stringify(c())).toString('base64url')}.`,
+    };
+    const t = await signWith(es, c());
+    const [h, , s] = t.split('.');
+    forged['claims swapped under the signature'] = `${h}.${Buffer.from(JSON.stringify(c({ sub: '00000000-0000-4000-8000-000000000000' }))).toString('base64url')}.${s}`;
+    for (const [name, tok] of Object.entries(forged)) assert.equal(await v.verify(tok), null, name);
+    // the JWKS unreachable: refused, not a crash; back, accepted again
+    jwks.down = true;
+    const cold = createVerifier({ jwksUrl: jwks.jwksUrl, issuer: jwks.issuer, audience: 'authenticated' });
+    assert.equal(await cold.verify(await signWith(es, c())), null, 'JWKS down');
+    jwks.down = false;
+    assert.equal((await createVerifier({ jwksUrl: jwks.jwksUrl, issuer: jwks.issuer, audience: 'authenticated' })
+      .verify(await signWith(es, c()))).sub, U, 'JWKS back');
+  } finally {
+    await jwks.close();
+  }
+});
 test('parseJobStatus: numbers, the JSON result, an empty hash', () => {
   assert.equal(parseJobStatus('j', {}), null);
   const s = parseJobStatus('j', { status: 'completed', type: 'restore', user_id: U, progress: '100', rows: '12', rows_total: '12',

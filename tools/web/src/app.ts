@@ -9,10 +9,13 @@ import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest }
 import type { Redis } from 'ioredis';
 import type { Pool } from 'pg';
 import { BackupQueue, BackupStore, Errors, ProgressHub, ProtocolError, isBackupId, isJobId, isUuid } from '@backup-worker/client';
-import { type Claims, verifyJwt } from './jwt.js';
+import { type Claims, type Verifier } from './jwt.js';
 
 export interface WebConfig {
-  jwtSecret: string;
+  /** Checks the bearer tokens (jwt.ts: JWKS and/or the legacy HS256 secret). */
+  verifier: Verifier;
+  /** Key of the CSRF tokens' MACs (WEB_CSRF_SECRET, else SUPABASE_JWT_SECRET, else random). */
+  csrfSecret: string;
   prefix: string;
   jobsPerMinute: number;
   secureCookies: boolean;
@@ -102,7 +105,7 @@ export async function buildApp(cfg: WebConfig, deps: WebDeps): Promise<FastifyIn
   // ---- authentication and CSRF, for every /api route but /api/csrf ----
   // a token is bound to the signed-in user: one fetched by (or for) another user is refused
   const csrfSign = (sub: string, nonce: string) =>
-    createHmac('sha256', cfg.jwtSecret).update(`csrf:${sub}:${nonce}`).digest('base64url');
+    createHmac('sha256', cfg.csrfSecret).update(`csrf:${sub}:${nonce}`).digest('base64url');
   const csrfValid = (sub: string, t: string | undefined) => {
     if (!t) return false;
     const dot = t.indexOf('.');
@@ -115,7 +118,7 @@ export async function buildApp(cfg: WebConfig, deps: WebDeps): Promise<FastifyIn
   app.addHook('onRequest', async (req: FastifyRequest) => {
     if (!req.url.startsWith('/api/')) return;
     const m = /^Bearer ([A-Za-z0-9._-]+)$/.exec(req.headers.authorization ?? '');
-    const claims = m ? verifyJwt(m[1], cfg.jwtSecret) : null;
+    const claims = m ? await cfg.verifier.verify(m[1]) : null;
     if (!claims || !isUuid(claims.sub) || (claims.role !== undefined && claims.role !== 'authenticated'))
       throw new HttpError(401, Errors.noUser);
     claims.sub = claims.sub.toLowerCase();

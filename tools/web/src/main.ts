@@ -3,7 +3,9 @@
 
 import { Redis } from 'ioredis';
 import pg from 'pg';
+import { randomBytes } from 'node:crypto';
 import { buildApp } from './app.js';
+import { createVerifier } from './jwt.js';
 
 function fail(msg: string): never {
   process.stderr.write(`backup-web: ${msg}\n`);
@@ -17,8 +19,29 @@ function intEnv(name: string, def: number, min: number, max: number): number {
   return Number(v);
 }
 
+// Authentication as Supabase does it: the project's JWKS (SUPABASE_URL, or SUPABASE_JWKS_URL),
+// and for legacy projects the HS256 secret; at least one of them.
+const supabaseUrl = (process.env.SUPABASE_URL ?? '').replace(/\/+$/, '');
+const jwksUrl = process.env.SUPABASE_JWKS_URL || (supabaseUrl ? `${supabaseUrl}/auth/v1/.well-known/jwks.json` : '');
 const secret = process.env.SUPABASE_JWT_SECRET ?? '';
-if (secret.length < 32) fail('SUPABASE_JWT_SECRET is required: the HS256 secret of the project\'s JWTs (at least 32 characters)');
+if (secret && secret.length < 32) fail('SUPABASE_JWT_SECRET: the HS256 secret of the project\'s JWTs is at least 32 characters');
+if (!jwksUrl && !secret)
+  fail('SUPABASE_URL (or SUPABASE_JWKS_URL) is required: the project whose signing keys sign the users\' tokens ' +
+    '(or, for a legacy project, SUPABASE_JWT_SECRET)');
+for (const [name, v] of [['SUPABASE_URL', supabaseUrl], ['SUPABASE_JWKS_URL', jwksUrl]]) {
+  if (!v) continue;
+  try {
+    const u = new URL(v);
+    if (u.protocol !== 'https:' && u.hostname !== '127.0.0.1' && u.hostname !== 'localhost') throw new Error('not https');
+  } catch {
+    fail(`${name}: '${v}' is not an https URL (http only on this host)`);
+  }
+}
+const issuer = process.env.SUPABASE_JWT_ISSUER || (supabaseUrl ? `${supabaseUrl}/auth/v1` : undefined);
+const csrfSecret = process.env.WEB_CSRF_SECRET || secret || randomBytes(32).toString('base64url');
+if (!process.env.WEB_CSRF_SECRET && !secret)
+  process.stderr.write('backup-web: no WEB_CSRF_SECRET: CSRF tokens are good for this process only (set it when ' +
+    'several servers share the users)\n');
 const redisUrl = process.env.REDIS_URL || fail('REDIS_URL is required (the workers\' Redis)');
 const databaseUrl = process.env.WEB_DATABASE_URL || process.env.DATABASE_URL ||
   fail('DATABASE_URL (or WEB_DATABASE_URL) is required');
@@ -34,7 +57,16 @@ for (const c of [redis, subscriber]) c.on('error', (e) => process.stderr.write(`
 pool.on('error', (e) => process.stderr.write(`backup-web: postgres: ${e.message}\n`));
 
 const app = await buildApp({
-  jwtSecret: secret,
+  verifier: createVerifier({
+    jwksUrl: jwksUrl || undefined,
+    hsSecret: secret || undefined,
+    issuer,
+    audience: process.env.SUPABASE_JWT_AUDIENCE || 'authenticated',
+    onRefused: (why) => {
+      if (process.env.WEB_LOG_LEVEL === 'debug') process.stderr.write(`backup-web: token refused: ${why}\n`);
+    },
+  }),
+  csrfSecret,
   prefix,
   jobsPerMinute: intEnv('WEB_JOBS_PER_MINUTE', 10, 1, 10000),
   secureCookies: process.env.WEB_SECURE_COOKIES === 'true',
