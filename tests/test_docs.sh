@@ -20,7 +20,8 @@ for doc in README.md common/README.md worker/README.md deploy/README.md proto/RE
   tools/README.md tools/web/README.md tests/README.md tools/bench/README.md; do
   dir=$(dirname "$ROOT/$doc")
   missing=""
-  for link in $(grep -oE '\]\([^)#: ]+' "$ROOT/$doc" | sed 's/^](//'); do
+  for link in $(grep -oE '\]\([^) ]+\)' "$ROOT/$doc" | sed 's/^](//; s/)$//; s/#.*//'); do
+    case $link in "" | *://* | mailto:*) continue ;; esac # anchors and other sites
     [ -e "$dir/$link" ] || missing+=" $link"
   done
   check "$doc: every relative link resolves" "" "$missing"

@@ -393,6 +393,18 @@ test('healthz, the page and its assets', async () => {
   const page = await fetch(`${S.url}/`);
   assert.equal(page.status, 200);
   assert.match(await page.text(), /Backup de datos/);
+  // security headers (@fastify/helmet) on the page and on every API answer
+  const csp = page.headers.get('content-security-policy') ?? '';
+  for (const d of ["default-src 'self'", "script-src 'self'", "frame-ancestors 'none'", "object-src 'none'"])
+    assert.ok(csp.includes(d), `CSP has ${d}: ${csp}`);
+  assert.ok(!csp.includes('upgrade-insecure-requests'), 'no upgrade on a plain-HTTP server');
+  const list = await fetch(`${S.url}/api/backup/list`, { headers: { authorization: `Bearer ${token(A)}` } });
+  assert.equal(list.headers.get('x-content-type-options'), 'nosniff');
+  assert.equal(list.headers.get('x-frame-options'), 'SAMEORIGIN');
+  // the CSRF cookie as @fastify/cookie writes it
+  const csrf = await fetch(`${S.url}/api/csrf`, { headers: { authorization: `Bearer ${token(A)}` } });
+  const set = csrf.headers.getSetCookie().find((c) => c.startsWith('bw_csrf=')) ?? '';
+  for (const attr of ['HttpOnly', 'SameSite=Strict', 'Path=/', 'Max-Age=43200']) assert.ok(set.includes(attr), `${attr} in ${set}`);
   for (const a of ['/assets/app.js', '/assets/client/browser.js', '/assets/client/protocol.js', '/assets/style.css'])
     assert.equal((await fetch(S.url + a)).status, 200, a);
   const nf = await api('GET', '/nope');
