@@ -2,11 +2,11 @@
 // (Supabase JWT), CSRF, per-user limits. main.ts wires it to the environment.
 
 import { createHmac, randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import cookie from '@fastify/cookie';
 import helmet from '@fastify/helmet';
+import fastifyStatic from '@fastify/static';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { Redis } from 'ioredis';
 import type { Pool } from 'pg';
@@ -47,19 +47,6 @@ class HttpError extends Error {
   }
 }
 
-/** Static files of the page: ours, and the browser client as compiled by tsc. */
-function assets(): Map<string, { type: string; body: Buffer }> {
-  const client = join(dirname(fileURLToPath(import.meta.resolve('@backup-worker/client/browser'))));
-  const files: [string, string, string][] = [
-    ['/', join(here, '../public/index.html'), 'text/html; charset=utf-8'],
-    ['/assets/app.js', join(here, '../public/app.js'), 'text/javascript; charset=utf-8'],
-    ['/assets/style.css', join(here, '../public/style.css'), 'text/css; charset=utf-8'],
-    ['/assets/client/browser.js', join(client, 'browser.js'), 'text/javascript; charset=utf-8'],
-    ['/assets/client/protocol.js', join(client, 'protocol.js'), 'text/javascript; charset=utf-8'],
-  ];
-  return new Map(files.map(([url, path, type]) => [url, { type, body: readFileSync(path) }]));
-}
-
 export async function buildApp(cfg: WebConfig, deps: WebDeps): Promise<FastifyInstance> {
   const app = Fastify({
     logger: { level: cfg.logLevel },
@@ -98,7 +85,6 @@ export async function buildApp(cfg: WebConfig, deps: WebDeps): Promise<FastifyIn
   const queue = new BackupQueue({ redis: deps.redis, prefix: cfg.prefix });
   const store = new BackupStore(deps.pool);
   const hub = new ProgressHub(deps.subscriber, cfg.prefix);
-  const files = assets();
   const streams = new Set<import('node:http').ServerResponse>(); // open event streams, ended at close
   app.addHook('onClose', async () => {
     for (const r of streams) r.end();
@@ -289,9 +275,21 @@ export async function buildApp(cfg: WebConfig, deps: WebDeps): Promise<FastifyIn
 
   app.get('/favicon.ico', async (_req, reply) => reply.code(204).header('cache-control', 'max-age=86400').send());
 
-  for (const [url, f] of files)
-    app.get(url, async (_req, reply) =>
-      reply.type(f.type).header('cache-control', 'no-cache').send(f.body));
+  // the page's files by @fastify/static: ours (public/), and the browser client as tsc compiled
+  // it (only its two modules the page imports)
+  const noCache = {
+    cacheControl: false,
+    setHeaders: (reply: FastifyReply) => {
+      reply.header('cache-control', 'no-cache');
+    },
+  };
+  await app.register(fastifyStatic, { root: join(here, '../public'), prefix: '/assets/', index: false, ...noCache });
+  const client = dirname(fileURLToPath(import.meta.resolve('@backup-worker/client/browser')));
+  await app.register(fastifyStatic, {
+    root: client, prefix: '/assets/client/', decorateReply: false, index: false, ...noCache,
+    allowedPath: (path: string) => path === '/browser.js' || path === '/protocol.js',
+  });
+  app.get('/', async (_req, reply) => reply.sendFile('index.html'));
 
   return app;
 }
