@@ -22,7 +22,18 @@
 #include <string.h>
 
 typedef enum { CS_RESOLVING, CS_CONNECTING, CS_READY, CS_BROKEN, CS_CLOSED } ConnState;
-typedef enum { OP_NONE, OP_CONNECT, OP_QUERY, OP_COPY_OUT, OP_COPY_IN, OP_PIPELINE } OpKind;
+typedef enum {
+    OP_NONE,
+    OP_CONNECT,
+    OP_QUERY,
+    OP_COPY_OUT,
+    OP_COPY_IN,
+    OP_PIPELINE,
+    OP_COPY_BOTH
+} OpKind;
+
+/* Operations whose stream flows from the server (COPY OUT, and COPY BOTH's replication). */
+#define OP_STREAMS_OUT(op) ((op) == OP_COPY_OUT || (op) == OP_COPY_BOTH)
 typedef enum { PH_RESULTS, PH_STREAM, PH_FINAL } Phase;
 
 /* COPY OUT bytes handled per loop pass before yielding to other work. */
@@ -419,7 +430,9 @@ static void collect_results(PgConn *c) {
             return;
         }
         ExecStatusType st = PQresultStatus(res);
-        if (st == PGRES_COPY_OUT && c->op == OP_COPY_OUT && c->phase == PH_RESULTS) {
+        if (((st == PGRES_COPY_OUT && c->op == OP_COPY_OUT) ||
+             (st == PGRES_COPY_BOTH && c->op == OP_COPY_BOTH)) &&
+            c->phase == PH_RESULTS) {
             PQclear(res);
             c->phase = PH_STREAM;
             stream_copy_out(c);
@@ -455,7 +468,7 @@ static void stream_copy_out(PgConn *c) {
             int r = c->data_cb(c, buf, (size_t)n, c->op_data);
             if (r != PG_COPY_KEEP)
                 PQfreemem(buf);
-            if (c->state != CS_READY || c->op != OP_COPY_OUT)
+            if (c->state != CS_READY || !OP_STREAMS_OUT(c->op))
                 return;
             if (r == PG_COPY_PAUSE || r == PG_COPY_KEEP)
                 c->paused = 1;
@@ -486,6 +499,7 @@ static void process(PgConn *c) {
             pgi_fail(c, ERR_RETRYABLE, "connection lost", PQerrorMessage(c->pq));
         return;
     case OP_COPY_OUT:
+    case OP_COPY_BOTH:
         if (c->phase == PH_STREAM)
             stream_copy_out(c);
         else
@@ -624,6 +638,50 @@ int pg_conn_query(PgConn *c, const char *sql, int nparams, const char *const *va
     return send_query(c, sql, nparams, values, err);
 }
 
+/* The simple query protocol (PQsendQuery): the only one a replication connection speaks. */
+static int send_simple(PgConn *c, const char *sql, Err *err) {
+    if (!PQsendQuery(c->pq, sql)) {
+        char msg[ERR_MSG_MAX - 64];
+        clean_message(PQerrorMessage(c->pq), msg, sizeof(msg));
+        c->op = OP_NONE;
+        err_set(err, ERR_RETRYABLE, ERR_CODE_CONNECT, "postgres: cannot send: %s", msg);
+        if (PQstatus(c->pq) == CONNECTION_BAD)
+            pgi_fail(c, ERR_RETRYABLE, "connection lost", msg);
+        return -1;
+    }
+    flush(c);
+    return 0;
+}
+
+int pg_conn_simple_query(PgConn *c, const char *sql, PgResultCb cb, void *data, Err *err) {
+    if (op_begin(c, OP_QUERY, err) != 0)
+        return -1;
+    c->done_cb = cb;
+    c->op_data = data;
+    return send_simple(c, sql, err);
+}
+
+int pg_conn_copy_both(PgConn *c, const char *sql, PgCopyDataCb on_data, PgResultCb on_done,
+                      void *data, Err *err) {
+    if (op_begin(c, OP_COPY_BOTH, err) != 0)
+        return -1;
+    c->data_cb = on_data;
+    c->done_cb = on_done;
+    c->op_data = data;
+    return send_simple(c, sql, err);
+}
+
+int pg_conn_copy_send(PgConn *c, const char *buf, size_t len) {
+    if (c->state != CS_READY || c->op != OP_COPY_BOTH || c->phase != PH_STREAM)
+        return -1;
+    if (PQputCopyData(c->pq, buf, (int)len) != 1) {
+        pgi_fail(c, ERR_RETRYABLE, "connection lost", PQerrorMessage(c->pq));
+        return -1;
+    }
+    flush(c); /* a small message: what does not fit waits for writable */
+    return c->state == CS_READY ? 0 : -1;
+}
+
 int pg_conn_pipeline(PgConn *c, const PgStmt *stmts, int n, PgPipelineCb cb, void *data, Err *err) {
     if (n <= 0) {
         err_set(err, ERR_PERMANENT, ERR_CODE_INVALID, "postgres: empty pipeline");
@@ -670,14 +728,14 @@ int pg_conn_copy_out(PgConn *c, const char *sql, PgCopyDataCb on_data, PgResultC
 }
 
 void pg_conn_copy_pause(PgConn *c) {
-    if (c->op != OP_COPY_OUT || c->paused)
+    if (!OP_STREAMS_OUT(c->op) || c->paused)
         return;
     c->paused = 1;
     update_poll(c);
 }
 
 void pg_conn_copy_resume(PgConn *c) {
-    if (c->op != OP_COPY_OUT || !c->paused)
+    if (!OP_STREAMS_OUT(c->op) || !c->paused)
         return;
     c->paused = 0;
     pgi_kick(c); /* drain what libpq holds before waiting for the socket */

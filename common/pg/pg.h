@@ -107,6 +107,18 @@ int pg_conn_copy_putv(PgConn *c, const char *const *bufs, const size_t *lens, in
 /* Finish COPY IN; errmsg non-NULL aborts it (the server then reports an error). */
 int pg_conn_copy_end(PgConn *conn, const char *errmsg);
 
+/* Run sql by the simple query protocol (no parameters; several statements allowed: the last
+ * result, or the first error, comes back). A replication connection speaks only this. */
+int pg_conn_simple_query(PgConn *conn, const char *sql, PgResultCb cb, void *data, Err *err);
+/* Run a command that answers with COPY BOTH (START_REPLICATION): on_data gets each message
+ * from the server, as for COPY OUT (pause and resume alike); pg_conn_copy_send answers;
+ * on_done comes when the server ends the stream or the connection fails. */
+int pg_conn_copy_both(PgConn *conn, const char *sql, PgCopyDataCb on_data, PgResultCb on_done,
+                      void *data, Err *err);
+/* Send one message on a COPY BOTH stream (a standby status update): 0, or -1 when the
+ * connection failed (on_done reports it). */
+int pg_conn_copy_send(PgConn *conn, const char *buf, size_t len);
+
 /* Ask the server to cancel the running statement (PQcancel, on the thread pool). */
 void pg_conn_cancel(PgConn *conn);
 
