@@ -7,6 +7,9 @@
 #include "base/err.h"
 #include "base/log.h"
 #include "base/looplag.h"
+#include "base/strmap.h"
+
+#include <stdint.h>
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,6 +33,49 @@ static void test_buf(void **state) {
     assert_null(b.data);
     free(s);
     buf_free(&b);
+}
+
+/* strmap against a plain model: random puts and deletes over a small key space (so that runs
+ * collide and deletions shift entries back), checked after every step. */
+static void test_strmap(void **state) {
+    (void)state;
+    StrMap *m = strmap_new();
+    int model[300];
+    for (int i = 0; i < 300; i++)
+        model[i] = -1;
+    unsigned seed = 7;
+    for (int step = 0; step < 20000; step++) {
+        seed = seed * 1103515245u + 12345u;
+        int k = (int)((seed >> 8) % 300);
+        char key[16];
+        snprintf(key, sizeof(key), "k%d", k);
+        if ((seed >> 20) % 3 == 0) {
+            void *v = strmap_del(m, key);
+            assert_int_equal(v ? (int)(intptr_t)v - 1 : -1, model[k]);
+            model[k] = -1;
+        } else {
+            void *v = strmap_put(m, key, (void *)(intptr_t)(step + 1));
+            assert_int_equal(v ? (int)(intptr_t)v - 1 : -1, model[k]);
+            model[k] = step;
+        }
+        if (step % 97 == 0) {
+            size_t n = 0;
+            for (int i = 0; i < 300; i++) {
+                snprintf(key, sizeof(key), "k%d", i);
+                void *v = strmap_get(m, key);
+                assert_int_equal(v ? (int)(intptr_t)v - 1 : -1, model[i]);
+                n += model[i] >= 0;
+            }
+            assert_int_equal(strmap_count(m), n);
+            size_t pos = 0, seen = 0;
+            const char *kk;
+            void *vv;
+            while (strmap_next(m, &pos, &kk, &vv))
+                seen++;
+            assert_int_equal(seen, n);
+        }
+    }
+    strmap_free(m, NULL);
 }
 
 static void test_err(void **state) {
@@ -159,6 +205,7 @@ int main(void) {
         cmocka_unit_test(test_buf),
         cmocka_unit_test(test_backoff),
         cmocka_unit_test(test_err),
+        cmocka_unit_test(test_strmap),
         cmocka_unit_test(test_log_json),
         cmocka_unit_test(test_looplag_sees_a_blocked_loop),
         cmocka_unit_test(test_a_leaked_handle_is_seen_at_the_deadline),

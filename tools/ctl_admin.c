@@ -152,6 +152,80 @@ int ctl_stats(const Config *cfg, const char *user, int json) {
     return 0;
 }
 
+/* ---- tracking: triggers or change capture from the WAL ---- */
+
+static const char *capture_slot(void) {
+    const char *s = getenv("CAPTURE_SLOT");
+    return s && *s ? s : "backup_capture";
+}
+
+int ctl_tracking(const Config *cfg, const char *mode, int json) {
+    PGconn *pg = ctl_pg_open(cfg);
+    if (pg == NULL)
+        return 1;
+    int rc = 0;
+    if (mode) {
+        const char *v[] = {mode, capture_slot()};
+        PGresult *res = query(pg, "SELECT backup_tracking_switch($1, $2)", 2, v);
+        if (res == NULL) {
+            PQfinish(pg);
+            return 1;
+        }
+        printf("%s\n", PQgetvalue(res, 0, 0));
+        PQclear(res);
+        if (strcmp(mode, "wal") == 0) {
+            res = query(pg,
+                        "SELECT current_setting('wal_level') = 'logical', (SELECT rolreplication "
+                        "OR rolsuper FROM pg_roles WHERE rolname = current_user)",
+                        0, NULL);
+            if (res && strcmp(PQgetvalue(res, 0, 0), "t") != 0)
+                printf("warning: wal_level is not logical: the workers refuse to start with "
+                       "BACKUP_TRACKING=wal until it is (deploy/README.md)\n");
+            if (res && strcmp(PQgetvalue(res, 0, 1), "t") != 0)
+                printf("warning: this role lacks REPLICATION: the workers need it for "
+                       "BACKUP_TRACKING=wal\n");
+            PQclear(res);
+            printf("set BACKUP_TRACKING=wal on every worker; every user's next backup is full\n");
+        } else {
+            printf("set BACKUP_TRACKING=triggers on every worker; every user's next backup is "
+                   "full\n");
+        }
+        PQfinish(pg);
+        return 0;
+    }
+    const char *v[] = {capture_slot()};
+    PGresult *res = query(
+        pg,
+        "SELECT backup_tracking_mode() AS mode, "
+        "(SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1) AS slot, "
+        "(SELECT coalesce(wal_status, '') FROM pg_replication_slots WHERE slot_name = $1) AS "
+        "wal_status, (SELECT active FROM pg_replication_slots WHERE slot_name = $1) AS active, "
+        "(SELECT pg_current_wal_lsn() - restart_lsn FROM pg_replication_slots WHERE slot_name = "
+        "$1)::bigint AS retained_wal_bytes, "
+        "(SELECT epoch FROM capture_state) AS epoch, (SELECT leader FROM capture_state) AS "
+        "leader, (SELECT confirmed_lsn::text FROM capture_state) AS confirmed_lsn, "
+        "(SELECT count(*) FROM change_segments) AS segments, "
+        "(SELECT max(last_commit) FROM change_segments) AS last_commit, "
+        "(SELECT count(*) FROM capture_gaps) AS gaps, "
+        "(SELECT reason || ' (' || detected_at || ')' FROM capture_gaps ORDER BY id DESC "
+        "LIMIT 1) AS last_gap",
+        1, v);
+    if (res == NULL) {
+        PQfinish(pg);
+        return 1;
+    }
+    if (json) {
+        print_rows_json(res, " slot epoch segments gaps retained_wal_bytes ");
+    } else {
+        for (int f = 0; f < PQnfields(res); f++)
+            printf("%-20s %s\n", PQfname(res, f),
+                   PQgetisnull(res, 0, f) ? "-" : PQgetvalue(res, 0, f));
+    }
+    PQclear(res);
+    PQfinish(pg);
+    return rc;
+}
+
 /* ---- schedule ---- */
 
 /*

@@ -709,14 +709,21 @@ static int cmd_migrate(Args *a) {
     return a->npos ? usage() : ctl_migrate(a->o.cfg, a->dir);
 }
 
+static int cmd_tracking(Args *a) {
+    if (a->npos > 1 ||
+        (a->npos == 1 && strcmp(a->pos[0], "wal") != 0 && strcmp(a->pos[0], "triggers") != 0))
+        return usage();
+    return ctl_tracking(a->o.cfg, a->npos ? a->pos[0] : NULL, a->o.json);
+}
+
 static const struct {
     const char *name;
     int (*run)(Args *a);
 } commands[] = {
-    {"backup", cmd_backup},      {"restore", cmd_restore}, {"verify", cmd_verify},
-    {"cleanup", cmd_cleanup},    {"enqueue", cmd_enqueue}, {"wait", cmd_wait_status},
-    {"status", cmd_wait_status}, {"list", cmd_list},       {"stats", cmd_stats},
-    {"schedule", cmd_schedule},  {"migrate", cmd_migrate},
+    {"tracking", cmd_tracking}, {"backup", cmd_backup},      {"restore", cmd_restore},
+    {"verify", cmd_verify},     {"cleanup", cmd_cleanup},    {"enqueue", cmd_enqueue},
+    {"wait", cmd_wait_status},  {"status", cmd_wait_status}, {"list", cmd_list},
+    {"stats", cmd_stats},       {"schedule", cmd_schedule},  {"migrate", cmd_migrate},
 };
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
 

@@ -8,6 +8,7 @@
  */
 #include "config/config.h"
 #include "base/log.h"
+#include "capture/capture.h"
 #include "jobs/jobconfig.h"
 #include "jobs/jobs.h"
 #include "queue/queue.h"
@@ -31,6 +32,7 @@ typedef struct {
     const Config *cfg;
     Services *services;
     Queue *queue;
+    Capture *capture; /* BACKUP_TRACKING=wal */
     int signals;
 } Daemon;
 
@@ -62,6 +64,8 @@ static void metrics_hook(Buf *out, void *data) {
     Daemon *d = data;
     if (d->queue)
         queue_metrics(d->queue, out);
+    if (d->capture)
+        capture_metrics(d->capture, out);
 }
 
 /* The backstop: jobs were handed back when the grace ran out; whatever still holds the loop
@@ -82,6 +86,8 @@ static void on_signal(uv_signal_t *sig, int signum) {
         _exit(1);
     }
     log_info(NULL, "%s: shutting down", strsignal(signum));
+    capture_shutdown(d->capture, NULL, NULL);
+    d->capture = NULL;
     queue_shutdown(d->queue, on_queue_stopped, d);
     uv_timer_start(&d->deadline, on_exit_deadline,
                    (uint64_t)d->cfg->worker_shutdown_grace_ms + EXIT_BACKSTOP_S * 1000u, 0);
@@ -155,6 +161,22 @@ int main(int argc, char **argv) {
         jobconfig_free(&jcfg);
         return 2;
     }
+    if (jcfg.tracking_wal) {
+        /* what change capture needs of PostgreSQL, said now rather than in a retry loop */
+        Buf warn = BUF_INIT;
+        Err cerr;
+        err_clear(&cerr);
+        if (capture_check(cfg.database_url, &cerr, &warn) < 0) {
+            fprintf(stderr, "backup-worker: invalid configuration:\n  %s\n", cerr.msg);
+            buf_free(&warn);
+            config_free(&cfg);
+            jobconfig_free(&jcfg);
+            return 2;
+        }
+        if (warn.len)
+            fprintf(stderr, "backup-worker: warning: %s", warn.data);
+        buf_free(&warn);
+    }
     if (check_only) {
         print_summary(&cfg, &jcfg);
         config_free(&cfg);
@@ -188,6 +210,8 @@ int main(int argc, char **argv) {
         return 1;
     }
     d.queue = queue_new(&loop, &cfg, d.services);
+    if (jcfg.tracking_wal)
+        d.capture = capture_new(&loop, d.services);
     services_set_metrics_hook(d.services, metrics_hook, &d);
     d.cfg = &cfg;
     uv_timer_init(&loop, &d.deadline);

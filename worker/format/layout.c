@@ -14,6 +14,16 @@ int layout_backup_key(char *out, size_t n, const char *user_id, const char *back
     return k < 0 || (size_t)k >= n || (size_t)k >= LAYOUT_KEY_MAX ? -1 : 0;
 }
 
+int layout_segment_key(char *out, size_t n, const char *user_id, unsigned long long start_lsn,
+                       unsigned long long end_lsn, unsigned long long epoch,
+                       const CodecList *codecs) {
+    char suffix[32];
+    codec_suffix(codecs, suffix, sizeof(suffix));
+    int k = snprintf(out, n, "backups/%s/changes/%016llX-%016llX-e%llu.jsonl%s", user_id, start_lsn,
+                     end_lsn, epoch, suffix);
+    return k < 0 || (size_t)k >= n || (size_t)k >= LAYOUT_KEY_MAX ? -1 : 0;
+}
+
 void layout_manifest_key(char *out, size_t n, const char *key) {
     snprintf(out, n, "%s%s", key, LAYOUT_MANIFEST_EXT);
 }

@@ -4,7 +4,8 @@
  *
  *   backups/{user_id}/{backup_id}.json{suffix}               full, differential
  *   backups/{user_id}/incremental/{backup_id}.json{suffix}   incremental
- *   {key}.manifest.json                                      next to each
+ *   backups/{user_id}/changes/{start}-{end}-e{epoch}.jsonl{suffix}  change segments
+ *   {key}.manifest.json                                      next to each backup
  *
  * backup_id is {backup|incremental}-{user_id}-{milliseconds}; suffix comes from
  * the codecs (".gz" for gzip, "" for none).
@@ -27,6 +28,11 @@
 /* 0, or -1 when it does not fit. */
 int layout_backup_key(char *out, size_t n, const char *user_id, const char *backup_id,
                       int incremental, const CodecList *codecs);
+/* A change segment: backups/{user_id}/changes/{start}-{end}-e{epoch}.jsonl{suffix}, the LSNs as
+ * 16 hex digits (so that keys sort in commit order). 0, or -1 when it does not fit. */
+int layout_segment_key(char *out, size_t n, const char *user_id, unsigned long long start_lsn,
+                       unsigned long long end_lsn, unsigned long long epoch,
+                       const CodecList *codecs);
 void layout_manifest_key(char *out, size_t n, const char *key);
 /* backups/{user_id}/ */
 void layout_user_prefix(char *out, size_t n, const char *user_id);

@@ -642,8 +642,12 @@ static void backup_record_row(JobRt *rt, Backup *b) {
         "  SELECT id FROM backup_metadata"
         "  WHERE user_id = $1::uuid AND status = 'completed' AND snapshot IS NOT NULL"
         "    AND ($2 = 'incremental' OR type = 'full')"
+        /* changes may have gone unseen since a gap (slot lost, tracking switched) */
+        "    AND NOT EXISTS (SELECT 1 FROM capture_gaps g"
+        "                    WHERE g.detected_at >= backup_metadata.created_at)"
         "  ORDER BY created_at DESC, id DESC LIMIT 1),"
-        " kind AS (SELECT CASE WHEN $2 = 'full' OR NOT EXISTS (SELECT 1 FROM base) THEN 'full'"
+        " kind AS (SELECT CASE WHEN $2 = 'full' OR NOT EXISTS (SELECT 1 FROM base)"
+        "  OR backup_tracking_mode() = 'wal' THEN 'full'"
         "  ELSE $2 END AS type)"
         " INSERT INTO backup_metadata AS m (id, user_id, type, requested_type, status,"
         "  base_backup_id, job_id, compression, codecs)"

@@ -23,6 +23,16 @@ static const ConfigVar vars[] = {
     {"JOB_RETENTION", "7d", "how long job status hashes are kept"},
     {"EVENTS_MAXLEN", "100000", "approximate length cap of the {prefix}:events stream"},
     {"WORKER_TEST_JOBS", "false", "enable the 'sleep' job type used by the tests"},
+    {"BACKUP_TRACKING", "triggers",
+     "how incremental backups learn what changed: triggers (in the application's transactions) "
+     "or wal (change capture from one logical replication slot: needs wal_level=logical, a role "
+     "with REPLICATION and `backupctl tracking wal`; deploy/README.md)"},
+    {"CAPTURE_FLUSH_INTERVAL", "5s",
+     "wal: each tenant's changes are written to the store at least this often"},
+    {"CAPTURE_SEGMENT_MB", "16", "wal: ... or once a tenant's unwritten changes reach this size"},
+    {"CAPTURE_LEASE", "15s",
+     "wal: one worker captures; another takes over within this long after it dies"},
+    {"CAPTURE_SLOT", "backup_capture", "wal: the logical replication slot's name"},
 };
 
 int jobconfig_load(JobConfig *jc, ConfigGetenv getenv_fn, void *data, Buf *errors) {
@@ -57,6 +67,23 @@ int jobconfig_load(JobConfig *jc, ConfigGetenv getenv_fn, void *data, Buf *error
     jc->job_retention_ms = config_get_duration(&l, "JOB_RETENTION", 60000, 3650 * 86400000LL);
     jc->events_maxlen = config_get_int(&l, "EVENTS_MAXLEN", 100, 100000000);
     jc->worker_test_jobs = config_get_bool(&l, "WORKER_TEST_JOBS");
+    char *tracking = config_get_str(&l, "BACKUP_TRACKING", 1);
+    if (tracking && strcmp(tracking, "wal") == 0)
+        jc->tracking_wal = 1;
+    else if (!tracking || strcmp(tracking, "triggers") != 0)
+        config_bad(&l, "BACKUP_TRACKING", "'%.40s' is not triggers or wal",
+                   tracking ? tracking : "");
+    free(tracking);
+    jc->capture_flush_ms = config_get_duration(&l, "CAPTURE_FLUSH_INTERVAL", 100, 3600000LL);
+    jc->capture_segment_bytes = (long long)config_get_int(&l, "CAPTURE_SEGMENT_MB", 1, 1024) << 20;
+    jc->capture_lease_ms = config_get_duration(&l, "CAPTURE_LEASE", 1000, 600000LL);
+    char *slot = config_get_str(&l, "CAPTURE_SLOT", 1);
+    size_t sl = slot ? strspn(slot, "abcdefghijklmnopqrstuvwxyz0123456789_") : 0;
+    if (slot && sl == strlen(slot) && sl > 0 && sl < sizeof(jc->capture_slot))
+        snprintf(jc->capture_slot, sizeof(jc->capture_slot), "%s", slot);
+    else
+        config_bad(&l, "CAPTURE_SLOT", "must be 1-63 of a-z, 0-9 and _ (a replication slot name)");
+    free(slot);
     int nkeys = 0;
     jc->keys = keys_load(getenv_fn, data, errors, &nkeys);
     return l.count + nkeys;

@@ -327,6 +327,18 @@ const char *scope_key_column(const Scope *s, int i) {
     return s->t[i].key;
 }
 
+const char *scope_user_column(const Scope *s, int i) {
+    return s->t[i].user_col;
+}
+
+char scope_json_kind(const Scope *s, int i, int c) {
+    const Table *t = &s->t[i];
+    for (int k = 0; k < t->ncols; k++)
+        if (!scope_is_stamp(&t->cols[k]) && c-- == 0)
+            return t->cols[k].json;
+    return 0;
+}
+
 void scope_user_filter(const Scope *s, const Table *t, const char *qual, Buf *sql) {
     if (t->user_col[0]) {
         buf_printf(sql, "%s\"%s\" = current_setting('backup.user_id')::uuid", qual, t->user_col);

@@ -61,6 +61,11 @@ const char *scope_table(const Scope *s, int i);
 const char *scope_key_column(const Scope *s, int i);
 /* The column of table i naming its parent's key ("" when it names its user). */
 const char *scope_parent_column(const Scope *s, int i);
+/* The column of table i naming its user ("" when a parent names it). */
+const char *scope_user_column(const Scope *s, int i);
+/* How backup writes stage column c's JSON (scope_stage_column's order): a pgjson kind, or
+ * SCOPE_KIND_PG (PostgreSQL's to_json); 0 past the last column. */
+char scope_json_kind(const Scope *s, int i, int c);
 /* Index of table name, or -1. */
 int scope_find(const Scope *s, const char *name);
 

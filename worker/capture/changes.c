@@ -1,0 +1,230 @@
+/* changes: the change segment format (changes.h). A row goes through pgjson, the same writer
+ * as a backup's rows: the tuple's text values are put in COPY's text form first, which is
+ * what pgjson reads (pgoutput's values are the types' output text, as COPY's are). */
+#include "capture/changes.h"
+
+#include "base/json.h"
+#include "pg/pgjson.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+struct ChangesTable {
+    int index;
+    char *name;
+    int ncols;             /* the scope's staged columns */
+    int *rcol;             /* each one's column in the relation */
+    char **col;            /* and its name */
+    int key, user, parent; /* relation columns, -1 none */
+    int nrel;
+    char **relcols; /* the relation's column names, for changes_select_list */
+    PgJsonRow *json;
+    Buf line;
+};
+
+static int rel_col(const PgoRelation *rel, const char *name) {
+    return name && name[0] ? pgo_column(rel, name) : -1;
+}
+
+ChangesTable *changes_table_new(const Scope *s, int i, const PgoRelation *rel, Err *err) {
+    ChangesTable *t = xcalloc(1, sizeof(*t));
+    t->index = i;
+    t->name = xstrdup(scope_table(s, i));
+    t->ncols = scope_stage_columns(s, i);
+    t->rcol = xcalloc((size_t)t->ncols + 1, sizeof(int));
+    t->col = xcalloc((size_t)t->ncols + 1, sizeof(char *));
+    t->json = pgjson_row_new();
+    for (int c = 0; c < t->ncols; c++) {
+        char kind;
+        const char *name = scope_stage_column(s, i, c, &kind);
+        t->col[c] = xstrdup(name);
+        t->rcol[c] = rel_col(rel, name);
+        char jk = scope_json_kind(s, i, c);
+        /* a type PostgreSQL writes with to_json in a backup (an extension's): its text here */
+        pgjson_row_add(t->json, name, jk == SCOPE_KIND_PG || jk == 0 ? PGJSON_STRING : jk);
+    }
+    t->key = rel_col(rel, scope_key_column(s, i));
+    t->user = rel_col(rel, scope_user_column(s, i));
+    t->parent = rel_col(rel, scope_parent_column(s, i));
+    t->nrel = rel->ncols;
+    t->relcols = xcalloc((size_t)rel->ncols + 1, sizeof(char *));
+    for (int c = 0; c < rel->ncols; c++)
+        t->relcols[c] = xstrdup(rel->cols[c].name);
+    const char *missing = t->key < 0                                  ? scope_key_column(s, i)
+                          : scope_user_column(s, i)[0] && t->user < 0 ? scope_user_column(s, i)
+                          : scope_parent_column(s, i)[0] && t->parent < 0
+                              ? scope_parent_column(s, i)
+                              : NULL;
+    if (missing) {
+        err_set(err, ERR_PERMANENT, ERR_CODE_CONFIG,
+                "capture: table %s as the WAL describes it has no column %s", t->name, missing);
+        changes_table_free(t);
+        return NULL;
+    }
+    return t;
+}
+
+void changes_table_free(ChangesTable *t) {
+    if (t == NULL)
+        return;
+    for (int c = 0; c < t->ncols; c++)
+        free(t->col[c]);
+    for (int c = 0; c < t->nrel; c++)
+        free(t->relcols[c]);
+    free(t->relcols);
+    free(t->col);
+    free(t->rcol);
+    free(t->name);
+    pgjson_row_free(t->json);
+    buf_free(&t->line);
+    free(t);
+}
+
+int changes_table_index(const ChangesTable *t) {
+    return t->index;
+}
+const char *changes_table_name(const ChangesTable *t) {
+    return t->name;
+}
+int changes_key_col(const ChangesTable *t) {
+    return t->key;
+}
+int changes_user_col(const ChangesTable *t) {
+    return t->user;
+}
+int changes_parent_col(const ChangesTable *t) {
+    return t->parent;
+}
+
+int changes_has_unchanged(const ChangesTable *t, const PgoTuple *tup) {
+    for (int c = 0; c < t->ncols; c++)
+        if (t->rcol[c] >= 0 && t->rcol[c] < tup->n && tup->v[t->rcol[c]].kind == 'u')
+            return 1;
+    return 0;
+}
+
+void changes_select_list(const ChangesTable *t, Buf *sql) {
+    for (int c = 0; c < t->nrel; c++)
+        buf_printf(sql, "%s\"%s\"::text", c ? ", " : "", t->relcols[c]);
+}
+
+int changes_value(const PgoTuple *tup, int col, Buf *out) {
+    buf_reset(out);
+    if (col < 0 || col >= tup->n || tup->v[col].kind != 't')
+        return -1;
+    buf_append(out, tup->v[col].val, tup->v[col].len);
+    return 0;
+}
+
+/* A value in COPY's text form: backslash, tab, newline and carriage return escaped. */
+static void copy_escape(Buf *b, const char *s, size_t n) {
+    size_t run = 0;
+    for (size_t i = 0; i < n; i++) {
+        const char *esc = s[i] == '\\'   ? "\\\\"
+                          : s[i] == '\t' ? "\\t"
+                          : s[i] == '\n' ? "\\n"
+                          : s[i] == '\r' ? "\\r"
+                                         : NULL;
+        if (esc) {
+            buf_append(b, s + run, i - run);
+            buf_puts(b, esc);
+            run = i + 1;
+        }
+    }
+    buf_append(b, s + run, n - run);
+}
+
+/* A JSON string (buf_json_escape writes no quotes). */
+static void put_str(Buf *b, const char *s) {
+    buf_puts(b, "\"");
+    buf_json_escape(b, s, strlen(s));
+    buf_puts(b, "\"");
+}
+
+static void meta(const ChangesMeta *m, const char *table, Buf *out) {
+    char lsn[24], when[32];
+    pgo_lsn_format(m->lsn, lsn);
+    pgo_time_format(m->time, when);
+    buf_printf(out, "{\"lsn\":\"%s\",\"time\":\"%s\",\"xid\":%u,\"table\":", lsn, when, m->xid);
+    put_str(out, table);
+    buf_printf(out, ",\"op\":\"%c\"", m->op);
+}
+
+int changes_line(ChangesTable *t, const ChangesMeta *m, const char *key, const PgoTuple *row,
+                 Buf *out, Err *err) {
+    size_t mark = out->len;
+    meta(m, t->name, out);
+    if (key) {
+        buf_puts(out, ",\"key\":");
+        put_str(out, key);
+    }
+    if (row) {
+        Buf *line = &t->line;
+        buf_reset(line);
+        int unchanged = 0;
+        for (int c = 0; c < t->ncols; c++) {
+            int rc = t->rcol[c];
+            if (c)
+                buf_puts(line, "\t");
+            const PgoValue *v = rc >= 0 && rc < row->n ? &row->v[rc] : NULL;
+            if (v && v->kind == 't')
+                copy_escape(line, v->val, v->len);
+            else
+                buf_puts(line, "\\N"); /* null, unchanged, or a column the row lacks */
+            unchanged += v && v->kind == 'u';
+            if (v && v->kind == 'b') {
+                err_set(err, ERR_PERMANENT, ERR_CODE_PROTOCOL, "capture: %s.%s came in binary form",
+                        t->name, t->col[c]);
+                out->len = mark;
+                return -1;
+            }
+        }
+        buf_puts(out, ",\"row\":");
+        if (pgjson_row_write(t->json, line->data ? line->data : "", line->len, out, err) != 0) {
+            out->len = mark;
+            out->data[mark] = 0;
+            return -1;
+        }
+        if (unchanged) {
+            buf_puts(out, ",\"unchanged\":[");
+            int first = 1;
+            for (int c = 0; c < t->ncols; c++) {
+                int rc = t->rcol[c];
+                if (rc >= 0 && rc < row->n && row->v[rc].kind == 'u') {
+                    buf_puts(out, first ? "" : ",");
+                    put_str(out, t->col[c]);
+                    first = 0;
+                }
+            }
+            buf_puts(out, "]");
+        }
+    }
+    buf_puts(out, "}\n");
+    return 0;
+}
+
+void changes_truncate_line(const char *table, const ChangesMeta *m, Buf *out) {
+    meta(m, table, out);
+    buf_puts(out, "}\n");
+}
+
+void changes_header(const ChangesHeader *h, Buf *out) {
+    char a[24], b[24];
+    pgo_lsn_format(h->start_lsn, a);
+    pgo_lsn_format(h->end_lsn, b);
+    buf_printf(out, "{\"format\":\"%s\",\"version\":%d,\"segment\":", CHANGES_FORMAT,
+               CHANGES_VERSION);
+    put_str(out, h->segment);
+    buf_puts(out, ",\"user_id\":");
+    put_str(out, h->user_id);
+    buf_printf(out, ",\"epoch\":%llu,\"start_lsn\":\"%s\",\"end_lsn\":\"%s\",\"codecs\":%s",
+               (unsigned long long)h->epoch, a, b, h->codecs_json ? h->codecs_json : "[]");
+    buf_puts(out, ",\"created_at\":");
+    put_str(out, h->created_at);
+    buf_puts(out, "}\n");
+}
+
+void changes_trailer(uint64_t changes, uint64_t transactions, Buf *out) {
+    buf_printf(out, "{\"changes\":%llu,\"transactions\":%llu}\n", (unsigned long long)changes,
+               (unsigned long long)transactions);
+}
