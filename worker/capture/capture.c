@@ -40,6 +40,8 @@
 #define CACHE_MAX       200000 /* owners remembered beyond the pending ones */
 #define RETRY_MS        2000   /* a failed setup step, again after this */
 #define PAUSE_FACTOR    4      /* the stream pauses once buffers hold 4 segments */
+#define IDLE_RECORD_MS  60000  /* a quiet stream's position recorded this often */
+#define SEEN_MAX        65536  /* transactions remembered (see seen_before) */
 
 typedef enum {
     CAP_IDLE,
@@ -152,6 +154,8 @@ struct Capture {
 
     /* recorded state */
     uint64_t confirmed; /* recorded and confirmed to the server */
+    uint64_t idle_end;  /* confirmed to the server only: nothing of a tenant up to it */
+    uint64_t last_record_ms;
     char stored_system[32];
     int stored_timeline;
     char system[32];
@@ -179,6 +183,13 @@ struct Capture {
     PGresult *fetched[16]; /* per child table: the rows of a moved parent */
     PGresult *row_fetch;   /* a moved row with unchanged TOAST: its row now */
     PGresult *tenants;     /* a TRUNCATE: every tenant with history */
+
+    /* the transactions read from the stream lately, to tell a row written before a moving
+     * parent's commit from one written after it (which its own change brings) */
+    StrMap *seen;
+    uint32_t *seen_ring;
+    size_t seen_pos, seen_n;
+    uint32_t first_xid;
 
     StrMap *buffers; /* user -> Tenant */
     size_t buffered;
@@ -415,7 +426,10 @@ static void drop_stream(Capture *c) {
     flush_free(c->fl);
     c->fl = NULL;
     c->in_txn = c->skip_txn = c->paused = c->flush_due = 0;
-    c->received = c->server_end = c->last_end = 0;
+    c->received = c->server_end = c->last_end = c->idle_end = 0;
+    strmap_free(c->seen, NULL);
+    c->seen = strmap_new();
+    c->seen_n = c->seen_pos = 0;
 }
 
 /* Give up leading: what is not recorded is replayed by the next leader. */
@@ -928,6 +942,34 @@ static int is_parent(const Scope *s, int i) {
     return 0;
 }
 
+static void seen_add(Capture *c, uint32_t xid) {
+    char k[16];
+    if (c->seen_n == 0)
+        c->first_xid = xid;
+    if (c->seen_n == SEEN_MAX) {
+        snprintf(k, sizeof(k), "%u", c->seen_ring[c->seen_pos]);
+        strmap_del(c->seen, k);
+        c->first_xid = c->seen_ring[(c->seen_pos + 1) % SEEN_MAX];
+    } else {
+        c->seen_n++;
+    }
+    c->seen_ring[c->seen_pos] = xid;
+    c->seen_pos = (c->seen_pos + 1) % SEEN_MAX;
+    snprintf(k, sizeof(k), "%u", xid);
+    strmap_put(c->seen, k, (void *)1);
+}
+
+/* 1 when the transaction xid committed at or before the one being read: it is that one, the
+ * stream brought it already, or it is older than every transaction remembered. 0: it commits
+ * later (the stream brings it later). xids compare modulo 2^32, as PostgreSQL's do. */
+static int seen_before(const Capture *c, uint32_t xid) {
+    char k[16];
+    snprintf(k, sizeof(k), "%u", xid);
+    if (xid == c->xid || strmap_get(c->seen, k))
+        return 1;
+    return c->seen_n == 0 || (int32_t)(xid - c->first_xid) < 0;
+}
+
 /* The children of a parent row that moved: every child table's rows of that parent, read from
  * the database (the WAL does not carry rows that did not change). ROUTE_WAIT while a read runs;
  * nothing is written before all are read (the message is handled again from the start). */
@@ -946,8 +988,8 @@ static int children_read(Capture *c, ChangesTable *t, const char *pkey) {
                 buf_printf(&sql, "%s\"%s\"::text", col ? ", " : "",
                            scope_stage_column(c->scope, k, col, &kind));
             }
-            buf_printf(&sql, " FROM \"%s\" WHERE \"%s\"::text = $1", scope_table(c->scope, k),
-                       scope_parent_column(c->scope, k));
+            buf_printf(&sql, ", xmin::text FROM \"%s\" WHERE \"%s\"::text = $1",
+                       scope_table(c->scope, k), scope_parent_column(c->scope, k));
             const char *v[] = {pkey};
             fetch(c, OP_FETCH, slot, sql.data, 1, v);
             buf_free(&sql);
@@ -987,9 +1029,13 @@ static int children_move(Capture *c, ChangesTable *t, const char *from, const ch
         for (int r = 0; r < PQntuples(res) && rc == ROUTE_DONE; r++) {
             PgoTuple tup;
             tuple_of_row(res, r, vals, &tup);
+            tup.n = nc; /* the last column is xmin */
             const char *ckey = PQgetvalue(res, r, kcol);
             rc = append(c, ct, from, 'd', ckey, NULL, err);
-            if (rc == ROUTE_DONE)
+            /* a row written after the move's commit (read now, the stream is behind) comes
+             * with its own change, to its owner then: not here, or it would come early */
+            uint32_t xmin = (uint32_t)strtoul(PQgetvalue(res, r, nc), NULL, 10);
+            if (rc == ROUTE_DONE && seen_before(c, xmin))
                 rc = append(c, ct, to, 'i', ckey, &tup, err);
             if (rc == ROUTE_DONE && is_parent(c->scope, k))
                 owner_set(c, scope_table(c->scope, k), ckey, to);
@@ -1164,6 +1210,7 @@ static int handle_message(Capture *c, const char *buf, size_t len, Err *err) {
         c->commit_lsn = m.lsn;
         c->commit_time = m.time;
         c->txn_seq++;
+        seen_add(c, m.xid);
         /* a transaction the recorded position covers (a replay): not again */
         c->skip_txn = m.lsn < c->confirmed;
         return ROUTE_DONE;
@@ -1266,8 +1313,9 @@ static void send_status(Capture *c, int reply) {
     if (c->state != CAP_STREAM || c->repl == NULL)
         return;
     char msg[34];
-    uint64_t written = c->received > c->confirmed ? c->received : c->confirmed;
-    size_t n = pgo_status_update(msg, written, c->confirmed, c->confirmed, pgo_now(), reply);
+    uint64_t flushed = c->idle_end > c->confirmed ? c->idle_end : c->confirmed;
+    uint64_t written = c->received > flushed ? c->received : flushed;
+    size_t n = pgo_status_update(msg, written, flushed, flushed, pgo_now(), reply);
     pg_conn_copy_send(c->repl, msg, n);
     c->last_status_ms = now_ms(c);
 }
@@ -1459,6 +1507,7 @@ static void on_recorded(PgConn *pc, PGresult *res, const Err *err, void *data) {
     }
     /* durable and recorded: confirm it, and the owners become the recorded ones */
     c->confirmed = f->end_lsn;
+    c->last_record_ms = now_ms(c);
     c->m_flushes++;
     c->m_segments += (uint64_t)f->n;
     for (int i = 0; i < f->n; i++)
@@ -1570,13 +1619,24 @@ static void start_flush(Capture *c) {
         c->flush_due = 1;
         return;
     }
-    /* nothing buffered: record the position the server reported (a quiet database advances) */
+    /* Nothing of a tenant buffered: the position the server reported (WAL of other tables,
+     * our own recordings) is confirmed to the server at once, so an idle slot never pins the
+     * WAL, and recorded only now and then: recording writes WAL too, and would chase itself. */
+    int idle = strmap_count(c->buffers) == 0 && strmap_count(c->pend) == 0 &&
+               c->pend_truncated.len == 0;
     uint64_t end = c->last_end;
-    if (c->held == NULL && c->server_end > end && c->received <= c->server_end)
+    if (c->held == NULL && c->server_end > end)
         end = c->server_end;
-    if (strmap_count(c->buffers) == 0 && strmap_count(c->pend) == 0 && c->pend_truncated.len == 0 &&
-        end <= c->confirmed)
-        return;
+    log_debug(NULL, "capture: flush? idle %d end %" PRIX64 " server_end %" PRIX64 " confirmed %" PRIX64
+              " idle_end %" PRIX64 " held %d in_txn %d", idle, end, c->server_end, c->confirmed, c->idle_end, c->held != NULL, c->in_txn);
+    if (idle) {
+        if (end > c->idle_end) {
+            c->idle_end = end;
+            send_status(c, 0);
+        }
+        if (end <= c->confirmed || now_ms(c) - c->last_record_ms < IDLE_RECORD_MS)
+            return;
+    }
     Flush *f = xcalloc(1, sizeof(*f));
     f->end_lsn = end > c->confirmed ? end : c->confirmed;
     f->n = (int)strmap_count(c->buffers);
@@ -1710,6 +1770,8 @@ Capture *capture_new(uv_loop_t *loop, Services *sv) {
     c->buffers = strmap_new();
     c->pend = strmap_new();
     c->cache = strmap_new();
+    c->seen = strmap_new();
+    c->seen_ring = xcalloc(SEEN_MAX, sizeof(uint32_t));
     uv_timer_init(loop, &c->tick);
     uv_timer_init(loop, &c->flush);
     c->tick.data = c->flush.data = c;
@@ -1736,6 +1798,8 @@ static void maybe_free(Capture *c) {
     strmap_free(c->buffers, tenant_free);
     strmap_free(c->pend, free);
     strmap_free(c->cache, free);
+    strmap_free(c->seen, NULL);
+    free(c->seen_ring);
     buf_free(&c->pend_truncated);
     free(c);
     if (done)

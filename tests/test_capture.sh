@@ -1,0 +1,215 @@
+#!/usr/bin/env bash
+# test_capture: change capture from the WAL (BACKUP_TRACKING=wal, worker/capture/).
+# The worker refuses to start without what it needs, naming it; backupctl tracking wal switches
+# an installation (triggers gone, replica identities that name each tenant, the publication, a
+# gap); two workers, one leader; every change lands in its tenant's segments as the database
+# has it: an item of an order older than the slot (its owner from the slot's snapshot), an
+# update whose row equals row_to_json, a delete, an order moved to another user with its items,
+# an unchanged TOASTed value carried as "unchanged", TRUNCATE markers, a column added (DDL);
+# the leader killed with kill -9 in the middle of a stream: its successor takes over within the
+# lease and every transaction is in the segments exactly once; a stale epoch cannot record; a
+# quiet database still advances the slot; a slot dropped by hand is a gap; tracking triggers
+# switches back.
+WORKER=$1
+CTL=$2
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+needs DATABASE_URL REDIS_URL BW_DEVENV
+"$BW_DEVENV" migrate
+P=tcap$$
+# this test's commits are flushed at once (the devenv's default is asynchronous), so that the
+# WAL flushed after them (what a walsender can read) covers them
+export PGOPTIONS="-c synchronous_commit=on"
+SLOT=backup_capture
+A=caca0000-0000-4000-8000-00000000000a
+B=caca0000-0000-4000-8000-00000000000b
+
+# the lane's database goes back to triggers whatever happens (other tests expect them)
+restore_lane() {
+  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done
+  sleep 0.3
+  "$CTL" tracking triggers >/dev/null 2>&1
+  q "SELECT pg_drop_replication_slot('$SLOT') FROM pg_replication_slots WHERE slot_name = '$SLOT'
+     AND NOT active" >/dev/null 2>&1
+  q "ALTER TABLE clients DROP COLUMN IF EXISTS loyalty; DROP TABLE IF EXISTS capture_noise" \
+    >/dev/null 2>&1
+}
+on_exit_hooks+=(restore_lane)
+restore_lane
+q "DELETE FROM change_segments; DELETE FROM capture_state; DELETE FROM capture_gaps;
+   DELETE FROM capture_owners" >/dev/null
+fresh_user "$A" "$B"
+
+wal() { env BACKUP_TRACKING=wal CAPTURE_FLUSH_INTERVAL=300ms CAPTURE_LEASE=3s "$@"; }
+
+# ---- 1. what the worker needs, named at start ----
+out=$(wal REDIS_PREFIX=$P "$WORKER" --check-config 2>&1)
+check "no publication: exit 2" 2 $?
+expect "... naming backupctl tracking wal" grep -q "publication backup_capture is missing (backupctl tracking wal)" <<<"$out"
+q "DROP ROLE IF EXISTS bw_norepl; CREATE ROLE bw_norepl LOGIN PASSWORD 'norepl'" >/dev/null
+NOREPL_URL=$(sed -E 's#^(postgres(ql)?://)[^@]*@#\1bw_norepl:norepl@#' <<<"$DATABASE_URL")
+out=$(wal DATABASE_URL=$NOREPL_URL "$WORKER" --check-config 2>&1)
+check "a role without REPLICATION: exit 2" 2 $?
+expect "... naming what to grant" grep -q "role bw_norepl lacks REPLICATION (ALTER ROLE bw_norepl REPLICATION" <<<"$out"
+q "DROP ROLE bw_norepl" >/dev/null
+out=$(env BACKUP_TRACKING=binlog "$WORKER" --check-config 2>&1)
+check "BACKUP_TRACKING=binlog refused" 2 $?
+expect "... naming the variable" grep -q "BACKUP_TRACKING: 'binlog' is not triggers or wal" <<<"$out"
+
+# ---- 2. backupctl tracking wal ----
+# data that exists before the slot: the owners of its orders come from the slot's snapshot
+q "INSERT INTO profiles (id, email) VALUES ('$A', 'a@capture.test'), ('$B', 'b@capture.test')" >/dev/null
+O1=$(q "INSERT INTO orders (user_id, number, total) VALUES ('$A', 1, 10) RETURNING id")
+O2=$(q "INSERT INTO orders (user_id, number, total) VALUES ('$A', 2, 20) RETURNING id")
+q "INSERT INTO order_items (order_id, quantity, unit_price) VALUES ('$O2', 1, 5), ('$O2', 2, 7.5)" >/dev/null
+q "INSERT INTO notifications (user_id, type, title) VALUES ('$A', 'x', 'old'), ('$B', 'x', 'old')" >/dev/null
+C1=$(q "INSERT INTO clients (user_id, name, notes) VALUES ('$A', 'toast',
+       (SELECT string_agg(md5(g::text), '') FROM generate_series(1, 800) g)) RETURNING id")
+out=$("$CTL" tracking wal 2>&1)
+expect "tracking wal switches" grep -q "switched from triggers to wal" <<<"$out"
+check "the tracking triggers are gone" 0 "$(q "SELECT count(*) FROM pg_trigger WHERE tgname LIKE '%\_backup\_%'")"
+check "orders' replica identity names the user (an index)" i "$(q "SELECT relreplident FROM pg_class WHERE relname = 'orders'")"
+check "order_items' names the parent" "order_id,id" "$(q "SELECT string_agg(a.attname, ',' ORDER BY array_position(i.indkey, a.attnum)) FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey) WHERE i.indrelid = 'order_items'::regclass AND i.indisreplident")"
+check "the publication has the scope's 8 tables" 8 "$(q "SELECT count(*) FROM pg_publication_tables WHERE pubname = 'backup_capture'")"
+check "the switch is a gap" 1 "$(q "SELECT count(*) FROM capture_gaps WHERE reason LIKE 'tracking switched from triggers to wal%'")"
+expect "tracking shows the mode" grep -q "^mode  *wal" <<<"$("$CTL" tracking)"
+check "a second switch does nothing" "already wal" "$("$CTL" tracking wal | head -1)"
+
+# ---- 3. two workers, one leader ----
+start_worker w1 BACKUP_TRACKING=wal CAPTURE_FLUSH_INTERVAL=300ms CAPTURE_LEASE=3s
+start_worker w2 BACKUP_TRACKING=wal CAPTURE_FLUSH_INTERVAL=300ms CAPTURE_LEASE=3s
+wait_until 15 grep -q "capture: streaming from" "$tmp/w1.log" "$tmp/w2.log" ||
+  bad "no worker started streaming"
+check "exactly one leader" 1 "$(cat "$tmp/w1.log" "$tmp/w2.log" | grep -c "capture: leading")"
+LEADER=w1
+grep -q "capture: leading" "$tmp/w2.log" && LEADER=w2
+OTHER=$([ $LEADER = w1 ] && echo w2 || echo w1)
+expect "the slot was made" grep -q "capture: slot $SLOT created" "$tmp/$LEADER.log"
+
+# slot_at LSN: the slot's confirmed position is at LSN or past it (a function: wait_until runs
+# it again at each poll, where a $(...) in its arguments would be read once)
+slot_at() {
+  test "$(q "SELECT confirmed_flush_lsn >= '$1' FROM pg_replication_slots WHERE slot_name = '$SLOT'")" = t
+}
+# recorded: the slot's confirmed position covers the WAL written so far (the capture confirms
+# only what it recorded, or WAL with nothing of a tenant in it)
+recorded() {
+  local lsn
+  lsn=$(q "SELECT pg_current_wal_flush_lsn()")
+  wait_until "${1:-15}" slot_at "$lsn" && return 0
+  echo "waited for $lsn: $(q "SELECT slot_name, confirmed_flush_lsn, active, pg_current_wal_lsn()
+    FROM pg_replication_slots")"
+  return 1
+}
+# the change lines of user $1's recorded segments, in commit order
+lines() {
+  local k
+  for k in $(q "SELECT s3_key FROM change_segments WHERE user_id = '$1' ORDER BY end_lsn"); do
+    store_cat "$k" | gzip -dc | sed '1d;$d'
+  done
+}
+# the row of table $1 key $2 as PostgreSQL's row_to_json writes it (without the stamp column)
+row_json() { q "SELECT (to_jsonb(x) - 'backup_xid')::text FROM $1 x WHERE id = '$2'"; }
+jrow() { jq -cS '.row' <<<"$1"; }
+
+# ---- 4. changes, routed ----
+I1=$(q "INSERT INTO order_items (order_id, quantity, unit_price) VALUES ('$O1', 3, 1.25) RETURNING id")
+q "UPDATE orders SET notes = 'changed', total = 11.5 WHERE id = '$O1'" >/dev/null
+q "DELETE FROM notifications WHERE user_id = '$A' AND title = 'old'" >/dev/null
+q "UPDATE orders SET user_id = '$B' WHERE id = '$O2'" >/dev/null
+I3=$(q "INSERT INTO order_items (order_id, quantity, unit_price) VALUES ('$O2', 9, 1) RETURNING id")
+q "UPDATE clients SET vip = true WHERE id = '$C1'" >/dev/null
+recorded || bad "the changes were not recorded within 15 s"
+LA=$(lines "$A")
+LB=$(lines "$B")
+line() { grep "\"table\":\"$2\",\"op\":\"$3\",\"key\":\"$4\"" <<<"$1"; }
+l=$(line "$LA" order_items i "$I1")
+check "an item of an order older than the slot goes to its user" 1 "$(grep -c . <<<"$l")"
+check "... its row is row_to_json's" "$(row_json order_items "$I1" | jq -cS .)" "$(jrow "$l")"
+l=$(line "$LA" orders u "$O1")
+check "an update's row is the row as it is" "$(row_json orders "$O1" | jq -cS .)" "$(jrow "$l")"
+check "the notification deleted" 1 "$(grep -c '"table":"notifications","op":"d"' <<<"$LA")"
+check "the moved order: a delete for its old owner" 1 "$(line "$LA" orders d "$O2" | grep -c .)"
+check "... an insert for its new owner" "$(row_json orders "$O2" | jq -cS .)" "$(jrow "$(line "$LB" orders i "$O2")")"
+check "... its two items deleted for the old owner" 2 "$(grep -c '"table":"order_items","op":"d"' <<<"$LA")"
+ok_items=0
+for it in $(q "SELECT id FROM order_items WHERE order_id = '$O2' AND id <> '$I3'"); do
+  [ "$(jrow "$(line "$LB" order_items i "$it")")" = "$(row_json order_items "$it" | jq -cS .)" ] &&
+    ok_items=$((ok_items + 1))
+done
+check "... and inserted, whole, for the new owner" 2 "$ok_items"
+check "an item added after the move goes to the new owner" 1 "$(line "$LB" order_items i "$I3" | grep -c .)"
+l=$(line "$LA" clients u "$C1")
+check "an unchanged TOASTed value is named unchanged" '["notes"]' "$(jq -c .unchanged <<<"$l")"
+check "... and not carried as a value" null "$(jq -c .row.notes <<<"$l")"
+check "... the other columns are" true "$(jq -c .row.vip <<<"$l")"
+check "B's segment names its transactions' commit order" t \
+  "$(q "SELECT bool_and(start_lsn <= end_lsn) AND count(*) >= 1 FROM change_segments WHERE user_id = '$B'")"
+check "a segment's row carries its counts" 1 "$(q "SELECT (counts->'orders'->>'i')::int FROM change_segments WHERE user_id = '$B' ORDER BY end_lsn LIMIT 1")"
+check "web users read only their own segments (RLS)" "0" \
+  "$(psql -X -q -t -A "$DATABASE_URL" -c "SET ROLE authenticated; SET request.jwt.claim.sub = '$A'; SELECT count(*) FROM change_segments WHERE user_id <> '$A'" | tail -1)"
+
+# TRUNCATE: a marker for every tenant with history; DDL: a column added is written
+q "TRUNCATE notifications" >/dev/null
+q "ALTER TABLE clients ADD COLUMN loyalty int DEFAULT 0" >/dev/null
+q "UPDATE clients SET loyalty = 5, notes = 'short now' WHERE id = '$C1'" >/dev/null
+recorded || bad "the truncate was not recorded"
+check "TRUNCATE: a marker for A" 1 "$(lines "$A" | grep -c '"table":"notifications","op":"t"')"
+check "... and one for B" 1 "$(lines "$B" | grep -c '"table":"notifications","op":"t"')"
+l=$(lines "$A" | grep '"table":"clients"' | tail -1)
+check "a column added since is in the row" 5 "$(jq -c .row.loyalty <<<"$l")"
+check "... the row is row_to_json's" "$(row_json clients "$C1" | jq -cS .)" "$(jrow "$l")"
+
+# ---- 5. kill -9 of the leader in the middle: every transaction exactly once ----
+N=300
+( for i in $(seq 1 $N); do
+    echo "INSERT INTO notifications (user_id, type, title) VALUES ('$A', 'n', 'n-$i');"
+    echo "SELECT pg_sleep(0.005);"
+  done | psql -X -q "$DATABASE_URL" >/dev/null ) &
+writer=$!
+sleep 0.4
+eval "kill -9 \$PID_$LEADER"
+wait "$writer"
+wait_until 20 grep -q "capture: streaming from" "$tmp/$OTHER.log" ||
+  bad "the other worker did not take over within the lease"
+recorded 20 || bad "the stream was not recorded after the takeover"
+got=$(lines "$A" | grep -o '"title":"n-[0-9]*"' | sort | uniq -c)
+check "after kill -9: all $N transactions captured" $N "$(grep -c . <<<"$got")"
+check "... none twice" 0 "$(awk '$1 != 1' <<<"$got" | grep -c .)"
+check "the new leader's epoch is higher" t "$(q "SELECT epoch > 1 FROM capture_state")"
+
+# a stale leader cannot record (its epoch is in capture_state no more)
+out=$(q "SELECT capture_record(1, '0/1', '[]', '[]', '{}')" 2>&1)
+expect "a stale epoch's recording is refused" grep -q "capture epoch 1 is stale" <<<"$out"
+
+# ---- 6. a quiet database: the slot advances without changes of the scope ----
+before=$(q "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = '$SLOT'")
+q "CREATE TABLE capture_noise (x int); INSERT INTO capture_noise SELECT generate_series(1, 1000)" >/dev/null
+noise=$(q "SELECT pg_current_wal_flush_lsn()")
+wait_until 20 slot_at "$noise" ||
+  bad "the slot did not advance past WAL of other tables (was $before)"
+ok "the slot advances on a quiet database"
+
+# ---- 7. a slot dropped by hand: a gap, and capture carries on with a new one ----
+inactive() { test "$(q "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '$SLOT' AND active")" = 0; }
+stop_worker "$OTHER" >/dev/null
+wait_until 10 inactive || bad "the slot stayed active after the worker stopped"
+q "SELECT pg_drop_replication_slot('$SLOT')" >/dev/null
+gaps=$(q "SELECT count(*) FROM capture_gaps")
+start_worker w3 BACKUP_TRACKING=wal CAPTURE_FLUSH_INTERVAL=300ms CAPTURE_LEASE=3s
+wait_until 20 grep -q "capture: streaming from" "$tmp/w3.log" || bad "w3 did not stream"
+expect "the gap is logged" grep -q "gap recorded: the replication slot $SLOT was dropped" "$tmp/w3.log"
+check "... and recorded" $((gaps + 1)) "$(q "SELECT count(*) FROM capture_gaps")"
+expect "backupctl tracking shows it" grep -q "last_gap.*was dropped" <<<"$("$CTL" tracking)"
+q "UPDATE orders SET notes = 'after the gap' WHERE id = '$O1'" >/dev/null
+recorded 20 || bad "nothing recorded after the gap"
+expect "capture carries on after the gap" grep -q '"notes":"after the gap"' <<<"$(lines "$A")"
+
+# ---- 8. back to triggers ----
+stop_worker w3 >/dev/null
+wait_until 10 inactive || bad "the slot stayed active after the worker stopped"
+out=$("$CTL" tracking triggers 2>&1)
+expect "tracking triggers switches back" grep -q "switched from wal to triggers" <<<"$out"
+check "the triggers are back" 0 "$(q "SELECT count(*) FROM backup_scope s WHERE NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = s.table_name || '_backup_stamp')")"
+check "the publication is gone" 0 "$(q "SELECT count(*) FROM pg_publication WHERE pubname = 'backup_capture'")"
+check "the slot is gone" 0 "$(q "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '$SLOT'")"
+finish
