@@ -9,7 +9,12 @@
 // restore must leave exactly the recorded state for its user and change no other user's rows;
 // every backup and every restore of a completed backup must complete.
 //
-//   node tests/model.mjs --seeds 1,2,3 [--steps N] [--prefix P]
+//   node tests/model.mjs --seeds 1,2,3 [--steps N] [--prefix P] [--segments BACKUPCTL]
+//
+// --segments (BACKUP_TRACKING=wal, a capture running since before the seed began): a second
+// oracle at the end of each seed. Each user's change segments, replayed from nothing in commit
+// order (insert and update set the row, the "unchanged" columns kept from the row before, delete
+// removes it, truncate empties the table), must be exactly the user's rows in the database.
 //
 // Needs DATABASE_URL, REDIS_URL and a worker consuming PREFIX:jobs with BACKUP_NOTIFY=false.
 // On a failure it prints the seed, the step, the last operations and the rows that differ, and
@@ -17,6 +22,7 @@
 import pg from 'pg';
 import Redis from 'ioredis';
 import { spawnSync } from 'node:child_process';
+import { gunzipSync } from 'node:zlib';
 
 const args = Object.fromEntries(
   process.argv.slice(2).reduce((a, v, i, all) => (v.startsWith('--') ? [...a, [v.slice(2), all[i + 1]]] : a), []));
@@ -27,6 +33,11 @@ const DB = process.env.DATABASE_URL;
 const TABLES = ['profiles', 'businesses', 'products', 'clients', 'orders', 'order_items', 'notifications',
   'user_settings'];
 const OWNER = { profiles: 'id', businesses: 'owner_id', order_items: null };
+const CTL = args.segments;
+// JSON with its objects' keys in order: the same row from two writers compares equal
+const canon = (v) => (Array.isArray(v) ? `[${v.map(canon).join(',')}]`
+  : v && typeof v === 'object' ? `{${Object.keys(v).sort().map((k) => `${JSON.stringify(k)}:${canon(v[k])}`).join(',')}}`
+    : JSON.stringify(v));
 
 function rng(seed) { // mulberry32: small, seedable, the same on every machine
   let a = seed >>> 0;
@@ -83,7 +94,8 @@ class Model {
     const n = this.n;
     return `${Math.min(this.step, STEPS)} steps, ${n.ops} writes (${n.move} moves, ${n.truncate} truncates, ${n.long} open across a ` +
       `backup), ${n.backup} backups, ${n.restore} restores, ${n.refused} refused (a row moved to another user) (${n.concurrent} with the application writing: ` +
-      `${n.same} transactions on the restored user's rows, ${n.kept} rows of them kept as after the restore)`;
+      `${n.same} transactions on the restored user's rows, ${n.kept} rows of them kept as after the restore)` +
+      (CTL ? `; ${n.changes} changes in ${n.segments} segments replayed to the rows` : '');
   }
 
   // keys from the seed too: the same seed picks the same rows
@@ -301,6 +313,55 @@ class Model {
     if (lines.length) throw new Failure(`${what}:\n    ${lines.join('\n    ')}`);
   }
 
+  // ---- the second oracle: the change segments (--segments) ----
+  async segments() {
+    const db = this.db;
+    const { rows: [{ l }] } = await db.query('SELECT pg_current_wal_flush_lsn()::text AS l');
+    const deadline = Date.now() + 30000;
+    for (;;) { // the capture confirms a position only once what precedes it is recorded
+      const r = await db.query(`SELECT confirmed_flush_lsn >= $1::pg_lsn AS ok FROM pg_replication_slots
+        WHERE slot_name = 'backup_capture'`, [l]);
+      if (r.rows[0]?.ok) break;
+      if (Date.now() > deadline) throw new Failure(`the capture did not confirm ${l} within 30 s`);
+      await sleep(100);
+    }
+    const want = await this.state();
+    let changes = 0, segs = 0;
+    for (const u of this.users) {
+      const keys = await this.any(db, 'SELECT s3_key FROM change_segments WHERE user_id = $1 ORDER BY end_lsn, start_lsn', [u]);
+      const st = Object.fromEntries(TABLES.map((t) => [t, new Map()]));
+      for (const k of keys) {
+        const r = spawnSync(CTL, ['s3', 'get', k, '-'], { maxBuffer: 1 << 28 });
+        if (r.status !== 0) throw new Failure(`backupctl s3 get ${k}: ${r.stderr}`);
+        const lines = gunzipSync(r.stdout).toString('utf8').split('\n').filter(Boolean);
+        segs++;
+        for (const line of lines.slice(1, -1)) {
+          const c = JSON.parse(line);
+          const m = st[c.table];
+          if (c.op === 't') m.clear();
+          else if (c.op === 'd') m.delete(c.key);
+          else {
+            for (const col of c.unchanged ?? []) {
+              const prev = m.get(c.key);
+              if (!prev) throw new Failure(`segment ${k}: ${c.table} ${c.key}: "${col}" unchanged, and no row before`);
+              c.row[col] = prev[col];
+            }
+            m.set(c.key, c.row);
+          }
+          changes++;
+        }
+      }
+      const got = {}, w = {};
+      for (const t of TABLES) {
+        got[t] = [...st[t].values()].map(canon).sort();
+        w[t] = want[u][t].map((j) => canon(JSON.parse(j))).sort();
+      }
+      this.diff(w, got, `user ${u}: its change segments replayed are not its rows`);
+    }
+    this.n.segments = segs;
+    this.n.changes = changes;
+  }
+
   // ---- jobs ----
   async job(fields, timeoutMs = 60000) {
     const id = `m${this.seed}-${++this.jobs}-${Date.now()}`;
@@ -468,6 +529,7 @@ class Model {
       const last = this.backups.filter((b) => b.user === u).pop();
       if (last) { last.index = this.backups.indexOf(last); await this.restore(last, false); }
     }
+    if (CTL) await this.segments();
   }
 }
 

@@ -60,7 +60,8 @@ expect "... naming the variable" grep -q "BACKUP_TRACKING: 'binlog' is not trigg
 q "INSERT INTO profiles (id, email) VALUES ('$A', 'a@capture.test'), ('$B', 'b@capture.test')" >/dev/null
 O1=$(q "INSERT INTO orders (user_id, number, total) VALUES ('$A', 1, 10) RETURNING id")
 O2=$(q "INSERT INTO orders (user_id, number, total) VALUES ('$A', 2, 20) RETURNING id")
-q "INSERT INTO order_items (order_id, quantity, unit_price) VALUES ('$O2', 1, 5), ('$O2', 2, 7.5)" >/dev/null
+O2ITEMS=$(q "INSERT INTO order_items (order_id, quantity, unit_price) VALUES ('$O2', 1, 5), ('$O2', 2, 7.5)
+             RETURNING id" | tr '\n' ' ')
 q "INSERT INTO notifications (user_id, type, title) VALUES ('$A', 'x', 'old'), ('$B', 'x', 'old')" >/dev/null
 C1=$(q "INSERT INTO clients (user_id, name, notes) VALUES ('$A', 'toast',
        (SELECT string_agg(md5(g::text), '') FROM generate_series(1, 800) g)) RETURNING id")
@@ -118,6 +119,10 @@ q "DELETE FROM notifications WHERE user_id = '$A' AND title = 'old'" >/dev/null
 q "UPDATE orders SET user_id = '$B' WHERE id = '$O2'" >/dev/null
 I3=$(q "INSERT INTO order_items (order_id, quantity, unit_price) VALUES ('$O2', 9, 1) RETURNING id")
 q "UPDATE clients SET vip = true WHERE id = '$C1'" >/dev/null
+O3=$(q "INSERT INTO orders (user_id, number, total) VALUES ('$A', 3, 30) RETURNING id")
+I4=$(q "INSERT INTO order_items (order_id, quantity, unit_price) VALUES ('$O3', 1, 1), ('$O3', 1, 2)
+        RETURNING id" | tr '\n' ' ')
+q "DELETE FROM orders WHERE id = '$O3'" >/dev/null # its items go with it (ON DELETE CASCADE)
 recorded || bad "the changes were not recorded within 15 s"
 LA=$(lines "$A")
 LB=$(lines "$B")
@@ -130,7 +135,9 @@ check "an update's row is the row as it is" "$(row_json orders "$O1" | jq -cS .)
 check "the notification deleted" 1 "$(grep -c '"table":"notifications","op":"d"' <<<"$LA")"
 check "the moved order: a delete for its old owner" 1 "$(line "$LA" orders d "$O2" | grep -c .)"
 check "... an insert for its new owner" "$(row_json orders "$O2" | jq -cS .)" "$(jrow "$(line "$LB" orders i "$O2")")"
-check "... its two items deleted for the old owner" 2 "$(grep -c '"table":"order_items","op":"d"' <<<"$LA")"
+moved=0
+for it in $O2ITEMS; do moved=$((moved + $(line "$LA" order_items d "$it" | grep -c .))); done
+check "... its two items deleted for the old owner" 2 "$moved"
 ok_items=0
 for it in $(q "SELECT id FROM order_items WHERE order_id = '$O2' AND id <> '$I3'"); do
   [ "$(jrow "$(line "$LB" order_items i "$it")")" = "$(row_json order_items "$it" | jq -cS .)" ] &&
@@ -138,6 +145,9 @@ for it in $(q "SELECT id FROM order_items WHERE order_id = '$O2' AND id <> '$I3'
 done
 check "... and inserted, whole, for the new owner" 2 "$ok_items"
 check "an item added after the move goes to the new owner" 1 "$(line "$LB" order_items i "$I3" | grep -c .)"
+gone=0
+for it in $I4; do gone=$((gone + $(line "$LA" order_items d "$it" | grep -c .))); done
+check "an order deleted: its items, deleted by the cascade after it, go to its owner" 2 "$gone"
 l=$(line "$LA" clients u "$C1")
 check "an unchanged TOASTed value is named unchanged" '["notes"]' "$(jq -c .unchanged <<<"$l")"
 check "... and not carried as a value" null "$(jq -c .row.notes <<<"$l")"

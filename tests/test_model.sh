@@ -2,19 +2,46 @@
 # test_model: the randomized model test (tests/model.mjs) on a fixed set of seeds, against a
 # real worker, Redis, PostgreSQL and S3. MODEL_SEEDS and MODEL_STEPS change the run (tools/bench/model.sh
 # runs it long with new seeds); a failure prints its seed, which replays it.
+#
+# test_model.sh WORKER BACKUPCTL wal: the same with change capture (BACKUP_TRACKING=wal): the
+# lane switched to wal for the run (and back after it), and the model's second oracle: each
+# user's change segments replayed are exactly its rows.
 WORKER=$1
+CTL=${2:-}
+MODE=${3:-triggers}
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 needs REDIS_URL DATABASE_URL BW_DEVENV
 "$BW_DEVENV" migrate >/dev/null
+SEGMENTS=()
+if [ "$MODE" = wal ]; then
+  to_triggers() {
+    for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done
+    sleep 0.3
+    "$CTL" tracking triggers >/dev/null 2>&1
+    q "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots
+       WHERE slot_name = 'backup_capture' AND NOT active" >/dev/null 2>&1
+  }
+  on_exit_hooks+=(to_triggers)
+  to_triggers
+  q "DELETE FROM change_segments; DELETE FROM capture_state; DELETE FROM capture_gaps;
+     DELETE FROM capture_owners" >/dev/null
+  "$CTL" tracking wal >/dev/null || bad "backupctl tracking wal failed"
+  SEGMENTS=(--segments "$CTL")
+  export PGOPTIONS="-c synchronous_commit=on" # commits flushed: the capture confirms past them
+fi
 
 P=tm$$
 # under the sanitizers (tools/devenv test's second pass) three seeds: its worth there is the C
 # paths the model drives, which three seeds already cover
 DEFAULT_SEEDS=1,2,3,4,5,6,7,8
 [ -n "${ASAN_OPTIONS:-}" ] && DEFAULT_SEEDS=1,2,3
-start_worker w1 BACKUP_NOTIFY=false
+start_worker w1 BACKUP_NOTIFY=false BACKUP_TRACKING=$MODE CAPTURE_FLUSH_INTERVAL=300ms
+if [ "$MODE" = wal ]; then
+  wait_until 15 grep -q "capture: streaming from" "$tmp/w1.log" || bad "the capture did not start"
+fi
 [ "$fails" -eq 0 ] || exit 1
-if node "$ROOT/tests/model.mjs" --prefix "$P" --seeds "${MODEL_SEEDS:-$DEFAULT_SEEDS}" --steps "${MODEL_STEPS:-80}"; then
+if node "$ROOT/tests/model.mjs" --prefix "$P" --seeds "${MODEL_SEEDS:-$DEFAULT_SEEDS}" --steps "${MODEL_STEPS:-80}" \
+  "${SEGMENTS[@]}"; then
   ok "model: every backup and restore exact for seeds ${MODEL_SEEDS:-$DEFAULT_SEEDS}"
 else
   bad "model: a seed failed (above; MODEL_SEEDS=<seed> replays it)"

@@ -178,6 +178,8 @@ struct Capture {
 
     /* lookups that the held message waits for */
     StrMap *cache;         /* table\x1fkey -> user ("" none) */
+    StrMap *txn_gone;      /* parent rows the transaction being read deleted: their owner, for the
+                            * children it deletes after them (a cascade) */
     StrMap *pend;          /* since the last flush */
     Buf pend_truncated;    /* tables truncated since the last flush */
     PGresult *fetched[16]; /* per child table: the rows of a moved parent */
@@ -800,6 +802,8 @@ static int owner_known(Capture *c, const char *table, const char *key, char user
         u = "";
     if (!u)
         u = strmap_get(c->cache, k.data);
+    if (u && !u[0] && strmap_get(c->txn_gone, k.data))
+        u = strmap_get(c->txn_gone, k.data);
     buf_free(&k);
     if (!u)
         return 0;
@@ -1070,8 +1074,11 @@ static int route_change(Capture *c, const PgoMessage *m, Err *err) {
         rc = owner_of(c, t, &m->old_tuple, user, &tmp);
         if (rc == ROUTE_DONE)
             rc = append(c, t, user, 'd', key.data, NULL, err);
-        if (rc == ROUTE_DONE && is_parent(c->scope, ti))
+        if (rc == ROUTE_DONE && is_parent(c->scope, ti)) {
             owner_set(c, tname, key.data, NULL);
+            owner_key(tname, key.data, &tmp);
+            free(strmap_put(c->txn_gone, tmp.data, xstrdup(user)));
+        }
         goto out;
     }
     rc = owner_of(c, t, &m->new_tuple, user, &tmp);
@@ -1211,6 +1218,10 @@ static int handle_message(Capture *c, const char *buf, size_t len, Err *err) {
         c->commit_time = m.time;
         c->txn_seq++;
         seen_add(c, m.xid);
+        if (strmap_count(c->txn_gone)) {
+            strmap_free(c->txn_gone, free);
+            c->txn_gone = strmap_new();
+        }
         /* a transaction the recorded position covers (a replay): not again */
         c->skip_txn = m.lsn < c->confirmed;
         return ROUTE_DONE;
@@ -1622,13 +1633,11 @@ static void start_flush(Capture *c) {
     /* Nothing of a tenant buffered: the position the server reported (WAL of other tables,
      * our own recordings) is confirmed to the server at once, so an idle slot never pins the
      * WAL, and recorded only now and then: recording writes WAL too, and would chase itself. */
-    int idle = strmap_count(c->buffers) == 0 && strmap_count(c->pend) == 0 &&
-               c->pend_truncated.len == 0;
+    int idle =
+        strmap_count(c->buffers) == 0 && strmap_count(c->pend) == 0 && c->pend_truncated.len == 0;
     uint64_t end = c->last_end;
     if (c->held == NULL && c->server_end > end)
         end = c->server_end;
-    log_debug(NULL, "capture: flush? idle %d end %" PRIX64 " server_end %" PRIX64 " confirmed %" PRIX64
-              " idle_end %" PRIX64 " held %d in_txn %d", idle, end, c->server_end, c->confirmed, c->idle_end, c->held != NULL, c->in_txn);
     if (idle) {
         if (end > c->idle_end) {
             c->idle_end = end;
@@ -1772,6 +1781,7 @@ Capture *capture_new(uv_loop_t *loop, Services *sv) {
     c->cache = strmap_new();
     c->seen = strmap_new();
     c->seen_ring = xcalloc(SEEN_MAX, sizeof(uint32_t));
+    c->txn_gone = strmap_new();
     uv_timer_init(loop, &c->tick);
     uv_timer_init(loop, &c->flush);
     c->tick.data = c->flush.data = c;
@@ -1800,6 +1810,7 @@ static void maybe_free(Capture *c) {
     strmap_free(c->cache, free);
     strmap_free(c->seen, NULL);
     free(c->seen_ring);
+    strmap_free(c->txn_gone, free);
     buf_free(&c->pend_truncated);
     free(c);
     if (done)
@@ -1828,13 +1839,15 @@ void capture_shutdown(Capture *c, void (*done)(void *data), void *data) {
 }
 
 void capture_metrics(Capture *c, Buf *out) {
+    static Capture none; /* BACKUP_TRACKING=triggers: the same series, at zero */
+    int enabled = c != NULL;
     if (c == NULL)
-        return;
+        c = &none;
     int64_t oldest = 0;
     size_t pos = 0;
     const char *u;
     void *v;
-    while (strmap_next(c->buffers, &pos, &u, &v)) {
+    while (c->buffers && strmap_next(c->buffers, &pos, &u, &v)) {
         Tenant *t = v;
         if (t->first_time && (oldest == 0 || t->first_time < oldest))
             oldest = t->first_time;
@@ -1843,6 +1856,8 @@ void capture_metrics(Capture *c, Buf *out) {
         oldest = c->fl->oldest;
     double age = oldest ? (double)(pgo_now() - oldest) / 1e6 : 0;
     buf_printf(out,
+               "# HELP bw_capture_enabled 1 when this worker runs with BACKUP_TRACKING=wal.\n"
+               "# TYPE bw_capture_enabled gauge\nbw_capture_enabled %d\n"
                "# HELP bw_capture_leader 1 while this worker captures changes from the WAL.\n"
                "# TYPE bw_capture_leader gauge\nbw_capture_leader %d\n"
                "# HELP bw_capture_streaming 1 while the replication stream runs.\n"
@@ -1880,7 +1895,7 @@ void capture_metrics(Capture *c, Buf *out) {
                "restart_lsn).\n"
                "# TYPE bw_capture_retained_wal_bytes gauge\n"
                "bw_capture_retained_wal_bytes %lld\n",
-               c->epoch > 0, c->state == CAP_STREAM, c->epoch, c->m_changes, c->m_txns,
+               enabled, c->epoch > 0, c->state == CAP_STREAM, c->epoch, c->m_changes, c->m_txns,
                c->m_segments, c->m_bytes, c->m_flush_failures, c->m_unrouted, c->m_gaps, c->m_lag_s,
                age, c->buffered, c->m_retained);
 }

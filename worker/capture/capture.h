@@ -49,7 +49,7 @@ Capture *capture_new(uv_loop_t *loop, Services *sv);
 /* Stop: the lease is given up, what is not recorded is left to the next leader (it replays
  * it), and memory goes once the operations in flight answered. done (may be NULL) follows. */
 void capture_shutdown(Capture *c, void (*done)(void *data), void *data);
-/* Prometheus lines (bw_capture_*). */
+/* Prometheus lines (bw_capture_*); c NULL (BACKUP_TRACKING=triggers): the same at zero. */
 void capture_metrics(Capture *c, Buf *out);
 
 #endif
