@@ -14,7 +14,8 @@
 // --segments (BACKUP_TRACKING=wal, a capture running since before the seed began): a second
 // oracle at the end of each seed. Each user's change segments, replayed from nothing in commit
 // order (insert and update set the row, the "unchanged" columns kept from the row before, delete
-// removes it, truncate empties the table), must be exactly the user's rows in the database.
+// removes it, or every row its "where" names, truncate empties the table), must be exactly the
+// user's rows in the database.
 //
 // Needs DATABASE_URL, REDIS_URL and a worker consuming PREFIX:jobs with BACKUP_NOTIFY=false.
 // On a failure it prints the seed, the step, the last operations and the rows that differ, and
@@ -339,7 +340,10 @@ class Model {
           const c = JSON.parse(line);
           const m = st[c.table];
           if (c.op === 't') m.clear();
-          else if (c.op === 'd') m.delete(c.key);
+          else if (c.op === 'd' && c.where) { // every row whose column is the value: a moved parent's children
+            const [col, v] = Object.entries(c.where)[0];
+            for (const [k, row] of m) if (row[col] === v) m.delete(k);
+          } else if (c.op === 'd') m.delete(c.key);
           else {
             for (const col of c.unchanged ?? []) {
               const prev = m.get(c.key);

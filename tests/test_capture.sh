@@ -135,16 +135,17 @@ check "an update's row is the row as it is" "$(row_json orders "$O1" | jq -cS .)
 check "the notification deleted" 1 "$(grep -c '"table":"notifications","op":"d"' <<<"$LA")"
 check "the moved order: a delete for its old owner" 1 "$(line "$LA" orders d "$O2" | grep -c .)"
 check "... an insert for its new owner" "$(row_json orders "$O2" | jq -cS .)" "$(jrow "$(line "$LB" orders i "$O2")")"
-moved=0
-for it in $O2ITEMS; do moved=$((moved + $(line "$LA" order_items d "$it" | grep -c .))); done
-check "... its two items deleted for the old owner" 2 "$moved"
+check "... its items deleted for the old owner: every item of that order" 1 \
+  "$(grep -c "\"table\":\"order_items\",\"op\":\"d\",\"where\":{\"order_id\":\"$O2\"}" <<<"$LA")"
 ok_items=0
 for it in $(q "SELECT id FROM order_items WHERE order_id = '$O2' AND id <> '$I3'"); do
   [ "$(jrow "$(line "$LB" order_items i "$it")")" = "$(row_json order_items "$it" | jq -cS .)" ] &&
     ok_items=$((ok_items + 1))
 done
 check "... and inserted, whole, for the new owner" 2 "$ok_items"
-check "an item added after the move goes to the new owner" 1 "$(line "$LB" order_items i "$I3" | grep -c .)"
+# (read after the move's commit, it may also come with the move: early, never lost)
+check "an item added after the move goes to the new owner" t "$(test "$(line "$LB" order_items i "$I3" | grep -c .)" -ge 1 && echo t)"
+check "... not to the old one" 0 "$(line "$LA" order_items i "$I3" | grep -c .)"
 gone=0
 for it in $I4; do gone=$((gone + $(line "$LA" order_items d "$it" | grep -c .))); done
 check "an order deleted: its items, deleted by the cascade after it, go to its owner" 2 "$gone"

@@ -41,7 +41,6 @@
 #define RETRY_MS        2000   /* a failed setup step, again after this */
 #define PAUSE_FACTOR    4      /* the stream pauses once buffers hold 4 segments */
 #define IDLE_RECORD_MS  60000  /* a quiet stream's position recorded this often */
-#define SEEN_MAX        65536  /* transactions remembered (see seen_before) */
 
 typedef enum {
     CAP_IDLE,
@@ -185,13 +184,6 @@ struct Capture {
     PGresult *fetched[16]; /* per child table: the rows of a moved parent */
     PGresult *row_fetch;   /* a moved row with unchanged TOAST: its row now */
     PGresult *tenants;     /* a TRUNCATE: every tenant with history */
-
-    /* the transactions read from the stream lately, to tell a row written before a moving
-     * parent's commit from one written after it (which its own change brings) */
-    StrMap *seen;
-    uint32_t *seen_ring;
-    size_t seen_pos, seen_n;
-    uint32_t first_xid;
 
     StrMap *buffers; /* user -> Tenant */
     size_t buffered;
@@ -429,9 +421,6 @@ static void drop_stream(Capture *c) {
     c->fl = NULL;
     c->in_txn = c->skip_txn = c->paused = c->flush_due = 0;
     c->received = c->server_end = c->last_end = c->idle_end = 0;
-    strmap_free(c->seen, NULL);
-    c->seen = strmap_new();
-    c->seen_n = c->seen_pos = 0;
 }
 
 /* Give up leading: what is not recorded is replayed by the next leader. */
@@ -946,34 +935,6 @@ static int is_parent(const Scope *s, int i) {
     return 0;
 }
 
-static void seen_add(Capture *c, uint32_t xid) {
-    char k[16];
-    if (c->seen_n == 0)
-        c->first_xid = xid;
-    if (c->seen_n == SEEN_MAX) {
-        snprintf(k, sizeof(k), "%u", c->seen_ring[c->seen_pos]);
-        strmap_del(c->seen, k);
-        c->first_xid = c->seen_ring[(c->seen_pos + 1) % SEEN_MAX];
-    } else {
-        c->seen_n++;
-    }
-    c->seen_ring[c->seen_pos] = xid;
-    c->seen_pos = (c->seen_pos + 1) % SEEN_MAX;
-    snprintf(k, sizeof(k), "%u", xid);
-    strmap_put(c->seen, k, (void *)1);
-}
-
-/* 1 when the transaction xid committed at or before the one being read: it is that one, the
- * stream brought it already, or it is older than every transaction remembered. 0: it commits
- * later (the stream brings it later). xids compare modulo 2^32, as PostgreSQL's do. */
-static int seen_before(const Capture *c, uint32_t xid) {
-    char k[16];
-    snprintf(k, sizeof(k), "%u", xid);
-    if (xid == c->xid || strmap_get(c->seen, k))
-        return 1;
-    return c->seen_n == 0 || (int32_t)(xid - c->first_xid) < 0;
-}
-
 /* The children of a parent row that moved: every child table's rows of that parent, read from
  * the database (the WAL does not carry rows that did not change). ROUTE_WAIT while a read runs;
  * nothing is written before all are read (the message is handled again from the start). */
@@ -992,8 +953,8 @@ static int children_read(Capture *c, ChangesTable *t, const char *pkey) {
                 buf_printf(&sql, "%s\"%s\"::text", col ? ", " : "",
                            scope_stage_column(c->scope, k, col, &kind));
             }
-            buf_printf(&sql, ", xmin::text FROM \"%s\" WHERE \"%s\"::text = $1",
-                       scope_table(c->scope, k), scope_parent_column(c->scope, k));
+            buf_printf(&sql, " FROM \"%s\" WHERE \"%s\"::text = $1", scope_table(c->scope, k),
+                       scope_parent_column(c->scope, k));
             const char *v[] = {pkey};
             fetch(c, OP_FETCH, slot, sql.data, 1, v);
             buf_free(&sql);
@@ -1004,14 +965,27 @@ static int children_read(Capture *c, ChangesTable *t, const char *pkey) {
     return ROUTE_DONE;
 }
 
-/* ... then written as deletes for the old owner and inserts for the new one. */
-static int children_move(Capture *c, ChangesTable *t, const char *from, const char *to, Err *err) {
+/* ... then written: for the owner the parent left, one delete of every child of it (whatever
+ * they were at the move's commit: exact even for a child changed or deleted since); for the new
+ * owner, each child as it is now (read after the commit: a child changed since comes early,
+ * then again with its own change; the final state is exact either way). */
+static int children_move(Capture *c, ChangesTable *t, const char *pkey, const char *from,
+                         const char *to, Err *err) {
     int ti = changes_table_index(t);
     int slot = 0;
     for (int k = 0; k < scope_count(c->scope) && slot < 16; k++) {
         if (scope_parent_index(c->scope, k) != ti)
             continue;
         PGresult *res = c->fetched[slot++];
+        if (from && from[0]) {
+            Tenant *tn = tenant_of(c, from);
+            ChangesMeta m = {c->commit_lsn, c->commit_time, c->xid, 'd'};
+            size_t before = tn->data.len;
+            changes_where_delete_line(scope_table(c->scope, k), scope_parent_column(c->scope, k),
+                                      pkey, &m, &tn->data);
+            count(tn, k, 'd');
+            c->buffered += tn->data.len - before;
+        }
         /* the rows were read as the scope's staged columns: a relation of those, in order */
         int nc = scope_stage_columns(c->scope, k);
         PgoRelation rel = {0};
@@ -1033,14 +1007,8 @@ static int children_move(Capture *c, ChangesTable *t, const char *from, const ch
         for (int r = 0; r < PQntuples(res) && rc == ROUTE_DONE; r++) {
             PgoTuple tup;
             tuple_of_row(res, r, vals, &tup);
-            tup.n = nc; /* the last column is xmin */
             const char *ckey = PQgetvalue(res, r, kcol);
-            rc = append(c, ct, from, 'd', ckey, NULL, err);
-            /* a row written after the move's commit (read now, the stream is behind) comes
-             * with its own change, to its owner then: not here, or it would come early */
-            uint32_t xmin = (uint32_t)strtoul(PQgetvalue(res, r, nc), NULL, 10);
-            if (rc == ROUTE_DONE && seen_before(c, xmin))
-                rc = append(c, ct, to, 'i', ckey, &tup, err);
+            rc = append(c, ct, to, 'i', ckey, &tup, err);
             if (rc == ROUTE_DONE && is_parent(c->scope, k))
                 owner_set(c, scope_table(c->scope, k), ckey, to);
         }
@@ -1133,7 +1101,7 @@ static int route_change(Capture *c, const PgoMessage *m, Err *err) {
         owner_set(c, tname, key.data, user);
     }
     if (rc == ROUTE_DONE && owner_moved && is_parent(c->scope, ti))
-        rc = children_move(c, t, old_user, user, err);
+        rc = children_move(c, t, key.data, old_user, user, err);
 out:
     free(vals);
     buf_free(&key);
@@ -1217,7 +1185,6 @@ static int handle_message(Capture *c, const char *buf, size_t len, Err *err) {
         c->commit_lsn = m.lsn;
         c->commit_time = m.time;
         c->txn_seq++;
-        seen_add(c, m.xid);
         if (strmap_count(c->txn_gone)) {
             strmap_free(c->txn_gone, free);
             c->txn_gone = strmap_new();
@@ -1779,8 +1746,6 @@ Capture *capture_new(uv_loop_t *loop, Services *sv) {
     c->buffers = strmap_new();
     c->pend = strmap_new();
     c->cache = strmap_new();
-    c->seen = strmap_new();
-    c->seen_ring = xcalloc(SEEN_MAX, sizeof(uint32_t));
     c->txn_gone = strmap_new();
     uv_timer_init(loop, &c->tick);
     uv_timer_init(loop, &c->flush);
@@ -1808,8 +1773,6 @@ static void maybe_free(Capture *c) {
     strmap_free(c->buffers, tenant_free);
     strmap_free(c->pend, free);
     strmap_free(c->cache, free);
-    strmap_free(c->seen, NULL);
-    free(c->seen_ring);
     strmap_free(c->txn_gone, free);
     buf_free(&c->pend_truncated);
     free(c);

@@ -208,6 +208,16 @@ void changes_truncate_line(const char *table, const ChangesMeta *m, Buf *out) {
     buf_puts(out, "}\n");
 }
 
+void changes_where_delete_line(const char *table, const char *column, const char *value,
+                               const ChangesMeta *m, Buf *out) {
+    meta(m, table, out);
+    buf_puts(out, ",\"where\":{");
+    put_str(out, column);
+    buf_puts(out, ":");
+    put_str(out, value);
+    buf_puts(out, "}}\n");
+}
+
 void changes_header(const ChangesHeader *h, Buf *out) {
     char a[24], b[24];
     pgo_lsn_format(h->start_lsn, a);

@@ -11,8 +11,10 @@
  *   {"changes":2,"transactions":1}
  *
  * lsn is the commit LSN of the change's transaction (changes of one transaction share it and
- * keep their order), time its commit time, op i(nsert), u(pdate), d(elete: key only) or
- * t(runcate: the user's rows of table are all gone; no key). row is the whole new row as
+ * keep their order), time its commit time, op i(nsert), u(pdate), d(elete: key only; or, with
+ * "where":{"order_id":K} instead of a key, every row of table whose column is K: the children
+ * of a parent that moved to another owner, for the owner it left) or t(runcate: the user's rows
+ * of table are all gone; no key). row is the whole new row as
  * PostgreSQL's row_to_json writes it (the same bytes as a backup's row), except the columns in
  * "unchanged": TOASTed values the update did not touch, which the WAL does not carry; they are
  * null in row and keep the value the row had before.
@@ -66,6 +68,10 @@ int changes_line(ChangesTable *t, const ChangesMeta *m, const char *key, const P
                  Buf *out, Err *err);
 /* A truncate line of table (no key, no row). */
 void changes_truncate_line(const char *table, const ChangesMeta *m, Buf *out);
+/* A delete of every row of table whose column equals value ("where"): the children of a parent
+ * row that moved to another owner, for the owner it left. */
+void changes_where_delete_line(const char *table, const char *column, const char *value,
+                               const ChangesMeta *m, Buf *out);
 
 typedef struct {
     const char *segment, *user_id;
