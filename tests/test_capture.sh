@@ -8,8 +8,10 @@
 # an unchanged TOASTed value carried as "unchanged", TRUNCATE markers, a column added (DDL);
 # the leader killed with kill -9 in the middle of a stream: its successor takes over within the
 # lease and every transaction is in the segments exactly once; a stale epoch cannot record; a
-# quiet database still advances the slot; a slot dropped by hand is a gap; tracking triggers
-# switches back.
+# quiet database still advances the slot; a slot dropped by hand is a gap; segments encrypted
+# with a key set (and read back by backupctl download --decode); PostgreSQL restarted in the
+# middle of a stream loses nothing and doubles nothing; a slot invalidated by
+# max_slot_wal_keep_size is a gap; tracking triggers switches back.
 WORKER=$1
 CTL=$2
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -206,18 +208,77 @@ stop_worker "$OTHER" >/dev/null
 wait_until 10 inactive || bad "the slot stayed active after the worker stopped"
 q "SELECT pg_drop_replication_slot('$SLOT')" >/dev/null
 gaps=$(q "SELECT count(*) FROM capture_gaps")
-start_worker w3 BACKUP_TRACKING=wal CAPTURE_FLUSH_INTERVAL=300ms CAPTURE_LEASE=3s
+# from here on with an encryption key: segments are encrypted as backups are
+KEYS="k1:$(head -c 32 /dev/urandom | base64)"
+start_worker w3 BACKUP_TRACKING=wal CAPTURE_FLUSH_INTERVAL=300ms CAPTURE_LEASE=3s \
+  BACKUP_ENCRYPTION_KEYS="$KEYS"
 wait_until 20 grep -q "capture: streaming from" "$tmp/w3.log" || bad "w3 did not stream"
 expect "the gap is logged" grep -q "gap recorded: the replication slot $SLOT was dropped" "$tmp/w3.log"
 check "... and recorded" $((gaps + 1)) "$(q "SELECT count(*) FROM capture_gaps")"
 expect "backupctl tracking shows it" grep -q "last_gap.*was dropped" <<<"$("$CTL" tracking)"
 q "UPDATE orders SET notes = 'after the gap' WHERE id = '$O1'" >/dev/null
 recorded 20 || bad "nothing recorded after the gap"
-expect "capture carries on after the gap" grep -q '"notes":"after the gap"' <<<"$(lines "$A")"
+ENC=$(q "SELECT s3_key FROM change_segments WHERE user_id = '$A' ORDER BY end_lsn DESC LIMIT 1")
+check "capture carries on after the gap, encrypted with the key" "gzip,aes-256-gcm" \
+  "$(q "SELECT array_to_string(codecs, ',') FROM change_segments WHERE s3_key = '$ENC'")"
+check "... the object is sealed (the envelope's magic)" PLBKENC1 "$(store_cat "$ENC" | head -c 8)"
+expect "... nothing of it in clear" test "$(store_cat "$ENC" | grep -c 'after the gap')" = 0
+BACKUP_ENCRYPTION_KEYS="$KEYS" "$CTL" download --decode "$ENC" "$tmp/enc.jsonl" >/dev/null 2>"$tmp/dl.err"
+check "backupctl download --decode reads it (checksum from its record, key from its header)" 0 $?
+expect "... the change is in it" grep -q '"notes":"after the gap"' "$tmp/enc.jsonl"
+"$CTL" download --decode "$ENC" "$tmp/enc2.jsonl" >/dev/null 2>&1
+check "... and without the key it does not" 1 $?
 
-# ---- 8. back to triggers ----
+# ---- 8. PostgreSQL restarted in the middle of a stream: nothing lost, nothing twice ----
+( for i in $(seq 1 60); do
+    psql -X -q "$DATABASE_URL" -c "INSERT INTO notifications (user_id, type, title) VALUES ('$A', 'r', 'r-$i')" \
+      >/dev/null 2>&1
+    sleep 0.05
+  done ) &
+writer=$!
+sleep 0.8
+"$BW_DEVENV" restart postgres >"$tmp/restart.log" 2>&1 || { bad "PostgreSQL did not restart"; cat "$tmp/restart.log"; }
+wait "$writer"
+streams() { test "$(grep -c "capture: streaming from" "$tmp/w3.log")" -ge 2; }
+wait_until 30 streams || bad "the capture did not stream again after the restart"
+recorded 30 || bad "the capture did not catch up after the restart"
+want=$(q "SELECT title FROM notifications WHERE user_id = '$A' AND type = 'r' ORDER BY 1")
+got=$(for k in $(q "SELECT s3_key FROM change_segments WHERE user_id = '$A' ORDER BY end_lsn"); do
+  BACKUP_ENCRYPTION_KEYS="$KEYS" "$CTL" download --decode "$k" "$tmp/seg.jsonl" >/dev/null 2>&1 &&
+    sed '1d;$d' "$tmp/seg.jsonl"
+done | grep -o '"title":"r-[0-9]*"' | sed -E 's/.*"(r-[0-9]+)"/\1/' | sort)
+check "after a PostgreSQL restart: every committed insert captured" "$(wc -l <<<"$want")" "$(sort -u <<<"$got" | wc -l)"
+check "... the same ones" "" "$(comm -3 <(sort -u <<<"$got") <(sort <<<"$want") | head -3)"
+check "... none twice" "$(sort -u <<<"$got" | wc -l)" "$(wc -l <<<"$got")"
+
+# ---- 9. max_slot_wal_keep_size exceeded while nobody reads: the slot is lost, a gap ----
 stop_worker w3 >/dev/null
 wait_until 10 inactive || bad "the slot stayed active after the worker stopped"
+admin() { psql -X -q -v ON_ERROR_STOP=1 "$BW_ADMIN_DATABASE_URL" -c "$1" >/dev/null; }
+keep=$(q "SHOW max_slot_wal_keep_size")
+admin "ALTER SYSTEM SET max_slot_wal_keep_size = '1MB'"
+admin "SELECT pg_reload_conf()"
+on_exit_hooks+=("admin \"ALTER SYSTEM SET max_slot_wal_keep_size = '$keep'\"; admin \"SELECT pg_reload_conf()\"")
+for _ in 1 2 3; do admin "CREATE TABLE IF NOT EXISTS capture_noise (x int); INSERT INTO capture_noise SELECT generate_series(1, 50000); SELECT pg_switch_wal()"; done
+admin "CHECKPOINT"
+check "the slot is lost" lost "$(q "SELECT wal_status FROM pg_replication_slots WHERE slot_name = '$SLOT'")"
+admin "ALTER SYSTEM SET max_slot_wal_keep_size = '$keep'"
+admin "SELECT pg_reload_conf()"
+gaps=$(q "SELECT count(*) FROM capture_gaps")
+# and Redis lost the epoch counter meanwhile: the next leader's epoch still goes past the last
+stored=$(q "SELECT epoch FROM capture_state")
+R DEL "$P:capture:epoch" >/dev/null
+start_worker w4 BACKUP_TRACKING=wal CAPTURE_FLUSH_INTERVAL=300ms CAPTURE_LEASE=3s
+wait_until 20 grep -q "capture: streaming from" "$tmp/w4.log" || bad "w4 did not stream"
+check "Redis lost the epoch: the leader's epoch is past the recorded one" $((stored + 1)) \
+  "$(q "SELECT epoch FROM capture_state")"
+expect "the invalidation is a gap" grep -q "gap recorded: the replication slot $SLOT was invalidated" "$tmp/w4.log"
+check "... recorded" $((gaps + 1)) "$(q "SELECT count(*) FROM capture_gaps")"
+check "... and a new slot made" reserved "$(q "SELECT wal_status FROM pg_replication_slots WHERE slot_name = '$SLOT'")"
+stop_worker w4 >/dev/null
+wait_until 10 inactive || bad "the slot stayed active after the worker stopped"
+
+# ---- 10. back to triggers ----
 out=$("$CTL" tracking triggers 2>&1)
 expect "tracking triggers switches back" grep -q "switched from wal to triggers" <<<"$out"
 check "the triggers are back" 0 "$(q "SELECT count(*) FROM backup_scope s WHERE NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = s.table_name || '_backup_stamp')")"

@@ -49,6 +49,7 @@ typedef struct {
     char decode_error[ERR_MSG_MAX];
     KmsClient *kms; /* rekey and download --decode of backups under a KMS key */
     int replica;    /* reading S3_REPLICA_BUCKET, not the primary */
+    const Config *cfg;
 } Rec;
 
 static int on_page(const StorageObject *objs, size_t n, void *data) {
@@ -276,6 +277,7 @@ static int rec_open(Rec *r, const Config *cfg, int replica, const char *what) {
     r->http = http_client_new(&r->loop, 0);
     r->fd = -1;
     r->replica = replica;
+    r->cfg = cfg;
     if (!replica && cfg->store_path) {
         Err e;
         if ((r->store = storage_file_new(&r->loop, cfg->store_path, &e)) == NULL) {
@@ -514,6 +516,40 @@ static void dl_done(StorageRead *rd, const StorageReadResult *res, const Err *er
 
 /* WHAT is a backup id (its manifest found among the user's) or an object key: 0, -1 after
  * printing why, -2 when WHAT is neither. */
+/* A change segment has no manifest beside it: its record in change_segments is one (the wrapping
+ * of an encrypted segment's data key is in its own header). 0, -1 after saying why. */
+static int segment_manifest(const Config *cfg, const char *key, Manifest *m) {
+    PGconn *pg = ctl_pg_open(cfg);
+    if (pg == NULL)
+        return -1;
+    const char *v[] = {key};
+    PGresult *res = PQexecParams(pg,
+                                 "SELECT id, user_id::text, checksum, size, "
+                                 "array_to_string(codecs, ',') FROM change_segments "
+                                 "WHERE s3_key = $1",
+                                 1, NULL, v, NULL, NULL, 0);
+    int rc = -1;
+    Err e;
+    memset(m, 0, sizeof(*m));
+    if (PQresultStatus(res) != PGRES_TUPLES_OK)
+        fprintf(stderr, "backupctl download: %s", PQerrorMessage(pg));
+    else if (PQntuples(res) != 1)
+        fprintf(stderr, "backupctl download: %s is no recorded change segment\n", key);
+    else if (codec_list_parse(PQgetvalue(res, 0, 4), &m->codecs, &e) != 0)
+        fprintf(stderr, "backupctl download: %s: %s\n", key, e.msg);
+    else {
+        snprintf(m->key, sizeof(m->key), "%s", key);
+        snprintf(m->backup_id, sizeof(m->backup_id), "%s", PQgetvalue(res, 0, 0));
+        snprintf(m->user_id, sizeof(m->user_id), "%s", PQgetvalue(res, 0, 1));
+        snprintf(m->sha256, sizeof(m->sha256), "%s", PQgetvalue(res, 0, 2));
+        m->size = strtoull(PQgetvalue(res, 0, 3), NULL, 10);
+        rc = 0;
+    }
+    PQclear(res);
+    PQfinish(pg);
+    return rc;
+}
+
 static int find_manifest(Rec *r, const char *what, Manifest *m) {
     char mkey[400] = "";
     size_t n = strlen(what);
@@ -544,6 +580,8 @@ static int find_manifest(Rec *r, const char *what, Manifest *m) {
                     what);
             return -2;
         }
+        if (strstr(what, "/changes/"))
+            return segment_manifest(r->cfg, what, m);
         snprintf(mkey, sizeof(mkey), "%s" SUFFIX, what);
     }
     if (get_manifest(r, "download", mkey))

@@ -292,11 +292,19 @@ static const char LEASE_LUA[] =
     "redis.call('SET', KEYS[1], ARGV[1] .. '|' .. e, 'PX', ARGV[2])\n"
     "return e\n";
 
+/* KEYS: epoch. ARGV: the epoch recorded in capture_state. The next lease's epoch is above it:
+ * after Redis lost its data, the counter starts again from what PostgreSQL remembers. */
+static const char RAISE_LUA[] =
+    "local e = tonumber(redis.call('GET', KEYS[1]) or '0')\n"
+    "if e < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) end\n"
+    "return 0\n";
+
 static const char RELEASE_LUA[] = "if redis.call('GET', KEYS[1]) == ARGV[1] then\n"
                                   "  return redis.call('DEL', KEYS[1]) end\n"
                                   "return 0\n";
 
 static void claim(Capture *c);
+static void on_released(RedisClient *rc, redisReply *r, const Err *err, void *data);
 
 static void on_lease(RedisClient *rc, redisReply *r, const Err *err, void *data) {
     (void)rc;
@@ -462,6 +470,17 @@ static void on_claimed(PgConn *pc, PGresult *res, const Err *err, void *data) {
         step_down(c, "a newer leader recorded its epoch");
         return;
     }
+    if (strcmp(PQgetvalue(res, 0, 3), "t") != 0) {
+        /* capture_state holds a higher epoch than Redis gave: Redis lost its data (or another
+         * leader is newer). Raise the counter past it and try again at the next tick */
+        const char *argv[] = {"EVAL", RAISE_LUA, "1", c->epoch_key, PQgetvalue(res, 0, 4)};
+        Err e;
+        Op *ro = op_new(c, OP_LEASE);
+        if (redis_command_argv(services_redis(c->sv), on_released, ro, 5, argv, NULL, &e) != 0)
+            op_end(ro);
+        step_down(c, "capture_state records a newer epoch");
+        return;
+    }
     if (pgo_lsn_parse(PQgetvalue(res, 0, 0), &c->confirmed) != 0)
         c->confirmed = 0;
     snprintf(c->stored_system, sizeof(c->stored_system), "%s", PQgetvalue(res, 0, 1));
@@ -476,12 +495,14 @@ static void claim(Capture *c) {
     snprintf(ep, sizeof(ep), "%lld", c->epoch);
     const char *v[] = {c->jc->capture_slot, ep, c->me};
     pg_pool_query(services_pg(c->sv),
-                  "INSERT INTO capture_state (slot_name, epoch, leader) VALUES ($1, $2, $3) "
-                  "ON CONFLICT (id) DO UPDATE SET slot_name = EXCLUDED.slot_name, "
-                  "epoch = EXCLUDED.epoch, leader = EXCLUDED.leader, updated_at = now() "
-                  "WHERE capture_state.epoch <= EXCLUDED.epoch "
+                  "WITH up AS (INSERT INTO capture_state (slot_name, epoch, leader) "
+                  "VALUES ($1, $2, $3) ON CONFLICT (id) DO UPDATE SET slot_name = "
+                  "EXCLUDED.slot_name, epoch = EXCLUDED.epoch, leader = EXCLUDED.leader, "
+                  "updated_at = now() WHERE capture_state.epoch <= EXCLUDED.epoch "
                   "RETURNING confirmed_lsn::text, coalesce(system_identifier, ''), "
-                  "coalesce(timeline, 0)",
+                  "coalesce(timeline, 0), true, epoch) "
+                  "SELECT * FROM up UNION ALL SELECT confirmed_lsn::text, '', 0, false, epoch "
+                  "FROM capture_state WHERE NOT EXISTS (SELECT 1 FROM up)",
                   3, v, on_claimed, op_new(c, OP_CLAIM));
 }
 
@@ -1262,8 +1283,15 @@ static int on_copy_data(PgConn *pc, const char *buf, size_t len, void *data) {
     if (f.wal_end > c->server_end)
         c->server_end = f.wal_end;
     if (f.kind == 'k') {
-        if (f.reply)
+        if (f.reply) {
+            /* nothing of a tenant pending: what the server sent can be confirmed now (a server
+             * shutting down waits for exactly that) */
+            if (!c->in_txn && c->held == NULL && c->fl == NULL && strmap_count(c->buffers) == 0 &&
+                strmap_count(c->pend) == 0 && c->pend_truncated.len == 0 &&
+                c->server_end > c->idle_end)
+                c->idle_end = c->server_end;
             send_status(c, 0);
+        }
         return PG_COPY_CONTINUE;
     }
     if (f.start > c->received)
@@ -1477,10 +1505,11 @@ static void on_recorded(PgConn *pc, PGresult *res, const Err *err, void *data) {
             step_down(c, "a newer leader recorded its epoch: this leader's segments do not count");
             return;
         }
+        /* PostgreSQL unreachable, or shutting down: its walsender waits for this position
+         * before it lets the server stop. Drop the stream (the slot replays what was not
+         * recorded) and connect again */
         c->m_flush_failures++;
-        f->attempts++;
-        snprintf(c->last_error, sizeof(c->last_error), "recording segments: %.200s", err->msg);
-        log_warn(NULL, "capture: recording segments: %s (again at the next flush)", err->msg);
+        retry(c, "recording segments", err);
         return;
     }
     /* durable and recorded: confirm it, and the owners become the recorded ones */
@@ -1588,9 +1617,7 @@ static void start_flush(Capture *c) {
     c->flush_due = 0;
     if (c->fl) {
         if (!c->fl->recording && c->fl->inflight == 0 && c->fl->done < c->fl->n)
-            flush_step(c); /* a failed one: again */
-        else if (!c->fl->recording && c->fl->attempts && c->fl->done == c->fl->n)
-            record(c); /* its recording failed: again */
+            flush_step(c); /* a write failed: the whole flush again */
         return;
     }
     if (c->in_txn || c->state != CAP_STREAM) {
