@@ -15,7 +15,7 @@ for f in "$(dirname "$0")"/../proto/sql/[0-9]*.sql; do
   psql -X -q -v ON_ERROR_STOP=1 "$DATABASE_URL" -f "$f" >/dev/null 2>&1 || rc=$f
 done
 check "every file applies again by hand" 0 "$rc"
-check "tables" "backup_metadata backup_schema_migrations backup_scope backup_tombstone_purged backup_tombstones businesses clients notifications order_items orders products profiles restore_history user_settings" \
+check "tables" "backup_metadata backup_schema_migrations backup_scope backup_tombstone_purged backup_tombstones businesses capture_gaps capture_owners capture_state change_segments clients notifications order_items orders products profiles restore_history user_settings" \
   "$(q "SELECT string_agg(tablename, ' ' ORDER BY tablename) FROM pg_tables WHERE schemaname = 'public' AND tablename NOT LIKE 'bw_test%' AND tablename NOT LIKE 'snap\_%'")"
 check "updated_at triggers" 8 "$(q "SELECT count(*) FROM pg_trigger WHERE tgname LIKE '%_set_updated_at'")"
 

@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Change capture throughput (BACKUP_TRACKING=wal): ROWS inserted, TXN rows per transaction,
+# spread over USERS tenants, while one worker captures them into the store. Prints the changes
+# per second from the first commit until the slot's confirmed position covers the last one, the
+# lag after the last commit, the worker's and the walsender's CPU per change (from /proc ticks),
+# the worker's peak RSS and the segments written. Switches the database to wal for the run and
+# back to triggers after it. Asserts nothing.
+#
+#   eval "$(tools/devenv env)"; tools/bench/capture.sh [ROWS] [TXN] [USERS]
+set -euo pipefail
+ROWS=${1:-200000}
+TXN=${2:-1000}
+USERS=${3:-100}
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+: "${DATABASE_URL:?eval \"\$(tools/devenv env)\" first}"
+BUILD=${BUILD:-$ROOT/build}
+WORKER=$BUILD/backup-worker
+CTL=$BUILD/backupctl
+export PGOPTIONS="-c synchronous_commit=on"
+q() { psql -X -q -t -A -v ON_ERROR_STOP=1 "$DATABASE_URL" -c "$1"; }
+log=$(mktemp /tmp/bw-capbench.XXXXXX)
+wpid=""
+cleanup() {
+  [ -n "$wpid" ] && kill "$wpid" 2>/dev/null && wait "$wpid" 2>/dev/null
+  sleep 0.5
+  "$CTL" tracking triggers >/dev/null 2>&1 || true
+  q "DELETE FROM profiles WHERE email LIKE '%@capbench.test'" >/dev/null 2>&1 || true
+  rm -f "$log"
+}
+trap cleanup EXIT
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+HZ=$(getconf CLK_TCK)
+
+"$CTL" tracking wal >/dev/null
+q "DELETE FROM profiles WHERE email LIKE '%@capbench.test'" >/dev/null
+q "INSERT INTO profiles (id, email) SELECT gen_random_uuid(), 'u' || g || '@capbench.test'
+   FROM generate_series(1, $USERS) g" >/dev/null
+BACKUP_TRACKING=wal CAPTURE_FLUSH_INTERVAL=${CAPTURE_FLUSH_INTERVAL:-1s} WORKER_HTTP_PORT=0 \
+  REDIS_PREFIX=capbench$$ "$WORKER" >"$log" 2>&1 &
+wpid=$!
+for _ in $(seq 100); do grep -q "capture: streaming from" "$log" && break; sleep 0.1; done
+grep -q "capture: streaming from" "$log" || { cat "$log"; echo "the capture did not start" >&2; exit 1; }
+sleep 1
+wsnd=$(q "SELECT active_pid FROM pg_replication_slots WHERE slot_name = 'backup_capture'")
+segs0=$(q "SELECT count(*) FROM change_segments")
+bytes0=$(q "SELECT coalesce(sum(size), 0) FROM change_segments")
+w0=$(ticks "$wpid")
+s0=$(ticks "$wsnd")
+t0=$(date +%s.%N)
+ntx=$((ROWS / TXN))
+q "CREATE TEMP TABLE u AS SELECT id, row_number() OVER (ORDER BY id) - 1 AS k FROM profiles
+   WHERE email LIKE '%@capbench.test';
+   DO \$\$ BEGIN FOR t IN 1..$ntx LOOP
+     INSERT INTO notifications (user_id, type, title, body)
+       SELECT u.id, 'bench', 'n-' || t || '-' || g, repeat('x', 100)
+       FROM generate_series(1, $TXN) g JOIN u ON u.k = g % $USERS;
+     COMMIT;
+   END LOOP; END \$\$" >/dev/null
+t1=$(date +%s.%N)
+lsn=$(q "SELECT pg_current_wal_flush_lsn()")
+until [ "$(q "SELECT confirmed_flush_lsn >= '$lsn' FROM pg_replication_slots WHERE slot_name = 'backup_capture'")" = t ]; do
+  sleep 0.05
+done
+t2=$(date +%s.%N)
+w1=$(ticks "$wpid")
+s1=$(ticks "$wsnd")
+rss=$(awk '/VmHWM/ {print $2}' "/proc/$wpid/status")
+segs=$(($(q "SELECT count(*) FROM change_segments") - segs0))
+bytes=$(($(q "SELECT coalesce(sum(size), 0) FROM change_segments") - bytes0))
+awk -v rows="$ROWS" -v txn="$TXN" -v users="$USERS" -v t0="$t0" -v t1="$t1" -v t2="$t2" \
+  -v w="$((w1 - w0))" -v s="$((s1 - s0))" -v hz="$HZ" -v rss="$rss" -v segs="$segs" -v bytes="$bytes" 'BEGIN {
+  printf "capture: %d rows in %d transactions over %d tenants\n", rows, rows / txn, users
+  printf "  committed in %.2f s (%.0f rows/s); recorded %.2f s after the first commit\n", t1 - t0, rows / (t1 - t0), t2 - t0
+  printf "  capture throughput: %.0f changes/s; lag after the last commit: %.2f s\n", rows / (t2 - t0), t2 - t1
+  printf "  CPU: worker %.2f s (%.1f us/change), walsender %.2f s (%.1f us/change)\n", w / hz, w / hz / rows * 1e6, s / hz, s / hz / rows * 1e6
+  printf "  worker peak RSS %.1f MiB; %d segments, %.1f MiB stored\n", rss / 1024, segs, bytes / 1048576
+}'
