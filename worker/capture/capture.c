@@ -39,7 +39,7 @@
 #define STATUS_EVERY_MS 10000  /* standby status updates at least this often */
 #define CACHE_MAX       200000 /* owners remembered beyond the pending ones */
 #define RETRY_MS        2000   /* a failed setup step, again after this */
-#define PAUSE_FACTOR    4      /* the stream pauses once buffers hold 4 segments */
+#define PAUSE_FACTOR    1      /* the stream pauses once buffers hold a segment, a flush in flight */
 #define IDLE_RECORD_MS  60000  /* a quiet stream's position recorded this often */
 
 typedef enum {
