@@ -67,6 +67,9 @@ CREATE TABLE IF NOT EXISTS capture_gaps (
     reason       text NOT NULL,
     last_lsn     pg_lsn
 );
+-- the transaction that recorded it: a backup whose snapshot does not see it was taken before the
+-- gap, and no incremental builds on it (a backup's created_at may be set back; its snapshot not)
+ALTER TABLE capture_gaps ADD COLUMN IF NOT EXISTS xid xid8 NOT NULL DEFAULT pg_current_xact_id();
 ALTER TABLE capture_gaps ENABLE ROW LEVEL SECURITY;
 
 -- Who owns each row of a table that other scope tables hang from (orders, for order_items):

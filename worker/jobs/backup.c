@@ -642,9 +642,10 @@ static void backup_record_row(JobRt *rt, Backup *b) {
         "  SELECT id FROM backup_metadata"
         "  WHERE user_id = $1::uuid AND status = 'completed' AND snapshot IS NOT NULL"
         "    AND ($2 = 'incremental' OR type = 'full')"
-        /* changes may have gone unseen since a gap (slot lost, tracking switched) */
+        /* changes may have gone unseen since a gap (slot lost, tracking switched): no base
+         * whose snapshot was taken before one */
         "    AND NOT EXISTS (SELECT 1 FROM capture_gaps g"
-        "                    WHERE g.detected_at >= backup_metadata.created_at)"
+        "                    WHERE NOT pg_visible_in_snapshot(g.xid, snapshot::pg_snapshot))"
         "  ORDER BY created_at DESC, id DESC LIMIT 1),"
         " kind AS (SELECT CASE WHEN $2 = 'full' OR NOT EXISTS (SELECT 1 FROM base)"
         "  OR backup_tracking_mode() = 'wal' THEN 'full'"
