@@ -39,8 +39,8 @@
 #define STATUS_EVERY_MS 10000  /* standby status updates at least this often */
 #define CACHE_MAX       200000 /* owners remembered beyond the pending ones */
 #define RETRY_MS        2000   /* a failed setup step, again after this */
-#define PAUSE_FACTOR    1      /* the stream pauses once buffers hold a segment, a flush in flight */
-#define IDLE_RECORD_MS  60000  /* a quiet stream's position recorded this often */
+#define PAUSE_FACTOR    1     /* the stream pauses once buffers hold a segment, a flush in flight */
+#define IDLE_RECORD_MS  60000 /* a quiet stream's position recorded this often */
 
 typedef enum {
     CAP_IDLE,
@@ -232,6 +232,22 @@ static int op_end(Op *o) {
     if (c->closing)
         maybe_free(c);
     return live;
+}
+
+static void retry(Capture *c, const char *what, const Err *err);
+
+/* The usual answer of a database step: the Capture when the answer matters and succeeded; NULL
+ * when it is stale, or failed (then the leader starts over from CONNECT: retry). */
+static Capture *op_answer(void *data, const Err *err, const char *what) {
+    Op *o = data;
+    Capture *c = o->c;
+    if (!op_end(o))
+        return NULL;
+    if (err) {
+        retry(c, what, err);
+        return NULL;
+    }
+    return c;
 }
 
 /* ---- tenants ---- */
@@ -458,14 +474,9 @@ static void retry(Capture *c, const char *what, const Err *err) {
 
 static void on_claimed(PgConn *pc, PGresult *res, const Err *err, void *data) {
     (void)pc;
-    Op *o = data;
-    Capture *c = o->c;
-    if (!op_end(o))
+    Capture *c = op_answer(data, err, "recording the epoch");
+    if (c == NULL)
         return;
-    if (err) {
-        retry(c, "recording the epoch", err);
-        return;
-    }
     if (PQntuples(res) != 1) {
         step_down(c, "a newer leader recorded its epoch");
         return;
@@ -518,14 +529,9 @@ static void repl_query(Capture *c, const char *sql) {
 
 static void on_repl_connected(PgConn *pc, const Err *err, void *data) {
     (void)pc;
-    Op *o = data;
-    Capture *c = o->c;
-    if (!op_end(o))
+    Capture *c = op_answer(data, err, "replication connection");
+    if (c == NULL)
         return;
-    if (err) {
-        retry(c, "replication connection", err);
-        return;
-    }
     c->state = CAP_IDENTIFY;
     repl_query(c, "IDENTIFY_SYSTEM");
 }
@@ -566,14 +572,9 @@ static void note_gap(Capture *c, const char *fmt, const char *a, const char *b) 
 
 static void on_repl_result(PgConn *pc, PGresult *res, const Err *err, void *data) {
     (void)pc;
-    Op *o = data;
-    Capture *c = o->c;
-    if (!op_end(o))
+    Capture *c = op_answer(data, err, state_names[((Op *)data)->c->state]);
+    if (c == NULL)
         return;
-    if (err) {
-        retry(c, state_names[c->state], err);
-        return;
-    }
     switch (c->state) {
     case CAP_IDENTIFY: {
         if (PQntuples(res) != 1 || PQnfields(res) < 2) {
@@ -871,12 +872,8 @@ static void on_fetch(PgConn *pc, PGresult *res, const Err *err, void *data) {
     Capture *c = o->c;
     int slot = o->slot;
     int kind = o->kind;
-    if (!op_end(o))
+    if (op_answer(o, err, "reading rows the WAL does not carry") == NULL)
         return;
-    if (err) {
-        retry(c, "reading rows the WAL does not carry", err);
-        return;
-    }
     PGresult *copy = PQcopyResult(res, PG_COPYRES_ATTRS | PG_COPYRES_TUPLES);
     if (kind == OP_TENANTS)
         c->tenants = copy;
