@@ -1881,10 +1881,16 @@ void capture_metrics(Capture *c, Buf *out) {
                "# HELP bw_capture_retained_wal_bytes WAL the slot keeps (current LSN - "
                "restart_lsn).\n"
                "# TYPE bw_capture_retained_wal_bytes gauge\n"
-               "bw_capture_retained_wal_bytes %lld\n",
+               "bw_capture_retained_wal_bytes %lld\n"
+               "# HELP bw_capture_owner_lookups_total Children routed by a capture_owners read.\n"
+               "# TYPE bw_capture_owner_lookups_total counter\n"
+               "bw_capture_owner_lookups_total %" PRIu64 "\n"
+               "# HELP bw_capture_row_fetches_total Reads of rows the WAL does not carry.\n"
+               "# TYPE bw_capture_row_fetches_total counter\n"
+               "bw_capture_row_fetches_total %" PRIu64 "\n",
                enabled, c->epoch > 0, c->state == CAP_STREAM, c->epoch, c->m_changes, c->m_txns,
                c->m_segments, c->m_bytes, c->m_flush_failures, c->m_unrouted, c->m_gaps, c->m_lag_s,
-               age, c->buffered, c->m_retained);
+               age, c->buffered, c->m_retained, c->m_lookups, c->m_fetches);
 }
 
 /* ---- the start check ---- */

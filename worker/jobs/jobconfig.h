@@ -21,8 +21,8 @@ typedef struct {
     long long job_retention_ms;
     int events_maxlen;
     int worker_test_jobs;
-    int tracking_wal;               /* BACKUP_TRACKING=wal: the capture runs (capture/capture.h) */
-    long long capture_flush_ms;     /* segments written at least this often */
+    int tracking_wal;                /* BACKUP_TRACKING=wal: the capture runs (capture/capture.h) */
+    long long capture_flush_ms;      /* segments written at least this often */
     long long capture_segment_bytes; /* ... or once a tenant's buffer holds this much */
     long long capture_lease_ms;
     char capture_slot[64];
