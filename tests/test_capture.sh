@@ -94,8 +94,9 @@ LEADER=w1
 grep -q "capture: leading" "$tmp/w2.log" && LEADER=w2
 OTHER=$([ $LEADER = w1 ] && echo w2 || echo w1)
 expect "the slot was made" grep -q "capture: slot $SLOT created" "$tmp/$LEADER.log"
-check "with wal, an incremental asked for is full (incrementals from segments: not yet)" full \
-  "$(btype "$(bk --incremental)")"
+F1=$(bk --incremental)
+check "the first incremental after the switch is full (its base precedes the slot)" full \
+  "$(btype "$F1")"
 
 # slot_at LSN: the slot's confirmed position is at LSN or past it (a function: wait_until runs
 # it again at each poll, where a $(...) in its arguments would be read once)
@@ -180,6 +181,45 @@ check "... and one for B" 1 "$(lines "$B" | grep -c '"table":"notifications","op
 l=$(lines "$A" | grep '"table":"clients"' | tail -1)
 check "a column added since is in the row" 5 "$(jq -c .row.loyalty <<<"$l")"
 check "... the row is row_to_json's" "$(row_json clients "$C1" | jq -cS .)" "$(jrow "$l")"
+
+# ---- 4b. incrementals built from the segments ----
+out=$(REDIS_PREFIX=$P "$CTL" backup "$A" --incremental --wait --json 2>>"$tmp/bk.err")
+F2=$(jq -r .backup_id <<<"$out")
+check "an incremental after an order moved away and a TRUNCATE is full" full "$(btype "$F2")"
+check "... saying why" "incremental backup requested, but a TRUNCATE, or an order moved to another user, since the base: made a full one" "$(jq -r .note <<<"$out")"
+O4=$(q "INSERT INTO orders (user_id, number, total) VALUES ('$A', 4, 40) RETURNING id")
+I5A=$(q "INSERT INTO order_items (order_id, quantity, unit_price) VALUES ('$O4', 1, 3), ('$O4', 2, 4)
+         RETURNING id" | sort | tr '\n' ' ')
+q "UPDATE orders SET notes = 'incremental' WHERE id = '$O1'" >/dev/null
+q "DELETE FROM order_items WHERE id = '$I1'" >/dev/null
+q "INSERT INTO notifications (user_id, type, title) VALUES ('$A', 'x', 'brief')" >/dev/null
+q "DELETE FROM notifications WHERE title = 'brief'" >/dev/null
+q "UPDATE orders SET notes = 'not A' WHERE user_id = '$B'" >/dev/null # B's: not in A's
+INC=$(bk --incremental)
+# the worker's own notification of F2's completion is a change since F2 too
+NOTE=$(q "SELECT count(*) FROM notifications WHERE user_id = '$A' AND data->>'backup_id' = '$F2'")
+check "the next incremental builds on the full one, from the segments" "incremental:$F2" "$(btype "$INC")"
+expect "... which it read" grep -q "backup $INC: [1-9][0-9]* change segments\? of [0-9]* since base $F2 name $((6 + NOTE)) keys" \
+  "$tmp/$LEADER.log" "$tmp/$OTHER.log"
+"$CTL" download --decode "$INC" "$tmp/inc.json" >/dev/null 2>"$tmp/dl.err" || bad "download: $(cat "$tmp/dl.err")"
+doc=$(jq -c . "$tmp/inc.json")
+check "its orders: the new one and the changed one, as they are" \
+  "$(q "SELECT jsonb_agg((to_jsonb(x) - 'backup_xid') ORDER BY id)::text FROM orders x WHERE id IN ('$O4', '$O1')" | jq -cS .)" \
+  "$(jq -cS '.tables.orders | sort_by(.id)' <<<"$doc")"
+check "... the new order's items" "$I5A" "$(jq -r '.tables.order_items[].id' <<<"$doc" | sort | tr '\n' ' ')"
+check "... no other row (no scan of the tables)" $((4 + NOTE)) "$(jq '[.tables[] | length] | add' <<<"$doc")"
+check "... the deleted item among its deletions" "\"$I1\"" "$(jq -c '.deleted.order_items[]' <<<"$doc")"
+check "... and the notification written and deleted since" 1 "$(jq '.deleted.notifications | length' <<<"$doc")"
+check "... its counts in backup_metadata" 2 "$(q "SELECT (row_counts->>'orders')::int FROM backup_metadata WHERE id = '$INC'")"
+# a TRUNCATE names no keys: the next incremental is full, whether the claim saw its segment
+# or (not recorded yet then) the incremental met it among the segments and started over
+q "TRUNCATE notifications" >/dev/null
+out=$(REDIS_PREFIX=$P "$CTL" backup "$A" --incremental --wait --json 2>>"$tmp/bk.err")
+F3=$(jq -r .backup_id <<<"$out")
+check "an incremental right after a TRUNCATE is full" full "$(btype "$F3")"
+expect "... saying why" grep -q "incremental backup requested, but a TRUNCATE" <<<"$(jq -r .note <<<"$out")"
+check "... and no row of the incremental it began is left" 0 \
+  "$(q "SELECT count(*) FROM backup_metadata WHERE user_id = '$A' AND status <> 'completed'")"
 
 # ---- 5. kill -9 of the leader in the middle: every transaction exactly once ----
 N=300

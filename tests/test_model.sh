@@ -46,4 +46,10 @@ if node "$ROOT/tests/model.mjs" --prefix "$P" --seeds "${MODEL_SEEDS:-$DEFAULT_S
 else
   bad "model: a seed failed (above; MODEL_SEEDS=<seed> replays it)"
 fi
+if [ "$MODE" = wal ]; then # the oracle held with incrementals that did come from the segments
+  built=$(grep -c "change segments\? of" "$tmp/w1.log")
+  fell=$(grep -c "a full backup instead" "$tmp/w1.log")
+  check "incrementals built from the change segments: $built ($fell fell back to full)" t \
+    "$([ "$built" -gt 0 ] && echo t || echo "none of $((built + fell))")"
+fi
 finish

@@ -39,8 +39,7 @@
 #define STATUS_EVERY_MS 10000  /* standby status updates at least this often */
 #define CACHE_MAX       200000 /* owners remembered beyond the pending ones */
 #define RETRY_MS        2000   /* a failed setup step, again after this */
-#define PAUSE_FACTOR    1     /* the stream pauses once buffers hold a segment, a flush in flight */
-#define IDLE_RECORD_MS  60000 /* a quiet stream's position recorded this often */
+#define PAUSE_FACTOR    1 /* the stream pauses once buffers hold a segment, a flush in flight */
 
 typedef enum {
     CAP_IDLE,
@@ -65,7 +64,7 @@ typedef struct {
     int64_t first_time, last_time;
     uint64_t changes, txns, txn_seq;
     Buf xids;         /* comma-separated */
-    int (*counts)[4]; /* per scope table: i u d t */
+    int (*counts)[5]; /* per scope table: i u d t, w (a "where" delete) */
     int ncounts;
 } Tenant;
 
@@ -286,7 +285,7 @@ static Tenant *tenant_of(Capture *c, const char *user) {
 }
 
 static void count(Tenant *t, int table, char op) {
-    int k = op == 'i' ? 0 : op == 'u' ? 1 : op == 'd' ? 2 : 3;
+    int k = op == 'i' ? 0 : op == 'u' ? 1 : op == 'd' ? 2 : op == 't' ? 3 : 4;
     if (table >= 0 && table < t->ncounts)
         t->counts[table][k]++;
     t->changes++;
@@ -1001,7 +1000,7 @@ static int children_move(Capture *c, ChangesTable *t, const char *pkey, const ch
             size_t before = tn->data.len;
             changes_where_delete_line(scope_table(c->scope, k), scope_parent_column(c->scope, k),
                                       pkey, &m, &tn->data);
-            count(tn, k, 'd');
+            count(tn, k, 'w');
             c->buffered += tn->data.len - before;
         }
         /* the rows were read as the scope's staged columns: a relation of those, in order */
@@ -1565,10 +1564,14 @@ static void record(Capture *c) {
         int first = 1;
         for (int k = 0; k < t->ncounts; k++) {
             int *n = t->counts[k];
-            if (n[0] + n[1] + n[2] + n[3] == 0)
+            if (n[0] + n[1] + n[2] + n[3] + n[4] == 0)
                 continue;
-            buf_printf(&segs, "%s\"%s\":{\"i\":%d,\"u\":%d,\"d\":%d,\"t\":%d}", first ? "" : ",",
-                       scope_table(c->scope, k), n[0], n[1], n[2], n[3]);
+            /* "d" counts the where deletes too; "w" (only when there are some) them alone */
+            buf_printf(&segs, "%s\"%s\":{\"i\":%d,\"u\":%d,\"d\":%d,\"t\":%d", first ? "" : ",",
+                       scope_table(c->scope, k), n[0], n[1], n[2] + n[4], n[3]);
+            if (n[4])
+                buf_printf(&segs, ",\"w\":%d", n[4]);
+            buf_puts(&segs, "}");
             first = 0;
         }
         buf_printf(&segs, "},\"size\":%llu,\"checksum\":\"%s\",\"codecs\":%s}",
@@ -1623,7 +1626,8 @@ static void start_flush(Capture *c) {
     }
     /* Nothing of a tenant buffered: the position the server reported (WAL of other tables,
      * our own recordings) is confirmed to the server at once, so an idle slot never pins the
-     * WAL, and recorded only now and then: recording writes WAL too, and would chase itself. */
+     * WAL, and recorded once per flush interval (an incremental waits for the position to reach
+     * its snapshot): recording writes WAL too, and would chase itself if it were at once. */
     int idle =
         strmap_count(c->buffers) == 0 && strmap_count(c->pend) == 0 && c->pend_truncated.len == 0;
     uint64_t end = c->last_end;
@@ -1634,7 +1638,8 @@ static void start_flush(Capture *c) {
             c->idle_end = end;
             send_status(c, 0);
         }
-        if (end <= c->confirmed || now_ms(c) - c->last_record_ms < IDLE_RECORD_MS)
+        if (end <= c->confirmed ||
+            now_ms(c) - c->last_record_ms < (uint64_t)c->jc->capture_flush_ms)
             return;
     }
     Flush *f = xcalloc(1, sizeof(*f));

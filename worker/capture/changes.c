@@ -1,6 +1,7 @@
 /* changes: the change segment format (changes.h). A row goes through pgjson, the same writer
  * as a backup's rows: the tuple's text values are put in COPY's text form first, which is
  * what pgjson reads (pgoutput's values are the types' output text, as COPY's are). */
+#define _GNU_SOURCE /* memmem */
 #include "capture/changes.h"
 
 #include "base/json.h"
@@ -237,4 +238,148 @@ void changes_header(const ChangesHeader *h, Buf *out) {
 void changes_trailer(uint64_t changes, uint64_t transactions, Buf *out) {
     buf_printf(out, "{\"changes\":%llu,\"transactions\":%llu}\n", (unsigned long long)changes,
                (unsigned long long)transactions);
+}
+
+/* ---- reading ---- */
+
+/* A JSON string's text (json_field keeps escapes) decoded into out; -1 when malformed. Keys
+ * and column names are short: \uXXXX beyond ASCII is written as UTF-8. */
+static int unescape(const char *in, char *out, size_t outsz) {
+    size_t o = 0;
+    for (const char *p = in; *p; p++) {
+        unsigned c = (unsigned char)*p;
+        if (c == '\\') {
+            p++;
+            switch (*p) {
+            case '"':
+            case '\\':
+            case '/':
+                c = (unsigned char)*p;
+                break;
+            case 'b':
+                c = '\b';
+                break;
+            case 'f':
+                c = '\f';
+                break;
+            case 'n':
+                c = '\n';
+                break;
+            case 'r':
+                c = '\r';
+                break;
+            case 't':
+                c = '\t';
+                break;
+            case 'u': {
+                char hex[5] = {0};
+                for (int k = 0; k < 4; k++)
+                    if (!(hex[k] = p[k + 1]))
+                        return -1;
+                c = (unsigned)strtoul(hex, NULL, 16);
+                p += 4;
+                if (c >= 0x80) { /* two or three bytes of UTF-8 (no surrogate pairs in keys) */
+                    if (o + 3 >= outsz)
+                        return -1;
+                    if (c < 0x800) {
+                        out[o++] = (char)(0xC0 | (c >> 6));
+                    } else {
+                        out[o++] = (char)(0xE0 | (c >> 12));
+                        out[o++] = (char)(0x80 | ((c >> 6) & 0x3F));
+                    }
+                    c = 0x80 | (c & 0x3F);
+                }
+                break;
+            }
+            default:
+                return -1;
+            }
+        }
+        if (o + 1 >= outsz)
+            return -1;
+        out[o++] = (char)c;
+    }
+    out[o] = '\0';
+    return 0;
+}
+
+static int field_str(const char *line, size_t len, const char *name, char *out, size_t outsz) {
+    char raw[1024];
+    if (json_field(line, len, name, raw, sizeof(raw)) != 0)
+        return -1;
+    return unescape(raw, out, outsz);
+}
+
+int changes_read(const char *buf, size_t len, const char *user_id, ChangesItemCb cb, void *data,
+                 Err *err) {
+    const char *p = buf, *end = buf + len;
+    uint64_t n = 0, lineno = 0;
+    int trailer = 0;
+    char v[512], table[128], key[512], wcol[128], wval[512], op[4], xid[16];
+    while (p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        size_t l = nl ? (size_t)(nl - p) : (size_t)(end - p);
+        const char *line = p;
+        p = nl ? nl + 1 : end;
+        lineno++;
+        if (trailer || !json_valid(line, l, NULL))
+            goto bad;
+        if (lineno == 1) {
+            char ver[8];
+            if (field_str(line, l, "format", v, sizeof(v)) != 0 || strcmp(v, CHANGES_FORMAT) ||
+                json_field(line, l, "version", ver, sizeof(ver)) != 0 ||
+                atoi(ver) != CHANGES_VERSION)
+                goto bad;
+            if (field_str(line, l, "user_id", v, sizeof(v)) != 0 || strcmp(v, user_id) != 0) {
+                err_set(err, ERR_PERMANENT, ERR_CODE_INVALID,
+                        "change segment of user '%s' where one of %s was expected", v, user_id);
+                return -1;
+            }
+            continue;
+        }
+        if (json_field(line, l, "changes", v, sizeof(v)) == 0 &&
+            json_field(line, l, "lsn", op, sizeof(op)) != 0) {
+            if (strtoull(v, NULL, 10) != n)
+                goto bad;
+            trailer = 1;
+            continue;
+        }
+        if (field_str(line, l, "table", table, sizeof(table)) != 0 ||
+            field_str(line, l, "op", op, sizeof(op)) != 0 || strlen(op) != 1 ||
+            json_field(line, l, "xid", xid, sizeof(xid)) != 0)
+            goto bad;
+        ChangesItem it = {table, op[0], (uint32_t)strtoul(xid, NULL, 10), NULL, NULL, NULL};
+        if (op[0] == 'd' && json_field(line, l, "key", v, sizeof(v)) != 0) {
+            /* a "where" delete: {"where":{"column":"value"}} */
+            const char *w = memmem(line, l, "\"where\":{", 9);
+            char raw[1024];
+            if (w == NULL)
+                goto bad;
+            w += 9;
+            const char *colon = memchr(w, ':', (size_t)(line + l - w));
+            if (colon == NULL || *w != '"' || colon[-1] != '"' || (size_t)(colon - w - 2) >= 128)
+                goto bad;
+            memcpy(raw, w + 1, (size_t)(colon - w - 2));
+            raw[colon - w - 2] = '\0';
+            if (unescape(raw, wcol, sizeof(wcol)) != 0 ||
+                field_str(line, l, wcol, wval, sizeof(wval)) != 0)
+                goto bad;
+            it.where_col = wcol;
+            it.where_val = wval;
+        } else if (op[0] != 't') {
+            if ((op[0] != 'i' && op[0] != 'u' && op[0] != 'd') ||
+                field_str(line, l, "key", key, sizeof(key)) != 0)
+                goto bad;
+            it.key = key;
+        }
+        n++;
+        if (cb(&it, data, err) != 0)
+            return -1;
+    }
+    if (trailer)
+        return 0;
+bad:
+    err_set(err, ERR_PERMANENT, ERR_CODE_INVALID, "change segment line %llu is not of its format",
+            (unsigned long long)lineno);
+    return -1;
 }

@@ -82,4 +82,24 @@ typedef struct {
 void changes_header(const ChangesHeader *h, Buf *out);
 void changes_trailer(uint64_t changes, uint64_t transactions, Buf *out);
 
+/* ---- reading ---- */
+
+/* One change of a segment as changes_read passes it on (valid during the call). key: the key's
+ * text, NULL for t and for a "where" delete (then where_col = where_val). */
+typedef struct {
+    const char *table;
+    char op;
+    uint32_t xid;
+    const char *key;
+    const char *where_col, *where_val;
+} ChangesItem;
+/* 0 to go on, -1 to stop (with err set). */
+typedef int (*ChangesItemCb)(const ChangesItem *it, void *data, Err *err);
+
+/* A whole decoded segment of user_id: the header checked (format, version, user), each change
+ * to cb in order, the trailer's count checked. -1 with err (ERR_CODE_INVALID) when it is not a
+ * segment of user_id, or is cut short. */
+int changes_read(const char *buf, size_t len, const char *user_id, ChangesItemCb cb, void *data,
+                 Err *err);
+
 #endif

@@ -12,6 +12,12 @@
  *             kept a scope, the row counts under it (a guess, used if the fingerprint matches)
  *   SCOPE     backup_scope and the catalog's columns, checked, when the fingerprint is new;
  *             then the row counts for the progress
+ *   CAPWAIT   BACKUP_TRACKING=wal, incremental: wait until the capture has recorded every
+ *             change up to the snapshot's WAL position (capture_state, polled through the pool:
+ *             the snapshot would not see it); SEGLIST the user's segments, SEGGET each one
+ *             holding a transaction of the incremental, read and checked (segkeys.h); KEYS
+ *             the keys they name as settings, which the COPYs below select by
+ *             (SCOPE_ROWS_KEYS): no scan, no trigger
  *   DATAKEY   encrypted: a fresh data key, wrapped under the current key (keyring or KMS)
  *   COPY i    each table's rows (COPY TO STDOUT, one JSON object per line) -> document
  *             writer -> filter pipe (size, gzip, SHA-256 on the thread pool) -> multipart upload
@@ -28,6 +34,7 @@
  * row says `failed` (last attempt) or `pending` (a retry will follow).
  */
 #include "jobs/jobs.h"
+#include "capture/segkeys.h"
 #include "format/bfile.h"
 #include "base/buf.h"
 #include "io/codec.h"
@@ -41,7 +48,10 @@
 #include "scope/scopecache.h"
 #include "services.h"
 #include "jobs/jobspec.h"
+#include "keys/keys.h"
 #include "pg/pgjson.h"
+
+#include <openssl/sha.h>
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -61,6 +71,13 @@ typedef enum {
     ST_SNAPSHOT,
     ST_SCOPE,
     ST_COUNT,
+    ST_CAPWAIT,
+    ST_CAPSLEEP,
+    ST_SEGLIST,
+    ST_SEGGET,
+    ST_KEYS,
+    ST_FALLBACK,
+    ST_UNCLAIM,
     ST_DATAKEY,
     ST_COPY,
     ST_TOMB,
@@ -100,7 +117,19 @@ typedef struct {
     /* a crashed run's multipart uploads under our key */
     char **stale;
     int nstale, si;
+    /* wal: an incremental from the change segments */
+    int wal;
+    char wal_lsn[24]; /* the snapshot's WAL insert position */
+    uint64_t wait_from_ms;
+    SegKeys *sk;
+    char full_why[300]; /* the incremental became a full backup: why */
+    PGresult *segs;     /* the user's segments: id, key, checksum, size, codecs, xids */
+    int seg_i, seg_read;
 } Backup;
+
+/* How long an incremental waits for the capture to reach its snapshot. */
+#define CAPWAIT_MIN_MS  30000
+#define CAPWAIT_POLL_MS 200
 
 /* backup.c */
 static void backup_query(JobRt *rt, Backup *b, State next, int flags, const char *sql, int n,
@@ -120,6 +149,13 @@ static void backup_snapshot(JobRt *rt, Backup *b); /* after BEGIN (again) */
 static void backup_on_snapshot(JobRt *rt, Backup *b, PGresult *res, PGresult *counts);
 static void backup_on_scope(JobRt *rt, Backup *b, PGresult *res);
 static void backup_on_counted(JobRt *rt, Backup *b, PGresult *res);
+/* wal: the capture's position, the segments, the keys */
+static void count_rows(JobRt *rt, Backup *b);
+static void capture_wait(JobRt *rt, Backup *b);
+static void on_capture_state(JobRt *rt, Backup *b, PGresult *res);
+static void next_segment(JobRt *rt, Backup *b);
+static void on_segment(JobRt *rt, Backup *b, const StorageResult *sr);
+static void unclaim(JobRt *rt, Backup *b);
 
 /* A row this large (twice the pipe's 1 MiB chunk) is kept from libpq and its JSON written in
  * parts as the stream takes them: never a second whole copy of a 50 MB value. */
@@ -145,6 +181,11 @@ static void backup_progress(JobRt *rt, Backup *b, const char *stage) {
     /* bytes stored so far while the object is written (proto/README), its size once stored */
     uint64_t bytes = b->written.size ? b->written.size : b->out ? storage_write_stored(b->out) : 0;
     job_progress(jobrt_job(rt), stage, pct, b->rows_done, bytes);
+}
+
+/* Which rows the statements select (SCOPE_ROWS_*). */
+static int rows_mode(const Backup *b) {
+    return !b->base_id[0] ? SCOPE_ROWS_ALL : b->wal ? SCOPE_ROWS_KEYS : SCOPE_ROWS_SINCE_BASE;
 }
 
 static void backup_query(JobRt *rt, Backup *b, State next, int flags, const char *sql, int n,
@@ -186,11 +227,11 @@ static void start_copy(JobRt *rt, Backup *b, State state) {
     Buf sql = BUF_INIT;
     const char *table = scope_table(b->scope, b->ti);
     if (state == ST_COPY) {
-        scope_copy_sql(b->scope, b->ti, b->base_id[0] != 0, &sql);
+        scope_copy_sql(b->scope, b->ti, rows_mode(b), &sql);
         pgjson_row_free(b->rowj);
         b->rowj = scope_row_json(b->scope, b->ti);
     } else
-        scope_tombstone_sql(b->scope, b->ti, &sql);
+        scope_tombstone_sql(b->scope, b->ti, rows_mode(b), &sql);
     bfile_list_begin(&b->w, &b->piece, table);
     emit(b);
     backup_progress(rt, b, state == ST_COPY ? table : "deletions");
@@ -454,6 +495,23 @@ static void on_result(JobRt *rt, Backup *b, PGresult *res) {
     case ST_COUNT:
         backup_on_counted(rt, b, res);
         break;
+    case ST_CAPWAIT:
+        on_capture_state(rt, b, res);
+        break;
+    case ST_SEGLIST:
+        b->segs = PQcopyResult(res, PG_COPYRES_ATTRS | PG_COPYRES_TUPLES);
+        b->seg_i = 0;
+        next_segment(rt, b);
+        break;
+    case ST_KEYS:
+        count_rows(rt, b);
+        break;
+    case ST_FALLBACK:
+        unclaim(rt, b);
+        break;
+    case ST_UNCLAIM:
+        backup_record_row(rt, b);
+        break;
     case ST_COPY:
     case ST_TOMB: /* a table's COPY ended */
         bfile_list_end(&b->w, &b->piece);
@@ -525,9 +583,14 @@ static int backup_step(JobRt *rt, void *st, const JobEv *ev) {
     case JEV_LISTED:
         backup_abort_next_stale(rt, b, ev);
         break;
+    case JEV_TIMER:
+        capture_wait(rt, b);
+        break;
     case JEV_STORED:
         if (b->state == ST_ABORT_STALE)
             backup_abort_next_stale(rt, b, ev);
+        else if (b->state == ST_SEGGET)
+            on_segment(rt, b, ev->sres);
         else /* the manifest is stored */
             complete(rt, b);
         break;
@@ -580,6 +643,8 @@ static void backup_release(void *st) {
     free(b->base_snapshot);
     free(b->wrapped);
     buf_free(&b->piece);
+    segkeys_free(b->sk);
+    PQclear(b->segs);
     for (int i = 0; i < b->nstale; i++)
         free(b->stale[i]);
     free(b->stale);
@@ -628,12 +693,9 @@ static void backup_record_row(JobRt *rt, Backup *b) {
     snprintf(ts, sizeof(ts), "%" PRIu64, wall_ms());
     char codecs[64];
     codec_list_csv(&b->codecs, codecs, sizeof(codecs));
-    const char *v[] = {b->spec->user_id,
-                       b->spec->mode,
-                       ts,
-                       b->spec->job_id,
-                       codec_list_compression(&b->codecs),
-                       codecs};
+    const char *v[] = {
+        b->spec->user_id, b->spec->mode, ts, b->spec->job_id, codec_list_compression(&b->codecs),
+        codecs,           b->full_why};
     /* the base is resolved once, when the row is created; a retry finds the row by job id (and
      * keeps the codecs it was created with) */
     backup_query(
@@ -647,8 +709,13 @@ static void backup_record_row(JobRt *rt, Backup *b) {
         "    AND NOT EXISTS (SELECT 1 FROM capture_gaps g"
         "                    WHERE NOT pg_visible_in_snapshot(g.xid, snapshot::pg_snapshot))"
         "  ORDER BY created_at DESC, id DESC LIMIT 1),"
+        /* wal: an incremental builds on the change segments when they cover the base */
+        " why AS (SELECT CASE WHEN $7 <> '' THEN $7"
+        "  WHEN $2 <> 'full' AND backup_tracking_mode() = 'wal'"
+        "  AND EXISTS (SELECT 1 FROM base) THEN capture_incremental_ok($1::uuid,"
+        "  (SELECT snapshot FROM backup_metadata WHERE id = (SELECT id FROM base))) END AS why),"
         " kind AS (SELECT CASE WHEN $2 = 'full' OR NOT EXISTS (SELECT 1 FROM base)"
-        "  OR backup_tracking_mode() = 'wal' THEN 'full'"
+        "  OR (SELECT why FROM why) IS NOT NULL THEN 'full'"
         "  ELSE $2 END AS type)"
         " INSERT INTO backup_metadata AS m (id, user_id, type, requested_type, status,"
         "  base_backup_id, job_id, compression, codecs)"
@@ -660,8 +727,10 @@ static void backup_record_row(JobRt *rt, Backup *b) {
         " ON CONFLICT (job_id) DO UPDATE SET job_id = EXCLUDED.job_id"
         " RETURNING m.id, m.user_id::text, m.type, m.status, coalesce(m.base_backup_id, ''),"
         "  coalesce((SELECT s.snapshot FROM backup_metadata s WHERE s.id = m.base_backup_id),"
-        "  ''), coalesce(m.requested_type, m.type), " BW_SQL_CODECS("m") ", m.attempts",
-        6, v);
+        "  ''), coalesce(m.requested_type, m.type), " BW_SQL_CODECS(
+            "m") ", m.attempts,"
+                 "  coalesce((SELECT why FROM why), ''), backup_tracking_mode()",
+        7, v);
 }
 
 static void set_running(JobRt *rt, Backup *b);
@@ -708,6 +777,7 @@ static void backup_on_recorded(JobRt *rt, Backup *b, PGresult *res) {
     snprintf(b->base_id, sizeof(b->base_id), "%s", PQgetvalue(res, 0, 4));
     b->base_snapshot = xstrdup(PQgetvalue(res, 0, 5));
     snprintf(b->requested, sizeof(b->requested), "%s", PQgetvalue(res, 0, 6));
+    b->wal = b->base_id[0] && strcmp(PQgetvalue(res, 0, 10), "wal") == 0;
     job_set_backup_id(jobrt_job(rt), b->id);
     if (layout_backup_key(b->key, sizeof(b->key), spec->user_id, b->id,
                           strcmp(b->type, "incremental") == 0, &b->codecs) != 0) {
@@ -715,11 +785,17 @@ static void backup_on_recorded(JobRt *rt, Backup *b, PGresult *res) {
         return;
     }
     if (strcmp(b->type, b->requested) != 0) {
-        char note[160];
-        snprintf(note, sizeof(note),
-                 "%s backup requested, but there is no completed %s to build on: made a full one",
-                 b->requested,
-                 strcmp(b->requested, "differential") == 0 ? "full backup" : "backup");
+        char note[240];
+        const char *why = PQgetvalue(res, 0, 9);
+        if (why[0])
+            snprintf(note, sizeof(note), "%s backup requested, but %s: made a full one",
+                     b->requested, why);
+        else
+            snprintf(note, sizeof(note),
+                     "%s backup requested, but there is no completed %s to build on: made a full "
+                     "one",
+                     b->requested,
+                     strcmp(b->requested, "differential") == 0 ? "full backup" : "backup");
         job_set_note(jobrt_job(rt), note);
     }
     if (strcmp(status, "completed") == 0) {
@@ -756,7 +832,10 @@ static void snapshot_sql(Buf *sql) {
                /* the dates and times the worker turns into JSON are read in ISO */
                "set_config('DateStyle', 'ISO', true), "
                /* whether the scope read last still holds */
-               "%s",
+               "%s, "
+               /* every commit this snapshot sees is before it (wal: what the capture must
+                * have recorded) */
+               "pg_current_wal_insert_lsn()::text",
                scope_fingerprint_sql());
 }
 
@@ -786,10 +865,12 @@ static void set_running(JobRt *rt, Backup *b) {
         {NULL, 0, NULL, 0},
     };
     int n = 3;
-    b->scope = scopecache_latest(services_scope_cache(jobrt_services(rt)), b->guess_fp,
-                                 sizeof(b->guess_fp));
+    /* no guess for wal: its counts wait for the segments' keys */
+    b->scope = b->wal ? NULL
+                      : scopecache_latest(services_scope_cache(jobrt_services(rt)), b->guess_fp,
+                                          sizeof(b->guess_fp));
     if (b->scope) {
-        scope_count_sql(b->scope, b->base_id[0] != 0, &count);
+        scope_count_sql(b->scope, rows_mode(b), &count);
         st[n++] = (PgStmt){count.data, 0, NULL, 0};
     }
     b->state = ST_RUNNING;
@@ -854,6 +935,7 @@ static void backup_on_snapshot(JobRt *rt, Backup *b, PGresult *res, PGresult *co
     b->snapshot = xstrdup(PQgetvalue(res, 0, 0));
     snprintf(b->created_at, sizeof(b->created_at), "%s", PQgetvalue(res, 0, 3));
     snprintf(b->scope_fp, sizeof(b->scope_fp), "%s", PQgetvalue(res, 0, 5));
+    snprintf(b->wal_lsn, sizeof(b->wal_lsn), "%s", PQgetvalue(res, 0, 6));
     ScopeCache *cache = services_scope_cache(jobrt_services(rt));
     if (b->scope && counts && strcmp(b->scope_fp, b->guess_fp) == 0) {
         scopecache_hit(cache);
@@ -887,7 +969,7 @@ static int prepare_scope(JobRt *rt, Backup *b) {
     b->counts = xcalloc((size_t)n, sizeof(uint64_t));
     b->deleted = xcalloc((size_t)n, sizeof(uint64_t));
     b->expected = xcalloc((size_t)n, sizeof(uint64_t));
-    for (int i = 0; b->base_id[0] && i < n; i++)
+    for (int i = 0; b->base_id[0] && !b->wal && i < n; i++)
         if (!scope_tracked(b->scope, i)) {
             jobrt_failf(rt, ERR_PERMANENT, ERR_CODE_CONFIG,
                         "table %s has no change tracking (backup_xid): run SELECT "
@@ -898,13 +980,206 @@ static int prepare_scope(JobRt *rt, Backup *b) {
     return 0;
 }
 
+static void count_rows(JobRt *rt, Backup *b) {
+    Buf sql = BUF_INIT;
+    scope_count_sql(b->scope, rows_mode(b), &sql);
+    backup_query(rt, b, ST_COUNT, 0, sql.data, 0, NULL);
+    buf_free(&sql);
+}
+
 static void use_scope(JobRt *rt, Backup *b) {
     if (prepare_scope(rt, b) != 0)
         return;
+    if (b->wal) {
+        Err e;
+        b->sk = segkeys_new(b->scope, b->spec->user_id, b->base_snapshot, b->snapshot, &e);
+        if (b->sk == NULL) {
+            jobrt_fail(rt, &e);
+            return;
+        }
+        b->wait_from_ms = jobrt_elapsed_ms(rt);
+        backup_progress(rt, b, "changes");
+        capture_wait(rt, b);
+        return;
+    }
+    count_rows(rt, b);
+}
+
+/* ---- wal: the keys from the change segments ---- */
+
+/* The segments cannot make this incremental (a gap since the base, a change that names no
+ * key, a capture that does not catch up): a full backup instead, under a new id, as the claim
+ * would have made had it known. Nothing is stored yet: the snapshot is let go, the row of the
+ * incremental deleted, and the claim made again with the reason. */
+static void fall_back_to_full(JobRt *rt, Backup *b, const char *why) {
+    log_info(job_log_id(jobrt_job(rt)), "backup %s: %s: a full backup instead", b->id, why);
+    snprintf(b->full_why, sizeof(b->full_why), "%s", why);
+    backup_query(rt, b, ST_FALLBACK, JRT_END, "ROLLBACK", 0, NULL);
+}
+
+/* After the ROLLBACK: everything the incremental had read, dropped. */
+static void unclaim(JobRt *rt, Backup *b) {
+    scope_free(b->scope);
+    b->scope = NULL;
+    free(b->counts);
+    free(b->deleted);
+    free(b->expected);
+    b->counts = b->deleted = b->expected = NULL;
+    b->rows_total = 0;
+    free(b->snapshot);
+    free(b->base_snapshot);
+    b->snapshot = b->base_snapshot = NULL;
+    segkeys_free(b->sk);
+    b->sk = NULL;
+    PQclear(b->segs);
+    b->segs = NULL;
+    b->wal = 0;
+    b->seg_read = 0;
+    const char *v[] = {b->id};
+    backup_query(rt, b, ST_UNCLAIM, 0,
+                 "DELETE FROM backup_metadata WHERE id = $1 AND status <> 'completed'", 1, v);
+}
+
+/* Polled through the pool: the job's own transaction would see capture_state as it was. */
+static void capture_wait(JobRt *rt, Backup *b) {
+    const char *v[] = {b->wal_lsn, b->base_snapshot};
+    b->state = ST_CAPWAIT;
+    jobrt_pool_query(rt, ST_CAPWAIT, 0,
+                     "SELECT confirmed_lsn >= $1::pg_lsn, coalesce(pg_visible_in_snapshot("
+                     "reset_xid, $2::pg_snapshot), false), confirmed_lsn::text, "
+                     "pg_wal_lsn_diff($1::pg_lsn, confirmed_lsn)::bigint FROM capture_state",
+                     2, v);
+}
+
+static void on_capture_state(JobRt *rt, Backup *b, PGresult *res) {
+    if (PQntuples(res) != 1 || strcmp(PQgetvalue(res, 0, 1), "t") != 0) {
+        /* a gap since the base: a slot made after it holds none of what came between */
+        fall_back_to_full(rt, b, "the change capture started after the base");
+        return;
+    }
+    if (strcmp(PQgetvalue(res, 0, 0), "t") == 0) {
+        const char *v[] = {b->spec->user_id};
+        b->state = ST_SEGLIST;
+        jobrt_pool_query(rt, ST_SEGLIST, 0,
+                         "SELECT id, s3_key, checksum, size, array_to_string(codecs, ','), "
+                         "array_to_string(xids, ',') FROM change_segments "
+                         "WHERE user_id = $1::uuid ORDER BY end_lsn, id",
+                         1, v);
+        return;
+    }
+    uint64_t waited = jobrt_elapsed_ms(rt) - b->wait_from_ms;
+    uint64_t limit = (uint64_t)b->cfg->capture_flush_ms * 6;
+    if (limit < CAPWAIT_MIN_MS)
+        limit = CAPWAIT_MIN_MS;
+    if (waited >= limit) {
+        char why[240];
+        snprintf(why, sizeof(why),
+                 "the change capture was still %s bytes of WAL behind the snapshot after %.0f s",
+                 PQgetvalue(res, 0, 3), waited / 1000.0);
+        fall_back_to_full(rt, b, why);
+        return;
+    }
+    b->state = ST_CAPSLEEP;
+    jobrt_sleep(rt, ST_CAPSLEEP, CAPWAIT_POLL_MS);
+}
+
+/* The next segment holding a transaction of the incremental; then the keys as settings. */
+static void next_segment(JobRt *rt, Backup *b) {
+    int n = PQntuples(b->segs);
+    while (b->seg_i < n && !segkeys_wanted(b->sk, PQgetvalue(b->segs, b->seg_i, 5)))
+        b->seg_i++;
+    if (b->seg_i < n) {
+        uint64_t size = strtoull(PQgetvalue(b->segs, b->seg_i, 3), NULL, 10);
+        b->state = ST_SEGGET;
+        jobrt_get(rt, ST_SEGGET, 0, PQgetvalue(b->segs, b->seg_i, 1), (size_t)size + 1);
+        return;
+    }
+    log_info(job_log_id(jobrt_job(rt)),
+             "backup %s: %d change segment%s of %d since base %s name %zu key%s", b->id,
+             b->seg_read, b->seg_read == 1 ? "" : "s", n, b->base_id, segkeys_total(b->sk),
+             segkeys_total(b->sk) == 1 ? "" : "s");
+    int nt = scope_count(b->scope);
     Buf sql = BUF_INIT;
-    scope_count_sql(b->scope, b->base_id[0] != 0, &sql);
-    backup_query(rt, b, ST_COUNT, 0, sql.data, 0, NULL);
+    Buf *vals = xcalloc((size_t)nt * 2, sizeof(Buf));
+    const char **v = xcalloc((size_t)nt * 2, sizeof(char *));
+    buf_puts(&sql, "SELECT ");
+    for (int i = 0; i < nt; i++) {
+        char name[32];
+        scope_keys_setting(i, name, sizeof(name));
+        buf_puts(&vals[2 * i], name);
+        segkeys_array(b->sk, i, &vals[2 * i + 1]);
+        v[2 * i] = vals[2 * i].data;
+        v[2 * i + 1] = vals[2 * i + 1].data;
+        buf_printf(&sql, "%sset_config($%d, $%d, true)", i ? ", " : "", 2 * i + 1, 2 * i + 2);
+    }
+    backup_query(rt, b, ST_KEYS, 0, sql.data, nt * 2, v);
+    for (int i = 0; i < nt * 2; i++)
+        buf_free(&vals[i]);
+    free(vals);
+    free(v);
     buf_free(&sql);
+}
+
+/* A segment read whole: its stored bytes' SHA-256 checked against its record, decoded (its
+ * data key, when encrypted, unwrapped from its own header), its keys taken. */
+static void on_segment(JobRt *rt, Backup *b, const StorageResult *sr) {
+    const char *id = PQgetvalue(b->segs, b->seg_i, 0);
+    const char *key = PQgetvalue(b->segs, b->seg_i, 1);
+    unsigned char md[SHA256_DIGEST_LENGTH];
+    char hex[65];
+    SHA256((const unsigned char *)sr->body->data, sr->body->len, md);
+    for (int i = 0; i < SHA256_DIGEST_LENGTH; i++)
+        snprintf(hex + 2 * i, 3, "%02x", md[i]);
+    if (strcmp(hex, PQgetvalue(b->segs, b->seg_i, 2)) != 0) {
+        char why[LAYOUT_KEY_MAX + 160];
+        snprintf(why, sizeof(why),
+                 "Change segment checksum verification failed: %s (stored %.12s..., recorded "
+                 "%.12s...)",
+                 key, hex, PQgetvalue(b->segs, b->seg_i, 2));
+        log_warn(job_log_id(jobrt_job(rt)), "backup %s: %s", b->id, why);
+        fall_back_to_full(rt, b, why);
+        return;
+    }
+    Err e;
+    CodecList codecs;
+    if (codec_list_parse(PQgetvalue(b->segs, b->seg_i, 4), &codecs, &e) != 0) {
+        fall_back_to_full(rt, b, e.msg);
+        return;
+    }
+    Buf cj = BUF_INIT, out = BUF_INIT;
+    codec_list_json(&codecs, &cj);
+    CryptParams cp = {.user_id = b->spec->user_id,
+                      .backup_id = id,
+                      .codecs_json = cj.data,
+                      .have_dek = 0,
+                      .unwrap = keys_unwrap_fn,
+                      .unwrap_data = (void *)b->cfg->keys};
+    FilterChain *dec = codec_decoder(&codecs, &cp);
+    int rc = filter_chain_write(dec, sr->body->data, sr->body->len, &out, &e);
+    if (rc == 0)
+        rc = filter_chain_finish(dec, &out, &e);
+    if (rc == 0)
+        rc = segkeys_add(b->sk, out.data ? out.data : "", out.len, &e);
+    filter_chain_free(dec);
+    crypt_wipe(&cp, sizeof(cp));
+    buf_free(&cj);
+    buf_free(&out);
+    if (rc != 0) {
+        /* a segment that names no keys for a change, or one that cannot be read (a full backup
+         * needs none: the user still gets one; the second is said loudly) */
+        char why[LAYOUT_KEY_MAX + 300];
+        if (rc == SEGKEYS_NO_KEYS)
+            snprintf(why, sizeof(why), "%s", e.msg);
+        else {
+            snprintf(why, sizeof(why), "change segment %s cannot be read: %s", key, e.msg);
+            log_warn(job_log_id(jobrt_job(rt)), "backup %s: %s", b->id, why);
+        }
+        fall_back_to_full(rt, b, why);
+        return;
+    }
+    b->seg_read++;
+    b->seg_i++;
+    next_segment(rt, b);
 }
 
 static void backup_on_counted(JobRt *rt, Backup *b, PGresult *res) {

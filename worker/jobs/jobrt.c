@@ -194,6 +194,36 @@ void jobrt_pool_query(JobRt *rt, int tag, int flags, const char *sql, int n, con
     pg_pool_query(rt->pool, sql, n, v, on_pool_result, op_new(rt, tag, flags));
 }
 
+typedef struct {
+    uv_timer_t t;
+    OpCtx o;
+} SleepOp;
+
+static void on_sleep_closed(uv_handle_t *h) {
+    SleepOp *s = h->data;
+    JobRt *rt = s->o.rt;
+    int tag = s->o.tag;
+    free(s);
+    rt->ops_busy--;
+    JobEv ev = {.kind = JEV_TIMER, .tag = tag};
+    deliver(rt, &ev, NULL, 0);
+}
+
+static void on_sleep(uv_timer_t *t) {
+    uv_close((uv_handle_t *)t, on_sleep_closed);
+}
+
+void jobrt_sleep(JobRt *rt, int tag, uint64_t ms) {
+    if (rt->failing)
+        return;
+    SleepOp *s = xcalloc(1, sizeof(*s));
+    s->o = (OpCtx){rt, tag, 0};
+    rt->ops_busy++;
+    uv_timer_init(job_loop(rt->job), &s->t);
+    s->t.data = s;
+    uv_timer_start(&s->t, on_sleep, ms, 0);
+}
+
 static int on_row(PgConn *c, const char *buf, size_t len, void *data) {
     (void)c;
     JobRt *rt = data;

@@ -53,6 +53,7 @@ typedef enum {
     JEV_CHECKED,       /* the checked read ended: check (its counts), err with JRT_SOFT */
     JEV_LOCKED,        /* jobrt_user_lock(): locked (1 locked, 0 busy) */
     JEV_KEY,           /* jobrt_datakey_new/open(): key (the data key and its wrapping) */
+    JEV_TIMER,         /* jobrt_sleep() ended */
 } JobEvKind;
 
 /* A data key, valid during the event only (then wiped). */
@@ -126,6 +127,8 @@ void jobrt_query(JobRt *rt, int tag, int flags, const char *sql, int n, const ch
  * connection's afterwards (a BEGIN among them opens it; JRT_BEGIN/JRT_END are not used).
  * JRT_SOFT: a failure comes as ev->err with the results (NULL when the connection failed). */
 void jobrt_pipeline(JobRt *rt, int tag, int flags, const PgStmt *stmts, int n);
+/* JEV_TIMER after ms (waited for by the teardown like any operation: keep it short). */
+void jobrt_sleep(JobRt *rt, int tag, uint64_t ms);
 /* One statement through the pool, no lease needed (JEV_RESULT). */
 void jobrt_pool_query(JobRt *rt, int tag, int flags, const char *sql, int n, const char *const *v);
 /* COPY ... TO STDOUT: JEV_ROW per row, then JEV_RESULT. */

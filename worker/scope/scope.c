@@ -364,8 +364,27 @@ int scope_is_stamp(const Column *c) {
  * whoever it named: a parent moved to this user (proto/sql/014's move tombstone for its old owner)
  * brings its children, whose own rows did not change (issue 29). A parent deleted and written again
  * brings them too, which is harmless: a step may hold unchanged rows. */
-static void incremental_filter(const Scope *s, int i, Buf *sql) {
+void scope_keys_setting(int i, char *out, size_t n) {
+    snprintf(out, n, "backup.keys_%d", i);
+}
+
+/* table i's keys of SCOPE_ROWS_KEYS, as an array of the key's type: evaluated once (an
+ * InitPlan), so that the array is parsed once and the key's index used. */
+static void keys_array(const Scope *s, int i, Buf *sql) {
     const Table *t = &s->t[i];
+    const char *type = scope_col_type(t, t->key);
+    /* the outer cast keeps ANY from reading the subquery as a set of rows */
+    buf_printf(sql, "(SELECT current_setting('backup.keys_%d')::%s[])::%s[]", i, type, type);
+}
+
+static void incremental_filter(const Scope *s, int i, int rows, Buf *sql) {
+    const Table *t = &s->t[i];
+    if (rows == SCOPE_ROWS_KEYS) {
+        buf_printf(sql, " AND \"%s\" = ANY(", t->key);
+        keys_array(s, i, sql);
+        buf_puts(sql, ")");
+        return;
+    }
     const char *base = "current_setting('backup.base_snapshot')::pg_snapshot";
     int p = scope_covering_parent(s, i);
     buf_printf(sql,
@@ -382,7 +401,7 @@ static void incremental_filter(const Scope *s, int i, Buf *sql) {
 
 /* SELECT of table i's backed-up columns (to_json of those PostgreSQL must write: json) and the
  * user's rows. */
-static void copy_select(const Scope *s, int i, int incremental, int plain, Buf *sql) {
+static void copy_select(const Scope *s, int i, int rows, int plain, Buf *sql) {
     const Table *t = &s->t[i];
     buf_puts(sql, "SELECT ");
     int first = 1;
@@ -398,19 +417,19 @@ static void copy_select(const Scope *s, int i, int incremental, int plain, Buf *
     }
     buf_printf(sql, " FROM \"%s\" WHERE ", t->name);
     user_filter(s, t, sql);
-    if (incremental)
-        incremental_filter(s, i, sql);
+    if (rows != SCOPE_ROWS_ALL)
+        incremental_filter(s, i, rows, sql);
 }
 
-void scope_copy_sql(const Scope *s, int i, int incremental, Buf *sql) {
+void scope_copy_sql(const Scope *s, int i, int rows, Buf *sql) {
     buf_puts(sql, "COPY (");
-    copy_select(s, i, incremental, 1, sql);
+    copy_select(s, i, rows, 1, sql);
     buf_puts(sql, ") TO STDOUT");
 }
 
-void scope_copy_json_sql(const Scope *s, int i, int incremental, Buf *sql) {
+void scope_copy_json_sql(const Scope *s, int i, int rows, Buf *sql) {
     buf_puts(sql, "COPY (SELECT row_to_json(r)::text FROM (");
-    copy_select(s, i, incremental, 0, sql);
+    copy_select(s, i, rows, 0, sql);
     buf_puts(sql, ") r) TO STDOUT (FORMAT csv, QUOTE e'\\x01', DELIMITER e'\\x02')");
 }
 
@@ -424,13 +443,13 @@ PgJsonRow *scope_row_json(const Scope *s, int i) {
     return r;
 }
 
-void scope_count_sql(const Scope *s, int incremental, Buf *sql) {
+void scope_count_sql(const Scope *s, int rows, Buf *sql) {
     buf_puts(sql, "SELECT ");
     for (int i = 0; i < s->n; i++) {
         buf_printf(sql, "%s(SELECT count(*) FROM \"%s\" WHERE ", i ? ", " : "", s->t[i].name);
         user_filter(s, &s->t[i], sql);
-        if (incremental)
-            incremental_filter(s, i, sql);
+        if (rows != SCOPE_ROWS_ALL)
+            incremental_filter(s, i, rows, sql);
         buf_puts(sql, ")");
     }
 }
@@ -456,7 +475,17 @@ void scope_tombstone_filter(const Scope *s, const Table *t, Buf *sql) {
     buf_puts(sql, "))");
 }
 
-void scope_tombstone_sql(const Scope *s, int i, Buf *sql) {
+void scope_tombstone_sql(const Scope *s, int i, int rows, Buf *sql) {
+    if (rows == SCOPE_ROWS_KEYS) {
+        const Table *t = &s->t[i];
+        buf_puts(sql, "COPY (SELECT to_json(_bk.k::text)::text FROM unnest(");
+        keys_array(s, i, sql);
+        buf_printf(sql, ") _bk(k) WHERE NOT EXISTS (SELECT 1 FROM \"%s\" WHERE \"%s\" = _bk.k AND ",
+                   t->name, t->key);
+        user_filter(s, t, sql);
+        buf_puts(sql, ") ORDER BY 1) TO STDOUT (FORMAT csv, QUOTE e'\\x01', DELIMITER e'\\x02')");
+        return;
+    }
     buf_puts(sql, "COPY (SELECT to_json(row_id)::text FROM (SELECT DISTINCT row_id FROM "
                   "backup_tombstones WHERE ");
     scope_tombstone_filter(s, &s->t[i], sql);

@@ -73,27 +73,39 @@ int scope_find(const Scope *s, const char *name);
  * PostgreSQL (to_json in the COPY). */
 void scope_set_json_kind(Scope *s, const char *table, const char *column, char kind);
 
+/* Which of the user's rows of a table the statements below select. */
+#define SCOPE_ROWS_ALL 0 /* every row: a full backup */
+#define SCOPE_ROWS_SINCE_BASE                                                                      \
+    1 /* written by transactions the base's snapshot does not see                                  \
+         (backup_xid, current_setting('backup.base_snapshot')) */
+#define SCOPE_ROWS_KEYS                                                                            \
+    2 /* whose key is in current_setting('backup.keys_I'), an array                                \
+         literal: the keys the change segments name (wal) */
+
 /*
  * Append to sql the COPY statement that emits table i's rows of the user in
  * current_setting('backup.user_id') in COPY's text format, every column but
- * backup_xid; scope_row_json(s, i) writes each line as row_to_json would. With
- * incremental set, only rows written by transactions not visible in
- * current_setting('backup.base_snapshot'). The session needs DateStyle ISO.
+ * backup_xid; scope_row_json(s, i) writes each line as row_to_json would. rows: SCOPE_ROWS_*.
+ * The session needs DateStyle ISO.
  */
-void scope_copy_sql(const Scope *s, int i, int incremental, Buf *sql);
+void scope_copy_sql(const Scope *s, int i, int rows, Buf *sql);
 /* The rows of scope_copy_sql as PostgreSQL's row_to_json writes them, one per line: what
  * scope_row_json must equal, byte for byte (tests, backupctl scope --sql --json). */
-void scope_copy_json_sql(const Scope *s, int i, int incremental, Buf *sql);
+void scope_copy_json_sql(const Scope *s, int i, int rows, Buf *sql);
 /* The writer of table i's JSON rows from scope_copy_sql's lines (the caller frees it). */
 PgJsonRow *scope_row_json(const Scope *s, int i);
 
 /* Append one SELECT returning, per table in order, how many rows scope_copy_sql emits. */
-void scope_count_sql(const Scope *s, int incremental, Buf *sql);
+void scope_count_sql(const Scope *s, int rows, Buf *sql);
 /*
  * Append the COPY statement that emits, one JSON string per line, the keys of table i's rows
- * of the user deleted by transactions not visible in the base snapshot (backup_tombstones).
+ * of the user deleted since the base: by transactions not visible in the base snapshot
+ * (backup_tombstones; SCOPE_ROWS_SINCE_BASE), or, SCOPE_ROWS_KEYS, the keys of
+ * backup.keys_I that are no row of the user's in this snapshot.
  */
-void scope_tombstone_sql(const Scope *s, int i, Buf *sql);
+void scope_tombstone_sql(const Scope *s, int i, int rows, Buf *sql);
+/* The name of table i's setting for SCOPE_ROWS_KEYS (backup.keys_I). */
+void scope_keys_setting(int i, char *out, size_t n);
 /* 1 if table i carries backup_xid (backup_track_all() ran since it was added). */
 int scope_tracked(const Scope *s, int i);
 

@@ -1,0 +1,145 @@
+/* segkeys: an incremental's keys from change segments, with pg_snapshot visibility (pgsnap)
+ * and the segment reader (changes_read); pure logic. The capture test (test_capture.sh) and
+ * the model test in wal mode build real incrementals this way. */
+#include "capture/changes.h"
+#include "capture/segkeys.h"
+#include "pg/pgsnap.h"
+
+#include "base/buf.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#define U "caca0000-0000-4000-8000-00000000000a"
+
+static void test_snapshot(void **state) {
+    (void)state;
+    PgSnap s;
+    Err e;
+    assert_int_equal(pgsnap_parse("100:110:102,105", &s, &e), 0);
+    assert_int_equal(s.nxip, 2);
+    assert_true(pgsnap_visible(&s, 99));
+    assert_true(pgsnap_visible(&s, 101));
+    assert_false(pgsnap_visible(&s, 102)); /* in progress */
+    assert_true(pgsnap_visible(&s, 104));
+    assert_false(pgsnap_visible(&s, 105));
+    assert_false(pgsnap_visible(&s, 110)); /* not yet begun */
+    assert_int_equal(pgsnap_widen(&s, 105), 105);
+    pgsnap_free(&s);
+    /* an epoch later: 32-bit xids on either side of the wrap */
+    uint64_t ep = 1ull << 32;
+    assert_int_equal(pgsnap_parse("4294967396:4294967400:", &s, &e), 0);
+    assert_int_equal(pgsnap_widen(&s, 4294967295u), 4294967295ull); /* just before the wrap */
+    assert_int_equal(pgsnap_widen(&s, 102), ep + 102);
+    assert_int_equal(pgsnap_widen(&s, 200), ep + 200); /* after xmax: not seen */
+    assert_false(pgsnap_visible(&s, pgsnap_widen(&s, 200)));
+    assert_true(pgsnap_visible(&s, pgsnap_widen(&s, 4294967295u)));
+    pgsnap_free(&s);
+    const char *bad[] = {"", "1:2", "5:4:", "1:9:3,3", "1:9:12", "1:9:3,", "x:9:", "1:9:3;4"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        assert_int_equal(pgsnap_parse(bad[i], &s, &e), -1);
+        assert_non_null(strstr(e.msg, "is no pg_snapshot"));
+    }
+}
+
+static Scope *sample(void) {
+    Scope *s = scope_new();
+    Err e;
+    assert_int_equal(scope_add_table(s, "orders", "id", "user_id", "", "", 50, &e), 0);
+    assert_int_equal(scope_add_table(s, "order_items", "id", "", "orders", "order_id", 60, &e), 0);
+    const char *oc[] = {"id", "user_id", "notes"}, *ic[] = {"id", "order_id"};
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(scope_add_column(s, "orders", oc[i], "uuid", "s=", "", "", &e), 0);
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(scope_add_column(s, "order_items", ic[i], "uuid", "s=", "", "", &e), 0);
+    return s;
+}
+
+static void seg(Buf *b, const char *user, const char *body, int changes) {
+    buf_printf(b,
+               "{\"format\":\"pedidolist-changes\",\"version\":1,\"segment\":\"s\",\"user_id\":"
+               "\"%s\",\"epoch\":1,\"start_lsn\":\"0/1\",\"end_lsn\":\"0/2\",\"codecs\":[],"
+               "\"created_at\":\"2026-12-07T00:00:00Z\"}\n%s{\"changes\":%d,\"transactions\":1}\n",
+               user, body, changes);
+}
+
+#define CH(xid, table, op, rest)                                                                   \
+    "{\"lsn\":\"0/1\",\"time\":\"2026-12-07T00:00:00Z\",\"xid\":" #xid ",\"table\":\"" table       \
+    "\",\"op\":\"" op "\"" rest "}\n"
+
+static void test_keys(void **state) {
+    (void)state;
+    Scope *s = sample();
+    Err e;
+    /* the base saw up to 100 but not 98; the incremental sees up to 110 but not 105 */
+    SegKeys *k = segkeys_new(s, U, "95:101:98", "95:111:105", &e);
+    assert_non_null(k);
+    assert_true(segkeys_wanted(k, "90,98"));    /* 98: after the base */
+    assert_false(segkeys_wanted(k, "90,100"));  /* both in the base */
+    assert_false(segkeys_wanted(k, "105,111")); /* neither seen by the incremental */
+    Buf b = BUF_INIT, a = BUF_INIT;
+    seg(&b, U,
+        CH(100, "orders", "u", ",\"key\":\"o-in-base\",\"row\":{}")
+            CH(98, "orders", "i", ",\"key\":\"o1\",\"row\":{\"id\":\"o1\"}")
+                CH(103, "order_items", "d", ",\"key\":\"i\\\"1\"")
+                    CH(103, "orders", "u", ",\"key\":\"o1\",\"row\":{\"key\":\"not this\"}")
+                        CH(105, "orders", "i", ",\"key\":\"o-later\",\"row\":{}")
+                            CH(111, "orders", "d", ",\"key\":\"o-after\""),
+        6);
+    assert_int_equal(segkeys_add(k, b.data, b.len, &e), 0);
+    assert_int_equal(segkeys_total(k), 2);
+    segkeys_array(k, scope_find(s, "orders"), &a);
+    assert_string_equal(a.data, "{\"o1\"}");
+    buf_reset(&a);
+    segkeys_array(k, scope_find(s, "order_items"), &a);
+    assert_string_equal(a.data, "{\"i\\\"1\"}"); /* the key's quote, escaped for the literal */
+    /* a TRUNCATE, or a "where" delete, of the incremental names no keys; of the base, nothing */
+    buf_reset(&b);
+    seg(&b, U,
+        CH(100, "orders", "t", "") CH(98, "order_items", "d", ",\"where\":{\"order_id\":\"o9\"}"),
+        2);
+    assert_int_equal(segkeys_add(k, b.data, b.len, &e), SEGKEYS_NO_KEYS);
+    assert_non_null(strstr(e.msg, "an order moved to another user"));
+    buf_reset(&b);
+    seg(&b, U, CH(104, "orders", "t", ""), 1);
+    assert_int_equal(segkeys_add(k, b.data, b.len, &e), SEGKEYS_NO_KEYS);
+    assert_non_null(strstr(e.msg, "a TRUNCATE of orders"));
+    /* another user's segment, a table outside the scope, a short or malformed segment */
+    buf_reset(&b);
+    seg(&b, "caca0000-0000-4000-8000-00000000000b", "", 0);
+    assert_int_equal(segkeys_add(k, b.data, b.len, &e), -1);
+    assert_non_null(strstr(e.msg, "where one of " U " was expected"));
+    buf_reset(&b);
+    seg(&b, U, CH(103, "secrets", "i", ",\"key\":\"x\",\"row\":{}"), 1);
+    assert_int_equal(segkeys_add(k, b.data, b.len, &e), -1);
+    assert_non_null(strstr(e.msg, "not in the backup scope"));
+    assert_int_equal(segkeys_total(k), 2); /* neither added a key */
+    /* (a segment's keys before the line that goes wrong are taken: the caller then gives up
+     * the incremental) */
+    buf_reset(&b);
+    seg(&b, U, CH(103, "orders", "i", ",\"key\":\"x\",\"row\":{}"), 2); /* trailer says 2 */
+    assert_int_equal(segkeys_add(k, b.data, b.len, &e), -1);
+    assert_non_null(strstr(e.msg, "is not of its format"));
+    buf_reset(&b);
+    seg(&b, U, CH(103, "orders", "i", ",\"key\":\"x\",\"row\":{}"), 1);
+    assert_int_equal(segkeys_add(k, b.data, b.len - 20, &e), -1); /* cut short */
+    assert_int_equal(segkeys_add(k, "{\"format\":\"x\"}\n", 15, &e), -1);
+    buf_free(&b);
+    buf_free(&a);
+    segkeys_free(k);
+    assert_null(segkeys_new(s, U, "1:2:", "nope", &e));
+    scope_free(s);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_snapshot),
+        cmocka_unit_test(test_keys),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
