@@ -317,13 +317,39 @@ gaps=$(q "SELECT count(*) FROM capture_gaps")
 # and Redis lost the epoch counter meanwhile: the next leader's epoch still goes past the last
 stored=$(q "SELECT epoch FROM capture_state")
 R DEL "$P:capture:epoch" >/dev/null
-start_worker w4 BACKUP_TRACKING=wal CAPTURE_FLUSH_INTERVAL=300ms CAPTURE_LEASE=3s
+start_worker w4 BACKUP_TRACKING=wal CAPTURE_FLUSH_INTERVAL=300ms CAPTURE_LEASE=3s \
+  CAPTURE_SEGMENT_MB=1 CAPTURE_DECODING_KB=64
 wait_until 20 grep -q "capture: streaming from" "$tmp/w4.log" || bad "w4 did not stream"
 check "Redis lost the epoch: the leader's epoch is past the recorded one" $((stored + 1)) \
   "$(q "SELECT epoch FROM capture_state")"
 expect "the invalidation is a gap" grep -q "gap recorded: the replication slot $SLOT was invalidated" "$tmp/w4.log"
 check "... recorded" $((gaps + 1)) "$(q "SELECT count(*) FROM capture_gaps")"
 check "... and a new slot made" reserved "$(q "SELECT wal_status FROM pg_replication_slots WHERE slot_name = '$SLOT'")"
+
+# ---- 9b. large transactions: streamed before their commit, kept on disk, aborts dropped ----
+# (the walsender streams past 64 kB here; w4 holds 1 MB of change lines in memory at most)
+big() { # $1 rows titled $2 in one transaction, with $3 (SQL) before its end
+  q "BEGIN; INSERT INTO notifications (user_id, type, title, body)
+     SELECT '$A', 'big', '$2', repeat('x', 200) FROM generate_series(1, $1); $3" >/dev/null 2>&1
+}
+titled() { lines "$A" | grep -c "\"title\":\"$1\""; }
+big 20000 big-commit "COMMIT"
+big 3000 big-abort "ROLLBACK"
+q "BEGIN; INSERT INTO notifications (user_id, type, title, body) SELECT '$A', 'big', 'sp-kept', 'k'
+   FROM generate_series(1, 1000); SAVEPOINT s;
+   INSERT INTO notifications (user_id, type, title, body) SELECT '$A', 'big', 'sp-gone', repeat('y', 200)
+   FROM generate_series(1, 2000); ROLLBACK TO s;
+   INSERT INTO notifications (user_id, type, title) VALUES ('$A', 'big', 'sp-after'); COMMIT" >/dev/null
+recorded 60 || bad "the large transactions were not recorded"
+expect "a large transaction is streamed before its commit and routed at its commit" \
+  grep -q "capture: transaction [0-9]*, streamed before its commit ([0-9]* bytes kept on disk)" "$tmp/w4.log"
+expect "... its changes beyond memory went to disk" grep -q "capture: a transaction outgrew memory" "$tmp/w4.log"
+check "... every row of it captured once" 20000 "$(titled big-commit)"
+expect "a streamed transaction that aborts is dropped" grep -q "capture: transaction [0-9]*, streamed before its end, aborted" "$tmp/w4.log"
+check "... none of its rows in a segment" 0 "$(titled big-abort)"
+check "a savepoint rolled back inside a streamed transaction: its rows are not captured" 0 "$(titled sp-gone)"
+check "... the rows before it are" 1000 "$(titled sp-kept)"
+check "... and after it" 1 "$(titled sp-after)"
 stop_worker w4 >/dev/null
 wait_until 10 inactive || bad "the slot stayed active after the worker stopped"
 

@@ -27,6 +27,7 @@
 #include "pg/pgpool.h"
 #include "scope/scope.h"
 
+#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -57,9 +58,14 @@ typedef enum {
 static const char *const state_names[] = {"idle", "claim",  "connect", "identify", "slot",
                                           "drop", "create", "reset",   "start",    "stream"};
 
+typedef struct Capture Capture;
+
 typedef struct {
+    Capture *c;
     char user[37];
-    Buf data; /* change lines */
+    Buf data;    /* change lines */
+    FILE *spill; /* earlier change lines, when a transaction outgrew memory (before data) */
+    uint64_t spill_len;
     uint64_t first_lsn, last_lsn;
     int64_t first_time, last_time;
     uint64_t changes, txns, txn_seq;
@@ -68,7 +74,18 @@ typedef struct {
     int ncounts;
 } Tenant;
 
-typedef struct Capture Capture;
+/* A large transaction the server streams before it commits (protocol 2): its messages, as
+ * they came, in a spill file until its Stream Commit (replayed then, in commit order, as any
+ * transaction) or Stream Abort (dropped; a subtransaction's abort cuts the file back to where
+ * that subtransaction began: savepoints nest, so everything after it was its). */
+typedef struct {
+    uint32_t xid;
+    FILE *f; /* u32 length (host order), message; ... */
+    uint64_t bytes;
+    uint32_t *subxid; /* the subtransactions seen, with their first message's offset */
+    long *suboff;
+    int nsub, capsub;
+} Streamed;
 
 typedef struct {
     Capture *c;
@@ -78,8 +95,8 @@ typedef struct {
     char sha256[65];
     uint64_t size;
     StorageWrite *w;
-    const Buf *piece[3];
-    Buf head, tail;
+    const Buf *piece[4]; /* head, (the spill file), data, tail */
+    Buf head, tail, chunk;
     int pi;
     size_t off;
     char key_id[CRYPT_ID_MAX + 1];
@@ -147,7 +164,7 @@ struct Capture {
     Scope *scope;
     ChangesTable **tables; /* by relation: index in rels */
     uint32_t *relids;
-    unsigned *relver;
+    unsigned *relver, *relgens;
     int nrels;
 
     /* recorded state */
@@ -185,7 +202,19 @@ struct Capture {
     PGresult *tenants;     /* a TRUNCATE: every tenant with history */
 
     StrMap *buffers; /* user -> Tenant */
-    size_t buffered;
+    /* protocol 2: large transactions streamed before their commit */
+    StrMap *streams; /* xid -> Streamed */
+    int in_block;    /* between a Stream Start and Stop */
+    uint32_t block_xid;
+    Streamed *rp;       /* the transaction being replayed at its Stream Commit */
+    PgoDecoder *rp_dec; /* its own decoder: its Relation messages are its own */
+    char *rp_msg;       /* the message being routed (held across a lookup) */
+    uint32_t rp_len;
+    uint64_t rp_end;
+    unsigned relgen, rp_gen; /* which decoder table_of's relations are of */
+    uint64_t m_streamed, m_stream_aborts;
+    size_t buffered;      /* change lines in memory */
+    uint64_t spill_bytes; /* ... and in spill files (buffers and the flush's) */
     Flush *fl;
     int flush_due;
 
@@ -194,6 +223,7 @@ struct Capture {
         m_gaps, m_lookups, m_fetches;
     double m_lag_s;
     long long m_retained;
+    uint64_t m_spilled;
     int64_t m_oldest_unflushed;
     char last_error[256];
 };
@@ -255,6 +285,10 @@ static void tenant_free(void *p) {
     Tenant *t = p;
     if (t == NULL)
         return;
+    if (t->spill) {
+        fclose(t->spill); /* unlinked when made: gone */
+        t->c->spill_bytes -= t->spill_len;
+    }
     buf_free(&t->data);
     buf_free(&t->xids);
     free(t->counts);
@@ -265,6 +299,7 @@ static Tenant *tenant_of(Capture *c, const char *user) {
     Tenant *t = strmap_get(c->buffers, user);
     if (t == NULL) {
         t = xcalloc(1, sizeof(*t));
+        t->c = c;
         snprintf(t->user, sizeof(t->user), "%s", user);
         t->ncounts = scope_count(c->scope);
         t->counts = xcalloc((size_t)t->ncounts, sizeof(*t->counts));
@@ -289,6 +324,55 @@ static void count(Tenant *t, int table, char op) {
     if (table >= 0 && table < t->ncounts)
         t->counts[table][k]++;
     t->changes++;
+}
+
+/* A file under $TMPDIR (else /tmp; tmpfile() knows only /tmp, read-only in the pod), unlinked
+ * at once: it goes when it is closed, or when the process dies. */
+static FILE *spill_file(void) {
+    const char *dir = getenv("TMPDIR");
+    char path[512];
+    snprintf(path, sizeof(path), "%s/bw-capture-XXXXXX", dir && dir[0] ? dir : "/tmp");
+    int fd = mkstemp(path);
+    if (fd < 0)
+        return NULL;
+    unlink(path);
+    FILE *f = fdopen(fd, "w+");
+    if (f == NULL)
+        close(fd);
+    return f;
+}
+
+/* A transaction larger than memory should hold (CAPTURE_SEGMENT_MB): every tenant's change
+ * lines so far go to its spill file (spill_file(), under TMPDIR), to be written from there at
+ * the next flush. Memory stays bounded whatever the size of a transaction; the disk holds the
+ * rest until its commit is flushed. -1 with err when the file cannot be written. */
+static int spill(Capture *c, Err *err) {
+    size_t pos = 0;
+    const char *u;
+    void *v;
+    while (strmap_next(c->buffers, &pos, &u, &v)) {
+        Tenant *t = v;
+        if (t->data.len == 0)
+            continue;
+        if (t->spill == NULL && (t->spill = spill_file()) == NULL) {
+            err_set(err, ERR_RETRYABLE, ERR_CODE_IO, "a spill file: %s", strerror(errno));
+            return -1;
+        }
+        if (fwrite(t->data.data, 1, t->data.len, t->spill) != t->data.len ||
+            fflush(t->spill) != 0) {
+            err_set(err, ERR_RETRYABLE, ERR_CODE_IO, "writing a spill file: %s", strerror(errno));
+            return -1;
+        }
+        if (t->spill_len == 0)
+            log_info(NULL, "capture: a transaction outgrew memory: user %s's changes go to disk",
+                     t->user);
+        t->spill_len += t->data.len;
+        c->spill_bytes += t->data.len;
+        c->m_spilled += t->data.len;
+        c->buffered -= t->data.len;
+        buf_free(&t->data);
+    }
+    return 0;
 }
 
 /* ---- lease ---- */
@@ -402,6 +486,7 @@ static void flush_free(Flush *f) {
         tenant_free(s->t);
         buf_free(&s->head);
         buf_free(&s->tail);
+        buf_free(&s->chunk);
         free(s->wrapped);
         crypt_wipe(s->dek, sizeof(s->dek));
     }
@@ -409,6 +494,208 @@ static void flush_free(Flush *f) {
     strmap_free(f->owners, free);
     buf_free(&f->truncated);
     free(f);
+}
+
+/* What routing a message did. */
+#define ROUTE_DONE 0
+#define ROUTE_WAIT 1 /* a lookup or fetch started: the message is held */
+#define ROUTE_FAIL -1
+
+/* ---- protocol 2: streamed transactions ---- */
+
+static void streamed_free(void *p) {
+    Streamed *t = p;
+    if (t == NULL)
+        return;
+    if (t->f)
+        fclose(t->f);
+    free(t->subxid);
+    free(t->suboff);
+    free(t);
+}
+
+static void streamed_drop(Capture *c, Streamed *t) {
+    char k[16];
+    snprintf(k, sizeof(k), "%u", t->xid);
+    strmap_del(c->streams, k);
+    c->spill_bytes -= t->bytes;
+    streamed_free(t);
+}
+
+static void streams_reset(Capture *c) {
+    size_t pos = 0;
+    const char *k;
+    void *v;
+    while (strmap_next(c->streams, &pos, &k, &v))
+        c->spill_bytes -= ((Streamed *)v)->bytes;
+    strmap_free(c->streams, streamed_free);
+    c->streams = strmap_new();
+    if (c->rp_dec)
+        pgo_decoder_free(c->rp_dec);
+    c->rp_dec = NULL;
+    streamed_free(c->rp);
+    c->rp = NULL;
+    free(c->rp_msg);
+    c->rp_msg = NULL;
+    c->in_block = 0;
+}
+
+static Streamed *streamed_of(Capture *c, uint32_t xid, int make) {
+    char k[16];
+    snprintf(k, sizeof(k), "%u", xid);
+    Streamed *t = strmap_get(c->streams, k);
+    if (t == NULL && make) {
+        t = xcalloc(1, sizeof(*t));
+        t->xid = xid;
+        strmap_put(c->streams, k, t);
+    }
+    return t;
+}
+
+/* A message of a streamed block, kept as it came. */
+static int stream_keep(Capture *c, const char *buf, size_t len, Err *err) {
+    Streamed *t = streamed_of(c, c->block_xid, 1);
+    if (t->f == NULL && (t->f = spill_file()) == NULL) {
+        err_set(err, ERR_RETRYABLE, ERR_CODE_IO, "a spill file: %s", strerror(errno));
+        return -1;
+    }
+    /* the (sub)transaction the change is of follows the type byte */
+    if (len >= 5 && strchr("IUDTRYM", buf[0])) {
+        uint32_t x = ((uint32_t)(unsigned char)buf[1] << 24) |
+                     ((uint32_t)(unsigned char)buf[2] << 16) |
+                     ((uint32_t)(unsigned char)buf[3] << 8) | (unsigned char)buf[4];
+        int seen = x == t->xid;
+        for (int i = 0; !seen && i < t->nsub; i++)
+            seen = t->subxid[i] == x;
+        if (!seen) {
+            if (t->nsub == t->capsub) {
+                t->capsub = t->capsub ? t->capsub * 2 : 8;
+                t->subxid = xrealloc(t->subxid, (size_t)t->capsub * sizeof(*t->subxid));
+                t->suboff = xrealloc(t->suboff, (size_t)t->capsub * sizeof(*t->suboff));
+            }
+            t->subxid[t->nsub] = x;
+            t->suboff[t->nsub++] = (long)t->bytes;
+        }
+    }
+    uint32_t n = (uint32_t)len;
+    if (fwrite(&n, sizeof(n), 1, t->f) != 1 || fwrite(buf, 1, len, t->f) != len) {
+        err_set(err, ERR_RETRYABLE, ERR_CODE_IO, "writing a spill file: %s", strerror(errno));
+        return -1;
+    }
+    t->bytes += sizeof(n) + len;
+    c->spill_bytes += sizeof(n) + len;
+    c->m_spilled += sizeof(n) + len;
+    return 0;
+}
+
+/* Stream Abort: the transaction dropped, or a subtransaction's part of it cut off. */
+static int stream_abort(Capture *c, uint32_t xid, uint32_t subxid, Err *err) {
+    Streamed *t = streamed_of(c, xid, 0);
+    if (t == NULL)
+        return 0;
+    if (subxid == xid) {
+        c->m_stream_aborts++;
+        log_info(NULL,
+                 "capture: transaction %u, streamed before its end, aborted: %" PRIu64
+                 " bytes dropped",
+                 xid, t->bytes);
+        streamed_drop(c, t);
+        return 0;
+    }
+    for (int i = 0; i < t->nsub; i++)
+        if (t->subxid[i] == subxid) {
+            long off = t->suboff[i];
+            if (fflush(t->f) != 0 || ftruncate(fileno(t->f), off) != 0 ||
+                fseek(t->f, off, SEEK_SET) != 0) {
+                err_set(err, ERR_RETRYABLE, ERR_CODE_IO, "cutting a spill file: %s",
+                        strerror(errno));
+                return -1;
+            }
+            c->spill_bytes -= t->bytes - (uint64_t)off;
+            t->bytes = (uint64_t)off;
+            t->nsub = i; /* it and the ones after it: nested in it */
+            break;
+        }
+    return 0;
+}
+
+static int route_message(Capture *c, const PgoMessage *m, Err *err);
+static void end_of_txn(Capture *c, uint64_t end_lsn);
+
+/* Stream Commit: the transaction's messages routed now, in its commit's place, with their own
+ * decoder (their Relation messages describe the tables as that transaction saw them). Resumed
+ * after a lookup (ROUTE_WAIT) at the message it stopped at. */
+static int replay(Capture *c, Err *err) {
+    for (;;) {
+        if (c->rp_msg == NULL) {
+            uint32_t n;
+            if (c->rp->f == NULL || fread(&n, sizeof(n), 1, c->rp->f) != 1) {
+                if (c->rp->f && ferror(c->rp->f)) {
+                    err_set(err, ERR_RETRYABLE, ERR_CODE_IO, "reading a spill file: %s",
+                            strerror(errno));
+                    return ROUTE_FAIL;
+                }
+                break; /* its end */
+            }
+            c->rp_msg = xmalloc(n ? n : 1);
+            c->rp_len = n;
+            if (fread(c->rp_msg, 1, n, c->rp->f) != n) {
+                err_set(err, ERR_RETRYABLE, ERR_CODE_IO, "a spill file cut short");
+                return ROUTE_FAIL;
+            }
+        }
+        PgoMessage m;
+        unsigned gen = c->relgen;
+        c->relgen = c->rp_gen;
+        int r = pgo_decode(c->rp_dec, c->rp_msg, c->rp_len, &m, err) != 0
+                    ? ROUTE_FAIL
+                    : route_message(c, &m, err);
+        c->relgen = gen;
+        if (r != ROUTE_DONE)
+            return r;
+        free(c->rp_msg);
+        c->rp_msg = NULL;
+        clear_lookups(c);
+        /* a streamed transaction is a large one: its lines past memory go to disk as they come */
+        if (c->buffered > (size_t)c->jc->capture_segment_bytes * PAUSE_FACTOR && spill(c, err) != 0)
+            return ROUTE_FAIL;
+    }
+    log_info(NULL,
+             "capture: transaction %u, streamed before its commit (%" PRIu64
+             " bytes kept on disk), routed at its commit",
+             c->xid, c->rp->bytes);
+    c->spill_bytes -= c->rp->bytes;
+    streamed_free(c->rp);
+    c->rp = NULL;
+    pgo_decoder_free(c->rp_dec);
+    c->rp_dec = NULL;
+    c->m_streamed++;
+    end_of_txn(c, c->rp_end);
+    return ROUTE_DONE;
+}
+
+static int stream_commit(Capture *c, const PgoMessage *m, Err *err) {
+    if (c->rp == NULL) {
+        char k[16];
+        snprintf(k, sizeof(k), "%u", m->xid);
+        c->rp = strmap_del(c->streams, k);
+        if (c->rp == NULL)
+            c->rp = xcalloc(1, sizeof(*c->rp)); /* nothing of it came (nothing published) */
+        if (c->rp->f)
+            rewind(c->rp->f);
+        c->rp_dec = pgo_decoder_new();
+        /* its messages carry their xid: the decoder is told they are of a streamed block */
+        char start[6] = {
+            'S', (char)(m->xid >> 24), (char)(m->xid >> 16), (char)(m->xid >> 8), (char)m->xid, 1};
+        PgoMessage sm;
+        if (pgo_decode(c->rp_dec, start, sizeof(start), &sm, err) != 0)
+            return ROUTE_FAIL;
+        c->rp_gen = ++c->relgen + 1000000u; /* apart from the main decoder's */
+        c->rp_end = m->end_lsn;
+        PgoMessage b = {.kind = 'B', .xid = m->xid, .lsn = m->lsn, .time = m->time};
+        route_message(c, &b, err);
+    }
+    return replay(c, err);
 }
 
 static void drop_stream(Capture *c) {
@@ -427,10 +714,12 @@ static void drop_stream(Capture *c) {
     free(c->tables);
     free(c->relids);
     free(c->relver);
+    free(c->relgens);
     c->tables = NULL;
     c->relids = NULL;
-    c->relver = NULL;
+    c->relver = c->relgens = NULL;
     c->nrels = 0;
+    streams_reset(c);
     strmap_free(c->buffers, tenant_free);
     c->buffers = strmap_new();
     c->buffered = 0;
@@ -535,19 +824,27 @@ static void on_repl_connected(PgConn *pc, const Err *err, void *data) {
     repl_query(c, "IDENTIFY_SYSTEM");
 }
 
-/* DATABASE_URL with replication=database and DateStyle ISO (the values' text as in backups). */
-static void repl_conninfo(const char *url, Buf *out) {
+/* DATABASE_URL with replication=database and DateStyle ISO (the values' text as in backups),
+ * and the walsender's memory for a transaction before it streams it (decoding_kb, 0: the
+ * server's). */
+static void repl_conninfo(const char *url, int decoding_kb, Buf *out) {
     int uri = strncmp(url, "postgres://", 11) == 0 || strncmp(url, "postgresql://", 13) == 0;
-    if (uri)
-        buf_printf(out, "%s%sreplication=database&options=-c%%20datestyle%%3DISO", url,
-                   strchr(url, '?') ? "&" : "?");
-    else
-        buf_printf(out, "%s replication=database options='-c datestyle=ISO'", url);
+    char mem[64] = "";
+    if (uri) {
+        if (decoding_kb > 0)
+            snprintf(mem, sizeof(mem), "%%20-c%%20logical_decoding_work_mem%%3D%dkB", decoding_kb);
+        buf_printf(out, "%s%sreplication=database&options=-c%%20datestyle%%3DISO%s", url,
+                   strchr(url, '?') ? "&" : "?", mem);
+    } else {
+        if (decoding_kb > 0)
+            snprintf(mem, sizeof(mem), " -c logical_decoding_work_mem=%dkB", decoding_kb);
+        buf_printf(out, "%s replication=database options='-c datestyle=ISO%s'", url, mem);
+    }
 }
 
 static void connect_repl(Capture *c) {
     Buf ci = BUF_INIT;
-    repl_conninfo(services_config(c->sv)->database_url, &ci);
+    repl_conninfo(services_config(c->sv)->database_url, c->jc->capture_decoding_kb, &ci);
     c->repl = pg_conn_new(c->loop, ci.data, 10000, on_repl_connected, op_new(c, 0));
     buf_free(&ci);
 }
@@ -745,8 +1042,8 @@ static void start_replication(Capture *c) {
     pgo_lsn_format(c->start_lsn, lsn);
     Buf sql = BUF_INIT;
     buf_printf(&sql,
-               "START_REPLICATION SLOT \"%s\" LOGICAL %s (proto_version '1', "
-               "publication_names '\"%s\"')",
+               "START_REPLICATION SLOT \"%s\" LOGICAL %s (proto_version '2', "
+               "publication_names '\"%s\"', streaming 'on')",
                c->jc->capture_slot, lsn, PUBLICATION);
     Err err;
     Op *o = op_new(c, 0);
@@ -765,11 +1062,12 @@ static void start_replication(Capture *c) {
 static ChangesTable *table_of(Capture *c, const PgoRelation *rel, Err *err) {
     for (int i = 0; i < c->nrels; i++)
         if (c->relids[i] == rel->relid) {
-            if (c->relver[i] == rel->version)
+            if (c->relver[i] == rel->version && c->relgens[i] == c->relgen)
                 return c->tables[i];
             changes_table_free(c->tables[i]);
             c->tables[i] = NULL;
             c->relver[i] = rel->version;
+            c->relgens[i] = c->relgen;
             int si = strcmp(rel->nspname, "public") == 0 ? scope_find(c->scope, rel->relname) : -1;
             if (si >= 0)
                 c->tables[i] = changes_table_new(c->scope, si, rel, err);
@@ -778,8 +1076,10 @@ static ChangesTable *table_of(Capture *c, const PgoRelation *rel, Err *err) {
     c->tables = xrealloc(c->tables, (size_t)(c->nrels + 1) * sizeof(*c->tables));
     c->relids = xrealloc(c->relids, (size_t)(c->nrels + 1) * sizeof(*c->relids));
     c->relver = xrealloc(c->relver, (size_t)(c->nrels + 1) * sizeof(*c->relver));
+    c->relgens = xrealloc(c->relgens, (size_t)(c->nrels + 1) * sizeof(*c->relgens));
     c->relids[c->nrels] = rel->relid;
     c->relver[c->nrels] = rel->version;
+    c->relgens[c->nrels] = c->relgen;
     int si = strcmp(rel->nspname, "public") == 0 ? scope_find(c->scope, rel->relname) : -1;
     c->tables[c->nrels] = si >= 0 ? changes_table_new(c->scope, si, rel, err) : NULL;
     return c->tables[c->nrels++];
@@ -902,10 +1202,6 @@ static void tuple_of_row(const PGresult *res, int r, PgoValue *vals, PgoTuple *t
 }
 
 /* ---- routing one change ---- */
-
-#define ROUTE_DONE 0
-#define ROUTE_WAIT 1 /* a lookup or fetch started: the message is held */
-#define ROUTE_FAIL -1
 
 static int append(Capture *c, ChangesTable *t, const char *user, char op, const char *key,
                   const PgoTuple *row, Err *err) {
@@ -1191,10 +1487,44 @@ static int route_truncate(Capture *c, const PgoMessage *m, Err *err) {
 }
 
 /* One pgoutput message. */
+/* A transaction's end (Commit, or a streamed one's replay done). */
+static void end_of_txn(Capture *c, uint64_t end_lsn) {
+    c->in_txn = 0;
+    c->last_end = end_lsn;
+    if (!c->skip_txn)
+        c->m_txns++;
+    c->skip_txn = 0;
+    if (c->flush_due || c->buffered + c->spill_bytes >= (uint64_t)c->jc->capture_segment_bytes)
+        start_flush(c);
+}
+
 static int handle_message(Capture *c, const char *buf, size_t len, Err *err) {
+    if (c->rp) /* a Stream Commit held across a lookup */
+        return replay(c, err);
+    if (c->in_block && len > 0 && buf[0] != 'E')
+        return stream_keep(c, buf, len, err) == 0 ? ROUTE_DONE : ROUTE_FAIL;
     PgoMessage m;
     if (pgo_decode(c->dec, buf, len, &m, err) != 0)
         return ROUTE_FAIL;
+    switch (m.kind) {
+    case 'S':
+        c->in_block = 1;
+        c->block_xid = m.xid;
+        return ROUTE_DONE;
+    case 'E':
+        c->in_block = 0;
+        return ROUTE_DONE;
+    case 'A':
+        return stream_abort(c, m.xid, m.subxid, err) == 0 ? ROUTE_DONE : ROUTE_FAIL;
+    case 'c':
+        return stream_commit(c, &m, err);
+    default:
+        return route_message(c, &m, err);
+    }
+}
+
+static int route_message(Capture *c, const PgoMessage *mp, Err *err) {
+    const PgoMessage m = *mp;
     switch (m.kind) {
     case 'B':
         c->in_txn = 1;
@@ -1210,13 +1540,7 @@ static int handle_message(Capture *c, const char *buf, size_t len, Err *err) {
         c->skip_txn = m.lsn < c->confirmed;
         return ROUTE_DONE;
     case 'C':
-        c->in_txn = 0;
-        c->last_end = m.end_lsn;
-        if (!c->skip_txn)
-            c->m_txns++;
-        c->skip_txn = 0;
-        if (c->flush_due || c->buffered >= (size_t)c->jc->capture_segment_bytes)
-            start_flush(c);
+        end_of_txn(c, m.end_lsn);
         return ROUTE_DONE;
     case 'R':
         /* described again: its columns changed (DDL). The scope's columns are read again
@@ -1303,7 +1627,14 @@ static int on_copy_data(PgConn *pc, const char *buf, size_t len, void *data) {
         retry(c, "decoding a change", &err);
         return PG_COPY_PAUSE;
     }
-    if (c->buffered > (size_t)c->jc->capture_segment_bytes * PAUSE_FACTOR && c->fl) {
+    if (c->buffered > (size_t)c->jc->capture_segment_bytes * PAUSE_FACTOR) {
+        if (c->in_txn || c->fl == NULL) { /* a transaction that outgrows memory: to disk */
+            if (spill(c, &err) != 0) {
+                retry(c, "spilling a large transaction", &err);
+                return PG_COPY_PAUSE;
+            }
+            return PG_COPY_CONTINUE;
+        }
         c->paused = 1; /* the flush in flight must land first */
         return PG_COPY_PAUSE;
     }
@@ -1354,7 +1685,30 @@ static void on_seg_done(StorageWrite *w, const StorageWritten *res, const Err *e
 }
 
 static void seg_write_more(Seg *s) {
-    while (s->pi < 3) {
+    while (s->pi < 4) {
+        if (s->pi == 1) { /* the spill file, a chunk at a time */
+            if (s->t->spill == NULL) {
+                s->pi++;
+                continue;
+            }
+            buf_reset(&s->chunk);
+            buf_reserve(&s->chunk, 256 * 1024);
+            size_t n = fread(s->chunk.data, 1, 256 * 1024, s->t->spill);
+            if (n == 0) {
+                if (ferror(s->t->spill)) {
+                    log_warn(NULL, "capture: reading a spill file for %s: %s", s->key,
+                             strerror(errno));
+                    storage_write_abort(s->w); /* on_done: the flush again */
+                    return;
+                }
+                s->pi++;
+                continue;
+            }
+            int r = storage_write(s->w, s->chunk.data, n);
+            if (r <= 0)
+                return;
+            continue;
+        }
         const Buf *b = s->piece[s->pi];
         if (s->off >= b->len) {
             s->pi++;
@@ -1396,10 +1750,13 @@ static void seg_open(Capture *c, Seg *s, const CodecList *codecs) {
     s->w = storage_write_new(services_storage(c->sv), s->key, codec_content_type(codecs), enc,
                              on_seg_writable, on_seg_done, s);
     s->piece[0] = &s->head;
-    s->piece[1] = &s->t->data;
-    s->piece[2] = &s->tail;
+    s->piece[1] = NULL; /* the spill file */
+    s->piece[2] = &s->t->data;
+    s->piece[3] = &s->tail;
     s->pi = 0;
     s->off = 0;
+    if (s->t->spill)
+        rewind(s->t->spill); /* a flush tried again reads it again */
     seg_write_more(s);
 }
 
@@ -1773,6 +2130,7 @@ Capture *capture_new(uv_loop_t *loop, Services *sv) {
     snprintf(c->lease_key, sizeof(c->lease_key), "%s:capture:lease", prefix);
     snprintf(c->epoch_key, sizeof(c->epoch_key), "%s:capture:epoch", prefix);
     c->buffers = strmap_new();
+    c->streams = strmap_new();
     c->pend = strmap_new();
     c->cache = strmap_new();
     c->txn_gone = strmap_new();
@@ -1799,6 +2157,8 @@ static void maybe_free(Capture *c) {
     void (*done)(void *) = c->closed_cb;
     void *data = c->closed_data;
     scope_free(c->scope);
+    streams_reset(c);
+    strmap_free(c->streams, streamed_free);
     strmap_free(c->buffers, tenant_free);
     strmap_free(c->pend, free);
     strmap_free(c->cache, free);
@@ -1887,6 +2247,12 @@ void capture_metrics(Capture *c, Buf *out) {
                "restart_lsn).\n"
                "# TYPE bw_capture_retained_wal_bytes gauge\n"
                "bw_capture_retained_wal_bytes %lld\n"
+               "# HELP bw_capture_spill_bytes Change lines of transactions larger than memory, "
+               "in spill files until they are flushed.\n"
+               "# TYPE bw_capture_spill_bytes gauge\nbw_capture_spill_bytes %" PRIu64 "\n"
+               "# HELP bw_capture_spilled_bytes_total Bytes written to spill files.\n"
+               "# TYPE bw_capture_spilled_bytes_total counter\n"
+               "bw_capture_spilled_bytes_total %" PRIu64 "\n"
                "# HELP bw_capture_owner_lookups_total Children routed by a capture_owners read.\n"
                "# TYPE bw_capture_owner_lookups_total counter\n"
                "bw_capture_owner_lookups_total %" PRIu64 "\n"
@@ -1895,7 +2261,8 @@ void capture_metrics(Capture *c, Buf *out) {
                "bw_capture_row_fetches_total %" PRIu64 "\n",
                enabled, c->epoch > 0, c->state == CAP_STREAM, c->epoch, c->m_changes, c->m_txns,
                c->m_segments, c->m_bytes, c->m_flush_failures, c->m_unrouted, c->m_gaps, c->m_lag_s,
-               age, c->buffered, c->m_retained, c->m_lookups, c->m_fetches);
+               age, c->buffered, c->m_retained, c->spill_bytes, c->m_spilled, c->m_lookups,
+               c->m_fetches);
 }
 
 /* ---- the start check ---- */

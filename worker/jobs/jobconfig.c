@@ -33,6 +33,9 @@ static const ConfigVar vars[] = {
     {"CAPTURE_LEASE", "15s",
      "wal: one worker captures; another takes over within this long after it dies"},
     {"CAPTURE_SLOT", "backup_capture", "wal: the logical replication slot's name"},
+    {"CAPTURE_DECODING_KB", "0",
+     "wal: the walsender's memory for one transaction, in kB, past which it streams the "
+     "transaction before its commit (logical_decoding_work_mem; 0: the server's setting)"},
 };
 
 int jobconfig_load(JobConfig *jc, ConfigGetenv getenv_fn, void *data, Buf *errors) {
@@ -84,6 +87,9 @@ int jobconfig_load(JobConfig *jc, ConfigGetenv getenv_fn, void *data, Buf *error
     else
         config_bad(&l, "CAPTURE_SLOT", "must be 1-63 of a-z, 0-9 and _ (a replication slot name)");
     free(slot);
+    jc->capture_decoding_kb = (int)config_get_int(&l, "CAPTURE_DECODING_KB", 0, 1 << 30);
+    if (jc->capture_decoding_kb > 0 && jc->capture_decoding_kb < 64)
+        config_bad(&l, "CAPTURE_DECODING_KB", "must be 0 (the server's) or at least 64");
     int nkeys = 0;
     jc->keys = keys_load(getenv_fn, data, errors, &nkeys);
     return l.count + nkeys;

@@ -26,7 +26,8 @@ typedef struct {
     long long capture_segment_bytes; /* ... or once a tenant's buffer holds this much */
     long long capture_lease_ms;
     char capture_slot[64];
-    Keys *keys; /* encryption (keys.h); owned */
+    int capture_decoding_kb; /* the walsender's logical_decoding_work_mem (0: the server's) */
+    Keys *keys;              /* encryption (keys.h); owned */
 } JobConfig;
 
 /* The number of errors, each one line in errors ("VARIABLE: what is wrong"). */
