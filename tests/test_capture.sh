@@ -34,6 +34,11 @@ restore_lane() {
      AND NOT active" >/dev/null 2>&1
   q "ALTER TABLE clients DROP COLUMN IF EXISTS loyalty; DROP TABLE IF EXISTS capture_noise" \
     >/dev/null 2>&1
+  # the owner indexes --replace-owner-indexes dropped (section 2), as 001 makes them
+  for t in products clients orders notifications; do
+    q "CREATE INDEX IF NOT EXISTS ${t}_user_id_idx ON $t (user_id)" >/dev/null 2>&1
+  done
+  q "CREATE INDEX IF NOT EXISTS order_items_order_id_idx ON order_items (order_id)" >/dev/null 2>&1
 }
 on_exit_hooks+=(restore_lane)
 restore_lane
@@ -74,8 +79,11 @@ start_worker wb
 F0=$(bk)
 check "a full backup under triggers" full "$(btype "$F0")"
 stop_worker wb >/dev/null
-out=$("$CTL" tracking wal 2>&1)
+out=$("$CTL" tracking wal --replace-owner-indexes 2>&1)
 expect "tracking wal switches" grep -q "switched from triggers to wal" <<<"$out"
+expect "... --replace-owner-indexes drops the plain owner indexes" grep -q "owner indexes replaced by the capture's identity indexes: .*orders_user_id_idx.*order_items_order_id_idx" <<<"$out"
+check "... which the identity index serves instead" "orders_backup_identity" \
+  "$(q "SELECT string_agg(indexname, ',') FROM pg_indexes WHERE tablename = 'orders' AND indexdef LIKE '%(user_id%'")"
 check "the tracking triggers are gone" 0 "$(q "SELECT count(*) FROM pg_trigger WHERE tgname LIKE '%\_backup\_%'")"
 check "orders' replica identity names the user (an index)" i "$(q "SELECT relreplident FROM pg_class WHERE relname = 'orders'")"
 check "order_items' names the parent" "order_id,id" "$(q "SELECT string_agg(a.attname, ',' ORDER BY array_position(i.indkey, a.attnum)) FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey) WHERE i.indrelid = 'order_items'::regclass AND i.indisreplident")"

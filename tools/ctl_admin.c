@@ -159,7 +159,7 @@ static const char *capture_slot(void) {
     return s && *s ? s : "backup_capture";
 }
 
-int ctl_tracking(const Config *cfg, const char *mode, int json) {
+int ctl_tracking(const Config *cfg, const char *mode, int replace_owner_indexes, int json) {
     PGconn *pg = ctl_pg_open(cfg);
     if (pg == NULL)
         return 1;
@@ -173,6 +173,17 @@ int ctl_tracking(const Config *cfg, const char *mode, int json) {
         }
         printf("%s\n", PQgetvalue(res, 0, 0));
         PQclear(res);
+        if (replace_owner_indexes) { /* the identity index serves what they served */
+            res = query(pg, "SELECT array_to_string(backup_capture_replace_owner_indexes(), ', ')",
+                        0, NULL);
+            if (res == NULL) {
+                PQfinish(pg);
+                return 1;
+            }
+            printf("owner indexes replaced by the capture's identity indexes: %s\n",
+                   PQgetvalue(res, 0, 0)[0] ? PQgetvalue(res, 0, 0) : "none");
+            PQclear(res);
+        }
         if (strcmp(mode, "wal") == 0) {
             res = query(pg,
                         "SELECT current_setting('wal_level') = 'logical', (SELECT rolreplication "

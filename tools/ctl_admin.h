@@ -20,7 +20,7 @@ int ctl_stats(const Config *cfg, const char *user, int json); /* user NULL: all 
 int ctl_schedule(const Config *cfg, int dry_run, int json);
 int ctl_migrate(const Config *cfg, const char *dir);
 /* Show the tracking (mode NULL), or switch it to "wal" or "triggers". */
-int ctl_tracking(const Config *cfg, const char *mode, int json);
+int ctl_tracking(const Config *cfg, const char *mode, int replace_owner_indexes, int json);
 /* replicate --missing: a replicate job per backup whose copy is not complete (user NULL: all). */
 int ctl_replicate_missing(const Config *cfg, const char *user, int dry_run);
 

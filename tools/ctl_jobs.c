@@ -402,7 +402,7 @@ typedef struct {
     Opts o;
     const char *command;
     const char *pos[4];
-    int npos, incremental, differential, all, s3, dry_run, replica;
+    int npos, incremental, differential, all, s3, dry_run, replica, replace_owner_indexes;
     const char *tables, *key, *user_opt, *days, *by, *dir, *from;
     const char **fields; /* enqueue: the FIELD VALUE pairs after TYPE */
     int nfields;
@@ -456,6 +456,7 @@ static int parse_args(Args *a, int argc, char **argv) {
             {"--store", offsetof(Args, s3)}, /* the same: the store's manifests, S3 or files */
             {"--replica", offsetof(Args, replica)},
             {"--dry-run", offsetof(Args, dry_run)},
+            {"--replace-owner-indexes", offsetof(Args, replace_owner_indexes)},
             {"--json", offsetof(Args, o) + offsetof(Opts, json)},
         };
         int matched = 0;
@@ -711,9 +712,10 @@ static int cmd_migrate(Args *a) {
 
 static int cmd_tracking(Args *a) {
     if (a->npos > 1 ||
-        (a->npos == 1 && strcmp(a->pos[0], "wal") != 0 && strcmp(a->pos[0], "triggers") != 0))
+        (a->npos == 1 && strcmp(a->pos[0], "wal") != 0 && strcmp(a->pos[0], "triggers") != 0) ||
+        (a->replace_owner_indexes && (a->npos != 1 || strcmp(a->pos[0], "wal") != 0)))
         return usage();
-    return ctl_tracking(a->o.cfg, a->npos ? a->pos[0] : NULL, a->o.json);
+    return ctl_tracking(a->o.cfg, a->npos ? a->pos[0] : NULL, a->replace_owner_indexes, a->o.json);
 }
 
 static const struct {

@@ -89,3 +89,42 @@ BEGIN
     RETURN NULL;
 END
 $$;
+
+-- The capture's identity index on (owner, key) serves every query an index on the owner column
+-- alone serves (it leads with it): with both, every insert maintains one index more, the most of
+-- what change capture costs the application (tools/bench/tracking.sh WAL=all). This drops the
+-- scope tables' plain indexes on exactly the owner column (not unique, not partial, no
+-- expression, backing no constraint), once the identity index is there. Opt-in
+-- (backupctl tracking wal --replace-owner-indexes): it changes the application's schema. The
+-- identity index stays when tracking goes back to triggers. Returns the indexes dropped.
+CREATE OR REPLACE FUNCTION backup_capture_replace_owner_indexes() RETURNS text[]
+LANGUAGE plpgsql AS $$
+DECLARE
+    t record;
+    i record;
+    owner_col text;
+    dropped text[] := '{}';
+BEGIN
+    FOR t IN SELECT * FROM backup_scope ORDER BY restore_order LOOP
+        owner_col := coalesce(t.user_column, t.parent_column);
+        CONTINUE WHEN owner_col IS NULL OR owner_col = t.key_column;
+        CONTINUE WHEN NOT EXISTS (
+            SELECT 1 FROM pg_index x JOIN pg_class c ON c.oid = x.indexrelid
+            WHERE x.indrelid = t.table_name::regclass AND x.indisreplident
+              AND c.relname = left(t.table_name || '_backup_identity', 63));
+        FOR i IN SELECT c.relname FROM pg_index x JOIN pg_class c ON c.oid = x.indexrelid
+                 WHERE x.indrelid = t.table_name::regclass AND NOT x.indisunique
+                   AND x.indisvalid AND x.indpred IS NULL AND x.indexprs IS NULL
+                   AND x.indnatts = 1
+                   AND x.indkey[0] = (SELECT attnum FROM pg_attribute
+                                      WHERE attrelid = t.table_name::regclass
+                                        AND attname = owner_col)
+                   AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = x.indexrelid)
+        LOOP
+            EXECUTE format('DROP INDEX %I', i.relname);
+            dropped := dropped || i.relname::text;
+        END LOOP;
+    END LOOP;
+    RETURN dropped;
+END
+$$;

@@ -18,6 +18,11 @@
 # identities and publication of backup_capture_setup(), and a backup-worker capturing its slot
 # into the store for the whole run; needs the built worker, Redis and S3 of tools/devenv). Its
 # walsender's CPU (the decoding) is reported apart: read from /proc, per transaction.
+# With WAL=all, the replica identity's choices side by side, each with its own worker and slot:
+# `wal` (a unique index (owner, key) beside the application's own index on the owner column),
+# `walfull` (REPLICA IDENTITY FULL, no index added: deletes and updates log the whole old row),
+# `walswap` (the unique index in place of the application's single-column owner index, which it
+# serves as well: backupctl tracking wal --replace-owner-indexes). The WAL each writes is shown.
 # With CPU=1, PostgreSQL's CPU time is measured instead of the wall clock (perf's task-clock
 # on the postmaster and every backend it forks; needs perf and a local PostgreSQL): the mix
 # runs TRANSACTIONS at a time on one client, and the bulk delete BULK_ROUNDS times (3). On this
@@ -41,14 +46,15 @@ base=${BW_ADMIN_DATABASE_URL%/*}
 NAMES=(none 004 017)
 [ "${PARTS:-}" = 1 ] && NAMES+=(stamps deletes)
 [ "${WAL:-}" = 1 ] && NAMES+=(wal)
+[ "${WAL:-}" = all ] && NAMES+=(wal walfull walswap)
 WORKER=${WORKER:-$ROOT/build/backup-worker}
-wpid=""
+declare -A wpid wsnd wlast
 cleanup() {
-  if [ -n "$wpid" ]; then
-    kill "$wpid" 2>/dev/null; wait "$wpid" 2>/dev/null
+  for n in "${!wpid[@]}"; do
+    kill "${wpid[$n]}" 2>/dev/null; wait "${wpid[$n]}" 2>/dev/null
     sleep 0.5
-    psql -X -q "$base/bw_track_wal" -c "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = 'bw_track_wal'" >/dev/null 2>&1 || true
-  fi
+    psql -X -q "$base/bw_track_$n" -c "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = 'bw_track_$n'" >/dev/null 2>&1 || true
+  done
   for n in "${NAMES[@]}"; do psql -X -q "$BW_ADMIN_DATABASE_URL" -c "DROP DATABASE IF EXISTS bw_track_$n" 2>/dev/null || true; done
   rm -rf "$tmp"
 }
@@ -66,7 +72,7 @@ for n in "${NAMES[@]}"; do
   # the triggers (and the stamp's default) each variant goes without
   drop=""
   case $n in
-    none | wal) drop="%backup%" ;;
+    none | wal*) drop="%backup%" ;;
     stamps) drop="%backup_tombstone%|%backup_moved%" ;;
     deletes) drop="%backup_stamp%" ;;
   esac
@@ -88,7 +94,23 @@ BEGIN
 END $$;
 SQL
   fi
-  [ "$n" = wal ] && psql -X -q -v ON_ERROR_STOP=1 "$url" -c "SELECT backup_capture_setup()" >/dev/null
+  case $n in
+    wal) psql -X -q -v ON_ERROR_STOP=1 "$url" -c "SELECT backup_capture_setup()" >/dev/null ;;
+    walswap) psql -X -q -v ON_ERROR_STOP=1 "$url" -c "SELECT backup_capture_setup()" \
+      -c "SELECT backup_capture_replace_owner_indexes()" >/dev/null ;;
+    walfull) psql -X -q -v ON_ERROR_STOP=1 "$url" -c "SELECT backup_capture_setup()" >/dev/null
+      psql -X -q -v ON_ERROR_STOP=1 "$url" >/dev/null <<'SQL'
+DO $$
+DECLARE t record;
+BEGIN
+  FOR t IN SELECT table_name FROM backup_scope LOOP
+    EXECUTE format('ALTER TABLE %I REPLICA IDENTITY FULL', t.table_name);
+    EXECUTE format('DROP INDEX IF EXISTS %I', t.table_name || '_backup_identity');
+  END LOOP;
+END $$;
+SQL
+      ;;
+  esac
   psql -X -q -v ON_ERROR_STOP=1 "$url" >/dev/null <<SQL
 INSERT INTO profiles (id, email, full_name) VALUES ('$U', 'oltp@example.com', 'OLTP'), ('$BULK', 'bulk@example.com', 'Bulk');
 INSERT INTO orders (user_id, number, total) SELECT '$U', g, g FROM generate_series(1, 10000) g;
@@ -97,30 +119,38 @@ VACUUM ANALYZE;
 SQL
 done
 
-if [ "${WAL:-}" = 1 ]; then # the capture of bw_track_wal, running through every round
-  DATABASE_URL=$base/bw_track_wal BACKUP_TRACKING=wal REDIS_PREFIX=trackbench$$ WORKER_HTTP_PORT=0 \
-    "$WORKER" >"$tmp/worker.log" 2>&1 &
-  wpid=$!
-  for _ in $(seq 200); do grep -q "capture: streaming from" "$tmp/worker.log" && break; sleep 0.05; done
-  grep -q "capture: streaming from" "$tmp/worker.log" || { cat "$tmp/worker.log" >&2; exit 1; }
-  wsnd=$(psql -X -q -t -A "$base/bw_track_wal" -c "SELECT active_pid FROM pg_replication_slots WHERE database = 'bw_track_wal'")
-fi
+for n in "${NAMES[@]}"; do # each wal variant's capture, running through every round
+  [[ $n == wal* ]] || continue
+  DATABASE_URL=$base/bw_track_$n BACKUP_TRACKING=wal REDIS_PREFIX=trackbench$$$n WORKER_HTTP_PORT=0 \
+    CAPTURE_SLOT=bt_$n "$WORKER" >"$tmp/worker-$n.log" 2>&1 &
+  wpid[$n]=$!
+  for _ in $(seq 200); do grep -q "capture: streaming from" "$tmp/worker-$n.log" && break; sleep 0.05; done
+  grep -q "capture: streaming from" "$tmp/worker-$n.log" || { cat "$tmp/worker-$n.log" >&2; exit 1; }
+  wsnd[$n]=$(psql -X -q -t -A "$base/bw_track_$n" -c "SELECT active_pid FROM pg_replication_slots WHERE database = 'bw_track_$n'")
+done
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 HZ=$(getconf CLK_TCK)
-# the walsender's CPU milliseconds since the last call (wal only)
+# wal_ms NAME: its walsender's CPU milliseconds since the last call
 wal_ms() {
   local now
-  now=$(ticks "$wsnd")
-  awk -v a="${wlast:-$now}" -v b="$now" -v hz="$HZ" 'BEGIN {printf "%.1f", (b - a) * 1000 / hz}'
-  wlast=$now
+  now=$(ticks "${wsnd[$1]}")
+  awk -v a="${wlast[$1]:-$now}" -v b="$now" -v hz="$HZ" 'BEGIN {printf "%.1f", (b - a) * 1000 / hz}'
+  wlast[$1]=$now
 }
 # wal_wait URL: until the capture confirmed everything written so far
 wal_wait() {
   local lsn
   lsn=$(psql -X -q -t -A "$1" -c "SELECT pg_current_wal_flush_lsn()")
-  until [ "$(psql -X -q -t -A "$1" -c "SELECT confirmed_flush_lsn >= '$lsn' FROM pg_replication_slots WHERE database = 'bw_track_wal'")" = t ]; do
+  until [ "$(psql -X -q -t -A "$1" -c "SELECT confirmed_flush_lsn >= '$lsn' FROM pg_replication_slots WHERE database = current_database()")" = t ]; do
     sleep 0.1
   done
+}
+# WAL bytes written since the last call (cluster-wide: only one database is written at a time)
+wal_bytes() {
+  local now
+  now=$(psql -X -q -t -A "$BW_ADMIN_DATABASE_URL" -c "SELECT pg_current_wal_insert_lsn() - '0/0'")
+  awk -v a="${wblast:-$now}" -v b="$now" 'BEGIN {printf "%.0f", b - a}'
+  wblast=$now
 }
 
 cat >"$tmp/mix.sql" <<SQL
@@ -149,13 +179,16 @@ done
 for r in $(seq "$ROUNDS"); do
   for n in "${NAMES[@]}"; do
     if [ -n "$CPU" ]; then # kept as transactions per CPU millisecond, so that more is better as with tps
-      [ "$n" = wal ] && wal_ms >/dev/null
+      [[ $n == wal* ]] && wal_ms "$n" >/dev/null
+      wal_bytes >/dev/null
       ms=$(pg_cpu "$PGBENCH" -n -f "$tmp/mix.sql" -c 1 -t "$SECS" "$base/bw_track_$n")
+      wb=$(wal_bytes)
+      echo "$r $n $(awk -v b="$wb" -v t="$SECS" 'BEGIN {printf "%.0f", b / t}')" >>"$tmp/walbytes"
       extra=""
-      if [ "$n" = wal ]; then
+      if [[ $n == wal* ]]; then
         wal_wait "$base/bw_track_$n"
-        wms=$(wal_ms)
-        echo "$r $(awk -v m="$wms" -v t="$SECS" 'BEGIN {printf "%.1f", m * 1000 / t}')" >>"$tmp/walsender"
+        wms=$(wal_ms "$n")
+        echo "$r $n $(awk -v m="$wms" -v t="$SECS" 'BEGIN {printf "%.1f", m * 1000 / t}')" >>"$tmp/walsender"
         extra=" (+ walsender $(awk -v m="$wms" -v t="$SECS" 'BEGIN {printf "%.0f", m * 1000 / t}') us)"
       fi
       echo "round $r $n: $(awk -v m="$ms" -v t="$SECS" 'BEGIN {printf "%.0f", m * 1000 / t}') us of PostgreSQL CPU a transaction$extra"
@@ -178,7 +211,7 @@ INSERT INTO order_items (order_id, quantity, unit_price) SELECT id, 1, 1 FROM or
 VACUUM ANALYZE;
 SQL
     del=(psql -X -q -v ON_ERROR_STOP=1 "$url" -c "DELETE FROM orders WHERE user_id = '$BULK'")
-    [ "$n" = wal ] && wal_wait "$url" && wal_ms >/dev/null
+    [[ $n == wal* ]] && wal_wait "$url" && wal_ms "$n" >/dev/null
     if [ -n "$CPU" ]; then
       secs=$(awk -v m="$(pg_cpu "${del[@]}")" 'BEGIN {printf "%.3f", m / 1000}')
     else
@@ -187,9 +220,9 @@ SQL
       t1=$(date +%s.%N)
       secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.2f", b - a}')
     fi
-    if [ "$n" = wal ]; then
+    if [[ $n == wal* ]]; then
       wal_wait "$url"
-      echo "bulk round $r wal: the walsender's decoding $(awk -v m="$(wal_ms)" 'BEGIN {printf "%.2f", m / 1000}') s of CPU"
+      echo "bulk round $r $n: the walsender's decoding $(awk -v m="$(wal_ms "$n")" 'BEGIN {printf "%.2f", m / 1000}') s of CPU"
     fi
     [ -n "$CPU" ] && echo "bulk round $r $n: $secs s of PostgreSQL CPU"
     tomb=$(psql -X -q -t -A "$url" -c "SELECT count(*) FROM backup_tombstones")
@@ -225,5 +258,14 @@ awk -v names="${NAMES[*]}" -v cpu="$CPU" 'FNR == NR { v[$2] = v[$2] " " $3; t[$1
           100 * (median(rs) - 1), median(b[n]), median(bs), tomb[n]
     }
   }' "$tmp/tps" "$tmp/bulk"
-[ -s "$tmp/walsender" ] && awk '{ s = s " " $2 } END { n = split(s, a, " "); for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
-  printf "wal: the walsender decoding the mix: %.0f us of CPU a transaction (median of %d rounds), apart from PostgreSQL'"'"'s above\n", n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2, n }' "$tmp/walsender"
+med() { # the median of column 3 of the lines of file $1 whose column 2 is $2
+  awk -v n="$2" '$2 == n { s = s " " $3 } END { k = split(s, a, " "); for (i = 1; i <= k; i++) for (j = i + 1; j <= k; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
+    printf "%.0f", k % 2 ? a[(k + 1) / 2] : (a[k / 2] + a[k / 2 + 1]) / 2 }' "$1"
+}
+if [ -s "$tmp/walbytes" ]; then
+  echo "WAL written by the mix (bytes a transaction, median):"
+  for n in "${NAMES[@]}"; do echo "  $n: $(med "$tmp/walbytes" "$n")"; done
+fi
+[ -s "$tmp/walsender" ] && for n in "${NAMES[@]}"; do
+  [[ $n == wal* ]] && echo "$n: the walsender decoding the mix: $(med "$tmp/walsender" "$n") us of CPU a transaction (median), apart from PostgreSQL's above"
+done
