@@ -84,14 +84,23 @@ t2=$(date +%s.%N)
 w1=$(ticks "$wpid")
 s1=$(ticks "$wsnd")
 rss=$(awk '/VmHWM/ {print $2}' "/proc/$wpid/status")
+# commit to durable: a segment's oldest change waited from its commit until the segment was
+# recorded (created_at); over the segments of the run, the median and the 99th percentile
+lagq=$(q "SELECT coalesce(round(percentile_cont(0.5) WITHIN GROUP (ORDER BY s)::numeric, 2), 0) || ' ' ||
+          coalesce(round(percentile_cont(0.99) WITHIN GROUP (ORDER BY s)::numeric, 2), 0)
+          FROM (SELECT extract(epoch FROM created_at - first_commit) AS s FROM change_segments
+                ORDER BY created_at DESC LIMIT $(($(q "SELECT count(*) FROM change_segments") - segs0))) x")
 segs=$(($(q "SELECT count(*) FROM change_segments") - segs0))
 bytes=$(($(q "SELECT coalesce(sum(size), 0) FROM change_segments") - bytes0))
 awk -v rows="$ROWS" -v txn="$TXN" -v users="$USERS" -v t0="$t0" -v t1="$t1" -v t2="$t2" \
-  -v w="$((w1 - w0))" -v s="$((s1 - s0))" -v hz="$HZ" -v rss="$rss" -v segs="$segs" -v bytes="$bytes" 'BEGIN {
+  -v w="$((w1 - w0))" -v s="$((s1 - s0))" -v hz="$HZ" -v rss="$rss" -v segs="$segs" -v bytes="$bytes" \
+  -v lag="$lagq" 'BEGIN {
+  split(lag, l, " ")
   printf "capture: %d rows in %d transactions over %d tenants\n", rows, rows / txn, users
   if (t1 > t0) printf "  committed in %.2f s (%.0f rows/s); recorded %.2f s after the first commit\n", t1 - t0, rows / (t1 - t0), t2 - t0
   else printf "  written before the worker started; recorded %.2f s after it started\n", t2 - t0
   printf "  capture throughput: %.0f changes/s; lag after the last commit: %.2f s\n", rows / (t2 - t0), t2 - t1
+  printf "  commit to recorded, per segment (its oldest change): median %.2f s, p99 %.2f s\n", l[1], l[2]
   printf "  CPU: worker %.2f s (%.1f us/change), walsender %.2f s (%.1f us/change)\n", w / hz, w / hz / rows * 1e6, s / hz, s / hz / rows * 1e6
   printf "  worker peak RSS %.1f MiB; %d segments, %.1f MiB stored\n", rss / 1024, segs, bytes / 1048576
 }'

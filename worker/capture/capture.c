@@ -41,6 +41,10 @@
 #define CACHE_MAX       200000 /* owners remembered beyond the pending ones */
 #define RETRY_MS        2000   /* a failed setup step, again after this */
 #define PAUSE_FACTOR    1 /* the stream pauses once buffers hold a segment, a flush in flight */
+/* A transaction's lines go to disk once buffers hold this many segments: twice the flush's
+ * threshold, so that a transaction smaller than a segment (a flush starts at the commit before
+ * it, or the stream pauses) never spills; memory holds at most 2 x CAPTURE_SEGMENT_MB. */
+#define SPILL_FACTOR 2
 
 typedef enum {
     CAP_IDLE,
@@ -657,7 +661,7 @@ static int replay(Capture *c, Err *err) {
         c->rp_msg = NULL;
         clear_lookups(c);
         /* a streamed transaction is a large one: its lines past memory go to disk as they come */
-        if (c->buffered > (size_t)c->jc->capture_segment_bytes * PAUSE_FACTOR && spill(c, err) != 0)
+        if (c->buffered > (size_t)c->jc->capture_segment_bytes * SPILL_FACTOR && spill(c, err) != 0)
             return ROUTE_FAIL;
     }
     log_info(NULL,
@@ -1627,15 +1631,13 @@ static int on_copy_data(PgConn *pc, const char *buf, size_t len, void *data) {
         retry(c, "decoding a change", &err);
         return PG_COPY_PAUSE;
     }
-    if (c->buffered > (size_t)c->jc->capture_segment_bytes * PAUSE_FACTOR) {
-        if (c->in_txn || c->fl == NULL) { /* a transaction that outgrows memory: to disk */
-            if (spill(c, &err) != 0) {
-                retry(c, "spilling a large transaction", &err);
-                return PG_COPY_PAUSE;
-            }
-            return PG_COPY_CONTINUE;
-        }
+    if (c->buffered > (size_t)c->jc->capture_segment_bytes * PAUSE_FACTOR && c->fl) {
         c->paused = 1; /* the flush in flight must land first */
+        return PG_COPY_PAUSE;
+    }
+    if (c->in_txn && c->buffered > (size_t)c->jc->capture_segment_bytes * SPILL_FACTOR &&
+        spill(c, &err) != 0) { /* a transaction that outgrows memory */
+        retry(c, "spilling a large transaction", &err);
         return PG_COPY_PAUSE;
     }
     return PG_COPY_CONTINUE;
