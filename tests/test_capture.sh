@@ -190,6 +190,18 @@ l=$(lines "$A" | grep '"table":"clients"' | tail -1)
 check "a column added since is in the row" 5 "$(jq -c .row.loyalty <<<"$l")"
 check "... the row is row_to_json's" "$(row_json clients "$C1" | jq -cS .)" "$(jrow "$l")"
 
+# the timeline: A's transactions, one entry each (change_segments.txns), and the gaps
+tl=$("$CTL" timeline "$A" --json)
+check "timeline: every one of A's transactions has its xid" 0 "$(jq '[.[] | select(.kind == "commit" and .xid == null)] | length' <<<"$tl")"
+lsns=$(jq -r '[.[] | select(.kind == "commit") | .lsn] | join(",")' <<<"$tl")
+check "... in commit order" t "$(q "SELECT bool_and(a < b) FROM (SELECT l::pg_lsn AS a, lead(l::pg_lsn)
+  OVER (ORDER BY o) AS b FROM unnest('{$lsns}'::text[]) WITH ORDINALITY x(l, o)) y WHERE b IS NOT NULL")"
+check "... the TRUNCATE among them" 1 "$(jq '[.[] | select(.counts.notifications.t == 1)] | length' <<<"$tl")"
+check "... the move of O2 away: its order deleted and its items" true \
+  "$(jq 'any(.[]; .counts.orders.d == 1 and .counts.order_items.w >= 1)' <<<"$tl")"
+expect "... and in text, the gap of the switch" grep -q "gap: tracking switched from triggers to wal" <<<"$("$CTL" timeline "$A")"
+expect "... --since in the future: nothing" grep -q "^no changes of $A captured since" <<<"$("$CTL" timeline "$A" --since 2999-01-01)"
+
 # ---- 4b. incrementals built from the segments ----
 out=$(REDIS_PREFIX=$P "$CTL" backup "$A" --incremental --wait --json 2>>"$tmp/bk.err")
 F2=$(jq -r .backup_id <<<"$out")

@@ -105,6 +105,99 @@ int ctl_list(const Config *cfg, const char *user, int json) {
     return 0;
 }
 
+/* The user's transactions from the change segments (BACKUP_TRACKING=wal), oldest first, and the
+ * capture's gaps among them: the restore points a person chooses from. Segments recorded before
+ * 021 carry no per-transaction summary: one line for the whole segment. */
+int ctl_timeline(const Config *cfg, const char *user, const char *since, int json) {
+    PGconn *pg = ctl_pg_open(cfg);
+    if (pg == NULL)
+        return 1;
+    const char *v[] = {user, since ? since : ""};
+    PGresult *res = query(
+        pg,
+        "WITH since AS (SELECT coalesce(nullif($2, '')::timestamptz, '-infinity') AS t) "
+        "SELECT kind, time, lsn, xid, transactions, counts, reason FROM ("
+        " SELECT 'commit' AS kind, coalesce(t->>'time', to_char(s.last_commit AT TIME ZONE 'UTC',"
+        "  'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')) AS time,"
+        "  coalesce(t->>'lsn', s.end_lsn::text) AS lsn, (t->>'xid')::bigint AS xid,"
+        "  CASE WHEN t IS NULL THEN cardinality(s.xids) ELSE 1 END AS transactions,"
+        "  coalesce(t->'counts', s.counts) AS counts, NULL AS reason"
+        " FROM change_segments s LEFT JOIN LATERAL jsonb_array_elements(s.txns) t ON true"
+        " WHERE s.user_id = $1::uuid AND s.last_commit >= (SELECT t FROM since)"
+        " UNION ALL"
+        " SELECT 'gap', to_char(detected_at AT TIME ZONE 'UTC', "
+        "'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),"
+        "  coalesce(last_lsn, '0/0')::text, NULL, 0, NULL, reason"
+        " FROM capture_gaps WHERE detected_at >= (SELECT t FROM since)"
+        ") x WHERE EXISTS (SELECT 1 FROM change_segments WHERE user_id = $1::uuid)"
+        " ORDER BY time, lsn::pg_lsn",
+        2, v);
+    if (res == NULL) {
+        PQfinish(pg);
+        return 1;
+    }
+    if (json) {
+        print_rows_json(res, " xid transactions counts ");
+    } else if (PQntuples(res) == 0) {
+        printf("no changes of %s captured%s%s (BACKUP_TRACKING=wal records them: deploy/README.md, "
+               "\"Change capture\")\n",
+               user, since ? " since " : "", since ? since : "");
+    } else {
+        printf("%-27s %-14s %-10s %s\n", "COMMIT TIME (UTC)", "LSN", "XID", "CHANGES");
+        for (int i = 0; i < PQntuples(res); i++) {
+            if (strcmp(PQgetvalue(res, i, 0), "gap") == 0) {
+                printf("%-27s %-14s %-10s gap: %s (no restore point inside it)\n",
+                       PQgetvalue(res, i, 1), PQgetvalue(res, i, 2), "-", PQgetvalue(res, i, 6));
+                continue;
+            }
+            char xid[24];
+            if (PQgetisnull(res, i, 3))
+                snprintf(xid, sizeof(xid), "%s txns", PQgetvalue(res, i, 4));
+            else
+                snprintf(xid, sizeof(xid), "%s", PQgetvalue(res, i, 3));
+            /* {"orders":{"i":1,"u":0,"d":0,"t":0}} as "orders +1 ~0 -0" */
+            const char *c = PQgetvalue(res, i, 5);
+            Buf line = BUF_INIT;
+            for (const char *p = strchr(c, '"'); p; p = strchr(p, '"')) {
+                const char *e = strchr(p + 1, '"');
+                if (e == NULL)
+                    break;
+                char table[64];
+                snprintf(table, sizeof(table), "%.*s", (int)(e - p - 1), p + 1);
+                const char *close = strchr(e, '}');
+                if (close == NULL)
+                    break;
+                char obj[160];
+                snprintf(obj, sizeof(obj), "%.*s", (int)(close - e), e);
+                int n[5] = {0};
+                const char *keys[] = {"\"i\":", "\"u\":", "\"d\":", "\"t\":", "\"w\":"};
+                for (int k = 0; k < 5; k++) {
+                    const char *q = strstr(obj, keys[k]);
+                    n[k] = q ? atoi(q + 4) : 0;
+                }
+                buf_printf(&line, "%s%s", line.len ? "; " : "", table);
+                if (n[0])
+                    buf_printf(&line, " +%d", n[0]);
+                if (n[1])
+                    buf_printf(&line, " ~%d", n[1]);
+                if (n[2] > n[4])
+                    buf_printf(&line, " -%d", n[2] - n[4]);
+                if (n[4]) /* a "where" delete: every row of a parent that moved away */
+                    buf_puts(&line, " (those of the moved order)");
+                if (n[3])
+                    buf_puts(&line, " truncated");
+                p = close + 1;
+            }
+            printf("%-27s %-14s %-10s %s\n", PQgetvalue(res, i, 1), PQgetvalue(res, i, 2), xid,
+                   line.data ? line.data : "");
+            buf_free(&line);
+        }
+    }
+    PQclear(res);
+    PQfinish(pg);
+    return 0;
+}
+
 int ctl_stats(const Config *cfg, const char *user, int json) {
     PGconn *pg = ctl_pg_open(cfg);
     if (pg == NULL)

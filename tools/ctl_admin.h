@@ -20,6 +20,8 @@ int ctl_stats(const Config *cfg, const char *user, int json); /* user NULL: all 
 int ctl_schedule(const Config *cfg, int dry_run, int json);
 int ctl_migrate(const Config *cfg, const char *dir);
 /* Show the tracking (mode NULL), or switch it to "wal" or "triggers". */
+/* The user's captured transactions (and the capture's gaps) since since (NULL: all). */
+int ctl_timeline(const Config *cfg, const char *user, const char *since, int json);
 int ctl_tracking(const Config *cfg, const char *mode, int replace_owner_indexes, int json);
 /* replicate --missing: a replicate job per backup whose copy is not complete (user NULL: all). */
 int ctl_replicate_missing(const Config *cfg, const char *user, int dry_run);

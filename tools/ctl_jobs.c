@@ -403,7 +403,7 @@ typedef struct {
     const char *command;
     const char *pos[4];
     int npos, incremental, differential, all, s3, dry_run, replica, replace_owner_indexes;
-    const char *tables, *key, *user_opt, *days, *by, *dir, *from;
+    const char *tables, *key, *user_opt, *days, *by, *dir, *from, *since;
     const char **fields; /* enqueue: the FIELD VALUE pairs after TYPE */
     int nfields;
 } Args;
@@ -444,6 +444,7 @@ static int parse_args(Args *a, int argc, char **argv) {
             {"--retention-days", offsetof(Args, days)},
             {"--requested-by", offsetof(Args, by)},
             {"--dir", offsetof(Args, dir)},
+            {"--since", offsetof(Args, since)},
         };
         static const struct {
             const char *name;
@@ -710,6 +711,15 @@ static int cmd_migrate(Args *a) {
     return a->npos ? usage() : ctl_migrate(a->o.cfg, a->dir);
 }
 
+static int cmd_timeline(Args *a) {
+    char user[37];
+    if (a->npos != 1)
+        return usage();
+    if (ctl_uuid_arg("user", a->pos[0], user))
+        return 2;
+    return ctl_timeline(a->o.cfg, user, a->since, a->o.json);
+}
+
 static int cmd_tracking(Args *a) {
     if (a->npos > 1 ||
         (a->npos == 1 && strcmp(a->pos[0], "wal") != 0 && strcmp(a->pos[0], "triggers") != 0) ||
@@ -722,10 +732,11 @@ static const struct {
     const char *name;
     int (*run)(Args *a);
 } commands[] = {
-    {"tracking", cmd_tracking}, {"backup", cmd_backup},      {"restore", cmd_restore},
-    {"verify", cmd_verify},     {"cleanup", cmd_cleanup},    {"enqueue", cmd_enqueue},
-    {"wait", cmd_wait_status},  {"status", cmd_wait_status}, {"list", cmd_list},
-    {"stats", cmd_stats},       {"schedule", cmd_schedule},  {"migrate", cmd_migrate},
+    {"tracking", cmd_tracking}, {"timeline", cmd_timeline}, {"backup", cmd_backup},
+    {"restore", cmd_restore},   {"verify", cmd_verify},     {"cleanup", cmd_cleanup},
+    {"enqueue", cmd_enqueue},   {"wait", cmd_wait_status},  {"status", cmd_wait_status},
+    {"list", cmd_list},         {"stats", cmd_stats},       {"schedule", cmd_schedule},
+    {"migrate", cmd_migrate},
 };
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
 

@@ -388,6 +388,38 @@ test('client: reads run as `authenticated` under row-level security', async () =
   assert.equal((await store.getBackup({ sub: A }, backupId)).status, 'completed');
 });
 
+test('timeline: the caller\'s captured transactions only, oldest first, since a time', async () => {
+  const seg = (id, user, last, end, txns) => S.pool.query(
+    `INSERT INTO change_segments (id, user_id, s3_key, start_lsn, end_lsn, first_commit, last_commit, xids,
+       changes, counts, txns, size, checksum, epoch)
+     VALUES ($1, $2::uuid, 'backups/' || $2 || '/changes/' || $1 || '.jsonl.gz', $4::pg_lsn, $4::pg_lsn, $3, $3,
+       '{7,8}', 3, '{"orders":{"i":2,"u":1,"d":0,"t":0}}', $5, 1, repeat('a', 64), 1)`,
+    [id, user, last, end, txns === null ? null : JSON.stringify(txns)]);
+  const t = (s) => new Date(Date.UTC(2026, 11, 7, 9, 14, s)).toISOString();
+  await seg('tl-a1', A, t(0), '0/20', null); // recorded before 021: one entry for the segment
+  await seg('tl-a2', A, t(20), '0/40', [
+    { xid: 9, lsn: '0/30', time: '2026-12-07T09:14:10.000001Z', counts: { orders: { i: 1, u: 0, d: 0, t: 0 } } },
+    { xid: 10, lsn: '0/40', time: '2026-12-07T09:14:20.000002Z', counts: { order_items: { i: 0, u: 0, d: 3, t: 0 } } },
+  ]);
+  await seg('tl-b1', B, t(5), '0/25', [{ xid: 11, lsn: '0/25', time: t(5), counts: {} }]);
+  try {
+    const all = await api('GET', '/api/backup/timeline', { tok: token(A) });
+    assert.equal(all.status, 200);
+    assert.deepEqual(all.body.map((e) => [e.lsn, e.xid, e.transactions]), [['0/20', null, 2], ['0/30', 9, 1], ['0/40', 10, 1]],
+      'A\'s own, in commit order; B\'s not');
+    assert.deepEqual(all.body[2].counts, { order_items: { i: 0, u: 0, d: 3, t: 0 } });
+    assert.equal(all.body[1].time, '2026-12-07T09:14:10.000001Z', 'microseconds kept');
+    const since = await api('GET', `/api/backup/timeline?since=${encodeURIComponent(t(10))}`, { tok: token(A) });
+    assert.deepEqual(since.body.map((e) => e.lsn), ['0/30', '0/40'], 'segments whose last commit is since');
+    const bad = await api('GET', '/api/backup/timeline?since=yesterday-ish', { tok: token(A) });
+    assert.equal(bad.status, 400);
+    assert.equal((await api('GET', '/api/backup/timeline', { tok: token(B) })).body.length, 1);
+    assert.equal((await api('GET', '/api/backup/timeline')).status, 401);
+  } finally {
+    await S.pool.query("DELETE FROM change_segments WHERE id LIKE 'tl-%'");
+  }
+});
+
 test('healthz, the page and its assets', async () => {
   assert.deepEqual((await api('GET', '/healthz')).body, { ok: true });
   const page = await fetch(`${S.url}/`);

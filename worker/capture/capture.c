@@ -76,6 +76,13 @@ typedef struct {
     Buf xids;         /* comma-separated */
     int (*counts)[5]; /* per scope table: i u d t, w (a "where" delete) */
     int ncounts;
+    /* the transactions, each summed up for the timeline (change_segments.txns) */
+    Buf txlist;    /* JSON objects, comma-separated */
+    int (*cur)[5]; /* the open transaction's counts */
+    uint32_t cur_xid;
+    uint64_t cur_lsn;
+    int64_t cur_time;
+    int cur_open;
 } Tenant;
 
 /* A large transaction the server streams before it commits (protocol 2): its messages, as
@@ -295,8 +302,40 @@ static void tenant_free(void *p) {
     }
     buf_free(&t->data);
     buf_free(&t->xids);
+    buf_free(&t->txlist);
     free(t->counts);
+    free(t->cur);
     free(t);
+}
+
+/* A table's counts as {"i":..,"u":..,"d":..,"t":..[,"w":..]} ("d" includes the where deletes). */
+static void counts_obj(const int *n, Buf *out) {
+    buf_printf(out, "{\"i\":%d,\"u\":%d,\"d\":%d,\"t\":%d", n[0], n[1], n[2] + n[4], n[3]);
+    if (n[4])
+        buf_printf(out, ",\"w\":%d", n[4]);
+    buf_puts(out, "}");
+}
+
+/* The open transaction's summary onto the tenant's list: what the timeline shows. */
+static void close_txn(Tenant *t) {
+    if (!t->cur_open)
+        return;
+    char lsn[24], when[32];
+    pgo_lsn_format(t->cur_lsn, lsn);
+    pgo_time_format(t->cur_time, when);
+    buf_printf(&t->txlist, "%s{\"xid\":%u,\"lsn\":\"%s\",\"time\":\"%s\",\"counts\":{",
+               t->txlist.len ? "," : "", t->cur_xid, lsn, when);
+    int first = 1;
+    for (int k = 0; k < t->ncounts; k++) {
+        int *n = t->cur[k];
+        if (n[0] + n[1] + n[2] + n[3] + n[4] == 0)
+            continue;
+        buf_printf(&t->txlist, "%s\"%s\":", first ? "" : ",", scope_table(t->c->scope, k));
+        counts_obj(n, &t->txlist);
+        first = 0;
+    }
+    buf_puts(&t->txlist, "}}");
+    t->cur_open = 0;
 }
 
 static Tenant *tenant_of(Capture *c, const char *user) {
@@ -307,9 +346,16 @@ static Tenant *tenant_of(Capture *c, const char *user) {
         snprintf(t->user, sizeof(t->user), "%s", user);
         t->ncounts = scope_count(c->scope);
         t->counts = xcalloc((size_t)t->ncounts, sizeof(*t->counts));
+        t->cur = xcalloc((size_t)t->ncounts, sizeof(*t->cur));
         strmap_put(c->buffers, user, t);
     }
     if (t->txn_seq != c->txn_seq) {
+        close_txn(t);
+        t->cur_open = 1;
+        t->cur_xid = c->xid;
+        t->cur_lsn = c->commit_lsn;
+        t->cur_time = c->commit_time;
+        memset(t->cur, 0, (size_t)t->ncounts * sizeof(*t->cur));
         t->txn_seq = c->txn_seq;
         t->txns++;
         buf_printf(&t->xids, "%s%u", t->xids.len ? "," : "", c->xid);
@@ -325,8 +371,10 @@ static Tenant *tenant_of(Capture *c, const char *user) {
 
 static void count(Tenant *t, int table, char op) {
     int k = op == 'i' ? 0 : op == 'u' ? 1 : op == 'd' ? 2 : op == 't' ? 3 : 4;
-    if (table >= 0 && table < t->ncounts)
+    if (table >= 0 && table < t->ncounts) {
         t->counts[table][k]++;
+        t->cur[table][k]++;
+    }
     t->changes++;
 }
 
@@ -1926,15 +1974,13 @@ static void record(Capture *c) {
             if (n[0] + n[1] + n[2] + n[3] + n[4] == 0)
                 continue;
             /* "d" counts the where deletes too; "w" (only when there are some) them alone */
-            buf_printf(&segs, "%s\"%s\":{\"i\":%d,\"u\":%d,\"d\":%d,\"t\":%d", first ? "" : ",",
-                       scope_table(c->scope, k), n[0], n[1], n[2] + n[4], n[3]);
-            if (n[4])
-                buf_printf(&segs, ",\"w\":%d", n[4]);
-            buf_puts(&segs, "}");
+            buf_printf(&segs, "%s\"%s\":", first ? "" : ",", scope_table(c->scope, k));
+            counts_obj(n, &segs);
             first = 0;
         }
-        buf_printf(&segs, "},\"size\":%llu,\"checksum\":\"%s\",\"codecs\":%s}",
-                   (unsigned long long)s->size, s->sha256, cj.data);
+        buf_printf(&segs, "},\"txns\":[%s],\"size\":%llu,\"checksum\":\"%s\",\"codecs\":%s}",
+                   t->txlist.data ? t->txlist.data : "", (unsigned long long)s->size, s->sha256,
+                   cj.data);
     }
     buf_puts(&segs, "]");
     buf_puts(&owners, "[");
@@ -2013,6 +2059,7 @@ static void start_flush(Capture *c) {
     seg_codecs(c, &codecs);
     while (strmap_next(c->buffers, &pos, &u, &v)) {
         Tenant *t = v;
+        close_txn(t); /* at a commit: its last transaction is whole */
         Seg *s = &f->segs[i++];
         s->c = c;
         s->t = t;

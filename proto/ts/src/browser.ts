@@ -6,10 +6,11 @@ import {
   type BackupStatistics,
   type JobStatus,
   type ProgressEvent,
+  type TimelineEntry,
   Errors,
 } from './protocol.js';
 
-export type { BackupInfo, BackupStatistics, JobStatus, ProgressEvent };
+export type { BackupInfo, BackupStatistics, JobStatus, ProgressEvent, TimelineEntry };
 export { Errors };
 
 export interface BackupServiceOptions {
@@ -51,6 +52,11 @@ export class BackupService {
 
   listBackups(): Promise<BackupInfo[]> {
     return this.call('GET', '/api/backup/list');
+  }
+
+  /** The user's captured transactions (restore points), oldest first. */
+  timeline(since?: string): Promise<TimelineEntry[]> {
+    return this.call('GET', `/api/backup/timeline${since ? `?since=${encodeURIComponent(since)}` : ''}`);
   }
 
   restoreBackup(req: { backupId: string; tables?: string[] }): Promise<{ jobId: string }> {

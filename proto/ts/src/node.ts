@@ -10,6 +10,7 @@ import {
   type Job,
   type JobStatus,
   type ProgressEvent,
+  type TimelineEntry,
   jobFields,
   keys,
   parseJobStatus,
@@ -267,6 +268,35 @@ export class BackupStore {
         completed_at: row.completed_at ? new Date(row.completed_at).toISOString() : null,
         verified: row.verified,
       };
+    });
+  }
+
+  /**
+   * The user's captured transactions since `since` (an ISO time; all when absent), oldest
+   * first, at most `limit` (the newest ones when there are more): the restore points.
+   */
+  timeline(claims: { sub: string }, since?: string, limit = 500): Promise<TimelineEntry[]> {
+    if (since !== undefined && Number.isNaN(Date.parse(since)))
+      throw new ProtocolError('since: not a time (ISO 8601)');
+    return this.asUser(claims, async (c) => {
+      const r = await c.query(
+        `SELECT * FROM (
+           SELECT coalesce(t->>'time', to_char(s.last_commit AT TIME ZONE 'UTC',
+                    'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')) AS time,
+                  coalesce(t->>'lsn', s.end_lsn::text) AS lsn, (t->>'xid')::bigint AS xid,
+                  CASE WHEN t IS NULL THEN cardinality(s.xids) ELSE 1 END AS transactions,
+                  coalesce(t->'counts', s.counts) AS counts
+             FROM change_segments s LEFT JOIN LATERAL jsonb_array_elements(s.txns) t ON true
+            WHERE s.user_id = $1::uuid AND s.last_commit >= coalesce($2::timestamptz, '-infinity')
+            ORDER BY coalesce(t->>'lsn', s.end_lsn::text)::pg_lsn DESC LIMIT $3) x
+          ORDER BY lsn::pg_lsn`, [claims.sub, since ?? null, limit]);
+      return r.rows.map((row) => ({
+        time: row.time,
+        lsn: row.lsn,
+        xid: row.xid === null ? null : Number(row.xid),
+        transactions: Number(row.transactions),
+        counts: row.counts,
+      }));
     });
   }
 

@@ -137,6 +137,27 @@ export interface BackupStatistics {
   last_backup_at: string | null;
 }
 
+/** A table's changes in one transaction: inserted, updated, deleted rows; t: truncated. */
+export interface TableCounts {
+  i: number;
+  u: number;
+  d: number;
+  t: number;
+}
+
+/**
+ * One of the user's transactions captured from the WAL (`BACKUP_TRACKING=wal`,
+ * `change_segments.txns`): a restore point. A segment recorded before per-transaction
+ * summaries (021) is one entry for all its transactions (`xid` null).
+ */
+export interface TimelineEntry {
+  time: string; // commit time, RFC 3339 UTC with microseconds
+  lsn: string; // commit LSN, as PostgreSQL writes it
+  xid: number | null;
+  transactions: number;
+  counts: Record<string, TableCounts>;
+}
+
 /** A job the protocol refuses; the message names the field, as the worker's dead letters do. */
 export class ProtocolError extends Error {
   constructor(message: string) {

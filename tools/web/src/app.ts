@@ -181,6 +181,22 @@ export async function buildApp(cfg: WebConfig, deps: WebDeps): Promise<FastifyIn
 
   app.get('/api/backup/list', async (req) => store.listBackups(user(req)));
 
+  // the user's transactions captured from the WAL: the restore points (proto/README.md)
+  app.get('/api/backup/timeline', {
+    schema: {
+      querystring: {
+        type: 'object',
+        additionalProperties: false,
+        properties: { since: { type: 'string', maxLength: 64 } },
+      },
+    },
+  }, async (req) => {
+    const u = user(req);
+    const { since } = req.query as { since?: string };
+    if (since !== undefined && Number.isNaN(Date.parse(since))) throw new HttpError(400, 'since: not a time (ISO 8601)');
+    return store.timeline(u, since);
+  });
+
   app.post('/api/backup/restore', {
     schema: {
       body: {
