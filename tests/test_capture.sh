@@ -231,6 +231,22 @@ check "... no other row (no scan of the tables)" $((4 + NOTE)) "$(jq '[.tables[]
 check "... the deleted item among its deletions" "\"$I1\"" "$(jq -c '.deleted.order_items[]' <<<"$doc")"
 check "... and the notification written and deleted since" 1 "$(jq '.deleted.notifications | length' <<<"$doc")"
 check "... its counts in backup_metadata" 2 "$(q "SELECT (row_counts->>'orders')::int FROM backup_metadata WHERE id = '$INC'")"
+# a scope table the publication lacks (its changes are not captured), or the base lacks (it
+# joined the scope since): the incremental is full, naming it
+note_of() { REDIS_PREFIX=$P "$CTL" backup "$A" --incremental --wait --json 2>>"$tmp/bk.err" | jq -r "$1"; }
+q "ALTER PUBLICATION backup_capture DROP TABLE user_settings" >/dev/null
+expect "a worker starting warns of it" grep -q "the publication backup_capture lacks user_settings of backup_scope" \
+  <<<"$(wal REDIS_PREFIX=$P "$WORKER" --check-config 2>&1)"
+check "a scope table outside the publication: the incremental is full, naming it" \
+  "incremental backup requested, but the publication backup_capture lacks user_settings (its changes are not captured: backupctl tracking wal sets it up): made a full one" \
+  "$(note_of .note)"
+expect "... backupctl tracking wal (already) puts it back" grep -q "publication backup_capture and replica identities up to date (8 tables)" <<<"$("$CTL" tracking wal)"
+check "... in the publication" 1 "$(q "SELECT count(*) FROM pg_publication_tables WHERE pubname = 'backup_capture' AND tablename = 'user_settings'")"
+F4=$(q "SELECT id FROM backup_metadata WHERE user_id = '$A' AND status = 'completed' ORDER BY created_at DESC, id DESC LIMIT 1")
+q "UPDATE backup_metadata SET row_counts = row_counts - 'user_settings' WHERE id = '$F4'" >/dev/null
+check "a scope table the base does not hold: full, naming it" \
+  "incremental backup requested, but the base does not hold user_settings (joined the backup scope since): made a full one" \
+  "$(note_of .note)"
 # a TRUNCATE names no keys: the next incremental is full, whether the claim saw its segment
 # or (not recorded yet then) the incremental met it among the segments and started over
 q "TRUNCATE notifications" >/dev/null

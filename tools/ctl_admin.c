@@ -265,7 +265,19 @@ int ctl_tracking(const Config *cfg, const char *mode, int replace_owner_indexes,
             return 1;
         }
         printf("%s\n", PQgetvalue(res, 0, 0));
+        int already = strncmp(PQgetvalue(res, 0, 0), "already", 7) == 0;
         PQclear(res);
+        if (already && strcmp(mode, "wal") == 0) {
+            /* a table added to backup_scope since: into the publication, with its identity */
+            res = query(pg, "SELECT backup_capture_setup()", 0, NULL);
+            if (res == NULL) {
+                PQfinish(pg);
+                return 1;
+            }
+            printf("publication backup_capture and replica identities up to date (%s tables)\n",
+                   PQgetvalue(res, 0, 0));
+            PQclear(res);
+        }
         if (replace_owner_indexes) { /* the identity index serves what they served */
             res = query(pg, "SELECT array_to_string(backup_capture_replace_owner_indexes(), ', ')",
                         0, NULL);

@@ -58,17 +58,26 @@ LANGUAGE sql IMMUTABLE STRICT AS $$
     FROM (SELECT pg_snapshot_xmax(p_ref)::text::bigint AS x) r
 $$;
 
--- Whether an incremental of p_user on the base with snapshot p_base can be built from the
--- change segments (BACKUP_TRACKING=wal): NULL when it can, else why not. The slot must be older
--- than the base (every later change is in a segment), the capture alive, and no segment since
--- the base may hold a TRUNCATE or the children of an order that moved away (a delete of rows
--- the base holds, whose keys no segment names: a full backup instead).
+-- Whether an incremental of p_user on the base backup p_base can be built from the change
+-- segments (BACKUP_TRACKING=wal): NULL when it can, else why not. The slot must be older than the
+-- base (every later change is in a segment), the capture alive, every table of the scope in the
+-- base (a table that joined the scope since has rows no segment names) and in the publication
+-- (else its changes are not captured), and no segment since the base may hold a TRUNCATE or the
+-- children of an order that moved away (a delete of rows the base holds, whose keys no segment
+-- names: a full backup instead).
 CREATE OR REPLACE FUNCTION capture_incremental_ok(p_user uuid, p_base text) RETURNS text
 LANGUAGE plpgsql STABLE AS $$
 DECLARE
     st capture_state;
-    snap pg_snapshot := p_base::pg_snapshot;
+    b backup_metadata;
+    snap pg_snapshot;
+    missing text;
 BEGIN
+    SELECT * INTO b FROM backup_metadata WHERE id = p_base AND user_id = p_user;
+    IF NOT FOUND OR b.snapshot IS NULL THEN
+        RETURN 'the base has no snapshot';
+    END IF;
+    snap := b.snapshot::pg_snapshot;
     SELECT * INTO st FROM capture_state;
     IF NOT FOUND OR st.reset_xid IS NULL OR NOT pg_visible_in_snapshot(st.reset_xid, snap) THEN
         RETURN 'the change capture started after the base';
@@ -76,6 +85,18 @@ BEGIN
     IF st.updated_at < now() - interval '2 minutes' THEN
         RETURN 'the change capture has recorded nothing since '
                || to_char(st.updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"');
+    END IF;
+    SELECT string_agg(s.table_name, ', ' ORDER BY s.restore_order) INTO missing FROM backup_scope s
+    WHERE NOT coalesce(b.row_counts ? s.table_name, false);
+    IF missing IS NOT NULL THEN
+        RETURN 'the base does not hold ' || missing || ' (joined the backup scope since)';
+    END IF;
+    SELECT string_agg(s.table_name, ', ' ORDER BY s.restore_order) INTO missing FROM backup_scope s
+    WHERE NOT EXISTS (SELECT 1 FROM pg_publication_tables p WHERE p.pubname = 'backup_capture'
+                      AND p.schemaname = 'public' AND p.tablename = s.table_name);
+    IF missing IS NOT NULL THEN
+        RETURN 'the publication backup_capture lacks ' || missing
+               || ' (its changes are not captured: backupctl tracking wal sets it up)';
     END IF;
     IF EXISTS (SELECT 1 FROM change_segments s
                WHERE s.user_id = p_user

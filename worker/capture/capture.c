@@ -2362,6 +2362,19 @@ int capture_check(const char *database_url, Err *err, Buf *warnings) {
             rc = -1;
         }
         buf_free(&miss);
+        if (rc == 0) { /* scope tables the publication lacks: their changes are not captured */
+            PGresult *pub = PQexec(
+                pg, "SELECT string_agg(s.table_name, ', ') FROM backup_scope s WHERE NOT EXISTS "
+                    "(SELECT 1 FROM pg_publication_tables p WHERE p.pubname = '" PUBLICATION
+                    "' AND p.schemaname = 'public' AND p.tablename = s.table_name)");
+            if (PQresultStatus(pub) == PGRES_TUPLES_OK && !PQgetisnull(pub, 0, 0))
+                buf_printf(warnings,
+                           "the publication " PUBLICATION " lacks %s of backup_scope: their "
+                           "changes are not captured, and incrementals are full until "
+                           "backupctl tracking wal adds them\n",
+                           PQgetvalue(pub, 0, 0));
+            PQclear(pub);
+        }
         if (strcmp(PQgetvalue(res, 0, 2), "-1") == 0)
             buf_printf(warnings,
                        "max_slot_wal_keep_size is unlimited: a capture that stops keeps WAL "

@@ -713,7 +713,7 @@ static void backup_record_row(JobRt *rt, Backup *b) {
         " why AS (SELECT CASE WHEN $7 <> '' THEN $7"
         "  WHEN $2 <> 'full' AND backup_tracking_mode() = 'wal'"
         "  AND EXISTS (SELECT 1 FROM base) THEN capture_incremental_ok($1::uuid,"
-        "  (SELECT snapshot FROM backup_metadata WHERE id = (SELECT id FROM base))) END AS why),"
+        "  (SELECT id FROM base)) END AS why),"
         " kind AS (SELECT CASE WHEN $2 = 'full' OR NOT EXISTS (SELECT 1 FROM base)"
         "  OR (SELECT why FROM why) IS NOT NULL THEN 'full'"
         "  ELSE $2 END AS type)"
