@@ -386,7 +386,21 @@ check "... none of its rows in a segment" 0 "$(titled big-abort)"
 check "a savepoint rolled back inside a streamed transaction: its rows are not captured" 0 "$(titled sp-gone)"
 check "... the rows before it are" 1000 "$(titled sp-kept)"
 check "... and after it" 1 "$(titled sp-after)"
-stop_worker w4 >/dev/null
+# the leader killed while a streamed transaction is open (its blocks on the dead leader's disk):
+# the next leader reads it again from the slot, every row once (the walsender sends it whole at
+# its commit then: it does not stream again what it decoded before the restart point)
+( q "BEGIN; INSERT INTO notifications (user_id, type, title, body) SELECT '$A', 'big', 'kill-mid',
+     repeat('z', 200) FROM generate_series(1, 10000); SELECT pg_sleep(10); COMMIT" >/dev/null ) &
+writer=$!
+sleep 2
+kill -9 "$PID_w4"
+start_worker w6 BACKUP_TRACKING=wal CAPTURE_FLUSH_INTERVAL=300ms CAPTURE_LEASE=3s \
+  CAPTURE_SEGMENT_MB=1 CAPTURE_DECODING_KB=64
+wait "$writer"
+wait_until 20 grep -q "capture: streaming from" "$tmp/w6.log" || bad "w6 did not take over"
+recorded 60 || bad "the transaction was not recorded after the takeover"
+check "the leader killed in the middle of a streamed transaction: every row once" 10000 "$(titled kill-mid)"
+stop_worker w6 >/dev/null
 wait_until 10 inactive || bad "the slot stayed active after the worker stopped"
 
 # ---- 10. back to triggers ----
