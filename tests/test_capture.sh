@@ -313,6 +313,14 @@ check "backupctl download --decode reads it (checksum from its record, key from 
 expect "... the change is in it" grep -q '"notes":"after the gap"' "$tmp/enc.jsonl"
 "$CTL" download --decode "$ENC" "$tmp/enc2.jsonl" >/dev/null 2>&1
 check "... and without the key it does not" 1 $?
+# an incremental from encrypted segments (each one's data key unwrapped from its own header)
+check "after the gap, an incremental is full (its base precedes the new slot)" full "$(btype "$(bk --incremental)")"
+q "UPDATE orders SET notes = 'sealed' WHERE id = '$O1'" >/dev/null
+recorded 20 || bad "nothing recorded"
+ENCI=$(bk --incremental)
+check "... the next one is built from the encrypted segments" incremental "$(btype "$ENCI" | cut -d: -f1)"
+BACKUP_ENCRYPTION_KEYS="$KEYS" "$CTL" download --decode "$ENCI" "$tmp/enci.json" >/dev/null 2>&1
+check "... with the row as it is" sealed "$(jq -r '.tables.orders[0].notes' "$tmp/enci.json")"
 
 # ---- 8. PostgreSQL restarted in the middle of a stream: nothing lost, nothing twice ----
 ( for i in $(seq 1 40); do
