@@ -18,6 +18,7 @@
 #include "base/log.h"
 #include "base/strmap.h"
 #include "capture/changes.h"
+#include "capture/txspill.h"
 #include "format/layout.h"
 #include "io/codec.h"
 #include "io/crypt.h"
@@ -84,19 +85,6 @@ typedef struct {
     int64_t cur_time;
     int cur_open;
 } Tenant;
-
-/* A large transaction the server streams before it commits (protocol 2): its messages, as
- * they came, in a spill file until its Stream Commit (replayed then, in commit order, as any
- * transaction) or Stream Abort (dropped; a subtransaction's abort cuts the file back to where
- * that subtransaction began: savepoints nest, so everything after it was its). */
-typedef struct {
-    uint32_t xid;
-    FILE *f; /* u32 length (host order), message; ... */
-    uint64_t bytes;
-    uint32_t *subxid; /* the subtransactions seen, with their first message's offset */
-    long *suboff;
-    int nsub, capsub;
-} Streamed;
 
 typedef struct {
     Capture *c;
@@ -214,10 +202,10 @@ struct Capture {
 
     StrMap *buffers; /* user -> Tenant */
     /* protocol 2: large transactions streamed before their commit */
-    StrMap *streams; /* xid -> Streamed */
-    int in_block;    /* between a Stream Start and Stop */
+    TxSpill *txs; /* transactions streamed before their commit (txspill.h) */
+    int in_block; /* between a Stream Start and Stop */
     uint32_t block_xid;
-    Streamed *rp;       /* the transaction being replayed at its Stream Commit */
+    TxStream *rp;       /* the transaction being replayed at its Stream Commit */
     PgoDecoder *rp_dec; /* its own decoder: its Relation messages are its own */
     char *rp_msg;       /* the message being routed (held across a lookup) */
     uint32_t rp_len;
@@ -225,7 +213,7 @@ struct Capture {
     unsigned relgen, rp_gen; /* which decoder table_of's relations are of */
     uint64_t m_streamed, m_stream_aborts;
     size_t buffered;      /* change lines in memory */
-    uint64_t spill_bytes; /* ... and in spill files (buffers and the flush's) */
+    uint64_t spill_bytes; /* ... and in tenants' spill files (buffers and the flush's) */
     Flush *fl;
     int flush_due;
 
@@ -378,24 +366,8 @@ static void count(Tenant *t, int table, char op) {
     t->changes++;
 }
 
-/* A file under $TMPDIR (else /tmp; tmpfile() knows only /tmp, read-only in the pod), unlinked
- * at once: it goes when it is closed, or when the process dies. */
-static FILE *spill_file(void) {
-    const char *dir = getenv("TMPDIR");
-    char path[512];
-    snprintf(path, sizeof(path), "%s/bw-capture-XXXXXX", dir && dir[0] ? dir : "/tmp");
-    int fd = mkstemp(path);
-    if (fd < 0)
-        return NULL;
-    unlink(path);
-    FILE *f = fdopen(fd, "w+");
-    if (f == NULL)
-        close(fd);
-    return f;
-}
-
 /* A transaction larger than memory should hold (CAPTURE_SEGMENT_MB): every tenant's change
- * lines so far go to its spill file (spill_file(), under TMPDIR), to be written from there at
+ * lines so far go to its spill file (txspill_file(), under TMPDIR), to be written from there at
  * the next flush. Memory stays bounded whatever the size of a transaction; the disk holds the
  * rest until its commit is flushed. -1 with err when the file cannot be written. */
 static int spill(Capture *c, Err *err) {
@@ -406,7 +378,7 @@ static int spill(Capture *c, Err *err) {
         Tenant *t = v;
         if (t->data.len == 0)
             continue;
-        if (t->spill == NULL && (t->spill = spill_file()) == NULL) {
+        if (t->spill == NULL && (t->spill = txspill_file()) == NULL) {
             err_set(err, ERR_RETRYABLE, ERR_CODE_IO, "a spill file: %s", strerror(errno));
             return -1;
         }
@@ -555,119 +527,30 @@ static void flush_free(Flush *f) {
 
 /* ---- protocol 2: streamed transactions ---- */
 
-static void streamed_free(void *p) {
-    Streamed *t = p;
-    if (t == NULL)
-        return;
-    if (t->f)
-        fclose(t->f);
-    free(t->subxid);
-    free(t->suboff);
-    free(t);
-}
-
-static void streamed_drop(Capture *c, Streamed *t) {
-    char k[16];
-    snprintf(k, sizeof(k), "%u", t->xid);
-    strmap_del(c->streams, k);
-    c->spill_bytes -= t->bytes;
-    streamed_free(t);
-}
-
 static void streams_reset(Capture *c) {
-    size_t pos = 0;
-    const char *k;
-    void *v;
-    while (strmap_next(c->streams, &pos, &k, &v))
-        c->spill_bytes -= ((Streamed *)v)->bytes;
-    strmap_free(c->streams, streamed_free);
-    c->streams = strmap_new();
+    txspill_reset(c->txs);
     if (c->rp_dec)
         pgo_decoder_free(c->rp_dec);
     c->rp_dec = NULL;
-    streamed_free(c->rp);
+    txstream_free(c->rp);
     c->rp = NULL;
     free(c->rp_msg);
     c->rp_msg = NULL;
     c->in_block = 0;
 }
 
-static Streamed *streamed_of(Capture *c, uint32_t xid, int make) {
-    char k[16];
-    snprintf(k, sizeof(k), "%u", xid);
-    Streamed *t = strmap_get(c->streams, k);
-    if (t == NULL && make) {
-        t = xcalloc(1, sizeof(*t));
-        t->xid = xid;
-        strmap_put(c->streams, k, t);
-    }
-    return t;
-}
-
-/* A message of a streamed block, kept as it came. */
-static int stream_keep(Capture *c, const char *buf, size_t len, Err *err) {
-    Streamed *t = streamed_of(c, c->block_xid, 1);
-    if (t->f == NULL && (t->f = spill_file()) == NULL) {
-        err_set(err, ERR_RETRYABLE, ERR_CODE_IO, "a spill file: %s", strerror(errno));
-        return -1;
-    }
-    /* the (sub)transaction the change is of follows the type byte */
-    if (len >= 5 && strchr("IUDTRYM", buf[0])) {
-        uint32_t x = ((uint32_t)(unsigned char)buf[1] << 24) |
-                     ((uint32_t)(unsigned char)buf[2] << 16) |
-                     ((uint32_t)(unsigned char)buf[3] << 8) | (unsigned char)buf[4];
-        int seen = x == t->xid;
-        for (int i = 0; !seen && i < t->nsub; i++)
-            seen = t->subxid[i] == x;
-        if (!seen) {
-            if (t->nsub == t->capsub) {
-                t->capsub = t->capsub ? t->capsub * 2 : 8;
-                t->subxid = xrealloc(t->subxid, (size_t)t->capsub * sizeof(*t->subxid));
-                t->suboff = xrealloc(t->suboff, (size_t)t->capsub * sizeof(*t->suboff));
-            }
-            t->subxid[t->nsub] = x;
-            t->suboff[t->nsub++] = (long)t->bytes;
-        }
-    }
-    uint32_t n = (uint32_t)len;
-    if (fwrite(&n, sizeof(n), 1, t->f) != 1 || fwrite(buf, 1, len, t->f) != len) {
-        err_set(err, ERR_RETRYABLE, ERR_CODE_IO, "writing a spill file: %s", strerror(errno));
-        return -1;
-    }
-    t->bytes += sizeof(n) + len;
-    c->spill_bytes += sizeof(n) + len;
-    c->m_spilled += sizeof(n) + len;
-    return 0;
-}
-
 /* Stream Abort: the transaction dropped, or a subtransaction's part of it cut off. */
 static int stream_abort(Capture *c, uint32_t xid, uint32_t subxid, Err *err) {
-    Streamed *t = streamed_of(c, xid, 0);
-    if (t == NULL)
-        return 0;
-    if (subxid == xid) {
+    int64_t dropped = txspill_abort(c->txs, xid, subxid, err);
+    if (dropped < 0)
+        return -1;
+    if (subxid == xid && dropped > 0) {
         c->m_stream_aborts++;
         log_info(NULL,
-                 "capture: transaction %u, streamed before its end, aborted: %" PRIu64
+                 "capture: transaction %u, streamed before its end, aborted: %" PRId64
                  " bytes dropped",
-                 xid, t->bytes);
-        streamed_drop(c, t);
-        return 0;
+                 xid, dropped);
     }
-    for (int i = 0; i < t->nsub; i++)
-        if (t->subxid[i] == subxid) {
-            long off = t->suboff[i];
-            if (fflush(t->f) != 0 || ftruncate(fileno(t->f), off) != 0 ||
-                fseek(t->f, off, SEEK_SET) != 0) {
-                err_set(err, ERR_RETRYABLE, ERR_CODE_IO, "cutting a spill file: %s",
-                        strerror(errno));
-                return -1;
-            }
-            c->spill_bytes -= t->bytes - (uint64_t)off;
-            t->bytes = (uint64_t)off;
-            t->nsub = i; /* it and the ones after it: nested in it */
-            break;
-        }
     return 0;
 }
 
@@ -680,21 +563,11 @@ static void end_of_txn(Capture *c, uint64_t end_lsn);
 static int replay(Capture *c, Err *err) {
     for (;;) {
         if (c->rp_msg == NULL) {
-            uint32_t n;
-            if (c->rp->f == NULL || fread(&n, sizeof(n), 1, c->rp->f) != 1) {
-                if (c->rp->f && ferror(c->rp->f)) {
-                    err_set(err, ERR_RETRYABLE, ERR_CODE_IO, "reading a spill file: %s",
-                            strerror(errno));
-                    return ROUTE_FAIL;
-                }
-                break; /* its end */
-            }
-            c->rp_msg = xmalloc(n ? n : 1);
-            c->rp_len = n;
-            if (fread(c->rp_msg, 1, n, c->rp->f) != n) {
-                err_set(err, ERR_RETRYABLE, ERR_CODE_IO, "a spill file cut short");
+            int got = txstream_next(c->rp, &c->rp_msg, &c->rp_len, err);
+            if (got < 0)
                 return ROUTE_FAIL;
-            }
+            if (got == 0)
+                break; /* its end */
         }
         PgoMessage m;
         unsigned gen = c->relgen;
@@ -715,9 +588,8 @@ static int replay(Capture *c, Err *err) {
     log_info(NULL,
              "capture: transaction %u, streamed before its commit (%" PRIu64
              " bytes kept on disk), routed at its commit",
-             c->xid, c->rp->bytes);
-    c->spill_bytes -= c->rp->bytes;
-    streamed_free(c->rp);
+             c->xid, txstream_bytes(c->rp));
+    txstream_free(c->rp);
     c->rp = NULL;
     pgo_decoder_free(c->rp_dec);
     c->rp_dec = NULL;
@@ -728,13 +600,7 @@ static int replay(Capture *c, Err *err) {
 
 static int stream_commit(Capture *c, const PgoMessage *m, Err *err) {
     if (c->rp == NULL) {
-        char k[16];
-        snprintf(k, sizeof(k), "%u", m->xid);
-        c->rp = strmap_del(c->streams, k);
-        if (c->rp == NULL)
-            c->rp = xcalloc(1, sizeof(*c->rp)); /* nothing of it came (nothing published) */
-        if (c->rp->f)
-            rewind(c->rp->f);
+        c->rp = txspill_take(c->txs, m->xid);
         c->rp_dec = pgo_decoder_new();
         /* its messages carry their xid: the decoder is told they are of a streamed block */
         char start[6] = {
@@ -1553,8 +1419,12 @@ static void end_of_txn(Capture *c, uint64_t end_lsn) {
 static int handle_message(Capture *c, const char *buf, size_t len, Err *err) {
     if (c->rp) /* a Stream Commit held across a lookup */
         return replay(c, err);
-    if (c->in_block && len > 0 && buf[0] != 'E')
-        return stream_keep(c, buf, len, err) == 0 ? ROUTE_DONE : ROUTE_FAIL;
+    if (c->in_block && len > 0 && buf[0] != 'E') { /* a message of a streamed block, as it came */
+        if (txspill_keep(c->txs, c->block_xid, buf, len, err) != 0)
+            return ROUTE_FAIL;
+        c->m_spilled += len + 4;
+        return ROUTE_DONE;
+    }
     PgoMessage m;
     if (pgo_decode(c->dec, buf, len, &m, err) != 0)
         return ROUTE_FAIL;
@@ -2179,7 +2049,7 @@ Capture *capture_new(uv_loop_t *loop, Services *sv) {
     snprintf(c->lease_key, sizeof(c->lease_key), "%s:capture:lease", prefix);
     snprintf(c->epoch_key, sizeof(c->epoch_key), "%s:capture:epoch", prefix);
     c->buffers = strmap_new();
-    c->streams = strmap_new();
+    c->txs = txspill_new();
     c->pend = strmap_new();
     c->cache = strmap_new();
     c->txn_gone = strmap_new();
@@ -2207,7 +2077,7 @@ static void maybe_free(Capture *c) {
     void *data = c->closed_data;
     scope_free(c->scope);
     streams_reset(c);
-    strmap_free(c->streams, streamed_free);
+    txspill_free(c->txs);
     strmap_free(c->buffers, tenant_free);
     strmap_free(c->pend, free);
     strmap_free(c->cache, free);
@@ -2310,8 +2180,9 @@ void capture_metrics(Capture *c, Buf *out) {
                "bw_capture_row_fetches_total %" PRIu64 "\n",
                enabled, c->epoch > 0, c->state == CAP_STREAM, c->epoch, c->m_changes, c->m_txns,
                c->m_segments, c->m_bytes, c->m_flush_failures, c->m_unrouted, c->m_gaps, c->m_lag_s,
-               age, c->buffered, c->m_retained, c->spill_bytes, c->m_spilled, c->m_lookups,
-               c->m_fetches);
+               age, c->buffered, c->m_retained,
+               c->spill_bytes + txspill_bytes(c->txs) + (c->rp ? txstream_bytes(c->rp) : 0),
+               c->m_spilled, c->m_lookups, c->m_fetches);
 }
 
 /* ---- the start check ---- */
