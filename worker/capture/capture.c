@@ -2181,7 +2181,8 @@ void capture_metrics(Capture *c, Buf *out) {
                enabled, c->epoch > 0, c->state == CAP_STREAM, c->epoch, c->m_changes, c->m_txns,
                c->m_segments, c->m_bytes, c->m_flush_failures, c->m_unrouted, c->m_gaps, c->m_lag_s,
                age, c->buffered, c->m_retained,
-               c->spill_bytes + txspill_bytes(c->txs) + (c->rp ? txstream_bytes(c->rp) : 0),
+               c->spill_bytes + (c->txs ? txspill_bytes(c->txs) : 0) +
+                   (c->rp ? txstream_bytes(c->rp) : 0),
                c->m_spilled, c->m_lookups, c->m_fetches);
 }
 
