@@ -34,6 +34,7 @@
  * row says `failed` (last attempt) or `pending` (a retry will follow).
  */
 #include "jobs/jobs.h"
+#include "aws/sigv4.h"
 #include "capture/segkeys.h"
 #include "format/bfile.h"
 #include "base/buf.h"
@@ -50,8 +51,6 @@
 #include "jobs/jobspec.h"
 #include "keys/keys.h"
 #include "pg/pgjson.h"
-
-#include <openssl/sha.h>
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -1125,11 +1124,8 @@ static void next_segment(JobRt *rt, Backup *b) {
 static void on_segment(JobRt *rt, Backup *b, const StorageResult *sr) {
     const char *id = PQgetvalue(b->segs, b->seg_i, 0);
     const char *key = PQgetvalue(b->segs, b->seg_i, 1);
-    unsigned char md[SHA256_DIGEST_LENGTH];
     char hex[65];
-    SHA256((const unsigned char *)sr->body->data, sr->body->len, md);
-    for (int i = 0; i < SHA256_DIGEST_LENGTH; i++)
-        snprintf(hex + 2 * i, 3, "%02x", md[i]);
+    sigv4_sha256_hex(sr->body->data, sr->body->len, hex);
     if (strcmp(hex, PQgetvalue(b->segs, b->seg_i, 2)) != 0) {
         char why[LAYOUT_KEY_MAX + 160];
         snprintf(why, sizeof(why),
