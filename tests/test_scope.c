@@ -111,7 +111,7 @@ static void test_restore_sql_is_typed(void **state) {
     assert_non_null(strstr(sql.data, "\"product_id\", _bw_step) FROM STDIN"));
     buf_reset(&sql);
     /* a chain: the last state of each key; a deleted key is compared as the key's type */
-    scope_stage_final_sql(s, items, &sql);
+    scope_stage_final_sql(s, items, 0, &sql);
     assert_non_null(strstr(sql.data, "DISTINCT ON (s.\"id\")"));
     assert_non_null(
         strstr(sql.data, "d.tbl = 2 AND d.step > s._bw_step AND (d.k)::uuid = s.\"id\""));

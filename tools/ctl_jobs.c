@@ -403,7 +403,7 @@ typedef struct {
     const char *command;
     const char *pos[4];
     int npos, incremental, differential, all, s3, dry_run, replica, replace_owner_indexes;
-    const char *tables, *key, *user_opt, *days, *by, *dir, *from, *since;
+    const char *tables, *key, *user_opt, *days, *by, *dir, *from, *since, *at;
     const char **fields; /* enqueue: the FIELD VALUE pairs after TYPE */
     int nfields;
 } Args;
@@ -413,7 +413,8 @@ static int usage(void) {
         stderr,
         "Usage: backupctl backup USER [--incremental|--differential]\n"
         "       backupctl restore BACKUP_ID [--tables a,b] [--from primary|replica] [--dry-run] |\n"
-        "                 restore --key S3_KEY [--from primary|replica]\n"
+        "                 restore --key S3_KEY [--from primary|replica] |\n"
+        "                 restore USER --at TIME|LSN [--tables a,b] [--dry-run]\n"
         "       backupctl verify BACKUP_ID | verify --user USER\n"
         "       backupctl cleanup USER [--retention-days N] [--requested-by USER] | "
         "cleanup --all [--retention-days N]\n"
@@ -445,6 +446,7 @@ static int parse_args(Args *a, int argc, char **argv) {
             {"--requested-by", offsetof(Args, by)},
             {"--dir", offsetof(Args, dir)},
             {"--since", offsetof(Args, since)},
+            {"--at", offsetof(Args, at)},
         };
         static const struct {
             const char *name;
@@ -530,8 +532,39 @@ static int cmd_backup(Args *a) {
     return submit(&a->o, fv);
 }
 
+/* backupctl restore USER --at TIME: the user's rows as they were at that instant (proto/sql/022). */
+static int restore_at(Args *a) {
+    char user[37];
+    if (a->npos != 1 || a->key || a->from)
+        return usage();
+    if (ctl_uuid_arg("user", a->pos[0], user))
+        return 2;
+    if (strlen(a->at) >= sizeof(((JobSpec *)0)->at) || !jobspec_at_kind(a->at, strlen(a->at))) {
+        fprintf(stderr,
+                "backupctl restore: --at '%.60s': a time with its offset "
+                "(2026-12-07T09:14:00+01:00, or ...Z) or an LSN (16/B374D848)\n",
+                a->at);
+        return 2;
+    }
+    default_job_id(&a->o, "restore");
+    const char *fv[11] = {"type", "restore", "user_id", user, "at", a->at};
+    int n = 6;
+    if (a->dry_run) {
+        fv[n++] = "dry_run";
+        fv[n++] = "true";
+    }
+    if (a->tables) {
+        fv[n++] = "tables";
+        fv[n++] = a->tables;
+    }
+    fv[n] = NULL;
+    return submit(&a->o, fv);
+}
+
 static int cmd_restore(Args *a) {
     char user[37], id[200];
+    if (a->at)
+        return restore_at(a);
     if ((a->npos == 1) == (a->key != NULL))
         return usage();
     const char *from = a->from;

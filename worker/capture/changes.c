@@ -5,6 +5,7 @@
 #include "capture/changes.h"
 
 #include "base/json.h"
+#include "pg/pgcopy.h"
 #include "pg/pgjson.h"
 
 #include <stdlib.h>
@@ -348,7 +349,9 @@ int changes_read(const char *buf, size_t len, const char *user_id, ChangesItemCb
             field_str(line, l, "op", op, sizeof(op)) != 0 || strlen(op) != 1 ||
             json_field(line, l, "xid", xid, sizeof(xid)) != 0)
             goto bad;
-        ChangesItem it = {table, op[0], (uint32_t)strtoul(xid, NULL, 10), NULL, NULL, NULL};
+        ChangesItem it = {.table = table, .op = op[0], .xid = (uint32_t)strtoul(xid, NULL, 10)};
+        if (field_str(line, l, "lsn", v, sizeof(v)) != 0 || pgo_lsn_parse(v, &it.lsn) != 0)
+            goto bad;
         if (op[0] == 'd' && json_field(line, l, "key", v, sizeof(v)) != 0) {
             /* a "where" delete: {"where":{"column":"value"}} */
             const char *w = memmem(line, l, "\"where\":{", 9);
@@ -371,6 +374,13 @@ int changes_read(const char *buf, size_t len, const char *user_id, ChangesItemCb
                 field_str(line, l, "key", key, sizeof(key)) != 0)
                 goto bad;
             it.key = key;
+            if (pgcopy_member(line, l, "key", &it.key_json, &it.key_json_len) != 0)
+                goto bad;
+            if (op[0] != 'd' && pgcopy_member(line, l, "row", &it.row, &it.row_len) != 0)
+                goto bad;
+            if (op[0] == 'u' &&
+                pgcopy_member(line, l, "unchanged", &it.unchanged, &it.unchanged_len) != 0)
+                it.unchanged = NULL;
         }
         n++;
         if (cb(&it, data, err) != 0)

@@ -85,13 +85,18 @@ void changes_trailer(uint64_t changes, uint64_t transactions, Buf *out);
 /* ---- reading ---- */
 
 /* One change of a segment as changes_read passes it on (valid during the call). key: the key's
- * text, NULL for t and for a "where" delete (then where_col = where_val). */
+ * text, NULL for t and for a "where" delete (then where_col = where_val); key_json its JSON
+ * string. row: i and u, the row's JSON object; unchanged: the JSON array of the columns an
+ * update left as they were (NULL: none). */
 typedef struct {
     const char *table;
     char op;
     uint32_t xid;
+    uint64_t lsn; /* the commit LSN of its transaction */
     const char *key;
     const char *where_col, *where_val;
+    const char *key_json, *row, *unchanged;
+    size_t key_json_len, row_len, unchanged_len;
 } ChangesItem;
 /* 0 to go on, -1 to stop (with err set). */
 typedef int (*ChangesItemCb)(const ChangesItem *it, void *data, Err *err);

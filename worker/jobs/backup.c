@@ -118,7 +118,8 @@ typedef struct {
     int nstale, si;
     /* wal: an incremental from the change segments */
     int wal;
-    char wal_lsn[24]; /* the snapshot's WAL insert position */
+    char wal_lsn[24];     /* the snapshot's WAL insert position */
+    char snapshot_at[40]; /* and a time after it was taken */
     uint64_t wait_from_ms;
     SegKeys *sk;
     char full_why[300]; /* the incremental became a full backup: why */
@@ -436,14 +437,17 @@ static void complete(JobRt *rt, Backup *b) {
                        ver,
                        b->wrapped ? b->key_id : NULL,
                        b->wrapped,
-                       services_replica(jobrt_services(rt)) ? "pending" : NULL};
+                       services_replica(jobrt_services(rt)) ? "pending" : NULL,
+                       b->snapshot_at,
+                       b->wal_lsn};
     const char *nv[] = {b->spec->user_id, b->id, b->type, size};
     PgStmt st[] = {
         {"UPDATE backup_metadata SET status = 'completed', size = $2, uncompressed_size = $3, "
          "checksum = $4, row_counts = $5::jsonb, duration_ms = $6, snapshot = $7, "
          "format_version = $8, key_id = $9, wrapped_key = $10, origin_key_id = $9, "
-         "replica_status = $11, completed_at = now(), error = NULL WHERE id = $1",
-         11, v, 1},
+         "replica_status = $11, completed_at = now(), error = NULL, "
+         "snapshot_at = $12::timestamptz, snapshot_lsn = $13::pg_lsn WHERE id = $1",
+         13, v, 1},
         {"INSERT INTO notifications (user_id, type, title, body, data) "
          "SELECT $1::uuid, 'backup_completed', 'Backup completed', "
          "format('Your %s backup is ready (%s).', $3::text, pg_size_pretty($4::bigint)), "
@@ -834,7 +838,11 @@ static void snapshot_sql(Buf *sql) {
                "%s, "
                /* every commit this snapshot sees is before it (wal: what the capture must
                 * have recorded) */
-               "pg_current_wal_insert_lsn()::text",
+               "pg_current_wal_insert_lsn()::text, "
+               /* and it was taken before this instant (a restore to a point in time starts
+                * from a backup taken before the point: proto/sql/022) */
+               "to_char(clock_timestamp() AT TIME ZONE 'UTC', "
+               "'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
                scope_fingerprint_sql());
 }
 
@@ -935,6 +943,7 @@ static void backup_on_snapshot(JobRt *rt, Backup *b, PGresult *res, PGresult *co
     snprintf(b->created_at, sizeof(b->created_at), "%s", PQgetvalue(res, 0, 3));
     snprintf(b->scope_fp, sizeof(b->scope_fp), "%s", PQgetvalue(res, 0, 5));
     snprintf(b->wal_lsn, sizeof(b->wal_lsn), "%s", PQgetvalue(res, 0, 6));
+    snprintf(b->snapshot_at, sizeof(b->snapshot_at), "%s", PQgetvalue(res, 0, 7));
     ScopeCache *cache = services_scope_cache(jobrt_services(rt));
     if (b->scope && counts && strcmp(b->scope_fp, b->guess_fp) == 0) {
         scopecache_hit(cache);

@@ -283,6 +283,12 @@ static int decode_fields(JobSpec *spec, const JobField *fields, size_t n, const 
             if (!value_is(f, "true") && !value_is(f, "false"))
                 return bad_value(err, f, "is not true or false");
             spec->dry_run = value_is(f, "true");
+        } else if (is(f, "at")) {
+            if (f->value_len >= sizeof(spec->at) || !jobspec_at_kind(f->value, f->value_len))
+                return bad_value(err, f,
+                                 "is not a time with its offset (2026-12-07T09:14:00+01:00) or "
+                                 "an LSN (16/B374D848)");
+            copy_value(spec->at, sizeof(spec->at), f);
         } else if (is(f, "tables")) {
             if (tables_field(spec, f, err) != 0)
                 return -1;
@@ -313,6 +319,58 @@ static int decode_fields(JobSpec *spec, const JobField *fields, size_t n, const 
         return -1;
     if (spec->job_id[0] == '\0')
         snprintf(spec->job_id, sizeof(spec->job_id), "%s", entry_id);
+    return 0;
+}
+
+static int digits(const char *s, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (s[i] < '0' || s[i] > '9')
+            return 0;
+    return 1;
+}
+
+static int num(const char *s, size_t n) {
+    int v = 0;
+    for (size_t i = 0; i < n; i++)
+        v = v * 10 + (s[i] - '0');
+    return v;
+}
+
+char jobspec_at_kind(const char *s, size_t len) {
+    const char *slash = memchr(s, '/', len);
+    if (slash) {
+        size_t a = (size_t)(slash - s), b = len - a - 1;
+        if (a == 0 || a > 8 || b == 0 || b > 8)
+            return 0;
+        for (size_t i = 0; i < len; i++)
+            if (i != a && !isxdigit((unsigned char)s[i]))
+                return 0;
+        return 'l';
+    }
+    /* YYYY-MM-DDTHH:MM:SS[.frac]{Z|+hh:mm|-hh:mm}: the offset is required, so the point is
+     * one instant whatever the server's time zone */
+    if (len < 20 || !digits(s, 4) || s[4] != '-' || !digits(s + 5, 2) || s[7] != '-' ||
+        !digits(s + 8, 2) || (s[10] != 'T' && s[10] != 't' && s[10] != ' ') ||
+        !digits(s + 11, 2) || s[13] != ':' || !digits(s + 14, 2) || s[16] != ':' ||
+        !digits(s + 17, 2))
+        return 0;
+    int mo = num(s + 5, 2), d = num(s + 8, 2);
+    if (mo < 1 || mo > 12 || d < 1 || d > 31 || num(s + 11, 2) > 23 || num(s + 14, 2) > 59 ||
+        num(s + 17, 2) > 60)
+        return 0;
+    size_t i = 19;
+    if (i < len && s[i] == '.') {
+        size_t f = ++i;
+        while (i < len && s[i] >= '0' && s[i] <= '9')
+            i++;
+        if (i == f || i - f > 9)
+            return 0;
+    }
+    if (i + 1 == len && (s[i] == 'Z' || s[i] == 'z'))
+        return 't';
+    if (i + 6 == len && (s[i] == '+' || s[i] == '-') && digits(s + i + 1, 2) && s[i + 3] == ':' &&
+        digits(s + i + 4, 2) && num(s + i + 1, 2) <= 23 && num(s + i + 4, 2) <= 59)
+        return 't';
     return 0;
 }
 

@@ -37,6 +37,8 @@ typedef struct {
     char tables[JOBSPEC_TABLES_MAX][64]; /* restore: selected tables, validated names */
     int ntables;
     int dry_run;        /* restore: count what would change, write nothing */
+    char at[40];        /* restore: the point in time, an RFC 3339 time with its offset or an
+                         * LSN ("16/B374D848"), "" when a backup is named instead */
     char from[16];      /* restore, verify: "replica" forces the replica's copy, "primary" the
                          * primary's alone (no fallback); "": primary, then the replica's */
     int retention_days; /* cleanup: 0 = the configured default */
@@ -58,6 +60,10 @@ int jobspec_decode(JobSpec *spec, const JobField *fields, size_t nfields, const 
 int jobspec_valid_uuid(const char *s, size_t len);
 /* 1 if s is a backup id: (backup|incremental|differential)-<uuid>-<alphanumerics>. */
 int jobspec_valid_backup_id(const char *s, size_t len);
+
+/* What s is as a restore's `at`: 't' an RFC 3339 time with an offset (Z or +hh:mm),
+ * 'l' an LSN (two hex numbers of at most 8 digits, "/" between), 0 neither. */
+char jobspec_at_kind(const char *s, size_t len);
 
 /* For a job type's check (job.h): refuse the entry with this reason (permanent, invalid);
  * returns -1. */

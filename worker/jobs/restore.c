@@ -27,6 +27,14 @@
  *             rolls back. dry_run: the same counted, nothing written
  *   COMMIT    (dry_run: ROLLBACK) and the history row and the job's result say, per
  *             table, the rows inserted, updated, deleted and unchanged.
+ *
+ * To a point in time (`at`, proto/sql/022): first the capture is waited for until it has
+ * recorded every commit up to `at` (NOW, WAIT); PLAN picks the base backup and the cut (the
+ * commit LSN of the user's last transaction at or before `at`), or refuses naming why; SEGLIST
+ * lists the user's change segments. The base's chain is staged as above (never pruned), then
+ * each segment holding a transaction the base does not see is read whole, its SHA-256 checked,
+ * decoded, and its changes up to the cut staged as further steps, one per change (segreplay.h):
+ * FINAL then takes each key's state after the last of them, and the rest is as for a backup.
  */
 #include "jobs/jobs.h"
 #include "format/bcheck.h"
@@ -45,6 +53,9 @@
 #include "io/crypt.h"
 #include "jobs/jobspec.h"
 #include "base/rowkeys.h"
+#include "aws/sigv4.h"
+#include "capture/segreplay.h"
+#include "pg/pgoutput.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -54,6 +65,12 @@
 
 typedef enum {
     ST_ACQUIRE,
+    ST_PITR_NOW,   /* at: the database's clock and WAL position */
+    ST_PITR_WAIT,  /* ...until the capture has recorded up to them */
+    ST_PITR_SLEEP, /* (a pause between two looks) */
+    ST_PITR_PLAN,  /* the base and the cut (proto/sql/022) */
+    ST_SEGLIST,    /* the user's change segments up to the cut */
+    ST_SEGGET,     /* one read whole (while staging, after the chain) */
     ST_CHAIN,
     ST_KEYS, /* the encrypted steps' data keys */
     ST_HISTORY,
@@ -100,8 +117,10 @@ typedef struct {
     char *message; /* CHECK: the error when the count is not 0 */
 } Stmt;
 
-/* Staged text waiting for its COPY: one staging table's (dest: a scope index, or DEST_DELETED). */
-#define DEST_DELETED (-2)
+/* Staged text waiting for its COPY: one staging table's (dest: a scope index, or DEST_*). */
+#define DEST_DELETED   SEGREPLAY_DELETED   /* _bw_d: a chain's deleted keys */
+#define DEST_CUT       SEGREPLAY_CUT       /* _bw_x: replayed TRUNCATEs and where deletes */
+#define DEST_UNCHANGED SEGREPLAY_UNCHANGED /* _bw_u: replayed updates' unchanged columns */
 typedef struct {
     int dest;
     Buf b;
@@ -157,6 +176,19 @@ typedef struct {
     uint64_t *left, *left_sum; /* per table: rows of the step being read left out, their digest */
     uint64_t nchanged;
     uint64_t staged, step_staged; /* rows staged: in all, by the step being read */
+    char backup_id[JOBSPEC_ID_MAX + 1]; /* the backup restored: the job's, or the base of `at` */
+    /* to a point in time */
+    int pitr;
+    char target_lsn[24];  /* the capture must have recorded up to here */
+    uint64_t wait_from;   /* since when it has been waited for (ms into the job) */
+    char cut_lsn[24];     /* the last commit replayed ("0/0": none) */
+    char cut_time[40];    /* its commit time ("" when none since the base) */
+    char *base_snapshot;  /* the base's snapshot: which transactions it holds already */
+    PGresult *segments;   /* id, key, checksum, size, codecs, xids of the user's segments */
+    int seg_i, seg_read;  /* the next segment; how many were read */
+    int in_changes;       /* staging the changes (after the chain) */
+    SegReplay *replay;
+    unsigned char *dels;  /* per table: its deleted keys are staged (restored, or covering) */
 } Restore;
 
 static void restore_query(JobRt *rt, Restore *r, State next, int flags, const char *sql, int n,
@@ -204,6 +236,8 @@ static int restore_prune_skip(Restore *r, int i, const JobEv *ev);
  * staged, and the step must be read again. */
 static int restore_prune_mismatch(JobRt *rt, Restore *r);
 static void restore_prune_free(Restore *r);
+/* To a point in time: a change segment read whole. */
+static void on_change_segment(JobRt *rt, Restore *r, const StorageResult *sr);
 /* A statement list ran to its end. */
 static void restore_stmts_done(JobRt *rt, Restore *r);
 
@@ -266,7 +300,7 @@ static void on_committed(JobRt *rt, Restore *r) {
              dry ? "dry run, nothing written: would have " : "", sum[0], sum[1], sum[2], sum[3]);
     log_info(job_log_id(jobrt_job(rt)),
              "%s %s (%d backup%s): %" PRIu64 " rows (%" PRIu64 " staged); %s",
-             dry ? "dry run of" : "restored", r->spec->backup_id, r->nsteps,
+             dry ? "dry run of" : "restored", r->backup_id, r->nsteps,
              r->nsteps > 1 ? "s" : "", total, r->staged, what);
     buf_printf(&result,
                "{\"dry_run\":%s,\"inserted\":%" PRIu64 ",\"updated\":%" PRIu64
@@ -327,14 +361,19 @@ static void restore_stmts_done(JobRt *rt, Restore *r) {
         char counts[96];
         snprintf(counts, sizeof(counts),
                  "%" PRIu64 " inserted, %" PRIu64 " updated, %" PRIu64 " deleted", ins, upd, del);
-        const char *v[] = {r->spec->user_id, r->spec->backup_id, counts};
+        char to[JOBSPEC_ID_MAX + 64];
+        if (r->pitr)
+            snprintf(to, sizeof(to), "its state at %s", r->spec->at);
+        else
+            snprintf(to, sizeof(to), "backup %s", r->backup_id);
+        const char *v[] = {r->spec->user_id, r->backup_id, counts, to};
         restore_query(rt, r, ST_NOTIFY, 0,
                       "INSERT INTO notifications (user_id, type, title, body, data) "
                       "SELECT $1::uuid, 'restore_completed', 'Restore completed', "
-                      "format('Your data was restored to backup %s (%s).', $2::text, $3::text), "
+                      "format('Your data was restored to %s (%s).', $4::text, $3::text), "
                       "jsonb_build_object('backup_id', $2::text) "
                       "WHERE EXISTS (SELECT 1 FROM profiles WHERE id = $1::uuid)",
-                      3, v);
+                      4, v);
         return;
     }
     restore_progress(rt, r, r->spec->dry_run ? "rolling back (dry run)" : "committing", 99);
@@ -381,6 +420,125 @@ static void on_scope(JobRt *rt, Restore *r, PGresult *res) {
     restore_prune_start(rt, r);
 }
 
+/* ---- to a point in time: the capture waited for, the plan ---- */
+
+/* How long the capture is waited for (its flush interval, a few times) and how often looked at. */
+#define PITR_WAIT_MIN_MS 30000
+#define PITR_POLL_MS     200
+/* A commit's time is taken just before its WAL record is written: a point this recent may have
+ * a commit still to be written, so its position is read a moment later. */
+#define PITR_SETTLE_MS 1000
+#define PITR_SETTLE_S  "1 second"
+
+static void load_chain(JobRt *rt, Restore *r);
+static void pitr_wait(JobRt *rt, Restore *r);
+
+static void pitr_now(JobRt *rt, Restore *r) {
+    const char *v[] = {r->spec->at};
+    if (jobspec_at_kind(r->spec->at, strlen(r->spec->at)) == 'l')
+        restore_query(rt, r, ST_PITR_NOW, 0,
+                      "SELECT $1::pg_lsn <= pg_current_wal_insert_lsn(), true, "
+                      "pg_current_wal_insert_lsn()::text, $1::pg_lsn::text",
+                      1, v);
+    else
+        restore_query(rt, r, ST_PITR_NOW, 0,
+                      "SELECT $1::timestamptz <= clock_timestamp(), "
+                      "$1::timestamptz <= clock_timestamp() - interval '" PITR_SETTLE_S "', "
+                      "pg_current_wal_insert_lsn()::text, pg_current_wal_insert_lsn()::text",
+                      1, v);
+}
+
+static void pitr_on_now(JobRt *rt, Restore *r, PGresult *res) {
+    int lsn = jobspec_at_kind(r->spec->at, strlen(r->spec->at)) == 'l';
+    if (strcmp(PQgetvalue(res, 0, 0), "t") != 0) {
+        jobrt_failf(rt, ERR_PERMANENT, ERR_CODE_INVALID,
+                    "cannot restore to %s: it is in the future (the database is at %s)",
+                    r->spec->at, lsn ? PQgetvalue(res, 0, 2) : "an earlier time");
+        return;
+    }
+    if (strcmp(PQgetvalue(res, 0, 1), "t") != 0) {
+        r->state = ST_PITR_SLEEP;
+        jobrt_sleep(rt, ST_PITR_SLEEP, PITR_SETTLE_MS);
+        return;
+    }
+    /* every commit at or before the point is below this position */
+    snprintf(r->target_lsn, sizeof(r->target_lsn), "%s", PQgetvalue(res, 0, 3));
+    r->wait_from = jobrt_elapsed_ms(rt);
+    pitr_wait(rt, r);
+}
+
+static void pitr_wait(JobRt *rt, Restore *r) {
+    const char *v[] = {r->target_lsn};
+    restore_query(rt, r, ST_PITR_WAIT, 0,
+                  "SELECT confirmed_lsn >= $1::pg_lsn, pg_wal_lsn_diff($1::pg_lsn, "
+                  "confirmed_lsn)::bigint FROM capture_state",
+                  1, v);
+}
+
+static void pitr_plan(JobRt *rt, Restore *r) {
+    int lsn = jobspec_at_kind(r->spec->at, strlen(r->spec->at)) == 'l';
+    const char *v[] = {r->spec->user_id, lsn ? NULL : r->spec->at, lsn ? r->spec->at : NULL};
+    restore_query(rt, r, ST_PITR_PLAN, 0,
+                  "SELECT coalesce(base_id, ''), coalesce(base_snapshot, ''), "
+                  "coalesce(cut_lsn::text, ''), coalesce(to_char(cut_time AT TIME ZONE 'UTC', "
+                  "'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), ''), refusal "
+                  "FROM pitr_plan($1::uuid, $2::timestamptz, $3::pg_lsn)",
+                  3, v);
+}
+
+static void pitr_on_wait(JobRt *rt, Restore *r, PGresult *res) {
+    if (PQntuples(res) == 0 || strcmp(PQgetvalue(res, 0, 0), "t") == 0) {
+        pitr_plan(rt, r); /* (no capture at all: the plan says so) */
+        return;
+    }
+    uint64_t waited = jobrt_elapsed_ms(rt) - r->wait_from;
+    uint64_t limit = (uint64_t)services_jobconfig(jobrt_services(rt))->capture_flush_ms * 6;
+    if (limit < PITR_WAIT_MIN_MS)
+        limit = PITR_WAIT_MIN_MS;
+    if (waited >= limit) {
+        jobrt_failf(rt, ERR_RETRYABLE, ERR_CODE_SQL,
+                    "cannot restore to %s yet: the change capture has not recorded every commit "
+                    "up to it (%s bytes of WAL behind after %.0f s); nothing was read or changed",
+                    r->spec->at, PQgetvalue(res, 0, 1), waited / 1000.0);
+        return;
+    }
+    r->state = ST_PITR_SLEEP;
+    jobrt_sleep(rt, ST_PITR_SLEEP, PITR_POLL_MS);
+}
+
+static void pitr_on_plan(JobRt *rt, Restore *r, PGresult *res) {
+    if (PQntuples(res) != 1) {
+        jobrt_failf(rt, ERR_PERMANENT, ERR_CODE_SQL, "%s",
+                    "pitr_plan returned no plan (is proto/sql/022 applied?)");
+        return;
+    }
+    if (!PQgetisnull(res, 0, 4)) {
+        jobrt_failf(rt, ERR_PERMANENT, ERR_CODE_INVALID, "cannot restore user %s to %s: %s",
+                    r->spec->user_id, r->spec->at, PQgetvalue(res, 0, 4));
+        return;
+    }
+    snprintf(r->backup_id, sizeof(r->backup_id), "%s", PQgetvalue(res, 0, 0));
+    r->base_snapshot = xstrdup(PQgetvalue(res, 0, 1));
+    snprintf(r->cut_lsn, sizeof(r->cut_lsn), "%s", PQgetvalue(res, 0, 2));
+    snprintf(r->cut_time, sizeof(r->cut_time), "%s", PQgetvalue(res, 0, 3));
+    if (!layout_backup_id_names_user(r->backup_id, r->spec->user_id)) {
+        jobrt_failf(rt, ERR_PERMANENT, ERR_CODE_INVALID,
+                    "forbidden: backup %s does not belong to user %s", r->backup_id,
+                    r->spec->user_id);
+        return;
+    }
+    job_set_backup_id(jobrt_job(rt), r->backup_id);
+    log_info(job_log_id(jobrt_job(rt)),
+             "restoring user %s to %s: base %s, changes up to commit %s%s%s", r->spec->user_id,
+             r->spec->at, r->backup_id, r->cut_lsn, r->cut_time[0] ? " at " : "", r->cut_time);
+    const char *v[] = {r->spec->user_id, r->cut_lsn};
+    restore_query(rt, r, ST_SEGLIST, 0,
+                  "SELECT id, s3_key, checksum, size, array_to_string(codecs, ','), "
+                  "array_to_string(xids, ',') FROM change_segments "
+                  "WHERE user_id = $1::uuid AND start_lsn <= $2::pg_lsn ORDER BY end_lsn, id",
+                  2, v);
+}
+
 /* ---- CHAIN ---- */
 
 static void next_key(JobRt *rt, Restore *r);
@@ -389,18 +547,20 @@ static void on_chain(JobRt *rt, Restore *r, PGresult *res) {
     const JobSpec *spec = r->spec;
     int n = PQntuples(res);
     if (n == 0) {
-        jobrt_failf(rt, ERR_PERMANENT, ERR_CODE_INVALID, "backup %s not found", spec->backup_id);
+        jobrt_failf(rt, ERR_PERMANENT, ERR_CODE_INVALID, "backup %s not found", r->backup_id);
         return;
     }
     if (n > MAX_CHAIN) {
         jobrt_failf(rt, ERR_PERMANENT, ERR_CODE_INVALID, "backup %s: chain longer than %d backups",
-                    spec->backup_id, MAX_CHAIN);
+                    r->backup_id, MAX_CHAIN);
         return;
     }
     r->steps = xcalloc((size_t)n, sizeof(Step));
-    r->prunable = 1;
+    /* to a point in time: every row of the base is staged (what changed since the base is
+     * known only up to the cut), and the changes are steps after the chain's */
+    r->prunable = !r->pitr;
     r->nsteps = n;
-    r->chain = n > 1;
+    r->chain = n > 1 || r->pitr;
     for (int k = 0; k < n; k++) {
         const char *id = PQgetvalue(res, k, 0);
         const char *status = PQgetvalue(res, k, 3);
@@ -465,7 +625,7 @@ static void on_chain(JobRt *rt, Restore *r, PGresult *res) {
     }
     job_set_rows_total(jobrt_job(rt), r->rows_total);
     log_info(job_log_id(jobrt_job(rt)), "restoring %s for user %s: %d backup%s, %" PRIu64 " rows",
-             spec->backup_id, spec->user_id, n, n > 1 ? "s" : "", r->rows_total);
+             r->backup_id, spec->user_id, n, n > 1 ? "s" : "", r->rows_total);
     r->ki = 0;
     next_key(rt, r);
 }
@@ -499,20 +659,26 @@ static void next_key(JobRt *rt, Restore *r) {
         buf_printf(&tables, "%s%s", t ? "," : "{", spec->tables[t]);
     if (spec->ntables)
         buf_puts(&tables, "}");
-    const char *v[] = {spec->job_id, spec->user_id, spec->backup_id,
+    const char *v[] = {spec->job_id,
+                       spec->user_id,
+                       r->backup_id,
                        spec->requested_by[0] ? spec->requested_by : NULL,
-                       spec->ntables ? tables.data : NULL};
+                       spec->ntables ? tables.data : NULL,
+                       r->pitr ? spec->at : NULL,
+                       r->pitr ? r->cut_lsn : NULL};
     restore_query(rt, r, ST_HISTORY, 0,
-                  "INSERT INTO restore_history (job_id, user_id, backup_id, requested_by, tables) "
-                  "VALUES ($1, $2::uuid, $3, $4::uuid, $5::text[]) "
+                  "INSERT INTO restore_history (job_id, user_id, backup_id, requested_by, tables, "
+                  "restore_at, cut_lsn) "
+                  "VALUES ($1, $2::uuid, $3, $4::uuid, $5::text[], $6, $7::pg_lsn) "
                   "ON CONFLICT (job_id) DO UPDATE SET attempts = restore_history.attempts + 1, "
-                  "status = 'running', error = NULL, started_at = now(), finished_at = NULL",
-                  5, v);
+                  "status = 'running', error = NULL, started_at = now(), finished_at = NULL, "
+                  "backup_id = EXCLUDED.backup_id, cut_lsn = EXCLUDED.cut_lsn",
+                  7, v);
     buf_free(&tables);
 }
 
 static void load_chain(JobRt *rt, Restore *r) {
-    const char *v[] = {r->spec->backup_id};
+    const char *v[] = {r->backup_id};
     restore_query(
         rt, r, ST_CHAIN, 0,
         "WITH RECURSIVE chain AS ("
@@ -541,6 +707,19 @@ static void load_chain(JobRt *rt, Restore *r) {
 
 static void on_result(JobRt *rt, Restore *r, PGresult *res) {
     switch (r->state) {
+    case ST_PITR_NOW:
+        pitr_on_now(rt, r, res);
+        break;
+    case ST_PITR_WAIT:
+        pitr_on_wait(rt, r, res);
+        break;
+    case ST_PITR_PLAN:
+        pitr_on_plan(rt, r, res);
+        break;
+    case ST_SEGLIST:
+        r->segments = PQcopyResult(res, PG_COPYRES_ATTRS | PG_COPYRES_TUPLES);
+        load_chain(rt, r);
+        break;
     case ST_CHAIN:
         on_chain(rt, r, res);
         break;
@@ -604,12 +783,15 @@ static int restore_step(JobRt *rt, void *st, const JobEv *ev) {
     case JEV_START:
         r->rt = rt;
         r->spec = job_spec(jobrt_job(rt));
-        job_set_backup_id(jobrt_job(rt), r->spec->backup_id);
+        r->pitr = r->spec->at[0] != 0;
+        snprintf(r->backup_id, sizeof(r->backup_id), "%s", r->spec->backup_id);
+        if (!r->pitr)
+            job_set_backup_id(jobrt_job(rt), r->spec->backup_id);
         if (r->spec->user_id[0] == 0) {
             jobrt_failf(rt, ERR_PERMANENT, ERR_CODE_INVALID, "%s", "No authenticated user");
             break;
         }
-        if (!layout_backup_id_names_user(r->spec->backup_id, r->spec->user_id)) {
+        if (!r->pitr && !layout_backup_id_names_user(r->spec->backup_id, r->spec->user_id)) {
             jobrt_failf(rt, ERR_PERMANENT, ERR_CODE_INVALID,
                         "forbidden: backup %s does not belong to user %s", r->spec->backup_id,
                         r->spec->user_id);
@@ -620,7 +802,10 @@ static int restore_step(JobRt *rt, void *st, const JobEv *ev) {
         jobrt_lease(rt, ST_ACQUIRE);
         break;
     case JEV_CONN:
-        load_chain(rt, r);
+        if (r->pitr)
+            pitr_now(rt, r);
+        else
+            load_chain(rt, r);
         break;
     case JEV_RESULT:
         if (ev->tag == ST_STMT && ev->err)
@@ -632,6 +817,12 @@ static int restore_step(JobRt *rt, void *st, const JobEv *ev) {
         break;
     case JEV_COPY_WRITABLE:
         restore_stage_writable(rt, r);
+        break;
+    case JEV_TIMER:
+        if (r->target_lsn[0])
+            pitr_wait(rt, r);
+        else
+            pitr_now(rt, r);
         break;
     case JEV_ROW:
         return restore_prune_row(rt, r, ev);
@@ -646,7 +837,10 @@ static int restore_step(JobRt *rt, void *st, const JobEv *ev) {
         next_key(rt, r);
         break;
     case JEV_STORED:
-        restore_stage_manifest(rt, r, ev);
+        if (r->state == ST_SEGGET)
+            on_change_segment(rt, r, ev->sres);
+        else
+            restore_stage_manifest(rt, r, ev);
         break;
     default:
         break;
@@ -679,6 +873,10 @@ static void restore_release(void *st) {
         pgcopy_row_free(r->shape[i]);
     free(r->shape);
     scope_free(r->scope);
+    segreplay_free(r->replay);
+    PQclear(r->segments);
+    free(r->base_snapshot);
+    free(r->dels);
     for (int i = 0; r->steps && i < r->nsteps; i++)
         free(r->steps[i].wrapped);
     crypt_wipe(r->steps, (size_t)r->nsteps * sizeof(Step));
@@ -700,17 +898,23 @@ static void restore_run(Job *job) {
 static int restore_check(JobSpec *spec, Err *err) {
     if (jobspec_need_user(spec, err) != 0)
         return -1;
-    if (spec->backup_id[0] == '\0')
-        return jobspec_refuse(err, "missing field 'backup_id' (the backup to restore)");
+    if (spec->backup_id[0] && spec->at[0])
+        return jobspec_refuse(err, "%s",
+                              "both 'backup_id' and 'at': a restore is to a backup, or to a point "
+                              "in time (its base backup is chosen)");
+    if (spec->backup_id[0] == '\0' && spec->at[0] == '\0')
+        return jobspec_refuse(err, "missing field 'backup_id' (the backup to restore) or 'at' "
+                                   "(the point in time to restore to)");
     return 0;
 }
 
 const JobType job_type_restore = {
     .name = "restore",
-    .fields = "user_id backup_id tables from dry_run",
+    .fields = "user_id backup_id at tables from dry_run",
     .user_lock = 1,
     .check = restore_check,
-    .summary = "put a user's rows back as a backup holds them (change-only; dry_run previews)",
+    .summary = "put a user's rows back as a backup holds them, or as they were at a point in "
+               "time (change-only; dry_run previews)",
     .run = restore_run,
     .cancel = jobrt_cancel,
 };
@@ -727,6 +931,7 @@ const JobType job_type_restore = {
 #define MAX_BUFFERED (4 * PUT_BATCH) /* staged text held while a COPY opens or drains */
 
 static void step_staged(JobRt *rt, Restore *r);
+static void next_change_segment(JobRt *rt, Restore *r);
 static int to_replica(JobRt *rt, Restore *r, Step *st, const Err *why);
 static void fail_step(JobRt *rt, Restore *r, const Step *st, const Err *err);
 
@@ -762,6 +967,10 @@ static void open_copy(JobRt *rt, Restore *r, int dest) {
     Buf sql = BUF_INIT;
     if (dest == DEST_DELETED)
         buf_puts(&sql, "COPY _bw_d (step, tbl, k) FROM STDIN");
+    else if (dest == DEST_CUT)
+        buf_puts(&sql, "COPY _bw_x (step, tbl, k) FROM STDIN");
+    else if (dest == DEST_UNCHANGED)
+        buf_puts(&sql, "COPY _bw_u (step, tbl, col) FROM STDIN");
     else
         scope_stage_copy_sql(r->scope, dest, r->chain, &sql);
     r->cs = CS_OPENING;
@@ -930,9 +1139,13 @@ static void restore_stage_copied(JobRt *rt, Restore *r, const JobEv *ev) {
     if (ev->err && !r->copy_failed) {
         r->copy_failed = 1;
         r->copy_err = *ev->err;
-        err_prefix(&r->copy_err, "backup %s: its %s cannot be staged", r->steps[r->si].id,
-                   r->copy_dest == DEST_DELETED ? "deleted keys"
-                                                : scope_table(r->scope, r->copy_dest));
+        err_prefix(&r->copy_err, "%s %s: its %s cannot be staged",
+                   r->in_changes ? "change segment" : "backup",
+                   r->in_changes ? PQgetvalue(r->segments, r->seg_i, 1) : r->steps[r->si].id,
+                   r->copy_dest == DEST_DELETED     ? "deleted keys"
+                   : r->copy_dest == DEST_CUT       ? "truncations and moved rows"
+                   : r->copy_dest == DEST_UNCHANGED ? "unchanged columns"
+                                                    : scope_table(r->scope, r->copy_dest));
     } else if (!ev->err && !r->chain && r->copy_dest >= 0) {
         r->expected[r->copy_dest] += strtoull(PQcmdTuples(ev->res), NULL, 10);
     }
@@ -1065,6 +1278,16 @@ static void restore_stage_manifest(JobRt *rt, Restore *r, const JobEv *ev) {
 
 /* The step's read ended and every COPY with it. */
 static void step_staged(JobRt *rt, Restore *r) {
+    if (r->in_changes) { /* a change segment */
+        if (r->copy_failed) {
+            jobrt_fail(rt, &r->copy_err);
+            return;
+        }
+        segs_drop(r);
+        r->seg_i++;
+        next_change_segment(rt, r);
+        return;
+    }
     Step *cur = &r->steps[r->si];
     if (!cur->again && !r->copy_failed && !r->chain && restore_prune_mismatch(rt, r))
         cur->again = 1;
@@ -1086,8 +1309,127 @@ static void step_staged(JobRt *rt, Restore *r) {
         restore_stage_start(rt, r);
         return;
     }
+    if (r->pitr) {
+        Err e;
+        int n = scope_count(r->scope);
+        r->dels = xcalloc((size_t)n, 1);
+        for (int i = 0; i < n; i++)
+            r->dels[i] = r->selected[i] || covers_selected(r, i);
+        SegReplayParams p = {r->scope,     r->shape,           r->dels,    r->spec->user_id,
+                             r->base_snapshot, 0, r->nsteps};
+        if (pgo_lsn_parse(r->cut_lsn, &p.cut_lsn) != 0 ||
+            (r->replay = segreplay_new(&p, &e)) == NULL) {
+            jobrt_failf(rt, ERR_PERMANENT, ERR_CODE_INVALID,
+                        "the plan's cut (%s) or base snapshot cannot be read", r->cut_lsn);
+            return;
+        }
+        r->in_changes = 1;
+        r->seg_i = 0;
+        next_change_segment(rt, r);
+        return;
+    }
     restore_apply_stmts(r);
     restore_run_stmt(rt, r);
+}
+
+/* ---- to a point in time: the change segments after the chain, read whole, as steps ---- */
+
+/* The next segment holding a transaction the base does not see; after the last, FINAL. */
+static void next_change_segment(JobRt *rt, Restore *r) {
+    int n = PQntuples(r->segments);
+    while (r->seg_i < n && !segreplay_wanted(r->replay, PQgetvalue(r->segments, r->seg_i, 5)))
+        r->seg_i++;
+    if (r->seg_i < n) {
+        const char *key = PQgetvalue(r->segments, r->seg_i, 1);
+        if (!layout_key_is_users(key, r->spec->user_id)) {
+            jobrt_failf(rt, ERR_PERMANENT, ERR_CODE_INVALID,
+                        "change segment %s is recorded under a key outside user %s's: refusing "
+                        "to read it",
+                        PQgetvalue(r->segments, r->seg_i, 0), r->spec->user_id);
+            return;
+        }
+        char stage[64];
+        snprintf(stage, sizeof(stage), "replaying changes (%d of %d segments)", r->seg_i + 1, n);
+        restore_progress(rt, r, stage, 89);
+        uint64_t size = strtoull(PQgetvalue(r->segments, r->seg_i, 3), NULL, 10);
+        r->state = ST_SEGGET;
+        jobrt_get(rt, ST_SEGGET, 0, key, (size_t)size + 1);
+        return;
+    }
+    log_info(job_log_id(jobrt_job(rt)),
+             "replayed %" PRIu64 " change%s of %d segment%s after base %s, up to commit %s",
+             segreplay_changes(r->replay), segreplay_changes(r->replay) == 1 ? "" : "s",
+             r->seg_read, r->seg_read == 1 ? "" : "s", r->backup_id, r->cut_lsn);
+    r->in_changes = 0;
+    restore_apply_stmts(r);
+    restore_run_stmt(rt, r);
+}
+
+static Buf *replay_sink(int dest, void *data) {
+    return seg_for(data, dest, 0);
+}
+
+/* A segment read whole: its stored bytes' SHA-256 checked against its record (before a byte of
+ * it is used), decoded (its data key, when encrypted, from its own header), its changes up to
+ * the cut queued for the staging COPYs. */
+static void on_change_segment(JobRt *rt, Restore *r, const StorageResult *sr) {
+    const char *id = PQgetvalue(r->segments, r->seg_i, 0);
+    const char *key = PQgetvalue(r->segments, r->seg_i, 1);
+    char hex[65];
+    sigv4_sha256_hex(sr->body->data, sr->body->len, hex);
+    if (strcmp(hex, PQgetvalue(r->segments, r->seg_i, 2)) != 0) {
+        jobrt_failf(rt, ERR_PERMANENT, ERR_CODE_INVALID,
+                    "Change segment checksum verification failed: %s (stored %.12s..., recorded "
+                    "%.12s...): nothing was changed",
+                    key, hex, PQgetvalue(r->segments, r->seg_i, 2));
+        return;
+    }
+    Err e;
+    CodecList codecs;
+    if (codec_list_parse(PQgetvalue(r->segments, r->seg_i, 4), &codecs, &e) != 0) {
+        jobrt_fail(rt, &e);
+        return;
+    }
+    if (!codec_list_encrypted(&codecs) &&
+        keys_required(services_jobconfig(jobrt_services(rt))->keys)) {
+        jobrt_failf(rt, ERR_PERMANENT, ERR_CODE_INVALID,
+                    "change segment %s is not encrypted, and BACKUP_ENCRYPTION=required refuses "
+                    "to restore from a cleartext object: nothing was changed",
+                    key);
+        return;
+    }
+    Buf cj = BUF_INIT, out = BUF_INIT;
+    codec_list_json(&codecs, &cj);
+    CryptParams cp = {.user_id = r->spec->user_id,
+                      .backup_id = id,
+                      .codecs_json = cj.data,
+                      .have_dek = 0,
+                      .unwrap = keys_unwrap_fn,
+                      .unwrap_data = (void *)services_jobconfig(jobrt_services(rt))->keys};
+    FilterChain *dec = codec_decoder(&codecs, &cp);
+    int rc = filter_chain_write(dec, sr->body->data, sr->body->len, &out, &e);
+    if (rc == 0)
+        rc = filter_chain_finish(dec, &out, &e);
+    filter_chain_free(dec);
+    crypt_wipe(&cp, sizeof(cp));
+    buf_free(&cj);
+    r->bytes += sr->body->len;
+    r->read_done = r->held = r->full = r->copy_failed = 0;
+    r->cs = CS_NONE;
+    segs_drop(r);
+    uint64_t before = segreplay_changes(r->replay);
+    if (rc == 0)
+        rc = segreplay_add(r->replay, out.data ? out.data : "", out.len, replay_sink, r, &e);
+    buf_free(&out);
+    if (rc != 0) {
+        err_prefix(&e, "change segment %s", key);
+        jobrt_fail(rt, &e);
+        return;
+    }
+    r->seg_read++;
+    r->rows_staged += segreplay_changes(r->replay) - before;
+    r->read_done = 1;
+    pump(rt, r);
 }
 
 static void restore_stage_writable(JobRt *rt, Restore *r) {
@@ -1427,7 +1769,41 @@ static void restore_setup_stmts(Restore *r) {
                        "NULL) ON COMMIT DROP");
         add_stmt(r, SQ_EXEC, -1, &sql, NULL);
     }
+    if (r->pitr) {
+        buf_puts(&sql, "CREATE TEMP TABLE _bw_x (step int NOT NULL, tbl int NOT NULL, k text) ON "
+                       "COMMIT DROP");
+        add_stmt(r, SQ_EXEC, -1, &sql, NULL);
+        buf_puts(&sql, "CREATE TEMP TABLE _bw_u (step int NOT NULL, tbl int NOT NULL, col int NOT "
+                       "NULL) ON COMMIT DROP");
+        add_stmt(r, SQ_EXEC, -1, &sql, NULL);
+    }
     buf_free(&sql);
+}
+
+/* To a point in time: the columns replayed updates left unchanged take the key's previous
+ * value, after the conversion of staged jsonb (a converted column is copied as its type). */
+static void unchanged_stmts(Restore *r, int i, Buf *sql) {
+    int any = 0;
+    for (int c = 0; c < scope_stage_columns(r->scope, i); c++)
+        any |= segreplay_unchanged(r->replay, i, c);
+    if (!any)
+        return;
+    char msg[ERR_MSG_MAX];
+    snprintf(msg, sizeof(msg),
+             "an update replayed left columns of %s unchanged (values the WAL does not carry), "
+             "and neither the base backup nor an earlier change holds the row: cannot restore "
+             "to %s",
+             scope_table(r->scope, i), r->spec->at);
+    scope_stage_unchanged_check_sql(r->scope, i, sql);
+    add_stmt(r, SQ_CHECK, i, sql, msg);
+    buf_printf(sql, "CREATE INDEX ON _bw_s%d (\"%s\", _bw_step)", i,
+               scope_key_column(r->scope, i));
+    add_stmt(r, SQ_EXEC, -1, sql, NULL);
+    for (int c = 0; c < scope_stage_columns(r->scope, i); c++)
+        if (segreplay_unchanged(r->replay, i, c)) {
+            scope_stage_unchanged_sql(r->scope, i, c, sql);
+            add_stmt(r, SQ_EXEC, -1, sql, NULL);
+        }
 }
 
 static void check_stmts(Restore *r, int i, Buf *sql) {
@@ -1476,8 +1852,10 @@ static void restore_apply_stmts(Restore *r) {
             continue;
         if (scope_stage_convert_sql(s, i, r->chain, &sql))
             add_stmt(r, SQ_EXEC, -1, &sql, NULL);
+        if (r->replay)
+            unchanged_stmts(r, i, &sql);
         if (r->chain) {
-            scope_stage_final_sql(s, i, &sql);
+            scope_stage_final_sql(s, i, r->pitr, &sql);
             add_stmt(r, SQ_FINAL, i, &sql, NULL);
         }
         scope_stage_index_sql(s, i, &sql);

@@ -137,8 +137,16 @@ int scope_stage_alter_sql(const Scope *s, int i, int chain, Buf *sql);
 void scope_stage_copy_sql(const Scope *s, int i, int chain, Buf *sql);
 /* UPDATE converting the SCOPE_KIND_PG columns from their jsonb; 0 when none. */
 int scope_stage_convert_sql(const Scope *s, int i, int chain, Buf *sql);
-/* Chain: CREATE TEMP TABLE _bw_f<i> AS the last state of each key, less later deletions. */
-void scope_stage_final_sql(const Scope *s, int i, Buf *sql);
+/* Chain: CREATE TEMP TABLE _bw_f<i> AS the last state of each key, less later deletions. cuts:
+ * a point-in-time restore, whose replayed changes also stage in _bw_x (step, tbl, k) the
+ * TRUNCATEs of table tbl (k NULL) and deletes of its rows whose parent column is k. */
+void scope_stage_final_sql(const Scope *s, int i, int cuts, Buf *sql);
+/* A point-in-time restore's updates that left column c of table i unchanged (staged in _bw_u:
+ * step, tbl, col) take the value of the key's previous state: an UPDATE of _bw_s<i>. */
+void scope_stage_unchanged_sql(const Scope *s, int i, int c, Buf *sql);
+/* ... and the check first: count and first key of those updates whose key has no earlier
+ * state. */
+void scope_stage_unchanged_check_sql(const Scope *s, int i, Buf *sql);
 /* CREATE UNIQUE INDEX on _bw_f<i>'s key (a key staged twice fails the restore). */
 void scope_stage_index_sql(const Scope *s, int i, Buf *sql);
 /*

@@ -121,7 +121,7 @@ static void not_deleted_later(const Scope *s, int d, const char *col, Buf *sql) 
                d, scope_col_type(&s->t[d], s->t[d].key), col);
 }
 
-void scope_stage_final_sql(const Scope *s, int i, Buf *sql) {
+void scope_stage_final_sql(const Scope *s, int i, int cuts, Buf *sql) {
     const Table *t = &s->t[i];
     /* a step deletes first, then writes its rows: only a later step's deletion removes a row */
     buf_printf(sql,
@@ -134,7 +134,39 @@ void scope_stage_final_sql(const Scope *s, int i, Buf *sql) {
         buf_puts(sql, " AND ");
         not_deleted_later(s, p, t->parent_col, sql);
     }
+    if (cuts) { /* a point in time: no later TRUNCATE, no later delete of its parent's rows */
+        buf_printf(sql,
+                   " AND NOT EXISTS (SELECT 1 FROM _bw_x x WHERE x.tbl = %d AND x.k IS NULL AND "
+                   "x.step > s._bw_step)",
+                   i);
+        if (t->parent_col[0])
+            buf_printf(sql,
+                       " AND NOT EXISTS (SELECT 1 FROM _bw_x x WHERE x.tbl = %d AND x.k IS NOT "
+                       "NULL AND x.step > s._bw_step AND (x.k)::%s = s.\"%s\")",
+                       i, scope_col_type(t, t->parent_col), t->parent_col);
+    }
     buf_printf(sql, " ORDER BY s.\"%s\", s._bw_step DESC", t->key);
+}
+
+void scope_stage_unchanged_sql(const Scope *s, int i, int c, Buf *sql) {
+    const Table *t = &s->t[i];
+    const char *col = restored(t, c)->name;
+    buf_printf(sql,
+               "UPDATE _bw_s%d s SET \"%s\" = (SELECT p.\"%s\" FROM _bw_s%d p WHERE p.\"%s\" = "
+               "s.\"%s\" AND p._bw_step < s._bw_step AND NOT EXISTS (SELECT 1 FROM _bw_u u WHERE "
+               "u.step = p._bw_step AND u.tbl = %d AND u.col = %d) ORDER BY p._bw_step DESC "
+               "LIMIT 1) WHERE EXISTS (SELECT 1 FROM _bw_u u WHERE u.step = s._bw_step AND "
+               "u.tbl = %d AND u.col = %d)",
+               i, col, col, i, t->key, t->key, i, c, i, c);
+}
+
+void scope_stage_unchanged_check_sql(const Scope *s, int i, Buf *sql) {
+    const Table *t = &s->t[i];
+    buf_printf(sql,
+               "SELECT count(*), min(s.\"%s\"::text) FROM _bw_s%d s WHERE EXISTS (SELECT 1 FROM "
+               "_bw_u u WHERE u.step = s._bw_step AND u.tbl = %d) AND NOT EXISTS (SELECT 1 FROM "
+               "_bw_s%d p WHERE p.\"%s\" = s.\"%s\" AND p._bw_step < s._bw_step)",
+               t->key, i, i, i, t->key, t->key);
 }
 
 void scope_stage_index_sql(const Scope *s, int i, Buf *sql) {
