@@ -16,6 +16,10 @@
 // order (insert and update set the row, the "unchanged" columns kept from the row before, delete
 // removes it, or every row its "where" names, truncate empties the table), must be exactly the
 // user's rows in the database.
+// And restores to points in time (restore with `at`): after some application writes the
+// database's clock is read and the users' rows recorded (nothing else commits in between); a
+// restore of a user to such an instant must leave exactly the rows recorded then, or be refused
+// because the user had no backup before it, or because a row it held is another user's now.
 //
 // Needs DATABASE_URL, REDIS_URL and a worker consuming PREFIX:jobs with BACKUP_NOTIFY=false.
 // On a failure it prints the seed, the step, the last operations and the rows that differ, and
@@ -85,7 +89,9 @@ class Model {
     this.step = 0;
     this.log = [];
     this.backups = []; // {id, user, mode, state}
-    this.n = { backup: 0, restore: 0, refused: 0, same: 0, kept: 0, concurrent: 0, ops: 0, truncate: 0, move: 0, long: 0 };
+    this.points = []; // --segments: {at, states: {user: rows}, backed: users with a backup before}
+    this.n = { backup: 0, restore: 0, refused: 0, same: 0, kept: 0, concurrent: 0, ops: 0, truncate: 0, move: 0, long: 0,
+      pitr: 0, pitrRefused: 0 };
     const s = String(seed % 100000).padStart(5, '0');
     this.users = [1, 2, 3].map((k) => `0de1${s.slice(0, 4)}-${s.slice(4)}00${k}-4000-8000-0000000000${k}0`);
     this.jobs = 0;
@@ -96,7 +102,8 @@ class Model {
     return `${Math.min(this.step, STEPS)} steps, ${n.ops} writes (${n.move} moves, ${n.truncate} truncates, ${n.long} open across a ` +
       `backup), ${n.backup} backups, ${n.restore} restores, ${n.refused} refused (a row moved to another user) (${n.concurrent} with the application writing: ` +
       `${n.same} transactions on the restored user's rows, ${n.kept} rows of them kept as after the restore)` +
-      (CTL ? `; ${n.changes} changes in ${n.segments} segments replayed to the rows` : '');
+      (CTL ? `; ${n.changes} changes in ${n.segments} segments replayed to the rows; ${n.pitr} restores to a point in time ` +
+        `(${n.pitrRefused} refused: no backup before it, or a row moved away)` : '');
   }
 
   // keys from the seed too: the same seed picks the same rows
@@ -379,6 +386,15 @@ class Model {
     }
   }
 
+  // --segments: the instant after the last commit, and every user's rows then
+  async point() {
+    const { rows: [{ at }] } = await this.db.query(
+      `SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS at`);
+    const states = await this.state();
+    const backed = new Set(this.backups.map((b) => b.user));
+    this.points.push({ at, states, backed });
+  }
+
   async backup(u, mode) {
     // a transaction open across the backup's snapshot: its writes are not in the backup
     let open = false;
@@ -432,7 +448,7 @@ class Model {
       })();
       this.n.concurrent++;
     }
-    const fields = ['type', 'restore', 'user_id', b.user, 'backup_id', b.id];
+    const fields = ['type', 'restore', 'user_id', b.user, ...(b.at ? ['at', b.at] : ['backup_id', b.id])];
     if (dry) fields.push('dry_run', 'true');
     let h;
     try { h = await this.job(fields); } finally { stop = true; if (writer) await writer; }
@@ -443,12 +459,16 @@ class Model {
     if (h.status !== 'completed') {
       // the one refusal allowed: a row of the backup now belongs to another user (restoring it
       // would take it from them); then nothing may have changed
+      // (to a point: also when the user had no backup before it)
       const moved = await this.movedAway(b);
-      if (!moved || !/belong to rows of another user/.test(h.error || ''))
-        throw new Failure(`restore of completed backup ${b.id} failed: ${h.error}`);
-      this.n.refused++;
+      const noBase = b.at && !b.backed && /before the oldest backup|has no completed backup/.test(h.error || '');
+      if (!noBase && (!moved || !/belong to rows of another user/.test(h.error || '')))
+        throw new Failure(`restore ${b.at ? `to ${b.at}` : `of completed backup ${b.id}`} failed: ${h.error}`);
+      if (b.at) this.n.pitrRefused++;
+      else this.n.refused++;
       want = before[b.user];
-    } else this.n.restore++;
+    } else if (b.at) this.n.pitr++;
+    else this.n.restore++;
     const got = this.wholly(txns, want, after[b.user]);
     this.diff(want, got, `user ${b.user} after ${dry ? 'a dry-run ' : ''}restore of ${b.id} (${b.mode}, ${b.index}) differs from ${dry ? 'before' : 'the backup'}`);
     for (const u of others) {
@@ -516,12 +536,18 @@ class Model {
       if (x < 0.5) {
         const k = await this.write(this.db, u, writes);
         this.note(`${k} (${u.slice(0, 13)})`);
+        if (CTL && this.r() < 0.35) await this.point();
       } else if (x < 0.55) {
         this.copyNotifications(u);
         this.note(`copy notifications (${u.slice(0, 13)})`);
       } else if (x < 0.8 || this.backups.length === 0) {
         const has = this.backups.some((b) => b.user === u);
         await this.backup(u, has ? this.pick(['full', 'incremental', 'incremental', 'differential']) : 'full');
+      } else if (CTL && this.points.length && this.r() < 0.5) { // to a point in time
+        const p = this.pick(this.points);
+        const b = { at: p.at, user: u, mode: 'point in time', id: `${u.slice(0, 13)} at ${p.at}`, state: p.states[u],
+          backed: p.backed.has(u), index: this.points.indexOf(p) };
+        await this.restore(b, this.r() < 0.3);
       } else {
         const b = this.pick(this.backups);
         b.index = this.backups.indexOf(b);
