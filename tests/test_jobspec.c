@@ -103,7 +103,25 @@ static void test_flat_invalid(void **state) {
     expect_error(decode(&s, &e, "type", "backup", "user_id", U1, "colour", "red", NULL), &e,
                  "field 'colour' is not part of a backup job");
     expect_error(decode(&s, &e, "type", "restore", "user_id", U1, NULL), &e,
-                 "missing field 'backup_id'");
+                 "missing field 'backup_id' (the backup to restore) or 'at'");
+    /* a point in time: a time with its offset, or an LSN; never both a backup and a point */
+    const char *ats[] = {"2026-12-07T09:14:00+01:00", "2026-12-07T09:14:00.123456Z",
+                         "2026-12-07 09:14:00-05:30", "16/B374D848", "0/0"};
+    for (size_t i = 0; i < sizeof(ats) / sizeof(ats[0]); i++) {
+        assert_int_equal(decode(&s, &e, "type", "restore", "user_id", U1, "at", ats[i], NULL), 0);
+        assert_string_equal(s.at, ats[i]);
+        assert_int_equal(jobspec_at_kind(ats[i], strlen(ats[i])), strchr(ats[i], '/') ? 'l' : 't');
+    }
+    const char *bad_ats[] = {"2026-12-07T09:14:00", "2026-12-07", "yesterday", "2026-13-07T09:14:00Z",
+                             "2026-12-07T25:14:00Z", "2026-12-07T09:14:00+1", "/0", "0/",
+                             "123456789/0", "G/0", "2026-12-07T09:14:00.Z",
+                             "2026-12-07T09:14:00Z'; DROP TABLE x"};
+    for (size_t i = 0; i < sizeof(bad_ats) / sizeof(bad_ats[0]); i++)
+        expect_error(decode(&s, &e, "type", "restore", "user_id", U1, "at", bad_ats[i], NULL), &e,
+                     "is not a time with its offset");
+    expect_error(decode(&s, &e, "type", "restore", "user_id", U1, "at", "16/B374D848", "backup_id",
+                        "backup-" U1 "-1", NULL),
+                 &e, "both 'backup_id' and 'at'");
     expect_error(
         decode(&s, &e, "type", "restore", "user_id", U1, "backup_id", "backup-../../etc-1", NULL),
         &e, "is not a backup id");

@@ -131,6 +131,9 @@ test('400 and 413: bad bodies are refused with a JSON error and enqueue nothing'
     ['/api/backup/restore', {}],
     ['/api/backup/restore', { backupId: `backup-${A}-1`, tables: ['orders; DROP TABLE x'] }],
     ['/api/backup/restore', { backupId: `backup-${A}-1`, tables: 'orders' }],
+    ['/api/backup/restore', { at: 'yesterday' }],
+    ['/api/backup/restore', { at: '2026-12-07T09:14:00' }], // no offset: which 09:14?
+    ['/api/backup/restore', { at: '2026-12-07T09:14:00Z', backupId: `backup-${A}-1` }],
   ];
   for (const [p, body] of bad) {
     const r = await api('POST', p, { tok, body });
@@ -323,7 +326,10 @@ test('client: enqueue validates before XADD, status and follow', async () => {
   const refused = [
     [{ type: 'backup', userId: 'abc' }, "field 'user_id': 'abc' is not a UUID"],
     [{ type: 'backup' }, "missing field 'user_id'"],
-    [{ type: 'restore', userId: A }, "missing field 'backup_id'"],
+    [{ type: 'restore', userId: A }, "missing field 'backup_id' (the backup to restore) or 'at'"],
+    [{ type: 'restore', userId: A, at: '2026-12-07T09:14:00' }, "field 'at': '2026-12-07T09:14:00' is not a time with its offset"],
+    [{ type: 'restore', userId: A, at: 'G/0' }, 'is not a time with its offset'],
+    [{ type: 'restore', userId: A, at: '16/B374D848', backupId: `backup-${A}-1` }, "both 'backup_id' and 'at'"],
     [{ type: 'restore', userId: A, backupId: `backup-${B}-1` }, `is not a backup of user ${A}`],
     [{ type: 'backup', userId: A, mode: 'weekly' }, 'is not full, incremental or differential'],
     [{ type: 'cleanup', userId: A, retentionDays: 0 }, 'is not a number of days from 1 to 36500'],
@@ -386,6 +392,20 @@ test('client: reads run as `authenticated` under row-level security', async () =
   await assert.rejects(store.asUser({ sub: A }, (c) => c.query("UPDATE backup_metadata SET status = 'deleted' WHERE id = $1", [backupId])));
   assert.equal((await store.getBackup({ sub: B }, backupId)), null);
   assert.equal((await store.getBackup({ sub: A }, backupId)).status, 'completed');
+});
+
+test('restore to a point in time: {at} enqueues a restore job with that point, for the caller only', async () => {
+  const r = await api('POST', '/api/backup/restore', { tok: token(A), body: { at: '2026-12-07T09:14:00+01:00', dryRun: true } });
+  assert.equal(r.status, 202, JSON.stringify(r.body));
+  const entries = await S.redis.xrevrange(k.jobs, '+', '-', 'COUNT', 20);
+  const mine = entries.map(([, f]) => Object.fromEntries(f.reduce((a, v, i) => (i % 2 ? a : [...a, [v, f[i + 1]]]), [])))
+    .find((e) => e.job_id === r.body.jobId);
+  assert.ok(mine, 'the job is on the stream');
+  assert.equal(mine.type, 'restore');
+  assert.equal(mine.user_id, A);
+  assert.equal(mine.at, '2026-12-07T09:14:00+01:00');
+  assert.equal(mine.dry_run, 'true');
+  assert.equal(mine.backup_id, undefined);
 });
 
 test('timeline: the caller\'s captured transactions only, oldest first, since a time', async () => {

@@ -59,7 +59,8 @@ export class BackupService {
     return this.call('GET', `/api/backup/timeline${since ? `?since=${encodeURIComponent(since)}` : ''}`);
   }
 
-  restoreBackup(req: { backupId: string; tables?: string[] }): Promise<{ jobId: string }> {
+  /** A backup by id, or `at`: the rows as they were then (dryRun: the counts, nothing written). */
+  restoreBackup(req: { backupId?: string; at?: string; tables?: string[]; dryRun?: boolean }): Promise<{ jobId: string }> {
     return this.call('POST', '/api/backup/restore', req);
   }
 

@@ -71,6 +71,11 @@ export class BackupQueue {
     return this.enqueue({ type: 'restore', userId, backupId, ...opts });
   }
 
+  /** The user's rows as they were at `at` (an RFC 3339 time with its offset, or an LSN). */
+  restoreAt(userId: string, at: string, opts: { tables?: string[]; dryRun?: boolean; jobId?: string; requestedBy?: string } = {}) {
+    return this.enqueue({ type: 'restore', userId, at, ...opts });
+  }
+
   cleanup(userId: string, opts: { retentionDays?: number; requestedBy?: string; jobId?: string } = {}) {
     return this.enqueue({ type: 'cleanup', userId, ...opts });
   }

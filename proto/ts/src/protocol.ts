@@ -25,7 +25,14 @@ export interface BackupJob extends Common {
 export interface RestoreJob extends Common {
   type: 'restore';
   userId: string;
-  backupId: string;
+  /** The backup to restore; or, instead, `at`. */
+  backupId?: string;
+  /**
+   * A point in time: an RFC 3339 time with its offset (`2026-12-07T09:14:00+01:00`, `...Z`) or
+   * an LSN (`16/B374D848`). The user's rows as they were after the last of their transactions
+   * committed by then: the newest backup before it plus the changes captured from the WAL.
+   */
+  at?: string;
   tables?: string[];
   from?: Source;
   dryRun?: boolean;
@@ -177,6 +184,18 @@ export const isUuid = (s: unknown): s is string => typeof s === 'string' && UUID
 export const isBackupId = (s: unknown): s is string =>
   typeof s === 'string' && s.length <= ID_MAX && BACKUP_ID.test(s);
 export const isJobId = (s: unknown): s is string => typeof s === 'string' && JOB_ID.test(s);
+// a restore's `at` as worker/jobs/jobspec.c reads it: a time with its offset, or an LSN
+const AT_TIME = /^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(\.\d{1,9})?([Zz]|[+-](\d{2}):(\d{2}))$/;
+const AT_LSN = /^[0-9A-Fa-f]{1,8}\/[0-9A-Fa-f]{1,8}$/;
+export const isRestorePoint = (s: unknown): s is string => {
+  if (typeof s !== 'string' || s.length >= 40) return false;
+  if (AT_LSN.test(s)) return true;
+  const m = AT_TIME.exec(s);
+  if (!m) return false;
+  const [mo, d, h, mi, sec] = [m[2], m[3], m[4], m[5], m[6]].map(Number);
+  return mo >= 1 && mo <= 12 && d >= 1 && d <= 31 && h <= 23 && mi <= 59 && sec <= 60 &&
+    (m[9] === undefined || (Number(m[9]) <= 23 && Number(m[10]) <= 59));
+};
 
 function excerpt(v: unknown): string {
   const s = typeof v === 'string' ? v : JSON.stringify(v) ?? String(v);
@@ -200,7 +219,7 @@ function uuid(field: string, v: unknown): string {
 const ALLOWED: Record<JobType, readonly string[]> = {
   ping: ['userId'],
   backup: ['userId', 'mode'],
-  restore: ['userId', 'backupId', 'tables', 'from', 'dryRun'],
+  restore: ['userId', 'backupId', 'at', 'tables', 'from', 'dryRun'],
   verify: ['userId', 'backupId', 'from'],
   cleanup: ['userId', 'retentionDays', 'scope'],
   replicate: ['userId', 'backupId'],
@@ -252,6 +271,11 @@ export function jobFields(job: Job): Record<string, string> {
       case 'from':
         out[wire] = oneOf(wire, v, ['primary', 'replica'], 'is not primary or replica');
         break;
+      case 'at':
+        if (!isRestorePoint(v))
+          bad(wire, v, 'is not a time with its offset (2026-12-07T09:14:00+01:00) or an LSN (16/B374D848)');
+        out[wire] = v;
+        break;
       case 'dryRun':
         if (typeof v !== 'boolean') bad(wire, v, 'is not true or false');
         out[wire] = v ? 'true' : 'false';
@@ -280,8 +304,11 @@ export function jobFields(job: Job): Record<string, string> {
       `missing field 'user_id' (the UUID of the user whose data this ${type} job concerns)`);
   if (type === 'cleanup' && scopeAll && out.user_id)
     throw new ProtocolError("a cleanup with scope=all covers every user: drop the field 'user_id'");
-  if (type === 'restore' && !out.backup_id)
-    throw new ProtocolError("missing field 'backup_id' (the backup to restore)");
+  if (type === 'restore' && out.backup_id && out.at)
+    throw new ProtocolError("both 'backup_id' and 'at': a restore is to a backup, or to a point in time " +
+      '(its base backup is chosen)');
+  if (type === 'restore' && !out.backup_id && !out.at)
+    throw new ProtocolError("missing field 'backup_id' (the backup to restore) or 'at' (the point in time to restore to)");
   if (type === 'replicate' && !out.backup_id)
     throw new ProtocolError("missing field 'backup_id' (the backup to copy to the replica)");
   if (type === 'verify' && !out.backup_id && !out.user_id)

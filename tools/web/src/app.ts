@@ -10,7 +10,7 @@ import fastifyStatic from '@fastify/static';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { Redis } from 'ioredis';
 import type { Pool } from 'pg';
-import { BackupQueue, BackupStore, Errors, ProgressHub, ProtocolError, isBackupId, isJobId, isUuid } from '@backup-worker/client';
+import { BackupQueue, BackupStore, Errors, ProgressHub, ProtocolError, isBackupId, isJobId, isRestorePoint, isUuid } from '@backup-worker/client';
 import { type Claims, type Verifier } from './jwt.js';
 
 export interface WebConfig {
@@ -202,9 +202,11 @@ export async function buildApp(cfg: WebConfig, deps: WebDeps): Promise<FastifyIn
       body: {
         type: 'object',
         additionalProperties: false,
-        required: ['backupId'],
         properties: {
           backupId: { type: 'string', maxLength: 128 },
+          // a point in time instead: the rows as they were then (proto/README.md)
+          at: { type: 'string', maxLength: 39 },
+          dryRun: { type: 'boolean' },
           tables: {
             type: 'array', minItems: 1, maxItems: 64, uniqueItems: true,
             items: { type: 'string', pattern: '^[a-z_][a-z0-9_]{0,62}$' },
@@ -214,7 +216,18 @@ export async function buildApp(cfg: WebConfig, deps: WebDeps): Promise<FastifyIn
     },
   }, async (req, reply) => {
     const u = user(req);
-    const { backupId, tables } = req.body as { backupId: string; tables?: string[] };
+    const { backupId, at, tables, dryRun } = req.body as { backupId?: string; at?: string; tables?: string[]; dryRun?: boolean };
+    if ((backupId === undefined) === (at === undefined))
+      throw new HttpError(400, "give 'backupId' (a backup) or 'at' (a point in time), one of them");
+    if (at !== undefined) {
+      if (!isRestorePoint(at))
+        throw new HttpError(400, "'at' is not a time with its offset (2026-12-07T09:14:00+01:00) or an LSN");
+      await limit(u.sub);
+      const jobId = await queue.enqueue({
+        type: 'restore', userId: u.sub, at, tables, dryRun, jobId: newJobId('restore'), requestedBy: u.sub, trigger: 'api',
+      });
+      return reply.code(202).send({ jobId });
+    }
     if (!isBackupId(backupId)) throw new HttpError(400, `'${backupId}' is not a backup id`);
     const b = await store.getBackup(u, backupId); // RLS: another user's backup is not there
     if (!b) throw new HttpError(404, Errors.notFound);
@@ -222,7 +235,7 @@ export async function buildApp(cfg: WebConfig, deps: WebDeps): Promise<FastifyIn
       throw new HttpError(409, `backup ${backupId} is ${b.status}: only a completed backup can be restored`);
     await limit(u.sub);
     const jobId = await queue.enqueue({
-      type: 'restore', userId: u.sub, backupId, tables, jobId: newJobId('restore'), requestedBy: u.sub, trigger: 'api',
+      type: 'restore', userId: u.sub, backupId, tables, dryRun, jobId: newJobId('restore'), requestedBy: u.sub, trigger: 'api',
     });
     return reply.code(202).send({ jobId });
   });
