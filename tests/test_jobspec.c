@@ -112,9 +112,17 @@ static void test_flat_invalid(void **state) {
         assert_string_equal(s.at, ats[i]);
         assert_int_equal(jobspec_at_kind(ats[i], strlen(ats[i])), strchr(ats[i], '/') ? 'l' : 't');
     }
-    const char *bad_ats[] = {"2026-12-07T09:14:00", "2026-12-07", "yesterday", "2026-13-07T09:14:00Z",
-                             "2026-12-07T25:14:00Z", "2026-12-07T09:14:00+1", "/0", "0/",
-                             "123456789/0", "G/0", "2026-12-07T09:14:00.Z",
+    const char *bad_ats[] = {"2026-12-07T09:14:00",
+                             "2026-12-07",
+                             "yesterday",
+                             "2026-13-07T09:14:00Z",
+                             "2026-12-07T25:14:00Z",
+                             "2026-12-07T09:14:00+1",
+                             "/0",
+                             "0/",
+                             "123456789/0",
+                             "G/0",
+                             "2026-12-07T09:14:00.Z",
                              "2026-12-07T09:14:00Z'; DROP TABLE x"};
     for (size_t i = 0; i < sizeof(bad_ats) / sizeof(bad_ats[0]); i++)
         expect_error(decode(&s, &e, "type", "restore", "user_id", U1, "at", bad_ats[i], NULL), &e,

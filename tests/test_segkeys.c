@@ -1,8 +1,10 @@
 /* segkeys: an incremental's keys from change segments, with pg_snapshot visibility (pgsnap)
- * and the segment reader (changes_read); pure logic. The capture test (test_capture.sh) and
+ * and the segment reader (changes_read); segreplay: a point-in-time restore's changes turned
+ * into the staging COPYs' text; pure logic. The capture test (test_capture.sh) and
  * the model test in wal mode build real incrementals this way. */
 #include "capture/changes.h"
 #include "capture/segkeys.h"
+#include "capture/segreplay.h"
 #include "pg/pgsnap.h"
 
 #include "base/buf.h"
@@ -10,6 +12,7 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -136,10 +139,108 @@ static void test_keys(void **state) {
     scope_free(s);
 }
 
+/* ---- segreplay ---- */
+
+#define CHL(lsn, xid, table, op, rest)                                                             \
+    "{\"lsn\":\"" lsn "\",\"time\":\"2026-12-07T00:00:00Z\",\"xid\":" #xid ",\"table\":\"" table   \
+    "\",\"op\":\"" op "\"" rest "}\n"
+
+typedef struct {
+    Buf out[6]; /* per dest: 0 orders, 1 order_items, then -2..-4 at 2..4 */
+} Sink;
+
+static Buf *sink(int dest, void *data) {
+    Sink *k = data;
+    return &k->out[dest >= 0 ? dest : -dest];
+}
+
+static void test_replay(void **state) {
+    (void)state;
+    Scope *s = sample();
+    Err e;
+    PgCopyRow *shape[2];
+    for (int i = 0; i < 2; i++) {
+        shape[i] = pgcopy_row_new();
+        char kind;
+        const char *name;
+        for (int c = 0; (name = scope_stage_column(s, i, c, &kind)) != NULL; c++)
+            pgcopy_row_add(shape[i], name, (PgCopyKind)kind);
+    }
+    unsigned char dels[2] = {1, 1};
+    /* the base saw up to 100 but not 98; the cut is 0/50 */
+    SegReplayParams p = {s, shape, dels, U, "95:101:98", 0x50, 7};
+    SegReplay *r = segreplay_new(&p, &e);
+    assert_non_null(r);
+    assert_true(segreplay_wanted(r, "90,98"));
+    assert_false(segreplay_wanted(r, "90,100"));
+    assert_true(segreplay_wanted(r, "101"));
+    Sink k;
+    for (int i = 0; i < 6; i++)
+        k.out[i] = (Buf)BUF_INIT;
+    Buf b = BUF_INIT;
+    seg(&b, U,
+        CHL("0/10", 100, "orders", "u", ",\"key\":\"o-in-base\",\"row\":{}")
+            CHL("0/20", 98, "orders", "i",
+                ",\"key\":\"o1\",\"row\":{\"id\":\"o1\",\"user_id\":\"u\",\"notes\":\"a\\tb\"}")
+                CHL("0/30", 102, "orders", "u",
+                    ",\"key\":\"o1\",\"row\":{\"id\":\"o1\",\"user_id\":\"u\",\"notes\":null},"
+                    "\"unchanged\":[\"notes\"]")
+                    CHL("0/30", 102, "order_items", "d", ",\"key\":\"i1\"")
+                        CHL("0/40", 103, "order_items", "d", ",\"where\":{\"order_id\":\"o\\\\2\"}")
+                            CHL("0/50", 104, "orders", "t", "")
+                                CHL("0/60", 105, "orders", "d", ",\"key\":\"after-the-cut\""),
+        7);
+    assert_int_equal(segreplay_add(r, b.data, b.len, sink, &k, &e), 0);
+    /* the base's own change (xid 100) and the one after the cut are not replayed */
+    assert_int_equal(segreplay_changes(r), 5);
+    assert_int_equal(segreplay_next_step(r), 12);
+    assert_string_equal(k.out[0].data, "o1\tu\ta\\tb\t7\n" /* the tab of the value escaped */
+                                       "o1\tu\t\\N\t8\n");
+    assert_string_equal(k.out[2].data, "9\t1\ti1\n");                  /* deleted keys */
+    assert_string_equal(k.out[3].data, "10\t1\to\\\\2\n11\t0\t\\N\n"); /* where, truncate */
+    assert_string_equal(k.out[4].data, "8\t0\t2\n"); /* step 8 left orders' column 2 as it was */
+    assert_true(segreplay_unchanged(r, 0, 2));
+    assert_false(segreplay_unchanged(r, 0, 1));
+    assert_false(segreplay_unchanged(r, 5, 0));
+    /* a later segment that goes back in commit order: overlapping segments are refused */
+    buf_reset(&b);
+    seg(&b, U, CHL("0/25", 106, "orders", "d", ",\"key\":\"x\""), 1);
+    assert_int_equal(segreplay_add(r, b.data, b.len, sink, &k, &e), -1);
+    assert_non_null(strstr(e.msg, "out of commit order"));
+    segreplay_free(r);
+    /* an unchanged column the table lacks; a where delete on another column than the parent's */
+    const char *bad[][2] = {
+        {CHL("0/30", 102, "orders", "u", ",\"key\":\"o1\",\"row\":{},\"unchanged\":[\"secret\"]"),
+         "keeps a column 'secret' unchanged"},
+        {CHL("0/30", 102, "orders", "u", ",\"key\":\"o1\",\"row\":{},\"unchanged\":[\"notes\""),
+         "is not of its format"},
+        {CHL("0/30", 102, "order_items", "d", ",\"where\":{\"id\":\"i1\"}"),
+         "only its parent column order_id can be"},
+        {CHL("0/30", 102, "secrets", "t", ""), "not in the backup scope"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        r = segreplay_new(&p, &e);
+        buf_reset(&b);
+        seg(&b, U, bad[i][0], 1);
+        assert_int_equal(segreplay_add(r, b.data, b.len, sink, &k, &e), -1);
+        assert_non_null(strstr(e.msg, bad[i][1]));
+        segreplay_free(r);
+    }
+    p.base_snapshot = "nope";
+    assert_null(segreplay_new(&p, &e));
+    for (int i = 0; i < 6; i++)
+        buf_free(&k.out[i]);
+    buf_free(&b);
+    for (int i = 0; i < 2; i++)
+        pgcopy_row_free(shape[i]);
+    scope_free(s);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_snapshot),
         cmocka_unit_test(test_keys),
+        cmocka_unit_test(test_replay),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -532,7 +532,8 @@ static int cmd_backup(Args *a) {
     return submit(&a->o, fv);
 }
 
-/* backupctl restore USER --at TIME: the user's rows as they were at that instant (proto/sql/022). */
+/* backupctl restore USER --at TIME: the user's rows as they were at that instant (proto/sql/022).
+ */
 static int restore_at(Args *a) {
     char user[37];
     if (a->npos != 1 || a->key || a->from)

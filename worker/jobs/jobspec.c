@@ -350,9 +350,8 @@ char jobspec_at_kind(const char *s, size_t len) {
     /* YYYY-MM-DDTHH:MM:SS[.frac]{Z|+hh:mm|-hh:mm}: the offset is required, so the point is
      * one instant whatever the server's time zone */
     if (len < 20 || !digits(s, 4) || s[4] != '-' || !digits(s + 5, 2) || s[7] != '-' ||
-        !digits(s + 8, 2) || (s[10] != 'T' && s[10] != 't' && s[10] != ' ') ||
-        !digits(s + 11, 2) || s[13] != ':' || !digits(s + 14, 2) || s[16] != ':' ||
-        !digits(s + 17, 2))
+        !digits(s + 8, 2) || (s[10] != 'T' && s[10] != 't' && s[10] != ' ') || !digits(s + 11, 2) ||
+        s[13] != ':' || !digits(s + 14, 2) || s[16] != ':' || !digits(s + 17, 2))
         return 0;
     int mo = num(s + 5, 2), d = num(s + 8, 2);
     if (mo < 1 || mo > 12 || d < 1 || d > 31 || num(s + 11, 2) > 23 || num(s + 14, 2) > 59 ||

@@ -175,20 +175,20 @@ typedef struct {
     uint64_t *kept_sum; /* and the digest of their keys (rowkeys_digest) */
     uint64_t *left, *left_sum; /* per table: rows of the step being read left out, their digest */
     uint64_t nchanged;
-    uint64_t staged, step_staged; /* rows staged: in all, by the step being read */
+    uint64_t staged, step_staged;       /* rows staged: in all, by the step being read */
     char backup_id[JOBSPEC_ID_MAX + 1]; /* the backup restored: the job's, or the base of `at` */
     /* to a point in time */
     int pitr;
-    char target_lsn[24];  /* the capture must have recorded up to here */
-    uint64_t wait_from;   /* since when it has been waited for (ms into the job) */
-    char cut_lsn[24];     /* the last commit replayed ("0/0": none) */
-    char cut_time[40];    /* its commit time ("" when none since the base) */
-    char *base_snapshot;  /* the base's snapshot: which transactions it holds already */
-    PGresult *segments;   /* id, key, checksum, size, codecs, xids of the user's segments */
-    int seg_i, seg_read;  /* the next segment; how many were read */
-    int in_changes;       /* staging the changes (after the chain) */
+    char target_lsn[24]; /* the capture must have recorded up to here */
+    uint64_t wait_from;  /* since when it has been waited for (ms into the job) */
+    char cut_lsn[24];    /* the last commit replayed ("0/0": none) */
+    char cut_time[40];   /* its commit time ("" when none since the base) */
+    char *base_snapshot; /* the base's snapshot: which transactions it holds already */
+    PGresult *segments;  /* id, key, checksum, size, codecs, xids of the user's segments */
+    int seg_i, seg_read; /* the next segment; how many were read */
+    int in_changes;      /* staging the changes (after the chain) */
     SegReplay *replay;
-    unsigned char *dels;  /* per table: its deleted keys are staged (restored, or covering) */
+    unsigned char *dels; /* per table: its deleted keys are staged (restored, or covering) */
 } Restore;
 
 static void restore_query(JobRt *rt, Restore *r, State next, int flags, const char *sql, int n,
@@ -300,8 +300,8 @@ static void on_committed(JobRt *rt, Restore *r) {
              dry ? "dry run, nothing written: would have " : "", sum[0], sum[1], sum[2], sum[3]);
     log_info(job_log_id(jobrt_job(rt)),
              "%s %s (%d backup%s): %" PRIu64 " rows (%" PRIu64 " staged); %s",
-             dry ? "dry run of" : "restored", r->backup_id, r->nsteps,
-             r->nsteps > 1 ? "s" : "", total, r->staged, what);
+             dry ? "dry run of" : "restored", r->backup_id, r->nsteps, r->nsteps > 1 ? "s" : "",
+             total, r->staged, what);
     buf_printf(&result,
                "{\"dry_run\":%s,\"inserted\":%" PRIu64 ",\"updated\":%" PRIu64
                ",\"deleted\":%" PRIu64 ",\"unchanged\":%" PRIu64 ",\"staged\":%" PRIu64
@@ -1315,8 +1315,8 @@ static void step_staged(JobRt *rt, Restore *r) {
         r->dels = xcalloc((size_t)n, 1);
         for (int i = 0; i < n; i++)
             r->dels[i] = r->selected[i] || covers_selected(r, i);
-        SegReplayParams p = {r->scope,     r->shape,           r->dels,    r->spec->user_id,
-                             r->base_snapshot, 0, r->nsteps};
+        SegReplayParams p = {r->scope,         r->shape, r->dels,  r->spec->user_id,
+                             r->base_snapshot, 0,        r->nsteps};
         if (pgo_lsn_parse(r->cut_lsn, &p.cut_lsn) != 0 ||
             (r->replay = segreplay_new(&p, &e)) == NULL) {
             jobrt_failf(rt, ERR_PERMANENT, ERR_CODE_INVALID,
@@ -1796,8 +1796,7 @@ static void unchanged_stmts(Restore *r, int i, Buf *sql) {
              scope_table(r->scope, i), r->spec->at);
     scope_stage_unchanged_check_sql(r->scope, i, sql);
     add_stmt(r, SQ_CHECK, i, sql, msg);
-    buf_printf(sql, "CREATE INDEX ON _bw_s%d (\"%s\", _bw_step)", i,
-               scope_key_column(r->scope, i));
+    buf_printf(sql, "CREATE INDEX ON _bw_s%d (\"%s\", _bw_step)", i, scope_key_column(r->scope, i));
     add_stmt(r, SQ_EXEC, -1, sql, NULL);
     for (int c = 0; c < scope_stage_columns(r->scope, i); c++)
         if (segreplay_unchanged(r->replay, i, c)) {
