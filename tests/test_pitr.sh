@@ -27,7 +27,7 @@ restore_lane() {
   q "SELECT pg_drop_replication_slot('$SLOT') FROM pg_replication_slots WHERE slot_name = '$SLOT'
      AND NOT active" >/dev/null 2>&1
   q "DROP TABLE IF EXISTS snap_now, snap_t0, snap_t1, snap_t2, snap_t3, snap_t4, snap_t5,
-     snap_t6, snap_t7, snap_t8" >/dev/null 2>&1
+     snap_t6, snap_t7, snap_t8, snap_t9, snap_before_t3, snap_before_damage" >/dev/null 2>&1
 }
 on_exit_hooks+=(restore_lane)
 restore_lane
@@ -189,6 +189,33 @@ wait "$BUSY"
 check "a restore to t6 while another user writes completes" completed "$(jq -r .status <<<"$out")"
 check "... exactly" none "$(differs t6)"
 check "... and B's rows were all written" 60 "$(q "SELECT count(*) FROM orders WHERE user_id = '$B' AND number > 1000")"
+
+# ---- 8. retention: cleanup deletes the segments no kept backup needs ----
+F3=$(bk)
+q "UPDATE backup_metadata SET created_at = created_at - interval '40 days' WHERE id IN ('$F1', '$I1')" >/dev/null
+OLDSEG=$(q "SELECT s3_key FROM change_segments WHERE user_id = '$A' ORDER BY end_lsn LIMIT 1")
+before=$(q "SELECT count(*) FROM change_segments WHERE user_id = '$A'")
+needed() { # the segments F3 needs: those with a transaction its snapshot does not see
+  q "SELECT count(*) FROM change_segments s, backup_metadata m WHERE m.id = '$F3' AND s.user_id = '$A'
+     AND EXISTS (SELECT 1 FROM unnest(s.xids) x WHERE NOT pg_visible_in_snapshot(
+       capture_xid8(x, m.snapshot::pg_snapshot), m.snapshot::pg_snapshot))"
+}
+need=$(needed)
+out=$(REDIS_PREFIX=$P "$CTL" cleanup "$A" --retention-days 30 --wait --json 2>&1)
+check "cleanup completes" completed "$(jq -r .status <<<"$out")"
+check "... the two old bases are deleted" "deleted deleted" \
+  "$(q "SELECT string_agg(status, ' ') FROM backup_metadata WHERE id IN ('$F1', '$I1')")"
+expect "... and the segments only they needed ($before before, $need needed by the kept base)" \
+  test "$(q "SELECT count(*) FROM change_segments WHERE user_id = '$A'")" -eq "$need"
+check "... their objects too" no "$(store_exists "$OLDSEG")"
+expect "... its note counts them" grep -Eq "[1-9][0-9]* change segments? no kept backup needs deleted" <<<"$(jq -r .note <<<"$out")"
+out=$(restore_at "$T8")
+expect "a point before the oldest kept backup is now refused" grep -q "before the oldest backup" <<<"$(jq -r .error <<<"$out")"
+q "UPDATE orders SET total = 555 WHERE id = '$O1'" >/dev/null
+mark 9
+out=$(restore_at "$T9")
+check "a point after it still restores" completed "$(jq -r .status <<<"$out")"
+check "... exactly" none "$(differs t9)"
 
 stop_worker w1 >/dev/null
 finish

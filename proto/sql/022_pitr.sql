@@ -120,3 +120,28 @@ BEGIN
         NULL::text;
 END
 $$;
+
+-- The change segments of p_user that no kept backup needs (cleanup deletes them): a restore to a
+-- point in time starts from a completed backup and replays only what its snapshot does not see,
+-- and every later backup sees more, so a segment all of whose transactions the oldest completed
+-- backup sees is needed by none. The PITR window is thus the retention period. Nothing while the
+-- user has no completed backup with a snapshot (a backup under way will need what follows it).
+CREATE OR REPLACE FUNCTION capture_segments_expired(p_user uuid)
+RETURNS TABLE (id text, s3_key text)
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    snap pg_snapshot;
+BEGIN
+    SELECT m.snapshot::pg_snapshot INTO snap FROM backup_metadata m
+    WHERE m.user_id = p_user AND m.status = 'completed' AND m.snapshot IS NOT NULL
+    ORDER BY coalesce(m.snapshot_at, m.completed_at), m.completed_at LIMIT 1;
+    IF snap IS NULL THEN
+        RETURN;
+    END IF;
+    RETURN QUERY SELECT s.id, s.s3_key FROM change_segments s
+    WHERE s.user_id = p_user
+      AND NOT EXISTS (SELECT 1 FROM unnest(s.xids) x
+                      WHERE NOT pg_visible_in_snapshot(capture_xid8(x, snap), snap))
+    ORDER BY s.end_lsn;
+END
+$$;

@@ -6,10 +6,14 @@
  *             (profiles.role = 'owner', or the owner of a business), else `forbidden`
  *   EXPIRE    backup_expire(user, days) (proto/sql/007): marks what may go, returns every
  *             expired backup with its key, including those a previous run failed to delete
+ *   SEGMENTS  capture_segments_expired(user) (022): the change segments no kept backup needs
+ *             (all their transactions seen by the oldest one kept): the PITR window is the
+ *             retention period
  *   DELETE    objects and manifests with batched DeleteObjects, in the primary, then in the
  *             replica when one is configured (a replica that cannot delete now fails the run
  *             retryably: the rows stay `expired`, and the retry deletes in both again)
- *   MARK      those rows `deleted`; a failed delete leaves them `expired` for the next run
+ *   MARK      those rows `deleted`, those segments' rows deleted; a failed delete leaves them
+ *             for the next run
  *   UPLOADS   multipart uploads under the user's prefix older than a day are aborted
  *
  * scope=all runs every user with backups, 100 users per database page.
@@ -37,6 +41,7 @@ typedef enum {
     ST_USERS,
     ST_LOCK,
     ST_EXPIRE,
+    ST_SEGMENTS,
     ST_DELETE,
     ST_DELETE_REPLICA,
     ST_MARK,
@@ -56,6 +61,9 @@ typedef struct {
     int nusers, ui;
     char **ids, **keys; /* this user's expired backups; keys holds objects and manifests */
     int nids, nkeys;
+    char **segs; /* this user's change segments no kept backup needs (their keys in keys) */
+    int nsegs;
+    uint64_t segments;
     char **uploads; /* stale multipart uploads: key, id pairs */
     int nuploads, upi;
     uint64_t deleted, objects, aborted, tombstones;
@@ -79,8 +87,9 @@ static void reset_user(Cleanup *c) {
     free_list(c->ids, c->nids);
     free_list(c->keys, c->nkeys);
     free_list(c->uploads, c->nuploads);
-    c->ids = c->keys = c->uploads = NULL;
-    c->nids = c->nkeys = c->nuploads = c->upi = 0;
+    free_list(c->segs, c->nsegs);
+    c->ids = c->keys = c->uploads = c->segs = NULL;
+    c->nids = c->nkeys = c->nuploads = c->upi = c->nsegs = 0;
 }
 
 static void pool_query(JobRt *rt, Cleanup *c, State next, const char *sql, int n,
@@ -96,10 +105,11 @@ static void done(JobRt *rt, Cleanup *c) {
                  c->users_busy, c->users_busy == 1 ? "" : "s");
     snprintf(note, sizeof(note),
              "%" PRIu64 " backup%s deleted (%" PRIu64 " objects) for %d user%s; %" PRIu64
+             " change segment%s no kept backup needs deleted; %" PRIu64
              " stale upload%s aborted; %" PRIu64 " tombstone%s purged%s",
              c->deleted, c->deleted == 1 ? "" : "s", c->objects, c->users_done,
-             c->users_done == 1 ? "" : "s", c->aborted, c->aborted == 1 ? "" : "s", c->tombstones,
-             c->tombstones == 1 ? "" : "s", busy);
+             c->users_done == 1 ? "" : "s", c->segments, c->segments == 1 ? "" : "s", c->aborted,
+             c->aborted == 1 ? "" : "s", c->tombstones, c->tombstones == 1 ? "" : "s", busy);
     job_set_note(jobrt_job(rt), note);
     log_info(job_log_id(jobrt_job(rt)), "cleanup: %s", note);
     job_progress(jobrt_job(rt), "done", 100, c->deleted, c->objects);
@@ -150,6 +160,27 @@ static void on_expired(JobRt *rt, Cleanup *c, PGresult *res) {
     if (c->nids)
         log_info(job_log_id(jobrt_job(rt)), "cleanup of user %s: %d expired backup(s) to delete",
                  c->user, c->nids);
+    const char *v[] = {c->user};
+    pool_query(rt, c, ST_SEGMENTS, "SELECT id, s3_key FROM capture_segments_expired($1::uuid)", 1,
+               v);
+}
+
+static void on_segments(JobRt *rt, Cleanup *c, PGresult *res) {
+    for (int k = 0; k < PQntuples(res); k++) {
+        const char *id = PQgetvalue(res, k, 0), *key = PQgetvalue(res, k, 1);
+        if (!layout_key_is_users(key, c->user)) {
+            jobrt_failf(rt, ERR_PERMANENT, ERR_CODE_INVALID,
+                        "change segment %s has a key outside backups/%s/: refusing to delete it",
+                        id, c->user);
+            return;
+        }
+        push(&c->segs, &c->nsegs, id);
+        push(&c->keys, &c->nkeys, key);
+    }
+    if (c->nsegs)
+        log_info(job_log_id(jobrt_job(rt)),
+                 "cleanup of user %s: %d change segment(s) no kept backup needs", c->user,
+                 c->nsegs);
     c->state = ST_DELETE;
     jobrt_delete(rt, ST_DELETE, JRT_SOFT, (const char *const *)c->keys, (size_t)c->nkeys);
 }
@@ -174,17 +205,24 @@ static void on_deleted(JobRt *rt, Cleanup *c, const JobEv *ev) {
                           (size_t)c->nkeys);
         return;
     }
-    Buf ids = BUF_INIT;
+    Buf ids = BUF_INIT, segs = BUF_INIT;
     buf_puts(&ids, "{");
     for (int i = 0; i < c->nids; i++)
         buf_printf(&ids, "%s%s", i ? "," : "", c->ids[i]);
     buf_puts(&ids, "}");
-    const char *v[] = {ids.data, c->user};
+    buf_puts(&segs, "{");
+    for (int i = 0; i < c->nsegs; i++)
+        buf_printf(&segs, "%s\"%s\"", i ? "," : "", c->segs[i]);
+    buf_puts(&segs, "}");
+    const char *v[] = {ids.data, c->user, segs.data};
     pool_query(rt, c, ST_MARK,
+               "WITH s AS (DELETE FROM change_segments WHERE id = ANY($3::text[]) AND "
+               "user_id = $2::uuid) "
                "UPDATE backup_metadata SET status = 'deleted' WHERE id = ANY($1::text[]) "
                "AND user_id = $2::uuid AND status = 'expired'",
-               2, v);
+               3, v);
     buf_free(&ids);
+    buf_free(&segs);
 }
 
 /* Tombstones no future incremental can need (proto/sql/008); NULL user: all of them. */
@@ -292,8 +330,12 @@ static void on_result(JobRt *rt, Cleanup *c, PGresult *res) {
     case ST_EXPIRE:
         on_expired(rt, c, res);
         break;
+    case ST_SEGMENTS:
+        on_segments(rt, c, res);
+        break;
     case ST_MARK:
         c->deleted += strtoull(PQcmdTuples(res), NULL, 10);
+        c->segments += (uint64_t)c->nsegs;
         purge_tombstones(rt, c, ST_PURGE, c->user);
         break;
     case ST_PURGE: {
