@@ -187,8 +187,8 @@ static void on_segments(JobRt *rt, Cleanup *c, PGresult *res) {
 
 static void on_deleted(JobRt *rt, Cleanup *c, const JobEv *ev) {
     int replica = c->state == ST_DELETE_REPLICA;
-    if (!replica)
-        c->objects += ev->count;
+    if (!replica) /* the backups' objects and manifests (segments are counted apart) */
+        c->objects += ev->count > (uint64_t)c->nsegs ? ev->count - (uint64_t)c->nsegs : 0;
     if (ev->err || ev->failed) { /* the rows stay expired: the next run deletes them */
         Err e;
         err_set(&e, ERR_RETRYABLE, ev->err ? ev->err->code : ERR_CODE_HTTP,
