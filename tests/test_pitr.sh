@@ -166,7 +166,14 @@ store_put "$tmp/seg.bad" "$SEGKEY"
 out=$(restore_at "$T8")
 expect "a segment that fails its SHA-256 is named" grep -q "Change segment checksum verification failed" <<<"$(jq -r .error <<<"$out")"
 check "... nothing was changed" none "$(differs before_damage)"
+out=$(REDIS_PREFIX=$P "$CTL" verify --user "$A" --wait --json 2>&1)
+expect "verify of the user names the damaged segment" grep -q "change segments\? failed verification: Change segment checksum verification failed: $SEGKEY" <<<"$(jq -r .error <<<"$out")"
+check "... and records it" failed "$(q "SELECT verify_status FROM change_segments WHERE s3_key = '$SEGKEY'")"
 store_put "$tmp/seg.orig" "$SEGKEY"
+out=$(REDIS_PREFIX=$P "$CTL" verify --user "$A" --wait --json 2>&1)
+check "once put back, verify passes" completed "$(jq -r .status <<<"$out")"
+expect "... its note counts the segments" grep -Eq "; [1-9][0-9]* change segments verified \([1-9][0-9]* changes\)" <<<"$(jq -r .note <<<"$out")"
+check "... each recorded ok" 0 "$(q "SELECT count(*) FROM change_segments WHERE user_id = '$A' AND verify_status IS DISTINCT FROM 'ok'")"
 
 # ---- 6. a gap after the point's base ----
 q "INSERT INTO capture_gaps (reason, last_lsn) VALUES ('test: slot lost', pg_current_wal_lsn())" >/dev/null

@@ -16,6 +16,12 @@ ALTER TABLE backup_metadata ADD COLUMN IF NOT EXISTS snapshot_lsn pg_lsn;
 ALTER TABLE restore_history ADD COLUMN IF NOT EXISTS restore_at text;
 ALTER TABLE restore_history ADD COLUMN IF NOT EXISTS cut_lsn pg_lsn;
 
+-- verify reads a user's change segments too: the last check of each, as for backups.
+ALTER TABLE change_segments ADD COLUMN IF NOT EXISTS verified_at timestamptz;
+ALTER TABLE change_segments ADD COLUMN IF NOT EXISTS verify_status text
+    CHECK (verify_status IS NULL OR verify_status IN ('ok', 'failed'));
+ALTER TABLE change_segments ADD COLUMN IF NOT EXISTS verify_error text;
+
 -- The plan of a restore of p_user to p_at (a time) or p_lsn (an LSN; p_at is then NULL), once
 -- the capture has recorded everything committed by then (the worker waits for that first):
 -- the base backup, its snapshot, the cut (the commit LSN of the last of the user's transactions

@@ -35,6 +35,7 @@
  */
 #include "jobs/jobs.h"
 #include "aws/sigv4.h"
+#include "capture/segfile.h"
 #include "capture/segkeys.h"
 #include "format/bfile.h"
 #include "base/buf.h"
@@ -1128,46 +1129,23 @@ static void next_segment(JobRt *rt, Backup *b) {
     buf_free(&sql);
 }
 
-/* A segment read whole: its stored bytes' SHA-256 checked against its record, decoded (its
- * data key, when encrypted, unwrapped from its own header), its keys taken. */
+/* A segment read whole: its stored bytes' SHA-256 checked against its record, decoded (segfile),
+ * its keys taken. */
 static void on_segment(JobRt *rt, Backup *b, const StorageResult *sr) {
-    const char *id = PQgetvalue(b->segs, b->seg_i, 0);
     const char *key = PQgetvalue(b->segs, b->seg_i, 1);
-    char hex[65];
-    sigv4_sha256_hex(sr->body->data, sr->body->len, hex);
-    if (strcmp(hex, PQgetvalue(b->segs, b->seg_i, 2)) != 0) {
-        char why[LAYOUT_KEY_MAX + 160];
-        snprintf(why, sizeof(why),
-                 "Change segment checksum verification failed: %s (stored %.12s..., recorded "
-                 "%.12s...)",
-                 key, hex, PQgetvalue(b->segs, b->seg_i, 2));
-        log_warn(job_log_id(jobrt_job(rt)), "backup %s: %s", b->id, why);
-        fall_back_to_full(rt, b, why);
-        return;
-    }
+    SegFileRecord rec = {PQgetvalue(b->segs, b->seg_i, 0), key, b->spec->user_id,
+                         PQgetvalue(b->segs, b->seg_i, 2), PQgetvalue(b->segs, b->seg_i, 4)};
     Err e;
-    CodecList codecs;
-    if (codec_list_parse(PQgetvalue(b->segs, b->seg_i, 4), &codecs, &e) != 0) {
+    Buf out = BUF_INIT;
+    int rc = segfile_decode(sr->body->data, sr->body->len, &rec, b->cfg->keys, &out, &e);
+    if (rc == SEGFILE_CHECKSUM) {
+        log_warn(job_log_id(jobrt_job(rt)), "backup %s: %s", b->id, e.msg);
+        buf_free(&out);
         fall_back_to_full(rt, b, e.msg);
         return;
     }
-    Buf cj = BUF_INIT, out = BUF_INIT;
-    codec_list_json(&codecs, &cj);
-    CryptParams cp = {.user_id = b->spec->user_id,
-                      .backup_id = id,
-                      .codecs_json = cj.data,
-                      .have_dek = 0,
-                      .unwrap = keys_unwrap_fn,
-                      .unwrap_data = (void *)b->cfg->keys};
-    FilterChain *dec = codec_decoder(&codecs, &cp);
-    int rc = filter_chain_write(dec, sr->body->data, sr->body->len, &out, &e);
-    if (rc == 0)
-        rc = filter_chain_finish(dec, &out, &e);
     if (rc == 0)
         rc = segkeys_add(b->sk, out.data ? out.data : "", out.len, &e);
-    filter_chain_free(dec);
-    crypt_wipe(&cp, sizeof(cp));
-    buf_free(&cj);
     buf_free(&out);
     if (rc != 0) {
         /* a segment that names no keys for a change, or one that cannot be read (a full backup

@@ -53,7 +53,7 @@
 #include "io/crypt.h"
 #include "jobs/jobspec.h"
 #include "base/rowkeys.h"
-#include "aws/sigv4.h"
+#include "capture/segfile.h"
 #include "capture/segreplay.h"
 #include "pg/pgoutput.h"
 
@@ -1370,56 +1370,27 @@ static Buf *replay_sink(int dest, void *data) {
 }
 
 /* A segment read whole: its stored bytes' SHA-256 checked against its record (before a byte of
- * it is used), decoded (its data key, when encrypted, from its own header), its changes up to
- * the cut queued for the staging COPYs. */
+ * it is used) and decoded (segfile), its changes up to the cut queued for the staging COPYs. */
 static void on_change_segment(JobRt *rt, Restore *r, const StorageResult *sr) {
-    const char *id = PQgetvalue(r->segments, r->seg_i, 0);
     const char *key = PQgetvalue(r->segments, r->seg_i, 1);
-    char hex[65];
-    sigv4_sha256_hex(sr->body->data, sr->body->len, hex);
-    if (strcmp(hex, PQgetvalue(r->segments, r->seg_i, 2)) != 0) {
-        jobrt_failf(rt, ERR_PERMANENT, ERR_CODE_INVALID,
-                    "Change segment checksum verification failed: %s (stored %.12s..., recorded "
-                    "%.12s...): nothing was changed",
-                    key, hex, PQgetvalue(r->segments, r->seg_i, 2));
-        return;
-    }
+    SegFileRecord rec = {PQgetvalue(r->segments, r->seg_i, 0), key, r->spec->user_id,
+                         PQgetvalue(r->segments, r->seg_i, 2),
+                         PQgetvalue(r->segments, r->seg_i, 4)};
     Err e;
-    CodecList codecs;
-    if (codec_list_parse(PQgetvalue(r->segments, r->seg_i, 4), &codecs, &e) != 0) {
-        jobrt_fail(rt, &e);
+    Buf out = BUF_INIT;
+    int rc = segfile_decode(sr->body->data, sr->body->len, &rec,
+                            services_jobconfig(jobrt_services(rt))->keys, &out, &e);
+    if (rc != 0) {
+        buf_free(&out);
+        jobrt_failf(rt, e.kind, e.code, "%s: nothing was changed", e.msg);
         return;
     }
-    if (!codec_list_encrypted(&codecs) &&
-        keys_required(services_jobconfig(jobrt_services(rt))->keys)) {
-        jobrt_failf(rt, ERR_PERMANENT, ERR_CODE_INVALID,
-                    "change segment %s is not encrypted, and BACKUP_ENCRYPTION=required refuses "
-                    "to restore from a cleartext object: nothing was changed",
-                    key);
-        return;
-    }
-    Buf cj = BUF_INIT, out = BUF_INIT;
-    codec_list_json(&codecs, &cj);
-    CryptParams cp = {.user_id = r->spec->user_id,
-                      .backup_id = id,
-                      .codecs_json = cj.data,
-                      .have_dek = 0,
-                      .unwrap = keys_unwrap_fn,
-                      .unwrap_data = (void *)services_jobconfig(jobrt_services(rt))->keys};
-    FilterChain *dec = codec_decoder(&codecs, &cp);
-    int rc = filter_chain_write(dec, sr->body->data, sr->body->len, &out, &e);
-    if (rc == 0)
-        rc = filter_chain_finish(dec, &out, &e);
-    filter_chain_free(dec);
-    crypt_wipe(&cp, sizeof(cp));
-    buf_free(&cj);
     r->bytes += sr->body->len;
     r->read_done = r->held = r->full = r->copy_failed = 0;
     r->cs = CS_NONE;
     segs_drop(r);
     uint64_t before = segreplay_changes(r->replay);
-    if (rc == 0)
-        rc = segreplay_add(r->replay, out.data ? out.data : "", out.len, replay_sink, r, &e);
+    rc = segreplay_add(r->replay, out.data ? out.data : "", out.len, replay_sink, r, &e);
     buf_free(&out);
     if (rc != 0) {
         err_prefix(&e, "change segment %s", key);

@@ -10,6 +10,10 @@
  *             trailer's counts; then the rows counted against the manifest's
  *   RECORD    backup_metadata.verified_at, verify_status (ok | failed), verify_error; a
  *             backup that is no longer completed (a cleanup took it) is skipped
+ *   SEGMENTS  for a user: each change segment (BACKUP_TRACKING=wal) read whole, its SHA-256
+ *             against change_segments.checksum, decoded, every line of the segment format with
+ *             the trailer's count; recorded in change_segments.verified_at, verify_status,
+ *             verify_error (a segment cleanup deleted meanwhile is skipped)
  * It holds the user's lock (like backup, restore and cleanup), so a cleanup of the same user
  * waits for it; a cleanup of every user (scope=all) may still race it: hence the skip.
  *
@@ -18,6 +22,8 @@
  */
 #include "jobs/jobs.h"
 
+#include "capture/changes.h"
+#include "capture/segfile.h"
 #include "format/bcheck.h"
 #include "format/bfile.h"
 #include "base/buf.h"
@@ -33,7 +39,16 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef enum { ST_LIST, ST_MANIFEST, ST_KEY, ST_OBJECT, ST_RECORD } State;
+typedef enum {
+    ST_LIST,
+    ST_MANIFEST,
+    ST_KEY,
+    ST_OBJECT,
+    ST_RECORD,
+    ST_SEGLIST,
+    ST_SEGGET,
+    ST_SEGRECORD,
+} State;
 
 typedef struct {
     char id[JOBSPEC_ID_MAX + 1], key[LAYOUT_KEY_MAX], checksum[65];
@@ -56,6 +71,9 @@ typedef struct {
     Manifest manifest; /* the current item's */
     Err first, err;
     uint64_t rows, bytes;
+    PGresult *segs; /* the user's change segments: id, key, checksum, size, codecs */
+    int seg_i, seg_failed, seg_skipped;
+    uint64_t changes;
 } Verify;
 
 static void next_item(JobRt *rt, Verify *v);
@@ -277,28 +295,104 @@ static void check_object(JobRt *rt, Verify *v, const JobKey *key, int header_key
     buf_free(&codecs);
 }
 
-static void next_item(JobRt *rt, Verify *v) {
-    if (v->i == v->n) {
-        if (v->failed) {
-            jobrt_failf(rt, ERR_PERMANENT, ERR_CODE_INVALID,
-                        "%d of %d backup%s failed verification: %s", v->failed, v->n,
-                        v->n > 1 ? "s" : "", v->first.msg);
+/* ---- the user's change segments ---- */
+
+static void next_segment(JobRt *rt, Verify *v);
+
+static int count_change(const ChangesItem *it, void *data, Err *err) {
+    (void)it, (void)err;
+    ((Verify *)data)->changes++;
+    return 0;
+}
+
+static void on_segment(JobRt *rt, Verify *v, const JobEv *ev) {
+    const char *id = PQgetvalue(v->segs, v->seg_i, 0), *key = PQgetvalue(v->segs, v->seg_i, 1);
+    Err e;
+    int rc = -1;
+    if (ev->err) {
+        e = *ev->err;
+        err_prefix(&e, "change segment %s", key);
+    } else {
+        SegFileRecord rec = {id, key, v->user, PQgetvalue(v->segs, v->seg_i, 2),
+                             PQgetvalue(v->segs, v->seg_i, 4)};
+        Buf out = BUF_INIT;
+        v->bytes += ev->sres->body->len;
+        rc = segfile_decode(ev->sres->body->data, ev->sres->body->len, &rec,
+                            services_jobconfig(jobrt_services(rt))->keys, &out, &e);
+        if (rc == 0 &&
+            changes_read(out.data ? out.data : "", out.len, v->user, count_change, v, &e) != 0) {
+            err_prefix(&e, "change segment %s", key);
+            rc = -1;
+        }
+        buf_free(&out);
+    }
+    err_clear(&v->err);
+    if (rc != 0)
+        v->err = e;
+    const char *p[] = {id, rc ? "failed" : "ok", rc ? e.msg : NULL};
+    v->state = ST_SEGRECORD;
+    jobrt_pool_query(rt, ST_SEGRECORD, JRT_SOFT,
+                     "UPDATE change_segments SET verified_at = now(), verify_status = $2, "
+                     "verify_error = $3 WHERE id = $1 RETURNING verify_status",
+                     3, p);
+}
+
+static void on_segment_recorded(JobRt *rt, Verify *v, const JobEv *ev) {
+    const char *id = PQgetvalue(v->segs, v->seg_i, 0), *log = job_log_id(jobrt_job(rt));
+    if (ev->err) {
+        log_warn(log, "could not record the verification of segment %s: %s", id, ev->err->msg);
+    } else if (PQntuples(ev->res) == 0) { /* a cleanup deleted it meanwhile */
+        v->seg_skipped++;
+    } else if (v->err.msg[0]) {
+        if (v->failed++ == 0)
+            v->first = v->err;
+        v->seg_failed++;
+        log_warn(log, "verify: change segment %s FAILED: %s", id, v->err.msg);
+    }
+    v->seg_i++;
+    next_segment(rt, v);
+}
+
+static void finish(JobRt *rt, Verify *v);
+
+static void next_segment(JobRt *rt, Verify *v) {
+    int n = PQntuples(v->segs);
+    if (v->seg_i < n) {
+        const char *key = PQgetvalue(v->segs, v->seg_i, 1);
+        job_progress(jobrt_job(rt), PQgetvalue(v->segs, v->seg_i, 0), 99, v->rows, v->bytes);
+        if (!layout_key_is_users(key, v->user)) {
+            Err e;
+            err_set(&e, ERR_PERMANENT, ERR_CODE_INVALID,
+                    "change segment %s is recorded under a key outside backups/%s/",
+                    PQgetvalue(v->segs, v->seg_i, 0), v->user);
+            if (v->failed++ == 0)
+                v->first = e;
+            v->seg_failed++;
+            v->seg_i++;
+            next_segment(rt, v);
             return;
         }
-        char note[160];
-        int ok = v->n - v->skipped, k;
-        k = snprintf(note, sizeof(note), "%d backup%s verified", ok, ok == 1 ? "" : "s");
-        if (v->skipped)
-            k += snprintf(note + k, sizeof(note) - (size_t)k, ", %d skipped (being deleted)",
-                          v->skipped);
-        if (v->hash_only)
-            k += snprintf(note + k, sizeof(note) - (size_t)k,
-                          ", %d by SHA-256 only (their key is not here)", v->hash_only);
-        if (v->replicas)
-            snprintf(note + k, sizeof(note) - (size_t)k, ", %d from the replica", v->replicas);
-        job_set_note(jobrt_job(rt), note);
-        job_progress(jobrt_job(rt), "done", 100, v->rows, v->bytes);
-        jobrt_done(rt);
+        uint64_t size = strtoull(PQgetvalue(v->segs, v->seg_i, 3), NULL, 10);
+        v->state = ST_SEGGET;
+        jobrt_get(rt, ST_SEGGET, JRT_SOFT, key, (size_t)size + 1);
+        return;
+    }
+    finish(rt, v);
+}
+
+static void next_item(JobRt *rt, Verify *v) {
+    if (v->i == v->n && v->spec->backup_id[0] == '\0' && v->segs == NULL) {
+        /* a user's verify: their change segments too */
+        const char *p[] = {v->user};
+        v->state = ST_SEGLIST;
+        jobrt_pool_query(rt, ST_SEGLIST, 0,
+                         "SELECT id, s3_key, checksum, size, array_to_string(codecs, ',') "
+                         "FROM change_segments WHERE user_id = $1::uuid ORDER BY end_lsn, id",
+                         1, p);
+        return;
+    }
+    if (v->i == v->n) {
+        finish(rt, v);
         return;
     }
     Item *it = &v->items[v->i];
@@ -308,6 +402,41 @@ static void next_item(JobRt *rt, Verify *v) {
     v->state = ST_MANIFEST;
     jobrt_get_from(rt, it->from_replica ? services_replica(jobrt_services(rt)) : jobrt_storage(rt),
                    ST_MANIFEST, JRT_SOFT, key, MANIFEST_MAX_BYTES);
+}
+
+static void finish(JobRt *rt, Verify *v) {
+    int nseg = v->segs ? PQntuples(v->segs) - v->seg_skipped : 0;
+    if (v->failed) {
+        int bad = v->failed - v->seg_failed;
+        char segs[80] = "";
+        if (v->seg_failed)
+            snprintf(segs, sizeof(segs), "%s%d of %d change segment%s", bad ? " and " : "",
+                     v->seg_failed, nseg, nseg == 1 ? "" : "s");
+        char backups[64] = "";
+        if (bad || !v->seg_failed)
+            snprintf(backups, sizeof(backups), "%d of %d backup%s", bad, v->n, v->n > 1 ? "s" : "");
+        jobrt_failf(rt, ERR_PERMANENT, ERR_CODE_INVALID, "%s%s failed verification: %s", backups,
+                    segs, v->first.msg);
+        return;
+    }
+    char note[240];
+    int ok = v->n - v->skipped, k;
+    k = snprintf(note, sizeof(note), "%d backup%s verified", ok, ok == 1 ? "" : "s");
+    if (v->skipped)
+        k += snprintf(note + k, sizeof(note) - (size_t)k, ", %d skipped (being deleted)",
+                      v->skipped);
+    if (v->hash_only)
+        k += snprintf(note + k, sizeof(note) - (size_t)k,
+                      ", %d by SHA-256 only (their key is not here)", v->hash_only);
+    if (v->replicas)
+        k += snprintf(note + k, sizeof(note) - (size_t)k, ", %d from the replica", v->replicas);
+    if (nseg)
+        snprintf(note + k, sizeof(note) - (size_t)k,
+                 "; %d change segment%s verified (%" PRIu64 " changes)", nseg, nseg == 1 ? "" : "s",
+                 v->changes);
+    job_set_note(jobrt_job(rt), note);
+    job_progress(jobrt_job(rt), "done", 100, v->rows, v->bytes);
+    jobrt_done(rt);
 }
 
 static void on_list(JobRt *rt, Verify *v, PGresult *res) {
@@ -376,13 +505,22 @@ static int verify_step(JobRt *rt, void *st, const JobEv *ev) {
         break;
     }
     case JEV_RESULT:
-        if (v->state == ST_LIST)
+        if (v->state == ST_LIST) {
             on_list(rt, v, ev->res);
-        else
+        } else if (v->state == ST_SEGLIST) {
+            v->segs = PQcopyResult(ev->res, PG_COPYRES_ATTRS | PG_COPYRES_TUPLES);
+            next_segment(rt, v);
+        } else if (v->state == ST_SEGRECORD) {
+            on_segment_recorded(rt, v, ev);
+        } else {
             on_recorded(rt, v, ev);
+        }
         break;
     case JEV_STORED:
-        on_manifest(rt, v, ev);
+        if (v->state == ST_SEGGET)
+            on_segment(rt, v, ev);
+        else
+            on_manifest(rt, v, ev);
         break;
     case JEV_ITEM:
         return count_item(rt, v, ev);
@@ -408,6 +546,7 @@ static void verify_release(void *st) {
         free(v->items[i].wrapped);
     }
     free(v->items);
+    PQclear(v->segs);
 }
 
 static const JobRtOps ops = {sizeof(Verify), verify_step, NULL, verify_release};
