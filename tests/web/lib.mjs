@@ -86,7 +86,7 @@ export async function startStack(opts = {}) {
   const metricsPort = await freePort();
   const worker = start('backup-worker', WORKER, [], {
     REDIS_PREFIX: prefix, WORKER_HTTP_PORT: String(metricsPort), JOB_VISIBILITY_TIMEOUT: '5s',
-    WORKER_SHUTDOWN_GRACE: '5s',
+    WORKER_SHUTDOWN_GRACE: '5s', ...(opts.workerEnv ?? {}),
   }, new RegExp(`consuming ${prefix}:jobs`));
   await worker.seen;
   const web = start('backup-web', process.execPath, [join(ROOT, 'tools/web/dist/main.js')], {

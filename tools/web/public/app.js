@@ -24,11 +24,116 @@ function say(text, error = false) {
 let busy = false;
 function setBusy(b) {
   busy = b;
-  for (const id of ['backup-full', 'backup-incremental', 'cleanup']) $(id).disabled = b;
+  for (const id of ['backup-full', 'backup-incremental', 'cleanup', 'pitr-preview']) $(id).disabled = b;
+  $('pitr-restore').disabled = b || !previewed;
   for (const btn of document.querySelectorAll('button.restore')) btn.disabled = b;
 }
 
+// ---- back to a point in time: the timeline of the user's transactions, a preview, the restore ----
+
+let pitrAt = null; // the point chosen, exact (an RFC 3339 UTC time with microseconds)
+let previewed = null; // the point the preview shown is of
+const TABLE = { profiles: 'perfil', businesses: 'negocios', products: 'productos', clients: 'clientes', orders: 'pedidos',
+  order_items: 'líneas de pedido', notifications: 'notificaciones', user_settings: 'ajustes' };
+
+// The instant just before a commit (its time minus one microsecond): "just before the mistake".
+function justBefore(t) {
+  const m = /^(.*T\d\d:\d\d:\d\d)(?:\.(\d{1,6}))?Z$/.exec(t);
+  if (!m) return t;
+  const us = BigInt(Date.parse(`${m[1]}Z`)) * 1000n + BigInt((m[2] ?? '').padEnd(6, '0')) - 1n;
+  const ms = new Date(Number(us / 1000n)).toISOString().slice(0, 19);
+  return `${ms}.${String(us % 1000000n).padStart(6, '0')}Z`;
+}
+
+// datetime-local shows local time to the second
+const toLocalInput = (iso) => {
+  const d = new Date(iso);
+  const p = (n) => String(n).padStart(2, '0');
+  return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())}T${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}`;
+};
+
+function choose(at, li) {
+  pitrAt = at;
+  previewed = null;
+  $('pitr-at').value = toLocalInput(at);
+  $('pitr').dataset.at = at;
+  $('pitr-restore').disabled = true;
+  $('pitr-result').hidden = true;
+  for (const x of document.querySelectorAll('#timeline li')) x.classList.toggle('chosen', x === li);
+}
+
+function summary(counts) {
+  const parts = [];
+  for (const [t, c] of Object.entries(counts ?? {})) {
+    if (c.t) { parts.push(`${TABLE[t] ?? t} vaciada`); continue; }
+    const n = [c.i ? `+${c.i}` : '', c.u ? `~${c.u}` : '', c.d ? `−${c.d}` : ''].filter(Boolean).join(' ');
+    if (n) parts.push(`${TABLE[t] ?? t} ${n}`);
+  }
+  return parts.join('; ') || 'sin filas';
+}
+
+async function loadTimeline() {
+  const entries = await svc.timeline();
+  const list = $('timeline');
+  list.replaceChildren();
+  for (const e of [...entries].reverse()) { // newest first
+    const li = document.createElement('li');
+    li.dataset.time = e.time;
+    const when = document.createElement('span');
+    when.className = 'when';
+    when.textContent = new Date(e.time).toLocaleString('es');
+    const what = document.createElement('span');
+    what.textContent = summary(e.counts) + (e.transactions > 1 ? ` (${e.transactions} transacciones)` : '');
+    const btn = document.createElement('button');
+    btn.type = 'button';
+    btn.className = 'link before';
+    btn.textContent = 'Justo antes';
+    btn.title = 'Restaurar al instante anterior a este cambio';
+    btn.addEventListener('click', () => choose(justBefore(e.time), li));
+    li.append(when, what, ' ', btn);
+    list.append(li);
+  }
+  $('timeline-empty').hidden = entries.length > 0;
+  $('pitr').dataset.entries = String(entries.length);
+}
+
+function showPreview(result) {
+  const body = $('pitr-result').querySelector('tbody');
+  body.replaceChildren();
+  for (const [t, c] of Object.entries(result.tables ?? {})) {
+    const tr = document.createElement('tr');
+    tr.dataset.table = t;
+    for (const text of [TABLE[t] ?? t, c.inserted, c.updated, c.deleted, c.unchanged]) {
+      const td = document.createElement('td');
+      td.textContent = String(text);
+      tr.append(td);
+    }
+    body.append(tr);
+  }
+  $('pitr-result').hidden = false;
+}
+
+async function preview() {
+  if (!pitrAt) { say('Elige un momento (o «Justo antes» de un cambio de la lista).', true); return; }
+  const at = pitrAt;
+  const done = await track('Vista previa', () => svc.restoreBackup({ at, dryRun: true }));
+  if (!done) return;
+  showPreview(done.result ?? {});
+  previewed = at;
+  $('pitr-restore').disabled = false;
+  $('pitr').dataset.previewed = at;
+}
+
+async function restoreAt() {
+  if (!previewed) return;
+  const at = previewed;
+  if (!confirm(`¿Restaurar tus datos a como estaban el ${new Date(at).toLocaleString('es')}? Se aplicarán los cambios de la vista previa.`)) return;
+  previewed = null;
+  await track('Restauración a un momento', () => svc.restoreBackup({ at }));
+}
+
 async function refresh() {
+  loadTimeline().catch((e) => say(e.message, true));
   const [stats, list] = await Promise.all([svc.getStatus(), svc.listBackups()]);
   $('stat-total').textContent = String(stats.total_backups);
   $('stat-size').textContent = fmtBytes(stats.total_size_bytes);
@@ -89,10 +194,12 @@ async function track(title, start) {
     $('job-state').textContent = 'Completado';
     $('job').dataset.state = 'completed';
     say(done.note ? `${title}: completado (${done.note})` : `${title}: completado`);
+    return done;
   } catch (e) {
     $('job-state').textContent = 'Fallido';
     $('job').dataset.state = 'failed';
     say(e instanceof BackupError ? e.message : String(e), true);
+    return null;
   } finally {
     setBusy(false);
     await refresh().catch((e) => say(e.message, true));
@@ -143,6 +250,13 @@ $('signout').addEventListener('click', () => {
 });
 $('backup-full').addEventListener('click', () => track('Backup completo', () => svc.createBackup({ type: 'full' })));
 $('backup-incremental').addEventListener('click', () => track('Backup incremental', () => svc.createBackup({ type: 'incremental' })));
+$('pitr-at').addEventListener('change', () => {
+  const v = $('pitr-at').value;
+  if (v) choose(new Date(v).toISOString(), null);
+});
+$('pitr-preview').addEventListener('click', preview);
+$('pitr-restore').addEventListener('click', restoreAt);
+$('timeline-refresh').addEventListener('click', () => loadTimeline().catch((e) => say(e.message, true)));
 $('cleanup').addEventListener('click', () => {
   if (!confirm('¿Borrar los backups antiguos? Se conserva siempre el último backup completo.')) return;
   track('Limpieza', () => svc.cleanup());
