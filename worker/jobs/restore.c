@@ -189,6 +189,7 @@ typedef struct {
     int in_changes;      /* staging the changes (after the chain) */
     SegReplay *replay;
     unsigned char *dels; /* per table: its deleted keys are staged (restored, or covering) */
+    Buf *replay_bufs;    /* per staging table (DEST_UNCHANGED first): a segment's lines */
 } Restore;
 
 static void restore_query(JobRt *rt, Restore *r, State next, int flags, const char *sql, int n,
@@ -874,6 +875,7 @@ static void restore_release(void *st) {
     free(r->shape);
     scope_free(r->scope);
     segreplay_free(r->replay);
+    free(r->replay_bufs);
     PQclear(r->segments);
     free(r->base_snapshot);
     free(r->dels);
@@ -1365,8 +1367,13 @@ static void next_change_segment(JobRt *rt, Restore *r) {
     restore_run_stmt(rt, r);
 }
 
+/* A segment's changes, one buffer per staging table: the order of the COPYs does not matter
+ * (FINAL orders by step), and a COPY per table instead of one per change of another table is
+ * what makes the replay fast (an OLTP mix alternates tables at every change). */
+#define REPLAY_DESTS(r) (scope_count((r)->scope) - DEST_UNCHANGED)
 static Buf *replay_sink(int dest, void *data) {
-    return seg_for(data, dest, 0);
+    Restore *r = data;
+    return &r->replay_bufs[dest - DEST_UNCHANGED];
 }
 
 /* A segment read whole: its stored bytes' SHA-256 checked against its record (before a byte of
@@ -1390,8 +1397,24 @@ static void on_change_segment(JobRt *rt, Restore *r, const StorageResult *sr) {
     r->cs = CS_NONE;
     segs_drop(r);
     uint64_t before = segreplay_changes(r->replay);
+    int nd = REPLAY_DESTS(r);
+    if (r->replay_bufs == NULL)
+        r->replay_bufs = xcalloc((size_t)nd, sizeof(Buf));
     rc = segreplay_add(r->replay, out.data ? out.data : "", out.len, replay_sink, r, &e);
     buf_free(&out);
+    for (int d = 0; d < nd; d++) { /* each table's lines queued whole: one COPY each */
+        if (rc == 0 && r->replay_bufs[d].len) {
+            if (r->nsegs == r->capsegs) {
+                r->capsegs = r->capsegs ? r->capsegs * 2 : 8;
+                r->segs = xrealloc(r->segs, (size_t)r->capsegs * sizeof(Seg));
+            }
+            r->segs[r->nsegs++] = (Seg){d + DEST_UNCHANGED, r->replay_bufs[d], 0};
+            r->buffered += r->replay_bufs[d].len;
+        } else {
+            buf_free(&r->replay_bufs[d]);
+        }
+        r->replay_bufs[d] = (Buf)BUF_INIT;
+    }
     if (rc != 0) {
         err_prefix(&e, "change segment %s", key);
         jobrt_fail(rt, &e);
