@@ -11,7 +11,7 @@
 WORKER=$1
 CTL=$2
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-needs DATABASE_URL REDIS_URL BW_DEVENV
+needs DATABASE_URL REDIS_URL BW_DEVENV BW_MOTO_ENDPOINT
 "$BW_DEVENV" migrate
 P=tpitr$$
 export PGOPTIONS="-c synchronous_commit=on -c client_min_messages=warning"
@@ -224,5 +224,34 @@ out=$(restore_at "$T9")
 check "a point after it still restores" completed "$(jq -r .status <<<"$out")"
 check "... exactly" none "$(differs t9)"
 
+# ---- 9. the replica: segments copied after a backup's copy; a restore reads the replica's
+# copy of a segment the primary lost ----
+RB=pitr-replica-$$
+curl -s -f -o /dev/null -X PUT "$BW_MOTO_ENDPOINT/$RB" || bad "cannot create the replica bucket in moto"
+REPL=(S3_REPLICA_BUCKET=$RB S3_REPLICA_REGION=eu-west-1 S3_REPLICA_FORCE_PATH_STYLE=true
+  S3_REPLICA_ENDPOINT=$BW_MOTO_ENDPOINT S3_REPLICA_ACCESS_KEY_ID=replica S3_REPLICA_SECRET_ACCESS_KEY=replica-secret)
 stop_worker w1 >/dev/null
+# shellcheck disable=SC2086
+start_worker w2 $W "${REPL[@]}"
+wait_until 15 grep -q "capture: streaming from" "$tmp/w2.log" || bad "the capture did not start again"
+q "UPDATE orders SET total = 556 WHERE id = '$O1'" >/dev/null
+mark 10
+F4=$(bk)
+replicated() { [ "$(q "SELECT count(*) FROM change_segments WHERE user_id = '$A' AND first_commit <= '$T10' AND replica_status IS DISTINCT FROM 'completed'")" = 0 ]; }
+expect "after the backup's copy, the user's segments are in the replica" wait_until 30 replicated
+check "... the backup's copy too" completed "$(q "SELECT replica_status FROM backup_metadata WHERE id = '$F4'")"
+# the segment the restore to t10 needs most: the last one before it, gone from the primary
+SEGKEY=$(q "SELECT s3_key FROM change_segments WHERE user_id = '$A' AND first_commit <= '$T10' ORDER BY end_lsn DESC LIMIT 1")
+store_get "$SEGKEY" "$tmp/seg10"
+if on_s3; then s3 s3 rm --quiet "s3://$S3_BUCKET/$SEGKEY"; else rm -f "$STORE_DIR/$SEGKEY"; fi
+check "(the primary's copy is gone)" no "$(store_exists "$SEGKEY")"
+q "UPDATE orders SET total = 557 WHERE id = '$O1'" >/dev/null
+out=$(restore_at "$T10")
+check "a restore whose segment the primary lost completes from the replica's copy" completed "$(jq -r .status <<<"$out")"
+check "... exactly" none "$(differs t10)"
+check "... the history says mixed" mixed "$(q "SELECT source FROM restore_history WHERE job_id = '$(jq -r .job_id <<<"$out")'")"
+expect "... the log says which" grep -q "change segment $SEGKEY.*reading the replica's copy" "$tmp/w2.log"
+store_put "$tmp/seg10" "$SEGKEY"
+
+stop_worker w2 >/dev/null
 finish

@@ -22,6 +22,13 @@ ALTER TABLE change_segments ADD COLUMN IF NOT EXISTS verify_status text
     CHECK (verify_status IS NULL OR verify_status IN ('ok', 'failed'));
 ALTER TABLE change_segments ADD COLUMN IF NOT EXISTS verify_error text;
 
+-- The replica's copy of each segment (copied after the user's next backup's, by its replicate
+-- job): a restore reads it when the primary's copy is missing or damaged.
+ALTER TABLE change_segments ADD COLUMN IF NOT EXISTS replica_status text
+    CHECK (replica_status IS NULL OR replica_status IN ('completed', 'failed'));
+ALTER TABLE change_segments ADD COLUMN IF NOT EXISTS replicated_at timestamptz;
+ALTER TABLE change_segments ADD COLUMN IF NOT EXISTS replica_error text;
+
 -- The plan of a restore of p_user to p_at (a time) or p_lsn (an LSN; p_at is then NULL), once
 -- the capture has recorded everything committed by then (the worker waits for that first):
 -- the base backup, its snapshot, the cut (the commit LSN of the last of the user's transactions

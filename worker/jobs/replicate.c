@@ -22,6 +22,11 @@
  *             that cannot be listed or aborted is only logged: the copy is whole)
  *   UNDO      it expired during the copy (a cleanup is deleting it, in both buckets, or did):
  *             the copy just made is deleted, so that no object outlives its backup
+ *   SEGMENTS  then (and when the backup was already copied) the user's change segments not
+ *             yet in the replica (BACKUP_TRACKING=wal, proto/sql/022), oldest first, each
+ *             copied the same way, checked against change_segments.checksum and recorded
+ *             there (replica_status); one whose primary bytes are not the record's is recorded
+ *             `failed` and the job fails permanently at the end, naming it
  *
  * Enqueued by the backup when it completes (job id `replicate-<backup id>`, so an
  * enqueue repeated is run once) and accepted from redis-cli like any other job. It takes no
@@ -50,7 +55,10 @@ typedef enum {
     ST_RECHECK,
     ST_UPLOADS,
     ST_ABORT,
-    ST_UNDO
+    ST_UNDO,
+    ST_SEGLIST,
+    ST_SEGCOPY,
+    ST_SEGDONE,
 } State;
 
 #define MAX_RECOPY 5
@@ -69,6 +77,10 @@ typedef struct {
     int recopies;
     char **stale; /* upload ids a killed run left in the replica, aborted before copying */
     int nstale, si;
+    PGresult *segs; /* the user's segments not in the replica: id, key, checksum, size */
+    int seg_i, seg_copied, seg_failed;
+    Err seg_err;    /* the first segment that could not be copied */
+    char note[200]; /* what the backup's copy did */
 } Replicate;
 
 static void done_query(JobRt *rt, Replicate *r) {
@@ -84,11 +96,19 @@ static void done_query(JobRt *rt, Replicate *r) {
 
 static void copy_next(Replicate *r);
 
+static void segment_copied(Replicate *r, const StorageWritten *res, const Err *err);
+
 static void on_copied(StorageCopy *c, const StorageWritten *res, const Err *err, void *data) {
     Replicate *r = data;
     JobRt *rt = r->rt;
     if (jobrt_failing(rt)) /* torn down meanwhile: release frees the copy */
         return;
+    if (r->state == ST_SEGCOPY &&
+        !(err && r->server && err->kind == ERR_PERMANENT && err->code == ERR_CODE_HTTP &&
+          strstr(err->msg, "NoSuchKey") == NULL && strstr(err->msg, "NoSuchBucket") == NULL)) {
+        segment_copied(r, res, err);
+        return;
+    }
     if (err && r->server && err->kind == ERR_PERMANENT && err->code == ERR_CODE_HTTP &&
         strstr(err->msg, "NoSuchKey") == NULL && strstr(err->msg, "NoSuchBucket") == NULL) {
         /* the service will not copy (NotImplemented, AccessDenied across accounts...): the
@@ -133,12 +153,18 @@ static void copy_next(Replicate *r) {
     char key[LAYOUT_KEY_MAX + 48];
     if (r->state == ST_MANIFEST)
         layout_manifest_key(key, sizeof(key), r->key);
+    else if (r->state == ST_SEGCOPY)
+        snprintf(key, sizeof(key), "%s", PQgetvalue(r->segs, r->seg_i, 1));
     else
         snprintf(key, sizeof(key), "%s", r->key);
     const char *ctype = r->state == ST_MANIFEST ? "application/json" : "application/octet-stream";
     /* the object is checked against the record; the manifest has no digest recorded */
-    const char *sum = r->state == ST_OBJECT ? r->checksum : NULL;
-    uint64_t size = r->state == ST_OBJECT ? r->size : 0; /* a manifest: one CopyObject */
+    const char *sum = r->state == ST_OBJECT    ? r->checksum
+                      : r->state == ST_SEGCOPY ? PQgetvalue(r->segs, r->seg_i, 2)
+                                               : NULL;
+    uint64_t size = r->state == ST_OBJECT    ? r->size
+                    : r->state == ST_SEGCOPY ? strtoull(PQgetvalue(r->segs, r->seg_i, 3), NULL, 10)
+                                             : 0; /* a manifest: one CopyObject */
     r->copy = r->server ? storage_copy_server_new(services_storage(sv), services_replica(sv), key,
                                                   size, ctype, sum, on_copied, r)
                         : NULL;
@@ -147,6 +173,74 @@ static void copy_next(Replicate *r) {
         r->copy = storage_copy_new(services_storage(sv), services_replica(sv), key, ctype, sum,
                                    size, on_copied, r);
     }
+}
+
+/* ---- the user's change segments ---- */
+
+static void segments_start(JobRt *rt, Replicate *r) {
+    const char *v[] = {r->user};
+    r->state = ST_SEGLIST;
+    jobrt_pool_query(rt, ST_SEGLIST, 0,
+                     "SELECT id, s3_key, checksum, size FROM change_segments WHERE user_id = "
+                     "$1::uuid AND replica_status IS NULL ORDER BY end_lsn, id LIMIT 10000",
+                     1, v);
+}
+
+static void segment_next(JobRt *rt, Replicate *r) {
+    int n = PQntuples(r->segs);
+    while (r->seg_i < n && !layout_key_is_users(PQgetvalue(r->segs, r->seg_i, 1), r->user))
+        r->seg_i++; /* (never: the capture writes under the user's prefix) */
+    if (r->seg_i < n) {
+        job_progress(jobrt_job(rt), "change segments", 90 + 9 * r->seg_i / n, 0, r->copied);
+        r->state = ST_SEGCOPY;
+        copy_next(r);
+        return;
+    }
+    if (r->seg_failed) {
+        jobrt_failf(rt, ERR_PERMANENT, ERR_CODE_INVALID, "%d change segment%s not replicated: %s",
+                    r->seg_failed, r->seg_failed == 1 ? "" : "s", r->seg_err.msg);
+        return;
+    }
+    if (r->seg_copied)
+        log_info(job_log_id(jobrt_job(rt)), "replicated %d change segment%s of user %s",
+                 r->seg_copied, r->seg_copied == 1 ? "" : "s", r->user);
+    char note[300];
+    snprintf(note, sizeof(note), "%s; %d change segment%s copied", r->note, r->seg_copied,
+             r->seg_copied == 1 ? "" : "s");
+    job_set_note(jobrt_job(rt), r->seg_copied ? note : r->note);
+    job_progress(jobrt_job(rt), "done", 100, 0, r->copied);
+    jobrt_done(rt);
+}
+
+/* One segment copied (or not): recorded in change_segments, then the next. */
+static void segment_copied(Replicate *r, const StorageWritten *res, const Err *err) {
+    JobRt *rt = r->rt;
+    storage_copy_free(r->copy);
+    r->copy = NULL;
+    const char *id = PQgetvalue(r->segs, r->seg_i, 0);
+    if (err && err->code != ERR_CODE_INVALID) { /* an outage: the job is retried */
+        Err e = *err;
+        err_prefix(&e, "replica of change segment %s", PQgetvalue(r->segs, r->seg_i, 1));
+        jobrt_fail(rt, &e);
+        return;
+    }
+    char msg[ERR_MSG_MAX];
+    if (err) {
+        snprintf(msg, sizeof(msg), "Change segment checksum verification failed: %.200s: %.200s",
+                 PQgetvalue(r->segs, r->seg_i, 1), err->msg);
+        if (r->seg_failed++ == 0)
+            err_set(&r->seg_err, ERR_PERMANENT, ERR_CODE_INVALID, "%s", msg);
+        log_warn(job_log_id(jobrt_job(rt)), "%s", msg);
+    } else {
+        r->copied += res->size;
+        r->seg_copied++;
+    }
+    const char *v[] = {id, err ? "failed" : "completed", err ? msg : NULL};
+    r->state = ST_SEGDONE;
+    jobrt_pool_query(rt, ST_SEGDONE, 0,
+                     "UPDATE change_segments SET replica_status = $2, replicated_at = CASE WHEN "
+                     "$2 = 'completed' THEN now() END, replica_error = $3 WHERE id = $1",
+                     3, v);
 }
 
 static void on_record(JobRt *rt, Replicate *r, PGresult *res) {
@@ -173,9 +267,9 @@ static void on_record(JobRt *rt, Replicate *r, PGresult *res) {
                     "backup %s has no usable key or checksum in backup_metadata", r->id);
         return;
     }
-    if (strcmp(replica, "completed") == 0) {
-        job_set_note(jobrt_job(rt), "already replicated");
-        jobrt_done(rt);
+    if (strcmp(replica, "completed") == 0) { /* the user's segments may still be missing */
+        snprintf(r->note, sizeof(r->note), "already replicated");
+        segments_start(rt, r);
         return;
     }
     snprintf(r->key, sizeof(r->key), "%s", key);
@@ -210,15 +304,13 @@ static void abort_next_stale(JobRt *rt, Replicate *r, const JobEv *ev) {
     if (r->nstale)
         log_info(log, "aborted %d multipart upload(s) a previous copy left in the replica",
                  r->nstale);
-    job_set_note(jobrt_job(rt), !r->server
-                                    ? "object and manifest copied (streamed), SHA-256 checked"
-                                : r->read_back ? "object and manifest copied server-side, SHA-256 "
-                                                 "checked (read back)"
-                                               : "object and manifest copied server-side, SHA-256 "
-                                                 "checked (computed by S3)");
+    snprintf(r->note, sizeof(r->note), "%s",
+             !r->server     ? "object and manifest copied (streamed), SHA-256 checked"
+             : r->read_back ? "object and manifest copied server-side, SHA-256 checked (read back)"
+                            : "object and manifest copied server-side, SHA-256 checked (computed "
+                              "by S3)");
     services_replica_copied(jobrt_services(rt), r->copied, 0);
-    job_progress(jobrt_job(rt), "done", 100, 0, r->copied);
-    jobrt_done(rt);
+    segments_start(rt, r);
 }
 
 /* The copy could not be recorded: a backup still completed whose wrapping changed (a rekey
@@ -270,7 +362,14 @@ static int replicate_step(JobRt *rt, void *st, const JobEv *ev) {
                          1, v);
         break;
     case JEV_RESULT:
-        if (r->state == ST_RECORD) {
+        if (r->state == ST_SEGLIST) {
+            r->segs = PQcopyResult(ev->res, PG_COPYRES_ATTRS | PG_COPYRES_TUPLES);
+            r->seg_i = 0;
+            segment_next(rt, r);
+        } else if (r->state == ST_SEGDONE) {
+            r->seg_i++;
+            segment_next(rt, r);
+        } else if (r->state == ST_RECORD) {
             on_record(rt, r, ev->res);
         } else if (r->state == ST_RECHECK) {
             on_recheck(rt, r, ev->res);
@@ -322,7 +421,7 @@ static int replicate_step(JobRt *rt, void *st, const JobEv *ev) {
 /* Not completed: the record says why, `pending` while a retry follows, `failed` at the end. */
 static int replicate_record(JobRt *rt, void *st, int k) {
     Replicate *r = st;
-    if (k > 0 || r->id[0] == 0)
+    if (k > 0 || r->id[0] == 0 || r->segs) /* (the backup's copy is recorded already) */
         return 0;
     if (jobrt_err(rt)->code != ERR_CODE_CANCELLED) /* a worker's stop is no failure */
         services_replica_copied(jobrt_services(rt), 0, 1);
@@ -342,6 +441,7 @@ static void replicate_release(void *st) {
     for (int i = 0; i < r->nstale; i++)
         free(r->stale[i]);
     free(r->stale);
+    PQclear(r->segs);
 }
 
 static const JobRtOps ops = {sizeof(Replicate), replicate_step, replicate_record,

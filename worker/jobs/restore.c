@@ -188,8 +188,10 @@ typedef struct {
     int seg_i, seg_read; /* the next segment; how many were read */
     int in_changes;      /* staging the changes (after the chain) */
     SegReplay *replay;
-    unsigned char *dels; /* per table: its deleted keys are staged (restored, or covering) */
-    Buf *replay_bufs;    /* per staging table (DEST_UNCHANGED first): a segment's lines */
+    unsigned char *dels;  /* per table: its deleted keys are staged (restored, or covering) */
+    Buf *replay_bufs;     /* per staging table (DEST_UNCHANGED first): a segment's lines */
+    int seg_from_replica; /* the segment being read is the replica's copy */
+    int seg_replicas;     /* segments read from the replica */
 } Restore;
 
 static void restore_query(JobRt *rt, Restore *r, State next, int flags, const char *sql, int n,
@@ -238,7 +240,7 @@ static int restore_prune_skip(Restore *r, int i, const JobEv *ev);
 static int restore_prune_mismatch(JobRt *rt, Restore *r);
 static void restore_prune_free(Restore *r);
 /* To a point in time: a change segment read whole. */
-static void on_change_segment(JobRt *rt, Restore *r, const StorageResult *sr);
+static void on_change_segment(JobRt *rt, Restore *r, const JobEv *ev);
 /* A statement list ran to its end. */
 static void restore_stmts_done(JobRt *rt, Restore *r);
 
@@ -324,13 +326,17 @@ static void on_committed(JobRt *rt, Restore *r) {
     for (int i = 0; i < r->nsteps; i++)
         replica += r->steps[i].from_replica;
     const char *source = replica == 0 ? "primary" : replica == r->nsteps ? "replica" : "mixed";
-    if (replica) {
+    if (r->seg_replicas) /* change segments read from the replica */
+        source = replica == r->nsteps && r->seg_replicas == r->seg_read ? "replica" : "mixed";
+    if (replica || r->seg_replicas) {
         char note[ERR_MSG_MAX + 64];
         snprintf(note, sizeof(note), "read from the replica%s%.300s; %.200s",
                  r->fallback[0] ? ": " : "", r->fallback, what);
         job_set_note(jobrt_job(rt), note);
-        log_info(job_log_id(jobrt_job(rt)), "%d of %d backup%s read from the replica", replica,
-                 r->nsteps, r->nsteps > 1 ? "s" : "");
+        log_info(job_log_id(jobrt_job(rt)),
+                 "%d of %d backup%s and %d of %d change segment%s read from the replica", replica,
+                 r->nsteps, r->nsteps > 1 ? "s" : "", r->seg_replicas, r->seg_read,
+                 r->seg_read == 1 ? "" : "s");
     }
     const char *v[] = {r->spec->job_id, chain.data,   counts.data,           ms,
                        source,          changes.data, dry ? "true" : "false"};
@@ -535,7 +541,7 @@ static void pitr_on_plan(JobRt *rt, Restore *r, PGresult *res) {
     const char *v[] = {r->spec->user_id, r->cut_lsn};
     restore_query(rt, r, ST_SEGLIST, 0,
                   "SELECT id, s3_key, checksum, size, array_to_string(codecs, ','), "
-                  "array_to_string(xids, ',') FROM change_segments "
+                  "array_to_string(xids, ','), coalesce(replica_status, '') FROM change_segments "
                   "WHERE user_id = $1::uuid AND start_lsn <= $2::pg_lsn ORDER BY end_lsn, id",
                   2, v);
 }
@@ -839,7 +845,7 @@ static int restore_step(JobRt *rt, void *st, const JobEv *ev) {
         break;
     case JEV_STORED:
         if (r->state == ST_SEGGET)
-            on_change_segment(rt, r, ev->sres);
+            on_change_segment(rt, r, ev);
         else
             restore_stage_manifest(rt, r, ev);
         break;
@@ -1350,12 +1356,28 @@ static void next_change_segment(JobRt *rt, Restore *r) {
                         PQgetvalue(r->segments, r->seg_i, 0), r->spec->user_id);
             return;
         }
+        if (strcmp(r->spec->from, "replica") == 0 && !r->seg_from_replica) {
+            if (strcmp(PQgetvalue(r->segments, r->seg_i, 6), "completed") != 0) {
+                jobrt_failf(rt, ERR_PERMANENT, ERR_CODE_INVALID,
+                            "from=replica: change segment %s has no copy in the replica yet "
+                            "(segments are copied after the user's next backup)",
+                            key);
+                return;
+            }
+            r->seg_from_replica = 1;
+            r->seg_replicas++;
+        }
         char stage[64];
         snprintf(stage, sizeof(stage), "replaying changes (%d of %d segments)", r->seg_i + 1, n);
         restore_progress(rt, r, stage, 89);
         uint64_t size = strtoull(PQgetvalue(r->segments, r->seg_i, 3), NULL, 10);
         r->state = ST_SEGGET;
-        jobrt_get(rt, ST_SEGGET, 0, key, (size_t)size + 1);
+        /* soft: a copy missing, unreachable or damaged is told from the replica's */
+        if (r->seg_from_replica)
+            jobrt_get_from(rt, services_replica(jobrt_services(rt)), ST_SEGGET, JRT_SOFT, key,
+                           (size_t)size + 1);
+        else
+            jobrt_get(rt, ST_SEGGET, JRT_SOFT, key, (size_t)size + 1);
         return;
     }
     log_info(job_log_id(jobrt_job(rt)),
@@ -1378,20 +1400,41 @@ static Buf *replay_sink(int dest, void *data) {
 
 /* A segment read whole: its stored bytes' SHA-256 checked against its record (before a byte of
  * it is used) and decoded (segfile), its changes up to the cut queued for the staging COPYs. */
-static void on_change_segment(JobRt *rt, Restore *r, const StorageResult *sr) {
+static void on_change_segment(JobRt *rt, Restore *r, const JobEv *ev) {
     const char *key = PQgetvalue(r->segments, r->seg_i, 1);
+    const StorageResult *sr = ev->sres;
     SegFileRecord rec = {PQgetvalue(r->segments, r->seg_i, 0), key, r->spec->user_id,
                          PQgetvalue(r->segments, r->seg_i, 2),
                          PQgetvalue(r->segments, r->seg_i, 4)};
     Err e;
     Buf out = BUF_INIT;
-    int rc = segfile_decode(sr->body->data, sr->body->len, &rec,
+    int rc = -1;
+    if (ev->err) {
+        e = *ev->err;
+        err_prefix(&e, "change segment %s", key);
+    } else {
+        rc = segfile_decode(sr->body->data, sr->body->len, &rec,
                             services_jobconfig(jobrt_services(rt))->keys, &out, &e);
+    }
     if (rc != 0) {
         buf_free(&out);
+        /* the primary's copy failed: the replica's, when it has a completed one (nothing of
+         * this segment was staged yet) */
+        if (!r->seg_from_replica && e.code != ERR_CODE_CANCELLED &&
+            services_replica(jobrt_services(rt)) &&
+            strcmp(PQgetvalue(r->segments, r->seg_i, 6), "completed") == 0 &&
+            strcmp(r->spec->from, "primary") != 0) {
+            log_warn(job_log_id(jobrt_job(rt)), "%s: reading the replica's copy", e.msg);
+            snprintf(r->fallback, sizeof(r->fallback), "%s", e.msg);
+            r->seg_from_replica = 1;
+            r->seg_replicas++;
+            next_change_segment(rt, r);
+            return;
+        }
         jobrt_failf(rt, e.kind, e.code, "%s: nothing was changed", e.msg);
         return;
     }
+    r->seg_from_replica = 0;
     r->bytes += sr->body->len;
     r->read_done = r->held = r->full = r->copy_failed = 0;
     r->cs = CS_NONE;
