@@ -178,7 +178,7 @@ fresh_user() {
   local u
   for u in "$@"; do
     q "DELETE FROM profiles WHERE id = '$u'; DELETE FROM backup_metadata WHERE user_id = '$u';
-       DELETE FROM restore_history WHERE user_id = '$u'" >/dev/null
+       DELETE FROM restore_history WHERE user_id = '$u'; DELETE FROM change_segments WHERE user_id = '$u'" >/dev/null
     store_rm_prefix "backups/$u/"
   done
 }

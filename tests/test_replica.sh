@@ -30,7 +30,8 @@ needs REDIS_URL DATABASE_URL BW_DEVENV BW_MOTO_ENDPOINT
 
 U=4e900001-0000-4000-8000-00000000000a
 RB=replica-$$
-q "DELETE FROM profiles WHERE id = '$U'; DELETE FROM backup_metadata WHERE user_id = '$U'" >/dev/null
+q "DELETE FROM profiles WHERE id = '$U'; DELETE FROM backup_metadata WHERE user_id = '$U';
+   DELETE FROM change_segments WHERE user_id = '$U'" >/dev/null
 s3 s3 rm --recursive --quiet "s3://$S3_BUCKET/backups/$U/"
 "$ROOT/tools/datagen" --user "$U" --orders 300 --seed rep1 >/dev/null
 curl -s -f -o /dev/null -X PUT "$BW_MOTO_ENDPOINT/$RB" || bad "cannot create the replica bucket in moto"

@@ -25,8 +25,9 @@
  *   SEGMENTS  then (and when the backup was already copied) the user's change segments not
  *             yet in the replica (BACKUP_TRACKING=wal, proto/sql/022), oldest first, each
  *             copied the same way, checked against change_segments.checksum and recorded
- *             there (replica_status); one whose primary bytes are not the record's is recorded
- *             `failed` and the job fails permanently at the end, naming it
+ *             there (replica_status); one whose primary copy is missing or not the record's
+ *             is recorded `failed` with the reason (verify names it too), and the job completes
+ *             saying so: the backup's copy is whole
  *
  * Enqueued by the backup when it completes (job id `replicate-<backup id>`, so an
  * enqueue repeated is run once) and accepted from redis-cli like any other job. It takes no
@@ -196,18 +197,16 @@ static void segment_next(JobRt *rt, Replicate *r) {
         copy_next(r);
         return;
     }
-    if (r->seg_failed) {
-        jobrt_failf(rt, ERR_PERMANENT, ERR_CODE_INVALID, "%d change segment%s not replicated: %s",
-                    r->seg_failed, r->seg_failed == 1 ? "" : "s", r->seg_err.msg);
-        return;
-    }
     if (r->seg_copied)
         log_info(job_log_id(jobrt_job(rt)), "replicated %d change segment%s of user %s",
                  r->seg_copied, r->seg_copied == 1 ? "" : "s", r->user);
-    char note[300];
-    snprintf(note, sizeof(note), "%s; %d change segment%s copied", r->note, r->seg_copied,
-             r->seg_copied == 1 ? "" : "s");
-    job_set_note(jobrt_job(rt), r->seg_copied ? note : r->note);
+    char note[ERR_MSG_MAX];
+    int k = snprintf(note, sizeof(note), "%s; %d change segment%s copied", r->note, r->seg_copied,
+                     r->seg_copied == 1 ? "" : "s");
+    if (r->seg_failed)
+        snprintf(note + k, sizeof(note) - (size_t)k, ", %d not (%.300s)", r->seg_failed,
+                 r->seg_err.msg);
+    job_set_note(jobrt_job(rt), r->seg_copied || r->seg_failed ? note : r->note);
     job_progress(jobrt_job(rt), "done", 100, 0, r->copied);
     jobrt_done(rt);
 }
@@ -218,7 +217,9 @@ static void segment_copied(Replicate *r, const StorageWritten *res, const Err *e
     storage_copy_free(r->copy);
     r->copy = NULL;
     const char *id = PQgetvalue(r->segs, r->seg_i, 0);
-    if (err && err->code != ERR_CODE_INVALID) { /* an outage: the job is retried */
+    int lost = err && (err->code == ERR_CODE_INVALID || strstr(err->msg, "NoSuchKey") ||
+                       strstr(err->msg, "404"));
+    if (err && !lost) { /* an outage: the job is retried */
         Err e = *err;
         err_prefix(&e, "replica of change segment %s", PQgetvalue(r->segs, r->seg_i, 1));
         jobrt_fail(rt, &e);
@@ -226,7 +227,9 @@ static void segment_copied(Replicate *r, const StorageWritten *res, const Err *e
     }
     char msg[ERR_MSG_MAX];
     if (err) {
-        snprintf(msg, sizeof(msg), "Change segment checksum verification failed: %.200s: %.200s",
+        snprintf(msg, sizeof(msg), "%s: %.200s: %.200s",
+                 err->code == ERR_CODE_INVALID ? "Change segment checksum verification failed"
+                                               : "change segment missing in the primary",
                  PQgetvalue(r->segs, r->seg_i, 1), err->msg);
         if (r->seg_failed++ == 0)
             err_set(&r->seg_err, ERR_PERMANENT, ERR_CODE_INVALID, "%s", msg);
