@@ -182,6 +182,13 @@ fresh_user() {
     store_rm_prefix "backups/$u/"
   done
 }
+# forget_encrypted_at_exit USER...: at exit, these users' encrypted backups are forgotten (their
+# rows): a later test's `backupctl rekey --all` on this lane must not meet keys it was not given
+forget_encrypted_at_exit() {
+  local ids
+  ids=$(printf "'%s'," "$@")
+  on_exit_hooks+=("q \"DELETE FROM backup_metadata WHERE key_id IS NOT NULL AND user_id IN (${ids%,})\" >/dev/null 2>&1")
+}
 events_at_least() { [ "$(count_events "$1" "$2")" -ge "$3" ]; }
 TABLES="profiles businesses products clients orders order_items notifications user_settings"
 # state SUFFIX: user $U's rows of every table, as to_jsonb, saved in snap_SUFFIX

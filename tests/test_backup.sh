@@ -45,7 +45,7 @@ diff_rows() {
 U=5eed0001-0000-4000-8000-00000000000a
 V=5eed0002-0000-4000-8000-00000000000b
 for u in $U $V; do
-  q "DELETE FROM profiles WHERE id = '$u'; DELETE FROM backup_metadata WHERE user_id = '$u'" >/dev/null
+  q "DELETE FROM profiles WHERE id = '$u'; DELETE FROM backup_metadata WHERE user_id = '$u'; DELETE FROM change_segments WHERE user_id = '$u'" >/dev/null
 done
 "$ROOT/tools/datagen" --user "$U" --orders 300 --seed tb1 >/dev/null
 "$ROOT/tools/datagen" --user "$V" --orders 50 --seed tb2 >/dev/null
@@ -161,7 +161,7 @@ check "…with the same backup, and no new row" "$DIF 1" \
   "$(field dif1 backup_id) $(q "SELECT count(*) FROM backup_metadata WHERE job_id = 'dif1'")"
 expect "…and says it was done before" grep -q "already completed by an earlier run" <<<"$(field dif1 note)"
 W=5eed0003-0000-4000-8000-00000000000c
-q "DELETE FROM profiles WHERE id = '$W'; DELETE FROM backup_metadata WHERE user_id = '$W';
+q "DELETE FROM profiles WHERE id = '$W'; DELETE FROM backup_metadata WHERE user_id = '$W'; DELETE FROM change_segments WHERE user_id = '$W';
    INSERT INTO profiles (id, email, full_name) VALUES ('$W', 'w@example.com', 'W')" >/dev/null
 enqueue nobase type backup user_id "$W" mode incremental
 expect "incremental with no base completes" done_ok nobase
@@ -188,7 +188,7 @@ if s3_only "sections 4-6 (S3 killed mid-upload, multipart uploads on moto, the r
 # ---- 4. S3 killed mid-upload (uncompressed, 5 MiB parts: several parts) ----
 # A stall on the third part holds the upload open while s3rver is killed
 B=5eed0004-0000-4000-8000-00000000000d
-q "DELETE FROM profiles WHERE id = '$B'; DELETE FROM backup_metadata WHERE user_id = '$B'" >/dev/null
+q "DELETE FROM profiles WHERE id = '$B'; DELETE FROM backup_metadata WHERE user_id = '$B'; DELETE FROM change_segments WHERE user_id = '$B'" >/dev/null
 s3 s3 rm --recursive --quiet "s3://$S3_BUCKET/backups/$B/"
 "$ROOT/tools/datagen" --user "$B" --orders 8000 --seed tb4 >/dev/null
 S3PORT=$(sed -E 's#.*:([0-9]+)$#\1#' <<<"$S3_ENDPOINT")

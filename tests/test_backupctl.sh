@@ -15,7 +15,7 @@ A=c7100001-0000-4000-8000-00000000000a
 B=c7100002-0000-4000-8000-00000000000b
 C=c7100003-0000-4000-8000-00000000000c
 for u in $A $B $C; do
-  q "DELETE FROM profiles WHERE id = '$u'; DELETE FROM backup_metadata WHERE user_id = '$u';
+  q "DELETE FROM profiles WHERE id = '$u'; DELETE FROM backup_metadata WHERE user_id = '$u'; DELETE FROM change_segments WHERE user_id = '$u';
      DELETE FROM restore_history WHERE user_id = '$u'" >/dev/null
   s3 s3 rm --recursive --quiet "s3://$S3_BUCKET/backups/$u/"
 done

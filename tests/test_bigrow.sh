@@ -9,7 +9,7 @@ needs REDIS_URL DATABASE_URL BW_DEVENV
 "$BW_DEVENV" migrate >/dev/null
 
 U=b16e0001-0000-4000-8000-00000000000a
-q "DELETE FROM profiles WHERE id = '$U'; DELETE FROM backup_metadata WHERE user_id = '$U';
+q "DELETE FROM profiles WHERE id = '$U'; DELETE FROM backup_metadata WHERE user_id = '$U'; DELETE FROM change_segments WHERE user_id = '$U';
    DELETE FROM restore_history WHERE user_id = '$U'" >/dev/null
 q "INSERT INTO profiles (id, email) VALUES ('$U', 'big@example.com')" >/dev/null
 q "INSERT INTO products (user_id, sku, name, description) SELECT '$U', 'BIG', 'big', string_agg(md5(n::text), '') FROM generate_series(1, 1562500) n" >/dev/null

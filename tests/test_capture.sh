@@ -24,6 +24,7 @@ export PGOPTIONS="-c synchronous_commit=on"
 SLOT=backup_capture
 A=caca0000-0000-4000-8000-00000000000a
 B=caca0000-0000-4000-8000-00000000000b
+forget_encrypted_at_exit "$A" "$B"
 
 # the lane's database goes back to triggers whatever happens (other tests expect them)
 restore_lane() {

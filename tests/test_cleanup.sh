@@ -14,7 +14,7 @@ C=c1ea0001-0000-4000-8000-00000000000a
 O=c1ea0002-0000-4000-8000-00000000000b
 D=c1ea0003-0000-4000-8000-00000000000d
 for u in $C $O $D; do
-  q "DELETE FROM profiles WHERE id = '$u'; DELETE FROM backup_metadata WHERE user_id = '$u'" >/dev/null
+  q "DELETE FROM profiles WHERE id = '$u'; DELETE FROM backup_metadata WHERE user_id = '$u'; DELETE FROM change_segments WHERE user_id = '$u'" >/dev/null
   store_rm_prefix "backups/$u/"
 done
 "$ROOT/tools/datagen" --user "$C" --orders 20 --seed tc1 >/dev/null

@@ -14,7 +14,7 @@ needs REDIS_URL DATABASE_URL BW_DEVENV
 U=fa170001-0000-4000-8000-00000000000a
 V=fa170002-0000-4000-8000-00000000000b
 for u in $U $V; do
-  q "DELETE FROM profiles WHERE id = '$u'; DELETE FROM backup_metadata WHERE user_id = '$u'" >/dev/null
+  q "DELETE FROM profiles WHERE id = '$u'; DELETE FROM backup_metadata WHERE user_id = '$u'; DELETE FROM change_segments WHERE user_id = '$u'" >/dev/null
   s3 s3 rm --recursive --quiet "s3://$S3_BUCKET/backups/$u/"
 done
 "$ROOT/tools/datagen" --user "$U" --orders 8000 --seed tf1 >/dev/null

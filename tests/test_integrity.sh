@@ -23,6 +23,7 @@ needs REDIS_URL DATABASE_URL BW_DEVENV
 
 D=1e570001-0000-4000-8000-0000000000d1
 E=1e570002-0000-4000-8000-0000000000e2
+forget_encrypted_at_exit "$D" "$E"
 fresh_user "$D" "$E"
 for u in $D $E; do
   q "INSERT INTO profiles (id, email) VALUES ('$u', '$u@example.com');

@@ -14,7 +14,7 @@ needs REDIS_URL DATABASE_URL BW_DEVENV
 users=()
 for i in $(seq 10 49); do users+=("0a7a0000-0000-4000-8000-0000000000$i"); done
 ids=$(printf "'%s'," "${users[@]}"); ids=${ids%,}
-q "DELETE FROM profiles WHERE id IN ($ids); DELETE FROM backup_metadata WHERE user_id IN ($ids)" >/dev/null
+q "DELETE FROM profiles WHERE id IN ($ids); DELETE FROM backup_metadata WHERE user_id IN ($ids); DELETE FROM change_segments WHERE user_id IN ($ids)" >/dev/null
 q "INSERT INTO profiles (id, email) SELECT u::uuid, u || '@outage.example' FROM unnest(ARRAY[$ids]) u" >/dev/null
 for i in $(seq 0 39); do
   q "INSERT INTO orders (user_id, number, total) SELECT '${users[$i]}', n, n FROM generate_series(1, 3000) n" >/dev/null

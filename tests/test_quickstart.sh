@@ -6,7 +6,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 needs BW_DEVENV DATABASE_URL
 export REDIS_PREFIX=qs$$
 U=0a1c0000-0000-4000-8000-00000000d3e0
-q "DELETE FROM profiles WHERE id = '$U'; DELETE FROM backup_metadata WHERE user_id = '$U';
+q "DELETE FROM profiles WHERE id = '$U'; DELETE FROM backup_metadata WHERE user_id = '$U'; DELETE FROM change_segments WHERE user_id = '$U';
    DELETE FROM restore_history WHERE user_id = '$U'" >/dev/null
 export WEB_PORT=$(free_port)
 "$BW_DEVENV" quickstart >"$tmp/out" 2>&1; rc=$?

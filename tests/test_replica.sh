@@ -29,6 +29,7 @@ needs REDIS_URL DATABASE_URL BW_DEVENV BW_MOTO_ENDPOINT
 "$BW_DEVENV" migrate >/dev/null
 
 U=4e900001-0000-4000-8000-00000000000a
+forget_encrypted_at_exit "$U"
 RB=replica-$$
 q "DELETE FROM profiles WHERE id = '$U'; DELETE FROM backup_metadata WHERE user_id = '$U';
    DELETE FROM change_segments WHERE user_id = '$U'" >/dev/null

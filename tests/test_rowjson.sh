@@ -28,7 +28,7 @@ drop_types() {
 }
 on_exit_hooks+=(drop_types)
 drop_types
-q "DELETE FROM profiles WHERE id IN ('$U', '$G'); DELETE FROM backup_metadata WHERE user_id IN ('$U', '$G')" >/dev/null
+q "DELETE FROM profiles WHERE id IN ('$U', '$G'); DELETE FROM backup_metadata WHERE user_id IN ('$U', '$G'); DELETE FROM change_segments WHERE user_id IN ('$U', '$G')" >/dev/null
 q "INSERT INTO profiles (id, email) VALUES ('$U', 'rowjson@example.com')" >/dev/null
 "$ROOT/tools/datagen" --user "$G" --orders 300 --items 3 --products 60 --clients 30 \
   --notifications 20 --seed 8 >/dev/null

@@ -9,7 +9,7 @@ needs REDIS_URL DATABASE_URL BW_DEVENV
 "$BW_DEVENV" migrate >/dev/null
 
 U=5104a001-0000-4000-8000-00000000000a
-q "DELETE FROM profiles WHERE id = '$U'; DELETE FROM backup_metadata WHERE user_id = '$U'" >/dev/null
+q "DELETE FROM profiles WHERE id = '$U'; DELETE FROM backup_metadata WHERE user_id = '$U'; DELETE FROM change_segments WHERE user_id = '$U'" >/dev/null
 s3 s3 rm --recursive --quiet "s3://$S3_BUCKET/backups/$U/"
 "$ROOT/tools/datagen" --user "$U" --orders 4800 --seed ts1 >/dev/null
 

@@ -22,7 +22,7 @@ drop_types() {
 }
 on_exit_hooks+=(drop_types)
 drop_types
-q "DELETE FROM profiles WHERE id = '$U'; DELETE FROM backup_metadata WHERE user_id = '$U';
+q "DELETE FROM profiles WHERE id = '$U'; DELETE FROM backup_metadata WHERE user_id = '$U'; DELETE FROM change_segments WHERE user_id = '$U';
    DELETE FROM restore_history WHERE user_id = '$U'" >/dev/null
 q "INSERT INTO profiles (id, email) VALUES ('$U', 'types@example.com')" >/dev/null
 q "CREATE TYPE bw_mood AS ENUM ('sad', 'ok', 'hap py');
