@@ -182,6 +182,24 @@ fresh_user() {
     store_rm_prefix "backups/$u/"
   done
 }
+# capture_off: a test of change capture (BACKUP_TRACKING=wal) leaves its lane as the others expect
+# it: its workers killed, tracking back to triggers, the slot dropped once no walsender holds it
+# (an idle one would hold WAL for the rest of the run). capture_fresh: no segment, state, gap or
+# owner left from an earlier test.
+capture_off() {
+  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done
+  [ -n "${CTL:-}" ] && "$CTL" tracking triggers >/dev/null 2>&1
+  wait_until 5 slot_idle
+  q "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots
+     WHERE slot_name = 'backup_capture' AND NOT active" >/dev/null 2>&1
+}
+slot_idle() {
+  [ "$(q "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'backup_capture' AND active")" = 0 ]
+}
+capture_fresh() {
+  q "DELETE FROM change_segments; DELETE FROM capture_state; DELETE FROM capture_gaps;
+     DELETE FROM capture_owners" >/dev/null
+}
 # forget_encrypted_at_exit USER...: at exit, these users' encrypted backups are forgotten (their
 # rows): a later test's `backupctl rekey --all` on this lane must not meet keys it was not given
 forget_encrypted_at_exit() {

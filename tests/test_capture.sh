@@ -28,11 +28,7 @@ forget_encrypted_at_exit "$A" "$B"
 
 # the lane's database goes back to triggers whatever happens (other tests expect them)
 restore_lane() {
-  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done
-  sleep 0.3
-  "$CTL" tracking triggers >/dev/null 2>&1
-  q "SELECT pg_drop_replication_slot('$SLOT') FROM pg_replication_slots WHERE slot_name = '$SLOT'
-     AND NOT active" >/dev/null 2>&1
+  capture_off
   q "ALTER TABLE clients DROP COLUMN IF EXISTS loyalty; DROP TABLE IF EXISTS capture_noise" \
     >/dev/null 2>&1
   # the owner indexes --replace-owner-indexes dropped (section 2), as 001 makes them
@@ -43,8 +39,7 @@ restore_lane() {
 }
 on_exit_hooks+=(restore_lane)
 restore_lane
-q "DELETE FROM change_segments; DELETE FROM capture_state; DELETE FROM capture_gaps;
-   DELETE FROM capture_owners" >/dev/null
+capture_fresh
 fresh_user "$A" "$B"
 
 wal() { env BACKUP_TRACKING=wal CAPTURE_FLUSH_INTERVAL=300ms CAPTURE_LEASE=3s "$@"; }

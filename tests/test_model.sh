@@ -14,17 +14,9 @@ needs REDIS_URL DATABASE_URL BW_DEVENV
 "$BW_DEVENV" migrate >/dev/null
 SEGMENTS=()
 if [ "$MODE" = wal ]; then
-  to_triggers() {
-    for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done
-    sleep 0.3
-    "$CTL" tracking triggers >/dev/null 2>&1
-    q "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots
-       WHERE slot_name = 'backup_capture' AND NOT active" >/dev/null 2>&1
-  }
-  on_exit_hooks+=(to_triggers)
-  to_triggers
-  q "DELETE FROM change_segments; DELETE FROM capture_state; DELETE FROM capture_gaps;
-     DELETE FROM capture_owners" >/dev/null
+  on_exit_hooks+=(capture_off)
+  capture_off
+  capture_fresh
   "$CTL" tracking wal >/dev/null || bad "backupctl tracking wal failed"
   SEGMENTS=(--segments "$CTL")
   export PGOPTIONS="-c synchronous_commit=on" # commits flushed: the capture confirms past them

@@ -15,24 +15,18 @@ needs DATABASE_URL REDIS_URL BW_DEVENV BW_MOTO_ENDPOINT
 "$BW_DEVENV" migrate
 P=tpitr$$
 export PGOPTIONS="-c synchronous_commit=on -c client_min_messages=warning"
-SLOT=backup_capture
 A=c1c1c1c1-0000-4000-8000-00000000000a
 B=c1c1c1c1-0000-4000-8000-00000000000b
 U=$A
 
 restore_lane() {
-  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done
-  sleep 0.3
-  "$CTL" tracking triggers >/dev/null 2>&1
-  q "SELECT pg_drop_replication_slot('$SLOT') FROM pg_replication_slots WHERE slot_name = '$SLOT'
-     AND NOT active" >/dev/null 2>&1
+  capture_off
   q "DROP TABLE IF EXISTS snap_now, snap_t0, snap_t1, snap_t2, snap_t3, snap_t4, snap_t5,
-     snap_t6, snap_t7, snap_t8, snap_t9, snap_before_t3, snap_before_damage" >/dev/null 2>&1
+     snap_t6, snap_t7, snap_t8, snap_t9, snap_t10, snap_before_t3, snap_before_damage" >/dev/null 2>&1
 }
 on_exit_hooks+=(restore_lane)
 restore_lane
-q "DELETE FROM change_segments; DELETE FROM capture_state; DELETE FROM capture_gaps;
-   DELETE FROM capture_owners" >/dev/null
+capture_fresh
 fresh_user "$A" "$B"
 q "INSERT INTO profiles (id, email) VALUES ('$A', 'a@pitr.test'), ('$B', 'b@pitr.test')" >/dev/null
 O1=$(q "INSERT INTO orders (user_id, number, total) VALUES ('$A', 1, 10) RETURNING id")
@@ -208,6 +202,7 @@ needed() { # the segments F3 needs: those with a transaction its snapshot does n
        capture_xid8(x, m.snapshot::pg_snapshot), m.snapshot::pg_snapshot))"
 }
 need=$(needed)
+expect "(the old bases' segments are more than the kept one needs: $before > $need)" test "$before" -gt "$need"
 out=$(REDIS_PREFIX=$P "$CTL" cleanup "$A" --retention-days 30 --wait --json 2>&1)
 check "cleanup completes" completed "$(jq -r .status <<<"$out")"
 check "... the two old bases are deleted" "deleted deleted" \

@@ -60,6 +60,11 @@ static void put_text(Sink *out, const char *s, size_t n, int q) {
     out_append(out, s + run, n - run);
 }
 
+void pgcopy_text(Buf *out, const char *s, size_t n) {
+    Sink o = {out, 0, NULL, NULL, 0, 0};
+    put_text(&o, s, n, 0);
+}
+
 static int bad(Err *err, const char *what) {
     err_set(err, ERR_PERMANENT, ERR_CODE_INVALID, "%s", what);
     return -1;

@@ -34,6 +34,9 @@ typedef enum {
     PGCOPY_JSON_ARRAY = 'J',
 } PgCopyKind;
 
+/* Append text as a COPY text field (backslash, tab, newline, carriage return escaped). */
+void pgcopy_text(Buf *out, const char *s, size_t n);
+
 /* Append the COPY text field of one JSON value. -1 with err when it cannot be one. */
 int pgcopy_value(PgCopyKind kind, const char *json, size_t len, Buf *out, Err *err);
 

@@ -71,3 +71,14 @@ int pgsnap_visible(const PgSnap *s, uint64_t xid) {
         return 0;
     return bsearch(&xid, s->xip, s->nxip, sizeof(xid), cmp_u64) == NULL;
 }
+
+int pgsnap_xids_any(const char *xids, int (*fn)(uint32_t xid, const void *data), const void *data) {
+    for (const char *p = xids; *p;) {
+        char *e;
+        unsigned long x = strtoul(p, &e, 10);
+        if (e == p || fn((uint32_t)x, data))
+            return 1;
+        p = *e == ',' ? e + 1 : e;
+    }
+    return 0;
+}

@@ -25,4 +25,8 @@ uint64_t pgsnap_widen(const PgSnap *s, uint32_t xid);
 /* 1 when a transaction that committed is seen by s (as pg_visible_in_snapshot). */
 int pgsnap_visible(const PgSnap *s, uint64_t xid);
 
+/* 1 when any xid of a comma-separated list of 32-bit xids (change_segments.xids) satisfies fn,
+ * or when the list cannot be read (the caller then reads what it stands for). */
+int pgsnap_xids_any(const char *xids, int (*fn)(uint32_t xid, const void *data), const void *data);
+
 #endif

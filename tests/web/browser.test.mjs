@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
-import { OUT, startStack, makeTenant, token } from './lib.mjs';
+import { OUT, startStack, makeTenant, signedInPage } from './lib.mjs';
 
 const CHROMIUM = process.env.BW_CHROMIUM || '/usr/bin/chromium';
 let S, browser, user;
@@ -25,17 +25,7 @@ after(async () => {
 });
 
 test('the backup page: sign in, back up, watch, list, restore', async () => {
-  const page = await browser.newPage({ viewport: { width: 1000, height: 900 } });
-  const problems = [];
-  page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
-  page.on('console', (m) => m.type() === 'error' && problems.push(`console: ${m.text()}`));
-  await page.goto(S.url);
-
-  // sign in
-  await page.fill('#token', token(user, { email: 'dueña@example.com' }));
-  await page.click('#signin-button');
-  // the section shows before its figures arrive: wait for the first load
-  await page.waitForSelector('#backup:not([hidden])[data-loaded]');
+  const { page, problems } = await signedInPage(browser, S.url, user);
   assert.equal(await page.textContent('#who'), 'dueña@example.com');
   assert.equal(await page.isVisible('#cleanup'), true, 'an owner sees cleanup');
   assert.equal(await page.textContent('#stat-total'), '0');

@@ -11,7 +11,7 @@ import { existsSync, mkdirSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { chromium } from 'playwright-core';
 import pg from 'pg';
-import { OUT, WORKER, startStack, makeTenant, token } from './lib.mjs';
+import { OUT, WORKER, startStack, makeTenant, signedInPage } from './lib.mjs';
 
 const CHROMIUM = process.env.BW_CHROMIUM || '/usr/bin/chromium';
 const CTL = join(dirname(WORKER), 'backupctl');
@@ -46,14 +46,7 @@ after(async () => {
 });
 
 test('the page: the timeline, "just before" a mistake, the preview, the restore', async () => {
-  const page = await browser.newPage({ viewport: { width: 1000, height: 1300 } });
-  const problems = [];
-  page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
-  page.on('console', (m) => m.type() === 'error' && problems.push(`console: ${m.text()}`));
-  await page.goto(S.url);
-  await page.fill('#token', token(user, { email: 'dueña@example.com' }));
-  await page.click('#signin-button');
-  await page.waitForSelector('#backup:not([hidden])[data-loaded]');
+  const { page, problems } = await signedInPage(browser, S.url, user, 1300);
 
   await page.click('#backup-full');
   await page.waitForSelector('#job[data-state="completed"]', { timeout: 60000 });

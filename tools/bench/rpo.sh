@@ -42,17 +42,7 @@ wpid=$!
 for _ in $(seq 200); do grep -q "capture: streaming from" "$tmp/w.log" && break; sleep 0.05; done
 REDIS_PREFIX=$P "$CTL" backup "$U" --wait --json >/dev/null
 
-cat >"$tmp/mix.sql" <<SQL
-\\set n random(1, 1000000000)
-BEGIN;
-INSERT INTO orders (user_id, number, total) VALUES ('$U', :n, 10) RETURNING id AS oid \\gset
-INSERT INTO order_items (order_id, quantity, unit_price) VALUES (':oid', 1, 1), (':oid', 2, 2), (':oid', 3, 3);
-UPDATE orders SET status = 'confirmed' WHERE id = ':oid';
-UPDATE order_items SET quantity = quantity + 1 WHERE order_id = ':oid' AND quantity = 1;
-DELETE FROM orders WHERE id = ':oid';
-END;
-SQL
-"$PGBENCH" -n -f "$tmp/mix.sql" -c "$CLIENTS" -j 2 -T "$SECS" "$DATABASE_URL" >"$tmp/pgbench.out" 2>&1 &
+"$PGBENCH" -n -D "uid=$U" -f "$ROOT/tools/bench/oltp_mix.sql" -c "$CLIENTS" -j 2 -T "$SECS" "$DATABASE_URL" >"$tmp/pgbench.out" 2>&1 &
 bench=$!
 sleep 3
 : >"$tmp/points"

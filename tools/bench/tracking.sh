@@ -153,16 +153,7 @@ wal_bytes() {
   wblast=$now
 }
 
-cat >"$tmp/mix.sql" <<SQL
-\\set n random(1, 1000000000)
-BEGIN;
-INSERT INTO orders (user_id, number, total) VALUES ('$U', :n, 10) RETURNING id AS oid \\gset
-INSERT INTO order_items (order_id, quantity, unit_price) VALUES (':oid', 1, 1), (':oid', 2, 2), (':oid', 3, 3);
-UPDATE orders SET status = 'confirmed' WHERE id = ':oid';
-UPDATE order_items SET quantity = quantity + 1 WHERE order_id = ':oid' AND quantity = 1;
-DELETE FROM orders WHERE id = ':oid';
-END;
-SQL
+MIX=(-D "uid=$U" -f "$ROOT/tools/bench/oltp_mix.sql")
 if [ -n "$CPU" ]; then
   command -v perf >/dev/null || { echo "CPU=1 needs perf" >&2; exit 1; }
   pm=$(psql -X -q -t -A "$BW_ADMIN_DATABASE_URL" -c "SELECT split_part(pg_read_file('postmaster.pid'), E'\n', 1)")
@@ -174,14 +165,14 @@ pg_cpu() {
 }
 # CPU: a first run on each database warms its caches (the first round cost up to 1.5x the rest)
 [ -n "$CPU" ] && for n in "${NAMES[@]}"; do
-  "$PGBENCH" -n -f "$tmp/mix.sql" -c 1 -t 300 "$base/bw_track_$n" >/dev/null 2>&1
+  "$PGBENCH" -n "${MIX[@]}" -c 1 -t 300 "$base/bw_track_$n" >/dev/null 2>&1
 done
 for r in $(seq "$ROUNDS"); do
   for n in "${NAMES[@]}"; do
     if [ -n "$CPU" ]; then # kept as transactions per CPU millisecond, so that more is better as with tps
       [[ $n == wal* ]] && wal_ms "$n" >/dev/null
       wal_bytes >/dev/null
-      ms=$(pg_cpu "$PGBENCH" -n -f "$tmp/mix.sql" -c 1 -t "$SECS" "$base/bw_track_$n")
+      ms=$(pg_cpu "$PGBENCH" -n "${MIX[@]}" -c 1 -t "$SECS" "$base/bw_track_$n")
       wb=$(wal_bytes)
       echo "$r $n $(awk -v b="$wb" -v t="$SECS" 'BEGIN {printf "%.0f", b / t}')" >>"$tmp/walbytes"
       extra=""
@@ -194,7 +185,7 @@ for r in $(seq "$ROUNDS"); do
       echo "round $r $n: $(awk -v m="$ms" -v t="$SECS" 'BEGIN {printf "%.0f", m * 1000 / t}') us of PostgreSQL CPU a transaction$extra"
       echo "$r $n $(awk -v m="$ms" -v t="$SECS" 'BEGIN {printf "%.6f", t / m}')" >>"$tmp/tps"
     else
-      tps=$("$PGBENCH" -n -f "$tmp/mix.sql" -c "$CLIENTS" -j 2 -T "$SECS" "$base/bw_track_$n" 2>&1 |
+      tps=$("$PGBENCH" -n "${MIX[@]}" -c "$CLIENTS" -j 2 -T "$SECS" "$base/bw_track_$n" 2>&1 |
         awk '/^tps/ {print $3; exit}')
       echo "round $r $n: $tps tps"
       echo "$r $n $tps" >>"$tmp/tps"

@@ -118,24 +118,6 @@ int changes_value(const PgoTuple *tup, int col, Buf *out) {
     return 0;
 }
 
-/* A value in COPY's text form: backslash, tab, newline and carriage return escaped. */
-static void copy_escape(Buf *b, const char *s, size_t n) {
-    size_t run = 0;
-    for (size_t i = 0; i < n; i++) {
-        const char *esc = s[i] == '\\'   ? "\\\\"
-                          : s[i] == '\t' ? "\\t"
-                          : s[i] == '\n' ? "\\n"
-                          : s[i] == '\r' ? "\\r"
-                                         : NULL;
-        if (esc) {
-            buf_append(b, s + run, i - run);
-            buf_puts(b, esc);
-            run = i + 1;
-        }
-    }
-    buf_append(b, s + run, n - run);
-}
-
 /* A JSON string (buf_json_escape writes no quotes). */
 static void put_str(Buf *b, const char *s) {
     buf_puts(b, "\"");
@@ -170,7 +152,7 @@ int changes_line(ChangesTable *t, const ChangesMeta *m, const char *key, const P
                 buf_puts(line, "\t");
             const PgoValue *v = rc >= 0 && rc < row->n ? &row->v[rc] : NULL;
             if (v && v->kind == 't')
-                copy_escape(line, v->val, v->len);
+                pgcopy_text(line, v->val, v->len);
             else
                 buf_puts(line, "\\N"); /* null, unchanged, or a column the row lacks */
             unchanged += v && v->kind == 'u';
@@ -378,9 +360,15 @@ int changes_read(const char *buf, size_t len, const char *user_id, ChangesItemCb
                 goto bad;
             if (op[0] != 'd' && pgcopy_member(line, l, "row", &it.row, &it.row_len) != 0)
                 goto bad;
-            if (op[0] == 'u' &&
-                pgcopy_member(line, l, "unchanged", &it.unchanged, &it.unchanged_len) != 0)
-                it.unchanged = NULL;
+            /* "unchanged" is written after the row, last (changes_line): looked for there,
+             * not by skipping the row's JSON a second time */
+            static const char U[] = ",\"unchanged\":[";
+            const char *after = it.row ? it.row + it.row_len : NULL, *le = line + l;
+            if (op[0] == 'u' && after && (size_t)(le - after) > sizeof(U) &&
+                memcmp(after, U, sizeof(U) - 1) == 0 && le[-1] == '}' && le[-2] == ']') {
+                it.unchanged = after + sizeof(U) - 2;
+                it.unchanged_len = (size_t)(le - 1 - it.unchanged);
+            }
         }
         n++;
         if (cb(&it, data, err) != 0)

@@ -51,17 +51,12 @@ static int ours(const SegKeys *k, uint32_t xid) {
     return pgsnap_visible(&k->snap, x) && !pgsnap_visible(&k->base, x);
 }
 
+static int ours_of(uint32_t xid, const void *data) {
+    return ours(data, xid);
+}
+
 int segkeys_wanted(const SegKeys *k, const char *xids) {
-    for (const char *p = xids; *p;) {
-        char *e;
-        unsigned long x = strtoul(p, &e, 10);
-        if (e == p)
-            return 1; /* unreadable: read the segment, whose changes say */
-        if (ours(k, (uint32_t)x))
-            return 1;
-        p = *e == ',' ? e + 1 : e;
-    }
-    return 0;
+    return pgsnap_xids_any(xids, ours_of, k);
 }
 
 static int on_item(const ChangesItem *it, void *data, Err *err) {

@@ -51,40 +51,12 @@ static int after_base(const SegReplay *r, uint32_t xid) {
     return !pgsnap_visible(&r->base, pgsnap_widen(&r->base, xid));
 }
 
-int segreplay_wanted(const SegReplay *r, const char *xids) {
-    for (const char *p = xids; *p;) {
-        char *e;
-        unsigned long x = strtoul(p, &e, 10);
-        if (e == p)
-            return 1; /* unreadable: read the segment, whose changes say */
-        if (after_base(r, (uint32_t)x))
-            return 1;
-        p = *e == ',' ? e + 1 : e;
-    }
-    return 0;
+static int after_base_of(uint32_t xid, const void *data) {
+    return after_base(data, xid);
 }
 
-/* Text as a COPY field: keys are short, but a tab or a backslash in one must not shift a
- * column. */
-static void copy_text(Buf *b, const char *s) {
-    for (; *s; s++) {
-        switch (*s) {
-        case '\\':
-            buf_puts(b, "\\\\");
-            break;
-        case '\t':
-            buf_puts(b, "\\t");
-            break;
-        case '\n':
-            buf_puts(b, "\\n");
-            break;
-        case '\r':
-            buf_puts(b, "\\r");
-            break;
-        default:
-            buf_append(b, s, 1);
-        }
-    }
+int segreplay_wanted(const SegReplay *r, const char *xids) {
+    return pgsnap_xids_any(xids, after_base_of, r);
 }
 
 /* The columns of an update's "unchanged" array: one line each, and noted for the restore. */
@@ -184,7 +156,7 @@ static int on_item(const ChangesItem *it, void *data, Err *err) {
         }
         b = r->sink(SEGREPLAY_CUT, r->data);
         buf_printf(b, "%d\t%d\t", step, i);
-        copy_text(b, it->where_val);
+        pgcopy_text(b, it->where_val, strlen(it->where_val));
         buf_puts(b, "\n");
         break;
     case 't':

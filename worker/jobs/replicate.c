@@ -189,8 +189,13 @@ static void segments_start(JobRt *rt, Replicate *r) {
 
 static void segment_next(JobRt *rt, Replicate *r) {
     int n = PQntuples(r->segs);
-    while (r->seg_i < n && !layout_key_is_users(PQgetvalue(r->segs, r->seg_i, 1), r->user))
-        r->seg_i++; /* (never: the capture writes under the user's prefix) */
+    /* a key outside the user's prefix is never copied (the capture writes none): named */
+    for (; r->seg_i < n && !layout_key_is_users(PQgetvalue(r->segs, r->seg_i, 1), r->user);
+         r->seg_i++)
+        if (r->seg_failed++ == 0)
+            err_set(&r->seg_err, ERR_PERMANENT, ERR_CODE_INVALID,
+                    "change segment %s has a key outside backups/%s/",
+                    PQgetvalue(r->segs, r->seg_i, 0), r->user);
     if (r->seg_i < n) {
         job_progress(jobrt_job(rt), "change segments", 90 + 9 * r->seg_i / n, 0, r->copied);
         r->state = ST_SEGCOPY;

@@ -179,6 +179,7 @@ typedef struct {
     char backup_id[JOBSPEC_ID_MAX + 1]; /* the backup restored: the job's, or the base of `at` */
     /* to a point in time */
     int pitr;
+    int at_lsn;          /* `at` is an LSN, not a time */
     char target_lsn[24]; /* the capture must have recorded up to here */
     uint64_t wait_from;  /* since when it has been waited for (ms into the job) */
     char cut_lsn[24];    /* the last commit replayed ("0/0": none) */
@@ -435,14 +436,17 @@ static void on_scope(JobRt *rt, Restore *r, PGresult *res) {
 /* A commit's time is taken just before its WAL record is written: a point this recent may have
  * a commit still to be written, so its position is read a moment later. */
 #define PITR_SETTLE_MS 1000
-#define PITR_SETTLE_S  "1 second"
 
 static void load_chain(JobRt *rt, Restore *r);
 static void pitr_wait(JobRt *rt, Restore *r);
 
+/* Columns: the point is not in the future; it is older than PITR_SETTLE_MS; where the database
+ * is now (its WAL position or its clock); the WAL position the capture must reach. */
 static void pitr_now(JobRt *rt, Restore *r) {
-    const char *v[] = {r->spec->at};
-    if (jobspec_at_kind(r->spec->at, strlen(r->spec->at)) == 'l')
+    char settle[16];
+    snprintf(settle, sizeof(settle), "%d", PITR_SETTLE_MS);
+    const char *v[] = {r->spec->at, settle};
+    if (r->at_lsn)
         restore_query(rt, r, ST_PITR_NOW, 0,
                       "SELECT $1::pg_lsn <= pg_current_wal_insert_lsn(), true, "
                       "pg_current_wal_insert_lsn()::text, $1::pg_lsn::text",
@@ -450,17 +454,17 @@ static void pitr_now(JobRt *rt, Restore *r) {
     else
         restore_query(rt, r, ST_PITR_NOW, 0,
                       "SELECT $1::timestamptz <= clock_timestamp(), "
-                      "$1::timestamptz <= clock_timestamp() - interval '" PITR_SETTLE_S "', "
-                      "pg_current_wal_insert_lsn()::text, pg_current_wal_insert_lsn()::text",
-                      1, v);
+                      "$1::timestamptz <= clock_timestamp() - $2::int * interval '1 ms', "
+                      "to_char(clock_timestamp() AT TIME ZONE 'UTC', "
+                      "'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), pg_current_wal_insert_lsn()::text",
+                      2, v);
 }
 
 static void pitr_on_now(JobRt *rt, Restore *r, PGresult *res) {
-    int lsn = jobspec_at_kind(r->spec->at, strlen(r->spec->at)) == 'l';
     if (strcmp(PQgetvalue(res, 0, 0), "t") != 0) {
         jobrt_failf(rt, ERR_PERMANENT, ERR_CODE_INVALID,
                     "cannot restore to %s: it is in the future (the database is at %s)",
-                    r->spec->at, lsn ? PQgetvalue(res, 0, 2) : "an earlier time");
+                    r->spec->at, PQgetvalue(res, 0, 2));
         return;
     }
     if (strcmp(PQgetvalue(res, 0, 1), "t") != 0) {
@@ -483,8 +487,8 @@ static void pitr_wait(JobRt *rt, Restore *r) {
 }
 
 static void pitr_plan(JobRt *rt, Restore *r) {
-    int lsn = jobspec_at_kind(r->spec->at, strlen(r->spec->at)) == 'l';
-    const char *v[] = {r->spec->user_id, lsn ? NULL : r->spec->at, lsn ? r->spec->at : NULL};
+    const char *v[] = {r->spec->user_id, r->at_lsn ? NULL : r->spec->at,
+                       r->at_lsn ? r->spec->at : NULL};
     restore_query(rt, r, ST_PITR_PLAN, 0,
                   "SELECT coalesce(base_id, ''), coalesce(base_snapshot, ''), "
                   "coalesce(cut_lsn::text, ''), coalesce(to_char(cut_time AT TIME ZONE 'UTC', "
@@ -791,6 +795,7 @@ static int restore_step(JobRt *rt, void *st, const JobEv *ev) {
         r->rt = rt;
         r->spec = job_spec(jobrt_job(rt));
         r->pitr = r->spec->at[0] != 0;
+        r->at_lsn = r->pitr && jobspec_at_kind(r->spec->at, strlen(r->spec->at)) == 'l';
         snprintf(r->backup_id, sizeof(r->backup_id), "%s", r->spec->backup_id);
         if (!r->pitr)
             job_set_backup_id(jobrt_job(rt), r->spec->backup_id);
