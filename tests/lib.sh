@@ -200,12 +200,13 @@ capture_fresh() {
   q "DELETE FROM change_segments; DELETE FROM capture_state; DELETE FROM capture_gaps;
      DELETE FROM capture_owners" >/dev/null
 }
-# forget_encrypted_at_exit USER...: at exit, these users' encrypted backups are forgotten (their
-# rows): a later test's `backupctl rekey --all` on this lane must not meet keys it was not given
+# forget_encrypted_at_exit USER...: at exit, these users' encrypted backups and change segments
+# are forgotten (their rows): a later test's `backupctl rekey --all` on this lane must not meet
+# keys it was not given
 forget_encrypted_at_exit() {
   local ids
   ids=$(printf "'%s'," "$@")
-  on_exit_hooks+=("q \"DELETE FROM backup_metadata WHERE key_id IS NOT NULL AND user_id IN (${ids%,})\" >/dev/null 2>&1")
+  on_exit_hooks+=("q \"DELETE FROM backup_metadata WHERE key_id IS NOT NULL AND user_id IN (${ids%,}); DELETE FROM change_segments WHERE 'aes-256-gcm' = ANY (codecs) AND user_id IN (${ids%,})\" >/dev/null 2>&1")
 }
 events_at_least() { [ "$(count_events "$1" "$2")" -ge "$3" ]; }
 TABLES="profiles businesses products clients orders order_items notifications user_settings"

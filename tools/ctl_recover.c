@@ -8,6 +8,7 @@
 #include "ctl_recover.h"
 
 #include "format/bfile.h"
+#include "aws/sigv4.h"
 #include "io/codec.h"
 #include "format/manifest.h"
 #include "ctl_common.h"
@@ -517,7 +518,8 @@ static void dl_done(StorageRead *rd, const StorageReadResult *res, const Err *er
 /* WHAT is a backup id (its manifest found among the user's) or an object key: 0, -1 after
  * printing why, -2 when WHAT is neither. */
 /* A change segment has no manifest beside it: its record in change_segments is one (the wrapping
- * of an encrypted segment's data key is in its own header). 0, -1 after saying why. */
+ * of an encrypted segment's data key is the record's; before 023, only in its own header). 0,
+ * -1 after saying why. */
 static int segment_manifest(const Config *cfg, const char *key, Manifest *m) {
     PGconn *pg = ctl_pg_open(cfg);
     if (pg == NULL)
@@ -525,7 +527,8 @@ static int segment_manifest(const Config *cfg, const char *key, Manifest *m) {
     const char *v[] = {key};
     PGresult *res = PQexecParams(pg,
                                  "SELECT id, user_id::text, checksum, size, "
-                                 "array_to_string(codecs, ',') FROM change_segments "
+                                 "array_to_string(codecs, ','), coalesce(key_id, ''), "
+                                 "coalesce(wrapped_key, '') FROM change_segments "
                                  "WHERE s3_key = $1",
                                  1, NULL, v, NULL, NULL, 0);
     int rc = -1;
@@ -543,6 +546,8 @@ static int segment_manifest(const Config *cfg, const char *key, Manifest *m) {
         snprintf(m->user_id, sizeof(m->user_id), "%s", PQgetvalue(res, 0, 1));
         snprintf(m->sha256, sizeof(m->sha256), "%s", PQgetvalue(res, 0, 2));
         m->size = strtoull(PQgetvalue(res, 0, 3), NULL, 10);
+        snprintf(m->key_id, sizeof(m->key_id), "%s", PQgetvalue(res, 0, 5));
+        snprintf(m->wrapped_key, sizeof(m->wrapped_key), "%s", PQgetvalue(res, 0, 6));
         rc = 0;
     }
     PQclear(res);
@@ -732,6 +737,28 @@ static void on_put(const StorageResult *res, const Err *err, void *data) {
     r->done = 1;
 }
 
+/* The data key of object id wrapped under `from` as `wrapped`, wrapped again under `to` into
+ * out. 0, or -1 after printing why. */
+static int rewrap(Rec *r, const Keys *keys, const char *from, const char *wrapped, const char *to,
+                  const char *user, const char *id, Buf *out) {
+    KeyWait kw, ww;
+    memset(&kw, 0, sizeof(kw));
+    memset(&ww, 0, sizeof(ww));
+    keys_unwrap_async(keys, r->kms, from, wrapped, user, id, on_key, &kw);
+    if (key_wait(r, &kw) == 0)
+        keys_wrap_async(keys, r->kms, to, kw.dek, user, id, on_key, &ww);
+    crypt_wipe(kw.dek, sizeof(kw.dek));
+    int rc = 0;
+    if (kw.failed || key_wait(r, &ww) != 0) {
+        fprintf(stderr, "backupctl rekey: %s: %s\n", id, kw.failed ? kw.err.msg : ww.err.msg);
+        rc = -1;
+    } else {
+        buf_puts(out, ww.wrapped);
+    }
+    crypt_wipe(&ww, sizeof(ww));
+    return rc;
+}
+
 /* One backup's wrapping replaced: the manifest first (so that reindex finds the new one), the
  * replica's copy of it (rr, when the backup has one), then the record, only if nobody changed
  * it meanwhile. 0, or -1 after printing why. */
@@ -742,20 +769,8 @@ static int rekey_one(Rec *r, Rec *rr, PGconn *pg, const Keys *keys, const char *
     Err e;
     char mkey[400];
     int rc = -1;
-    KeyWait kw, ww;
-    memset(&kw, 0, sizeof(kw));
-    memset(&ww, 0, sizeof(ww));
-    keys_unwrap_async(keys, r->kms, from, wrapped, user, id, on_key, &kw);
-    if (key_wait(r, &kw) == 0)
-        keys_wrap_async(keys, r->kms, to, kw.dek, user, id, on_key, &ww);
-    crypt_wipe(kw.dek, sizeof(kw.dek));
-    if (kw.failed || key_wait(r, &ww) != 0) {
-        fprintf(stderr, "backupctl rekey: %s: %s\n", id, kw.failed ? kw.err.msg : ww.err.msg);
-        crypt_wipe(&ww, sizeof(ww));
+    if (rewrap(r, keys, from, wrapped, to, user, id, &nw) != 0)
         goto out;
-    }
-    buf_puts(&nw, ww.wrapped);
-    crypt_wipe(&ww, sizeof(ww));
     snprintf(mkey, sizeof(mkey), "%s" SUFFIX, key);
     if (get_manifest(r, "rekey", mkey) != 0)
         goto out;
@@ -802,6 +817,103 @@ out:
     buf_free(&nw);
     buf_free(&man);
     return rc;
+}
+
+/* One change segment's wrapping replaced in its record (the object, whose header keeps the
+ * wrapping it was written with, is never rewritten: its checksum stays, and so does the replica's
+ * copy). A segment recorded before 023 has no wrapping in its record: its header's is read
+ * (the object's SHA-256 checked against the record first). The record moves only if nobody
+ * changed it meanwhile. 0, or -1 after printing why. */
+static int rekey_segment(Rec *r, PGconn *pg, const Keys *keys, const char *to, const char *id,
+                         const char *user, const char *key, const char *checksum,
+                         const char *from_rec, const char *wrapped_rec) {
+    char from[CRYPT_ID_MAX + 1], wrapped[CRYPT_WRAPPED_MAX + 1];
+    snprintf(from, sizeof(from), "%s", from_rec);
+    snprintf(wrapped, sizeof(wrapped), "%s", wrapped_rec);
+    if (!from[0]) {
+        r->failed = 0;
+        storage_get(r->store, key, (size_t)64 << 20, on_got, r);
+        run(r);
+        char hex[65];
+        CryptHeader h;
+        Err e;
+        if (r->failed) {
+            fprintf(stderr, "backupctl rekey: cannot read %s: %s\n", key, r->err);
+            return -1;
+        }
+        sigv4_sha256_hex(r->body.data, r->body.len, hex);
+        if (strcmp(hex, checksum) != 0) {
+            fprintf(stderr,
+                    "backupctl rekey: Change segment checksum verification failed: %s (its "
+                    "wrapping was not recorded, and the object is not the one recorded)\n",
+                    key);
+            return -1;
+        }
+        if (crypt_header_parse(r->body.data, r->body.len, &h, &e) != 1) {
+            fprintf(stderr, "backupctl rekey: %s: no envelope header: %s\n", key, e.msg);
+            return -1;
+        }
+        snprintf(from, sizeof(from), "%s", h.key_id);
+        snprintf(wrapped, sizeof(wrapped), "%s", h.wrapped_key);
+    }
+    Buf nw = BUF_INIT;
+    if (strcmp(from, to) == 0) /* already under it: the header's wrapping recorded as it is */
+        buf_puts(&nw, wrapped);
+    else if (rewrap(r, keys, from, wrapped, to, user, id, &nw) != 0) {
+        buf_free(&nw);
+        return -1;
+    }
+    const char *v[] = {id, to, nw.data, from_rec, wrapped_rec};
+    PGresult *res = PQexecParams(pg,
+                                 "UPDATE change_segments SET key_id = $2, wrapped_key = $3 "
+                                 "WHERE id = $1 AND coalesce(key_id, '') = $4 AND "
+                                 "coalesce(wrapped_key, '') = $5",
+                                 5, NULL, v, NULL, NULL, 0);
+    int rc = -1;
+    if (PQresultStatus(res) != PGRES_COMMAND_OK)
+        fprintf(stderr, "backupctl rekey: %s: %s", id, PQerrorMessage(pg));
+    else if (strcmp(PQcmdTuples(res), "1") != 0)
+        fprintf(stderr, "backupctl rekey: segment %s: deleted or rekeyed meanwhile\n", id);
+    else
+        rc = 0;
+    PQclear(res);
+    buf_free(&nw);
+    return rc;
+}
+
+/* The user's (NULL: everyone's) encrypted change segments not recorded under `to`. */
+static int rekey_segments(Rec *r, PGconn *pg, const Keys *keys, const char *to, const char *user,
+                          int dry_run, int *done, int *failed) {
+    const char *v[] = {to, user};
+    PGresult *res = PQexecParams(
+        pg,
+        "SELECT id, user_id::text, s3_key, checksum, coalesce(key_id, ''), "
+        "coalesce(wrapped_key, '') FROM change_segments WHERE 'aes-256-gcm' = ANY (codecs) AND "
+        "key_id IS DISTINCT FROM $1 AND ($2::uuid IS NULL OR user_id = $2::uuid) "
+        "ORDER BY user_id, end_lsn, id",
+        2, NULL, v, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        fprintf(stderr, "backupctl rekey: %s", PQerrorMessage(pg));
+        PQclear(res);
+        return -1;
+    }
+    int n = PQntuples(res);
+    for (int i = 0; i < n; i++) {
+        const char *id = PQgetvalue(res, i, 0), *from = PQgetvalue(res, i, 4);
+        if (dry_run) {
+            printf("segment %s: under '%s', would be wrapped under '%s'%s\n", id,
+                   from[0] ? from : "(its header's; not recorded)", to,
+                   !from[0] || keys_has(keys, from) ? "" : " (but that key is not here)");
+            continue;
+        }
+        if (rekey_segment(r, pg, keys, to, id, PQgetvalue(res, i, 1), PQgetvalue(res, i, 2),
+                          PQgetvalue(res, i, 3), from, PQgetvalue(res, i, 5)) == 0)
+            (*done)++;
+        else
+            (*failed)++;
+    }
+    PQclear(res);
+    return 0;
 }
 
 int ctl_rekey(const Config *cfg, const char *user, const char *to_id, int dry_run) {
@@ -864,18 +976,30 @@ int ctl_rekey(const Config *cfg, const char *user, const char *to_id, int dry_ru
             failed++;
     }
     PQclear(res);
+    int segs_done = 0, segs_failed = 0;
+    if (rekey_segments(&r, pg, keys, to, user, dry_run, &segs_done, &segs_failed) != 0)
+        segs_failed++;
+    failed += segs_failed;
     rec_close(&r);
     if (replica)
         rec_close(&rr);
     if (!dry_run)
-        printf("rekeyed %d backup%s under '%s'%s%d failed\n", done, done == 1 ? "" : "s", to,
+        printf("rekeyed %d backup%s and %d change segment%s under '%s'%s%d failed\n", done,
+               done == 1 ? "" : "s", segs_done, segs_done == 1 ? "" : "s", to,
                failed ? ", " : "; ", failed);
-    /* what still needs which key: a key no backup needs can be retired */
-    res = PQexec(pg, "SELECT key_id, count(*) FROM backup_metadata WHERE key_id IS NOT NULL "
-                     "AND status <> 'deleted' GROUP BY key_id ORDER BY key_id");
-    for (int i = 0; PQresultStatus(res) == PGRES_TUPLES_OK && i < PQntuples(res); i++)
-        printf("key '%s': %s backup%s\n", PQgetvalue(res, i, 0), PQgetvalue(res, i, 1),
-               strcmp(PQgetvalue(res, i, 1), "1") ? "s" : "");
+    /* what still needs which key: a key no backup and no segment needs can be retired (a
+     * segment whose wrapping is not recorded yet needs the key in its header) */
+    res = PQexec(pg,
+                 "SELECT coalesce(key_id, '(not recorded: in their headers)'), "
+                 "count(*) FILTER (WHERE b), count(*) FILTER (WHERE NOT b) FROM ("
+                 "SELECT key_id, true AS b FROM backup_metadata WHERE key_id IS NOT NULL AND "
+                 "status <> 'deleted' UNION ALL SELECT key_id, false FROM change_segments "
+                 "WHERE 'aes-256-gcm' = ANY (codecs)) k GROUP BY 1 ORDER BY 1");
+    for (int i = 0; PQresultStatus(res) == PGRES_TUPLES_OK && i < PQntuples(res); i++) {
+        const char *nb = PQgetvalue(res, i, 1), *ns = PQgetvalue(res, i, 2);
+        printf("key '%s': %s backup%s, %s change segment%s\n", PQgetvalue(res, i, 0), nb,
+               strcmp(nb, "1") ? "s" : "", ns, strcmp(ns, "1") ? "s" : "");
+    }
     PQclear(res);
     /* work in flight may still write under a key this run moved away from: a backup not yet
      * completed wraps under the key its worker had at its start, and a copy to the replica not

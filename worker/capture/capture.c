@@ -18,6 +18,7 @@
 #include "base/log.h"
 #include "base/strmap.h"
 #include "capture/changes.h"
+#include "capture/segcopy.h"
 #include "capture/txspill.h"
 #include "format/layout.h"
 #include "io/codec.h"
@@ -142,6 +143,7 @@ enum {
 struct Capture {
     uv_loop_t *loop;
     Services *sv;
+    SegCopy *segcopy; /* new segments to the replica (NULL without one) */
     const JobConfig *jc;
     char me[160];
     char lease_key[160], epoch_key[160];
@@ -1799,6 +1801,7 @@ static void on_recorded(PgConn *pc, PGresult *res, const Err *err, void *data) {
     void *v;
     while (strmap_next(f->owners, &pos, &k, &v))
         free(strmap_put(c->cache, k, xstrdup(v)));
+    segcopy_kick(c->segcopy, f->n > 0); /* new segments to the replica; failed ones again */
     c->fl = NULL;
     flush_free(f);
     send_status(c, 0);
@@ -1848,9 +1851,17 @@ static void record(Capture *c) {
             counts_obj(n, &segs);
             first = 0;
         }
-        buf_printf(&segs, "},\"txns\":[%s],\"size\":%llu,\"checksum\":\"%s\",\"codecs\":%s}",
+        buf_printf(&segs, "},\"txns\":[%s],\"size\":%llu,\"checksum\":\"%s\",\"codecs\":%s",
                    t->txlist.data ? t->txlist.data : "", (unsigned long long)s->size, s->sha256,
                    cj.data);
+        if (s->have_dek) { /* the wrapping in the record too: a rekey rewrites it there (023) */
+            buf_puts(&segs, ",\"key_id\":\"");
+            buf_json_escape(&segs, s->key_id, strlen(s->key_id));
+            buf_puts(&segs, "\",\"wrapped_key\":\"");
+            buf_json_escape(&segs, s->wrapped, strlen(s->wrapped));
+            buf_puts(&segs, "\"");
+        }
+        buf_puts(&segs, "}");
     }
     buf_puts(&segs, "]");
     buf_puts(&owners, "[");
@@ -2053,6 +2064,7 @@ Capture *capture_new(uv_loop_t *loop, Services *sv) {
     c->pend = strmap_new();
     c->cache = strmap_new();
     c->txn_gone = strmap_new();
+    c->segcopy = segcopy_new(loop, sv);
     uv_timer_init(loop, &c->tick);
     uv_timer_init(loop, &c->flush);
     c->tick.data = c->flush.data = c;
@@ -2066,6 +2078,13 @@ Capture *capture_new(uv_loop_t *loop, Services *sv) {
 
 static void on_closed(uv_handle_t *h) {
     Capture *c = h->data;
+    c->handles--;
+    maybe_free(c);
+}
+
+static void on_segcopy_closed(void *data) {
+    Capture *c = data;
+    c->segcopy = NULL;
     c->handles--;
     maybe_free(c);
 }
@@ -2107,6 +2126,10 @@ void capture_shutdown(Capture *c, void (*done)(void *data), void *data) {
     uv_timer_stop(&c->flush);
     uv_close((uv_handle_t *)&c->tick, on_closed);
     uv_close((uv_handle_t *)&c->flush, on_closed);
+    if (c->segcopy) { /* its statement in flight answers first */
+        c->handles++;
+        segcopy_close(c->segcopy, on_segcopy_closed, c);
+    }
 }
 
 void capture_metrics(Capture *c, Buf *out) {
@@ -2184,6 +2207,7 @@ void capture_metrics(Capture *c, Buf *out) {
                c->spill_bytes + (c->txs ? txspill_bytes(c->txs) : 0) +
                    (c->rp ? txstream_bytes(c->rp) : 0),
                c->m_spilled, c->m_lookups, c->m_fetches);
+    segcopy_metrics(c->segcopy, out);
 }
 
 /* ---- the start check ---- */

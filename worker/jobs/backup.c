@@ -155,7 +155,7 @@ static void count_rows(JobRt *rt, Backup *b);
 static void capture_wait(JobRt *rt, Backup *b);
 static void on_capture_state(JobRt *rt, Backup *b, PGresult *res);
 static void next_segment(JobRt *rt, Backup *b);
-static void on_segment(JobRt *rt, Backup *b, const StorageResult *sr);
+static void on_segment(JobRt *rt, Backup *b, const JobEv *ev);
 static void unclaim(JobRt *rt, Backup *b);
 
 /* A row this large (twice the pipe's 1 MiB chunk) is kept from libpq and its JSON written in
@@ -590,11 +590,12 @@ static int backup_step(JobRt *rt, void *st, const JobEv *ev) {
     case JEV_TIMER:
         capture_wait(rt, b);
         break;
+    case JEV_SEGMENT:
+        on_segment(rt, b, ev);
+        break;
     case JEV_STORED:
         if (b->state == ST_ABORT_STALE)
             backup_abort_next_stale(rt, b, ev);
-        else if (b->state == ST_SEGGET)
-            on_segment(rt, b, ev->sres);
         else /* the manifest is stored */
             complete(rt, b);
         break;
@@ -1071,7 +1072,8 @@ static void on_capture_state(JobRt *rt, Backup *b, PGresult *res) {
         b->state = ST_SEGLIST;
         jobrt_pool_query(rt, ST_SEGLIST, 0,
                          "SELECT id, s3_key, checksum, size, array_to_string(codecs, ','), "
-                         "array_to_string(xids, ',') FROM change_segments "
+                         "array_to_string(xids, ','), coalesce(key_id, ''), "
+                         "coalesce(wrapped_key, '') FROM change_segments "
                          "WHERE user_id = $1::uuid ORDER BY end_lsn, id",
                          1, v);
         return;
@@ -1099,8 +1101,13 @@ static void next_segment(JobRt *rt, Backup *b) {
         b->seg_i++;
     if (b->seg_i < n) {
         uint64_t size = strtoull(PQgetvalue(b->segs, b->seg_i, 3), NULL, 10);
+        const PGresult *g = b->segs;
+        int i = b->seg_i;
+        SegFileRecord rec = {PQgetvalue(g, i, 0), PQgetvalue(g, i, 1), b->spec->user_id,
+                             PQgetvalue(g, i, 2), PQgetvalue(g, i, 4), PQgetvalue(g, i, 6),
+                             PQgetvalue(g, i, 7)};
         b->state = ST_SEGGET;
-        jobrt_get(rt, ST_SEGGET, 0, PQgetvalue(b->segs, b->seg_i, 1), (size_t)size + 1);
+        jobrt_segment(rt, ST_SEGGET, JRT_SOFT, NULL, &rec, (size_t)size + 1);
         return;
     }
     log_info(job_log_id(jobrt_job(rt)),
@@ -1129,35 +1136,27 @@ static void next_segment(JobRt *rt, Backup *b) {
     buf_free(&sql);
 }
 
-/* A segment read whole: its stored bytes' SHA-256 checked against its record, decoded (segfile),
- * its keys taken. */
-static void on_segment(JobRt *rt, Backup *b, const StorageResult *sr) {
-    const char *key = PQgetvalue(b->segs, b->seg_i, 1);
-    SegFileRecord rec = {PQgetvalue(b->segs, b->seg_i, 0), key, b->spec->user_id,
-                         PQgetvalue(b->segs, b->seg_i, 2), PQgetvalue(b->segs, b->seg_i, 4)};
+/* A segment read whole, checked against its record and decoded (jobrt_segment), its keys
+ * taken. A store that did not answer fails the job (tried again later); a segment that is
+ * missing, damaged or cannot be opened makes the backup full, saying why. */
+static void on_segment(JobRt *rt, Backup *b, const JobEv *ev) {
     Err e;
-    Buf out = BUF_INIT;
-    int rc = segfile_decode(sr->body->data, sr->body->len, &rec, b->cfg->keys, &out, &e);
-    if (rc == SEGFILE_CHECKSUM) {
-        log_warn(job_log_id(jobrt_job(rt)), "backup %s: %s", b->id, e.msg);
-        buf_free(&out);
-        fall_back_to_full(rt, b, e.msg);
-        return;
+    int rc = -1;
+    if (ev->err) {
+        if (ev->err->kind != ERR_PERMANENT) {
+            jobrt_fail(rt, ev->err);
+            return;
+        }
+        e = *ev->err;
+    } else {
+        rc = segkeys_add(b->sk, ev->buf, ev->len, &e);
     }
-    if (rc == 0)
-        rc = segkeys_add(b->sk, out.data ? out.data : "", out.len, &e);
-    buf_free(&out);
     if (rc != 0) {
         /* a segment that names no keys for a change, or one that cannot be read (a full backup
          * needs none: the user still gets one; the second is said loudly) */
-        char why[LAYOUT_KEY_MAX + 300];
-        if (rc == SEGKEYS_NO_KEYS)
-            snprintf(why, sizeof(why), "%s", e.msg);
-        else {
-            snprintf(why, sizeof(why), "change segment %s cannot be read: %s", key, e.msg);
-            log_warn(job_log_id(jobrt_job(rt)), "backup %s: %s", b->id, why);
-        }
-        fall_back_to_full(rt, b, why);
+        if (rc != SEGKEYS_NO_KEYS)
+            log_warn(job_log_id(jobrt_job(rt)), "backup %s: %s", b->id, e.msg);
+        fall_back_to_full(rt, b, e.msg);
         return;
     }
     b->seg_read++;

@@ -536,6 +536,97 @@ void jobrt_datakey_open(JobRt *rt, int tag, int flags, const char *key_id, const
                       user_id, backup_id, on_key, key_op(rt, tag, flags, key_id));
 }
 
+/* ---- change segments ---- */
+
+typedef struct {
+    OpCtx o;
+    SegFileRecord rec;
+    char *strs[7]; /* the record's strings, owned */
+    Buf body;      /* the stored bytes, held while the data key is opened */
+} SegOp;
+
+static void seg_deliver(SegOp *s, const Buf *lines, const Err *err) {
+    JobRt *rt = s->o.rt;
+    rt->ops_busy--;
+    JobEv ev = {.kind = JEV_SEGMENT,
+                .tag = s->o.tag,
+                .buf = lines && lines->data ? lines->data : "",
+                .len = lines ? lines->len : 0,
+                .count = s->body.len};
+    deliver(rt, &ev, err, s->o.flags);
+    for (int i = 0; i < 7; i++)
+        free(s->strs[i]);
+    buf_free(&s->body);
+    free(s);
+}
+
+static void seg_decode(SegOp *s, const unsigned char *dek) {
+    Buf out = BUF_INIT;
+    Err e;
+    int rc = segfile_decode(s->body.data, s->body.len, &s->rec, dek, &out, &e);
+    seg_deliver(s, rc == 0 ? &out : NULL, rc == 0 ? NULL : &e);
+    buf_free(&out);
+}
+
+static void on_seg_key(const unsigned char *dek, const char *key_id, const char *wrapped,
+                       const Err *err, void *data) {
+    (void)key_id, (void)wrapped;
+    SegOp *s = data;
+    if (err) {
+        Err e = *err;
+        err_prefix(&e, "change segment %s", s->rec.key);
+        seg_deliver(s, NULL, &e);
+        return;
+    }
+    seg_decode(s, dek);
+}
+
+static void on_seg_got(const StorageResult *res, const Err *err, void *data) {
+    SegOp *s = data;
+    JobRt *rt = s->o.rt;
+    if (err || rt->failing) {
+        Err e;
+        if (err) {
+            e = *err;
+            err_prefix(&e, "change segment %s", s->rec.key);
+        }
+        seg_deliver(s, NULL, err ? &e : NULL);
+        return;
+    }
+    buf_append(&s->body, res->body->data, res->body->len);
+    const Keys *keys = services_jobconfig(rt->sv)->keys;
+    SegFileKey k;
+    Err e;
+    if (segfile_check(s->body.data, s->body.len, &s->rec, keys, &k, &e) != 0) {
+        seg_deliver(s, NULL, &e);
+        return;
+    }
+    if (!k.encrypted) {
+        seg_decode(s, NULL);
+        return;
+    }
+    /* not inside a step: a keyring key answering at once is fine */
+    keys_unwrap_async(keys, services_kms(rt->sv), k.key_id, k.wrapped, s->rec.user_id,
+                      s->rec.id, on_seg_key, s);
+    crypt_wipe(&k, sizeof(k));
+}
+
+void jobrt_segment(JobRt *rt, int tag, int flags, Storage *store, const SegFileRecord *rec,
+                   size_t max_bytes) {
+    if (rt->failing)
+        return;
+    SegOp *s = xcalloc(1, sizeof(*s));
+    s->o = (OpCtx){rt, tag, flags};
+    rt->ops_busy++;
+    const char *in[7] = {rec->id,     rec->key,    rec->user_id,    rec->checksum,
+                         rec->codecs, rec->key_id, rec->wrapped_key};
+    for (int i = 0; i < 7; i++)
+        s->strs[i] = in[i] ? xstrdup(in[i]) : NULL;
+    s->rec = (SegFileRecord){s->strs[0], s->strs[1], s->strs[2], s->strs[3],
+                             s->strs[4], s->strs[5], s->strs[6]};
+    storage_get(store ? store : rt->store, rec->key, max_bytes, on_seg_got, s);
+}
+
 /* ---- locks ---- */
 
 static void on_locked(Job *job, int locked, void *data) {

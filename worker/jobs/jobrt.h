@@ -30,6 +30,7 @@
 #ifndef BW_JOBRT_H
 #define BW_JOBRT_H
 
+#include "capture/segfile.h"
 #include "format/bcheck.h"
 #include "jobs/job.h"
 #include "storage/storage.h"
@@ -54,6 +55,7 @@ typedef enum {
     JEV_LOCKED,        /* jobrt_user_lock(): locked (1 locked, 0 busy) */
     JEV_KEY,           /* jobrt_datakey_new/open(): key (the data key and its wrapping) */
     JEV_TIMER,         /* jobrt_sleep() ended */
+    JEV_SEGMENT,       /* jobrt_segment(): buf, len (its change lines), count (bytes stored) */
 } JobEvKind;
 
 /* A data key, valid during the event only (then wiped). */
@@ -172,6 +174,13 @@ void jobrt_datakey_new(JobRt *rt, int tag, int flags, const char *user_id, const
 /* The data key of a wrapping. */
 void jobrt_datakey_open(JobRt *rt, int tag, int flags, const char *key_id, const char *wrapped,
                         const char *user_id, const char *backup_id);
+
+/* ---- change segments ---- */
+/* One change segment read whole from store (NULL: the job's), checked against its record and
+ * decoded (segfile: SHA-256 first, then its data key opened from the record's wrapping or its
+ * header's, a KMS key asynchronously): JEV_SEGMENT. The record is copied. */
+void jobrt_segment(JobRt *rt, int tag, int flags, Storage *store, const SegFileRecord *rec,
+                   size_t max_bytes);
 
 /* ---- locks (cleanup scope=all) ---- */
 void jobrt_user_lock(JobRt *rt, int tag, const char *user_id);

@@ -545,7 +545,8 @@ static void pitr_on_plan(JobRt *rt, Restore *r, PGresult *res) {
     const char *v[] = {r->spec->user_id, r->cut_lsn};
     restore_query(rt, r, ST_SEGLIST, 0,
                   "SELECT id, s3_key, checksum, size, array_to_string(codecs, ','), "
-                  "array_to_string(xids, ','), coalesce(replica_status, '') FROM change_segments "
+                  "array_to_string(xids, ','), coalesce(replica_status, ''), coalesce(key_id, ''), "
+                  "coalesce(wrapped_key, '') FROM change_segments "
                   "WHERE user_id = $1::uuid AND start_lsn <= $2::pg_lsn ORDER BY end_lsn, id",
                   2, v);
 }
@@ -848,11 +849,11 @@ static int restore_step(JobRt *rt, void *st, const JobEv *ev) {
         r->ki++;
         next_key(rt, r);
         break;
+    case JEV_SEGMENT:
+        on_change_segment(rt, r, ev);
+        break;
     case JEV_STORED:
-        if (r->state == ST_SEGGET)
-            on_change_segment(rt, r, ev);
-        else
-            restore_stage_manifest(rt, r, ev);
+        restore_stage_manifest(rt, r, ev);
         break;
     default:
         break;
@@ -1376,13 +1377,15 @@ static void next_change_segment(JobRt *rt, Restore *r) {
         snprintf(stage, sizeof(stage), "replaying changes (%d of %d segments)", r->seg_i + 1, n);
         restore_progress(rt, r, stage, 89);
         uint64_t size = strtoull(PQgetvalue(r->segments, r->seg_i, 3), NULL, 10);
+        const PGresult *g = r->segments;
+        int i = r->seg_i;
+        SegFileRecord rec = {PQgetvalue(g, i, 0), key, r->spec->user_id, PQgetvalue(g, i, 2),
+                             PQgetvalue(g, i, 4), PQgetvalue(g, i, 7), PQgetvalue(g, i, 8)};
         r->state = ST_SEGGET;
         /* soft: a copy missing, unreachable or damaged is told from the replica's */
-        if (r->seg_from_replica)
-            jobrt_get_from(rt, services_replica(jobrt_services(rt)), ST_SEGGET, JRT_SOFT, key,
-                           (size_t)size + 1);
-        else
-            jobrt_get(rt, ST_SEGGET, JRT_SOFT, key, (size_t)size + 1);
+        jobrt_segment(rt, ST_SEGGET, JRT_SOFT,
+                      r->seg_from_replica ? services_replica(jobrt_services(rt)) : NULL, &rec,
+                      (size_t)size + 1);
         return;
     }
     log_info(job_log_id(jobrt_job(rt)),
@@ -1404,25 +1407,17 @@ static Buf *replay_sink(int dest, void *data) {
 }
 
 /* A segment read whole: its stored bytes' SHA-256 checked against its record (before a byte of
- * it is used) and decoded (segfile), its changes up to the cut queued for the staging COPYs. */
+ * it is used) and decoded (jobrt_segment), its changes up to the cut queued for the staging
+ * COPYs. */
 static void on_change_segment(JobRt *rt, Restore *r, const JobEv *ev) {
     const char *key = PQgetvalue(r->segments, r->seg_i, 1);
-    const StorageResult *sr = ev->sres;
-    SegFileRecord rec = {PQgetvalue(r->segments, r->seg_i, 0), key, r->spec->user_id,
-                         PQgetvalue(r->segments, r->seg_i, 2),
-                         PQgetvalue(r->segments, r->seg_i, 4)};
     Err e;
-    Buf out = BUF_INIT;
-    int rc = -1;
+    int rc = 0;
     if (ev->err) {
         e = *ev->err;
-        err_prefix(&e, "change segment %s", key);
-    } else {
-        rc = segfile_decode(sr->body->data, sr->body->len, &rec,
-                            services_jobconfig(jobrt_services(rt))->keys, &out, &e);
+        rc = -1;
     }
     if (rc != 0) {
-        buf_free(&out);
         /* the primary's copy failed: the replica's, when it has a completed one (nothing of
          * this segment was staged yet) */
         if (!r->seg_from_replica && e.code != ERR_CODE_CANCELLED &&
@@ -1440,7 +1435,7 @@ static void on_change_segment(JobRt *rt, Restore *r, const JobEv *ev) {
         return;
     }
     r->seg_from_replica = 0;
-    r->bytes += sr->body->len;
+    r->bytes += ev->count;
     r->read_done = r->held = r->full = r->copy_failed = 0;
     r->cs = CS_NONE;
     segs_drop(r);
@@ -1448,8 +1443,7 @@ static void on_change_segment(JobRt *rt, Restore *r, const JobEv *ev) {
     int nd = REPLAY_DESTS(r);
     if (r->replay_bufs == NULL)
         r->replay_bufs = xcalloc((size_t)nd, sizeof(Buf));
-    rc = segreplay_add(r->replay, out.data ? out.data : "", out.len, replay_sink, r, &e);
-    buf_free(&out);
+    rc = segreplay_add(r->replay, ev->buf, ev->len, replay_sink, r, &e);
     for (int d = 0; d < nd; d++) { /* each table's lines queued whole: one COPY each */
         if (rc == 0 && r->replay_bufs[d].len) {
             if (r->nsegs == r->capsegs) {

@@ -311,20 +311,11 @@ static void on_segment(JobRt *rt, Verify *v, const JobEv *ev) {
     int rc = -1;
     if (ev->err) {
         e = *ev->err;
-        err_prefix(&e, "change segment %s", key);
     } else {
-        SegFileRecord rec = {id, key, v->user, PQgetvalue(v->segs, v->seg_i, 2),
-                             PQgetvalue(v->segs, v->seg_i, 4)};
-        Buf out = BUF_INIT;
-        v->bytes += ev->sres->body->len;
-        rc = segfile_decode(ev->sres->body->data, ev->sres->body->len, &rec,
-                            services_jobconfig(jobrt_services(rt))->keys, &out, &e);
-        if (rc == 0 &&
-            changes_read(out.data ? out.data : "", out.len, v->user, count_change, v, &e) != 0) {
+        v->bytes += ev->count;
+        rc = changes_read(ev->buf, ev->len, v->user, count_change, v, &e);
+        if (rc != 0)
             err_prefix(&e, "change segment %s", key);
-            rc = -1;
-        }
-        buf_free(&out);
     }
     err_clear(&v->err);
     if (rc != 0)
@@ -373,8 +364,12 @@ static void next_segment(JobRt *rt, Verify *v) {
             return;
         }
         uint64_t size = strtoull(PQgetvalue(v->segs, v->seg_i, 3), NULL, 10);
+        const PGresult *g = v->segs;
+        int i = v->seg_i;
+        SegFileRecord rec = {PQgetvalue(g, i, 0), key, v->user, PQgetvalue(g, i, 2),
+                             PQgetvalue(g, i, 4), PQgetvalue(g, i, 5), PQgetvalue(g, i, 6)};
         v->state = ST_SEGGET;
-        jobrt_get(rt, ST_SEGGET, JRT_SOFT, key, (size_t)size + 1);
+        jobrt_segment(rt, ST_SEGGET, JRT_SOFT, NULL, &rec, (size_t)size + 1);
         return;
     }
     finish(rt, v);
@@ -386,7 +381,8 @@ static void next_item(JobRt *rt, Verify *v) {
         const char *p[] = {v->user};
         v->state = ST_SEGLIST;
         jobrt_pool_query(rt, ST_SEGLIST, 0,
-                         "SELECT id, s3_key, checksum, size, array_to_string(codecs, ',') "
+                         "SELECT id, s3_key, checksum, size, array_to_string(codecs, ','), "
+                         "coalesce(key_id, ''), coalesce(wrapped_key, '') "
                          "FROM change_segments WHERE user_id = $1::uuid ORDER BY end_lsn, id",
                          1, p);
         return;
@@ -516,11 +512,11 @@ static int verify_step(JobRt *rt, void *st, const JobEv *ev) {
             on_recorded(rt, v, ev);
         }
         break;
+    case JEV_SEGMENT:
+        on_segment(rt, v, ev);
+        break;
     case JEV_STORED:
-        if (v->state == ST_SEGGET)
-            on_segment(rt, v, ev);
-        else
-            on_manifest(rt, v, ev);
+        on_manifest(rt, v, ev);
         break;
     case JEV_ITEM:
         return count_item(rt, v, ev);
