@@ -219,22 +219,27 @@ out=$(restore_at "$T9")
 check "a point after it still restores" completed "$(jq -r .status <<<"$out")"
 check "... exactly" none "$(differs t9)"
 
-# ---- 9. the replica: segments copied after a backup's copy; a restore reads the replica's
-# copy of a segment the primary lost ----
+# ---- 9. the replica: segments copied as they are recorded; a restore reads the replica's
+# copy of a segment the primary lost; segments under a KMS key (moto) ----
 RB=pitr-replica-$$
 curl -s -f -o /dev/null -X PUT "$BW_MOTO_ENDPOINT/$RB" || bad "cannot create the replica bucket in moto"
 REPL=(S3_REPLICA_BUCKET=$RB S3_REPLICA_REGION=eu-west-1 S3_REPLICA_FORCE_PATH_STYLE=true
   S3_REPLICA_ENDPOINT=$BW_MOTO_ENDPOINT S3_REPLICA_ACCESS_KEY_ID=replica S3_REPLICA_SECRET_ACCESS_KEY=replica-secret)
+kms() { AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing aws --region "${AWS_REGION:-us-east-1}" --endpoint-url "$BW_MOTO_ENDPOINT" kms "$@"; }
+ALIAS=alias/bw-pitr-$$
+kms create-alias --alias-name "$ALIAS" --target-key-id "$(kms create-key --query KeyMetadata.KeyId --output text)"
+KMSENV=("BACKUP_KMS_KEY_ID=$ALIAS" "AWS_KMS_ENDPOINT=$BW_MOTO_ENDPOINT")
+forget_encrypted_at_exit "$A" "$B"
 stop_worker w1 >/dev/null
 # shellcheck disable=SC2086
-start_worker w2 $W "${REPL[@]}"
+start_worker w2 $W "${REPL[@]}" "${KMSENV[@]}"
 wait_until 15 grep -q "capture: streaming from" "$tmp/w2.log" || bad "the capture did not start again"
 q "UPDATE orders SET total = 556 WHERE id = '$O1'" >/dev/null
 mark 10
-F4=$(bk)
 replicated() { [ "$(q "SELECT count(*) FROM change_segments WHERE user_id = '$A' AND first_commit <= '$T10' AND replica_status IS DISTINCT FROM 'completed'")" = 0 ]; }
-expect "after the backup's copy, the user's segments are in the replica" wait_until 30 replicated
-check "... the backup's copy too" completed "$(q "SELECT replica_status FROM backup_metadata WHERE id = '$F4'")"
+expect "without a backup, the user's segments reach the replica (the capture's leader copies them)" wait_until 30 replicated
+check "... the last one is encrypted under the KMS key, its wrapping in its record" "kms:$ALIAS" \
+  "$(q "SELECT key_id FROM change_segments WHERE user_id = '$A' AND wrapped_key IS NOT NULL ORDER BY end_lsn DESC LIMIT 1")"
 # the segment the restore to t10 needs most: the last one before it, gone from the primary
 SEGKEY=$(q "SELECT s3_key FROM change_segments WHERE user_id = '$A' AND first_commit <= '$T10' ORDER BY end_lsn DESC LIMIT 1")
 store_get "$SEGKEY" "$tmp/seg10"
@@ -247,6 +252,23 @@ check "... exactly" none "$(differs t10)"
 check "... the history says mixed" mixed "$(q "SELECT source FROM restore_history WHERE job_id = '$(jq -r .job_id <<<"$out")'")"
 expect "... the log says which" grep -q "change segment $SEGKEY.*reading the replica's copy" "$tmp/w2.log"
 store_put "$tmp/seg10" "$SEGKEY"
-
 stop_worker w2 >/dev/null
+
+# ---- 10. rekey: the segments' wrappings rewritten in their records, the KMS key retired ----
+K9=$(head -c 32 /dev/urandom | base64)
+out=$(env "${KMSENV[@]}" BACKUP_ENCRYPTION_KEYS="k9:$K9" "$CTL" rekey "$A" --to k9 2>&1); rc=$?
+check "rekey of the user from KMS to k9: exit 0" 0 "$rc"
+expect "... its KMS segments rewrapped" grep -Eq "^rekeyed [0-9]+ backups? and [1-9][0-9]* change segments? under 'k9'; 0 failed" <<<"$out"
+check "... every encrypted segment of the user recorded under k9" 0 \
+  "$(q "SELECT count(*) FROM change_segments WHERE user_id = '$A' AND 'aes-256-gcm' = ANY (codecs) AND key_id IS DISTINCT FROM 'k9'")"
+check "... the objects are not rewritten (the stored bytes are still the recorded ones)" \
+  "$(q "SELECT checksum FROM change_segments WHERE s3_key = '$SEGKEY'")" "$(store_cat "$SEGKEY" | sha256sum | cut -d' ' -f1)"
+BACKUP_ENCRYPTION_KEYS="k9:$K9" "$CTL" download --decode "$SEGKEY" "$tmp/seg9.jsonl" >/dev/null 2>"$tmp/dl.err"
+check "backupctl download --decode opens it with k9 alone (its record's wrapping)" 0 $?
+# shellcheck disable=SC2086
+start_worker w3 $W "BACKUP_ENCRYPTION_KEYS=k9:$K9"
+out=$(restore_at "$T10")
+check "a worker with k9 and no KMS restores to t10 through the rekeyed segments" completed "$(jq -r .status <<<"$out")"
+check "... exactly" none "$(differs t10)"
+stop_worker w3 >/dev/null
 finish

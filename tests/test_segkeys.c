@@ -3,11 +3,14 @@
  * into the staging COPYs' text; pure logic. The capture test (test_capture.sh) and
  * the model test in wal mode build real incrementals this way. */
 #include "capture/changes.h"
+#include "capture/segfile.h"
 #include "capture/segkeys.h"
 #include "capture/segreplay.h"
 #include "pg/pgsnap.h"
 
+#include "aws/sigv4.h"
 #include "base/buf.h"
+#include "io/codec.h"
 
 #include <setjmp.h>
 #include <stdarg.h>
@@ -236,11 +239,124 @@ static void test_replay(void **state) {
     scope_free(s);
 }
 
+/* segfile: which wrapping opens an encrypted segment (the record's after a rekey, the header's
+ * before 023 or when the record's key is not here), and what is refused before any decoding */
+typedef struct {
+    const char *ring;
+    const char *required;
+} KeyEnv;
+
+static const char *keyenv_get(const char *name, void *data) {
+    const KeyEnv *k = data;
+    if (strcmp(name, "BACKUP_ENCRYPTION_KEYS") == 0)
+        return k->ring;
+    if (strcmp(name, "BACKUP_ENCRYPTION") == 0)
+        return k->required;
+    return NULL;
+}
+
+static Keys *keys_of(const char *ring, const char *required) {
+    KeyEnv env = {ring, required};
+    Buf errs = BUF_INIT;
+    int n = 0;
+    Keys *k = keys_load(keyenv_get, &env, &errs, &n);
+    assert_int_equal(n, 0);
+    buf_free(&errs);
+    return k;
+}
+
+/* the check, the unwrap of the wrapping it chose, the decode: 0 and the lines in out, or -1 */
+static int open_segment(const Buf *obj, const SegFileRecord *rec, const Keys *keys, char *kid,
+                        Buf *out, Err *e) {
+    SegFileKey k;
+    int rc = segfile_check(obj->data, obj->len, rec, keys, &k, e);
+    if (rc != 0)
+        return rc;
+    snprintf(kid, CRYPT_ID_MAX + 1, "%s", k.key_id);
+    if (!k.encrypted)
+        return segfile_decode(obj->data, obj->len, rec, NULL, out, e);
+    unsigned char dek[CRYPT_KEY_LEN];
+    if (keys_unwrap(keys, k.key_id, k.wrapped, rec->user_id, rec->id, dek, e) != 0)
+        return -1;
+    return segfile_decode(obj->data, obj->len, rec, dek, out, e);
+}
+
+static void test_segfile(void **state) {
+    (void)state;
+    const char *k1 = "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+    const char *k2 = "k2:HxweHRwbGhkYFxYVFBMSERAPDg0MCwoJCAcGBQQDAgE=";
+    char both[200];
+    snprintf(both, sizeof(both), "%s,%s", k1, k2);
+    Keys *keys1 = keys_of(k1, NULL), *keys2 = keys_of(k2, NULL), *all = keys_of(both, NULL),
+         *none = keys_of(NULL, NULL), *req = keys_of(k1, "required");
+    const char *id = U "-0000000001000000-0000000001000000";
+    const char *lines = "{\"h\":1}\n{\"line\":\"secret\"}\n";
+    /* written under k1, as the capture does: the wrapping in the header */
+    unsigned char dek[CRYPT_KEY_LEN];
+    Buf w1 = BUF_INIT, w2 = BUF_INIT, obj = BUF_INIT, out = BUF_INIT, cj = BUF_INIT;
+    Err e;
+    assert_int_equal(keys_new_dek(keys1, "k1", U, id, dek, &w1, &e), 0);
+    CodecList codecs;
+    assert_int_equal(codec_list_parse("gzip,aes-256-gcm", &codecs, &e), 0);
+    codec_list_json(&codecs, &cj);
+    CryptParams cp = {.user_id = U, .backup_id = id, .codecs_json = cj.data, .key_id = "k1",
+                      .wrapped_key = w1.data, .have_dek = 1};
+    memcpy(cp.dek, dek, CRYPT_KEY_LEN);
+    CodecOptions co = {0, &cp};
+    FilterChain *enc = codec_encoder(&codecs, &co);
+    assert_int_equal(filter_chain_write(enc, lines, strlen(lines), &obj, &e), 0);
+    assert_int_equal(filter_chain_finish(enc, &obj, &e), 0);
+    filter_chain_free(enc);
+    char sum[65], kid[CRYPT_ID_MAX + 1];
+    sigv4_sha256_hex(obj.data, obj.len, sum);
+    /* rekeyed to k2: only the record changes */
+    assert_int_equal(keys_rewrap(all, "k1", w1.data, "k2", U, id, &w2, &e), 0);
+    SegFileRecord rec = {id, "backups/" U "/changes/x.jsonl.gz.enc", U, sum, "gzip,aes-256-gcm",
+                         "k2", w2.data};
+    assert_int_equal(open_segment(&obj, &rec, keys2, kid, &out, &e), 0);
+    assert_string_equal(kid, "k2"); /* the record's: k1 retired */
+    assert_int_equal(out.len, strlen(lines));
+    assert_memory_equal(out.data, lines, out.len);
+    buf_reset(&out);
+    assert_int_equal(open_segment(&obj, &rec, keys1, kid, &out, &e), 0);
+    assert_string_equal(kid, "k1"); /* k2 not here yet: the header's */
+    buf_reset(&out);
+    assert_int_equal(open_segment(&obj, &rec, none, kid, &out, &e), -1);
+    assert_string_equal(kid, "k2"); /* neither: the error names the record's */
+    assert_non_null(strstr(e.msg, "'k2'"));
+    SegFileRecord old = rec; /* recorded before 023: the header's */
+    old.key_id = old.wrapped_key = "";
+    assert_int_equal(open_segment(&obj, &old, keys1, kid, &out, &e), 0);
+    assert_string_equal(kid, "k1");
+    buf_reset(&out);
+    /* a wrapping that is not this segment's (another id) does not open it */
+    SegFileRecord other = rec;
+    Buf w3 = BUF_INIT;
+    assert_int_equal(keys_rewrap(all, "k1", w1.data, "k2", U, id, &w3, &e), 0);
+    other.id = U "-0000000001000000-0000000002000000";
+    assert_int_equal(open_segment(&obj, &other, keys2, kid, &out, &e), -1);
+    buf_reset(&out);
+    /* refused before a byte is decoded: a changed byte; a cleartext segment under required */
+    obj.data[obj.len / 2] ^= 1;
+    SegFileKey sk;
+    assert_int_equal(segfile_check(obj.data, obj.len, &rec, keys2, &sk, &e), SEGFILE_CHECKSUM);
+    assert_non_null(strstr(e.msg, "Change segment checksum verification failed"));
+    obj.data[obj.len / 2] ^= 1;
+    SegFileRecord clear = {id, rec.key, U, sum, "gzip", NULL, NULL};
+    assert_int_equal(segfile_check(obj.data, obj.len, &clear, req, &sk, &e), -1);
+    assert_non_null(strstr(e.msg, "BACKUP_ENCRYPTION=required"));
+    crypt_wipe(dek, sizeof(dek));
+    crypt_wipe(&cp, sizeof(cp));
+    buf_free(&w1), buf_free(&w2), buf_free(&w3), buf_free(&obj), buf_free(&out), buf_free(&cj);
+    keys_free(keys1), keys_free(keys2), keys_free(all), keys_free(none), keys_free(req);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_snapshot),
         cmocka_unit_test(test_keys),
         cmocka_unit_test(test_replay),
+        cmocka_unit_test(test_segfile),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -23,7 +23,9 @@
  *   UNDO      it expired during the copy (a cleanup is deleting it, in both buckets, or did):
  *             the copy just made is deleted, so that no object outlives its backup
  *   SEGMENTS  then (and when the backup was already copied) the user's change segments not
- *             yet in the replica (BACKUP_TRACKING=wal, proto/sql/022), oldest first, each
+ *             yet in the replica (BACKUP_TRACKING=wal, proto/sql/022; the capture's leader
+ *             copies each as it is recorded, capture/segcopy.h: this is the catch-up for what
+ *             it has not reached yet), oldest first, each
  *             copied the same way, checked against change_segments.checksum and recorded
  *             there (replica_status); one whose primary copy is missing or not the record's
  *             is recorded `failed` with the reason (verify names it too), and the job completes

@@ -1366,7 +1366,7 @@ static void next_change_segment(JobRt *rt, Restore *r) {
             if (strcmp(PQgetvalue(r->segments, r->seg_i, 6), "completed") != 0) {
                 jobrt_failf(rt, ERR_PERMANENT, ERR_CODE_INVALID,
                             "from=replica: change segment %s has no copy in the replica yet "
-                            "(segments are copied after the user's next backup)",
+                            "(the capture's leader copies each one once it is recorded)",
                             key);
                 return;
             }
