@@ -411,14 +411,19 @@ void scope_restore_upsert_sql(const Scope *s, int i, int dry_run, Buf *sql) {
 
 void scope_restore_lock_sql(const Scope *s, int i, const char *since, const char *until, Buf *sql) {
     const Table *t = &s->t[i];
-    /* the rows the delete removes */
-    buf_printf(sql, "SELECT count(*) FROM (SELECT 1 FROM \"%s\" WHERE (", t->name);
-    delete_where(s, i, since, until, sql);
-    /* and those the upsert writes: in place, with a key staged, differing */
+    /* the keys of the rows the delete removes and of those the upsert writes (in place, with a
+     * key staged, differing), one IN over their union: as "delete's rows OR key IN (...)" the
+     * IN stayed a SubPlan under the OR, run again for every row of the table once its estimate
+     * outgrew work_mem (2.8 s instead of 1.3 s on a 410k-row tenant's order_items) */
     buf_printf(sql,
-               ") OR \"%s\" IN (SELECT f.\"%s\" FROM _bw_f%d f JOIN \"%s\" x ON x.\"%s\" = "
-               "f.\"%s\" WHERE ROW(",
-               t->key, t->key, i, t->name, t->key, t->key);
+               "SELECT count(*) FROM (SELECT 1 FROM \"%s\" WHERE \"%s\" IN (SELECT \"%s\" FROM "
+               "\"%s\" WHERE ",
+               t->name, t->key, t->key, t->name);
+    delete_where(s, i, since, until, sql);
+    buf_printf(sql,
+               " UNION ALL SELECT f.\"%s\" FROM _bw_f%d f JOIN \"%s\" x ON x.\"%s\" = f.\"%s\" "
+               "WHERE ROW(",
+               t->key, i, t->name, t->key, t->key);
     restored_cols(t, "x.", 1, sql);
     buf_puts(sql, ") IS DISTINCT FROM ROW(");
     restored_cols(t, "f.", 1, sql);
