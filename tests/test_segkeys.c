@@ -299,8 +299,12 @@ static void test_segfile(void **state) {
     CodecList codecs;
     assert_int_equal(codec_list_parse("gzip,aes-256-gcm", &codecs, &e), 0);
     codec_list_json(&codecs, &cj);
-    CryptParams cp = {.user_id = U, .backup_id = id, .codecs_json = cj.data, .key_id = "k1",
-                      .wrapped_key = w1.data, .have_dek = 1};
+    CryptParams cp = {.user_id = U,
+                      .backup_id = id,
+                      .codecs_json = cj.data,
+                      .key_id = "k1",
+                      .wrapped_key = w1.data,
+                      .have_dek = 1};
     memcpy(cp.dek, dek, CRYPT_KEY_LEN);
     CodecOptions co = {0, &cp};
     FilterChain *enc = codec_encoder(&codecs, &co);
@@ -311,8 +315,8 @@ static void test_segfile(void **state) {
     sigv4_sha256_hex(obj.data, obj.len, sum);
     /* rekeyed to k2: only the record changes */
     assert_int_equal(keys_rewrap(all, "k1", w1.data, "k2", U, id, &w2, &e), 0);
-    SegFileRecord rec = {id, "backups/" U "/changes/x.jsonl.gz.enc", U, sum, "gzip,aes-256-gcm",
-                         "k2", w2.data};
+    SegFileRecord rec = {
+        id, "backups/" U "/changes/x.jsonl.gz.enc", U, sum, "gzip,aes-256-gcm", "k2", w2.data};
     assert_int_equal(open_segment(&obj, &rec, keys2, kid, &out, &e), 0);
     assert_string_equal(kid, "k2"); /* the record's: k1 retired */
     assert_int_equal(out.len, strlen(lines));

@@ -985,16 +985,15 @@ int ctl_rekey(const Config *cfg, const char *user, const char *to_id, int dry_ru
         rec_close(&rr);
     if (!dry_run)
         printf("rekeyed %d backup%s and %d change segment%s under '%s'%s%d failed\n", done,
-               done == 1 ? "" : "s", segs_done, segs_done == 1 ? "" : "s", to,
-               failed ? ", " : "; ", failed);
+               done == 1 ? "" : "s", segs_done, segs_done == 1 ? "" : "s", to, failed ? ", " : "; ",
+               failed);
     /* what still needs which key: a key no backup and no segment needs can be retired (a
      * segment whose wrapping is not recorded yet needs the key in its header) */
-    res = PQexec(pg,
-                 "SELECT coalesce(key_id, '(not recorded: in their headers)'), "
-                 "count(*) FILTER (WHERE b), count(*) FILTER (WHERE NOT b) FROM ("
-                 "SELECT key_id, true AS b FROM backup_metadata WHERE key_id IS NOT NULL AND "
-                 "status <> 'deleted' UNION ALL SELECT key_id, false FROM change_segments "
-                 "WHERE 'aes-256-gcm' = ANY (codecs)) k GROUP BY 1 ORDER BY 1");
+    res = PQexec(pg, "SELECT coalesce(key_id, '(not recorded: in their headers)'), "
+                     "count(*) FILTER (WHERE b), count(*) FILTER (WHERE NOT b) FROM ("
+                     "SELECT key_id, true AS b FROM backup_metadata WHERE key_id IS NOT NULL AND "
+                     "status <> 'deleted' UNION ALL SELECT key_id, false FROM change_segments "
+                     "WHERE 'aes-256-gcm' = ANY (codecs)) k GROUP BY 1 ORDER BY 1");
     for (int i = 0; PQresultStatus(res) == PGRES_TUPLES_OK && i < PQntuples(res); i++) {
         const char *nb = PQgetvalue(res, i, 1), *ns = PQgetvalue(res, i, 2);
         printf("key '%s': %s backup%s, %s change segment%s\n", PQgetvalue(res, i, 0), nb,

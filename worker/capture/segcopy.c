@@ -19,11 +19,11 @@ struct SegCopy {
     PGresult *due; /* the pass's segments: id, s3_key, checksum, size, user_id */
     int i;
     StorageCopy *copy;
-    int server;     /* the store's own copy, until the service refuses one */
-    int busy;       /* a pass runs */
-    int querying;   /* a statement is in flight */
-    int again;      /* kicked with fresh segments during a pass */
-    int stop;       /* the replica is unreachable: the pass ends once this one is recorded */
+    int server;   /* the store's own copy, until the service refuses one */
+    int busy;     /* a pass runs */
+    int querying; /* a statement is in flight */
+    int again;    /* kicked with fresh segments during a pass */
+    int stop;     /* the replica is unreachable: the pass ends once this one is recorded */
     int closing;
     uint64_t last_pass_ms;
     void (*closed_cb)(void *);
@@ -45,6 +45,15 @@ static void maybe_free(SegCopy *s) {
         done(data);
 }
 
+/* A statement or delete answered: 0 to go on, 1 when closing (the memory may be gone). */
+static int answered(SegCopy *s) {
+    s->querying = 0;
+    if (!s->closing)
+        return 0;
+    maybe_free(s);
+    return 1;
+}
+
 static void pass_end(SegCopy *s) {
     PQclear(s->due);
     s->due = NULL;
@@ -58,11 +67,8 @@ static void pass_end(SegCopy *s) {
 static void on_listed(PgConn *pc, PGresult *res, const Err *err, void *data) {
     (void)pc;
     SegCopy *s = data;
-    s->querying = 0;
-    if (s->closing) {
-        maybe_free(s);
+    if (answered(s))
         return;
-    }
     if (err) {
         log_warn(NULL, "capture: listing the segments to copy to the replica: %s", err->msg);
         pass_end(s);
@@ -78,7 +84,8 @@ static void on_recorded(PgConn *pc, PGresult *res, const Err *err, void *data);
 /* outcome: "completed", "failed" (the primary's copy is lost), or NULL (an outage) */
 static void record(SegCopy *s, const char *outcome, const char *why) {
     char attempts[4];
-    snprintf(attempts, sizeof(attempts), "%d", outcome && strcmp(outcome, "completed") == 0 ? 0 : 1);
+    snprintf(attempts, sizeof(attempts), "%d",
+             outcome && strcmp(outcome, "completed") == 0 ? 0 : 1);
     const char *v[] = {PQgetvalue(s->due, s->i, 0), outcome, why, attempts};
     s->querying = 1;
     pg_pool_query(services_pg(s->sv),
@@ -92,14 +99,11 @@ static void record(SegCopy *s, const char *outcome, const char *why) {
 static void on_undone(size_t deleted, size_t failed, const Err *err, void *data) {
     (void)deleted;
     SegCopy *s = data;
-    s->querying = 0;
     if (err || failed)
         log_warn(NULL, "capture: the replica's copy of %s outlived its segment: %s",
                  PQgetvalue(s->due, s->i, 1), err ? err->msg : "not deleted");
-    if (s->closing) {
-        maybe_free(s);
+    if (answered(s))
         return;
-    }
     s->i++;
     pass_next(s);
 }
@@ -107,11 +111,8 @@ static void on_undone(size_t deleted, size_t failed, const Err *err, void *data)
 static void on_recorded(PgConn *pc, PGresult *res, const Err *err, void *data) {
     (void)pc;
     SegCopy *s = data;
-    s->querying = 0;
-    if (s->closing) {
-        maybe_free(s);
+    if (answered(s))
         return;
-    }
     if (err || s->stop) { /* unrecorded: the next pass copies it again */
         if (err)
             log_warn(NULL, "capture: recording the replica's copy of %s: %s",
@@ -157,7 +158,7 @@ static void on_copied(StorageCopy *c, const StorageWritten *res, const Err *err,
     s->failed++;
     char why[ERR_MSG_MAX];
     snprintf(why, sizeof(why), "%s: %.200s: %.200s",
-             !lost                          ? "replica unreachable"
+             !lost                           ? "replica unreachable"
              : err->code == ERR_CODE_INVALID ? "Change segment checksum verification failed"
                                              : "change segment missing in the primary",
              key, err->msg);
@@ -171,8 +172,8 @@ static void start_copy(SegCopy *s) {
     const char *key = PQgetvalue(s->due, s->i, 1), *sum = PQgetvalue(s->due, s->i, 2);
     uint64_t size = strtoull(PQgetvalue(s->due, s->i, 3), NULL, 10);
     const char *ctype = "application/octet-stream";
-    s->copy = s->server ? storage_copy_server_new(from, to, key, size, ctype, sum, on_copied, s)
-                        : NULL;
+    s->copy =
+        s->server ? storage_copy_server_new(from, to, key, size, ctype, sum, on_copied, s) : NULL;
     if (s->copy == NULL) {
         s->server = 0;
         s->copy = storage_copy_new(from, to, key, ctype, sum, size, on_copied, s);
@@ -182,7 +183,8 @@ static void start_copy(SegCopy *s) {
 static void pass_next(SegCopy *s) {
     int n = PQntuples(s->due);
     /* a key outside its user's prefix is never copied (the capture writes none) */
-    while (s->i < n && !layout_key_is_users(PQgetvalue(s->due, s->i, 1), PQgetvalue(s->due, s->i, 4)))
+    while (s->i < n &&
+           !layout_key_is_users(PQgetvalue(s->due, s->i, 1), PQgetvalue(s->due, s->i, 4)))
         s->i++;
     if (s->i >= n) {
         pass_end(s);

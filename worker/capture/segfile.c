@@ -62,8 +62,8 @@ int segfile_check(const char *data, size_t len, const SegFileRecord *rec, const 
     return 0;
 }
 
-int segfile_decode(const char *data, size_t len, const SegFileRecord *rec,
-                   const unsigned char *dek, Buf *out, Err *err) {
+int segfile_decode(const char *data, size_t len, const SegFileRecord *rec, const unsigned char *dek,
+                   Buf *out, Err *err) {
     CodecList codecs;
     if (codec_list_parse(rec->codecs, &codecs, err) != 0) {
         err_prefix(err, "change segment %s", rec->key);

@@ -48,7 +48,7 @@ int segfile_check(const char *data, size_t len, const SegFileRecord *rec, const 
 
 /* The checked bytes decoded into out (appended), dek the data key (NULL for a cleartext one).
  * 0, or -1 with err (a decoding or authentication failure). */
-int segfile_decode(const char *data, size_t len, const SegFileRecord *rec,
-                   const unsigned char *dek, Buf *out, Err *err);
+int segfile_decode(const char *data, size_t len, const SegFileRecord *rec, const unsigned char *dek,
+                   Buf *out, Err *err);
 
 #endif

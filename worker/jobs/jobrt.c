@@ -606,8 +606,8 @@ static void on_seg_got(const StorageResult *res, const Err *err, void *data) {
         return;
     }
     /* not inside a step: a keyring key answering at once is fine */
-    keys_unwrap_async(keys, services_kms(rt->sv), k.key_id, k.wrapped, s->rec.user_id,
-                      s->rec.id, on_seg_key, s);
+    keys_unwrap_async(keys, services_kms(rt->sv), k.key_id, k.wrapped, s->rec.user_id, s->rec.id,
+                      on_seg_key, s);
     crypt_wipe(&k, sizeof(k));
 }
 

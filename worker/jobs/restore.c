@@ -1379,8 +1379,10 @@ static void next_change_segment(JobRt *rt, Restore *r) {
         uint64_t size = strtoull(PQgetvalue(r->segments, r->seg_i, 3), NULL, 10);
         const PGresult *g = r->segments;
         int i = r->seg_i;
-        SegFileRecord rec = {PQgetvalue(g, i, 0), key, r->spec->user_id, PQgetvalue(g, i, 2),
-                             PQgetvalue(g, i, 4), PQgetvalue(g, i, 7), PQgetvalue(g, i, 8)};
+        SegFileRecord rec = {PQgetvalue(g, i, 0), key,
+                             r->spec->user_id,    PQgetvalue(g, i, 2),
+                             PQgetvalue(g, i, 4), PQgetvalue(g, i, 7),
+                             PQgetvalue(g, i, 8)};
         r->state = ST_SEGGET;
         /* soft: a copy missing, unreachable or damaged is told from the replica's */
         jobrt_segment(rt, ST_SEGGET, JRT_SOFT,

@@ -366,8 +366,13 @@ static void next_segment(JobRt *rt, Verify *v) {
         uint64_t size = strtoull(PQgetvalue(v->segs, v->seg_i, 3), NULL, 10);
         const PGresult *g = v->segs;
         int i = v->seg_i;
-        SegFileRecord rec = {PQgetvalue(g, i, 0), key, v->user, PQgetvalue(g, i, 2),
-                             PQgetvalue(g, i, 4), PQgetvalue(g, i, 5), PQgetvalue(g, i, 6)};
+        SegFileRecord rec = {PQgetvalue(g, i, 0),
+                             key,
+                             v->user,
+                             PQgetvalue(g, i, 2),
+                             PQgetvalue(g, i, 4),
+                             PQgetvalue(g, i, 5),
+                             PQgetvalue(g, i, 6)};
         v->state = ST_SEGGET;
         jobrt_segment(rt, ST_SEGGET, JRT_SOFT, NULL, &rec, (size_t)size + 1);
         return;
