@@ -11,7 +11,9 @@
 #   zstd         this build with BACKUP_COMPRESSION=zstd (gzip is the default, and the bound)
 # Prints the median time of each, peak RSS (GNU time; the worker's VmHWM), and the median of the
 # per-round ratios the goals are about; the worker's event-loop lag (the gauge sampled every
-# 250 ms while it backs up: p99 and max). Asserts nothing.
+# 250 ms while it backs up: p99 and max); and the CPU of one backup by process for the worker,
+# zstd and the seed (tools/bench/cpu.sh: the client, PostgreSQL, the S3 server, Redis; the
+# client + PostgreSQL is what a deployment on real S3 pays). Asserts nothing.
 #
 #   eval "$(tools/devenv env)"; tools/bench/big.sh [ORDERS] [ROUNDS]   # needs aws and GNU time
 set -euo pipefail
@@ -47,6 +49,14 @@ q "VACUUM ANALYZE profiles, businesses, products, clients, orders, order_items, 
 "$CTL" scope --sql --json | cut -f2 | sed 's/$/;/' >"$tmp/json.sql"
 echo "$U" >"$tmp/users"
 
+source "$ROOT/tools/bench/cpu.sh"
+# cpu_all [PID]: "client PostgreSQL S3 Redis" ticks now (client: PID, or 0)
+cpu_all() { echo "$( [ -n "${1:-}" ] && cpu_pid "$1" || echo 0) $(cpu_pg) $(cpu_s3) $(cpu_redis)"; }
+cpu_log() { # NAME ROUND "before" "after" [CLIENT_TICKS]: appends "cpu name round c pg s3 redis" (ms)
+  local -a a b
+  read -r -a a <<<"$3"; read -r -a b <<<"$4"
+  echo "cpu $1 $2 $(cpu_ms "${5:-$((b[0] - a[0]))}") $(cpu_ms $((b[1] - a[1]))) $(cpu_ms $((b[2] - a[2]))) $(cpu_ms $((b[3] - a[3])))" >>"$tmp/runs"
+}
 copy_all() { # SQL_FILE: the statements in one REPEATABLE READ transaction, rows to stdout
   { echo "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;"
     echo "SELECT set_config('backup.user_id', '$U', true), set_config('DateStyle', 'ISO', true) \\g /dev/null"
@@ -56,9 +66,9 @@ copy_all() { # SQL_FILE: the statements in one REPEATABLE READ transaction, rows
 timed() { # NAME ROUND command...: appends "name round seconds peak_kB" to $tmp/runs
   local name=$1 r=$2 t0 t1; shift 2
   t0=$(date +%s.%N)
-  /usr/bin/time -o "$tmp/time" -f %M "$@"
+  /usr/bin/time -o "$tmp/time" -f '%M %U %S' "$@"
   t1=$(date +%s.%N)
-  echo "$name $r $(awk -v a="$t0" -v b="$t1" 'BEGIN {print b - a}') $(tail -1 "$tmp/time")" >>"$tmp/runs"
+  echo "$name $r $(awk -v a="$t0" -v b="$t1" 'BEGIN {print b - a}') $(tail -1 "$tmp/time" | cut -d' ' -f1)" >>"$tmp/runs"
 }
 export -f copy_all
 export U DATABASE_URL tmp
@@ -78,7 +88,8 @@ peer_worker() { # NAME ROUND
   local pre=$P port=$PORT s deadline=$((SECONDS + ${BENCH_TIMEOUT:-1800}))
   [ "$1" = before ] && pre=${P}b port=$((PORT + 1))
   [ "$1" = zstd ] && pre=${P}z port=$((PORT + 2))
-  local j="bb-$P-$1-$2"
+  local j="bb-$P-$1-$2" c0 c1
+  c0=$(cpu_all "${wpids[$1]}")
   rc XADD "$pre:jobs" '*' type backup user_id "$U" mode full job_id "$j" >/dev/null
   while ((SECONDS < deadline)); do
     s=$(rc HGET "$pre:job:$j" status)
@@ -88,7 +99,9 @@ peer_worker() { # NAME ROUND
     # backup ran 1.8x longer (3.3 s vs 1.8 s, stop 28); the time is the job's own anyway
     sleep 0.25
   done
+  c1=$(cpu_all "${wpids[$1]}")
   [ "$s" = completed ] || { echo "big bench: $1's backup failed: $(rc HGET "$pre:job:$j" error)"; exit 1; }
+  cpu_log "$1" "$2" "$c0" "$c1"
   local ms=$(($(rc HGET "$pre:job:$j" finished_at) - $(rc HGET "$pre:job:$j" started_at)))
   echo "$1 $2 $(awk -v ms="$ms" 'BEGIN {print ms / 1000}') $(awk '/VmHWM/ {print $2}' "/proc/${wpids[$1]}/status")" >>"$tmp/runs"
 }
@@ -103,7 +116,10 @@ for r in $(seq "$ROUNDS"); do
   peer_worker zstd "$r"
   # the seed design last: the worker that ran right after its 1 GB process was slower, whichever
   # build it was (stop 28: two runs with the builds swapped)
+  c0=$(cpu_all)
   timed seed "$r" node "$ROOT/tools/bench/node/seed.mjs" "$tmp/users" --concurrency 1 >/dev/null 2>&1
+  c1=$(cpu_all)
+  cpu_log seed "$r" "$c0" "$c1" "$(tail -1 "$tmp/time" | awk -v hz="$CPU_HZ" '{printf "%d", ($2 + $3) * hz}')"
   sleep 3
   echo "round $r of $ROUNDS done"
 done
@@ -119,6 +135,7 @@ done
 awk -v rows="$rows" -v rounds="$ROUNDS" '
 function median(a, n,   i, j, t) { for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j - 1] > a[j]; j--) { t = a[j]; a[j] = a[j - 1]; a[j - 1] = t } return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2 }
 $1 == "lag" { lp99[$2] = $3; lmax[$2] = $4; ln[$2] = $5; next }
+$1 == "cpu" { for (k = 4; k <= 7; k++) c[$2, k, $3] = $k; cs[$2] = 1; next }
 { s[$1, $2] = $3; if ($4 > rss[$1]) rss[$1] = $4; seen[$1] = 1 }
 END {
   printf "tenant: %d rows; %d rounds, peers interleaved in each\n", rows, rounds
@@ -132,6 +149,13 @@ END {
   printf " the shell pipeline <= 0.67 (1.5x faster), the seed design <= 0.2 (5x faster))\n"
   for (w in ln) printf "%s event-loop lag while backing up: p99 %.1f ms, max %.1f ms (%d samples)\n", w, lp99[w], lmax[w], ln[w]
   printf "(peak RSS: the largest process of a pipeline as GNU time sees it; psql for the COPYs)\n"
+  printf "CPU of one backup, ms (median of the rounds; /proc):\n%-44s %9s %11s %10s %8s %11s\n", "", "client", "PostgreSQL", "S3 server", "Redis", "client+PG"
+  split("worker zstd seed", cp, " ")
+  for (k = 1; k <= 3; k++) { p = cp[k]; if (!cs[p]) continue
+    for (j = 4; j <= 7; j++) { for (r = 1; r <= rounds; r++) t[r] = c[p, j, r]; m[j] = median(t, rounds) }
+    for (r = 1; r <= rounds; r++) t[r] = c[p, 4, r] + c[p, 5, r]; cp_[p] = median(t, rounds)
+    printf "%-44s %9d %11d %10d %8d %11d\n", p == "seed" ? "seed design (node)" : p == "zstd" ? "backup-worker, zstd" : "backup-worker", m[4], m[5], m[6], m[7], cp_[p] }
+  if (cs["seed"] && cp_["seed"] > 0) printf "client+PostgreSQL: backup-worker %.2fx the seed design'"'"'s\n", cp_["worker"] / cp_["seed"]
 }' "$tmp/runs"
 q "SELECT s3_key FROM backup_metadata WHERE job_id LIKE 'bb-$P-%' OR (user_id = '$U' AND job_id LIKE 'seed-%')" | while read -r k; do
   aws --endpoint-url "$S3_ENDPOINT" s3 rm "s3://$S3_BUCKET/$k" --quiet || true

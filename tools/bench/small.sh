@@ -6,7 +6,10 @@
 # requests (counted by tests/faultproxy.js in front of S3), SQL statements
 # (PostgreSQL's log_statement, set for the worker's role during a short run) and
 # round trips to PostgreSQL (the worker's bw_pg_round_trips_total: a pipeline of
-# several statements is one).
+# several statements is one). And the CPU of one small backup by process (/proc,
+# tools/bench/cpu.sh), for both: the client (worker or node), PostgreSQL's processes,
+# the local S3 server and Redis, so that what a deployment on real S3 pays (client +
+# PostgreSQL) stands apart.
 # Asserts nothing.
 #
 #   (cd tools/bench/node && npm ci)      # the seed design's packages, once
@@ -45,6 +48,20 @@ rows=$(q "SELECT count(*) FROM orders WHERE user_id = '$(head -1 "$tmp/users")'"
 q "VACUUM ANALYZE profiles, businesses, products, clients, orders, order_items, notifications, user_settings, backup_metadata" >/dev/null
 
 source "$ROOT/tests/port.sh"
+source "$ROOT/tools/bench/cpu.sh"
+# cpu_all [PID]: "client PostgreSQL S3 Redis" ticks now (client: PID, or 0)
+cpu_all() { echo "$( [ -n "${1:-}" ] && cpu_pid "$1" || echo 0) $(cpu_pg) $(cpu_s3) $(cpu_redis)"; }
+# cpu_row LABEL "before" "after" N [CLIENT_MS]: one row of the CPU table, ms per backup
+cpu_row() {
+  local -a a b
+  read -r -a a <<<"$2"; read -r -a b <<<"$3"
+  local cl=${5:-$(cpu_ms $((b[0] - a[0])))} pg s3 rd
+  pg=$(cpu_ms $((b[1] - a[1]))); s3=$(cpu_ms $((b[2] - a[2]))); rd=$(cpu_ms $((b[3] - a[3])))
+  printf '%-26s %9.2f %11.2f %10.2f %8.2f %14.2f\n' "$1" "$(echo "$cl / $4" | bc -l)" \
+    "$(echo "$pg / $4" | bc -l)" "$(echo "$s3 / $4" | bc -l)" "$(echo "$rd / $4" | bc -l)" \
+    "$(echo "($cl + $pg) / $4" | bc -l)"
+  echo "$(echo "($cl + $pg) / $4" | bc -l)" >"$tmp/cpu-$6"
+}
 MP=$(free_port)
 metric() { curl -s "http://127.0.0.1:$MP/metrics" | awk -v m="$1" '$1 == m {print $2}'; }
 start_worker() { # LOG VAR=value...: a worker on prefix $P (metrics on $MP), waits for it to consume
@@ -79,16 +96,31 @@ echo "small bench: $N tenants of $(q "SELECT (SELECT count(*) FROM orders WHERE 
 
 # 1. backup-worker
 start_worker "$tmp/w1.log"
+wpid=${pids[-1]}
+sleep 1 # its start (connections, probes) is not a backup's
+cw0=$(cpu_all "$wpid")
 w_s=$(run_jobs all "$N")
-kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true
+cw1=$(cpu_all "$wpid")
+kill "$wpid"; wait "$wpid" 2>/dev/null || true
 
-# 2. the seed's design, the same users
-seed=$(cd "$ROOT/tools/bench/node" && NODE_NO_WARNINGS=1 node seed.mjs "$tmp/users" --concurrency "$C")
+# 2. the seed's design, the same users (its node process timed by bash: user + sys)
+cs0=$(cpu_all)
+TIMEFORMAT='%3U %3S'
+{ time (cd "$ROOT/tools/bench/node" && NODE_NO_WARNINGS=1 node seed.mjs "$tmp/users" --concurrency "$C" >"$tmp/seed.json"); } 2>"$tmp/seed.time"
+cs1=$(cpu_all)
+seed=$(cat "$tmp/seed.json")
 s_s=$(jq -r .seconds <<<"$seed")
+node_ms=$(awk '{printf "%d", ($1 + $2) * 1000}' "$tmp/seed.time")
 
 printf '%-40s %8.2f s %8.1f backups/s\n' "backup-worker (WORKER_CONCURRENCY=$C)" "$w_s" "$(echo "$N / $w_s" | bc -l)"
 printf '%-40s %8.2f s %8.1f backups/s\n' "seed design (node, $C at a time)" "$s_s" "$(echo "$N / $s_s" | bc -l)"
 printf 'ratio: backup-worker does %.2fx the seed design'"'"'s backups/s\n' "$(echo "$s_s / $w_s" | bc -l)"
+echo "CPU per backup, ms (/proc; the worker's and PostgreSQL's include their idle work meanwhile):"
+printf '%-26s %9s %11s %10s %8s %14s\n' "" client PostgreSQL "S3 server" Redis "client+PG"
+cpu_row "backup-worker" "$cw0" "$cw1" "$N" "" w
+cpu_row "seed design (node)" "$cs0" "$cs1" "$N" "$node_ms" s
+printf 'client+PostgreSQL: backup-worker %.2fx the seed design'"'"'s (goal: at most 0.33)\n' \
+  "$(echo "$(cat "$tmp/cpu-w") / $(cat "$tmp/cpu-s")" | bc -l)"
 
 # 3. what one small backup costs the worker: S3 requests and SQL statements, over K backups
 : >"$tmp/proxy.log"
