@@ -456,10 +456,10 @@ static void test_pipeline(void **state) {
     const char *one[] = {"1"};
     const char *two[] = {"2"};
     PgStmt ok[] = {
-        {"INSERT INTO bw_test_pl VALUES ($1::int)", 1, one, 1},
-        {"BEGIN ISOLATION LEVEL REPEATABLE READ", 0, NULL, 0},
-        {"INSERT INTO bw_test_pl VALUES ($1::int)", 1, two, 0},
-        {"SELECT string_agg(id::text, ',' ORDER BY id) FROM bw_test_pl", 0, NULL, 0},
+        {"INSERT INTO bw_test_pl VALUES ($1::int)", 1, one, 1, 0},
+        {"BEGIN ISOLATION LEVEL REPEATABLE READ", 0, NULL, 0, 0},
+        {"INSERT INTO bw_test_pl VALUES ($1::int)", 1, two, 0, 0},
+        {"SELECT string_agg(id::text, ',' ORDER BY id) FROM bw_test_pl", 0, NULL, 0, 0},
     };
     PWait w = pipeline(&loop, a, ok, 4);
     assert_false(w.has_err);
@@ -478,9 +478,9 @@ static void test_pipeline(void **state) {
     const char *bad[] = {"x"};
     const char *three[] = {"3"};
     PgStmt fail[] = {
-        {"INSERT INTO bw_test_pl VALUES ($1::int)", 1, three, 1},
-        {"INSERT INTO bw_test_pl VALUES ($1::int)", 1, bad, 0},
-        {"INSERT INTO bw_test_pl VALUES (4)", 0, NULL, 0},
+        {"INSERT INTO bw_test_pl VALUES ($1::int)", 1, three, 1, 0},
+        {"INSERT INTO bw_test_pl VALUES ($1::int)", 1, bad, 0, 0},
+        {"INSERT INTO bw_test_pl VALUES (4)", 0, NULL, 0, 0},
     };
     w = pipeline(&loop, a, fail, 3);
     assert_true(w.has_err);
@@ -494,10 +494,55 @@ static void test_pipeline(void **state) {
         "1,2,3");
     /* the connection is usable again, in and out of pipeline mode */
     assert_string_equal(run_ok(&loop, a, "SELECT 'after'").value, "after");
-    PgStmt one_stmt[] = {{"SELECT $1::int + 1", 1, one, 0}};
+    PgStmt one_stmt[] = {{"SELECT $1::int + 1", 1, one, 0, 0}};
     w = pipeline(&loop, a, one_stmt, 1);
     assert_false(w.has_err);
     assert_string_equal(w.vals[0], "2");
+
+    /* prepared statements: prepared on the session once, run again by name; one whose
+     * Prepare did not run (its group aborted) or failed is prepared again next time */
+    const char *pv[] = {"40"};
+    PgStmt prep[] = {{"SELECT $1::int + 2", 1, pv, 0, 1}};
+    const char *count_sql = "SELECT count(*) FROM pg_prepared_statements";
+    for (int k = 0; k < 3; k++) {
+        w = pipeline(&loop, a, prep, 1);
+        assert_false(w.has_err);
+        assert_string_equal(w.vals[0], "42");
+        assert_string_equal(run_ok(&loop, a, count_sql).value, "1");
+    }
+    PgStmt aborted[] = {
+        {"INSERT INTO bw_test_pl VALUES ($1::int)", 1, bad, 0, 0},
+        {"SELECT $1::int * 2", 1, pv, 0, 1}, /* its Prepare never runs */
+    };
+    w = pipeline(&loop, a, aborted, 2);
+    assert_true(w.has_err);
+    assert_non_null(strstr(w.err.msg, "22P02"));
+    assert_int_equal(w.st[1], PGRES_PIPELINE_ABORTED);
+    PgStmt again[] = {{"SELECT $1::int * 2", 1, pv, 0, 1}, {"SELECT $1::int + 2", 1, pv, 0, 1}};
+    w = pipeline(&loop, a, again, 2);
+    assert_false(w.has_err);
+    assert_string_equal(w.vals[0], "80");
+    assert_string_equal(w.vals[1], "42");
+    assert_string_equal(run_ok(&loop, a, count_sql).value, "2");
+    PgStmt broken[] = {{"SELEC 1", 0, NULL, 0, 1}, {"SELECT 'next'", 0, NULL, 1, 0}};
+    w = pipeline(&loop, a, broken, 2);
+    assert_true(w.has_err);
+    assert_non_null(strstr(w.err.msg, "42601")); /* the Prepare's own error, for its statement */
+    assert_string_equal(w.vals[1], "");
+    w = pipeline(&loop, a, broken, 2); /* not taken for prepared: it fails the same way */
+    assert_non_null(strstr(w.err.msg, "42601"));
+    assert_string_equal(run_ok(&loop, a, count_sql).value, "2");
+    /* the session loses them (as behind a pooler in transaction mode): that statement fails
+     * retryable, and from then on nothing is prepared */
+    run_ok(&loop, a, "DEALLOCATE ALL");
+    w = pipeline(&loop, a, prep, 1);
+    assert_true(w.has_err);
+    assert_non_null(strstr(w.err.msg, "26000"));
+    assert_int_equal(w.err.kind, ERR_RETRYABLE);
+    w = pipeline(&loop, a, again, 2);
+    assert_false(w.has_err);
+    assert_string_equal(w.vals[1], "42");
+    assert_string_equal(run_ok(&loop, a, count_sql).value, "0");
 
     /* busy: one operation at a time, a pipeline included */
     Wait q;
@@ -512,7 +557,7 @@ static void test_pipeline(void **state) {
     assert_true(tu_run_until(&loop, &q.done, 5000));
 
     /* cancelled midway: the error of the statement cancelled */
-    PgStmt slow[] = {{"SELECT 1", 0, NULL, 0}, {"SELECT pg_sleep(20)", 0, NULL, 0}};
+    PgStmt slow[] = {{"SELECT 1", 0, NULL, 0, 0}, {"SELECT pg_sleep(20)", 0, NULL, 0, 0}};
     PWait s;
     memset(&s, 0, sizeof(s));
     uint64_t t0 = uv_hrtime();

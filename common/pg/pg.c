@@ -15,6 +15,7 @@
  */
 #include "base/log.h"
 #include "base/netaddr.h"
+#include "base/strmap.h"
 #include "pg/pg.h"
 #include "base/buf.h"
 
@@ -42,6 +43,14 @@ typedef enum { PH_RESULTS, PH_STREAM, PH_FINAL } Phase;
 /* A message this large grew libpq's buffers, which it never shrinks: such a connection is
  * closed when released rather than kept holding the memory. */
 #define PG_BIG_MESSAGE (8u << 20)
+
+/* Statements a connection keeps prepared (PgStmt.prepare); past this, sent unprepared. */
+#define MAX_PREPARED 64
+
+/* Set once a session lost a statement it had prepared (26000): a pooler in transaction mode
+ * (PgBouncer before 1.21, for one) hands each transaction another server connection. From then
+ * on this process prepares nothing; the statement that met it failed retryable. */
+static int prepare_off;
 
 struct PgConn {
     uv_loop_t *loop;
@@ -78,6 +87,13 @@ struct PgConn {
     PgPipelineCb pipe_cb;
     PGresult **pres;
     int pn, pi, psyncs;
+    /* the pipeline's messages that answer, in order: statement i's (i), or the Prepare sent
+     * before it (-1 - i); and the name each such Prepare gave */
+    int *punit;
+    char **pname;
+    int nunits;
+    StrMap *prepared; /* sql -> statement name, prepared on this session */
+    int nprepared;
     int paused;
     int flushing;      /* output pending: wait for writable */
     int want_writable; /* COPY IN producer waits for on_writable */
@@ -132,6 +148,8 @@ void pg_result_to_err(const PGresult *res, Err *err) {
          * shortages and server shutdowns are worth another try */
         if (strncmp(state, "08", 2) == 0 || strncmp(state, "57P", 3) == 0)
             kind = ERR_RETRYABLE, code = ERR_CODE_CONNECT;
+        else if (strcmp(state, "26000") == 0) /* a prepared statement lost: see prepare_off */
+            kind = ERR_RETRYABLE;
         else if (strcmp(state, "40001") == 0 || strcmp(state, "40P01") == 0 ||
                  strncmp(state, "53", 2) == 0 || strcmp(state, "55P03") == 0)
             kind = ERR_RETRYABLE;
@@ -166,6 +184,7 @@ static void pgi_release(PgConn *c) {
     free(c->vals);
     free(c->host);
     free(c->end_errmsg);
+    strmap_free(c->prepared, free);
     free(c);
 }
 
@@ -249,12 +268,35 @@ static void pgi_fail(PgConn *c, ErrKind kind, const char *what, const char *deta
     pgi_kick(c);
 }
 
+static void clear_units(PgConn *c) {
+    for (int j = 0; j < c->nunits; j++)
+        free(c->pname[j]);
+    free(c->punit);
+    free(c->pname);
+    c->punit = NULL;
+    c->pname = NULL;
+    c->nunits = 0;
+}
+
 static void clear_pipeline(PgConn *c) {
     for (int i = 0; i < c->pn; i++)
         PQclear(c->pres[i]);
     free(c->pres);
     c->pres = NULL;
     c->pn = c->pi = c->psyncs = 0;
+    clear_units(c);
+}
+
+/* A Prepare that did not run or failed: its statement is not on the session. */
+static void forget_prepared(PgConn *c, const char *name) {
+    size_t pos = 0;
+    const char *sql;
+    void *v;
+    while (c->prepared && strmap_next(c->prepared, &pos, &sql, &v))
+        if (strcmp(v, name) == 0) {
+            free(strmap_del(c->prepared, sql));
+            return;
+        }
 }
 
 /* An operation ends without a result (op already cleared from c). */
@@ -372,6 +414,7 @@ static void finish_pipeline(PgConn *c) {
     int n = c->pn;
     c->pres = NULL;
     c->pn = c->pi = c->psyncs = 0;
+    clear_units(c);
     c->op = OP_NONE;
     Err err;
     err_clear(&err);
@@ -408,11 +451,30 @@ static void collect_pipeline(PgConn *c) {
             pgi_fail(c, ERR_PERMANENT, "COPY must use pg_conn_copy_in/out", "");
             return;
         }
-        if (st == PGRES_PIPELINE_ABORTED || c->pi >= c->pn || c->pres[c->pi] != NULL) {
+        int unit = c->pi < c->nunits ? c->punit[c->pi] : c->pn;
+        if (unit < 0) { /* a Prepare: only its failure is kept, as its statement's */
+            int i = -1 - unit;
+            if (st != PGRES_COMMAND_OK)
+                forget_prepared(c, c->pname[c->pi]);
+            if (st == PGRES_FATAL_ERROR && c->pres[i] == NULL)
+                c->pres[i] = res;
+            else
+                PQclear(res);
+            continue;
+        }
+        const char *state =
+            st == PGRES_FATAL_ERROR ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+        if (state && strcmp(state, "26000") == 0 && !prepare_off) {
+            prepare_off = 1;
+            log_warn(NULL, "postgres: a prepared statement vanished from its session (a pooler in "
+                           "transaction mode between this worker and PostgreSQL?): statements "
+                           "are sent unprepared from now on");
+        }
+        if (st == PGRES_PIPELINE_ABORTED || unit >= c->pn || c->pres[unit] != NULL) {
             PQclear(res); /* not run; or a second result of one statement: the first is kept */
             continue;
         }
-        c->pres[c->pi] = res;
+        c->pres[unit] = res;
     }
     if (c->state != CS_READY)
         return;
@@ -694,10 +756,32 @@ int pg_conn_pipeline(PgConn *c, const PgStmt *stmts, int n, PgPipelineCb cb, voi
     c->pres = xcalloc((size_t)n, sizeof(PGresult *));
     c->pn = n;
     c->pi = c->psyncs = 0;
+    c->punit = xcalloc((size_t)n * 2, sizeof(int));
+    c->pname = xcalloc((size_t)n * 2, sizeof(char *));
+    c->nunits = 0;
     int ok = PQenterPipelineMode(c->pq);
     for (int i = 0; ok && i < n; i++) {
-        ok = PQsendQueryParams(c->pq, stmts[i].sql, stmts[i].nparams, NULL, stmts[i].values, NULL,
-                               NULL, 0);
+        int prep = stmts[i].prepare && !prepare_off;
+        const char *name = prep && c->prepared ? strmap_get(c->prepared, stmts[i].sql) : NULL;
+        if (prep && name == NULL && c->nprepared < MAX_PREPARED) {
+            /* prepared once per session: parsed and planned once (a generic plan after five
+             * executions), where a statement sent whole is both every time */
+            char nm[24];
+            snprintf(nm, sizeof(nm), "bw_%d", ++c->nprepared);
+            if (c->prepared == NULL)
+                c->prepared = strmap_new();
+            name = xstrdup(nm);
+            strmap_put(c->prepared, stmts[i].sql, (void *)name);
+            ok = PQsendPrepare(c->pq, name, stmts[i].sql, stmts[i].nparams, NULL);
+            c->pname[c->nunits] = xstrdup(name);
+            c->punit[c->nunits++] = -1 - i;
+        }
+        if (ok && name)
+            ok = PQsendQueryPrepared(c->pq, name, stmts[i].nparams, stmts[i].values, NULL, NULL, 0);
+        else if (ok)
+            ok = PQsendQueryParams(c->pq, stmts[i].sql, stmts[i].nparams, NULL, stmts[i].values,
+                                   NULL, NULL, 0);
+        c->punit[c->nunits++] = i;
         if (ok && (stmts[i].sync || i == n - 1)) {
             ok = PQpipelineSync(c->pq);
             c->psyncs++;

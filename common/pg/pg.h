@@ -76,6 +76,11 @@ typedef struct {
     int nparams;
     const char *const *values;
     int sync;
+    /* prepared on the session the first time (a named statement, kept for the connection's
+     * life): for a statement sent again and again whose planning costs more than running it.
+     * A session that loses one (a pooler in transaction mode) turns preparing off for the
+     * process, and that statement fails retryable. */
+    int prepare;
 } PgStmt;
 /* A pipeline ended: res[i] is statement i's result, NULL when it did not run (an earlier
  * statement of its group failed); err is the first failure. res is NULL when the connection

@@ -921,10 +921,10 @@ static void on_reset_conn(PgPool *pool, PgConn *conn, const Err *err, void *data
     snprintf(snapsql, sizeof(snapsql), "SET TRANSACTION SNAPSHOT '%s'", c->snapshot);
     const char *v[] = {ep, lsn, c->system, tl, c->gap[0] ? c->gap : NULL};
     PgStmt st[] = {
-        {"BEGIN ISOLATION LEVEL REPEATABLE READ", 0, NULL, 0},
-        {snapsql, 0, NULL, 0},
-        {"SELECT capture_reset($1, $2, $3, $4, $5)", 5, v, 0},
-        {"COMMIT", 0, NULL, 1},
+        {"BEGIN ISOLATION LEVEL REPEATABLE READ", 0, NULL, 0, 0},
+        {snapsql, 0, NULL, 0, 0},
+        {"SELECT capture_reset($1, $2, $3, $4, $5)", 5, v, 0, 0},
+        {"COMMIT", 0, NULL, 1, 0},
     };
     Err e;
     if (pg_conn_pipeline(conn, st, 4, on_reset, o, &e) != 0) {
