@@ -112,6 +112,21 @@ seed=$(cat "$tmp/seed.json")
 s_s=$(jq -r .seconds <<<"$seed")
 node_ms=$(awk '{printf "%d", ($1 + $2) * 1000}' "$tmp/seed.time")
 
+# 2b. what any design pays PostgreSQL to read these rows: the scope's COPYs alone, each user in
+# its own REPEATABLE READ transaction, in one psql session over the first FLOOR users
+FLOOR=$((N < 400 ? N : 400))
+"${CTL:-$ROOT/build/backupctl}" scope --sql | cut -f2 | sed 's/$/;/' >"$tmp/copies.sql"
+{ echo '\o /dev/null'
+  head -n "$FLOOR" "$tmp/users" | while read -r u; do
+    echo "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SELECT set_config('backup.user_id', '$u', true), set_config('DateStyle', 'ISO', true);"
+    cat "$tmp/copies.sql"
+    echo "COMMIT;"
+  done; } >"$tmp/floor.sql"
+cf0=$(cpu_all)
+psql -X -q -v ON_ERROR_STOP=1 "$DATABASE_URL" -f "$tmp/floor.sql"
+sleep 0.5 # its backend reaped: counted in the postmaster's children
+cf1=$(cpu_all)
+
 printf '%-40s %8.2f s %8.1f backups/s\n' "backup-worker (WORKER_CONCURRENCY=$C)" "$w_s" "$(echo "$N / $w_s" | bc -l)"
 printf '%-40s %8.2f s %8.1f backups/s\n' "seed design (node, $C at a time)" "$s_s" "$(echo "$N / $s_s" | bc -l)"
 printf 'ratio: backup-worker does %.2fx the seed design'"'"'s backups/s\n' "$(echo "$s_s / $w_s" | bc -l)"
@@ -119,6 +134,9 @@ echo "CPU per backup, ms (/proc; the worker's and PostgreSQL's include their idl
 printf '%-26s %9s %11s %10s %8s %14s\n' "" client PostgreSQL "S3 server" Redis "client+PG"
 cpu_row "backup-worker" "$cw0" "$cw1" "$N" "" w
 cpu_row "seed design (node)" "$cs0" "$cs1" "$N" "$node_ms" s
+cpu_row "PostgreSQL reading alone" "$cf0" "$cf1" "$FLOOR" 0 f
+echo "(reading alone: the scope's COPYs for $FLOOR users from one psql session, no client work:"
+echo " the PostgreSQL CPU any design pays for these rows)"
 printf 'client+PostgreSQL: backup-worker %.2fx the seed design'"'"'s (goal: at most 0.33)\n' \
   "$(echo "$(cat "$tmp/cpu-w") / $(cat "$tmp/cpu-s")" | bc -l)"
 
