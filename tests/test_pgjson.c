@@ -164,6 +164,20 @@ static void test_big_value(void **state) {
     assert_int_equal(pgjson_row_write(r, field.data, field.len, &out, &e), 0);
     assert_int_equal(out.len, want_json.len);
     assert_memory_equal(out.data, want_json.data, out.len);
+    /* the worst case: every byte escaped, 6 bytes each (the buffer grows as the escapes come),
+     * appended after what the buffer already holds */
+    buf_reset(&field);
+    buf_reset(&want_json);
+    buf_append(&want_json, out.data, out.len);
+    buf_puts(&want_json, "{\"c\":\"");
+    for (int i = 0; i < 200000; i++) {
+        buf_puts(&field, "\x1f");
+        buf_puts(&want_json, "\\u001f");
+    }
+    buf_puts(&want_json, "\"}");
+    assert_int_equal(pgjson_row_write(r, field.data, field.len, &out, &e), 0);
+    assert_int_equal(out.len, want_json.len);
+    assert_memory_equal(out.data, want_json.data, out.len);
     pgjson_row_free(r);
     buf_free(&field);
     buf_free(&want_json);
