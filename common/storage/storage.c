@@ -639,6 +639,17 @@ int storage_copy_read_back(const StorageCopy *c) {
     return c->read_back;
 }
 
+int storage_copy_source_lost(const Err *err) {
+    return err && (err->code == ERR_CODE_INVALID || strstr(err->msg, "NoSuchKey") ||
+                   strstr(err->msg, "404"));
+}
+
+int storage_copy_refused(const Err *err) {
+    /* NotImplemented, AccessDenied across accounts...; not a missing key or bucket */
+    return err && err->kind == ERR_PERMANENT && err->code == ERR_CODE_HTTP &&
+           strstr(err->msg, "NoSuchKey") == NULL && strstr(err->msg, "NoSuchBucket") == NULL;
+}
+
 void storage_copy_free(StorageCopy *c) {
     if (c == NULL)
         return;

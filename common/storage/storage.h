@@ -176,6 +176,10 @@ StorageCopy *storage_copy_server_new(Storage *from, Storage *to, const char *key
 int storage_copy_read_back(const StorageCopy *c);
 /* Safe at any time; before done, the write is aborted and done is not called. */
 void storage_copy_free(StorageCopy *c);
+/* A copy's failure read: the source is missing or not the bytes expected (trying again will not
+ * help); or, for a server-side copy, the service refused to make it (stream it instead). */
+int storage_copy_source_lost(const Err *err);
+int storage_copy_refused(const Err *err);
 
 /* ---- drivers ---- */
 

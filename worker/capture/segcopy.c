@@ -138,10 +138,8 @@ static void on_copied(StorageCopy *c, const StorageWritten *res, const Err *err,
     storage_copy_free(s->copy);
     s->copy = NULL;
     const char *key = PQgetvalue(s->due, s->i, 1);
-    int lost = err && (err->code == ERR_CODE_INVALID || strstr(err->msg, "NoSuchKey") ||
-                       strstr(err->msg, "404"));
-    if (err && s->server && !lost && err->kind == ERR_PERMANENT && err->code == ERR_CODE_HTTP &&
-        strstr(err->msg, "NoSuchBucket") == NULL) {
+    int lost = storage_copy_source_lost(err);
+    if (s->server && !lost && storage_copy_refused(err)) {
         log_warn(NULL, "capture: the replica refused a server-side copy (%s): streaming instead",
                  err->msg);
         s->server = 0;
@@ -217,13 +215,16 @@ void segcopy_kick(SegCopy *s, int fresh) {
     s->busy = 1;
     s->stop = 0;
     s->querying = 1;
-    /* oldest first; a failed one after 10 s x 2^attempts (at most an hour), 10 attempts */
+    /* newest first: a backlog (a replica turned on, an outage) must not hold back what was
+     * just recorded, the copies a restore to a recent point needs (test_pitr waited behind
+     * 1,684 older segments oldest first); a failed one after 10 s x 2^attempts (at most an
+     * hour), 10 attempts */
     pg_pool_query(services_pg(s->sv),
                   "SELECT id, s3_key, checksum, size, user_id::text FROM change_segments "
                   "WHERE replica_status IS DISTINCT FROM 'completed' AND replica_attempts < 10 "
                   "AND (replica_tried_at IS NULL OR replica_tried_at < now() - least(interval "
                   "'1 hour', interval '10 seconds' * power(2, replica_attempts))) "
-                  "ORDER BY end_lsn, id LIMIT 64",
+                  "ORDER BY end_lsn DESC, id DESC LIMIT 64",
                   0, NULL, on_listed, s);
 }
 

@@ -5,7 +5,8 @@
  *
  * Run by the capture's leader only (one per deployment: no two workers copy the same segment),
  * kicked after each recording. A pass lists the segments due (not yet copied; or failed, tried
- * again after 10 s x 2^attempts, at most an hour, for 10 attempts), oldest first, and copies
+ * again after 10 s x 2^attempts, at most an hour, for 10 attempts), newest first (a backlog
+ * never holds back what was just recorded), and copies
  * them one at a time as the replicate job does: the store's own copy when S3_REPLICA_COPY allows
  * it (streamed through this worker when the service refuses), the copy's SHA-256 checked
  * against change_segments.checksum. Each outcome is recorded in change_segments

@@ -106,14 +106,12 @@ static void on_copied(StorageCopy *c, const StorageWritten *res, const Err *err,
     JobRt *rt = r->rt;
     if (jobrt_failing(rt)) /* torn down meanwhile: release frees the copy */
         return;
-    if (r->state == ST_SEGCOPY &&
-        !(err && r->server && err->kind == ERR_PERMANENT && err->code == ERR_CODE_HTTP &&
-          strstr(err->msg, "NoSuchKey") == NULL && strstr(err->msg, "NoSuchBucket") == NULL)) {
+    int refused = r->server && storage_copy_refused(err);
+    if (r->state == ST_SEGCOPY && !refused) {
         segment_copied(r, res, err);
         return;
     }
-    if (err && r->server && err->kind == ERR_PERMANENT && err->code == ERR_CODE_HTTP &&
-        strstr(err->msg, "NoSuchKey") == NULL && strstr(err->msg, "NoSuchBucket") == NULL) {
+    if (refused) {
         /* the service will not copy (NotImplemented, AccessDenied across accounts...): the
          * bytes go through this worker instead */
         log_warn(job_log_id(jobrt_job(rt)),
@@ -224,8 +222,7 @@ static void segment_copied(Replicate *r, const StorageWritten *res, const Err *e
     storage_copy_free(r->copy);
     r->copy = NULL;
     const char *id = PQgetvalue(r->segs, r->seg_i, 0);
-    int lost = err && (err->code == ERR_CODE_INVALID || strstr(err->msg, "NoSuchKey") ||
-                       strstr(err->msg, "404"));
+    int lost = storage_copy_source_lost(err);
     if (err && !lost) { /* an outage: the job is retried */
         Err e = *err;
         err_prefix(&e, "replica of change segment %s", PQgetvalue(r->segs, r->seg_i, 1));
