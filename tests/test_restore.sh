@@ -20,6 +20,9 @@
 #     tenant, a few after a few changes; every row when a tombstone written since was purged,
 #     and every row of a table whose tombstone trigger was disabled for a while; exact each time;
 #     a row the application writes while the restore runs is not deleted
+# 10. a table that holds none of the user's rows takes the backup's straight (COPY into it):
+#     exact, counted; a client the orders name deleted too, read again through staging, exact;
+#     a key of another user's row refused, nothing changed; a preview places nothing
 WORKER=$1
 CTL=$2
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -338,5 +341,70 @@ check "…the row written meanwhile is still there, as written; the profile rest
   "$(q "SELECT notes FROM orders WHERE id = '$KEEP'") $(q "SELECT full_name FROM profiles WHERE id = '$U'")"
 stop_worker wd
 
-q "DROP TABLE IF EXISTS snap_s0, snap_s1, snap_s2, snap_s3, snap_sz, snap_sc, snap_sd, snap_chg, snap_xm, snap_now, snap_before" >/dev/null
+# ---- 10. a table without the user's rows takes the backup's straight (issue 35) ----
+P=tr$$e
+start_worker we BACKUP_NOTIFY=false
+placed() { field "$1" result | jq -r '"\(.placed) \(.staged)"'; }
+drop_orders() { q "DELETE FROM order_items WHERE order_id IN (SELECT id FROM orders WHERE user_id = '$U');
+                   DELETE FROM orders WHERE user_id = '$U'" >/dev/null; }
+state se
+NO=$(q "SELECT count(*) FROM orders WHERE user_id = '$U'")
+NI=$(q "SELECT count(*) FROM order_items i JOIN orders o ON o.id = i.order_id WHERE o.user_id = '$U'")
+BH=$(backup bh full)
+OTHER=$(other_user)
+drop_orders
+expect "restore after the orders and items were deleted completes" restore re0 "$BH"
+check "…every row of every table identical" none "$(differs se)"
+check "…the orders and items written straight into their tables, none staged" "$((NO + NI)) 0" "$(placed re0)"
+check "…counted as inserted" "$NO $NI" "$(field re0 result | jq -r '"\(.tables.orders.inserted) \(.tables.order_items.inserted)"')"
+expect "…the log says so" grep -q "(0 staged, $((NO + NI)) placed)" "$tmp/we.log"
+check "…another user's rows unchanged" "$OTHER" "$(other_user)"
+# a client some orders name deleted too: the orders cannot go in before the client is back,
+# so the step is read again through staging, and the restore is as exact
+drop_orders
+q "DELETE FROM clients WHERE id = (SELECT (j->>'client_id')::uuid FROM snap_se WHERE tbl = 'orders' AND j->>'client_id' IS NOT NULL ORDER BY j->>'id' LIMIT 1)" >/dev/null
+expect "restore after the orders, items and a client they name were deleted completes" restore re1 "$BH"
+check "…every row of every table identical (the client is back)" none "$(differs se)"
+expect "…the log says the step was read again, staged" grep -q "writing its rows straight into orders failed (23503.*read again, staged" "$tmp/we.log"
+check "…every row of the orders and items staged, none placed" "0 yes" \
+  "$(field re1 result | jq -r .placed) $([ "$(field re1 result | jq -r .staged)" -ge $((NO + NI)) ] && echo yes)"
+# a key of another user's row: one of the user's orders moved to V, the others deleted; the
+# unique key refuses the copy, staging names it, nothing changes
+drop_orders
+q "INSERT INTO orders SELECT * FROM jsonb_populate_record(NULL::orders, (SELECT j FROM snap_se WHERE tbl = 'orders' ORDER BY j->>'id' LIMIT 1) || jsonb_build_object('user_id', '$V', 'client_id', NULL, 'number', 999999))" >/dev/null
+MOVED=$(q "SELECT j->>'id' FROM snap_se WHERE tbl = 'orders' ORDER BY j->>'id' LIMIT 1")
+enqueue re2 type restore user_id "$U" backup_id "$BH"
+wait_until 30 status_is re2 dead || bad "a restore onto another user's key did not fail"
+expect "…refused, naming the key of the other user's row" grep -q "orders rows whose keys belong to rows of another user.*first: orders $MOVED" <<<"$(field re2 error)"
+check "…nothing changed: the user has no orders, V's row is there" "0 1" \
+  "$(q "SELECT count(*) FROM orders WHERE user_id = '$U'") $(q "SELECT count(*) FROM orders WHERE id = '$MOVED' AND user_id = '$V'")"
+q "DELETE FROM orders WHERE id = '$MOVED'" >/dev/null
+expect "restore once the other row is gone completes" restore re3 "$BH"
+check "…every row of every table identical" none "$(differs se)"
+# a key the restore inserts, inserted and committed by the application after the restore's
+# snapshot (while it waits for a table lock): the plain INSERT meets it, the attempt changes
+# nothing and runs again, and the second attempt restores the backup's row over it
+K=$(q "SELECT j->>'id' FROM snap_se WHERE tbl = 'orders' ORDER BY j->>'id' DESC LIMIT 1")
+q "DELETE FROM orders WHERE id = '$K'" >/dev/null
+psql -X -q "$DATABASE_URL" -c "BEGIN; LOCK TABLE user_settings IN SHARE MODE; SELECT pg_sleep(3); COMMIT" >/dev/null 2>&1 &
+lockpid=$!
+sleep 0.5
+enqueue re6 type restore user_id "$U" backup_id "$BH"
+wait_until 10 grep -q "\[job re6\].*user_settings (rows to write, or the table) held by another transaction" "$tmp/we.log" ||
+  bad "the restore did not wait for the table lock"
+q "INSERT INTO orders (id, user_id, number, total, notes) VALUES ('$K', '$U', 424242, 1, 'meanwhile')" >/dev/null
+wait "$lockpid"
+expect "a restore whose new key the application inserted meanwhile completes" done_ok re6 60
+expect "…its first attempt met the key, changed nothing, and ran again" grep -q "\[job re6\].*another transaction inserted a key of user $U's orders while the restore ran: nothing was changed, the restore runs again" "$tmp/we.log"
+check "…every row of every table identical (the backup's row over the application's)" none "$(differs se)"
+# a preview never writes straight
+drop_orders
+expect "a preview of that restore completes" restore re4 "$BH" dry_run true
+check "…counts the inserts, writes nothing, places nothing" "$NO 0 0" \
+  "$(field re4 result | jq -r .tables.orders.inserted) $(q "SELECT count(*) FROM orders WHERE user_id = '$U'") $(field re4 result | jq -r .placed)"
+expect "restore after the preview completes" restore re5 "$BH"
+check "…every row of every table identical" none "$(differs se)"
+stop_worker we
+
+q "DROP TABLE IF EXISTS snap_se, snap_s0, snap_s1, snap_s2, snap_s3, snap_sz, snap_sc, snap_sd, snap_chg, snap_xm, snap_now, snap_before" >/dev/null
 finish

@@ -11,7 +11,10 @@
 # again after the backup, so every row is staged and meets the fences. Then rows unchanged since
 # a backup: a crafted key among them is caught all the same (the keys left out must be those
 # of the user's unchanged rows: their count and digest), and a crafted value of an unchanged row
-# is left out, never written.
+# is left out, never written. With A's orders and items deleted, the backup's go straight into
+# the tables (placed, issue 35): a crafted client, parent or product is refused once written; a
+# row of another owner or a key of B's item makes the step read again through staging, refused
+# there; the genuine object then restores exactly, its orders and items placed.
 WORKER=$1
 CTL=$2
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -107,6 +110,38 @@ enqueue genuine type restore user_id "$A" backup_id "$BA"
 expect "the genuine backup restores" done_ok genuine
 check "…A exactly as backed up" "$DA" "$(digest "$A")"
 check "…B untouched" "$DB" "$(digest "$B" strict)"
+
+# ---- A's orders and items gone: the backup's go straight into the tables, behind the same fences ----
+q "DELETE FROM order_items WHERE order_id IN (SELECT id FROM orders WHERE user_id = '$A');
+   DELETE FROM orders WHERE user_id = '$A'" >/dev/null
+DA_FULL=$DA
+DA=$(digest "$A")
+B_ORDER=$(q "SELECT id FROM orders WHERE user_id = '$B' ORDER BY id LIMIT 1")
+forge p_client orders client_id="\"$B_CLIENT\""
+attack p_client "orders rows whose client_id refers to a row that is missing or not user $A's.*first: orders"
+expect "…found once written, without reading the object again" test "$(grep -c "\[job p_client\].*read again, staged" "$tmp/w1.log")" = 0
+forge p_parent order_items order_id="\"$B_ORDER\""
+attack p_parent "rows of order_items that are not user $A's"
+forge p_product order_items product_id="\"$(upper "$B_PRODUCT")\""
+attack p_product "order_items rows whose product_id refers to a row that is missing or not user $A's.*first: order_items"
+forge p_owner orders user_id="\"$(upper "$B")\""
+attack p_owner "rows of orders that are not user $A's.*first: orders"
+# its COPY leaves the row out (WHERE user_id = A); its items then name a missing order
+expect "…the COPY left the row out: read again, staged" grep -q "\[job p_owner\].*read again, staged" "$tmp/w1.log"
+forge p_upper order_items id="\"$(upper "$B_ITEM")\"" quantity=999
+attack p_upper "order_items rows whose keys belong to rows of another user.*first: order_items $B_ITEM"
+expect "…the key refused the COPY: read again, staged" grep -q "\[job p_upper\].*straight into order_items failed (23505.*read again, staged" "$tmp/w1.log"
+s3 s3 cp "$tmp/orig.gz" "s3://$S3_BUCKET/$KEY" --quiet
+read -r sum size <<<"$ORIG"
+q "UPDATE backup_metadata SET checksum = '$sum', size = $size WHERE id = '$BA'" >/dev/null
+enqueue p_genuine type restore user_id "$A" backup_id "$BA"
+expect "the genuine backup restores, its orders and items placed" done_ok p_genuine
+check "…A exactly as backed up" "$DA_FULL" "$(digest "$A")"
+check "…B untouched" "$DB" "$(digest "$B" strict)"
+check "…every order and item placed" "$(q "SELECT count(*) FROM orders WHERE user_id = '$A'") $(q "SELECT count(*) FROM order_items i JOIN orders o ON o.id = i.order_id WHERE o.user_id = '$A'")" \
+  "$(field p_genuine result | jq -r '"\(.tables.orders.inserted) \(.tables.order_items.inserted)"')"
+check "…written straight" "$(field p_genuine result | jq -r '.tables.orders.inserted + .tables.order_items.inserted')" "$(field p_genuine result | jq -r .placed)"
+DA=$DA_FULL
 
 # ---- rows unchanged since the backup are left out: a crafted one among them is never written ----
 enqueue full2 type backup user_id "$A" mode full

@@ -4,7 +4,9 @@
 -- Ids are derived from the seed (md5 -> uuid), so running it twice adds nothing.
 -- Values are hostile on purpose: quotes, backslashes, newlines, tabs, emoji,
 -- NULLs, empty strings, huge jsonb, integers above 2^53, numeric edges,
--- bytea, text[] with commas and NULL elements, dates at the ends of the range.
+-- bytea, text[] with commas and NULL elements, dates at the ends of the range; from 500
+-- orders on, one order in 1000 carries notes of 1 KB to 1 MB (doubling along the orders) and
+-- one a jsonb document of that size, full of JSON's escapes and control characters.
 \set ON_ERROR_STOP 1
 BEGIN;
 SET LOCAL synchronous_commit = off;
@@ -111,10 +113,13 @@ SELECT pg_temp.v4(u.uid::text || '-o-' || k), u.uid,
        k,
        (ARRAY['pending', 'confirmed', 'shipped', 'delivered', 'cancelled'])[1 + k % 5],
        round((k * 13.37)::numeric % 99999, 2),
-       CASE WHEN k % 4 = 0 THEN NULL ELSE (SELECT t FROM gen_text WHERE i = 1 + k % 12) END,
+       CASE WHEN k % 1000 = 500 THEN repeat(E'A\u00f1il "q" \\ \t\U0001F389\n', (1024 << (k / 1000 % 11)) / 16)
+            WHEN k % 4 = 0 THEN NULL ELSE (SELECT t FROM gen_text WHERE i = 1 + k % 12) END,
        DATE '2025-01-01' + (k % 700),
        CASE WHEN k % 5 = 3 THEN TIMESTAMPTZ '2025-03-10 02:30:00.123456-06' + k * INTERVAL '1 minute' END,
-       CASE WHEN k % 8 = 0 THEN NULL
+       CASE WHEN k % 1000 = 700 THEN jsonb_build_object('k', k, 'blob',
+                 repeat(E'\u4e2d\"\\/\b\f\r\u0001 ', (1024 << (k / 1000 % 11)) / 16))
+            WHEN k % 8 = 0 THEN NULL
             ELSE jsonb_build_object('channel', 'web', 'k', k, 'tags', jsonb_build_array('a', NULL, 1.5)) END
 FROM gen_users u CROSS JOIN generate_series(1, :orders) k
 ON CONFLICT (id) DO NOTHING;

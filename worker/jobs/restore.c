@@ -16,6 +16,15 @@
  *             (`Backup checksum verification failed`; then the replica's copy is read
  *             instead, after a ROLLBACK TO SAVEPOINT). Only temporary tables are
  *             touched until every object has passed.
+ *   PLACE     (one backup, not a dry run) a table that holds none of the user's rows when
+ *             the restore begins takes the step's rows straight into itself (COPY ... FROM
+ *             STDIN into the table, the user's rows only where it has a user column): nothing
+ *             in place can differ, and a key of someone else's row fails the COPY. Any failure
+ *             of such a COPY (that key, a foreign key whose row is restored later, a row not
+ *             the user's, a lock held) undoes the step to its savepoint and reads it again
+ *             through staging, where the checks below name the cause. Once written, the
+ *             user's rows of such a table are counted (each placed row still the user's) and
+ *             its foreign keys checked, as for a staged table.
  *   FINAL     for a chain, the last state of each key (a step's deletions apply before
  *             its rows); ownership checked (every row is the user's; a child's parent
  *             is restored too or is the user's)
@@ -77,6 +86,7 @@ typedef enum {
     ST_BEGIN,
     ST_USER,
     ST_SCOPE,
+    ST_EMPTY,      /* which selected tables hold none of the user's rows (PLACE above) */
     ST_PRUNE_GATE, /* can tracking say what changed since the backup (PRUNE below) */
     ST_PRUNE_KEYS, /* the keys of what changed */
     ST_SAVEPOINT,  /* each step's: a failed read of the primary's copy is undone to it */
@@ -108,7 +118,7 @@ typedef struct {
     unsigned char dek[CRYPT_KEY_LEN]; /* and the data key it opens, before any read */
 } Step;
 
-typedef enum { SQ_EXEC, SQ_FINAL, SQ_CHECK, SQ_LOCK, SQ_DELETE, SQ_UPSERT } SqlKind;
+typedef enum { SQ_EXEC, SQ_FINAL, SQ_CHECK, SQ_LOCK, SQ_DELETE, SQ_UPSERT, SQ_PLACED } SqlKind;
 
 typedef struct {
     char *sql;
@@ -163,6 +173,11 @@ typedef struct {
     Err copy_err;
     char suffix[16]; /* chain: "\t<step>" after each row */
     uint64_t rows_total, rows_staged, bytes;
+    /* PLACE: per table, 1 when its rows go straight into it; the rows sent to it this step */
+    unsigned char *direct;
+    unsigned char *partial; /* per table: pruned or placed (the checks' partial[]) */
+    uint64_t *sent;
+    int direct_failed; /* a COPY into a table itself failed, or took fewer rows than sent */
     /* only what changed since the last step's snapshot is staged (PRUNE below) */
     char *snapshot;     /* the last step's ('' when unknown) */
     char *listed;       /* the snapshot before the changed keys were listed */
@@ -291,9 +306,12 @@ static void changes_json(const Restore *r, Buf *out, uint64_t sum[4]) {
 }
 
 static void on_committed(JobRt *rt, Restore *r) {
-    uint64_t total = 0, sum[4] = {0, 0, 0, 0};
-    for (int i = 0; i < scope_count(r->scope); i++)
+    uint64_t total = 0, sum[4] = {0, 0, 0, 0}, placed = 0;
+    for (int i = 0; i < scope_count(r->scope); i++) {
         total += r->restored[i];
+        placed += r->direct[i] ? r->expected[i] : 0;
+    }
+    uint64_t staged = r->staged - placed;
     Buf changes = BUF_INIT, result = BUF_INIT;
     changes_json(r, &changes, sum);
     int dry = r->spec->dry_run;
@@ -303,14 +321,14 @@ static void on_committed(JobRt *rt, Restore *r) {
              " unchanged",
              dry ? "dry run, nothing written: would have " : "", sum[0], sum[1], sum[2], sum[3]);
     log_info(job_log_id(jobrt_job(rt)),
-             "%s %s (%d backup%s): %" PRIu64 " rows (%" PRIu64 " staged); %s",
+             "%s %s (%d backup%s): %" PRIu64 " rows (%" PRIu64 " staged, %" PRIu64 " placed); %s",
              dry ? "dry run of" : "restored", r->backup_id, r->nsteps, r->nsteps > 1 ? "s" : "",
-             total, r->staged, what);
-    buf_printf(&result,
-               "{\"dry_run\":%s,\"inserted\":%" PRIu64 ",\"updated\":%" PRIu64
-               ",\"deleted\":%" PRIu64 ",\"unchanged\":%" PRIu64 ",\"staged\":%" PRIu64
-               ",\"tables\":%s}",
-               dry ? "true" : "false", sum[0], sum[1], sum[2], sum[3], r->staged, changes.data);
+             total, staged, placed, what);
+    buf_printf(
+        &result,
+        "{\"dry_run\":%s,\"inserted\":%" PRIu64 ",\"updated\":%" PRIu64 ",\"deleted\":%" PRIu64
+        ",\"unchanged\":%" PRIu64 ",\"staged\":%" PRIu64 ",\"placed\":%" PRIu64 ",\"tables\":%s}",
+        dry ? "true" : "false", sum[0], sum[1], sum[2], sum[3], staged, placed, changes.data);
     job_set_result(jobrt_job(rt), result.data);
     job_set_note(jobrt_job(rt), what);
     job_progress(jobrt_job(rt), "done", 100, total, r->bytes);
@@ -390,6 +408,30 @@ static void restore_stmts_done(JobRt *rt, Restore *r) {
 
 /* ---- setup: scope, selection, staging table ---- */
 
+/* PLACE: one backup restored for real: which selected tables hold none of the user's rows. */
+static void restore_place_start(JobRt *rt, Restore *r) {
+    int n = scope_count(r->scope), any = 0;
+    r->direct = xcalloc((size_t)n, 1);
+    r->sent = xcalloc((size_t)n, sizeof(uint64_t));
+    if (r->chain || r->spec->dry_run) {
+        restore_prune_start(rt, r);
+        return;
+    }
+    unsigned char *candidate = xcalloc((size_t)n, 1);
+    for (int i = 0; i < n; i++)
+        any += candidate[i] = r->selected[i] && scope_restore_placeable(r->scope, i);
+    if (!any) {
+        free(candidate);
+        restore_prune_start(rt, r);
+        return;
+    }
+    Buf sql = BUF_INIT;
+    scope_restore_empty_sql(r->scope, candidate, &sql);
+    restore_query(rt, r, ST_EMPTY, 0, sql.data, 0, NULL);
+    buf_free(&sql);
+    free(candidate);
+}
+
 static void on_scope(JobRt *rt, Restore *r, PGresult *res) {
     Err e;
     r->scope = scope_from_result(res, &e);
@@ -425,7 +467,7 @@ static void on_scope(JobRt *rt, Restore *r, PGresult *res) {
         for (int c = 0; (name = scope_stage_column(r->scope, i, c, &kind)) != NULL; c++)
             pgcopy_row_add(r->shape[i], name, (PgCopyKind)kind);
     }
-    restore_prune_start(rt, r);
+    restore_place_start(rt, r);
 }
 
 /* ---- to a point in time: the capture waited for, the plan ---- */
@@ -756,6 +798,11 @@ static void on_result(JobRt *rt, Restore *r, PGresult *res) {
     case ST_SCOPE:
         on_scope(rt, r, res);
         break;
+    case ST_EMPTY:
+        for (int i = 0; i < scope_count(r->scope); i++)
+            r->direct[i] = strcmp(PQgetvalue(res, 0, i), "t") == 0;
+        restore_prune_start(rt, r);
+        break;
     case ST_PRUNE_GATE:
         restore_prune_gate(rt, r, res);
         break;
@@ -896,6 +943,9 @@ static void restore_release(void *st) {
     crypt_wipe(r->steps, (size_t)r->nsteps * sizeof(Step));
     free(r->steps);
     free(r->selected);
+    free(r->direct);
+    free(r->partial);
+    free(r->sent);
     free(r->expected);
     free(r->restored);
     free(r->ins);
@@ -985,6 +1035,8 @@ static void open_copy(JobRt *rt, Restore *r, int dest) {
         buf_puts(&sql, "COPY _bw_x (step, tbl, k) FROM STDIN");
     else if (dest == DEST_UNCHANGED)
         buf_puts(&sql, "COPY _bw_u (step, tbl, col) FROM STDIN");
+    else if (r->direct[dest])
+        scope_restore_place_sql(r->scope, dest, &sql);
     else
         scope_stage_copy_sql(r->scope, dest, r->chain, &sql);
     r->cs = CS_OPENING;
@@ -1100,6 +1152,8 @@ static int restore_stage_item(JobRt *rt, Restore *r, const JobEv *ev) {
     if (r->prune && r->prune[i] && restore_prune_skip(r, i, ev))
         return 0;
     r->step_staged += ev->section == 0;
+    if (ev->section == 0)
+        r->sent[i]++;
     int dest = ev->section ? DEST_DELETED : i;
     /* a row straight into the open COPY of its table, when nothing is queued before it */
     int direct = dest >= 0 && r->cs == CS_OPEN && r->copy_dest == dest &&
@@ -1150,7 +1204,11 @@ static void restore_stage_checked(JobRt *rt, Restore *r, const JobEv *ev) {
 static void restore_stage_copied(JobRt *rt, Restore *r, const JobEv *ev) {
     r->cs = CS_NONE;
     r->full = 0;
-    if (ev->err && !r->copy_failed) {
+    if (ev->err && !r->copy_failed && r->copy_dest >= 0 && r->direct[r->copy_dest]) {
+        /* read again through staging (step_staged), whose checks name what was wrong */
+        r->copy_failed = r->direct_failed = 1;
+        r->copy_err = *ev->err;
+    } else if (ev->err && !r->copy_failed) {
         r->copy_failed = 1;
         r->copy_err = *ev->err;
         err_prefix(&r->copy_err, "%s %s: its %s cannot be staged",
@@ -1171,8 +1229,9 @@ static void open_step(JobRt *rt, Restore *r) {
     char stage[JOBSPEC_ID_MAX + 16];
     snprintf(stage, sizeof(stage), "downloading %s", st->id);
     restore_progress(rt, r, stage, r->rows_total ? (int)(r->rows_staged * 90 / r->rows_total) : 0);
-    r->read_done = r->held = r->full = r->copy_failed = 0;
+    r->read_done = r->held = r->full = r->copy_failed = r->direct_failed = 0;
     r->step_staged = 0;
+    memset(r->sent, 0, (size_t)scope_count(r->scope) * sizeof(uint64_t));
     r->cs = CS_NONE;
     segs_drop(r);
     if (!r->chain) { /* counted as read: a primary copy read in part counts for nothing */
@@ -1290,6 +1349,31 @@ static void restore_stage_manifest(JobRt *rt, Restore *r, const JobEv *ev) {
         fail_step(rt, r, st, &e);
 }
 
+/* PLACE: 1 when a COPY into a table itself failed, or a table took fewer rows than were sent
+ * (rows not the user's, left out by its WHERE): nothing goes straight in any more, and the step
+ * is read again through staging. */
+static int place_failed(JobRt *rt, Restore *r) {
+    int n = scope_count(r->scope), short_of = -1;
+    for (int i = 0; i < n && !r->direct_failed && short_of < 0; i++)
+        if (r->direct[i] && r->expected[i] != r->sent[i])
+            short_of = i;
+    if (!r->direct_failed && short_of < 0)
+        return 0;
+    if (r->direct_failed)
+        log_warn(job_log_id(jobrt_job(rt)),
+                 "%s: writing its rows straight into %s failed (%.200s): read again, staged",
+                 r->steps[r->si].id, scope_table(r->scope, r->copy_dest), r->copy_err.msg);
+    else
+        log_warn(job_log_id(jobrt_job(rt)),
+                 "%s: %s took %" PRIu64 " of its %" PRIu64
+                 " rows (the others are not the user's): read again, staged",
+                 r->steps[r->si].id, scope_table(r->scope, short_of), r->expected[short_of],
+                 r->sent[short_of]);
+    memset(r->direct, 0, (size_t)n);
+    r->copy_failed = r->direct_failed = 0;
+    return 1;
+}
+
 /* The step's read ended and every COPY with it. */
 static void step_staged(JobRt *rt, Restore *r) {
     if (r->in_changes) { /* a change segment */
@@ -1303,6 +1387,8 @@ static void step_staged(JobRt *rt, Restore *r) {
         return;
     }
     Step *cur = &r->steps[r->si];
+    if (!cur->again && (r->direct_failed || !r->copy_failed) && place_failed(rt, r))
+        cur->again = 1;
     if (!cur->again && !r->copy_failed && !r->chain && restore_prune_mismatch(rt, r))
         cur->again = 1;
     if (cur->again) { /* the primary's partial rows go, then the replica's copy is read */
@@ -1586,7 +1672,7 @@ static void restore_prune_start(JobRt *rt, Restore *r) {
     }
     r->prune = xcalloc((size_t)n, 1);
     for (int i = 0; i < n; i++)
-        any += r->selected[i] && (r->prune[i] = scope_prune_kind(r->scope, i)) != 0;
+        any += r->selected[i] && !r->direct[i] && (r->prune[i] = scope_prune_kind(r->scope, i));
     if (!any) {
         setup(rt, r);
         return;
@@ -1785,6 +1871,13 @@ static void restore_free_stmts(Restore *r) {
     r->nstmts = r->qi = 0;
 }
 
+static int any_direct(const Restore *r) {
+    for (int i = 0; r->direct && i < scope_count(r->scope); i++)
+        if (r->direct[i])
+            return 1;
+    return 0;
+}
+
 static void restore_setup_stmts(Restore *r) {
     const Scope *s = r->scope;
     Buf sql = BUF_INIT;
@@ -1805,6 +1898,12 @@ static void restore_setup_stmts(Restore *r) {
     if (r->chain) {
         buf_puts(&sql, "CREATE TEMP TABLE _bw_d (step int NOT NULL, tbl int NOT NULL, k text NOT "
                        "NULL) ON COMMIT DROP");
+        add_stmt(r, SQ_EXEC, -1, &sql, NULL);
+    }
+    if (any_direct(r)) {
+        /* a COPY into a table waits for no one: a lock held there fails it, and the step is
+         * read again through staging, whose writes take their locks without waiting (APPLY) */
+        buf_puts(&sql, "SET LOCAL lock_timeout = '100ms'");
         add_stmt(r, SQ_EXEC, -1, &sql, NULL);
     }
     if (r->pitr) {
@@ -1843,12 +1942,25 @@ static void unchanged_stmts(Restore *r, int i, Buf *sql) {
         }
 }
 
+/* Table i is staged in part: pruned, or placed (nothing staged, its rows in place). */
+static int partial(const Restore *r, int i) {
+    return (r->prune && r->prune[i]) || r->direct[i];
+}
+
+/* A placed table's checks, once everything is written: every placed row is still the user's
+ * (its parent the user's; none removed by a foreign key's action), and its foreign keys name
+ * rows of the user (restore_on_stmt). */
+static void placed_stmts(Restore *r, int i, Buf *sql) {
+    scope_restore_placed_sql(r->scope, i, sql);
+    add_stmt(r, SQ_PLACED, i, sql, NULL);
+}
+
 static void check_stmts(Restore *r, int i, Buf *sql) {
     const Scope *s = r->scope;
     char msg[ERR_MSG_MAX];
     int p = scope_parent_index(s, i);
     int parent_staged = p >= 0 && r->selected[p];
-    scope_restore_owner_sql(s, i, parent_staged, parent_staged && r->prune && r->prune[p], sql);
+    scope_restore_owner_sql(s, i, parent_staged, parent_staged && partial(r, p), sql);
     if (p < 0 || parent_staged)
         snprintf(msg, sizeof(msg),
                  "backup holds rows of %s that are not user %s's: refusing to restore them",
@@ -1868,8 +1980,7 @@ static void check_stmts(Restore *r, int i, Buf *sql) {
              scope_table(s, i));
     add_stmt(r, SQ_CHECK, i, sql, msg);
     for (int k = 0; k < scope_restore_ref_count(s, i); k++) {
-        const char *col =
-            scope_restore_ref_sql(s, i, k, r->selected, (const unsigned char *)r->prune, sql);
+        const char *col = scope_restore_ref_sql(s, i, k, r->selected, r->partial, sql);
         snprintf(msg, sizeof(msg),
                  "backup holds %s rows whose %s refers to a row that is missing or not user "
                  "%s's: refusing to restore",
@@ -1884,6 +1995,14 @@ static void restore_apply_stmts(Restore *r) {
     Buf sql = BUF_INIT;
     restore_free_stmts(r);
     r->applying = 1;
+    free(r->partial);
+    r->partial = xcalloc((size_t)n, 1);
+    for (int i = 0; i < n; i++)
+        r->partial[i] = (unsigned char)partial(r, i);
+    if (any_direct(r)) { /* the APPLY's writes set their own (after their locks) */
+        buf_puts(&sql, "SET LOCAL lock_timeout TO DEFAULT");
+        add_stmt(r, SQ_EXEC, -1, &sql, NULL);
+    }
     for (int i = 0; i < n; i++) {
         if (!r->selected[i])
             continue;
@@ -1901,7 +2020,7 @@ static void restore_apply_stmts(Restore *r) {
         add_stmt(r, SQ_EXEC, -1, &sql, NULL);
     }
     for (int i = 0; i < n; i++)
-        if (r->selected[i])
+        if (r->selected[i] && !r->direct[i])
             check_stmts(r, i, &sql);
     int dry = r->spec->dry_run;
     r->lock_first = -1;
@@ -1922,7 +2041,7 @@ static void restore_apply_stmts(Restore *r) {
             add_stmt(r, SQ_LOCK, i, &sql, NULL);
         }
         for (int i = n - 1; i >= 0; i--)
-            if (r->selected[i]) {
+            if (r->selected[i] && !r->direct[i]) {
                 int part = r->prune && r->prune[i];
                 scope_restore_lock_sql(s, i, part ? r->snapshot : NULL, part ? r->listed : NULL,
                                        &sql);
@@ -1932,7 +2051,7 @@ static void restore_apply_stmts(Restore *r) {
         add_stmt(r, SQ_EXEC, -1, &sql, NULL);
     }
     for (int i = n - 1; i >= 0; i--) /* children first */
-        if (r->selected[i]) {
+        if (r->selected[i] && !r->direct[i]) {
             int part = r->prune && r->prune[i];
             scope_restore_delete_sql(s, i, dry, part ? r->snapshot : NULL, part ? r->listed : NULL,
                                      &sql);
@@ -1942,10 +2061,13 @@ static void restore_apply_stmts(Restore *r) {
             add_stmt(r, SQ_DELETE, i, &sql, NULL);
         }
     for (int i = 0; i < n; i++) /* parents first */
-        if (r->selected[i]) {
+        if (r->selected[i] && !r->direct[i]) {
             scope_restore_upsert_sql(s, i, dry, &sql);
             add_stmt(r, SQ_UPSERT, i, &sql, NULL);
         }
+    for (int i = 0; i < n; i++)
+        if (r->selected[i] && r->direct[i])
+            placed_stmts(r, i, &sql);
     buf_free(&sql);
 }
 
@@ -1972,6 +2094,14 @@ static void restore_run_stmt(JobRt *rt, Restore *r) {
 #define LOCK_WAIT_MS 30000
 #define LOCK_PAUSE   "0.2"
 
+/* A unique violation of the table's key itself (PostgreSQL's detail names the column): not one
+ * of another unique index the backup's rows break. */
+static int key_conflict(const Restore *r, const Stmt *st, const Err *err) {
+    char want[SCOPE_NAME_MAX + 16];
+    snprintf(want, sizeof(want), "Key (%s)=", scope_key_column(r->scope, st->table));
+    return strstr(err->msg, want) != NULL;
+}
+
 static void restore_on_stmt_err(JobRt *rt, Restore *r, const Err *err) {
     const Stmt *st = &r->stmts[r->qi];
     int busy = strncmp(err->msg, "55P03", 5) == 0; /* lock_not_available */
@@ -1981,6 +2111,14 @@ static void restore_on_stmt_err(JobRt *rt, Restore *r, const Err *err) {
         jobrt_failf(rt, ERR_RETRYABLE, ERR_CODE_SQL,
                     "another transaction wrote user %s's %s while the restore ran: nothing was "
                     "changed, the restore runs again (%s)",
+                    r->spec->user_id, scope_table(r->scope, st->table), err->msg);
+        return;
+    }
+    if (strncmp(err->msg, "23505", 5) == 0 && st->kind == SQ_UPSERT && key_conflict(r, st, err)) {
+        /* a new key's INSERT met a row another transaction inserted after the snapshot */
+        jobrt_failf(rt, ERR_RETRYABLE, ERR_CODE_SQL,
+                    "another transaction inserted a key of user %s's %s while the restore ran: "
+                    "nothing was changed, the restore runs again (%s)",
                     r->spec->user_id, scope_table(r->scope, st->table), err->msg);
         return;
     }
@@ -2041,6 +2179,34 @@ static void restore_on_stmt(JobRt *rt, Restore *r, PGresult *res) {
         break;
     case SQ_LOCK:
         break;
+    case SQ_PLACED: {
+        int i = st->table;
+        uint64_t have = strtoull(PQgetvalue(res, 0, 0), NULL, 10);
+        if (have != r->expected[i]) {
+            jobrt_failf(rt, ERR_PERMANENT, ERR_CODE_INVALID,
+                        "backup holds rows of %s that are not user %s's: refusing to restore them "
+                        "(%" PRIu64 " of the %" PRIu64 " written are not, or a foreign key's "
+                        "action removed them)",
+                        scope_table(r->scope, i), r->spec->user_id,
+                        have < r->expected[i] ? r->expected[i] - have : have - r->expected[i],
+                        r->expected[i]);
+            return;
+        }
+        for (int k = 0; k < scope_restore_ref_count(r->scope, i); k++) {
+            const char *n = PQgetvalue(res, 0, 1 + 2 * k);
+            if (strcmp(n, "0") != 0) {
+                jobrt_failf(rt, ERR_PERMANENT, ERR_CODE_INVALID,
+                            "backup holds %s rows whose %s refers to a row that is missing or "
+                            "not user %s's: refusing to restore (%s row%s, first: %s %s)",
+                            scope_table(r->scope, i), scope_restore_ref_column(r->scope, i, k),
+                            r->spec->user_id, n, strcmp(n, "1") ? "s" : "",
+                            scope_table(r->scope, i), PQgetvalue(res, 0, 2 + 2 * k));
+                return;
+            }
+        }
+        r->ins[i] = r->restored[i] = r->expected[i];
+        break;
+    }
     case SQ_CHECK:
         if (strcmp(PQgetvalue(res, 0, 0), "0") != 0) {
             jobrt_failf(rt, ERR_PERMANENT, ERR_CODE_INVALID, "%s (%s row%s, first: %s %s)",

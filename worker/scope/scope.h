@@ -179,11 +179,36 @@ void scope_restore_lock_sql(const Scope *s, int i, const char *since, const char
 /* The staged rows of table i whose key is a row of another user. */
 void scope_restore_foreign_sql(const Scope *s, int i, Buf *sql);
 /* Write the staged rows of table i that are new or differ from the row with their key (the
- * others are not touched: no trigger, no new tuple, no WAL), updating a row only when it is the
- * user's (through the user column or the parent row). One row back: the rows to write, those
- * inserted, those updated (short of the first when a row was not the user's). dry_run: write
- * nothing; the same row, planned (to write, new, differing). */
+ * others are not touched: no trigger, no new tuple, no WAL): the new keys by a plain INSERT (a
+ * key inserted meanwhile by another transaction fails it: 23505 naming the key column), the
+ * others by an UPDATE of the row in place, only when it is the user's (through the user column
+ * or the parent row). One row back: the rows to write, those inserted, those updated (short of
+ * the first when a row was not the user's). dry_run: write nothing; the same row, planned (to
+ * write, new, differing). */
 void scope_restore_upsert_sql(const Scope *s, int i, int dry_run, Buf *sql);
+
+/*
+ * A table that holds none of the user's rows when the restore begins takes the backup's rows
+ * straight from the stream, inside the restore's transaction ("placed": restore.c, PLACE),
+ * instead of through staging, comparison and upsert: nothing in place can differ, and the
+ * unique keys are the fence against a key of another user's row. The checks above then take
+ * such a table as partial (its staged rows are none; its rows in place are the user's).
+ *
+ * 1 when table i's restored columns all go straight into the table (none converted later).
+ */
+int scope_restore_placeable(const Scope *s, int i);
+/* SELECT of one boolean per table: the user has no row in table i (false where !candidate[i]). */
+void scope_restore_empty_sql(const Scope *s, const unsigned char *candidate, Buf *sql);
+/* COPY ... FROM STDIN into table i itself, scope_stage_column's columns in order; a table with
+ * a user column takes only the user's rows (WHERE): the count copied falls short otherwise. */
+void scope_restore_place_sql(const Scope *s, int i, Buf *sql);
+/* Once written, one scan of the user's rows of table i: their count (a placed row whose parent
+ * is not the user's, or that a foreign key's action removed, is missing from it), then for each
+ * k-th checked foreign key (scope_restore_ref_count) the rows where it is set but names no row
+ * of the user, and the key of the first ('' when none). */
+void scope_restore_placed_sql(const Scope *s, int i, Buf *sql);
+/* The column of table i's k-th checked foreign key, or NULL. */
+const char *scope_restore_ref_column(const Scope *s, int i, int k);
 
 /*
  * A restore stages only the rows that changed since its backup's snapshot, when change tracking

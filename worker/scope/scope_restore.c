@@ -376,25 +376,29 @@ void scope_restore_upsert_sql(const Scope *s, int i, int dry_run, Buf *sql) {
                       "count(*) FILTER (WHERE NOT _bw_new) FROM w");
         return;
     }
-    buf_printf(sql, ", u AS (INSERT INTO \"%s\" AS x (", t->name);
+    /* the new keys by a plain INSERT (no speculative insertion, no conflict arbiter: a key
+     * another transaction inserted meanwhile fails it, restore.c retries); the others by an
+     * UPDATE of the row in place, when it is the user's (through its user column, or a parent
+     * row that is the user's: one index lookup per row) */
+    buf_printf(sql, ", n AS (INSERT INTO \"%s\" (", t->name);
     restored_cols(t, "", 0, sql);
     buf_puts(sql, ") SELECT ");
     restored_cols(t, "", 0, sql);
-    /* a row deleted since w was read (a foreign key's cascade) comes back as an insert */
-    buf_printf(sql, " FROM w ON CONFLICT (\"%s\") DO UPDATE SET ", t->key);
-    int first = 1;
-    for (int c = 0; restored(t, c); c++) {
-        const Column *col = restored(t, c);
-        if (strcmp(col->name, t->key) == 0)
-            continue;
-        buf_printf(sql, "%s\"%s\" = EXCLUDED.\"%s\"", first ? "" : ", ", col->name, col->name);
-        first = 0;
-    }
-    if (first) /* only a key: nothing to update, but the conflict must still be the user's */
-        buf_printf(sql, "\"%s\" = EXCLUDED.\"%s\"", t->key, t->key);
-    /* the row updated must be the user's: its user column, or a parent row that is the user's
-     * (one index lookup per conflicting row) */
-    buf_puts(sql, " WHERE ");
+    buf_printf(sql, " FROM w WHERE _bw_new RETURNING 1), u AS (UPDATE \"%s\" AS x SET (", t->name);
+    int n = 0;
+    for (int c = 0; restored(t, c); c++)
+        if (strcmp(restored(t, c)->name, t->key) != 0)
+            buf_printf(sql, "%s\"%s\"", n++ ? ", " : "", restored(t, c)->name);
+    if (n == 0) /* only a key: nothing to update, but the row must still be the user's */
+        buf_printf(sql, "\"%s\"", t->key);
+    buf_puts(sql, ") = ROW(");
+    n = 0;
+    for (int c = 0; restored(t, c); c++)
+        if (strcmp(restored(t, c)->name, t->key) != 0)
+            buf_printf(sql, "%sw.\"%s\"", n++ ? ", " : "", restored(t, c)->name);
+    if (n == 0)
+        buf_printf(sql, "w.\"%s\"", t->key);
+    buf_printf(sql, ") FROM w WHERE NOT w._bw_new AND x.\"%s\" = w.\"%s\" AND ", t->key, t->key);
     if (t->user_col[0]) {
         scope_user_filter(s, t, "x.", sql);
     } else {
@@ -404,9 +408,8 @@ void scope_restore_upsert_sql(const Scope *s, int i, int dry_run, Buf *sql) {
         scope_user_filter(s, p, "", sql);
         buf_puts(sql, ")");
     }
-    /* inserted rows have no xmax; a row updated on conflict has the updater's */
-    buf_puts(sql, " RETURNING (xmax = 0) AS ins) SELECT (SELECT count(*) FROM w), "
-                  "count(*) FILTER (WHERE ins), count(*) FILTER (WHERE NOT ins) FROM u");
+    buf_puts(sql, " RETURNING 1) SELECT (SELECT count(*) FROM w), (SELECT count(*) FROM n), "
+                  "(SELECT count(*) FROM u)");
 }
 
 void scope_restore_lock_sql(const Scope *s, int i, const char *since, const char *until, Buf *sql) {
@@ -428,6 +431,73 @@ void scope_restore_lock_sql(const Scope *s, int i, const char *since, const char
     buf_puts(sql, ") IS DISTINCT FROM ROW(");
     restored_cols(t, "f.", 1, sql);
     buf_puts(sql, ")) FOR UPDATE NOWAIT) l");
+}
+
+/* ---- placed: a table without rows of the user takes the backup's straight ---- */
+
+int scope_restore_placeable(const Scope *s, int i) {
+    const Table *t = &s->t[i];
+    for (int c = 0; restored(t, c); c++)
+        if (restored(t, c)->kind == SCOPE_KIND_PG)
+            return 0;
+    return 1;
+}
+
+void scope_restore_empty_sql(const Scope *s, const unsigned char *candidate, Buf *sql) {
+    buf_puts(sql, "SELECT ");
+    for (int i = 0; i < s->n; i++) {
+        const Table *t = &s->t[i];
+        if (!candidate[i]) {
+            buf_printf(sql, "%sfalse", i ? ", " : "");
+            continue;
+        }
+        buf_printf(sql, "%sNOT EXISTS (SELECT 1 FROM \"%s\" WHERE ", i ? ", " : "", t->name);
+        scope_user_filter(s, t, "", sql);
+        buf_puts(sql, ")");
+    }
+}
+
+void scope_restore_place_sql(const Scope *s, int i, Buf *sql) {
+    const Table *t = &s->t[i];
+    buf_printf(sql, "COPY \"%s\" (", t->name);
+    restored_cols(t, "", 0, sql);
+    buf_puts(sql, ") FROM STDIN");
+    if (t->user_col[0]) { /* a parent's filter is a subquery, which COPY's WHERE cannot hold */
+        buf_puts(sql, " WHERE ");
+        scope_user_filter(s, t, "", sql);
+    }
+}
+
+/* The k-th checked foreign key of table t (scope_restore_ref_count), or NULL. */
+static const Column *checked_ref(const Scope *s, const Table *t, int k) {
+    for (int n = 0; n < t->ncols; n++)
+        if (scope_checked_ref(s, t, &t->cols[n]) && k-- == 0)
+            return &t->cols[n];
+    return NULL;
+}
+
+const char *scope_restore_ref_column(const Scope *s, int i, int k) {
+    const Column *c = checked_ref(s, &s->t[i], k);
+    return c ? c->name : NULL;
+}
+
+void scope_restore_placed_sql(const Scope *s, int i, Buf *sql) {
+    const Table *t = &s->t[i];
+    buf_puts(sql, "SELECT count(*)");
+    const Column *c;
+    for (int k = 0; (c = checked_ref(s, t, k)) != NULL; k++) {
+        /* one scan of the user's rows for the count and every foreign key */
+        Buf bad = BUF_INIT;
+        buf_printf(&bad, "f.\"%s\" IS NOT NULL AND NOT ", c->name);
+        exists_users_row(s, &s->t[scope_find(s, c->ref_table)], c->ref_col, c->name, &bad);
+        buf_printf(
+            sql,
+            ", count(*) FILTER (WHERE %s), coalesce(min(f.\"%s\"::text) FILTER (WHERE %s), '')",
+            bad.data, t->key, bad.data);
+        buf_free(&bad);
+    }
+    buf_printf(sql, " FROM \"%s\" f WHERE ", t->name);
+    scope_user_filter(s, t, "f.", sql);
 }
 
 /* ---- only what changed since the backup ---- */
