@@ -41,6 +41,9 @@ struct FilterPipe {
     int finished;   /* the chain wrote its last byte */
     int want_writable, stopped, freed;
     int depth; /* inside one of the owner's callbacks: filter_pipe_free waits for its return */
+    uint64_t wait_from; /* the producer waits for on_writable since (0: it does not) */
+    uint64_t held_from; /* the sink holds output back since (0: it does not) */
+    FilterPipeTimes times;
 };
 
 FilterPipe *filter_pipe_new(uv_loop_t *loop, FilterChain *chain, size_t chunk, FilterPipeSink sink,
@@ -88,6 +91,7 @@ static void run_chunk(uv_work_t *req) {
         setpriority(PRIO_PROCESS, (id_t)tid, getpriority(PRIO_PROCESS, (id_t)tid) + 5);
     }
     err_clear(&p->work_err);
+    uint64_t t0 = uv_hrtime();
     size_t step = p->out_bound ? OUT_SLICE : p->work.len;
     while (p->work_off < p->work.len && (!p->out_bound || p->out.len < p->out_bound)) {
         size_t n = p->work.len - p->work_off;
@@ -99,6 +103,7 @@ static void run_chunk(uv_work_t *req) {
     }
     if (p->work_off == p->work.len && p->work_final)
         filter_chain_finish(p->chain, &p->out, &p->work_err);
+    p->times.chain_ns += uv_hrtime() - t0;
 }
 
 static void pump(FilterPipe *p, int from_write);
@@ -183,8 +188,10 @@ static void pump(FilterPipe *p, int from_write) {
             p->stopped = 1; /* the sink's owner knows why */
             return;
         }
-        if (r == 0)
+        if (r == 0) {
             p->blocked = 1;
+            p->held_from = uv_hrtime();
+        }
     }
     /* the rest of a chunk whose run stopped at the output bound goes first */
     int rest = p->work.len > 0;
@@ -209,6 +216,10 @@ static void pump(FilterPipe *p, int from_write) {
     }
     if (!from_write && p->want_writable && p->fill.len < p->chunk && !p->big) {
         p->want_writable = 0;
+        if (p->wait_from) {
+            p->times.wait_ns += uv_hrtime() - p->wait_from;
+            p->wait_from = 0;
+        }
         p->depth++;
         p->on_writable(p, p->data);
         p->depth--;
@@ -221,6 +232,12 @@ static void pump(FilterPipe *p, int from_write) {
 static int leave(FilterPipe *p, int r) {
     p->depth--;
     return gone(p) ? -1 : r;
+}
+
+/* The producer is told to wait: since when, and for whom. */
+static void waiting(FilterPipe *p) {
+    if (p->wait_from == 0)
+        p->wait_from = uv_hrtime();
 }
 
 int filter_pipe_write(FilterPipe *p, const void *buf, size_t len) {
@@ -236,6 +253,7 @@ int filter_pipe_write(FilterPipe *p, const void *buf, size_t len) {
     else if (p->fill.len >= p->chunk) {
         p->want_writable = 1;
         r = 0;
+        waiting(p);
     }
     return leave(p, r);
 }
@@ -256,12 +274,17 @@ int filter_pipe_write_owned(FilterPipe *p, char *buf, size_t len, void (*release
         r = -1;
     else
         p->want_writable = 1; /* always: the buffer goes to the pool a chunk at a time */
+    if (r == 0)
+        waiting(p);
     return leave(p, r);
 }
 
 void filter_pipe_unblock(FilterPipe *p) {
     p->depth++;
+    if (p->blocked && p->held_from)
+        p->times.sink_held_ns += uv_hrtime() - p->held_from;
     p->blocked = 0;
+    p->held_from = 0;
     pump(p, 0);
     leave(p, 0);
 }
@@ -274,6 +297,10 @@ void filter_pipe_finish(FilterPipe *p) {
     p->want_writable = 0;
     pump(p, 0);
     leave(p, 0);
+}
+
+void filter_pipe_times(const FilterPipe *p, FilterPipeTimes *t) {
+    *t = p->times;
 }
 
 const FilterChain *filter_pipe_chain(const FilterPipe *p) {

@@ -48,6 +48,13 @@ void filter_pipe_finish(FilterPipe *p);
  * once its output passed the bound and the rest of its chunk waits for the sink, so a chunk
  * that decompresses 1000:1 reaches the sink in slices the sink can pause between. */
 void filter_pipe_bound_output(FilterPipe *p, size_t bytes);
+/* Where a stream's time went (nanoseconds): the chain's runs on the pool, the producer's waits
+ * for on_writable, and the time the sink held output back (between a 0 from the sink and
+ * filter_pipe_unblock). */
+typedef struct {
+    uint64_t chain_ns, wait_ns, sink_held_ns;
+} FilterPipeTimes;
+void filter_pipe_times(const FilterPipe *p, FilterPipeTimes *t);
 /* The chain (read results after on_done). */
 const FilterChain *filter_pipe_chain(const FilterPipe *p);
 /* Bytes held now (both chunks and pending output). */

@@ -174,6 +174,11 @@ static void on_pipe_done(FilterPipe *p, const Err *err, void *data) {
         snprintf(w->res.sha256, sizeof(w->res.sha256), "%s", sha ? sha : "");
         w->res.size = strtoull(filter_chain_result(c, "stored"), NULL, 10);
         w->res.raw_size = strtoull(filter_chain_result(c, "raw"), NULL, 10);
+        FilterPipeTimes t;
+        filter_pipe_times(p, &t);
+        w->res.codec_ms = t.chain_ns / 1000000;
+        w->res.wait_ms = t.wait_ns / 1000000;
+        w->res.store_held_ms = t.sink_held_ns / 1000000;
         if (!w->aborting)
             w->s->drv->sink_finish(w->sink);
     }
@@ -601,7 +606,7 @@ static void server_copied(StorageCopy *c, const char *sha, uint64_t size) {
         storage_delete(c->to, keys, 1, on_bad_deleted, c);
         return;
     }
-    StorageWritten w = {size, size, ""};
+    StorageWritten w = {.raw_size = size, .size = size};
     snprintf(w.sha256, sizeof(w.sha256), "%s", sha);
     copy_end(c, &w, NULL);
 }

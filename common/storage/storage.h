@@ -97,6 +97,9 @@ typedef struct {
     uint64_t raw_size; /* bytes given to storage_write */
     uint64_t size;     /* bytes stored */
     char sha256[65];   /* hex SHA-256 of the stored bytes */
+    /* where the stream's time went, in ms (filter_pipe_times): the codecs' runs (off the
+     * loop), the writer's waits for on_writable, the store holding the codecs' output back */
+    uint64_t codec_ms, wait_ms, store_held_ms;
 } StorageWritten;
 
 typedef void (*StorageWritableCb)(StorageWrite *w, void *data);

@@ -464,8 +464,10 @@ static void complete(JobRt *rt, Backup *b) {
 static void on_completed(JobRt *rt, Backup *b) {
     log_info(job_log_id(jobrt_job(rt)),
              "backup %s completed: %" PRIu64 " rows, %" PRIu64 " bytes stored (%" PRIu64
-             " raw), sha256 %s",
-             b->id, b->rows_done, b->written.size, b->written.raw_size, b->written.sha256);
+             " raw), sha256 %s; codecs ran %" PRIu64 " ms off the loop, the rows waited %" PRIu64
+             " ms for them, the store held them back %" PRIu64 " ms",
+             b->id, b->rows_done, b->written.size, b->written.raw_size, b->written.sha256,
+             b->written.codec_ms, b->written.wait_ms, b->written.store_held_ms);
     job_progress(jobrt_job(rt), "done", 100, b->rows_done, b->written.size);
     if (services_replica(jobrt_services(rt))) { /* the copy follows on its own (replicate.c) */
         char jid[JOBSPEC_ID_MAX + 16];
