@@ -8,7 +8,9 @@
 #   1pct      1 % of the orders changed and 1 % of the items deleted
 #   orders    the tenant's orders and items deleted
 # Last, the orders and items deleted again and `\copy`d back alone (the floor of the orders
-# case). Prints wall times, what the restore changed, and the ratios to psql; asserts nothing.
+# case). Prints wall times, what the restore changed, and the ratios to psql, then the CPU of
+# the orders case by process (tools/bench/cpu.sh) next to PostgreSQL's for the \copy alone;
+# asserts nothing.
 #
 #   eval "$(tools/devenv env)"; tools/bench/restore.sh [ORDERS]
 #
@@ -24,6 +26,7 @@ tmp=$(mktemp -d /tmp/bw-restorebench.XXXXXX)
 wpid=""
 trap '[ -n "$wpid" ] && kill "$wpid" 2>/dev/null; [ -n "${BENCH_KEEP:-}" ] && echo "kept $tmp" || rm -rf "$tmp"' EXIT
 q() { psql -X -q -t -A -v ON_ERROR_STOP=1 "$DATABASE_URL" -c "$1"; }
+source "$ROOT/tools/bench/cpu.sh"
 RHOST=$(sed -E 's#^redis://([^@]*@)?([^:/]+).*#\2#' <<<"$REDIS_URL")
 RPORT=$(sed -E 's#^redis://([^@]*@)?[^:/]+:([0-9]+).*#\2#' <<<"$REDIS_URL")
 export REDISCLI_AUTH=$(sed -E 's#^redis://[^:]*:([^@]*)@.*#\1#' <<<"$REDIS_URL")
@@ -89,13 +92,19 @@ q "VACUUM (ANALYZE) profiles, businesses, products, clients, orders, order_items
 # an older backup would see every row as written since its snapshot
 job "$P-full" type backup user_id "$U" mode full
 B=$(rc HGET "$P:job:$P-full" backup_id)
+# the tombstones older than that backup, as retention purges them (every run deletes the
+# tenant's orders and items three times: unpurged, they grew past 3 million rows here and
+# slowed every delete and every listing of the changed keys, whoever ran it)
+q "SELECT backup_tombstones_purge('$U')" >/dev/null
 restore intact
 q "UPDATE orders SET notes = coalesce(notes, '') || ' (changed)' WHERE user_id = '$U' AND number % 100 = 7;
    DELETE FROM order_items WHERE order_id IN (SELECT id FROM orders WHERE user_id = '$U' AND number % 100 = 11)" >/dev/null
 restore 1pct
 q "DELETE FROM order_items WHERE order_id IN (SELECT id FROM orders WHERE user_id = '$U');
    DELETE FROM orders WHERE user_id = '$U'" >/dev/null
+read -r w0 g0 s0 <<<"$(cpu_pid "$wpid") $(cpu_pg) $(cpu_s3)"
 restore orders
+read -r w1 g1 s1 <<<"$(cpu_pid "$wpid") $(cpu_pg) $(cpu_s3)"
 # PostgreSQL's own load of those rows alone, in the same situation: orders and items deleted
 # (committed, not vacuumed), then \copy'd back in one transaction
 q "DELETE FROM order_items WHERE order_id IN (SELECT id FROM orders WHERE user_id = '$U');
@@ -104,9 +113,11 @@ q "DELETE FROM order_items WHERE order_id IN (SELECT id FROM orders WHERE user_i
   echo "SELECT set_config('backup.restoring', 'on', true) \\g /dev/null"
   for t in orders order_items; do echo "\\copy $t ($(cols "$t")) FROM '$tmp/$t.csv' (FORMAT csv)"; done
   echo "COMMIT;"; } >"$tmp/orders.sql"
+g2=$(cpu_pg)
 t4=$(date +%s.%N)
 psql -X -q -v ON_ERROR_STOP=1 "$DATABASE_URL" -f "$tmp/orders.sql" >/dev/null
 t5=$(date +%s.%N)
+g3=$(cpu_pg)
 kill -TERM "$wpid"; wait "$wpid" 2>/dev/null || true; wpid=""
 rc EVAL "for _, k in ipairs(redis.call('KEYS', ARGV[1] .. ':*')) do redis.call('DEL', k) end" 0 "$P" >/dev/null
 awk -v rows="$rows" -v a="$t0" -v b="$t1" -v c="$t4" -v d="$t5" 'BEGIN {
@@ -118,3 +129,4 @@ awk -v rows="$rows" -v a="$t0" -v b="$t1" -v c="$t4" -v d="$t5" 'BEGIN {
   printf "%-34s %8.2f s  ratio %.2f", "backup-worker restore, " $1, $2, $2 / (b - a)
   if ($1 == "orders") printf " (%.2f of the \\copy alone)", $2 / (d - c)
   printf "   %s\n", note }' "$tmp/figures"
+echo "CPU, ms: the orders case: worker $(cpu_ms $((w1 - w0))), PostgreSQL $(cpu_ms $((g1 - g0))), S3 server $(cpu_ms $((s1 - s0))); psql's \\copy of those rows alone: PostgreSQL $(cpu_ms $((g3 - g2)))"

@@ -1029,7 +1029,8 @@ static void use_scope(JobRt *rt, Backup *b) {
  * incremental deleted, and the claim made again with the reason. */
 static void fall_back_to_full(JobRt *rt, Backup *b, const char *why) {
     log_info(job_log_id(jobrt_job(rt)), "backup %s: %s: a full backup instead", b->id, why);
-    snprintf(b->full_why, sizeof(b->full_why), "%s", why);
+    /* cut to the field (a reason quotes an error of up to ERR_MSG_MAX) */
+    snprintf(b->full_why, sizeof(b->full_why), "%.*s", (int)sizeof(b->full_why) - 1, why);
     backup_query(rt, b, ST_FALLBACK, JRT_END, "ROLLBACK", 0, NULL);
 }
 
