@@ -163,15 +163,14 @@ static void test_round_trip_with_backpressure(void **state) {
     assert_false(err_is_set(&c.err));
     assert_true(c.paused > 0); /* the producer was held back */
     assert_int_equal(c.paused, c.writable_calls);
-    /* where the time went: the chain ran, the producer waited, the sink held output back (a
-     * 2 ms timer each time it blocked) */
+    /* where the time went: the chain ran, the producer waited, the sink held output back (not
+     * a bound per block: a 2 ms timer fires at once when the loop's cached time is stale, as
+     * under valgrind, where the chain's runs are slow) */
     FilterPipeTimes t;
     filter_pipe_times(c.p, &t);
     assert_true(t.chain_ns > 0);
     assert_true(t.wait_ns > 0);
-    if (t.sink_held_ns < (uint64_t)(c.sink_calls / c.block_every) * 1000000u)
-        fail_msg("the sink held output back %llu ns over %d blocks",
-                 (unsigned long long)t.sink_held_ns, c.sink_calls / c.block_every);
+    assert_true(t.sink_held_ns > 0);
     /* two chunks (each at most CHUNK + one piece) and one chunk's output, in buffers
      * that grow by doubling: 12 MiB went through in at most 6 x 256 KiB */
     if (c.max_buffered > 6 * CHUNK)
