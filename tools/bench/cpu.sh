@@ -8,6 +8,7 @@
 #                    already reaped (cutime + cstime: a backend that exited still counts)
 #   cpu_s3, cpu_redis  the devenv's S3 server (node s3rver) and Redis
 #   cpu_ms TICKS     ticks in milliseconds
+# Sourcing it also warns (stderr) when backup-worker processes are already running.
 # A process that is gone reads as 0: take the readings while it runs.
 : "${DEV:=${BW_DEV_DIR:-/tmp/backup-worker-dev}}"
 CPU_HZ=$(getconf CLK_TCK)
@@ -35,3 +36,11 @@ cpu_pg() {
 cpu_s3() { cpu_pid "$(cat "$DEV/s3.pid" 2>/dev/null || echo 0)"; }
 cpu_redis() { cpu_pid "$(cat "$DEV/redis.pid" 2>/dev/null || echo 0)"; }
 cpu_ms() { echo $(($1 * 1000 / CPU_HZ)); }
+
+# A bench's figures are only worth its machine's quiet: worker processes left from an earlier
+# run (a script killed before its own kill) each probe S3 every 10 s, and on s3rver with
+# thousands of objects 15 of them burned 0.4 s of CPU per second (stop 42). Sourcing this
+# says so on stderr before anything is measured.
+if stray=$(pgrep -f '(^|/)backup-worker( |$)' 2>/dev/null) && [ -n "$stray" ]; then
+  echo "bench: $(wc -w <<<"$stray") backup-worker process(es) already running ($(tr '\n' ' ' <<<"$stray")): figures taken beside them are not this machine's; stop them first" >&2
+fi
