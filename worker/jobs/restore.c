@@ -178,6 +178,7 @@ typedef struct {
     unsigned char *partial; /* per table: pruned or placed (the checks' partial[]) */
     uint64_t *sent;
     int direct_failed; /* a COPY into a table itself failed, or took fewer rows than sent */
+    int short_locks;   /* lock_timeout was set short for those COPYs: APPLY sets it back */
     /* only what changed since the last step's snapshot is staged (PRUNE below) */
     char *snapshot;     /* the last step's ('' when unknown) */
     char *listed;       /* the snapshot before the changed keys were listed */
@@ -1905,6 +1906,7 @@ static void restore_setup_stmts(Restore *r) {
          * read again through staging, whose writes take their locks without waiting (APPLY) */
         buf_puts(&sql, "SET LOCAL lock_timeout = '100ms'");
         add_stmt(r, SQ_EXEC, -1, &sql, NULL);
+        r->short_locks = 1;
     }
     if (r->pitr) {
         buf_puts(&sql, "CREATE TEMP TABLE _bw_x (step int NOT NULL, tbl int NOT NULL, k text) ON "
@@ -1999,7 +2001,8 @@ static void restore_apply_stmts(Restore *r) {
     r->partial = xcalloc((size_t)n, 1);
     for (int i = 0; i < n; i++)
         r->partial[i] = (unsigned char)partial(r, i);
-    if (any_direct(r)) { /* the APPLY's writes set their own (after their locks) */
+    if (r->short_locks) { /* even when nothing went straight in after all: the checks wait as
+                           * they always did; the APPLY's writes set their own (after locks) */
         buf_puts(&sql, "SET LOCAL lock_timeout TO DEFAULT");
         add_stmt(r, SQ_EXEC, -1, &sql, NULL);
     }
