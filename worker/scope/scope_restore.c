@@ -234,15 +234,18 @@ int scope_restore_ref_count(const Scope *s, int i) {
     return n;
 }
 
+/* The k-th checked foreign key of table t (scope_restore_ref_count), or NULL. */
+static const Column *checked_ref(const Scope *s, const Table *t, int k) {
+    for (int n = 0; n < t->ncols; n++)
+        if (scope_checked_ref(s, t, &t->cols[n]) && k-- == 0)
+            return &t->cols[n];
+    return NULL;
+}
+
 const char *scope_restore_ref_sql(const Scope *s, int i, int k, const unsigned char *selected,
                                   const unsigned char *partial, Buf *sql) {
     const Table *t = &s->t[i];
-    const Column *c = NULL;
-    for (int n = 0; n < t->ncols; n++)
-        if (scope_checked_ref(s, t, &t->cols[n]) && k-- == 0) {
-            c = &t->cols[n];
-            break;
-        }
+    const Column *c = checked_ref(s, t, k);
     if (c == NULL)
         return NULL;
     int pi = scope_find(s, c->ref_table);
@@ -466,14 +469,6 @@ void scope_restore_place_sql(const Scope *s, int i, Buf *sql) {
         buf_puts(sql, " WHERE ");
         scope_user_filter(s, t, "", sql);
     }
-}
-
-/* The k-th checked foreign key of table t (scope_restore_ref_count), or NULL. */
-static const Column *checked_ref(const Scope *s, const Table *t, int k) {
-    for (int n = 0; n < t->ncols; n++)
-        if (scope_checked_ref(s, t, &t->cols[n]) && k-- == 0)
-            return &t->cols[n];
-    return NULL;
 }
 
 const char *scope_restore_ref_column(const Scope *s, int i, int k) {
