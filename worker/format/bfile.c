@@ -50,9 +50,16 @@ int bfile_codecs(const char *json, size_t len, CodecList *out, Err *err) {
 }
 
 void bfile_begin(BfileWriter *w, Buf *out, const BfileHeader *h) {
+    Buf fields = BUF_INIT;
+    bfile_header_fields(&fields, h);
+    bfile_begin_fields(w, out, fields.data);
+    buf_free(&fields);
+}
+
+void bfile_begin_fields(BfileWriter *w, Buf *out, const char *fields) {
     memset(w, 0, sizeof(*w));
     buf_puts(out, "{");
-    bfile_header_fields(out, h);
+    buf_puts(out, fields);
     buf_puts(out, ",\"tables\":{");
 }
 
@@ -287,4 +294,3 @@ int bfile_reader_end(BfileReader *r, Err *err) {
         return malformed(r, err, "the document ends early (truncated?)");
     return 0;
 }
-

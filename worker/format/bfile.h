@@ -37,6 +37,8 @@ typedef struct {
 
 /* The header line and the opening of "tables". */
 void bfile_begin(BfileWriter *w, Buf *out, const BfileHeader *h);
+/* The same with header fields of the caller's (comma-separated, without braces): an export. */
+void bfile_begin_fields(BfileWriter *w, Buf *out, const char *fields);
 /* Open the list of a table (in "tables") or of its deleted keys (in "deleted"). */
 void bfile_list_begin(BfileWriter *w, Buf *out, const char *table);
 /* One element: a row object or a deleted key, already JSON. */
@@ -79,6 +81,5 @@ void bfile_reader_free(BfileReader *r);
 /* Fields of a header, manifest or trailer: json_field (base/json.h). */
 /* The codecs a header or manifest names: "codecs" (v2), else "compression" (v1). */
 int bfile_codecs(const char *json, size_t len, CodecList *out, Err *err);
-
 
 #endif

@@ -39,6 +39,17 @@ int layout_key_is_users(const char *key, const char *user_id) {
            strlen(key) < LAYOUT_KEY_MAX;
 }
 
+void layout_export_key(char *out, size_t n, const char *user_id, const char *export_id) {
+    snprintf(out, n, "exports/%s/%s.json.gz", user_id, export_id);
+}
+
+int layout_key_is_users_export(const char *key, const char *user_id) {
+    char prefix[64];
+    snprintf(prefix, sizeof(prefix), "exports/%s/", user_id);
+    return strncmp(key, prefix, strlen(prefix)) == 0 && strstr(key, "..") == NULL &&
+           strlen(key) < LAYOUT_KEY_MAX;
+}
+
 /* a UUID's shape: 8-4-4-4-12 hex digits */
 static int uuid_at(const char *s) {
     for (int i = 0; i < 36; i++) {

@@ -6,6 +6,7 @@
  *   backups/{user_id}/incremental/{backup_id}.json{suffix}   incremental
  *   backups/{user_id}/changes/{start}-{end}-e{epoch}.jsonl{suffix}  change segments
  *   {key}.manifest.json                                      next to each backup
+ *   exports/{user_id}/{export_id}.json.gz                    a user's download (export job)
  *
  * backup_id is {backup|incremental}-{user_id}-{milliseconds}; suffix comes from
  * the codecs (".gz" for gzip, "" for none).
@@ -36,6 +37,11 @@ int layout_segment_key(char *out, size_t n, const char *user_id, unsigned long l
 void layout_manifest_key(char *out, size_t n, const char *key);
 /* backups/{user_id}/ */
 void layout_user_prefix(char *out, size_t n, const char *user_id);
+/* exports/{user_id}/{export_id}.json.gz: an export (a plain JSON document, gzip), apart from
+ * the backups so that a lifecycle rule on exports/ cannot touch them. */
+void layout_export_key(char *out, size_t n, const char *user_id, const char *export_id);
+/* 1 when key is an export of user_id's (exports/{user_id}/, no "..", shorter than the max). */
+int layout_key_is_users_export(const char *key, const char *user_id);
 /* 1 when key is an object of user_id's (under the prefix, no "..", shorter than the max). */
 int layout_key_is_users(const char *key, const char *user_id);
 /* The user a backup id names ({word}-{user_id}-...) into user (37 bytes); 0, or -1 when it

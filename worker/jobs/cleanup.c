@@ -9,12 +9,14 @@
  *   SEGMENTS  capture_segments_expired(user) (022): the change segments no kept backup needs
  *             (all their transactions seen by the oldest one kept): the PITR window is the
  *             retention period
+ *   EXPORTS   backup_exports_expire(user) (024): the user's downloads past their day, and failed
+ *             ones a day old
  *   DELETE    objects and manifests with batched DeleteObjects, in the primary, then in the
  *             replica when one is configured (a replica that cannot delete now fails the run
  *             retryably: the rows stay `expired`, and the retry deletes in both again)
- *   MARK      those rows `deleted`, those segments' rows deleted; a failed delete leaves them
- *             for the next run
- *   UPLOADS   multipart uploads under the user's prefix older than a day are aborted
+ *   MARK      those rows `deleted`, those segments' and exports' rows deleted; a failed delete
+ * leaves them for the next run UPLOADS   multipart uploads under the user's prefix older than a day
+ * are aborted
  *
  * scope=all runs every user with backups, 100 users per database page.
  * Idempotent: a second run finds nothing to expire and deletes nothing.
@@ -42,6 +44,7 @@ typedef enum {
     ST_LOCK,
     ST_EXPIRE,
     ST_SEGMENTS,
+    ST_EXPORTS,
     ST_DELETE,
     ST_DELETE_REPLICA,
     ST_MARK,
@@ -64,6 +67,9 @@ typedef struct {
     char **segs; /* this user's change segments no kept backup needs (their keys in keys) */
     int nsegs;
     uint64_t segments;
+    char **exports; /* this user's exports to delete (their keys in keys, when they have one) */
+    int nexports, nexport_keys;
+    uint64_t exported;
     char **uploads; /* stale multipart uploads: key, id pairs */
     int nuploads, upi;
     uint64_t deleted, objects, aborted, tombstones;
@@ -88,8 +94,9 @@ static void reset_user(Cleanup *c) {
     free_list(c->keys, c->nkeys);
     free_list(c->uploads, c->nuploads);
     free_list(c->segs, c->nsegs);
-    c->ids = c->keys = c->uploads = c->segs = NULL;
-    c->nids = c->nkeys = c->nuploads = c->upi = c->nsegs = 0;
+    free_list(c->exports, c->nexports);
+    c->ids = c->keys = c->uploads = c->segs = c->exports = NULL;
+    c->nids = c->nkeys = c->nuploads = c->upi = c->nsegs = c->nexports = c->nexport_keys = 0;
 }
 
 static void pool_query(JobRt *rt, Cleanup *c, State next, const char *sql, int n,
@@ -99,17 +106,19 @@ static void pool_query(JobRt *rt, Cleanup *c, State next, const char *sql, int n
 }
 
 static void done(JobRt *rt, Cleanup *c) {
-    char note[224], busy[64] = "";
+    char note[288], busy[64] = "";
     if (c->users_busy)
         snprintf(busy, sizeof(busy), "; %d user%s skipped (another job of theirs ran)",
                  c->users_busy, c->users_busy == 1 ? "" : "s");
     snprintf(note, sizeof(note),
              "%" PRIu64 " backup%s deleted (%" PRIu64 " objects) for %d user%s; %" PRIu64
              " change segment%s no kept backup needs deleted; %" PRIu64
-             " stale upload%s aborted; %" PRIu64 " tombstone%s purged%s",
+             " expired export%s deleted; %" PRIu64 " stale upload%s aborted; %" PRIu64
+             " tombstone%s purged%s",
              c->deleted, c->deleted == 1 ? "" : "s", c->objects, c->users_done,
-             c->users_done == 1 ? "" : "s", c->segments, c->segments == 1 ? "" : "s", c->aborted,
-             c->aborted == 1 ? "" : "s", c->tombstones, c->tombstones == 1 ? "" : "s", busy);
+             c->users_done == 1 ? "" : "s", c->segments, c->segments == 1 ? "" : "s", c->exported,
+             c->exported == 1 ? "" : "s", c->aborted, c->aborted == 1 ? "" : "s", c->tombstones,
+             c->tombstones == 1 ? "" : "s", busy);
     job_set_note(jobrt_job(rt), note);
     log_info(job_log_id(jobrt_job(rt)), "cleanup: %s", note);
     job_progress(jobrt_job(rt), "done", 100, c->deleted, c->objects);
@@ -181,6 +190,26 @@ static void on_segments(JobRt *rt, Cleanup *c, PGresult *res) {
         log_info(job_log_id(jobrt_job(rt)),
                  "cleanup of user %s: %d change segment(s) no kept backup needs", c->user,
                  c->nsegs);
+    const char *v[] = {c->user};
+    pool_query(rt, c, ST_EXPORTS, "SELECT export_id, s3_key FROM backup_exports_expire($1::uuid)",
+               1, v);
+}
+
+static void on_exports(JobRt *rt, Cleanup *c, PGresult *res) {
+    for (int k = 0; k < PQntuples(res); k++) {
+        const char *id = PQgetvalue(res, k, 0), *key = PQgetvalue(res, k, 1);
+        push(&c->exports, &c->nexports, id);
+        if (PQgetisnull(res, k, 1)) /* failed before it was stored: nothing to delete */
+            continue;
+        if (!layout_key_is_users_export(key, c->user)) {
+            jobrt_failf(rt, ERR_PERMANENT, ERR_CODE_INVALID,
+                        "export %s has a key outside exports/%s/: refusing to delete it", id,
+                        c->user);
+            return;
+        }
+        push(&c->keys, &c->nkeys, key);
+        c->nexport_keys++;
+    }
     c->state = ST_DELETE;
     jobrt_delete(rt, ST_DELETE, JRT_SOFT, (const char *const *)c->keys, (size_t)c->nkeys);
 }
@@ -188,7 +217,9 @@ static void on_segments(JobRt *rt, Cleanup *c, PGresult *res) {
 static void on_deleted(JobRt *rt, Cleanup *c, const JobEv *ev) {
     int replica = c->state == ST_DELETE_REPLICA;
     if (!replica) /* the backups' objects and manifests (segments are counted apart) */
-        c->objects += ev->count > (uint64_t)c->nsegs ? ev->count - (uint64_t)c->nsegs : 0;
+        c->objects += ev->count > (uint64_t)(c->nsegs + c->nexport_keys)
+                          ? ev->count - (uint64_t)(c->nsegs + c->nexport_keys)
+                          : 0;
     if (ev->err || ev->failed) { /* the rows stay expired: the next run deletes them */
         Err e;
         err_set(&e, ERR_RETRYABLE, ev->err ? ev->err->code : ERR_CODE_HTTP,
@@ -205,7 +236,11 @@ static void on_deleted(JobRt *rt, Cleanup *c, const JobEv *ev) {
                           (size_t)c->nkeys);
         return;
     }
-    Buf ids = BUF_INIT, segs = BUF_INIT;
+    Buf ids = BUF_INIT, segs = BUF_INIT, exps = BUF_INIT;
+    buf_puts(&exps, "{");
+    for (int i = 0; i < c->nexports; i++)
+        buf_printf(&exps, "%s%s", i ? "," : "", c->exports[i]);
+    buf_puts(&exps, "}");
     buf_puts(&ids, "{");
     for (int i = 0; i < c->nids; i++)
         buf_printf(&ids, "%s%s", i ? "," : "", c->ids[i]);
@@ -214,15 +249,17 @@ static void on_deleted(JobRt *rt, Cleanup *c, const JobEv *ev) {
     for (int i = 0; i < c->nsegs; i++)
         buf_printf(&segs, "%s\"%s\"", i ? "," : "", c->segs[i]);
     buf_puts(&segs, "}");
-    const char *v[] = {ids.data, c->user, segs.data};
+    const char *v[] = {ids.data, c->user, segs.data, exps.data};
     pool_query(rt, c, ST_MARK,
                "WITH s AS (DELETE FROM change_segments WHERE id = ANY($3::text[]) AND "
-               "user_id = $2::uuid) "
+               "user_id = $2::uuid), x AS (DELETE FROM backup_exports WHERE id = ANY($4::uuid[]) "
+               "AND user_id = $2::uuid AND status = 'expired') "
                "UPDATE backup_metadata SET status = 'deleted' WHERE id = ANY($1::text[]) "
                "AND user_id = $2::uuid AND status = 'expired'",
-               3, v);
+               4, v);
     buf_free(&ids);
     buf_free(&segs);
+    buf_free(&exps);
 }
 
 /* Tombstones no future incremental can need (proto/sql/008); NULL user: all of them. */
@@ -333,9 +370,13 @@ static void on_result(JobRt *rt, Cleanup *c, PGresult *res) {
     case ST_SEGMENTS:
         on_segments(rt, c, res);
         break;
+    case ST_EXPORTS:
+        on_exports(rt, c, res);
+        break;
     case ST_MARK:
         c->deleted += strtoull(PQcmdTuples(res), NULL, 10);
         c->segments += (uint64_t)c->nsegs;
+        c->exported += (uint64_t)c->nexports;
         purge_tombstones(rt, c, ST_PURGE, c->user);
         break;
     case ST_PURGE: {

@@ -14,6 +14,9 @@ static const ConfigVar vars[] = {
     {"BACKUP_NOTIFY", "true",
      "write a row in the user's notifications when a backup ends (backup_completed, "
      "backup_failed) and when a restore completes (restore_completed)"},
+    {"EXPORT_PLAINTEXT", "refused",
+     "exports (\"download my data\") are plain JSON: with BACKUP_ENCRYPTION=required they are "
+     "refused unless this is allowed"},
     {"JOB_VISIBILITY_TIMEOUT", "60s", "a job whose worker is silent this long is run again"},
     {"JOB_MAX_ATTEMPTS", "5",
      "runs of a job before it goes to the dead-letter stream (1-100); a run stopped by an outage "
@@ -60,6 +63,12 @@ int jobconfig_load(JobConfig *jc, ConfigGetenv getenv_fn, void *data, Buf *error
     jc->backup_compression = jc->backup_codecs[0] != 0;
     jc->backup_compression_level = config_get_int(&l, "BACKUP_COMPRESSION_LEVEL", min, max);
     jc->backup_notify = config_get_bool(&l, "BACKUP_NOTIFY");
+    char *plain = config_get_str(&l, "EXPORT_PLAINTEXT", 1);
+    if (plain && strcmp(plain, "allowed") == 0)
+        jc->export_plaintext = 1;
+    else if (!plain || strcmp(plain, "refused") != 0)
+        config_bad(&l, "EXPORT_PLAINTEXT", "'%.40s' is not refused or allowed", plain ? plain : "");
+    free(plain);
     jc->job_visibility_timeout_ms =
         config_get_duration(&l, "JOB_VISIBILITY_TIMEOUT", 1000, 86400000LL);
     jc->job_max_attempts = config_get_int(&l, "JOB_MAX_ATTEMPTS", 1, 100);

@@ -15,6 +15,7 @@ typedef struct {
     int backup_compression;       /* 1 unless "" */
     int backup_compression_level; /* of that codec: gzip 1-9, zstd 1-19 */
     int backup_notify;            /* notification row when a backup ends */
+    int export_plaintext;         /* EXPORT_PLAINTEXT=allowed: exports under required encryption */
     long long job_visibility_timeout_ms;
     int job_max_attempts;
     long long job_backoff_base_ms, job_backoff_max_ms;

@@ -7,7 +7,7 @@
 
 static const JobType *const types[] = {&job_type_ping,   &job_type_backup,  &job_type_restore,
                                        &job_type_verify, &job_type_cleanup, &job_type_replicate,
-                                       &job_type_sleep};
+                                       &job_type_export, &job_type_sleep};
 #define NTYPES (sizeof(types) / sizeof(types[0]))
 
 const JobType *job_type_find(const char *name) {

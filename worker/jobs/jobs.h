@@ -18,6 +18,7 @@ extern const JobType job_type_restore;
 extern const JobType job_type_verify;
 extern const JobType job_type_cleanup;
 extern const JobType job_type_replicate;
+extern const JobType job_type_export;
 
 /* "Job types:" and a line per type (name, fields, summary), for --help; test types left out. */
 void jobs_print_help(FILE *out);

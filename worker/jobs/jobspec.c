@@ -275,6 +275,9 @@ static int decode_fields(JobSpec *spec, const JobField *fields, size_t n, const 
                 return bad_value(
                     err, f, "is not a backup id ((backup|incremental|differential)-<uuid>-<id>)");
             copy_value(spec->backup_id, sizeof(spec->backup_id), f);
+        } else if (is(f, "export_id")) {
+            if (uuid_field(spec->export_id, f, err) != 0)
+                return -1;
         } else if (is(f, "from")) {
             if (!value_is(f, "primary") && !value_is(f, "replica"))
                 return bad_value(err, f, "is not primary or replica");

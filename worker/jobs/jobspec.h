@@ -41,6 +41,8 @@ typedef struct {
                          * LSN ("16/B374D848"), "" when a backup is named instead */
     char from[16];      /* restore, verify: "replica" forces the replica's copy, "primary" the
                          * primary's alone (no fallback); "": primary, then the replica's */
+    char export_id[37]; /* export: lowercase UUID of the export, "" when absent (derived from
+                         * the job id, so that a retry writes the same export) */
     int retention_days; /* cleanup: 0 = the configured default */
     int scope_all;      /* cleanup: every user */
     long sleep_ms;      /* sleep */

@@ -3,7 +3,7 @@
 // dead-lettered by the worker with the same reason. No Node or browser
 // dependency: both sides import it.
 
-export type JobType = 'backup' | 'restore' | 'verify' | 'cleanup' | 'replicate' | 'ping';
+export type JobType = 'backup' | 'restore' | 'verify' | 'cleanup' | 'replicate' | 'export' | 'ping';
 export type BackupMode = 'full' | 'incremental' | 'differential';
 export type Trigger = 'manual' | 'scheduled' | 'api';
 export type Source = 'primary' | 'replica';
@@ -58,12 +58,21 @@ export interface ReplicateJob extends Common {
   backupId: string;
 }
 
+/** "Download my data": one of the user's backups as a plain JSON document (gzip), kept a day. */
+export interface ExportJob extends Common {
+  type: 'export';
+  userId: string;
+  backupId: string;
+  /** The export's id (a UUID; default: derived from the job id): the row of backup_exports. */
+  exportId?: string;
+}
+
 export interface PingJob extends Common {
   type: 'ping';
   userId?: string;
 }
 
-export type Job = BackupJob | RestoreJob | VerifyJob | CleanupJob | ReplicateJob | PingJob;
+export type Job = BackupJob | RestoreJob | VerifyJob | CleanupJob | ReplicateJob | ExportJob | PingJob;
 
 /** Status of a job: the `{prefix}:job:{job_id}` hash. */
 export type JobState = 'queued' | 'running' | 'retrying' | 'completed' | 'dead';
@@ -223,6 +232,7 @@ const ALLOWED: Record<JobType, readonly string[]> = {
   verify: ['userId', 'backupId', 'from'],
   cleanup: ['userId', 'retentionDays', 'scope'],
   replicate: ['userId', 'backupId'],
+  export: ['userId', 'backupId', 'exportId'],
 };
 const COMMON = ['type', 'jobId', 'requestedBy', 'trigger'];
 const WIRE: Record<string, string> = {
@@ -232,6 +242,7 @@ const WIRE: Record<string, string> = {
   backupId: 'backup_id',
   dryRun: 'dry_run',
   retentionDays: 'retention_days',
+  exportId: 'export_id',
 };
 
 /**
@@ -241,7 +252,7 @@ const WIRE: Record<string, string> = {
 export function jobFields(job: Job): Record<string, string> {
   const j = job as unknown as Record<string, unknown>;
   const type = oneOf('type', j.type, Object.keys(ALLOWED) as JobType[],
-    'is not a job type (ping, backup, restore, verify, cleanup or replicate)');
+    'is not a job type (ping, backup, restore, verify, cleanup, replicate or export)');
   const out: Record<string, string> = { type };
   for (const [k, v] of Object.entries(j)) {
     if (v === undefined || k === 'type') continue;
@@ -255,6 +266,7 @@ export function jobFields(job: Job): Record<string, string> {
         break;
       case 'userId':
       case 'requestedBy':
+      case 'exportId':
         out[wire] = uuid(wire, v);
         break;
       case 'trigger':
@@ -299,7 +311,8 @@ export function jobFields(job: Job): Record<string, string> {
     }
   }
   const scopeAll = out.scope === 'all';
-  if ((type === 'backup' || type === 'restore' || (type === 'cleanup' && !scopeAll)) && !out.user_id)
+  if ((type === 'backup' || type === 'restore' || type === 'export' || (type === 'cleanup' && !scopeAll)) &&
+      !out.user_id)
     throw new ProtocolError(
       `missing field 'user_id' (the UUID of the user whose data this ${type} job concerns)`);
   if (type === 'cleanup' && scopeAll && out.user_id)
@@ -311,6 +324,8 @@ export function jobFields(job: Job): Record<string, string> {
     throw new ProtocolError("missing field 'backup_id' (the backup to restore) or 'at' (the point in time to restore to)");
   if (type === 'replicate' && !out.backup_id)
     throw new ProtocolError("missing field 'backup_id' (the backup to copy to the replica)");
+  if (type === 'export' && !out.backup_id)
+    throw new ProtocolError("missing field 'backup_id' (the backup to export)");
   if (type === 'verify' && !out.backup_id && !out.user_id)
     throw new ProtocolError("a verify job needs 'backup_id' or 'user_id'");
   // a restore of one user's backup under another user's id would be refused by the worker
