@@ -8,6 +8,7 @@
 #include "jobs/jobspec.h"
 #include "format/layout.h"
 #include "proto_lua.h"
+#include "base/textval.h"
 
 #include <stddef.h>
 #include <stdio.h>
@@ -293,9 +294,18 @@ static int submit(const Opts *o, const char **fv) {
     if (r == NULL)
         return 1;
     const char *argv[48];
-    char stream[256], hash[300], now[32];
+    char stream[256], hash[300], now[32], keep[32];
     int n = 0;
     snprintf(now, sizeof(now), "%lld", (long long)(ctl_now() * 1000));
+    /* the status hash is kept as long as the workers keep it (JOB_RETENTION, default 7d) */
+    long long keep_ms = 7LL * 86400000;
+    const char *jr = getenv("JOB_RETENTION");
+    if (jr && *jr && textval_duration_ms(jr, 60000, 3650 * 86400000LL, &keep_ms) != 0) {
+        fprintf(stderr, "backupctl: JOB_RETENTION: '%.40s' is not a duration (7d, 12h)\n", jr);
+        redisFree(r);
+        return 1;
+    }
+    snprintf(keep, sizeof(keep), "%lld", keep_ms);
     argv[n++] = "EVAL";
     argv[n++] = lua_enqueue;
     argv[n++] = "2";
@@ -304,6 +314,7 @@ static int submit(const Opts *o, const char **fv) {
     argv[n++] = field_of(fv, "type");
     argv[n++] = field_of(fv, "user_id");
     argv[n++] = now;
+    argv[n++] = keep;
     argv[n++] = "job_id";
     argv[n++] = o->job_id;
     argv[n++] = "trigger";

@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { gunzipSync } from 'node:zlib';
 import { BackupQueue, BackupStore, ProgressHub, ProtocolError, keys } from '@backup-worker/client';
 import { BackupService, BackupError } from '@backup-worker/client/browser';
 import { signJwt } from '../../tools/web/dist/jwt.js';
@@ -204,6 +205,56 @@ test('restore: another user\'s backup is 404 and enqueues nothing; the caller\'s
   assert.equal(rows[0].n, 30);
 });
 
+test('export: the owner downloads a backup as plain JSON through a presigned link of 15 minutes; nobody else', async () => {
+  const q = new BackupQueue({ redis: S.redis, prefix: S.prefix });
+  const st = await q.runJob({ type: 'backup', userId: B, mode: 'full', jobId: `webt-${Date.now()}-xb` },
+    new ProgressHub(sub(), S.prefix), 60000);
+  assert.equal(st.status, 'completed');
+  const before = await xlen();
+  const r = await api('POST', '/api/backup/export', { tok: token(A), body: { backupId: st.backupId } });
+  assert.equal(r.status, 404, 'another user\'s backup');
+  assert.equal(await xlen(), before, 'nothing enqueued');
+  const bad = await api('POST', '/api/backup/export', { tok: token(B), body: { backupId: st.backupId, userId: A } });
+  assert.equal(bad.status, 400);
+
+  const svc = service(B);
+  const { jobId, exportId } = await svc.exportBackup(st.backupId);
+  const done = await svc.watch(jobId);
+  assert.equal(done.result.export_id, exportId);
+  const link = await svc.getExport(exportId);
+  assert.equal(link.status, 'completed');
+  assert.equal(link.rows, done.result.rows);
+  assert.equal('key' in link, false, 'the object key is not shown');
+  const u = new URL(link.url);
+  assert.equal(u.searchParams.get('X-Amz-Algorithm'), 'AWS4-HMAC-SHA256', 'SigV4 query signing');
+  assert.equal(u.searchParams.get('X-Amz-Expires'), '900', '15 minutes');
+  assert.match(u.pathname, new RegExp(`/exports/${B}/${exportId}\\.json\\.gz$`));
+  const res = await fetch(link.url);
+  assert.equal(res.status, 200, 'the store accepts the signature');
+  assert.match(res.headers.get('content-disposition') ?? '', /attachment; filename="mis-datos-\d{4}-\d\d-\d\d\.json\.gz"/);
+  const doc = JSON.parse(gunzipSync(Buffer.from(await res.arrayBuffer())).toString('utf8'));
+  assert.equal(doc.format, 'pedidolist-export');
+  assert.equal(doc.user_id, B);
+  assert.equal(doc.backup_id, st.backupId);
+  assert.equal(doc.tables.orders.length, 10);
+  assert.ok(doc.tables.orders.every((o) => o.user_id === B));
+
+  // the signature covers the key: the same link on another object is refused by the store
+  const forged = link.url.replace(`/exports/${B}/`, `/exports/${A}/`);
+  assert.equal((await fetch(forged)).status, 403);
+  const other = await api('GET', `/api/backup/exports/${exportId}`, { tok: token(A) });
+  assert.equal(other.status, 404, 'another user\'s export is not there');
+  assert.deepEqual(other.body, { error: 'Export not found' });
+  assert.equal((await api('GET', '/api/backup/exports/not-a-uuid', { tok: token(B) })).status, 404);
+  // a link never outlives its export; a past export is gone
+  await S.pool.query("UPDATE backup_exports SET expires_at = now() + interval '60 seconds' WHERE id = $1", [exportId]);
+  const short = new URL((await svc.getExport(exportId)).url);
+  assert.ok(Number(short.searchParams.get('X-Amz-Expires')) <= 60, short.searchParams.get('X-Amz-Expires'));
+  await S.pool.query("UPDATE backup_exports SET expires_at = now() - interval '1 second' WHERE id = $1", [exportId]);
+  const gone = await api('GET', `/api/backup/exports/${exportId}`, { tok: token(B) });
+  assert.equal(gone.status, 410);
+});
+
 test('restore of a damaged backup fails with the seed\'s message', async () => {
   // B's own backup, its object overwritten in S3
   const q = new BackupQueue({ redis: S.redis, prefix: S.prefix });
@@ -369,6 +420,14 @@ test('client: an enqueued job is `queued` at once, before a worker claims it; it
   const [[entry]] = await S.redis.xrange(ik.jobs, '-', '+');
   assert.equal(await S.redis.hget(ik.job(jobId), 'entry'), entry, 'the entry a worker will claim as its own');
   assert.ok((await S.redis.pttl(ik.job(jobId))) > 0, 'kept for a while, not forever');
+  assert.ok((await S.redis.pttl(ik.job(jobId))) > 6 * 86400000, 'the protocol\'s default retention: 7 days');
+  // kept as long as the workers keep it (JOB_RETENTION), not a fixed week
+  const short = new BackupQueue({ redis: S.redis, prefix: `${S.prefix}-idle`, jobRetentionMs: 120000 });
+  await short.enqueue({ type: 'backup', userId: A, mode: 'full', jobId: `${jobId}-r` });
+  const ttl = await S.redis.pttl(ik.job(`${jobId}-r`));
+  assert.ok(ttl > 0 && ttl <= 120000, String(ttl));
+  await S.redis.del(ik.job(`${jobId}-r`));
+  await S.redis.xtrim(ik.jobs, 'MAXLEN', 1);
   // the same id again: a second entry (the worker runs it once), the status untouched
   await S.redis.hset(ik.job(jobId), 'status', 'completed');
   await idle.enqueue({ type: 'backup', userId: A, mode: 'full', jobId });

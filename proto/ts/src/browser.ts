@@ -4,13 +4,17 @@
 import {
   type BackupInfo,
   type BackupStatistics,
+  type ExportInfo,
   type JobStatus,
   type ProgressEvent,
   type TimelineEntry,
   Errors,
 } from './protocol.js';
 
-export type { BackupInfo, BackupStatistics, JobStatus, ProgressEvent, TimelineEntry };
+export type { BackupInfo, BackupStatistics, ExportInfo, JobStatus, ProgressEvent, TimelineEntry };
+
+/** An export and, once it is written, a link to download it (15 minutes). */
+export type ExportLink = Omit<ExportInfo, 'key'> & { url: string | null; urlExpiresAt?: string };
 export { Errors };
 
 export interface BackupServiceOptions {
@@ -62,6 +66,16 @@ export class BackupService {
   /** A backup by id, or `at`: the rows as they were then (dryRun: the counts, nothing written). */
   restoreBackup(req: { backupId?: string; at?: string; tables?: string[]; dryRun?: boolean }): Promise<{ jobId: string }> {
     return this.call('POST', '/api/backup/restore', req);
+  }
+
+  /** "Download my data": the worker writes the backup as plain JSON (gzip); follow jobId, then getExport. */
+  exportBackup(backupId: string): Promise<{ jobId: string; exportId: string }> {
+    return this.call('POST', '/api/backup/export', { backupId });
+  }
+
+  /** An export of the caller's, with a fresh download link once it is written. */
+  getExport(exportId: string): Promise<ExportLink> {
+    return this.call('GET', `/api/backup/exports/${encodeURIComponent(exportId)}`);
   }
 
   getStatus(): Promise<BackupStatistics> {

@@ -6,6 +6,8 @@ import type { Redis } from 'ioredis';
 import type { Pool, PoolClient } from 'pg';
 import {
   type BackupInfo,
+  type ExportInfo,
+  JOB_RETENTION_MS,
   type BackupStatistics,
   type Job,
   type JobStatus,
@@ -23,25 +25,30 @@ export interface QueueOptions {
   redis: Redis;
   /** REDIS_PREFIX of the workers (default `backup`). */
   prefix?: string;
+  /** How long a job's status hash is kept, ms: the workers' JOB_RETENTION (default the protocol's,
+   * JOB_RETENTION_MS; parseDuration reads the setting's text). */
+  jobRetentionMs?: number;
 }
 
 // proto/lua/enqueue.lua without its comments (backupctl runs that file; tests/test_names.sh
 // checks the two agree)
 const ENQUEUE_LUA = `
-local e = redis.call('XADD', KEYS[1], '*', unpack(ARGV, 4))
+local e = redis.call('XADD', KEYS[1], '*', unpack(ARGV, 5))
 if redis.call('EXISTS', KEYS[2]) == 0 then
   redis.call('HSET', KEYS[2], 'status', 'queued', 'entry', e, 'type', ARGV[1], 'user_id', ARGV[2],
              'created_at', ARGV[3], 'stage', 'queued')
-  redis.call('PEXPIRE', KEYS[2], 604800000)
+  redis.call('PEXPIRE', KEYS[2], ARGV[4])
 end
 return e`;
 
 export class BackupQueue {
   private readonly redis: Redis;
   private readonly k: ReturnType<typeof keys>;
+  private readonly retention: number;
 
   constructor(opts: QueueOptions) {
     this.redis = opts.redis;
+    this.retention = opts.jobRetentionMs ?? JOB_RETENTION_MS;
     this.k = keys(opts.prefix ?? 'backup');
   }
 
@@ -59,7 +66,7 @@ export class BackupQueue {
     // worker claims it, instead of a 404. The worker's start takes the hash over (the same
     // entry: not a duplicate) and sets its own retention.
     await this.redis.eval(ENQUEUE_LUA, 2, this.k.jobs, this.k.job(fields.job_id),
-      fields.type, fields.user_id ?? '', String(Date.now()), ...args);
+      fields.type, fields.user_id ?? '', String(Date.now()), String(this.retention), ...args);
     return fields.job_id;
   }
 
@@ -272,6 +279,26 @@ export class BackupStore {
         created_at: new Date(row.created_at).toISOString(),
         completed_at: row.completed_at ? new Date(row.completed_at).toISOString() : null,
         verified: row.verified,
+      };
+    });
+  }
+
+  /** One export of the user's, or null when it is not theirs or does not exist. */
+  getExport(claims: { sub: string }, exportId: string): Promise<ExportInfo | null> {
+    if (!isUuid(exportId)) return Promise.resolve(null);
+    return this.asUser(claims, async (c) => {
+      const r = await c.query(
+        `SELECT id, backup_id, status, s3_key, size, row_count, error, created_at, expires_at
+           FROM backup_exports WHERE id = $1::uuid AND user_id = $2::uuid`, [exportId, claims.sub]);
+      if (r.rowCount === 0) return null;
+      const row = r.rows[0];
+      return {
+        id: row.id, backup_id: row.backup_id, status: row.status, key: row.s3_key,
+        size: row.size === null ? null : Number(row.size),
+        rows: row.row_count === null ? null : Number(row.row_count),
+        error: row.error,
+        created_at: new Date(row.created_at).toISOString(),
+        expires_at: new Date(row.expires_at).toISOString(),
       };
     });
   }

@@ -143,6 +143,20 @@ export interface BackupInfo {
   verified: boolean;
 }
 
+/** A user's export ("download my data"): a row of `backup_exports` (proto/sql/024). */
+export interface ExportInfo {
+  id: string;
+  backup_id: string;
+  status: 'running' | 'completed' | 'failed' | 'expired';
+  /** The object's key (exports/{user_id}/{id}.json.gz), once completed. */
+  key: string | null;
+  size: number | null;
+  rows: number | null;
+  error: string | null;
+  created_at: string;
+  expires_at: string;
+}
+
 /** A user's line of the `backup_statistics` view. */
 export interface BackupStatistics {
   total_backups: number;
@@ -374,6 +388,18 @@ export function parseJobStatus(jobId: string, h: Record<string, string>): JobSta
   };
 }
 
+/** How long a job's status hash is kept by default: the workers' JOB_RETENTION default (7d). */
+export const JOB_RETENTION_MS = 7 * 24 * 3600 * 1000;
+
+/** A duration as the workers' settings write it (`500ms`, `30s`, `10m`, `2h`, `7d`), in ms;
+ * null when it is not one. */
+export function parseDuration(s: string): number | null {
+  const m = /^(\d+)(ms|s|m|h|d)$/.exec(s.trim());
+  if (!m) return null;
+  const unit = { ms: 1, s: 1000, m: 60000, h: 3600000, d: 86400000 }[m[2] as 'ms' | 's' | 'm' | 'h' | 'd'];
+  return Number(m[1]) * unit;
+}
+
 /** Key names under a prefix (REDIS_PREFIX, default `backup`). */
 export function keys(prefix = 'backup') {
   return {
@@ -395,4 +421,5 @@ export const Errors = {
   notFound: 'Backup not found',
   jobNotFound: 'Job not found',
   tooMany: 'Too many jobs: try again in a minute',
+  exportNotFound: 'Export not found',
 } as const;

@@ -12,6 +12,7 @@ import type { Redis } from 'ioredis';
 import type { Pool } from 'pg';
 import { BackupQueue, BackupStore, Errors, ProgressHub, ProtocolError, isBackupId, isJobId, isRestorePoint, isUuid } from '@backup-worker/client';
 import { type Claims, type Verifier } from './jwt.js';
+import type { Presigner } from './s3link.js';
 
 export interface WebConfig {
   /** Checks the bearer tokens (jwt.ts: JWKS and/or the legacy HS256 secret). */
@@ -22,7 +23,14 @@ export interface WebConfig {
   jobsPerMinute: number;
   secureCookies: boolean;
   logLevel: string;
+  /** Links to exports (s3link.ts); null: the store is not S3, exports cannot be downloaded. */
+  presigner: Presigner | null;
+  /** How long a job's status hash is kept (the workers' JOB_RETENTION), ms. */
+  jobRetentionMs?: number;
 }
+
+/** A download link is good this long (and never past the export's own expiry). */
+export const EXPORT_LINK_SECONDS = 15 * 60;
 
 export interface WebDeps {
   redis: Redis;
@@ -82,7 +90,7 @@ export async function buildApp(cfg: WebConfig, deps: WebDeps): Promise<FastifyIn
     },
     hsts: cfg.secureCookies ? { maxAge: 15552000 } : false, // HTTPS only where the cookies are Secure
   });
-  const queue = new BackupQueue({ redis: deps.redis, prefix: cfg.prefix });
+  const queue = new BackupQueue({ redis: deps.redis, prefix: cfg.prefix, jobRetentionMs: cfg.jobRetentionMs });
   const store = new BackupStore(deps.pool);
   const hub = new ProgressHub(deps.subscriber, cfg.prefix);
   const streams = new Set<import('node:http').ServerResponse>(); // open event streams, ended at close
@@ -241,6 +249,50 @@ export async function buildApp(cfg: WebConfig, deps: WebDeps): Promise<FastifyIn
   });
 
   app.get('/api/backup/status', async (req) => store.statistics(user(req)));
+
+  // "download my data": the worker writes the backup as plain JSON under exports/ (the export
+  // job); the owner then gets a presigned link to it, 15 minutes at most
+  app.post('/api/backup/export', {
+    schema: {
+      body: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['backupId'],
+        properties: { backupId: { type: 'string', maxLength: 128 } },
+      },
+    },
+  }, async (req, reply) => {
+    const u = user(req);
+    const { backupId } = req.body as { backupId: string };
+    if (!isBackupId(backupId)) throw new HttpError(400, `'${backupId}' is not a backup id`);
+    if (!cfg.presigner) throw new HttpError(501, 'exports need an S3 store (BACKUP_STORE=s3)');
+    const b = await store.getBackup(u, backupId); // RLS: another user's backup is not there
+    if (!b) throw new HttpError(404, Errors.notFound);
+    if (b.status !== 'completed')
+      throw new HttpError(409, `backup ${backupId} is ${b.status}: only a completed backup can be exported`);
+    await limit(u.sub);
+    const exportId = randomUUID();
+    const jobId = await queue.enqueue({
+      type: 'export', userId: u.sub, backupId, exportId, jobId: newJobId('export'), requestedBy: u.sub, trigger: 'api',
+    });
+    return reply.code(202).send({ jobId, exportId });
+  });
+
+  app.get('/api/backup/exports/:exportId', async (req) => {
+    const u = user(req);
+    const { exportId } = req.params as { exportId: string };
+    const x = isUuid(exportId) ? await store.getExport(u, exportId.toLowerCase()) : null;
+    if (!x) throw new HttpError(404, Errors.exportNotFound);
+    const { key, ...shown } = x;
+    if (x.status !== 'completed' || !key) return { ...shown, url: null };
+    const left = Math.floor((Date.parse(x.expires_at) - Date.now()) / 1000);
+    if (left <= 0) throw new HttpError(410, 'the export has expired: export the backup again');
+    if (!cfg.presigner) throw new HttpError(501, 'exports need an S3 store (BACKUP_STORE=s3)');
+    const seconds = Math.min(EXPORT_LINK_SECONDS, left);
+    const day = x.created_at.slice(0, 10);
+    const url = await cfg.presigner.presign(key, seconds, `mis-datos-${day}.json.gz`);
+    return { ...shown, url, urlExpiresAt: new Date(Date.now() + seconds * 1000).toISOString() };
+  });
 
   app.delete('/api/backup/cleanup', async (req, reply) => {
     const u = user(req);

@@ -6,6 +6,8 @@ import pg from 'pg';
 import { randomBytes } from 'node:crypto';
 import { buildApp } from './app.js';
 import { createVerifier } from './jwt.js';
+import { createPresigner, s3LinkConfigFromEnv } from './s3link.js';
+import { JOB_RETENTION_MS, parseDuration } from '@backup-worker/client';
 
 function fail(msg: string): never {
   process.stderr.write(`backup-web: ${msg}\n`);
@@ -48,6 +50,11 @@ const databaseUrl = process.env.WEB_DATABASE_URL || process.env.DATABASE_URL ||
 const prefix = process.env.REDIS_PREFIX || 'backup';
 if (!/^[A-Za-z0-9_.:-]{1,64}$/.test(prefix)) fail(`REDIS_PREFIX: '${prefix}' must be 1-64 letters, digits or _.:-`);
 const port = intEnv('WEB_PORT', 18090, 0, 65535);
+const retentionText = process.env.JOB_RETENTION || '';
+const jobRetentionMs = retentionText ? parseDuration(retentionText) : JOB_RETENTION_MS;
+if (jobRetentionMs === null || jobRetentionMs < 60000)
+  fail(`JOB_RETENTION: '${retentionText}' is not a duration of at least a minute (7d, 12h), as the workers take it`);
+const s3link = s3LinkConfigFromEnv(process.env);
 const host = process.env.WEB_HOST || '127.0.0.1';
 
 const redis = new Redis(redisUrl, { maxRetriesPerRequest: 3 });
@@ -71,6 +78,8 @@ const app = await buildApp({
   jobsPerMinute: intEnv('WEB_JOBS_PER_MINUTE', 10, 1, 10000),
   secureCookies: process.env.WEB_SECURE_COOKIES === 'true',
   logLevel: process.env.WEB_LOG_LEVEL || 'info',
+  presigner: s3link ? createPresigner(s3link) : null,
+  jobRetentionMs,
 }, { redis, subscriber, pool });
 
 let closing = false;
