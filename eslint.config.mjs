@@ -8,7 +8,7 @@ export default tseslint.config(
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {
-    files: ['proto/ts/src/**/*.ts', 'tools/web/src/**/*.ts'],
+    files: ['proto/ts/src/**/*.ts', 'proto/react/src/**/*.{ts,tsx}', 'tools/web/src/**/*.ts', 'tools/web/page/**/*.tsx'],
     languageOptions: { parserOptions: { projectService: true, tsconfigRootDir: import.meta.dirname } },
   },
 );

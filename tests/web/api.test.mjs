@@ -516,13 +516,14 @@ test('healthz, the page and its assets', async () => {
   const csrf = await fetch(`${S.url}/api/csrf`, { headers: { authorization: `Bearer ${token(A)}` } });
   const set = csrf.headers.getSetCookie().find((c) => c.startsWith('bw_csrf=')) ?? '';
   for (const attr of ['HttpOnly', 'SameSite=Strict', 'Path=/', 'Max-Age=43200']) assert.ok(set.includes(attr), `${attr} in ${set}`);
-  for (const a of ['/assets/app.js', '/assets/client/browser.js', '/assets/client/protocol.js', '/assets/style.css']) {
+  for (const a of ['/assets/page/app.js', '/assets/style.css']) {
     const r = await fetch(S.url + a);
     assert.equal(r.status, 200, a);
     assert.match(r.headers.get('content-type') ?? '', a.endsWith('.css') ? /^text\/css/ : /javascript/, a);
   }
-  // @fastify/static serves those and nothing beside them
-  for (const a of ['/assets/client/node.js', '/assets/%2e%2e/package.json', '/assets/../src/app.ts', '/assets/client/../../package.json'])
+  // @fastify/static serves those and nothing beside them (the untyped app.js is gone)
+  for (const a of ['/assets/app.js', '/assets/client/browser.js', '/assets/page/main.js', '/assets/%2e%2e/package.json',
+    '/assets/../src/app.ts', '/assets/page/../../package.json'])
     assert.equal((await fetch(S.url + a)).status, 404, a);
   const nf = await api('GET', '/nope');
   assert.deepEqual([nf.status, nf.body], [404, { error: 'Not found' }]);

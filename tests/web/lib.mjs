@@ -143,13 +143,13 @@ export async function keyToken(sub, extra = {}, key = JWKS.keys[0]) {
 
 /** A page of the web tier, signed in as user (an owner's email) and loaded; what goes wrong in it
  * (page errors, console errors) is collected in problems. */
-export async function signedInPage(browser, url, user, height = 900) {
+export async function signedInPage(browser, url, user, height = 900, tok = token(user, { email: 'dueña@example.com' })) {
   const page = await browser.newPage({ viewport: { width: 1000, height } });
   const problems = [];
   page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
   page.on('console', (m) => m.type() === 'error' && problems.push(`console: ${m.text()}`));
   await page.goto(url);
-  await page.fill('#token', token(user, { email: 'dueña@example.com' }));
+  await page.fill('#token', tok);
   await page.click('#signin-button');
   // the section shows before its figures arrive: wait for the first load
   await page.waitForSelector('#backup:not([hidden])[data-loaded]');

@@ -356,8 +356,8 @@ export async function buildApp(cfg: WebConfig, deps: WebDeps): Promise<FastifyIn
 
   app.get('/favicon.ico', async (_req, reply) => reply.code(204).header('cache-control', 'max-age=86400').send());
 
-  // the page's files by @fastify/static: ours (public/), and the browser client as tsc compiled
-  // it (only its two modules the page imports)
+  // the page's files by @fastify/static: ours (public/), and the page's script as esbuild bundled
+  // it (page/bundle.mjs: React, TanStack Query, @backup-worker/react and the browser client)
   const noCache = {
     cacheControl: false,
     setHeaders: (reply: FastifyReply) => {
@@ -365,10 +365,9 @@ export async function buildApp(cfg: WebConfig, deps: WebDeps): Promise<FastifyIn
     },
   };
   await app.register(fastifyStatic, { root: join(here, '../public'), prefix: '/assets/', index: false, ...noCache });
-  const client = dirname(fileURLToPath(import.meta.resolve('@backup-worker/client/browser')));
   await app.register(fastifyStatic, {
-    root: client, prefix: '/assets/client/', decorateReply: false, index: false, ...noCache,
-    allowedPath: (path: string) => path === '/browser.js' || path === '/protocol.js',
+    root: join(here, 'page'), prefix: '/assets/page/', decorateReply: false, index: false, ...noCache,
+    allowedPath: (path: string) => path === '/app.js' || path === '/app.js.map',
   });
   app.get('/', async (_req, reply) => reply.sendFile('index.html'));
 
