@@ -102,6 +102,7 @@ test('the backup page: sign in (ES256), back up, preview and restore two tables,
   await page.click('#restore-confirm');
   await page.waitForFunction(() => document.getElementById('job-title')?.textContent === 'Restauración');
   await page.waitForSelector('#job[data-state="completed"]', { timeout: 60000 });
+  await page.waitForFunction(() => document.getElementById('message')?.textContent !== '');
   assert.match(await page.textContent('#message'), /^Restauración: completado \(se insertaron \d+\)$/);
   assert.equal(await n('SELECT count(*)::int AS n FROM orders WHERE user_id = $1'), 200, 'the deleted orders are back');
   assert.ok(await n('SELECT count(*)::int AS n FROM order_items i JOIN orders o ON o.id = i.order_id WHERE o.user_id = $1') > items);

@@ -1,10 +1,12 @@
 // The seed's REST API on @backup-worker/client: the routes, authentication
 // (Supabase JWT), CSRF, per-user limits. main.ts wires it to the environment.
 
-import { createHmac, randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import cookie from '@fastify/cookie';
+import csrf from '@fastify/csrf-protection';
+import rateLimit from '@fastify/rate-limit';
 import helmet from '@fastify/helmet';
 import fastifyStatic from '@fastify/static';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
@@ -17,7 +19,8 @@ import type { Presigner } from './s3link.js';
 export interface WebConfig {
   /** Checks the bearer tokens (jwt.ts: JWKS and/or the legacy HS256 secret). */
   verifier: Verifier;
-  /** Key of the CSRF tokens' MACs (WEB_CSRF_SECRET, else SUPABASE_JWT_SECRET, else random). */
+  /** Key of the CSRF tokens' MACs binding them to the user (WEB_CSRF_SECRET, else
+   * SUPABASE_JWT_SECRET, else random). */
   csrfSecret: string;
   prefix: string;
   jobsPerMinute: number;
@@ -101,6 +104,7 @@ export async function buildApp(cfg: WebConfig, deps: WebDeps): Promise<FastifyIn
   // ---- errors: always JSON {"error": ...} ----
   app.setErrorHandler((err: Error & { statusCode?: number; validation?: unknown }, req, reply) => {
     if (err instanceof HttpError) return reply.code(err.status).headers(err.headers).send({ error: err.message });
+    if ((err as { code?: string }).code?.startsWith('FST_CSRF_')) return reply.code(403).send({ error: Errors.csrf });
     if (err instanceof ProtocolError) return reply.code(400).send({ error: err.message });
     if (err.validation) return reply.code(400).send({ error: `invalid request: ${err.message}` });
     const status = err.statusCode && err.statusCode >= 400 && err.statusCode < 500 ? err.statusCode : 500;
@@ -109,19 +113,7 @@ export async function buildApp(cfg: WebConfig, deps: WebDeps): Promise<FastifyIn
   });
   app.setNotFoundHandler((_req, reply) => reply.code(404).send({ error: 'Not found' }));
 
-  // ---- authentication and CSRF, for every /api route but /api/csrf ----
-  // a token is bound to the signed-in user: one fetched by (or for) another user is refused
-  const csrfSign = (sub: string, nonce: string) =>
-    createHmac('sha256', cfg.csrfSecret).update(`csrf:${sub}:${nonce}`).digest('base64url');
-  const csrfValid = (sub: string, t: string | undefined) => {
-    if (!t) return false;
-    const dot = t.indexOf('.');
-    if (dot <= 0) return false;
-    const want = Buffer.from(csrfSign(sub, t.slice(0, dot)));
-    const got = Buffer.from(t.slice(dot + 1));
-    return got.length === want.length && timingSafeEqual(got, want);
-  };
-
+  // ---- authentication, for every /api route ----
   app.addHook('onRequest', async (req: FastifyRequest) => {
     if (!req.url.startsWith('/api/')) return;
     const m = /^Bearer ([A-Za-z0-9._-]+)$/.exec(req.headers.authorization ?? '');
@@ -130,35 +122,55 @@ export async function buildApp(cfg: WebConfig, deps: WebDeps): Promise<FastifyIn
       throw new HttpError(401, Errors.noUser);
     claims.sub = claims.sub.toLowerCase();
     req.claims = claims;
-    if (req.method !== 'GET' && req.method !== 'HEAD') {
-      const header = req.headers['x-csrf-token'];
-      const sent = typeof header === 'string' ? header : undefined;
-      const kept = req.cookies[CSRF_COOKIE];
-      if (!sent || !kept || sent.length !== kept.length || !timingSafeEqual(Buffer.from(sent), Buffer.from(kept)) ||
-          !csrfValid(claims.sub, sent))
-        throw new HttpError(403, Errors.csrf);
-    }
   });
+
+  // ---- CSRF by @fastify/csrf-protection: double submit, bound to the signed-in user ----
+  // The cookie holds a random secret (HttpOnly, SameSite=Strict); every POST and DELETE sends
+  // X-CSRF-Token, a token made from that secret and MACed with the user's id (csrfOpts.userInfo),
+  // so a token fetched by (or for) another user, or without its cookie, is refused.
+  await app.register(csrf, {
+    sessionPlugin: '@fastify/cookie',
+    cookieKey: CSRF_COOKIE,
+    cookieOpts: { path: '/', httpOnly: true, sameSite: 'strict', maxAge: 43200, secure: cfg.secureCookies, signed: false },
+    getToken: (req) => {
+      const h = req.headers['x-csrf-token'];
+      return typeof h === 'string' ? h : '';
+    },
+    getUserInfo: (req) => req.claims?.sub ?? '',
+    csrfOpts: { hmacKey: cfg.csrfSecret },
+    logLevel: 'debug',
+  });
+  app.addHook('onRequest', (req, reply, done) => {
+    if (!req.url.startsWith('/api/') || req.method === 'GET' || req.method === 'HEAD') return done();
+    app.csrfProtection(req, reply, done);
+  });
+
+  // ---- jobs per user and minute by @fastify/rate-limit, counted in Redis so every replica of
+  // the server shares them; checked in the handlers, once a request is valid and the user's ----
+  await app.register(rateLimit, {
+    global: false,
+    redis: deps.redis,
+    nameSpace: `${cfg.prefix}:web:rate:`,
+    max: cfg.jobsPerMinute,
+    timeWindow: 60000,
+    keyGenerator: (req) => req.claims?.sub ?? '',
+  });
+  const checkRate = app.createRateLimit();
 
   const user = (req: FastifyRequest): Claims => {
     if (!req.claims) throw new HttpError(401, Errors.noUser);
     return req.claims;
   };
 
-  // jobs enqueued per user and minute, counted in Redis so every replica of the server shares them
-  const limit = async (userId: string) => {
-    const minute = Math.floor(Date.now() / 60000);
-    const key = `${cfg.prefix}:web:rate:${userId}:${minute}`;
-    const [[, n]] = (await deps.redis.multi().incr(key).expire(key, 120).exec()) as [[Error | null, number]];
-    if (n > cfg.jobsPerMinute)
-      throw new HttpError(429, Errors.tooMany, { 'retry-after': String(60 - (Math.floor(Date.now() / 1000) % 60)) });
+  const limit = async (req: FastifyRequest) => {
+    const r = await checkRate(req);
+    if (!r.isAllowed && r.isExceeded)
+      throw new HttpError(429, Errors.tooMany, { 'retry-after': String(Math.max(1, r.ttlInSeconds)) });
   };
   const newJobId = (type: string) => `web-${type}-${randomUUID()}`;
 
   app.get('/api/csrf', async (req, reply) => {
-    const nonce = randomBytes(18).toString('base64url');
-    const token = `${nonce}.${csrfSign(user(req).sub, nonce)}`;
-    reply.setCookie(CSRF_COOKIE, token, { path: '/', httpOnly: true, sameSite: 'strict', maxAge: 43200, secure: cfg.secureCookies });
+    const token = reply.generateCsrf({ userInfo: user(req).sub });
     reply.header('cache-control', 'no-store');
     return { token };
   });
@@ -175,7 +187,7 @@ export async function buildApp(cfg: WebConfig, deps: WebDeps): Promise<FastifyIn
   }, async (req, reply) => {
     const u = user(req);
     const { type } = req.body as { type: 'full' | 'incremental' };
-    await limit(u.sub);
+    await limit(req);
     const jobId = await queue.enqueue({
       type: 'backup', userId: u.sub, mode: type, jobId: newJobId('backup'), requestedBy: u.sub, trigger: 'api',
     });
@@ -230,7 +242,7 @@ export async function buildApp(cfg: WebConfig, deps: WebDeps): Promise<FastifyIn
     if (at !== undefined) {
       if (!isRestorePoint(at))
         throw new HttpError(400, "'at' is not a time with its offset (2026-12-07T09:14:00+01:00) or an LSN");
-      await limit(u.sub);
+      await limit(req);
       const jobId = await queue.enqueue({
         type: 'restore', userId: u.sub, at, tables, dryRun, jobId: newJobId('restore'), requestedBy: u.sub, trigger: 'api',
       });
@@ -241,7 +253,7 @@ export async function buildApp(cfg: WebConfig, deps: WebDeps): Promise<FastifyIn
     if (!b) throw new HttpError(404, Errors.notFound);
     if (b.status !== 'completed')
       throw new HttpError(409, `backup ${backupId} is ${b.status}: only a completed backup can be restored`);
-    await limit(u.sub);
+    await limit(req);
     const jobId = await queue.enqueue({
       type: 'restore', userId: u.sub, backupId, tables, dryRun, jobId: newJobId('restore'), requestedBy: u.sub, trigger: 'api',
     });
@@ -270,7 +282,7 @@ export async function buildApp(cfg: WebConfig, deps: WebDeps): Promise<FastifyIn
     if (!b) throw new HttpError(404, Errors.notFound);
     if (b.status !== 'completed')
       throw new HttpError(409, `backup ${backupId} is ${b.status}: only a completed backup can be exported`);
-    await limit(u.sub);
+    await limit(req);
     const exportId = randomUUID();
     const jobId = await queue.enqueue({
       type: 'export', userId: u.sub, backupId, exportId, jobId: newJobId('export'), requestedBy: u.sub, trigger: 'api',
@@ -297,7 +309,7 @@ export async function buildApp(cfg: WebConfig, deps: WebDeps): Promise<FastifyIn
   app.delete('/api/backup/cleanup', async (req, reply) => {
     const u = user(req);
     if (!(await store.isOwner(u.sub))) throw new HttpError(403, Errors.notOwner);
-    await limit(u.sub);
+    await limit(req);
     const jobId = await queue.enqueue({
       type: 'cleanup', userId: u.sub, jobId: newJobId('cleanup'), requestedBy: u.sub, trigger: 'api',
     });
