@@ -21,6 +21,10 @@
 // restore of a user to such an instant must leave exactly the rows recorded then, or be refused
 // because the user had no backup before it, or because a row it held is another user's now.
 //
+// And exports ("download my data"): some full backups, and every user's last one at the end, are
+// exported; the document's rows must be exactly the rows recorded for that backup (read from the
+// store with --ctl BACKUPCTL, or from the directory of BACKUP_STORE=file://...).
+//
 // Needs DATABASE_URL, REDIS_URL and a worker consuming PREFIX:jobs with BACKUP_NOTIFY=false.
 // On a failure it prints the seed, the step, the last operations and the rows that differ, and
 // exits 1; the same seed replays the same operations.
@@ -28,6 +32,7 @@ import pg from 'pg';
 import Redis from 'ioredis';
 import { spawnSync } from 'node:child_process';
 import { gunzipSync } from 'node:zlib';
+import { readFileSync } from 'node:fs';
 
 const args = Object.fromEntries(
   process.argv.slice(2).reduce((a, v, i, all) => (v.startsWith('--') ? [...a, [v.slice(2), all[i + 1]]] : a), []));
@@ -39,6 +44,8 @@ const TABLES = ['profiles', 'businesses', 'products', 'clients', 'orders', 'orde
   'user_settings'];
 const OWNER = { profiles: 'id', businesses: 'owner_id', order_items: null };
 const CTL = args.segments;
+const READER = args.ctl || CTL; // backupctl, to read exports from S3
+const STORE_DIR = (process.env.BACKUP_STORE || '').startsWith('file://') ? process.env.BACKUP_STORE.slice(7) : null;
 // JSON with its objects' keys in order: the same row from two writers compares equal
 const canon = (v) => (Array.isArray(v) ? `[${v.map(canon).join(',')}]`
   : v && typeof v === 'object' ? `{${Object.keys(v).sort().map((k) => `${JSON.stringify(k)}:${canon(v[k])}`).join(',')}}`
@@ -91,17 +98,20 @@ class Model {
     this.backups = []; // {id, user, mode, state}
     this.points = []; // --segments: {at, states: {user: rows}, backed: users with a backup before}
     this.n = { backup: 0, restore: 0, refused: 0, same: 0, kept: 0, concurrent: 0, ops: 0, truncate: 0, move: 0, long: 0,
-      pitr: 0, pitrRefused: 0 };
+      pitr: 0, pitrRefused: 0, exports: 0 };
     const s = String(seed % 100000).padStart(5, '0');
     this.users = [1, 2, 3].map((k) => `0de1${s.slice(0, 4)}-${s.slice(4)}00${k}-4000-8000-0000000000${k}0`);
     this.jobs = 0;
+    this.xr = rng(seed * 104729 + 1); // exports' draws
+    this.toExport = [];
   }
 
   stats() {
     const n = this.n;
     return `${Math.min(this.step, STEPS)} steps, ${n.ops} writes (${n.move} moves, ${n.truncate} truncates, ${n.long} open across a ` +
       `backup), ${n.backup} backups, ${n.restore} restores, ${n.refused} refused (a row moved to another user) (${n.concurrent} with the application writing: ` +
-      `${n.same} transactions on the restored user's rows, ${n.kept} rows of them kept as after the restore)` +
+      `${n.same} transactions on the restored user's rows, ${n.kept} rows of them kept as after the restore), ` +
+      `${n.exports} exports` +
       (CTL ? `; ${n.changes} changes in ${n.segments} segments replayed to the rows; ${n.pitr} restores to a point in time ` +
         `(${n.pitrRefused} refused: no backup before it, or a row moved away)` : '');
   }
@@ -134,6 +144,7 @@ class Model {
     await db.query('DELETE FROM profiles WHERE id = ANY($1)', [this.users]);
     await db.query('DELETE FROM backup_metadata WHERE user_id = ANY($1)', [this.users]);
     await db.query('DELETE FROM restore_history WHERE user_id = ANY($1)', [this.users]);
+    await db.query('DELETE FROM backup_exports WHERE user_id = ANY($1)', [this.users]);
     for (const u of this.users) {
       await db.query(`INSERT INTO profiles (id, email, full_name) VALUES ($1, $2, 'Model')`, [u, `${u}@example.com`]);
       await db.query(`INSERT INTO user_settings (user_id) VALUES ($1)`, [u]);
@@ -413,6 +424,37 @@ class Model {
     this.backups.push({ id: h.backup_id, user: u, mode, state: st[u] });
     this.n.backup++;
     this.note(`backup ${mode} of ${u.slice(0, 13)}: ${h.backup_id}${h.note ? ` (${h.note})` : ''}`);
+    // an export now and then, drawn from an rng of its own (the seed's operations stay the same),
+    // later on, after other writes: its rows are still the backup's
+    if (mode === 'full' && this.xr() < 0.3) this.toExport.push(this.backups[this.backups.length - 1]);
+    else if (this.toExport.length && this.xr() < 0.5) await this.exportCheck(this.toExport.shift());
+  }
+
+  // An object of the store, whole
+  readObject(key) {
+    if (STORE_DIR) return readFileSync(`${STORE_DIR}/${key}`);
+    if (!READER) throw new Failure('exports are read with backupctl: --ctl BACKUPCTL');
+    const r = spawnSync(READER, ['s3', 'get', key, '-'], { maxBuffer: 1 << 28 });
+    if (r.status !== 0) throw new Failure(`backupctl s3 get ${key}: ${r.stderr}`);
+    return r.stdout;
+  }
+
+  // "download my data": the export of a full backup holds exactly the rows recorded for it
+  async exportCheck(b) {
+    const h = await this.job(['type', 'export', 'user_id', b.user, 'backup_id', b.id]);
+    this.note(`export of ${b.id} (${b.mode}): ${h.status} ${h.error || ''}`);
+    if (h.status !== 'completed') throw new Failure(`export of completed backup ${b.id} failed: ${h.error}`);
+    const res = JSON.parse(h.result);
+    const doc = JSON.parse(gunzipSync(this.readObject(res.key)).toString('utf8'));
+    if (doc.format !== 'pedidolist-export' || doc.backup_id !== b.id || doc.user_id !== b.user)
+      throw new Failure(`export of ${b.id}: header ${doc.format} ${doc.backup_id} ${doc.user_id}`);
+    const got = {}, want = {};
+    for (const t of TABLES) {
+      got[t] = (doc.tables[t] ?? []).map(canon).sort();
+      want[t] = b.state[t].map((j) => canon(JSON.parse(j))).sort();
+    }
+    this.diff(want, got, `the export of ${b.id} is not the rows recorded at that backup`);
+    this.n.exports++;
   }
 
   async restore(b, concurrent) {
@@ -554,10 +596,12 @@ class Model {
         await this.restore(b, this.r() < 0.3);
       }
     }
-    // the end: every user restored to its last backup, exactly
+    // the end: every user restored to its last backup, exactly; its last full backup exported
     for (const u of this.users) {
       const last = this.backups.filter((b) => b.user === u).pop();
       if (last) { last.index = this.backups.indexOf(last); await this.restore(last, false); }
+      const full = this.backups.filter((b) => b.user === u && b.mode === 'full').pop();
+      if (full) await this.exportCheck(full);
     }
     if (CTL) await this.segments();
   }

@@ -35,8 +35,8 @@ if [ "$MODE" = wal ]; then
 fi
 [ "$fails" -eq 0 ] || exit 1
 if node "$ROOT/tests/model.mjs" --prefix "$P" --seeds "${MODEL_SEEDS:-$DEFAULT_SEEDS}" --steps "${MODEL_STEPS:-80}" \
-  "${SEGMENTS[@]}"; then
-  ok "model: every backup and restore exact for seeds ${MODEL_SEEDS:-$DEFAULT_SEEDS}"
+  --ctl "${CTL:-$(dirname "$WORKER")/backupctl}" "${SEGMENTS[@]}"; then
+  ok "model: every backup, restore and export exact for seeds ${MODEL_SEEDS:-$DEFAULT_SEEDS}"
 else
   bad "model: a seed failed (above; MODEL_SEEDS=<seed> replays it)"
 fi
