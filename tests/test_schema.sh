@@ -15,7 +15,7 @@ for f in "$(dirname "$0")"/../proto/sql/[0-9]*.sql; do
   psql -X -q -v ON_ERROR_STOP=1 "$DATABASE_URL" -f "$f" >/dev/null 2>&1 || rc=$f
 done
 check "every file applies again by hand" 0 "$rc"
-check "tables" "backup_metadata backup_schema_migrations backup_scope backup_tombstone_purged backup_tombstones businesses capture_gaps capture_owners capture_state change_segments clients notifications order_items orders products profiles restore_history user_settings" \
+check "tables" "backup_exports backup_metadata backup_schema_migrations backup_scope backup_tombstone_purged backup_tombstones businesses capture_gaps capture_owners capture_state change_segments clients notifications order_items orders products profiles restore_history user_settings" \
   "$(q "SELECT string_agg(tablename, ' ' ORDER BY tablename) FROM pg_tables WHERE schemaname = 'public' AND tablename NOT LIKE 'bw_test%' AND tablename NOT LIKE 'snap\_%'")"
 check "updated_at triggers" 8 "$(q "SELECT count(*) FROM pg_trigger WHERE tgname LIKE '%_set_updated_at'")"
 
@@ -51,6 +51,13 @@ check "RLS: A sees only A" "$A" "$(rls "$A" "SELECT DISTINCT user_id FROM backup
 check "RLS: A row count" 5 "$(rls "$A" "SELECT count(*) FROM backup_metadata;" | tail -n +2)"
 check "RLS: B sees one" 1 "$(rls "$B" "SELECT count(*) FROM backup_metadata;" | tail -n +2)"
 check "RLS: no subject, no rows" 0 "$(rls "" "SELECT count(*) FROM backup_metadata;" | tail -n +2)"
+q "DELETE FROM backup_exports WHERE user_id IN ('$A', '$B');
+   INSERT INTO backup_exports (id, user_id, backup_id) VALUES (gen_random_uuid(), '$A', 'backup-$A-1')" >/dev/null
+check "RLS: an export is its user's only (024)" "1 0" \
+  "$(rls "$A" "SELECT count(*) FROM backup_exports;" | tail -n +2) $(rls "$B" "SELECT count(*) FROM backup_exports;" | tail -n +2)"
+check "an export's key must be under its user's exports/" 1 \
+  "$(q "INSERT INTO backup_exports (id, user_id, backup_id, s3_key) VALUES (gen_random_uuid(), '$A', 'x', 'exports/$B/y.json.gz')" 2>&1 | grep -c 'violates check constraint')"
+q "DELETE FROM backup_exports WHERE user_id IN ('$A', '$B')" >/dev/null
 check "RLS: statistics view obeys RLS" "$A|5|220|4|1" \
   "$(rls "$A" "SELECT user_id, total_backups, total_size_bytes, successful_backups, failed_backups FROM backup_statistics;" | tail -n +2)"
 # Supabase style: claims as JSON
