@@ -109,6 +109,44 @@ static void test_missing_required(void **state) {
     config_free(&cfg);
 }
 
+/* rediss://: TLS, its CA file and client certificate checked at start (never the secret) */
+static void test_redis_tls(void **state) {
+    (void)state;
+    Env e = good_env();
+    env_set(&e, "REDIS_URL", "rediss://worker:redissecret77@cache.example:6380/0");
+    Config cfg;
+    char *errors;
+    assert_int_equal(load(&e, &cfg, &errors), 0);
+    assert_int_equal(cfg.redis.tls, 1);
+    assert_string_equal(cfg.redis.host, "cache.example");
+    assert_int_equal(cfg.redis.port, 6380);
+    assert_string_equal(cfg.redis.username, "worker");
+    assert_non_null(cfg.redis_tls); /* the system's CA store */
+    RedisOptions o;
+    config_redis_options(&cfg, &o);
+    assert_ptr_equal(o.tls, cfg.redis_tls);
+    free(errors);
+    config_free(&cfg);
+
+    Env e2 = good_env();
+    env_set(&e2, "REDIS_URL", "rediss://:redissecret77@cache.example");
+    env_set(&e2, "REDIS_CA_FILE", "/no/such/ca.pem");
+    assert_int_equal(load(&e2, &cfg, &errors), 1);
+    assert_non_null(
+        strstr(errors, "REDIS_CA_FILE: TLS: cannot load the CA certificates of /no/such/ca.pem"));
+    assert_null(strstr(errors, "redissecret77"));
+    free(errors);
+    config_free(&cfg);
+
+    Env e3 = good_env();
+    env_set(&e3, "REDIS_URL", "rediss://cache.example");
+    env_set(&e3, "REDIS_TLS_CERT_FILE", "/no/such/client.pem");
+    assert_int_equal(load(&e3, &cfg, &errors), 1);
+    assert_non_null(strstr(errors, "REDIS_TLS_CERT_FILE: TLS: a client certificate needs its key"));
+    free(errors);
+    config_free(&cfg);
+}
+
 typedef struct {
     const char *var;
     const char *value;
@@ -131,7 +169,8 @@ static void test_malformed(void **state) {
         {"BACKUP_COMPRESSION_LEVEL", "10",
          "BACKUP_COMPRESSION_LEVEL: '10' is not a whole number from 1 to 9"},
         {"REDIS_URL", "http://:redissecret77@x", "REDIS_URL: 'http://:***@x': must start with"},
-        {"REDIS_URL", "rediss://:redissecret77@x", "TLS (rediss://) is not supported"},
+        {"REDIS_CA_FILE", "/no/such/ca.pem",
+         "REDIS_CA_FILE: is set, but REDIS_URL is redis:// (plain text): use rediss://"},
         {"REDIS_URL", "redis://:redissecret77@x:99999", "the port must be a number"},
         {"REDIS_URL", "redis://:redissecret77@x:1/abc", "the database after / must be a number"},
         {"REDIS_URL", "redis://:redissecret77@", "the host is missing"},
@@ -360,15 +399,11 @@ static void test_compression_codecs(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_defaults),
-        cmocka_unit_test(test_compression_codecs),
-        cmocka_unit_test(test_missing_required),
-        cmocka_unit_test(test_malformed),
-        cmocka_unit_test(test_all_errors_reported),
-        cmocka_unit_test(test_valid_variants),
-        cmocka_unit_test(test_redact),
-        cmocka_unit_test(test_parsers),
-        cmocka_unit_test(test_web_identity),
+        cmocka_unit_test(test_defaults),         cmocka_unit_test(test_compression_codecs),
+        cmocka_unit_test(test_missing_required), cmocka_unit_test(test_malformed),
+        cmocka_unit_test(test_redis_tls),        cmocka_unit_test(test_all_errors_reported),
+        cmocka_unit_test(test_valid_variants),   cmocka_unit_test(test_redact),
+        cmocka_unit_test(test_parsers),          cmocka_unit_test(test_web_identity),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

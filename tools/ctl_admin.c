@@ -385,7 +385,7 @@ int ctl_schedule(const Config *cfg, int dry_run, int json) {
         PQclear(res);
         return 1;
     }
-    redisContext *r = dry_run ? NULL : ctl_redis_open(cfg);
+    CtlRedis *r = dry_run ? NULL : ctl_redis_open(cfg);
     if (!dry_run && r == NULL) {
         PQclear(res);
         PQclear(off);
@@ -440,7 +440,7 @@ int ctl_schedule(const Config *cfg, int dry_run, int json) {
     PQclear(res);
     PQclear(off);
     if (r)
-        redisFree(r);
+        ctl_redis_close(r);
     return rc;
 }
 
@@ -575,7 +575,7 @@ int ctl_replicate_missing(const Config *cfg, const char *user, int dry_run) {
         return 1;
     }
     int n = PQntuples(res), rc = 0;
-    redisContext *r = dry_run || n == 0 ? NULL : ctl_redis_open(cfg);
+    CtlRedis *r = dry_run || n == 0 ? NULL : ctl_redis_open(cfg);
     if (!dry_run && n > 0 && r == NULL)
         rc = 1;
     char jobs[256];
@@ -609,7 +609,7 @@ int ctl_replicate_missing(const Config *cfg, const char *user, int dry_run) {
         printf("%s %d cop%s to the replica%s%s\n", dry_run ? "would enqueue" : "enqueued", n,
                n == 1 ? "y" : "ies", user ? " for " : "", user ? user : "");
     if (r)
-        redisFree(r);
+        ctl_redis_close(r);
     PQclear(res);
     PQfinish(pg);
     return rc;

@@ -4,60 +4,143 @@
 #include "jobs/jobspec.h"
 
 #include <stdarg.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/time.h>
 
-redisContext *ctl_redis_open(const Config *cfg) {
-    struct timeval tv = {5, 0};
-    redisContext *r = redisConnectWithTimeout(cfg->redis.host, cfg->redis.port, tv);
-    if (r == NULL || r->err) {
-        fprintf(stderr,
-                "backupctl: cannot reach Redis at %s:%d: %s (is it running? check REDIS_URL)\n",
-                cfg->redis.host, cfg->redis.port, r ? r->errstr : "out of memory");
-        if (r)
-            redisFree(r);
-        return NULL;
+/* Redis through the worker's own client (redis/redis.h: plain or TLS, AUTH with an ACL user,
+ * SELECT) on a private loop, each command waited for: one code path with the worker's. */
+struct CtlRedis {
+    uv_loop_t loop;
+    RedisClient *c;
+    int connected, answered;
+    redisReply *reply; /* a copy: the client frees its own after the callback */
+    char error[ERR_MSG_MAX];
+};
+
+/* A reply tree copied with malloc, so freeReplyObject frees it. */
+static redisReply *reply_copy(const redisReply *r) {
+    redisReply *c = xcalloc(1, sizeof(*c));
+    c->type = r->type;
+    c->integer = r->integer;
+    if (r->str) {
+        c->len = r->len;
+        c->str = xmalloc(r->len + 1);
+        memcpy(c->str, r->str, r->len);
+        c->str[r->len] = '\0';
     }
-    redisSetTimeout(r, tv);
-    redisReply *rep = NULL;
-    if (cfg->redis.password) {
-        rep = cfg->redis.username
-                  ? redisCommand(r, "AUTH %s %s", cfg->redis.username, cfg->redis.password)
-                  : redisCommand(r, "AUTH %s", cfg->redis.password);
-        if (rep == NULL) {
-            fprintf(stderr, "backupctl: Redis at %s:%d: %s\n", cfg->redis.host, cfg->redis.port,
-                    r->errstr);
-            redisFree(r);
-            return NULL;
-        }
-        if (rep->type == REDIS_REPLY_ERROR) { /* the reply never echoes the password */
+    if (r->type == REDIS_REPLY_ARRAY && r->elements) {
+        c->elements = r->elements;
+        c->element = xcalloc(r->elements, sizeof(*c->element));
+        for (size_t i = 0; i < r->elements; i++)
+            c->element[i] = reply_copy(r->element[i]);
+    }
+    return c;
+}
+
+static void on_ctl_state(RedisClient *c, int connected, const Err *err, void *data) {
+    (void)c;
+    (void)err;
+    CtlRedis *r = data;
+    r->connected = connected;
+}
+
+static void on_ctl_reply(RedisClient *c, redisReply *reply, const Err *err, void *data) {
+    (void)c;
+    CtlRedis *r = data;
+    r->answered = 1;
+    r->reply = reply ? reply_copy(reply) : NULL;
+    snprintf(r->error, sizeof(r->error), "%s", err && !reply ? err->msg : "");
+}
+
+void ctl_redis_close(CtlRedis *r) {
+    if (r == NULL)
+        return;
+    redis_client_free(r->c);
+    uv_run(&r->loop, UV_RUN_DEFAULT); /* the client's handles close */
+    uv_loop_close(&r->loop);
+    free(r);
+}
+
+CtlRedis *ctl_redis_open(const Config *cfg) {
+    CtlRedis *r = xcalloc(1, sizeof(*r));
+    uv_loop_init(&r->loop);
+    RedisOptions o;
+    config_redis_options(cfg, &o);
+    o.name = "backupctl";
+    o.connect_timeout_ms = 5000;
+    o.on_state = on_ctl_state;
+    o.data = r;
+    r->c = redis_client_new(&r->loop, &o);
+    /* the first failure ends it: a command-line tool says why at once, it does not retry */
+    while (!r->connected && redis_client_last_error(r->c)[0] == '\0')
+        uv_run(&r->loop, UV_RUN_ONCE);
+    if (!r->connected) {
+        const char *why = redis_client_last_error(r->c);
+        if (strstr(why, "WRONGPASS") || strstr(why, "invalid password") || strstr(why, "NOAUTH"))
             fprintf(stderr, "backupctl: Redis at %s:%d refused the credentials in REDIS_URL: %s\n",
-                    cfg->redis.host, cfg->redis.port, rep->str);
-            freeReplyObject(rep);
-            redisFree(r);
-            return NULL;
-        }
-        freeReplyObject(rep);
-    }
-    if (cfg->redis.db) {
-        rep = ctl_redis(r, "SELECT %d", cfg->redis.db);
-        if (rep == NULL) {
-            redisFree(r);
-            return NULL;
-        }
-        freeReplyObject(rep);
+                    cfg->redis.host, cfg->redis.port, why);
+        else
+            fprintf(
+                stderr,
+                "backupctl: cannot reach Redis at %s:%d: %s (is it running? check REDIS_URL%s)\n",
+                cfg->redis.host, cfg->redis.port, why, cfg->redis.tls ? " and REDIS_CA_FILE" : "");
+        ctl_redis_close(r);
+        return NULL;
     }
     return r;
 }
 
-redisReply *ctl_redis(redisContext *r, const char *fmt, ...) {
+/* Wait for the command just sent; its reply (error replies too), or NULL (r->error says why). */
+static redisReply *wait_reply(CtlRedis *r) {
+    while (!r->answered)
+        uv_run(&r->loop, UV_RUN_ONCE);
+    redisReply *rep = r->reply;
+    r->reply = NULL;
+    r->answered = 0;
+    return rep;
+}
+
+redisReply *ctl_redis_raw(CtlRedis *r, const char *fmt, ...) {
+    Err err;
     va_list ap;
     va_start(ap, fmt);
-    redisReply *rep = redisvCommand(r, fmt, ap);
+    int rc = redis_vcommand(r->c, on_ctl_reply, r, &err, fmt, ap);
     va_end(ap);
+    if (rc != 0) {
+        snprintf(r->error, sizeof(r->error), "%s", err.msg);
+        return NULL;
+    }
+    return wait_reply(r);
+}
+
+redisReply *ctl_redis_argv(CtlRedis *r, int argc, const char **argv) {
+    Err err;
+    if (redis_command_argv(r->c, on_ctl_reply, r, argc, argv, NULL, &err) != 0) {
+        snprintf(r->error, sizeof(r->error), "%s", err.msg);
+        return NULL;
+    }
+    return wait_reply(r);
+}
+
+const char *ctl_redis_error(const CtlRedis *r) {
+    return r->error;
+}
+
+redisReply *ctl_redis(CtlRedis *r, const char *fmt, ...) {
+    Err err;
+    va_list ap;
+    va_start(ap, fmt);
+    int rc = redis_vcommand(r->c, on_ctl_reply, r, &err, fmt, ap);
+    va_end(ap);
+    if (rc != 0) {
+        fprintf(stderr, "backupctl: Redis: %s\n", err.msg);
+        return NULL;
+    }
+    redisReply *rep = wait_reply(r);
     if (rep == NULL) {
-        fprintf(stderr, "backupctl: Redis: %s\n", r->errstr);
+        fprintf(stderr, "backupctl: Redis: %s\n", r->error);
         return NULL;
     }
     if (rep->type == REDIS_REPLY_ERROR) {

@@ -1,6 +1,7 @@
 /*
  * ctl_common: what backupctl's commands share. A command-line tool may block,
- * so Redis and PostgreSQL are spoken to synchronously (hiredis, libpq), with
+ * so Redis and PostgreSQL are spoken to synchronously (the worker's Redis client
+ * on a private loop, each reply waited for: plain or TLS alike; libpq), with
  * timeouts; a failure to connect names the endpoint (never its secrets) and
  * what to check. Also argument checks and human-readable figures.
  */
@@ -14,10 +15,16 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Connected (AUTH, SELECT done), or NULL after printing why. */
-redisContext *ctl_redis_open(const Config *cfg);
-/* A reply that is not an error, or NULL after printing why. */
-redisReply *ctl_redis(redisContext *r, const char *fmt, ...);
+typedef struct CtlRedis CtlRedis;
+/* Connected (TLS, AUTH, SELECT done), or NULL after printing why. */
+CtlRedis *ctl_redis_open(const Config *cfg);
+void ctl_redis_close(CtlRedis *r);
+/* A reply that is not an error (freeReplyObject it), or NULL after printing why. */
+redisReply *ctl_redis(CtlRedis *r, const char *fmt, ...);
+/* Any reply, error replies too; NULL when the connection failed (ctl_redis_error says why). */
+redisReply *ctl_redis_raw(CtlRedis *r, const char *fmt, ...);
+redisReply *ctl_redis_argv(CtlRedis *r, int argc, const char **argv);
+const char *ctl_redis_error(const CtlRedis *r);
 /* Value of name in a flat [name, value, ...] array reply; NULL if absent. */
 const char *ctl_reply_field(const redisReply *arr, const char *name);
 /* "<prefix>:<suffix>" in out. */

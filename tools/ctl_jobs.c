@@ -51,7 +51,7 @@ static const char *job_key(const Config *cfg, const char *jid, char *key, size_t
 }
 
 /* HGETALL of the job's hash; 0 fetched (empty reply if the hash does not exist yet), -1 error */
-static int job_get(redisContext *r, const Config *cfg, const char *jid, Job *j) {
+static int job_get(CtlRedis *r, const Config *cfg, const char *jid, Job *j) {
     char key[300];
     job_key(cfg, jid, key, sizeof(key));
     j->rep = ctl_redis(r, "HGETALL %s", key);
@@ -203,7 +203,7 @@ static void summary(const Job *j) {
 
 /* 1 if the jobs stream still holds an entry with this job_id (added by XADD alone: no status
  * hash until a worker claims it); the newest 10,000 entries are looked at. */
-static int in_stream(redisContext *r, const Config *cfg, const char *jid) {
+static int in_stream(CtlRedis *r, const Config *cfg, const char *jid) {
     redisReply *rep = ctl_redis(r, "EVAL %s 0 %s %s",
                                 "for _, e in ipairs(redis.call('XREVRANGE', ARGV[1] .. ':jobs', "
                                 "'+', '-', 'COUNT', 10000)) do local f = e[2] for i = 1, #f, 2 do "
@@ -216,7 +216,7 @@ static int in_stream(redisContext *r, const Config *cfg, const char *jid) {
     return found;
 }
 
-static int follow(redisContext *r, const Opts *o, const char *jid) {
+static int follow(CtlRedis *r, const Opts *o, const char *jid) {
     Follow f;
     memset(&f, 0, sizeof(f));
     f.mode = o->json ? OUT_JSON : isatty(1) ? OUT_BAR : OUT_LINES;
@@ -290,7 +290,7 @@ static const char *field_of(const char **fv, const char *name) {
 /* Enqueue the fields (name, value pairs, NULL-terminated) with proto/lua/enqueue.lua (the entry
  * and the status `queued`), then follow or print the job id. */
 static int submit(const Opts *o, const char **fv) {
-    redisContext *r = ctl_redis_open(o->cfg);
+    CtlRedis *r = ctl_redis_open(o->cfg);
     if (r == NULL)
         return 1;
     const char *argv[48];
@@ -302,7 +302,7 @@ static int submit(const Opts *o, const char **fv) {
     const char *jr = getenv("JOB_RETENTION");
     if (jr && *jr && textval_duration_ms(jr, 60000, 3650 * 86400000LL, &keep_ms) != 0) {
         fprintf(stderr, "backupctl: JOB_RETENTION: '%.40s' is not a duration (7d, 12h)\n", jr);
-        redisFree(r);
+        ctl_redis_close(r);
         return 1;
     }
     snprintf(keep, sizeof(keep), "%lld", keep_ms);
@@ -323,13 +323,13 @@ static int submit(const Opts *o, const char **fv) {
         argv[n++] = fv[i];
         argv[n++] = fv[i + 1];
     }
-    redisReply *rep = redisCommandArgv(r, n, argv, NULL);
+    redisReply *rep = ctl_redis_argv(r, n, argv);
     if (rep == NULL || rep->type == REDIS_REPLY_ERROR) {
         fprintf(stderr, "backupctl: cannot enqueue on %s: %s\n", stream,
-                rep ? rep->str : r->errstr);
+                rep ? rep->str : ctl_redis_error(r));
         if (rep)
             freeReplyObject(rep);
-        redisFree(r);
+        ctl_redis_close(r);
         return 1;
     }
     freeReplyObject(rep);
@@ -345,7 +345,7 @@ static int submit(const Opts *o, const char **fv) {
             printf("enqueued job %s\n", o->job_id);
         rc = follow(r, o, o->job_id);
     }
-    redisFree(r);
+    ctl_redis_close(r);
     return rc;
 }
 
@@ -704,7 +704,7 @@ static int cmd_enqueue(Args *a) {
 static int cmd_wait_status(Args *a) {
     if (a->npos != 1)
         return usage();
-    redisContext *r = ctl_redis_open(a->o.cfg);
+    CtlRedis *r = ctl_redis_open(a->o.cfg);
     if (r == NULL)
         return 1;
     int rc;
@@ -721,7 +721,7 @@ static int cmd_wait_status(Args *a) {
         }
         job_release(&j);
     }
-    redisFree(r);
+    ctl_redis_close(r);
     return rc;
 }
 

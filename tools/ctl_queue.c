@@ -20,7 +20,7 @@
 #define GROUP "backup-workers"
 
 typedef struct {
-    redisContext *r;
+    CtlRedis *r;
     const Config *cfg;
     char key[256];
 } Q;
@@ -66,9 +66,9 @@ static int cmd_jobs(Q *q) {
         return 1;
     printf("stream %s: %lld entries; delayed (retries, busy users): %lld; dead letters: %lld\n",
            k(q, "jobs"), len, delayed, dead);
-    redisReply *groups = redisCommand(q->r, "XINFO GROUPS %s", k(q, "jobs"));
+    redisReply *groups = ctl_redis_raw(q->r, "XINFO GROUPS %s", k(q, "jobs"));
     if (groups == NULL) {
-        fprintf(stderr, "backupctl: Redis: %s\n", q->r->errstr);
+        fprintf(stderr, "backupctl: Redis: %s\n", ctl_redis_error(q->r));
         return 1;
     }
     for (size_t i = 0; groups->type == REDIS_REPLY_ARRAY && i < groups->elements; i++) {
@@ -81,7 +81,7 @@ static int cmd_jobs(Q *q) {
                GROUP, num_field(g, "consumers"), num_field(g, "pending"), num_field(g, "lag"));
     }
     freeReplyObject(groups);
-    redisReply *cons = redisCommand(q->r, "XINFO CONSUMERS %s %s", k(q, "jobs"), GROUP);
+    redisReply *cons = ctl_redis_raw(q->r, "XINFO CONSUMERS %s %s", k(q, "jobs"), GROUP);
     if (cons && cons->type == REDIS_REPLY_ARRAY) {
         if (cons->elements)
             printf("%-40s %8s %12s\n", "consumer", "pending", "idle");
@@ -260,6 +260,6 @@ int ctl_queue_main(const Config *cfg, const char *command, int argc, char **argv
         rc = cmd_dead_retry(&q, argv[1]);
     else
         rc = cmd_dead_drop(&q, argv[1]);
-    redisFree(q.r);
+    ctl_redis_close(q.r);
     return rc;
 }

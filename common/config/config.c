@@ -55,6 +55,11 @@ static const ConfigVar vars[] = {
     {"S3_REPLICA_COPY", "auto",
      "how copies go: server (CopyObject, both buckets on one service), stream (through the "
      "worker), auto (server when the replica shares the primary's endpoint and keys)"},
+    {"REDIS_CA_FILE", NULL,
+     "rediss://: CA bundle (PEM) the server's certificate must chain to (default: the system's "
+     "store); the certificate and its name are always verified"},
+    {"REDIS_TLS_CERT_FILE", NULL, "rediss://: client certificate (PEM) for mutual TLS (optional)"},
+    {"REDIS_TLS_KEY_FILE", NULL, "rediss://: its private key (PEM; never logged)"},
     {"REDIS_URL", "redis://127.0.0.1:6379/0",
      "redis://[[user]:password@]host[:port][/db] (the password never logged)"},
     {"DATABASE_URL", NULL, "PostgreSQL URI or key=value string (required)"},
@@ -433,6 +438,26 @@ static void load_worker(Loader *l, Config *cfg) {
             bad(l, "REDIS_URL", "'%.120s': %s", red, why);
         }
     }
+    cfg->redis_ca_file = config_get_str(l, "REDIS_CA_FILE", 0);
+    cfg->redis_tls_cert_file = config_get_str(l, "REDIS_TLS_CERT_FILE", 0);
+    cfg->redis_tls_key_file = config_get_str(l, "REDIS_TLS_KEY_FILE", 0);
+    const char *tls_var = cfg->redis_ca_file         ? "REDIS_CA_FILE"
+                          : cfg->redis_tls_cert_file ? "REDIS_TLS_CERT_FILE"
+                          : cfg->redis_tls_key_file  ? "REDIS_TLS_KEY_FILE"
+                                                     : NULL;
+    if (cfg->redis_url && !cfg->redis.tls && tls_var) {
+        bad(l, tls_var, "is set, but REDIS_URL is redis:// (plain text): use rediss://");
+    } else if (cfg->redis.tls) {
+        TlsOptions to = {cfg->redis_ca_file, cfg->redis_tls_cert_file, cfg->redis_tls_key_file,
+                         "REDIS_CA_FILE", "REDIS_TLS_CERT_FILE and REDIS_TLS_KEY_FILE"};
+        Err err;
+        cfg->redis_tls = tls_config_new(&to, &err);
+        if (cfg->redis_tls == NULL)
+            bad(l,
+                cfg->redis_tls_cert_file || cfg->redis_tls_key_file ? "REDIS_TLS_CERT_FILE"
+                                                                    : "REDIS_CA_FILE",
+                "%s", err.msg);
+    }
 
     cfg->database_url = config_get_str(l, "DATABASE_URL", 1);
     if (cfg->database_url) {
@@ -488,6 +513,7 @@ void config_redis_options(const Config *cfg, RedisOptions *o) {
     o->username = cfg->redis.username;
     o->password = cfg->redis.password;
     o->db = cfg->redis.db;
+    o->tls = cfg->redis_tls;
 }
 
 void config_s3_options(const Config *cfg, S3Options *o) {
@@ -558,5 +584,10 @@ void config_free(Config *cfg) {
     free(cfg->redis_prefix);
     free(cfg->worker_http_host);
     connurl_redis_free(&cfg->redis);
+    free(cfg->redis_ca_file);
+    free(cfg->redis_tls_cert_file);
+    free(cfg->redis_tls_key_file);
+    tls_config_free(cfg->redis_tls);
+    cfg->redis_tls = NULL;
     memset(cfg, 0, sizeof(*cfg));
 }

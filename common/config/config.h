@@ -46,6 +46,8 @@ typedef struct {
     char *redis_url;            /* secret inside: log connurl_redact(redis_url) */
     char *database_url;         /* secret inside */
     RedisEndpoint redis;
+    char *redis_ca_file, *redis_tls_cert_file, *redis_tls_key_file;
+    TlsConfig *redis_tls; /* rediss://: the context every Redis connection shares; owned */
     int worker_concurrency;
     int worker_http_port;
     char *worker_http_host; /* IP address the HTTP server binds */

@@ -49,11 +49,10 @@ int connurl_parse_redis(const char *url, RedisEndpoint *ep, const char **why) {
     memset(ep, 0, sizeof(*ep));
     ep->port = 6379;
     if (strncmp(url, "rediss://", 9) == 0) {
-        *why = "TLS (rediss://) is not supported by this build (hiredis 0.14); use redis://";
-        return -1;
-    }
-    if (strncmp(url, "redis://", 8) != 0) {
-        *why = "must start with redis://";
+        ep->tls = 1;
+        url++; /* the rest reads as redis:// does */
+    } else if (strncmp(url, "redis://", 8) != 0) {
+        *why = "must start with redis:// (or rediss:// for TLS)";
         return -1;
     }
     const char *p = url + 8;

@@ -13,6 +13,7 @@ typedef struct {
     char *username; /* owned, may be NULL (Redis 6 ACL user) */
     char *password; /* owned, may be NULL; secret */
     int db;
+    int tls; /* rediss:// */
 } RedisEndpoint;
 
 /*
@@ -25,7 +26,8 @@ void connurl_redact(const char *url, char *out, size_t outlen);
  * (never its secret value). */
 int connurl_check_pg(const char *conninfo, char *why, size_t whylen);
 
-/* Parse redis://[[user]:password@]host[:port][/db]; returns 0 or -1 with why. */
+/* Parse redis://[[user]:password@]host[:port][/db] (rediss://: the same over TLS); returns 0
+ * or -1 with why. */
 int connurl_parse_redis(const char *url, RedisEndpoint *ep, const char **why);
 void connurl_redis_free(RedisEndpoint *ep);
 

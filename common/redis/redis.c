@@ -1,34 +1,40 @@
 /*
- * redis: reconnecting hiredis client on libuv (see redis.h).
+ * redis: a reconnecting Redis client on libuv, plain or TLS (see redis.h).
  *
- * States: RESOLVING (uv_getaddrinfo) -> CONNECTING (socket connect, bounded
- * by a timer) -> HANDSHAKE (AUTH, SELECT, SETNAME, PING pipelined; the PING
- * reply marks the end) -> READY. Any failure goes to BACKOFF, whose timer
- * starts RESOLVING again. CLOSED is terminal.
+ * Our own connection on a uv_tcp_t: hiredis 0.14 lends its RESP reader (redisReader) and its
+ * command formatter (redisFormatCommandArgv) and nothing else, so one code path carries plain
+ * text and TLS (io/tls.h: OpenSSL over memory BIOs, the bytes moved here). Replies come back in
+ * the order the commands went out: a FIFO of pending commands pairs them.
  *
- * hiredis owns the redisAsyncContext: it frees it itself after a failed
- * connect or a disconnect, so c->ac is cleared in those callbacks and never
- * touched again.
+ * States: RESOLVING (uv_getaddrinfo) -> CONNECTING (TCP, then the TLS handshake; bounded by a
+ * timer) -> HANDSHAKE (AUTH, SELECT, SETNAME, PING pipelined; the PING reply marks the end) ->
+ * READY. Any failure drops the connection (every pending command gets a retryable error) and
+ * goes to BACKOFF, whose timer starts RESOLVING again. CLOSED is terminal.
+ *
+ * A connection (Conn) outlives its use: uv_close is asynchronous, so a dropped one is detached
+ * (its client pointer cleared) and frees itself once libuv has closed it.
  */
 #include "redis/redis.h"
 #include "base/backoff.h"
 #include "base/buf.h"
 #include "base/log.h"
 #include "base/netaddr.h"
-#include "redis/redisuv.h"
 
-#include <hiredis/async.h>
 #include <stdlib.h>
 #include <string.h>
 
 typedef enum { ST_RESOLVING, ST_CONNECTING, ST_HANDSHAKE, ST_READY, ST_BACKOFF, ST_CLOSED } State;
 
+typedef struct Pending Pending;
+typedef struct Conn Conn;
+
 struct RedisClient {
     uv_loop_t *loop;
     State state;
-    redisAsyncContext *ac; /* owned by hiredis once connected */
+    Conn *conn; /* the connection in use, NULL when none */
     char *host, *username, *password, *name;
     int port, db;
+    TlsConfig *tls; /* borrowed; NULL: plain text */
     unsigned connect_timeout_ms, command_timeout_ms, backoff_min_ms, backoff_max_ms;
     RedisStateCb on_state;
     void *data;
@@ -39,24 +45,38 @@ struct RedisClient {
     uv_timer_t watchdog; /* stalled-command detection */
     int handles_open;
 
+    Pending *head, *tail; /* commands awaiting a reply, in the order sent */
     unsigned attempt;     /* consecutive failures, for backoff */
     unsigned pending;     /* commands awaiting a reply */
     uint64_t progress_ns; /* last reply, or when pending went from 0 to 1 */
     uint64_t connects;
     int handshake_failed;
+    int said_tls; /* the TLS version was logged once */
     char last_error[256];
 };
 
-typedef struct {
-    RedisClient *c;
+struct Conn {
+    uv_tcp_t tcp;
+    uv_connect_t creq;
+    RedisClient *c; /* NULL once detached */
+    TlsSession *tls;
+    redisReader *reader;
+    Buf plain, wire;
+};
+
+struct Pending {
+    Pending *next;
     RedisReplyCb cb;
     void *data;
-    int internal; /* handshake command: reply handled here */
-} Pending;
+    int internal; /* handshake command: reply handled here (2: the final PING) */
+    char cmd[24]; /* its name, for an ACL refusal's message */
+};
 
 static void start_resolve(RedisClient *c);
 static void maybe_release(RedisClient *c);
 static void schedule_retry(RedisClient *c, const char *why);
+static void drop(RedisClient *c, const char *why);
+static void handshake(RedisClient *c);
 
 static const char *label(const RedisClient *c) {
     return c->name ? c->name : "redis";
@@ -78,18 +98,23 @@ static void notify(RedisClient *c, int connected, const char *why) {
 
 /* ---- replies ---- */
 
-static void on_reply(redisAsyncContext *ac, void *r, void *priv) {
-    (void)ac;
-    Pending *p = priv;
-    RedisClient *c = p->c;
-    redisReply *reply = r;
-    c->pending--;
-    c->progress_ns = uv_hrtime();
+static Pending *pop(RedisClient *c) {
+    Pending *p = c->head;
+    if (p) {
+        c->head = p->next;
+        if (c->head == NULL)
+            c->tail = NULL;
+        c->pending--;
+    }
+    return p;
+}
 
+/* One reply (NULL: the connection is gone) to the oldest pending command. */
+static void deliver(RedisClient *c, Pending *p, redisReply *reply) {
+    c->progress_ns = uv_hrtime();
     if (p->internal) {
-        /* reply NULL: the connection dropped during the handshake; on_disconnect handles it */
         if (reply != NULL && reply->type == REDIS_REPLY_ERROR) {
-            /* e.g. -LOADING while a restarted server reads its AOF: retry after a backoff */
+            /* e.g. -LOADING while a restarted server reads its AOF, -WRONGPASS: after a backoff */
             if (!c->handshake_failed) {
                 char msg[256];
                 snprintf(msg, sizeof(msg), "handshake failed: %.200s", reply->str);
@@ -99,7 +124,7 @@ static void on_reply(redisAsyncContext *ac, void *r, void *priv) {
         }
         if (reply != NULL && p->internal == 2 && c->state == ST_HANDSHAKE) { /* the final PING */
             if (c->handshake_failed) {
-                redisAsyncDisconnect(c->ac);
+                drop(c, c->last_error);
             } else {
                 c->state = ST_READY;
                 c->attempt = 0;
@@ -112,7 +137,6 @@ static void on_reply(redisAsyncContext *ac, void *r, void *priv) {
         free(p);
         return;
     }
-
     Err err;
     err_clear(&err);
     if (reply == NULL) {
@@ -121,6 +145,17 @@ static void on_reply(redisAsyncContext *ac, void *r, void *priv) {
         else
             err_set(&err, ERR_RETRYABLE, ERR_CODE_CONNECT, "redis %s:%d: connection lost", c->host,
                     c->port);
+    } else if (reply->type == REDIS_REPLY_ERROR &&
+               (strncmp(reply->str, "NOPERM", 6) == 0 ||
+                strstr(reply->str, "user executing the script can't run") != NULL)) {
+        /* an ACL user without a right the worker needs (Redis 7 says NOPERM for a command, and
+         * this for one a script runs): say so, and where the rule is */
+        err_set(&err, ERR_PERMANENT, ERR_CODE_REDIS,
+                "redis: the ACL user %s may not run %s%s here: %.300s (deploy/README.md, "
+                "\"Redis\", gives the rule the worker needs)",
+                c->username ? c->username : "default", p->cmd,
+                strncmp(reply->str, "NOPERM", 6) == 0 ? "" : " (a command its script runs)",
+                reply->str);
     } else if (reply->type == REDIS_REPLY_ERROR) {
         err_set(&err, ERR_PERMANENT, ERR_CODE_REDIS, "redis: %.400s", reply->str);
     }
@@ -128,64 +163,244 @@ static void on_reply(redisAsyncContext *ac, void *r, void *priv) {
     free(p);
 }
 
+/* ---- the wire ---- */
+
+/* The peer ended the connection (a read or a write failed). */
+static void lost(RedisClient *c, Conn *k, const char *why) {
+    char msg[256];
+    const char *hint = k->tls ? tls_config_client_hint(c->tls) : NULL;
+    if (k->tls && c->state == ST_HANDSHAKE && hint)
+        /* TLS 1.3: a server that wants a client certificate says so after the handshake, and
+         * its reset can overtake the alert */
+        snprintf(msg, sizeof(msg),
+                 "connection lost as the TLS session began: %s (a server that requires a client "
+                 "certificate ends it so; %s)",
+                 why, hint);
+    else
+        snprintf(msg, sizeof(msg), "connection lost: %s", why);
+    drop(c, msg);
+}
+
+typedef struct {
+    uv_write_t req;
+    char *bytes;
+} WriteReq;
+
+static void on_written(uv_write_t *req, int status) {
+    WriteReq *w = (WriteReq *)req;
+    Conn *k = req->handle->data;
+    free(w->bytes);
+    free(w);
+    if (status < 0 && status != UV_ECANCELED && k->c != NULL)
+        lost(k->c, k, uv_strerror(status));
+}
+
+/* Hand bytes (taken: malloc'd) to the socket. */
+static void put_bytes(Conn *k, char *bytes, size_t len) {
+    WriteReq *w = xcalloc(1, sizeof(*w));
+    w->bytes = bytes;
+    uv_buf_t b = uv_buf_init(bytes, (unsigned)len);
+    int rc = uv_write(&w->req, (uv_stream_t *)&k->tcp, &b, 1, on_written);
+    if (rc != 0) {
+        free(bytes);
+        free(w);
+        char msg[128];
+        snprintf(msg, sizeof(msg), "cannot write: %s", uv_strerror(rc));
+        drop(k->c, msg);
+    }
+}
+
+/* What the TLS session must send now (handshake records, encrypted data). */
+static void flush_tls(Conn *k) {
+    tls_session_output(k->tls, &k->wire);
+    if (k->wire.len == 0)
+        return;
+    char *bytes = xmalloc(k->wire.len);
+    memcpy(bytes, k->wire.data, k->wire.len);
+    size_t n = k->wire.len;
+    buf_reset(&k->wire);
+    put_bytes(k, bytes, n);
+}
+
+/* A formatted command (taken) onto the connection: encrypted first under TLS. -1: dropped. */
+static int send_bytes(RedisClient *c, char *cmd, size_t len) {
+    Conn *k = c->conn;
+    if (k->tls == NULL) {
+        put_bytes(k, cmd, len);
+        return c->conn == k ? 0 : -1;
+    }
+    Err err;
+    int rc = tls_session_write(k->tls, cmd, len, &err);
+    free(cmd);
+    if (rc != 0) {
+        drop(c, err.msg);
+        return -1;
+    }
+    flush_tls(k);
+    return c->conn == k ? 0 : -1;
+}
+
 static int send_argv(RedisClient *c, RedisReplyCb cb, void *data, int internal, int argc,
                      const char **argv, const size_t *argvlen) {
+    if (c->conn == NULL) /* dropped during a pipeline (the handshake's) */
+        return -1;
+    char *cmd = NULL;
+    int len = redisFormatCommandArgv(&cmd, argc, argv, argvlen);
+    if (len < 0)
+        return -1;
     Pending *p = xcalloc(1, sizeof(*p));
-    p->c = c;
     p->cb = cb;
     p->data = data;
     p->internal = internal;
-    if (redisAsyncCommandArgv(c->ac, on_reply, p, argc, argv, argvlen) != REDIS_OK) {
-        free(p);
-        return -1;
-    }
+    snprintf(p->cmd, sizeof(p->cmd), "%.*s", (int)(argvlen ? argvlen[0] : strlen(argv[0])),
+             argv[0]);
     if (c->pending++ == 0)
         c->progress_ns = uv_hrtime();
+    if (c->tail)
+        c->tail->next = p;
+    else
+        c->head = p;
+    c->tail = p;
+    /* a failed send drops the connection: p is answered (NULL) with every other pending one */
+    send_bytes(c, cmd, (size_t)len);
     return 0;
 }
 
 int redis_command_argv(RedisClient *c, RedisReplyCb cb, void *data, int argc, const char **argv,
                        const size_t *argvlen, Err *err) {
-    if (c->state != ST_READY || c->ac == NULL) {
+    if (c->state != ST_READY || c->conn == NULL) {
         err_set(err, ERR_RETRYABLE, ERR_CODE_CONNECT, "redis %s:%d: not connected%s%s", c->host,
                 c->port, c->last_error[0] ? ": " : "", c->last_error);
         return -1;
     }
     if (send_argv(c, cb, data, 0, argc, argv, argvlen) != 0) {
-        err_set(err, ERR_RETRYABLE, ERR_CODE_CONNECT, "redis %s:%d: cannot send command", c->host,
-                c->port);
+        err_set(err, ERR_PERMANENT, ERR_CODE_INVALID, "%s", "redis: cannot format command");
         return -1;
     }
     return 0;
 }
 
-int redis_command(RedisClient *c, RedisReplyCb cb, void *data, Err *err, const char *fmt, ...) {
-    if (c->state != ST_READY || c->ac == NULL) {
+int redis_vcommand(RedisClient *c, RedisReplyCb cb, void *data, Err *err, const char *fmt,
+                   va_list ap) {
+    if (c->state != ST_READY || c->conn == NULL) {
         err_set(err, ERR_RETRYABLE, ERR_CODE_CONNECT, "redis %s:%d: not connected%s%s", c->host,
                 c->port, c->last_error[0] ? ": " : "", c->last_error);
         return -1;
     }
-    Pending *p = xcalloc(1, sizeof(*p));
-    p->c = c;
-    p->cb = cb;
-    p->data = data;
-    va_list ap;
-    va_start(ap, fmt);
-    int rc = redisvAsyncCommand(c->ac, on_reply, p, fmt, ap);
-    va_end(ap);
-    if (rc != REDIS_OK) {
-        free(p);
-        err_set(err, ERR_PERMANENT, ERR_CODE_INVALID, "redis: cannot format command");
+    char *cmd = NULL;
+    int len = redisvFormatCommand(&cmd, fmt, ap);
+    if (len < 0) {
+        err_set(err, ERR_PERMANENT, ERR_CODE_INVALID, "%s", "redis: cannot format command");
         return -1;
     }
+    Pending *p = xcalloc(1, sizeof(*p));
+    p->cb = cb;
+    p->data = data;
+    snprintf(p->cmd, sizeof(p->cmd), "%.*s", (int)strcspn(fmt, " "), fmt);
     if (c->pending++ == 0)
         c->progress_ns = uv_hrtime();
+    if (c->tail)
+        c->tail->next = p;
+    else
+        c->head = p;
+    c->tail = p;
+    send_bytes(c, cmd, (size_t)len);
     return 0;
+}
+
+int redis_command(RedisClient *c, RedisReplyCb cb, void *data, Err *err, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    int rc = redis_vcommand(c, cb, data, err, fmt, ap);
+    va_end(ap);
+    return rc;
+}
+
+/* Replies in the plaintext just read, each to its command. */
+static void parse(RedisClient *c, Conn *k, const char *buf, size_t len) {
+    if (redisReaderFeed(k->reader, buf, len) != REDIS_OK) {
+        drop(c, "protocol error");
+        return;
+    }
+    for (;;) {
+        void *reply = NULL;
+        if (redisReaderGetReply(k->reader, &reply) != REDIS_OK) {
+            char msg[192];
+            snprintf(msg, sizeof(msg), "protocol error: %.150s", k->reader->errstr);
+            drop(c, msg);
+            return;
+        }
+        if (reply == NULL)
+            return;
+        Pending *p = pop(c);
+        if (p == NULL) { /* a reply nobody asked for: the stream is out of step */
+            freeReplyObject(reply);
+            drop(c, "protocol error: a reply to no command");
+            return;
+        }
+        deliver(c, p, reply);
+        freeReplyObject(reply);
+        if (c->conn != k) /* a callback closed the client, or the connection dropped */
+            return;
+    }
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+    (void)h;
+    (void)suggested;
+    buf->base = xmalloc(65536);
+    buf->len = 65536;
+}
+
+static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
+    Conn *k = s->data;
+    RedisClient *c = k->c;
+    if (c == NULL || n == 0) {
+        free(buf->base);
+        return;
+    }
+    if (n < 0) {
+        free(buf->base);
+        lost(c, k, n == UV_EOF ? "closed by the server" : uv_strerror((int)n));
+        return;
+    }
+    if (k->tls == NULL) {
+        parse(c, k, buf->base, (size_t)n);
+        free(buf->base);
+        return;
+    }
+    int was = tls_session_established(k->tls);
+    tls_session_feed(k->tls, buf->base, (size_t)n);
+    free(buf->base);
+    Err err;
+    buf_reset(&k->plain);
+    int rc = tls_session_read(k->tls, &k->plain, &err);
+    flush_tls(k);
+    if (c->conn != k)
+        return;
+    if (rc != 0) {
+        drop(c, err.msg);
+        return;
+    }
+    if (!was && tls_session_established(k->tls)) {
+        if (!c->said_tls) {
+            char d[96];
+            log_info(NULL, "%s: TLS to %s:%d (%s), the server's certificate verified", label(c),
+                     c->host, c->port, tls_session_describe(k->tls, d, sizeof(d)));
+            c->said_tls = 1;
+        }
+        handshake(c);
+        if (c->conn != k)
+            return;
+    }
+    if (k->plain.len)
+        parse(c, k, k->plain.data, k->plain.len);
 }
 
 /* ---- connection lifecycle ---- */
 
 static void handshake(RedisClient *c) {
+    uv_timer_stop(&c->timer);
     c->state = ST_HANDSHAKE;
     c->handshake_failed = 0;
     if (c->password != NULL) {
@@ -211,77 +426,102 @@ static void handshake(RedisClient *c) {
     send_argv(c, NULL, NULL, 2, 1, ping, NULL);
 }
 
-static void on_connect(const redisAsyncContext *ac, int status) {
-    RedisClient *c = ac->data;
-    uv_timer_stop(&c->timer);
-    if (status != REDIS_OK) {
-        /* hiredis frees the context after this callback returns */
-        char msg[256];
-        snprintf(msg, sizeof(msg), "connect failed: %.200s", ac->errstr);
-        c->ac = NULL;
-        if (c->state != ST_CLOSED)
-            schedule_retry(c, msg);
-        return;
-    }
-    if (c->state == ST_CLOSED)
-        return;
-    handshake(c);
+static void on_conn_closed(uv_handle_t *h) {
+    Conn *k = h->data;
+    tls_session_free(k->tls);
+    redisReaderFree(k->reader);
+    buf_free(&k->plain);
+    buf_free(&k->wire);
+    free(k);
 }
 
-static void on_disconnect(const redisAsyncContext *ac, int status) {
-    RedisClient *c = ac->data;
-    int was_ready = c->state == ST_READY;
-    c->ac = NULL;
-    c->pending = 0;
-    if (c->state == ST_CLOSED)
+/* The connection is gone (or given up): close it, answer every pending command (connection
+ * lost, or cancelled once the client is closed), and unless closed, retry after a backoff. */
+static void drop(RedisClient *c, const char *why) {
+    Conn *k = c->conn;
+    if (k == NULL)
         return;
     char msg[256];
-    if (status != REDIS_OK)
-        snprintf(msg, sizeof(msg), "connection lost: %.200s", ac->errstr);
-    else
-        snprintf(msg, sizeof(msg), "%s", c->last_error[0] ? c->last_error : "disconnected");
+    snprintf(msg, sizeof(msg), "%s", why); /* why may live in what goes now */
+    c->conn = NULL;
+    k->c = NULL;
+    uv_timer_stop(&c->timer);
+    int was_ready = c->state == ST_READY;
+    if (c->state != ST_CLOSED)
+        c->state = ST_BACKOFF; /* no new command while the pending ones are answered */
+    uv_read_stop((uv_stream_t *)&k->tcp);
+    uv_close((uv_handle_t *)&k->tcp, on_conn_closed);
+    Pending *p;
+    while ((p = pop(c)) != NULL)
+        deliver(c, p, NULL);
+    c->pending = 0;
+    if (c->state == ST_CLOSED) /* closed, perhaps by a callback just now */
+        return;
     if (was_ready)
         notify(c, 0, msg);
-    schedule_retry(c, msg);
+    if (c->state != ST_CLOSED)
+        schedule_retry(c, msg);
+}
+
+static void on_tcp_connect(uv_connect_t *req, int status) {
+    Conn *k = req->data;
+    RedisClient *c = k->c;
+    if (c == NULL) /* given up meanwhile */
+        return;
+    if (status < 0) {
+        char msg[160];
+        snprintf(msg, sizeof(msg), "connect failed: %s", uv_strerror(status));
+        drop(c, msg);
+        return;
+    }
+    uv_read_start((uv_stream_t *)&k->tcp, on_alloc, on_read);
+    if (c->tls != NULL) { /* the TLS handshake first, under the same connect timeout */
+        Err err;
+        k->tls = tls_session_new(c->tls, c->host, &err);
+        if (k->tls == NULL) {
+            drop(c, err.msg);
+            return;
+        }
+        flush_tls(k);
+        return;
+    }
+    uv_timer_stop(&c->timer);
+    handshake(c);
 }
 
 static void on_connect_timeout(uv_timer_t *t) {
     RedisClient *c = t->data;
-    if (c->state != ST_CONNECTING || c->ac == NULL)
+    if (c->state != ST_CONNECTING || c->conn == NULL)
         return;
-    /* Not yet connected: hiredis calls no callback on free, so we retry ourselves. */
-    redisAsyncContext *ac = c->ac;
-    c->ac = NULL;
-    redisAsyncFree(ac);
-    schedule_retry(c, "connect timed out");
+    drop(c, c->conn->tls ? "the TLS handshake timed out: the server did not answer in TLS (a "
+                           "plain-text port, or a stalled server?)"
+                         : "connect timed out");
 }
 
 static void connect_to(RedisClient *c, const char *ip) {
     c->state = ST_CONNECTING;
-    redisAsyncContext *ac = redisAsyncConnect(ip, c->port);
-    if (ac == NULL) {
-        schedule_retry(c, "cannot allocate a connection");
+    struct sockaddr_storage sa;
+    int rc = strchr(ip, ':') ? uv_ip6_addr(ip, c->port, (struct sockaddr_in6 *)&sa)
+                             : uv_ip4_addr(ip, c->port, (struct sockaddr_in *)&sa);
+    if (rc != 0) {
+        schedule_retry(c, "not an address");
         return;
     }
-    if (ac->err) {
-        char msg[256];
-        snprintf(msg, sizeof(msg), "connect failed: %.200s", ac->errstr);
-        redisAsyncFree(ac);
-        schedule_retry(c, msg);
-        return;
-    }
-    if (redisuv_attach(ac, c->loop) != 0) {
-        redisAsyncFree(ac);
-        schedule_retry(c, "cannot watch the socket");
-        return;
-    }
-    ac->data = c;
-    c->ac = ac;
-    redisAsyncSetConnectCallback(ac, on_connect);
-    redisAsyncSetDisconnectCallback(ac, on_disconnect);
-    /* hiredis 0.14 only learns that connect() finished from a write event */
-    ac->ev.addWrite(ac->ev.data);
+    Conn *k = xcalloc(1, sizeof(*k));
+    uv_tcp_init(c->loop, &k->tcp);
+    k->tcp.data = k;
+    k->creq.data = k;
+    k->c = c;
+    k->reader = redisReaderCreate();
+    c->conn = k;
+    uv_tcp_nodelay(&k->tcp, 1);
     uv_timer_start(&c->timer, on_connect_timeout, c->connect_timeout_ms, 0);
+    rc = uv_tcp_connect(&k->creq, &k->tcp, (const struct sockaddr *)&sa, on_tcp_connect);
+    if (rc != 0) {
+        char msg[160];
+        snprintf(msg, sizeof(msg), "connect failed: %s", uv_strerror(rc));
+        drop(c, msg);
+    }
 }
 
 static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
@@ -341,7 +581,7 @@ static void schedule_retry(RedisClient *c, const char *why) {
 
 static void on_watchdog(uv_timer_t *t) {
     RedisClient *c = t->data;
-    if (c->command_timeout_ms == 0 || c->pending == 0 || c->ac == NULL)
+    if (c->command_timeout_ms == 0 || c->pending == 0 || c->conn == NULL)
         return;
     if (c->state != ST_READY && c->state != ST_HANDSHAKE)
         return;
@@ -350,11 +590,7 @@ static void on_watchdog(uv_timer_t *t) {
         return;
     log_warn(NULL, "%s: no reply for %llu ms with %u commands pending; dropping the connection",
              label(c), (unsigned long long)idle_ms, c->pending);
-    set_last_error(c, "command timed out");
-    /* redisAsyncFree fails every pending command with a NULL reply, then runs
-     * on_disconnect (the context was connected), which schedules the retry. */
-    redisAsyncContext *ac = c->ac;
-    redisAsyncFree(ac);
+    drop(c, "command timed out");
 }
 
 RedisClient *redis_client_new(uv_loop_t *loop, const RedisOptions *o) {
@@ -366,6 +602,7 @@ RedisClient *redis_client_new(uv_loop_t *loop, const RedisOptions *o) {
     c->password = o->password ? xstrdup(o->password) : NULL;
     c->name = o->name ? xstrdup(o->name) : NULL;
     c->db = o->db;
+    c->tls = o->tls;
     c->connect_timeout_ms = o->connect_timeout_ms ? o->connect_timeout_ms : 5000;
     c->command_timeout_ms = o->command_timeout_ms;
     c->backoff_min_ms = o->backoff_min_ms ? o->backoff_min_ms : 100;
@@ -407,11 +644,7 @@ void redis_client_free(RedisClient *c) {
     c->state = ST_CLOSED;
     if (c->gai_active)
         uv_cancel((uv_req_t *)&c->gai);
-    if (c->ac != NULL) {
-        redisAsyncContext *ac = c->ac;
-        c->ac = NULL;
-        redisAsyncFree(ac); /* pending callbacks see ST_CLOSED: cancelled */
-    }
+    drop(c, "closed"); /* pending callbacks see ST_CLOSED: cancelled */
     uv_close((uv_handle_t *)&c->timer, on_handle_closed);
     uv_close((uv_handle_t *)&c->watchdog, on_handle_closed);
 }

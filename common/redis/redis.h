@@ -1,8 +1,9 @@
 /*
  * redis: a Redis connection that stays up.
  *
- * Wraps one hiredis async context on a libuv loop (through redisuv) and adds
- * what hiredis 0.14 lacks: DNS off the loop thread, AUTH/SELECT on every
+ * Our own connection on a libuv TCP handle, plain or TLS (io/tls.h), with
+ * hiredis's RESP reader and command formatter; and what hiredis 0.14 lacks: TLS,
+ * DNS off the loop thread, AUTH (ACL user and password) and SELECT on every
  * (re)connect, a connect timeout, a command watchdog, and reconnection with
  * capped exponential backoff and jitter. Commands sent while disconnected are
  * refused at once (the caller decides whether to retry); commands in flight
@@ -18,8 +19,10 @@
 #define BW_REDIS_H
 
 #include "base/err.h"
+#include "io/tls.h"
 
 #include <hiredis/hiredis.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <uv.h>
 
@@ -40,6 +43,7 @@ typedef struct {
     const char *username; /* NULL: plain AUTH password */
     const char *password; /* NULL: no AUTH */
     int db;
+    TlsConfig *tls;              /* borrowed, shared; NULL: plain text (rediss:// sets it) */
     const char *name;            /* CLIENT SETNAME and log prefix; may be NULL */
     unsigned connect_timeout_ms; /* default 5000 */
     unsigned command_timeout_ms; /* 0: none; otherwise a stalled connection is dropped */
@@ -70,5 +74,7 @@ int redis_command_argv(RedisClient *c, RedisReplyCb cb, void *data, int argc, co
                        const size_t *argvlen, Err *err);
 /* printf-style variant, hiredis format (%s, %b with pointer and length). */
 int redis_command(RedisClient *c, RedisReplyCb cb, void *data, Err *err, const char *fmt, ...);
+int redis_vcommand(RedisClient *c, RedisReplyCb cb, void *data, Err *err, const char *fmt,
+                   va_list ap);
 
 #endif

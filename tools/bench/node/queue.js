@@ -1,7 +1,10 @@
 // Queue benchmark: backup-worker's `ping` jobs next to a BullMQ worker doing
 // the equivalent no-op job, on the same Redis, in the same run.
 //
-//   node tools/bench/node/queue.js BACKUP_WORKER [--jobs N] [--latency M] [--concurrency C]
+//   node tools/bench/node/queue.js BACKUP_WORKER [--jobs N] [--latency M] [--concurrency C] [--ours]
+//
+// --ours: backup-worker alone (tools/bench/redis.sh runs it on plain and TLS Redis side by side).
+// REDIS_URL may be rediss:// (REDIS_CA_FILE: the CA, for the worker and ioredis alike).
 //
 // Throughput: N jobs are enqueued first, then one worker process drains them;
 // jobs/s = N / (last finish - first start). Pickup latency: M jobs enqueued one
@@ -24,7 +27,11 @@ const opt = (name, def) => {
 const N = opt('--jobs', 20000);
 const M = opt('--latency', 2000);
 const C = opt('--concurrency', 8);
+const ONLY_OURS = args.includes('--ours');
 const URL = process.env.REDIS_URL;
+const TLS = URL && URL.startsWith('rediss://')
+  ? { tls: { ca: process.env.REDIS_CA_FILE ? require('fs').readFileSync(process.env.REDIS_CA_FILE) : undefined } }
+  : {};
 if (!WORKER || !URL) {
   console.error('usage: REDIS_URL=... node queue.js BACKUP_WORKER [--jobs N] [--latency M] [--concurrency C]');
   process.exit(2);
@@ -39,7 +46,7 @@ const pct = (xs, p) => {
 
 async function ours() {
   const P = `benchq${process.pid}`;
-  const r = new IORedis(URL);
+  const r = new IORedis(URL, TLS);
   for (let i = 0; i < N; i += 1000) {
     const pipe = r.pipeline();
     for (let j = i; j < Math.min(N, i + 1000); j++) pipe.xadd(`${P}:jobs`, '*', 'type', 'ping', 'job_id', `t${j}`);
@@ -78,7 +85,7 @@ async function ours() {
   const throughput = N / (Math.max(span, 1) / 1000);
 
   // latency: one job at a time into the idle worker
-  const sub = new IORedis(URL);
+  const sub = new IORedis(URL, TLS);
   const waiting = new Map();
   await sub.subscribe(`${P}:progress:${USER}`);
   sub.on('message', (_ch, msg) => {
@@ -153,9 +160,13 @@ async function bullmq() {
 (async () => {
   console.log(`queue benchmark: ${N} jobs for throughput, ${M} for latency, concurrency ${C}, one worker process each`);
   const a = await ours();
-  const b = await bullmq();
   const row = (n, x) =>
     console.log(`${n.padEnd(16)} ${x.throughput.toFixed(0).padStart(8)} jobs/s   pickup p50 ${x.p50.toFixed(2)} ms   p99 ${x.p99.toFixed(2)} ms`);
+  if (ONLY_OURS) {
+    row('backup-worker', a);
+    process.exit(0);
+  }
+  const b = await bullmq();
   row('backup-worker', a);
   row(`bullmq ${require('bullmq/package.json').version}`, b);
   console.log(`backup-worker / bullmq throughput: ${(a.throughput / b.throughput).toFixed(2)}x`);

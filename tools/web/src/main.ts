@@ -4,6 +4,7 @@
 import { Redis } from 'ioredis';
 import pg from 'pg';
 import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { buildApp } from './app.js';
 import { createVerifier } from './jwt.js';
 import { createPresigner, s3LinkConfigFromEnv } from './s3link.js';
@@ -48,7 +49,27 @@ const redisUrl = process.env.REDIS_URL || fail('REDIS_URL is required (the worke
 const databaseUrl = process.env.WEB_DATABASE_URL || process.env.DATABASE_URL ||
   fail('DATABASE_URL (or WEB_DATABASE_URL) is required');
 const prefix = process.env.REDIS_PREFIX || 'backup';
-if (!/^[A-Za-z0-9_.:-]{1,64}$/.test(prefix)) fail(`REDIS_PREFIX: '${prefix}' must be 1-64 letters, digits or _.:-`);
+if (!/^[A-Za-z0-9_.:{}-]{1,64}$/.test(prefix)) fail(`REDIS_PREFIX: '${prefix}' must be 1-64 letters, digits or _.:-{}`);
+// rediss://: TLS as the workers speak it (the server's certificate and name always verified,
+// REDIS_CA_FILE or the system's store, a client certificate for mutual TLS)
+const tlsFiles = { ca: 'REDIS_CA_FILE', cert: 'REDIS_TLS_CERT_FILE', key: 'REDIS_TLS_KEY_FILE' } as const;
+const readPem = (name: string): Buffer | undefined => {
+  const path = process.env[name];
+  if (!path) return undefined;
+  try {
+    return readFileSync(path);
+  } catch (e) {
+    return fail(`${name}: cannot read '${path}': ${(e as Error).message}`);
+  }
+};
+let redisTls: { ca?: Buffer; cert?: Buffer; key?: Buffer; minVersion: 'TLSv1.2' } | undefined;
+if (redisUrl.startsWith('rediss://')) {
+  redisTls = { ca: readPem(tlsFiles.ca), cert: readPem(tlsFiles.cert), key: readPem(tlsFiles.key), minVersion: 'TLSv1.2' };
+  if (Boolean(redisTls.cert) !== Boolean(redisTls.key)) fail('REDIS_TLS_CERT_FILE and REDIS_TLS_KEY_FILE go together');
+} else {
+  for (const name of Object.values(tlsFiles))
+    if (process.env[name]) fail(`${name} is set, but REDIS_URL is redis:// (plain text): use rediss://`);
+}
 const port = intEnv('WEB_PORT', 18090, 0, 65535);
 const retentionText = process.env.JOB_RETENTION || '';
 const jobRetentionMs = retentionText ? parseDuration(retentionText) : JOB_RETENTION_MS;
@@ -57,7 +78,7 @@ if (jobRetentionMs === null || jobRetentionMs < 60000)
 const s3link = s3LinkConfigFromEnv(process.env);
 const host = process.env.WEB_HOST || '127.0.0.1';
 
-const redis = new Redis(redisUrl, { maxRetriesPerRequest: 3 });
+const redis = new Redis(redisUrl, { maxRetriesPerRequest: 3, ...(redisTls ? { tls: redisTls } : {}) });
 const subscriber = redis.duplicate();
 const pool = new pg.Pool({ connectionString: databaseUrl, max: intEnv('WEB_PG_POOL', 10, 1, 100) });
 for (const c of [redis, subscriber]) c.on('error', (e) => process.stderr.write(`backup-web: redis: ${e.message}\n`));
