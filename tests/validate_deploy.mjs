@@ -10,7 +10,7 @@
 //   packages owning the libraries the built binaries link, from dpkg -S), runs as a
 //   non-root user, stops on SIGTERM, checks /healthz.
 // Exit 0 when all hold; 1 with one line per problem.
-import { readFileSync, existsSync } from "node:fs";
+import { readFileSync, existsSync, readdirSync } from "node:fs";
 import { join, dirname, resolve } from "node:path";
 import { parseAllDocuments, parse } from "yaml";
 
@@ -50,6 +50,24 @@ for (const f of kust?.resources ?? []) {
       continue;
     }
     objs.push({ file: f, o });
+  }
+}
+// k8s/variants/: alternatives to a base file (a TLS Redis's ScaledObject), each checked against
+// its schema too
+const variants = join(k8s, "variants");
+for (const f of existsSync(variants) ? readdirSync(variants).filter((x) => x.endsWith(".yaml")) : []) {
+  for (const doc of parseAllDocuments(readFileSync(join(variants, f), "utf8"))) {
+    if (doc.errors.length) { bad(`k8s/variants/${f}: ${doc.errors[0].message}`); continue; }
+    const o = doc.toJS();
+    if (o == null) continue;
+    const mod = modules[o.apiVersion];
+    const Model = mod ? (await import(mod))[o.kind] : null;
+    if (!Model) { bad(`k8s/variants/${f}: no validator for ${o.apiVersion} ${o.kind}`); continue; }
+    try {
+      new Model(o).validate();
+    } catch (e) {
+      bad(`k8s/variants/${f}: ${o.kind} ${o.metadata?.name}: ${e.message}`);
+    }
   }
 }
 const find = (kind, name) => objs.find((x) => x.o.kind === kind && (!name || x.o.metadata.name === name))?.o;
