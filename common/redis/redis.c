@@ -43,6 +43,8 @@ struct RedisClient {
     int gai_active;
     uv_timer_t timer;    /* connect timeout, backoff delay */
     uv_timer_t watchdog; /* stalled-command detection */
+    uv_idle_t flusher;   /* the commands of one loop turn leave in one write (one TLS record) */
+    int flushing;
     int handles_open;
 
     Pending *head, *tail; /* commands awaiting a reply, in the order sent */
@@ -62,6 +64,8 @@ struct Conn {
     TlsSession *tls;
     redisReader *reader;
     Buf plain, wire;
+    Buf out;          /* commands not yet written: sent together at the end of the loop turn */
+    char rbuf[65536]; /* every read lands here (libuv reads one buffer at a time) */
 };
 
 struct Pending {
@@ -222,22 +226,42 @@ static void flush_tls(Conn *k) {
     put_bytes(k, bytes, n);
 }
 
-/* A formatted command (taken) onto the connection: encrypted first under TLS. -1: dropped. */
-static int send_bytes(RedisClient *c, char *cmd, size_t len) {
+/* The commands queued this loop turn, in one write: one syscall, and under TLS one record,
+ * instead of one per command (hiredis's own async context batches the same way). */
+static void on_flush(uv_idle_t *h) {
+    RedisClient *c = h->data;
+    uv_idle_stop(h);
+    c->flushing = 0;
     Conn *k = c->conn;
+    if (k == NULL || k->out.len == 0)
+        return;
     if (k->tls == NULL) {
-        put_bytes(k, cmd, len);
-        return c->conn == k ? 0 : -1;
+        char *bytes = xmalloc(k->out.len);
+        memcpy(bytes, k->out.data, k->out.len);
+        size_t n = k->out.len;
+        buf_reset(&k->out);
+        put_bytes(k, bytes, n);
+        return;
     }
     Err err;
-    int rc = tls_session_write(k->tls, cmd, len, &err);
-    free(cmd);
+    int rc = tls_session_write(k->tls, k->out.data, k->out.len, &err);
+    buf_reset(&k->out);
     if (rc != 0) {
         drop(c, err.msg);
-        return -1;
+        return;
     }
     flush_tls(k);
-    return c->conn == k ? 0 : -1;
+}
+
+/* A formatted command (taken) onto the connection, written at the end of the loop turn. */
+static int send_bytes(RedisClient *c, char *cmd, size_t len) {
+    buf_append(&c->conn->out, cmd, len);
+    free(cmd);
+    if (!c->flushing) {
+        c->flushing = 1;
+        uv_idle_start(&c->flusher, on_flush);
+    }
+    return 0;
 }
 
 static int send_argv(RedisClient *c, RedisReplyCb cb, void *data, int internal, int argc,
@@ -346,32 +370,26 @@ static void parse(RedisClient *c, Conn *k, const char *buf, size_t len) {
 }
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
-    (void)h;
     (void)suggested;
-    buf->base = xmalloc(65536);
-    buf->len = 65536;
+    Conn *k = h->data;
+    buf->base = k->rbuf;
+    buf->len = sizeof(k->rbuf);
 }
 
 static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
     Conn *k = s->data;
     RedisClient *c = k->c;
-    if (c == NULL || n == 0) {
-        free(buf->base);
-        return;
-    }
-    if (n < 0) {
-        free(buf->base);
-        lost(c, k, n == UV_EOF ? "closed by the server" : uv_strerror((int)n));
+    if (c == NULL || n <= 0) {
+        if (c != NULL && n < 0)
+            lost(c, k, n == UV_EOF ? "closed by the server" : uv_strerror((int)n));
         return;
     }
     if (k->tls == NULL) {
         parse(c, k, buf->base, (size_t)n);
-        free(buf->base);
         return;
     }
     int was = tls_session_established(k->tls);
     tls_session_feed(k->tls, buf->base, (size_t)n);
-    free(buf->base);
     Err err;
     buf_reset(&k->plain);
     int rc = tls_session_read(k->tls, &k->plain, &err);
@@ -432,6 +450,7 @@ static void on_conn_closed(uv_handle_t *h) {
     redisReaderFree(k->reader);
     buf_free(&k->plain);
     buf_free(&k->wire);
+    buf_free(&k->out);
     free(k);
 }
 
@@ -613,8 +632,9 @@ RedisClient *redis_client_new(uv_loop_t *loop, const RedisOptions *o) {
     c->data = o->data;
     uv_timer_init(loop, &c->timer);
     uv_timer_init(loop, &c->watchdog);
-    c->timer.data = c->watchdog.data = c;
-    c->handles_open = 2;
+    uv_idle_init(loop, &c->flusher);
+    c->timer.data = c->watchdog.data = c->flusher.data = c;
+    c->handles_open = 3;
     uv_timer_start(&c->watchdog, on_watchdog, 250, 250);
     uv_unref((uv_handle_t *)&c->watchdog);
     start_resolve(c);
@@ -647,6 +667,7 @@ void redis_client_free(RedisClient *c) {
     drop(c, "closed"); /* pending callbacks see ST_CLOSED: cancelled */
     uv_close((uv_handle_t *)&c->timer, on_handle_closed);
     uv_close((uv_handle_t *)&c->watchdog, on_handle_closed);
+    uv_close((uv_handle_t *)&c->flusher, on_handle_closed);
 }
 
 int redis_client_connected(const RedisClient *c) {
