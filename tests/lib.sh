@@ -57,14 +57,18 @@ cleanup() {
 trap cleanup EXIT
 
 # redis-cli 7.0 reads redis://:pass@ as user "": pass host, port, password and db apart
-RHOST=$(sed -E 's#^redis://([^@]*@)?([^:/]+).*#\2#' <<<"${REDIS_URL:-redis://127.0.0.1:6379/0}")
-RPORT=$(sed -E 's#^redis://([^@]*@)?[^:/]+:([0-9]+).*#\2#' <<<"${REDIS_URL:-redis://127.0.0.1:6379/0}")
-RPASS=$(sed -E 's#^redis://[^:]*:([^@]*)@.*#\1#' <<<"${REDIS_URL:-redis://127.0.0.1:6379/0}")
+# (rediss://, lane.sh --tls-redis: over TLS, trusting REDIS_CA_FILE)
+RHOST=$(sed -E 's#^rediss?://([^@]*@)?([^:/]+).*#\2#' <<<"${REDIS_URL:-redis://127.0.0.1:6379/0}")
+RPORT=$(sed -E 's#^rediss?://([^@]*@)?[^:/]+:([0-9]+).*#\2#' <<<"${REDIS_URL:-redis://127.0.0.1:6379/0}")
+RPASS=$(sed -nE 's#^rediss?://[^:@/]*:([^@]*)@.*#\1#p' <<<"${REDIS_URL:-redis://127.0.0.1:6379/0}")
 RDB=$(sed -E 's#^.*/([0-9]+)$#\1#' <<<"${REDIS_URL:-redis://127.0.0.1:6379/0}")
+[[ "$RDB" =~ ^[0-9]+$ ]] || RDB=0
+RTLS_STR=""
+[[ "${REDIS_URL:-}" == rediss://* ]] && RTLS_STR="--tls${REDIS_CA_FILE:+ --cacert $REDIS_CA_FILE}"
 export REDISCLI_AUTH=$RPASS
-R() { redis-cli -h "$RHOST" -p "$RPORT" -n "$RDB" "$@"; }
+R() { redis-cli $RTLS_STR -h "$RHOST" -p "$RPORT" -n "$RDB" "$@"; }
 export -f R
-export RHOST RPORT RDB
+export RHOST RPORT RDB RTLS_STR
 
 # wait_until SECONDS command...: poll every 0.1 s; 1 on timeout
 wait_until() {

@@ -10,7 +10,8 @@ pid=
 on_exit_hooks+=('[ -n "$pid" ] && kill $pid 2>/dev/null')
 
 # secrets of this environment that must never be printed
-REDIS_PASS=$(sed -E 's#^redis://[^:]*:([^@]*)@.*#\1#' <<<"$REDIS_URL")
+REDIS_PASS=$(sed -nE 's#^rediss?://[^:@/]*:([^@]*)@.*#\1#p' <<<"$REDIS_URL")
+REDIS_PASS=${REDIS_PASS:-no-redis-password-set}
 PG_PASS=$(sed -E 's#^postgresql://[^:]*:([^@]*)@.*#\1#' <<<"$DATABASE_URL")
 no_secret() { ! grep -q -e "$REDIS_PASS" -e "$PG_PASS" -e "$AWS_SECRET_ACCESS_KEY" "$1"; }
 
@@ -68,7 +69,7 @@ WORKER_HTTP_PORT=$port LOG_FORMAT=json LOG_LEVEL=debug "$WORKER" >"$tmp/log" 2>&
 pid=$!
 for _ in $(seq 100); do grep -q '"ready: ' "$tmp/log" && break; sleep 0.1; done
 cat "$tmp/log"
-expect "connected to Redis" grep -q '"connected to Redis at 127.0.0.1' "$tmp/log"
+expect "connected to Redis" grep -q "\"connected to Redis at $RHOST" "$tmp/log"
 expect "connected to PostgreSQL" grep -q '"connected to PostgreSQL 15' "$tmp/log"
 expect "S3 reachable" grep -q '"S3 bucket [a-z0-9.-]* at http://127.0.0.1:[0-9]* reachable (HTTP 200)' "$tmp/log"
 expect "ready" grep -q '"ready: Redis, PostgreSQL and the store (s3) are reachable"' "$tmp/log"
