@@ -60,6 +60,9 @@ static const ConfigVar vars[] = {
      "store); the certificate and its name are always verified"},
     {"REDIS_TLS_CERT_FILE", NULL, "rediss://: client certificate (PEM) for mutual TLS (optional)"},
     {"REDIS_TLS_KEY_FILE", NULL, "rediss://: its private key (PEM; never logged)"},
+    {"REDIS_CLUSTER", "auto",
+     "Redis Cluster: auto (when the server is a cluster node), on, or off; a cluster needs a "
+     "REDIS_PREFIX with a {hash tag}"},
     {"REDIS_URL", "redis://127.0.0.1:6379/0",
      "redis://[[user]:password@]host[:port][/db] (the password never logged)"},
     {"DATABASE_URL", NULL, "PostgreSQL URI or key=value string (required)"},
@@ -438,6 +441,14 @@ static void load_worker(Loader *l, Config *cfg) {
             bad(l, "REDIS_URL", "'%.120s': %s", red, why);
         }
     }
+    char *cl = config_get_str(l, "REDIS_CLUSTER", 1);
+    if (cl && strcmp(cl, "on") == 0)
+        cfg->redis_cluster = 1;
+    else if (cl && strcmp(cl, "auto") == 0)
+        cfg->redis_cluster = 2;
+    else if (!cl || strcmp(cl, "off") != 0)
+        bad(l, "REDIS_CLUSTER", "'%.20s' is not auto, on or off", cl ? cl : "");
+    free(cl);
     cfg->redis_ca_file = config_get_str(l, "REDIS_CA_FILE", 0);
     cfg->redis_tls_cert_file = config_get_str(l, "REDIS_TLS_CERT_FILE", 0);
     cfg->redis_tls_key_file = config_get_str(l, "REDIS_TLS_KEY_FILE", 0);
@@ -514,6 +525,8 @@ void config_redis_options(const Config *cfg, RedisOptions *o) {
     o->password = cfg->redis.password;
     o->db = cfg->redis.db;
     o->tls = cfg->redis_tls;
+    o->cluster = cfg->redis_cluster;
+    o->slot_key = cfg->redis_prefix;
 }
 
 void config_s3_options(const Config *cfg, S3Options *o) {

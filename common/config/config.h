@@ -48,6 +48,7 @@ typedef struct {
     RedisEndpoint redis;
     char *redis_ca_file, *redis_tls_cert_file, *redis_tls_key_file;
     TlsConfig *redis_tls; /* rediss://: the context every Redis connection shares; owned */
+    int redis_cluster;    /* REDIS_CLUSTER: 0 off, 1 on, 2 auto */
     int worker_concurrency;
     int worker_http_port;
     char *worker_http_host; /* IP address the HTTP server binds */

@@ -55,6 +55,14 @@ struct RedisClient {
     int handshake_failed;
     int said_tls; /* the TLS version was logged once */
     char last_error[256];
+
+    /* Redis Cluster (redis.h): the one slot served, the nodes learnt, where to go next */
+    int cluster_mode, is_cluster;
+    int slot, slot_tagged; /* slot_key's slot; 1 when slot_key holds a {hash tag} */
+    char conn_ip[64];      /* the address the current connection dialled */
+    char **nodes;          /* "host:port" of every node CLUSTER SLOTS named, and the seed */
+    int nnodes, next_node;
+    char redirect[80]; /* the owner to dial now ("" none): MOVED, or the handshake found it */
 };
 
 struct Conn {
@@ -100,6 +108,108 @@ static void notify(RedisClient *c, int connected, const char *why) {
     c->on_state(c, connected, connected ? NULL : &err, c->data);
 }
 
+/* ---- Redis Cluster ---- */
+
+/* CRC16-CCITT (XMODEM), as Redis Cluster hashes keys: CRC16("123456789") is 0x31C3. */
+static unsigned crc16(const char *buf, size_t len) {
+    unsigned crc = 0;
+    for (size_t i = 0; i < len; i++) {
+        crc ^= (unsigned)(unsigned char)buf[i] << 8;
+        for (int b = 0; b < 8; b++)
+            crc = (crc & 0x8000) ? ((crc << 1) ^ 0x1021) & 0xffff : (crc << 1) & 0xffff;
+    }
+    return crc;
+}
+
+/* The {hash tag} of a key (its first non-empty {...}), or NULL. */
+static const char *hash_tag(const char *key, size_t len, size_t *taglen) {
+    const char *open = memchr(key, '{', len);
+    if (open == NULL)
+        return NULL;
+    const char *close = memchr(open + 1, '}', len - (size_t)(open + 1 - key));
+    if (close == NULL || close == open + 1)
+        return NULL;
+    *taglen = (size_t)(close - open - 1);
+    return open + 1;
+}
+
+int redis_key_slot(const char *key, size_t len) {
+    size_t n;
+    const char *tag = hash_tag(key, len, &n);
+    return (int)(tag ? crc16(tag, n) : crc16(key, len)) & 16383;
+}
+
+static void learn_node(RedisClient *c, const char *host, long long port) {
+    char hp[80];
+    snprintf(hp, sizeof(hp), "%s:%lld", host, port);
+    for (int i = 0; i < c->nnodes; i++)
+        if (strcmp(c->nodes[i], hp) == 0)
+            return;
+    c->nodes = xrealloc(c->nodes, (size_t)(c->nnodes + 1) * sizeof(char *));
+    c->nodes[c->nnodes++] = xstrdup(hp);
+}
+
+/* Dial hp ("host:port") from now on. */
+static void retarget(RedisClient *c, const char *hp) {
+    const char *colon = strrchr(hp, ':');
+    if (colon == NULL || colon == hp)
+        return;
+    free(c->host);
+    c->host = xmalloc((size_t)(colon - hp) + 1);
+    memcpy(c->host, hp, (size_t)(colon - hp));
+    c->host[colon - hp] = '\0';
+    c->port = atoi(colon + 1);
+}
+
+/* The handshake's CLUSTER SLOTS: learn the nodes, find the slot's master. */
+static void on_slots(RedisClient *c, const redisReply *r) {
+    if (r->type == REDIS_REPLY_ERROR) {
+        if (c->cluster_mode == 1 && !c->handshake_failed) {
+            char msg[256];
+            snprintf(msg, sizeof(msg),
+                     "REDIS_CLUSTER=on, but this server is no cluster node: %.150s", r->str);
+            set_last_error(c, msg);
+            c->handshake_failed = 1;
+        }
+        return; /* auto: a single server */
+    }
+    if (r->type != REDIS_REPLY_ARRAY)
+        return;
+    c->is_cluster = 1;
+    if (!c->slot_tagged) {
+        if (!c->handshake_failed)
+            set_last_error(c, "Redis Cluster: REDIS_PREFIX must hold a hash tag, {backup} for one, "
+                              "so that every key of the queue is in one slot (proto/README.md, "
+                              "\"Redis Cluster\")");
+        c->handshake_failed = 1;
+        return;
+    }
+    char owner[80] = "";
+    for (size_t i = 0; i < r->elements; i++) {
+        const redisReply *e = r->element[i];
+        if (e->type != REDIS_REPLY_ARRAY || e->elements < 3)
+            continue;
+        for (size_t j = 2; j < e->elements; j++) {
+            const redisReply *n = e->element[j];
+            if (n->type != REDIS_REPLY_ARRAY || n->elements < 2 ||
+                n->element[0]->type != REDIS_REPLY_STRING ||
+                n->element[1]->type != REDIS_REPLY_INTEGER)
+                continue;
+            /* "" or "?": the address this connection used */
+            const char *host = n->element[0]->len && strcmp(n->element[0]->str, "?") != 0
+                                   ? n->element[0]->str
+                                   : c->conn_ip;
+            learn_node(c, host, n->element[1]->integer);
+            if (j == 2 && e->element[0]->integer <= c->slot && c->slot <= e->element[1]->integer)
+                snprintf(owner, sizeof(owner), "%s:%lld", host, n->element[1]->integer);
+        }
+    }
+    char here[80];
+    snprintf(here, sizeof(here), "%s:%d", c->conn_ip, c->port);
+    if (owner[0] && strcmp(owner, here) != 0)
+        snprintf(c->redirect, sizeof(c->redirect), "%s", owner);
+}
+
 /* ---- replies ---- */
 
 static Pending *pop(RedisClient *c) {
@@ -116,6 +226,12 @@ static Pending *pop(RedisClient *c) {
 /* One reply (NULL: the connection is gone) to the oldest pending command. */
 static void deliver(RedisClient *c, Pending *p, redisReply *reply) {
     c->progress_ns = uv_hrtime();
+    if (p->internal == 3) { /* CLUSTER SLOTS */
+        if (reply != NULL)
+            on_slots(c, reply);
+        free(p);
+        return;
+    }
     if (p->internal) {
         if (reply != NULL && reply->type == REDIS_REPLY_ERROR) {
             /* e.g. -LOADING while a restarted server reads its AOF, -WRONGPASS: after a backoff */
@@ -129,6 +245,14 @@ static void deliver(RedisClient *c, Pending *p, redisReply *reply) {
         if (reply != NULL && p->internal == 2 && c->state == ST_HANDSHAKE) { /* the final PING */
             if (c->handshake_failed) {
                 drop(c, c->last_error);
+            } else if (c->redirect[0]) { /* another node serves the slot: dial it at once */
+                char to[80], msg[160];
+                snprintf(to, sizeof(to), "%s", c->redirect);
+                c->redirect[0] = '\0';
+                snprintf(msg, sizeof(msg), "the slot of the queue is served by %s", to);
+                retarget(c, to);
+                c->attempt = 0;
+                drop(c, msg);
             } else {
                 c->state = ST_READY;
                 c->attempt = 0;
@@ -143,6 +267,31 @@ static void deliver(RedisClient *c, Pending *p, redisReply *reply) {
     }
     Err err;
     err_clear(&err);
+    char moved[80] = "";
+    if (reply != NULL && reply->type == REDIS_REPLY_ERROR &&
+        (strncmp(reply->str, "MOVED ", 6) == 0 || strncmp(reply->str, "ASK ", 4) == 0 ||
+         strncmp(reply->str, "TRYAGAIN", 8) == 0 || strncmp(reply->str, "CLUSTERDOWN", 11) == 0)) {
+        /* the cluster changes under us (a failover, a resharding): a retryable error, as for a
+         * restart; MOVED also says where the slot went, dialled at once */
+        if (strncmp(reply->str, "MOVED ", 6) == 0) {
+            const char *to = strchr(reply->str + 6, ' ');
+            if (to)
+                snprintf(moved, sizeof(moved), "%s", to + 1);
+        }
+        err_set(&err, ERR_RETRYABLE, ERR_CODE_CONNECT,
+                "redis %s:%d: %.200s (the cluster is changing: retried)", c->host, c->port,
+                reply->str);
+        p->cb(c, NULL, &err, p->data);
+        free(p);
+        if (moved[0] && c->conn != NULL) {
+            char msg[160];
+            snprintf(msg, sizeof(msg), "MOVED: the slot of the queue is now served by %s", moved);
+            retarget(c, moved);
+            c->attempt = 0;
+            drop(c, msg);
+        }
+        return;
+    }
     if (reply == NULL) {
         if (c->state == ST_CLOSED)
             err_set(&err, ERR_PERMANENT, ERR_CODE_CANCELLED, "redis client closed");
@@ -440,6 +589,10 @@ static void handshake(RedisClient *c) {
         const char *argv[] = {"CLIENT", "SETNAME", c->name};
         send_argv(c, NULL, NULL, 1, 3, argv, NULL);
     }
+    if (c->cluster_mode) {
+        const char *slots[] = {"CLUSTER", "SLOTS"};
+        send_argv(c, NULL, NULL, 3, 2, slots, NULL);
+    }
     const char *ping[] = {"PING"};
     send_argv(c, NULL, NULL, 2, 1, ping, NULL);
 }
@@ -519,6 +672,7 @@ static void on_connect_timeout(uv_timer_t *t) {
 
 static void connect_to(RedisClient *c, const char *ip) {
     c->state = ST_CONNECTING;
+    snprintf(c->conn_ip, sizeof(c->conn_ip), "%s", ip);
     struct sockaddr_storage sa;
     int rc = strchr(ip, ':') ? uv_ip6_addr(ip, c->port, (struct sockaddr_in6 *)&sa)
                              : uv_ip4_addr(ip, c->port, (struct sockaddr_in *)&sa);
@@ -587,6 +741,10 @@ static void on_backoff_done(uv_timer_t *t) {
 
 static void schedule_retry(RedisClient *c, const char *why) {
     set_last_error(c, why);
+    /* a cluster's node failed: the next attempt asks another one where the slot went (after a
+     * failover, its promoted replica) */
+    if (c->is_cluster && c->attempt > 0 && c->nnodes > 1)
+        retarget(c, c->nodes[c->next_node++ % c->nnodes]);
     /* "equal jitter": a reconnect waits at least half the bound */
     Backoff b = {c->backoff_min_ms, c->backoff_max_ms, 0.5};
     uint64_t delay = backoff_delay_ms(&b, (int)c->attempt + 1);
@@ -622,6 +780,14 @@ RedisClient *redis_client_new(uv_loop_t *loop, const RedisOptions *o) {
     c->name = o->name ? xstrdup(o->name) : NULL;
     c->db = o->db;
     c->tls = o->tls;
+    c->cluster_mode = o->cluster;
+    if (c->cluster_mode) /* the seed is a node to come back to */
+        learn_node(c, c->host, c->port);
+    if (o->slot_key) {
+        size_t n;
+        c->slot = redis_key_slot(o->slot_key, strlen(o->slot_key));
+        c->slot_tagged = hash_tag(o->slot_key, strlen(o->slot_key), &n) != NULL;
+    }
     c->connect_timeout_ms = o->connect_timeout_ms ? o->connect_timeout_ms : 5000;
     c->command_timeout_ms = o->command_timeout_ms;
     c->backoff_min_ms = o->backoff_min_ms ? o->backoff_min_ms : 100;
@@ -645,6 +811,9 @@ RedisClient *redis_client_new(uv_loop_t *loop, const RedisOptions *o) {
 static void maybe_release(RedisClient *c) {
     if (c->handles_open > 0 || c->gai_active)
         return;
+    for (int i = 0; i < c->nnodes; i++)
+        free(c->nodes[i]);
+    free(c->nodes);
     free(c->host);
     free(c->username);
     free(c->password);
@@ -684,4 +853,8 @@ const char *redis_client_last_error(const RedisClient *c) {
 
 void *redis_client_data(const RedisClient *c) {
     return c->data;
+}
+
+int redis_client_is_cluster(const RedisClient *c) {
+    return c->is_cluster;
 }

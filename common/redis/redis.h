@@ -43,7 +43,15 @@ typedef struct {
     const char *username; /* NULL: plain AUTH password */
     const char *password; /* NULL: no AUTH */
     int db;
-    TlsConfig *tls;              /* borrowed, shared; NULL: plain text (rediss:// sets it) */
+    TlsConfig *tls; /* borrowed, shared; NULL: plain text (rediss:// sets it) */
+    /* Redis Cluster (REDIS_CLUSTER): 0 off, 1 on, 2 auto (on when the server is a cluster).
+     * The client then serves one hash slot, slot_key's (every key of the queue shares it: the
+     * prefix holds a {hash tag}): it finds that slot's master from any node it is given
+     * (CLUSTER SLOTS), follows MOVED there, and after a failure tries the other nodes it
+     * learnt, so a failover's promoted replica is found. ASK, TRYAGAIN and CLUSTERDOWN answer
+     * as retryable errors: a migration or a failover under way. */
+    int cluster;
+    const char *slot_key;
     const char *name;            /* CLIENT SETNAME and log prefix; may be NULL */
     unsigned connect_timeout_ms; /* default 5000 */
     unsigned command_timeout_ms; /* 0: none; otherwise a stalled connection is dropped */
@@ -65,6 +73,10 @@ uint64_t redis_client_reconnects(const RedisClient *c);
 const char *redis_client_last_error(const RedisClient *c);
 /* User data given in the options. */
 void *redis_client_data(const RedisClient *c);
+/* 1 once the server is known to be a Redis Cluster node. */
+int redis_client_is_cluster(const RedisClient *c);
+/* The hash slot of a key (CRC16 of its {hash tag}, or of the whole key), 0-16383. */
+int redis_key_slot(const char *key, size_t len);
 
 /*
  * Send a command. Returns 0 when queued (cb will be called exactly once), or -1
