@@ -134,18 +134,11 @@ redisReply *ctl_redis(CtlRedis *r, const char *fmt, ...) {
     va_start(ap, fmt);
     int rc = redis_vcommand(r->c, on_ctl_reply, r, &err, fmt, ap);
     va_end(ap);
-    if (rc != 0) {
-        fprintf(stderr, "backupctl: Redis: %s\n", err.msg);
-        return NULL;
-    }
-    redisReply *rep = wait_reply(r);
-    if (rep == NULL) {
-        fprintf(stderr, "backupctl: Redis: %s\n", r->error);
-        return NULL;
-    }
-    if (rep->type == REDIS_REPLY_ERROR) {
-        fprintf(stderr, "backupctl: Redis: %s\n", rep->str);
-        freeReplyObject(rep);
+    redisReply *rep = rc == 0 ? wait_reply(r) : NULL;
+    if (rc != 0 || rep == NULL || rep->type == REDIS_REPLY_ERROR) {
+        fprintf(stderr, "backupctl: Redis: %s\n", rc != 0 ? err.msg : rep ? rep->str : r->error);
+        if (rep)
+            freeReplyObject(rep);
         return NULL;
     }
     return rep;

@@ -403,14 +403,31 @@ static void on_flush(uv_idle_t *h) {
 }
 
 /* A formatted command (taken) onto the connection, written at the end of the loop turn. */
-static int send_bytes(RedisClient *c, char *cmd, size_t len) {
+static void send_bytes(RedisClient *c, char *cmd, size_t len) {
     buf_append(&c->conn->out, cmd, len);
     free(cmd);
     if (!c->flushing) {
         c->flushing = 1;
         uv_idle_start(&c->flusher, on_flush);
     }
-    return 0;
+}
+
+/* A formatted command (taken) queued for its reply and sent; name names it in ACL messages. */
+static void enqueue(RedisClient *c, RedisReplyCb cb, void *data, int internal, char *cmd,
+                    size_t len, const char *name, size_t namelen) {
+    Pending *p = xcalloc(1, sizeof(*p));
+    p->cb = cb;
+    p->data = data;
+    p->internal = internal;
+    snprintf(p->cmd, sizeof(p->cmd), "%.*s", (int)namelen, name);
+    if (c->pending++ == 0)
+        c->progress_ns = uv_hrtime();
+    if (c->tail)
+        c->tail->next = p;
+    else
+        c->head = p;
+    c->tail = p;
+    send_bytes(c, cmd, len);
 }
 
 static int send_argv(RedisClient *c, RedisReplyCb cb, void *data, int internal, int argc,
@@ -421,31 +438,24 @@ static int send_argv(RedisClient *c, RedisReplyCb cb, void *data, int internal, 
     int len = redisFormatCommandArgv(&cmd, argc, argv, argvlen);
     if (len < 0)
         return -1;
-    Pending *p = xcalloc(1, sizeof(*p));
-    p->cb = cb;
-    p->data = data;
-    p->internal = internal;
-    snprintf(p->cmd, sizeof(p->cmd), "%.*s", (int)(argvlen ? argvlen[0] : strlen(argv[0])),
-             argv[0]);
-    if (c->pending++ == 0)
-        c->progress_ns = uv_hrtime();
-    if (c->tail)
-        c->tail->next = p;
-    else
-        c->head = p;
-    c->tail = p;
-    /* a failed send drops the connection: p is answered (NULL) with every other pending one */
-    send_bytes(c, cmd, (size_t)len);
+    enqueue(c, cb, data, internal, cmd, (size_t)len, argv[0],
+            argvlen ? argvlen[0] : strlen(argv[0]));
     return 0;
+}
+
+/* 0 when commands may be sent, else -1 with err saying why not. */
+static int not_ready(const RedisClient *c, Err *err) {
+    if (c->state == ST_READY && c->conn != NULL)
+        return 0;
+    err_set(err, ERR_RETRYABLE, ERR_CODE_CONNECT, "redis %s:%d: not connected%s%s", c->host,
+            c->port, c->last_error[0] ? ": " : "", c->last_error);
+    return -1;
 }
 
 int redis_command_argv(RedisClient *c, RedisReplyCb cb, void *data, int argc, const char **argv,
                        const size_t *argvlen, Err *err) {
-    if (c->state != ST_READY || c->conn == NULL) {
-        err_set(err, ERR_RETRYABLE, ERR_CODE_CONNECT, "redis %s:%d: not connected%s%s", c->host,
-                c->port, c->last_error[0] ? ": " : "", c->last_error);
+    if (not_ready(c, err) != 0)
         return -1;
-    }
     if (send_argv(c, cb, data, 0, argc, argv, argvlen) != 0) {
         err_set(err, ERR_PERMANENT, ERR_CODE_INVALID, "%s", "redis: cannot format command");
         return -1;
@@ -455,29 +465,15 @@ int redis_command_argv(RedisClient *c, RedisReplyCb cb, void *data, int argc, co
 
 int redis_vcommand(RedisClient *c, RedisReplyCb cb, void *data, Err *err, const char *fmt,
                    va_list ap) {
-    if (c->state != ST_READY || c->conn == NULL) {
-        err_set(err, ERR_RETRYABLE, ERR_CODE_CONNECT, "redis %s:%d: not connected%s%s", c->host,
-                c->port, c->last_error[0] ? ": " : "", c->last_error);
+    if (not_ready(c, err) != 0)
         return -1;
-    }
     char *cmd = NULL;
     int len = redisvFormatCommand(&cmd, fmt, ap);
     if (len < 0) {
         err_set(err, ERR_PERMANENT, ERR_CODE_INVALID, "%s", "redis: cannot format command");
         return -1;
     }
-    Pending *p = xcalloc(1, sizeof(*p));
-    p->cb = cb;
-    p->data = data;
-    snprintf(p->cmd, sizeof(p->cmd), "%.*s", (int)strcspn(fmt, " "), fmt);
-    if (c->pending++ == 0)
-        c->progress_ns = uv_hrtime();
-    if (c->tail)
-        c->tail->next = p;
-    else
-        c->head = p;
-    c->tail = p;
-    send_bytes(c, cmd, (size_t)len);
+    enqueue(c, cb, data, 0, cmd, (size_t)len, fmt, strcspn(fmt, " "));
     return 0;
 }
 
